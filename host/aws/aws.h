@@ -1,0 +1,51 @@
+/* aws: the asynchronous AWS client every stage uses through the host API. It owns the
+ * resolved settings and credentials, the HTTP engine, the retry quota and the per-service
+ * rate limiters; it turns an ol_aws_request into a signed HTTP request to the right
+ * endpoint, retries it the way the AWS SDKs do, follows S3 wrong-region answers once, and
+ * decodes AWS errors. */
+#ifndef OL_AWS_AWS_H
+#define OL_AWS_AWS_H
+
+#include <uv.h>
+
+#include "credentials.h"
+#include "opsline/opsline.h"
+
+typedef struct aws_client aws_client;
+
+/* Resolve settings (profile, region), credentials, retry configuration; create the HTTP
+ * engine on loop. profile and region override the environment when non-NULL. Returns 0, or
+ * OL_ECONFIG / OL_ECREDS / OL_ENOMEM with a malloc'd user message in *err (never a
+ * secret). */
+int aws_client_new(uv_loop_t *loop, const char *profile, const char *region, aws_client **out,
+                   char **err);
+
+/* Like aws_client_new but credentials are not required (for presign --help paths and
+ * tests): a missing credential is reported only when a request is sent. */
+const ol__aws_settings *aws_client_settings(const aws_client *c);
+const ol__creds *aws_client_creds(const aws_client *c);
+
+/* Send req. region NULL: req->region, else the client's region. cb runs exactly once from
+ * the loop, or a negative code is returned and cb never runs. */
+int aws_send(aws_client *c, const ol_aws_request *req, ol_aws_cb cb, void *arg);
+
+/* A presigned URL for an S3 object (SigV4 query auth), malloc'd into *url.
+ * expires in seconds: 1..604800 (7 days), else OL_ERANGE. */
+int aws_presign_s3(aws_client *c, const char *method, const char *bucket, const char *key,
+                   unsigned long expires, char **url, char **err);
+
+/* Counters for reports and tests. */
+typedef struct aws_stats {
+    unsigned long requests; /* logical requests */
+    unsigned long attempts; /* HTTP attempts, retries included */
+    unsigned long retries;
+    unsigned long throttled;
+    unsigned long quota_exhausted;
+} aws_stats;
+void aws_client_stats(const aws_client *c, aws_stats *out);
+
+/* Cancel what is in flight (callbacks run with OL_ECANCELED), free everything; on_closed
+ * runs when the loop has released all handles. */
+void aws_client_close(aws_client *c, void (*on_closed)(void *arg), void *arg);
+
+#endif

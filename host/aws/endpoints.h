@@ -1,0 +1,42 @@
+/* endpoints: which URL and signing region a service call goes to. AWS_ENDPOINT_URL_<SERVICE>
+ * wins over AWS_ENDPOINT_URL, which wins over the profile's endpoint_url; otherwise the
+ * real AWS endpoint of the region's partition (aws, aws-cn, aws-us-gov). IAM is global:
+ * iam.amazonaws.com signed for us-east-1 (iam.cn-north-1.amazonaws.com.cn in China,
+ * iam.us-gov.amazonaws.com signed for us-gov-west-1 in GovCloud). */
+#ifndef OL_AWS_ENDPOINTS_H
+#define OL_AWS_ENDPOINTS_H
+
+typedef struct ol__endpoint {
+    char *url;            /* "https://host[:port]" or the custom URL without trailing '/' */
+    char *host;           /* host[:port] for the Host header */
+    char *signing_region; /* region to sign for */
+    const char *signing_name; /* "s3", "iam", ... (static) */
+    int custom;           /* from an override: S3 uses path-style addressing */
+} ol__endpoint;
+
+/* Resolve service in region. profile_endpoint may be NULL. For S3 with a bucket, virtual-
+ * hosted style is used on real AWS for DNS-compatible names without dots, path-style
+ * otherwise; the bucket part is left to the caller (see endpoints_s3_url). Returns 0 or
+ * OL_ECONFIG with a malloc'd *err (e.g. an AWS_ENDPOINT_URL_S3 that is not a URL). */
+int endpoints_resolve(const char *service, const char *region, const char *profile_endpoint,
+                      ol__endpoint *out, char **err);
+void endpoints_free(ol__endpoint *e);
+
+/* Build the URL base and Host for an S3 bucket request on endpoint e: virtual-hosted
+ * ("https://bucket.s3.eu-north-1.amazonaws.com", path prefix "") or path-style
+ * ("http://127.0.0.1:5000", path prefix "/bucket"). All malloc'd. */
+int endpoints_s3_url(const ol__endpoint *e, const char *bucket, char **base_url, char **host,
+                     char **path_prefix);
+
+/* The environment variable suffix for a service id: "s3" -> "S3", "secretsmanager" ->
+ * "SECRETS_MANAGER", "iam" -> "IAM", "sts" -> "STS". Static string. */
+const char *endpoints_env_suffix(const char *service);
+
+/* Partition of a region: "aws", "aws-cn", "aws-us-gov"; and its DNS suffix. */
+const char *endpoints_partition(const char *region);
+const char *endpoints_dns_suffix(const char *region);
+
+/* Nonzero when region looks like an AWS region name (e.g. eu-north-1, us-gov-west-1). */
+int endpoints_region_valid(const char *region);
+
+#endif

@@ -1,0 +1,57 @@
+/* http: many HTTP requests in flight on one thread. libcurl's multi-socket API driven by
+ * the libuv loop (uv_poll per socket, one uv_timer), connections reused, TLS verification
+ * always on. No retries here: one call, one attempt. */
+#ifndef OL_AWS_HTTP_H
+#define OL_AWS_HTTP_H
+
+#include <stddef.h>
+#include <uv.h>
+
+#include "opsline/opsline.h"
+
+typedef struct http_engine http_engine;
+
+typedef struct http_request {
+    const char *method; /* "GET", "PUT", "POST", "DELETE", "HEAD" */
+    const char *url;    /* complete URL, already encoded */
+    const ol_kv *headers;
+    size_t n_headers;
+    const char *body; /* copied by http_send; may be NULL */
+    size_t body_len;
+    long timeout_ms;         /* whole-request timeout; 0: 60000 */
+    long connect_timeout_ms; /* 0: 10000 */
+} http_request;
+
+typedef struct http_response {
+    /* 0 when an HTTP answer arrived complete (any status). OL_ETIMEDOUT, or OL_ENET for
+     * connection failures, resets and truncated bodies. */
+    int result;
+    long status;
+    char *body; /* NUL-terminated, owned by the engine, valid during the callback */
+    size_t body_len;
+    const ol_kv *headers; /* response headers, names lowercased; valid during the callback */
+    size_t n_headers;
+    const char *error; /* curl's text for a transport failure, else NULL */
+    int sent; /* nonzero when the request may have reached the server (for unknown outcome) */
+} http_response;
+
+typedef void (*http_cb)(void *arg, const http_response *res);
+
+/* Create an engine on loop. Returns NULL on allocation or curl init failure. */
+http_engine *http_new(uv_loop_t *loop);
+
+/* Start a request; cb runs exactly once from the loop (never from inside http_send), or
+ * http_send returns a negative code and cb never runs. */
+int http_send(http_engine *eng, const http_request *req, http_cb cb, void *arg);
+
+/* Look up a response header by lowercase name. */
+const char *http_header(const http_response *res, const char *name);
+
+/* Abort every request in flight (each callback runs with OL_ECANCELED), clean curl up, and
+ * close the engine's handles; on_closed runs once everything is released (may be NULL).
+ * The loop must keep running until then. */
+void http_close(http_engine *eng, void (*on_closed)(void *arg), void *arg);
+
+/* Test knobs read once by http_new: OPSLINE_CA_BUNDLE (extra CA file). */
+
+#endif
