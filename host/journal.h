@@ -1,0 +1,34 @@
+/* journal: the append-only, fsync'd record of what opsline created, per state directory
+ * (default .opsline/). One JSON object per line (jansson): time, item, stage, event,
+ * resource id, detail. Read back at start so a later run (or the same one) can tell, for
+ * example, an access key whose secret was stored from one whose secret was lost. Never
+ * holds a secret. An exclusive lock (flock) keeps two runs off the same state directory. */
+#ifndef OL_JOURNAL_H
+#define OL_JOURNAL_H
+
+#include <stddef.h>
+
+typedef struct journal journal;
+
+/* Open (creating dir 0700 and file 0600) and load existing records; take the lock.
+ * Returns 0; OL_EIO with a malloc'd *err (path and reason) on failure; OL_EEXIST when
+ * another opsline run holds the lock (message says so). A malformed line (for example a
+ * torn last line after a crash) is skipped with a warning in *warn (malloc'd, may be NULL). */
+int journal_open(const char *state_dir, journal **out, char **err);
+
+/* Append one record and fsync before returning. id and detail may be NULL. */
+int journal_append(journal *j, const char *item, const char *stage, const char *event,
+                   const char *id, const char *detail);
+
+/* Number of records of item with this event and id (id NULL: any id). */
+size_t journal_count(const journal *j, const char *item, const char *event, const char *id);
+
+/* Time (unix seconds) of the latest matching record, or 0. */
+long long journal_last_time(const journal *j, const char *item, const char *event, const char *id);
+
+/* Path of the journal file (borrowed). */
+const char *journal_path(const journal *j);
+
+void journal_close(journal *j);
+
+#endif
