@@ -20,8 +20,11 @@ typedef struct aws_client aws_client;
 int aws_client_new(uv_loop_t *loop, const char *profile, const char *region, aws_client **out,
                    char **err);
 
-/* Like aws_client_new but credentials are not required (for presign --help paths and
- * tests): a missing credential is reported only when a request is sent. */
+/* Credentials are resolved by aws_client_new, but their absence is reported only when a
+ * request is sent (or by this function): returns 0 or the resolution error with its
+ * message in *msg (borrowed). */
+int aws_client_creds_error(const aws_client *c, const char **msg);
+
 const ol__aws_settings *aws_client_settings(const aws_client *c);
 const ol__creds *aws_client_creds(const aws_client *c);
 

@@ -1,0 +1,770 @@
+/* aws: the asynchronous AWS client. One aws_call per logical request owns copies of the
+ * request, its retry state and a uv_timer for backoff; it is freed in that timer's close
+ * callback, the one place a call ends. Each attempt is built from scratch (endpoint, URL,
+ * date, signature), so a retry after a long backoff is never sent with a stale signature. */
+#include "aws.h"
+
+#include <curl/curl.h>
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "endpoints.h"
+#include "http.h"
+#include "retry.h"
+#include "sigv4.h"
+#include "xml.h"
+
+#define MAX_LIMITERS 16
+#define DEFAULT_TIMEOUT_MS 30000
+/* Delay between eventual-consistency retries: IAM usually converges within seconds. */
+#define CONSISTENCY_DELAY_MS 500
+
+typedef struct limiter {
+    char service[32];
+    retry_rate_limiter rl;
+} limiter;
+
+struct aws_client {
+    uv_loop_t *loop;
+    http_engine *http;
+    ol__aws_settings settings;
+    ol__creds creds;
+    int have_creds;
+    char *creds_err;
+    int creds_code;
+    retry_config rcfg;
+    retry_quota quota;
+    limiter limiters[MAX_LIMITERS];
+    size_t n_limiters;
+    aws_stats stats;
+    long timeout_ms;
+    struct aws_call *calls; /* live calls, doubly linked */
+    size_t live;
+    int closing;
+    int http_closed;
+    void (*on_closed)(void *arg);
+    void *on_closed_arg;
+};
+
+typedef struct aws_call {
+    aws_client *c;
+    struct aws_call *prev, *next;
+    char *service, *method, *bucket, *key, *region;
+    ol_kv *params;
+    size_t n_params;
+    ol_kv *headers;
+    size_t n_headers;
+    const char *body;
+    size_t body_len;
+    char *form_body;
+    unsigned flags;
+    char **consistency_codes;
+    uint64_t consistency_deadline; /* uv_now ms */
+    unsigned attempts;             /* HTTP attempts sent */
+    unsigned retries;              /* retries counted against max_attempts */
+    unsigned quota_taken;
+    int redirected;
+    int in_http;   /* an HTTP attempt is in flight */
+    int completed; /* the user callback has run */
+    uv_timer_t timer;
+    ol_aws_cb cb;
+    void *arg;
+} aws_call;
+
+static void call_send(aws_call *call);
+static void on_timer_resend(uv_timer_t *t);
+
+static char *dupstr(const char *s) {
+    return s ? strdup(s) : NULL;
+}
+
+static double now_s(const aws_client *c) {
+    return (double)uv_now(c->loop) / 1000.0;
+}
+
+static double rand01(void) {
+    uint32_t r = 0;
+    if (RAND_bytes((unsigned char *)&r, sizeof(r)) != 1)
+        r = (uint32_t)rand();
+    return (double)r / 4294967296.0;
+}
+
+static retry_rate_limiter *limiter_for(aws_client *c, const char *service) {
+    for (size_t i = 0; i < c->n_limiters; i++)
+        if (strcmp(c->limiters[i].service, service) == 0)
+            return &c->limiters[i].rl;
+    if (c->n_limiters == MAX_LIMITERS)
+        return &c->limiters[MAX_LIMITERS - 1].rl;
+    limiter *l = &c->limiters[c->n_limiters++];
+    snprintf(l->service, sizeof(l->service), "%s", service);
+    retry_rate_limiter_init(&l->rl, now_s(c));
+    return &l->rl;
+}
+
+/* ---- client lifetime ------------------------------------------------------------------ */
+
+int aws_client_new(uv_loop_t *loop, const char *profile, const char *region, aws_client **out,
+                   char **err) {
+    aws_client *c = calloc(1, sizeof(*c));
+    int rc;
+    *out = NULL;
+    *err = NULL;
+    if (c == NULL)
+        return OL_ENOMEM;
+    c->loop = loop;
+    rc = credentials_settings(profile, region, &c->settings, err);
+    if (rc != 0)
+        goto fail;
+    rc = retry_config_from_env(&c->rcfg, err);
+    if (rc != 0)
+        goto fail;
+    /* Credentials are resolved now, but a failure is kept for the first request so that
+     * commands that need none (presign --help, plugins) still work. */
+    c->creds_code = credentials_resolve(&c->settings, &c->creds, &c->creds_err);
+    c->have_creds = c->creds_code == 0;
+    retry_quota_init(&c->quota, 500);
+    c->timeout_ms = DEFAULT_TIMEOUT_MS;
+    const char *t = getenv("OPSLINE_TIMEOUT_MS");
+    if (t != NULL && atol(t) > 0)
+        c->timeout_ms = atol(t);
+    c->http = http_new(loop);
+    if (c->http == NULL) {
+        rc = OL_ENOMEM;
+        goto fail;
+    }
+    *out = c;
+    return 0;
+fail:
+    credentials_settings_free(&c->settings);
+    credentials_free(&c->creds);
+    free(c->creds_err);
+    free(c);
+    return rc;
+}
+
+const ol__aws_settings *aws_client_settings(const aws_client *c) {
+    return &c->settings;
+}
+
+const ol__creds *aws_client_creds(const aws_client *c) {
+    return c->have_creds ? &c->creds : NULL;
+}
+
+int aws_client_creds_error(const aws_client *c, const char **msg) {
+    *msg = c->creds_err;
+    return c->have_creds ? 0 : c->creds_code;
+}
+
+void aws_client_stats(const aws_client *c, aws_stats *out) {
+    *out = c->stats;
+}
+
+static void client_maybe_closed(aws_client *c) {
+    if (!c->closing || !c->http_closed || c->live > 0)
+        return;
+    void (*cb)(void *) = c->on_closed;
+    void *arg = c->on_closed_arg;
+    credentials_settings_free(&c->settings);
+    credentials_free(&c->creds);
+    free(c->creds_err);
+    free(c);
+    if (cb)
+        cb(arg);
+}
+
+static void on_http_closed(void *arg) {
+    aws_client *c = arg;
+    c->http_closed = 1;
+    client_maybe_closed(c);
+}
+
+/* ---- call lifetime -------------------------------------------------------------------- */
+
+static void call_free_cb(uv_handle_t *h) {
+    aws_call *call = h->data;
+    aws_client *c = call->c;
+    free(call->service);
+    free(call->method);
+    free(call->bucket);
+    free(call->key);
+    free(call->region);
+    for (size_t i = 0; i < call->n_params; i++) {
+        free((char *)call->params[i].name);
+        free((char *)call->params[i].value);
+    }
+    free(call->params);
+    for (size_t i = 0; i < call->n_headers; i++) {
+        free((char *)call->headers[i].name);
+        free((char *)call->headers[i].value);
+    }
+    free(call->headers);
+    free(call->form_body);
+    if (call->consistency_codes) {
+        for (char **p = call->consistency_codes; *p; p++)
+            free(*p);
+        free(call->consistency_codes);
+    }
+    free(call);
+    c->live--;
+    client_maybe_closed(c);
+}
+
+/* Run the user's callback once, unlink the call and release it. */
+static void call_finish(aws_call *call, const ol_aws_response *res) {
+    aws_client *c = call->c;
+    if (call->completed)
+        return;
+    call->completed = 1;
+    if (call->prev)
+        call->prev->next = call->next;
+    else
+        c->calls = call->next;
+    if (call->next)
+        call->next->prev = call->prev;
+    uv_timer_stop(&call->timer);
+    call->cb(call->arg, res);
+    uv_close((uv_handle_t *)&call->timer, call_free_cb);
+}
+
+static void call_fail(aws_call *call, int result, const char *message) {
+    ol_aws_response res;
+    memset(&res, 0, sizeof(res));
+    res.result = result;
+    res.body = "";
+    res.error_message = message;
+    res.attempts = call->attempts;
+    call_finish(call, &res);
+}
+
+static ol_kv *copy_kv(const ol_kv *src, size_t n) {
+    if (n == 0)
+        return NULL;
+    ol_kv *dst = calloc(n, sizeof(*dst));
+    if (dst == NULL)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        dst[i].name = dupstr(src[i].name ? src[i].name : "");
+        dst[i].value = dupstr(src[i].value ? src[i].value : "");
+        if (dst[i].name == NULL || dst[i].value == NULL) {
+            for (size_t j = 0; j <= i; j++) {
+                free((char *)dst[j].name);
+                free((char *)dst[j].value);
+            }
+            free(dst);
+            return NULL;
+        }
+    }
+    return dst;
+}
+
+/* name=value pairs joined with '&', names and values percent-encoded by libcurl (which
+ * keeps exactly the unreserved set SigV4 keeps). */
+static char *encode_pairs(const ol_kv *kv, size_t n) {
+    size_t cap = 1, len = 0;
+    char *out = malloc(cap);
+    if (out == NULL)
+        return NULL;
+    out[0] = '\0';
+    for (size_t i = 0; i < n; i++) {
+        char *k = curl_easy_escape(NULL, kv[i].name, 0);
+        char *v = curl_easy_escape(NULL, kv[i].value, 0);
+        if (k == NULL || v == NULL) {
+            curl_free(k);
+            curl_free(v);
+            free(out);
+            return NULL;
+        }
+        size_t need = len + strlen(k) + strlen(v) + 3;
+        if (need > cap) {
+            char *n2 = realloc(out, need * 2);
+            if (n2 == NULL) {
+                curl_free(k);
+                curl_free(v);
+                free(out);
+                return NULL;
+            }
+            out = n2;
+            cap = need * 2;
+        }
+        len += (size_t)sprintf(out + len, "%s%s=%s", i ? "&" : "", k, v);
+        curl_free(k);
+        curl_free(v);
+    }
+    return out;
+}
+
+int aws_send(aws_client *c, const ol_aws_request *req, ol_aws_cb cb, void *arg) {
+    if (c == NULL || req == NULL || cb == NULL || req->service == NULL || req->method == NULL)
+        return OL_EINVAL;
+    if (c->closing)
+        return OL_ECANCELED;
+    aws_call *call = calloc(1, sizeof(*call));
+    if (call == NULL)
+        return OL_ENOMEM;
+    call->c = c;
+    call->cb = cb;
+    call->arg = arg;
+    call->flags = req->flags;
+    call->body = req->body;
+    call->body_len = req->body_len;
+    call->service = dupstr(req->service);
+    call->method = dupstr(req->method);
+    call->bucket = dupstr(req->bucket);
+    call->key = dupstr(req->key);
+    call->region = dupstr(req->region ? req->region : c->settings.region);
+    call->params = copy_kv(req->params, req->n_params);
+    call->n_params = call->params ? req->n_params : 0;
+    call->headers = copy_kv(req->headers, req->n_headers);
+    call->n_headers = call->headers ? req->n_headers : 0;
+    int oom = !call->service || !call->method || !call->region || (req->bucket && !call->bucket) ||
+              (req->key && !call->key) || (req->n_params && !call->params) ||
+              (req->n_headers && !call->headers);
+    if (!oom && req->consistency_codes) {
+        size_t n = 0;
+        while (req->consistency_codes[n])
+            n++;
+        call->consistency_codes = calloc(n + 1, sizeof(char *));
+        oom = call->consistency_codes == NULL;
+        for (size_t i = 0; !oom && i < n; i++) {
+            call->consistency_codes[i] = strdup(req->consistency_codes[i]);
+            oom = call->consistency_codes[i] == NULL;
+        }
+        call->consistency_deadline = uv_now(c->loop) + req->consistency_ms;
+    }
+    if (!oom && strcmp(call->method, "POST") == 0 && req->body == NULL && call->n_params) {
+        call->form_body = encode_pairs(call->params, call->n_params);
+        oom = call->form_body == NULL;
+    }
+    uv_timer_init(c->loop, &call->timer);
+    call->timer.data = call;
+    c->live++;
+    if (oom) {
+        /* Never call cb when returning an error: release the call through its timer. */
+        call->completed = 1;
+        uv_close((uv_handle_t *)&call->timer, call_free_cb);
+        return OL_ENOMEM;
+    }
+    call->next = c->calls;
+    if (c->calls)
+        c->calls->prev = call;
+    c->calls = call;
+    c->stats.requests++;
+    /* Start from the loop, never from inside aws_send, so callers see one code path. */
+    uv_timer_start(&call->timer, on_timer_resend, 0, 0);
+    return 0;
+}
+
+/* ---- building and sending one attempt ------------------------------------------------- */
+
+typedef struct attempt {
+    ol__endpoint ep;
+    char *url;
+    char *host;
+    char *path;  /* wire path */
+    char *query; /* wire query, may be "" */
+    ol_kv hdrs[40];
+    size_t n;
+    char amz_date[17];
+    char payload_hash[65];
+    char md5[25];
+    char *auth;
+} attempt;
+
+static void attempt_free(attempt *a) {
+    endpoints_free(&a->ep);
+    free(a->url);
+    free(a->host);
+    free(a->path);
+    free(a->query);
+    free(a->auth);
+}
+
+static int is_s3(const aws_call *call) {
+    return strcmp(call->service, "s3") == 0;
+}
+
+static int attempt_build(aws_call *call, attempt *a, char **err) {
+    aws_client *c = call->c;
+    const char *body = call->form_body ? call->form_body : call->body;
+    size_t body_len = call->form_body ? strlen(call->form_body) : call->body_len;
+    char *base = NULL, *prefix = NULL;
+    int rc = endpoints_resolve(call->service, call->region, c->settings.endpoint_url, &a->ep, err);
+    if (rc != 0)
+        return rc;
+    if (is_s3(call) && call->bucket) {
+        rc = endpoints_s3_url(&a->ep, call->bucket, &base, &a->host, &prefix);
+        if (rc != 0)
+            return rc;
+    } else {
+        base = strdup(a->ep.url);
+        a->host = strdup(a->ep.host);
+        prefix = strdup("");
+        if (!base || !a->host || !prefix) {
+            free(base);
+            free(prefix);
+            return OL_ENOMEM;
+        }
+    }
+    char *ekey = call->key ? sigv4_uri_encode(call->key, strlen(call->key), 1) : strdup("");
+    size_t plen = strlen(prefix) + (ekey ? strlen(ekey) : 0) + 3;
+    a->path = malloc(plen);
+    if (ekey == NULL || a->path == NULL) {
+        free(ekey);
+        free(base);
+        free(prefix);
+        return OL_ENOMEM;
+    }
+    if (call->key)
+        snprintf(a->path, plen, "%s/%s", prefix, ekey);
+    else
+        snprintf(a->path, plen, "%s/", prefix);
+    free(ekey);
+    free(prefix);
+    a->query = call->form_body ? strdup("") : encode_pairs(call->params, call->n_params);
+    size_t ulen = strlen(base) + strlen(a->path) + (a->query ? strlen(a->query) : 0) + 2;
+    a->url = malloc(ulen);
+    if (a->query == NULL || a->url == NULL) {
+        free(base);
+        return OL_ENOMEM;
+    }
+    snprintf(a->url, ulen, "%s%s%s%s", base, a->path, a->query[0] ? "?" : "", a->query);
+    free(base);
+
+    sigv4_amz_date(time(NULL), a->amz_date);
+    sigv4_sha256_hex(body ? body : "", body_len, a->payload_hash);
+    a->hdrs[a->n++] = (ol_kv){"Host", a->host};
+    a->hdrs[a->n++] = (ol_kv){"X-Amz-Date", a->amz_date};
+    if (is_s3(call))
+        a->hdrs[a->n++] = (ol_kv){"X-Amz-Content-Sha256", a->payload_hash};
+    if (c->creds.session_token)
+        a->hdrs[a->n++] = (ol_kv){"X-Amz-Security-Token", c->creds.session_token};
+    if (call->form_body)
+        a->hdrs[a->n++] =
+            (ol_kv){"Content-Type", "application/x-www-form-urlencoded; charset=utf-8"};
+    if (call->flags & OL_AWS_CONTENT_MD5) {
+        sigv4_content_md5(body ? body : "", body_len, a->md5);
+        a->hdrs[a->n++] = (ol_kv){"Content-MD5", a->md5};
+    }
+    for (size_t i = 0; i < call->n_headers && a->n < 38; i++)
+        a->hdrs[a->n++] = call->headers[i];
+
+    sigv4_request sreq = {call->method, a->path, a->query, a->hdrs, a->n, a->payload_hash};
+    sigv4_scope scope = {a->ep.signing_region, a->ep.signing_name, a->amz_date, is_s3(call)};
+    sigv4_creds screds = {c->creds.access_key_id, c->creds.secret_access_key,
+                          c->creds.session_token};
+    rc = sigv4_authorization(&sreq, &scope, &screds, &a->auth);
+    if (rc != 0)
+        return rc;
+    a->hdrs[a->n++] = (ol_kv){"Authorization", a->auth};
+    return 0;
+}
+
+static void on_http_done(void *arg, const http_response *res);
+
+static void call_send(aws_call *call) {
+    aws_client *c = call->c;
+    char *err = NULL;
+    attempt a;
+    if (c->closing) {
+        call_fail(call, OL_ECANCELED, "interrupted");
+        return;
+    }
+    if (!c->have_creds) {
+        call_fail(call, OL_ECREDS, c->creds_err ? c->creds_err : "no AWS credentials found");
+        return;
+    }
+    if (c->rcfg.mode == RETRY_MODE_ADAPTIVE) {
+        double wait = retry_rate_limiter_acquire(limiter_for(c, call->service), now_s(c));
+        if (wait > 0) {
+            uv_timer_start(&call->timer, on_timer_resend, (uint64_t)(wait * 1000.0) + 1, 0);
+            return;
+        }
+    }
+    memset(&a, 0, sizeof(a));
+    int rc = attempt_build(call, &a, &err);
+    if (rc != 0) {
+        call_fail(call, rc, err ? err : "could not build the request");
+        free(err);
+        attempt_free(&a);
+        return;
+    }
+    http_request hreq = {
+        .method = call->method,
+        .url = a.url,
+        .headers = a.hdrs,
+        .n_headers = a.n,
+        .body = call->form_body ? call->form_body : call->body,
+        .body_len = call->form_body ? strlen(call->form_body) : call->body_len,
+        .timeout_ms = c->timeout_ms,
+        .connect_timeout_ms = 0,
+    };
+    rc = http_send(c->http, &hreq, on_http_done, call);
+    attempt_free(&a);
+    if (rc != 0) {
+        call_fail(call, rc, "could not start the HTTP request");
+        return;
+    }
+    call->in_http = 1;
+    call->attempts++;
+    c->stats.attempts++;
+}
+
+static void on_timer_resend(uv_timer_t *t) {
+    call_send(t->data);
+}
+
+static void schedule_resend(aws_call *call, double delay_s) {
+    uv_timer_start(&call->timer, on_timer_resend, (uint64_t)(delay_s * 1000.0), 0);
+}
+
+/* ---- answers -------------------------------------------------------------------------- */
+
+static int is_consistency_code(const aws_call *call, const char *code) {
+    if (call->consistency_codes == NULL || code == NULL)
+        return 0;
+    for (char **p = call->consistency_codes; *p; p++)
+        if (strcmp(*p, code) == 0)
+            return 1;
+    return 0;
+}
+
+/* S3 answers a request sent to the wrong region with 301 (PermanentRedirect), 307, or 400
+ * AuthorizationHeaderMalformed / IllegalLocationConstraintException, and names the right
+ * region in x-amz-bucket-region or <Region> (S3 API reference, "Error responses"). */
+static const char *s3_redirect_region(const aws_call *call, const http_response *res,
+                                      const xml_aws_error *e) {
+    if (!is_s3(call) || call->redirected || call->bucket == NULL)
+        return NULL;
+    int wrong = res->status == 301 || res->status == 307 ||
+                (res->status == 400 && e->code &&
+                 (strcmp(e->code, "AuthorizationHeaderMalformed") == 0 ||
+                  strcmp(e->code, "IllegalLocationConstraintException") == 0));
+    if (!wrong)
+        return NULL;
+    const char *r = http_header(res, "x-amz-bucket-region");
+    if (r == NULL || *r == '\0')
+        r = e->region;
+    if (r == NULL || *r == '\0' || strcmp(r, call->region) == 0)
+        return NULL;
+    return r;
+}
+
+static const char *status_code_text(long status) {
+    switch (status) {
+    case 301:
+        return "PermanentRedirect";
+    case 400:
+        return "BadRequest";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "NotFound";
+    case 409:
+        return "Conflict";
+    case 429:
+        return "TooManyRequests";
+    case 500:
+        return "InternalError";
+    case 503:
+        return "ServiceUnavailable";
+    default:
+        return "HttpError";
+    }
+}
+
+static void complete_with(aws_call *call, const http_response *res, int result,
+                          const xml_aws_error *e) {
+    ol_aws_response out;
+    memset(&out, 0, sizeof(out));
+    out.result = result;
+    out.status = res->status;
+    out.body = res->body ? res->body : "";
+    out.body_len = res->body ? res->body_len : 0;
+    out.attempts = call->attempts;
+    if (result != 0) {
+        out.error_code = e && e->code ? e->code : NULL;
+        out.error_message = e && e->message ? e->message : res->error;
+        if (out.error_code == NULL && res->status >= 300)
+            out.error_code = status_code_text(res->status);
+    }
+    out.request_id = e && e->request_id ? e->request_id : NULL;
+    if (out.request_id == NULL)
+        out.request_id = http_header(res, "x-amz-request-id");
+    if (out.request_id == NULL)
+        out.request_id = http_header(res, "x-amzn-requestid");
+    call_finish(call, &out);
+}
+
+/* Decide whether to try again; returns nonzero when a resend was scheduled. */
+static int maybe_retry(aws_call *call, retry_kind kind, int *quota_refused) {
+    aws_client *c = call->c;
+    *quota_refused = 0;
+    if (kind == RETRY_NONE || call->retries + 1 >= c->rcfg.max_attempts)
+        return 0;
+    unsigned taken = retry_quota_acquire(&c->quota, kind);
+    if (taken == 0) {
+        *quota_refused = 1;
+        c->stats.quota_exhausted++;
+        return 0;
+    }
+    call->quota_taken = taken;
+    call->retries++;
+    c->stats.retries++;
+    schedule_resend(call, retry_backoff_s(&c->rcfg, call->retries, rand01()));
+    return 1;
+}
+
+/* Non-idempotent requests whose fate is unknown: the server may have acted on them. */
+static int outcome_unknown(const aws_call *call, const http_response *res) {
+    if (!(call->flags & OL_AWS_NOT_IDEMPOTENT))
+        return 0;
+    if (res->result != 0)
+        return res->sent;
+    return res->status == 500 || res->status == 502 || res->status == 504;
+}
+
+static void on_http_done(void *arg, const http_response *res) {
+    aws_call *call = arg;
+    aws_client *c = call->c;
+    xml_aws_error e;
+    int quota_refused = 0;
+    memset(&e, 0, sizeof(e));
+    call->in_http = 0;
+    if (res->result == OL_ECANCELED || c->closing) {
+        call_fail(call, OL_ECANCELED, "interrupted");
+        return;
+    }
+    if (res->result == 0 && res->status >= 200 && res->status < 300) {
+        retry_quota_release(&c->quota, call->quota_taken);
+        if (c->rcfg.mode == RETRY_MODE_ADAPTIVE)
+            retry_rate_limiter_update(limiter_for(c, call->service), 0, now_s(c));
+        complete_with(call, res, 0, NULL);
+        return;
+    }
+    if (res->result == 0)
+        xml_aws_error_decode(res->body, res->body_len, &e);
+    retry_kind kind = retry_classify(res->status, e.code, res->result);
+    if (kind == RETRY_THROTTLE)
+        c->stats.throttled++;
+    if (c->rcfg.mode == RETRY_MODE_ADAPTIVE)
+        retry_rate_limiter_update(limiter_for(c, call->service), kind == RETRY_THROTTLE, now_s(c));
+
+    const char *region = res->result == 0 ? s3_redirect_region(call, res, &e) : NULL;
+    if (region != NULL) {
+        char *r = strdup(region);
+        if (r != NULL) {
+            free(call->region);
+            call->region = r;
+            call->redirected = 1;
+            xml_aws_error_free(&e);
+            schedule_resend(call, 0);
+            return;
+        }
+    }
+    if (res->result == 0 && is_consistency_code(call, e.code) &&
+        uv_now(c->loop) < call->consistency_deadline) {
+        xml_aws_error_free(&e);
+        schedule_resend(call, CONSISTENCY_DELAY_MS / 1000.0);
+        return;
+    }
+    if (kind != RETRY_THROTTLE && outcome_unknown(call, res)) {
+        complete_with(call, res, OL_EUNKNOWN, &e);
+        xml_aws_error_free(&e);
+        return;
+    }
+    if (maybe_retry(call, kind, &quota_refused)) {
+        xml_aws_error_free(&e);
+        return;
+    }
+    int result = res->result != 0 ? res->result : OL_EAWS;
+    if (quota_refused)
+        result = OL_EQUOTA;
+    complete_with(call, res, result, &e);
+    xml_aws_error_free(&e);
+}
+
+/* ---- presigning ----------------------------------------------------------------------- */
+
+int aws_presign_s3(aws_client *c, const char *method, const char *bucket, const char *key,
+                   unsigned long expires, char **url, char **err) {
+    ol__endpoint ep;
+    char *base = NULL, *host = NULL, *prefix = NULL, *ekey = NULL, *path = NULL, *q = NULL;
+    char amz_date[17];
+    int rc;
+    *url = NULL;
+    *err = NULL;
+    memset(&ep, 0, sizeof(ep));
+    if (expires < 1 || expires > 604800) {
+        *err = strdup("expiry must be between 1 second and 7 days (604800 s)");
+        return OL_ERANGE;
+    }
+    if (!c->have_creds) {
+        *err = strdup(c->creds_err ? c->creds_err : "no AWS credentials found");
+        return c->creds_code ? c->creds_code : OL_ECREDS;
+    }
+    rc = endpoints_resolve("s3", c->settings.region, c->settings.endpoint_url, &ep, err);
+    if (rc != 0)
+        goto done;
+    rc = endpoints_s3_url(&ep, bucket, &base, &host, &prefix);
+    if (rc != 0)
+        goto done;
+    ekey = sigv4_uri_encode(key, strlen(key), 1);
+    rc = OL_ENOMEM;
+    if (ekey == NULL)
+        goto done;
+    size_t plen = strlen(prefix) + strlen(ekey) + 2;
+    path = malloc(plen);
+    if (path == NULL)
+        goto done;
+    snprintf(path, plen, "%s/%s", prefix, ekey);
+    sigv4_amz_date(time(NULL), amz_date);
+    ol_kv hdrs[1] = {{"Host", host}};
+    sigv4_request sreq = {method, path, "", hdrs, 1, "UNSIGNED-PAYLOAD"};
+    sigv4_scope scope = {ep.signing_region, "s3", amz_date, 1};
+    sigv4_creds screds = {c->creds.access_key_id, c->creds.secret_access_key,
+                          c->creds.session_token};
+    rc = sigv4_presign(&sreq, &scope, &screds, expires, &q);
+    if (rc != 0)
+        goto done;
+    size_t ulen = strlen(base) + strlen(path) + strlen(q) + 2;
+    *url = malloc(ulen);
+    if (*url == NULL) {
+        rc = OL_ENOMEM;
+        goto done;
+    }
+    snprintf(*url, ulen, "%s%s?%s", base, path, q);
+    rc = 0;
+done:
+    endpoints_free(&ep);
+    free(base);
+    free(host);
+    free(prefix);
+    free(ekey);
+    free(path);
+    free(q);
+    return rc;
+}
+
+/* ---- shutdown ------------------------------------------------------------------------- */
+
+void aws_client_close(aws_client *c, void (*on_closed)(void *arg), void *arg) {
+    c->closing = 1;
+    c->on_closed = on_closed;
+    c->on_closed_arg = arg;
+    /* Calls waiting on a timer end now; calls inside HTTP end through http_close, which
+     * runs their callbacks with OL_ECANCELED. */
+    aws_call *call = c->calls;
+    while (call) {
+        aws_call *next = call->next;
+        if (!call->in_http)
+            call_fail(call, OL_ECANCELED, "interrupted");
+        call = next;
+    }
+    http_close(c->http, on_http_closed, c);
+}

@@ -1,0 +1,536 @@
+/* cli: the command line. Parses arguments per sub-command (getopt_long), prints help,
+ * runs whoami / presign / apply / plugins, and maps results to exit codes: 0 success,
+ * 1 an operation failed, 2 usage or configuration error (nothing was sent to AWS). */
+#include "cli.h"
+
+#include <getopt.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "aws/aws.h"
+#include "aws/xml.h"
+#include "config.h"
+#include "error.h"
+#include "loader.h"
+#include "options.h"
+#include "pipeline.h"
+
+#define EXIT_FAILED 1
+#define EXIT_USAGE 2
+
+static const char *main_usage =
+    "usage: opsline [--version] [--help] COMMAND [ARGS]\n"
+    "\n"
+    "Provision per-product AWS S3 buckets, IAM users, least-privilege policies and access\n"
+    "keys, and store the keys safely, for one product or hundreds at once.\n"
+    "\n"
+    "commands:\n"
+    "  apply PRODUCT...        create or converge buckets, users, policies and keys\n"
+    "  whoami                  show the AWS identity opsline acts as\n"
+    "  presign s3://BUCKET/KEY print a presigned (time-limited) URL for an object\n"
+    "  plugins list            list the stages that can be used in a pipeline\n"
+    "  plugins show NAME       show a stage's options, defaults and needs\n"
+    "\n"
+    "Run `opsline COMMAND --help` for a command's options.\n"
+    "Credentials, region and endpoints are resolved like the AWS CLI: AWS_ACCESS_KEY_ID /\n"
+    "AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN, AWS_PROFILE with ~/.aws/credentials and\n"
+    "~/.aws/config (credential_process too), AWS_REGION (default eu-north-1),\n"
+    "AWS_ENDPOINT_URL and AWS_ENDPOINT_URL_<SERVICE>. Retries: AWS_MAX_ATTEMPTS,\n"
+    "AWS_RETRY_MODE=standard|adaptive.\n"
+    "\n"
+    "exit codes: 0 success, 1 an operation failed, 2 usage or configuration error\n";
+
+static const char *whoami_usage =
+    "usage: opsline whoami [--profile NAME] [--region REGION] [--json]\n"
+    "\n"
+    "Calls STS GetCallerIdentity and prints the account, ARN and user id of the resolved\n"
+    "credentials, and where they came from (never the secret).\n";
+
+static const char *presign_usage =
+    "usage: opsline presign s3://BUCKET/KEY [--expires DURATION] [--method GET|PUT]\n"
+    "                       [--profile NAME] [--region REGION]\n"
+    "\n"
+    "Prints a presigned URL (SigV4 query authentication) for one object: anyone holding\n"
+    "the URL may GET (download) or PUT (upload) that object until it expires.\n"
+    "  --expires DURATION  1s to 7d; a number with s, m, h or d (default 15m)\n"
+    "  --method METHOD     GET (default) or PUT\n"
+    "Note: a URL signed with temporary credentials stops working when they expire.\n";
+
+static const char *apply_usage =
+    "usage: opsline apply PRODUCT... [-e ENV[,ENV...]] [--region REGION] [--profile NAME]\n"
+    "                     [--pipeline FILE] [--env-file TEMPLATE] [--state-dir DIR]\n"
+    "                     [--products-file FILE] [--set STAGE.OPTION=VALUE]...\n"
+    "                     [--plugin-dir DIR]... [--concurrency N] [--json] [-v]\n"
+    "\n"
+    "For every product and environment, creates (or converges) the bucket and IAM user\n"
+    "<product>-<environment>, the user's inline least-privilege policy, an access key,\n"
+    "and stores the key. Safe to rerun: what exists is checked and reported unchanged.\n"
+    "  -e, --environments LIST  comma-separated (default production,staging)\n"
+    "  --region REGION          default: AWS_REGION, the profile, else eu-north-1\n"
+    "  --pipeline FILE          JSON pipeline (default stages: bucket, iam, policy, dotenv)\n"
+    "  --env-file TEMPLATE      where dotenv writes keys, e.g. '{product}/.env.{environment}'\n"
+    "                           (default '{bucket}.env'); files are mode 0600\n"
+    "  --state-dir DIR          journal of what was created (default .opsline)\n"
+    "  --products-file FILE     more products, one per line\n"
+    "  --set STAGE.OPTION=VAL   set a stage option, e.g. --set bucket.versioning=true\n"
+    "  --plugin-dir DIR         also load stage plugins from DIR (repeatable)\n"
+    "  --concurrency N          items in flight at once (default 32)\n"
+    "  --json                   print one JSON report on stdout (never secrets)\n"
+    "  -v, --verbose            debug output on stderr (never secrets)\n";
+
+static const char *plugins_usage =
+    "usage: opsline plugins list [--plugin-dir DIR]...\n"
+    "       opsline plugins show NAME [--plugin-dir DIR]...\n"
+    "\n"
+    "Plugins are loaded from --plugin-dir, OPSLINE_PLUGIN_PATH (colon-separated), and\n"
+    "opsline's own plugin directory.\n";
+
+static int usage_error(const char *cmd, const char *fmt, const char *arg) {
+    fprintf(stderr, "opsline%s%s: ", cmd ? " " : "", cmd ? cmd : "");
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, "\nRun `opsline%s%s --help` for usage.\n", cmd ? " " : "", cmd ? cmd : "");
+    return EXIT_USAGE;
+}
+
+/* "15m", "3600", "2h", "7d", "30s" -> seconds; 0 on error. */
+unsigned long cli_parse_duration(const char *s) {
+    char *end = NULL;
+    if (s == NULL || *s < '0' || *s > '9')
+        return 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    unsigned long long mult = 1;
+    if (*end == 's')
+        end++;
+    else if (*end == 'm')
+        mult = 60, end++;
+    else if (*end == 'h')
+        mult = 3600, end++;
+    else if (*end == 'd')
+        mult = 86400, end++;
+    if (*end != '\0' || v > 1000000000ULL)
+        return 0;
+    return (unsigned long)(v * mult);
+}
+
+/* ---- a one-request loop (whoami) -------------------------------------------------------- */
+
+typedef struct oneshot {
+    int done;
+    int result;
+    long status;
+    char *body;
+    size_t body_len;
+    char *code, *message, *request_id;
+} oneshot;
+
+static void on_oneshot(void *arg, const ol_aws_response *res) {
+    oneshot *o = arg;
+    o->done = 1;
+    o->result = res->result;
+    o->status = res->status;
+    o->body = malloc(res->body_len + 1);
+    if (o->body) {
+        memcpy(o->body, res->body, res->body_len);
+        o->body[res->body_len] = '\0';
+        o->body_len = res->body_len;
+    }
+    o->code = res->error_code ? strdup(res->error_code) : NULL;
+    o->message = res->error_message ? strdup(res->error_message) : NULL;
+    o->request_id = res->request_id ? strdup(res->request_id) : NULL;
+}
+
+static void oneshot_free(oneshot *o) {
+    free(o->body);
+    free(o->code);
+    free(o->message);
+    free(o->request_id);
+}
+
+static void walk_close(uv_handle_t *h, void *arg) {
+    (void)arg;
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+static void loop_finish(uv_loop_t *loop, aws_client *c) {
+    if (c)
+        aws_client_close(c, NULL, NULL);
+    uv_run(loop, UV_RUN_DEFAULT);
+    uv_walk(loop, walk_close, NULL);
+    uv_run(loop, UV_RUN_DEFAULT);
+    uv_loop_close(loop);
+}
+
+static int client_open(uv_loop_t *loop, const char *profile, const char *region, aws_client **c,
+                       int need_creds) {
+    char *err = NULL;
+    const char *cmsg = NULL;
+    uv_loop_init(loop);
+    int rc = aws_client_new(loop, profile, region, c, &err);
+    if (rc != 0) {
+        fprintf(stderr, "error: %s\n", err ? err : ol_strerror(rc));
+        free(err);
+        return EXIT_USAGE;
+    }
+    if (need_creds && aws_client_creds_error(*c, &cmsg) != 0) {
+        fprintf(stderr, "error: %s\n", cmsg ? cmsg : "no AWS credentials found");
+        return EXIT_USAGE;
+    }
+    return 0;
+}
+
+static int cmd_whoami(int argc, char **argv) {
+    static const struct option longopts[] = {{"profile", required_argument, NULL, 'p'},
+                                             {"region", required_argument, NULL, 'r'},
+                                             {"json", no_argument, NULL, 'j'},
+                                             {"help", no_argument, NULL, 'h'},
+                                             {NULL, 0, NULL, 0}};
+    const char *profile = NULL, *region = NULL;
+    int json = 0, ch;
+    optind = 1;
+    while ((ch = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        switch (ch) {
+        case 'p':
+            profile = optarg;
+            break;
+        case 'r':
+            region = optarg;
+            break;
+        case 'j':
+            json = 1;
+            break;
+        case 'h':
+            fputs(whoami_usage, stdout);
+            return 0;
+        default:
+            return usage_error("whoami", "%s", "unknown option");
+        }
+    }
+    if (optind < argc)
+        return usage_error("whoami", "unexpected argument '%s'", argv[optind]);
+
+    uv_loop_t loop;
+    aws_client *c = NULL;
+    int code = client_open(&loop, profile, region, &c, 1);
+    if (code != 0) {
+        loop_finish(&loop, c);
+        return code;
+    }
+    oneshot o;
+    memset(&o, 0, sizeof(o));
+    ol_kv params[] = {{"Action", "GetCallerIdentity"}, {"Version", "2011-06-15"}};
+    ol_aws_request req = {.service = "sts", .method = "POST", .params = params, .n_params = 2};
+    const ol__creds *cr = aws_client_creds(c);
+    const char *source = cr && cr->source ? cr->source : "(unknown)";
+    char *source_copy = strdup(source);
+    if (aws_send(c, &req, on_oneshot, &o) == 0)
+        uv_run(&loop, UV_RUN_DEFAULT);
+    if (o.result != 0) {
+        fprintf(stderr,
+                "error: GetCallerIdentity failed with the credentials from %s: %s%s%s "
+                "(HTTP %ld%s%s)\n",
+                source_copy ? source_copy : "(unknown)", o.code ? o.code : ol_strerror(o.result),
+                o.message ? ": " : "", o.message ? o.message : "", o.status,
+                o.request_id ? ", request id " : "", o.request_id ? o.request_id : "");
+        if (o.code && (strstr(o.code, "Signature") || strstr(o.code, "InvalidClientTokenId") ||
+                       strstr(o.code, "InvalidAccessKeyId")))
+            fprintf(stderr, "Check the access key id and secret access key in that source, or "
+                            "choose another with --profile / AWS_PROFILE.\n");
+        code = EXIT_FAILED;
+    } else {
+        ol_xml *doc = xml_parse(o.body, o.body_len);
+        const char *base = "GetCallerIdentityResponse/GetCallerIdentityResult/";
+        char p1[128], p2[128], p3[128];
+        snprintf(p1, sizeof(p1), "%sAccount", base);
+        snprintf(p2, sizeof(p2), "%sArn", base);
+        snprintf(p3, sizeof(p3), "%sUserId", base);
+        const char *account = doc ? xml_text(doc, p1, 0) : NULL;
+        const char *arn = doc ? xml_text(doc, p2, 0) : NULL;
+        const char *user = doc ? xml_text(doc, p3, 0) : NULL;
+        if (json) {
+            json_t *j = json_pack("{s:s?, s:s?, s:s?, s:s?, s:s?}", "UserId", user, "Account",
+                                  account, "Arn", arn, "CredentialSource", source_copy, "Region",
+                                  aws_client_settings(c)->region);
+            json_dumpf(j, stdout, JSON_INDENT(4) | JSON_PRESERVE_ORDER);
+            fputc('\n', stdout);
+            json_decref(j);
+        } else {
+            printf("Account: %s\nArn:     %s\nUserId:  %s\nSource:  %s\nRegion:  %s\n",
+                   account ? account : "?", arn ? arn : "?", user ? user : "?",
+                   source_copy ? source_copy : "?", aws_client_settings(c)->region);
+        }
+        if (account == NULL || arn == NULL) {
+            fprintf(stderr, "error: unexpected GetCallerIdentity answer\n");
+            code = EXIT_FAILED;
+        }
+        xml_free(doc);
+    }
+    free(source_copy);
+    oneshot_free(&o);
+    loop_finish(&loop, c);
+    return code;
+}
+
+static int cmd_presign(int argc, char **argv) {
+    static const struct option longopts[] = {
+        {"expires", required_argument, NULL, 'e'}, {"method", required_argument, NULL, 'm'},
+        {"profile", required_argument, NULL, 'p'}, {"region", required_argument, NULL, 'r'},
+        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0}};
+    const char *profile = NULL, *region = NULL, *method = "GET", *expires_s = "15m";
+    int ch;
+    optind = 1;
+    while ((ch = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        switch (ch) {
+        case 'e':
+            expires_s = optarg;
+            break;
+        case 'm':
+            method = optarg;
+            break;
+        case 'p':
+            profile = optarg;
+            break;
+        case 'r':
+            region = optarg;
+            break;
+        case 'h':
+            fputs(presign_usage, stdout);
+            return 0;
+        default:
+            return usage_error("presign", "%s", "unknown option");
+        }
+    }
+    if (optind + 1 != argc)
+        return usage_error("presign", "%s", "give exactly one s3://BUCKET/KEY");
+    const char *target = argv[optind];
+    if (strncmp(target, "s3://", 5) != 0)
+        return usage_error("presign", "'%s' is not an s3://BUCKET/KEY address", target);
+    const char *slash = strchr(target + 5, '/');
+    if (slash == NULL || slash == target + 5 || slash[1] == '\0')
+        return usage_error("presign", "'%s' needs both a bucket and a key: s3://BUCKET/KEY",
+                           target);
+    if (strcmp(method, "GET") != 0 && strcmp(method, "PUT") != 0)
+        return usage_error("presign", "--method '%s': use GET or PUT", method);
+    unsigned long expires = cli_parse_duration(expires_s);
+    if (expires == 0 || expires > 604800)
+        return usage_error("presign",
+                           "--expires '%s': give 1s to 7d (a number with s, m, h or d; SigV4 "
+                           "presigned URLs last at most 7 days)",
+                           expires_s);
+    char bucket[256];
+    snprintf(bucket, sizeof(bucket), "%.*s", (int)(slash - target - 5), target + 5);
+
+    uv_loop_t loop;
+    aws_client *c = NULL;
+    int code = client_open(&loop, profile, region, &c, 1);
+    if (code == 0) {
+        char *url = NULL, *err = NULL;
+        int rc = aws_presign_s3(c, method, bucket, slash + 1, expires, &url, &err);
+        if (rc != 0) {
+            fprintf(stderr, "error: %s\n", err ? err : ol_strerror(rc));
+            code = EXIT_USAGE;
+        } else {
+            printf("%s\n", url);
+        }
+        free(url);
+        free(err);
+    }
+    loop_finish(&loop, c);
+    return code;
+}
+
+/* ---- plugins ---------------------------------------------------------------------------- */
+
+static int load_plugins(loader **l, const char *const *dirs, size_t n) {
+    char *err = NULL;
+    if (loader_new(l) != 0)
+        return EXIT_USAGE;
+    int rc = loader_load_default(*l, dirs, n, &err);
+    if (rc != 0) {
+        fprintf(stderr, "error: %s\n", err ? err : ol_strerror(rc));
+        free(err);
+        return EXIT_USAGE;
+    }
+    return 0;
+}
+
+static int cmd_plugins(int argc, char **argv) {
+    static const struct option longopts[] = {{"plugin-dir", required_argument, NULL, 'd'},
+                                             {"help", no_argument, NULL, 'h'},
+                                             {NULL, 0, NULL, 0}};
+    const char *dirs[32];
+    size_t n_dirs = 0;
+    int ch;
+    optind = 1;
+    while ((ch = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        if (ch == 'd' && n_dirs < 32)
+            dirs[n_dirs++] = optarg;
+        else if (ch == 'h') {
+            fputs(plugins_usage, stdout);
+            return 0;
+        } else
+            return usage_error("plugins", "%s", "unknown option");
+    }
+    if (optind >= argc)
+        return usage_error("plugins", "%s", "say `list` or `show NAME`");
+    const char *sub = argv[optind];
+    loader *l = NULL;
+    int code = load_plugins(&l, dirs, n_dirs);
+    if (code != 0) {
+        loader_free(l);
+        return code;
+    }
+    if (strcmp(sub, "list") == 0 && optind + 1 == argc) {
+        for (size_t i = 0; i < loader_count(l); i++) {
+            const loader_plugin *p = loader_at(l, i);
+            printf("%-12s %-8s %s\n             %s\n", p->desc->name,
+                   p->desc->version ? p->desc->version : "",
+                   p->desc->description ? p->desc->description : "", p->path);
+        }
+        if (loader_count(l) == 0)
+            fprintf(stderr, "no plugins found; add a directory with --plugin-dir\n");
+    } else if (strcmp(sub, "show") == 0 && optind + 2 == argc) {
+        const loader_plugin *p = loader_find(l, argv[optind + 1]);
+        if (p == NULL) {
+            fprintf(stderr, "error: no stage named '%s'; `opsline plugins list` shows them\n",
+                    argv[optind + 1]);
+            code = EXIT_USAGE;
+        } else {
+            options_describe(p->desc, p->path, stdout);
+        }
+    } else {
+        code = usage_error("plugins", "%s", "say `list` or `show NAME`");
+    }
+    loader_free(l);
+    return code;
+}
+
+/* ---- apply ------------------------------------------------------------------------------ */
+
+static int cmd_apply(int argc, char **argv) {
+    static const struct option longopts[] = {{"environments", required_argument, NULL, 'e'},
+                                             {"region", required_argument, NULL, 'r'},
+                                             {"profile", required_argument, NULL, 'p'},
+                                             {"pipeline", required_argument, NULL, 'P'},
+                                             {"env-file", required_argument, NULL, 'E'},
+                                             {"state-dir", required_argument, NULL, 'S'},
+                                             {"products-file", required_argument, NULL, 'F'},
+                                             {"set", required_argument, NULL, 's'},
+                                             {"plugin-dir", required_argument, NULL, 'd'},
+                                             {"concurrency", required_argument, NULL, 'c'},
+                                             {"json", no_argument, NULL, 'j'},
+                                             {"verbose", no_argument, NULL, 'v'},
+                                             {"help", no_argument, NULL, 'h'},
+                                             {NULL, 0, NULL, 0}};
+    config_args a;
+    const char *sets[64], *dirs[32];
+    memset(&a, 0, sizeof(a));
+    size_t n_dirs = 0;
+    int ch;
+    optind = 1;
+    while ((ch = getopt_long(argc, argv, "e:vh", longopts, NULL)) != -1) {
+        switch (ch) {
+        case 'e':
+            a.environments = optarg;
+            break;
+        case 'r':
+            a.region = optarg;
+            break;
+        case 'p':
+            a.profile = optarg;
+            break;
+        case 'P':
+            a.pipeline_file = optarg;
+            break;
+        case 'E':
+            a.env_file = optarg;
+            break;
+        case 'S':
+            a.state_dir = optarg;
+            break;
+        case 'F':
+            a.products_file = optarg;
+            break;
+        case 's':
+            if (a.n_sets == 64)
+                return usage_error("apply", "%s", "too many --set options (64 at most)");
+            sets[a.n_sets++] = optarg;
+            break;
+        case 'd':
+            if (n_dirs == 32)
+                return usage_error("apply", "%s", "too many --plugin-dir options");
+            dirs[n_dirs++] = optarg;
+            break;
+        case 'c': {
+            char *end = NULL;
+            a.concurrency = strtol(optarg, &end, 10);
+            if (*end != '\0' || a.concurrency < 1 || a.concurrency > 1024)
+                return usage_error("apply", "--concurrency '%s': give a number from 1 to 1024",
+                                   optarg);
+            break;
+        }
+        case 'j':
+            a.json = 1;
+            break;
+        case 'v':
+            a.verbose = 1;
+            break;
+        case 'h':
+            fputs(apply_usage, stdout);
+            return 0;
+        default:
+            return usage_error("apply", "%s", "unknown option");
+        }
+    }
+    a.products = (const char *const *)&argv[optind];
+    a.n_products = (size_t)(argc - optind);
+    a.sets = sets;
+
+    loader *l = NULL;
+    int code = load_plugins(&l, dirs, n_dirs);
+    if (code != 0) {
+        loader_free(l);
+        return code;
+    }
+    plan p;
+    char *err = NULL;
+    int rc = config_build(&a, l, &p, &err);
+    if (rc != 0) {
+        fprintf(stderr, "error: %s\n", err ? err : ol_strerror(rc));
+        free(err);
+        loader_free(l);
+        return EXIT_USAGE;
+    }
+    code = pipeline_run(&p);
+    plan_free(&p);
+    loader_free(l);
+    return code;
+}
+
+int cli_main(int argc, char **argv) {
+    if (argc < 2) {
+        fputs(main_usage, stderr);
+        return EXIT_USAGE;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "version") == 0) {
+        printf("opsline %s (plugin ABI %d.%d)\n", OPSLINE_VERSION, OL_ABI_MAJOR, OL_ABI_MINOR);
+        return 0;
+    }
+    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+        fputs(main_usage, stdout);
+        return 0;
+    }
+    if (strcmp(cmd, "whoami") == 0)
+        return cmd_whoami(argc - 1, argv + 1);
+    if (strcmp(cmd, "presign") == 0)
+        return cmd_presign(argc - 1, argv + 1);
+    if (strcmp(cmd, "apply") == 0)
+        return cmd_apply(argc - 1, argv + 1);
+    if (strcmp(cmd, "plugins") == 0)
+        return cmd_plugins(argc - 1, argv + 1);
+    return usage_error(NULL, "unknown command '%s'", cmd);
+}

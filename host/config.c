@@ -1,0 +1,415 @@
+/* config: turns argv and the pipeline file into a plan. A pipeline file is JSON:
+ *
+ *   {"environments": ["production", "staging"], "region": "eu-north-1",
+ *    "stages": ["bucket", "iam", {"stage": "policy", "options": {"preset": "read-only"}},
+ *               {"stage": "dotenv", "options": {"path": "{product}/.env.{environment}"}}]}
+ *
+ * Unknown keys are rejected (a typo must not silently drop a setting). */
+#include "config.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "aws/endpoints.h"
+#include "names.h"
+
+static int fail(char **err, int code, const char *fmt, ...) OL_PRINTF(3, 4);
+
+static int fail(char **err, int code, const char *fmt, ...) {
+    va_list ap;
+    char buf[2048];
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+    free(*err);
+    *err = strdup(buf);
+    return code;
+}
+
+static int list_add(char ***list, size_t *n, const char *s) {
+    for (size_t i = 0; i < *n; i++)
+        if (strcmp((*list)[i], s) == 0)
+            return 0; /* duplicates collapse: one item each */
+    char **l = realloc(*list, (*n + 1) * sizeof(char *));
+    if (l == NULL)
+        return OL_ENOMEM;
+    *list = l;
+    l[*n] = strdup(s);
+    if (l[*n] == NULL)
+        return OL_ENOMEM;
+    (*n)++;
+    return 0;
+}
+
+static int split_add(char ***list, size_t *n, const char *csv) {
+    char *copy = strdup(csv), *save = NULL;
+    int rc = copy ? 0 : OL_ENOMEM;
+    for (char *t = copy ? strtok_r(copy, ",", &save) : NULL; t && rc == 0;
+         t = strtok_r(NULL, ",", &save)) {
+        while (*t == ' ')
+            t++;
+        size_t len = strlen(t);
+        while (len && t[len - 1] == ' ')
+            t[--len] = '\0';
+        if (*t)
+            rc = list_add(list, n, t);
+    }
+    free(copy);
+    return rc;
+}
+
+static int products_from_file(const char *path, plan *p, char **err) {
+    FILE *f = fopen(path, "r");
+    char line[512];
+    size_t lineno = 0;
+    if (f == NULL)
+        return fail(err, OL_ECONFIG, "--products-file %s: %s", path, strerror(errno));
+    while (fgets(line, sizeof(line), f)) {
+        lineno++;
+        char *s = line;
+        while (*s == ' ' || *s == '\t')
+            s++;
+        char *hash = strchr(s, '#');
+        if (hash)
+            *hash = '\0';
+        size_t len = strlen(s);
+        while (len && (s[len - 1] == '\n' || s[len - 1] == '\r' || s[len - 1] == ' ' ||
+                       s[len - 1] == '\t'))
+            s[--len] = '\0';
+        if (len == 0)
+            continue;
+        if (strchr(s, ' ') || strchr(s, '\t')) {
+            fclose(f);
+            return fail(err, OL_EINVAL, "%s:%zu: '%s' is not one product name; write one per line",
+                        path, lineno, s);
+        }
+        if (list_add(&p->products, &p->n_products, s) != 0) {
+            fclose(f);
+            return OL_ENOMEM;
+        }
+    }
+    fclose(f);
+    return 0;
+}
+
+typedef struct stage_spec {
+    const char *name;
+    const json_t *options; /* borrowed from the document, or NULL */
+} stage_spec;
+
+static int pipeline_file_read(const char *path, json_t **doc, char **err) {
+    json_error_t je;
+    *doc = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
+    if (*doc == NULL)
+        return fail(err, OL_ECONFIG, "pipeline file %s, line %d column %d: %s", path, je.line,
+                    je.column, je.text);
+    if (!json_is_object(*doc))
+        return fail(err, OL_ECONFIG,
+                    "pipeline file %s: the top level must be an object such as "
+                    "{\"stages\": [\"bucket\", \"iam\", \"policy\", \"dotenv\"]}",
+                    path);
+    const char *key;
+    json_t *v;
+    json_object_foreach(*doc, key, v) {
+        if (strcmp(key, "stages") && strcmp(key, "environments") && strcmp(key, "region") &&
+            strcmp(key, "concurrency") && strcmp(key, "description"))
+            return fail(err, OL_ECONFIG,
+                        "pipeline file %s: unknown key '%s'; allowed: stages, environments, "
+                        "region, concurrency, description",
+                        path, key);
+    }
+    return 0;
+}
+
+static int stages_from_doc(const char *path, const json_t *doc, stage_spec **specs, size_t *n,
+                           char **err) {
+    const json_t *stages = json_object_get(doc, "stages");
+    if (!json_is_array(stages) || json_array_size(stages) == 0)
+        return fail(err, OL_ECONFIG,
+                    "pipeline file %s: \"stages\" must be a non-empty list, e.g. "
+                    "[\"bucket\", \"iam\", \"policy\", \"dotenv\"]",
+                    path);
+    *n = json_array_size(stages);
+    *specs = calloc(*n, sizeof(stage_spec));
+    if (*specs == NULL)
+        return OL_ENOMEM;
+    for (size_t i = 0; i < *n; i++) {
+        const json_t *e = json_array_get(stages, i);
+        if (json_is_string(e)) {
+            (*specs)[i].name = json_string_value(e);
+            continue;
+        }
+        const json_t *name = json_object_get(e, "stage");
+        if (!json_is_object(e) || !json_is_string(name))
+            return fail(err, OL_ECONFIG,
+                        "pipeline file %s: stage #%zu must be a name or an object "
+                        "{\"stage\": NAME, \"options\": {...}}",
+                        path, i + 1);
+        const char *key;
+        json_t *v;
+        json_object_foreach((json_t *)e, key, v) {
+            if (strcmp(key, "stage") && strcmp(key, "options"))
+                return fail(err, OL_ECONFIG,
+                            "pipeline file %s: stage '%s' has unknown key '%s'; allowed: "
+                            "stage, options",
+                            path, json_string_value(name), key);
+        }
+        const json_t *opts = json_object_get(e, "options");
+        if (opts && !json_is_object(opts))
+            return fail(err, OL_ECONFIG,
+                        "pipeline file %s: options of stage '%s' must be an "
+                        "object",
+                        path, json_string_value(name));
+        (*specs)[i].name = json_string_value(name);
+        (*specs)[i].options = opts;
+    }
+    for (size_t i = 0; i < *n; i++)
+        for (size_t j = i + 1; j < *n; j++)
+            if (strcmp((*specs)[i].name, (*specs)[j].name) == 0)
+                return fail(err, OL_ECONFIG,
+                            "pipeline file %s: stage '%s' is listed twice; list each stage once",
+                            path, (*specs)[i].name);
+    return 0;
+}
+
+static int known_stages(const loader *l, char *buf, size_t len) {
+    size_t off = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < loader_count(l) && off < len; i++)
+        off += (size_t)snprintf(buf + off, len - off, "%s%s", i ? ", " : "",
+                                loader_at(l, i)->desc->name);
+    return 0;
+}
+
+static int apply_set(plan *p, const char *set, char **err) {
+    const char *dot = strchr(set, '.');
+    const char *eq = strchr(set, '=');
+    if (dot == NULL || eq == NULL || dot > eq)
+        return fail(err, OL_EINVAL,
+                    "--set '%s': write STAGE.OPTION=VALUE, e.g. --set "
+                    "bucket.versioning=true",
+                    set);
+    for (size_t s = 0; s < p->n_stages; s++) {
+        const char *name = p->stages[s].plugin->desc->name;
+        if (strlen(name) == (size_t)(dot - set) && strncmp(name, set, (size_t)(dot - set)) == 0) {
+            char opt[128];
+            snprintf(opt, sizeof(opt), "%.*s", (int)(eq - dot - 1), dot + 1);
+            char *e2 = NULL;
+            int rc = options_set_text(p->stages[s].opts, opt, eq + 1, &e2);
+            if (rc != 0) {
+                fail(err, rc, "--set %s: %s", set, e2 ? e2 : "invalid value");
+                free(e2);
+                return rc;
+            }
+            return 0;
+        }
+    }
+    return fail(err, OL_EINVAL, "--set '%s': stage '%.*s' is not in the pipeline", set,
+                (int)(dot - set), set);
+}
+
+static int check_items(const plan *p, char **err) {
+    for (size_t i = 0; i < p->n_products; i++) {
+        if (names_check_product(p->products[i], err) != 0)
+            return OL_EINVAL;
+        for (size_t e = 0; e < p->n_environments; e++) {
+            char name[256];
+            snprintf(name, sizeof(name), "%s-%s", p->products[i], p->environments[e]);
+            if (names_check_bucket(name, err) != 0 || names_check_iam_user(name, err) != 0)
+                return OL_EINVAL;
+        }
+    }
+    for (size_t e = 0; e < p->n_environments; e++)
+        if (names_check_environment(p->environments[e], err) != 0)
+            return OL_EINVAL;
+    return 0;
+}
+
+static int build_stages(const config_args *a, const loader *l, const stage_spec *specs, size_t n,
+                        const char *source, plan *p, char **err) {
+    const char **names = calloc(n, sizeof(char *));
+    size_t *order = calloc(n, sizeof(size_t));
+    int rc = OL_ENOMEM;
+    if (names == NULL || order == NULL)
+        goto out;
+    for (size_t i = 0; i < n; i++) {
+        names[i] = specs[i].name;
+        if (loader_find(l, names[i]) == NULL) {
+            char known[1024];
+            known_stages(l, known, sizeof(known));
+            rc = fail(err, OL_ECONFIG,
+                      "%s: no plugin provides stage '%s' (loaded: %s); add its directory with "
+                      "--plugin-dir or OPSLINE_PLUGIN_PATH",
+                      source, names[i], known[0] ? known : "none");
+            goto out;
+        }
+    }
+    rc = loader_order(l, names, n, order, err);
+    if (rc != 0)
+        goto out;
+    p->stages = calloc(n, sizeof(plan_stage));
+    if (p->stages == NULL) {
+        rc = OL_ENOMEM;
+        goto out;
+    }
+    for (size_t k = 0; k < n; k++) {
+        const stage_spec *sp = &specs[order[k]];
+        plan_stage *ps = &p->stages[k];
+        char label[512];
+        ps->plugin = loader_find(l, sp->name);
+        snprintf(label, sizeof(label), "stage '%s' in %s", sp->name, source);
+        p->n_stages = k + 1;
+        rc = options_parse(ps->plugin->desc, sp->options, label, &ps->opts, err);
+        if (rc != 0)
+            goto out;
+        const char *const *needs = ps->plugin->desc->needs;
+        size_t nn = 0;
+        while (needs && needs[nn])
+            nn++;
+        ps->needs = calloc(nn ? nn : 1, sizeof(size_t));
+        if (ps->needs == NULL) {
+            rc = OL_ENOMEM;
+            goto out;
+        }
+        for (size_t j = 0; j < nn; j++)
+            for (size_t q = 0; q < k; q++)
+                if (strcmp(p->stages[q].plugin->desc->name, needs[j]) == 0)
+                    ps->needs[ps->n_needs++] = q;
+    }
+    if (a->env_file) {
+        size_t s;
+        for (s = 0; s < p->n_stages; s++)
+            if (strcmp(p->stages[s].plugin->desc->name, "dotenv") == 0)
+                break;
+        if (s == p->n_stages) {
+            rc = fail(err, OL_EINVAL,
+                      "--env-file needs the dotenv stage, which is not in the "
+                      "pipeline");
+            goto out;
+        }
+        char *e2 = NULL;
+        rc = options_set_text(p->stages[s].opts, "path", a->env_file, &e2);
+        if (rc != 0) {
+            fail(err, rc, "--env-file %s: %s", a->env_file, e2 ? e2 : "invalid");
+            free(e2);
+            goto out;
+        }
+    }
+    for (size_t i = 0; i < a->n_sets; i++)
+        if ((rc = apply_set(p, a->sets[i], err)) != 0)
+            goto out;
+    rc = 0;
+out:
+    free(names);
+    free(order);
+    return rc;
+}
+
+int config_build(const config_args *a, const loader *l, plan *p, char **err) {
+    json_t *doc = NULL;
+    stage_spec *specs = NULL;
+    size_t n_specs = 0;
+    const char *source = "the default pipeline";
+    int rc;
+    memset(p, 0, sizeof(*p));
+    *err = NULL;
+
+    for (size_t i = 0; i < a->n_products; i++)
+        if ((rc = list_add(&p->products, &p->n_products, a->products[i])) != 0)
+            goto out;
+    if (a->products_file && (rc = products_from_file(a->products_file, p, err)) != 0)
+        goto out;
+    if (p->n_products == 0) {
+        rc = fail(err, OL_EINVAL,
+                  "no product given: name at least one, e.g. `opsline apply "
+                  "acme`, or use --products-file FILE");
+        goto out;
+    }
+    if (a->pipeline_file) {
+        if ((rc = pipeline_file_read(a->pipeline_file, &doc, err)) != 0)
+            goto out;
+        if ((rc = stages_from_doc(a->pipeline_file, doc, &specs, &n_specs, err)) != 0)
+            goto out;
+        source = a->pipeline_file;
+    } else {
+        static const char *defaults[] = {"bucket", "iam", "policy", "dotenv"};
+        n_specs = 4;
+        specs = calloc(n_specs, sizeof(*specs));
+        if (specs == NULL) {
+            rc = OL_ENOMEM;
+            goto out;
+        }
+        for (size_t i = 0; i < n_specs; i++)
+            specs[i].name = defaults[i];
+    }
+
+    const json_t *envs = doc ? json_object_get(doc, "environments") : NULL;
+    if (a->environments) {
+        rc = split_add(&p->environments, &p->n_environments, a->environments);
+    } else if (envs) {
+        size_t i;
+        json_t *v;
+        rc = 0;
+        if (!json_is_array(envs))
+            rc = fail(err, OL_ECONFIG,
+                      "pipeline file %s: \"environments\" must be a list of "
+                      "names",
+                      a->pipeline_file);
+        json_array_foreach(envs, i, v) {
+            if (rc == 0 && !json_is_string(v))
+                rc = fail(err, OL_ECONFIG, "pipeline file %s: environment #%zu is not a string",
+                          a->pipeline_file, i + 1);
+            if (rc == 0)
+                rc = list_add(&p->environments, &p->n_environments, json_string_value(v));
+        }
+    } else {
+        rc = split_add(&p->environments, &p->n_environments, CONFIG_DEFAULT_ENVIRONMENTS);
+    }
+    if (rc != 0)
+        goto out;
+    if (p->n_environments == 0) {
+        rc = fail(err, OL_EINVAL, "-e: no environment given; e.g. -e production,staging");
+        goto out;
+    }
+    if ((rc = check_items(p, err)) != 0)
+        goto out;
+
+    const json_t *region = doc ? json_object_get(doc, "region") : NULL;
+    const char *r = a->region ? a->region : json_string_value(region);
+    if (region && !json_is_string(region)) {
+        rc = fail(err, OL_ECONFIG, "pipeline file %s: \"region\" must be a string",
+                  a->pipeline_file);
+        goto out;
+    }
+    if (r && !endpoints_region_valid(r)) {
+        rc = fail(err, OL_EINVAL,
+                  "region '%s' is not an AWS region name (e.g. eu-north-1, "
+                  "us-east-1)",
+                  r);
+        goto out;
+    }
+    p->region = r ? strdup(r) : NULL;
+    p->profile = a->profile ? strdup(a->profile) : NULL;
+    p->state_dir = strdup(a->state_dir ? a->state_dir : ".opsline");
+    p->concurrency = a->concurrency > 0 ? (size_t)a->concurrency : CONFIG_DEFAULT_CONCURRENCY;
+    const json_t *conc = doc ? json_object_get(doc, "concurrency") : NULL;
+    if (a->concurrency <= 0 && json_is_integer(conc) && json_integer_value(conc) > 0)
+        p->concurrency = (size_t)json_integer_value(conc);
+    p->json = a->json;
+    p->verbose = a->verbose;
+    if (p->state_dir == NULL) {
+        rc = OL_ENOMEM;
+        goto out;
+    }
+    rc = build_stages(a, l, specs, n_specs, source, p, err);
+out:
+    free(specs);
+    json_decref(doc);
+    if (rc != 0)
+        plan_free(p);
+    return rc;
+}

@@ -1,0 +1,40 @@
+/* pipeline: runs a validated plan. Items (products x environments) run concurrently up to
+ * a bound; inside an item, stages run as the DAG of their `needs`. Implements the host API
+ * table (ol_host) the stages call, owns the AWS client, the journal and the report. */
+#ifndef OL_PIPELINE_H
+#define OL_PIPELINE_H
+
+#include <stddef.h>
+
+#include "loader.h"
+#include "options.h"
+
+typedef struct plan_stage {
+    const loader_plugin *plugin;
+    options *opts;
+    size_t *needs; /* indexes of the stages this one needs (earlier in plan order) */
+    size_t n_needs;
+} plan_stage;
+
+typedef struct plan {
+    char **products;
+    size_t n_products;
+    char **environments;
+    size_t n_environments;
+    char *region;       /* --region, or NULL for the resolved default */
+    char *profile;      /* --profile, or NULL */
+    plan_stage *stages; /* in dependency order */
+    size_t n_stages;
+    size_t concurrency;
+    char *state_dir;
+    int json;
+    int verbose;
+} plan;
+
+void plan_free(plan *p);
+
+/* Run the plan. Returns the process exit code: 0 every item succeeded, 1 some item failed
+ * (or AWS rejected the credentials), 2 configuration error found before any request. */
+int pipeline_run(const plan *p);
+
+#endif

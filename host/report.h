@@ -1,0 +1,23 @@
+/* report: what a run tells its user. One line per item and stage as they finish (human),
+ * a summary, or a single JSON document on stdout with --json. Never holds secrets: it only
+ * receives names, outcomes and reasons the host has already masked. */
+#ifndef OL_REPORT_H
+#define OL_REPORT_H
+
+#include <stddef.h>
+
+#include "aws/aws.h"
+
+typedef struct report report;
+
+report *report_new(int json, int verbose, size_t n_items);
+/* outcome 0: the stage was skipped (reason says why). seconds: how long it ran. */
+void report_stage(report *r, const char *item, const char *stage, int outcome, const char *reason,
+                  double seconds);
+void report_item(report *r, const char *item, const char *product, const char *environment,
+                 const char *region);
+/* Print the summary (or the JSON document). Returns the number of failed items. */
+size_t report_finish(report *r, const aws_stats *stats, int preflight_failed, int interrupted);
+void report_free(report *r);
+
+#endif
