@@ -1,0 +1,45 @@
+/* error: owns the one table that names every OL_E* code. The texts are written for users
+ * (they end up in messages like "storing the key: <text>"), so they say what happened, not
+ * which constant it was. */
+#include "error.h"
+
+const char *ol_strerror(int code) {
+    switch (code) {
+    case OL_OK:
+        return "success";
+    case OL_EINVAL:
+        return "invalid argument or input";
+    case OL_ENOMEM:
+        return "out of memory";
+    case OL_EIO:
+        return "local input/output error";
+    case OL_ENOENT:
+        return "no such entry";
+    case OL_EEXIST:
+        return "already exists";
+    case OL_EAWS:
+        return "AWS returned an error";
+    case OL_ENET:
+        return "network error: no usable answer from the endpoint";
+    case OL_ETIMEDOUT:
+        return "request timed out";
+    case OL_ECANCELED:
+        return "operation canceled";
+    case OL_EABI:
+        return "plugin ABI version mismatch";
+    case OL_ECONFIG:
+        return "configuration error";
+    case OL_ECREDS:
+        return "no usable AWS credentials";
+    case OL_EQUOTA:
+        return "retry quota exhausted: the endpoint keeps failing";
+    case OL_ERANGE:
+        return "value out of range";
+    case OL_EUNKNOWN:
+        return "outcome unknown: the request may or may not have taken effect";
+    case OL_ESECRET:
+        return "refused: would expose a secret";
+    default:
+        return "unknown error";
+    }
+}

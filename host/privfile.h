@@ -1,0 +1,33 @@
+/* privfile: files only their owner may read (secrets: .env files, key stores, exports),
+ * written atomically and durably, and read back whole. */
+#ifndef OL_PRIVFILE_H
+#define OL_PRIVFILE_H
+
+#include <stddef.h>
+
+#include "opsline/opsline.h"
+
+/* Replace path with exactly len bytes of data, mode 0600, atomically: missing parent
+ * directories are created 0700, the data goes to a new temp file in the same directory
+ * (O_EXCL, 0600, random name), is fsync'd, then renamed over path, and the directory is
+ * fsync'd. Readers see either the old file or the new one, never a mix; on error the temp
+ * file is removed and the old file, if any, is untouched. data is borrowed for the call and
+ * may be NULL when len is 0.
+ *
+ * If path is a symbolic link, the link itself is replaced by a regular file and the file it
+ * pointed to is left as it was. That is deliberate: a secret is never written through a link
+ * someone else may have planted.
+ *
+ * Returns 0, OL_EINVAL (bad arguments), OL_ENOMEM, or OL_EIO with errno telling why
+ * (EACCES, ENOSPC, EISDIR, ...). OL_EIO from the final directory fsync means the new file is
+ * in place but not known to be durable. */
+int privfile_write(const char *path, const char *data, size_t len);
+
+/* Read the whole file into *data (malloc'd, NUL-terminated for convenience; *len excludes
+ * the NUL). The caller frees it, after OPENSSL_cleanse if it holds a secret; no partial
+ * copies are left behind in freed memory. Returns 0, OL_ENOENT when path does not exist,
+ * OL_EINVAL (bad arguments or not a regular file), OL_ERANGE (over 64 MiB), OL_ENOMEM, or
+ * OL_EIO with errno set. */
+int privfile_read(const char *path, char **data, size_t *len);
+
+#endif

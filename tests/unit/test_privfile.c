@@ -1,0 +1,326 @@
+/* Tests for privfile.c: modes, atomic replacement, parent creation, failures that leave the
+ * old file and no temp file behind, symlinks, reading back. Each test works in its own
+ * fresh directory under /tmp. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "privfile.h"
+
+typedef struct fixture {
+    char dir[64];
+    char path[512];
+} fixture;
+
+static const char *at(fixture *f, const char *rel) {
+    snprintf(f->path, sizeof(f->path), "%s/%s", f->dir, rel);
+    return f->path;
+}
+
+static void remove_tree(const char *path) {
+    struct stat st;
+    DIR *d;
+    struct dirent *ent;
+
+    if (lstat(path, &st) != 0)
+        return;
+    if (!S_ISDIR(st.st_mode)) {
+        unlink(path);
+        return;
+    }
+    chmod(path, 0700);
+    d = opendir(path);
+    if (d != NULL) {
+        while ((ent = readdir(d)) != NULL) {
+            char child[1024];
+
+            if (strcmp(ent->d_name, ".") == 0 || strcmp(ent->d_name, "..") == 0)
+                continue;
+            snprintf(child, sizeof(child), "%s/%s", path, ent->d_name);
+            remove_tree(child);
+        }
+        closedir(d);
+    }
+    rmdir(path);
+}
+
+static size_t count_entries(const char *dir) {
+    DIR *d = opendir(dir);
+    struct dirent *ent;
+    size_t n = 0;
+
+    assert_non_null(d);
+    while ((ent = readdir(d)) != NULL) {
+        if (strcmp(ent->d_name, ".") != 0 && strcmp(ent->d_name, "..") != 0)
+            n++;
+    }
+    closedir(d);
+    return n;
+}
+
+static mode_t mode_of(const char *path) {
+    struct stat st;
+
+    assert_int_equal(lstat(path, &st), 0);
+    return st.st_mode & 07777;
+}
+
+static void assert_content(const char *path, const char *want) {
+    char *data = NULL;
+    size_t len = 0;
+
+    assert_int_equal(privfile_read(path, &data, &len), 0);
+    assert_int_equal(len, strlen(want));
+    assert_memory_equal(data, want, len);
+    assert_int_equal(data[len], '\0');
+    free(data);
+}
+
+static void put(const char *path, const char *s) {
+    assert_int_equal(privfile_write(path, s, strlen(s)), 0);
+}
+
+static int setup(void **state) {
+    fixture *f = calloc(1, sizeof(*f));
+
+    if (f == NULL)
+        return -1;
+    strcpy(f->dir, "/tmp/test_privfile.XXXXXX");
+    if (mkdtemp(f->dir) == NULL) {
+        free(f);
+        return -1;
+    }
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state) {
+    fixture *f = *state;
+
+    remove_tree(f->dir);
+    free(f);
+    return 0;
+}
+
+static void writes_mode_0600_even_with_umask_0(void **state) {
+    fixture *f = *state;
+    mode_t old = umask(0);
+
+    put(at(f, "new"), "secret");
+    assert_int_equal(mode_of(f->path), 0600);
+    /* An existing, too-open file is replaced by a 0600 one. */
+    close(open(at(f, "open"), O_CREAT | O_WRONLY, 0644));
+    assert_int_equal(mode_of(f->path), 0644);
+    put(f->path, "secret");
+    assert_int_equal(mode_of(f->path), 0600);
+    umask(old);
+    assert_content(at(f, "new"), "secret");
+}
+
+static void replaces_content_atomically_by_rename(void **state) {
+    fixture *f = *state;
+    struct stat before;
+    struct stat after;
+    char buf[16] = {0};
+    int fd;
+
+    put(at(f, "app.env"), "OLD=1\n");
+    assert_int_equal(stat(f->path, &before), 0);
+    fd = open(f->path, O_RDONLY);
+    assert_true(fd >= 0);
+    put(f->path, "NEW=2\nMORE=3\n");
+    /* A reader holding the old file still sees all of the old content: the new content
+     * went to another inode that was renamed in, not written over the old one. */
+    assert_int_equal(read(fd, buf, sizeof(buf) - 1), 6);
+    assert_string_equal(buf, "OLD=1\n");
+    close(fd);
+    assert_int_equal(stat(f->path, &after), 0);
+    assert_true(before.st_ino != after.st_ino);
+    assert_content(f->path, "NEW=2\nMORE=3\n");
+    assert_int_equal(count_entries(f->dir), 1); /* no temp file left */
+}
+
+static void creates_missing_parents_0700(void **state) {
+    fixture *f = *state;
+    mode_t old = umask(0);
+
+    assert_int_equal(chmod(f->dir, 0755), 0);
+    put(at(f, "a/b/c/key"), "k");
+    umask(old);
+    assert_content(f->path, "k");
+    assert_int_equal(mode_of(at(f, "a")), 0700);
+    assert_int_equal(mode_of(at(f, "a/b")), 0700);
+    assert_int_equal(mode_of(at(f, "a/b/c")), 0700);
+    assert_int_equal(mode_of(f->dir), 0755); /* existing directories are left alone */
+
+    /* Even when the umask would strip owner bits. */
+    old = umask(0277);
+    put(at(f, "d/e/key"), "k");
+    umask(old);
+    assert_int_equal(mode_of(at(f, "d")), 0700);
+    assert_int_equal(mode_of(at(f, "d/e")), 0700);
+    assert_int_equal(mode_of(at(f, "d/e/key")), 0600);
+}
+
+/* Runs in a child: as an unprivileged user if we are root, since root writes anywhere. */
+static int try_unwritable(const char *dir) {
+    char path[512];
+
+    if (geteuid() == 0 && (setgid(65534) != 0 || setuid(65534) != 0))
+        return 77;
+    snprintf(path, sizeof(path), "%s/secret", dir);
+    errno = 0;
+    if (privfile_write(path, "new", 3) != OL_EIO || errno != EACCES)
+        return 1;
+    snprintf(path, sizeof(path), "%s/sub/secret", dir);
+    errno = 0;
+    if (privfile_write(path, "new", 3) != OL_EIO || errno != EACCES)
+        return 2;
+    return 0;
+}
+
+static void fails_with_eio_in_an_unwritable_directory(void **state) {
+    fixture *f = *state;
+    char ro[128];
+    pid_t pid;
+    int status;
+
+    assert_int_equal(chmod(f->dir, 0755), 0);
+    put(at(f, "ro/secret"), "old");
+    snprintf(ro, sizeof(ro), "%s/ro", f->dir);
+    assert_int_equal(chmod(ro, 0555), 0);
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0)
+        _exit(try_unwritable(ro));
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    if (WEXITSTATUS(status) == 77)
+        skip(); /* cannot drop privileges here */
+    assert_int_equal(WEXITSTATUS(status), 0);
+    assert_int_equal(count_entries(ro), 1);
+    assert_content(at(f, "ro/secret"), "old");
+}
+
+static void removes_the_temp_file_when_rename_fails(void **state) {
+    fixture *f = *state;
+    int rc;
+
+    /* A non-empty directory in the way: the temp file is written, the rename fails. */
+    put(at(f, "target/inside"), "old");
+    errno = 0;
+    rc = privfile_write(at(f, "target"), "new", 3);
+    assert_int_equal(rc, OL_EIO);
+    assert_true(errno == EISDIR || errno == ENOTEMPTY || errno == EEXIST);
+    assert_int_equal(count_entries(f->dir), 1);
+    assert_content(at(f, "target/inside"), "old");
+}
+
+static void fails_when_a_parent_is_a_file(void **state) {
+    fixture *f = *state;
+
+    put(at(f, "file"), "old");
+    errno = 0;
+    assert_int_equal(privfile_write(at(f, "file/secret"), "x", 1), OL_EIO);
+    assert_int_equal(errno, ENOTDIR);
+    assert_content(at(f, "file"), "old");
+    assert_int_equal(count_entries(f->dir), 1);
+}
+
+static void replaces_a_symlink_not_the_file_it_points_to(void **state) {
+    fixture *f = *state;
+    char victim[sizeof(((fixture *)0)->path)];
+    struct stat st;
+
+    put(at(f, "victim"), "untouched");
+    snprintf(victim, sizeof(victim), "%s", f->path);
+    assert_int_equal(symlink(victim, at(f, "link")), 0);
+    put(f->path, "secret");
+    assert_int_equal(lstat(f->path, &st), 0);
+    assert_true(S_ISREG(st.st_mode));
+    assert_int_equal(st.st_mode & 07777, 0600);
+    assert_content(f->path, "secret");
+    assert_content(victim, "untouched");
+}
+
+static void reads_back_binary_and_empty_files(void **state) {
+    fixture *f = *state;
+    static const char bin[] = {'a', '\0', 'b', '\n', (char)0xff};
+    char *data = NULL;
+    size_t len = 99;
+
+    assert_int_equal(privfile_write(at(f, "bin"), bin, sizeof(bin)), 0);
+    assert_int_equal(privfile_read(f->path, &data, &len), 0);
+    assert_int_equal(len, sizeof(bin));
+    assert_memory_equal(data, bin, sizeof(bin));
+    free(data);
+    assert_int_equal(privfile_write(at(f, "empty"), NULL, 0), 0);
+    assert_content(f->path, "");
+}
+
+static void reads_missing_files_as_enoent(void **state) {
+    fixture *f = *state;
+    char *data = (char *)"x";
+    size_t len = 1;
+
+    assert_int_equal(privfile_read(at(f, "missing"), &data, &len), OL_ENOENT);
+    assert_null(data);
+    assert_int_equal(len, 0);
+    assert_int_equal(privfile_read(f->dir, &data, &len), OL_EINVAL);
+    assert_null(data);
+}
+
+static void writes_a_path_without_a_directory(void **state) {
+    fixture *f = *state;
+    char cwd[1024];
+
+    assert_non_null(getcwd(cwd, sizeof(cwd)));
+    assert_int_equal(chdir(f->dir), 0);
+    put("plain", "here");
+    assert_int_equal(chdir(cwd), 0);
+    assert_content(at(f, "plain"), "here");
+    assert_int_equal(count_entries(f->dir), 1);
+}
+
+static void rejects_bad_arguments(void **state) {
+    fixture *f = *state;
+    char *data;
+    size_t len;
+
+    assert_int_equal(privfile_write(NULL, "x", 1), OL_EINVAL);
+    assert_int_equal(privfile_write(at(f, "x"), NULL, 1), OL_EINVAL);
+    assert_int_equal(privfile_write(at(f, "dir/"), "x", 1), OL_EINVAL);
+    assert_int_equal(privfile_write("", "x", 1), OL_EINVAL);
+    assert_int_equal(privfile_read(NULL, &data, &len), OL_EINVAL);
+    assert_int_equal(count_entries(f->dir), 0);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(writes_mode_0600_even_with_umask_0, setup, teardown),
+        cmocka_unit_test_setup_teardown(replaces_content_atomically_by_rename, setup, teardown),
+        cmocka_unit_test_setup_teardown(creates_missing_parents_0700, setup, teardown),
+        cmocka_unit_test_setup_teardown(fails_with_eio_in_an_unwritable_directory, setup, teardown),
+        cmocka_unit_test_setup_teardown(removes_the_temp_file_when_rename_fails, setup, teardown),
+        cmocka_unit_test_setup_teardown(fails_when_a_parent_is_a_file, setup, teardown),
+        cmocka_unit_test_setup_teardown(replaces_a_symlink_not_the_file_it_points_to, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(reads_back_binary_and_empty_files, setup, teardown),
+        cmocka_unit_test_setup_teardown(reads_missing_files_as_enoent, setup, teardown),
+        cmocka_unit_test_setup_teardown(writes_a_path_without_a_directory, setup, teardown),
+        cmocka_unit_test_setup_teardown(rejects_bad_arguments, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
