@@ -19,8 +19,8 @@ typedef struct sigv4_creds {
 /* A request as sent on the wire. */
 typedef struct sigv4_request {
     const char *method;
-    const char *path;  /* percent-encoded once as sent, e.g. "/my%20key"; "/" at least */
-    const char *query; /* as sent, without '?'; NULL or "" when none */
+    const char *path;     /* percent-encoded once as sent, e.g. "/my%20key"; "/" at least */
+    const char *query;    /* as sent, without '?'; NULL or "" when none */
     const ol_kv *headers; /* every header to sign as sent, including Host and X-Amz-Date */
     size_t n_headers;
     const char *payload_hash; /* hex SHA-256 of the body, or "UNSIGNED-PAYLOAD" */
@@ -32,12 +32,16 @@ typedef struct sigv4_scope {
     const char *amz_date; /* "20150830T123600Z" */
     /* S3 rules: the path is used as sent (encoded once, no dot-segment normalisation).
      * Other services: the path is normalised (RFC 3986 remove_dot_segments, duplicate
-     * slashes folded) and each segment encoded a second time. */
+     * slashes folded, a trailing slash kept) and each segment encoded a second time.
+     * Only the canonical URI depends on this flag; it is the test suite's normalize=false. */
     int s3;
 } sigv4_scope;
 
 /* Canonical request text (malloc'd into *out) and the signed-headers list (malloc'd into
- * *signed_headers, may be NULL to skip). Returns 0 or OL_EINVAL / OL_ENOMEM. */
+ * *signed_headers, may be NULL to skip). Every header in req->headers is signed: names
+ * lowercased, values trimmed with whitespace runs (folded lines too) made one space,
+ * duplicates merged with ',' in order. The query is decoded from its wire form ('+' is a
+ * literal plus) and re-encoded. Returns 0 or OL_EINVAL / OL_ENOMEM; free the strings. */
 int sigv4_canonical_request(const sigv4_request *req, const sigv4_scope *scope, char **out,
                             char **signed_headers);
 
@@ -58,10 +62,13 @@ int sigv4_authorization(const sigv4_request *req, const sigv4_scope *scope,
 
 /* Presigning (query authentication). req->query holds the request's own parameters (may
  * be empty); req->headers at least Host. The X-Amz-* parameters (Algorithm, Credential,
- * Date, Expires, SignedHeaders, Security-Token when present) are added, the request is
- * signed with payload hash "UNSIGNED-PAYLOAD" for S3 (the request's payload_hash
- * otherwise), and the complete query string to send, including X-Amz-Signature, is
- * malloc'd into *query_out. expires is in seconds, 1..604800, else OL_ERANGE. */
+ * Date, Expires, Security-Token when creds->session_token is set, SignedHeaders) are
+ * appended, the request is signed with payload hash "UNSIGNED-PAYLOAD" when
+ * scope->service is "s3" or req->payload_hash is NULL (the request's payload_hash
+ * otherwise), and the complete query string to send, ending in X-Amz-Signature, is
+ * malloc'd into *query_out. expires is in seconds, 1..604800, else OL_ERANGE. A service
+ * that wants the token added after signing (unsigned) gets creds without it, and the
+ * caller appends it. */
 int sigv4_presign(const sigv4_request *req, const sigv4_scope *scope, const sigv4_creds *creds,
                   unsigned long expires, char **query_out);
 

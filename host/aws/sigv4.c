@@ -1,0 +1,677 @@
+/* sigv4: AWS Signature Version 4, computed from a request as it goes on the wire. It owns
+ * the canonical request (method, canonical URI, canonical query, canonical headers, signed
+ * headers, payload hash), the string to sign, the signing-key derivation, the
+ * Authorization header value and presigned (query-authenticated) URLs. Reference: "Create a
+ * signed AWS API request" (IAM User Guide) and "Authenticating Requests (AWS Signature
+ * Version 4)" (Amazon S3 API Reference). OpenSSL does the hashing, HMAC and base64, libcurl
+ * the percent-encoding; derived keys are wiped with OPENSSL_cleanse. */
+#include "sigv4.h"
+
+#include <ctype.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <curl/curl.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
+#define ALGORITHM "AWS4-HMAC-SHA256"
+#define UNSIGNED_PAYLOAD "UNSIGNED-PAYLOAD"
+#define MAX_EXPIRES 604800UL /* seven days: the longest a presigned URL may live */
+
+/* A growing NUL-terminated string. `failed` sticks so callers check once at the end. */
+typedef struct strbuf {
+    char *p;
+    size_t len;
+    size_t cap;
+    int failed;
+} strbuf;
+
+typedef struct query_pair {
+    char *name; /* encoded, malloc'd */
+    char *value;
+} query_pair;
+
+typedef struct header_entry {
+    char *name;  /* lowercased, malloc'd */
+    char *value; /* trimmed, inner whitespace folded, malloc'd */
+    size_t order;
+} header_entry;
+
+static void sb_add(strbuf *b, const char *s, size_t n) {
+    if (b->failed)
+        return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        char *p = realloc(b->p, cap);
+        if (p == NULL) {
+            b->failed = 1;
+            return;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+static void sb_adds(strbuf *b, const char *s) {
+    sb_add(b, s, strlen(s));
+}
+
+/* Hands the string over to the caller, or frees it and returns NULL on failure. */
+static char *sb_take(strbuf *b) {
+    char *p = b->p;
+    b->p = NULL;
+    if (b->failed) {
+        free(p);
+        return NULL;
+    }
+    return p != NULL ? p : calloc(1, 1);
+}
+
+static void hex_encode(const unsigned char *in, size_t n, char *out) {
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = digits[in[i] >> 4];
+        out[2 * i + 1] = digits[in[i] & 0x0f];
+    }
+    out[2 * n] = '\0';
+}
+
+void sigv4_sha256_hex(const void *data, size_t len, char out[65]) {
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int md_len = 0;
+    if (!EVP_Digest(data, len, md, &md_len, EVP_sha256(), NULL) || md_len != 32) {
+        out[0] = '\0';
+        return;
+    }
+    hex_encode(md, md_len, out);
+}
+
+void sigv4_content_md5(const void *data, size_t len, char out[25]) {
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int md_len = 0;
+    if (!EVP_Digest(data, len, md, &md_len, EVP_md5(), NULL) || md_len != 16) {
+        out[0] = '\0';
+        return;
+    }
+    EVP_EncodeBlock((unsigned char *)out, md, (int)md_len);
+}
+
+void sigv4_amz_date(time_t t, char out[17]) {
+    struct tm tm;
+    if (gmtime_r(&t, &tm) == NULL || strftime(out, 17, "%Y%m%dT%H%M%SZ", &tm) != 16)
+        out[0] = '\0';
+}
+
+/* Percent-encodes one piece with libcurl, whose rule is exactly SigV4's: unreserved
+ * A-Z a-z 0-9 - _ . ~ kept, every other byte %XX with uppercase hex. */
+static int escape_into(strbuf *b, const char *s, size_t len) {
+    if (len == 0) /* curl_easy_escape would take strlen() of a zero length */
+        return 0;
+    if (len > INT_MAX)
+        return OL_EINVAL;
+    char *e = curl_easy_escape(NULL, s, (int)len);
+    if (e == NULL)
+        return OL_ENOMEM;
+    sb_adds(b, e);
+    curl_free(e);
+    return b->failed ? OL_ENOMEM : 0;
+}
+
+char *sigv4_uri_encode(const char *s, size_t len, int keep_slash) {
+    strbuf b = {0};
+    size_t start = 0;
+    if (s == NULL)
+        return NULL;
+    for (size_t i = 0; i <= len; i++) {
+        if (i < len && !(keep_slash && s[i] == '/'))
+            continue;
+        if (escape_into(&b, s + start, i - start) != 0)
+            goto fail;
+        if (i < len)
+            sb_add(&b, "/", 1);
+        start = i + 1;
+    }
+    return sb_take(&b);
+fail:
+    free(b.p);
+    return NULL;
+}
+
+/* Canonical URI for services other than S3: RFC 3986 remove_dot_segments with empty
+ * segments dropped, then every segment encoded again (the path as sent is already encoded
+ * once, so non-S3 services sign it double-encoded: see "Create a canonical request"). */
+static char *normalized_uri(const char *path) {
+    size_t n = strlen(path);
+    size_t *starts = NULL, *lens = NULL;
+    size_t depth = 0;
+    int trailing = 0;
+    strbuf b = {0};
+    char *out = NULL;
+
+    starts = malloc((n + 1) * sizeof(*starts));
+    lens = malloc((n + 1) * sizeof(*lens));
+    if (starts == NULL || lens == NULL)
+        goto done;
+    for (size_t i = 0; i < n;) {
+        while (i < n && path[i] == '/')
+            i++;
+        size_t s = i;
+        while (i < n && path[i] != '/')
+            i++;
+        size_t len = i - s;
+        /* A path ending in "/", "/." or "/.." names a directory: keep its trailing slash. */
+        trailing = len == 0 || (len == 1 && path[s] == '.') ||
+                   (len == 2 && path[s] == '.' && path[s + 1] == '.');
+        if (len == 0 || (len == 1 && path[s] == '.'))
+            continue;
+        if (len == 2 && path[s] == '.' && path[s + 1] == '.') {
+            if (depth > 0)
+                depth--;
+            continue;
+        }
+        starts[depth] = s;
+        lens[depth] = len;
+        depth++;
+    }
+    for (size_t d = 0; d < depth; d++) {
+        sb_add(&b, "/", 1);
+        if (escape_into(&b, path + starts[d], lens[d]) != 0)
+            goto done;
+    }
+    if (depth == 0 || trailing)
+        sb_add(&b, "/", 1);
+    out = sb_take(&b);
+done:
+    free(b.p);
+    free(starts);
+    free(lens);
+    return out;
+}
+
+static int pair_cmp(const void *a, const void *b) {
+    const query_pair *x = a, *y = b;
+    int c = strcmp(x->name, y->name);
+    return c != 0 ? c : strcmp(x->value, y->value);
+}
+
+/* Decodes a name or value from its wire form and encodes it the SigV4 way. '+' stays a
+ * literal '+' (encoded %2B): SigV4 query strings are not form-encoded. */
+static char *reencode(const char *s, size_t len) {
+    if (len == 0)
+        return calloc(1, 1);
+    if (len > INT_MAX)
+        return NULL;
+    int dlen = 0;
+    char *d = curl_easy_unescape(NULL, s, (int)len, &dlen);
+    if (d == NULL)
+        return NULL;
+    char *e = sigv4_uri_encode(d, (size_t)dlen, 0);
+    curl_free(d);
+    return e;
+}
+
+/* "Create a canonical query string": each name and value URI-encoded, sorted by name then
+ * value, joined with '&'; a parameter without '=' has an empty value. */
+static int canonical_query(const char *query, strbuf *out) {
+    query_pair *pairs = NULL;
+    size_t n = 0, cap = 0;
+    int rc = OL_ENOMEM;
+
+    for (const char *p = query; p != NULL && *p != '\0';) {
+        const char *amp = strchr(p, '&');
+        size_t len = amp ? (size_t)(amp - p) : strlen(p);
+        if (len > 0) {
+            const char *eq = memchr(p, '=', len);
+            size_t nlen = eq ? (size_t)(eq - p) : len;
+            if (n == cap) {
+                size_t ncap = cap ? cap * 2 : 8;
+                query_pair *np = realloc(pairs, ncap * sizeof(*np));
+                if (np == NULL)
+                    goto done;
+                pairs = np;
+                cap = ncap;
+            }
+            pairs[n].name = reencode(p, nlen);
+            pairs[n].value = eq ? reencode(eq + 1, len - nlen - 1) : calloc(1, 1);
+            n++;
+            if (pairs[n - 1].name == NULL || pairs[n - 1].value == NULL)
+                goto done;
+        }
+        p = amp ? amp + 1 : NULL;
+    }
+    if (n > 0)
+        qsort(pairs, n, sizeof(*pairs), pair_cmp);
+    for (size_t i = 0; i < n; i++) {
+        if (i > 0)
+            sb_add(out, "&", 1);
+        sb_adds(out, pairs[i].name);
+        sb_add(out, "=", 1);
+        sb_adds(out, pairs[i].value);
+    }
+    rc = out->failed ? OL_ENOMEM : 0;
+done:
+    for (size_t i = 0; i < n; i++) {
+        free(pairs[i].name);
+        free(pairs[i].value);
+    }
+    free(pairs);
+    return rc;
+}
+
+static int is_space(char c) {
+    return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
+
+/* Trims the value and folds every run of whitespace (including the line breaks of an
+ * obsolete folded multi-line value) into one space, as "Create a canonical request" asks. */
+static char *canonical_header_value(const char *v) {
+    size_t n = strlen(v);
+    char *out = malloc(n + 1);
+    size_t o = 0;
+    int pending_space = 0;
+    if (out == NULL)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        if (is_space(v[i])) {
+            pending_space = o > 0;
+            continue;
+        }
+        if (pending_space)
+            out[o++] = ' ';
+        pending_space = 0;
+        out[o++] = v[i];
+    }
+    out[o] = '\0';
+    return out;
+}
+
+static char *lowercase_name(const char *name) {
+    while (is_space(*name))
+        name++;
+    size_t n = strlen(name);
+    while (n > 0 && is_space(name[n - 1]))
+        n--;
+    char *out = malloc(n + 1);
+    if (out == NULL)
+        return NULL;
+    for (size_t i = 0; i < n; i++)
+        out[i] = (char)tolower((unsigned char)name[i]);
+    out[n] = '\0';
+    return out;
+}
+
+static int header_cmp(const void *a, const void *b) {
+    const header_entry *x = a, *y = b;
+    int c = strcmp(x->name, y->name);
+    if (c != 0)
+        return c;
+    return x->order < y->order ? -1 : (x->order > y->order ? 1 : 0);
+}
+
+/* Canonical headers ("name:value\n" each, sorted, duplicates merged with ',' in the order
+ * they appear) into *hdrs and the signed-headers list into *signed_list. */
+static int canonical_headers(const ol_kv *headers, size_t n, strbuf *hdrs, strbuf *signed_list) {
+    header_entry *e = NULL;
+    size_t made = 0;
+    int rc = OL_ENOMEM;
+
+    if (n == 0)
+        return OL_EINVAL; /* Host is always signed */
+    e = calloc(n, sizeof(*e));
+    if (e == NULL)
+        return OL_ENOMEM;
+    for (; made < n; made++) {
+        if (headers[made].name == NULL || headers[made].value == NULL) {
+            rc = OL_EINVAL;
+            goto done;
+        }
+        e[made].order = made;
+        e[made].name = lowercase_name(headers[made].name);
+        e[made].value = canonical_header_value(headers[made].value);
+        if (e[made].name == NULL || e[made].value == NULL) {
+            made++;
+            goto done;
+        }
+        if (e[made].name[0] == '\0') {
+            made++;
+            rc = OL_EINVAL;
+            goto done;
+        }
+    }
+    qsort(e, n, sizeof(*e), header_cmp);
+    for (size_t i = 0; i < n; i++) {
+        int same = i > 0 && strcmp(e[i].name, e[i - 1].name) == 0;
+        if (same) {
+            sb_add(hdrs, ",", 1);
+        } else {
+            if (i > 0) {
+                sb_add(hdrs, "\n", 1);
+                sb_add(signed_list, ";", 1);
+            }
+            sb_adds(hdrs, e[i].name);
+            sb_add(hdrs, ":", 1);
+            sb_adds(signed_list, e[i].name);
+        }
+        sb_adds(hdrs, e[i].value);
+    }
+    sb_add(hdrs, "\n", 1);
+    rc = hdrs->failed || signed_list->failed ? OL_ENOMEM : 0;
+done:
+    for (size_t i = 0; i < made; i++) {
+        free(e[i].name);
+        free(e[i].value);
+    }
+    free(e);
+    return rc;
+}
+
+static int scope_valid(const sigv4_scope *scope) {
+    return scope != NULL && scope->region != NULL && scope->service != NULL &&
+           scope->amz_date != NULL && strlen(scope->amz_date) == 16 && scope->region[0] != '\0' &&
+           scope->service[0] != '\0';
+}
+
+static int request_valid(const sigv4_request *req) {
+    return req != NULL && req->method != NULL && req->method[0] != '\0' && req->path != NULL &&
+           (req->headers != NULL || req->n_headers == 0);
+}
+
+int sigv4_canonical_request(const sigv4_request *req, const sigv4_scope *scope, char **out,
+                            char **signed_headers) {
+    strbuf b = {0}, hdrs = {0}, signed_list = {0};
+    char *uri = NULL;
+    int rc;
+
+    if (out == NULL || !request_valid(req) || !scope_valid(scope) || req->payload_hash == NULL)
+        return OL_EINVAL;
+    *out = NULL;
+    if (signed_headers != NULL)
+        *signed_headers = NULL;
+
+    const char *path = req->path[0] != '\0' ? req->path : "/";
+    /* "Each path segment must be URI-encoded twice ... except for Amazon S3 which only gets
+     * URI-encoded once" and S3 object keys are signed as sent, dot segments included. */
+    uri = scope->s3 ? strdup(path) : normalized_uri(path);
+    if (uri == NULL)
+        return OL_ENOMEM;
+
+    sb_adds(&b, req->method);
+    sb_add(&b, "\n", 1);
+    sb_adds(&b, uri);
+    sb_add(&b, "\n", 1);
+    rc = canonical_query(req->query, &b);
+    if (rc != 0)
+        goto fail;
+    sb_add(&b, "\n", 1);
+    rc = canonical_headers(req->headers, req->n_headers, &hdrs, &signed_list);
+    if (rc != 0)
+        goto fail;
+    sb_add(&b, hdrs.p, hdrs.len);
+    sb_add(&b, "\n", 1);
+    sb_add(&b, signed_list.p, signed_list.len);
+    sb_add(&b, "\n", 1);
+    sb_adds(&b, req->payload_hash);
+    rc = OL_ENOMEM;
+    if (b.failed)
+        goto fail;
+    if (signed_headers != NULL) {
+        *signed_headers = sb_take(&signed_list);
+        if (*signed_headers == NULL)
+            goto fail;
+    }
+    *out = sb_take(&b);
+    rc = 0;
+fail:
+    free(b.p);
+    free(hdrs.p);
+    free(signed_list.p);
+    free(uri);
+    return rc;
+}
+
+/* "20150830/us-east-1/iam/aws4_request" */
+static int credential_scope(const sigv4_scope *scope, strbuf *b) {
+    sb_add(b, scope->amz_date, 8);
+    sb_add(b, "/", 1);
+    sb_adds(b, scope->region);
+    sb_add(b, "/", 1);
+    sb_adds(b, scope->service);
+    sb_adds(b, "/aws4_request");
+    return b->failed ? OL_ENOMEM : 0;
+}
+
+int sigv4_string_to_sign(const sigv4_scope *scope, const char *canonical_request, char **out) {
+    strbuf b = {0};
+    char hash[65];
+
+    if (out == NULL || !scope_valid(scope) || canonical_request == NULL)
+        return OL_EINVAL;
+    *out = NULL;
+    sigv4_sha256_hex(canonical_request, strlen(canonical_request), hash);
+    if (hash[0] == '\0')
+        return OL_ENOMEM;
+    sb_adds(&b, ALGORITHM "\n");
+    sb_adds(&b, scope->amz_date);
+    sb_add(&b, "\n", 1);
+    credential_scope(scope, &b);
+    sb_add(&b, "\n", 1);
+    sb_adds(&b, hash);
+    *out = sb_take(&b);
+    return *out ? 0 : OL_ENOMEM;
+}
+
+static int hmac_sha256(const void *key, size_t key_len, const void *data, size_t len,
+                       unsigned char out[32]) {
+    unsigned int out_len = 0;
+    if (key_len > INT_MAX)
+        return OL_EINVAL;
+    if (HMAC(EVP_sha256(), key, (int)key_len, data, len, out, &out_len) == NULL || out_len != 32)
+        return OL_ENOMEM;
+    return 0;
+}
+
+/* kSigning = HMAC(HMAC(HMAC(HMAC("AWS4" + secret, date), region), service), "aws4_request"),
+ * then the signature is HMAC(kSigning, string to sign). Every intermediate key is wiped. */
+int sigv4_signature(const sigv4_scope *scope, const char *secret_access_key,
+                    const char *string_to_sign, char out[65]) {
+    unsigned char k1[32], k2[32], sig[32];
+    char *secret = NULL;
+    size_t secret_len;
+    int rc = OL_EINVAL;
+
+    if (out == NULL)
+        return OL_EINVAL;
+    out[0] = '\0';
+    if (!scope_valid(scope) || secret_access_key == NULL || string_to_sign == NULL)
+        return OL_EINVAL;
+    secret_len = strlen(secret_access_key) + 4;
+    secret = malloc(secret_len + 1);
+    if (secret == NULL)
+        return OL_ENOMEM;
+    memcpy(secret, "AWS4", 4);
+    memcpy(secret + 4, secret_access_key, secret_len - 4 + 1);
+
+    if ((rc = hmac_sha256(secret, secret_len, scope->amz_date, 8, k1)) != 0 ||
+        (rc = hmac_sha256(k1, 32, scope->region, strlen(scope->region), k2)) != 0 ||
+        (rc = hmac_sha256(k2, 32, scope->service, strlen(scope->service), k1)) != 0 ||
+        (rc = hmac_sha256(k1, 32, "aws4_request", 12, k2)) != 0 ||
+        (rc = hmac_sha256(k2, 32, string_to_sign, strlen(string_to_sign), sig)) != 0)
+        goto done;
+    hex_encode(sig, sizeof(sig), out);
+done:
+    OPENSSL_cleanse(secret, secret_len);
+    OPENSSL_cleanse(k1, sizeof(k1));
+    OPENSSL_cleanse(k2, sizeof(k2));
+    OPENSSL_cleanse(sig, sizeof(sig));
+    free(secret);
+    return rc;
+}
+
+static int creds_valid(const sigv4_creds *creds) {
+    return creds != NULL && creds->access_key_id != NULL && creds->access_key_id[0] != '\0' &&
+           creds->secret_access_key != NULL;
+}
+
+/* Canonical request -> string to sign -> signature, with the intermediates optionally kept. */
+static int sign(const sigv4_request *req, const sigv4_scope *scope, const char *secret,
+                char sig[65], char **signed_headers, char **canonical_out, char **sts_out) {
+    char *canonical = NULL, *sts = NULL;
+    int rc = sigv4_canonical_request(req, scope, &canonical, signed_headers);
+    if (rc != 0)
+        return rc;
+    rc = sigv4_string_to_sign(scope, canonical, &sts);
+    if (rc == 0)
+        rc = sigv4_signature(scope, secret, sts, sig);
+    if (rc == 0 && canonical_out != NULL) {
+        *canonical_out = canonical;
+        canonical = NULL;
+    }
+    if (rc == 0 && sts_out != NULL) {
+        *sts_out = sts;
+        sts = NULL;
+    }
+    if (rc != 0 && signed_headers != NULL) {
+        free(*signed_headers);
+        *signed_headers = NULL;
+    }
+    free(canonical);
+    free(sts);
+    return rc;
+}
+
+int sigv4_authorization(const sigv4_request *req, const sigv4_scope *scope,
+                        const sigv4_creds *creds, char **out) {
+    char sig[65];
+    char *signed_headers = NULL;
+    strbuf b = {0};
+    int rc;
+
+    if (out == NULL || !creds_valid(creds))
+        return OL_EINVAL;
+    *out = NULL;
+    rc = sign(req, scope, creds->secret_access_key, sig, &signed_headers, NULL, NULL);
+    if (rc != 0)
+        return rc;
+    sb_adds(&b, ALGORITHM " Credential=");
+    sb_adds(&b, creds->access_key_id);
+    sb_add(&b, "/", 1);
+    credential_scope(scope, &b);
+    sb_adds(&b, ", SignedHeaders=");
+    sb_adds(&b, signed_headers);
+    sb_adds(&b, ", Signature=");
+    sb_adds(&b, sig);
+    free(signed_headers);
+    *out = sb_take(&b);
+    return *out ? 0 : OL_ENOMEM;
+}
+
+/* The signed-headers list alone, for X-Amz-SignedHeaders, which is signed itself. */
+static char *signed_header_list(const sigv4_request *req) {
+    strbuf hdrs = {0}, list = {0};
+    int rc = canonical_headers(req->headers, req->n_headers, &hdrs, &list);
+    free(hdrs.p);
+    if (rc != 0) {
+        free(list.p);
+        return NULL;
+    }
+    return sb_take(&list);
+}
+
+static int add_param(strbuf *b, const char *name, const char *value) {
+    if (b->len > 0)
+        sb_add(b, "&", 1);
+    sb_adds(b, name);
+    sb_add(b, "=", 1);
+    return escape_into(b, value, strlen(value));
+}
+
+int sigv4_presign_debug(const sigv4_request *req, const sigv4_scope *scope,
+                        const sigv4_creds *creds, unsigned long expires, char **query_out,
+                        char **canonical_out, char **string_to_sign_out) {
+    strbuf q = {0}, cred = {0};
+    char *signed_list = NULL;
+    char expires_text[24], sig[65];
+    sigv4_request signed_req;
+    int n, rc = OL_EINVAL;
+
+    if (query_out == NULL || !request_valid(req) || !scope_valid(scope) || !creds_valid(creds))
+        return OL_EINVAL;
+    *query_out = NULL;
+    if (canonical_out != NULL)
+        *canonical_out = NULL;
+    if (string_to_sign_out != NULL)
+        *string_to_sign_out = NULL;
+    /* "Minimum value you can set is 1, and the maximum is 604800 (seven days)". */
+    if (expires < 1 || expires > MAX_EXPIRES)
+        return OL_ERANGE;
+    signed_list = signed_header_list(req);
+    if (signed_list == NULL)
+        return req->n_headers == 0 ? OL_EINVAL : OL_ENOMEM;
+
+    sb_adds(&cred, creds->access_key_id);
+    sb_add(&cred, "/", 1);
+    credential_scope(scope, &cred);
+    rc = OL_ENOMEM;
+    n = snprintf(expires_text, sizeof(expires_text), "%lu", expires);
+    if (cred.failed || n < 0 || (size_t)n >= sizeof(expires_text))
+        goto fail;
+
+    /* The request's own parameters as sent, then the X-Amz-* ones in the order AWS's S3
+     * presigned-URL example shows them; the canonical query sorts them anyway. */
+    if (req->query != NULL)
+        sb_adds(&q, req->query);
+    if (add_param(&q, "X-Amz-Algorithm", ALGORITHM) != 0 ||
+        add_param(&q, "X-Amz-Credential", cred.p) != 0 ||
+        add_param(&q, "X-Amz-Date", scope->amz_date) != 0 ||
+        add_param(&q, "X-Amz-Expires", expires_text) != 0)
+        goto fail;
+    if (creds->session_token != NULL &&
+        add_param(&q, "X-Amz-Security-Token", creds->session_token) != 0)
+        goto fail;
+    if (add_param(&q, "X-Amz-SignedHeaders", signed_list) != 0)
+        goto fail;
+
+    signed_req = *req;
+    signed_req.query = q.p;
+    /* S3 cannot know the payload of a presigned request in advance ("Authenticating
+     * Requests: Using Query Parameters"), so it is always UNSIGNED-PAYLOAD there. */
+    if (strcmp(scope->service, "s3") == 0 || signed_req.payload_hash == NULL)
+        signed_req.payload_hash = UNSIGNED_PAYLOAD;
+    rc = sign(&signed_req, scope, creds->secret_access_key, sig, NULL, canonical_out,
+              string_to_sign_out);
+    if (rc != 0)
+        goto fail;
+    sb_adds(&q, "&X-Amz-Signature=");
+    sb_adds(&q, sig);
+    *query_out = sb_take(&q);
+    rc = *query_out ? 0 : OL_ENOMEM;
+fail:
+    if (rc != 0) {
+        if (canonical_out != NULL) {
+            free(*canonical_out);
+            *canonical_out = NULL;
+        }
+        if (string_to_sign_out != NULL) {
+            free(*string_to_sign_out);
+            *string_to_sign_out = NULL;
+        }
+    }
+    free(q.p);
+    free(cred.p);
+    free(signed_list);
+    return rc;
+}
+
+int sigv4_presign(const sigv4_request *req, const sigv4_scope *scope, const sigv4_creds *creds,
+                  unsigned long expires, char **query_out) {
+    return sigv4_presign_debug(req, scope, creds, expires, query_out, NULL, NULL);
+}
