@@ -6,11 +6,12 @@
 #ifndef OL_AWS_ENDPOINTS_H
 #define OL_AWS_ENDPOINTS_H
 
+/* All strings malloc'd, freed by endpoints_free. */
 typedef struct ol__endpoint {
     char *url;            /* "https://host[:port]" or the custom URL without trailing '/' */
     char *host;           /* host[:port] for the Host header */
     char *signing_region; /* region to sign for */
-    const char *signing_name; /* "s3", "iam", ... (static) */
+    char *signing_name;   /* "s3", "iam", "monitoring" (for "cloudwatch"), ... */
     int custom;           /* from an override: S3 uses path-style addressing */
 } ol__endpoint;
 
@@ -24,15 +25,20 @@ void endpoints_free(ol__endpoint *e);
 
 /* Build the URL base and Host for an S3 bucket request on endpoint e: virtual-hosted
  * ("https://bucket.s3.eu-north-1.amazonaws.com", path prefix "") or path-style
- * ("http://127.0.0.1:5000", path prefix "/bucket"). All malloc'd. */
+ * ("http://127.0.0.1:5000", path prefix "/bucket"; a custom endpoint's own path goes in
+ * front: "/minio/bucket"). bucket NULL or "": e's url and host, prefix "". All malloc'd;
+ * returns 0 or OL_ENOMEM. */
 int endpoints_s3_url(const ol__endpoint *e, const char *bucket, char **base_url, char **host,
                      char **path_prefix);
 
 /* The environment variable suffix for a service id: "s3" -> "S3", "secretsmanager" ->
- * "SECRETS_MANAGER", "iam" -> "IAM", "sts" -> "STS". Static string. */
+ * "SECRETS_MANAGER", "iam" -> "IAM", "sts" -> "STS", "logs" -> "CLOUDWATCH_LOGS" (the
+ * SDKs' serviceId, uppercased, spaces to '_'). Static string; NULL for a service opsline
+ * has no table entry for (endpoints_resolve then uses the id uppercased, '-' to '_'). */
 const char *endpoints_env_suffix(const char *service);
 
-/* Partition of a region: "aws", "aws-cn", "aws-us-gov"; and its DNS suffix. */
+/* Partition of a region: "aws", "aws-cn", "aws-us-gov" (also "aws-iso", "aws-iso-b",
+ * "aws-iso-e", "aws-iso-f"); and its DNS suffix ("amazonaws.com", "amazonaws.com.cn", ...). */
 const char *endpoints_partition(const char *region);
 const char *endpoints_dns_suffix(const char *region);
 

@@ -1,0 +1,543 @@
+/* Tests for credentials: profile selection, the shared credentials and config files (INI
+ * details as the AWS CLI reads them), the credential chain (environment, credentials file,
+ * credential_process, config file), credential_process output checks, error texts (which
+ * name files and profiles and never a secret) and region precedence. Every test runs with
+ * HOME set to a fresh temporary directory and the AWS_* variables cleared; the environment
+ * is restored and the directory removed afterwards. */
+#define _XOPEN_SOURCE 700
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "credentials.h"
+#include "opsline/opsline.h"
+
+#define AKID "AKIAIOSFODNN7EXAMPLE"
+#define SECRET "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+#define SECRET2 "je7MtGbClwBF/2Zp9Utk/h3yCo8nvbEXAMPLEKEY"
+#define TOKEN "FwoGZXIvYXdzEXAMPLETOKEN"
+
+static const char *const env_names[] = {
+    "HOME",
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_CONFIG_FILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+};
+#define N_ENV (sizeof(env_names) / sizeof(env_names[0]))
+
+typedef struct fixture {
+    char *saved[N_ENV];
+    char dir[64];
+    char path[512]; /* scratch for file names */
+} fixture;
+
+static fixture *fx; /* the current test's fixture, for the helpers */
+
+static int setup(void **state) {
+    fixture *f = calloc(1, sizeof(*f));
+    if (f == NULL)
+        return -1;
+    for (size_t i = 0; i < N_ENV; i++) {
+        const char *v = getenv(env_names[i]);
+        if (v != NULL && (f->saved[i] = strdup(v)) == NULL)
+            return -1;
+        unsetenv(env_names[i]);
+    }
+    snprintf(f->dir, sizeof(f->dir), "/tmp/ol-creds-XXXXXX");
+    if (mkdtemp(f->dir) == NULL)
+        return -1;
+    setenv("HOME", f->dir, 1);
+    snprintf(f->path, sizeof(f->path), "%s/.aws", f->dir);
+    if (mkdir(f->path, 0700) != 0)
+        return -1;
+    fx = f;
+    *state = f;
+    return 0;
+}
+
+static int rm_entry(const char *path, const struct stat *sb, int type, struct FTW *ftw) {
+    (void)sb;
+    (void)type;
+    (void)ftw;
+    return remove(path);
+}
+
+static int teardown(void **state) {
+    fixture *f = *state;
+    nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    for (size_t i = 0; i < N_ENV; i++) {
+        if (f->saved[i] != NULL)
+            setenv(env_names[i], f->saved[i], 1);
+        else
+            unsetenv(env_names[i]);
+        free(f->saved[i]);
+    }
+    free(f);
+    fx = NULL;
+    return 0;
+}
+
+/* Writes text to HOME-relative name; returns the full path (valid until the next call). */
+static const char *write_file(const char *name, const char *text, mode_t mode) {
+    snprintf(fx->path, sizeof(fx->path), "%s/%s", fx->dir, name);
+    FILE *f = fopen(fx->path, "w");
+    assert_non_null(f);
+    assert_int_equal(fputs(text, f) >= 0, 1);
+    assert_int_equal(fclose(f), 0);
+    assert_int_equal(chmod(fx->path, mode), 0);
+    return fx->path;
+}
+
+static void write_credentials(const char *text) {
+    write_file(".aws/credentials", text, 0600);
+}
+
+static void write_config(const char *text) {
+    write_file(".aws/config", text, 0600);
+}
+
+/* A credential_process script printing json (or failing with status), and a config
+ * profile using it. */
+static void write_process(const char *profile, const char *json, int status) {
+    char script[1024], config[2048];
+    snprintf(script, sizeof(script),
+             "#!/bin/sh\ncat <<'EOF'\n%s\nEOF\necho 'a message for the user' >&2\nexit %d\n", json,
+             status);
+    const char *path = write_file("proc.sh", script, 0700);
+    snprintf(config, sizeof(config), "[profile %s]\ncredential_process = %s --flag\n", profile,
+             path);
+    write_config(config);
+}
+
+static void assert_contains(const char *s, const char *want) {
+    assert_non_null(s);
+    if (strstr(s, want) == NULL)
+        fail_msg("'%s' not in: %s", want, s);
+}
+
+static void assert_no_secret(const char *s) {
+    assert_non_null(s);
+    if (strstr(s, SECRET) != NULL || strstr(s, SECRET2) != NULL || strstr(s, TOKEN) != NULL)
+        fail_msg("a secret leaked into: %s", s);
+}
+
+/* Settings then credentials; returns the credentials' code, keeping *err. */
+static int resolve(const char *profile, ol__aws_settings *s, ol__creds *c, char **err) {
+    *err = NULL;
+    int rc = credentials_settings(profile, NULL, s, err);
+    if (rc != 0)
+        fail_msg("settings failed: %d %s", rc, *err ? *err : "");
+    return credentials_resolve(s, c, err);
+}
+
+static void expect_creds(const char *profile, const char *akid, const char *secret,
+                         const char *token, const char *source_part) {
+    ol__aws_settings s;
+    ol__creds c;
+    char *err = NULL;
+    int rc = resolve(profile, &s, &c, &err);
+    if (rc != 0)
+        fail_msg("resolve failed: %d %s", rc, err ? err : "");
+    assert_string_equal(c.access_key_id, akid);
+    assert_string_equal(c.secret_access_key, secret);
+    if (token == NULL)
+        assert_null(c.session_token);
+    else
+        assert_string_equal(c.session_token, token);
+    assert_contains(c.source, source_part);
+    assert_no_secret(c.source);
+    credentials_free(&c);
+    assert_null(c.secret_access_key);
+    credentials_settings_free(&s);
+}
+
+/* Resolution must fail with code; *err must contain each of the NULL-terminated parts and
+ * no secret. */
+static void expect_creds_error(const char *profile, int code, ...) {
+    ol__aws_settings s;
+    ol__creds c;
+    char *err = NULL;
+    va_list ap;
+    assert_int_equal(resolve(profile, &s, &c, &err), code);
+    assert_null(c.access_key_id);
+    assert_null(c.secret_access_key);
+    assert_no_secret(err);
+    va_start(ap, code);
+    for (const char *p = va_arg(ap, const char *); p != NULL; p = va_arg(ap, const char *))
+        assert_contains(err, p);
+    va_end(ap);
+    free(err);
+    credentials_settings_free(&s);
+}
+
+static char *home_path(const char *rel) {
+    static char buf[512];
+    snprintf(buf, sizeof(buf), "%s/%s", fx->dir, rel);
+    return buf;
+}
+
+/* ---- profile and files ----------------------------------------------------------------- */
+
+static void default_profile_comes_from_the_credentials_file(void **state) {
+    (void)state;
+    write_credentials("[default]\naws_access_key_id = " AKID "\naws_secret_access_key = " SECRET
+                      "\n");
+    expect_creds(NULL, AKID, SECRET, NULL, "profile 'default' in ");
+    expect_creds(NULL, AKID, SECRET, NULL, home_path(".aws/credentials"));
+}
+
+static void profile_is_chosen_by_override_then_aws_profile_then_default_profile(void **state) {
+    (void)state;
+    ol__aws_settings s;
+    char *err = NULL;
+    write_credentials("[a]\naws_access_key_id=A\naws_secret_access_key=" SECRET "\n"
+                      "[b]\naws_access_key_id=B\naws_secret_access_key=" SECRET "\n"
+                      "[c]\naws_access_key_id=C\naws_secret_access_key=" SECRET "\n");
+    setenv("AWS_DEFAULT_PROFILE", "c", 1);
+    expect_creds(NULL, "C", SECRET, NULL, "profile 'c'");
+    setenv("AWS_PROFILE", "b", 1);
+    expect_creds(NULL, "B", SECRET, NULL, "profile 'b'");
+    expect_creds("a", "A", SECRET, NULL, "profile 'a'");
+    assert_int_equal(credentials_settings("a", NULL, &s, &err), 0);
+    assert_string_equal(s.profile, "a");
+    assert_true(s.profile_override);
+    credentials_settings_free(&s);
+    assert_int_equal(credentials_settings(NULL, NULL, &s, &err), 0);
+    assert_string_equal(s.profile, "b");
+    assert_false(s.profile_override);
+    credentials_settings_free(&s);
+}
+
+static void file_variables_override_the_home_paths(void **state) {
+    (void)state;
+    ol__aws_settings s;
+    char *err = NULL;
+    write_file("creds.ini", "[default]\naws_access_key_id=X\naws_secret_access_key=" SECRET "\n",
+               0600);
+    write_file("conf.ini", "[default]\nregion = ap-south-1\n", 0600);
+    setenv("AWS_SHARED_CREDENTIALS_FILE", home_path("creds.ini"), 1);
+    setenv("AWS_CONFIG_FILE", "~/conf.ini", 1);
+    assert_int_equal(credentials_settings(NULL, NULL, &s, &err), 0);
+    assert_string_equal(s.credentials_file, home_path("creds.ini"));
+    assert_string_equal(s.config_file, home_path("conf.ini"));
+    assert_string_equal(s.region, "ap-south-1");
+    credentials_settings_free(&s);
+    expect_creds(NULL, "X", SECRET, NULL, home_path("creds.ini"));
+}
+
+static void ini_files_are_read_as_the_cli_reads_them(void **state) {
+    (void)state;
+    write_config("# a comment\n"
+                 "; another\n"
+                 "[default]\n"
+                 "region=eu-west-1\n"
+                 "[dev]\n" /* not a profile in the config file */
+                 "region = us-west-1\n"
+                 "[profile   dev ]\n"
+                 "  s3 =\n"
+                 "    max_concurrent_requests = 20\n"
+                 "    region = nested-must-not-win\n"
+                 "\n"
+                 "  Region\t=   eu-central-1  \n"
+                 "output: json\n"
+                 "[staging]\n"
+                 "region = us-east-2\n"
+                 "[profile other]\n"
+                 "region = sa-east-1\n");
+    const char *cfg = home_path(".aws/config");
+    char *v = credentials_ini_get(cfg, "dev", 1, "region");
+    assert_non_null(v);
+    assert_string_equal(v, "eu-central-1");
+    free(v);
+    v = credentials_ini_get(cfg, "dev", 1, "OUTPUT");
+    assert_string_equal(v, "json");
+    free(v);
+    v = credentials_ini_get(cfg, "default", 1, "region");
+    assert_string_equal(v, "eu-west-1");
+    free(v);
+    assert_null(credentials_ini_get(cfg, "Dev", 1, "region"));
+    assert_null(credentials_ini_get(cfg, "dev", 1, "max_concurrent_requests"));
+    /* [staging] is not a profile in a config file, only in a credentials file. */
+    assert_null(credentials_ini_get(cfg, "staging", 1, "region"));
+    v = credentials_ini_get(cfg, "staging", 0, "region");
+    assert_string_equal(v, "us-east-2");
+    free(v);
+    assert_null(credentials_ini_get(home_path("missing"), "dev", 1, "region"));
+}
+
+static void profile_default_section_in_config_wins_over_default(void **state) {
+    (void)state;
+    write_config("[profile default]\nregion = eu-south-1\n[default]\nregion = eu-west-3\n"
+                 "output = text\n");
+    char *v = credentials_ini_get(home_path(".aws/config"), "default", 1, "region");
+    assert_string_equal(v, "eu-south-1");
+    free(v);
+    v = credentials_ini_get(home_path(".aws/config"), "default", 1, "output");
+    assert_string_equal(v, "text");
+    free(v);
+}
+
+static void named_profile_missing_from_both_files_is_a_config_error(void **state) {
+    (void)state;
+    ol__aws_settings s;
+    char *err = NULL;
+    write_credentials("[default]\naws_access_key_id=X\naws_secret_access_key=" SECRET "\n");
+    setenv("AWS_ACCESS_KEY_ID", AKID, 1);
+    setenv("AWS_SECRET_ACCESS_KEY", SECRET2, 1);
+    setenv("AWS_PROFILE", "staging", 1);
+    assert_int_equal(credentials_settings(NULL, NULL, &s, &err), OL_ECONFIG);
+    assert_contains(err, "profile 'staging' not found in");
+    assert_contains(err, home_path(".aws/credentials"));
+    assert_contains(err, home_path(".aws/config"));
+    assert_no_secret(err);
+    assert_null(s.profile);
+    free(err);
+    err = NULL;
+    assert_int_equal(credentials_settings("prod", NULL, &s, &err), OL_ECONFIG);
+    assert_contains(err, "'prod'");
+    free(err);
+}
+
+static void malformed_file_names_file_and_line_but_not_its_text(void **state) {
+    (void)state;
+    ol__aws_settings s;
+    char *err = NULL;
+    write_credentials("[default]\naws_access_key_id = " AKID "\n" SECRET "\n");
+    assert_int_equal(credentials_settings(NULL, NULL, &s, &err), OL_ECONFIG);
+    assert_contains(err, home_path(".aws/credentials"));
+    assert_contains(err, "line 3");
+    assert_no_secret(err);
+    free(err);
+    err = NULL;
+    write_credentials("aws_secret_access_key = " SECRET "\n");
+    assert_int_equal(credentials_settings(NULL, NULL, &s, &err), OL_ECONFIG);
+    assert_contains(err, "line 1");
+    assert_no_secret(err);
+    free(err);
+}
+
+/* ---- the chain ------------------------------------------------------------------------- */
+
+static void environment_keys_win_over_profile_from_aws_profile(void **state) {
+    (void)state;
+    write_credentials("[dev]\naws_access_key_id=FILE\naws_secret_access_key=" SECRET2 "\n");
+    setenv("AWS_PROFILE", "dev", 1);
+    setenv("AWS_ACCESS_KEY_ID", AKID, 1);
+    setenv("AWS_SECRET_ACCESS_KEY", SECRET, 1);
+    setenv("AWS_SESSION_TOKEN", TOKEN, 1);
+    expect_creds(NULL, AKID, SECRET, TOKEN, "environment variables (AWS_ACCESS_KEY_ID)");
+}
+
+static void profile_override_skips_environment_keys(void **state) {
+    (void)state;
+    write_credentials("[dev]\naws_access_key_id=FILE\naws_secret_access_key=" SECRET2
+                      "\naws_session_token=" TOKEN "\n");
+    setenv("AWS_ACCESS_KEY_ID", AKID, 1);
+    setenv("AWS_SECRET_ACCESS_KEY", SECRET, 1);
+    expect_creds("dev", "FILE", SECRET2, TOKEN, "profile 'dev'");
+}
+
+static void access_key_without_secret_in_environment_names_the_missing_variable(void **state) {
+    (void)state;
+    setenv("AWS_ACCESS_KEY_ID", AKID, 1);
+    expect_creds_error(NULL, OL_ECREDS, "AWS_SECRET_ACCESS_KEY is not", NULL);
+    unsetenv("AWS_ACCESS_KEY_ID");
+    setenv("AWS_SECRET_ACCESS_KEY", SECRET, 1);
+    expect_creds_error(NULL, OL_ECREDS, "AWS_ACCESS_KEY_ID is not", NULL);
+}
+
+static void config_file_keys_are_used_when_the_credentials_file_has_none(void **state) {
+    (void)state;
+    write_credentials("[other]\naws_access_key_id=O\naws_secret_access_key=" SECRET2 "\n");
+    write_config("[profile dev]\nregion = eu-west-1\naws_access_key_id = CFG\n"
+                 "aws_secret_access_key = " SECRET "\n");
+    expect_creds("dev", "CFG", SECRET, NULL, home_path(".aws/config"));
+}
+
+static void credentials_file_wins_over_config_file(void **state) {
+    (void)state;
+    write_credentials("[dev]\naws_access_key_id=CRED\naws_secret_access_key=" SECRET "\n");
+    write_config("[profile dev]\naws_access_key_id = CFG\naws_secret_access_key = " SECRET2 "\n");
+    expect_creds("dev", "CRED", SECRET, NULL, home_path(".aws/credentials"));
+}
+
+static void half_a_key_pair_in_a_profile_names_the_missing_key(void **state) {
+    (void)state;
+    write_credentials("[dev]\naws_secret_access_key=" SECRET "\n");
+    expect_creds_error("dev", OL_ECONFIG, "profile 'dev'", home_path(".aws/credentials"),
+                       "no aws_access_key_id", NULL);
+}
+
+static void no_credentials_lists_what_was_tried_and_how_to_fix_it(void **state) {
+    (void)state;
+    write_config("[profile dev]\nregion = eu-west-1\n");
+    setenv("AWS_PROFILE", "dev", 1);
+    expect_creds_error(NULL, OL_ECREDS, "AWS_ACCESS_KEY_ID", home_path(".aws/credentials"),
+                       "file not found", home_path(".aws/config"), "profile 'dev'",
+                       "aws configure --profile dev", NULL);
+    write_credentials("[default]\naws_access_key_id=X\naws_secret_access_key=" SECRET "\n");
+    expect_creds_error("dev", OL_ECREDS, "no such profile", "not used", NULL);
+}
+
+static void role_and_sso_profiles_are_refused_with_a_hint(void **state) {
+    (void)state;
+    write_config("[profile admin]\nrole_arn = arn:aws:iam::123456789012:role/admin\n"
+                 "source_profile = default\n"
+                 "[profile sso]\nsso_session = corp\nsso_account_id = 123456789012\n");
+    write_credentials("[admin]\naws_access_key_id=X\naws_secret_access_key=" SECRET "\n");
+    expect_creds_error("admin", OL_ECREDS, "role_arn", "not support", "credential_process", NULL);
+    expect_creds_error("sso", OL_ECREDS, "sso_", "profile 'sso'", NULL);
+}
+
+/* ---- credential_process ------------------------------------------------------------------ */
+
+static void credential_process_output_is_used(void **state) {
+    (void)state;
+    write_process("proc",
+                  "{\"Version\": 1, \"AccessKeyId\": \"" AKID "\", \"SecretAccessKey\": \"" SECRET
+                  "\", \"SessionToken\": \"" TOKEN "\", \"Expiration\": "
+                  "\"2999-01-01T00:00:00.000Z\"}",
+                  0);
+    expect_creds("proc", AKID, SECRET, TOKEN, "credential_process of profile 'proc' in ");
+    write_process("proc",
+                  "{\"Version\": 1, \"AccessKeyId\": \"" AKID "\", \"SecretAccessKey\": \"" SECRET
+                  "\", \"Expiration\": \"2999-01-01T00:00:00+02:00\"}",
+                  0);
+    expect_creds("proc", AKID, SECRET, NULL, home_path(".aws/config"));
+}
+
+static void credential_process_with_another_version_is_refused(void **state) {
+    (void)state;
+    write_process(
+        "proc",
+        "{\"Version\": 2, \"AccessKeyId\": \"" AKID "\", \"SecretAccessKey\": \"" SECRET "\"}", 0);
+    expect_creds_error("proc", OL_ECONFIG, "Version 2", "profile 'proc'", home_path(".aws/config"),
+                       NULL);
+    write_process("proc", "{\"AccessKeyId\": \"" AKID "\", \"SecretAccessKey\": \"" SECRET "\"}",
+                  0);
+    expect_creds_error("proc", OL_ECONFIG, "Version", NULL);
+}
+
+static void credential_process_with_expired_credentials_is_refused(void **state) {
+    (void)state;
+    write_process("proc",
+                  "{\"Version\": 1, \"AccessKeyId\": \"" AKID "\", \"SecretAccessKey\": \"" SECRET
+                  "\", \"SessionToken\": \"" TOKEN "\", \"Expiration\": \"2001-01-01T00:00:00Z\"}",
+                  0);
+    expect_creds_error("proc", OL_ECREDS, "expired", "2001-01-01T00:00:00Z", "profile 'proc'",
+                       NULL);
+    write_process("proc",
+                  "{\"Version\": 1, \"AccessKeyId\": \"" AKID "\", \"SecretAccessKey\": \"" SECRET
+                  "\", \"Expiration\": \"tomorrow\"}",
+                  0);
+    expect_creds_error("proc", OL_ECONFIG, "Expiration", NULL);
+}
+
+static void credential_process_failure_names_profile_and_status(void **state) {
+    (void)state;
+    write_process(
+        "proc",
+        "{\"Version\": 1, \"AccessKeyId\": \"" AKID "\", \"SecretAccessKey\": \"" SECRET "\"}", 3);
+    expect_creds_error("proc", OL_ECREDS, "credential_process of profile 'proc'",
+                       home_path(".aws/config"), "status 3", NULL);
+}
+
+static void credential_process_printing_garbage_does_not_echo_it(void **state) {
+    (void)state;
+    write_process("proc", "AccessKeyId=" AKID " SecretAccessKey=" SECRET, 0);
+    expect_creds_error("proc", OL_ECONFIG, "invalid JSON", "profile 'proc'", NULL);
+    write_process("proc", "{\"Version\": 1, \"AccessKeyId\": \"" AKID "\"}", 0);
+    expect_creds_error("proc", OL_ECONFIG, "no SecretAccessKey", NULL);
+}
+
+/* ---- region -------------------------------------------------------------------------- */
+
+static void expect_region(const char *override, const char *region, const char *source) {
+    ol__aws_settings s;
+    char *err = NULL;
+    int rc = credentials_settings(NULL, override, &s, &err);
+    if (rc != 0)
+        fail_msg("%d %s", rc, err ? err : "");
+    assert_string_equal(s.region, region);
+    assert_string_equal(s.region_source, source);
+    credentials_settings_free(&s);
+}
+
+static void region_comes_from_override_then_env_then_profile_then_default(void **state) {
+    (void)state;
+    expect_region(NULL, "eu-north-1", "default");
+    write_config("[profile dev]\nregion = eu-west-2\nendpoint_url = http://127.0.0.1:5000\n");
+    setenv("AWS_PROFILE", "dev", 1);
+    char want[600];
+    snprintf(want, sizeof(want), "profile 'dev' in %s", home_path(".aws/config"));
+    expect_region(NULL, "eu-west-2", want);
+    setenv("AWS_DEFAULT_REGION", "us-west-2", 1);
+    expect_region(NULL, "us-west-2", "AWS_DEFAULT_REGION");
+    setenv("AWS_REGION", "ca-central-1", 1);
+    expect_region(NULL, "ca-central-1", "AWS_REGION");
+    expect_region("us-gov-west-1", "us-gov-west-1", "--region");
+
+    ol__aws_settings s;
+    char *err = NULL;
+    assert_int_equal(credentials_settings(NULL, NULL, &s, &err), 0);
+    assert_string_equal(s.endpoint_url, "http://127.0.0.1:5000");
+    credentials_settings_free(&s);
+}
+
+static void invalid_region_is_a_config_error_naming_its_source(void **state) {
+    (void)state;
+    ol__aws_settings s;
+    char *err = NULL;
+    setenv("AWS_REGION", "stockholm", 1);
+    assert_int_equal(credentials_settings(NULL, NULL, &s, &err), OL_ECONFIG);
+    assert_contains(err, "'stockholm'");
+    assert_contains(err, "AWS_REGION");
+    free(err);
+}
+
+int main(void) {
+#define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
+    const struct CMUnitTest tests[] = {
+        T(default_profile_comes_from_the_credentials_file),
+        T(profile_is_chosen_by_override_then_aws_profile_then_default_profile),
+        T(file_variables_override_the_home_paths),
+        T(ini_files_are_read_as_the_cli_reads_them),
+        T(profile_default_section_in_config_wins_over_default),
+        T(named_profile_missing_from_both_files_is_a_config_error),
+        T(malformed_file_names_file_and_line_but_not_its_text),
+        T(environment_keys_win_over_profile_from_aws_profile),
+        T(profile_override_skips_environment_keys),
+        T(access_key_without_secret_in_environment_names_the_missing_variable),
+        T(config_file_keys_are_used_when_the_credentials_file_has_none),
+        T(credentials_file_wins_over_config_file),
+        T(half_a_key_pair_in_a_profile_names_the_missing_key),
+        T(no_credentials_lists_what_was_tried_and_how_to_fix_it),
+        T(role_and_sso_profiles_are_refused_with_a_hint),
+        T(credential_process_output_is_used),
+        T(credential_process_with_another_version_is_refused),
+        T(credential_process_with_expired_credentials_is_refused),
+        T(credential_process_failure_names_profile_and_status),
+        T(credential_process_printing_garbage_does_not_echo_it),
+        T(region_comes_from_override_then_env_then_profile_then_default),
+        T(invalid_region_is_a_config_error_naming_its_source),
+    };
+#undef T
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
