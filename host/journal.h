@@ -13,7 +13,8 @@ typedef struct journal journal;
 /* Open (creating dir 0700 and file 0600) and load existing records; take the lock.
  * Returns 0; OL_EIO with a malloc'd *err (path and reason) on failure; OL_EEXIST when
  * another opsline run holds the lock (message says so). A malformed line (for example a
- * torn last line after a crash) is skipped with a warning in *warn (malloc'd, may be NULL). */
+ * torn last line after a crash) is skipped; journal_warnings() then says which. The journal
+ * file is <state_dir>/journal.jsonl. */
 int journal_open(const char *state_dir, journal **out, char **err);
 
 /* Append one record and fsync before returning. id and detail may be NULL. */
@@ -25,6 +26,10 @@ size_t journal_count(const journal *j, const char *item, const char *event, cons
 
 /* Time (unix seconds) of the latest matching record, or 0. */
 long long journal_last_time(const journal *j, const char *item, const char *event, const char *id);
+
+/* Skipped malformed lines, one "path:line: ..." per line, or NULL when none (borrowed). The
+ * caller logs this as a warning after journal_open. */
+const char *journal_warnings(const journal *j);
 
 /* Path of the journal file (borrowed). */
 const char *journal_path(const journal *j);

@@ -1,0 +1,413 @@
+/* journal: owns the state directory's journal file (<state_dir>/journal.jsonl): one compact
+ * JSON object per line (jansson), appended with O_APPEND and fsync'd before journal_append
+ * returns, so a record that was acknowledged survives a crash or power loss. All records are
+ * also kept in memory for journal_count / journal_last_time. An exclusive, non-blocking
+ * flock on the file keeps a second opsline run off the same state directory; the holder's
+ * pid is written next to it (informational only) so the refusal can name it. */
+#include "journal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "opsline/opsline.h"
+
+#define JOURNAL_FILE "journal.jsonl"
+#define JOURNAL_PID_FILE "journal.pid"
+
+typedef struct record {
+    long long time;
+    char *item;
+    char *stage;
+    char *event;
+    char *id; /* NULL: none */
+} record;
+
+struct journal {
+    char *dir;
+    char *path;
+    int fd;
+    record *recs;
+    size_t n_recs;
+    size_t cap_recs;
+    char *warnings; /* NULL: none */
+};
+
+static char *xasprintf(const char *fmt, ...) OL_PRINTF(1, 2);
+
+static char *xasprintf(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return NULL;
+    char *s = malloc((size_t)n + 1);
+    if (s == NULL)
+        return NULL;
+    va_start(ap, fmt);
+    vsnprintf(s, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    return s;
+}
+
+static char *dup_or_null(const char *s) {
+    return s == NULL ? NULL : strdup(s);
+}
+
+static void record_free(record *r) {
+    free(r->item);
+    free(r->stage);
+    free(r->event);
+    free(r->id);
+}
+
+/* Takes ownership of nothing: copies every string. */
+static int records_push(journal *j, long long time, const char *item, const char *stage,
+                        const char *event, const char *id) {
+    if (j->n_recs == j->cap_recs) {
+        size_t cap = j->cap_recs == 0 ? 16 : j->cap_recs * 2;
+        record *recs = realloc(j->recs, cap * sizeof(*recs));
+        if (recs == NULL)
+            return OL_ENOMEM;
+        j->recs = recs;
+        j->cap_recs = cap;
+    }
+    record r = {.time = time,
+                .item = strdup(item),
+                .stage = dup_or_null(stage),
+                .event = strdup(event),
+                .id = dup_or_null(id)};
+    if (r.item == NULL || r.event == NULL || (stage != NULL && r.stage == NULL) ||
+        (id != NULL && r.id == NULL)) {
+        record_free(&r);
+        return OL_ENOMEM;
+    }
+    j->recs[j->n_recs++] = r;
+    return 0;
+}
+
+/* Appends a line to j->warnings (several skipped lines give several lines). */
+static void add_warning(journal *j, size_t lineno, const char *why) {
+    char *w = j->warnings == NULL
+                  ? xasprintf("%s:%zu: skipped malformed journal line (%s)", j->path, lineno, why)
+                  : xasprintf("%s\n%s:%zu: skipped malformed journal line (%s)", j->warnings,
+                              j->path, lineno, why);
+    if (w == NULL)
+        return; /* a lost warning is not worth failing the run for */
+    free(j->warnings);
+    j->warnings = w;
+}
+
+static const char *json_str_field(const json_t *obj, const char *name) {
+    const json_t *v = json_object_get(obj, name);
+    return json_is_string(v) ? json_string_value(v) : NULL;
+}
+
+/* One line: {"time":..,"item":..,"stage":..,"event":..,"id":..,"detail":..}. item and event
+ * are required; anything else malformed is skipped with a warning, never fatal, because a
+ * crash can tear the last line. */
+static int load_line(journal *j, const char *line, size_t len, size_t lineno) {
+    if (len == 0)
+        return 0;
+    json_error_t jerr;
+    json_t *obj = json_loadb(line, len, 0, &jerr);
+    if (obj == NULL || !json_is_object(obj)) {
+        add_warning(j, lineno, obj == NULL ? jerr.text : "not a JSON object");
+        json_decref(obj);
+        return 0;
+    }
+    const char *item = json_str_field(obj, "item");
+    const char *event = json_str_field(obj, "event");
+    const json_t *t = json_object_get(obj, "time");
+    int rc = 0;
+    if (item == NULL || event == NULL || !json_is_integer(t))
+        add_warning(j, lineno, "missing item, event or time");
+    else
+        rc = records_push(j, (long long)json_integer_value(t), item, json_str_field(obj, "stage"),
+                          event, json_str_field(obj, "id"));
+    json_decref(obj);
+    return rc;
+}
+
+/* Reads every record; returns 0 or a negative code. *torn is set when the file does not end
+ * in a newline (the next append must start on a fresh line). */
+static int load_all(journal *j, int *torn) {
+    *torn = 0;
+    FILE *f = fdopen(dup(j->fd), "r");
+    if (f == NULL)
+        return OL_EIO;
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    size_t lineno = 0;
+    int rc = 0;
+    while ((n = getline(&line, &cap, f)) > 0) {
+        lineno++;
+        size_t len = (size_t)n;
+        if (line[len - 1] == '\n')
+            len--;
+        else
+            *torn = 1;
+        rc = load_line(j, line, len, lineno);
+        if (rc < 0)
+            break;
+    }
+    if (rc == 0 && ferror(f))
+        rc = OL_EIO;
+    free(line);
+    fclose(f);
+    return rc;
+}
+
+/* mkdir -p with mode 0700 for the directories opsline creates. */
+static int make_dirs(const char *dir) {
+    char *p = strdup(dir);
+    if (p == NULL)
+        return OL_ENOMEM;
+    int rc = 0;
+    for (char *s = p + 1; rc == 0; s++) {
+        if (*s != '/' && *s != '\0')
+            continue;
+        char c = *s;
+        *s = '\0';
+        if (mkdir(p, 0700) != 0 && errno != EEXIST)
+            rc = OL_EIO;
+        *s = c;
+        if (c == '\0')
+            break;
+    }
+    free(p);
+    return rc;
+}
+
+static int fsync_dir(const char *dir) {
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    int rc = fsync(fd);
+    close(fd);
+    return rc;
+}
+
+static int write_all(int fd, const char *buf, size_t len) {
+    while (len > 0) {
+        ssize_t n = write(fd, buf, len);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        buf += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* Best effort: names the lock holder in the refusal message of a second run. */
+static void write_pid(const journal *j) {
+    char *path = xasprintf("%s/%s", j->dir, JOURNAL_PID_FILE);
+    if (path == NULL)
+        return;
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd >= 0) {
+        char buf[32];
+        int n = snprintf(buf, sizeof(buf), "%ld\n", (long)getpid());
+        if (n > 0)
+            (void)write_all(fd, buf, (size_t)n);
+        close(fd);
+    }
+    free(path);
+}
+
+static long read_pid(const journal *j) {
+    char *path = xasprintf("%s/%s", j->dir, JOURNAL_PID_FILE);
+    if (path == NULL)
+        return 0;
+    long pid = 0;
+    FILE *f = fopen(path, "r");
+    if (f != NULL) {
+        if (fscanf(f, "%ld", &pid) != 1)
+            pid = 0;
+        fclose(f);
+    }
+    free(path);
+    return pid;
+}
+
+static int lock_journal(journal *j, char **err) {
+    if (flock(j->fd, LOCK_EX | LOCK_NB) == 0) {
+        write_pid(j);
+        return 0;
+    }
+    if (errno != EWOULDBLOCK) {
+        *err = xasprintf("cannot lock %s: %s", j->path, strerror(errno));
+        return OL_EIO;
+    }
+    long pid = read_pid(j);
+    if (pid > 0)
+        *err = xasprintf("another opsline run is using %s (pid %ld); wait for it to finish or "
+                         "use another state directory",
+                         j->dir, pid);
+    else
+        *err = xasprintf("another opsline run is using %s; wait for it to finish or use "
+                         "another state directory",
+                         j->dir);
+    return OL_EEXIST;
+}
+
+int journal_open(const char *state_dir, journal **out, char **err) {
+    *out = NULL;
+    *err = NULL;
+    journal *j = calloc(1, sizeof(*j));
+    if (j == NULL)
+        return OL_ENOMEM;
+    j->fd = -1;
+    int rc = OL_ENOMEM;
+    j->dir = strdup(state_dir);
+    j->path = xasprintf("%s/%s", state_dir, JOURNAL_FILE);
+    if (j->dir == NULL || j->path == NULL)
+        goto fail;
+
+    rc = make_dirs(state_dir);
+    if (rc < 0) {
+        *err = xasprintf("cannot create state directory %s: %s", state_dir, strerror(errno));
+        goto fail;
+    }
+    int created = access(j->path, F_OK) != 0;
+    j->fd = open(j->path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+    if (j->fd < 0) {
+        rc = OL_EIO;
+        *err = xasprintf("cannot open journal %s: %s", j->path, strerror(errno));
+        goto fail;
+    }
+    /* The new directory entry must be durable too, or the first record may vanish. */
+    if (created && fsync_dir(state_dir) != 0) {
+        rc = OL_EIO;
+        *err = xasprintf("cannot fsync state directory %s: %s", state_dir, strerror(errno));
+        goto fail;
+    }
+    rc = lock_journal(j, err);
+    if (rc < 0)
+        goto fail;
+
+    int torn = 0;
+    rc = load_all(j, &torn);
+    if (rc < 0) {
+        *err = xasprintf("cannot read journal %s: %s", j->path,
+                         rc == OL_ENOMEM ? "out of memory" : strerror(errno));
+        goto fail;
+    }
+    /* A torn last line stays (it is skipped on every load) but must not swallow the next
+     * record: start that one on a fresh line. */
+    if (torn && (write_all(j->fd, "\n", 1) != 0 || fsync(j->fd) != 0)) {
+        rc = OL_EIO;
+        *err = xasprintf("cannot repair journal %s: %s", j->path, strerror(errno));
+        goto fail;
+    }
+    *out = j;
+    return 0;
+
+fail:
+    journal_close(j);
+    return rc;
+}
+
+int journal_append(journal *j, const char *item, const char *stage, const char *event,
+                   const char *id, const char *detail) {
+    if (j == NULL || item == NULL || event == NULL)
+        return OL_EINVAL;
+    long long now = (long long)time(NULL);
+    json_t *obj = json_object();
+    if (obj == NULL)
+        return OL_ENOMEM;
+    int rc = OL_ENOMEM;
+    char *text = NULL;
+    /* Field order as documented (JSON_PRESERVE_ORDER), so the file reads well by eye. */
+    if (json_object_set_new(obj, "time", json_integer((json_int_t)now)) != 0 ||
+        json_object_set_new(obj, "item", json_string(item)) != 0 ||
+        (stage != NULL && json_object_set_new(obj, "stage", json_string(stage)) != 0) ||
+        json_object_set_new(obj, "event", json_string(event)) != 0 ||
+        (id != NULL && json_object_set_new(obj, "id", json_string(id)) != 0) ||
+        (detail != NULL && json_object_set_new(obj, "detail", json_string(detail)) != 0))
+        goto out;
+    text = json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    if (text == NULL)
+        goto out;
+    size_t len = strlen(text);
+    char *line = realloc(text, len + 2);
+    if (line == NULL)
+        goto out;
+    text = line;
+    text[len] = '\n';
+    text[len + 1] = '\0';
+    /* One write of the whole line: with O_APPEND a concurrent reader never sees two records
+     * interleaved, and a crash can only tear the last line (skipped on load). */
+    if (write_all(j->fd, text, len + 1) != 0 || fsync(j->fd) != 0) {
+        rc = OL_EIO;
+        goto out;
+    }
+    rc = records_push(j, now, item, stage, event, id);
+out:
+    free(text);
+    json_decref(obj);
+    return rc;
+}
+
+static int record_matches(const record *r, const char *item, const char *event, const char *id) {
+    if (strcmp(r->item, item) != 0 || strcmp(r->event, event) != 0)
+        return 0;
+    if (id == NULL)
+        return 1;
+    return r->id != NULL && strcmp(r->id, id) == 0;
+}
+
+size_t journal_count(const journal *j, const char *item, const char *event, const char *id) {
+    if (j == NULL || item == NULL || event == NULL)
+        return 0;
+    size_t n = 0;
+    for (size_t i = 0; i < j->n_recs; i++)
+        n += (size_t)record_matches(&j->recs[i], item, event, id);
+    return n;
+}
+
+long long journal_last_time(const journal *j, const char *item, const char *event, const char *id) {
+    if (j == NULL || item == NULL || event == NULL)
+        return 0;
+    long long last = 0;
+    for (size_t i = 0; i < j->n_recs; i++)
+        if (record_matches(&j->recs[i], item, event, id) && j->recs[i].time > last)
+            last = j->recs[i].time;
+    return last;
+}
+
+const char *journal_path(const journal *j) {
+    return j->path;
+}
+
+const char *journal_warnings(const journal *j) {
+    return j->warnings;
+}
+
+void journal_close(journal *j) {
+    if (j == NULL)
+        return;
+    if (j->fd >= 0)
+        close(j->fd); /* releases the flock */
+    for (size_t i = 0; i < j->n_recs; i++)
+        record_free(&j->recs[i]);
+    free(j->recs);
+    free(j->warnings);
+    free(j->path);
+    free(j->dir);
+    free(j);
+}

@@ -1,0 +1,729 @@
+/* iam: the IAM user stage. Converges one programmatic user per item (named after the item)
+ * and, unless told otherwise, one access key whose secret some secret stage has stored.
+ * The journal is what tells a key opsline created and stored from one whose secret was
+ * lost (a crash between CreateAccessKey and the secret stage): lost keys are deleted and
+ * replaced, keys opsline did not create are never touched, and a third key is never
+ * attempted (IAM allows two per user). Sets iam.user, iam.user_arn, iam.access_key_id and,
+ * only when it created a key in this run, the secret iam.secret_access_key.
+ *
+ * Journal events written here (never a secret): access_key_seen (id: a key that existed
+ * before a CreateAccessKey request), access_key_requested (just before CreateAccessKey),
+ * access_key_created (id), access_key_create_failed (AWS refused: nothing was created),
+ * access_key_unknown (the request's outcome is unknown), access_key_reconciled (the keys
+ * were listed and cleaned after an unresolved request), access_key_deleted (id). The host
+ * writes secret_stored (id) when a secret stage stored the key. */
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "opsline/opsline.h"
+
+#define IAM_VERSION "2010-05-08"
+#define IAM_MAX_TAGS 50 /* IAM quota: tags per user */
+#define IAM_MAX_KEYS 2  /* IAM quota: access keys per user */
+#define IAM_CONSISTENCY_MS 30000u
+
+typedef struct iam_state {
+    const ol_host *host;
+    const char *path; /* borrowed from the host until fini */
+    const ol_kv *tags;
+    size_t n_tags;
+    int create_access_key;
+} iam_state;
+
+typedef struct iam_key {
+    char *id;
+    char *create_date; /* ISO 8601 as IAM sends it; compares like time */
+    int stored;        /* its secret was stored by a secret stage */
+    int orphan;        /* created by opsline, secret lost: delete */
+} iam_key;
+
+/* One apply, alive from apply() to the single host->done(). */
+typedef struct iam_run {
+    const iam_state *st;
+    ol_stage *stage;
+    ol_item *item;
+    const char *user; /* borrowed: item name, valid until the item ends */
+    int user_created;
+    int updated;          /* orphan keys deleted, tags changed */
+    int unknown_attempts; /* CreateAccessKey answers with an unknown outcome */
+    iam_key *keys;
+    size_t n_keys;
+    size_t next_delete;
+    ol_kv *tags_to_set; /* borrowed strings from the options */
+    size_t n_tags_to_set;
+} iam_run;
+
+static const char *const no_such_entity[] = {"NoSuchEntity", NULL};
+
+static const ol_option_def iam_options[] = {
+    {"path", OL_OPT_STRING, "/", "IAM path of the user (must begin and end with '/')", 0},
+    {"tags", OL_OPT_OBJECT, NULL, "tags for the user (key -> value), set on create and kept", 0},
+    {"create_access_key", OL_OPT_BOOL, "true",
+     "create an access key when the user has none whose secret was stored", 0},
+};
+
+/* --------------------------------------------------------------------------------------
+ * Pure helpers (unit-tested)
+ * ------------------------------------------------------------------------------------ */
+
+/* IAM user names: 1-64 of [A-Za-z0-9+=,.@_-] (IAM API reference, CreateUser: UserName). */
+static int valid_user_name(const char *name) {
+    size_t n = strlen(name);
+    if (n == 0 || n > 64)
+        return 0;
+    for (const char *p = name; *p != '\0'; p++) {
+        char c = *p;
+        int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                 strchr("+=,.@_-", c) != NULL;
+        if (!ok)
+            return 0;
+    }
+    return 1;
+}
+
+/* IAM paths: "/" or "/a/b/", at most 512 printable ASCII characters (CreateUser: Path). */
+static int valid_path(const char *path) {
+    /* Begins with '/' and ends with one: nothing follows the last '/'. */
+    if (path[0] != '/' || strlen(path) > 512 || strrchr(path, '/')[1] != '\0')
+        return 0;
+    for (const char *p = path; *p != '\0'; p++)
+        if (*p < '!' || *p > '~')
+            return 0;
+    return 1;
+}
+
+/* How many CreateAccessKey requests of this item have no known result yet: the run that
+ * sent them died, or the answer was lost. A key that appeared after such a request and
+ * that nobody stored is the lost result. */
+static size_t pending_requests(const ol_host *host, const ol_item *item) {
+    size_t requested = host->journal_count(item, "access_key_requested", NULL);
+    size_t resolved = host->journal_count(item, "access_key_created", NULL) +
+                      host->journal_count(item, "access_key_create_failed", NULL) +
+                      host->journal_count(item, "access_key_reconciled", NULL);
+    return requested > resolved ? requested - resolved : 0;
+}
+
+/* Decide for every listed key: stored (keep, it is the user's working key), orphan
+ * (opsline created it and its secret is lost: delete), or someone else's (keep). A key
+ * with no record is opsline's lost one only when a request is pending and the key was not
+ * seen before that request (the journal records the keys present before each request). */
+static void classify_keys(const ol_host *host, const ol_item *item, iam_key *keys, size_t n) {
+    size_t pending = pending_requests(host, item);
+    for (size_t i = 0; i < n; i++) {
+        iam_key *k = &keys[i];
+        k->stored = host->journal_count(item, "secret_stored", k->id) > 0;
+        k->orphan = 0;
+        if (k->stored)
+            continue;
+        if (host->journal_count(item, "access_key_created", k->id) > 0)
+            k->orphan = 1;
+        else if (pending > 0 && host->journal_count(item, "access_key_seen", k->id) == 0)
+            k->orphan = 1;
+    }
+}
+
+/* The newest stored key (the one a secret stage has): NULL when none. */
+static const iam_key *newest_stored(const iam_key *keys, size_t n) {
+    const iam_key *best = NULL;
+    for (size_t i = 0; i < n; i++) {
+        if (!keys[i].stored)
+            continue;
+        if (best == NULL || strcmp(keys[i].create_date, best->create_date) > 0)
+            best = &keys[i];
+    }
+    return best;
+}
+
+static size_t count_kept(const iam_key *keys, size_t n) {
+    size_t kept = 0;
+    for (size_t i = 0; i < n; i++)
+        kept += (size_t)!keys[i].orphan;
+    return kept;
+}
+
+static void keys_free(iam_run *r) {
+    for (size_t i = 0; i < r->n_keys; i++) {
+        free(r->keys[i].id);
+        free(r->keys[i].create_date);
+    }
+    free(r->keys);
+    r->keys = NULL;
+    r->n_keys = 0;
+}
+
+/* Overwrites memory the compiler may not elide (the secret's copy must not linger). */
+static void wipe(void *p, size_t n) {
+    volatile unsigned char *v = p;
+    while (n-- > 0)
+        *v++ = 0;
+}
+
+/* --------------------------------------------------------------------------------------
+ * The apply state machine: CreateUser [-> GetUser -> GetLoginProfile -> ListUserTags ->
+ * TagUser] -> ListAccessKeys -> DeleteAccessKey* -> CreateAccessKey -> done.
+ * ------------------------------------------------------------------------------------ */
+
+static void step_list_keys(iam_run *r);
+static void step_delete_next(iam_run *r);
+static void step_after_cleanup(iam_run *r);
+
+static void run_free(iam_run *r) {
+    keys_free(r);
+    free(r->tags_to_set);
+    free(r);
+}
+
+static void finish(iam_run *r, ol_outcome outcome, const char *reason) {
+    r->st->host->done(r->stage, r->item, outcome, reason);
+    run_free(r);
+}
+
+static void finish_ok(iam_run *r, const char *reason) {
+    ol_outcome o = OL_OUTCOME_UNCHANGED;
+    if (r->user_created)
+        o = OL_OUTCOME_CREATED;
+    else if (r->updated)
+        o = OL_OUTCOME_UPDATED;
+    finish(r, o, reason);
+}
+
+static void run_fail(iam_run *r, const char *fmt, ...) OL_PRINTF(2, 3);
+
+static void run_fail(iam_run *r, const char *fmt, ...) {
+    char reason[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(reason, sizeof(reason), fmt, ap);
+    va_end(ap);
+    finish(r, OL_OUTCOME_FAILED, reason);
+}
+
+/* An AWS error for the user: the action, the user, AWS's code and message (never secret:
+ * IAM does not echo secrets in errors). */
+static void run_fail_aws(iam_run *r, const char *action, const ol_aws_response *res) {
+    const ol_host *h = r->st->host;
+    if (res->result == OL_EAWS)
+        run_fail(r, "%s for user %s failed: %s: %s", action, r->user,
+                 res->error_code ? res->error_code : "error",
+                 res->error_message ? res->error_message : "(no message)");
+    else
+        run_fail(r, "%s for user %s failed: %s%s%s", action, r->user, h->strerror(res->result),
+                 res->error_message ? ": " : "", res->error_message ? res->error_message : "");
+}
+
+static int is_error(const ol_aws_response *res, const char *code) {
+    return res->result == OL_EAWS && res->error_code != NULL && strcmp(res->error_code, code) == 0;
+}
+
+/* Sends a Query API request: Action, Version, UserName, then extra params. */
+static int send_iam(iam_run *r, const char *action, const ol_kv *extra, size_t n_extra,
+                    unsigned flags, int consistent, ol_aws_cb cb) {
+    ol_kv params[3 + 2 * IAM_MAX_TAGS + 2];
+    if (n_extra > sizeof(params) / sizeof(params[0]) - 3)
+        return OL_EINVAL;
+    params[0] = (ol_kv){"Action", action};
+    params[1] = (ol_kv){"Version", IAM_VERSION};
+    params[2] = (ol_kv){"UserName", r->user};
+    for (size_t i = 0; i < n_extra; i++)
+        params[3 + i] = extra[i];
+    ol_aws_request req = {.service = "iam",
+                          .method = "POST",
+                          .params = params,
+                          .n_params = 3 + n_extra,
+                          .flags = flags};
+    if (consistent) {
+        /* IAM is eventually consistent: a user created a moment ago may still be unknown
+         * to the next call (IAM User Guide, "Changes that I make are not always
+         * immediately visible"). */
+        req.consistency_codes = no_such_entity;
+        req.consistency_ms = IAM_CONSISTENCY_MS;
+    }
+    return r->st->host->aws_send(r->item, &req, cb, r);
+}
+
+/* Sends, or fails the run when the host refused to send. */
+static void send_or_fail(iam_run *r, const char *action, const ol_kv *extra, size_t n_extra,
+                         unsigned flags, int consistent, ol_aws_cb cb) {
+    int rc = send_iam(r, action, extra, n_extra, flags, consistent, cb);
+    if (rc < 0)
+        run_fail(r, "%s for user %s could not be sent: %s", action, r->user,
+                 r->st->host->strerror(rc));
+}
+
+/* Tag parameters "Tags.member.N.Key" / ".Value"; names live in the caller's buffer. */
+static size_t tag_params(const ol_kv *tags, size_t n, ol_kv *out, char (*names)[32]) {
+    for (size_t i = 0; i < n; i++) {
+        snprintf(names[2 * i], 32, "Tags.member.%u.Key", (unsigned)(i + 1) % 1000u);
+        snprintf(names[2 * i + 1], 32, "Tags.member.%u.Value", (unsigned)(i + 1) % 1000u);
+        out[2 * i] = (ol_kv){names[2 * i], tags[i].name};
+        out[2 * i + 1] = (ol_kv){names[2 * i + 1], tags[i].value};
+    }
+    return 2 * n;
+}
+
+/* Sets iam.user and iam.user_arn from a CreateUser/GetUser answer. */
+static int take_user(iam_run *r, const ol_aws_response *res, const char *arn_path) {
+    const ol_host *h = r->st->host;
+    ol_xml *doc = h->xml_parse(res->body, res->body_len);
+    const char *arn = doc ? h->xml_text(doc, arn_path, 0) : NULL;
+    int rc = arn == NULL ? OL_EINVAL : 0;
+    if (rc == 0)
+        rc = h->item_set(r->item, OL_KEY_IAM_USER, r->user, 0);
+    if (rc == 0)
+        rc = h->item_set(r->item, OL_KEY_IAM_USER_ARN, arn, 0);
+    if (doc != NULL)
+        h->xml_free(doc);
+    return rc;
+}
+
+static void on_tag_user(void *arg, const ol_aws_response *res) {
+    iam_run *r = arg;
+    if (res->result != 0) {
+        run_fail_aws(r, "TagUser", res);
+        return;
+    }
+    r->updated = 1;
+    r->st->host->log(r->stage, r->item, OL_LOG_INFO, "updated %zu tag(s) of user %s",
+                     r->n_tags_to_set, r->user);
+    step_list_keys(r);
+}
+
+/* Keeps tags the user set by hand; only adds or corrects the configured ones. */
+static void on_list_user_tags(void *arg, const ol_aws_response *res) {
+    iam_run *r = arg;
+    const ol_host *h = r->st->host;
+    if (res->result != 0) {
+        run_fail_aws(r, "ListUserTags", res);
+        return;
+    }
+    ol_xml *doc = h->xml_parse(res->body, res->body_len);
+    if (doc == NULL) {
+        run_fail(r, "ListUserTags for user %s: unreadable answer", r->user);
+        return;
+    }
+    static const char kp[] = "ListUserTagsResponse/ListUserTagsResult/Tags/member/Key";
+    static const char vp[] = "ListUserTagsResponse/ListUserTagsResult/Tags/member/Value";
+    size_t n_have = h->xml_count(doc, kp);
+    r->n_tags_to_set = 0;
+    for (size_t i = 0; i < r->st->n_tags; i++) {
+        const ol_kv *want = &r->st->tags[i];
+        int same = 0;
+        for (size_t k = 0; k < n_have && !same; k++) {
+            const char *key = h->xml_text(doc, kp, k);
+            const char *val = h->xml_text(doc, vp, k);
+            same = key && val && strcmp(key, want->name) == 0 && strcmp(val, want->value) == 0;
+        }
+        if (!same)
+            r->tags_to_set[r->n_tags_to_set++] = *want;
+    }
+    h->xml_free(doc);
+    if (r->n_tags_to_set == 0) {
+        step_list_keys(r);
+        return;
+    }
+    ol_kv extra[2 * IAM_MAX_TAGS];
+    char names[2 * IAM_MAX_TAGS][32];
+    size_t n = tag_params(r->tags_to_set, r->n_tags_to_set, extra, names);
+    send_or_fail(r, "TagUser", extra, n, 0, 1, on_tag_user);
+}
+
+static void step_tags(iam_run *r) {
+    if (r->st->n_tags == 0) {
+        step_list_keys(r);
+        return;
+    }
+    send_or_fail(r, "ListUserTags", NULL, 0, 0, 1, on_list_user_tags);
+}
+
+static void on_get_login_profile(void *arg, const ol_aws_response *res) {
+    iam_run *r = arg;
+    if (res->result == 0) {
+        r->st->host->log(r->stage, r->item, OL_LOG_WARN,
+                         "user %s has a console password (login profile); opsline users are "
+                         "programmatic-only — remove it with aws iam delete-login-profile "
+                         "--user-name %s",
+                         r->user, r->user);
+    } else if (!is_error(res, "NoSuchEntity")) {
+        run_fail_aws(r, "GetLoginProfile", res);
+        return;
+    }
+    step_tags(r);
+}
+
+static void on_get_user(void *arg, const ol_aws_response *res) {
+    iam_run *r = arg;
+    const ol_host *h = r->st->host;
+    if (res->result != 0) {
+        run_fail_aws(r, "GetUser", res);
+        return;
+    }
+    if (take_user(r, res, "GetUserResponse/GetUserResult/User/Arn") != 0) {
+        run_fail(r, "GetUser for user %s: no ARN in the answer", r->user);
+        return;
+    }
+    ol_xml *doc = h->xml_parse(res->body, res->body_len);
+    const char *path = doc ? h->xml_text(doc, "GetUserResponse/GetUserResult/User/Path", 0) : NULL;
+    if (path != NULL && strcmp(path, r->st->path) != 0)
+        h->log(r->stage, r->item, OL_LOG_WARN,
+               "user %s exists with path %s, not %s; left as it is (aws iam update-user "
+               "--user-name %s --new-path %s moves it)",
+               r->user, path, r->st->path, r->user, r->st->path);
+    if (doc != NULL)
+        h->xml_free(doc);
+    send_or_fail(r, "GetLoginProfile", NULL, 0, 0, 0, on_get_login_profile);
+}
+
+static void on_create_user(void *arg, const ol_aws_response *res) {
+    iam_run *r = arg;
+    if (is_error(res, "EntityAlreadyExists")) {
+        send_or_fail(r, "GetUser", NULL, 0, 0, 0, on_get_user);
+        return;
+    }
+    if (res->result != 0) {
+        run_fail_aws(r, "CreateUser", res);
+        return;
+    }
+    if (take_user(r, res, "CreateUserResponse/CreateUserResult/User/Arn") != 0) {
+        run_fail(r, "CreateUser for user %s: no ARN in the answer", r->user);
+        return;
+    }
+    r->user_created = 1;
+    r->st->host->log(r->stage, r->item, OL_LOG_INFO, "created user %s", r->user);
+    /* A new user has no login profile and exactly the tags it was created with. */
+    step_list_keys(r);
+}
+
+static int parse_keys(iam_run *r, const ol_aws_response *res) {
+    static const char idp[] =
+        "ListAccessKeysResponse/ListAccessKeysResult/AccessKeyMetadata/member/AccessKeyId";
+    static const char datep[] =
+        "ListAccessKeysResponse/ListAccessKeysResult/AccessKeyMetadata/member/CreateDate";
+    const ol_host *h = r->st->host;
+    keys_free(r);
+    ol_xml *doc = h->xml_parse(res->body, res->body_len);
+    if (doc == NULL)
+        return OL_EINVAL;
+    int rc = 0;
+    size_t n = h->xml_count(doc, idp);
+    if (n > 0) {
+        r->keys = calloc(n, sizeof(*r->keys));
+        if (r->keys == NULL)
+            rc = OL_ENOMEM;
+    }
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        const char *id = h->xml_text(doc, idp, i);
+        const char *date = h->xml_text(doc, datep, i);
+        iam_key *k = &r->keys[r->n_keys++];
+        k->id = strdup(id ? id : "");
+        k->create_date = strdup(date ? date : "");
+        if (k->id == NULL || k->create_date == NULL)
+            rc = OL_ENOMEM;
+    }
+    h->xml_free(doc);
+    return rc;
+}
+
+static void on_list_keys(void *arg, const ol_aws_response *res) {
+    iam_run *r = arg;
+    if (res->result != 0) {
+        run_fail_aws(r, "ListAccessKeys", res);
+        return;
+    }
+    int rc = parse_keys(r, res);
+    if (rc != 0) {
+        run_fail(r, "ListAccessKeys for user %s: unreadable answer (%s)", r->user,
+                 r->st->host->strerror(rc));
+        return;
+    }
+    classify_keys(r->st->host, r->item, r->keys, r->n_keys);
+    r->next_delete = 0;
+    step_delete_next(r);
+}
+
+static void step_list_keys(iam_run *r) {
+    send_or_fail(r, "ListAccessKeys", NULL, 0, 0, 1, on_list_keys);
+}
+
+static void on_delete_key(void *arg, const ol_aws_response *res) {
+    iam_run *r = arg;
+    const ol_host *h = r->st->host;
+    const iam_key *k = &r->keys[r->next_delete];
+    /* Already gone is as good as deleted. */
+    if (res->result != 0 && !is_error(res, "NoSuchEntity")) {
+        run_fail_aws(r, "DeleteAccessKey", res);
+        return;
+    }
+    if (h->journal_append(r->item, r->stage, "access_key_deleted", k->id) != 0) {
+        run_fail(r, "deleted access key %s of user %s but could not journal it", k->id, r->user);
+        return;
+    }
+    h->log(r->stage, r->item, OL_LOG_WARN,
+           "deleted access key %s of user %s: opsline created it but its secret was never "
+           "stored (lost key)",
+           k->id, r->user);
+    r->updated = 1;
+    r->next_delete++;
+    step_delete_next(r);
+}
+
+static void step_delete_next(iam_run *r) {
+    while (r->next_delete < r->n_keys && !r->keys[r->next_delete].orphan)
+        r->next_delete++;
+    if (r->next_delete == r->n_keys) {
+        step_after_cleanup(r);
+        return;
+    }
+    ol_kv extra[] = {{"AccessKeyId", r->keys[r->next_delete].id}};
+    /* No consistency retries: the key was just listed, and NoSuchEntity means it is gone. */
+    send_or_fail(r, "DeleteAccessKey", extra, 1, 0, 0, on_delete_key);
+}
+
+static void on_create_key(void *arg, const ol_aws_response *res);
+
+/* Records the keys present before the request, then the request itself: a key that shows
+ * up later and that nobody stored can then only be this request's lost result. */
+static int journal_before_create(iam_run *r) {
+    const ol_host *h = r->st->host;
+    for (size_t i = 0; i < r->n_keys; i++) {
+        if (r->keys[i].orphan || h->journal_count(r->item, "access_key_seen", r->keys[i].id) > 0)
+            continue;
+        if (h->journal_append(r->item, r->stage, "access_key_seen", r->keys[i].id) != 0)
+            return OL_EIO;
+    }
+    return h->journal_append(r->item, r->stage, "access_key_requested", NULL);
+}
+
+static void step_create_key(iam_run *r) {
+    const ol_host *h = r->st->host;
+    if (journal_before_create(r) != 0) {
+        run_fail(r, "cannot journal the access key request for user %s; no key created", r->user);
+        return;
+    }
+    h->checkpoint(r->item, "iam.before_create_access_key");
+    /* Never resent on an unknown outcome: a second key could be created unseen. */
+    send_or_fail(r, "CreateAccessKey", NULL, 0, OL_AWS_NOT_IDEMPOTENT, 1, on_create_key);
+}
+
+static void step_after_cleanup(iam_run *r) {
+    const ol_host *h = r->st->host;
+    if (pending_requests(h, r->item) > 0 &&
+        h->journal_append(r->item, r->stage, "access_key_reconciled", NULL) != 0) {
+        run_fail(r, "cannot journal the access key reconciliation for user %s", r->user);
+        return;
+    }
+    const iam_key *stored = newest_stored(r->keys, r->n_keys);
+    for (size_t i = 0; i < r->n_keys; i++)
+        if (!r->keys[i].orphan && !r->keys[i].stored)
+            h->log(r->stage, r->item, OL_LOG_INFO,
+                   "user %s has access key %s not created by opsline; left as it is", r->user,
+                   r->keys[i].id);
+    if (stored != NULL) {
+        if (h->item_set(r->item, OL_KEY_ACCESS_KEY_ID, stored->id, 0) != 0) {
+            run_fail(r, "out of memory");
+            return;
+        }
+        finish_ok(r, NULL);
+        return;
+    }
+    if (!r->st->create_access_key) {
+        finish_ok(r, NULL);
+        return;
+    }
+    size_t kept = count_kept(r->keys, r->n_keys);
+    if (kept >= IAM_MAX_KEYS) {
+        const char *ids[IAM_MAX_KEYS] = {"", ""};
+        for (size_t i = 0, n = 0; i < r->n_keys && n < IAM_MAX_KEYS; i++)
+            if (!r->keys[i].orphan)
+                ids[n++] = r->keys[i].id;
+        run_fail(r,
+                 "user %s already has %zu access keys not created by opsline (%s, %s); IAM allows "
+                 "%d; delete one (aws iam delete-access-key --user-name %s --access-key-id %s) "
+                 "and rerun",
+                 r->user, kept, ids[0], ids[1], IAM_MAX_KEYS, r->user, ids[0]);
+        return;
+    }
+    step_create_key(r);
+}
+
+static void on_create_key(void *arg, const ol_aws_response *res) {
+    iam_run *r = arg;
+    const ol_host *h = r->st->host;
+    static const char idp[] = "CreateAccessKeyResponse/CreateAccessKeyResult/AccessKey/AccessKeyId";
+    static const char secp[] =
+        "CreateAccessKeyResponse/CreateAccessKeyResult/AccessKey/SecretAccessKey";
+    ol_xml *doc = NULL;
+    const char *id = NULL, *secret = NULL;
+    /* Only an error answer from AWS proves no key was made; anything else (no answer, a
+     * timeout, an interrupted run) may hide a created key. */
+    int unknown = res->result != 0 && res->result != OL_EAWS;
+    if (res->result == 0) {
+        doc = h->xml_parse(res->body, res->body_len);
+        id = doc ? h->xml_text(doc, idp, 0) : NULL;
+        secret = doc ? h->xml_text(doc, secp, 0) : NULL;
+        /* 2xx without a readable key: AWS made one we cannot use; reconcile it away. */
+        unknown = id == NULL || secret == NULL || *id == '\0' || *secret == '\0';
+    } else if (!unknown) {
+        (void)h->journal_append(r->item, r->stage, "access_key_create_failed", NULL);
+        run_fail_aws(r, "CreateAccessKey", res);
+        return;
+    }
+    if (unknown) {
+        if (doc != NULL)
+            h->xml_free(doc);
+        (void)h->journal_append(r->item, r->stage, "access_key_unknown", NULL);
+        if (res->result == OL_ECANCELED) {
+            run_fail(r,
+                     "CreateAccessKey for user %s: interrupted; rerun opsline to remove any "
+                     "unstored key and create one",
+                     r->user);
+            return;
+        }
+        if (++r->unknown_attempts > 1) {
+            run_fail(r,
+                     "CreateAccessKey for user %s: outcome unknown twice (%s); rerun opsline to "
+                     "remove any unstored key and create one",
+                     r->user, h->strerror(res->result == 0 ? OL_EUNKNOWN : res->result));
+            return;
+        }
+        h->log(r->stage, r->item, OL_LOG_WARN,
+               "CreateAccessKey for user %s: outcome unknown; listing keys to remove a key "
+               "whose secret never arrived",
+               r->user);
+        step_list_keys(r);
+        return;
+    }
+    /* The id first: if anything below fails or we die, the next run finds and deletes it. */
+    int rc = h->journal_append(r->item, r->stage, "access_key_created", id);
+    if (rc == 0)
+        rc = h->item_set(r->item, OL_KEY_ACCESS_KEY_ID, id, 0);
+    if (rc == 0)
+        rc = h->item_set(r->item, OL_KEY_SECRET_ACCESS_KEY, secret, OL_BAG_SECRET);
+    char key_id[128];
+    snprintf(key_id, sizeof(key_id), "%s", id);
+    /* The parsed answer is this stage's only copy of the secret (the bag has its own, wiped
+     * by the host when the item ends): wipe it before handing the memory back. */
+    wipe((char *)(uintptr_t)secret, strlen(secret));
+    h->xml_free(doc);
+    if (rc != 0) {
+        run_fail(r,
+                 "created access key %s for user %s but could not record it (%s); rerun to "
+                 "replace it",
+                 key_id, r->user, h->strerror(rc));
+        return;
+    }
+    h->log(r->stage, r->item, OL_LOG_INFO, "created access key %s for user %s", key_id, r->user);
+    h->checkpoint(r->item, "iam.after_create_access_key");
+    r->user_created = 1; /* outcome: created */
+    finish_ok(r, NULL);
+}
+
+/* --------------------------------------------------------------------------------------
+ * Plugin entry points
+ * ------------------------------------------------------------------------------------ */
+
+static int iam_init(ol_stage *stage, const ol_host *host, void **state) {
+    iam_state *st = calloc(1, sizeof(*st));
+    if (st == NULL)
+        return OL_ENOMEM;
+    st->host = host;
+    st->path = host->opt_string(stage, "path");
+    if (st->path == NULL)
+        st->path = "/";
+    st->n_tags = host->opt_map(stage, "tags", &st->tags);
+    st->create_access_key = host->opt_bool(stage, "create_access_key");
+    if (!valid_path(st->path)) {
+        host->log(stage, NULL, OL_LOG_ERROR,
+                  "option path '%s' is not an IAM path: it must begin and end with '/' and "
+                  "hold at most 512 printable characters (e.g. \"/opsline/\")",
+                  st->path);
+        free(st);
+        return OL_ECONFIG;
+    }
+    if (st->n_tags > IAM_MAX_TAGS) {
+        host->log(stage, NULL, OL_LOG_ERROR, "option tags has %zu tags; IAM allows %d per user",
+                  st->n_tags, IAM_MAX_TAGS);
+        free(st);
+        return OL_ECONFIG;
+    }
+    for (size_t i = 0; i < st->n_tags; i++) {
+        size_t kl = strlen(st->tags[i].name), vl = strlen(st->tags[i].value);
+        if (kl == 0 || kl > 128 || vl > 256) {
+            host->log(stage, NULL, OL_LOG_ERROR,
+                      "option tags: tag '%.40s' is invalid; IAM tag keys have 1-128 characters "
+                      "and values at most 256",
+                      st->tags[i].name);
+            free(st);
+            return OL_ECONFIG;
+        }
+    }
+    *state = st;
+    return 0;
+}
+
+static int iam_validate(ol_stage *stage, const ol_item *item, void *state) {
+    const iam_state *st = state;
+    const char *name = st->host->item_name(item);
+    if (name == NULL || !valid_user_name(name)) {
+        st->host->log(stage, item, OL_LOG_ERROR,
+                      "'%s' is not a valid IAM user name: use 1-64 letters, digits or +=,.@_- "
+                      "(product and environment names make it)",
+                      name ? name : "");
+        return OL_EINVAL;
+    }
+    return 0;
+}
+
+static int iam_apply(ol_stage *stage, ol_item *item, void *state) {
+    const iam_state *st = state;
+    iam_run *r = calloc(1, sizeof(*r));
+    if (r == NULL)
+        return OL_ENOMEM;
+    r->st = st;
+    r->stage = stage;
+    r->item = item;
+    r->user = st->host->item_name(item);
+    if (st->n_tags > 0) {
+        r->tags_to_set = calloc(st->n_tags, sizeof(*r->tags_to_set));
+        if (r->tags_to_set == NULL) {
+            free(r);
+            return OL_ENOMEM;
+        }
+    }
+    ol_kv extra[1 + 2 * IAM_MAX_TAGS];
+    char names[2 * IAM_MAX_TAGS][32];
+    extra[0] = (ol_kv){"Path", st->path};
+    size_t n = 1 + tag_params(st->tags, st->n_tags, extra + 1, names);
+    int rc = send_iam(r, "CreateUser", extra, n, 0, 0, on_create_user);
+    if (rc < 0)
+        run_free(r); /* the callback never runs: nothing else owns r */
+    return rc;
+}
+
+static void iam_fini(void *state) {
+    free(state);
+}
+
+static const char *const iam_needs[] = {NULL};
+
+static const ol_plugin iam_plugin = {
+    .abi_major = OL_ABI_MAJOR,
+    .abi_minor = OL_ABI_MINOR,
+    .struct_size = sizeof(ol_plugin),
+    .name = "iam",
+    .version = "1.0.0",
+    .description = "IAM user (programmatic only) and an access key whose secret is never lost",
+    .needs = iam_needs,
+    .options = iam_options,
+    .n_options = sizeof(iam_options) / sizeof(iam_options[0]),
+    .init = iam_init,
+    .validate = iam_validate,
+    .apply = iam_apply,
+    .fini = iam_fini,
+};
+
+OL_EXPORT const ol_plugin *opsline_plugin(void) {
+    return &iam_plugin;
+}

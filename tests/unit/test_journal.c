@@ -1,0 +1,258 @@
+/* Tests for host/journal.c: durable JSON-lines records, counts, torn lines, the lock. */
+#include <fcntl.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <jansson.h>
+
+#include "journal.h"
+#include "opsline/opsline.h"
+
+typedef struct fixture {
+    char root[64];  /* mkdtemp directory */
+    char dir[128];  /* state dir inside it (created by journal_open) */
+    char file[160]; /* journal file */
+} fixture;
+
+static int setup(void **state) {
+    fixture *f = calloc(1, sizeof(*f));
+    if (f == NULL)
+        return -1;
+    snprintf(f->root, sizeof(f->root), "/tmp/ol-journal-XXXXXX");
+    if (mkdtemp(f->root) == NULL) {
+        free(f);
+        return -1;
+    }
+    snprintf(f->dir, sizeof(f->dir), "%s/state/.opsline", f->root);
+    snprintf(f->file, sizeof(f->file), "%s/journal.jsonl", f->dir);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state) {
+    fixture *f = *state;
+    char cmd[256];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->root);
+    int rc = system(cmd);
+    free(f);
+    return rc == 0 ? 0 : -1;
+}
+
+static journal *open_ok(const fixture *f) {
+    journal *j = NULL;
+    char *err = NULL;
+    int rc = journal_open(f->dir, &j, &err);
+    if (rc != 0)
+        fprintf(stderr, "journal_open: %d %s\n", rc, err ? err : "(null)");
+    assert_int_equal(rc, 0);
+    assert_null(err);
+    assert_non_null(j);
+    return j;
+}
+
+static void append_raw(const char *path, const char *text) {
+    FILE *fp = fopen(path, "a");
+    assert_non_null(fp);
+    assert_int_equal(fputs(text, fp) >= 0, 1);
+    assert_int_equal(fclose(fp), 0);
+}
+
+static char *read_all(const char *path) {
+    FILE *fp = fopen(path, "r");
+    assert_non_null(fp);
+    static char buf[8192];
+    size_t n = fread(buf, 1, sizeof(buf) - 1, fp);
+    buf[n] = '\0';
+    fclose(fp);
+    return buf;
+}
+
+static void creates_private_dir_and_file(void **state) {
+    fixture *f = *state;
+    journal *j = open_ok(f);
+    struct stat st;
+    assert_int_equal(stat(f->dir, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0700);
+    assert_int_equal(stat(f->file, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+    assert_string_equal(journal_path(j), f->file);
+    assert_null(journal_warnings(j));
+    journal_close(j);
+}
+
+static void appends_one_compact_json_line_per_record(void **state) {
+    fixture *f = *state;
+    journal *j = open_ok(f);
+    assert_int_equal(journal_append(j, "acme-prod", "iam", "access_key_created", "AKIA1", NULL), 0);
+    assert_int_equal(
+        journal_append(j, "acme-prod", "dotenv", "secret_stored", "AKIA1", "acme-prod.env"), 0);
+    journal_close(j);
+
+    char *text = read_all(f->file);
+    char *nl = strchr(text, '\n');
+    assert_non_null(nl);
+    *nl = '\0';
+    json_error_t jerr;
+    json_t *first = json_loads(text, 0, &jerr);
+    assert_non_null(first);
+    assert_string_equal(json_string_value(json_object_get(first, "item")), "acme-prod");
+    assert_string_equal(json_string_value(json_object_get(first, "stage")), "iam");
+    assert_string_equal(json_string_value(json_object_get(first, "event")), "access_key_created");
+    assert_string_equal(json_string_value(json_object_get(first, "id")), "AKIA1");
+    assert_null(json_object_get(first, "detail"));
+    assert_true(json_integer_value(json_object_get(first, "time")) > 1600000000);
+    assert_null(strchr(text, ' ')); /* compact */
+    json_decref(first);
+
+    json_t *second = json_loads(nl + 1, 0, &jerr);
+    assert_non_null(second);
+    assert_string_equal(json_string_value(json_object_get(second, "detail")), "acme-prod.env");
+    json_decref(second);
+}
+
+static void counts_records_by_item_event_and_id(void **state) {
+    fixture *f = *state;
+    journal *j = open_ok(f);
+    assert_int_equal(journal_append(j, "a-prod", "iam", "access_key_requested", NULL, NULL), 0);
+    assert_int_equal(journal_append(j, "a-prod", "iam", "access_key_created", "K1", NULL), 0);
+    assert_int_equal(journal_append(j, "a-prod", "iam", "access_key_created", "K2", NULL), 0);
+    assert_int_equal(journal_append(j, "b-prod", "iam", "access_key_created", "K1", NULL), 0);
+
+    assert_int_equal(journal_count(j, "a-prod", "access_key_created", NULL), 2);
+    assert_int_equal(journal_count(j, "a-prod", "access_key_created", "K2"), 1);
+    assert_int_equal(journal_count(j, "a-prod", "access_key_created", "K3"), 0);
+    assert_int_equal(journal_count(j, "a-prod", "access_key_requested", NULL), 1);
+    /* a record without an id never matches a specific id */
+    assert_int_equal(journal_count(j, "a-prod", "access_key_requested", "K1"), 0);
+    assert_int_equal(journal_count(j, "b-prod", "access_key_created", NULL), 1);
+    assert_int_equal(journal_count(j, "c-prod", "access_key_created", NULL), 0);
+    assert_true(journal_last_time(j, "a-prod", "access_key_created", "K2") > 1600000000);
+    assert_int_equal(journal_last_time(j, "a-prod", "secret_stored", NULL), 0);
+    journal_close(j);
+}
+
+static void reloads_records_written_by_an_earlier_run(void **state) {
+    fixture *f = *state;
+    journal *j = open_ok(f);
+    assert_int_equal(journal_append(j, "a-prod", "dotenv", "secret_stored", "K1", "x.env"), 0);
+    journal_close(j);
+
+    j = open_ok(f);
+    assert_int_equal(journal_count(j, "a-prod", "secret_stored", "K1"), 1);
+    assert_int_equal(journal_append(j, "a-prod", "dotenv", "secret_stored", "K1", "x.env"), 0);
+    assert_int_equal(journal_count(j, "a-prod", "secret_stored", "K1"), 2);
+    journal_close(j);
+}
+
+static void skips_a_torn_last_line_and_appends_on_a_fresh_line(void **state) {
+    fixture *f = *state;
+    journal *j = open_ok(f);
+    assert_int_equal(journal_append(j, "a-prod", "iam", "access_key_created", "K1", NULL), 0);
+    journal_close(j);
+    append_raw(f->file, "{\"time\":1700000000,\"item\":\"a-prod\",\"ev"); /* crash mid-write */
+
+    j = open_ok(f);
+    assert_non_null(journal_warnings(j));
+    assert_non_null(strstr(journal_warnings(j), ":2:"));
+    assert_int_equal(journal_count(j, "a-prod", "access_key_created", "K1"), 1);
+    assert_int_equal(journal_append(j, "a-prod", "iam", "access_key_deleted", "K1", NULL), 0);
+    journal_close(j);
+
+    j = open_ok(f);
+    assert_int_equal(journal_count(j, "a-prod", "access_key_deleted", "K1"), 1);
+    assert_int_equal(journal_count(j, "a-prod", "access_key_created", "K1"), 1);
+    journal_close(j);
+}
+
+static void skips_lines_that_are_not_records(void **state) {
+    fixture *f = *state;
+    journal *j = open_ok(f); /* creates the directory */
+    journal_close(j);
+    append_raw(f->file, "[1,2]\n"
+                        "{\"time\":1,\"event\":\"x\"}\n"
+                        "\n"
+                        "{\"time\":5,\"item\":\"a\",\"event\":\"x\",\"id\":\"I\"}\n"
+                        "not json\n");
+    j = open_ok(f);
+    assert_int_equal(journal_count(j, "a", "x", "I"), 1);
+    assert_int_equal(journal_last_time(j, "a", "x", NULL), 5);
+    const char *w = journal_warnings(j);
+    assert_non_null(w);
+    assert_non_null(strstr(w, ":1:"));
+    assert_non_null(strstr(w, ":2:"));
+    assert_null(strstr(w, ":3:")); /* an empty line is not an error */
+    assert_non_null(strstr(w, ":5:"));
+    journal_close(j);
+}
+
+static void refuses_a_second_run_on_the_same_state_dir(void **state) {
+    fixture *f = *state;
+    journal *j = open_ok(f);
+    journal *j2 = NULL;
+    char *err = NULL;
+    assert_int_equal(journal_open(f->dir, &j2, &err), OL_EEXIST);
+    assert_null(j2);
+    assert_non_null(err);
+    assert_non_null(strstr(err, "another opsline run is using"));
+    assert_non_null(strstr(err, f->dir));
+    char pid[32];
+    snprintf(pid, sizeof(pid), "pid %ld", (long)getpid());
+    assert_non_null(strstr(err, pid));
+    free(err);
+    journal_close(j);
+
+    /* the lock goes with the first handle */
+    j = open_ok(f);
+    journal_close(j);
+}
+
+static void reports_an_unusable_state_dir(void **state) {
+    fixture *f = *state;
+    char blocker[160];
+    snprintf(blocker, sizeof(blocker), "%s/file", f->root);
+    append_raw(blocker, "x");
+    char dir[200];
+    snprintf(dir, sizeof(dir), "%s/sub", blocker);
+    journal *j = NULL;
+    char *err = NULL;
+    assert_int_equal(journal_open(dir, &j, &err), OL_EIO);
+    assert_null(j);
+    assert_non_null(err);
+    assert_non_null(strstr(err, dir));
+    free(err);
+}
+
+static void rejects_appends_without_item_or_event(void **state) {
+    fixture *f = *state;
+    journal *j = open_ok(f);
+    assert_int_equal(journal_append(j, NULL, "iam", "x", NULL, NULL), OL_EINVAL);
+    assert_int_equal(journal_append(j, "a", "iam", NULL, NULL, NULL), OL_EINVAL);
+    assert_int_equal(journal_append(j, "a", NULL, "x", NULL, NULL), 0);
+    assert_int_equal(journal_count(j, "a", "x", NULL), 1);
+    journal_close(j);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(creates_private_dir_and_file, setup, teardown),
+        cmocka_unit_test_setup_teardown(appends_one_compact_json_line_per_record, setup, teardown),
+        cmocka_unit_test_setup_teardown(counts_records_by_item_event_and_id, setup, teardown),
+        cmocka_unit_test_setup_teardown(reloads_records_written_by_an_earlier_run, setup, teardown),
+        cmocka_unit_test_setup_teardown(skips_a_torn_last_line_and_appends_on_a_fresh_line, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(skips_lines_that_are_not_records, setup, teardown),
+        cmocka_unit_test_setup_teardown(refuses_a_second_run_on_the_same_state_dir, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(reports_an_unusable_state_dir, setup, teardown),
+        cmocka_unit_test_setup_teardown(rejects_appends_without_item_or_event, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
