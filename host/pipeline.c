@@ -498,6 +498,8 @@ int pipeline_run(const plan *p) {
         fprintf(stderr, "error: %s\n", err ? err : ol_strerror(rc));
         goto out;
     }
+    if (journal_warnings(r.journal) != NULL)
+        fprintf(stderr, "warning: %s\n", journal_warnings(r.journal));
     if (items_build(&r) != 0 || stages_prepare(&r) != 0)
         goto out;
     r.report = report_new(p->json, p->verbose, r.n_items);

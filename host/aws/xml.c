@@ -7,6 +7,7 @@
 #include "xml.h"
 
 #include <expat.h>
+#include <openssl/crypto.h>
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,6 +48,9 @@ static void node_free(xml_node *n) {
         xml_node *next = n->next;
         node_free(n->first_child);
         free(n->name);
+        /* Answers such as CreateAccessKey carry secrets: leave none in freed memory. */
+        if (n->text != NULL)
+            OPENSSL_cleanse(n->text, strlen(n->text));
         free(n->text);
         free(n);
         n = next;

@@ -1,0 +1,528 @@
+/* loader: the stage registry. It dlopens plugin files (RTLD_NOW so an unresolved symbol is
+ * reported at load time, not in the middle of a run; RTLD_LOCAL so two plugins never see
+ * each other's symbols), checks their descriptor against the ABI this host implements, and
+ * keeps them by stage name. It also orders the stages of a pipeline by their `needs`.
+ * Every refusal names the file and says how to fix it. */
+#include "loader.h"
+
+#include <dirent.h>
+#include <dlfcn.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "options.h"
+
+/* The descriptor as ABI 1.0 defined it: a plugin built against 1.0 must provide at least
+ * this much. Later minors append fields after `fini`. */
+#define DESC_V1_0_SIZE (offsetof(ol_plugin, fini) + sizeof(((ol_plugin *)0)->fini))
+#define STAGE_NAME_MAX 32
+
+typedef struct loaded {
+    loader_plugin pub;
+    size_t dir_gen; /* which search-path directory it came from (shadowing) */
+} loaded;
+
+struct loader {
+    loaded *items;
+    size_t n;
+    size_t cap;
+    size_t dir_gen; /* bumped per directory by loader_load_default */
+};
+
+static char *fmt_err(const char *fmt, ...) OL_PRINTF(1, 2);
+
+static char *fmt_err(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int len = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (len < 0)
+        return NULL;
+    char *s = malloc((size_t)len + 1);
+    if (s == NULL)
+        return NULL;
+    va_start(ap, fmt);
+    vsnprintf(s, (size_t)len + 1, fmt, ap);
+    va_end(ap);
+    return s;
+}
+
+static int set_err(char **err, int code, char *msg) {
+    if (err != NULL)
+        *err = msg;
+    else
+        free(msg);
+    return code;
+}
+
+int loader_new(loader **out) {
+    loader *l = calloc(1, sizeof(*l));
+    if (l == NULL)
+        return OL_ENOMEM;
+    *out = l;
+    return 0;
+}
+
+void loader_free(loader *l) {
+    if (l == NULL)
+        return;
+    for (size_t i = 0; i < l->n; i++) {
+        dlclose(l->items[i].pub.handle);
+        free(l->items[i].pub.path);
+    }
+    free(l->items);
+    free(l);
+}
+
+size_t loader_count(const loader *l) {
+    return l->n;
+}
+
+const loader_plugin *loader_at(const loader *l, size_t i) {
+    return i < l->n ? &l->items[i].pub : NULL;
+}
+
+static const loaded *find_loaded(const loader *l, const char *name) {
+    for (size_t i = 0; i < l->n; i++)
+        if (strcmp(l->items[i].pub.desc->name, name) == 0)
+            return &l->items[i];
+    return NULL;
+}
+
+const loader_plugin *loader_find(const loader *l, const char *name) {
+    const loaded *p = find_loaded(l, name);
+    return p != NULL ? &p->pub : NULL;
+}
+
+static int valid_stage_name(const char *name) {
+    size_t len = strlen(name);
+    if (len == 0 || len > STAGE_NAME_MAX)
+        return 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = name[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-'))
+            return 0;
+    }
+    return 1;
+}
+
+static int check_abi(const ol_plugin *d, const char *path, char **err) {
+    if (d->abi_major != OL_ABI_MAJOR)
+        return set_err(err, OL_EABI,
+                       fmt_err("%s: built for opsline plugin ABI %u.%u, this opsline supports "
+                               "%d.%d; rebuild the plugin against opsline's SDK %d.x",
+                               path, (unsigned)d->abi_major, (unsigned)d->abi_minor, OL_ABI_MAJOR,
+                               OL_ABI_MINOR, OL_ABI_MAJOR));
+    if (d->abi_minor > OL_ABI_MINOR)
+        return set_err(err, OL_EABI,
+                       fmt_err("%s: built for opsline plugin ABI %u.%u, this opsline supports "
+                               "%d.%d; upgrade opsline or rebuild the plugin against opsline's "
+                               "SDK %d.%d",
+                               path, (unsigned)d->abi_major, (unsigned)d->abi_minor, OL_ABI_MAJOR,
+                               OL_ABI_MINOR, OL_ABI_MAJOR, OL_ABI_MINOR));
+    if (d->struct_size < DESC_V1_0_SIZE)
+        return set_err(err, OL_EABI,
+                       fmt_err("%s: plugin descriptor is %u bytes, smaller than the %zu bytes "
+                               "of opsline plugin ABI %d.0; rebuild the plugin against "
+                               "opsline's SDK %d.x",
+                               path, (unsigned)d->struct_size, (size_t)DESC_V1_0_SIZE, OL_ABI_MAJOR,
+                               OL_ABI_MAJOR));
+    return 0;
+}
+
+static int check_options(const ol_plugin *d, const char *path, char **err) {
+    if (d->n_options > 0 && d->options == NULL)
+        return set_err(err, OL_EINVAL,
+                       fmt_err("%s: stage '%s' declares %zu options but no option table", path,
+                               d->name, d->n_options));
+    for (size_t i = 0; i < d->n_options; i++) {
+        const ol_option_def *o = &d->options[i];
+        if (o->name == NULL || o->name[0] == '\0')
+            return set_err(
+                err, OL_EINVAL,
+                fmt_err("%s: stage '%s': option #%zu has no name", path, d->name, i + 1));
+        if (o->type < OL_OPT_STRING || o->type > OL_OPT_OBJECT)
+            return set_err(err, OL_EINVAL,
+                           fmt_err("%s: stage '%s': option '%s' has unknown type %d; use one "
+                                   "of the OL_OPT_* types",
+                                   path, d->name, o->name, (int)o->type));
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(d->options[j].name, o->name) == 0)
+                return set_err(
+                    err, OL_EINVAL,
+                    fmt_err("%s: stage '%s' declares option '%s' twice", path, d->name, o->name));
+    }
+    /* Parse the declared defaults once now, so a malformed default is the plugin's error
+     * at load time rather than the user's at run time. */
+    char *label = fmt_err("stage '%s'", d->name);
+    if (label == NULL)
+        return OL_ENOMEM;
+    options *opts = NULL;
+    char *why = NULL;
+    int rc = options_parse(d, NULL, label, &opts, &why);
+    free(label);
+    options_free(opts);
+    if (rc == OL_ENOMEM)
+        return rc;
+    if (rc < 0) {
+        char *msg = fmt_err("%s: %s", path, why != NULL ? why : "bad option default");
+        free(why);
+        return set_err(err, OL_EINVAL, msg);
+    }
+    return 0;
+}
+
+static int check_descriptor(const ol_plugin *d, const char *path, char **err) {
+    int rc = check_abi(d, path, err);
+    if (rc < 0)
+        return rc;
+    if (d->name == NULL)
+        return set_err(err, OL_EINVAL, fmt_err("%s: plugin descriptor has no stage name", path));
+    if (!valid_stage_name(d->name))
+        return set_err(err, OL_EINVAL,
+                       fmt_err("%s: stage name '%.64s' is invalid; use 1 to %d characters "
+                               "of a-z, 0-9, '_' and '-'",
+                               path, d->name, STAGE_NAME_MAX));
+    if (d->apply == NULL)
+        return set_err(
+            err, OL_EINVAL,
+            fmt_err("%s: stage '%s' has no apply function; set ol_plugin.apply", path, d->name));
+    if (d->needs != NULL)
+        for (size_t i = 0; d->needs[i] != NULL; i++)
+            if (d->needs[i][0] == '\0')
+                return set_err(
+                    err, OL_EINVAL,
+                    fmt_err("%s: stage '%s' has an empty name in its needs", path, d->name));
+    return check_options(d, path, err);
+}
+
+/* dlerror() usually starts with the file name; drop it since our message already has it. */
+static const char *strip_path(const char *msg, const char *path) {
+    size_t len = strlen(path);
+    if (strncmp(msg, path, len) == 0 && msg[len] == ':' && msg[len + 1] == ' ')
+        return msg + len + 2;
+    return msg;
+}
+
+static int open_plugin(const char *path, const char *real, void **handle, const ol_plugin **desc,
+                       char **err) {
+    void *h = dlopen(real, RTLD_NOW | RTLD_LOCAL);
+    if (h == NULL) {
+        const char *why = dlerror();
+        why = why != NULL ? strip_path(strip_path(why, real), path) : "unknown error";
+        return set_err(err, OL_EINVAL,
+                       fmt_err("%s: cannot load plugin: %s; check it was built for this "
+                               "system and linked with the libraries it uses "
+                               "(-Wl,--no-undefined finds missing ones at build time)",
+                               path, why));
+    }
+    /* dlsym returns an object pointer; copying it is the conversion POSIX allows. */
+    void *sym = dlsym(h, OL_PLUGIN_ENTRY);
+    ol_plugin_entry_fn entry;
+    memcpy(&entry, &sym, sizeof(entry));
+    if (sym == NULL) {
+        dlclose(h);
+        return set_err(err, OL_EINVAL,
+                       fmt_err("%s: not an opsline plugin (no `%s` symbol); define the entry "
+                               "point with OL_EXPORT and build with the opsline SDK",
+                               path, OL_PLUGIN_ENTRY));
+    }
+    const ol_plugin *d = entry();
+    if (d == NULL) {
+        dlclose(h);
+        return set_err(err, OL_EINVAL,
+                       fmt_err("%s: `%s` returned NULL; it must return a static ol_plugin "
+                               "descriptor",
+                               path, OL_PLUGIN_ENTRY));
+    }
+    int rc = check_descriptor(d, path, err);
+    if (rc < 0) {
+        dlclose(h);
+        return rc;
+    }
+    *handle = h;
+    *desc = d;
+    return 0;
+}
+
+static int add_plugin(loader *l, const ol_plugin *d, char *real, void *h) {
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 8;
+        loaded *items = realloc(l->items, cap * sizeof(*items));
+        if (items == NULL)
+            return OL_ENOMEM;
+        l->items = items;
+        l->cap = cap;
+    }
+    loaded *p = &l->items[l->n++];
+    p->pub.desc = d;
+    p->pub.path = real;
+    p->pub.handle = h;
+    p->dir_gen = l->dir_gen;
+    return 0;
+}
+
+/* shadow: a stage already loaded from an earlier search-path directory wins silently. */
+static int load_file(loader *l, const char *path, int shadow, char **err) {
+    char *real = realpath(path, NULL);
+    if (real == NULL) {
+        int e = errno;
+        if (e == ENOMEM)
+            return OL_ENOMEM;
+        return set_err(err, e == ENOENT ? OL_ENOENT : OL_EINVAL,
+                       fmt_err("%s: cannot load plugin: %s", path, strerror(e)));
+    }
+    for (size_t i = 0; i < l->n; i++)
+        if (strcmp(l->items[i].pub.path, real) == 0) {
+            free(real);
+            return 0;
+        }
+    void *h = NULL;
+    const ol_plugin *d = NULL;
+    int rc = open_plugin(path, real, &h, &d, err);
+    if (rc < 0 || d == NULL) /* d is set whenever rc is 0; the check keeps analyzers calm */
+        goto fail;
+    const loaded *prev = find_loaded(l, d->name);
+    if (prev != NULL && shadow && prev->dir_gen != l->dir_gen) {
+        dlclose(h);
+        free(real);
+        return 0;
+    }
+    if (prev != NULL) {
+        rc = set_err(err, OL_EEXIST,
+                     fmt_err("%s: stage '%s' is already provided by %s; remove one of the two "
+                             "files from the plugin path",
+                             path, d->name, prev->pub.path));
+        dlclose(h);
+        goto fail;
+    }
+    rc = add_plugin(l, d, real, h);
+    if (rc < 0) {
+        dlclose(h);
+        goto fail;
+    }
+    return 0;
+fail:
+    free(real);
+    return rc;
+}
+
+int loader_load_file(loader *l, const char *path, char **err) {
+    return load_file(l, path, 0, err);
+}
+
+static int is_so(const struct dirent *e) {
+    size_t len = strlen(e->d_name);
+    return len > 3 && e->d_name[0] != '.' && strcmp(e->d_name + len - 3, ".so") == 0;
+}
+
+static int load_dir(loader *l, const char *dir, int required, int shadow, char **err) {
+    struct dirent **list = NULL;
+    int n = scandir(dir, &list, is_so, alphasort);
+    if (n < 0) {
+        int e = errno;
+        if (e == ENOMEM)
+            return OL_ENOMEM;
+        if (!required && (e == ENOENT || e == ENOTDIR))
+            return 0;
+        return set_err(err, OL_ENOENT, fmt_err("plugin directory %s: %s", dir, strerror(e)));
+    }
+    int rc = 0;
+    for (int i = 0; i < n; i++) {
+        if (rc == 0) {
+            char *path = fmt_err("%s/%s", dir, list[i]->d_name);
+            rc = path != NULL ? load_file(l, path, shadow, err) : OL_ENOMEM;
+            free(path);
+        }
+        free(list[i]);
+    }
+    free(list);
+    return rc;
+}
+
+int loader_load_dir(loader *l, const char *dir, int required, char **err) {
+    return load_dir(l, dir, required, 0, err);
+}
+
+/* <dir of /proc/self/exe>/plugins when it exists: running from a build tree. */
+static char *build_tree_dir(void) {
+    char exe[PATH_MAX];
+    ssize_t len = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    if (len <= 0)
+        return NULL;
+    exe[len] = '\0';
+    char *slash = strrchr(exe, '/');
+    if (slash == NULL)
+        return NULL;
+    *slash = '\0';
+    char *dir = fmt_err("%s/plugins", exe);
+    struct stat st;
+    if (dir != NULL && (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))) {
+        free(dir);
+        return NULL;
+    }
+    return dir;
+}
+
+static int load_next_dir(loader *l, const char *dir, int required, char **err) {
+    l->dir_gen++;
+    return load_dir(l, dir, required, 1, err);
+}
+
+static int load_env_path(loader *l, char **err) {
+    const char *env = getenv("OPSLINE_PLUGIN_PATH");
+    if (env == NULL || env[0] == '\0')
+        return 0;
+    char *copy = strdup(env);
+    if (copy == NULL)
+        return OL_ENOMEM;
+    int rc = 0;
+    char *save = NULL;
+    for (char *dir = strtok_r(copy, ":", &save); dir != NULL && rc == 0;
+         dir = strtok_r(NULL, ":", &save))
+        rc = load_next_dir(l, dir, 0, err);
+    free(copy);
+    return rc;
+}
+
+/* Earlier directories shadow later ones, as in PATH: a stage built into --plugin-dir
+ * replaces the installed one of the same name. Within one directory a duplicate is an
+ * error. A build-tree binary uses its own plugins/ instead of the installed ones, so a
+ * developer never mixes a fresh host with stale installed stages. */
+int loader_load_default(loader *l, const char *const *dirs, size_t n_dirs, char **err) {
+    int rc = 0;
+    for (size_t i = 0; i < n_dirs && rc == 0; i++)
+        rc = load_next_dir(l, dirs[i], 1, err);
+    if (rc == 0)
+        rc = load_env_path(l, err);
+    if (rc < 0)
+        return rc;
+    char *build = build_tree_dir();
+    rc = load_next_dir(l, build != NULL ? build : OPSLINE_PLUGIN_INSTALL_DIR, 0, err);
+    free(build);
+    return rc;
+}
+
+static size_t index_of(const char *const *names, size_t n, const char *name) {
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(names[i], name) == 0)
+            return i;
+    return n;
+}
+
+static int check_needs(const loader *l, const char *const *names, size_t n, char **err) {
+    for (size_t i = 0; i < n; i++) {
+        const loader_plugin *p = loader_find(l, names[i]);
+        if (p == NULL)
+            return set_err(err, OL_EINVAL,
+                           fmt_err("stage '%s' is not provided by any loaded plugin; check "
+                                   "`opsline plugins list` and --plugin-dir",
+                                   names[i]));
+        if (index_of(names, i, names[i]) < i)
+            return set_err(err, OL_EINVAL,
+                           fmt_err("stage '%s' is listed twice in the pipeline", names[i]));
+        for (size_t k = 0; p->desc->needs != NULL && p->desc->needs[k] != NULL; k++) {
+            const char *need = p->desc->needs[k];
+            if (index_of(names, n, need) == n)
+                return set_err(err, OL_EINVAL,
+                               fmt_err("stage '%s' needs stage '%s', which is not in the "
+                                       "pipeline%s; add '%s' to the pipeline's stages",
+                                       names[i], need,
+                                       loader_find(l, need) ? "" : " (and no plugin provides it)",
+                                       need));
+        }
+    }
+    return 0;
+}
+
+static int needs_pending(const loader *l, const char *const *names, size_t n, size_t i,
+                         const unsigned char *done) {
+    const char *const *needs = loader_find(l, names[i])->desc->needs;
+    for (size_t k = 0; needs != NULL && needs[k] != NULL; k++)
+        if (!done[index_of(names, n, needs[k])])
+            return 1;
+    return 0;
+}
+
+/* Follow unmet needs from a stuck stage until a stage repeats: that loop is the cycle. */
+static char *describe_cycle(const loader *l, const char *const *names, size_t n,
+                            const unsigned char *done) {
+    size_t start = 0;
+    while (done[start])
+        start++;
+    size_t *seen = calloc(n, sizeof(*seen)); /* 1 + position in the walk, 0: not seen */
+    if (seen == NULL)
+        return NULL;
+    size_t *walk = calloc(n + 1, sizeof(*walk));
+    if (walk == NULL) {
+        free(seen);
+        return NULL;
+    }
+    size_t len = 0, cur = start;
+    while (seen[cur] == 0) {
+        seen[cur] = ++len;
+        walk[len - 1] = cur;
+        const char *const *needs = loader_find(l, names[cur])->desc->needs;
+        for (size_t k = 0; needs[k] != NULL; k++) {
+            size_t j = index_of(names, n, needs[k]);
+            if (!done[j]) {
+                cur = j;
+                break;
+            }
+        }
+    }
+    size_t first = seen[cur] - 1;
+    size_t size = 1;
+    for (size_t i = first; i < len; i++)
+        size += strlen(names[walk[i]]) + 4;
+    size += strlen(names[cur]);
+    char *path = malloc(size);
+    if (path != NULL) {
+        path[0] = '\0';
+        for (size_t i = first; i < len; i++) {
+            strcat(path, names[walk[i]]);
+            strcat(path, " -> ");
+        }
+        strcat(path, names[cur]);
+    }
+    char *msg = path != NULL ? fmt_err("stages need each other in a cycle (%s); remove one "
+                                       "of these needs",
+                                       path)
+                             : NULL;
+    free(path);
+    free(walk);
+    free(seen);
+    return msg;
+}
+
+/* Kahn's algorithm, taking the first ready stage in the user's order so the result is
+ * stable and predictable. n is small (a handful of stages), so O(n^2) is fine. */
+int loader_order(const loader *l, const char *const *names, size_t n, size_t *order, char **err) {
+    int rc = check_needs(l, names, n, err);
+    if (rc < 0)
+        return rc;
+    unsigned char *done = calloc(n + 1, 1);
+    if (done == NULL)
+        return OL_ENOMEM;
+    size_t placed = 0;
+    while (placed < n) {
+        size_t i = 0;
+        while (i < n && (done[i] || needs_pending(l, names, n, i, done)))
+            i++;
+        if (i == n) {
+            char *msg = describe_cycle(l, names, n, done);
+            free(done);
+            return msg != NULL ? set_err(err, OL_EINVAL, msg) : OL_ENOMEM;
+        }
+        done[i] = 1;
+        order[placed++] = i;
+    }
+    free(done);
+    return 0;
+}
