@@ -201,7 +201,7 @@ static int apply_set(plan *p, const char *set, char **err) {
             char *e2 = NULL;
             int rc = options_set_text(p->stages[s].opts, opt, eq + 1, &e2);
             if (rc != 0) {
-                fail(err, rc, "--set %s: %s", set, e2 ? e2 : "invalid value");
+                fail(err, rc, "--set %.*s: %s", (int)(eq - set), set, e2 ? e2 : "invalid value");
                 free(e2);
                 return rc;
             }
@@ -213,19 +213,16 @@ static int apply_set(plan *p, const char *set, char **err) {
 }
 
 static int check_items(const plan *p, char **err) {
-    for (size_t i = 0; i < p->n_products; i++) {
-        if (names_check_product(p->products[i], err) != 0)
-            return OL_EINVAL;
-        for (size_t e = 0; e < p->n_environments; e++) {
-            char name[256];
-            snprintf(name, sizeof(name), "%s-%s", p->products[i], p->environments[e]);
-            if (names_check_bucket(name, err) != 0 || names_check_iam_user(name, err) != 0)
-                return OL_EINVAL;
-        }
-    }
     for (size_t e = 0; e < p->n_environments; e++)
         if (names_check_environment(p->environments[e], err) != 0)
             return OL_EINVAL;
+    for (size_t i = 0; i < p->n_products; i++) {
+        if (names_check_product(p->products[i], err) != 0)
+            return OL_EINVAL;
+        for (size_t e = 0; e < p->n_environments; e++)
+            if (names_check_item(p->products[i], p->environments[e], err) != 0)
+                return OL_EINVAL;
+    }
     return 0;
 }
 

@@ -350,8 +350,19 @@ int loader_load_dir(loader *l, const char *dir, int required, char **err) {
     return load_dir(l, dir, required, 0, err);
 }
 
-/* <dir of /proc/self/exe>/plugins when it exists: running from a build tree. */
-static char *build_tree_dir(void) {
+static char *existing_dir(char *dir) {
+    struct stat st;
+    if (dir != NULL && (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))) {
+        free(dir);
+        return NULL;
+    }
+    return dir;
+}
+
+/* The plugin directory that belongs to the running executable: <exe dir>/plugins in a build
+ * tree, else <exe dir>/../<libdir>/opsline/plugins, so an install relocated with
+ * `cmake --install --prefix` still finds its own stages. NULL when neither exists. */
+static char *own_plugin_dir(void) {
     char exe[PATH_MAX];
     ssize_t len = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
     if (len <= 0)
@@ -361,12 +372,9 @@ static char *build_tree_dir(void) {
     if (slash == NULL)
         return NULL;
     *slash = '\0';
-    char *dir = fmt_err("%s/plugins", exe);
-    struct stat st;
-    if (dir != NULL && (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))) {
-        free(dir);
-        return NULL;
-    }
+    char *dir = existing_dir(fmt_err("%s/plugins", exe));
+    if (dir == NULL)
+        dir = existing_dir(fmt_err("%s/../%s", exe, OPSLINE_PLUGIN_REL_DIR));
     return dir;
 }
 
@@ -403,7 +411,7 @@ int loader_load_default(loader *l, const char *const *dirs, size_t n_dirs, char 
         rc = load_env_path(l, err);
     if (rc < 0)
         return rc;
-    char *build = build_tree_dir();
+    char *build = own_plugin_dir();
     rc = load_next_dir(l, build != NULL ? build : OPSLINE_PLUGIN_INSTALL_DIR, 0, err);
     free(build);
     return rc;

@@ -1,0 +1,28 @@
+/* names: the naming rules of the resources opsline creates. An item's name
+ * ("<product>-<environment>") becomes an S3 bucket name and an IAM user name, so product and
+ * environment names are checked before any request, with messages that say which input is
+ * wrong, what is wrong with it and what to use instead. */
+#ifndef OL_NAMES_H
+#define OL_NAMES_H
+
+/* Each check returns 0, or OL_EINVAL with a malloc'd one-line message in *err (the caller
+ * frees it), or OL_ENOMEM. err may be NULL when only the verdict is wanted. */
+
+/* S3 general purpose bucket naming rules: 3-63 characters of lowercase letters, digits,
+ * hyphens and dots; starts and ends with a letter or digit; no two adjacent dots and no dot
+ * next to a hyphen; not an IPv4 address; none of the prefixes and suffixes S3 reserves. */
+int names_check_bucket(const char *name, char **err);
+
+/* IAM user names: 1-64 characters of letters, digits and + = , . @ _ - */
+int names_check_iam_user(const char *name, char **err);
+
+/* Product and environment names: non-empty, lowercase letters, digits, hyphens and dots,
+ * starting and ending with a letter or digit, so that the item name can be a bucket name. */
+int names_check_product(const char *product, char **err);
+int names_check_environment(const char *environment, char **err);
+
+/* Everything at once for an item: product, environment, and "<product>-<environment>" as
+ * both a bucket name and an IAM user name (length, reserved prefixes and suffixes). */
+int names_check_item(const char *product, const char *environment, char **err);
+
+#endif

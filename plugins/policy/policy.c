@@ -1,0 +1,874 @@
+/* policy: the inline IAM user policy stage. It gives the item's IAM user (iam.user) access to
+ * the item's bucket (bucket.arn) with one inline policy: the runbook's fifteen S3 actions by
+ * default, a preset, or an explicit list checked against the S3 action names IAM knows.
+ * Apply reads the user's current policy (GetUserPolicy), compares it with the wanted one
+ * semantically (actions and resources as sets), and writes it (PutUserPolicy) only when it
+ * is missing or different. Policy JSON is built and parsed with jansson; the URL-encoded
+ * document IAM returns is decoded with libcurl. */
+#include <ctype.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <curl/curl.h>
+#include <jansson.h>
+
+#include "opsline/opsline.h"
+
+/* IAM User Guide, "IAM and AWS STS quotas": the inline policies of a user total at most
+ * 2,048 characters, whitespace not counted. */
+#define POLICY_MAX_CHARS 2048
+/* PutUserPolicy right after CreateUser may see NoSuchEntity until IAM has propagated. */
+#define CONSISTENCY_MS 20000u
+#define IAM_VERSION "2010-05-08"
+
+/* The S3 action names of the Service Authorization Reference ("Actions defined by Amazon
+ * S3"), without the "s3:" prefix: what an explicit `actions` list is checked against. */
+static const char *const s3_actions[] = {
+    "AbortMultipartUpload",
+    "BypassGovernanceRetention",
+    "CreateAccessGrant",
+    "CreateAccessGrantsInstance",
+    "CreateAccessGrantsLocation",
+    "CreateAccessPoint",
+    "CreateAccessPointForObjectLambda",
+    "CreateBucket",
+    "CreateJob",
+    "CreateMultiRegionAccessPoint",
+    "CreateStorageLensGroup",
+    "DeleteAccessGrant",
+    "DeleteAccessPoint",
+    "DeleteAccessPointForObjectLambda",
+    "DeleteAccessPointPolicy",
+    "DeleteAccessPointPolicyForObjectLambda",
+    "DeleteBucket",
+    "DeleteBucketOwnershipControls",
+    "DeleteBucketPolicy",
+    "DeleteBucketWebsite",
+    "DeleteJobTagging",
+    "DeleteMultiRegionAccessPoint",
+    "DeleteObject",
+    "DeleteObjectTagging",
+    "DeleteObjectVersion",
+    "DeleteObjectVersionTagging",
+    "DeleteStorageLensConfiguration",
+    "DeleteStorageLensConfigurationTagging",
+    "DeleteStorageLensGroup",
+    "DescribeJob",
+    "DescribeMultiRegionAccessPointOperation",
+    "GetAccelerateConfiguration",
+    "GetAccessGrant",
+    "GetAccessPoint",
+    "GetAccessPointConfigurationForObjectLambda",
+    "GetAccessPointForObjectLambda",
+    "GetAccessPointPolicy",
+    "GetAccessPointPolicyForObjectLambda",
+    "GetAccessPointPolicyStatus",
+    "GetAccessPointPolicyStatusForObjectLambda",
+    "GetAccountPublicAccessBlock",
+    "GetAnalyticsConfiguration",
+    "GetBucketAcl",
+    "GetBucketCORS",
+    "GetBucketLocation",
+    "GetBucketLogging",
+    "GetBucketMetadataTableConfiguration",
+    "GetBucketNotification",
+    "GetBucketObjectLockConfiguration",
+    "GetBucketOwnershipControls",
+    "GetBucketPolicy",
+    "GetBucketPolicyStatus",
+    "GetBucketPublicAccessBlock",
+    "GetBucketRequestPayment",
+    "GetBucketTagging",
+    "GetBucketVersioning",
+    "GetBucketWebsite",
+    "GetDataAccess",
+    "GetEncryptionConfiguration",
+    "GetIntelligentTieringConfiguration",
+    "GetInventoryConfiguration",
+    "GetJobTagging",
+    "GetLifecycleConfiguration",
+    "GetMetricsConfiguration",
+    "GetMultiRegionAccessPoint",
+    "GetMultiRegionAccessPointPolicy",
+    "GetMultiRegionAccessPointPolicyStatus",
+    "GetObject",
+    "GetObjectAcl",
+    "GetObjectAttributes",
+    "GetObjectLegalHold",
+    "GetObjectRetention",
+    "GetObjectTagging",
+    "GetObjectTorrent",
+    "GetObjectVersion",
+    "GetObjectVersionAcl",
+    "GetObjectVersionAttributes",
+    "GetObjectVersionForReplication",
+    "GetObjectVersionTagging",
+    "GetObjectVersionTorrent",
+    "GetReplicationConfiguration",
+    "GetStorageLensConfiguration",
+    "GetStorageLensConfigurationTagging",
+    "GetStorageLensDashboard",
+    "GetStorageLensGroup",
+    "InitiateReplication",
+    "ListAccessGrants",
+    "ListAccessPoints",
+    "ListAccessPointsForObjectLambda",
+    "ListAllMyBuckets",
+    "ListBucket",
+    "ListBucketMultipartUploads",
+    "ListBucketVersions",
+    "ListCallerAccessGrants",
+    "ListJobs",
+    "ListMultiRegionAccessPoints",
+    "ListMultipartUploadParts",
+    "ListStorageLensConfigurations",
+    "ListStorageLensGroups",
+    "ListTagsForResource",
+    "ObjectOwnerOverrideToBucketOwner",
+    "PutAccelerateConfiguration",
+    "PutAccessPointConfigurationForObjectLambda",
+    "PutAccessPointPolicy",
+    "PutAccessPointPolicyForObjectLambda",
+    "PutAccessPointPublicAccessBlock",
+    "PutAccountPublicAccessBlock",
+    "PutAnalyticsConfiguration",
+    "PutBucketAcl",
+    "PutBucketCORS",
+    "PutBucketLogging",
+    "PutBucketNotification",
+    "PutBucketObjectLockConfiguration",
+    "PutBucketOwnershipControls",
+    "PutBucketPolicy",
+    "PutBucketPublicAccessBlock",
+    "PutBucketRequestPayment",
+    "PutBucketTagging",
+    "PutBucketVersioning",
+    "PutBucketWebsite",
+    "PutEncryptionConfiguration",
+    "PutIntelligentTieringConfiguration",
+    "PutInventoryConfiguration",
+    "PutJobTagging",
+    "PutLifecycleConfiguration",
+    "PutMetricsConfiguration",
+    "PutMultiRegionAccessPointPolicy",
+    "PutObject",
+    "PutObjectAcl",
+    "PutObjectLegalHold",
+    "PutObjectRetention",
+    "PutObjectTagging",
+    "PutObjectVersionAcl",
+    "PutObjectVersionTagging",
+    "PutReplicationConfiguration",
+    "PutStorageLensConfiguration",
+    "PutStorageLensConfigurationTagging",
+    "ReplicateDelete",
+    "ReplicateObject",
+    "ReplicateTags",
+    "RestoreObject",
+    "TagResource",
+    "UntagResource",
+    "UpdateJobPriority",
+    "UpdateJobStatus",
+    "UpdateStorageLensGroup",
+};
+#define N_S3_ACTIONS (sizeof(s3_actions) / sizeof(s3_actions[0]))
+
+/* S3 API operation names people write where IAM wants an action name, and the action that
+ * authorizes them (S3 User Guide, "Required permissions for Amazon S3 API operations"). */
+static const char *const api_aliases[][2] = {
+    {"ListObjects", "ListBucket"},
+    {"ListObjectsV2", "ListBucket"},
+    {"HeadBucket", "ListBucket"},
+    {"HeadObject", "GetObject"},
+    {"CopyObject", "PutObject"},
+    {"DeleteObjects", "DeleteObject"},
+    {"CreateMultipartUpload", "PutObject"},
+    {"UploadPart", "PutObject"},
+    {"CompleteMultipartUpload", "PutObject"},
+    {"ListMultipartUploads", "ListBucketMultipartUploads"},
+    {"ListParts", "ListMultipartUploadParts"},
+    {"ListObjectVersions", "ListBucketVersions"},
+    {"ListBuckets", "ListAllMyBuckets"},
+    {"GetBucketEncryption", "GetEncryptionConfiguration"},
+    {"PutBucketEncryption", "PutEncryptionConfiguration"},
+    {"GetBucketLifecycleConfiguration", "GetLifecycleConfiguration"},
+    {"PutBucketLifecycleConfiguration", "PutLifecycleConfiguration"},
+    {"GetPublicAccessBlock", "GetBucketPublicAccessBlock"},
+    {"PutPublicAccessBlock", "PutBucketPublicAccessBlock"},
+};
+
+/* The runbook's actions, in its order, on the bucket and on its objects. */
+static const char *const preset_runbook[] = {
+    "s3:ListBucketMultipartUploads",
+    "s3:GetObjectRetention",
+    "s3:DeleteObjectVersion",
+    "s3:RestoreObject",
+    "s3:ListBucket",
+    "s3:ListMultipartUploadParts",
+    "s3:PutObject",
+    "s3:GetObjectAcl",
+    "s3:GetObject",
+    "s3:PutObjectRetention",
+    "s3:PutObjectVersionAcl",
+    "s3:GetObjectVersionAcl",
+    "s3:DeleteObject",
+    "s3:PutObjectAcl",
+    "s3:GetObjectVersion",
+};
+static const char *const preset_read_only[] = {
+    "s3:ListBucket",
+    "s3:GetBucketLocation",
+    "s3:GetObject",
+    "s3:GetObjectVersion",
+};
+static const char *const preset_read_write[] = {
+    "s3:ListBucket",   "s3:GetBucketLocation",    "s3:ListBucketMultipartUploads",
+    "s3:GetObject",    "s3:GetObjectVersion",     "s3:PutObject",
+    "s3:DeleteObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts",
+};
+
+typedef struct preset {
+    const char *name;
+    const char *const *actions;
+    size_t n;
+} preset;
+
+static const preset presets[] = {
+    {"runbook", preset_runbook, sizeof(preset_runbook) / sizeof(preset_runbook[0])},
+    {"read-only", preset_read_only, sizeof(preset_read_only) / sizeof(preset_read_only[0])},
+    {"read-write", preset_read_write, sizeof(preset_read_write) / sizeof(preset_read_write[0])},
+};
+
+/* Per-stage state. actions point into the presets or the host's option strings (valid
+ * until fini); the array itself is owned. */
+typedef struct policy_conf {
+    const ol_host *host;
+    ol_stage *stage;
+    const char **actions;
+    size_t n_actions;
+    const char *policy_name; /* NULL: the user name */
+} policy_conf;
+
+/* One apply in flight, freed in finish just before host->done. */
+typedef struct policy_op {
+    const policy_conf *conf;
+    ol_item *item;
+    const char *user;        /* borrowed from the bag */
+    const char *policy_name; /* conf->policy_name or user */
+    json_t *wanted;
+    char *document; /* compact JSON of wanted: the PutUserPolicy body parameter */
+    int existed;
+} policy_op;
+
+/* ---------------------------------------------------------------------------------------
+ * Action names
+ * ------------------------------------------------------------------------------------- */
+
+/* IAM action names are case-insensitive (IAM User Guide, "IAM JSON policy elements:
+ * Action"); * matches any run of characters and ? any one character. */
+static int glob_match(const char *p, const char *s) {
+    const char *star = NULL, *resume = NULL;
+    while (*s != '\0') {
+        if (*p == '*') {
+            star = p++;
+            resume = s;
+        } else if (*p == '?' || tolower((unsigned char)*p) == tolower((unsigned char)*s)) {
+            p++;
+            s++;
+        } else if (star != NULL) {
+            p = star + 1;
+            s = ++resume;
+        } else {
+            return 0;
+        }
+    }
+    while (*p == '*')
+        p++;
+    return *p == '\0';
+}
+
+/* How many known actions the name (without "s3:") matches, wildcards included. */
+static size_t action_matches(const char *name) {
+    size_t n = 0;
+    for (size_t i = 0; i < N_S3_ACTIONS; i++)
+        n += (size_t)glob_match(name, s3_actions[i]);
+    return n;
+}
+
+/* Levenshtein distance, case-insensitive, for "did you mean". Names are short (< 64). */
+static size_t edit_distance(const char *a, const char *b) {
+    size_t la = strlen(a), lb = strlen(b);
+    size_t row[65];
+    if (la > 64 || lb > 64)
+        return (size_t)-1;
+    for (size_t j = 0; j <= lb; j++)
+        row[j] = j;
+    for (size_t i = 1; i <= la; i++) {
+        size_t diag = row[0];
+        row[0] = i;
+        for (size_t j = 1; j <= lb; j++) {
+            size_t up = row[j];
+            size_t cost =
+                tolower((unsigned char)a[i - 1]) == tolower((unsigned char)b[j - 1]) ? 0 : 1;
+            size_t best = diag + cost;
+            if (up + 1 < best)
+                best = up + 1;
+            if (row[j - 1] + 1 < best)
+                best = row[j - 1] + 1;
+            row[j] = best;
+            diag = up;
+        }
+    }
+    return row[lb];
+}
+
+/* The action to suggest for an unknown name (without "s3:"), or NULL. */
+static const char *suggest_action(const char *name) {
+    for (size_t i = 0; i < sizeof(api_aliases) / sizeof(api_aliases[0]); i++)
+        if (strcasecmp(name, api_aliases[i][0]) == 0)
+            return api_aliases[i][1];
+    const char *best = NULL;
+    size_t best_d = (size_t)-1;
+    for (size_t i = 0; i < N_S3_ACTIONS; i++) {
+        size_t d = edit_distance(name, s3_actions[i]);
+        if (d < best_d) {
+            best_d = d;
+            best = s3_actions[i];
+        }
+    }
+    /* Beyond a third of the name it is a different word, not a typo. */
+    return best_d <= strlen(name) / 3 + 1 ? best : NULL;
+}
+
+/* Check one action: "s3:<known name>" or an s3: wildcard that matches a known name. */
+static int check_action(ol_stage *stage, const ol_host *h, const char *action) {
+    if (strncasecmp(action, "s3:", 3) != 0) {
+        h->log(stage, NULL, OL_LOG_ERROR,
+               "option actions: '%s' is not an S3 action; this stage grants access to the "
+               "item's bucket, so every action starts with \"s3:\" (for example "
+               "\"s3:GetObject\")%s",
+               action,
+               strcmp(action, "*") == 0 ? "; write \"s3:*\" if you mean every S3 action" : "");
+        return OL_EINVAL;
+    }
+    const char *name = action + 3;
+    if (action_matches(name) > 0)
+        return 0;
+    const char *hint = strpbrk(name, "*?") == NULL ? suggest_action(name) : NULL;
+    if (hint != NULL)
+        h->log(stage, NULL, OL_LOG_ERROR,
+               "option actions: '%s' is not an S3 action; did you mean 's3:%s'?", action, hint);
+    else
+        h->log(stage, NULL, OL_LOG_ERROR,
+               "option actions: '%s' %s; see \"Actions defined by Amazon S3\" in the AWS "
+               "Service Authorization Reference",
+               action,
+               strpbrk(name, "*?") != NULL ? "matches no S3 action" : "is not an S3 action");
+    return OL_EINVAL;
+}
+
+/* Nonzero when any action covers an ACL action (GetObjectAcl, s3:*Acl, s3:*, ...). */
+static int grants_acl_actions(const char *const *actions, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = 0; j < N_S3_ACTIONS; j++)
+            if (strstr(s3_actions[j], "Acl") != NULL && glob_match(actions[i] + 3, s3_actions[j]))
+                return 1;
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Policy documents
+ * ------------------------------------------------------------------------------------- */
+
+/* AWS General Reference, "ARNs": the partition comes from the region (as in the bucket
+ * stage, which sets bucket.arn). */
+static const char *partition_of(const char *region) {
+    if (region == NULL)
+        return "aws";
+    if (strncmp(region, "cn-", 3) == 0)
+        return "aws-cn";
+    if (strncmp(region, "us-gov-", 7) == 0)
+        return "aws-us-gov";
+    if (strncmp(region, "us-isob-", 8) == 0)
+        return "aws-iso-b";
+    if (strncmp(region, "us-iso-", 7) == 0)
+        return "aws-iso";
+    return "aws";
+}
+
+/* One Allow statement with every action on the bucket and on its objects. The runbook's
+ * policy is this one statement; splitting bucket-level and object-level actions would be
+ * tighter but no stronger in practice (object actions do not apply to a bucket ARN and
+ * vice versa: IAM ignores the mismatched pairs). */
+static json_t *policy_build(const char *const *actions, size_t n, const char *bucket_arn) {
+    json_t *acts = json_array();
+    if (acts == NULL)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        if (json_array_append_new(acts, json_string(actions[i])) < 0) {
+            json_decref(acts);
+            return NULL;
+        }
+    }
+    /* "o" hands acts over to the document, also when packing fails. */
+    return json_pack("{s:s, s:[{s:s, s:o, s:[s, s+]}]}", "Version", "2012-10-17", "Statement",
+                     "Effect", "Allow", "Action", acts, "Resource", bucket_arn, bucket_arn, "/*");
+}
+
+/* Compact JSON (no whitespace between tokens): what is sent and what IAM counts. */
+static char *policy_compact(const json_t *doc) {
+    return json_dumps(doc, JSON_COMPACT);
+}
+
+/* A string or an array of strings as a list; other types give 0 items and *ok = 0. */
+static size_t as_list(const json_t *v, const json_t **items, size_t max, int *ok) {
+    *ok = 1;
+    if (v == NULL)
+        return 0;
+    if (json_is_string(v)) {
+        items[0] = v;
+        return 1;
+    }
+    if (!json_is_array(v) || json_array_size(v) > max) {
+        *ok = 0;
+        return 0;
+    }
+    size_t n = json_array_size(v);
+    for (size_t i = 0; i < n; i++) {
+        items[i] = json_array_get(v, i);
+        if (!json_is_string(items[i])) {
+            *ok = 0;
+            return 0;
+        }
+    }
+    return n;
+}
+
+/* Every string of a is in b. */
+static int subset(const json_t *const *a, size_t na, const json_t *const *b, size_t nb,
+                  int nocase) {
+    for (size_t i = 0; i < na; i++) {
+        int found = 0;
+        for (size_t j = 0; j < nb && !found; j++) {
+            const char *x = json_string_value(a[i]), *y = json_string_value(b[j]);
+            found = nocase ? strcasecmp(x, y) == 0 : strcmp(x, y) == 0;
+        }
+        if (!found)
+            return 0;
+    }
+    return 1;
+}
+
+/* Same strings, order and repetition ignored (a lone string equals a one-item array). */
+static int same_set(const json_t *a, const json_t *b, int nocase) {
+    enum { MAX = 512 };
+    const json_t **xa = calloc(MAX, sizeof(*xa));
+    const json_t **xb = calloc(MAX, sizeof(*xb));
+    int ok_a, ok_b, same = 0;
+    if (xa != NULL && xb != NULL) {
+        size_t na = as_list(a, xa, MAX, &ok_a), nb = as_list(b, xb, MAX, &ok_b);
+        same = ok_a && ok_b && subset(xa, na, xb, nb, nocase) && subset(xb, nb, xa, na, nocase);
+    }
+    free(xa);
+    free(xb);
+    return same;
+}
+
+/* Statements are equal when Effect matches, Action/NotAction (case-insensitive) and
+ * Resource/NotResource are the same sets, and every other element (Condition, Principal...)
+ * is equal as JSON. Sid is a label and is ignored. */
+static int statement_equal(const json_t *a, const json_t *b) {
+    static const char *const set_keys[] = {"Action", "NotAction", "Resource", "NotResource"};
+    if (!json_is_object(a) || !json_is_object(b))
+        return 0;
+    for (size_t i = 0; i < 4; i++) {
+        const json_t *x = json_object_get(a, set_keys[i]), *y = json_object_get(b, set_keys[i]);
+        if ((x == NULL) != (y == NULL))
+            return 0;
+        if (x != NULL && !same_set(x, y, i < 2))
+            return 0;
+    }
+    const char *key;
+    const json_t *v;
+    for (int pass = 0; pass < 2; pass++) {
+        const json_t *self = pass == 0 ? a : b, *other = pass == 0 ? b : a;
+        json_object_foreach((json_t *)self, key, v) {
+            int in_set = 0;
+            for (size_t i = 0; i < 4; i++)
+                in_set |= strcmp(key, set_keys[i]) == 0;
+            if (in_set || strcmp(key, "Sid") == 0)
+                continue;
+            if (!json_equal(v, json_object_get(other, key)))
+                return 0;
+        }
+    }
+    return 1;
+}
+
+/* A Statement element as an array (IAM accepts a lone object). NULL when malformed. */
+static json_t *statements(const json_t *doc) {
+    json_t *s = json_object_get(doc, "Statement");
+    if (json_is_object(s)) {
+        json_t *arr = json_array();
+        if (arr != NULL && json_array_append(arr, s) < 0) {
+            json_decref(arr);
+            return NULL;
+        }
+        return arr;
+    }
+    return json_is_array(s) ? json_incref(s) : NULL;
+}
+
+/* Two policies grant the same when Version matches and every statement of one has an equal
+ * statement in the other (and the counts match). */
+static int policy_equal(const json_t *a, const json_t *b) {
+    if (!json_is_object(a) || !json_is_object(b) ||
+        !json_equal(json_object_get(a, "Version"), json_object_get(b, "Version")))
+        return 0;
+    json_t *sa = statements(a), *sb = statements(b);
+    int equal = sa != NULL && sb != NULL && json_array_size(sa) == json_array_size(sb);
+    for (int pass = 0; pass < 2 && equal; pass++) {
+        const json_t *x = pass == 0 ? sa : sb, *y = pass == 0 ? sb : sa;
+        for (size_t i = 0; i < json_array_size(x) && equal; i++) {
+            int found = 0;
+            for (size_t j = 0; j < json_array_size(y) && !found; j++)
+                found = statement_equal(json_array_get(x, i), json_array_get(y, j));
+            equal = found;
+        }
+    }
+    json_decref(sa);
+    json_decref(sb);
+    return equal;
+}
+
+/* IAM API Reference, GetUserPolicy: "The policy document returned in this structure is URL-
+ * encoded compliant with RFC 3986". NULL when it does not decode to JSON. */
+static json_t *policy_decode(const char *urlencoded) {
+    int len = 0;
+    char *text = curl_easy_unescape(NULL, urlencoded, 0, &len);
+    if (text == NULL)
+        return NULL;
+    json_t *doc = json_loadb(text, (size_t)len, 0, NULL);
+    curl_free(text);
+    return doc;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Apply
+ * ------------------------------------------------------------------------------------- */
+
+static char *reasonf(const char *fmt, ...) OL_PRINTF(1, 2);
+static char *reasonf(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return NULL;
+    char *s = malloc((size_t)n + 1);
+    if (s == NULL)
+        return NULL;
+    va_start(ap, fmt);
+    vsnprintf(s, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    return s;
+}
+
+static void op_free(policy_op *op) {
+    json_decref(op->wanted);
+    free(op->document);
+    free(op);
+}
+
+static void finish(policy_op *op, ol_outcome outcome, const char *reason) {
+    const policy_conf *c = op->conf;
+    ol_item *item = op->item;
+    op_free(op);
+    c->host->done(c->stage, item, outcome, reason);
+}
+
+static void finish_error(policy_op *op, const char *step, const ol_aws_response *res) {
+    const ol_host *h = op->conf->host;
+    char *reason;
+    if (res->result == OL_EAWS)
+        reason = reasonf("%s: %s %s (HTTP %ld, request id %s)", step,
+                         res->error_code != NULL ? res->error_code : "error",
+                         res->error_message != NULL ? res->error_message : "", res->status,
+                         res->request_id != NULL ? res->request_id : "none");
+    else
+        reason = reasonf("%s: %s%s%s", step, h->strerror(res->result),
+                         res->error_message != NULL ? ": " : "",
+                         res->error_message != NULL ? res->error_message : "");
+    finish(op, OL_OUTCOME_FAILED, reason != NULL ? reason : "out of memory");
+    free(reason);
+}
+
+static void on_put(void *arg, const ol_aws_response *res) {
+    policy_op *op = arg;
+    if (res->result != 0) {
+        finish_error(op, "PutUserPolicy", res);
+        return;
+    }
+    finish(op, op->existed ? OL_OUTCOME_UPDATED : OL_OUTCOME_CREATED,
+           op->existed ? "the policy differed and was replaced" : NULL);
+}
+
+static void send_put(policy_op *op) {
+    static const char *const consistency[] = {"NoSuchEntity", NULL};
+    const ol_host *h = op->conf->host;
+    const ol_kv params[] = {{"Action", "PutUserPolicy"},
+                            {"UserName", op->user},
+                            {"PolicyName", op->policy_name},
+                            {"PolicyDocument", op->document},
+                            {"Version", IAM_VERSION}};
+    ol_aws_request req = {0};
+    req.service = "iam";
+    req.method = "POST";
+    req.params = params;
+    req.n_params = sizeof(params) / sizeof(params[0]);
+    req.consistency_codes = consistency;
+    req.consistency_ms = CONSISTENCY_MS;
+    int rc = h->aws_send(op->item, &req, on_put, op);
+    if (rc < 0) {
+        char *reason = reasonf("PutUserPolicy: %s", h->strerror(rc));
+        finish(op, OL_OUTCOME_FAILED, reason != NULL ? reason : "out of memory");
+        free(reason);
+    }
+}
+
+static void on_get(void *arg, const ol_aws_response *res) {
+    policy_op *op = arg;
+    const ol_host *h = op->conf->host;
+    if (res->result == OL_EAWS && res->error_code != NULL &&
+        strcmp(res->error_code, "NoSuchEntity") == 0) {
+        op->existed = 0;
+        send_put(op);
+        return;
+    }
+    if (res->result != 0) {
+        finish_error(op, "GetUserPolicy", res);
+        return;
+    }
+    op->existed = 1;
+    ol_xml *doc = h->xml_parse(res->body, res->body_len);
+    const char *text =
+        doc != NULL
+            ? h->xml_text(doc, "GetUserPolicyResponse/GetUserPolicyResult/PolicyDocument", 0)
+            : NULL;
+    json_t *have = text != NULL ? policy_decode(text) : NULL;
+    h->xml_free(doc);
+    int same = have != NULL && policy_equal(have, op->wanted);
+    if (have == NULL)
+        h->log(op->conf->stage, op->item, OL_LOG_WARN,
+               "policy '%s' of user '%s' could not be read as JSON; replacing it", op->policy_name,
+               op->user);
+    json_decref(have);
+    if (same)
+        finish(op, OL_OUTCOME_UNCHANGED, NULL);
+    else
+        send_put(op);
+}
+
+static int policy_apply(ol_stage *stage, ol_item *item, void *state) {
+    policy_conf *c = state;
+    const ol_host *h = c->host;
+    const char *user = h->item_get(item, OL_KEY_IAM_USER);
+    const char *arn = h->item_get(item, OL_KEY_BUCKET_ARN);
+    if (user == NULL || arn == NULL) {
+        h->log(stage, item, OL_LOG_ERROR,
+               "the item has no %s: the %s stage must run (and succeed) before policy",
+               user == NULL ? OL_KEY_IAM_USER : OL_KEY_BUCKET_ARN, user == NULL ? "iam" : "bucket");
+        return OL_ENOENT;
+    }
+    policy_op *op = calloc(1, sizeof(*op));
+    if (op == NULL)
+        return OL_ENOMEM;
+    op->conf = c;
+    op->item = item;
+    op->user = user;
+    op->policy_name = c->policy_name != NULL ? c->policy_name : user;
+    op->wanted = policy_build(c->actions, c->n_actions, arn);
+    op->document = op->wanted != NULL ? policy_compact(op->wanted) : NULL;
+    if (op->document == NULL) {
+        op_free(op);
+        return OL_ENOMEM;
+    }
+    const ol_kv params[] = {{"Action", "GetUserPolicy"},
+                            {"UserName", op->user},
+                            {"PolicyName", op->policy_name},
+                            {"Version", IAM_VERSION}};
+    ol_aws_request req = {0};
+    req.service = "iam";
+    req.method = "POST";
+    req.params = params;
+    req.n_params = sizeof(params) / sizeof(params[0]);
+    int rc = h->aws_send(item, &req, on_get, op);
+    if (rc < 0) {
+        op_free(op);
+        return rc;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Init, validate, fini
+ * ------------------------------------------------------------------------------------- */
+
+/* IAM API Reference, PutUserPolicy: PolicyName matches [\w+=,.@-]+, 1-128 characters. */
+static int check_policy_name(ol_stage *stage, const ol_host *h, const char *name) {
+    size_t len = strlen(name);
+    int ok = len >= 1 && len <= 128;
+    for (size_t i = 0; i < len && ok; i++) {
+        unsigned char ch = (unsigned char)name[i];
+        ok = ch < 0x80 && (isalnum(ch) || strchr("_+=,.@-", (int)ch) != NULL);
+    }
+    if (ok)
+        return 0;
+    h->log(stage, NULL, OL_LOG_ERROR,
+           "option policy_name: '%s' is not a valid IAM policy name; use 1 to 128 letters, "
+           "digits and _ + = , . @ -",
+           name);
+    return OL_EINVAL;
+}
+
+/* Resolve the action list from `actions` or `preset` into c. */
+static int resolve_actions(ol_stage *stage, const ol_host *h, policy_conf *c) {
+    const char *const *list = NULL;
+    size_t n = 0;
+    if (h->opt_is_set(stage, "actions")) {
+        if (h->opt_is_set(stage, "preset")) {
+            h->log(stage, NULL, OL_LOG_ERROR,
+                   "options actions and preset are both set; keep one: actions lists the "
+                   "grants explicitly, preset names a list");
+            return OL_EINVAL;
+        }
+        n = h->opt_list(stage, "actions", &list);
+        if (n == 0) {
+            h->log(stage, NULL, OL_LOG_ERROR,
+                   "option actions is empty; list at least one S3 action, or remove it to "
+                   "use the runbook preset");
+            return OL_EINVAL;
+        }
+        for (size_t i = 0; i < n; i++)
+            if (check_action(stage, h, list[i]) < 0)
+                return OL_EINVAL;
+    } else {
+        const char *name = h->opt_string(stage, "preset");
+        if (name == NULL)
+            name = "runbook";
+        for (size_t i = 0; i < sizeof(presets) / sizeof(presets[0]) && list == NULL; i++) {
+            if (strcmp(name, presets[i].name) == 0) {
+                list = presets[i].actions;
+                n = presets[i].n;
+            }
+        }
+        if (list == NULL) {
+            h->log(stage, NULL, OL_LOG_ERROR,
+                   "option preset: '%s' is not a preset; use \"runbook\", \"read-only\" or "
+                   "\"read-write\", or list actions explicitly",
+                   name);
+            return OL_EINVAL;
+        }
+    }
+    c->actions = calloc(n, sizeof(*c->actions));
+    if (c->actions == NULL)
+        return OL_ENOMEM;
+    /* Drop repeats (IAM compares action names without case). */
+    for (size_t i = 0; i < n; i++) {
+        int dup = 0;
+        for (size_t j = 0; j < c->n_actions && !dup; j++)
+            dup = strcasecmp(c->actions[j], list[i]) == 0;
+        if (!dup)
+            c->actions[c->n_actions++] = list[i];
+    }
+    return 0;
+}
+
+static void policy_fini(void *state) {
+    policy_conf *c = state;
+    if (c == NULL)
+        return;
+    free(c->actions);
+    free(c);
+}
+
+static int policy_init(ol_stage *stage, const ol_host *host, void **state) {
+    policy_conf *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return OL_ENOMEM;
+    c->host = host;
+    c->stage = stage;
+    c->policy_name = host->opt_string(stage, "policy_name");
+    if (c->policy_name != NULL && c->policy_name[0] == '\0')
+        c->policy_name = NULL;
+    int rc = c->policy_name != NULL ? check_policy_name(stage, host, c->policy_name) : 0;
+    if (rc == 0)
+        rc = resolve_actions(stage, host, c);
+    if (rc < 0) {
+        policy_fini(c);
+        return rc;
+    }
+    if (grants_acl_actions(c->actions, c->n_actions))
+        host->log(stage, NULL, OL_LOG_INFO,
+                  "note: ACL actions (such as s3:PutObjectAcl) have no effect on buckets whose "
+                  "ACLs are disabled (Object Ownership \"bucket owner enforced\", the default "
+                  "for new buckets since April 2023); they are granted as listed");
+    *state = c;
+    return 0;
+}
+
+/* Reject, before any request, a policy that IAM would refuse for this item's names. The
+ * bucket ARN is not in the bag yet, so it is derived the way the bucket stage derives it. */
+static int policy_validate(ol_stage *stage, const ol_item *item, void *state) {
+    policy_conf *c = state;
+    const ol_host *h = c->host;
+    const char *partition = partition_of(h->item_region(item));
+    char *arn = reasonf("arn:%s:s3:::%s", partition, h->item_name(item));
+    json_t *doc = arn != NULL ? policy_build(c->actions, c->n_actions, arn) : NULL;
+    char *text = doc != NULL ? policy_compact(doc) : NULL;
+    free(arn);
+    json_decref(doc);
+    if (text == NULL)
+        return OL_ENOMEM;
+    size_t len = strlen(text);
+    free(text);
+    if (len <= POLICY_MAX_CHARS)
+        return 0;
+    h->log(stage, item, OL_LOG_ERROR,
+           "the policy for '%s' is %zu characters of compact JSON; IAM allows %d for a "
+           "user's inline policies. Grant fewer actions or use wildcards such as \"s3:Get*\"",
+           h->item_name(item), len, POLICY_MAX_CHARS);
+    return OL_ERANGE;
+}
+
+static const char *const policy_needs[] = {"bucket", "iam", NULL};
+
+static const ol_option_def policy_options[] = {
+    {"preset", OL_OPT_STRING, "runbook",
+     "Named action list: \"runbook\" (the runbook's 15 actions), \"read-only\", \"read-write\"", 0},
+    {"actions", OL_OPT_LIST, NULL,
+     "Explicit S3 actions (e.g. s3:GetObject, s3:Get*); replaces the preset", 0},
+    {"policy_name", OL_OPT_STRING, NULL, "Inline policy name; unset: the IAM user name", 0},
+};
+
+static const ol_plugin policy_plugin = {
+    .abi_major = OL_ABI_MAJOR,
+    .abi_minor = OL_ABI_MINOR,
+    .struct_size = sizeof(ol_plugin),
+    .name = "policy",
+    .version = "0.1.0",
+    .description = "Inline IAM user policy granting the item's user access to the item's bucket",
+    .needs = policy_needs,
+    .options = policy_options,
+    .n_options = sizeof(policy_options) / sizeof(policy_options[0]),
+    .init = policy_init,
+    .validate = policy_validate,
+    .apply = policy_apply,
+    .fini = policy_fini,
+};
+
+OL_EXPORT const ol_plugin *opsline_plugin(void) {
+    return &policy_plugin;
+}
