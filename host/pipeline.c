@@ -148,6 +148,12 @@ static int host_item_set(ol_item *i, const char *key, const char *value, unsigne
 
 /* ---- AWS ------------------------------------------------------------------------------- */
 
+static void on_aws_log(void *arg, const char *line) {
+    run *r = arg;
+    if (r->plan->verbose)
+        fprintf(stderr, "debug: %s\n", line);
+}
+
 static int host_aws_send(ol_item *item, const ol_aws_request *req, ol_aws_cb cb, void *arg) {
     if (item == NULL || req == NULL)
         return OL_EINVAL;
@@ -488,6 +494,7 @@ int pipeline_run(const plan *p) {
         fprintf(stderr, "error: %s\n", err ? err : ol_strerror(rc));
         goto out;
     }
+    aws_client_set_logger(r.aws, on_aws_log, &r);
     const char *cmsg = NULL;
     if (aws_client_creds_error(r.aws, &cmsg) != 0) {
         fprintf(stderr, "error: %s\n", cmsg ? cmsg : "no AWS credentials found");

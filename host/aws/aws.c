@@ -48,6 +48,8 @@ struct aws_client {
     size_t live;
     int closing;
     int http_closed;
+    void (*log_fn)(void *arg, const char *line);
+    void *log_arg;
     void (*on_closed)(void *arg);
     void *on_closed_arg;
 };
@@ -159,6 +161,24 @@ const ol__creds *aws_client_creds(const aws_client *c) {
 int aws_client_creds_error(const aws_client *c, const char **msg) {
     *msg = c->creds_err;
     return c->have_creds ? 0 : c->creds_code;
+}
+
+void aws_client_set_logger(aws_client *c, void (*fn)(void *arg, const char *line), void *arg) {
+    c->log_fn = fn;
+    c->log_arg = arg;
+}
+
+static void call_log(const aws_call *call, const char *what, const char *code, long status,
+                     double delay_s) {
+    char line[512];
+    const aws_client *c = call->c;
+    if (c->log_fn == NULL)
+        return;
+    snprintf(line, sizeof(line), "%s: %s %s%s%s: %s (HTTP %ld, attempt %u); next try in %.0f ms",
+             what, call->service, call->method, call->bucket ? " " : "",
+             call->bucket ? call->bucket : "", code ? code : "no answer", status, call->attempts,
+             delay_s * 1000.0);
+    c->log_fn(c->log_arg, line);
 }
 
 void aws_client_stats(const aws_client *c, aws_stats *out) {
@@ -587,9 +607,16 @@ static void complete_with(aws_call *call, const http_response *res, int result,
     out.body = res->body ? res->body : "";
     out.body_len = res->body ? res->body_len : 0;
     out.attempts = call->attempts;
+    char quota_msg[512];
     if (result != 0) {
         out.error_code = e && e->code ? e->code : NULL;
         out.error_message = e && e->message ? e->message : res->error;
+        if (result == OL_EQUOTA) {
+            snprintf(quota_msg, sizeof(quota_msg),
+                     "%s [not retried: the retry quota is used up, this endpoint keeps failing]",
+                     out.error_message ? out.error_message : "request failed");
+            out.error_message = quota_msg;
+        }
         if (out.error_code == NULL && res->status >= 300)
             out.error_code = status_code_text(res->status);
     }
@@ -602,7 +629,8 @@ static void complete_with(aws_call *call, const http_response *res, int result,
 }
 
 /* Decide whether to try again; returns nonzero when a resend was scheduled. */
-static int maybe_retry(aws_call *call, retry_kind kind, int *quota_refused) {
+static int maybe_retry(aws_call *call, retry_kind kind, const char *code, long status,
+                       int *quota_refused) {
     aws_client *c = call->c;
     *quota_refused = 0;
     if (kind == RETRY_NONE || call->retries + 1 >= c->rcfg.max_attempts)
@@ -616,7 +644,9 @@ static int maybe_retry(aws_call *call, retry_kind kind, int *quota_refused) {
     call->quota_taken = taken;
     call->retries++;
     c->stats.retries++;
-    schedule_resend(call, retry_backoff_s(&c->rcfg, call->retries, rand01()));
+    double delay = retry_backoff_s(&c->rcfg, call->retries, rand01());
+    call_log(call, "retry", code, status, delay);
+    schedule_resend(call, delay);
     return 1;
 }
 
@@ -662,6 +692,7 @@ static void on_http_done(void *arg, const http_response *res) {
             free(call->region);
             call->region = r;
             call->redirected = 1;
+            call_log(call, "redirect", region, res->status, 0);
             xml_aws_error_free(&e);
             schedule_resend(call, 0);
             return;
@@ -669,6 +700,7 @@ static void on_http_done(void *arg, const http_response *res) {
     }
     if (res->result == 0 && is_consistency_code(call, e.code) &&
         uv_now(c->loop) < call->consistency_deadline) {
+        call_log(call, "consistency", e.code, res->status, CONSISTENCY_DELAY_MS / 1000.0);
         xml_aws_error_free(&e);
         schedule_resend(call, CONSISTENCY_DELAY_MS / 1000.0);
         return;
@@ -678,7 +710,7 @@ static void on_http_done(void *arg, const http_response *res) {
         xml_aws_error_free(&e);
         return;
     }
-    if (maybe_retry(call, kind, &quota_refused)) {
+    if (maybe_retry(call, kind, e.code, res->status, &quota_refused)) {
         xml_aws_error_free(&e);
         return;
     }

@@ -37,6 +37,10 @@ int aws_send(aws_client *c, const ol_aws_request *req, ol_aws_cb cb, void *arg);
 int aws_presign_s3(aws_client *c, const char *method, const char *bucket, const char *key,
                    unsigned long expires, char **url, char **err);
 
+/* Optional debug logger: one line per retry, redirect and consistency wait (never a secret).
+ * fn may be NULL to turn it off. */
+void aws_client_set_logger(aws_client *c, void (*fn)(void *arg, const char *line), void *arg);
+
 /* Counters for reports and tests. */
 typedef struct aws_stats {
     unsigned long requests; /* logical requests */
