@@ -81,6 +81,7 @@ typedef struct aws_call {
 
 static void call_send(aws_call *call);
 static void on_timer_resend(uv_timer_t *t);
+static const char *status_code_text(long status);
 
 static char *dupstr(const char *s) {
     return s ? strdup(s) : NULL;
@@ -176,8 +177,11 @@ static void call_log(const aws_call *call, const char *what, const char *code, l
         return;
     snprintf(line, sizeof(line), "%s: %s %s%s%s: %s (HTTP %ld, attempt %u); next try in %.0f ms",
              what, call->service, call->method, call->bucket ? " " : "",
-             call->bucket ? call->bucket : "", code ? code : "no answer", status, call->attempts,
-             delay_s * 1000.0);
+             call->bucket ? call->bucket : "",
+             code     ? code
+             : status ? status_code_text(status)
+                      : "no answer",
+             status, call->attempts, delay_s * 1000.0);
     c->log_fn(c->log_arg, line);
 }
 

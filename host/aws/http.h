@@ -47,11 +47,16 @@ int http_send(http_engine *eng, const http_request *req, http_cb cb, void *arg);
 /* Look up a response header by lowercase name. */
 const char *http_header(const http_response *res, const char *name);
 
-/* Abort every request in flight (each callback runs with OL_ECANCELED), clean curl up, and
- * close the engine's handles; on_closed runs once everything is released (may be NULL).
- * The loop must keep running until then. */
+/* Abort every request in flight, clean curl up, and close the engine's handles. The aborted
+ * requests' callbacks run with OL_ECANCELED from the loop after http_close has returned, all
+ * of them before on_closed, which runs once everything is released (may be NULL); the
+ * engine is freed just before on_closed. From the call on, http_send returns OL_ECANCELED.
+ * May be called from a response callback; a second call is ignored. The loop must keep
+ * running until on_closed. */
 void http_close(http_engine *eng, void (*on_closed)(void *arg), void *arg);
 
-/* Test knobs read once by http_new: OPSLINE_CA_BUNDLE (extra CA file). */
+/* Environment read once by http_new: OPSLINE_CA_BUNDLE (extra CA file, test knob) and
+ * no_proxy/NO_PROXY. Proxies (https_proxy, HTTPS_PROXY, http_proxy) are honoured as curl
+ * and the AWS CLI do, except for localhost, 127.0.0.1 and ::1, which are always direct. */
 
 #endif

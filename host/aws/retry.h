@@ -61,8 +61,8 @@ void retry_quota_release(retry_quota *q, unsigned taken);
 /* Adaptive mode: client-side rate limiter (the SDKs' CUBIC token bucket). One per
  * service. Times are seconds from any monotonic origin. */
 typedef struct retry_rate_limiter {
-    int enabled;            /* turns on after the first throttle */
-    double fill_rate;       /* tokens per second */
+    int enabled;      /* turns on after the first throttle */
+    double fill_rate; /* tokens per second */
     double max_capacity;
     double current_capacity;
     double last_timestamp;
@@ -76,7 +76,8 @@ typedef struct retry_rate_limiter {
 } retry_rate_limiter;
 
 void retry_rate_limiter_init(retry_rate_limiter *rl, double now);
-/* Seconds to wait before sending now (0 when a token is available; the token is taken). */
+/* 0 when a token is available: it is taken, send now. Otherwise the seconds until one is due;
+ * nothing is taken, wait that long and call again (another caller may have come first). */
 double retry_rate_limiter_acquire(retry_rate_limiter *rl, double now);
 /* After every answer: throttled nonzero when it was a throttling error. */
 void retry_rate_limiter_update(retry_rate_limiter *rl, int throttled, double now);

@@ -1,0 +1,659 @@
+/* http: owns the engine that runs many HTTP requests on the libuv loop. libcurl's
+ * multi-socket API tells us which sockets to watch (one uv_poll per socket, a context struct
+ * each) and when to call it back (one uv_timer); we report socket readiness and timer expiry
+ * back with curl_multi_socket_action and drain finished transfers after every call. The
+ * multi handle keeps the connection cache, so connections are reused across requests.
+ * Modelled on curl's docs/examples/multi-uv.c, without its pitfalls: no re-entrant curl
+ * calls from CURLMOPT_TIMERFUNCTION, polling stopped synchronously before curl closes a
+ * socket, poll errors reported as CURL_CSELECT_ERR, curl cleaned up before the loop ends. */
+#include "http.h"
+
+#include <ctype.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <curl/curl.h>
+
+#define HTTP_DEFAULT_TIMEOUT_MS 60000L
+#define HTTP_DEFAULT_CONNECT_TIMEOUT_MS 10000L
+/* Enough parallelism for a thousand items against one endpoint; the rest queue inside
+ * curl until a connection is free, instead of opening a socket each. */
+#define HTTP_MAX_HOST_CONNECTIONS 64L
+
+typedef struct http_socket http_socket;
+typedef struct http_xfer http_xfer;
+
+/* One socket curl asked us to watch. Freed in its uv_close callback. */
+struct http_socket {
+    uv_poll_t poll;
+    http_engine *eng;
+    curl_socket_t fd;
+    http_socket *prev, *next;
+};
+
+/* One request in flight. Freed after its callback ran. */
+struct http_xfer {
+    http_engine *eng;
+    CURL *easy;
+    struct curl_slist *req_headers;
+    char *req_body;
+    char *body;
+    size_t body_len, body_cap;
+    int oom;
+    ol_kv *headers;
+    size_t n_headers;
+    char errbuf[CURL_ERROR_SIZE];
+    http_cb cb;
+    void *arg;
+    http_xfer *prev, *next;
+};
+
+struct http_engine {
+    uv_loop_t *loop;
+    CURLM *multi;
+    uv_timer_t timer;
+    http_socket *sockets; /* watched sockets, not yet closing */
+    http_xfer *xfers;     /* requests added to the multi handle */
+    http_xfer *canceled;  /* requests aborted by http_close, callbacks still due */
+    char *ca_bundle;
+    char *no_proxy;
+    unsigned open_handles;
+    int closing;
+    void (*on_closed)(void *arg);
+    void *closed_arg;
+};
+
+static void xfer_link(http_xfer **head, http_xfer *x) {
+    x->prev = NULL;
+    x->next = *head;
+    if (*head != NULL)
+        (*head)->prev = x;
+    *head = x;
+}
+
+static void xfer_unlink(http_xfer **head, http_xfer *x) {
+    if (x->prev != NULL)
+        x->prev->next = x->next;
+    else
+        *head = x->next;
+    if (x->next != NULL)
+        x->next->prev = x->prev;
+    x->prev = x->next = NULL;
+}
+
+static void socket_unlink(http_engine *eng, http_socket *s) {
+    if (s->prev != NULL)
+        s->prev->next = s->next;
+    else
+        eng->sockets = s->next;
+    if (s->next != NULL)
+        s->next->prev = s->prev;
+    s->prev = s->next = NULL;
+}
+
+static void xfer_free(http_xfer *x) {
+    size_t i;
+
+    if (x->easy != NULL)
+        curl_easy_cleanup(x->easy);
+    curl_slist_free_all(x->req_headers);
+    free(x->req_body);
+    free(x->body);
+    for (i = 0; i < x->n_headers; i++) {
+        free((char *)x->headers[i].name);
+        free((char *)x->headers[i].value);
+    }
+    free(x->headers);
+    free(x);
+}
+
+/* ---- engine teardown ------------------------------------------------------------------ */
+
+static void engine_handle_closed(http_engine *eng) {
+    void (*on_closed)(void *);
+    void *arg;
+
+    if (--eng->open_handles > 0 || !eng->closing)
+        return;
+    on_closed = eng->on_closed;
+    arg = eng->closed_arg;
+    free(eng->ca_bundle);
+    free(eng->no_proxy);
+    free(eng);
+    curl_global_cleanup();
+    if (on_closed != NULL)
+        on_closed(arg);
+}
+
+static void on_socket_closed(uv_handle_t *h) {
+    http_socket *s = h->data;
+    http_engine *eng = s->eng;
+
+    free(s);
+    engine_handle_closed(eng);
+}
+
+/* Stop polling at once: curl closes the descriptor right after telling us, and libuv must
+ * not watch a closed descriptor. The context lives until its close callback. */
+static void socket_close(http_socket *s) {
+    uv_poll_stop(&s->poll);
+    socket_unlink(s->eng, s);
+    uv_close((uv_handle_t *)&s->poll, on_socket_closed);
+}
+
+/* ---- completion ----------------------------------------------------------------------- */
+
+static int collect_headers(http_xfer *x) {
+    struct curl_header *h = NULL;
+    size_t n = 0, cap = 0;
+    ol_kv *kv = NULL;
+
+    /* request -1: only the final response's headers (not 1xx or earlier hops). */
+    while ((h = curl_easy_nextheader(x->easy, CURLH_HEADER, -1, h)) != NULL) {
+        char *name, *value;
+        size_t i;
+
+        if (n == cap) {
+            size_t ncap = cap ? cap * 2 : 16;
+            ol_kv *tmp = realloc(kv, ncap * sizeof *kv);
+            if (tmp == NULL)
+                goto fail;
+            kv = tmp;
+            cap = ncap;
+        }
+        name = strdup(h->name);
+        value = strdup(h->value != NULL ? h->value : "");
+        if (name == NULL || value == NULL) {
+            free(name);
+            free(value);
+            goto fail;
+        }
+        for (i = 0; name[i] != '\0'; i++)
+            name[i] = (char)tolower((unsigned char)name[i]);
+        kv[n].name = name;
+        kv[n].value = value;
+        n++;
+    }
+    x->headers = kv;
+    x->n_headers = n;
+    return 0;
+
+fail:
+    x->headers = kv;
+    x->n_headers = n;
+    return OL_ENOMEM;
+}
+
+/* Errors that happen before a request byte can have left this machine. */
+static int is_before_send(CURLcode code) {
+    switch (code) {
+    case CURLE_UNSUPPORTED_PROTOCOL:
+    case CURLE_URL_MALFORMAT:
+    case CURLE_COULDNT_RESOLVE_PROXY:
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_CONNECT:
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER:
+    case CURLE_SSL_CACERT_BADFILE:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+static void xfer_complete(http_xfer *x, CURLcode code, int result) {
+    http_response res;
+    long request_size = 0;
+    static char empty[1];
+
+    memset(&res, 0, sizeof res);
+    if (x->easy != NULL) {
+        curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &res.status);
+        curl_easy_getinfo(x->easy, CURLINFO_REQUEST_SIZE, &request_size);
+    }
+    if (result == 0 && code != CURLE_OK) {
+        if (code == CURLE_OPERATION_TIMEDOUT)
+            result = OL_ETIMEDOUT;
+        else if (code == CURLE_OUT_OF_MEMORY || (code == CURLE_WRITE_ERROR && x->oom))
+            result = OL_ENOMEM;
+        else
+            result = OL_ENET;
+        res.error = x->errbuf[0] != '\0' ? x->errbuf : curl_easy_strerror(code);
+        /* CURLINFO_REQUEST_SIZE counts request bytes written to the connection: with none
+         * written the server cannot have acted on it, so a non-idempotent call can be
+         * retried safely. Any failure after that leaves the outcome unknown. */
+        res.sent = request_size > 0 || (!is_before_send(code) && code != CURLE_OPERATION_TIMEDOUT);
+    } else if (result == 0) {
+        res.sent = 1;
+    } else if (result == OL_ECANCELED) {
+        res.sent = request_size > 0;
+        res.error = "request canceled";
+    }
+    res.result = result;
+    res.body = x->body != NULL ? x->body : empty;
+    res.body_len = x->body_len;
+    res.headers = x->headers;
+    res.n_headers = x->n_headers;
+    x->cb(x->arg, &res);
+    xfer_free(x);
+}
+
+/* Deliver every finished transfer. A callback may call http_close; then the multi handle is
+ * gone and the remaining transfers were handed to the cancel path, so stop at once. */
+static void check_multi_info(http_engine *eng) {
+    CURLMsg *msg;
+    int pending;
+
+    while (!eng->closing && (msg = curl_multi_info_read(eng->multi, &pending)) != NULL) {
+        http_xfer *x;
+        char *priv = NULL;
+        CURLcode code;
+        int result;
+
+        if (msg->msg != CURLMSG_DONE)
+            continue;
+        code = msg->data.result;
+        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &priv);
+        x = (http_xfer *)priv;
+        /* Headers are read before removal: they belong to the finished transfer. */
+        result = collect_headers(x);
+        xfer_unlink(&eng->xfers, x);
+        curl_multi_remove_handle(eng->multi, x->easy);
+        xfer_complete(x, code, result);
+    }
+}
+
+/* ---- curl <-> libuv glue -------------------------------------------------------------- */
+
+static void on_timeout(uv_timer_t *t) {
+    http_engine *eng = t->data;
+    int running;
+
+    if (eng->closing)
+        return;
+    curl_multi_socket_action(eng->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    check_multi_info(eng);
+}
+
+/* CURLMOPT_TIMERFUNCTION. Never calls curl: a 0 ms timeout becomes a 0 ms uv timer, so
+ * curl_multi_socket_action runs from the loop, not re-entrantly from inside curl. */
+static int on_curl_timer(CURLM *multi, long timeout_ms, void *userp) {
+    http_engine *eng = userp;
+
+    (void)multi;
+    if (eng->closing)
+        return 0;
+    if (timeout_ms < 0)
+        return uv_timer_stop(&eng->timer) == 0 ? 0 : -1;
+    return uv_timer_start(&eng->timer, on_timeout, (uint64_t)timeout_ms, 0) == 0 ? 0 : -1;
+}
+
+static void on_poll(uv_poll_t *p, int status, int events) {
+    http_socket *s = p->data;
+    http_engine *eng = s->eng;
+    int flags = 0, running;
+
+    if (eng->closing)
+        return;
+    if (status < 0) {
+        flags = CURL_CSELECT_ERR;
+    } else {
+        if (events & UV_READABLE)
+            flags |= CURL_CSELECT_IN;
+        if (events & UV_WRITABLE)
+            flags |= CURL_CSELECT_OUT;
+    }
+    /* May close s (CURL_POLL_REMOVE): s is not used after this. */
+    curl_multi_socket_action(eng->multi, s->fd, flags, &running);
+    check_multi_info(eng);
+}
+
+static http_socket *socket_new(http_engine *eng, curl_socket_t fd) {
+    http_socket *s = calloc(1, sizeof *s);
+
+    if (s == NULL)
+        return NULL;
+    if (uv_poll_init_socket(eng->loop, &s->poll, fd) != 0) {
+        free(s);
+        return NULL;
+    }
+    s->poll.data = s;
+    s->eng = eng;
+    s->fd = fd;
+    s->next = eng->sockets;
+    if (eng->sockets != NULL)
+        eng->sockets->prev = s;
+    eng->sockets = s;
+    eng->open_handles++;
+    return s;
+}
+
+/* CURLMOPT_SOCKETFUNCTION. */
+static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp) {
+    http_engine *eng = userp;
+    http_socket *s = socketp;
+    int events = 0;
+
+    (void)easy;
+    if (what == CURL_POLL_REMOVE) {
+        if (s != NULL)
+            socket_close(s);
+        return 0;
+    }
+    if (eng->closing)
+        return 0;
+    if (s == NULL) {
+        s = socket_new(eng, fd);
+        if (s == NULL)
+            return -1;
+        curl_multi_assign(eng->multi, fd, s);
+    }
+    if (what == CURL_POLL_IN || what == CURL_POLL_INOUT)
+        events |= UV_READABLE;
+    if (what == CURL_POLL_OUT || what == CURL_POLL_INOUT)
+        events |= UV_WRITABLE;
+    return uv_poll_start(&s->poll, events, on_poll) == 0 ? 0 : -1;
+}
+
+/* ---- requests ------------------------------------------------------------------------- */
+
+static size_t on_body(char *data, size_t size, size_t nmemb, void *userp) {
+    http_xfer *x = userp;
+    size_t n = size * nmemb;
+
+    if (n > SIZE_MAX - 1 - x->body_len) {
+        x->oom = 1;
+        return 0;
+    }
+    if (x->body_len + n + 1 > x->body_cap) {
+        size_t cap = x->body_cap ? x->body_cap : 1024;
+        char *tmp;
+
+        while (cap < x->body_len + n + 1)
+            cap = cap > SIZE_MAX / 2 ? x->body_len + n + 1 : cap * 2;
+        tmp = realloc(x->body, cap);
+        if (tmp == NULL) {
+            x->oom = 1;
+            return 0;
+        }
+        x->body = tmp;
+        x->body_cap = cap;
+    }
+    memcpy(x->body + x->body_len, data, n);
+    x->body_len += n;
+    x->body[x->body_len] = '\0';
+    return n;
+}
+
+static int append_header(struct curl_slist **list, const char *name, const char *value) {
+    size_t nlen = strlen(name), vlen = strlen(value);
+    char *line = malloc(nlen + vlen + 3);
+    struct curl_slist *tmp;
+
+    if (line == NULL)
+        return OL_ENOMEM;
+    memcpy(line, name, nlen);
+    if (vlen == 0) {
+        /* curl drops "Name:" with no value; "Name;" sends it empty. */
+        memcpy(line + nlen, ";", 2);
+    } else {
+        memcpy(line + nlen, ": ", 2);
+        memcpy(line + nlen + 2, value, vlen + 1);
+    }
+    tmp = curl_slist_append(*list, line);
+    free(line);
+    if (tmp == NULL)
+        return OL_ENOMEM;
+    *list = tmp;
+    return 0;
+}
+
+static int build_headers(http_xfer *x, const http_request *req) {
+    struct curl_slist *tmp;
+    int has_type = 0;
+    size_t i;
+
+    for (i = 0; i < req->n_headers; i++) {
+        const ol_kv *h = &req->headers[i];
+        if (h->name == NULL || h->name[0] == '\0' || h->value == NULL ||
+            strpbrk(h->name, ":\r\n") != NULL || strpbrk(h->value, "\r\n") != NULL)
+            return OL_EINVAL;
+        if (strcasecmp(h->name, "Content-Type") == 0)
+            has_type = 1;
+        if (append_header(&x->req_headers, h->name, h->value) != 0)
+            return OL_ENOMEM;
+    }
+    /* A request body makes curl add "Expect: 100-continue" (a round trip AWS does not need)
+     * and "Content-Type: application/x-www-form-urlencoded"; an empty value removes them. */
+    tmp = curl_slist_append(x->req_headers, "Expect:");
+    if (tmp == NULL)
+        return OL_ENOMEM;
+    x->req_headers = tmp;
+    if (!has_type) {
+        tmp = curl_slist_append(x->req_headers, "Content-Type:");
+        if (tmp == NULL)
+            return OL_ENOMEM;
+        x->req_headers = tmp;
+    }
+    return 0;
+}
+
+#define SETOPT(easy, opt, val)                                                                     \
+    do {                                                                                           \
+        if (curl_easy_setopt((easy), (opt), (val)) != CURLE_OK)                                    \
+            goto fail;                                                                             \
+    } while (0)
+
+static int configure(http_engine *eng, http_xfer *x, const http_request *req) {
+    CURL *e = x->easy;
+    int has_body =
+        req->body != NULL || strcmp(req->method, "PUT") == 0 || strcmp(req->method, "POST") == 0;
+
+    SETOPT(e, CURLOPT_URL, req->url);
+    SETOPT(e, CURLOPT_PRIVATE, (void *)x);
+    SETOPT(e, CURLOPT_ERRORBUFFER, x->errbuf);
+    SETOPT(e, CURLOPT_NOSIGNAL, 1L);
+    SETOPT(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    SETOPT(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+    SETOPT(e, CURLOPT_SSL_VERIFYPEER, 1L);
+    SETOPT(e, CURLOPT_SSL_VERIFYHOST, 2L);
+    SETOPT(e, CURLOPT_TCP_KEEPALIVE, 1L);
+    SETOPT(e, CURLOPT_TIMEOUT_MS, req->timeout_ms > 0 ? req->timeout_ms : HTTP_DEFAULT_TIMEOUT_MS);
+    SETOPT(e, CURLOPT_CONNECTTIMEOUT_MS,
+           req->connect_timeout_ms > 0 ? req->connect_timeout_ms : HTTP_DEFAULT_CONNECT_TIMEOUT_MS);
+    /* Proxies come from the environment as with the AWS CLI (HTTPS_PROXY, ...); the loopback
+     * exception keeps local emulators reachable behind a corporate proxy. */
+    SETOPT(e, CURLOPT_NOPROXY, eng->no_proxy);
+    if (eng->ca_bundle != NULL)
+        SETOPT(e, CURLOPT_CAINFO, eng->ca_bundle);
+    SETOPT(e, CURLOPT_WRITEFUNCTION, on_body);
+    SETOPT(e, CURLOPT_WRITEDATA, (void *)x);
+    SETOPT(e, CURLOPT_HTTPHEADER, x->req_headers);
+
+    if (strcmp(req->method, "HEAD") == 0) {
+        SETOPT(e, CURLOPT_NOBODY, 1L);
+    } else if (strcmp(req->method, "GET") != 0 || has_body) {
+        if (has_body) {
+            /* PUT and POST always carry Content-Length (0 when empty): S3 answers 411
+             * MissingContentLength otherwise. */
+            SETOPT(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+            SETOPT(e, CURLOPT_POSTFIELDS, x->req_body);
+        }
+        SETOPT(e, CURLOPT_CUSTOMREQUEST, req->method);
+    }
+    return 0;
+
+fail:
+    return OL_ENOMEM;
+}
+
+int http_send(http_engine *eng, const http_request *req, http_cb cb, void *arg) {
+    http_xfer *x = NULL;
+    int rc = OL_ENOMEM;
+
+    if (eng == NULL || req == NULL || cb == NULL || req->url == NULL || req->method == NULL ||
+        req->method[0] == '\0' || (req->n_headers > 0 && req->headers == NULL) ||
+        (req->body == NULL && req->body_len > 0))
+        return OL_EINVAL;
+    if (eng->closing)
+        return OL_ECANCELED;
+    x = calloc(1, sizeof *x);
+    if (x == NULL)
+        return OL_ENOMEM;
+    x->eng = eng;
+    x->cb = cb;
+    x->arg = arg;
+    x->req_body = malloc(req->body_len + 1);
+    if (x->req_body == NULL)
+        goto fail;
+    if (req->body_len > 0)
+        memcpy(x->req_body, req->body, req->body_len);
+    x->req_body[req->body_len] = '\0';
+    rc = build_headers(x, req);
+    if (rc != 0)
+        goto fail;
+    x->easy = curl_easy_init();
+    if (x->easy == NULL) {
+        rc = OL_ENOMEM;
+        goto fail;
+    }
+    rc = configure(eng, x, req);
+    if (rc != 0)
+        goto fail;
+    /* Only arms the timer: the transfer starts, and completes, from the loop. */
+    if (curl_multi_add_handle(eng->multi, x->easy) != CURLM_OK) {
+        rc = OL_ENOMEM;
+        goto fail;
+    }
+    xfer_link(&eng->xfers, x);
+    return 0;
+
+fail:
+    xfer_free(x);
+    return rc;
+}
+
+const char *http_header(const http_response *res, const char *name) {
+    size_t i;
+
+    if (res == NULL || name == NULL)
+        return NULL;
+    for (i = 0; i < res->n_headers; i++)
+        if (strcasecmp(res->headers[i].name, name) == 0)
+            return res->headers[i].value;
+    return NULL;
+}
+
+/* ---- engine lifecycle ----------------------------------------------------------------- */
+
+/* NO_PROXY from the environment (curl reads no_proxy first), plus the loopback names:
+ * CURLOPT_NOPROXY replaces the variable, so both are kept. */
+static char *make_no_proxy(void) {
+    static const char loopback[] = "localhost,127.0.0.1,::1";
+    const char *env = getenv("no_proxy");
+    size_t len;
+    char *s;
+
+    if (env == NULL || env[0] == '\0')
+        env = getenv("NO_PROXY");
+    if (env == NULL || env[0] == '\0')
+        return strdup(loopback);
+    if (strcmp(env, "*") == 0)
+        return strdup(env);
+    len = strlen(env);
+    s = malloc(len + 1 + sizeof loopback);
+    if (s == NULL)
+        return NULL;
+    memcpy(s, env, len);
+    s[len] = ',';
+    memcpy(s + len + 1, loopback, sizeof loopback);
+    return s;
+}
+
+http_engine *http_new(uv_loop_t *loop) {
+    http_engine *eng;
+    const char *ca;
+
+    if (loop == NULL)
+        return NULL;
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+        return NULL;
+    eng = calloc(1, sizeof *eng);
+    if (eng == NULL)
+        goto fail_global;
+    eng->loop = loop;
+    eng->no_proxy = make_no_proxy();
+    if (eng->no_proxy == NULL)
+        goto fail;
+    ca = getenv("OPSLINE_CA_BUNDLE");
+    if (ca != NULL && ca[0] != '\0') {
+        /* CURLOPT_CAINFO replaces the bundle file; the system CA directory (CAPATH) stays,
+         * so this adds an emulator's CA without losing the public roots. */
+        eng->ca_bundle = strdup(ca);
+        if (eng->ca_bundle == NULL)
+            goto fail;
+    }
+    eng->multi = curl_multi_init();
+    if (eng->multi == NULL)
+        goto fail;
+    if (curl_multi_setopt(eng->multi, CURLMOPT_SOCKETFUNCTION, on_curl_socket) != CURLM_OK ||
+        curl_multi_setopt(eng->multi, CURLMOPT_SOCKETDATA, eng) != CURLM_OK ||
+        curl_multi_setopt(eng->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer) != CURLM_OK ||
+        curl_multi_setopt(eng->multi, CURLMOPT_TIMERDATA, eng) != CURLM_OK ||
+        curl_multi_setopt(eng->multi, CURLMOPT_MAX_HOST_CONNECTIONS, HTTP_MAX_HOST_CONNECTIONS) !=
+            CURLM_OK)
+        goto fail;
+    if (uv_timer_init(loop, &eng->timer) != 0)
+        goto fail;
+    eng->timer.data = eng;
+    eng->open_handles = 1;
+    return eng;
+
+fail:
+    if (eng->multi != NULL)
+        curl_multi_cleanup(eng->multi);
+    free(eng->ca_bundle);
+    free(eng->no_proxy);
+    free(eng);
+fail_global:
+    curl_global_cleanup();
+    return NULL;
+}
+
+/* The timer is the last curl-facing handle to close: canceled requests are told here, from
+ * the loop, and on_closed follows once the socket handles are closed too. */
+static void on_timer_closed(uv_handle_t *h) {
+    http_engine *eng = h->data;
+
+    while (eng->canceled != NULL) {
+        http_xfer *x = eng->canceled;
+        xfer_unlink(&eng->canceled, x);
+        xfer_complete(x, CURLE_OK, OL_ECANCELED);
+    }
+    engine_handle_closed(eng);
+}
+
+void http_close(http_engine *eng, void (*on_closed)(void *arg), void *arg) {
+    if (eng == NULL || eng->closing)
+        return;
+    eng->closing = 1;
+    eng->on_closed = on_closed;
+    eng->closed_arg = arg;
+    while (eng->xfers != NULL) {
+        http_xfer *x = eng->xfers;
+        curl_multi_remove_handle(eng->multi, x->easy);
+        xfer_unlink(&eng->xfers, x);
+        xfer_link(&eng->canceled, x);
+    }
+    /* Closes the cached connections; curl may still report CURL_POLL_REMOVE meanwhile. */
+    curl_multi_cleanup(eng->multi);
+    eng->multi = NULL;
+    while (eng->sockets != NULL)
+        socket_close(eng->sockets);
+    uv_timer_stop(&eng->timer);
+    uv_close((uv_handle_t *)&eng->timer, on_timer_closed);
+}

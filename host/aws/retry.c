@@ -1,0 +1,311 @@
+/* retry: owns the AWS SDKs' retry rules as pure functions and small state machines:
+ * which failures are retried (and as what), how long to wait (full-jitter capped exponential
+ * backoff), when to stop retrying an endpoint that keeps failing (the retry quota), and the
+ * adaptive mode's client-side rate limiter. The rate limiter is the SDKs' CUBIC token bucket
+ * (AWS SDKs and Tools Reference Guide, "Retry behavior"; botocore retries/adaptive.py,
+ * bucket.py, throttling.py), made non-blocking: acquire returns the delay instead of
+ * sleeping, and the caller acquires again once it has waited. Time and randomness come from the
+ * caller. */
+#include "retry.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "opsline/opsline.h"
+
+#define RETRY_DEFAULT_MAX_ATTEMPTS 3u
+#define RETRY_MAX_MAX_ATTEMPTS 100u
+#define RETRY_DEFAULT_BASE_S 1.0
+#define RETRY_MAX_BACKOFF_S 20.0
+#define RETRY_MAX_BASE_MS 60000ul
+
+#define RETRY_COST 5u
+#define RETRY_TIMEOUT_COST 10u
+#define RETRY_NO_RETRY_INCREMENT 1u
+
+/* CUBIC constants and token bucket floors, as in every AWS SDK's adaptive mode. */
+#define CUBIC_BETA 0.7
+#define CUBIC_SCALE 0.4
+#define RATE_SMOOTHING 0.8
+#define RATE_BUCKET_S 0.5
+#define MIN_FILL_RATE 0.5
+#define MIN_CAPACITY 1.0
+
+/* ---- classification ------------------------------------------------------------------- */
+
+int retry_is_throttle_code(const char *code) {
+    static const char *const codes[] = {
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        "ProvisionedThroughputExceededException",
+        "TransactionInProgressException",
+        "RequestLimitExceeded",
+        "BandwidthLimitExceeded",
+        "LimitExceededException",
+        "RequestThrottled",
+        "SlowDown",
+        "PriorRequestNotComplete",
+        "EC2ThrottledException",
+    };
+    size_t i;
+
+    if (code == NULL)
+        return 0;
+    for (i = 0; i < sizeof codes / sizeof codes[0]; i++)
+        if (strcmp(code, codes[i]) == 0)
+            return 1;
+    return 0;
+}
+
+static int is_transient_code(const char *code) {
+    /* botocore retries/standard.py TransientRetryableChecker (PriorRequestNotComplete is
+     * listed there too, but counts as throttling first). */
+    return strcmp(code, "RequestTimeout") == 0 || strcmp(code, "RequestTimeoutException") == 0;
+}
+
+retry_kind retry_classify(long status, const char *error_code, int transport_error) {
+    int has_code = error_code != NULL && error_code[0] != '\0';
+
+    if (transport_error == OL_ETIMEDOUT)
+        return RETRY_TIMEOUT;
+    if (transport_error == OL_ENET)
+        return RETRY_TRANSIENT;
+    if (transport_error != 0)
+        return RETRY_NONE; /* canceled, out of memory: retrying cannot help */
+    if (has_code && retry_is_throttle_code(error_code))
+        return RETRY_THROTTLE;
+    /* 429 is throttling whatever the body says. A 503 without a code (HEAD has no body)
+     * is S3's SlowDown in practice, so it also slows the client down. */
+    if (status == 429 || (status == 503 && !has_code))
+        return RETRY_THROTTLE;
+    if (status >= 200 && status < 300)
+        return RETRY_NONE;
+    if (has_code && is_transient_code(error_code))
+        return RETRY_TRANSIENT;
+    if (status == 500 || status == 502 || status == 503 || status == 504)
+        return RETRY_TRANSIENT;
+    return RETRY_NONE;
+}
+
+/* ---- configuration -------------------------------------------------------------------- */
+
+static int config_error(char **err, const char *var, const char *value, const char *allowed) {
+    static const char fmt[] = "%s=\"%.64s\" is not valid: use %s";
+    int n;
+    char *msg;
+
+    if (err == NULL)
+        return OL_ECONFIG;
+    *err = NULL;
+    n = snprintf(NULL, 0, fmt, var, value, allowed);
+    if (n < 0)
+        return OL_ECONFIG;
+    msg = malloc((size_t)n + 1);
+    if (msg == NULL)
+        return OL_ECONFIG;
+    snprintf(msg, (size_t)n + 1, fmt, var, value, allowed);
+    *err = msg;
+    return OL_ECONFIG;
+}
+
+/* A whole decimal number in [lo, hi]: no sign, no spaces, no suffix. */
+static int parse_uint(const char *s, unsigned long lo, unsigned long hi, unsigned long *out) {
+    char *end;
+    unsigned long v;
+
+    if (s[0] < '0' || s[0] > '9')
+        return -1;
+    errno = 0;
+    v = strtoul(s, &end, 10);
+    if (errno != 0 || *end != '\0' || v < lo || v > hi)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static const char *env_value(const char *name) {
+    const char *v = getenv(name);
+    return v != NULL && v[0] != '\0' ? v : NULL;
+}
+
+int retry_config_from_env(retry_config *cfg, char **err) {
+    retry_config c = {RETRY_MODE_STANDARD, RETRY_DEFAULT_MAX_ATTEMPTS, RETRY_DEFAULT_BASE_S,
+                      RETRY_MAX_BACKOFF_S};
+    const char *v;
+    unsigned long n;
+
+    if (err != NULL)
+        *err = NULL;
+    if (cfg == NULL)
+        return OL_EINVAL;
+    v = env_value("AWS_RETRY_MODE");
+    if (v != NULL) {
+        if (strcasecmp(v, "standard") == 0 || strcasecmp(v, "legacy") == 0)
+            c.mode = RETRY_MODE_STANDARD;
+        else if (strcasecmp(v, "adaptive") == 0)
+            c.mode = RETRY_MODE_ADAPTIVE;
+        else
+            return config_error(err, "AWS_RETRY_MODE", v, "standard, adaptive or legacy");
+    }
+    v = env_value("AWS_MAX_ATTEMPTS");
+    if (v != NULL) {
+        if (parse_uint(v, 1, RETRY_MAX_MAX_ATTEMPTS, &n) != 0)
+            return config_error(err, "AWS_MAX_ATTEMPTS", v,
+                                "a whole number from 1 to 100 (attempts, counting the first)");
+        c.max_attempts = (unsigned)n;
+    }
+    v = env_value("OPSLINE_RETRY_BASE_MS");
+    if (v != NULL) {
+        if (parse_uint(v, 0, RETRY_MAX_BASE_MS, &n) != 0)
+            return config_error(err, "OPSLINE_RETRY_BASE_MS", v,
+                                "a whole number of milliseconds from 0 to 60000");
+        c.base_s = (double)n / 1000.0;
+    }
+    *cfg = c;
+    return 0;
+}
+
+/* ---- backoff -------------------------------------------------------------------------- */
+
+double retry_backoff_s(const retry_config *cfg, unsigned attempt, double rand01) {
+    double base = cfg != NULL ? cfg->base_s : RETRY_DEFAULT_BASE_S;
+    double cap = cfg != NULL ? cfg->max_backoff_s : RETRY_MAX_BACKOFF_S;
+    double ceiling;
+    unsigned exp;
+
+    if (attempt == 0)
+        attempt = 1;
+    exp = attempt - 1 > 60 ? 60 : attempt - 1;
+    ceiling = base * ldexp(1.0, (int)exp);
+    if (ceiling > cap)
+        ceiling = cap;
+    if (!(rand01 >= 0.0)) /* also NaN */
+        rand01 = 0.0;
+    if (rand01 >= 1.0)
+        rand01 = nextafter(1.0, 0.0);
+    return rand01 * ceiling;
+}
+
+/* ---- retry quota ---------------------------------------------------------------------- */
+
+void retry_quota_init(retry_quota *q, unsigned capacity) {
+    q->capacity = capacity;
+    q->available = capacity;
+}
+
+unsigned retry_quota_acquire(retry_quota *q, retry_kind kind) {
+    unsigned cost = kind == RETRY_TIMEOUT ? RETRY_TIMEOUT_COST : RETRY_COST;
+
+    if (q->available < cost)
+        return 0;
+    q->available -= cost;
+    return cost;
+}
+
+void retry_quota_release(retry_quota *q, unsigned taken) {
+    unsigned amount = taken != 0 ? taken : RETRY_NO_RETRY_INCREMENT;
+
+    q->available = amount > q->capacity - q->available ? q->capacity : q->available + amount;
+}
+
+/* ---- adaptive rate limiter ------------------------------------------------------------ */
+
+void retry_rate_limiter_init(retry_rate_limiter *rl, double now) {
+    memset(rl, 0, sizeof *rl);
+    /* botocore: TokenBucket(max_rate=1), CubicCalculator(starting_max_rate=0), RateClocker
+     * whose first bucket is floor(now). */
+    rl->fill_rate = 1.0;
+    rl->max_capacity = 1.0;
+    rl->current_capacity = 0.0;
+    rl->last_timestamp = now;
+    rl->last_tx_rate_bucket = floor(now);
+    rl->last_max_rate = 0.0;
+    rl->last_throttle_time = now;
+    rl->time_window = 0.0;
+}
+
+static void bucket_refill(retry_rate_limiter *rl, double now) {
+    double dt = now - rl->last_timestamp;
+
+    if (dt > 0) {
+        rl->current_capacity += dt * rl->fill_rate;
+        if (rl->current_capacity > rl->max_capacity)
+            rl->current_capacity = rl->max_capacity;
+    }
+    if (now > rl->last_timestamp)
+        rl->last_timestamp = now;
+}
+
+double retry_rate_limiter_acquire(retry_rate_limiter *rl, double now) {
+    if (!rl->enabled)
+        return 0.0;
+    bucket_refill(rl, now);
+    /* Like botocore's TokenBucket.acquire, a caller that must wait takes nothing and asks
+     * again after the wait: the bucket has refilled by then, unless another caller came
+     * first, and then it waits again. */
+    if (rl->current_capacity < 1.0)
+        return (1.0 - rl->current_capacity) / rl->fill_rate;
+    rl->current_capacity -= 1.0;
+    return 0.0;
+}
+
+/* Exponentially smoothed send rate over half-second buckets. */
+static void update_measured_rate(retry_rate_limiter *rl, double now) {
+    double bucket = floor(now / RATE_BUCKET_S) * RATE_BUCKET_S;
+
+    rl->request_count++;
+    if (bucket > rl->last_tx_rate_bucket) {
+        double current = (double)rl->request_count / (bucket - rl->last_tx_rate_bucket);
+        rl->measured_tx_rate =
+            current * RATE_SMOOTHING + rl->measured_tx_rate * (1.0 - RATE_SMOOTHING);
+        rl->request_count = 0;
+        rl->last_tx_rate_bucket = bucket;
+    }
+}
+
+/* CUBIC's K: the time the curve takes to climb back to the rate of the last throttle. */
+static void update_time_window(retry_rate_limiter *rl) {
+    rl->time_window = cbrt(rl->last_max_rate * (1.0 - CUBIC_BETA) / CUBIC_SCALE);
+}
+
+static void bucket_update_rate(retry_rate_limiter *rl, double new_rate, double now) {
+    bucket_refill(rl, now);
+    rl->fill_rate = new_rate > MIN_FILL_RATE ? new_rate : MIN_FILL_RATE;
+    rl->max_capacity = new_rate > MIN_CAPACITY ? new_rate : MIN_CAPACITY;
+    if (rl->current_capacity > rl->max_capacity)
+        rl->current_capacity = rl->max_capacity;
+}
+
+void retry_rate_limiter_update(retry_rate_limiter *rl, int throttled, double now) {
+    double new_rate;
+
+    update_measured_rate(rl, now);
+    if (throttled) {
+        double rate = rl->measured_tx_rate;
+
+        if (rl->enabled && rl->fill_rate < rate)
+            rate = rl->fill_rate;
+        rl->last_max_rate = rate;
+        update_time_window(rl);
+        rl->last_throttle_time = now;
+        rl->calculated_rate = rate * CUBIC_BETA;
+        rl->enabled = 1;
+    } else {
+        double dt;
+
+        update_time_window(rl);
+        dt = now - rl->last_throttle_time - rl->time_window;
+        rl->calculated_rate = CUBIC_SCALE * dt * dt * dt + rl->last_max_rate;
+    }
+    new_rate = rl->calculated_rate;
+    if (new_rate > 2.0 * rl->measured_tx_rate)
+        new_rate = 2.0 * rl->measured_tx_rate;
+    bucket_update_rate(rl, new_rate, now);
+}
