@@ -27,14 +27,18 @@ echo "== opsline apply demo"
 "$opsline" apply demo
 echo "== rerun: everything should be unchanged"
 "$opsline" apply demo | tail -n 1
-echo "== presigned URL (15 minutes) for an object put with the admin key"
+echo "== presigned URL (15 minutes) for an object put with boto3"
 python3 - <<'PY'
 import boto3, os
 s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"], region_name="eu-north-1")
 s3.put_object(Bucket="demo-staging", Key="hello.txt", Body=b"hello from the demo\n")
 PY
 url=$("$opsline" presign s3://demo-staging/hello.txt --expires 15m)
-echo "   $(curl -fsS "$url")  <- fetched with curl through the presigned URL"
+echo "   ${url:0:110}..."
+# moto cannot check query-signed requests while it enforces auth (tests/tools/README.md),
+# so the URL is checked against botocore as the reference signer instead of fetched here.
+python3 "$root/tests/tools/presign_verify.py" "$url" >/dev/null &&
+  echo "   signature verified independently with botocore"
 echo "== checking with boto3, using only the key in demo-production.env"
 python3 "$root/scripts/demo_check.py" demo-production.env demo-production demo-staging
 echo "== files"
