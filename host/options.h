@@ -16,8 +16,8 @@ typedef struct options options;
 /* Values from a JSON object (may be NULL: defaults only). stage_label names the stage in
  * messages ("stage 'bucket' in pipeline.json"). Returns 0 or OL_EINVAL with a malloc'd
  * *err naming the option, the expected type and the fix. */
-int options_parse(const ol_plugin *p, const json_t *obj, const char *stage_label,
-                  options **out, char **err);
+int options_parse(const ol_plugin *p, const json_t *obj, const char *stage_label, options **out,
+                  char **err);
 
 /* Set one option from text (command line `--set stage.name=value`): bool accepts
  * true/false/yes/no/1/0/on/off, int decimal, list comma-separated, object k=v,k2=v2. */

@@ -39,22 +39,22 @@ extern "C" {
 /* Error codes. Every code has a text: host->strerror(code). */
 enum {
     OL_OK = 0,
-    OL_EINVAL = -1,     /* invalid argument or input */
-    OL_ENOMEM = -2,     /* out of memory */
-    OL_EIO = -3,        /* local I/O failed (file, fsync, rename) */
-    OL_ENOENT = -4,     /* no such thing (option, bag key, profile, file) */
-    OL_EEXIST = -5,     /* already exists */
-    OL_EAWS = -6,       /* AWS answered with an error (see the response) */
-    OL_ENET = -7,       /* no usable answer: connection refused, reset, truncated */
-    OL_ETIMEDOUT = -8,  /* the request timed out */
-    OL_ECANCELED = -9,  /* the run was interrupted */
-    OL_EABI = -10,      /* plugin ABI mismatch */
-    OL_ECONFIG = -11,   /* configuration error */
-    OL_ECREDS = -12,    /* no usable credentials */
-    OL_EQUOTA = -13,    /* retry quota exhausted: the endpoint keeps failing */
-    OL_ERANGE = -14,    /* value out of range */
-    OL_EUNKNOWN = -15,  /* outcome of a non-idempotent request is unknown */
-    OL_ESECRET = -16,   /* refused: would expose a secret */
+    OL_EINVAL = -1,    /* invalid argument or input */
+    OL_ENOMEM = -2,    /* out of memory */
+    OL_EIO = -3,       /* local I/O failed (file, fsync, rename) */
+    OL_ENOENT = -4,    /* no such thing (option, bag key, profile, file) */
+    OL_EEXIST = -5,    /* already exists */
+    OL_EAWS = -6,      /* AWS answered with an error (see the response) */
+    OL_ENET = -7,      /* no usable answer: connection refused, reset, truncated */
+    OL_ETIMEDOUT = -8, /* the request timed out */
+    OL_ECANCELED = -9, /* the run was interrupted */
+    OL_EABI = -10,     /* plugin ABI mismatch */
+    OL_ECONFIG = -11,  /* configuration error */
+    OL_ECREDS = -12,   /* no usable credentials */
+    OL_EQUOTA = -13,   /* retry quota exhausted: the endpoint keeps failing */
+    OL_ERANGE = -14,   /* value out of range */
+    OL_EUNKNOWN = -15, /* outcome of a non-idempotent request is unknown */
+    OL_ESECRET = -16,  /* refused: would expose a secret */
     OL_ELAST = -16
 };
 
@@ -70,11 +70,11 @@ typedef struct ol_kv {
 } ol_kv;
 
 /* Well-known item bag keys set by the bundled stages. */
-#define OL_KEY_BUCKET_NAME "bucket.name"              /* set by bucket */
-#define OL_KEY_BUCKET_ARN "bucket.arn"                /* set by bucket */
-#define OL_KEY_IAM_USER "iam.user"                    /* set by iam */
-#define OL_KEY_IAM_USER_ARN "iam.user_arn"            /* set by iam */
-#define OL_KEY_ACCESS_KEY_ID "iam.access_key_id"      /* set by iam */
+#define OL_KEY_BUCKET_NAME "bucket.name"                 /* set by bucket */
+#define OL_KEY_BUCKET_ARN "bucket.arn"                   /* set by bucket */
+#define OL_KEY_IAM_USER "iam.user"                       /* set by iam */
+#define OL_KEY_IAM_USER_ARN "iam.user_arn"               /* set by iam */
+#define OL_KEY_ACCESS_KEY_ID "iam.access_key_id"         /* set by iam */
 #define OL_KEY_SECRET_ACCESS_KEY "iam.secret_access_key" /* secret; only when a key was created */
 
 /* ---------------------------------------------------------------------------------------
@@ -159,8 +159,8 @@ typedef struct ol_aws_response {
      * OL_EQUOTA: retries stopped by the retry quota. OL_EUNKNOWN: see
      * OL_AWS_NOT_IDEMPOTENT. OL_ECANCELED: the run was interrupted. */
     int result;
-    long status;          /* HTTP status, 0 when there was no answer */
-    const char *body;     /* NUL-terminated for convenience; body_len excludes the NUL */
+    long status;      /* HTTP status, 0 when there was no answer */
+    const char *body; /* NUL-terminated for convenience; body_len excludes the NUL */
     size_t body_len;
     const char *error_code;    /* e.g. "NoSuchEntity"; NULL on success */
     const char *error_message; /* AWS's message, or a transport error text */
@@ -263,9 +263,9 @@ typedef struct ol_plugin {
     uint32_t abi_minor;   /* OL_ABI_MINOR the plugin was built with */
     uint32_t struct_size; /* sizeof(ol_plugin) the plugin was built with */
 
-    const char *name;        /* stage name: [a-z0-9_-]+, unique across loaded plugins */
-    const char *version;     /* the plugin's own version */
-    const char *description; /* one line */
+    const char *name;         /* stage name: [a-z0-9_-]+, unique across loaded plugins */
+    const char *version;      /* the plugin's own version */
+    const char *description;  /* one line */
     const char *const *needs; /* NULL-terminated stage names this stage runs after, or NULL */
     const ol_option_def *options;
     size_t n_options;
