@@ -62,4 +62,34 @@ fi
     { cat "$tmp/show.out" >&2; fail "opsline plugins show hello"; }
 grep -q greeting "$tmp/show.out" || { cat "$tmp/show.out" >&2; fail "show lacks greeting"; }
 grep -q hello "$tmp/list.out" || { cat "$tmp/list.out" >&2; fail "list lacks hello"; }
-echo "PASS: SDK example builds with CMake and pkg-config and loads in opsline"
+
+# 5. It runs in a pipeline of the installed opsline, after the bundled stages, against moto
+#    with signatures and IAM policies enforced. Also proves the installed binary finds its
+#    own bundled plugins under the relocated prefix.
+moto_state=$tmp/moto
+python3 "$src/tests/tools/moto_fixture.py" start --state-dir "$moto_state" >/dev/null ||
+    fail "could not start moto"
+trap 'python3 "$src/tests/tools/moto_fixture.py" stop --state-dir "$moto_state" >/dev/null 2>&1; rm -rf "$tmp"' EXIT INT TERM
+cat >"$tmp/pipeline.json" <<'JSON'
+{"stages": ["bucket", "iam", "policy", "dotenv",
+            {"stage": "hello", "options": {"greeting": "bonjour"}}]}
+JSON
+(
+    # shellcheck disable=SC1091
+    . "$moto_state/env"
+    cd "$tmp"
+    AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null \
+        "$opsline" apply sdkdemo -e production --pipeline "$tmp/pipeline.json" \
+        --plugin-dir "$tmp/cmake-build" --json >"$tmp/apply.json" 2>"$tmp/apply.err"
+) || { cat "$tmp/apply.err" >&2; fail "opsline apply with the example stage"; }
+python3 - "$tmp/apply.json" <<'PY' || fail "the hello stage did not run as expected"
+import json, sys
+report = json.load(open(sys.argv[1]))
+stages = {s["stage"]: s["outcome"] for s in report["items"][0]["stages"]}
+assert report["items"][0]["ok"], report
+assert stages.get("hello") in ("created", "unchanged"), stages
+assert stages.get("bucket") == "created", stages
+PY
+grep -q "bonjour sdkdemo-production" "$tmp/apply.err" ||
+    { cat "$tmp/apply.err" >&2; fail "hello did not log its greeting"; }
+echo "PASS: SDK example builds with CMake and pkg-config, loads in opsline and runs in a pipeline"
