@@ -264,6 +264,35 @@ class FaultTest(unittest.TestCase):
         self.assertIn("retry quota", reasons)
         self.configure(rules=[])
 
+    def test_a_lost_create_access_key_answer_leaves_exactly_one_stored_key(self):
+        # The proxy forwards CreateAccessKey (the key is created) and cuts the answer in
+        # half: the outcome is unknown, and the stage must reconcile instead of retrying.
+        d = tempfile.mkdtemp()
+        name = f"lost{os.getpid()}"
+        self.configure(rules=[{"fault": "truncate", "first_n": 1,
+                               "body_contains": "Action=CreateAccessKey"}])
+        r = opsline("apply", name, "-e", "production", "--state-dir",
+                    os.path.join(d, "state"), cwd=d, env=self.env())
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertEqual(PROXY.stats()["faulted"]["truncate"], 1)
+        user = f"{name}-production"
+        iam = boto3.client("iam", endpoint_url=ENDPOINT, region_name="eu-north-1",
+                           aws_access_key_id=KEY, aws_secret_access_key=SECRET)
+        keys = [k["AccessKeyId"] for k in iam.list_access_keys(UserName=user)["AccessKeyMetadata"]]
+        stored = {}
+        with open(os.path.join(d, f"{user}.env")) as f:
+            for line in f:
+                if "=" in line and not line.startswith("#"):
+                    k, v = line.strip().split("=", 1)
+                    stored[k] = v.strip('"')
+        self.assertEqual(keys, [stored["AWS_ACCESS_KEY_ID"]])
+        s3 = boto3.client("s3", endpoint_url=ENDPOINT, region_name="eu-north-1",
+                          aws_access_key_id=stored["AWS_ACCESS_KEY_ID"],
+                          aws_secret_access_key=stored["AWS_SECRET_ACCESS_KEY"],
+                          config=Config(retries={"total_max_attempts": 1}))
+        s3.put_object(Bucket=user, Key="k", Body=b"x")
+        self.configure(rules=[])
+
     def test_adaptive_mode_finishes_a_batch_under_a_request_rate_limit(self):
         d = tempfile.mkdtemp()
         self.configure(rules=[{"fault": "slowdown", "rate": 40, "burst": 10, "service": "s3"}])

@@ -23,7 +23,8 @@ through a control endpoint on the same port, so one proxy serves several phases:
 A rule fires on a request that matches its filters (service = the SigV4 credential
 scope's service, method, path_prefix) when its trigger says so: probability (seeded
 random), first_n (the first N matching requests since the rule was configured), or
-rate (token bucket: more than `rate` requests per second, after a burst). The first
+rate (token bucket: more than `rate` requests per second, after a burst). The
+filter body_contains matches a substring of the request body ("Action=CreateAccessKey"). The first
 rule that fires decides the fault. Faults: slowdown, throttling, internal_error,
 reset, truncate, and none.
 
@@ -74,7 +75,8 @@ class ConfigError(ValueError):
 class Rule:
     """One fault rule: filters, a trigger, and the trigger's own state."""
 
-    KEYS = {"fault", "probability", "first_n", "rate", "burst", "service", "method", "path_prefix"}
+    KEYS = {"fault", "probability", "first_n", "rate", "burst", "service", "method", "path_prefix",
+            "body_contains"}
 
     def __init__(self, spec):
         unknown = set(spec) - self.KEYS
@@ -104,6 +106,9 @@ class Rule:
         if "method" in self.spec and req.method != self.spec["method"].upper():
             return False
         if "path_prefix" in self.spec and not req.path.startswith(self.spec["path_prefix"]):
+            return False
+        # e.g. "Action=CreateAccessKey": picks one Query API action out of many on "/".
+        if "body_contains" in self.spec and self.spec["body_contains"].encode() not in req.body:
             return False
         return True
 
