@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# make bench: `opsline apply` against a boto3 peer (bench/peer_boto3.py), both provisioning
+# the same products against moto (SigV4 + IAM enforced) behind tests/tools/faultproxy.py
+# adding 50 ms to every request; prints wall, CPU and peak memory of each side, the ratios,
+# and the CPU moto burned, to tell when the emulator is the bottleneck. See bench/README.md.
+#
+# usage: bench/run.sh [BUILDDIR]   (default build; the binary is BUILDDIR/opsline)
+# knobs: BENCH_N (50 products), BENCH_THREADS (16, the peer's pool), BENCH_CONCURRENCY (32,
+#        opsline --concurrency), BENCH_LATENCY_MS (50), BENCH_REPEAT (1; the median run is
+#        shown), BENCH_CONFIGS (single,split,single-direct,split-direct), BENCH_JSON (a file
+#        for every run's raw numbers). Extra arguments after BUILDDIR go to bench/bench.py.
+set -euo pipefail
+build=${1:-build}
+shift || true
+root=$(cd "$(dirname "$0")/.." && pwd)
+opsline="$root/$build/opsline"
+[ -x "$opsline" ] || opsline="$build/opsline"
+if [ ! -x "$opsline" ]; then
+  echo "bench: no opsline binary in $build; run make build (or give the build dir)" >&2
+  exit 2
+fi
+
+# GNU time gives the peak RSS of exactly the measured process (bash's `time` does not).
+if [ ! -x /usr/bin/time ]; then
+  echo "bench: installing GNU time (/usr/bin/time)" >&2
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get install -y -qq time >/dev/null 2>&1 ||
+    { $sudo apt-get update -qq >/dev/null && $sudo apt-get install -y -qq time >/dev/null; }
+fi
+
+args=(--opsline "$opsline"
+  -n "${BENCH_N:-50}"
+  --threads "${BENCH_THREADS:-16}"
+  --concurrency "${BENCH_CONCURRENCY:-32}"
+  --latency-ms "${BENCH_LATENCY_MS:-50}"
+  --repeat "${BENCH_REPEAT:-1}"
+  --configs "${BENCH_CONFIGS:-single,split,single-direct,split-direct}")
+[ -z "${BENCH_JSON:-}" ] || args+=(--json-out "$BENCH_JSON")
+exec python3 "$root/bench/bench.py" "${args[@]}" "$@"
