@@ -17,9 +17,14 @@ typedef struct journal journal;
  * file is <state_dir>/journal.jsonl. */
 int journal_open(const char *state_dir, journal **out, char **err);
 
-/* Append one record and fsync before returning. id and detail may be NULL. */
+/* Append one record. Records a crash must not lose (access_key_requested,
+ * access_key_unknown, secret_stored) are fsync'd before returning; others at journal_flush.
+ * id and detail may be NULL. */
 int journal_append(journal *j, const char *item, const char *stage, const char *event,
                    const char *id, const char *detail);
+
+/* fsync what was appended since the last flush. Returns 0 or OL_EIO. */
+int journal_flush(journal *j);
 
 /* Number of records of item with this event and id (id NULL: any id). */
 size_t journal_count(const journal *j, const char *item, const char *event, const char *id);

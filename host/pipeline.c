@@ -210,6 +210,8 @@ static void run_kick(run *r);
 static void item_finish(ol_item *item) {
     run *r = item->run;
     item->finished = 1;
+    if (journal_flush(r->journal) != 0)
+        fprintf(stderr, "warning: could not fsync the journal %s\n", journal_path(r->journal));
     report_item(r->report, item->name, item->product, item->environment, item->region);
     bag_free(&item->bag);
     r->active--;
