@@ -250,7 +250,9 @@ double retry_rate_limiter_acquire(retry_rate_limiter *rl, double now) {
     /* Like botocore's TokenBucket.acquire, a caller that must wait takes nothing and asks
      * again after the wait: the bucket has refilled by then, unless another caller came
      * first, and then it waits again. */
-    if (rl->current_capacity < 1.0)
+    /* The epsilon absorbs rounding: after waiting exactly the delay returned, the refill may
+     * land a hair below 1 and would otherwise ask for an ever tinier wait. */
+    if (rl->current_capacity < 1.0 - 1e-9)
         return (1.0 - rl->current_capacity) / rl->fill_rate;
     rl->current_capacity -= 1.0;
     return 0.0;

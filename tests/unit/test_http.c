@@ -1,0 +1,829 @@
+/* Tests for http: real libcurl transfers against an in-process libuv TCP server on
+ * 127.0.0.1 that runs in the same loop and writes canned HTTP/1.1 answers chosen by path
+ * (/ok, /echo, /reset, /truncated, /hang). Every test closes the engine and the server and
+ * checks that uv_loop_close finds no handle left open. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <cmocka.h>
+#include <uv.h>
+
+#include "http.h"
+
+#define CONN_BUF_MAX (4u << 20)
+
+/* ---- test server ---------------------------------------------------------------------- */
+
+typedef struct server server;
+typedef struct sconn sconn;
+
+struct sconn {
+    uv_tcp_t tcp;
+    server *srv;
+    char *buf;
+    size_t len, cap;
+    int closing;
+    sconn *prev, *next;
+};
+
+struct server {
+    uv_tcp_t tcp;
+    int port;
+    unsigned n_conns; /* connections accepted */
+    unsigned n_reqs;  /* complete requests read */
+    sconn *conns;
+};
+
+typedef struct swrite {
+    uv_write_t req;
+    sconn *conn;
+    int close_after;
+    char data[];
+} swrite;
+
+static void conn_closed(uv_handle_t *h) {
+    sconn *c = h->data;
+    free(c->buf);
+    free(c);
+}
+
+static void conn_close(sconn *c, int reset) {
+    if (c->closing)
+        return;
+    c->closing = 1;
+    if (c->prev != NULL)
+        c->prev->next = c->next;
+    else
+        c->srv->conns = c->next;
+    if (c->next != NULL)
+        c->next->prev = c->prev;
+    if (reset)
+        uv_tcp_close_reset(&c->tcp, conn_closed);
+    else
+        uv_close((uv_handle_t *)&c->tcp, conn_closed);
+}
+
+static void on_written(uv_write_t *req, int status) {
+    swrite *w = (swrite *)req;
+
+    (void)status;
+    if (w->close_after)
+        conn_close(w->conn, 0);
+    free(w);
+}
+
+static void conn_write(sconn *c, const char *head, const char *body, size_t body_len,
+                       int close_after) {
+    size_t hlen = strlen(head);
+    swrite *w = malloc(sizeof *w + hlen + body_len);
+    uv_buf_t buf;
+
+    assert_non_null(w);
+    w->conn = c;
+    w->close_after = close_after;
+    memcpy(w->data, head, hlen);
+    if (body_len > 0)
+        memcpy(w->data + hlen, body, body_len);
+    buf = uv_buf_init(w->data, (unsigned)(hlen + body_len));
+    assert_int_equal(uv_write(&w->req, (uv_stream_t *)&c->tcp, &buf, 1, on_written), 0);
+}
+
+static const char *find(const char *hay, size_t len, const char *needle) {
+    size_t n = strlen(needle), i;
+
+    for (i = 0; i + n <= len; i++)
+        if (strncasecmp(hay + i, needle, n) == 0)
+            return hay + i;
+    return NULL;
+}
+
+/* Answers one complete request; returns 1 when the connection was closed. */
+static int serve(sconn *c, size_t req_len, int head) {
+    char hdr[256];
+    const char *path = strchr(c->buf, ' ') + 1;
+    if (strncmp(path, "/ok ", 4) == 0) {
+        conn_write(c,
+                   "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Mixed-Case: Value\r\n"
+                   "x-amz-request-id: req-1\r\n\r\n",
+                   "hello", head ? 0 : 5, 0);
+    } else if (strncmp(path, "/echo ", 6) == 0) {
+        snprintf(hdr, sizeof hdr, "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\n\r\n", req_len);
+        conn_write(c, hdr, c->buf, req_len, 0);
+    } else if (strncmp(path, "/reset ", 7) == 0) {
+        conn_close(c, 1);
+        return 1;
+    } else if (strncmp(path, "/truncated ", 11) == 0) {
+        conn_write(c, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n", "short", 5, 1);
+        return 1;
+    } else if (strncmp(path, "/hang ", 6) != 0) {
+        conn_write(c, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n", NULL, 0, 0);
+    }
+    return 0;
+}
+
+/* Splits the byte stream into requests (header block plus Content-Length bytes). */
+static void conn_process(sconn *c) {
+    for (;;) {
+        const char *end = find(c->buf, c->len, "\r\n\r\n");
+        const char *cl;
+        size_t hlen, blen = 0, total;
+
+        if (end == NULL)
+            return;
+        hlen = (size_t)(end - c->buf) + 4;
+        cl = find(c->buf, hlen, "\r\nContent-Length:");
+        if (cl != NULL)
+            blen = strtoul(cl + 17, NULL, 10);
+        total = hlen + blen;
+        if (c->len < total)
+            return;
+        c->srv->n_reqs++;
+        if (serve(c, total, strncmp(c->buf, "HEAD ", 5) == 0))
+            return;
+        memmove(c->buf, c->buf + total, c->len - total);
+        c->len -= total;
+    }
+}
+
+static void conn_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+    sconn *c = h->data;
+
+    if (c->cap - c->len < suggested && c->cap < CONN_BUF_MAX) {
+        char *tmp = realloc(c->buf, c->cap * 2);
+        assert_non_null(tmp);
+        c->buf = tmp;
+        c->cap *= 2;
+    }
+    *buf = uv_buf_init(c->buf + c->len, (unsigned)(c->cap - c->len));
+}
+
+static void conn_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
+    sconn *c = s->data;
+
+    (void)buf;
+    if (n < 0 || c->len + (size_t)n >= CONN_BUF_MAX) {
+        conn_close(c, 0);
+        return;
+    }
+    c->len += (size_t)n;
+    conn_process(c);
+}
+
+static void on_connection(uv_stream_t *l, int status) {
+    server *srv = l->data;
+    sconn *c;
+
+    assert_int_equal(status, 0);
+    c = calloc(1, sizeof *c);
+    assert_non_null(c);
+    c->srv = srv;
+    c->cap = 65536;
+    c->buf = malloc(c->cap);
+    assert_non_null(c->buf);
+    assert_int_equal(uv_tcp_init(l->loop, &c->tcp), 0);
+    c->tcp.data = c;
+    assert_int_equal(uv_accept(l, (uv_stream_t *)&c->tcp), 0);
+    c->next = srv->conns;
+    if (srv->conns != NULL)
+        srv->conns->prev = c;
+    srv->conns = c;
+    srv->n_conns++;
+    assert_int_equal(uv_read_start((uv_stream_t *)&c->tcp, conn_alloc, conn_read), 0);
+}
+
+static int bound_port(uv_tcp_t *tcp) {
+    struct sockaddr_storage ss;
+    int len = sizeof ss;
+
+    assert_int_equal(uv_tcp_getsockname(tcp, (struct sockaddr *)&ss, &len), 0);
+    return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+}
+
+static void server_start(uv_loop_t *loop, server *srv) {
+    struct sockaddr_in addr;
+
+    memset(srv, 0, sizeof *srv);
+    assert_int_equal(uv_ip4_addr("127.0.0.1", 0, &addr), 0);
+    assert_int_equal(uv_tcp_init(loop, &srv->tcp), 0);
+    srv->tcp.data = srv;
+    assert_int_equal(uv_tcp_bind(&srv->tcp, (const struct sockaddr *)&addr, 0), 0);
+    assert_int_equal(uv_listen((uv_stream_t *)&srv->tcp, 128, on_connection), 0);
+    srv->port = bound_port(&srv->tcp);
+}
+
+static void server_close(server *srv) {
+    while (srv->conns != NULL)
+        conn_close(srv->conns, 0);
+    uv_close((uv_handle_t *)&srv->tcp, NULL);
+}
+
+/* ---- fixture -------------------------------------------------------------------------- */
+
+typedef struct fixture {
+    uv_loop_t loop;
+    uv_timer_t guard; /* wakes UV_RUN_ONCE so a hang fails the test instead of blocking */
+    server srv;
+    http_engine *eng;
+    int in_send;
+    unsigned done;
+    unsigned closed;
+    unsigned done_at_close; /* callbacks that had run when on_closed ran */
+} fixture;
+
+typedef struct result {
+    fixture *fx;
+    int called;
+    int result;
+    long status;
+    int sent;
+    int in_send;
+    int error_set;
+    char *body;
+    size_t body_len;
+    char *mixed, *request_id;
+    int names_lower;
+    int has_missing;
+    int resend; /* sequential chain: send the next request from this callback */
+} result;
+
+static void on_guard(uv_timer_t *t) {
+    (void)t;
+}
+
+static void fixture_init(fixture *fx) {
+    memset(fx, 0, sizeof *fx);
+    assert_int_equal(uv_loop_init(&fx->loop), 0);
+    assert_int_equal(uv_timer_init(&fx->loop, &fx->guard), 0);
+    assert_int_equal(uv_timer_start(&fx->guard, on_guard, 50, 50), 0);
+    server_start(&fx->loop, &fx->srv);
+    fx->eng = http_new(&fx->loop);
+    assert_non_null(fx->eng);
+}
+
+static void run_until(fixture *fx, const unsigned *counter, unsigned target) {
+    uint64_t start = uv_now(&fx->loop);
+
+    while (*counter < target) {
+        assert_true(uv_now(&fx->loop) - start < 20000);
+        uv_run(&fx->loop, UV_RUN_ONCE);
+    }
+}
+
+static void on_engine_closed(void *arg) {
+    fixture *fx = arg;
+    fx->closed++;
+    fx->done_at_close = fx->done;
+}
+
+/* Closes the engine, then the server, and checks nothing is left open. */
+static void fixture_finish(fixture *fx) {
+    http_close(fx->eng, on_engine_closed, fx);
+    run_until(fx, &fx->closed, 1);
+    assert_int_equal(fx->closed, 1);
+    server_close(&fx->srv);
+    uv_close((uv_handle_t *)&fx->guard, NULL);
+    assert_int_equal(uv_run(&fx->loop, UV_RUN_DEFAULT), 0);
+    assert_int_equal(uv_loop_close(&fx->loop), 0);
+}
+
+static void result_free(result *r) {
+    free(r->body);
+    free(r->mixed);
+    free(r->request_id);
+}
+
+static int send_req(fixture *fx, const char *method, const char *url, const ol_kv *headers,
+                    size_t n_headers, const char *body, size_t body_len, long timeout_ms,
+                    result *r);
+
+static void on_response(void *arg, const http_response *res) {
+    result *r = arg;
+    size_t i;
+
+    r->called++;
+    r->fx->done++;
+    r->in_send = r->fx->in_send;
+    r->result = res->result;
+    r->status = res->status;
+    r->sent = res->sent;
+    r->error_set = res->error != NULL;
+    r->body_len = res->body_len;
+    r->body = malloc(res->body_len + 1);
+    assert_non_null(r->body);
+    memcpy(r->body, res->body, res->body_len + 1);
+    r->mixed = http_header(res, "x-mixed-case") ? strdup(http_header(res, "x-mixed-case")) : NULL;
+    r->request_id =
+        http_header(res, "x-amz-request-id") ? strdup(http_header(res, "x-amz-request-id")) : NULL;
+    r->has_missing = http_header(res, "x-not-there") != NULL;
+    r->names_lower = 1;
+    for (i = 0; i < res->n_headers; i++) {
+        const char *p;
+        for (p = res->headers[i].name; *p != '\0'; p++)
+            if (*p >= 'A' && *p <= 'Z')
+                r->names_lower = 0;
+    }
+    if (r->resend > 0) {
+        char url[64];
+        r[1].resend = r->resend - 1;
+        snprintf(url, sizeof url, "http://127.0.0.1:%d/ok", r->fx->srv.port);
+        assert_int_equal(send_req(r->fx, "GET", url, NULL, 0, NULL, 0, 0, &r[1]), 0);
+    }
+}
+
+static int send_req(fixture *fx, const char *method, const char *url, const ol_kv *headers,
+                    size_t n_headers, const char *body, size_t body_len, long timeout_ms,
+                    result *r) {
+    http_request req;
+    int rc;
+
+    memset(&req, 0, sizeof req);
+    req.method = method;
+    req.url = url;
+    req.headers = headers;
+    req.n_headers = n_headers;
+    req.body = body;
+    req.body_len = body_len;
+    req.timeout_ms = timeout_ms;
+    r->fx = fx;
+    fx->in_send = 1;
+    rc = http_send(fx->eng, &req, on_response, r);
+    fx->in_send = 0;
+    return rc;
+}
+
+static void url_for(const fixture *fx, const char *path, char *out, size_t size) {
+    snprintf(out, size, "http://127.0.0.1:%d%s", fx->srv.port, path);
+}
+
+/* One request against the fixture server, run to completion. */
+static void fetch(fixture *fx, const char *method, const char *path, const ol_kv *headers,
+                  size_t n_headers, const char *body, size_t body_len, long timeout_ms, result *r) {
+    char url[128];
+    unsigned target = fx->done + 1;
+
+    url_for(fx, path, url, sizeof url);
+    assert_int_equal(send_req(fx, method, url, headers, n_headers, body, body_len, timeout_ms, r),
+                     0);
+    run_until(fx, &fx->done, target);
+    assert_int_equal(r->called, 1);
+    assert_false(r->in_send);
+}
+
+/* ---- tests ---------------------------------------------------------------------------- */
+
+static void completes_one_hundred_concurrent_requests_over_fewer_connections(void **state) {
+    fixture fx;
+    result *r = calloc(100, sizeof *r);
+    char url[128];
+    size_t i;
+
+    (void)state;
+    assert_non_null(r);
+    fixture_init(&fx);
+    url_for(&fx, "/ok", url, sizeof url);
+    for (i = 0; i < 100; i++)
+        assert_int_equal(send_req(&fx, "GET", url, NULL, 0, NULL, 0, 0, &r[i]), 0);
+    run_until(&fx, &fx.done, 100);
+    for (i = 0; i < 100; i++) {
+        assert_int_equal(r[i].called, 1);
+        assert_false(r[i].in_send);
+        assert_int_equal(r[i].result, 0);
+        assert_int_equal(r[i].status, 200);
+        assert_string_equal(r[i].body, "hello");
+        result_free(&r[i]);
+    }
+    assert_int_equal(fx.srv.n_reqs, 100);
+    /* At most 64 connections per host: the rest waited for a free one and reused it. */
+    assert_true(fx.srv.n_conns <= 64);
+    fixture_finish(&fx);
+    free(r);
+}
+
+static void reuses_one_connection_for_sequential_requests(void **state) {
+    fixture fx;
+    result r[6];
+    char url[128];
+    size_t i;
+
+    (void)state;
+    memset(r, 0, sizeof r);
+    fixture_init(&fx);
+    url_for(&fx, "/ok", url, sizeof url);
+    r[0].resend = 5; /* each callback sends the next request */
+    assert_int_equal(send_req(&fx, "GET", url, NULL, 0, NULL, 0, 0, &r[0]), 0);
+    run_until(&fx, &fx.done, 6);
+    for (i = 0; i < 6; i++) {
+        assert_int_equal(r[i].result, 0);
+        assert_int_equal(r[i].status, 200);
+        result_free(&r[i]);
+    }
+    assert_int_equal(fx.srv.n_reqs, 6);
+    assert_int_equal(fx.srv.n_conns, 1);
+    fixture_finish(&fx);
+}
+
+static void lowercases_response_header_names(void **state) {
+    fixture fx;
+    result r;
+
+    (void)state;
+    memset(&r, 0, sizeof r);
+    fixture_init(&fx);
+    fetch(&fx, "GET", "/ok", NULL, 0, NULL, 0, 0, &r);
+    assert_int_equal(r.result, 0);
+    assert_true(r.names_lower);
+    assert_non_null(r.mixed);
+    assert_string_equal(r.mixed, "Value");
+    assert_non_null(r.request_id);
+    assert_string_equal(r.request_id, "req-1");
+    assert_false(r.has_missing);
+    result_free(&r);
+    fixture_finish(&fx);
+}
+
+static void sends_put_body_with_length_and_without_expect_or_default_content_type(void **state) {
+    fixture fx;
+    result r;
+    const ol_kv headers[] = {{"X-Amz-Date", "20240101T000000Z"}, {"X-Empty", ""}};
+
+    (void)state;
+    memset(&r, 0, sizeof r);
+    fixture_init(&fx);
+    fetch(&fx, "PUT", "/echo", headers, 2, "abc", 3, 0, &r);
+    assert_int_equal(r.result, 0);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "PUT /echo HTTP/1.1\r\n"));
+    assert_non_null(strstr(r.body, "\r\nContent-Length: 3\r\n"));
+    assert_non_null(strstr(r.body, "\r\nX-Amz-Date: 20240101T000000Z\r\n"));
+    assert_non_null(strstr(r.body, "\r\nX-Empty:"));
+    assert_null(find(r.body, r.body_len, "Expect:"));
+    assert_null(find(r.body, r.body_len, "Content-Type:"));
+    assert_true(r.body_len > 7);
+    assert_string_equal(r.body + r.body_len - 7, "\r\n\r\nabc");
+    result_free(&r);
+    fixture_finish(&fx);
+}
+
+/* curl asks for "Expect: 100-continue" on bodies over 1 MiB, which costs a round trip (or a
+ * one-second wait) per upload. */
+static void sends_large_put_without_expect_continue(void **state) {
+    fixture fx;
+    result r;
+    const size_t len = 1536u * 1024u;
+    char *body = malloc(len);
+
+    (void)state;
+    assert_non_null(body);
+    memset(body, 'a', len);
+    memset(&r, 0, sizeof r);
+    fixture_init(&fx);
+    fetch(&fx, "PUT", "/echo", NULL, 0, body, len, 0, &r);
+    free(body); /* http_send copied it; the transfer is over anyway */
+    assert_int_equal(r.result, 0);
+    assert_int_equal(r.status, 200);
+    assert_true(r.body_len > len);
+    assert_null(find(r.body, r.body_len - len, "Expect:"));
+    assert_non_null(strstr(r.body, "\r\nContent-Length: 1572864\r\n"));
+    result_free(&r);
+    fixture_finish(&fx);
+}
+
+static void sends_empty_put_with_zero_content_length(void **state) {
+    fixture fx;
+    result r;
+
+    (void)state;
+    memset(&r, 0, sizeof r);
+    fixture_init(&fx);
+    fetch(&fx, "PUT", "/echo", NULL, 0, NULL, 0, 0, &r);
+    assert_int_equal(r.result, 0);
+    assert_non_null(strstr(r.body, "PUT /echo HTTP/1.1\r\n"));
+    assert_non_null(strstr(r.body, "\r\nContent-Length: 0\r\n"));
+    assert_null(find(r.body, r.body_len, "Content-Type:"));
+    result_free(&r);
+    fixture_finish(&fx);
+}
+
+static void sends_post_with_the_callers_content_type_only(void **state) {
+    fixture fx;
+    result r;
+    const ol_kv headers[] = {{"Content-Type", "application/x-amz-json-1.1"}};
+    const char *first;
+
+    (void)state;
+    memset(&r, 0, sizeof r);
+    fixture_init(&fx);
+    fetch(&fx, "POST", "/echo", headers, 1, "{}", 2, 0, &r);
+    assert_int_equal(r.result, 0);
+    assert_non_null(strstr(r.body, "POST /echo HTTP/1.1\r\n"));
+    first = find(r.body, r.body_len, "Content-Type:");
+    assert_non_null(first);
+    assert_non_null(strstr(r.body, "\r\nContent-Type: application/x-amz-json-1.1\r\n"));
+    assert_null(find(first + 1, r.body_len - (size_t)(first + 1 - r.body), "Content-Type:"));
+    result_free(&r);
+    fixture_finish(&fx);
+}
+
+static void sends_head_and_delete_without_a_body(void **state) {
+    fixture fx;
+    result head, del, after;
+
+    (void)state;
+    memset(&head, 0, sizeof head);
+    memset(&del, 0, sizeof del);
+    memset(&after, 0, sizeof after);
+    fixture_init(&fx);
+    fetch(&fx, "HEAD", "/ok", NULL, 0, NULL, 0, 0, &head);
+    assert_int_equal(head.result, 0);
+    assert_int_equal(head.status, 200);
+    assert_int_equal(head.body_len, 0);
+    assert_string_equal(head.mixed, "Value");
+    fetch(&fx, "DELETE", "/echo", NULL, 0, NULL, 0, 0, &del);
+    assert_int_equal(del.result, 0);
+    assert_non_null(strstr(del.body, "DELETE /echo HTTP/1.1\r\n"));
+    assert_null(find(del.body, del.body_len, "Content-Length:"));
+    /* The connection is still in step after a bodiless HEAD answer. */
+    fetch(&fx, "GET", "/ok", NULL, 0, NULL, 0, 0, &after);
+    assert_int_equal(after.result, 0);
+    assert_string_equal(after.body, "hello");
+    assert_int_equal(fx.srv.n_conns, 1);
+    result_free(&head);
+    result_free(&del);
+    result_free(&after);
+    fixture_finish(&fx);
+}
+
+static void reports_connection_reset_as_network_error_after_send(void **state) {
+    fixture fx;
+    result r;
+
+    (void)state;
+    memset(&r, 0, sizeof r);
+    fixture_init(&fx);
+    fetch(&fx, "POST", "/reset", NULL, 0, "x", 1, 0, &r);
+    assert_int_equal(r.result, OL_ENET);
+    assert_true(r.sent);
+    assert_true(r.error_set);
+    result_free(&r);
+    fixture_finish(&fx);
+}
+
+static void reports_truncated_body_as_network_error(void **state) {
+    fixture fx;
+    result r;
+
+    (void)state;
+    memset(&r, 0, sizeof r);
+    fixture_init(&fx);
+    fetch(&fx, "GET", "/truncated", NULL, 0, NULL, 0, 0, &r);
+    assert_int_equal(r.result, OL_ENET);
+    assert_true(r.sent);
+    assert_true(r.error_set);
+    result_free(&r);
+    fixture_finish(&fx);
+}
+
+static void reports_unanswered_request_as_timed_out(void **state) {
+    fixture fx;
+    result r;
+
+    (void)state;
+    memset(&r, 0, sizeof r);
+    fixture_init(&fx);
+    fetch(&fx, "POST", "/hang", NULL, 0, "x", 1, 300, &r);
+    assert_int_equal(r.result, OL_ETIMEDOUT);
+    assert_true(r.sent);
+    assert_true(r.error_set);
+    result_free(&r);
+    fixture_finish(&fx);
+}
+
+static void reports_refused_connection_as_unsent_network_error(void **state) {
+    fixture fx;
+    result r;
+    uv_tcp_t probe;
+    struct sockaddr_in addr;
+    char url[128];
+    int port;
+
+    (void)state;
+    memset(&r, 0, sizeof r);
+    fixture_init(&fx);
+    /* A port that was free a moment ago and has no listener now. */
+    assert_int_equal(uv_ip4_addr("127.0.0.1", 0, &addr), 0);
+    assert_int_equal(uv_tcp_init(&fx.loop, &probe), 0);
+    assert_int_equal(uv_tcp_bind(&probe, (const struct sockaddr *)&addr, 0), 0);
+    port = bound_port(&probe);
+    uv_close((uv_handle_t *)&probe, NULL);
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/ok", port);
+    assert_int_equal(send_req(&fx, "POST", url, NULL, 0, "x", 1, 0, &r), 0);
+    run_until(&fx, &fx.done, 1);
+    assert_int_equal(r.result, OL_ENET);
+    assert_false(r.sent);
+    assert_false(r.in_send);
+    result_free(&r);
+    fixture_finish(&fx);
+}
+
+static void fails_unsupported_scheme_from_the_loop_not_inside_send(void **state) {
+    fixture fx;
+    result r;
+
+    (void)state;
+    memset(&r, 0, sizeof r);
+    fixture_init(&fx);
+    assert_int_equal(send_req(&fx, "GET", "ftp://127.0.0.1/x", NULL, 0, NULL, 0, 0, &r), 0);
+    assert_int_equal(r.called, 0);
+    run_until(&fx, &fx.done, 1);
+    assert_int_equal(r.called, 1);
+    assert_false(r.in_send);
+    assert_int_equal(r.result, OL_ENET);
+    assert_false(r.sent);
+    result_free(&r);
+    fixture_finish(&fx);
+}
+
+static void rejects_invalid_requests_without_calling_back(void **state) {
+    fixture fx;
+    result r;
+    char url[128];
+    const ol_kv bad_name[] = {{"X-Bad\r\nInjected", "1"}};
+    const ol_kv bad_value[] = {{"X-Bad", "1\r\nInjected: 1"}};
+
+    (void)state;
+    memset(&r, 0, sizeof r);
+    fixture_init(&fx);
+    url_for(&fx, "/ok", url, sizeof url);
+    assert_int_equal(send_req(&fx, "GET", NULL, NULL, 0, NULL, 0, 0, &r), OL_EINVAL);
+    assert_int_equal(send_req(&fx, NULL, url, NULL, 0, NULL, 0, 0, &r), OL_EINVAL);
+    assert_int_equal(send_req(&fx, "GET", url, bad_name, 1, NULL, 0, 0, &r), OL_EINVAL);
+    assert_int_equal(send_req(&fx, "GET", url, bad_value, 1, NULL, 0, 0, &r), OL_EINVAL);
+    assert_int_equal(send_req(&fx, "PUT", url, NULL, 0, NULL, 5, 0, &r), OL_EINVAL);
+    /* Give a wrongly scheduled callback the chance to run. */
+    uv_run(&fx.loop, UV_RUN_NOWAIT);
+    assert_int_equal(r.called, 0);
+    assert_int_equal(fx.srv.n_reqs, 0);
+    fixture_finish(&fx);
+}
+
+typedef struct cancel_ctx {
+    result r;
+    int resend_rc;
+} cancel_ctx;
+
+static void on_canceled(void *arg, const http_response *res) {
+    cancel_ctx *c = arg;
+    http_request req;
+
+    on_response(&c->r, res);
+    /* A closing engine refuses new work and never calls back for it. */
+    memset(&req, 0, sizeof req);
+    req.method = "GET";
+    req.url = "http://127.0.0.1:1/";
+    c->resend_rc = http_send(c->r.fx->eng, &req, on_response, &c->r);
+}
+
+static void close_cancels_requests_in_flight_and_releases_all_handles(void **state) {
+    fixture fx;
+    cancel_ctx c[10];
+    char url[128];
+    http_request req;
+    size_t i;
+
+    (void)state;
+    memset(c, 0, sizeof c);
+    fixture_init(&fx);
+    url_for(&fx, "/hang", url, sizeof url);
+    memset(&req, 0, sizeof req);
+    req.method = "GET";
+    req.url = url;
+    for (i = 0; i < 10; i++) {
+        c[i].r.fx = &fx;
+        assert_int_equal(http_send(fx.eng, &req, on_canceled, &c[i]), 0);
+    }
+    run_until(&fx, &fx.srv.n_reqs, 10); /* all ten are on the wire, unanswered */
+    assert_int_equal(fx.done, 0);
+    http_close(fx.eng, on_engine_closed, &fx);
+    assert_int_equal(fx.done, 0); /* callbacks come from the loop, not from http_close */
+    run_until(&fx, &fx.closed, 1);
+    for (i = 0; i < 10; i++) {
+        assert_int_equal(c[i].r.called, 1);
+        assert_int_equal(c[i].r.result, OL_ECANCELED);
+        assert_true(c[i].r.sent);
+        assert_int_equal(c[i].resend_rc, OL_ECANCELED);
+        result_free(&c[i].r);
+    }
+    assert_int_equal(fx.done_at_close, 10); /* every callback ran before on_closed */
+    assert_int_equal(fx.closed, 1);
+    server_close(&fx.srv);
+    uv_close((uv_handle_t *)&fx.guard, NULL);
+    assert_int_equal(uv_run(&fx.loop, UV_RUN_DEFAULT), 0);
+    assert_int_equal(uv_loop_close(&fx.loop), 0);
+}
+
+static void on_response_then_close(void *arg, const http_response *res) {
+    result *r = arg;
+
+    on_response(r, res);
+    http_close(r->fx->eng, on_engine_closed, r->fx);
+}
+
+static void close_from_a_completion_callback_cancels_the_rest(void **state) {
+    fixture fx;
+    result first, hung;
+    char ok[128], hang[128];
+    http_request req;
+
+    (void)state;
+    memset(&first, 0, sizeof first);
+    memset(&hung, 0, sizeof hung);
+    fixture_init(&fx);
+    url_for(&fx, "/hang", hang, sizeof hang);
+    url_for(&fx, "/ok", ok, sizeof ok);
+    assert_int_equal(send_req(&fx, "GET", hang, NULL, 0, NULL, 0, 0, &hung), 0);
+    run_until(&fx, &fx.srv.n_reqs, 1);
+    memset(&req, 0, sizeof req);
+    req.method = "GET";
+    req.url = ok;
+    first.fx = &fx;
+    assert_int_equal(http_send(fx.eng, &req, on_response_then_close, &first), 0);
+    run_until(&fx, &fx.closed, 1);
+    assert_int_equal(first.result, 0);
+    assert_int_equal(first.status, 200);
+    assert_int_equal(hung.called, 1);
+    assert_int_equal(hung.result, OL_ECANCELED);
+    assert_int_equal(fx.done_at_close, 2);
+    result_free(&first);
+    result_free(&hung);
+    server_close(&fx.srv);
+    uv_close((uv_handle_t *)&fx.guard, NULL);
+    assert_int_equal(uv_run(&fx.loop, UV_RUN_DEFAULT), 0);
+    assert_int_equal(uv_loop_close(&fx.loop), 0);
+}
+
+static void close_right_after_send_cancels_unsent_request(void **state) {
+    fixture fx;
+    result r;
+    char url[128];
+
+    (void)state;
+    memset(&r, 0, sizeof r);
+    fixture_init(&fx);
+    url_for(&fx, "/ok", url, sizeof url);
+    assert_int_equal(send_req(&fx, "POST", url, NULL, 0, "x", 1, 0, &r), 0);
+    fixture_finish(&fx);
+    assert_int_equal(r.called, 1);
+    assert_int_equal(r.result, OL_ECANCELED);
+    assert_false(r.sent);
+    assert_int_equal(fx.done_at_close, 1);
+    result_free(&r);
+}
+
+static void ignores_proxy_environment_for_loopback(void **state) {
+    fixture fx;
+    result r;
+
+    (void)state;
+    memset(&r, 0, sizeof r);
+    /* A proxy that refuses every connection: the request only works if it is bypassed. */
+    assert_int_equal(setenv("http_proxy", "http://127.0.0.1:1", 1), 0);
+    assert_int_equal(setenv("no_proxy", "example.invalid", 1), 0);
+    fixture_init(&fx);
+    fetch(&fx, "GET", "/ok", NULL, 0, NULL, 0, 0, &r);
+    unsetenv("http_proxy");
+    unsetenv("no_proxy");
+    assert_int_equal(r.result, 0);
+    assert_int_equal(r.status, 200);
+    result_free(&r);
+    fixture_finish(&fx);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(completes_one_hundred_concurrent_requests_over_fewer_connections),
+        cmocka_unit_test(reuses_one_connection_for_sequential_requests),
+        cmocka_unit_test(lowercases_response_header_names),
+        cmocka_unit_test(sends_put_body_with_length_and_without_expect_or_default_content_type),
+        cmocka_unit_test(sends_large_put_without_expect_continue),
+        cmocka_unit_test(sends_empty_put_with_zero_content_length),
+        cmocka_unit_test(sends_post_with_the_callers_content_type_only),
+        cmocka_unit_test(sends_head_and_delete_without_a_body),
+        cmocka_unit_test(reports_connection_reset_as_network_error_after_send),
+        cmocka_unit_test(reports_truncated_body_as_network_error),
+        cmocka_unit_test(reports_unanswered_request_as_timed_out),
+        cmocka_unit_test(reports_refused_connection_as_unsent_network_error),
+        cmocka_unit_test(fails_unsupported_scheme_from_the_loop_not_inside_send),
+        cmocka_unit_test(rejects_invalid_requests_without_calling_back),
+        cmocka_unit_test(close_cancels_requests_in_flight_and_releases_all_handles),
+        cmocka_unit_test(close_from_a_completion_callback_cancels_the_rest),
+        cmocka_unit_test(close_right_after_send_cancels_unsent_request),
+        cmocka_unit_test(ignores_proxy_environment_for_loopback),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
