@@ -527,6 +527,7 @@ static void call_send(aws_call *call) {
         .body_len = call->form_body ? strlen(call->form_body) : call->body_len,
         .timeout_ms = c->timeout_ms,
         .connect_timeout_ms = 0,
+        .fresh_connection = (call->flags & OL_AWS_NOT_IDEMPOTENT) != 0,
     };
     rc = http_send(c->http, &hreq, on_http_done, call);
     attempt_free(&a);

@@ -463,6 +463,10 @@ static int configure(http_engine *eng, http_xfer *x, const http_request *req) {
     SETOPT(e, CURLOPT_SSL_VERIFYHOST, 2L);
     SETOPT(e, CURLOPT_TCP_KEEPALIVE, 1L);
     SETOPT(e, CURLOPT_TIMEOUT_MS, req->timeout_ms > 0 ? req->timeout_ms : HTTP_DEFAULT_TIMEOUT_MS);
+    if (req->fresh_connection) {
+        SETOPT(e, CURLOPT_FRESH_CONNECT, 1L);
+        SETOPT(e, CURLOPT_FORBID_REUSE, 1L);
+    }
     SETOPT(e, CURLOPT_CONNECTTIMEOUT_MS,
            req->connect_timeout_ms > 0 ? req->connect_timeout_ms : HTTP_DEFAULT_CONNECT_TIMEOUT_MS);
     /* Proxies come from the environment as with the AWS CLI (HTTPS_PROXY, ...); the loopback

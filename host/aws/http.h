@@ -20,6 +20,10 @@ typedef struct http_request {
     size_t body_len;
     long timeout_ms;         /* whole-request timeout; 0: 60000 */
     long connect_timeout_ms; /* 0: 10000 */
+    /* Send on a new connection and close it afterwards. For non-idempotent requests: on a
+     * reused connection that turns out dead, curl silently resends the request once, which
+     * for CreateAccessKey could create a key nobody hears about. */
+    int fresh_connection;
 } http_request;
 
 typedef struct http_response {
