@@ -566,10 +566,13 @@ static const char *s3_redirect_region(const aws_call *call, const http_response 
                                       const xml_aws_error *e) {
     if (!is_s3(call) || call->redirected || call->bucket == NULL)
         return NULL;
-    int wrong = res->status == 301 || res->status == 307 ||
-                (res->status == 400 && e->code &&
-                 (strcmp(e->code, "AuthorizationHeaderMalformed") == 0 ||
-                  strcmp(e->code, "IllegalLocationConstraintException") == 0));
+    /* A HEAD answer has no body: its 400 carries the hint in x-amz-bucket-region only. */
+    int wrong =
+        res->status == 301 || res->status == 307 ||
+        (res->status == 400 && e->code &&
+         (strcmp(e->code, "AuthorizationHeaderMalformed") == 0 ||
+          strcmp(e->code, "IllegalLocationConstraintException") == 0)) ||
+        (res->status == 400 && e->code == NULL && http_header(res, "x-amz-bucket-region") != NULL);
     if (!wrong)
         return NULL;
     const char *r = http_header(res, "x-amz-bucket-region");

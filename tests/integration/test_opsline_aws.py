@@ -293,6 +293,32 @@ class FaultTest(unittest.TestCase):
         s3.put_object(Bucket=user, Key="k", Body=b"x")
         self.configure(rules=[])
 
+    def test_s3_wrong_region_answers_are_followed_once_transparently(self):
+        # The bucket already exists in eu-west-1; opsline runs for eu-north-1. Every S3
+        # call is first signed for eu-north-1, told the bucket's region, and resent once.
+        d = tempfile.mkdtemp()
+        s3 = boto3.client("s3", endpoint_url=ENDPOINT, region_name="eu-west-1",
+                          aws_access_key_id=KEY, aws_secret_access_key=SECRET)
+        s3.create_bucket(Bucket=f"region{os.getpid()}-production",
+                         CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+        self.configure(rules=[{"fault": "wrong_region", "bucket_region": "eu-west-1",
+                               "service": "s3"}])
+        r = opsline("apply", f"region{os.getpid()}", "-e", "production", "-v", "--state-dir",
+                    os.path.join(d, "state"), cwd=d, env=self.env())
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        redirects = re.findall(r"debug: redirect: s3 ", r.stderr)
+        self.assertGreater(len(redirects), 3)
+        self.assertEqual(PROXY.stats()["faulted"]["wrong_region"], len(redirects))
+
+        # A region hint that is wrong again is not followed a second time.
+        self.configure(rules=[{"fault": "wrong_region", "bucket_region": "eu-west-1",
+                               "always_wrong": True, "service": "s3"}])
+        r = opsline("apply", f"region{os.getpid()}", "-e", "staging", "--state-dir",
+                    os.path.join(d, "state"), cwd=d, env=self.env())
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertEqual(PROXY.stats()["by_service"]["s3"], 2)
+        self.configure(rules=[])
+
     def test_adaptive_mode_finishes_a_batch_under_a_request_rate_limit(self):
         d = tempfile.mkdtemp()
         self.configure(rules=[{"fault": "slowdown", "rate": 40, "burst": 10, "service": "s3"}])

@@ -26,7 +26,8 @@ random), first_n (the first N matching requests since the rule was configured), 
 rate (token bucket: more than `rate` requests per second, after a burst). The
 filter body_contains matches a substring of the request body ("Action=CreateAccessKey"). The first
 rule that fires decides the fault. Faults: slowdown, throttling, internal_error,
-reset, truncate, and none.
+reset, truncate, wrong_region (S3's 400 AuthorizationHeaderMalformed for a request signed
+for another region than the rule's bucket_region), and none.
 
 CLI: faultproxy.py --upstream http://127.0.0.1:PORT [--port 0] [--port-file F]
                    [--latency-ms N] [--seed N] [--fault KIND:TRIGGER[,FILTER...]]...
@@ -51,7 +52,7 @@ import urllib.parse
 import urllib.request
 import uuid
 
-FAULTS = ("none", "slowdown", "throttling", "internal_error", "reset", "truncate")
+FAULTS = ("none", "slowdown", "throttling", "internal_error", "reset", "truncate", "wrong_region")
 CONTROL_PREFIX = "/__proxy/"
 MAX_HEADER_BYTES = 64 * 1024
 # RFC 9110 section 7.6.1: connection-specific fields are not forwarded.
@@ -76,7 +77,7 @@ class Rule:
     """One fault rule: filters, a trigger, and the trigger's own state."""
 
     KEYS = {"fault", "probability", "first_n", "rate", "burst", "service", "method", "path_prefix",
-            "body_contains"}
+            "body_contains", "bucket_region", "always_wrong"}
 
     def __init__(self, spec):
         unknown = set(spec) - self.KEYS
@@ -110,6 +111,12 @@ class Rule:
         # e.g. "Action=CreateAccessKey": picks one Query API action out of many on "/".
         if "body_contains" in self.spec and self.spec["body_contains"].encode() not in req.body:
             return False
+        # wrong_region plays S3 for a bucket that lives in bucket_region: only requests
+        # signed for another region are refused (unless always_wrong, to test that a
+        # client follows a region hint once and not forever).
+        if self.fault == "wrong_region" and not self.spec.get("always_wrong"):
+            if req.region == self.spec.get("bucket_region"):
+                return False
         return True
 
     def fires(self, rng):
@@ -182,8 +189,12 @@ class Request:
         self.headers = headers  # http.client.HTTPMessage: case-insensitive, ordered
         self.body = body
         self.service = self.scope_service()
+        self.region = self.scope_part(2)
 
     def scope_service(self):
+        return self.scope_part(3)
+
+    def scope_part(self, index):
         """The service of the SigV4 credential scope, from the Authorization header
         or a presigned URL's X-Amz-Credential (AKID/date/region/service/aws4_request)."""
         cred = ""
@@ -194,7 +205,7 @@ class Request:
             query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.target).query)
             cred = query.get("X-Amz-Credential", [""])[0]
         parts = cred.strip().split("/")
-        return parts[3] if len(parts) >= 5 else "unknown"
+        return parts[index] if len(parts) >= 5 else "unknown"
 
     def keep_alive(self):
         tokens = {t.strip().lower() for t in self.headers.get("Connection", "").split(",")}
@@ -239,6 +250,25 @@ def error_response(fault, service):
         headers = [("x-amzn-RequestId", request_id)]
     headers.append(("Content-Type", "text/xml"))
     return Response(status, http.client.responses.get(status, ""), headers, body.encode())
+
+
+def wrong_region_response(req, bucket_region):
+    """S3's answer to a request signed for the wrong region: 400
+    AuthorizationHeaderMalformed naming the right one in <Region> and in
+    x-amz-bucket-region (S3 API Reference, "Error responses"; HEAD has no body)."""
+    request_id = uuid.uuid4().hex
+    body = (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        "<Error><Code>AuthorizationHeaderMalformed</Code>"
+        f"<Message>The authorization header is malformed; the region '{req.region}' is wrong; "
+        f"expecting '{bucket_region}'</Message><Region>{bucket_region}</Region>"
+        f"<RequestId>{request_id}</RequestId></Error>"
+    ).encode()
+    headers = [("x-amz-request-id", request_id), ("x-amz-bucket-region", bucket_region),
+               ("Content-Type", "application/xml")]
+    if req.method == "HEAD":
+        return Response(400, "Bad Request", headers, b"", declared_length=len(body))
+    return Response(400, "Bad Request", headers, body)
 
 
 def json_response(status, obj):
@@ -363,6 +393,11 @@ class Proxy:
             return False
         if fault in ("slowdown", "throttling", "internal_error"):
             await send_response(writer, error_response(fault, req.service), req.keep_alive())
+            return req.keep_alive()
+        if fault == "wrong_region":
+            rule = next(r for r in self.config.rules if r.fault == "wrong_region")
+            resp = wrong_region_response(req, rule.spec.get("bucket_region", "eu-west-1"))
+            await send_response(writer, resp, req.keep_alive())
             return req.keep_alive()
         try:
             resp = await asyncio.to_thread(upstream.exchange, req)
