@@ -81,8 +81,10 @@ void report_stage(report *r, const char *item, const char *stage, int outcome, c
     if (r->json)
         return;
     FILE *out = outcome == OL_OUTCOME_FAILED ? stderr : stdout;
-    fprintf(out, "%-32s %-10s %-9s%s%s\n", item, stage, outcome_name(outcome), reason ? "  " : "",
-            reason ? reason : "");
+    if (reason)
+        fprintf(out, "%-32s %-10s %-9s  %s\n", item, stage, outcome_name(outcome), reason);
+    else
+        fprintf(out, "%-32s %-10s %s\n", item, stage, outcome_name(outcome));
     fflush(out);
 }
 
