@@ -3,16 +3,14 @@
 set -euo pipefail
 
 pkgs=(build-essential cmake pkg-config libuv1-dev libcurl4-openssl-dev libssl-dev
-      libjansson-dev libexpat1-dev libcmocka-dev clang-format python3 python3-pip curl)
+      libjansson-dev libexpat1-dev libcmocka-dev clang-format curl)
+# A python3 with pip from elsewhere (pyenv, a venv) is as good as Debian's.
+command -v python3 >/dev/null && python3 -m pip --version >/dev/null 2>&1 ||
+  pkgs+=(python3 python3-pip)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
-# A python3 from elsewhere (pyenv) is as good as Debian's.
-if command -v python3 >/dev/null; then
-  missing=("${missing[@]/python3}"); missing=("${missing[@]/python3-pip}")
-fi
-missing=($(printf '%s\n' "${missing[@]}" | grep -v '^$' || true))
 if [ ${#missing[@]} -gt 0 ]; then
   echo "install-deps: installing ${missing[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
