@@ -3,6 +3,10 @@
  * which constant it was. */
 #include "error.h"
 
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+
 const char *ol_strerror(int code) {
     switch (code) {
     case OL_OK:
@@ -42,4 +46,20 @@ const char *ol_strerror(int code) {
     default:
         return "unknown error";
     }
+}
+
+char *ol__format(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return NULL;
+    char *s = malloc((size_t)n + 1);
+    if (s == NULL)
+        return NULL;
+    va_start(ap, fmt);
+    vsnprintf(s, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    return s;
 }

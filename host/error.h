@@ -8,4 +8,8 @@
  * anything else. This is the host->strerror of the plugin API. */
 const char *ol_strerror(int code);
 
+/* A malloc'd printf-formatted string (for error messages and paths), NULL on allocation
+ * failure. The one place the host formats into fresh memory. */
+char *ol__format(const char *fmt, ...) OL_PRINTF(1, 2);
+
 #endif

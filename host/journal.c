@@ -6,6 +6,7 @@
  * flock on the file keeps a second opsline run off the same state directory; the holder's
  * pid is written next to it (informational only) so the refusal can name it. */
 #include "journal.h"
+#include "error.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -55,24 +56,6 @@ static int event_is_critical(const char *event) {
            strcmp(event, "secret_stored") == 0;
 }
 
-static char *xasprintf(const char *fmt, ...) OL_PRINTF(1, 2);
-
-static char *xasprintf(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (n < 0)
-        return NULL;
-    char *s = malloc((size_t)n + 1);
-    if (s == NULL)
-        return NULL;
-    va_start(ap, fmt);
-    vsnprintf(s, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    return s;
-}
-
 static char *dup_or_null(const char *s) {
     return s == NULL ? NULL : strdup(s);
 }
@@ -112,9 +95,9 @@ static int records_push(journal *j, long long time, const char *item, const char
 /* Appends a line to j->warnings (several skipped lines give several lines). */
 static void add_warning(journal *j, size_t lineno, const char *why) {
     char *w = j->warnings == NULL
-                  ? xasprintf("%s:%zu: skipped malformed journal line (%s)", j->path, lineno, why)
-                  : xasprintf("%s\n%s:%zu: skipped malformed journal line (%s)", j->warnings,
-                              j->path, lineno, why);
+                  ? ol__format("%s:%zu: skipped malformed journal line (%s)", j->path, lineno, why)
+                  : ol__format("%s\n%s:%zu: skipped malformed journal line (%s)", j->warnings,
+                               j->path, lineno, why);
     if (w == NULL)
         return; /* a lost warning is not worth failing the run for */
     free(j->warnings);
@@ -228,7 +211,7 @@ static int write_all(int fd, const char *buf, size_t len) {
 
 /* Best effort: names the lock holder in the refusal message of a second run. */
 static void write_pid(const journal *j) {
-    char *path = xasprintf("%s/%s", j->dir, JOURNAL_PID_FILE);
+    char *path = ol__format("%s/%s", j->dir, JOURNAL_PID_FILE);
     if (path == NULL)
         return;
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -243,7 +226,7 @@ static void write_pid(const journal *j) {
 }
 
 static long read_pid(const journal *j) {
-    char *path = xasprintf("%s/%s", j->dir, JOURNAL_PID_FILE);
+    char *path = ol__format("%s/%s", j->dir, JOURNAL_PID_FILE);
     if (path == NULL)
         return 0;
     long pid = 0;
@@ -263,18 +246,18 @@ static int lock_journal(journal *j, char **err) {
         return 0;
     }
     if (errno != EWOULDBLOCK) {
-        *err = xasprintf("cannot lock %s: %s", j->path, strerror(errno));
+        *err = ol__format("cannot lock %s: %s", j->path, strerror(errno));
         return OL_EIO;
     }
     long pid = read_pid(j);
     if (pid > 0)
-        *err = xasprintf("another opsline run is using %s (pid %ld); wait for it to finish or "
-                         "use another state directory",
-                         j->dir, pid);
+        *err = ol__format("another opsline run is using %s (pid %ld); wait for it to finish or "
+                          "use another state directory",
+                          j->dir, pid);
     else
-        *err = xasprintf("another opsline run is using %s; wait for it to finish or use "
-                         "another state directory",
-                         j->dir);
+        *err = ol__format("another opsline run is using %s; wait for it to finish or use "
+                          "another state directory",
+                          j->dir);
     return OL_EEXIST;
 }
 
@@ -287,26 +270,26 @@ int journal_open(const char *state_dir, journal **out, char **err) {
     j->fd = -1;
     int rc = OL_ENOMEM;
     j->dir = strdup(state_dir);
-    j->path = xasprintf("%s/%s", state_dir, JOURNAL_FILE);
+    j->path = ol__format("%s/%s", state_dir, JOURNAL_FILE);
     if (j->dir == NULL || j->path == NULL)
         goto fail;
 
     rc = make_dirs(state_dir);
     if (rc < 0) {
-        *err = xasprintf("cannot create state directory %s: %s", state_dir, strerror(errno));
+        *err = ol__format("cannot create state directory %s: %s", state_dir, strerror(errno));
         goto fail;
     }
     int created = access(j->path, F_OK) != 0;
     j->fd = open(j->path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
     if (j->fd < 0) {
         rc = OL_EIO;
-        *err = xasprintf("cannot open journal %s: %s", j->path, strerror(errno));
+        *err = ol__format("cannot open journal %s: %s", j->path, strerror(errno));
         goto fail;
     }
     /* The new directory entry must be durable too, or the first record may vanish. */
     if (created && fsync_dir(state_dir) != 0) {
         rc = OL_EIO;
-        *err = xasprintf("cannot fsync state directory %s: %s", state_dir, strerror(errno));
+        *err = ol__format("cannot fsync state directory %s: %s", state_dir, strerror(errno));
         goto fail;
     }
     rc = lock_journal(j, err);
@@ -316,15 +299,15 @@ int journal_open(const char *state_dir, journal **out, char **err) {
     int torn = 0;
     rc = load_all(j, &torn);
     if (rc < 0) {
-        *err = xasprintf("cannot read journal %s: %s", j->path,
-                         rc == OL_ENOMEM ? "out of memory" : strerror(errno));
+        *err = ol__format("cannot read journal %s: %s", j->path,
+                          rc == OL_ENOMEM ? "out of memory" : strerror(errno));
         goto fail;
     }
     /* A torn last line stays (it is skipped on every load) but must not swallow the next
      * record: start that one on a fresh line. */
     if (torn && (write_all(j->fd, "\n", 1) != 0 || fsync(j->fd) != 0)) {
         rc = OL_EIO;
-        *err = xasprintf("cannot repair journal %s: %s", j->path, strerror(errno));
+        *err = ol__format("cannot repair journal %s: %s", j->path, strerror(errno));
         goto fail;
     }
     *out = j;

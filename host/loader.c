@@ -4,6 +4,7 @@
  * keeps them by stage name. It also orders the stages of a pipeline by their `needs`.
  * Every refusal names the file and says how to fix it. */
 #include "loader.h"
+#include "error.h"
 
 #include <dirent.h>
 #include <dlfcn.h>
@@ -34,24 +35,6 @@ struct loader {
     size_t cap;
     size_t dir_gen; /* bumped per directory by loader_load_default */
 };
-
-static char *fmt_err(const char *fmt, ...) OL_PRINTF(1, 2);
-
-static char *fmt_err(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    int len = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (len < 0)
-        return NULL;
-    char *s = malloc((size_t)len + 1);
-    if (s == NULL)
-        return NULL;
-    va_start(ap, fmt);
-    vsnprintf(s, (size_t)len + 1, fmt, ap);
-    va_end(ap);
-    return s;
-}
 
 static int set_err(char **err, int code, char *msg) {
     if (err != NULL)
@@ -115,52 +98,52 @@ static int valid_stage_name(const char *name) {
 static int check_abi(const ol_plugin *d, const char *path, char **err) {
     if (d->abi_major != OL_ABI_MAJOR)
         return set_err(err, OL_EABI,
-                       fmt_err("%s: built for opsline plugin ABI %u.%u, this opsline supports "
-                               "%d.%d; rebuild the plugin against opsline's SDK %d.x",
-                               path, (unsigned)d->abi_major, (unsigned)d->abi_minor, OL_ABI_MAJOR,
-                               OL_ABI_MINOR, OL_ABI_MAJOR));
+                       ol__format("%s: built for opsline plugin ABI %u.%u, this opsline supports "
+                                  "%d.%d; rebuild the plugin against opsline's SDK %d.x",
+                                  path, (unsigned)d->abi_major, (unsigned)d->abi_minor,
+                                  OL_ABI_MAJOR, OL_ABI_MINOR, OL_ABI_MAJOR));
     if (d->abi_minor > OL_ABI_MINOR)
         return set_err(err, OL_EABI,
-                       fmt_err("%s: built for opsline plugin ABI %u.%u, this opsline supports "
-                               "%d.%d; upgrade opsline or rebuild the plugin against opsline's "
-                               "SDK %d.%d",
-                               path, (unsigned)d->abi_major, (unsigned)d->abi_minor, OL_ABI_MAJOR,
-                               OL_ABI_MINOR, OL_ABI_MAJOR, OL_ABI_MINOR));
+                       ol__format("%s: built for opsline plugin ABI %u.%u, this opsline supports "
+                                  "%d.%d; upgrade opsline or rebuild the plugin against opsline's "
+                                  "SDK %d.%d",
+                                  path, (unsigned)d->abi_major, (unsigned)d->abi_minor,
+                                  OL_ABI_MAJOR, OL_ABI_MINOR, OL_ABI_MAJOR, OL_ABI_MINOR));
     if (d->struct_size < DESC_V1_0_SIZE)
         return set_err(err, OL_EABI,
-                       fmt_err("%s: plugin descriptor is %u bytes, smaller than the %zu bytes "
-                               "of opsline plugin ABI %d.0; rebuild the plugin against "
-                               "opsline's SDK %d.x",
-                               path, (unsigned)d->struct_size, (size_t)DESC_V1_0_SIZE, OL_ABI_MAJOR,
-                               OL_ABI_MAJOR));
+                       ol__format("%s: plugin descriptor is %u bytes, smaller than the %zu bytes "
+                                  "of opsline plugin ABI %d.0; rebuild the plugin against "
+                                  "opsline's SDK %d.x",
+                                  path, (unsigned)d->struct_size, (size_t)DESC_V1_0_SIZE,
+                                  OL_ABI_MAJOR, OL_ABI_MAJOR));
     return 0;
 }
 
 static int check_options(const ol_plugin *d, const char *path, char **err) {
     if (d->n_options > 0 && d->options == NULL)
         return set_err(err, OL_EINVAL,
-                       fmt_err("%s: stage '%s' declares %zu options but no option table", path,
-                               d->name, d->n_options));
+                       ol__format("%s: stage '%s' declares %zu options but no option table", path,
+                                  d->name, d->n_options));
     for (size_t i = 0; i < d->n_options; i++) {
         const ol_option_def *o = &d->options[i];
         if (o->name == NULL || o->name[0] == '\0')
             return set_err(
                 err, OL_EINVAL,
-                fmt_err("%s: stage '%s': option #%zu has no name", path, d->name, i + 1));
+                ol__format("%s: stage '%s': option #%zu has no name", path, d->name, i + 1));
         if (o->type < OL_OPT_STRING || o->type > OL_OPT_OBJECT)
             return set_err(err, OL_EINVAL,
-                           fmt_err("%s: stage '%s': option '%s' has unknown type %d; use one "
-                                   "of the OL_OPT_* types",
-                                   path, d->name, o->name, (int)o->type));
+                           ol__format("%s: stage '%s': option '%s' has unknown type %d; use one "
+                                      "of the OL_OPT_* types",
+                                      path, d->name, o->name, (int)o->type));
         for (size_t j = 0; j < i; j++)
             if (strcmp(d->options[j].name, o->name) == 0)
-                return set_err(
-                    err, OL_EINVAL,
-                    fmt_err("%s: stage '%s' declares option '%s' twice", path, d->name, o->name));
+                return set_err(err, OL_EINVAL,
+                               ol__format("%s: stage '%s' declares option '%s' twice", path,
+                                          d->name, o->name));
     }
     /* Parse the declared defaults once now, so a malformed default is the plugin's error
      * at load time rather than the user's at run time. */
-    char *label = fmt_err("stage '%s'", d->name);
+    char *label = ol__format("stage '%s'", d->name);
     if (label == NULL)
         return OL_ENOMEM;
     options *opts = NULL;
@@ -171,7 +154,7 @@ static int check_options(const ol_plugin *d, const char *path, char **err) {
     if (rc == OL_ENOMEM)
         return rc;
     if (rc < 0) {
-        char *msg = fmt_err("%s: %s", path, why != NULL ? why : "bad option default");
+        char *msg = ol__format("%s: %s", path, why != NULL ? why : "bad option default");
         free(why);
         return set_err(err, OL_EINVAL, msg);
     }
@@ -183,22 +166,22 @@ static int check_descriptor(const ol_plugin *d, const char *path, char **err) {
     if (rc < 0)
         return rc;
     if (d->name == NULL)
-        return set_err(err, OL_EINVAL, fmt_err("%s: plugin descriptor has no stage name", path));
+        return set_err(err, OL_EINVAL, ol__format("%s: plugin descriptor has no stage name", path));
     if (!valid_stage_name(d->name))
         return set_err(err, OL_EINVAL,
-                       fmt_err("%s: stage name '%.64s' is invalid; use 1 to %d characters "
-                               "of a-z, 0-9, '_' and '-'",
-                               path, d->name, STAGE_NAME_MAX));
+                       ol__format("%s: stage name '%.64s' is invalid; use 1 to %d characters "
+                                  "of a-z, 0-9, '_' and '-'",
+                                  path, d->name, STAGE_NAME_MAX));
     if (d->apply == NULL)
         return set_err(
             err, OL_EINVAL,
-            fmt_err("%s: stage '%s' has no apply function; set ol_plugin.apply", path, d->name));
+            ol__format("%s: stage '%s' has no apply function; set ol_plugin.apply", path, d->name));
     if (d->needs != NULL)
         for (size_t i = 0; d->needs[i] != NULL; i++)
             if (d->needs[i][0] == '\0')
                 return set_err(
                     err, OL_EINVAL,
-                    fmt_err("%s: stage '%s' has an empty name in its needs", path, d->name));
+                    ol__format("%s: stage '%s' has an empty name in its needs", path, d->name));
     return check_options(d, path, err);
 }
 
@@ -217,10 +200,10 @@ static int open_plugin(const char *path, const char *real, void **handle, const 
         const char *why = dlerror();
         why = why != NULL ? strip_path(strip_path(why, real), path) : "unknown error";
         return set_err(err, OL_EINVAL,
-                       fmt_err("%s: cannot load plugin: %s; check it was built for this "
-                               "system and linked with the libraries it uses "
-                               "(-Wl,--no-undefined finds missing ones at build time)",
-                               path, why));
+                       ol__format("%s: cannot load plugin: %s; check it was built for this "
+                                  "system and linked with the libraries it uses "
+                                  "(-Wl,--no-undefined finds missing ones at build time)",
+                                  path, why));
     }
     /* dlsym returns an object pointer; copying it is the conversion POSIX allows. */
     void *sym = dlsym(h, OL_PLUGIN_ENTRY);
@@ -229,17 +212,17 @@ static int open_plugin(const char *path, const char *real, void **handle, const 
     if (sym == NULL) {
         dlclose(h);
         return set_err(err, OL_EINVAL,
-                       fmt_err("%s: not an opsline plugin (no `%s` symbol); define the entry "
-                               "point with OL_EXPORT and build with the opsline SDK",
-                               path, OL_PLUGIN_ENTRY));
+                       ol__format("%s: not an opsline plugin (no `%s` symbol); define the entry "
+                                  "point with OL_EXPORT and build with the opsline SDK",
+                                  path, OL_PLUGIN_ENTRY));
     }
     const ol_plugin *d = entry();
     if (d == NULL) {
         dlclose(h);
         return set_err(err, OL_EINVAL,
-                       fmt_err("%s: `%s` returned NULL; it must return a static ol_plugin "
-                               "descriptor",
-                               path, OL_PLUGIN_ENTRY));
+                       ol__format("%s: `%s` returned NULL; it must return a static ol_plugin "
+                                  "descriptor",
+                                  path, OL_PLUGIN_ENTRY));
     }
     int rc = check_descriptor(d, path, err);
     if (rc < 0) {
@@ -276,7 +259,7 @@ static int load_file(loader *l, const char *path, int shadow, char **err) {
         if (e == ENOMEM)
             return OL_ENOMEM;
         return set_err(err, e == ENOENT ? OL_ENOENT : OL_EINVAL,
-                       fmt_err("%s: cannot load plugin: %s", path, strerror(e)));
+                       ol__format("%s: cannot load plugin: %s", path, strerror(e)));
     }
     for (size_t i = 0; i < l->n; i++)
         if (strcmp(l->items[i].pub.path, real) == 0) {
@@ -296,9 +279,9 @@ static int load_file(loader *l, const char *path, int shadow, char **err) {
     }
     if (prev != NULL) {
         rc = set_err(err, OL_EEXIST,
-                     fmt_err("%s: stage '%s' is already provided by %s; remove one of the two "
-                             "files from the plugin path",
-                             path, d->name, prev->pub.path));
+                     ol__format("%s: stage '%s' is already provided by %s; remove one of the two "
+                                "files from the plugin path",
+                                path, d->name, prev->pub.path));
         dlclose(h);
         goto fail;
     }
@@ -331,12 +314,12 @@ static int load_dir(loader *l, const char *dir, int required, int shadow, char *
             return OL_ENOMEM;
         if (!required && (e == ENOENT || e == ENOTDIR))
             return 0;
-        return set_err(err, OL_ENOENT, fmt_err("plugin directory %s: %s", dir, strerror(e)));
+        return set_err(err, OL_ENOENT, ol__format("plugin directory %s: %s", dir, strerror(e)));
     }
     int rc = 0;
     for (int i = 0; i < n; i++) {
         if (rc == 0) {
-            char *path = fmt_err("%s/%s", dir, list[i]->d_name);
+            char *path = ol__format("%s/%s", dir, list[i]->d_name);
             rc = path != NULL ? load_file(l, path, shadow, err) : OL_ENOMEM;
             free(path);
         }
@@ -372,9 +355,9 @@ static char *own_plugin_dir(void) {
     if (slash == NULL)
         return NULL;
     *slash = '\0';
-    char *dir = existing_dir(fmt_err("%s/plugins", exe));
+    char *dir = existing_dir(ol__format("%s/plugins", exe));
     if (dir == NULL)
-        dir = existing_dir(fmt_err("%s/../%s", exe, OPSLINE_PLUGIN_REL_DIR));
+        dir = existing_dir(ol__format("%s/../%s", exe, OPSLINE_PLUGIN_REL_DIR));
     return dir;
 }
 
@@ -429,21 +412,21 @@ static int check_needs(const loader *l, const char *const *names, size_t n, char
         const loader_plugin *p = loader_find(l, names[i]);
         if (p == NULL)
             return set_err(err, OL_EINVAL,
-                           fmt_err("stage '%s' is not provided by any loaded plugin; check "
-                                   "`opsline plugins list` and --plugin-dir",
-                                   names[i]));
+                           ol__format("stage '%s' is not provided by any loaded plugin; check "
+                                      "`opsline plugins list` and --plugin-dir",
+                                      names[i]));
         if (index_of(names, i, names[i]) < i)
             return set_err(err, OL_EINVAL,
-                           fmt_err("stage '%s' is listed twice in the pipeline", names[i]));
+                           ol__format("stage '%s' is listed twice in the pipeline", names[i]));
         for (size_t k = 0; p->desc->needs != NULL && p->desc->needs[k] != NULL; k++) {
             const char *need = p->desc->needs[k];
             if (index_of(names, n, need) == n)
-                return set_err(err, OL_EINVAL,
-                               fmt_err("stage '%s' needs stage '%s', which is not in the "
-                                       "pipeline%s; add '%s' to the pipeline's stages",
-                                       names[i], need,
-                                       loader_find(l, need) ? "" : " (and no plugin provides it)",
-                                       need));
+                return set_err(
+                    err, OL_EINVAL,
+                    ol__format("stage '%s' needs stage '%s', which is not in the "
+                               "pipeline%s; add '%s' to the pipeline's stages",
+                               names[i], need,
+                               loader_find(l, need) ? "" : " (and no plugin provides it)", need));
         }
     }
     return 0;
@@ -499,9 +482,9 @@ static char *describe_cycle(const loader *l, const char *const *names, size_t n,
         }
         strcat(path, names[cur]);
     }
-    char *msg = path != NULL ? fmt_err("stages need each other in a cycle (%s); remove one "
-                                       "of these needs",
-                                       path)
+    char *msg = path != NULL ? ol__format("stages need each other in a cycle (%s); remove one "
+                                          "of these needs",
+                                          path)
                              : NULL;
     free(path);
     free(walk);

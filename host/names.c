@@ -10,6 +10,7 @@
  *   alphanumerics and + = , . @ _ -
  * Every failure message names the input, says what is wrong and what to use instead. */
 #include "names.h"
+#include "error.h"
 
 #include <ctype.h>
 #include <stdarg.h>
@@ -28,23 +29,6 @@ static const char *const reserved_suffixes[] = {"-s3alias", "--ol-s3",    ".mrap
                                                 "--x-s3",   "--table-s3", NULL};
 
 /* malloc'd printf; NULL on allocation failure. */
-static char *format(const char *fmt, ...) OL_PRINTF(1, 2);
-static char *format(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (n < 0)
-        return NULL;
-    char *s = malloc((size_t)n + 1);
-    if (s == NULL)
-        return NULL;
-    va_start(ap, fmt);
-    vsnprintf(s, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    return s;
-}
-
 static int is_lower_alnum(char c) {
     return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
 }
@@ -222,7 +206,7 @@ static int fail(char **err, const char *subject, const char *value, const char *
                 const char *fix) {
     if (err == NULL)
         return OL_EINVAL;
-    *err = format("%s '%s' %s. %s", subject, value, why, fix);
+    *err = ol__format("%s '%s' %s. %s", subject, value, why, fix);
     return *err != NULL ? OL_EINVAL : OL_ENOMEM;
 }
 
@@ -231,7 +215,7 @@ static int fail_suggesting(char **err, const char *subject, const char *value, c
                            char *suggestion, int suggestion_valid, const char *fallback) {
     int rc;
     if (suggestion != NULL && suggestion_valid && strcmp(suggestion, value) != 0) {
-        char *fix = format("Use '%s'.", suggestion);
+        char *fix = ol__format("Use '%s'.", suggestion);
         rc = fix != NULL ? fail(err, subject, value, why, fix) : OL_ENOMEM;
         free(fix);
     } else {
@@ -315,7 +299,7 @@ int names_check_item(const char *product, const char *environment, char **err) {
         rc = names_check_environment(environment, err);
     if (rc != 0)
         return rc;
-    char *name = format("%s-%s", product, environment);
+    char *name = ol__format("%s-%s", product, environment);
     if (name == NULL)
         return OL_ENOMEM;
     char why[256];
@@ -344,8 +328,9 @@ int names_check_item(const char *product, const char *environment, char **err) {
     if (fix != NULL) {
         rc = OL_EINVAL;
         if (err != NULL) {
-            *err = format("product '%s', environment '%s': bucket and IAM user name '%s' %s. %s",
-                          product, environment, name, why, fix);
+            *err =
+                ol__format("product '%s', environment '%s': bucket and IAM user name '%s' %s. %s",
+                           product, environment, name, why, fix);
             if (*err == NULL)
                 rc = OL_ENOMEM;
         }

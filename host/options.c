@@ -3,6 +3,7 @@
  * the command line (text). Types are checked on the way in, so a stage reads typed values
  * without any checking of its own. Values of sensitive options never appear in messages. */
 #include "options.h"
+#include "error.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -31,24 +32,6 @@ struct options {
     value *values; /* one per declared option, in declaration order */
     size_t n;
 };
-
-static char *fmt_err(const char *fmt, ...) OL_PRINTF(1, 2);
-
-static char *fmt_err(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    int len = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (len < 0)
-        return NULL;
-    char *s = malloc((size_t)len + 1);
-    if (s == NULL)
-        return NULL;
-    va_start(ap, fmt);
-    vsnprintf(s, (size_t)len + 1, fmt, ap);
-    va_end(ap);
-    return s;
-}
 
 static int set_err(char **err, int code, char *msg) {
     if (err != NULL)
@@ -389,7 +372,7 @@ out:
 static char *unknown_option(const options *o, const char *name) {
     const ol_plugin *p = o->plugin;
     if (p->n_options == 0)
-        return fmt_err("%s: unknown option '%s'; this stage takes no options", o->label, name);
+        return ol__format("%s: unknown option '%s'; this stage takes no options", o->label, name);
     const char *best = NULL;
     size_t best_d = SUGGEST_MAX_DISTANCE + 1;
     size_t names_len = 1;
@@ -412,10 +395,10 @@ static char *unknown_option(const options *o, const char *name) {
     }
     char *msg;
     if (best != NULL)
-        msg = fmt_err("%s: unknown option '%s'; did you mean '%s'? Valid options: %s", o->label,
-                      name, best, names);
+        msg = ol__format("%s: unknown option '%s'; did you mean '%s'? Valid options: %s", o->label,
+                         name, best, names);
     else
-        msg = fmt_err("%s: unknown option '%s'; valid options: %s", o->label, name, names);
+        msg = ol__format("%s: unknown option '%s'; valid options: %s", o->label, name, names);
     free(names);
     return msg;
 }
@@ -426,19 +409,20 @@ static char *bad_value(const options *o, const value *v, const char *text, const
     const ol_option_def *d = v->def;
     int json = j != NULL;
     if (rc == OL_ERANGE)
-        return fmt_err("%s: option '%s' is out of range for a 64-bit integer", o->label, d->name);
+        return ol__format("%s: option '%s' is out of range for a 64-bit integer", o->label,
+                          d->name);
     if (json && ((d->type == OL_OPT_LIST && json_is_array(j)) ||
                  (d->type == OL_OPT_OBJECT && json_is_object(j))))
-        return fmt_err("%s: option '%s' must be %s; one of its values is not a string", o->label,
-                       d->name, type_expect(d->type, 1));
+        return ol__format("%s: option '%s' must be %s; one of its values is not a string", o->label,
+                          d->name, type_expect(d->type, 1));
     if (json)
-        return fmt_err("%s: option '%s' must be %s, got %s", o->label, d->name,
-                       type_expect(d->type, 1), json_type_name(j));
+        return ol__format("%s: option '%s' must be %s, got %s", o->label, d->name,
+                          type_expect(d->type, 1), json_type_name(j));
     if (d->sensitive)
-        return fmt_err("%s: option '%s' must be %s (value not shown: sensitive)", o->label, d->name,
-                       type_expect(d->type, 0));
-    return fmt_err("%s: option '%s' must be %s, got '%s'", o->label, d->name,
-                   type_expect(d->type, 0), text);
+        return ol__format("%s: option '%s' must be %s (value not shown: sensitive)", o->label,
+                          d->name, type_expect(d->type, 0));
+    return ol__format("%s: option '%s' must be %s, got '%s'", o->label, d->name,
+                      type_expect(d->type, 0), text);
 }
 
 /* Parse into a scratch value and swap it in only on success, so a failed set leaves the
@@ -470,9 +454,9 @@ static int apply_defaults(options *o, char **err) {
         if (rc < 0) {
             free(why);
             return set_err(err, OL_EINVAL,
-                           fmt_err("%s: option '%s' has a malformed default (expected %s); "
-                                   "this is a bug in the plugin",
-                                   o->label, v->def->name, type_expect(v->def->type, 0)));
+                           ol__format("%s: option '%s' has a malformed default (expected %s); "
+                                      "this is a bug in the plugin",
+                                      o->label, v->def->name, type_expect(v->def->type, 0)));
         }
     }
     return 0;
@@ -482,7 +466,7 @@ static int apply_json(options *o, const json_t *obj, char **err) {
     if (!json_is_object(obj))
         return set_err(
             err, OL_EINVAL,
-            fmt_err("%s: options must be a JSON object, got %s", o->label, json_type_name(obj)));
+            ol__format("%s: options must be a JSON object, got %s", o->label, json_type_name(obj)));
     const char *key;
     const json_t *j;
     json_object_foreach((json_t *)obj, key, j) {
@@ -586,8 +570,8 @@ static char *default_text(const ol_option_def *d) {
     if (d->sensitive)
         return strdup("default (hidden)");
     if (d->type == OL_OPT_BOOL || d->type == OL_OPT_INT)
-        return fmt_err("default %s", d->default_value);
-    return fmt_err("default \"%s\"", d->default_value);
+        return ol__format("default %s", d->default_value);
+    return ol__format("default \"%s\"", d->default_value);
 }
 
 void options_describe(const ol_plugin *p, const char *path, FILE *out) {

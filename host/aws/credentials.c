@@ -7,6 +7,7 @@
  * in a message. Reference: "Configuration and credential file settings" and "Sourcing
  * credentials with an external process" (AWS CLI User Guide), botocore credentials.py. */
 #include "credentials.h"
+#include "../error.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -47,22 +48,6 @@ typedef struct ini_section {
 
 /* ---- small helpers -------------------------------------------------------------------- */
 
-static char *fmt(const char *f, ...) {
-    va_list ap;
-    va_start(ap, f);
-    int n = vsnprintf(NULL, 0, f, ap);
-    va_end(ap);
-    if (n < 0)
-        return NULL;
-    char *s = malloc((size_t)n + 1);
-    if (s == NULL)
-        return NULL;
-    va_start(ap, f);
-    vsnprintf(s, (size_t)n + 1, f, ap);
-    va_end(ap);
-    return s;
-}
-
 /* An environment variable, with an empty value counting as unset (as in the SDKs). */
 static const char *env(const char *name) {
     const char *v = getenv(name);
@@ -78,7 +63,7 @@ static void wipe_free(char *s) {
 
 /* Appends "; part" (or "part" first) to *list; keeps the old list on ENOMEM. */
 static void list_add(char **list, const char *part) {
-    char *n = *list ? fmt("%s; %s", *list, part) : fmt("%s", part);
+    char *n = *list ? ol__format("%s; %s", *list, part) : ol__format("%s", part);
     if (n == NULL)
         return;
     free(*list);
@@ -253,14 +238,14 @@ static int ini_load(const char *path, const char *profile, int is_config, ini_se
     int sys_errno;
     int rc = ini_read(path, profile, is_config, sec, &bad_line, &sys_errno);
     if (rc == OL_EIO) {
-        *err = fmt("cannot read %s: %s", path, strerror(sys_errno));
+        *err = ol__format("cannot read %s: %s", path, strerror(sys_errno));
         return OL_ECONFIG;
     }
     if (rc == OL_ECONFIG) {
         /* The line itself is not shown: in a credentials file it may hold a secret. */
-        *err = fmt("%s line %zu is malformed: expected a [section] header, a `key = value` "
-                   "line or a comment (# or ;)",
-                   path, bad_line);
+        *err = ol__format("%s line %zu is malformed: expected a [section] header, a `key = value` "
+                          "line or a comment (# or ;)",
+                          path, bad_line);
         return OL_ECONFIG;
     }
     return rc;
@@ -302,13 +287,14 @@ static int aws_file_path(const char *name, const char *leaf, char **out, char **
     else if (home == NULL)
         *out = NULL;
     else if (v != NULL)
-        *out = fmt("%s/%s", home, v + 2);
+        *out = ol__format("%s/%s", home, v + 2);
     else
-        *out = fmt("%s/.aws/%s", home, leaf);
+        *out = ol__format("%s/.aws/%s", home, leaf);
     if (*out != NULL)
         return 0;
     if (home == NULL) {
-        *err = fmt("cannot find the home directory for ~/.aws/%s: set HOME or %s", leaf, name);
+        *err =
+            ol__format("cannot find the home directory for ~/.aws/%s: set HOME or %s", leaf, name);
         return OL_ECONFIG;
     }
     return OL_ENOMEM;
@@ -332,13 +318,14 @@ static int resolve_region(const char *override, const ini_section *cfg, ol__aws_
     }
     out->region = strdup(region);
     out->region_source =
-        source ? strdup(source) : fmt("profile '%s' in %s", out->profile, out->config_file);
+        source ? strdup(source) : ol__format("profile '%s' in %s", out->profile, out->config_file);
     if (out->region == NULL || out->region_source == NULL)
         return OL_ENOMEM;
     if (!endpoints_region_valid(region)) {
-        *err = fmt("region '%s' (from %s) is not an AWS region name; use one like eu-north-1 "
-                   "or us-east-1",
-                   region, out->region_source);
+        *err =
+            ol__format("region '%s' (from %s) is not an AWS region name; use one like eu-north-1 "
+                       "or us-east-1",
+                       region, out->region_source);
         return OL_ECONFIG;
     }
     return 0;
@@ -380,9 +367,9 @@ int credentials_settings(const char *profile_override, const char *region_overri
     /* As the CLI's ProfileNotFound: a profile asked for by name must exist; "default" may
      * be absent (environment variables may be all there is). */
     if (named && strcmp(profile, "default") != 0 && !cfg.found && !cred.found) {
-        *err = fmt("profile '%s' not found in %s or %s; create it with `aws configure "
-                   "--profile %s` or pick another with --profile/AWS_PROFILE",
-                   profile, out->credentials_file, out->config_file, profile);
+        *err = ol__format("profile '%s' not found in %s or %s; create it with `aws configure "
+                          "--profile %s` or pick another with --profile/AWS_PROFILE",
+                          profile, out->credentials_file, out->config_file, profile);
         rc = OL_ECONFIG;
         goto fail;
     }
@@ -399,7 +386,7 @@ int credentials_settings(const char *profile_override, const char *region_overri
     return 0;
 fail:
     if (rc == OL_ENOMEM && *err == NULL)
-        *err = fmt("out of memory");
+        *err = ol__format("out of memory");
     ini_section_free(&cfg);
     ini_section_free(&cred);
     credentials_settings_free(out);
@@ -445,16 +432,16 @@ static int from_section(const ini_section *sec, const char *profile, const char 
     if (ak == NULL && sk == NULL)
         return 0;
     if (ak == NULL || sk == NULL) {
-        *err = fmt("profile '%s' in %s has %s but no %s; add it (e.g. with `aws configure "
-                   "--profile %s`)",
-                   profile, path, ak ? "aws_access_key_id" : "aws_secret_access_key",
-                   ak ? "aws_secret_access_key" : "aws_access_key_id", profile);
+        *err = ol__format("profile '%s' in %s has %s but no %s; add it (e.g. with `aws configure "
+                          "--profile %s`)",
+                          profile, path, ak ? "aws_access_key_id" : "aws_secret_access_key",
+                          ak ? "aws_secret_access_key" : "aws_access_key_id", profile);
         return OL_ECONFIG;
     }
     if (token == NULL)
         token = ini_value(sec, "aws_security_token"); /* legacy name botocore still reads */
     *used = 1;
-    return creds_set(out, ak, sk, token, fmt("profile '%s' in %s", profile, path));
+    return creds_set(out, ak, sk, token, ol__format("profile '%s' in %s", profile, path));
 }
 
 /* Seconds since the epoch of an ISO 8601 / RFC 3339 time such as 2024-05-01T12:00:00Z,
@@ -507,7 +494,7 @@ static int process_run(const char *cmd, const char *what, char **buf, size_t *le
     fflush(NULL);
     FILE *p = popen(cmd, "r");
     if (p == NULL) {
-        *err = fmt("cannot run the %s: %s", what, strerror(errno));
+        *err = ol__format("cannot run the %s: %s", what, strerror(errno));
         free(b);
         return OL_ECREDS;
     }
@@ -535,17 +522,18 @@ static int process_run(const char *cmd, const char *what, char **buf, size_t *le
     b[n] = '\0';
     int status = pclose(p);
     if (rc == 0 && status == -1) {
-        *err = fmt("cannot wait for the %s: %s", what, strerror(errno));
+        *err = ol__format("cannot wait for the %s: %s", what, strerror(errno));
         rc = OL_ECREDS;
     } else if (rc == 0 && WIFSIGNALED(status)) {
-        *err = fmt("the %s was killed by signal %d", what, WTERMSIG(status));
+        *err = ol__format("the %s was killed by signal %d", what, WTERMSIG(status));
         rc = OL_ECREDS;
     } else if (rc == 0 && WIFEXITED(status) && WEXITSTATUS(status) != 0) {
-        *err = fmt("the %s exited with status %d%s; its error output, if any, is above", what,
-                   WEXITSTATUS(status), WEXITSTATUS(status) == 127 ? " (command not found)" : "");
+        *err = ol__format("the %s exited with status %d%s; its error output, if any, is above",
+                          what, WEXITSTATUS(status),
+                          WEXITSTATUS(status) == 127 ? " (command not found)" : "");
         rc = OL_ECREDS;
     } else if (rc == OL_ECONFIG) {
-        *err = fmt("the %s printed more than %d bytes", what, MAX_PROCESS_OUTPUT);
+        *err = ol__format("the %s printed more than %d bytes", what, MAX_PROCESS_OUTPUT);
     }
     if (rc != 0) {
         OPENSSL_cleanse(b, cap);
@@ -578,18 +566,18 @@ static int process_parse(const char *buf, size_t len, const char *what, ol__cred
     int rc = OL_ECONFIG;
     if (j == NULL || !json_is_object(j)) {
         /* jerr.text may quote the output, which may hold a secret: position only. */
-        *err = j ? fmt("the %s printed JSON that is not an object", what)
-                 : fmt("the %s printed invalid JSON (line %d, column %d); it must print "
-                       "{\"Version\": 1, \"AccessKeyId\": ..., \"SecretAccessKey\": ...}",
-                       what, jerr.line, jerr.column);
+        *err = j ? ol__format("the %s printed JSON that is not an object", what)
+                 : ol__format("the %s printed invalid JSON (line %d, column %d); it must print "
+                              "{\"Version\": 1, \"AccessKeyId\": ..., \"SecretAccessKey\": ...}",
+                              what, jerr.line, jerr.column);
         goto done;
     }
     json_t *ver = json_object_get(j, "Version");
     if (!json_is_integer(ver) || json_integer_value(ver) != 1) {
         *err = json_is_integer(ver)
-                   ? fmt("the %s printed Version %lld; only Version 1 is supported", what,
-                         (long long)json_integer_value(ver))
-                   : fmt("the %s printed no integer Version; Version 1 is required", what);
+                   ? ol__format("the %s printed Version %lld; only Version 1 is supported", what,
+                                (long long)json_integer_value(ver))
+                   : ol__format("the %s printed no integer Version; Version 1 is required", what);
         goto done;
     }
     const char *ak = json_string_value(json_object_get(j, "AccessKeyId"));
@@ -597,21 +585,21 @@ static int process_parse(const char *buf, size_t len, const char *what, ol__cred
     const char *token = json_string_value(json_object_get(j, "SessionToken"));
     json_t *exp = json_object_get(j, "Expiration");
     if (ak == NULL || ak[0] == '\0' || sk == NULL || sk[0] == '\0') {
-        *err = fmt("the %s printed no %s", what,
-                   ak == NULL || ak[0] == '\0' ? "AccessKeyId" : "SecretAccessKey");
+        *err = ol__format("the %s printed no %s", what,
+                          ak == NULL || ak[0] == '\0' ? "AccessKeyId" : "SecretAccessKey");
         goto done;
     }
     if (exp != NULL && !json_is_null(exp)) {
         const char *e = json_string_value(exp);
         long long t = e ? parse_iso8601(e) : -1;
         if (t < 0) {
-            *err = fmt("the %s printed an Expiration that is not an ISO 8601 time", what);
+            *err = ol__format("the %s printed an Expiration that is not an ISO 8601 time", what);
             goto done;
         }
         if (t <= (long long)time(NULL)) {
-            *err = fmt("the credentials from the %s expired at %s; renew them (e.g. log in "
-                       "again) and retry",
-                       what, e);
+            *err = ol__format("the credentials from the %s expired at %s; renew them (e.g. log in "
+                              "again) and retry",
+                              what, e);
             rc = OL_ECREDS;
             goto done;
         }
@@ -627,7 +615,7 @@ done:
 
 static int from_process(const char *cmd, const char *profile, const char *path, ol__creds *out,
                         char **err) {
-    char *what = fmt("credential_process of profile '%s' in %s", profile, path);
+    char *what = ol__format("credential_process of profile '%s' in %s", profile, path);
     char *buf = NULL;
     size_t len = 0;
     int rc;
@@ -655,21 +643,22 @@ static int unsupported(const ini_section *sec, const char *profile, const char *
     }
     if (what == NULL)
         return 0;
-    *err = fmt("profile '%s' in %s uses %s, which opsline does not support yet; give the "
-               "profile a credential_process instead, e.g. `credential_process = aws configure "
-               "export-credentials --profile OTHER --format process` (AWS CLI v2), or set "
-               "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
-               profile, path, what);
+    *err =
+        ol__format("profile '%s' in %s uses %s, which opsline does not support yet; give the "
+                   "profile a credential_process instead, e.g. `credential_process = aws configure "
+                   "export-credentials --profile OTHER --format process` (AWS CLI v2), or set "
+                   "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+                   profile, path, what);
     return OL_ECREDS;
 }
 
 /* Why a file-based source gave nothing, for the "tried" list. */
 static char *tried_file(const char *what, const char *profile, const char *path,
                         const ini_section *sec) {
-    return fmt("%s of profile '%s' in %s (%s)", what, profile, path,
-               sec->file_missing ? "file not found"
-               : sec->found      ? "not set"
-                                 : "no such profile");
+    return ol__format("%s of profile '%s' in %s (%s)", what, profile, path,
+                      sec->file_missing ? "file not found"
+                      : sec->found      ? "not set"
+                                        : "no such profile");
 }
 
 static int from_env(const ol__aws_settings *s, ol__creds *out, int *used, char **tried,
@@ -688,10 +677,10 @@ static int from_env(const ol__aws_settings *s, ol__creds *out, int *used, char *
         return 0;
     }
     if (ak == NULL || sk == NULL) {
-        *err = fmt("%s is set but %s is not; set both, or unset %s to use profile '%s'",
-                   ak ? "AWS_ACCESS_KEY_ID" : "AWS_SECRET_ACCESS_KEY",
-                   ak ? "AWS_SECRET_ACCESS_KEY" : "AWS_ACCESS_KEY_ID",
-                   ak ? "AWS_ACCESS_KEY_ID" : "AWS_SECRET_ACCESS_KEY", s->profile);
+        *err = ol__format("%s is set but %s is not; set both, or unset %s to use profile '%s'",
+                          ak ? "AWS_ACCESS_KEY_ID" : "AWS_SECRET_ACCESS_KEY",
+                          ak ? "AWS_SECRET_ACCESS_KEY" : "AWS_ACCESS_KEY_ID",
+                          ak ? "AWS_ACCESS_KEY_ID" : "AWS_SECRET_ACCESS_KEY", s->profile);
         return OL_ECREDS;
     }
     if (token == NULL)
@@ -747,15 +736,16 @@ int credentials_resolve(const ol__aws_settings *s, ol__creds *out, char **err) {
         list_add(&tried, t2);
     free(t1);
     free(t2);
-    *err = fmt("no AWS credentials found. Tried: %s. Run `aws configure%s%s`, set "
-               "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or add a credential_process to the "
-               "profile",
-               tried ? tried : "nothing", strcmp(s->profile, "default") ? " --profile " : "",
-               strcmp(s->profile, "default") ? s->profile : "");
+    *err = ol__format(
+        "no AWS credentials found. Tried: %s. Run `aws configure%s%s`, set "
+        "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or add a credential_process to the "
+        "profile",
+        tried ? tried : "nothing", strcmp(s->profile, "default") ? " --profile " : "",
+        strcmp(s->profile, "default") ? s->profile : "");
     rc = OL_ECREDS;
 done:
     if (rc == OL_ENOMEM && *err == NULL)
-        *err = fmt("out of memory");
+        *err = ol__format("out of memory");
     if (rc != 0)
         credentials_free(out);
     free(tried);

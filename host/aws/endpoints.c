@@ -4,6 +4,7 @@
  * and Tools Reference Guide), the partitions and their DNS suffixes, the global endpoints
  * (IAM, Route 53) and S3 addressing styles. URLs are parsed by libcurl's URL API. */
 #include "endpoints.h"
+#include "../error.h"
 
 #include <ctype.h>
 #include <stdarg.h>
@@ -73,22 +74,6 @@ static const partition_info partitions[] = {
     {"", "aws", "amazonaws.com", "iam.amazonaws.com", "us-east-1", "route53.amazonaws.com",
      "us-east-1"},
 };
-
-static char *fmt(const char *f, ...) {
-    va_list ap;
-    va_start(ap, f);
-    int n = vsnprintf(NULL, 0, f, ap);
-    va_end(ap);
-    if (n < 0)
-        return NULL;
-    char *s = malloc((size_t)n + 1);
-    if (s == NULL)
-        return NULL;
-    va_start(ap, f);
-    vsnprintf(s, (size_t)n + 1, f, ap);
-    va_end(ap);
-    return s;
-}
 
 static const service_info *service_find(const char *service) {
     for (size_t i = 0; i < sizeof(services) / sizeof(services[0]); i++)
@@ -207,9 +192,9 @@ static int parse_custom(const char *url, const char *origin, ol__endpoint *out, 
         goto done;
     if (rc == 0) {
         /* The URL may hold a password: it is not repeated. */
-        *err = fmt("the endpoint URL from %s must not contain a user name or password; "
-                   "opsline signs requests with your AWS credentials",
-                   origin);
+        *err = ol__format("the endpoint URL from %s must not contain a user name or password; "
+                          "opsline signs requests with your AWS credentials",
+                          origin);
         rc = OL_ECONFIG;
         goto done;
     }
@@ -249,18 +234,18 @@ static int parse_custom(const char *url, const char *origin, ol__endpoint *out, 
     while (plen > 0 && path[plen - 1] == '/')
         path[--plen] = '\0';
     rc = OL_ENOMEM;
-    out->host = port ? fmt("%s:%s", host, port) : strdup(host);
+    out->host = port ? ol__format("%s:%s", host, port) : strdup(host);
     if (out->host == NULL)
         goto done;
-    out->url = fmt("%s://%s%s", scheme, out->host, path ? path : "");
+    out->url = ol__format("%s://%s%s", scheme, out->host, path ? path : "");
     if (out->url == NULL)
         goto done;
     rc = 0;
     goto done;
 bad:
-    *err = fmt("the endpoint URL '%s' (from %s) is not usable: %s; use one like "
-               "http://127.0.0.1:5000 or https://s3.example.com",
-               url, origin, problem);
+    *err = ol__format("the endpoint URL '%s' (from %s) is not usable: %s; use one like "
+                      "http://127.0.0.1:5000 or https://s3.example.com",
+                      url, origin, problem);
     rc = OL_ECONFIG;
 done:
     curl_free(scheme);
@@ -286,12 +271,13 @@ static int real_endpoint(const service_info *svc, const char *service, const cha
         host = p->r53_host;
         sign = p->r53_region;
     }
-    out->host = host ? strdup(host)
-                     : fmt("%s.%s.%s", svc ? svc->host_prefix : service, region, p->dns_suffix);
+    out->host =
+        host ? strdup(host)
+             : ol__format("%s.%s.%s", svc ? svc->host_prefix : service, region, p->dns_suffix);
     out->signing_region = strdup(sign);
     if (out->host == NULL || out->signing_region == NULL)
         return OL_ENOMEM;
-    out->url = fmt("https://%s", out->host);
+    out->url = ol__format("https://%s", out->host);
     return out->url ? 0 : OL_ENOMEM;
 }
 
@@ -302,8 +288,8 @@ int endpoints_resolve(const char *service, const char *region, const char *profi
     memset(out, 0, sizeof(*out));
     *err = NULL;
     if (service == NULL || service[0] == '\0' || region == NULL || region[0] == '\0') {
-        *err =
-            fmt("no %s given for the AWS endpoint", service && service[0] ? "region" : "service");
+        *err = ol__format("no %s given for the AWS endpoint",
+                          service && service[0] ? "region" : "service");
         return OL_EINVAL;
     }
     const service_info *svc = service_find(service);
@@ -319,7 +305,7 @@ int endpoints_resolve(const char *service, const char *region, const char *profi
         if (rc == 0 && (out->signing_region = strdup(region)) == NULL)
             rc = OL_ENOMEM;
     } else if (!endpoints_region_valid(region)) {
-        *err = fmt("region '%s' is not an AWS region name; use one like eu-north-1", region);
+        *err = ol__format("region '%s' is not an AWS region name; use one like eu-north-1", region);
         rc = OL_ECONFIG;
     } else {
         rc = real_endpoint(svc, service, region, out);
@@ -328,7 +314,7 @@ int endpoints_resolve(const char *service, const char *region, const char *profi
         return 0;
 fail:
     if (rc == OL_ENOMEM && *err == NULL)
-        *err = fmt("out of memory");
+        *err = ol__format("out of memory");
     endpoints_free(out);
     return rc;
 }
@@ -365,8 +351,8 @@ int endpoints_s3_url(const ol__endpoint *e, const char *bucket, char **base_url,
         *host = strdup(e->host);
         *path_prefix = strdup("");
     } else if (!e->custom && dns_label(bucket)) {
-        *base_url = fmt("https://%s.%s", bucket, e->host);
-        *host = fmt("%s.%s", bucket, e->host);
+        *base_url = ol__format("https://%s.%s", bucket, e->host);
+        *host = ol__format("%s.%s", bucket, e->host);
         *path_prefix = strdup("");
     } else {
         /* Path-style: the bucket (and a custom endpoint's own path) go into the path, which
@@ -381,7 +367,7 @@ int endpoints_s3_url(const ol__endpoint *e, const char *bucket, char **base_url,
             (*base_url)[base_len] = '\0';
         }
         *host = strdup(e->host);
-        *path_prefix = esc ? fmt("%s/%s", path, esc) : NULL;
+        *path_prefix = esc ? ol__format("%s/%s", path, esc) : NULL;
     }
     curl_free(esc);
     if (*base_url && *host && *path_prefix)
