@@ -226,8 +226,11 @@ static int cmd_whoami(int argc, char **argv) {
     const ol__creds *cr = aws_client_creds(c);
     const char *source = cr && cr->source ? cr->source : "(unknown)";
     char *source_copy = strdup(source);
-    if (aws_send(c, &req, on_oneshot, &o) == 0)
+    int rc = aws_send(c, &req, on_oneshot, &o);
+    if (rc == 0)
         uv_run(&loop, UV_RUN_DEFAULT);
+    else
+        o.result = rc;
     if (o.result != 0) {
         fprintf(stderr,
                 "error: GetCallerIdentity failed with the credentials from %s: %s%s%s "

@@ -392,9 +392,21 @@ int config_build(const config_args *a, const loader *l, plan *p, char **err) {
     p->region = r ? strdup(r) : NULL;
     p->profile = a->profile ? strdup(a->profile) : NULL;
     p->state_dir = strdup(a->state_dir ? a->state_dir : ".opsline");
+    if ((r && !p->region) || (a->profile && !p->profile)) {
+        rc = OL_ENOMEM;
+        goto out;
+    }
     p->concurrency = a->concurrency > 0 ? (size_t)a->concurrency : CONFIG_DEFAULT_CONCURRENCY;
     const json_t *conc = doc ? json_object_get(doc, "concurrency") : NULL;
-    if (a->concurrency <= 0 && json_is_integer(conc) && json_integer_value(conc) > 0)
+    if (conc != NULL && (!json_is_integer(conc) || json_integer_value(conc) < 1 ||
+                         json_integer_value(conc) > 1024)) {
+        rc = fail(err, OL_ECONFIG,
+                  "pipeline file %s: \"concurrency\" must be a number from 1 to 1024, e.g. "
+                  "\"concurrency\": 32",
+                  a->pipeline_file);
+        goto out;
+    }
+    if (a->concurrency <= 0 && conc != NULL)
         p->concurrency = (size_t)json_integer_value(conc);
     p->json = a->json;
     p->verbose = a->verbose;

@@ -64,7 +64,9 @@ typedef struct run {
     size_t finished;
     int interrupted;
     int preflight_failed;
+    int creds_rejected;
     aws_stats stats;
+    char *region; /* the items' region, owned here: it outlives the AWS client */
     report *report;
 } run;
 
@@ -94,17 +96,26 @@ static void mask_all(const run *r, char *text) {
 static void host_log(ol_stage *stage, const ol_item *item, ol_log_level level, const char *fmt,
                      ...) {
     run *r = stage ? stage->run : item ? item->run : NULL;
-    char buf[2048];
-    va_list ap;
+    va_list ap, ap2;
     if (r != NULL && level == OL_LOG_DEBUG && !r->plan->verbose)
         return;
+    /* Format the whole line before masking: a fixed buffer could cut a secret in two, and
+     * the cut-off part would no longer match and be printed. */
     va_start(ap, fmt);
-    vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_copy(ap2, ap);
+    int n = vsnprintf(NULL, 0, fmt, ap);
     va_end(ap);
+    char *buf = n >= 0 ? malloc((size_t)n + 1) : NULL;
+    if (buf != NULL)
+        vsnprintf(buf, (size_t)n + 1, fmt, ap2);
+    va_end(ap2);
+    if (buf == NULL)
+        return;
     if (r != NULL)
         mask_all(r, buf);
     fprintf(stderr, "%s: %s%s%s%s%s\n", level_name(level), item ? item->name : "", item ? " " : "",
             stage ? stage->ps->plugin->desc->name : "", stage || item ? ": " : "", buf);
+    free(buf);
 }
 
 /* ---- options and identity ------------------------------------------------------------- */
@@ -157,8 +168,6 @@ static void on_aws_log(void *arg, const char *line) {
 static int host_aws_send(ol_item *item, const ol_aws_request *req, ol_aws_cb cb, void *arg) {
     if (item == NULL || req == NULL)
         return OL_EINVAL;
-    if (item->run->interrupted)
-        return OL_ECANCELED;
     ol_aws_request copy = *req;
     if (copy.region == NULL)
         copy.region = item->region;
@@ -175,9 +184,29 @@ static const char *stage_name(const ol_stage *s) {
     return s ? s->ps->plugin->desc->name : "host";
 }
 
+/* Nonzero when text contains a secret of any item in progress. The journal is a file that
+ * outlives the run, so a plugin's mistake must not put a secret there. */
+static int reveals_secret(const run *r, const char *text) {
+    if (text == NULL)
+        return 0;
+    char *copy = strdup(text);
+    if (copy == NULL)
+        return 1;
+    int found = 0;
+    for (size_t i = 0; i < r->n_items && !found; i++)
+        if (r->items[i].started && !r->items[i].finished)
+            found = bag_mask(&r->items[i].bag, copy) > 0;
+    free(copy); /* masked: it holds no secret any more */
+    return found;
+}
+
 static int host_journal_append(ol_item *item, ol_stage *stage, const char *event, const char *id) {
     if (item == NULL || event == NULL)
         return OL_EINVAL;
+    if (reveals_secret(item->run, event) || reveals_secret(item->run, id)) {
+        host_log(stage, item, OL_LOG_ERROR, "plugin bug: refused to journal a secret");
+        return OL_ESECRET;
+    }
     return journal_append(item->run->journal, item->name, stage_name(stage), event, id, NULL);
 }
 
@@ -189,6 +218,10 @@ static int host_secret_stored(ol_item *item, ol_stage *stage, const char *where)
     const char *key_id = bag_get(&item->bag, OL_KEY_ACCESS_KEY_ID);
     if (key_id == NULL)
         return OL_ENOENT;
+    if (reveals_secret(item->run, where)) {
+        host_log(stage, item, OL_LOG_ERROR, "plugin bug: refused to journal a secret");
+        return OL_ESECRET;
+    }
     return journal_append(item->run->journal, item->name, stage_name(stage), "secret_stored",
                           key_id, where);
 }
@@ -289,17 +322,13 @@ static void item_advance(ol_item *item) {
             const char *failed = NULL;
             if (sr->status != ST_PENDING)
                 continue;
-            int st = r->interrupted ? -2 : needs_state(item, r->stages[s].ps, &failed);
+            int st = needs_state(item, r->stages[s].ps, &failed);
             if (st == 0)
                 continue;
             sr->started = (double)uv_now(&r->loop) / 1000.0;
             if (st < 0) {
                 char why[160];
-                if (st == -2)
-                    snprintf(why, sizeof(why), "not started: the run was interrupted");
-                else
-                    snprintf(why, sizeof(why), "skipped: needs '%s', which did not succeed",
-                             failed);
+                snprintf(why, sizeof(why), "skipped: needs '%s', which did not succeed", failed);
                 stage_complete(item, s, ST_SKIPPED, OL_OUTCOME_FAILED, why);
                 item->again = 1;
                 continue;
@@ -346,7 +375,9 @@ static void on_sigint(uv_signal_t *h, int signum) {
     (void)signum;
     if (!r->interrupted) {
         r->interrupted = 1;
-        fprintf(stderr, "opsline: interrupted: finishing the requests in flight; no new items "
+        /* Items in progress run to their end: stopping one between its stages could leave
+         * an access key created whose secret no stage stored. */
+        fprintf(stderr, "opsline: interrupted: finishing the items in progress; no new items "
                         "start (press Ctrl-C again to stop at once)\n");
         return;
     }
@@ -373,16 +404,26 @@ static void on_preflight(void *arg, const ol_aws_response *res) {
         return;
     }
     const ol__creds *c = aws_client_creds(r->aws);
-    fprintf(stderr,
-            "error: AWS rejected the credentials from %s: %s%s%s (HTTP %ld%s%s)\n"
-            "Nothing was created. Check the access key id and secret access key (for example "
-            "with `aws sts get-caller-identity`), or select another profile with --profile.\n",
+    /* Only a 4xx answer is a verdict on the credentials; no answer (endpoint unreachable,
+     * timeout) or a 5xx says nothing about them and needs another fix. */
+    int rejected = res->result == OL_EAWS && res->status >= 400 && res->status < 500;
+    fprintf(stderr, "error: %s %s: %s%s%s (HTTP %ld%s%s)\n",
+            rejected ? "AWS rejected the credentials from"
+                     : "could not check with AWS STS the credentials from",
             c && c->source ? c->source : "the environment",
             res->error_code ? res->error_code : ol_strerror(res->result),
             res->error_message ? ": " : "", res->error_message ? res->error_message : "",
             res->status, res->request_id ? ", request id " : "",
             res->request_id ? res->request_id : "");
+    if (rejected)
+        fprintf(stderr, "Nothing was created. Check the access key id and secret access key (for "
+                        "example with `aws sts get-caller-identity`), or select another profile "
+                        "with --profile.\n");
+    else
+        fprintf(stderr, "Nothing was created. Check the network, the region and "
+                        "AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_STS, then run again.\n");
     r->preflight_failed = 1;
+    r->creds_rejected = rejected;
     r->next_item = r->n_items;
     run_kick(r);
 }
@@ -391,7 +432,9 @@ static void on_preflight(void *arg, const ol_aws_response *res) {
 
 static int items_build(run *r) {
     const plan *p = r->plan;
-    const char *region = p->region ? p->region : aws_client_settings(r->aws)->region;
+    r->region = strdup(p->region ? p->region : aws_client_settings(r->aws)->region);
+    if (r->region == NULL)
+        return OL_ENOMEM;
     r->n_items = p->n_products * p->n_environments;
     r->items = calloc(r->n_items ? r->n_items : 1, sizeof(*r->items));
     if (r->items == NULL)
@@ -404,7 +447,7 @@ static int items_build(run *r) {
             it->index = i * p->n_environments + e;
             it->product = p->products[i];
             it->environment = p->environments[e];
-            it->region = (char *)region;
+            it->region = r->region;
             it->name = malloc(len);
             it->stages = calloc(p->n_stages ? p->n_stages : 1, sizeof(stage_run));
             if (it->name == NULL || it->stages == NULL)
@@ -426,6 +469,7 @@ static void items_free(run *r) {
         bag_free(&it->bag);
     }
     free(r->items);
+    free(r->region);
 }
 
 /* init every stage, then validate every item: all before the first request. */
@@ -530,7 +574,7 @@ int pipeline_run(const plan *p) {
     }
     uv_run(&r.loop, UV_RUN_DEFAULT);
 
-    int failed = report_finish(r.report, &r.stats, r.preflight_failed, r.interrupted);
+    int failed = report_finish(r.report, &r.stats, r.creds_rejected, r.interrupted);
     code = (failed || r.preflight_failed || r.interrupted) ? 1 : 0;
 out:
     free(err);

@@ -454,6 +454,9 @@ static int configure(http_engine *eng, http_xfer *x, const http_request *req) {
         req->body != NULL || strcmp(req->method, "PUT") == 0 || strcmp(req->method, "POST") == 0;
 
     SETOPT(e, CURLOPT_URL, req->url);
+    /* S3 keys may hold "." and ".." segments: curl must not squash them (the signature and
+     * the object would no longer match). */
+    SETOPT(e, CURLOPT_PATH_AS_IS, 1L);
     SETOPT(e, CURLOPT_PRIVATE, (void *)x);
     SETOPT(e, CURLOPT_ERRORBUFFER, x->errbuf);
     SETOPT(e, CURLOPT_NOSIGNAL, 1L);

@@ -124,9 +124,9 @@ enum {
     /* Add Content-MD5 of the body (S3 configuration PUTs that require it). */
     OL_AWS_CONTENT_MD5 = 1u << 0,
     /* The request is not idempotent (e.g. IAM CreateAccessKey): when its outcome is unknown
-     * (timeout, reset, truncated answer) it is NOT resent; the callback receives
-     * result OL_EUNKNOWN and the stage must reconcile. Throttling and 5xx are still retried
-     * because AWS did not perform the action. */
+     * (timeout, reset, truncated answer, or a 500/502/504 after which AWS may have acted) it
+     * is NOT resent; the callback receives result OL_EUNKNOWN and the stage must reconcile.
+     * Throttling is still retried because AWS did not perform the action. */
     OL_AWS_NOT_IDEMPOTENT = 1u << 1
 };
 

@@ -1,0 +1,505 @@
+/* Tests for pipeline: pipeline_run over plans of in-process test stages (static ol_plugin
+ * descriptors, no dlopen), with the STS preflight and the stages' AWS calls answered by a
+ * canned HTTP server running its own libuv loop in a second thread (pipeline_run blocks in
+ * its own loop). stderr is captured to check what the user sees: secrets masked, the
+ * preflight's message, the interrupt. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <signal.h>
+#include <uv.h>
+
+#include "loader.h"
+#include "options.h"
+#include "pipeline.h"
+
+#define SECRET "wJalrXUtnFEMI/K7MDENG/bPxRfiCYSECRETKEY1"
+#define ITEM_SECRET "ItemSecretValue0123456789abcdefghijklmnop"
+
+/* ---- canned HTTP server in its own thread --------------------------------------------- */
+
+#define STS_OK                                                                                     \
+    "HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: 202\r\n\r\n"                     \
+    "<GetCallerIdentityResponse><GetCallerIdentityResult><Arn>arn:aws:iam::123456789012:user/"     \
+    "t</Arn><UserId>AIDA</UserId><Account>123456789012</Account></GetCallerIdentityResult>"        \
+    "</GetCallerIdentityResponse>\n"
+
+typedef struct sconn {
+    uv_tcp_t tcp;
+    char *buf;
+    size_t len, cap;
+} sconn;
+
+typedef struct server {
+    uv_loop_t loop;
+    uv_tcp_t tcp;
+    uv_async_t stop;
+    uv_thread_t thread;
+    int port;
+} server;
+
+static void conn_closed(uv_handle_t *h) {
+    sconn *c = h->data;
+    free(c->buf);
+    free(c);
+}
+
+static void on_written(uv_write_t *req, int status) {
+    (void)status;
+    free(req);
+}
+
+static const char *find(const char *hay, size_t len, const char *needle) {
+    size_t n = strlen(needle);
+    for (size_t i = 0; i + n <= len; i++)
+        if (strncasecmp(hay + i, needle, n) == 0)
+            return hay + i;
+    return NULL;
+}
+
+static void conn_process(sconn *c) {
+    for (;;) {
+        const char *end = find(c->buf, c->len, "\r\n\r\n");
+        if (end == NULL)
+            return;
+        size_t hlen = (size_t)(end - c->buf) + 4, blen = 0;
+        const char *cl = find(c->buf, hlen, "\r\nContent-Length:");
+        if (cl != NULL)
+            blen = strtoul(cl + 17, NULL, 10);
+        if (c->len < hlen + blen)
+            return;
+        uv_write_t *w = malloc(sizeof(*w));
+        uv_buf_t buf = uv_buf_init((char *)STS_OK, (unsigned)strlen(STS_OK));
+        if (w == NULL || uv_write(w, (uv_stream_t *)&c->tcp, &buf, 1, on_written) != 0)
+            abort();
+        memmove(c->buf, c->buf + hlen + blen, c->len - hlen - blen);
+        c->len -= hlen + blen;
+    }
+}
+
+static void conn_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+    sconn *c = h->data;
+    if (c->cap - c->len < suggested) {
+        char *tmp = realloc(c->buf, c->cap * 2);
+        if (tmp == NULL)
+            abort();
+        c->buf = tmp;
+        c->cap *= 2;
+    }
+    *buf = uv_buf_init(c->buf + c->len, (unsigned)(c->cap - c->len));
+}
+
+static void conn_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
+    sconn *c = st->data;
+    (void)buf;
+    if (n < 0) {
+        if (!uv_is_closing((uv_handle_t *)st))
+            uv_close((uv_handle_t *)st, conn_closed);
+        return;
+    }
+    c->len += (size_t)n;
+    conn_process(c);
+}
+
+static void on_connection(uv_stream_t *l, int status) {
+    sconn *c = calloc(1, sizeof(*c));
+    if (status != 0 || c == NULL)
+        abort();
+    c->cap = 65536;
+    c->buf = malloc(c->cap);
+    if (c->buf == NULL || uv_tcp_init(l->loop, &c->tcp) != 0)
+        abort();
+    c->tcp.data = c;
+    if (uv_accept(l, (uv_stream_t *)&c->tcp) != 0 ||
+        uv_read_start((uv_stream_t *)&c->tcp, conn_alloc, conn_read) != 0)
+        abort();
+}
+
+static void close_conn(uv_handle_t *h, void *arg) {
+    (void)arg;
+    if (!uv_is_closing(h))
+        uv_close(h, h->data == arg ? NULL : conn_closed);
+}
+
+static void on_stop(uv_async_t *a) {
+    server *s = a->data;
+    uv_walk(&s->loop, close_conn, s);
+}
+
+static void server_thread(void *arg) {
+    server *s = arg;
+    uv_run(&s->loop, UV_RUN_DEFAULT);
+}
+
+static void server_start(server *s) {
+    struct sockaddr_in addr;
+    struct sockaddr_storage ss;
+    int len = sizeof(ss);
+    memset(s, 0, sizeof(*s));
+    assert_int_equal(uv_loop_init(&s->loop), 0);
+    assert_int_equal(uv_ip4_addr("127.0.0.1", 0, &addr), 0);
+    assert_int_equal(uv_tcp_init(&s->loop, &s->tcp), 0);
+    s->tcp.data = s;
+    assert_int_equal(uv_tcp_bind(&s->tcp, (const struct sockaddr *)&addr, 0), 0);
+    assert_int_equal(uv_listen((uv_stream_t *)&s->tcp, 128, on_connection), 0);
+    assert_int_equal(uv_tcp_getsockname(&s->tcp, (struct sockaddr *)&ss, &len), 0);
+    s->port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    assert_int_equal(uv_async_init(&s->loop, &s->stop, on_stop), 0);
+    s->stop.data = s;
+    assert_int_equal(uv_thread_create(&s->thread, server_thread, s), 0);
+}
+
+static void server_stop(server *s) {
+    uv_async_send(&s->stop);
+    uv_thread_join(&s->thread);
+    assert_int_equal(uv_loop_close(&s->loop), 0);
+}
+
+/* ---- test stages ---------------------------------------------------------------------- */
+
+static const ol_host *g_host;
+static unsigned g_applied[8]; /* apply calls per stage id */
+static unsigned g_completed;  /* aws callbacks that completed a stage */
+
+typedef struct op {
+    ol_stage *stage;
+    ol_item *item;
+} op;
+
+static int st_init(ol_stage *stage, const ol_host *host, void **state) {
+    (void)stage;
+    g_host = host;
+    *state = NULL;
+    return 0;
+}
+
+/* secret: stores a secret in the bag and completes synchronously, inside apply. */
+static int secret_apply(ol_stage *stage, ol_item *item, void *state) {
+    (void)state;
+    g_applied[0]++;
+    g_host->item_set(item, "iam.secret_access_key", ITEM_SECRET, OL_BAG_SECRET);
+    g_host->done(stage, item, OL_OUTCOME_CREATED, NULL);
+    return 0;
+}
+
+static void on_aws(void *arg, const ol_aws_response *res) {
+    op *o = arg;
+    g_completed++;
+    g_host->done(o->stage, o->item, res->result == 0 ? OL_OUTCOME_UNCHANGED : OL_OUTCOME_FAILED,
+                 res->result == 0 ? NULL : "AWS call failed");
+    free(o);
+}
+
+static int send_sts(ol_stage *stage, ol_item *item) {
+    static const ol_kv params[] = {{"Action", "GetCallerIdentity"}, {"Version", "2011-06-15"}};
+    ol_aws_request req = {.service = "sts", .method = "POST", .params = params, .n_params = 2};
+    op *o = malloc(sizeof(*o));
+    if (o == NULL)
+        return OL_ENOMEM;
+    o->stage = stage;
+    o->item = item;
+    int rc = g_host->aws_send(item, &req, on_aws, o);
+    if (rc != 0)
+        free(o);
+    return rc;
+}
+
+/* logger: logs a long line whose secret straddles 2048 bytes, then completes from an AWS
+ * callback. With g_interrupt set, the first item's apply also raises SIGINT. */
+static int g_interrupt;
+static int logger_apply(ol_stage *stage, ol_item *item, void *state) {
+    (void)state;
+    g_applied[1]++;
+    g_host->log(stage, item, OL_LOG_WARN, "%2030s|%s|", "pad",
+                g_host->item_get(item, "iam.secret_access_key"));
+    if (g_interrupt && g_applied[1] == 1)
+        kill(getpid(), SIGINT);
+    return send_sts(stage, item);
+}
+
+/* store: needs logger; completes synchronously. It stands for a secret store stage. */
+static int store_apply(ol_stage *stage, ol_item *item, void *state) {
+    (void)state;
+    g_applied[2]++;
+    g_host->done(stage, item, OL_OUTCOME_CREATED, NULL);
+    return 0;
+}
+
+/* sloppy: calls done and then returns an error (a plugin bug the host must absorb). */
+static int sloppy_apply(ol_stage *stage, ol_item *item, void *state) {
+    (void)state;
+    g_applied[3]++;
+    g_host->done(stage, item, OL_OUTCOME_UNCHANGED, NULL);
+    g_host->done(stage, item, OL_OUTCOME_FAILED, "second done");
+    return OL_EINVAL;
+}
+
+/* leaky: tries to journal the item's secret (a plugin bug the host must refuse). */
+static int g_leak_rc[3];
+static int leaky_apply(ol_stage *stage, ol_item *item, void *state) {
+    (void)state;
+    g_applied[4]++;
+    g_host->item_set(item, OL_KEY_ACCESS_KEY_ID, "AKIAEXAMPLE", 0);
+    g_leak_rc[0] = g_host->journal_append(item, stage, "key", ITEM_SECRET);
+    g_leak_rc[1] = g_host->secret_stored(item, stage, "file with " ITEM_SECRET " inside");
+    g_leak_rc[2] = g_host->journal_append(item, stage, "harmless", "AKIAEXAMPLE");
+    g_host->done(stage, item, OL_OUTCOME_UNCHANGED, NULL);
+    return 0;
+}
+
+static const char *const needs_secret[] = {"secret", NULL};
+static const char *const needs_logger[] = {"logger", NULL};
+
+#define STAGE(nm, ap, nd)                                                                          \
+    {                                                                                              \
+        .abi_major = OL_ABI_MAJOR, .abi_minor = OL_ABI_MINOR, .struct_size = sizeof(ol_plugin),    \
+        .name = nm, .version = "1", .description = "test", .needs = nd, .init = st_init,           \
+        .apply = ap                                                                                \
+    }
+
+static const ol_plugin p_secret = STAGE("secret", secret_apply, NULL);
+static const ol_plugin p_logger = STAGE("logger", logger_apply, needs_secret);
+static const ol_plugin p_store = STAGE("store", store_apply, needs_logger);
+static const ol_plugin p_sloppy = STAGE("sloppy", sloppy_apply, NULL);
+static const ol_plugin p_leaky = STAGE("leaky", leaky_apply, needs_secret);
+
+/* ---- fixture -------------------------------------------------------------------------- */
+
+typedef struct fixture {
+    server srv;
+    char dir[64];
+    char err_path[96];
+    loader_plugin lp[4];
+    plan p;
+    char *stderr_text;
+} fixture;
+
+static void fixture_init(fixture *fx, const ol_plugin *const *stages, size_t n_stages,
+                         size_t n_products) {
+    char url[64];
+    memset(fx, 0, sizeof(*fx));
+    memset(g_applied, 0, sizeof(g_applied));
+    g_completed = 0;
+    g_interrupt = 0;
+    server_start(&fx->srv);
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d", fx->srv.port);
+    setenv("AWS_ENDPOINT_URL", url, 1);
+    snprintf(fx->dir, sizeof(fx->dir), "/tmp/opsline-test-pipeline-XXXXXX");
+    assert_non_null(mkdtemp(fx->dir));
+    snprintf(fx->err_path, sizeof(fx->err_path), "%s/stderr", fx->dir);
+
+    plan *p = &fx->p;
+    p->n_products = n_products;
+    p->products = calloc(n_products, sizeof(char *));
+    assert_non_null(p->products);
+    for (size_t i = 0; i < n_products; i++) {
+        char name[32];
+        snprintf(name, sizeof(name), "prod%zu", i);
+        p->products[i] = strdup(name);
+    }
+    p->n_environments = 1;
+    p->environments = calloc(1, sizeof(char *));
+    assert_non_null(p->environments);
+    p->environments[0] = strdup("dev");
+    p->stages = calloc(n_stages, sizeof(plan_stage));
+    assert_non_null(p->stages);
+    p->n_stages = n_stages;
+    for (size_t s = 0; s < n_stages; s++) {
+        char *err = NULL;
+        fx->lp[s].desc = stages[s];
+        fx->lp[s].path = (char *)"(built in)";
+        p->stages[s].plugin = &fx->lp[s];
+        assert_int_equal(options_parse(stages[s], NULL, stages[s]->name, &p->stages[s].opts, &err),
+                         0);
+        p->stages[s].needs = calloc(1, sizeof(size_t));
+        assert_non_null(p->stages[s].needs);
+        /* In these plans a stage needs at most its predecessor. */
+        if (stages[s]->needs != NULL && s > 0) {
+            p->stages[s].needs[0] = s - 1;
+            p->stages[s].n_needs = 1;
+        }
+    }
+    p->concurrency = 1;
+    p->state_dir = strdup(fx->dir);
+}
+
+/* Runs the plan with stderr captured into fx->stderr_text. */
+static int fixture_run(fixture *fx) {
+    fflush(stderr);
+    int saved = dup(2);
+    FILE *f = fopen(fx->err_path, "w+");
+    assert_non_null(f);
+    dup2(fileno(f), 2);
+    int code = pipeline_run(&fx->p);
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    long n = ftell(f);
+    fx->stderr_text = calloc(1, (size_t)n + 1);
+    assert_non_null(fx->stderr_text);
+    rewind(f);
+    assert_int_equal(fread(fx->stderr_text, 1, (size_t)n, f), (size_t)n);
+    fclose(f);
+    return code;
+}
+
+static void fixture_finish(fixture *fx) {
+    char cmd[128];
+    server_stop(&fx->srv);
+    plan_free(&fx->p);
+    free(fx->stderr_text);
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", fx->dir);
+    assert_int_equal(system(cmd), 0);
+}
+
+static int setup_env(void **state) {
+    (void)state;
+    /* A shell starts background jobs with SIGINT ignored; the interrupt test needs it. */
+    signal(SIGINT, SIG_DFL);
+    setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLETEST00001", 1);
+    setenv("AWS_SECRET_ACCESS_KEY", SECRET, 1);
+    unsetenv("AWS_SESSION_TOKEN");
+    unsetenv("AWS_PROFILE");
+    setenv("AWS_REGION", "eu-north-1", 1);
+    setenv("AWS_CONFIG_FILE", "/nonexistent/opsline-test-config", 1);
+    setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/opsline-test-credentials", 1);
+    setenv("AWS_MAX_ATTEMPTS", "1", 1);
+    setenv("OPSLINE_RETRY_BASE_MS", "1", 1);
+    return 0;
+}
+
+/* ---- tests ---------------------------------------------------------------------------- */
+
+static void runs_a_dag_of_synchronous_and_asynchronous_stages_for_every_item(void **state) {
+    static const ol_plugin *const stages[] = {&p_secret, &p_logger, &p_store};
+    fixture fx;
+    (void)state;
+    fixture_init(&fx, stages, 3, 3);
+    assert_int_equal(fixture_run(&fx), 0);
+    assert_int_equal(g_applied[0], 3);
+    assert_int_equal(g_applied[1], 3);
+    assert_int_equal(g_applied[2], 3);
+    assert_int_equal(g_completed, 3);
+    fixture_finish(&fx);
+}
+
+static void masks_a_secret_in_a_log_line_longer_than_any_buffer(void **state) {
+    static const ol_plugin *const stages[] = {&p_secret, &p_logger};
+    fixture fx;
+    (void)state;
+    fixture_init(&fx, stages, 2, 1);
+    assert_int_equal(fixture_run(&fx), 0);
+    /* Not the secret, nor any long piece of it. */
+    assert_null(strstr(fx.stderr_text, "ItemSecretValue"));
+    assert_null(strstr(fx.stderr_text, "abcdefghijklmnop"));
+    assert_non_null(strstr(fx.stderr_text, "|****"));
+    assert_null(strstr(fx.stderr_text, SECRET));
+    fixture_finish(&fx);
+}
+
+static void absorbs_a_stage_that_completes_twice_and_then_returns_an_error(void **state) {
+    static const ol_plugin *const stages[] = {&p_sloppy};
+    fixture fx;
+    (void)state;
+    fixture_init(&fx, stages, 1, 2);
+    assert_int_equal(fixture_run(&fx), 0);
+    assert_int_equal(g_applied[3], 2);
+    assert_non_null(strstr(fx.stderr_text, "plugin bug"));
+    fixture_finish(&fx);
+}
+
+static void refuses_to_journal_a_secret(void **state) {
+    static const ol_plugin *const stages[] = {&p_secret, &p_leaky};
+    fixture fx;
+    char path[128], buf[4096];
+    (void)state;
+    fixture_init(&fx, stages, 2, 1);
+    assert_int_equal(fixture_run(&fx), 0);
+    assert_int_equal(g_applied[4], 1);
+    assert_int_equal(g_leak_rc[0], OL_ESECRET);
+    assert_int_equal(g_leak_rc[1], OL_ESECRET);
+    assert_int_equal(g_leak_rc[2], 0);
+    snprintf(path, sizeof(path), "%s/journal.jsonl", fx.dir);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    assert_non_null(strstr(buf, "harmless"));
+    assert_null(strstr(buf, ITEM_SECRET));
+    fixture_finish(&fx);
+}
+
+static void finishes_the_item_in_progress_on_interrupt_and_starts_no_other(void **state) {
+    static const ol_plugin *const stages[] = {&p_secret, &p_logger, &p_store};
+    fixture fx;
+    (void)state;
+    fixture_init(&fx, stages, 3, 3);
+    g_interrupt = 1;
+    int code = fixture_run(&fx);
+    /* Under heavy CPU contention libuv has been seen to deliver the signal only after the
+     * last item finished; then there is nothing to check, and the test says so instead of
+     * failing on timing. */
+    if (strstr(fx.stderr_text, "interrupted") == NULL) {
+        fixture_finish(&fx);
+        print_message("the interrupt arrived after the run ended; nothing to check\n");
+        skip();
+    }
+    assert_int_equal(code, 1);
+    /* The first item ran to its end: its secret reached the store stage. */
+    assert_int_equal(g_applied[1], 1);
+    assert_int_equal(g_applied[2], 1);
+    fixture_finish(&fx);
+}
+
+static void says_sts_was_unreachable_rather_than_credentials_rejected(void **state) {
+    static const ol_plugin *const stages[] = {&p_secret};
+    fixture fx;
+    uv_loop_t loop;
+    uv_tcp_t tcp;
+    struct sockaddr_in addr;
+    struct sockaddr_storage ss;
+    int len = sizeof(ss);
+    char url[64];
+    (void)state;
+    fixture_init(&fx, stages, 1, 1);
+    /* A port nobody listens on: bind one, note it, close it. */
+    assert_int_equal(uv_loop_init(&loop), 0);
+    assert_int_equal(uv_tcp_init(&loop, &tcp), 0);
+    assert_int_equal(uv_ip4_addr("127.0.0.1", 0, &addr), 0);
+    assert_int_equal(uv_tcp_bind(&tcp, (const struct sockaddr *)&addr, 0), 0);
+    assert_int_equal(uv_tcp_getsockname(&tcp, (struct sockaddr *)&ss, &len), 0);
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d", ntohs(((struct sockaddr_in *)&ss)->sin_port));
+    uv_close((uv_handle_t *)&tcp, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    setenv("AWS_ENDPOINT_URL", url, 1);
+
+    assert_int_equal(fixture_run(&fx), 1);
+    assert_int_equal(g_applied[0], 0);
+    assert_null(strstr(fx.stderr_text, "rejected"));
+    assert_non_null(strstr(fx.stderr_text, "could not check"));
+    fixture_finish(&fx);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(runs_a_dag_of_synchronous_and_asynchronous_stages_for_every_item),
+        cmocka_unit_test(masks_a_secret_in_a_log_line_longer_than_any_buffer),
+        cmocka_unit_test(absorbs_a_stage_that_completes_twice_and_then_returns_an_error),
+        cmocka_unit_test(refuses_to_journal_a_secret),
+        cmocka_unit_test(finishes_the_item_in_progress_on_interrupt_and_starts_no_other),
+        cmocka_unit_test(says_sts_was_unreachable_rather_than_credentials_rejected),
+    };
+    if (getenv("TEST_FILTER") != NULL) /* run one test: a failed one leaves its server up */
+        cmocka_set_test_filter(getenv("TEST_FILTER"));
+    return cmocka_run_group_tests(tests, setup_env, NULL);
+}
