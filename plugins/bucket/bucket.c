@@ -12,6 +12,8 @@
 
 #include "opsline/opsline.h"
 
+#include "../arn.h"
+
 #define S3_XMLNS "http://s3.amazonaws.com/doc/2006-03-01/"
 #define MAX_TAGS 50       /* S3 User Guide, "Tagging": up to 50 tags per bucket */
 #define MAX_TAG_KEY 128   /* characters */
@@ -170,25 +172,6 @@ static char *format(const char *fmt, ...) {
 /* ---------------------------------------------------------------------------------------
  * Pure helpers: ARN partition and request bodies.
  * ------------------------------------------------------------------------------------- */
-
-/* AWS General Reference, "ARNs": the partition comes from the region. */
-static const char *partition_of(const char *region) {
-    if (region == NULL)
-        return "aws";
-    if (strncmp(region, "cn-", 3) == 0)
-        return "aws-cn";
-    if (strncmp(region, "us-gov-", 7) == 0)
-        return "aws-us-gov";
-    if (strncmp(region, "us-isob-", 8) == 0)
-        return "aws-iso-b";
-    if (strncmp(region, "us-iso-", 7) == 0)
-        return "aws-iso";
-    return "aws";
-}
-
-static char *bucket_arn(const char *region, const char *name) {
-    return format("arn:%s:s3:::%s", partition_of(region), name);
-}
 
 /* S3 API Reference, CreateBucket: "If you don't specify a Region, the bucket is created in
  * US East (N. Virginia)"; sending LocationConstraint=us-east-1 is rejected
@@ -440,7 +423,7 @@ static void send_get(bucket_op *op, bucket_step step, const char *subresource) {
 
 static void succeed(bucket_op *op) {
     const ol_host *h = op->conf->host;
-    char *arn = bucket_arn(op->region, op->name);
+    char *arn = arn_s3_bucket(op->region, op->name);
     if (arn == NULL || h->item_set(op->item, OL_KEY_BUCKET_NAME, op->name, 0) < 0 ||
         h->item_set(op->item, OL_KEY_BUCKET_ARN, arn, 0) < 0) {
         free(arn);

@@ -16,6 +16,8 @@
 
 #include "opsline/opsline.h"
 
+#include "../arn.h"
+
 /* IAM User Guide, "IAM and AWS STS quotas": the inline policies of a user total at most
  * 2,048 characters, whitespace not counted. */
 #define POLICY_MAX_CHARS 2048
@@ -381,22 +383,6 @@ static int grants_acl_actions(const char *const *actions, size_t n) {
 /* ---------------------------------------------------------------------------------------
  * Policy documents
  * ------------------------------------------------------------------------------------- */
-
-/* AWS General Reference, "ARNs": the partition comes from the region (as in the bucket
- * stage, which sets bucket.arn). */
-static const char *partition_of(const char *region) {
-    if (region == NULL)
-        return "aws";
-    if (strncmp(region, "cn-", 3) == 0)
-        return "aws-cn";
-    if (strncmp(region, "us-gov-", 7) == 0)
-        return "aws-us-gov";
-    if (strncmp(region, "us-isob-", 8) == 0)
-        return "aws-iso-b";
-    if (strncmp(region, "us-iso-", 7) == 0)
-        return "aws-iso";
-    return "aws";
-}
 
 /* One Allow statement with every action on the bucket and on its objects. The runbook's
  * policy is this one statement; splitting bucket-level and object-level actions would be
@@ -824,8 +810,8 @@ static int policy_init(ol_stage *stage, const ol_host *host, void **state) {
 static int policy_validate(ol_stage *stage, const ol_item *item, void *state) {
     policy_conf *c = state;
     const ol_host *h = c->host;
-    const char *partition = partition_of(h->item_region(item));
-    char *arn = reasonf("arn:%s:s3:::%s", partition, h->item_name(item));
+    /* bucket.arn is not set yet (validate runs before any stage): build the same ARN. */
+    char *arn = arn_s3_bucket(h->item_region(item), h->item_name(item));
     json_t *doc = arn != NULL ? policy_build(c->actions, c->n_actions, arn) : NULL;
     char *text = doc != NULL ? policy_compact(doc) : NULL;
     free(arn);

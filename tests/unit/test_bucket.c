@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "../../plugins/arn.c"
 #include "../../plugins/bucket/bucket.c"
 
 #include "xml.h"
@@ -268,15 +269,15 @@ static void respond_matching_defaults(void) {
 
 static void derives_the_arn_partition_from_the_region(void **state) {
     (void)state;
-    assert_string_equal(partition_of("eu-north-1"), "aws");
-    assert_string_equal(partition_of("us-east-1"), "aws");
-    assert_string_equal(partition_of("cn-north-1"), "aws-cn");
-    assert_string_equal(partition_of("cn-northwest-1"), "aws-cn");
-    assert_string_equal(partition_of("us-gov-west-1"), "aws-us-gov");
-    assert_string_equal(partition_of("us-iso-east-1"), "aws-iso");
-    assert_string_equal(partition_of("us-isob-east-1"), "aws-iso-b");
-    assert_string_equal(partition_of(NULL), "aws");
-    char *arn = bucket_arn("cn-north-1", "acme-production");
+    assert_string_equal(arn_partition("eu-north-1"), "aws");
+    assert_string_equal(arn_partition("us-east-1"), "aws");
+    assert_string_equal(arn_partition("cn-north-1"), "aws-cn");
+    assert_string_equal(arn_partition("cn-northwest-1"), "aws-cn");
+    assert_string_equal(arn_partition("us-gov-west-1"), "aws-us-gov");
+    assert_string_equal(arn_partition("us-iso-east-1"), "aws-iso");
+    assert_string_equal(arn_partition("us-isob-east-1"), "aws-iso-b");
+    assert_string_equal(arn_partition(NULL), "aws");
+    char *arn = arn_s3_bucket("cn-north-1", "acme-production");
     assert_string_equal(arn, "arn:aws-cn:s3:::acme-production");
     free(arn);
 }

@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "../../plugins/arn.c"
 #include "../../plugins/policy/policy.c"
 
 #include "xml.h"
