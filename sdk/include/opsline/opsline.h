@@ -4,28 +4,40 @@
  * descriptor (ol_plugin). The host checks the descriptor's ABI version, validates the
  * stage's declared options, and calls init once per pipeline, apply once per item, and
  * fini once at teardown. Everything a stage may do (read options, read and write the item
- * bag, send AWS requests, log, write private files, record to the journal, complete) goes
- * through the host API table (ol_host) handed to init.
+ * bag, send AWS requests, log, write private files, record to the journal, run programs,
+ * do blocking work off the loop, take timers and locks, complete) goes through the host
+ * API table (ol_host) handed to init.
+ *
+ * A secret store is a stage with store operations (ol_store_ops: put, get, del) instead of
+ * apply: the host runs it after the stage that creates access keys, records "stored" per
+ * store, fills a store added later from another store that holds the secret, and refuses
+ * a pipeline that would create keys and store them nowhere.
  *
  * Rules that hold everywhere:
  * - Functions return 0 or a negative OL_E* code; host->strerror(code) names it.
  * - A function that takes a callback and returns an error never calls that callback.
  * - Pointers the host passes in are borrowed for the duration of the call unless stated.
  * - Handles (ol_item, ol_stage, ol_xml) are opaque; never look inside.
- * - The ABI is append-only: new host functions and descriptor fields are added at the end
- *   and announced by a minor version bump. Check `struct_size` before using a late field.
+ * - The stage runs on the host's single event loop: it never blocks (no sleep, no waitpid,
+ *   no fsync, no network) and never retries AWS requests by hand. Blocking work goes to
+ *   host->work_queue, programs to host->proc_run.
+ * - Every struct that crosses the ABI starts with (or carries) its size: the descriptor,
+ *   the option table's element size (option_size), ol_aws_request, ol_aws_response,
+ *   ol_proc_spec, ol_proc_result, ol_secret, ol_store_ops. The ABI is append-only within
+ *   a major version: new host functions and fields are added at the end and announced by a
+ *   minor bump. Check `struct_size` before using a late field.
  */
 #ifndef OPSLINE_OPSLINE_H
 #define OPSLINE_OPSLINE_H
 
-#include <stddef.h>
+#include <stddef.h> /* offsetof, size_t */
 #include <stdint.h>
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define OL_ABI_MAJOR 1
+#define OL_ABI_MAJOR 2
 #define OL_ABI_MINOR 0
 
 #if defined(__GNUC__)
@@ -107,12 +119,34 @@ typedef enum ol_option_type {
     OL_OPT_OBJECT = 5 /* string map (JSON object of strings), e.g. tags */
 } ol_option_type;
 
+enum {
+    OL_OPT_SENSITIVE = 1u << 0, /* the value is never printed or logged */
+    OL_OPT_BIND = 1u << 1       /* `offset` is valid: host->opt_bind fills that field */
+};
+
+/* A bound option's field in the stage's own struct (host->opt_bind), by type:
+ * OL_OPT_STRING: const char *; OL_OPT_BOOL: int; OL_OPT_INT: long long;
+ * OL_OPT_LIST: ol_list; OL_OPT_OBJECT: ol_map. Borrowed values stay valid until fini. */
+typedef struct ol_list {
+    const char *const *items;
+    size_t n;
+} ol_list;
+
+typedef struct ol_map {
+    const ol_kv *items;
+    size_t n;
+} ol_map;
+
+/* Declare one option bound to a field: OL_BIND(my_state, path) in an ol_option_def. */
+#define OL_BIND(type, field) (OL_OPT_BIND), offsetof(type, field)
+
 typedef struct ol_option_def {
     const char *name;
     ol_option_type type;
     const char *default_value; /* textual default ("true", "42", "a,b", "k=v,k2=v2"); NULL: unset */
     const char *help;
-    int sensitive; /* nonzero: value is never printed or logged */
+    unsigned flags; /* OL_OPT_SENSITIVE, OL_OPT_BIND */
+    size_t offset;  /* with OL_OPT_BIND: offsetof(stage struct, field) */
 } ol_option_def;
 
 /* ---------------------------------------------------------------------------------------
@@ -131,6 +165,7 @@ enum {
 };
 
 typedef struct ol_aws_request {
+    uint32_t struct_size; /* sizeof(ol_aws_request): set it, the host refuses 0 */
     const char *service; /* "s3", "iam", "sts", "secretsmanager", ... */
     const char *method;  /* "GET", "PUT", "POST", "DELETE", "HEAD" */
     const char *bucket;  /* S3: bucket name, or NULL */
@@ -154,6 +189,7 @@ typedef struct ol_aws_request {
 } ol_aws_request;
 
 typedef struct ol_aws_response {
+    uint32_t struct_size; /* sizeof(ol_aws_response) of the host */
     /* 0: HTTP 2xx. OL_EAWS: AWS answered an error (status, error_code, error_message,
      * request_id set). OL_ENET / OL_ETIMEDOUT: no usable answer after all attempts.
      * OL_EQUOTA: retries stopped by the retry quota. OL_EUNKNOWN: see
@@ -170,6 +206,105 @@ typedef struct ol_aws_response {
 
 /* The response and all its strings are borrowed for the duration of the callback. */
 typedef void (*ol_aws_cb)(void *arg, const ol_aws_response *res);
+
+/* ---------------------------------------------------------------------------------------
+ * Host services: what a stage uses instead of blocking the loop. Every one completes on
+ * the loop, exactly once, unless the call that started it returned an error. Everything a
+ * stage starts is tied to the stage (and item, when given): the host cancels what is still
+ * running when the run ends or is stopped, and then still calls the completion, with
+ * OL_ECANCELED, so the stage can free its state in one place.
+ * ------------------------------------------------------------------------------------- */
+
+/* A program to run (host->proc_run). Secrets go on stdin only: the host refuses
+ * (OL_ESECRET) an argv or env entry that holds a secret of an item in progress. */
+typedef struct ol_proc_spec {
+    uint32_t struct_size;     /* sizeof(ol_proc_spec) */
+    const char *const *argv;  /* NULL-terminated; argv[0] is looked up in PATH */
+    const char *const *env;   /* extra "NAME=value" entries (NULL-terminated) added to the
+                                 host's environment, or NULL */
+    const char *cwd;          /* working directory, or NULL: the host's */
+    const char *stdin_data;   /* fed to the program's stdin, then closed; borrowed until the
+                                 callback; may be NULL (stdin is then empty) */
+    size_t stdin_len;
+    size_t output_cap;        /* bytes kept of stdout and of stderr each; 0: 1 MiB. Output
+                                 beyond is read and dropped (the program never blocks). */
+    unsigned timeout_ms;      /* killed (SIGTERM, then SIGKILL 2 s later, whole process
+                                 group) after this; 0: 60 s */
+} ol_proc_spec;
+
+typedef struct ol_proc_result {
+    uint32_t struct_size; /* sizeof(ol_proc_result) of the host */
+    /* 0: the program ran and exited or was killed by a signal (see below). OL_ENOENT: the
+     * program was not found. OL_ETIMEDOUT: killed after timeout_ms. OL_ECANCELED: killed
+     * because the run was stopped. OL_EIO: could not be started. */
+    int result;
+    int exit_status; /* valid when result is 0 and term_signal is 0 */
+    int term_signal; /* nonzero: killed by this signal */
+    /* Captured output, NUL-terminated (len excludes the NUL). Borrowed for the callback;
+     * the host wipes it afterwards, so stdout may hold a secret (e.g. a read-back). */
+    const char *out;
+    size_t out_len;
+    const char *err;
+    size_t err_len;
+    int out_truncated, err_truncated;
+} ol_proc_result;
+
+typedef void (*ol_proc_cb)(void *arg, const ol_proc_result *res);
+
+/* Off-loop work: work(arg) runs on a thread of the host's pool and must not call the host
+ * (except wipe and free); after(arg, status) then runs on the loop with status 0, or
+ * OL_ECANCELED when the run was stopped before work started (work then never runs). */
+typedef void (*ol_work_fn)(void *arg);
+typedef void (*ol_after_work_cb)(void *arg, int status);
+
+typedef struct ol_timer ol_timer;
+/* Timer callback, on the loop. status 0: it fired; OL_ECANCELED: the run ended first. */
+typedef void (*ol_timer_cb)(void *arg, int status);
+
+/* A held shared resource (host->lock_acquire). */
+typedef struct ol_lock ol_lock;
+/* Called on the loop once the caller holds the resource; release it with
+ * host->lock_release. status OL_ECANCELED (lock NULL): the run ended while waiting. */
+typedef void (*ol_lock_cb)(void *arg, int status, ol_lock *lock);
+
+/* ---------------------------------------------------------------------------------------
+ * Secret stores
+ * ------------------------------------------------------------------------------------- */
+
+/* One item's access key as a store keeps it. All strings borrowed for the call that gets
+ * them; secret_access_key is a secret: never log it, wipe your copies. */
+typedef struct ol_secret {
+    uint32_t struct_size; /* sizeof(ol_secret) of whoever filled it */
+    const char *access_key_id;
+    const char *secret_access_key;
+    const char *region;
+    const char *bucket;
+    const char *user;
+    const char *created; /* ISO 8601 UTC time the host learned the key, e.g. 2026-12-02T10:00:00Z */
+} ol_secret;
+
+/* The operations of a secret-store stage (ol_plugin.store). Each returns 0 and later
+ * completes with host->store_done(stage, item, result, found, reason) exactly once, or
+ * returns a negative code and never completes. A store may hold a put back until its next
+ * flush (one unlock for a batch): the host calls flush when every item in progress waits
+ * on stores, at intervals, and at the end of the run.
+ * - put: store the item's key, replacing the item's entry (never a second entry for the
+ *   same item). Complete with result 0 once it is durable.
+ * - get: read the item's entry back. Complete with result 0 and `found` filled, or
+ *   OL_ENOENT when the store holds no entry for the item, or another code.
+ * - del: remove the item's entry; 0 also when there was none. May be NULL. */
+typedef struct ol_store_ops {
+    uint32_t struct_size; /* sizeof(ol_store_ops) */
+    int (*put)(ol_stage *stage, ol_item *item, void *state, const ol_secret *secret);
+    int (*get)(ol_stage *stage, ol_item *item, void *state);
+    int (*del)(ol_stage *stage, ol_item *item, void *state);
+} ol_store_ops;
+
+/* host->secret_find completion: key_id is the user's key whose secret a configured store
+ * holds (the bag then has iam.access_key_id and, when some store lacks it, the secret), or
+ * NULL when no configured store can give one back. reason explains a store that could not
+ * be read (NULL otherwise). */
+typedef void (*ol_find_cb)(void *arg, const char *key_id, const char *reason);
 
 /* ---------------------------------------------------------------------------------------
  * The host API table. Size-prefixed and append-only: never reorder, only append.
@@ -241,11 +376,6 @@ typedef struct ol_host {
     int (*journal_append)(ol_item *item, ol_stage *stage, const char *event, const char *id);
     size_t (*journal_count)(const ol_item *item, const char *event, const char *id);
 
-    /* A secret-store stage calls this after it durably stored the item's
-     * iam.secret_access_key; the host journals "secret_stored" for iam.access_key_id with
-     * `where` (a path or store name, not the secret). */
-    int (*secret_stored)(ol_item *item, ol_stage *stage, const char *where);
-
     /* Complete apply for this item: exactly once per apply that returned 0. reason is a
      * one-line text for the user (required for OL_OUTCOME_FAILED, optional otherwise). */
     void (*done)(ol_stage *stage, ol_item *item, ol_outcome outcome, const char *reason);
@@ -253,11 +383,81 @@ typedef struct ol_host {
     /* Test hook: when OPSLINE_TEST_KILL_AT names this point, the host dies on the spot
      * (SIGKILL), the way a crash or power loss would. A no-op otherwise. */
     void (*checkpoint)(const ol_item *item, const char *point);
+
+    /* ---- 2.0: helpers every plugin needs --------------------------------------------- */
+
+    /* printf into a new string; NULL when out of memory. Free with host->free. */
+    char *(*format)(const char *fmt, ...) OL_PRINTF(1, 2);
+    /* Free memory the host allocated for the plugin (format, read_private_file,
+     * aws_reason, expand). */
+    void (*free)(void *p);
+    /* Overwrite n bytes in a way the compiler cannot elide (secrets, before free). */
+    void (*wipe)(void *p, size_t n);
+    /* Read a whole regular file (symlinks, FIFOs and devices refused; opened without
+     * following the last link and without blocking) of at most max bytes. Returns 0 with
+     * *out host-allocated and NUL-terminated (*len excludes the NUL; wipe it if it may hold
+     * a secret), OL_ENOENT when absent, OL_ERANGE when larger than max, OL_EINVAL when not
+     * a regular file, OL_EIO otherwise. */
+    int (*read_private_file)(const char *path, size_t max, char **out, size_t *len);
+    /* One line for a user about a failed AWS request: "<action> failed: <code>: <message>
+     * (HTTP <status>, request id <id>)", control characters escaped. Host-allocated. */
+    char *(*aws_reason)(const char *action, const ol_aws_response *res);
+    /* Fill every OL_OPT_BIND option of the stage into the struct at base (see ol_list,
+     * ol_map for list and object types). Values are borrowed until fini. */
+    int (*opt_bind)(ol_stage *stage, void *base);
+    /* Expand {product}, {environment}, {bucket}, {user}, {region} in tmpl for the item
+     * ({bucket} and {user} are the item's bag values when set, else the item name). With
+     * item NULL, stand-in values check the syntax only. Returns 0 and a host-allocated
+     * *out, or OL_EINVAL with a host-allocated *why naming the bad placeholder. */
+    int (*expand)(const ol_item *item, const char *tmpl, char **out, char **why);
+    /* The stage's name (borrowed, valid until fini). */
+    const char *(*stage_name)(const ol_stage *stage);
+
+    /* ---- 2.0: services ----------------------------------------------------------------- */
+
+    /* Run a program (see ol_proc_spec). item may be NULL for run-level work (flush).
+     * Returns 0 and calls cb once, or a negative code (OL_ESECRET: a secret in argv/env). */
+    int (*proc_run)(ol_stage *stage, const ol_item *item, const ol_proc_spec *spec,
+                    ol_proc_cb cb, void *arg);
+    /* Blocking work on the host's thread pool (see ol_work_fn). */
+    int (*work_queue)(ol_stage *stage, ol_work_fn work, ol_after_work_cb after, void *arg);
+    /* One-shot timer after ms milliseconds. *out (may be NULL) can be passed to timer_stop
+     * until the callback has run; after timer_stop the callback never runs. */
+    int (*timer_start)(ol_stage *stage, uint64_t ms, ol_timer_cb cb, void *arg, ol_timer **out);
+    void (*timer_stop)(ol_timer *timer);
+    /* Serialise use of a named resource (e.g. a file's absolute path) across items and
+     * stages of the run: first come, first served. Holding a lock never blocks the loop. */
+    int (*lock_acquire)(ol_stage *stage, const char *resource, ol_lock_cb cb, void *arg);
+    void (*lock_release)(ol_lock *lock);
+
+    /* ---- 2.0: secret stores ------------------------------------------------------------ */
+
+    /* Complete a store operation (ol_store_ops). result 0 or a negative code; found: the
+     * entry read by get (copied by the host); reason: one line naming what failed, required
+     * when result is an error other than OL_ENOENT. */
+    void (*store_done)(ol_stage *stage, ol_item *item, int result, const ol_secret *found,
+                       const char *reason);
+    /* Complete flush (ol_plugin.flush): after every put held back is completed. */
+    void (*flush_done)(ol_stage *stage, int result, const char *reason);
+    /* Complete prepare (ol_plugin.prepare). A failure stops the run before any request. */
+    void (*prepare_done)(ol_stage *stage, int result, const char *reason);
+    /* For a stage that creates keys (OL_STAGE_CREATES_SECRETS): which of the user's keys
+     * (key_ids, n of them) has a secret that a configured store still holds? Stores known
+     * (journal) to hold one are asked first; when every configured store holds it no
+     * store is read. Returns 0 and calls cb once, or a negative code. */
+    int (*secret_find)(ol_item *item, const char *const *key_ids, size_t n, ol_find_cb cb,
+                       void *arg);
 } ol_host;
 
 /* ---------------------------------------------------------------------------------------
  * The plugin descriptor, returned by the single exported entry point.
  * ------------------------------------------------------------------------------------- */
+enum {
+    /* The stage creates access keys and sets iam.access_key_id and the secret
+     * iam.secret_access_key in the bag (the bundled iam stage). */
+    OL_STAGE_CREATES_SECRETS = 1u << 0
+};
+
 typedef struct ol_plugin {
     uint32_t abi_major;   /* OL_ABI_MAJOR the plugin was built with */
     uint32_t abi_minor;   /* OL_ABI_MINOR the plugin was built with */
@@ -269,6 +469,12 @@ typedef struct ol_plugin {
     const char *const *needs; /* NULL-terminated stage names this stage runs after, or NULL */
     const ol_option_def *options;
     size_t n_options;
+    size_t option_size; /* sizeof(ol_option_def): the host walks options with this stride */
+    unsigned flags;     /* OL_STAGE_* */
+    /* Longest one apply (or store operation) of this stage may take before the host fails
+     * it, naming the stage and the item; 0: 300 s. The pipeline file's per-stage "timeout"
+     * overrides it. */
+    unsigned timeout_ms;
 
     /* Called once before any item. Stores host (valid until fini) and returns per-stage
      * state in *state. A negative return stops the run before any request with the
@@ -281,12 +487,30 @@ typedef struct ol_plugin {
     int (*validate)(ol_stage *stage, const ol_item *item, void *state);
 
     /* Converge the item. Returns 0 and later calls host->done exactly once, or returns a
-     * negative code (host->done is then never called and the stage counts as failed). */
+     * negative code (host->done is then never called and the stage counts as failed).
+     * NULL for a secret store (store != NULL): the host drives its operations. */
     int (*apply)(ol_stage *stage, ol_item *item, void *state);
 
     /* Release state. May be NULL. */
     void (*fini)(void *state);
+
+    /* Asynchronous check before the first request (a password manager that opens, a
+     * program that exists). Returns 0 and later calls host->prepare_done once, or a
+     * negative code after logging why. May be NULL. */
+    int (*prepare)(ol_stage *stage, void *state);
+
+    /* Run-level hook: make durable what the stage held back (see ol_store_ops). Returns 0
+     * and later calls host->flush_done once, or a negative code. May be NULL. */
+    int (*flush)(ol_stage *stage, void *state);
+
+    /* Non-NULL: this stage is a secret store (see ol_store_ops). */
+    const ol_store_ops *store;
 } ol_plugin;
+
+/* Fills options, n_options and option_size of an ol_plugin from a static array. */
+#define OL_OPTIONS(array)                                                                          \
+    .options = (array), .n_options = sizeof(array) / sizeof((array)[0]),                          \
+    .option_size = sizeof(ol_option_def)
 
 /* The one symbol a plugin exports. */
 #define OL_PLUGIN_ENTRY "opsline_plugin"
