@@ -251,8 +251,9 @@ typedef struct ol_proc_result {
 
 typedef void (*ol_proc_cb)(void *arg, const ol_proc_result *res);
 
-/* Off-loop work: work(arg) runs on a thread of the host's pool and must not call the host
- * (except wipe and free); after(arg, status) then runs on the loop with status 0, or
+/* Off-loop work: work(arg) runs on a thread of the host's pool and may call only the
+ * thread-safe host functions (format, free, wipe, read_private_file, write_private_file);
+ * after(arg, status) then runs on the loop with status 0, or
  * OL_ECANCELED when the run was stopped before work started (work then never runs). */
 typedef void (*ol_work_fn)(void *arg);
 typedef void (*ol_after_work_cb)(void *arg, int status);
