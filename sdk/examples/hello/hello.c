@@ -12,16 +12,27 @@
 
 #define HELLO_KEY "hello.message"
 
+/* Per-stage state. `greeting` is filled by host->opt_bind from its declaration (OL_BIND
+ * below) and stays valid until fini. */
 typedef struct hello {
     const ol_host *host; /* valid until fini */
+    const char *greeting;
 } hello;
 
+static const ol_option_def hello_options[] = {
+    {"greeting", OL_OPT_STRING, "hello", "First word of hello.message", OL_BIND(hello, greeting)},
+};
+
 static int hello_init(ol_stage *stage, const ol_host *host, void **state) {
-    (void)stage;
-    hello *h = malloc(sizeof(*h));
+    hello *h = calloc(1, sizeof(*h));
     if (h == NULL)
         return OL_ENOMEM;
     h->host = host;
+    int rc = host->opt_bind(stage, h);
+    if (rc != 0) {
+        free(h);
+        return rc;
+    }
     *state = h;
     return 0;
 }
@@ -29,7 +40,7 @@ static int hello_init(ol_stage *stage, const ol_host *host, void **state) {
 static int hello_apply(ol_stage *stage, ol_item *item, void *state) {
     const hello *h = state;
     const ol_host *host = h->host;
-    const char *greeting = host->opt_string(stage, "greeting"); /* borrowed until fini */
+    const char *greeting = h->greeting;
     const char *bucket = host->item_get(item, OL_KEY_BUCKET_NAME);
     if (bucket == NULL) {
         host->done(stage, item, OL_OUTCOME_FAILED, "no bucket.name: run the bucket stage first");
@@ -64,10 +75,6 @@ static void hello_fini(void *state) {
 
 static const char *const hello_needs[] = {"bucket", NULL};
 
-static const ol_option_def hello_options[] = {
-    {"greeting", OL_OPT_STRING, "hello", "First word of hello.message", 0},
-};
-
 static const ol_plugin hello_plugin = {
     .abi_major = OL_ABI_MAJOR,
     .abi_minor = OL_ABI_MINOR,
@@ -76,8 +83,7 @@ static const ol_plugin hello_plugin = {
     .version = "1.0.0",
     .description = "Example third-party stage: greets each item's bucket",
     .needs = hello_needs,
-    .options = hello_options,
-    .n_options = sizeof(hello_options) / sizeof(hello_options[0]),
+    OL_OPTIONS(hello_options),
     .init = hello_init,
     .apply = hello_apply,
     .fini = hello_fini,

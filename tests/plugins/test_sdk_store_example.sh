@@ -1,0 +1,166 @@
+#!/bin/sh
+# Builds sdk/examples/store-cmd (cmdstore, a third-party secret store that runs a program)
+# the way a third party would: against an installed copy of this build, with CMake
+# (find_package) and with pkg-config. Then runs it as the only secret store of
+# `opsline apply` against moto with signatures and IAM policies enforced, the example's
+# dirstore.sh keeping the entries in a directory, and checks with boto3 that the stored
+# key is the user's only key, works on its bucket and is denied on the other; that a rerun
+# keeps it; and that `opsline plugins show cmdstore` documents every option.
+#
+# usage: test_sdk_store_example.sh BUILD_DIR SOURCE_DIR
+# Exit 0 pass, 1 fail, 77 skip (a prerequisite is missing: never for an opsline failure).
+set -eu
+
+build=$1
+src=$2
+example=$src/sdk/examples/store-cmd
+tmp=$(mktemp -d)
+moto_state=
+cleanup() {
+    if [ -n "$moto_state" ]; then
+        python3 "$src/tests/tools/moto_fixture.py" stop --state-dir "$moto_state" \
+            >/dev/null 2>&1 || true
+    fi
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 1' INT TERM
+
+fail() {
+    echo "FAIL: $*" >&2
+    exit 1
+}
+skip() {
+    echo "SKIP: $*" >&2
+    exit 77
+}
+show() {
+    cat "$@" >&2
+}
+
+for tool in cmake pkg-config make cc nm python3; do
+    command -v "$tool" >/dev/null 2>&1 || skip "$tool is not installed"
+done
+python3 -c 'import boto3, moto' 2>/dev/null || skip "python3 modules boto3 and moto are needed"
+
+# 1. Install this build (DESTDIR keeps absolute install paths inside $tmp too).
+prefix=$tmp/prefix
+DESTDIR=$tmp/stage cmake --install "$build" --prefix "$prefix" >"$tmp/install.log" 2>&1 ||
+    { show "$tmp/install.log"; fail "cmake --install"; }
+root=$tmp/stage$prefix
+[ -f "$root/include/opsline/opsline.h" ] || fail "SDK header not installed"
+opsline=$root/bin/opsline
+[ -x "$opsline" ] || fail "opsline not installed"
+
+# 2. Out of tree with CMake, then with pkg-config from a copy of the example directory.
+cmake -S "$example" -B "$tmp/cmake-build" -DCMAKE_PREFIX_PATH="$root" \
+    -DCMAKE_C_FLAGS="-Werror" >"$tmp/cmake.log" 2>&1 ||
+    { show "$tmp/cmake.log"; fail "configuring the store example"; }
+cmake --build "$tmp/cmake-build" >"$tmp/build.log" 2>&1 ||
+    { show "$tmp/build.log"; fail "building the store example with CMake"; }
+pcdir=$(dirname "$(find "$root" -name opsline-sdk.pc | head -n 1)")
+[ -n "$pcdir" ] && [ "$pcdir" != . ] || fail "opsline-sdk.pc not installed"
+cp -R "$example" "$tmp/make-build"
+rm -rf "$tmp/make-build/build"
+PKG_CONFIG_PATH=$pcdir make -C "$tmp/make-build" CFLAGS="-O2 -Wall -Wextra -Werror" \
+    >"$tmp/make.log" 2>&1 || { show "$tmp/make.log"; fail "building the store example with pkg-config"; }
+for so in "$tmp/cmake-build/cmdstore.so" "$tmp/make-build/cmdstore.so"; do
+    [ -f "$so" ] || fail "$so was not built"
+    syms=$(nm -D --defined-only "$so" | awk '{ print $NF }')
+    [ "$syms" = opsline_plugin ] || fail "$so exports more than opsline_plugin: $syms"
+done
+plugins=$tmp/cmake-build
+
+# 3. opsline loads it and documents its options.
+"$opsline" plugins show cmdstore --plugin-dir "$plugins" >"$tmp/show.out" 2>&1 ||
+    { show "$tmp/show.out"; fail "opsline plugins show cmdstore"; }
+for word in command name timeout env "put|get|del"; do
+    grep -q -- "$word" "$tmp/show.out" || { show "$tmp/show.out"; fail "show lacks '$word'"; }
+done
+
+# 4. A store that cannot run (no such program) stops the run before anything is created.
+moto_state=$tmp/moto
+python3 "$src/tests/tools/moto_fixture.py" start --state-dir "$moto_state" >/dev/null ||
+    fail "could not start moto"
+cp "$example/dirstore.sh" "$tmp/store program.sh" # a space: argv, not a shell line
+chmod 0755 "$tmp/store program.sh"
+entries=$tmp/entries
+run_apply() { # run_apply OUT ERR ARGS...: exit status of opsline apply
+    out=$1 err=$2
+    shift 2
+    (
+        # shellcheck disable=SC1091
+        . "$moto_state/env"
+        cd "$tmp"
+        AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null \
+            "$opsline" apply sdkstore --plugin-dir "$plugins" --secrets cmdstore "$@" \
+            >"$out" 2>"$err"
+    )
+}
+status=0
+run_apply "$tmp/missing.out" "$tmp/missing.err" \
+    --set cmdstore.command="$tmp/no-such-program" || status=$?
+[ "$status" -ne 0 ] || { show "$tmp/missing.err"; fail "a missing store program was accepted"; }
+grep -q "no-such-program" "$tmp/missing.err" ||
+    { show "$tmp/missing.err"; fail "the error does not name the missing program"; }
+
+# 5. The real run, then a rerun that must keep the key.
+for run in 1 2; do
+    status=0
+    run_apply "$tmp/apply$run.json" "$tmp/apply$run.err" --json -v \
+        --set "cmdstore.command=$tmp/store program.sh" \
+        --set "cmdstore.env=CMDSTORE_DIR=$entries" --set cmdstore.timeout=20 || status=$?
+    [ "$status" -eq 0 ] || { show "$tmp/apply$run.err"; fail "opsline apply run $run: $status"; }
+    cp -R "$entries" "$tmp/entries$run"
+done
+[ ! -e "$tmp/sdkstore-production.env" ] || fail "dotenv ran although --secrets cmdstore"
+
+python3 - "$moto_state/state.json" "$tmp" <<'PY' || fail "the stored keys are not the working keys"
+import json, os, sys
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+state, tmp = json.load(open(sys.argv[1])), sys.argv[2]
+endpoint = state.get("endpoint") or f"http://127.0.0.1:{state['port']}"
+
+def client(service, key_id, secret):
+    return boto3.client(service, endpoint_url=endpoint, region_name="eu-north-1",
+                        aws_access_key_id=key_id, aws_secret_access_key=secret,
+                        config=Config(retries={"max_attempts": 1}))
+
+def entry(run, name):
+    with open(os.path.join(tmp, f"entries{run}", name)) as f:
+        return dict(line.rstrip("\n").split("=", 1) for line in f if "=" in line)
+
+iam = client("iam", state["access_key_id"], state["secret_access_key"])
+for env, other in (("production", "staging"), ("staging", "production")):
+    name = f"sdkstore-{env}"
+    e1, e2 = entry(1, name), entry(2, name)
+    assert e1["access_key_id"] == e2["access_key_id"], f"{name}: the rerun replaced the key"
+    assert e1["secret_access_key"] == e2["secret_access_key"], f"{name}: secret changed"
+    assert e1["bucket"] == name and e1["region"] == "eu-north-1", e1.keys()
+    keys = [k["AccessKeyId"] for k in iam.list_access_keys(UserName=name)["AccessKeyMetadata"]]
+    assert keys == [e1["access_key_id"]], f"{name}: IAM has {keys}, the store one other key"
+    s3 = client("s3", e1["access_key_id"], e1["secret_access_key"])
+    s3.put_object(Bucket=name, Key="probe", Body=b"x")
+    assert s3.get_object(Bucket=name, Key="probe")["Body"].read() == b"x"
+    s3.delete_object(Bucket=name, Key="probe")
+    try:
+        s3.put_object(Bucket=f"sdkstore-{other}", Key="probe", Body=b"x")
+        raise AssertionError(f"{name}'s key may write to sdkstore-{other}")
+    except ClientError as exc:
+        assert exc.response["Error"]["Code"] == "AccessDenied", exc.response["Error"]
+    for run in (1, 2):
+        for path in (f"apply{run}.json", f"apply{run}.err"):
+            assert e1["secret_access_key"] not in open(os.path.join(tmp, path)).read(), path
+report = json.load(open(os.path.join(tmp, "apply1.json")))
+assert all(item["ok"] for item in report["items"]), report
+print("stored keys verified")
+PY
+for f in "$tmp"/entries1/*; do
+    mode=$(stat -c %a "$f")
+    [ "$mode" = 600 ] || fail "$f has mode $mode"
+done
+echo "PASS: the store example builds against the installed SDK, is documented by" \
+    "'plugins show', and stores working keys through its program in opsline apply"
