@@ -1,0 +1,297 @@
+#!/usr/bin/env python3
+"""End-to-end tests of the aws-secretsmanager secret store against moto with signatures and
+IAM policies enforced. Everything opsline stored is read back with boto3 (an independent
+client) and the key read back is used: it must work on its own bucket and be denied on the
+other.
+
+usage: test_secrets_secretsmanager.py  (env: OPSLINE=path/to/opsline, OPSLINE_BUILD_DIR)
+"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "tools"))
+import moto_fixture  # noqa: E402
+
+import boto3  # noqa: E402
+from botocore.config import Config  # noqa: E402
+from botocore.exceptions import ClientError  # noqa: E402
+
+OPSLINE = os.environ.get("OPSLINE", "opsline")
+REGION = "eu-north-1"
+ENVS = ("production", "staging")
+STORES = "dotenv,aws-secretsmanager"
+
+
+def read_env(path):
+    values = {}
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line or line.startswith("#") or "=" not in line:
+                continue
+            if line.startswith("export "):
+                line = line[len("export "):]
+            k, v = line.split("=", 1)
+            values[k.strip()] = v.strip().strip('"').strip("'")
+    return values
+
+
+class SecretsManagerStoreTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.state = tempfile.mkdtemp(prefix="opsline-e2e-sm-moto.")
+        cls.info = moto_fixture.start(cls.state)
+        cls.endpoint = cls.info["endpoint"]
+        cls.admin = (cls.info["access_key_id"], cls.info["secret_access_key"])
+
+    @classmethod
+    def tearDownClass(cls):
+        moto_fixture.stop(cls.state)
+
+    def setUp(self):
+        self.work = tempfile.mkdtemp(prefix="opsline-e2e-sm-work.")
+        self.outputs = []  # everything opsline printed, checked for secrets at the end
+
+    def tearDown(self):
+        secrets = self.known_secrets()
+        for text in self.outputs:
+            for s in secrets:
+                self.assertNotIn(s, text, "a secret access key appeared in opsline's output")
+
+    # ---- helpers ---------------------------------------------------------------------------
+
+    def env(self, key=None, **extra):
+        key = key or self.admin
+        e = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        e.update({
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": key[0],
+            "AWS_SECRET_ACCESS_KEY": key[1],
+            "AWS_REGION": REGION,
+            "AWS_CONFIG_FILE": os.path.join(self.work, "no-config"),
+            "AWS_SHARED_CREDENTIALS_FILE": os.path.join(self.work, "no-credentials"),
+            "OPSLINE_RETRY_BASE_MS": "50",
+        })
+        e.update(extra)
+        return e
+
+    def opsline(self, *args, key=None, timeout=120):
+        r = subprocess.run([OPSLINE, *args], cwd=self.work, env=self.env(key),
+                           capture_output=True, text=True, timeout=timeout)
+        self.outputs += [r.stdout, r.stderr]
+        return r
+
+    def apply_ok(self, *args, key=None):
+        r = self.opsline("apply", *args, key=key)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        return r
+
+    def client(self, service, key=None):
+        key = key or self.admin
+        return boto3.client(service, endpoint_url=self.endpoint, region_name=REGION,
+                            aws_access_key_id=key[0], aws_secret_access_key=key[1],
+                            config=Config(retries={"max_attempts": 1}))
+
+    def keys_of(self, user):
+        return sorted(k["AccessKeyId"] for k in
+                      self.client("iam").list_access_keys(UserName=user)["AccessKeyMetadata"])
+
+    def secret_value(self, secret_id):
+        sm = self.client("secretsmanager")
+        return json.loads(sm.get_secret_value(SecretId=secret_id)["SecretString"])
+
+    def versions(self, secret_id):
+        sm = self.client("secretsmanager")
+        return sorted(v["VersionId"] for v in
+                      sm.list_secret_version_ids(SecretId=secret_id)["Versions"])
+
+    def secrets_named(self, name):
+        sm = self.client("secretsmanager")
+        found = sm.list_secrets(Filters=[{"Key": "name", "Values": [name]}])["SecretList"]
+        return [s["Name"] for s in found if s["Name"] == name]
+
+    def dotenv(self, bucket):
+        return read_env(os.path.join(self.work, f"{bucket}.env"))
+
+    def known_secrets(self):
+        found = set()
+        for name in os.listdir(self.work):
+            if name.endswith(".env"):
+                v = read_env(os.path.join(self.work, name)).get("AWS_SECRET_ACCESS_KEY")
+                if v:
+                    found.add(v)
+        sm = self.client("secretsmanager")
+        for page in sm.get_paginator("list_secrets").paginate():
+            for s in page["SecretList"]:
+                try:
+                    v = json.loads(sm.get_secret_value(SecretId=s["ARN"])["SecretString"])
+                except (ClientError, ValueError):
+                    continue
+                if isinstance(v, dict) and v.get("aws_secret_access_key"):
+                    found.add(v["aws_secret_access_key"])
+        return found
+
+    def assert_key_works_only_on_its_bucket(self, key, bucket, other):
+        own = self.client("s3", key)
+        own.put_object(Bucket=bucket, Key="probe.txt", Body=b"x")
+        self.assertEqual(own.get_object(Bucket=bucket, Key="probe.txt")["Body"].read(), b"x")
+        own.delete_object(Bucket=bucket, Key="probe.txt")
+        with self.assertRaises(ClientError) as cm:
+            own.put_object(Bucket=other, Key="probe.txt", Body=b"x")
+        self.assertEqual(cm.exception.response["Error"]["Code"], "AccessDenied")
+
+    def assert_secret_holds_the_working_key(self, product, secret_id_fmt="opsline/{bucket}"):
+        for env, other in (("production", "staging"), ("staging", "production")):
+            bucket, other_bucket = f"{product}-{env}", f"{product}-{other}"
+            secret_id = secret_id_fmt.format(bucket=bucket, product=product, environment=env)
+            value = self.secret_value(secret_id)
+            self.assertEqual(value["bucket"], bucket)
+            self.assertEqual(value["region"], REGION)
+            self.assertEqual(self.keys_of(bucket), [value["aws_access_key_id"]])
+            dot = self.dotenv(bucket)
+            self.assertEqual(dot["AWS_ACCESS_KEY_ID"], value["aws_access_key_id"])
+            self.assertEqual(dot["AWS_SECRET_ACCESS_KEY"], value["aws_secret_access_key"])
+            self.assert_key_works_only_on_its_bucket(
+                (value["aws_access_key_id"], value["aws_secret_access_key"]), bucket,
+                other_bucket)
+
+    # ---- tests -----------------------------------------------------------------------------
+
+    def test_apply_stores_both_keys_and_a_rerun_writes_no_new_version(self):
+        self.apply_ok("acme", "--secrets", STORES, "-v")
+        self.assert_secret_holds_the_working_key("acme")
+        sm = self.client("secretsmanager")
+        desc = sm.describe_secret(SecretId="opsline/acme-production")
+        self.assertIn("acme-production", desc.get("Description", ""))
+
+        ids = {e: self.versions(f"opsline/acme-{e}") for e in ENVS}
+        keys = {e: self.keys_of(f"acme-{e}") for e in ENVS}
+        for e in ENVS:
+            self.assertEqual(len(ids[e]), 1)
+        r = self.apply_ok("acme", "--secrets", STORES, "--json", "-v")
+        report = json.loads(r.stdout)
+        self.assertEqual(report["summary"]["created"], 0, r.stdout)
+        for e in ENVS:
+            self.assertEqual(self.versions(f"opsline/acme-{e}"), ids[e])
+            self.assertEqual(self.keys_of(f"acme-{e}"), keys[e])
+        self.assert_secret_holds_the_working_key("acme")
+
+    def test_tags_and_a_custom_name_template(self):
+        self.apply_ok("tagged", "--secrets", STORES,
+                      "--set", "aws-secretsmanager.name=teams/{product}/{environment}",
+                      "--set", "aws-secretsmanager.tags=team=data,cost-center=42")
+        self.assert_secret_holds_the_working_key("tagged", "teams/{product}/{environment}")
+        sm = self.client("secretsmanager")
+        for env in ENVS:
+            tags = sm.describe_secret(SecretId=f"teams/tagged/{env}").get("Tags", [])
+            self.assertEqual({t["Key"]: t["Value"] for t in tags},
+                             {"team": "data", "cost-center": "42"})
+            self.assertEqual(self.secrets_named(f"opsline/tagged-{env}"), [])
+
+    def test_a_pipeline_file_sets_the_kms_key_and_tags(self):
+        kms_key = self.client("kms").create_key(Description="opsline test")["KeyMetadata"]["KeyId"]
+        pipeline = {
+            "stages": ["bucket", "iam", "policy",
+                       {"stage": "aws-secretsmanager",
+                        "options": {"name": "piped/{bucket}", "kms_key_id": kms_key,
+                                    "tags": {"team": "data", "managed-by": "opsline"}}}],
+            "secrets": ["dotenv", "aws-secretsmanager"],
+        }
+        path = os.path.join(self.work, "pipeline.json")
+        with open(path, "w") as f:
+            json.dump(pipeline, f)
+        self.apply_ok("piped", "--pipeline", path)
+        self.assert_secret_holds_the_working_key("piped", "piped/{bucket}")
+        sm = self.client("secretsmanager")
+        for env in ENVS:
+            desc = sm.describe_secret(SecretId=f"piped/piped-{env}")
+            self.assertEqual(desc.get("KmsKeyId"), kms_key)
+            self.assertEqual({t["Key"]: t["Value"] for t in desc.get("Tags", [])},
+                             {"team": "data", "managed-by": "opsline"})
+
+    def test_a_bad_name_template_stops_the_run_before_any_request(self):
+        r = self.opsline("apply", "badname", "--secrets", STORES,
+                         "--set", "aws-secretsmanager.name=opsline/{product} {environment}")
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("aws-secretsmanager", r.stderr + r.stdout)
+        with self.assertRaises(ClientError):
+            self.client("iam").get_user(UserName="badname-production")
+
+    def test_a_replaced_key_updates_the_secret_and_never_duplicates_it(self):
+        self.apply_ok("rot", "--secrets", STORES)
+        name = "opsline/rot-production"
+        old = self.secret_value(name)
+        old_versions = self.versions(name)
+        iam = self.client("iam")
+        iam.delete_access_key(UserName="rot-production", AccessKeyId=old["aws_access_key_id"])
+        os.unlink(os.path.join(self.work, "rot-production.env"))
+        self.apply_ok("rot", "--secrets", STORES)
+
+        new = self.secret_value(name)
+        self.assertNotEqual(new["aws_access_key_id"], old["aws_access_key_id"])
+        self.assertEqual(self.keys_of("rot-production"), [new["aws_access_key_id"]])
+        self.assertEqual(self.secrets_named(name), [name])
+        self.assertEqual(len(self.versions(name)), len(old_versions) + 1)
+        self.assertEqual(self.dotenv("rot-production")["AWS_SECRET_ACCESS_KEY"],
+                         new["aws_secret_access_key"])
+        self.assert_secret_holds_the_working_key("rot")
+
+    def test_adding_the_store_later_fills_it_without_a_new_key(self):
+        self.apply_ok("later", "--secrets", "dotenv")
+        keys = {e: self.keys_of(f"later-{e}") for e in ENVS}
+        for e in ENVS:
+            self.assertEqual(self.secrets_named(f"opsline/later-{e}"), [])
+        self.apply_ok("later", "--secrets", STORES, "-v")
+        for e in ENVS:
+            self.assertEqual(self.keys_of(f"later-{e}"), keys[e])
+        self.assert_secret_holds_the_working_key("later")
+
+    def test_a_lost_env_file_is_refilled_from_secrets_manager_without_a_new_key(self):
+        self.apply_ok("lost", "--secrets", STORES)
+        value = self.secret_value("opsline/lost-staging")
+        versions = self.versions("opsline/lost-staging")
+        os.unlink(os.path.join(self.work, "lost-staging.env"))
+        self.apply_ok("lost", "--secrets", STORES)
+        self.assertEqual(self.keys_of("lost-staging"), [value["aws_access_key_id"]])
+        self.assertEqual(self.versions("opsline/lost-staging"), versions)
+        self.assert_secret_holds_the_working_key("lost")
+
+    def test_a_denied_store_fails_the_item_naming_it_and_the_next_run_keeps_the_key(self):
+        iam = self.client("iam")
+        iam.create_user(UserName="no-sm")
+        policy = {"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": "*", "Resource": "*"},
+            {"Effect": "Deny", "Action": "secretsmanager:*", "Resource": "*"}]}
+        iam.put_user_policy(UserName="no-sm", PolicyName="no-sm", PolicyDocument=json.dumps(policy))
+        k = iam.create_access_key(UserName="no-sm")["AccessKey"]
+        limited = (k["AccessKeyId"], k["SecretAccessKey"])
+
+        r = self.opsline("apply", "denied", "-e", "production", "--secrets", STORES, key=limited)
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn("aws-secretsmanager", r.stdout + r.stderr)
+        keys = self.keys_of("denied-production")
+        self.assertEqual(len(keys), 1)
+        self.assertEqual(self.dotenv("denied-production")["AWS_ACCESS_KEY_ID"], keys[0])
+
+        self.apply_ok("denied", "-e", "production", "--secrets", STORES)
+        self.assertEqual(self.keys_of("denied-production"), keys)
+        value = self.secret_value("opsline/denied-production")
+        self.assertEqual(value["aws_access_key_id"], keys[0])
+        self.assertEqual(value["aws_secret_access_key"],
+                         self.dotenv("denied-production")["AWS_SECRET_ACCESS_KEY"])
+
+    def test_plugins_show_documents_every_option(self):
+        r = self.opsline("plugins", "show", "aws-secretsmanager")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        for opt in ("name", "kms_key_id", "tags", "region", "recovery_days", "description"):
+            self.assertIn(opt, r.stdout)
+        self.assertIn("opsline/{bucket}", r.stdout)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
