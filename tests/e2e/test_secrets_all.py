@@ -1,0 +1,458 @@
+#!/usr/bin/env python3
+"""Cross-store acceptance (issue 6): `opsline apply` against moto with signatures and IAM
+policies enforced, the keys read back by each store's own client.
+
+- `--secrets dotenv,keepassxc,pass,aws-secretsmanager` stores both keys of a product in all
+  four: the .env file, `keepassxc-cli show -s`, `pass show` (a throwaway gpg key made here,
+  in a temporary GNUPGHOME) and boto3's secretsmanager give the same key id and secret,
+  which is the user's only key, works on its bucket and is denied on the other.
+- During that run every child process of opsline is sampled from /proc: no secret (the new
+  keys' secrets, the KeePassXC password, the run's own AWS secret) is on a command line or
+  in an environment; none is in stdout or stderr (-v --json) or in the journal.
+- A store whose program sleeps 1 s (the SDK example cmdstore) for 20 items adds about one
+  sleep to the run, not 20: the bound is measured in the test, never an absolute number.
+- A pipeline with no store is refused: exit 2, a clear message, no request sent.
+
+usage: test_secrets_all.py  (env: OPSLINE=path/to/opsline, OPSLINE_BUILD_DIR=build dir;
+       OPSLINE_E2E_STORES=dotenv,pass limits the stores of the first test while debugging)
+"""
+import json
+import os
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SRC = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(HERE, "..", "tools"))
+import moto_fixture  # noqa: E402
+
+import boto3  # noqa: E402
+from botocore.config import Config  # noqa: E402
+from botocore.exceptions import ClientError  # noqa: E402
+
+OPSLINE = os.environ.get("OPSLINE", "opsline")
+ALL_STORES = ["dotenv", "keepassxc", "pass", "aws-secretsmanager"]
+STORES = [s for s in os.environ.get("OPSLINE_E2E_STORES", ",".join(ALL_STORES)).split(",") if s]
+TOOLS = {"keepassxc": "keepassxc-cli", "pass": "pass"}
+REGION = "eu-north-1"
+
+
+def read_env(path):
+    values = {}
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line or line.startswith("#") or "=" not in line:
+                continue
+            if line.startswith("export "):
+                line = line[len("export "):]
+            k, v = line.split("=", 1)
+            values[k.strip()] = v.strip().strip('"').strip("'")
+    return values
+
+
+class ConnectionCounter:
+    """A loopback listener that counts connections: proves no request was sent."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.count = 0
+        self.stop = False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self.stop:
+            try:
+                conn, _ = self.sock.accept()
+                self.count += 1
+                conn.close()
+            except OSError:
+                pass
+
+    def close(self):
+        self.stop = True
+        self.thread.join()
+        self.sock.close()
+
+
+class ChildWatcher(threading.Thread):
+    """Samples /proc/PID/cmdline and /proc/PID/environ of every descendant of one process
+    while it runs. Children of a store live from milliseconds (gpg) to a second
+    (keepassxc-cli unlocking), so /proc is scanned in a tight loop."""
+
+    def __init__(self, root):
+        super().__init__(daemon=True)
+        self.root = root
+        self.done = threading.Event()
+        self.seen = {}  # (pid, start time) -> {"cmdline": bytes, "environ": bytes}
+
+    @staticmethod
+    def _stat(pid):
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+        fields = data[data.rindex(b")") + 2:].split()
+        return int(fields[1]), fields[19]  # ppid, start time
+
+    def _scan(self):
+        parent, start = {}, {}
+        for name in os.listdir("/proc"):
+            if name.isdigit():
+                try:
+                    parent[int(name)], start[int(name)] = self._stat(name)
+                except (OSError, ValueError, IndexError):
+                    pass
+        family = {self.root}
+        grew = True
+        while grew:
+            grew = False
+            for pid, ppid in parent.items():
+                if ppid in family and pid not in family:
+                    family.add(pid)
+                    grew = True
+        for pid in family - {self.root}:
+            entry = self.seen.setdefault((pid, start.get(pid)), {"cmdline": b"", "environ": b""})
+            for what in ("cmdline", "environ"):
+                try:
+                    with open(f"/proc/{pid}/{what}", "rb") as f:
+                        data = f.read()
+                except OSError:
+                    continue
+                if len(data) > len(entry[what]):
+                    entry[what] = data
+
+    def run(self):
+        while not self.done.is_set():
+            self._scan()
+
+    def stop(self):
+        self.done.set()
+        self.join()
+        return list(self.seen.values())
+
+
+class SecretsAllTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.state = tempfile.mkdtemp(prefix="opsline-e2e-moto.")
+        cls.info = moto_fixture.start(cls.state)
+        cls.endpoint = cls.info["endpoint"]
+        cls.admin = (cls.info["access_key_id"], cls.info["secret_access_key"])
+        cls.kdbx_password = "kx-" + secrets.token_urlsafe(24)
+        cls.gnupg = None
+        cls.pass_dir = None
+        cls.plugin_dir = None
+        cls.full_run = None
+
+    @classmethod
+    def tearDownClass(cls):
+        moto_fixture.stop(cls.state)
+        if cls.gnupg:
+            subprocess.run(["gpgconf", "--kill", "all"], env=dict(os.environ, GNUPGHOME=cls.gnupg),
+                           capture_output=True)
+            shutil.rmtree(cls.gnupg, ignore_errors=True)
+        full = cls.full_run["work"] if cls.full_run else None
+        for d in (cls.pass_dir, cls.plugin_dir, full, cls.state):
+            if d:
+                shutil.rmtree(d, ignore_errors=True)
+
+    def setUp(self):
+        self.work = tempfile.mkdtemp(prefix="opsline-e2e-work.")
+
+    def tearDown(self):
+        shutil.rmtree(self.work, ignore_errors=True)
+
+    # ---- helpers ---------------------------------------------------------------------------
+
+    def env(self, work=None, **extra):
+        work = work or self.work
+        e = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        e.update({
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": self.admin[0],
+            "AWS_SECRET_ACCESS_KEY": self.admin[1],
+            "AWS_REGION": REGION,
+            "AWS_CONFIG_FILE": os.path.join(work, "no-config"),
+            "AWS_SHARED_CREDENTIALS_FILE": os.path.join(work, "no-credentials"),
+            "OPSLINE_RETRY_BASE_MS": "50",
+        })
+        e.update(extra)
+        return e
+
+    def opsline(self, *args, env=None, timeout=300):
+        return subprocess.run([OPSLINE, *args], cwd=self.work, env=env or self.env(),
+                              capture_output=True, text=True, timeout=timeout)
+
+    def client(self, service, key=None):
+        key = key or self.admin
+        return boto3.client(service, endpoint_url=self.endpoint, region_name=REGION,
+                            aws_access_key_id=key[0], aws_secret_access_key=key[1],
+                            config=Config(retries={"max_attempts": 1}))
+
+    def keys_of(self, user):
+        return sorted(k["AccessKeyId"] for k in
+                      self.client("iam").list_access_keys(UserName=user)["AccessKeyMetadata"])
+
+    def assert_key_works_only_on(self, key, bucket, other):
+        s3 = self.client("s3", key)
+        s3.put_object(Bucket=bucket, Key="probe.txt", Body=b"x")
+        self.assertEqual(s3.get_object(Bucket=bucket, Key="probe.txt")["Body"].read(), b"x")
+        s3.delete_object(Bucket=bucket, Key="probe.txt")
+        with self.assertRaises(ClientError) as cm:
+            s3.put_object(Bucket=other, Key="probe.txt", Body=b"x")
+        self.assertEqual(cm.exception.response["Error"]["Code"], "AccessDenied")
+
+    @classmethod
+    def gpg_setup(cls):
+        """Two throwaway keys (the test's and a teammate's) in a temporary GNUPGHOME and a
+        password store encrypted to both: a team .gpg-id."""
+        if cls.gnupg:
+            return
+        # Short path: gpg-agent's socket path must fit in sockaddr_un.
+        cls.gnupg = tempfile.mkdtemp(prefix="gpg.", dir="/tmp")
+        os.chmod(cls.gnupg, 0o700)
+        env = dict(os.environ, GNUPGHOME=cls.gnupg)
+        for uid in ("opsline e2e <e2e@opsline.invalid>", "teammate <mate@opsline.invalid>"):
+            subprocess.run(["gpg", "--batch", "--pinentry-mode", "loopback", "--passphrase", "",
+                            "--quick-gen-key", uid, "default", "default", "never"],
+                           env=env, check=True, capture_output=True)
+        out = subprocess.run(["gpg", "--batch", "--with-colons", "--list-keys"], env=env,
+                             check=True, capture_output=True, text=True).stdout
+        # A primary key's fingerprint is the "fpr" record right after its "pub" record.
+        rec = [line.split(":") for line in out.splitlines()]
+        fprs = [rec[i + 1][9] for i, f in enumerate(rec) if f[0] == "pub"]
+        assert len(fprs) == 2, out
+        cls.pass_dir = tempfile.mkdtemp(prefix="opsline-e2e-pass.")
+        subprocess.run(["pass", "init", *fprs], env=dict(env, PASSWORD_STORE_DIR=cls.pass_dir),
+                       check=True, capture_output=True)
+
+    @classmethod
+    def cmdstore_plugin(cls):
+        """The SDK example store, compiled from the source tree's header."""
+        if cls.plugin_dir:
+            return cls.plugin_dir
+        cc = shutil.which("cc") or shutil.which("gcc")
+        if cc is None:
+            raise unittest.SkipTest("no C compiler to build sdk/examples/store-cmd")
+        d = tempfile.mkdtemp(prefix="opsline-e2e-plugins.")
+        subprocess.run([cc, "-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", "-fPIC",
+                        "-fvisibility=hidden", "-shared", "-Wl,--no-undefined",
+                        "-I", os.path.join(SRC, "sdk", "include"), "-o",
+                        os.path.join(d, "cmdstore.so"),
+                        os.path.join(SRC, "sdk", "examples", "store-cmd", "cmdstore.c")],
+                       check=True)
+        cls.plugin_dir = d
+        return d
+
+    # ---- all four stores, one run ------------------------------------------------------------
+
+    def full_run_result(self):
+        """Runs `apply acme` into every store once (shared by the tests that check it) while
+        sampling opsline's children."""
+        cls = type(self)
+        if cls.full_run is not None:
+            return cls.full_run
+        for store, tool in TOOLS.items():
+            if store in STORES and shutil.which(tool) is None:
+                self.skipTest(f"{tool} is not installed (scripts/install-deps.sh installs it)")
+        if "pass" in STORES:
+            if shutil.which("gpg") is None:
+                self.skipTest("gpg is not installed (scripts/install-deps.sh installs it)")
+            cls.gpg_setup()
+        work = tempfile.mkdtemp(prefix="opsline-e2e-all.")
+        kdbx = os.path.join(work, "vault", "team.kdbx")
+        args = ["apply", "acme", "--secrets", ",".join(STORES), "-v", "--json"]
+        if "keepassxc" in STORES:
+            args += ["--set", "keepassxc.create=true", "--set", f"keepassxc.database={kdbx}"]
+        env = self.env(work, OPSLINE_KEEPASSXC_PASSWORD=self.kdbx_password)
+        if cls.gnupg:
+            env.update(GNUPGHOME=cls.gnupg, PASSWORD_STORE_DIR=cls.pass_dir)
+        proc = subprocess.Popen([OPSLINE, *args], cwd=work, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        watcher = ChildWatcher(proc.pid)
+        watcher.start()
+        try:
+            out, err = proc.communicate(timeout=300)
+        finally:
+            children = watcher.stop()
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        cls.full_run = {"rc": proc.returncode, "out": out, "err": err, "work": work,
+                        "kdbx": kdbx, "env": env, "children": children}
+        return cls.full_run
+
+    def read_back(self, run, store, bucket):
+        """(key id, secret) of bucket's entry, read by the store's own client."""
+        env = run["env"]
+        if store == "dotenv":
+            path = os.path.join(run["work"], f"{bucket}.env")
+            self.assertEqual(os.stat(path).st_mode & 0o777, 0o600, path)
+            v = read_env(path)
+            self.assertEqual(v["S3_BUCKET"], bucket)
+            return v["AWS_ACCESS_KEY_ID"], v["AWS_SECRET_ACCESS_KEY"]
+        if store == "keepassxc":
+            product = bucket.rsplit("-", 1)[0]
+            r = subprocess.run(["keepassxc-cli", "show", "-q", "-s", "-a", "UserName", "-a",
+                                "Password", "-a", "URL", run["kdbx"],
+                                f"AWS/{product}/{bucket}"],
+                               input=self.kdbx_password + "\n", capture_output=True, text=True,
+                               env=env, timeout=60)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            user, password, url = r.stdout.splitlines()[:3]
+            self.assertIn(bucket, url)
+            return user, password
+        if store == "pass":
+            r = subprocess.run(["pass", "show", f"aws/{bucket}"], capture_output=True, text=True,
+                               env=env, timeout=60)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            lines = r.stdout.splitlines()
+            fields = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
+            self.assertEqual(fields.get("bucket"), bucket, r.stdout.replace(lines[0], "<secret>"))
+            return fields["aws_access_key_id"], lines[0]
+        if store == "aws-secretsmanager":
+            value = json.loads(self.client("secretsmanager").get_secret_value(
+                SecretId=f"opsline/{bucket}")["SecretString"])
+            norm = {re.sub(r"[^a-z]", "", k.lower()): v for k, v in value.items()}
+            key_id = next(v for k, v in norm.items() if k.endswith("accesskeyid"))
+            secret = next(v for k, v in norm.items() if k.endswith("secretaccesskey"))
+            return key_id, secret
+        raise AssertionError(f"no reader for store {store}")
+
+    def test_every_store_holds_the_key_that_works_on_its_bucket_only(self):
+        run = self.full_run_result()
+        self.assertEqual(run["rc"], 0, run["out"] + run["err"])
+        report = json.loads(run["out"])
+        self.assertTrue(all(item["ok"] for item in report["items"]), report)
+        for env, other in (("production", "staging"), ("staging", "production")):
+            bucket, other_bucket = f"acme-{env}", f"acme-{other}"
+            got = {store: self.read_back(run, store, bucket) for store in STORES}
+            keys = set(got.values())
+            self.assertEqual(len(keys), 1, {s: k[0] for s, k in got.items()})
+            key = keys.pop()
+            self.assertEqual(self.keys_of(bucket), [key[0]])
+            self.assertGreater(len(key[1]), 20)
+            self.assert_key_works_only_on(key, bucket, other_bucket)
+        if "pass" in STORES:
+            # The team .gpg-id: the entry is encrypted to both keys.
+            path = os.path.join(self.pass_dir, "aws", "acme-production.gpg")
+            self.assertEqual(os.stat(path).st_mode & 0o777, 0o600, path)
+            packets = subprocess.run(["gpg", "--batch", "--list-packets", path],
+                                     env=dict(os.environ, GNUPGHOME=self.gnupg),
+                                     capture_output=True, text=True).stdout
+            self.assertEqual(packets.count(":pubkey enc packet:"), 2, packets)
+        if "keepassxc" in STORES:
+            self.assertEqual(os.stat(run["kdbx"]).st_mode & 0o777, 0o600)
+
+    def test_no_secret_reaches_a_child_process_the_output_or_the_journal(self):
+        run = self.full_run_result()
+        self.assertEqual(run["rc"], 0, run["out"] + run["err"])
+        secrets_ = {"AWS secret of the run": self.admin[1]}
+        if "keepassxc" in STORES:
+            secrets_["KeePassXC password"] = self.kdbx_password
+        for env in ("production", "staging"):
+            store = STORES[0]
+            secrets_[f"secret of acme-{env}"] = self.read_back(run, store, f"acme-{env}")[1]
+        children = run["children"]
+        names = b" ".join(c["cmdline"].split(b"\0")[0] for c in children)
+        if "keepassxc" in STORES:
+            self.assertIn(b"keepassxc-cli", names, "no keepassxc-cli child was ever sampled")
+        if "pass" in STORES:
+            self.assertTrue(b"pass" in names or b"gpg" in names, "no pass/gpg child was sampled")
+        for what, value in secrets_.items():
+            v = value.encode()
+            for c in children:
+                cmd = c["cmdline"].replace(b"\0", b" ").decode(errors="replace")
+                self.assertNotIn(v, c["cmdline"], f"{what} on the command line of {cmd}")
+                self.assertNotIn(v, c["environ"], f"{what} in the environment of {cmd}")
+            self.assertNotIn(value, run["out"], f"{what} in stdout (--json)")
+            self.assertNotIn(value, run["err"], f"{what} in stderr (-v)")
+            state = os.path.join(run["work"], ".opsline")
+            self.assertTrue(os.path.exists(os.path.join(state, "journal.jsonl")))
+            for root, _, files in os.walk(state):
+                for f in files:
+                    with open(os.path.join(root, f), "rb") as fh:
+                        self.assertNotIn(v, fh.read(), f"{what} in {f}")
+        print(f"\n  sampled {len(children)} child processes of opsline: "
+              f"{sorted(set(os.path.basename(n.decode()) for n in names.split()))}",
+              file=sys.stderr)
+
+    # ---- a slow store does not make the run slow --------------------------------------------
+
+    def test_a_store_whose_program_sleeps_1s_for_20_items_adds_about_1s(self):
+        plugins = self.cmdstore_plugin()
+        t0 = time.monotonic()
+        subprocess.run(["sh", "-c", "sleep 1"], check=True)
+        one_sleep = time.monotonic() - t0
+        log = os.path.join(self.work, "calls.log")
+        entries = os.path.join(self.work, "entries")
+        script = os.path.join(self.work, "slow-store.sh")
+        dirstore = os.path.join(SRC, "sdk", "examples", "store-cmd", "dirstore.sh")
+        with open(script, "w") as f:
+            f.write(f"#!/bin/sh\necho \"$1 $2\" >>'{log}'\nsleep 1\nexec '{dirstore}' \"$@\"\n")
+        os.chmod(script, 0o755)
+        fast = [f"fast{i}" for i in range(10)]
+        slow = [f"slow{i}" for i in range(10)]
+
+        t0 = time.monotonic()
+        r = self.opsline("apply", *fast, "--secrets", "dotenv", "--plugin-dir", plugins)
+        base = time.monotonic() - t0
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+
+        t0 = time.monotonic()
+        r = self.opsline("apply", *slow, "--secrets", "dotenv,cmdstore", "--plugin-dir", plugins,
+                         "--set", f"cmdstore.command={script}",
+                         "--set", f"cmdstore.env=CMDSTORE_DIR={entries}")
+        wall = time.monotonic() - t0
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+
+        with open(log) as f:
+            puts = sorted(line.split()[1] for line in f if line.startswith("put "))
+        names = sorted(f"{p}-{e}" for p in slow for e in ("production", "staging"))
+        self.assertEqual(puts, names)
+        for name in names:
+            stored = dict(line.rstrip("\n").split("=", 1)
+                          for line in open(os.path.join(entries, name)) if "=" in line)
+            dotenv = read_env(os.path.join(self.work, f"{name}.env"))
+            self.assertEqual(stored["access_key_id"], dotenv["AWS_ACCESS_KEY_ID"])
+            self.assertEqual(stored["secret_access_key"], dotenv["AWS_SECRET_ACCESS_KEY"])
+        print(f"\n  one sleep {one_sleep:.2f} s; 20 items: dotenv {base:.2f} s, "
+              f"dotenv + 1 s store {wall:.2f} s (+{wall - base:.2f} s; serial would add "
+              f"{20 * one_sleep:.0f} s)", file=sys.stderr)
+        self.assertLess(wall - base, 5 * one_sleep,
+                        f"the 1 s store added {wall - base:.1f} s to a {base:.1f} s run")
+
+    # ---- no store: refused before any request ----------------------------------------------
+
+    def test_a_pipeline_with_no_store_is_refused_before_any_request(self):
+        with open(os.path.join(self.work, "p.json"), "w") as f:
+            json.dump({"stages": ["bucket", "iam", "policy"]}, f)
+        counter = ConnectionCounter()
+        try:
+            r = self.opsline("apply", "nostore", "--pipeline", "p.json",
+                             env=self.env(AWS_ENDPOINT_URL=f"http://127.0.0.1:{counter.port}"))
+        finally:
+            counter.close()
+        self.assertEqual(r.returncode, 2, r.stdout + r.stderr)
+        self.assertEqual(counter.count, 0, "a request was sent")
+        self.assertIn("p.json", r.stderr)
+        self.assertIn("store", r.stderr)
+        self.assertIn("--secrets", r.stderr)
+        users = [u["UserName"] for u in self.client("iam").list_users()["Users"]]
+        self.assertNotIn("nostore-production", users)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
