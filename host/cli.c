@@ -61,7 +61,8 @@ static const char *presign_usage =
 
 static const char *apply_usage =
     "usage: opsline apply PRODUCT... [-e ENV[,ENV...]] [--region REGION] [--profile NAME]\n"
-    "                     [--pipeline FILE] [--env-file TEMPLATE] [--state-dir DIR]\n"
+    "                     [--pipeline FILE] [--secrets STORE[,STORE...]]\n"
+    "                     [--env-file TEMPLATE] [--state-dir DIR]\n"
     "                     [--products-file FILE] [--set STAGE.OPTION=VALUE]...\n"
     "                     [--plugin-dir DIR]... [--concurrency N] [--json] [-v]\n"
     "\n"
@@ -71,6 +72,9 @@ static const char *apply_usage =
     "  -e, --environments LIST  comma-separated (default production,staging)\n"
     "  --region REGION          default: AWS_REGION, the profile, else eu-north-1\n"
     "  --pipeline FILE          JSON pipeline (default stages: bucket, iam, policy, dotenv)\n"
+    "  --secrets LIST           secret stores that receive every key (default dotenv):\n"
+    "                           dotenv, keepassxc, pass, bitwarden, 1password,\n"
+    "                           aws-secretsmanager, or a plugin's store; several at once\n"
     "  --env-file TEMPLATE      where dotenv writes keys, e.g. '{product}/.env.{environment}'\n"
     "                           (default '{bucket}.env'); files are mode 0600\n"
     "  --state-dir DIR          journal of what was created (default .opsline)\n"
@@ -222,7 +226,11 @@ static int cmd_whoami(int argc, char **argv) {
     oneshot o;
     memset(&o, 0, sizeof(o));
     ol_kv params[] = {{"Action", "GetCallerIdentity"}, {"Version", "2011-06-15"}};
-    ol_aws_request req = {.service = "sts", .method = "POST", .params = params, .n_params = 2};
+    ol_aws_request req = {.struct_size = sizeof(ol_aws_request),
+                          .service = "sts",
+                          .method = "POST",
+                          .params = params,
+                          .n_params = 2};
     const ol__creds *cr = aws_client_creds(c);
     const char *source = cr && cr->source ? cr->source : "(unknown)";
     char *source_copy = strdup(source);
@@ -419,6 +427,7 @@ static int cmd_apply(int argc, char **argv) {
                                              {"profile", required_argument, NULL, 'p'},
                                              {"pipeline", required_argument, NULL, 'P'},
                                              {"env-file", required_argument, NULL, 'E'},
+                                             {"secrets", required_argument, NULL, 'K'},
                                              {"state-dir", required_argument, NULL, 'S'},
                                              {"products-file", required_argument, NULL, 'F'},
                                              {"set", required_argument, NULL, 's'},
@@ -450,6 +459,9 @@ static int cmd_apply(int argc, char **argv) {
             break;
         case 'E':
             a.env_file = optarg;
+            break;
+        case 'K':
+            a.secrets = optarg;
             break;
         case 'S':
             a.state_dir = optarg;

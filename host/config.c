@@ -2,9 +2,14 @@
  *
  *   {"environments": ["production", "staging"], "region": "eu-north-1",
  *    "stages": ["bucket", "iam", {"stage": "policy", "options": {"preset": "read-only"}},
- *               {"stage": "dotenv", "options": {"path": "{product}/.env.{environment}"}}]}
+ *               {"stage": "dotenv", "options": {"path": "{product}/.env.{environment}"},
+ *                "timeout": "30s"}],
+ *    "secrets": ["dotenv", "keepassxc"]}
  *
- * Unknown keys are rejected (a typo must not silently drop a setting). */
+ * "secrets" (or --secrets) selects the secret stores, replacing any listed in "stages"; a
+ * store listed in both keeps the options given in "stages". Unknown keys are rejected (a
+ * typo must not silently drop a setting). Stores run after the stages that create keys;
+ * a pipeline that creates keys and stores them nowhere is refused. */
 #include "config.h"
 
 #include <errno.h>
@@ -15,6 +20,7 @@
 #include <string.h>
 
 #include "aws/endpoints.h"
+#include "cli.h"
 #include "names.h"
 
 static int fail(char **err, int code, const char *fmt, ...) OL_PRINTF(3, 4);
@@ -99,6 +105,7 @@ static int products_from_file(const char *path, plan *p, char **err) {
 typedef struct stage_spec {
     const char *name;
     const json_t *options; /* borrowed from the document, or NULL */
+    unsigned timeout_ms;   /* 0: the stage's own */
 } stage_spec;
 
 static int pipeline_file_read(const char *path, json_t **doc, char **err) {
@@ -116,10 +123,10 @@ static int pipeline_file_read(const char *path, json_t **doc, char **err) {
     json_t *v;
     json_object_foreach(*doc, key, v) {
         if (strcmp(key, "stages") && strcmp(key, "environments") && strcmp(key, "region") &&
-            strcmp(key, "concurrency") && strcmp(key, "description"))
+            strcmp(key, "concurrency") && strcmp(key, "description") && strcmp(key, "secrets"))
             return fail(err, OL_ECONFIG,
-                        "pipeline file %s: unknown key '%s'; allowed: stages, environments, "
-                        "region, concurrency, description",
+                        "pipeline file %s: unknown key '%s'; allowed: stages, secrets, "
+                        "environments, region, concurrency, description",
                         path, key);
     }
     return 0;
@@ -152,11 +159,21 @@ static int stages_from_doc(const char *path, const json_t *doc, stage_spec **spe
         const char *key;
         json_t *v;
         json_object_foreach((json_t *)e, key, v) {
-            if (strcmp(key, "stage") && strcmp(key, "options"))
+            if (strcmp(key, "stage") && strcmp(key, "options") && strcmp(key, "timeout"))
                 return fail(err, OL_ECONFIG,
                             "pipeline file %s: stage '%s' has unknown key '%s'; allowed: "
-                            "stage, options",
+                            "stage, options, timeout",
                             path, json_string_value(name), key);
+        }
+        const json_t *to = json_object_get(e, "timeout");
+        if (to != NULL) {
+            unsigned long secs = json_is_string(to) ? cli_parse_duration(json_string_value(to)) : 0;
+            if (secs == 0 || secs > 86400)
+                return fail(err, OL_ECONFIG,
+                            "pipeline file %s: timeout of stage '%s' must be a duration from 1s "
+                            "to 1d, e.g. \"90s\" or \"5m\"",
+                            path, json_string_value(name));
+            (*specs)[i].timeout_ms = (unsigned)(secs * 1000);
         }
         const json_t *opts = json_object_get(e, "options");
         if (opts && !json_is_object(opts))
@@ -173,6 +190,27 @@ static int stages_from_doc(const char *path, const json_t *doc, stage_spec **spe
                 return fail(err, OL_ECONFIG,
                             "pipeline file %s: stage '%s' is listed twice; list each stage once",
                             path, (*specs)[i].name);
+    return 0;
+}
+
+/* ["a", "b"] -> "a,b" (malloc'd); OL_EINVAL when not a list of plain names. */
+static int json_list_join(const json_t *list, char **out) {
+    size_t len = 1, i;
+    json_t *v;
+    if (!json_is_array(list))
+        return OL_EINVAL;
+    json_array_foreach(list, i, v) {
+        if (!json_is_string(v) || strchr(json_string_value(v), ',') != NULL)
+            return OL_EINVAL;
+        len += strlen(json_string_value(v)) + 1;
+    }
+    if ((*out = calloc(1, len)) == NULL)
+        return OL_ENOMEM;
+    json_array_foreach(list, i, v) {
+        if (i > 0)
+            strcat(*out, ",");
+        strcat(*out, json_string_value(v));
+    }
     return 0;
 }
 
@@ -226,6 +264,93 @@ static int check_items(const plan *p, char **err) {
     return 0;
 }
 
+/* Keys created must be stored: refuse (before any request) a pipeline whose key-creating
+ * stage has no store after it, or that needs a store before keys exist. */
+static int check_stores(const plan *p, const char *source, char **err) {
+    const char *creator = NULL;
+    size_t n_stores = 0;
+    for (size_t s = 0; s < p->n_stages; s++) {
+        const plan_stage *ps = &p->stages[s];
+        n_stores += (size_t)ps->is_store;
+        if (ps->creates_secrets && creator == NULL)
+            creator = ps->plugin->desc->name;
+        if (!ps->creates_secrets)
+            continue;
+        for (size_t k = 0; k < ps->n_needs; k++)
+            if (p->stages[ps->needs[k]].is_store)
+                return fail(err, OL_ECONFIG,
+                            "%s: stage '%s' creates access keys but needs '%s', a secret store, "
+                            "which can only run after keys exist; remove that need",
+                            source, ps->plugin->desc->name,
+                            p->stages[ps->needs[k]].plugin->desc->name);
+    }
+    if (creator != NULL && n_stores == 0)
+        return fail(err, OL_ECONFIG,
+                    "%s: stage '%s' creates access keys but no secret store is in the pipeline, "
+                    "so every secret would be lost; add one, e.g. --secrets dotenv (bundled "
+                    "stores: dotenv, keepassxc, pass, bitwarden, 1password, aws-secretsmanager)",
+                    source, creator);
+    return 0;
+}
+
+/* Applies --secrets / "secrets": the named stores replace the store stages of specs. A
+ * store also listed in specs keeps its options. */
+static int select_stores(const loader *l, const char *list, const char *what, stage_spec **specs,
+                         size_t *n, char **err) {
+    char **names = NULL;
+    size_t n_names = 0;
+    int rc = split_add(&names, &n_names, list);
+    stage_spec *out = NULL;
+    size_t n_out = 0;
+    if (rc == 0 && n_names == 0)
+        rc = fail(err, OL_EINVAL, "%s: name at least one secret store, e.g. dotenv", what);
+    if (rc == 0 && (out = calloc(*n + n_names, sizeof(*out))) == NULL)
+        rc = OL_ENOMEM;
+    for (size_t i = 0; rc == 0 && i < *n; i++) {
+        const loader_plugin *lp = loader_find(l, (*specs)[i].name);
+        if (lp == NULL || lp->desc->store == NULL)
+            out[n_out++] = (*specs)[i];
+    }
+    for (size_t j = 0; rc == 0 && j < n_names; j++) {
+        const loader_plugin *lp = loader_find(l, names[j]);
+        if (lp != NULL && lp->desc->store == NULL) {
+            rc = fail(err, OL_EINVAL,
+                      "%s: '%s' is a stage but not a secret store; list stores only (see "
+                      "`opsline plugins list`)",
+                      what, names[j]);
+            break;
+        }
+        stage_spec sp = {.name = NULL};
+        for (size_t i = 0; i < *n; i++)
+            if (strcmp((*specs)[i].name, names[j]) == 0)
+                sp = (*specs)[i];
+        if (sp.name == NULL)
+            sp.name = lp != NULL ? lp->desc->name : names[j];
+        if (lp == NULL) {
+            /* Keep the name: build_stages reports the missing plugin. The string must
+             * outlive this function, so point into the loader's table or the specs. */
+            rc = fail(err, OL_ECONFIG,
+                      "%s: no plugin provides secret store '%s'; bundled stores: dotenv, "
+                      "keepassxc, pass, bitwarden, 1password, aws-secretsmanager (add a "
+                      "plugin's directory with --plugin-dir)",
+                      what, names[j]);
+            break;
+        }
+        out[n_out++] = sp;
+    }
+    for (size_t j = 0; j < n_names; j++)
+        free(names[j]);
+    free(names);
+    if (rc != 0) {
+        free(out);
+        return rc;
+    }
+    free(*specs);
+    *specs = out;
+    *n = n_out;
+    return 0;
+}
+
 static int build_stages(const config_args *a, const loader *l, const stage_spec *specs, size_t n,
                         const char *source, plan *p, char **err) {
     const char **names = calloc(n, sizeof(char *));
@@ -263,10 +388,14 @@ static int build_stages(const config_args *a, const loader *l, const stage_spec 
         rc = options_parse(ps->plugin->desc, sp->options, label, &ps->opts, err);
         if (rc != 0)
             goto out;
-        const char *const *needs = ps->plugin->desc->needs;
-        size_t nn = 0;
-        while (needs && needs[nn])
-            nn++;
+        const ol_plugin *d = ps->plugin->desc;
+        ps->is_store = d->store != NULL;
+        ps->creates_secrets = (d->flags & OL_STAGE_CREATES_SECRETS) != 0;
+        ps->timeout_ms = sp->timeout_ms  ? sp->timeout_ms
+                         : d->timeout_ms ? d->timeout_ms
+                                         : CONFIG_DEFAULT_STAGE_TIMEOUT_MS;
+        const char *needs[64];
+        size_t nn = loader_needs(l, names, n, order[k], needs, 64);
         ps->needs = calloc(nn ? nn : 1, sizeof(size_t));
         if (ps->needs == NULL) {
             rc = OL_ENOMEM;
@@ -277,22 +406,23 @@ static int build_stages(const config_args *a, const loader *l, const stage_spec 
                 if (strcmp(p->stages[q].plugin->desc->name, needs[j]) == 0)
                     ps->needs[ps->n_needs++] = q;
     }
+    if ((rc = check_stores(p, source, err)) != 0)
+        goto out;
     if (a->env_file) {
-        size_t s;
-        for (s = 0; s < p->n_stages; s++)
-            if (strcmp(p->stages[s].plugin->desc->name, "dotenv") == 0)
-                break;
-        if (s == p->n_stages) {
-            rc = fail(err, OL_EINVAL,
-                      "--env-file needs the dotenv stage, which is not in the "
-                      "pipeline");
+        /* A shortcut for one stage option, set like any --set. */
+        char *set = NULL;
+        size_t len = strlen("dotenv.path=") + strlen(a->env_file) + 1;
+        if ((set = malloc(len)) == NULL) {
+            rc = OL_ENOMEM;
             goto out;
         }
-        char *e2 = NULL;
-        rc = options_set_text(p->stages[s].opts, "path", a->env_file, &e2);
+        snprintf(set, len, "dotenv.path=%s", a->env_file);
+        rc = apply_set(p, set, err);
+        free(set);
         if (rc != 0) {
-            fail(err, rc, "--env-file %s: %s", a->env_file, e2 ? e2 : "invalid");
-            free(e2);
+            fail(err, rc,
+                 "--env-file %s: %s (--env-file sets dotenv.path; add dotenv with --secrets)",
+                 a->env_file, *err ? *err : "invalid");
             goto out;
         }
     }
@@ -333,7 +463,7 @@ int config_build(const config_args *a, const loader *l, plan *p, char **err) {
             goto out;
         source = a->pipeline_file;
     } else {
-        static const char *defaults[] = {"bucket", "iam", "policy", "dotenv"};
+        static const char *defaults[] = {"bucket", "iam", "policy", CONFIG_DEFAULT_SECRETS};
         n_specs = 4;
         specs = calloc(n_specs, sizeof(*specs));
         if (specs == NULL) {
@@ -343,6 +473,25 @@ int config_build(const config_args *a, const loader *l, plan *p, char **err) {
         for (size_t i = 0; i < n_specs; i++)
             specs[i].name = defaults[i];
     }
+
+    const json_t *sec = doc ? json_object_get(doc, "secrets") : NULL;
+    rc = 0;
+    if (a->secrets != NULL) {
+        rc = select_stores(l, a->secrets, "--secrets", &specs, &n_specs, err);
+    } else if (sec != NULL) {
+        char *joined = NULL;
+        rc = json_list_join(sec, &joined);
+        if (rc == OL_EINVAL)
+            rc = fail(err, OL_ECONFIG,
+                      "pipeline file %s: \"secrets\" must be a list of store names, e.g. "
+                      "[\"dotenv\", \"keepassxc\"]",
+                      a->pipeline_file);
+        if (rc == 0)
+            rc = select_stores(l, joined, "pipeline file \"secrets\"", &specs, &n_specs, err);
+        free(joined);
+    }
+    if (rc != 0)
+        goto out;
 
     const json_t *envs = doc ? json_object_get(doc, "environments") : NULL;
     if (a->environments) {

@@ -381,6 +381,17 @@ size_t journal_count(const journal *j, const char *item, const char *event, cons
     return n;
 }
 
+size_t journal_count_stage(const journal *j, const char *item, const char *stage, const char *event,
+                           const char *id) {
+    if (j == NULL || item == NULL || event == NULL || stage == NULL)
+        return 0;
+    size_t n = 0;
+    for (size_t i = 0; i < j->n_recs; i++)
+        n += (size_t)(record_matches(&j->recs[i], item, event, id) && j->recs[i].stage != NULL &&
+                      strcmp(j->recs[i].stage, stage) == 0);
+    return n;
+}
+
 long long journal_last_time(const journal *j, const char *item, const char *event, const char *id) {
     if (j == NULL || item == NULL || event == NULL)
         return 0;

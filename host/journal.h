@@ -29,6 +29,10 @@ int journal_flush(journal *j);
 /* Number of records of item with this event and id (id NULL: any id). */
 size_t journal_count(const journal *j, const char *item, const char *event, const char *id);
 
+/* The same, counting only records written by stage. */
+size_t journal_count_stage(const journal *j, const char *item, const char *stage, const char *event,
+                           const char *id);
+
 /* Time (unix seconds) of the latest matching record, or 0. */
 long long journal_last_time(const journal *j, const char *item, const char *event, const char *id);
 

@@ -21,7 +21,7 @@
 
 /* The descriptor as ABI 1.0 defined it: a plugin built against 1.0 must provide at least
  * this much. Later minors append fields after `fini`. */
-#define DESC_V1_0_SIZE (offsetof(ol_plugin, fini) + sizeof(((ol_plugin *)0)->fini))
+#define DESC_V2_0_SIZE (offsetof(ol_plugin, store) + sizeof(((ol_plugin *)0)->store))
 #define STAGE_NAME_MAX 32
 
 typedef struct loaded {
@@ -109,12 +109,12 @@ static int check_abi(const ol_plugin *d, const char *path, char **err) {
                                   "SDK %d.%d",
                                   path, (unsigned)d->abi_major, (unsigned)d->abi_minor,
                                   OL_ABI_MAJOR, OL_ABI_MINOR, OL_ABI_MAJOR, OL_ABI_MINOR));
-    if (d->struct_size < DESC_V1_0_SIZE)
+    if (d->struct_size < DESC_V2_0_SIZE)
         return set_err(err, OL_EABI,
                        ol__format("%s: plugin descriptor is %u bytes, smaller than the %zu bytes "
                                   "of opsline plugin ABI %d.0; rebuild the plugin against "
                                   "opsline's SDK %d.x",
-                                  path, (unsigned)d->struct_size, (size_t)DESC_V1_0_SIZE,
+                                  path, (unsigned)d->struct_size, (size_t)DESC_V2_0_SIZE,
                                   OL_ABI_MAJOR, OL_ABI_MAJOR));
     return 0;
 }
@@ -124,8 +124,15 @@ static int check_options(const ol_plugin *d, const char *path, char **err) {
         return set_err(err, OL_EINVAL,
                        ol__format("%s: stage '%s' declares %zu options but no option table", path,
                                   d->name, d->n_options));
+    if (d->n_options > 0 && d->option_size < sizeof(ol_option_def))
+        return set_err(err, OL_EABI,
+                       ol__format("%s: stage '%s' has option_size %zu, smaller than the %zu "
+                                  "bytes of ol_option_def in ABI %d.0; declare options with "
+                                  "OL_OPTIONS(array)",
+                                  path, d->name, d->option_size, sizeof(ol_option_def),
+                                  OL_ABI_MAJOR));
     for (size_t i = 0; i < d->n_options; i++) {
-        const ol_option_def *o = &d->options[i];
+        const ol_option_def *o = options_def(d, i);
         if (o->name == NULL || o->name[0] == '\0')
             return set_err(
                 err, OL_EINVAL,
@@ -136,7 +143,7 @@ static int check_options(const ol_plugin *d, const char *path, char **err) {
                                       "of the OL_OPT_* types",
                                       path, d->name, o->name, (int)o->type));
         for (size_t j = 0; j < i; j++)
-            if (strcmp(d->options[j].name, o->name) == 0)
+            if (strcmp(options_def(d, j)->name, o->name) == 0)
                 return set_err(err, OL_EINVAL,
                                ol__format("%s: stage '%s' declares option '%s' twice", path,
                                           d->name, o->name));
@@ -172,10 +179,22 @@ static int check_descriptor(const ol_plugin *d, const char *path, char **err) {
                        ol__format("%s: stage name '%.64s' is invalid; use 1 to %d characters "
                                   "of a-z, 0-9, '_' and '-'",
                                   path, d->name, STAGE_NAME_MAX));
-    if (d->apply == NULL)
+    if (d->apply == NULL && d->store == NULL)
         return set_err(
             err, OL_EINVAL,
             ol__format("%s: stage '%s' has no apply function; set ol_plugin.apply", path, d->name));
+    if (d->apply != NULL && d->store != NULL)
+        return set_err(err, OL_EINVAL,
+                       ol__format("%s: stage '%s' is a secret store (store set) and also has "
+                                  "apply; a store leaves apply NULL",
+                                  path, d->name));
+    if (d->store != NULL &&
+        (d->store->struct_size < offsetof(ol_store_ops, del) + sizeof(d->store->del) ||
+         d->store->put == NULL || d->store->get == NULL))
+        return set_err(err, OL_EINVAL,
+                       ol__format("%s: stage '%s': its ol_store_ops must set struct_size, put "
+                                  "and get",
+                                  path, d->name));
     if (d->needs != NULL)
         for (size_t i = 0; d->needs[i] != NULL; i++)
             if (d->needs[i][0] == '\0')
@@ -432,10 +451,29 @@ static int check_needs(const loader *l, const char *const *names, size_t n, char
     return 0;
 }
 
+/* The needs a stage runs after: its declared ones and, for a secret store, every stage of
+ * the pipeline that creates secrets (the store must see the key). At most cap written. */
+static size_t effective_needs(const loader *l, const char *const *names, size_t n, size_t i,
+                              const char **out, size_t cap) {
+    const ol_plugin *d = loader_find(l, names[i])->desc;
+    size_t k = 0;
+    for (size_t j = 0; d->needs != NULL && d->needs[j] != NULL && k < cap; j++)
+        out[k++] = d->needs[j];
+    if (d->store == NULL)
+        return k;
+    for (size_t j = 0; j < n && k < cap; j++)
+        if (loader_find(l, names[j])->desc->flags & OL_STAGE_CREATES_SECRETS)
+            out[k++] = names[j];
+    return k;
+}
+
+#define NEEDS_MAX 64
+
 static int needs_pending(const loader *l, const char *const *names, size_t n, size_t i,
                          const unsigned char *done) {
-    const char *const *needs = loader_find(l, names[i])->desc->needs;
-    for (size_t k = 0; needs != NULL && needs[k] != NULL; k++)
+    const char *needs[NEEDS_MAX];
+    size_t nn = effective_needs(l, names, n, i, needs, NEEDS_MAX);
+    for (size_t k = 0; k < nn; k++)
         if (!done[index_of(names, n, needs[k])])
             return 1;
     return 0;
@@ -459,8 +497,9 @@ static char *describe_cycle(const loader *l, const char *const *names, size_t n,
     while (seen[cur] == 0) {
         seen[cur] = ++len;
         walk[len - 1] = cur;
-        const char *const *needs = loader_find(l, names[cur])->desc->needs;
-        for (size_t k = 0; needs[k] != NULL; k++) {
+        const char *needs[NEEDS_MAX];
+        size_t nn = effective_needs(l, names, n, cur, needs, NEEDS_MAX);
+        for (size_t k = 0; k < nn; k++) {
             size_t j = index_of(names, n, needs[k]);
             if (!done[j]) {
                 cur = j;
@@ -494,6 +533,11 @@ static char *describe_cycle(const loader *l, const char *const *names, size_t n,
 
 /* Kahn's algorithm, taking the first ready stage in the user's order so the result is
  * stable and predictable. n is small (a handful of stages), so O(n^2) is fine. */
+size_t loader_needs(const loader *l, const char *const *names, size_t n, size_t i, const char **out,
+                    size_t cap) {
+    return effective_needs(l, names, n, i, out, cap);
+}
+
 int loader_order(const loader *l, const char *const *names, size_t n, size_t *order, char **err) {
     int rc = check_needs(l, names, n, err);
     if (rc < 0)

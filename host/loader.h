@@ -41,6 +41,11 @@ const loader_plugin *loader_find(const loader *l, const char *name);
 /* Order the named stages so each comes after what it needs. Every need must be among the
  * names; a missing one or a cycle gives OL_EINVAL with *err naming the stage and the need.
  * order receives indexes into names (n entries, caller allocated). */
+/* The needs of names[i] within the pipeline names: declared ones plus, for a secret store,
+ * every stage that creates secrets. Returns the count (at most cap). */
+size_t loader_needs(const loader *l, const char *const *names, size_t n, size_t i, const char **out,
+                    size_t cap);
+
 int loader_order(const loader *l, const char *const *names, size_t n, size_t *order, char **err);
 
 #endif

@@ -377,12 +377,12 @@ static char *unknown_option(const options *o, const char *name) {
     size_t best_d = SUGGEST_MAX_DISTANCE + 1;
     size_t names_len = 1;
     for (size_t k = 0; k < p->n_options; k++) {
-        size_t d = edit_distance(name, p->options[k].name);
+        size_t d = edit_distance(name, options_def(p, k)->name);
         if (d < best_d) {
             best_d = d;
-            best = p->options[k].name;
+            best = options_def(p, k)->name;
         }
-        names_len += strlen(p->options[k].name) + 2;
+        names_len += strlen(options_def(p, k)->name) + 2;
     }
     char *names = malloc(names_len);
     if (names == NULL)
@@ -391,7 +391,7 @@ static char *unknown_option(const options *o, const char *name) {
     for (size_t k = 0; k < p->n_options; k++) {
         if (k > 0)
             strcat(names, ", ");
-        strcat(names, p->options[k].name);
+        strcat(names, options_def(p, k)->name);
     }
     char *msg;
     if (best != NULL)
@@ -418,7 +418,7 @@ static char *bad_value(const options *o, const value *v, const char *text, const
     if (json)
         return ol__format("%s: option '%s' must be %s, got %s", o->label, d->name,
                           type_expect(d->type, 1), json_type_name(j));
-    if (d->sensitive)
+    if ((d->flags & OL_OPT_SENSITIVE))
         return ol__format("%s: option '%s' must be %s (value not shown: sensitive)", o->label,
                           d->name, type_expect(d->type, 0));
     return ol__format("%s: option '%s' must be %s, got '%s'", o->label, d->name,
@@ -499,7 +499,7 @@ int options_parse(const ol_plugin *p, const json_t *obj, const char *stage_label
             goto fail;
     }
     for (size_t k = 0; k < o->n; k++)
-        o->values[k].def = &p->options[k];
+        o->values[k].def = options_def(p, k);
     rc = apply_defaults(o, err);
     if (rc == 0 && obj != NULL)
         rc = apply_json(o, obj, err);
@@ -556,6 +556,51 @@ size_t options_map(const options *o, const char *name, const ol_kv **out) {
     return v != NULL ? v->count : 0;
 }
 
+const ol_option_def *options_def(const ol_plugin *p, size_t i) {
+    return (const ol_option_def *)(const void *)((const char *)p->options + i * p->option_size);
+}
+
+int options_bind(const options *o, void *base) {
+    for (size_t k = 0; k < o->n; k++) {
+        const value *v = &o->values[k];
+        const ol_option_def *d = v->def;
+        if (!(d->flags & OL_OPT_BIND))
+            continue;
+        char *field = (char *)base + d->offset;
+        switch (d->type) {
+        case OL_OPT_STRING: {
+            const char *s = v->has_value ? v->str : NULL;
+            memcpy(field, &s, sizeof(s));
+            break;
+        }
+        case OL_OPT_BOOL: {
+            int b = v->has_value ? v->b : 0;
+            memcpy(field, &b, sizeof(b));
+            break;
+        }
+        case OL_OPT_INT: {
+            long long i = v->has_value ? v->i : 0;
+            memcpy(field, &i, sizeof(i));
+            break;
+        }
+        case OL_OPT_LIST: {
+            ol_list l = {v->has_value ? (const char *const *)v->list : NULL,
+                         v->has_value ? v->count : 0};
+            memcpy(field, &l, sizeof(l));
+            break;
+        }
+        case OL_OPT_OBJECT: {
+            ol_map m = {v->has_value ? v->map : NULL, v->has_value ? v->count : 0};
+            memcpy(field, &m, sizeof(m));
+            break;
+        }
+        default:
+            return OL_EINVAL;
+        }
+    }
+    return 0;
+}
+
 int options_is_set(const options *o, const char *name) {
     const value *v = find_value(o, name);
     return v != NULL && v->is_set;
@@ -567,7 +612,7 @@ int options_is_set(const options *o, const char *name) {
 static char *default_text(const ol_option_def *d) {
     if (d->default_value == NULL)
         return strdup("(no default)");
-    if (d->sensitive)
+    if ((d->flags & OL_OPT_SENSITIVE))
         return strdup("default (hidden)");
     if (d->type == OL_OPT_BOOL || d->type == OL_OPT_INT)
         return ol__format("default %s", d->default_value);
@@ -593,20 +638,20 @@ void options_describe(const ol_plugin *p, const char *path, FILE *out) {
     if (defaults == NULL)
         return;
     for (size_t k = 0; k < p->n_options; k++) {
-        size_t len = strlen(p->options[k].name);
+        size_t len = strlen(options_def(p, k)->name);
         name_w = len > name_w ? len : name_w;
-        defaults[k] = default_text(&p->options[k]);
+        defaults[k] = default_text(options_def(p, k));
         len = defaults[k] != NULL ? strlen(defaults[k]) : 0;
         def_w = len > def_w ? len : def_w;
     }
     fputs("options:\n", out);
     for (size_t k = 0; k < p->n_options; k++) {
-        const ol_option_def *d = &p->options[k];
-        int has_help = d->sensitive || (d->help != NULL && d->help[0] != '\0');
+        const ol_option_def *d = options_def(p, k);
+        int has_help = (d->flags & OL_OPT_SENSITIVE) || (d->help != NULL && d->help[0] != '\0');
         fprintf(out, "  %-*s  %-6s  %-*s", (int)name_w, d->name, type_name(d->type),
                 has_help ? (int)def_w : 0, defaults[k] != NULL ? defaults[k] : "");
         if (has_help)
-            fprintf(out, "   %s%s", d->sensitive ? "(sensitive) " : "",
+            fprintf(out, "   %s%s", (d->flags & OL_OPT_SENSITIVE) ? "(sensitive) " : "",
                     d->help != NULL ? d->help : "");
         fputc('\n', out);
         free(defaults[k]);

@@ -29,6 +29,10 @@ long long options_int(const options *o, const char *name);
 size_t options_list(const options *o, const char *name, const char *const **out);
 size_t options_map(const options *o, const char *name, const ol_kv **out);
 int options_is_set(const options *o, const char *name);
+/* The i-th option declaration of p, walked with the plugin's own option_size. */
+const ol_option_def *options_def(const ol_plugin *p, size_t i);
+/* Fill the OL_OPT_BIND fields of the struct at base (see ol_option_def). */
+int options_bind(const options *o, void *base);
 void options_free(options *o);
 
 /* `opsline plugins show`: name, version, description, needs, and a table of options with

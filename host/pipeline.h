@@ -14,6 +14,9 @@ typedef struct plan_stage {
     options *opts;
     size_t *needs; /* indexes of the stages this one needs (earlier in plan order) */
     size_t n_needs;
+    unsigned timeout_ms; /* longest one apply or store operation may take */
+    int is_store;        /* a secret store (plugin->desc->store) */
+    int creates_secrets; /* OL_STAGE_CREATES_SECRETS */
 } plan_stage;
 
 typedef struct plan {

@@ -259,6 +259,7 @@ static void call_finish(aws_call *call, const ol_aws_response *res) {
 static void call_fail(aws_call *call, int result, const char *message) {
     ol_aws_response res;
     memset(&res, 0, sizeof(res));
+    res.struct_size = sizeof(res);
     res.result = result;
     res.body = "";
     res.error_message = message;
@@ -610,6 +611,7 @@ static void complete_with(aws_call *call, const http_response *res, int result,
                           const xml_aws_error *e) {
     ol_aws_response out;
     memset(&out, 0, sizeof(out));
+    out.struct_size = sizeof(out);
     out.result = result;
     out.status = res->status;
     out.body = res->body ? res->body : "";

@@ -382,7 +382,7 @@ static void send_step(bucket_op *op, const char *method, const char *subresource
                       unsigned flags) {
     const ol_host *h = op->conf->host;
     ol_kv param = {subresource, ""};
-    ol_aws_request req = {0};
+    ol_aws_request req = {.struct_size = sizeof(ol_aws_request)};
     req.service = "s3";
     req.method = method;
     req.bucket = op->name;
@@ -789,7 +789,7 @@ static int bucket_apply(ol_stage *stage, ol_item *item, void *state) {
     op->name = c->host->item_name(item);
     op->region = c->host->item_region(item);
     op->step = STEP_HEAD;
-    ol_aws_request req = {0};
+    ol_aws_request req = {.struct_size = sizeof(ol_aws_request)};
     req.service = "s3";
     req.method = "HEAD";
     req.bucket = op->name;
@@ -809,21 +809,21 @@ static const ol_option_def bucket_options[] = {
     {"block_public_access", OL_OPT_BOOL, "true",
      "Turn on all four S3 Block Public Access settings of the bucket; false turns them off "
      "(for content served without login)",
-     0},
+     0, 0},
     {"encryption", OL_OPT_STRING, "AES256",
-     "Default encryption: \"AES256\" (SSE-S3) or \"aws:kms\" (SSE-KMS)", 0},
+     "Default encryption: \"AES256\" (SSE-S3) or \"aws:kms\" (SSE-KMS)", 0, 0},
     {"kms_key_id", OL_OPT_STRING, NULL,
-     "KMS key id or ARN for aws:kms; unset: the AWS managed key aws/s3", 0},
+     "KMS key id or ARN for aws:kms; unset: the AWS managed key aws/s3", 0, 0},
     {"versioning", OL_OPT_BOOL, "false",
-     "Keep object versions; false suspends versioning on a bucket that has it", 0},
+     "Keep object versions; false suspends versioning on a bucket that has it", 0, 0},
     {"logging_target_bucket", OL_OPT_STRING, NULL,
-     "Bucket that receives server access logs; unset: logging off", 0},
+     "Bucket that receives server access logs; unset: logging off", 0, 0},
     {"logging_target_prefix", OL_OPT_STRING, NULL,
-     "Prefix of the access log objects; unset: \"<bucket>/\"", 0},
+     "Prefix of the access log objects; unset: \"<bucket>/\"", 0, 0},
     {"tags", OL_OPT_OBJECT, NULL,
      "Bucket tags (key: value); when set, the bucket's tag set is made exactly this; unset: "
      "tags are left alone",
-     0},
+     0, 0},
 };
 
 static const ol_plugin bucket_plugin = {
@@ -835,8 +835,7 @@ static const ol_plugin bucket_plugin = {
     .description = "S3 bucket named after the item, with public access, encryption, "
                    "versioning, logging and tags converged",
     .needs = NULL,
-    .options = bucket_options,
-    .n_options = sizeof(bucket_options) / sizeof(bucket_options[0]),
+    OL_OPTIONS(bucket_options),
     .init = bucket_init,
     .validate = NULL,
     .apply = bucket_apply,

@@ -11,7 +11,9 @@
  * access_key_created (id), access_key_create_failed (AWS refused: nothing was created),
  * access_key_unknown (the request's outcome is unknown), access_key_reconciled (the keys
  * were listed and cleaned after an unresolved request), access_key_deleted (id). The host
- * writes secret_stored (id) when a secret stage stored the key. */
+ * writes secret_stored (id) per store when a store holds the key, and secret_find says
+ * which listed key a configured store can still give back: that key is kept, and no new
+ * key is created for a user whose key a store holds. */
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -59,10 +61,10 @@ typedef struct iam_run {
 static const char *const no_such_entity[] = {"NoSuchEntity", NULL};
 
 static const ol_option_def iam_options[] = {
-    {"path", OL_OPT_STRING, "/", "IAM path of the user (must begin and end with '/')", 0},
-    {"tags", OL_OPT_OBJECT, NULL, "tags for the user (key -> value), set on create and kept", 0},
+    {"path", OL_OPT_STRING, "/", "IAM path of the user (must begin and end with '/')", 0, 0},
+    {"tags", OL_OPT_OBJECT, NULL, "tags for the user (key -> value), set on create and kept", 0, 0},
     {"create_access_key", OL_OPT_BOOL, "true",
-     "create an access key when the user has none whose secret was stored", 0},
+     "create an access key when the user has none whose secret was stored", 0, 0},
 };
 
 /* --------------------------------------------------------------------------------------
@@ -106,17 +108,18 @@ static size_t pending_requests(const ol_host *host, const ol_item *item) {
     return requested > resolved ? requested - resolved : 0;
 }
 
-/* Decide for every listed key: stored (keep, it is the user's working key), orphan
- * (opsline created it and its secret is lost: delete), or someone else's (keep). A key
+/* Decide for every listed key from the journal: orphan (opsline created it and no store
+ * ever held its secret: delete) or not. Which key is stored, that is, has a secret some
+ * configured store can still give back, the host's secret_find says afterwards. A key
  * with no record is opsline's lost one only when a request is pending and the key was not
  * seen before that request (the journal records the keys present before each request). */
 static void classify_keys(const ol_host *host, const ol_item *item, iam_key *keys, size_t n) {
     size_t pending = pending_requests(host, item);
     for (size_t i = 0; i < n; i++) {
         iam_key *k = &keys[i];
-        k->stored = host->journal_count(item, "secret_stored", k->id) > 0;
+        k->stored = 0;
         k->orphan = 0;
-        if (k->stored)
+        if (host->journal_count(item, "secret_stored", k->id) > 0)
             continue;
         if (host->journal_count(item, "access_key_created", k->id) > 0)
             k->orphan = 1;
@@ -229,7 +232,8 @@ static int send_iam(iam_run *r, const char *action, const ol_kv *extra, size_t n
     params[2] = (ol_kv){"UserName", r->user};
     for (size_t i = 0; i < n_extra; i++)
         params[3 + i] = extra[i];
-    ol_aws_request req = {.service = "iam",
+    ol_aws_request req = {.struct_size = sizeof(ol_aws_request),
+                          .service = "iam",
                           .method = "POST",
                           .params = params,
                           .n_params = 3 + n_extra,
@@ -426,21 +430,43 @@ static int parse_keys(iam_run *r, const ol_aws_response *res) {
     return rc;
 }
 
+/* The host found (or not) the key whose secret a configured store holds: that key is the
+ * user's working key, whatever the journal said about it. */
+static void on_secret_found(void *arg, const char *key_id, const char *reason) {
+    iam_run *r = arg;
+    if (reason != NULL)
+        r->st->host->log(r->stage, r->item, OL_LOG_WARN, "could not read back every store: %s",
+                         reason);
+    for (size_t i = 0; key_id != NULL && i < r->n_keys; i++)
+        if (strcmp(r->keys[i].id, key_id) == 0) {
+            r->keys[i].stored = 1;
+            r->keys[i].orphan = 0;
+        }
+    r->next_delete = 0;
+    step_delete_next(r);
+}
+
 static void on_list_keys(void *arg, const ol_aws_response *res) {
     iam_run *r = arg;
+    const ol_host *h = r->st->host;
     if (res->result != 0) {
         run_fail_aws(r, "ListAccessKeys", res);
         return;
     }
     int rc = parse_keys(r, res);
     if (rc != 0) {
-        run_fail(r, "ListAccessKeys for user %s: unreadable answer (%s)", r->user,
-                 r->st->host->strerror(rc));
+        run_fail(r, "ListAccessKeys for user %s: unreadable answer (%s)", r->user, h->strerror(rc));
         return;
     }
-    classify_keys(r->st->host, r->item, r->keys, r->n_keys);
-    r->next_delete = 0;
-    step_delete_next(r);
+    classify_keys(h, r->item, r->keys, r->n_keys);
+    const char *ids[IAM_MAX_KEYS * 4];
+    size_t n = 0;
+    for (size_t i = 0; i < r->n_keys && n < sizeof(ids) / sizeof(ids[0]); i++)
+        ids[n++] = r->keys[i].id;
+    rc = h->secret_find(r->item, ids, n, on_secret_found, r);
+    if (rc != 0)
+        run_fail(r, "cannot ask the secret stores about the keys of user %s: %s", r->user,
+                 h->strerror(rc));
 }
 
 static void step_list_keys(iam_run *r) {
@@ -716,8 +742,8 @@ static const ol_plugin iam_plugin = {
     .version = "1.0.0",
     .description = "IAM user (programmatic only) and an access key whose secret is never lost",
     .needs = iam_needs,
-    .options = iam_options,
-    .n_options = sizeof(iam_options) / sizeof(iam_options[0]),
+    OL_OPTIONS(iam_options),
+    .flags = OL_STAGE_CREATES_SECRETS,
     .init = iam_init,
     .validate = iam_validate,
     .apply = iam_apply,

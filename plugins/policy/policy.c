@@ -609,7 +609,7 @@ static void send_put(policy_op *op) {
                             {"PolicyName", op->policy_name},
                             {"PolicyDocument", op->document},
                             {"Version", IAM_VERSION}};
-    ol_aws_request req = {0};
+    ol_aws_request req = {.struct_size = sizeof(ol_aws_request)};
     req.service = "iam";
     req.method = "POST";
     req.params = params;
@@ -685,7 +685,7 @@ static int policy_apply(ol_stage *stage, ol_item *item, void *state) {
                             {"UserName", op->user},
                             {"PolicyName", op->policy_name},
                             {"Version", IAM_VERSION}};
-    ol_aws_request req = {0};
+    ol_aws_request req = {.struct_size = sizeof(ol_aws_request)};
     req.service = "iam";
     req.method = "POST";
     req.params = params;
@@ -833,10 +833,11 @@ static const char *const policy_needs[] = {"bucket", "iam", NULL};
 
 static const ol_option_def policy_options[] = {
     {"preset", OL_OPT_STRING, "runbook",
-     "Named action list: \"runbook\" (the runbook's 15 actions), \"read-only\", \"read-write\"", 0},
+     "Named action list: \"runbook\" (the runbook's 15 actions), \"read-only\", \"read-write\"", 0,
+     0},
     {"actions", OL_OPT_LIST, NULL,
-     "Explicit S3 actions (e.g. s3:GetObject, s3:Get*); replaces the preset", 0},
-    {"policy_name", OL_OPT_STRING, NULL, "Inline policy name; unset: the IAM user name", 0},
+     "Explicit S3 actions (e.g. s3:GetObject, s3:Get*); replaces the preset", 0, 0},
+    {"policy_name", OL_OPT_STRING, NULL, "Inline policy name; unset: the IAM user name", 0, 0},
 };
 
 static const ol_plugin policy_plugin = {
@@ -847,8 +848,7 @@ static const ol_plugin policy_plugin = {
     .version = "0.1.0",
     .description = "Inline IAM user policy granting the item's user access to the item's bucket",
     .needs = policy_needs,
-    .options = policy_options,
-    .n_options = sizeof(policy_options) / sizeof(policy_options[0]),
+    OL_OPTIONS(policy_options),
     .init = policy_init,
     .validate = policy_validate,
     .apply = policy_apply,

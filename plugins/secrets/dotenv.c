@@ -1,10 +1,10 @@
-/* dotenv: the secret stage that stores a new access key in a .env file. It owns the merge of
- * four variables (key id, secret, region, bucket) into an existing file: every other line
- * and comment is kept byte for byte, existing assignments (also `export VAR=` forms) are
- * replaced in place, missing ones appended; the file is written 0600 and atomically by the
- * host, then reported with host->secret_stored so the iam stage knows the key is safe.
- * When no key was created in this run the file is left alone. The secret is never logged
- * and every buffer that held it is wiped before it is freed.
+/* dotenv: the secret store that keeps an item's access key in a .env file. It owns the merge
+ * of four variables (key id, secret, region, bucket) into an existing file: every other
+ * line and comment is kept byte for byte, existing assignments (also `export VAR=` forms)
+ * are replaced in place, missing ones appended; the file is written 0600 and atomically.
+ * put, get (read back) and del run off the loop (host->work_queue) under a host lock on
+ * the file's absolute path, so items sharing a file never interleave their
+ * read-merge-write. The secret is never logged and every buffer that held it is wiped.
  *
  * Values are written bare when they only hold characters that every dotenv reader (shell
  * `source`, docker --env-file, python-dotenv, node dotenv) takes literally, which covers
@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "opsline/opsline.h"
 
@@ -34,12 +35,15 @@ static const ol_option_def dotenv_options[] = {
     {"path", OL_OPT_STRING, "{bucket}.env",
      "file to write, relative to the working directory; placeholders {product}, "
      "{environment}, {bucket}, {user}, {region}",
-     0},
-    {"var_access_key_id", OL_OPT_STRING, "AWS_ACCESS_KEY_ID", "variable for the key id", 0},
+     OL_BIND(dotenv_state, path_template)},
+    {"var_access_key_id", OL_OPT_STRING, "AWS_ACCESS_KEY_ID", "variable for the key id",
+     OL_BIND(dotenv_state, var[VAR_KEY_ID])},
     {"var_secret_access_key", OL_OPT_STRING, "AWS_SECRET_ACCESS_KEY",
-     "variable for the secret access key", 0},
-    {"var_region", OL_OPT_STRING, "AWS_REGION", "variable for the region", 0},
-    {"var_bucket", OL_OPT_STRING, "S3_BUCKET", "variable for the bucket name", 0},
+     "variable for the secret access key", OL_BIND(dotenv_state, var[VAR_SECRET])},
+    {"var_region", OL_OPT_STRING, "AWS_REGION", "variable for the region",
+     OL_BIND(dotenv_state, var[VAR_REGION])},
+    {"var_bucket", OL_OPT_STRING, "S3_BUCKET", "variable for the bucket name",
+     OL_BIND(dotenv_state, var[VAR_BUCKET])},
 };
 
 static const char *const var_options[DOTENV_N_VARS] = {"var_access_key_id", "var_secret_access_key",
@@ -272,119 +276,248 @@ static char *dotenv_lookup(const char *text, size_t len, const char *name) {
     return found;
 }
 
-/* Expands {product}, {environment}, {bucket}, {user}, {region}. values[i] may be NULL for a
- * placeholder with no value yet (error). Returns a malloc'd path, or NULL with *why set to
- * a static text naming the problem (*bad to the placeholder, if any). */
-static const char *const placeholders[] = {"product", "environment", "bucket", "user", "region"};
-#define N_PLACEHOLDERS (sizeof(placeholders) / sizeof(placeholders[0]))
-
-static char *dotenv_expand(const char *tmpl, const char *const values[N_PLACEHOLDERS],
-                           const char **why, char *bad, size_t bad_size) {
+/* Removes every assignment of the vars (names) from text: the entry of a store whose item
+ * is destroyed. Returns a malloc'd text (wipe and free it) or NULL when out of memory. */
+static char *dotenv_remove(const char *old, size_t old_len, const char *const *names, size_t n,
+                           size_t *out_len) {
     buf b = {0};
-    *why = NULL;
-    if (bad_size > 0)
-        bad[0] = '\0';
-    for (const char *p = tmpl; *p != '\0';) {
-        if (*p != '{') {
-            if (*p == '}') {
-                *why = "unbalanced '}'";
-                goto fail;
-            }
-            buf_add(&b, p++, 1);
-            continue;
-        }
-        const char *close = strchr(p, '}');
-        if (close == NULL) {
-            *why = "unclosed '{'";
-            goto fail;
-        }
-        size_t n = (size_t)(close - p - 1), i;
-        snprintf(bad, bad_size, "%.*s", (int)(n < 64 ? n : 64), p + 1);
-        for (i = 0; i < N_PLACEHOLDERS; i++)
-            if (strlen(placeholders[i]) == n && memcmp(placeholders[i], p + 1, n) == 0)
-                break;
-        if (i == N_PLACEHOLDERS) {
-            *why = "unknown placeholder (use {product}, {environment}, {bucket}, {user}, "
-                   "{region})";
-            goto fail;
-        }
-        if (values[i] == NULL || values[i][0] == '\0') {
-            *why = "placeholder has no value for this item";
-            goto fail;
-        }
-        buf_str(&b, values[i]);
-        p = close + 1;
-    }
-    if (b.len == 0) {
-        *why = "empty path";
-        goto fail;
+    size_t pos = 0;
+    while (pos < old_len) {
+        const char *nl = memchr(old + pos, '\n', old_len - pos);
+        size_t next = nl != NULL ? (size_t)(nl - old) + 1 : old_len;
+        const char *line = old + pos;
+        size_t noff, nlen, voff, v = n;
+        if (parse_assignment(line, next - pos, &noff, &nlen, &voff))
+            for (v = 0; v < n && !name_is(line, noff, nlen, names[v]); v++)
+                ;
+        if (v == n)
+            buf_add(&b, line, next - pos);
+        pos = next;
     }
     if (b.failed) {
-        *why = "out of memory";
-        goto fail;
-    }
-    return b.data;
-fail:
-    buf_wipe(&b);
-    return NULL;
-}
-
-/* Reads a whole file. Returns 0 (*out malloc'd, NUL-terminated), OL_ENOENT when it does not
- * exist, OL_EIO or OL_ERANGE (too large). */
-static int read_file(const char *path, char **out, size_t *out_len) {
-    *out = NULL;
-    *out_len = 0;
-    FILE *f = fopen(path, "rb");
-    if (f == NULL)
-        return errno == ENOENT ? OL_ENOENT : OL_EIO;
-    buf b = {0};
-    char chunk[4096];
-    size_t n;
-    int rc = 0;
-    while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0) {
-        buf_add(&b, chunk, n);
-        if (b.len > DOTENV_MAX_FILE) {
-            rc = OL_ERANGE;
-            break;
-        }
-    }
-    wipe(chunk, sizeof(chunk));
-    if (rc == 0 && ferror(f))
-        rc = OL_EIO;
-    if (rc == 0 && b.failed)
-        rc = OL_ENOMEM;
-    fclose(f);
-    if (rc != 0) {
         buf_wipe(&b);
-        return rc;
+        return NULL;
     }
-    if (b.data == NULL) {
-        b.data = calloc(1, 1);
-        if (b.data == NULL)
-            return OL_ENOMEM;
-    }
-    *out = b.data;
+    if (b.data == NULL && (b.data = calloc(1, 1)) == NULL)
+        return NULL;
     *out_len = b.len;
-    return 0;
+    return b.data;
 }
 
 /* --------------------------------------------------------------------------------------
  * Plugin entry points
  * ------------------------------------------------------------------------------------ */
 
-static char *item_path(const dotenv_state *st, const ol_item *item, char *why_out,
-                       size_t why_size) {
+/* One store operation: prepared on the loop, run off it, completed on it. */
+typedef struct dotenv_op {
+    const dotenv_state *st;
+    ol_stage *stage;
+    ol_item *item;
+    int kind;      /* OP_PUT, OP_GET, OP_DEL */
+    char *path;    /* host-allocated */
+    char *abspath; /* the lock's name */
+    ol_lock *lock;
+    char *key_id, *secret, *region, *bucket; /* put: what to write (secret wiped) */
+    /* results, set off the loop */
+    int rc;
+    int existed;
+    char *found_id, *found_secret; /* get */
+    char why[512];
+} dotenv_op;
+
+enum { OP_PUT = 1, OP_GET, OP_DEL };
+
+static void op_free(dotenv_op *op) {
+    const ol_host *h = op->st->host;
+    if (op->secret != NULL)
+        free_wiped(op->secret, strlen(op->secret));
+    if (op->found_secret != NULL)
+        free_wiped(op->found_secret, strlen(op->found_secret));
+    free(op->key_id);
+    free(op->region);
+    free(op->bucket);
+    free(op->found_id);
+    free(op->abspath);
+    h->free(op->path);
+    free(op);
+}
+
+static int op_read(dotenv_op *op, char **text, size_t *len) {
+    int rc = op->st->host->read_private_file(op->path, DOTENV_MAX_FILE, text, len);
+    op->existed = rc == 0;
+    if (rc == OL_ENOENT) {
+        *text = NULL;
+        *len = 0;
+        return 0;
+    }
+    if (rc != 0)
+        snprintf(op->why, sizeof(op->why), "cannot read %s: %s", op->path,
+                 rc == OL_ERANGE ? "larger than 1 MiB" : op->st->host->strerror(rc));
+    return rc;
+}
+
+static void op_put(dotenv_op *op) {
+    const ol_host *h = op->st->host;
+    const dotenv_state *st = op->st;
+    char *old = NULL, *text = NULL;
+    size_t old_len = 0, len = 0;
+    if ((op->rc = op_read(op, &old, &old_len)) != 0)
+        return;
+    ol_kv vars[DOTENV_N_VARS] = {{st->var[VAR_KEY_ID], op->key_id},
+                                 {st->var[VAR_SECRET], op->secret},
+                                 {st->var[VAR_REGION], op->region},
+                                 {st->var[VAR_BUCKET], op->bucket}};
+    text = dotenv_merge(old ? old : "", old_len, vars, DOTENV_N_VARS, &len);
+    if (text == NULL) {
+        op->rc = OL_ENOMEM;
+        snprintf(op->why, sizeof(op->why), "out of memory merging %s", op->path);
+    } else if ((op->rc = h->write_private_file(op->path, text, len)) != 0) {
+        snprintf(op->why, sizeof(op->why), "cannot write %s: %s", op->path, h->strerror(op->rc));
+    }
+    if (text != NULL)
+        free_wiped(text, len);
+    if (old != NULL) {
+        h->wipe(old, old_len);
+        h->free(old);
+    }
+}
+
+static void op_get(dotenv_op *op) {
+    const ol_host *h = op->st->host;
+    char *text = NULL;
+    size_t len = 0;
+    if ((op->rc = op_read(op, &text, &len)) != 0)
+        return;
+    if (text != NULL) {
+        op->found_id = dotenv_lookup(text, len, op->st->var[VAR_KEY_ID]);
+        op->found_secret = dotenv_lookup(text, len, op->st->var[VAR_SECRET]);
+        h->wipe(text, len);
+        h->free(text);
+    }
+    if (op->found_id == NULL || op->found_secret == NULL || op->found_secret[0] == '\0')
+        op->rc = OL_ENOENT;
+}
+
+static void op_del(dotenv_op *op) {
+    const ol_host *h = op->st->host;
+    char *text = NULL, *out = NULL;
+    size_t len = 0, out_len = 0;
+    if ((op->rc = op_read(op, &text, &len)) != 0 || text == NULL)
+        return;
+    out = dotenv_remove(text, len, op->st->var, DOTENV_N_VARS, &out_len);
+    if (out == NULL)
+        op->rc = OL_ENOMEM;
+    else if (out_len != len && (op->rc = h->write_private_file(op->path, out, out_len)) != 0)
+        snprintf(op->why, sizeof(op->why), "cannot write %s: %s", op->path, h->strerror(op->rc));
+    if (out != NULL)
+        free_wiped(out, out_len);
+    h->wipe(text, len);
+    h->free(text);
+}
+
+static void op_work(void *arg) {
+    dotenv_op *op = arg;
+    if (op->kind == OP_PUT)
+        op_put(op);
+    else if (op->kind == OP_GET)
+        op_get(op);
+    else
+        op_del(op);
+}
+
+static void op_after(void *arg, int status) {
+    dotenv_op *op = arg;
+    const ol_host *h = op->st->host;
+    if (op->lock != NULL)
+        h->lock_release(op->lock);
+    if (status != 0) {
+        op->rc = status;
+        snprintf(op->why, sizeof(op->why), "%s: %s", op->path, h->strerror(status));
+    }
+    if (op->rc == 0 && op->kind == OP_GET) {
+        ol_secret found = {.struct_size = sizeof(ol_secret),
+                           .access_key_id = op->found_id,
+                           .secret_access_key = op->found_secret};
+        h->store_done(op->stage, op->item, 0, &found, NULL);
+    } else if (op->rc == 0 && op->kind == OP_PUT) {
+        h->log(op->stage, op->item, OL_LOG_DEBUG, "wrote %s", op->path);
+        h->store_done(op->stage, op->item, 0, NULL, NULL);
+    } else {
+        h->store_done(op->stage, op->item, op->rc, NULL,
+                      op->rc == OL_ENOENT ? NULL
+                      : op->why[0]        ? op->why
+                                          : h->strerror(op->rc));
+    }
+    op_free(op);
+}
+
+static void on_locked(void *arg, int status, ol_lock *lock) {
+    dotenv_op *op = arg;
+    op->lock = lock;
+    int rc = status != 0 ? status : op->st->host->work_queue(op->stage, op_work, op_after, op);
+    if (rc != 0)
+        op_after(op, rc);
+}
+
+static char *absolute(const char *path) {
+    if (path[0] == '/')
+        return strdup(path);
+    char cwd[4096];
+    if (getcwd(cwd, sizeof(cwd)) == NULL)
+        return NULL;
+    size_t len = strlen(cwd) + strlen(path) + 2;
+    char *out = malloc(len);
+    if (out != NULL)
+        snprintf(out, len, "%s/%s", cwd, path);
+    return out;
+}
+
+static int op_start(const dotenv_state *st, ol_stage *stage, ol_item *item, int kind,
+                    const ol_secret *secret) {
     const ol_host *h = st->host;
-    const char *values[N_PLACEHOLDERS] = {h->item_product(item), h->item_environment(item),
-                                          h->item_get(item, OL_KEY_BUCKET_NAME),
-                                          h->item_get(item, OL_KEY_IAM_USER), h->item_region(item)};
-    const char *why = NULL;
-    char bad[80];
-    char *path = dotenv_expand(st->path_template, values, &why, bad, sizeof(bad));
-    if (path == NULL)
-        snprintf(why_out, why_size, "option path '%s': %s%s%s%s", st->path_template, why,
-                 bad[0] ? " {" : "", bad, bad[0] ? "}" : "");
-    return path;
+    dotenv_op *op = calloc(1, sizeof(*op));
+    if (op == NULL)
+        return OL_ENOMEM;
+    op->st = st;
+    op->stage = stage;
+    op->item = item;
+    op->kind = kind;
+    char *why = NULL;
+    int rc = h->expand(item, st->path_template, &op->path, &why);
+    if (rc != 0) {
+        h->log(stage, item, OL_LOG_ERROR, "option path %s", why ? why : "is invalid");
+        h->free(why);
+        free(op);
+        return rc;
+    }
+    op->abspath = absolute(op->path);
+    if (secret != NULL) {
+        op->key_id = strdup(secret->access_key_id);
+        op->secret = strdup(secret->secret_access_key);
+        op->region = strdup(secret->region ? secret->region : "");
+        op->bucket = strdup(secret->bucket ? secret->bucket : "");
+    }
+    if (op->abspath == NULL ||
+        (secret != NULL && (!op->key_id || !op->secret || !op->region || !op->bucket))) {
+        op_free(op);
+        return OL_ENOMEM;
+    }
+    rc = h->lock_acquire(stage, op->abspath, on_locked, op);
+    if (rc != 0)
+        op_free(op);
+    return rc;
+}
+
+static int dotenv_put(ol_stage *stage, ol_item *item, void *state, const ol_secret *secret) {
+    return op_start(state, stage, item, OP_PUT, secret);
+}
+
+static int dotenv_get(ol_stage *stage, ol_item *item, void *state) {
+    return op_start(state, stage, item, OP_GET, NULL);
+}
+
+static int dotenv_del(ol_stage *stage, ol_item *item, void *state) {
+    return op_start(state, stage, item, OP_DEL, NULL);
 }
 
 static int dotenv_init(ol_stage *stage, const ol_host *host, void **state) {
@@ -392,11 +525,8 @@ static int dotenv_init(ol_stage *stage, const ol_host *host, void **state) {
     if (st == NULL)
         return OL_ENOMEM;
     st->host = host;
-    st->path_template = host->opt_string(stage, "path");
-    if (st->path_template == NULL)
-        st->path_template = "{bucket}.env";
+    host->opt_bind(stage, st);
     for (size_t i = 0; i < DOTENV_N_VARS; i++) {
-        st->var[i] = host->opt_string(stage, var_options[i]);
         if (!valid_var_name(st->var[i])) {
             host->log(stage, NULL, OL_LOG_ERROR,
                       "option %s '%s' is not a variable name: use letters, digits and '_', "
@@ -411,18 +541,14 @@ static int dotenv_init(ol_stage *stage, const ol_host *host, void **state) {
                 goto fail;
             }
     }
-    /* Check the template's syntax now, with stand-in values, so a typo stops the run before
-     * any request. */
-    const char *dummy[N_PLACEHOLDERS] = {"p", "e", "b", "u", "r"};
-    const char *why = NULL;
-    char bad[80];
-    char *p = dotenv_expand(st->path_template, dummy, &why, bad, sizeof(bad));
-    if (p == NULL) {
-        host->log(stage, NULL, OL_LOG_ERROR, "option path '%s': %s%s%s%s", st->path_template, why,
-                  bad[0] ? " {" : "", bad, bad[0] ? "}" : "");
+    /* Check the template's syntax now so a typo stops the run before any request. */
+    char *p = NULL, *why = NULL;
+    if (host->expand(NULL, st->path_template, &p, &why) != 0) {
+        host->log(stage, NULL, OL_LOG_ERROR, "option path %s", why ? why : "is invalid");
+        host->free(why);
         goto fail;
     }
-    free(p);
+    host->free(p);
     *state = st;
     return 0;
 fail:
@@ -430,119 +556,28 @@ fail:
     return OL_ECONFIG;
 }
 
-/* No new key this run: the secret, if any, was stored earlier; the file is not touched. */
-static int apply_without_secret(ol_stage *stage, ol_item *item, const dotenv_state *st,
-                                const char *path) {
-    const ol_host *h = st->host;
-    const char *key_id = h->item_get(item, OL_KEY_ACCESS_KEY_ID);
-    char *text = NULL;
-    size_t len = 0;
-    char *have = NULL;
-    if (read_file(path, &text, &len) == 0)
-        have = dotenv_lookup(text, len, st->var[VAR_KEY_ID]);
-    free_wiped(text, len);
-    if (key_id != NULL && have != NULL && strcmp(have, key_id) == 0) {
-        h->done(stage, item, OL_OUTCOME_UNCHANGED, NULL);
-    } else {
-        char reason[512];
-        snprintf(reason, sizeof(reason), "no new key; %s kept", path);
-        if (key_id != NULL)
-            h->log(stage, item, OL_LOG_INFO,
-                   "%s does not hold access key %s; its secret was stored elsewhere by an "
-                   "earlier run",
-                   path, key_id);
-        h->done(stage, item, OL_OUTCOME_UNCHANGED, reason);
-    }
-    free(have);
-    return 0;
-}
-
-static int dotenv_apply(ol_stage *stage, ol_item *item, void *state) {
-    const dotenv_state *st = state;
-    const ol_host *h = st->host;
-    char why[512];
-    char *path = item_path(st, item, why, sizeof(why));
-    if (path == NULL) {
-        h->done(stage, item, OL_OUTCOME_FAILED, why);
-        return 0;
-    }
-    const char *secret = h->item_get(item, OL_KEY_SECRET_ACCESS_KEY);
-    if (secret == NULL) {
-        int rc = apply_without_secret(stage, item, st, path);
-        free(path);
-        return rc;
-    }
-
-    const char *key_id = h->item_get(item, OL_KEY_ACCESS_KEY_ID);
-    const char *bucket = h->item_get(item, OL_KEY_BUCKET_NAME);
-    const char *region = h->item_region(item);
-    char *old = NULL, *text = NULL;
-    size_t old_len = 0, len = 0;
-    int rc = read_file(path, &old, &old_len);
-    int existed = rc == 0;
-    if (rc != 0 && rc != OL_ENOENT) {
-        snprintf(why, sizeof(why), "cannot read %s: %s", path,
-                 rc == OL_ERANGE ? "larger than 1 MiB" : h->strerror(rc));
-        goto fail;
-    }
-    if (key_id == NULL) {
-        snprintf(why, sizeof(why), "the bag has a secret but no %s", OL_KEY_ACCESS_KEY_ID);
-        goto fail;
-    }
-    ol_kv vars[DOTENV_N_VARS] = {{st->var[VAR_KEY_ID], key_id},
-                                 {st->var[VAR_SECRET], secret},
-                                 {st->var[VAR_REGION], region ? region : ""},
-                                 {st->var[VAR_BUCKET], bucket ? bucket : ""}};
-    /* Without a bucket stage value there is nothing true to write for it. */
-    size_t n_vars = bucket != NULL ? 4 : 3;
-    text = dotenv_merge(existed ? old : "", old_len, vars, n_vars, &len);
-    if (text == NULL) {
-        snprintf(why, sizeof(why), "out of memory merging %s", path);
-        goto fail;
-    }
-    rc = h->write_private_file(path, text, len);
-    if (rc != 0) {
-        snprintf(why, sizeof(why), "cannot write %s: %s", path, h->strerror(rc));
-        goto fail;
-    }
-    rc = h->secret_stored(item, stage, path);
-    if (rc != 0) {
-        snprintf(why, sizeof(why), "wrote %s but could not journal it: %s", path, h->strerror(rc));
-        goto fail;
-    }
-    h->log(stage, item, OL_LOG_INFO, "stored access key %s in %s", key_id, path);
-    free_wiped(text, len);
-    free_wiped(old, old_len);
-    h->done(stage, item, existed ? OL_OUTCOME_UPDATED : OL_OUTCOME_CREATED, NULL);
-    free(path);
-    return 0;
-fail:
-    free_wiped(text, len);
-    free_wiped(old, old_len);
-    h->done(stage, item, OL_OUTCOME_FAILED, why);
-    free(path);
-    return 0;
-}
-
 static void dotenv_fini(void *state) {
     free(state);
 }
 
-static const char *const dotenv_needs[] = {"iam", "bucket", NULL};
+static const ol_store_ops dotenv_store = {
+    .struct_size = sizeof(ol_store_ops),
+    .put = dotenv_put,
+    .get = dotenv_get,
+    .del = dotenv_del,
+};
 
 static const ol_plugin dotenv_plugin = {
     .abi_major = OL_ABI_MAJOR,
     .abi_minor = OL_ABI_MINOR,
     .struct_size = sizeof(ol_plugin),
     .name = "dotenv",
-    .version = "1.0.0",
-    .description = "store a new access key in a .env file (0600, other lines kept)",
-    .needs = dotenv_needs,
-    .options = dotenv_options,
-    .n_options = sizeof(dotenv_options) / sizeof(dotenv_options[0]),
+    .version = "2.0.0",
+    .description = "secret store: a .env file per item (0600, atomic, other lines kept)",
+    OL_OPTIONS(dotenv_options),
     .init = dotenv_init,
-    .apply = dotenv_apply,
     .fini = dotenv_fini,
+    .store = &dotenv_store,
 };
 
 OL_EXPORT const ol_plugin *opsline_plugin(void) {

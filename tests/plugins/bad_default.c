@@ -2,7 +2,7 @@
 #include "fixture.h"
 
 static const ol_option_def options[] = {
-    {"retries", OL_OPT_INT, "lots", "How many retries", 0},
+    {"retries", OL_OPT_INT, "lots", "How many retries", 0, 0},
 };
 
 static const ol_plugin desc = {
@@ -13,6 +13,7 @@ static const ol_plugin desc = {
     .version = "1.0.0",
     .options = options,
     .n_options = 1,
+    .option_size = sizeof(ol_option_def),
     .apply = fixture_apply,
 };
 

@@ -2,8 +2,8 @@
 #include "fixture.h"
 
 static const ol_option_def options[] = {
-    {"region", OL_OPT_STRING, NULL, "Region", 0},
-    {"region", OL_OPT_STRING, NULL, "Region again", 0},
+    {"region", OL_OPT_STRING, NULL, "Region", 0, 0},
+    {"region", OL_OPT_STRING, NULL, "Region again", 0, 0},
 };
 
 static const ol_plugin desc = {
@@ -14,6 +14,7 @@ static const ol_plugin desc = {
     .version = "1.0.0",
     .options = options,
     .n_options = 2,
+    .option_size = sizeof(ol_option_def),
     .apply = fixture_apply,
 };
 

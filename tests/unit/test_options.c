@@ -21,13 +21,13 @@ static int apply(ol_stage *stage, ol_item *item, void *state) {
 }
 
 static const ol_option_def defs[] = {
-    {"encryption", OL_OPT_STRING, "AES256", "Default encryption: AES256, aws:kms or none", 0},
-    {"versioning", OL_OPT_BOOL, "true", "Enable versioning", 0},
-    {"max_keys", OL_OPT_INT, "2", "Keys per user", 0},
-    {"regions", OL_OPT_LIST, "eu-west-1, us-east-1", "Regions", 0},
-    {"tags", OL_OPT_OBJECT, "team=ops,cost=a=b", "Tags", 0},
-    {"kms_key", OL_OPT_STRING, NULL, "KMS key id", 0},
-    {"token", OL_OPT_STRING, "s3cr3t-default", "API token", 1},
+    {"encryption", OL_OPT_STRING, "AES256", "Default encryption: AES256, aws:kms or none", 0, 0},
+    {"versioning", OL_OPT_BOOL, "true", "Enable versioning", 0, 0},
+    {"max_keys", OL_OPT_INT, "2", "Keys per user", 0, 0},
+    {"regions", OL_OPT_LIST, "eu-west-1, us-east-1", "Regions", 0, 0},
+    {"tags", OL_OPT_OBJECT, "team=ops,cost=a=b", "Tags", 0, 0},
+    {"kms_key", OL_OPT_STRING, NULL, "KMS key id", 0, 0},
+    {"token", OL_OPT_STRING, "s3cr3t-default", "API token", 1, 0},
 };
 
 static const char *const needs[] = {"iam", "bucket", NULL};
@@ -42,16 +42,17 @@ static const ol_plugin plugin = {
     .needs = needs,
     .options = defs,
     .n_options = sizeof(defs) / sizeof(defs[0]),
+    .option_size = sizeof(ol_option_def),
     .apply = apply,
 };
 
 /* For `plugins show`: the defaults column is as wide as `default "AES256"`. */
 static const ol_option_def shown_defs[] = {
-    {"encryption", OL_OPT_STRING, "AES256", "Default encryption: AES256, aws:kms or none", 0},
-    {"versioning", OL_OPT_BOOL, "true", "Enable versioning", 0},
-    {"kms_key", OL_OPT_STRING, NULL, "KMS key id", 0},
-    {"token", OL_OPT_STRING, "s3cr3t-default", "API token", 1},
-    {"labels", OL_OPT_LIST, "a,b", NULL, 0},
+    {"encryption", OL_OPT_STRING, "AES256", "Default encryption: AES256, aws:kms or none", 0, 0},
+    {"versioning", OL_OPT_BOOL, "true", "Enable versioning", 0, 0},
+    {"kms_key", OL_OPT_STRING, NULL, "KMS key id", 0, 0},
+    {"token", OL_OPT_STRING, "s3cr3t-default", "API token", 1, 0},
+    {"labels", OL_OPT_LIST, "a,b", NULL, 0, 0},
 };
 
 static const ol_plugin shown = {
@@ -64,6 +65,7 @@ static const ol_plugin shown = {
     .needs = needs,
     .options = shown_defs,
     .n_options = sizeof(shown_defs) / sizeof(shown_defs[0]),
+    .option_size = sizeof(ol_option_def),
     .apply = apply,
 };
 
@@ -244,12 +246,13 @@ static void rejects_ill_typed_json_values(void **state) {
 
 static void never_puts_a_sensitive_value_in_a_message(void **state) {
     (void)state;
-    static const ol_option_def secret_int[] = {{"pin", OL_OPT_INT, NULL, "PIN", 1}};
+    static const ol_option_def secret_int[] = {{"pin", OL_OPT_INT, NULL, "PIN", 1, 0}};
     const ol_plugin p = {.abi_major = OL_ABI_MAJOR,
                          .struct_size = sizeof(ol_plugin),
                          .name = "s",
                          .options = secret_int,
                          .n_options = 1,
+                         .option_size = sizeof(ol_option_def),
                          .apply = apply};
     options *o = NULL;
     char *err = NULL;
@@ -263,12 +266,13 @@ static void never_puts_a_sensitive_value_in_a_message(void **state) {
 
 static void rejects_a_malformed_default(void **state) {
     (void)state;
-    static const ol_option_def bad[] = {{"flag", OL_OPT_BOOL, "perhaps", "", 0}};
+    static const ol_option_def bad[] = {{"flag", OL_OPT_BOOL, "perhaps", "", 0, 0}};
     const ol_plugin p = {.abi_major = OL_ABI_MAJOR,
                          .struct_size = sizeof(ol_plugin),
                          .name = "p",
                          .options = bad,
                          .n_options = 1,
+                         .option_size = sizeof(ol_option_def),
                          .apply = apply};
     options *o = NULL;
     char *err = NULL;

@@ -249,7 +249,9 @@ static int leaky_apply(ol_stage *stage, ol_item *item, void *state) {
     g_applied[4]++;
     g_host->item_set(item, OL_KEY_ACCESS_KEY_ID, "AKIAEXAMPLE", 0);
     g_leak_rc[0] = g_host->journal_append(item, stage, "key", ITEM_SECRET);
-    g_leak_rc[1] = g_host->secret_stored(item, stage, "file with " ITEM_SECRET " inside");
+    const char *argv[] = {"echo", "--key=" ITEM_SECRET, NULL};
+    ol_proc_spec spec = {.struct_size = sizeof(spec), .argv = argv};
+    g_leak_rc[1] = g_host->proc_run(stage, item, &spec, NULL, NULL);
     g_leak_rc[2] = g_host->journal_append(item, stage, "harmless", "AKIAEXAMPLE");
     g_host->done(stage, item, OL_OUTCOME_UNCHANGED, NULL);
     return 0;
