@@ -457,7 +457,15 @@ static size_t host_journal_count(const ol_item *item, const char *event, const c
     return journal_count(item->run->journal, item->name, event, id);
 }
 
+static void run_interrupt(run *r);
+
+/* Test hooks at named points: OPSLINE_TEST_KILL_AT dies there (a crash), and
+ * OPSLINE_TEST_INTERRUPT_AT interrupts the run there exactly as a first Ctrl-C does, so a
+ * test need not race a signal against the loop. */
 static void host_checkpoint(const ol_item *item, const char *point) {
+    const char *interrupt_at = getenv("OPSLINE_TEST_INTERRUPT_AT");
+    if (item != NULL && point != NULL && interrupt_at != NULL && strcmp(interrupt_at, point) == 0)
+        run_interrupt(item->run);
     const char *want = getenv("OPSLINE_TEST_KILL_AT");
     if (want == NULL || point == NULL || strcmp(want, point) != 0)
         return;
@@ -1090,17 +1098,23 @@ static void print_waiting(const run *r) {
         fprintf(stderr, "opsline:   ... and %zu more\n", shown - 20);
 }
 
+/* The first Ctrl-C: items in progress run to their end (stopping one between its stages
+ * could leave an access key created whose secret no store holds); no new item starts. */
+static void run_interrupt(run *r) {
+    if (r->interrupted)
+        return;
+    r->interrupted = 1;
+    fprintf(stderr, "opsline: interrupted: finishing the items in progress; no new items "
+                    "start (press Ctrl-C again to stop at once)\n");
+    print_waiting(r);
+    maybe_flush(r);
+}
+
 static void on_sigint(uv_signal_t *h, int signum) {
     run *r = h->data;
     (void)signum;
     if (!r->interrupted) {
-        r->interrupted = 1;
-        /* Items in progress run to their end: stopping one between its stages could leave
-         * an access key created whose secret no stage stored. */
-        fprintf(stderr, "opsline: interrupted: finishing the items in progress; no new items "
-                        "start (press Ctrl-C again to stop at once)\n");
-        print_waiting(r);
-        maybe_flush(r);
+        run_interrupt(r);
         return;
     }
     fprintf(stderr, "opsline: stopping now\n");

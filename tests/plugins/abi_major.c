@@ -1,4 +1,4 @@
-/* Built for a future, incompatible ABI 2.0. */
+/* Built for a future, incompatible ABI major. */
 #include "fixture.h"
 
 static const ol_plugin desc = {

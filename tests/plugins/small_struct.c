@@ -1,4 +1,4 @@
-/* Claims a descriptor smaller than ABI 1.0's. */
+/* Claims a descriptor smaller than ABI 2.0's. */
 #include "fixture.h"
 
 static const ol_plugin desc = {

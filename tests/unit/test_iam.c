@@ -167,6 +167,20 @@ static void fake_checkpoint(const ol_item *i, const char *point) {
     }
 }
 
+/* The host's answer with one store ("dotenv") whose journal records are the truth: the
+ * newest listed key it holds, or none. */
+static int fake_secret_find(ol_item *i, const char *const *ids, size_t n, ol_find_cb cb,
+                            void *arg) {
+    const char *found = NULL;
+    for (size_t k = 0; k < n; k++)
+        if (journal_count(F->j, F->user, "secret_stored", ids[k]) > 0)
+            found = ids[k];
+    if (found != NULL)
+        fake_set(i, OL_KEY_ACCESS_KEY_ID, found, 0);
+    cb(arg, found, NULL);
+    return 0;
+}
+
 static const ol_host fake_host = {
     .struct_size = sizeof(ol_host),
     .abi_major = OL_ABI_MAJOR,
@@ -188,6 +202,7 @@ static const ol_host fake_host = {
     .journal_count = fake_journal_count,
     .done = fake_done,
     .checkpoint = fake_checkpoint,
+    .secret_find = fake_secret_find,
 };
 
 static int setup(void **state) {

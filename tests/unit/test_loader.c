@@ -69,17 +69,17 @@ static void loading_the_same_file_twice_is_a_noop(void **state) {
 }
 
 static void refuses_a_different_abi_major_naming_both_versions(void **state) {
-    expect_refusal(*state, CASES "abi_major/abi_major.so", OL_EABI, "ABI 2.0", "supports 1.0",
-                   "SDK 1.x");
+    expect_refusal(*state, CASES "abi_major/abi_major.so", OL_EABI, "ABI 3.0", "supports 2.0",
+                   "SDK 2.x");
 }
 
 static void refuses_a_newer_abi_minor_naming_both_versions(void **state) {
-    expect_refusal(*state, CASES "abi_minor/abi_minor.so", OL_EABI, "ABI 1.1", "supports 1.0",
+    expect_refusal(*state, CASES "abi_minor/abi_minor.so", OL_EABI, "ABI 2.1", "supports 2.0",
                    NULL);
 }
 
-static void refuses_a_descriptor_smaller_than_abi_1_0(void **state) {
-    expect_refusal(*state, CASES "small_struct/small_struct.so", OL_EABI, "12 bytes", "1.0", NULL);
+static void refuses_a_descriptor_smaller_than_abi_2_0(void **state) {
+    expect_refusal(*state, CASES "small_struct/small_struct.so", OL_EABI, "12 bytes", "2.0", NULL);
 }
 
 static void refuses_a_library_without_the_entry_symbol(void **state) {
@@ -239,7 +239,7 @@ int main(void) {
                                         teardown),
         cmocka_unit_test_setup_teardown(refuses_a_newer_abi_minor_naming_both_versions, setup,
                                         teardown),
-        cmocka_unit_test_setup_teardown(refuses_a_descriptor_smaller_than_abi_1_0, setup, teardown),
+        cmocka_unit_test_setup_teardown(refuses_a_descriptor_smaller_than_abi_2_0, setup, teardown),
         cmocka_unit_test_setup_teardown(refuses_a_library_without_the_entry_symbol, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(refuses_an_entry_returning_null, setup, teardown),
