@@ -119,7 +119,7 @@ static int build_env(ol_stage *stage, cmdstore *cs) {
         const ol_kv *kv = &cs->env.items[i];
         if (!env_name_valid(kv->name)) {
             host->log(stage, NULL, OL_LOG_ERROR,
-                      "cmdstore: env: '%s' is not an environment variable name (letters, "
+                      "env: '%s' is not an environment variable name (letters, "
                       "digits and _, not starting with a digit)",
                       kv->name);
             return OL_ECONFIG;
@@ -143,18 +143,18 @@ static int cmdstore_init(ol_stage *stage, const ol_host *host, void **state) {
     rc = OL_ECONFIG;
     if (cs->command == NULL || cs->command[0] == '\0') {
         host->log(stage, NULL, OL_LOG_ERROR,
-                  "cmdstore: no program: set the option command, e.g. "
+                  "no program: set the option command, e.g. "
                   "--set cmdstore.command=/usr/local/bin/my-store");
         goto fail;
     }
     if (cs->timeout < 1 || cs->timeout > 3600) {
-        host->log(stage, NULL, OL_LOG_ERROR,
-                  "cmdstore: timeout %lld is out of range: give 1 to 3600 seconds", cs->timeout);
+        host->log(stage, NULL, OL_LOG_ERROR, "timeout %lld is out of range: give 1 to 3600 seconds",
+                  cs->timeout);
         goto fail;
     }
     /* With item NULL, expand only checks the template's placeholders. */
     if (host->expand(NULL, cs->name, &out, &why) != 0) {
-        host->log(stage, NULL, OL_LOG_ERROR, "cmdstore: name '%s': %s", cs->name,
+        host->log(stage, NULL, OL_LOG_ERROR, "name '%s': %s", cs->name,
                   why ? why : "invalid template");
         host->free(why);
         goto fail;
@@ -386,7 +386,7 @@ static int op_start(cmdstore_op *op) {
     char *why = NULL;
     int rc = host->expand(op->item, op->cs->name, &op->name, &why);
     if (rc != 0) {
-        host->log(op->stage, op->item, OL_LOG_ERROR, "cmdstore: name '%s': %s", op->cs->name,
+        host->log(op->stage, op->item, OL_LOG_ERROR, "name '%s': %s", op->cs->name,
                   why ? why : "invalid template");
         host->free(why);
         op_free(op);
@@ -404,8 +404,8 @@ static int op_start(cmdstore_op *op) {
     };
     rc = host->proc_run(op->stage, op->item, &spec, op_done, op);
     if (rc != 0) {
-        host->log(op->stage, op->item, OL_LOG_ERROR, "cmdstore: could not run %s %s %s: %s",
-                  op->cs->command, op->verb, op->name, host->strerror(rc));
+        host->log(op->stage, op->item, OL_LOG_ERROR, "could not run %s %s %s: %s", op->cs->command,
+                  op->verb, op->name, host->strerror(rc));
         op_free(op);
     }
     return rc;
@@ -451,12 +451,12 @@ static int cmdstore_put(ol_stage *stage, ol_item *item, void *state, const ol_se
     size_t len = 0;
 
     if (secret->access_key_id == NULL || secret->secret_access_key == NULL) {
-        cs->host->log(stage, item, OL_LOG_ERROR, "cmdstore: put without a key id and secret");
+        cs->host->log(stage, item, OL_LOG_ERROR, "put without a key id and secret");
         return OL_EINVAL;
     }
     for (size_t i = 0; i < n; i++) {
         if (!value_ok(values[i])) {
-            cs->host->log(stage, item, OL_LOG_ERROR, "cmdstore: %s holds a line break", keys[i]);
+            cs->host->log(stage, item, OL_LOG_ERROR, "%s holds a line break", keys[i]);
             return OL_EINVAL;
         }
         len += entry_line(NULL, keys[i], values[i]);
