@@ -629,6 +629,14 @@ static void store_op_start(ol_item *item, size_t s, int op, const ol_secret *sec
 static void find_next(find_ctx *f);
 static void find_got(find_ctx *f, size_t s, int result, const ol_secret *found, const char *reason);
 
+/* "<store>: <reason>", without naming the store twice when the reason already does. */
+static void store_reason(char *buf, size_t size, const char *name, const char *reason, int result) {
+    const char *text = reason && *reason ? reason : ol_strerror(result);
+    size_t nl = strlen(name);
+    int named = strncmp(text, name, nl) == 0 && text[nl] == ':';
+    snprintf(buf, size, "%s%s%s", named ? "" : name, named ? "" : ": ", text);
+}
+
 static void store_put_done(ol_item *item, size_t s, int result, const char *reason) {
     run *r = item->run;
     stage_run *sr = &item->stages[s];
@@ -647,8 +655,7 @@ static void store_put_done(ol_item *item, size_t s, int result, const char *reas
                        NULL);
     } else {
         char why[1024];
-        snprintf(why, sizeof(why), "%s: %s", sname_of(r, s),
-                 reason && *reason ? reason : ol_strerror(result));
+        store_reason(why, sizeof(why), sname_of(r, s), reason, result);
         stage_complete(item, s, ST_DONE, OL_OUTCOME_FAILED, why);
     }
     item_advance(item);
@@ -787,8 +794,9 @@ static void find_got(find_ctx *f, size_t s, int result, const ol_secret *found,
             return;
         }
     } else if (result != 0 && result != OL_ENOENT) {
-        char *more = host_format("%s%s%s: %s", f->reason ? f->reason : "", f->reason ? "; " : "",
-                                 sname_of(r, s), reason ? reason : ol_strerror(result));
+        char one[1024];
+        store_reason(one, sizeof(one), sname_of(r, s), reason, result);
+        char *more = host_format("%s%s%s", f->reason ? f->reason : "", f->reason ? "; " : "", one);
         if (more != NULL) {
             mask_all(r, more);
             free(f->reason);
@@ -1165,8 +1173,11 @@ static void prepare_end(ol_stage *st, int result, const char *reason) {
         st->flush_timer = NULL;
     }
     if (result < 0) {
-        char *line = host_format("error: stage '%s': %s\n", st->ps->plugin->desc->name,
-                                 reason && *reason ? reason : ol_strerror(result));
+        const char *name = st->ps->plugin->desc->name;
+        const char *text = reason && *reason ? reason : ol_strerror(result);
+        int named = strncmp(text, name, strlen(name)) == 0 && text[strlen(name)] == ':';
+        char *line = named ? host_format("error: %s\n", text)
+                           : host_format("error: stage '%s': %s\n", name, text);
         if (line != NULL) {
             mask_all(r, line);
             fputs(line, stderr);
