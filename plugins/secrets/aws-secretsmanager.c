@@ -503,7 +503,7 @@ static char *body_tag(const sm_op *op) {
 
 static char *body_delete(const sm_op *op) {
     sm_buf b = {0};
-    char days[32];
+    char days[64];
     buf_str(&b, "{");
     buf_member(&b, 1, "SecretId", op->name);
     if (op->st->recovery_days > 0) {
@@ -624,7 +624,7 @@ static void put_on_response(sm_op *op, const ol_aws_response *res) {
         }
         if (res->result != 0)
             break;
-        h->log(op->stage, op->item, OL_LOG_INFO, "stored access key %s in secret %s", op->key_id,
+        h->log(op->stage, op->item, OL_LOG_DEBUG, "stored access key %s in secret %s", op->key_id,
                op->name);
         op_finish(op, 0, NULL, NULL);
         return;
@@ -646,7 +646,7 @@ static void put_on_response(sm_op *op, const ol_aws_response *res) {
         }
         if (res->result != 0)
             break;
-        h->log(op->stage, op->item, OL_LOG_INFO, "stored access key %s in secret %s", op->key_id,
+        h->log(op->stage, op->item, OL_LOG_DEBUG, "stored access key %s in secret %s", op->key_id,
                op->name);
         put_after_value(op);
         return;

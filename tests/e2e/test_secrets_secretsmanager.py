@@ -15,6 +15,7 @@ import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tools"))
+import faultproxy  # noqa: E402
 import moto_fixture  # noqa: E402
 
 import boto3  # noqa: E402
@@ -80,8 +81,8 @@ class SecretsManagerStoreTest(unittest.TestCase):
         e.update(extra)
         return e
 
-    def opsline(self, *args, key=None, timeout=120):
-        r = subprocess.run([OPSLINE, *args], cwd=self.work, env=self.env(key),
+    def opsline(self, *args, key=None, extra=None, timeout=120):
+        r = subprocess.run([OPSLINE, *args], cwd=self.work, env=self.env(key, **(extra or {})),
                            capture_output=True, text=True, timeout=timeout)
         self.outputs += [r.stdout, r.stderr]
         return r
@@ -251,15 +252,43 @@ class SecretsManagerStoreTest(unittest.TestCase):
             self.assertEqual(self.keys_of(f"later-{e}"), keys[e])
         self.assert_secret_holds_the_working_key("later")
 
-    def test_a_lost_env_file_is_refilled_from_secrets_manager_without_a_new_key(self):
-        self.apply_ok("lost", "--secrets", STORES)
-        value = self.secret_value("opsline/lost-staging")
-        versions = self.versions("opsline/lost-staging")
-        os.unlink(os.path.join(self.work, "lost-staging.env"))
-        self.apply_ok("lost", "--secrets", STORES)
-        self.assertEqual(self.keys_of("lost-staging"), [value["aws_access_key_id"]])
-        self.assertEqual(self.versions("opsline/lost-staging"), versions)
-        self.assert_secret_holds_the_working_key("lost")
+    def test_a_create_whose_answer_is_lost_is_resent_and_makes_one_version(self):
+        # The proxy forwards the first CreateSecret to moto (which creates the secret) and
+        # cuts its answer in half: the host resends it, and the ClientRequestToken makes
+        # Secrets Manager recognise the resend.
+        rule = {"fault": "truncate", "first_n": 1, "service": "secretsmanager",
+                "body_contains": '"Name":"opsline/flaky-production"'}
+        with faultproxy.ProxyProcess(self.endpoint) as proxy:
+            proxy.configure(rules=[rule])
+            r = self.opsline("apply", "flaky", "-e", "production", "--secrets", STORES,
+                             extra={"AWS_ENDPOINT_URL_SECRETS_MANAGER": proxy.url})
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+            stats = proxy.stats()
+        self.assertEqual(stats["faulted"]["truncate"], 1, stats)
+        self.assertEqual(len(self.versions("opsline/flaky-production")), 1)
+        first = self.secret_value("opsline/flaky-production")
+        self.assertEqual(self.keys_of("flaky-production"), [first["aws_access_key_id"]])
+
+        # The same for the write of a replaced key: a resent PutSecretValue without the
+        # token would add a second new version.
+        self.client("iam").delete_access_key(UserName="flaky-production",
+                                             AccessKeyId=first["aws_access_key_id"])
+        os.unlink(os.path.join(self.work, "flaky-production.env"))
+        rule = {"fault": "truncate", "first_n": 1, "service": "secretsmanager",
+                "body_contains": '"SecretId":"opsline/flaky-production","'}
+        with faultproxy.ProxyProcess(self.endpoint) as proxy:
+            proxy.configure(rules=[rule])
+            r = self.opsline("apply", "flaky", "-e", "production", "--secrets", STORES,
+                             extra={"AWS_ENDPOINT_URL_SECRETS_MANAGER": proxy.url})
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+            stats = proxy.stats()
+        self.assertEqual(stats["faulted"]["truncate"], 1, stats)
+        self.assertEqual(len(self.versions("opsline/flaky-production")), 2)
+        value = self.secret_value("opsline/flaky-production")
+        self.assertNotEqual(value["aws_access_key_id"], first["aws_access_key_id"])
+        self.assertEqual(self.keys_of("flaky-production"), [value["aws_access_key_id"]])
+        self.assertEqual(self.dotenv("flaky-production")["AWS_SECRET_ACCESS_KEY"],
+                         value["aws_secret_access_key"])
 
     def test_a_denied_store_fails_the_item_naming_it_and_the_next_run_keeps_the_key(self):
         iam = self.client("iam")
