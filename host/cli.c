@@ -397,7 +397,7 @@ static int cmd_plugins(int argc, char **argv) {
     if (strcmp(sub, "list") == 0 && optind + 1 == argc) {
         for (size_t i = 0; i < loader_count(l); i++) {
             const loader_plugin *p = loader_at(l, i);
-            printf("%-12s %-8s %s\n             %s\n", p->desc->name,
+            printf("%-18s %-8s %s\n                   %s\n", p->desc->name,
                    p->desc->version ? p->desc->version : "",
                    p->desc->description ? p->desc->description : "", p->path);
         }

@@ -629,6 +629,20 @@ void options_describe(const ol_plugin *p, const char *path, FILE *out) {
     for (size_t k = 0; p->needs != NULL && p->needs[k] != NULL; k++)
         fprintf(out, "%s%s", k > 0 ? ", " : "", p->needs[k]);
     fputc('\n', out);
+    if (p->store != NULL)
+        fprintf(out,
+                "kind: secret store (runs after the stages that create access keys; select "
+                "it with --secrets %s or \"secrets\" in the pipeline file)\n",
+                p->name);
+    else if (p->flags & OL_STAGE_CREATES_SECRETS)
+        fputs("kind: creates access keys (a pipeline with it needs a secret store)\n", out);
+    if (p->timeout_ms != 0)
+        fprintf(out, "time limit: %u s per item\n", p->timeout_ms / 1000);
+    if (p->n_options > 0)
+        fprintf(out,
+                "set an option with --set %s.OPTION=VALUE, or in the pipeline file's "
+                "\"options\"\n",
+                p->name);
     if (p->n_options == 0) {
         fputs("options: (none)\n", out);
         return;
