@@ -692,14 +692,14 @@ static char *sm_item_name(const sm_state *st, const ol_item *item, char **why) {
     char *name = NULL, *bad = NULL;
     *why = NULL;
     if (h->expand(item, st->name_tmpl, &name, &bad) != 0) {
-        *why = h->format(SM_STORE ": option name '%s': %s", st->name_tmpl,
-                         bad != NULL ? bad : "invalid template");
+        *why = bad != NULL ? h->format("option name: %s", bad)
+                           : h->format("option name '%s': invalid template", st->name_tmpl);
         h->free(bad);
         return NULL;
     }
     if (!sm_name_valid(name)) {
-        *why = h->format(SM_STORE ": secret name '%s' (from option name '%s') is not 1-512 of "
-                                  "A-Z a-z 0-9 / _ + = . @ -",
+        *why = h->format("secret name '%s' (from option name '%s') is not 1-512 of "
+                         "A-Z a-z 0-9 / _ + = . @ -",
                          name, st->name_tmpl);
         h->free(name);
         return NULL;
@@ -720,7 +720,9 @@ static int op_new(ol_stage *stage, ol_item *item, sm_state *st, sm_kind kind, sm
     char *why = NULL;
     char *name = sm_item_name(st, item, &why);
     if (name == NULL) {
-        int rc = op_fail_later(op, OL_ECONFIG, why != NULL ? why : SM_STORE ": bad secret name");
+        char *reason = h->format(SM_STORE ": %s", why != NULL ? why : "bad secret name");
+        int rc = op_fail_later(op, OL_ECONFIG, reason != NULL ? reason : SM_STORE ": bad name");
+        h->free(reason);
         h->free(why);
         return rc;
     }
@@ -838,8 +840,11 @@ static int sm_init(ol_stage *stage, const ol_host *host, void **state) {
     host->free(name);
     char *desc = NULL, *bad = NULL;
     if (st->description != NULL && host->expand(NULL, st->description, &desc, &bad) != 0) {
-        host->log(stage, NULL, OL_LOG_ERROR, "option description '%s': %s", st->description,
-                  bad != NULL ? bad : "invalid template");
+        if (bad != NULL)
+            host->log(stage, NULL, OL_LOG_ERROR, "option description: %s", bad);
+        else
+            host->log(stage, NULL, OL_LOG_ERROR, "option description '%s': invalid template",
+                      st->description);
         host->free(bad);
         goto fail;
     }

@@ -215,13 +215,20 @@ class SecretsManagerStoreTest(unittest.TestCase):
             self.assertEqual({t["Key"]: t["Value"] for t in desc.get("Tags", [])},
                              {"team": "data", "managed-by": "opsline"})
 
-    def test_a_bad_name_template_stops_the_run_before_any_request(self):
-        r = self.opsline("apply", "badname", "--secrets", STORES,
-                         "--set", "aws-secretsmanager.name=opsline/{product} {environment}")
-        self.assertNotEqual(r.returncode, 0)
-        self.assertIn("aws-secretsmanager", r.stderr + r.stdout)
+    def test_bad_options_stop_the_run_before_any_request(self):
+        cases = [("name=opsline/{product} {environment}", "opsline/p e"),
+                 ("name=opsline/{prodct}", "{prodct}"),
+                 ("tags=aws:owner=me", "aws:"),
+                 ("recovery_days=3", "recovery_days")]
+        for setting, expect in cases:
+            with self.subTest(setting=setting):
+                r = self.opsline("apply", "badopt", "--secrets", STORES,
+                                 "--set", "aws-secretsmanager." + setting)
+                self.assertEqual(r.returncode, 2, r.stdout + r.stderr)
+                self.assertIn("aws-secretsmanager: ", r.stderr)
+                self.assertIn(expect, r.stderr)
         with self.assertRaises(ClientError):
-            self.client("iam").get_user(UserName="badname-production")
+            self.client("iam").get_user(UserName="badopt-production")
 
     def test_a_replaced_key_updates_the_secret_and_never_duplicates_it(self):
         self.apply_ok("rot", "--secrets", STORES)
@@ -251,6 +258,17 @@ class SecretsManagerStoreTest(unittest.TestCase):
         for e in ENVS:
             self.assertEqual(self.keys_of(f"later-{e}"), keys[e])
         self.assert_secret_holds_the_working_key("later")
+
+    def test_a_store_added_later_is_filled_from_secrets_manager_without_a_new_key(self):
+        self.apply_ok("smfirst", "--secrets", "aws-secretsmanager")
+        keys = {e: self.keys_of(f"smfirst-{e}") for e in ENVS}
+        versions = {e: self.versions(f"opsline/smfirst-{e}") for e in ENVS}
+        self.assertFalse(os.path.exists(os.path.join(self.work, "smfirst-production.env")))
+        self.apply_ok("smfirst", "--secrets", STORES, "-v")
+        for e in ENVS:
+            self.assertEqual(self.keys_of(f"smfirst-{e}"), keys[e])
+            self.assertEqual(self.versions(f"opsline/smfirst-{e}"), versions[e])
+        self.assert_secret_holds_the_working_key("smfirst")
 
     def test_a_create_whose_answer_is_lost_is_resent_and_makes_one_version(self):
         # The proxy forwards the first CreateSecret to moto (which creates the secret) and
