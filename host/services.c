@@ -256,6 +256,7 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
                 OPENSSL_cleanse(cap->data, cap->cap);
                 free(cap->data);
             }
+            d[cap->len] = '\0'; /* an alloc may be followed by no data at all */
             cap->data = d;
             cap->cap = ncap;
         }
