@@ -1,0 +1,391 @@
+#!/usr/bin/env python3
+"""End-to-end tests of the `keepassxc` secret store: `opsline apply` against moto with
+signatures and IAM policies enforced, entries read back with the real `keepassxc-cli`, keys
+checked with boto3.
+
+- `--secrets dotenv,keepassxc` into a database opsline creates: both stores hold the same
+  key, the user's only key, which works on its bucket and is denied on the other; the file is
+  KDBX 4 and 0600; no child process (sampled from /proc) holds a secret or the database
+  password on its command line or in its environment; a rerun creates no key and no entry.
+- keepassxc added to products that already have .env files: no new key, the database filled.
+- A replaced key updates the entry (same UUID, old key in its history), never duplicates it.
+- An entry at opsline's path that opsline did not make: the item fails naming keepassxc, no
+  duplicate; removed, the rerun stores the key without a new one.
+- A wrong database password: exit 1, a message naming keepassxc; fixed, the rerun stores
+  the key without a new one. A password file and a key file work too.
+- keepassxc-cli not installed: exit 1 with the fix in the message, no request sent.
+
+usage: test_secrets_keepassxc.py  (env: OPSLINE=path/to/opsline, OPSLINE_BUILD_DIR=build dir)
+"""
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "tools"))
+import moto_fixture  # noqa: E402
+
+import boto3  # noqa: E402
+from botocore.config import Config  # noqa: E402
+from botocore.exceptions import ClientError  # noqa: E402
+
+OPSLINE = os.environ.get("OPSLINE", "opsline")
+REGION = "eu-north-1"
+CLI = shutil.which("keepassxc-cli")
+DB_PASSWORD = "correct horse battery staple"
+
+
+def read_env(path):
+    values = {}
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line or line.startswith("#") or "=" not in line:
+                continue
+            if line.startswith("export "):
+                line = line[len("export "):]
+            k, v = line.split("=", 1)
+            values[k.strip()] = v.strip().strip('"').strip("'")
+    return values
+
+
+class ChildWatcher(threading.Thread):
+    """Samples /proc/PID/cmdline and /proc/PID/environ of every descendant of one process
+    while it runs, in a tight loop."""
+
+    def __init__(self, root):
+        super().__init__(daemon=True)
+        self.root = root
+        self.done = threading.Event()
+        self.seen = {}  # (pid, start time) -> {"cmdline": bytes, "environ": bytes}
+
+    @staticmethod
+    def _stat(pid):
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+        fields = data[data.rindex(b")") + 2:].split()
+        return int(fields[1]), fields[19]  # ppid, start time
+
+    def _scan(self):
+        parent, start = {}, {}
+        for name in os.listdir("/proc"):
+            if name.isdigit():
+                try:
+                    parent[int(name)], start[int(name)] = self._stat(name)
+                except (OSError, ValueError, IndexError):
+                    pass
+        family, grew = {self.root}, True
+        while grew:
+            grew = False
+            for pid, ppid in parent.items():
+                if ppid in family and pid not in family:
+                    family.add(pid)
+                    grew = True
+        for pid in family - {self.root}:
+            entry = self.seen.setdefault((pid, start.get(pid)), {"cmdline": b"", "environ": b""})
+            for what in ("cmdline", "environ"):
+                try:
+                    with open(f"/proc/{pid}/{what}", "rb") as f:
+                        data = f.read()
+                except OSError:
+                    continue
+                if len(data) > len(entry[what]):
+                    entry[what] = data
+
+    def run(self):
+        while not self.done.is_set():
+            self._scan()
+
+    def stop(self):
+        self.done.set()
+        self.join()
+        return list(self.seen.values())
+
+
+def kx(*args, password=DB_PASSWORD, check=True):
+    """keepassxc-cli with the password on stdin; returns the completed process."""
+    stdin = "" if password is None else password + "\n"
+    return subprocess.run([CLI, *args], input=stdin, capture_output=True, text=True,
+                          check=check, env=dict(os.environ, LC_ALL="C.UTF-8"))
+
+
+def kx_create(path, password=DB_PASSWORD):
+    kx("db-create", "-p", path, password=f"{password}\n{password}")
+
+
+def kx_entries(db, password=DB_PASSWORD):
+    out = kx("ls", "-R", "-f", db, password=password).stdout
+    return sorted(line for line in out.splitlines() if line and not line.endswith("/")
+                  and not line.endswith("[empty]"))
+
+
+def kx_show(db, path, *attrs, password=DB_PASSWORD):
+    args = ["show", "-s"]
+    for a in attrs:
+        args += ["-a", a]
+    return kx(*args, db, path, password=password).stdout.split("\n")
+
+
+@unittest.skipIf(CLI is None, "keepassxc-cli is not installed (scripts/install-deps.sh "
+                 "installs keepassxc)")
+class KeepassxcStoreTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.state = tempfile.mkdtemp(prefix="opsline-e2e-moto.")
+        cls.info = moto_fixture.start(cls.state)
+        cls.endpoint = cls.info["endpoint"]
+        cls.admin = (cls.info["access_key_id"], cls.info["secret_access_key"])
+
+    @classmethod
+    def tearDownClass(cls):
+        moto_fixture.stop(cls.state)
+
+    def setUp(self):
+        self.work = tempfile.mkdtemp(prefix="opsline-e2e-kx.")
+        self.addCleanup(shutil.rmtree, self.work, ignore_errors=True)
+        self.db = os.path.join(self.work, "vault", "aws.kdbx")
+
+    def env(self, **extra):
+        e = {k: v for k, v in os.environ.items()
+             if not k.startswith("AWS_") and k != "OPSLINE_KEEPASSXC_PASSWORD"}
+        e.update({
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": self.admin[0],
+            "AWS_SECRET_ACCESS_KEY": self.admin[1],
+            "AWS_REGION": REGION,
+            "AWS_CONFIG_FILE": os.path.join(self.work, "no-config"),
+            "AWS_SHARED_CREDENTIALS_FILE": os.path.join(self.work, "no-credentials"),
+            "OPSLINE_RETRY_BASE_MS": "50",
+            "OPSLINE_KEEPASSXC_PASSWORD": DB_PASSWORD,
+        })
+        e.update(extra)
+        return e
+
+    def opsline(self, *args, env=None, watch=False, timeout=300):
+        proc = subprocess.Popen([OPSLINE, *args], cwd=self.work, env=env or self.env(),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        watcher = ChildWatcher(proc.pid) if watch else None
+        if watcher:
+            watcher.start()
+        out, err = proc.communicate(timeout=timeout)
+        seen = watcher.stop() if watcher else None
+        r = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+        return (r, seen) if watch else r
+
+    def apply(self, product, secrets, *extra, **kw):
+        return self.opsline("apply", product, "--secrets", secrets,
+                            "--set", f"keepassxc.database={self.db}", *extra, **kw)
+
+    def client(self, service, key=None):
+        key = key or self.admin
+        return boto3.client(service, endpoint_url=self.endpoint, region_name=REGION,
+                            aws_access_key_id=key[0], aws_secret_access_key=key[1],
+                            config=Config(retries={"max_attempts": 1}))
+
+    def keys_of(self, user):
+        try:
+            meta = self.client("iam").list_access_keys(UserName=user)["AccessKeyMetadata"]
+        except ClientError as e:
+            if e.response["Error"]["Code"] == "NoSuchEntity":
+                return []
+            raise
+        return sorted(k["AccessKeyId"] for k in meta)
+
+    def assert_stored(self, product, db=None, password=DB_PASSWORD):
+        """Both environments: the entry holds the .env's key, the user's only key."""
+        db = db or self.db
+        for env in ("production", "staging"):
+            name = f"{product}-{env}"
+            dot = read_env(os.path.join(self.work, f"{name}.env"))
+            user, secret, url, *notes = kx_show(db, f"AWS/{product}/{name}", "UserName",
+                                                "Password", "URL", "Notes", password=password)
+            self.assertEqual(user, dot["AWS_ACCESS_KEY_ID"])
+            self.assertEqual(secret, dot["AWS_SECRET_ACCESS_KEY"])
+            self.assertEqual(url, f"s3://{name}")
+            self.assertIn(f"region: {REGION}", notes)
+            self.assertTrue(any(n.startswith("created: 20") for n in notes), notes)
+            self.assertEqual(self.keys_of(name), [user])
+        self.assertEqual(kx_entries(db, password), [f"AWS/{product}/{product}-production",
+                                                    f"AWS/{product}/{product}-staging"])
+
+    # ---- the main path ------------------------------------------------------------------
+
+    def test_both_stores_hold_the_working_key_and_a_rerun_changes_nothing(self):
+        # A password variable whose name the host would not recognise as secret: the store
+        # itself must keep it out of its children's environment.
+        env = self.env(OPSLINE_TEST_KDBX_PW=DB_PASSWORD)
+        del env["OPSLINE_KEEPASSXC_PASSWORD"]
+        (r, seen) = self.apply("acme", "dotenv,keepassxc", "--set", "keepassxc.create=true",
+                               "--set", "keepassxc.password_env=OPSLINE_TEST_KDBX_PW",
+                               env=env, watch=True)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertEqual(os.stat(self.db).st_mode & 0o777, 0o600)
+        with open(self.db, "rb") as f:
+            head = f.read(12)
+        self.assertEqual(head[:8], bytes.fromhex("03d9a29a67fb4bb5"))  # KeePass 2 signature
+        self.assertEqual(int.from_bytes(head[10:12], "little"), 4, "not KDBX 4")
+        self.assertEqual(os.listdir(os.path.dirname(self.db)), ["aws.kdbx"])  # no temp files
+        self.assert_stored("acme")
+        secrets = [DB_PASSWORD.encode()]
+        for env_name, other in (("production", "staging"), ("staging", "production")):
+            name = f"acme-{env_name}"
+            dot = read_env(os.path.join(self.work, f"{name}.env"))
+            secrets.append(dot["AWS_SECRET_ACCESS_KEY"].encode())
+            own = self.client("s3", (dot["AWS_ACCESS_KEY_ID"], dot["AWS_SECRET_ACCESS_KEY"]))
+            own.put_object(Bucket=name, Key="k.txt", Body=b"x")
+            with self.assertRaises(ClientError) as cm:
+                own.put_object(Bucket=f"acme-{other}", Key="k.txt", Body=b"x")
+            self.assertEqual(cm.exception.response["Error"]["Code"], "AccessDenied")
+        clis = [s for s in seen if b"keepassxc-cli" in s["cmdline"]]
+        self.assertTrue(clis, "no keepassxc-cli child was seen")
+        for s in seen:
+            for what in ("cmdline", "environ"):
+                for secret in secrets:
+                    self.assertNotIn(secret, s[what], (what, s["cmdline"]))
+        for secret in secrets:
+            self.assertNotIn(secret.decode(), r.stdout + r.stderr)
+
+        uuid = kx_show(self.db, "AWS/acme/acme-production", "Uuid")[0]
+        keys = {n: self.keys_of(n) for n in ("acme-production", "acme-staging")}
+        r = self.apply("acme", "dotenv,keepassxc", "--set",
+                       "keepassxc.password_env=OPSLINE_TEST_KDBX_PW", env=env)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertEqual({n: self.keys_of(n) for n in keys}, keys)
+        self.assert_stored("acme")
+        self.assertEqual(kx_show(self.db, "AWS/acme/acme-production", "Uuid")[0], uuid)
+
+    def test_adding_keepassxc_later_fills_it_from_the_env_files_without_new_keys(self):
+        r = self.opsline("apply", "late", "--secrets", "dotenv")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        keys = {n: self.keys_of(n) for n in ("late-production", "late-staging")}
+        self.assertTrue(all(len(k) == 1 for k in keys.values()), keys)
+        os.makedirs(os.path.dirname(self.db))
+        kx_create(self.db)  # the team's existing, empty database
+        r = self.apply("late", "dotenv,keepassxc")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertEqual({n: self.keys_of(n) for n in keys}, keys)
+        self.assert_stored("late")
+
+    def test_a_replaced_key_updates_the_entry_and_never_duplicates_it(self):
+        r = self.apply("rot", "dotenv,keepassxc", "--set", "keepassxc.create=true")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        path = "AWS/rot/rot-production"
+        uuid = kx_show(self.db, path, "Uuid")[0]
+        old = self.keys_of("rot-production")
+        # Neither store can give the secret back any more: the entry names a key that is not
+        # the user's, the .env file is gone, and so is the journal that says they hold it.
+        # The key must be replaced.
+        kx("edit", "-u", "AKIAXXXXXXXXXXXXXXXX", self.db, path)
+        os.unlink(os.path.join(self.work, "rot-production.env"))
+        shutil.rmtree(os.path.join(self.work, ".opsline"))
+        r = self.apply("rot", "dotenv,keepassxc", "-e", "production")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        # Without its journal opsline leaves the old key alone (it no longer knows it made
+        # it) and creates one more; both stores now hold the new one.
+        new = sorted(set(self.keys_of("rot-production")) - set(old))
+        self.assertEqual(len(new), 1)
+        dot = read_env(os.path.join(self.work, "rot-production.env"))
+        self.assertEqual(dot["AWS_ACCESS_KEY_ID"], new[0])
+        self.assertEqual(kx_show(self.db, path, "UserName", "Password")[:2],
+                         [dot["AWS_ACCESS_KEY_ID"], dot["AWS_SECRET_ACCESS_KEY"]])
+        self.assertEqual(kx_entries(self.db), ["AWS/rot/rot-production", "AWS/rot/rot-staging"])
+        self.assertEqual(kx_show(self.db, path, "Uuid")[0], uuid)
+        # The entry's previous state is in its history, as KeePassXC keeps it.
+        hist = kx("export", "-f", "xml", self.db).stdout
+        self.assertIn("AKIAXXXXXXXXXXXXXXXX", hist)
+
+    def test_an_entry_opsline_did_not_make_is_not_duplicated(self):
+        os.makedirs(os.path.dirname(self.db))
+        kx_create(self.db)
+        kx("mkdir", self.db, "AWS")
+        kx("mkdir", self.db, "AWS/hand")
+        kx("add", "-u", "someone", self.db, "AWS/hand/hand-production")
+        r = self.apply("hand", "dotenv,keepassxc")
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn("keepassxc", r.stdout + r.stderr)
+        self.assertIn("did not create", r.stdout + r.stderr)
+        self.assertEqual(kx_entries(self.db), ["AWS/hand/hand-production"])
+        keys = {n: self.keys_of(n) for n in ("hand-production", "hand-staging")}
+        # The groups are someone else's too: choose another group, then it works.
+        r = self.apply("hand", "dotenv,keepassxc", "--set", "keepassxc.group=Cloud/{product}")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertEqual({n: self.keys_of(n) for n in keys}, keys)
+        self.assertEqual(kx_entries(self.db), ["AWS/hand/hand-production",
+                                               "Cloud/hand/hand-production",
+                                               "Cloud/hand/hand-staging"])
+
+    # ---- bad input ----------------------------------------------------------------------
+
+    def test_a_wrong_password_fails_naming_keepassxc_and_a_fixed_rerun_adds_no_key(self):
+        os.makedirs(os.path.dirname(self.db))
+        kx_create(self.db)
+        # Keys exist already (dotenv), then keepassxc is added with the wrong password.
+        r = self.opsline("apply", "wpw", "--secrets", "dotenv")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        keys = {n: self.keys_of(n) for n in ("wpw-production", "wpw-staging")}
+        r = self.apply("wpw", "dotenv,keepassxc",
+                       env=self.env(OPSLINE_KEEPASSXC_PASSWORD="not the password"))
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn("keepassxc", r.stderr)
+        self.assertIn("wrong password", r.stderr)
+        self.assertIn(self.db, r.stderr)
+        self.assertNotIn("not the password", r.stdout + r.stderr)
+        self.assertEqual(kx_entries(self.db), [])
+        self.assertEqual({n: self.keys_of(n) for n in keys}, keys)
+        # Fixed through a password file this time.
+        pw_file = os.path.join(self.work, "db-password")
+        with open(pw_file, "w") as f:
+            f.write(DB_PASSWORD + "\n")
+        os.chmod(pw_file, 0o600)
+        r = self.apply("wpw", "dotenv,keepassxc", "--set", f"keepassxc.password_file={pw_file}",
+                       env=self.env(OPSLINE_KEEPASSXC_PASSWORD="not the password"))
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertEqual({n: self.keys_of(n) for n in keys}, keys)
+        self.assert_stored("wpw")
+
+    def test_a_key_file_alone_opens_the_database(self):
+        key = os.path.join(self.work, "db.key")
+        with open(key, "wb") as f:
+            f.write(os.urandom(64))
+        env = self.env()
+        del env["OPSLINE_KEEPASSXC_PASSWORD"]
+        r = self.apply("kf", "dotenv,keepassxc", "--set", f"keepassxc.key_file={key}",
+                       "--set", "keepassxc.create=true", env=env)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        out = subprocess.run([CLI, "show", "-s", "-a", "UserName", "--no-password", "-k", key,
+                              self.db, "AWS/kf/kf-staging"], capture_output=True, text=True,
+                             check=True).stdout.strip()
+        self.assertEqual(out, read_env(os.path.join(self.work, "kf-staging.env"))
+                         ["AWS_ACCESS_KEY_ID"])
+
+    def test_no_password_at_all_is_a_clear_error_before_any_request(self):
+        env = self.env()
+        del env["OPSLINE_KEEPASSXC_PASSWORD"]
+        r = self.apply("nopw", "dotenv,keepassxc", "--set", "keepassxc.create=true", env=env)
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn("keepassxc: no password", r.stderr)
+        self.assertIn("OPSLINE_KEEPASSXC_PASSWORD", r.stderr)
+        self.assertEqual(self.keys_of("nopw-production"), [])
+        self.assertFalse(os.path.exists(self.db))
+
+    def test_keepassxc_cli_not_installed_is_a_clear_error_before_any_request(self):
+        empty = os.path.join(self.work, "empty-bin")
+        os.mkdir(empty)
+        r = self.apply("noinst", "dotenv,keepassxc", "--set", "keepassxc.create=true",
+                       env=self.env(PATH=empty))
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn("keepassxc-cli not found", r.stderr)
+        self.assertIn("apt-get install keepassxc", r.stderr)
+        self.assertEqual(self.keys_of("noinst-production"), [])
+        # Installed again (PATH fixed): the key is created and stored once.
+        r = self.apply("noinst", "dotenv,keepassxc", "--set", "keepassxc.create=true")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assert_stored("noinst")
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
