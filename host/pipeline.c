@@ -59,7 +59,8 @@ struct ol_stage {
     size_t index;
     void *state;
     int initialised;
-    size_t ops_pending; /* store operations started, not completed */
+    size_t ops_pending;  /* store operations started, not completed */
+    size_t puts_pending; /* of which puts: what a flush can complete */
     uint64_t pending_since;
     int flushing;
     int preparing;
@@ -606,7 +607,8 @@ static void store_op_start(ol_item *item, size_t s, int op, const ol_secret *sec
     stage_run *sr = &item->stages[s];
     const ol_store_ops *ops = st->ps->plugin->desc->store;
     sr->op = op;
-    if (st->ops_pending++ == 0)
+    st->ops_pending++;
+    if (op == OP_PUT && st->puts_pending++ == 0)
         st->pending_since = uv_now(&r->loop);
     item->store_ops++;
     services_timer_start(r->svc, st->ps->timeout_ms, on_op_timeout, sr, &sr->op_timer);
@@ -675,6 +677,8 @@ static void store_op_end(ol_item *item, size_t s, int result, const ol_secret *f
         sr->op_timer = NULL;
     }
     st->ops_pending--;
+    if (op == OP_PUT)
+        st->puts_pending--;
     item->store_ops--;
     if (op == OP_PUT)
         store_put_done(item, s, result, reason);
@@ -954,7 +958,9 @@ static void host_flush_done(ol_stage *st, int result, const char *reason) {
             end_run(r);
         return;
     }
-    maybe_flush(r);
+    /* Not maybe_flush here: a store that completes its flush inside flush() would recurse.
+     * The kick looks again on the next loop turn. */
+    run_kick(r);
 }
 
 /* Held-back store work is flushed when nothing else can move: every item in progress waits
@@ -968,7 +974,7 @@ static void maybe_flush(run *r) {
                 (r->next_item == r->n_items || r->active >= r->plan->concurrency || r->interrupted);
     for (size_t s = 0; stuck && s < r->plan->n_stages; s++) {
         ol_stage *st = &r->stages[s];
-        if (st->ps->plugin->desc->flush != NULL && st->ops_pending > 0 && !st->flushing)
+        if (st->ps->plugin->desc->flush != NULL && st->puts_pending > 0 && !st->flushing)
             stage_flush(st);
     }
 }
@@ -978,7 +984,7 @@ static void on_flush_tick(uv_timer_t *t) {
     uint64_t now = uv_now(&r->loop);
     for (size_t s = 0; s < r->plan->n_stages; s++) {
         ol_stage *st = &r->stages[s];
-        if (st->ps->plugin->desc->flush != NULL && st->ops_pending > 0 && !st->flushing &&
+        if (st->ps->plugin->desc->flush != NULL && st->puts_pending > 0 && !st->flushing &&
             now - st->pending_since >= FLUSH_INTERVAL_MS)
             stage_flush(st);
     }
@@ -1268,6 +1274,21 @@ static void on_preflight(void *arg, const ol_aws_response *res) {
     run_kick(r);
 }
 
+/* The client holds its own copy of the credentials now. Overwrite them in the process's
+ * environment block too: a child between fork and exec still shows that block in
+ * /proc/PID/environ, and a core dump would hold it. */
+extern char **environ;
+static void scrub_credentials_env(void) {
+    static const char *const names[] = {"AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                                        "AWS_SECURITY_TOKEN"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        char *v = getenv(names[i]);
+        if (v != NULL)
+            OPENSSL_cleanse(v, strlen(v));
+        unsetenv(names[i]);
+    }
+}
+
 /* ---- set-up and teardown ---------------------------------------------------------------- */
 
 static int items_build(run *r) {
@@ -1385,6 +1406,7 @@ int pipeline_run(const plan *p) {
         goto out;
     }
     aws_client_set_logger(r.aws, on_aws_log, &r);
+    scrub_credentials_env();
     const char *cmsg = NULL;
     if (aws_client_creds_error(r.aws, &cmsg) != 0) {
         fprintf(stderr, "error: %s\n", cmsg ? cmsg : "no AWS credentials found");

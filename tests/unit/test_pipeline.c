@@ -340,6 +340,8 @@ static void fixture_init(fixture *fx, const ol_plugin *const *stages, size_t n_s
 
 /* Runs the plan with stderr captured into fx->stderr_text. */
 static int fixture_run(fixture *fx) {
+    /* A run scrubs the secret from the environment once the client has read it. */
+    setenv("AWS_SECRET_ACCESS_KEY", SECRET, 1);
     fflush(stderr);
     int saved = dup(2);
     FILE *f = fopen(fx->err_path, "w+");
@@ -395,6 +397,8 @@ static void runs_a_dag_of_synchronous_and_asynchronous_stages_for_every_item(voi
     assert_int_equal(g_applied[1], 3);
     assert_int_equal(g_applied[2], 3);
     assert_int_equal(g_completed, 3);
+    /* The secret left the environment block once the client had it. */
+    assert_null(getenv("AWS_SECRET_ACCESS_KEY"));
     fixture_finish(&fx);
 }
 
