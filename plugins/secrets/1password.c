@@ -954,10 +954,12 @@ static int expand_into(const pw_state *st, pw_op *op, const char *option, const 
         rc = OL_EINVAL;
     if (rc == 0 && (*out = strdup(s)) == NULL)
         rc = OL_ENOMEM;
-    if (rc != 0)
+    if (rc != 0 && why != NULL)
+        op_finish(op, rc, h->format("option 1password.%s: %s", option, why));
+    else if (rc != 0)
         op_finish(op, rc,
-                  h->format("option %s '%s': %s", option, tmpl,
-                            why != NULL ? why : "expands to an empty text"));
+                  h->format("option 1password.%s '%s': %s", option, tmpl,
+                            rc == OL_ENOMEM ? "out of memory" : "expands to an empty text"));
     h->free(s);
     h->free(why);
     return rc;
@@ -1048,7 +1050,7 @@ static int check_template(ol_stage *stage, const ol_host *host, const char *opti
         return 0;
     int rc = host->expand(NULL, tmpl, &out, &why);
     if (rc != 0)
-        host->log(stage, NULL, OL_LOG_ERROR, "option 1password.%s '%s': %s", option, tmpl,
+        host->log(stage, NULL, OL_LOG_ERROR, "option 1password.%s: %s", option,
                   why != NULL ? why : "invalid template");
     host->free(out);
     host->free(why);

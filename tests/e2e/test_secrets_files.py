@@ -133,7 +133,7 @@ class FileStoresTest(unittest.TestCase):
 
     def opsline(self, *args, timeout=300):
         r = subprocess.run([OPSLINE, *args], cwd=self.work, env=self.env(),
-                           capture_output=True, text=True, timeout=timeout)
+                           capture_output=True, text=True, errors="replace", timeout=timeout)
         self.outputs += [r.stdout, r.stderr]
         return r
 
