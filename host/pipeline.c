@@ -50,7 +50,8 @@ typedef struct stage_run {
     ol_timer *timer; /* the apply's time limit */
     int op;          /* store operation in progress (OP_*) */
     ol_timer *op_timer;
-    int replaced; /* store: held an older key of the item */
+    int replaced;   /* store: held an older key of the item */
+    char *verified; /* OL_STORE_VERIFY store: the key id it was read holding, "" none */
 } stage_run;
 
 struct ol_stage {
@@ -86,8 +87,9 @@ struct find_ctx {
     size_t n_keys;
     ol_find_cb cb;
     void *arg;
-    size_t *order; /* store stage indexes to read, in order */
-    size_t n_order, next;
+    size_t *order; /* store stage indexes to read, in order: OL_STORE_VERIFY ones first */
+    size_t n_order, next, n_verify;
+    int checked;  /* the journal's answer was considered after the verify reads */
     char *found;  /* key id found */
     char *reason; /* stores that could not be read */
 };
@@ -722,7 +724,11 @@ static void store_apply(ol_item *item, size_t s) {
         item_advance(item);
         return;
     }
-    if (journal_count_stage(r->journal, item->name, name, "secret_stored", key_id) > 0) {
+    /* A verify store read this run is believed over the journal. */
+    int holds = sr->verified != NULL ? strcmp(sr->verified, key_id) == 0
+                                     : journal_count_stage(r->journal, item->name, name,
+                                                           "secret_stored", key_id) > 0;
+    if (holds) {
         stage_complete(item, s, ST_DONE, OL_OUTCOME_UNCHANGED, NULL);
         item_advance(item);
         return;
@@ -755,6 +761,12 @@ static void store_apply(ol_item *item, size_t s) {
 
 /* ---- secret_find ------------------------------------------------------------------------ */
 
+static int store_verifies(const run *r, size_t s) {
+    const ol_store_ops *ops = r->plan->stages[s].plugin->desc->store;
+    return ops != NULL && ops->struct_size >= offsetof(ol_store_ops, flags) + sizeof(ops->flags) &&
+           (ops->flags & OL_STORE_VERIFY);
+}
+
 static void find_free(find_ctx *f) {
     for (size_t i = 0; i < f->n_keys; i++)
         free(f->keys[i]);
@@ -765,10 +777,37 @@ static void find_free(find_ctx *f) {
     free(f);
 }
 
+/* A listed key is lost when every store that ever recorded it is configured and was read
+ * this run without finding it, and no store failed to answer. */
+static int key_lost(const find_ctx *f, const char *id) {
+    run *r = f->item->run;
+    if (f->reason != NULL || (f->found != NULL && strcmp(f->found, id) == 0) ||
+        journal_count(r->journal, f->item->name, "secret_stored", id) == 0)
+        return 0;
+    size_t held_configured = 0;
+    for (size_t s = 0; s < r->plan->n_stages; s++) {
+        if (!r->plan->stages[s].is_store)
+            continue;
+        size_t n =
+            journal_count_stage(r->journal, f->item->name, sname_of(r, s), "secret_stored", id);
+        held_configured += n;
+        if (n > 0 && !(store_verifies(r, s) && f->item->stages[s].verified != NULL &&
+                       strcmp(f->item->stages[s].verified, id) != 0))
+            return 0; /* a store that may still hold it, unread or not a verify store */
+    }
+    /* Records from stores not in this pipeline: the secret may live there. */
+    return held_configured == journal_count(r->journal, f->item->name, "secret_stored", id);
+}
+
 static void find_finish(void *arg, int status) {
     find_ctx *f = arg;
+    const char *lost[8];
+    size_t n_lost = 0;
+    for (size_t k = 0; status == 0 && k < f->n_keys && n_lost < 8; k++)
+        if (key_lost(f, f->keys[k]))
+            lost[n_lost++] = f->keys[k];
     f->item->find = NULL;
-    f->cb(f->arg, status == 0 ? f->found : NULL, f->reason);
+    f->cb(f->arg, status == 0 ? f->found : NULL, lost, n_lost, f->reason);
     find_free(f);
 }
 
@@ -783,19 +822,21 @@ static void find_got(find_ctx *f, size_t s, int result, const ol_secret *found,
                      const char *reason) {
     ol_item *item = f->item;
     run *r = item->run;
+    int verifying = store_verifies(r, s);
+    if (verifying) {
+        free(item->stages[s].verified);
+        item->stages[s].verified =
+            strdup(result == 0 && found && found->access_key_id ? found->access_key_id : "");
+    }
     if (result == 0 && found != NULL && key_listed(f, found->access_key_id) &&
-        found->secret_access_key != NULL && found->secret_access_key[0] != '\0') {
+        found->secret_access_key != NULL && found->secret_access_key[0] != '\0' &&
+        f->found == NULL) {
         if (bag_set(&item->bag, OL_KEY_ACCESS_KEY_ID, found->access_key_id, 0) == 0 &&
             bag_set(&item->bag, OL_KEY_SECRET_ACCESS_KEY, found->secret_access_key,
                     OL_BAG_SECRET) == 0) {
             f->found = strdup(found->access_key_id);
-            /* This store holds it: its own stage has nothing to write. */
-            journal_append(r->journal, item->name, sname_of(r, s), "secret_stored",
-                           found->access_key_id, "read back");
             host_log(&r->stages[s], item, OL_LOG_INFO, "read back access key %s",
                      found->access_key_id);
-            services_timer_start(r->svc, 0, find_finish, f, NULL);
-            return;
         }
     } else if (result != 0 && result != OL_ENOENT) {
         char one[1024];
@@ -807,27 +848,70 @@ static void find_got(find_ctx *f, size_t s, int result, const ol_secret *found,
             f->reason = more;
         }
     }
+    /* This store holds it: its own stage has nothing to write. */
+    if (result == 0 && found != NULL && key_listed(f, found->access_key_id) &&
+        journal_count_stage(r->journal, item->name, sname_of(r, s), "secret_stored",
+                            found->access_key_id) == 0)
+        journal_append(r->journal, item->name, sname_of(r, s), "secret_stored",
+                       found->access_key_id, "read back");
+    if (f->found != NULL && !verifying) {
+        services_timer_start(r->svc, 0, find_finish, f, NULL);
+        return;
+    }
     find_next(f);
 }
 
+static const char *held_everywhere(const find_ctx *f);
+
+/* Reads the verify stores (all of them), then, unless a key's secret is already in hand or
+ * the journal says every other store holds one, the other stores until one gives it. */
 static void find_next(find_ctx *f) {
     ol_item *item = f->item;
-    if (f->next >= f->n_order) {
-        services_timer_start(item->run->svc, 0, find_finish, f, NULL);
+    run *r = item->run;
+    if (f->next < f->n_verify) {
+        store_op_start(item, f->order[f->next++], OP_GET, NULL);
+        return;
+    }
+    if (!f->checked) {
+        f->checked = 1;
+        if (f->found != NULL || f->n_keys == 0)
+            f->next = f->n_order;
+        else if (f->n_order > f->n_verify) {
+            /* Every non-verify store holds a key: enough when no verify store lacks it. */
+            const char *held = held_everywhere(f);
+            int verify_lacks = 0;
+            for (size_t k = 0; held != NULL && k < f->n_verify; k++) {
+                const char *v = item->stages[f->order[k]].verified;
+                verify_lacks |= v == NULL || strcmp(v, held) != 0;
+            }
+            if (held != NULL && !verify_lacks) {
+                f->found = strdup(held);
+                bag_set(&item->bag, OL_KEY_ACCESS_KEY_ID, held, 0);
+                f->next = f->n_order;
+            }
+        }
+    }
+    if (f->next >= f->n_order || f->found != NULL) {
+        services_timer_start(r->svc, 0, find_finish, f, NULL);
         return;
     }
     store_op_start(item, f->order[f->next++], OP_GET, NULL);
 }
 
-/* Stores known to hold one of the keys come first: the likeliest to answer. */
+/* Verify stores first (read on every run), then stores known to hold one of the keys (the
+ * likeliest to answer), then the rest. */
 static int find_plan(find_ctx *f) {
     run *r = f->item->run;
     f->order = calloc(r->plan->n_stages ? r->plan->n_stages : 1, sizeof(size_t));
     if (f->order == NULL)
         return OL_ENOMEM;
+    for (size_t s = 0; s < r->plan->n_stages; s++)
+        if (r->plan->stages[s].is_store && store_verifies(r, s))
+            f->order[f->n_order++] = s;
+    f->n_verify = f->n_order;
     for (int pass = 0; pass < 2; pass++)
         for (size_t s = 0; s < r->plan->n_stages; s++) {
-            if (!r->plan->stages[s].is_store)
+            if (!r->plan->stages[s].is_store || store_verifies(r, s))
                 continue;
             int holds = 0;
             for (size_t k = 0; k < f->n_keys && !holds; k++)
@@ -839,7 +923,7 @@ static int find_plan(find_ctx *f) {
     return 0;
 }
 
-/* The newest key every configured store is known to hold, or NULL. */
+/* The newest key every configured non-verify store is known (journal) to hold, or NULL. */
 static const char *held_everywhere(const find_ctx *f) {
     run *r = f->item->run;
     const char *best = NULL;
@@ -847,7 +931,7 @@ static const char *held_everywhere(const find_ctx *f) {
     for (size_t k = 0; k < f->n_keys; k++) {
         int all = 1;
         for (size_t s = 0; s < r->plan->n_stages && all; s++)
-            if (r->plan->stages[s].is_store)
+            if (r->plan->stages[s].is_store && !store_verifies(r, s))
                 all = journal_count_stage(r->journal, f->item->name, sname_of(r, s),
                                           "secret_stored", f->keys[k]) > 0;
         long long t = journal_last_time(r->journal, f->item->name, "secret_stored", f->keys[k]);
@@ -895,14 +979,8 @@ static int host_secret_find(ol_item *item, const char *const *key_ids, size_t n,
         return rc;
     }
     item->find = f;
-    const char *held = n > 0 ? held_everywhere(f) : NULL;
-    if (held != NULL) {
-        f->found = strdup(held);
-        bag_set(&item->bag, OL_KEY_ACCESS_KEY_ID, held, 0);
-        f->n_order = 0;
-    }
-    if (held != NULL || n == 0)
-        f->next = f->n_order; /* nothing to read */
+    if (n == 0)
+        f->next = f->n_verify = f->n_order; /* no key: nothing to read */
     services_timer_start(item->run->svc, 0, find_next_cb, f, NULL);
     return 0;
 }
@@ -1327,8 +1405,10 @@ static int items_build(run *r) {
 static void items_free(run *r) {
     for (size_t i = 0; i < r->n_items; i++) {
         ol_item *it = &r->items[i];
-        for (size_t s = 0; it->stages && s < r->plan->n_stages; s++)
+        for (size_t s = 0; it->stages && s < r->plan->n_stages; s++) {
             free(it->stages[s].reason);
+            free(it->stages[s].verified);
+        }
         free(it->stages);
         free(it->name);
         bag_free(&it->bag);

@@ -432,16 +432,24 @@ static int parse_keys(iam_run *r, const ol_aws_response *res) {
 
 /* The host found (or not) the key whose secret a configured store holds: that key is the
  * user's working key, whatever the journal said about it. */
-static void on_secret_found(void *arg, const char *key_id, const char *reason) {
+static void on_secret_found(void *arg, const char *key_id, const char *const *lost, size_t n_lost,
+                            const char *reason) {
     iam_run *r = arg;
     if (reason != NULL)
         r->st->host->log(r->stage, r->item, OL_LOG_WARN, "could not read back every store: %s",
                          reason);
-    for (size_t i = 0; key_id != NULL && i < r->n_keys; i++)
-        if (strcmp(r->keys[i].id, key_id) == 0) {
-            r->keys[i].stored = 1;
-            r->keys[i].orphan = 0;
+    for (size_t i = 0; i < r->n_keys; i++) {
+        iam_key *k = &r->keys[i];
+        if (key_id != NULL && strcmp(k->id, key_id) == 0) {
+            k->stored = 1;
+            k->orphan = 0;
         }
+        /* Created by opsline, and every store that held its secret has lost it: replace. */
+        for (size_t j = 0; j < n_lost && !k->stored; j++)
+            if (strcmp(k->id, lost[j]) == 0 &&
+                r->st->host->journal_count(r->item, "access_key_created", k->id) > 0)
+                k->orphan = 1;
+    }
     r->next_delete = 0;
     step_delete_next(r);
 }
@@ -487,8 +495,8 @@ static void on_delete_key(void *arg, const ol_aws_response *res) {
         return;
     }
     h->log(r->stage, r->item, OL_LOG_WARN,
-           "deleted access key %s of user %s: opsline created it but its secret was never "
-           "stored (lost key)",
+           "deleted access key %s of user %s: opsline created it and no store holds its secret "
+           "(lost key); a new key replaces it",
            k->id, r->user);
     r->updated = 1;
     r->next_delete++;

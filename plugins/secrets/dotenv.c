@@ -565,6 +565,7 @@ static const ol_store_ops dotenv_store = {
     .put = dotenv_put,
     .get = dotenv_get,
     .del = dotenv_del,
+    .flags = OL_STORE_VERIFY, /* a file read: check it on every run */
 };
 
 static const ol_plugin dotenv_plugin = {

@@ -177,7 +177,7 @@ static int fake_secret_find(ol_item *i, const char *const *ids, size_t n, ol_fin
             found = ids[k];
     if (found != NULL)
         fake_set(i, OL_KEY_ACCESS_KEY_ID, found, 0);
-    cb(arg, found, NULL);
+    cb(arg, found, NULL, 0, NULL);
     return 0;
 }
 

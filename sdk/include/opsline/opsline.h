@@ -166,11 +166,11 @@ enum {
 
 typedef struct ol_aws_request {
     uint32_t struct_size; /* sizeof(ol_aws_request): set it, the host refuses 0 */
-    const char *service; /* "s3", "iam", "sts", "secretsmanager", ... */
-    const char *method;  /* "GET", "PUT", "POST", "DELETE", "HEAD" */
-    const char *bucket;  /* S3: bucket name, or NULL */
-    const char *key;     /* S3: object key (raw, not encoded), or NULL */
-    const char *region;  /* NULL: the item's region */
+    const char *service;  /* "s3", "iam", "sts", "secretsmanager", ... */
+    const char *method;   /* "GET", "PUT", "POST", "DELETE", "HEAD" */
+    const char *bucket;   /* S3: bucket name, or NULL */
+    const char *key;      /* S3: object key (raw, not encoded), or NULL */
+    const char *region;   /* NULL: the item's region */
     /* Raw (unencoded) parameters. For POST with body == NULL they are sent as an
      * application/x-www-form-urlencoded body (Query APIs such as IAM and STS: Action=...,
      * Version=...); otherwise as the URL query string (S3 sub-resources: "encryption" with
@@ -218,18 +218,18 @@ typedef void (*ol_aws_cb)(void *arg, const ol_aws_response *res);
 /* A program to run (host->proc_run). Secrets go on stdin only: the host refuses
  * (OL_ESECRET) an argv or env entry that holds a secret of an item in progress. */
 typedef struct ol_proc_spec {
-    uint32_t struct_size;     /* sizeof(ol_proc_spec) */
-    const char *const *argv;  /* NULL-terminated; argv[0] is looked up in PATH */
-    const char *const *env;   /* extra "NAME=value" entries (NULL-terminated) added to the
-                                 host's environment, or NULL */
-    const char *cwd;          /* working directory, or NULL: the host's */
-    const char *stdin_data;   /* fed to the program's stdin, then closed; borrowed until the
-                                 callback; may be NULL (stdin is then empty) */
+    uint32_t struct_size;    /* sizeof(ol_proc_spec) */
+    const char *const *argv; /* NULL-terminated; argv[0] is looked up in PATH */
+    const char *const *env;  /* extra "NAME=value" entries (NULL-terminated) added to the
+                                host's environment, or NULL */
+    const char *cwd;         /* working directory, or NULL: the host's */
+    const char *stdin_data;  /* fed to the program's stdin, then closed; borrowed until the
+                                callback; may be NULL (stdin is then empty) */
     size_t stdin_len;
-    size_t output_cap;        /* bytes kept of stdout and of stderr each; 0: 1 MiB. Output
-                                 beyond is read and dropped (the program never blocks). */
-    unsigned timeout_ms;      /* killed (SIGTERM, then SIGKILL 2 s later, whole process
-                                 group) after this; 0: 60 s */
+    size_t output_cap;   /* bytes kept of stdout and of stderr each; 0: 1 MiB. Output
+                            beyond is read and dropped (the program never blocks). */
+    unsigned timeout_ms; /* killed (SIGTERM, then SIGKILL 2 s later, whole process
+                            group) after this; 0: 60 s */
 } ol_proc_spec;
 
 typedef struct ol_proc_result {
@@ -294,18 +294,29 @@ typedef struct ol_secret {
  * - get: read the item's entry back. Complete with result 0 and `found` filled, or
  *   OL_ENOENT when the store holds no entry for the item, or another code.
  * - del: remove the item's entry; 0 also when there was none. May be NULL. */
+enum {
+    /* Reading an entry back is cheap (a local file): the host reads it on every run that
+     * lists the user's keys instead of trusting the journal, so an entry removed or changed
+     * by hand is restored (from another store's copy, without a new key). */
+    OL_STORE_VERIFY = 1u << 0
+};
+
 typedef struct ol_store_ops {
     uint32_t struct_size; /* sizeof(ol_store_ops) */
     int (*put)(ol_stage *stage, ol_item *item, void *state, const ol_secret *secret);
     int (*get)(ol_stage *stage, ol_item *item, void *state);
     int (*del)(ol_stage *stage, ol_item *item, void *state);
+    unsigned flags; /* OL_STORE_* */
 } ol_store_ops;
 
 /* host->secret_find completion: key_id is the user's key whose secret a configured store
  * holds (the bag then has iam.access_key_id and, when some store lacks it, the secret), or
- * NULL when no configured store can give one back. reason explains a store that could not
- * be read (NULL otherwise). */
-typedef void (*ol_find_cb)(void *arg, const char *key_id, const char *reason);
+ * NULL when no configured store can give one back. lost (n_lost of them, borrowed for the
+ * call) are listed keys whose secret was stored only in configured stores that, read this
+ * run, no longer hold it: their secret is gone, so they can be replaced. reason explains a
+ * store that could not be read (NULL otherwise; nothing is called lost then). */
+typedef void (*ol_find_cb)(void *arg, const char *key_id, const char *const *lost, size_t n_lost,
+                           const char *reason);
 
 /* ---------------------------------------------------------------------------------------
  * The host API table. Size-prefixed and append-only: never reorder, only append.
@@ -388,7 +399,7 @@ typedef struct ol_host {
     /* ---- 2.0: helpers every plugin needs --------------------------------------------- */
 
     /* printf into a new string; NULL when out of memory. Free with host->free. */
-    char *(*format)(const char *fmt, ...) OL_PRINTF(1, 2);
+    char *(*format)(const char *fmt, ...)OL_PRINTF(1, 2);
     /* Free memory the host allocated for the plugin (format, read_private_file,
      * aws_reason, expand). */
     void (*free)(void *p);
@@ -418,8 +429,8 @@ typedef struct ol_host {
 
     /* Run a program (see ol_proc_spec). item may be NULL for run-level work (flush).
      * Returns 0 and calls cb once, or a negative code (OL_ESECRET: a secret in argv/env). */
-    int (*proc_run)(ol_stage *stage, const ol_item *item, const ol_proc_spec *spec,
-                    ol_proc_cb cb, void *arg);
+    int (*proc_run)(ol_stage *stage, const ol_item *item, const ol_proc_spec *spec, ol_proc_cb cb,
+                    void *arg);
     /* Blocking work on the host's thread pool (see ol_work_fn). */
     int (*work_queue)(ol_stage *stage, ol_work_fn work, ol_after_work_cb after, void *arg);
     /* One-shot timer after ms milliseconds. *out (may be NULL) can be passed to timer_stop
@@ -510,7 +521,7 @@ typedef struct ol_plugin {
 
 /* Fills options, n_options and option_size of an ol_plugin from a static array. */
 #define OL_OPTIONS(array)                                                                          \
-    .options = (array), .n_options = sizeof(array) / sizeof((array)[0]),                          \
+    .options = (array), .n_options = sizeof(array) / sizeof((array)[0]),                           \
     .option_size = sizeof(ol_option_def)
 
 /* The one symbol a plugin exports. */
