@@ -297,6 +297,26 @@ class FileStoresTest(unittest.TestCase):
                              self.dotenv(bucket))
         self.assertIn(OTHER_BITWARDEN["items"][0], doc["items"])
 
+    def test_each_file_gives_its_keys_back_to_fill_a_store_added_later(self):
+        # bitwarden is read back (get) to fill 1password, then 1password to fill bitwarden:
+        # the .env files are gone, so no other store can give the secrets.
+        for product, first, later in (("fromjson", "bitwarden", "1password"),
+                                      ("fromcsv", "1password", "bitwarden")):
+            buckets = [f"{product}-{e}" for e in ENVS]
+            self.apply_ok([product], f"dotenv,{first}")
+            want = {b: self.dotenv(b) for b in buckets}
+            keys = {b: self.keys_of(b) for b in buckets}
+            for b in buckets:
+                os.remove(os.path.join(self.work, f"{b}.env"))
+            self.apply_ok([product], f"{first},{later}")
+            self.assertEqual({b: self.keys_of(b) for b in buckets}, keys)
+            _, logins = self.bitwarden_logins()
+            rows = self.csv_rows()
+            for b in buckets:
+                self.assertEqual([(i["login"]["username"], i["login"]["password"])
+                                  for i in logins if i["name"] == b], [want[b]])
+                self.assertEqual([tuple(r[2:4]) for r in rows if r[0] == b], [want[b]])
+
     def test_a_read_only_1password_file_is_refused_with_a_clear_message(self):
         write_csv(self.op, [HEADER] + OTHER_CSV_ROWS)
         os.chmod(self.op, 0o400)
