@@ -1,0 +1,420 @@
+#!/usr/bin/env python3
+"""End-to-end tests of the `pass` secret store: `opsline apply` against moto with signatures
+and IAM policies enforced, entries read back with the real `pass` and `gpg` (throwaway keys
+made here, in temporary GNUPGHOMEs, with no passphrase), keys checked with boto3.
+
+- `--secrets dotenv,pass`: both keys in both stores, equal, the user's only key, working on
+  its bucket and denied on the other; the entry is encrypted to the two recipients of the
+  store's .gpg-id and the teammate (another keyring) decrypts it too; no child process of
+  opsline (sampled from /proc while a slowed-down `pass` runs) holds a secret on its
+  command line or in its environment; a rerun creates no key and rewrites no entry.
+- A store that is a git repository gets the entries committed, concurrently written.
+- A recipient of .gpg-id without a public key (and then without trust): exit 1, a message
+  naming pass and the key, nothing created; fixed, the rerun stores the one key.
+- Not initialised store, `pass` not installed: exit 1 with the fix in the message.
+
+usage: test_secrets_pass.py  (env: OPSLINE=path/to/opsline, OPSLINE_BUILD_DIR=build dir)
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "tools"))
+import moto_fixture  # noqa: E402
+
+import boto3  # noqa: E402
+from botocore.config import Config  # noqa: E402
+from botocore.exceptions import ClientError  # noqa: E402
+
+OPSLINE = os.environ.get("OPSLINE", "opsline")
+REGION = "eu-north-1"
+PASS = shutil.which("pass")
+GPG = shutil.which("gpg")
+
+
+def read_env(path):
+    values = {}
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line or line.startswith("#") or "=" not in line:
+                continue
+            if line.startswith("export "):
+                line = line[len("export "):]
+            k, v = line.split("=", 1)
+            values[k.strip()] = v.strip().strip('"').strip("'")
+    return values
+
+
+class ChildWatcher(threading.Thread):
+    """Samples /proc/PID/cmdline and /proc/PID/environ of every descendant of one process
+    while it runs, in a tight loop (gpg lives for milliseconds)."""
+
+    def __init__(self, root):
+        super().__init__(daemon=True)
+        self.root = root
+        self.done = threading.Event()
+        self.seen = {}  # (pid, start time) -> {"cmdline": bytes, "environ": bytes}
+
+    @staticmethod
+    def _stat(pid):
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+        fields = data[data.rindex(b")") + 2:].split()
+        return int(fields[1]), fields[19]  # ppid, start time
+
+    def _scan(self):
+        parent, start = {}, {}
+        for name in os.listdir("/proc"):
+            if name.isdigit():
+                try:
+                    parent[int(name)], start[int(name)] = self._stat(name)
+                except (OSError, ValueError, IndexError):
+                    pass
+        family, grew = {self.root}, True
+        while grew:
+            grew = False
+            for pid, ppid in parent.items():
+                if ppid in family and pid not in family:
+                    family.add(pid)
+                    grew = True
+        for pid in family - {self.root}:
+            entry = self.seen.setdefault((pid, start.get(pid)), {"cmdline": b"", "environ": b""})
+            for what in ("cmdline", "environ"):
+                try:
+                    with open(f"/proc/{pid}/{what}", "rb") as f:
+                        data = f.read()
+                except OSError:
+                    continue
+                if len(data) > len(entry[what]):
+                    entry[what] = data
+
+    def run(self):
+        while not self.done.is_set():
+            self._scan()
+
+    def stop(self):
+        self.done.set()
+        self.join()
+        return list(self.seen.values())
+
+
+def read_bytes(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def gpg(home, *args, input=None, check=True):
+    return subprocess.run([GPG, "--batch", *args], env=dict(os.environ, GNUPGHOME=home),
+                          input=input, capture_output=True, text=True, check=check)
+
+
+def new_home():
+    # Short path: gpg-agent's socket path must fit in sockaddr_un.
+    home = tempfile.mkdtemp(prefix="gpg.", dir="/tmp")
+    os.chmod(home, 0o700)
+    return home
+
+
+def make_key(home, uid):
+    """A passphrase-less key (%no-protection) in home; returns its fingerprint."""
+    params = ("%no-protection\nKey-Type: eddsa\nKey-Curve: ed25519\nSubkey-Type: ecdh\n"
+              f"Subkey-Curve: cv25519\nName-Real: {uid}\nName-Email: {uid}@opsline.invalid\n"
+              "Expire-Date: 0\n%commit\n")
+    gpg(home, "--quiet", "--gen-key", input=params)
+    out = gpg(home, "--with-colons", "--list-keys", f"{uid}@opsline.invalid").stdout
+    rec = [line.split(":") for line in out.splitlines()]
+    return next(rec[i + 1][9] for i, f in enumerate(rec) if f[0] == "pub")
+
+
+def share_key(src, dst, fpr, trust=True):
+    """Import fpr's public key from home src into home dst, trusted (ultimately) or not."""
+    pub = gpg(src, "--armor", "--export", fpr).stdout
+    gpg(dst, "--quiet", "--import", input=pub)
+    if trust:
+        gpg(dst, "--quiet", "--import-ownertrust", input=f"{fpr}:6:\n")
+
+
+@unittest.skipIf(PASS is None or GPG is None, "pass and gnupg are not installed "
+                 "(scripts/install-deps.sh installs them)")
+class PassStoreTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.state = tempfile.mkdtemp(prefix="opsline-e2e-moto.")
+        cls.info = moto_fixture.start(cls.state)
+        cls.endpoint = cls.info["endpoint"]
+        cls.admin = (cls.info["access_key_id"], cls.info["secret_access_key"])
+        # The operator's keyring (runs opsline) and a teammate's, each with its own key; the
+        # operator has the teammate's public key, trusted.
+        cls.home = new_home()
+        cls.mate_home = new_home()
+        cls.me = make_key(cls.home, "operator")
+        cls.mate = make_key(cls.mate_home, "teammate")
+        share_key(cls.mate_home, cls.home, cls.mate)
+        cls.homes = [cls.home, cls.mate_home]
+
+    @classmethod
+    def tearDownClass(cls):
+        moto_fixture.stop(cls.state)
+        for home in cls.homes:
+            subprocess.run(["gpgconf", "--kill", "all"], env=dict(os.environ, GNUPGHOME=home),
+                           capture_output=True)
+            shutil.rmtree(home, ignore_errors=True)
+        shutil.rmtree(cls.state, ignore_errors=True)
+
+    def setUp(self):
+        self.work = tempfile.mkdtemp(prefix="opsline-e2e-work.")
+        self.store = os.path.join(self.work, "password-store")
+
+    def tearDown(self):
+        shutil.rmtree(self.work, ignore_errors=True)
+
+    # ---- helpers ---------------------------------------------------------------------------
+
+    def env(self, **extra):
+        e = {k: v for k, v in os.environ.items()
+             if not k.startswith(("AWS_", "PASSWORD_STORE_", "GIT_"))}
+        e.update({
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": self.admin[0],
+            "AWS_SECRET_ACCESS_KEY": self.admin[1],
+            "AWS_REGION": REGION,
+            "AWS_CONFIG_FILE": os.path.join(self.work, "no-config"),
+            "AWS_SHARED_CREDENTIALS_FILE": os.path.join(self.work, "no-credentials"),
+            "OPSLINE_RETRY_BASE_MS": "50",
+            "GNUPGHOME": self.home,
+            "PASSWORD_STORE_DIR": self.store,
+        })
+        e.update(extra)
+        return e
+
+    def opsline(self, *args, env=None, timeout=300):
+        return subprocess.run([OPSLINE, *args], cwd=self.work, env=env or self.env(),
+                              capture_output=True, text=True, timeout=timeout)
+
+    def pass_cmd(self, *args, check=True, **extra):
+        return subprocess.run([PASS, *args], env=self.env(**extra), capture_output=True,
+                              text=True, timeout=60, check=check)
+
+    def init_store(self, *fprs):
+        self.pass_cmd("init", *fprs)
+        self.assertTrue(os.path.isfile(os.path.join(self.store, ".gpg-id")))
+
+    def client(self, service, key=None):
+        key = key or self.admin
+        return boto3.client(service, endpoint_url=self.endpoint, region_name=REGION,
+                            aws_access_key_id=key[0], aws_secret_access_key=key[1],
+                            config=Config(retries={"max_attempts": 1}))
+
+    def keys_of(self, user):
+        try:
+            meta = self.client("iam").list_access_keys(UserName=user)["AccessKeyMetadata"]
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "NoSuchEntity":
+                return []
+            raise
+        return sorted(k["AccessKeyId"] for k in meta)
+
+    def pass_show(self, name):
+        """(secret, {field: value}) of an entry, read with `pass show`."""
+        r = self.pass_cmd("show", name, check=False)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        lines = r.stdout.splitlines()
+        return lines[0], dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
+
+    def assert_key_works_only_on(self, key, bucket, other):
+        s3 = self.client("s3", key)
+        s3.put_object(Bucket=bucket, Key="probe.txt", Body=b"x")
+        self.assertEqual(s3.get_object(Bucket=bucket, Key="probe.txt")["Body"].read(), b"x")
+        s3.delete_object(Bucket=bucket, Key="probe.txt")
+        with self.assertRaises(ClientError) as cm:
+            s3.put_object(Bucket=other, Key="probe.txt", Body=b"x")
+        self.assertEqual(cm.exception.response["Error"]["Code"], "AccessDenied")
+
+    def slow_pass_dir(self):
+        """A directory with a `pass` that sleeps before running the real one, so the /proc
+        sampler cannot miss the store's children."""
+        d = os.path.join(self.work, "slow-bin")
+        os.makedirs(d)
+        with open(os.path.join(d, "pass"), "w") as f:
+            f.write(f"#!/bin/sh\nsleep 0.3\nexec '{PASS}' \"$@\"\n")
+        os.chmod(os.path.join(d, "pass"), 0o755)
+        return d
+
+    # ---- tests -----------------------------------------------------------------------------
+
+    def test_dotenv_and_pass_hold_the_same_working_key_and_no_child_sees_a_secret(self):
+        self.init_store(self.me, self.mate)
+        env = self.env(PATH=self.slow_pass_dir() + os.pathsep + os.environ["PATH"])
+        proc = subprocess.Popen([OPSLINE, "apply", "acme", "--secrets", "dotenv,pass", "-v",
+                                 "--json"], cwd=self.work, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        watcher = ChildWatcher(proc.pid)
+        watcher.start()
+        try:
+            out, err = proc.communicate(timeout=300)
+        finally:
+            children = watcher.stop()
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        self.assertEqual(proc.returncode, 0, out + err)
+        report = json.loads(out)
+        self.assertTrue(all(item["ok"] for item in report["items"]), report)
+
+        secrets_ = {}
+        for envname, other in (("production", "staging"), ("staging", "production")):
+            bucket = f"acme-{envname}"
+            secret, fields = self.pass_show(f"aws/{bucket}")
+            dotenv = read_env(os.path.join(self.work, f"{bucket}.env"))
+            self.assertEqual(fields.get("aws_access_key_id"), dotenv["AWS_ACCESS_KEY_ID"])
+            self.assertEqual(secret, dotenv["AWS_SECRET_ACCESS_KEY"])
+            self.assertEqual(fields.get("region"), REGION)
+            self.assertEqual(fields.get("bucket"), bucket)
+            self.assertEqual(self.keys_of(bucket), [fields["aws_access_key_id"]])
+            self.assert_key_works_only_on((fields["aws_access_key_id"], secret), bucket,
+                                          f"acme-{other}")
+            path = os.path.join(self.store, "aws", f"{bucket}.gpg")
+            self.assertEqual(os.stat(path).st_mode & 0o777, 0o600, path)
+            secrets_[bucket] = secret
+
+            # Encrypted to both recipients of .gpg-id: the teammate, whose keyring holds only
+            # their own secret key, decrypts it too.
+            packets = gpg(self.home, "--list-packets", path, check=False).stdout
+            self.assertEqual(packets.count(":pubkey enc packet:"), 2, packets)
+            mate = gpg(self.mate_home, "--quiet", "--decrypt", path, check=False)
+            self.assertEqual(mate.returncode, 0, mate.stderr)
+            self.assertEqual(mate.stdout.splitlines()[0], secret)
+
+        # No child process held a secret in its argv or environment.
+        names = {os.path.basename(c["cmdline"].split(b"\0")[0]).decode(errors="replace")
+                 for c in children}
+        inserts = [c for c in children if b"pass\0insert\0" in c["cmdline"]]
+        self.assertGreaterEqual(len(inserts), 2, f"no `pass insert` was sampled: {names}")
+        self.assertTrue(all(c["environ"] for c in inserts), "environments were not readable")
+        for bucket, secret in secrets_.items():
+            v = secret.encode()
+            for c in children:
+                cmd = c["cmdline"].replace(b"\0", b" ").decode(errors="replace")
+                self.assertNotIn(v, c["cmdline"], f"secret of {bucket} on the command line {cmd}")
+                self.assertNotIn(v, c["environ"], f"secret of {bucket} in the environment of {cmd}")
+            self.assertNotIn(secret, out)
+            self.assertNotIn(secret, err)
+        print(f"\n  sampled {len(children)} children of opsline: {sorted(names)}",
+              file=sys.stderr)
+
+        # A rerun creates no key and leaves the entries alone.
+        entries = {b: read_bytes(os.path.join(self.store, "aws", f"{b}.gpg"))
+                   for b in secrets_}
+        before = {b: self.keys_of(b) for b in secrets_}
+        r = self.opsline("apply", "acme", "--secrets", "dotenv,pass")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertEqual({b: self.keys_of(b) for b in secrets_}, before)
+        for b, data in entries.items():
+            self.assertEqual(read_bytes(os.path.join(self.store, "aws", f"{b}.gpg")), data,
+                             f"aws/{b} was rewritten by a run that created no key")
+            self.assertEqual(self.pass_show(f"aws/{b}")[0], secrets_[b])
+
+    def test_a_git_store_gets_every_entry_committed(self):
+        self.init_store(self.me)
+        ident = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@opsline.invalid",
+                 "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@opsline.invalid"}
+        self.pass_cmd("git", "init", **ident)
+        for k, v in (("user.name", "t"), ("user.email", "t@opsline.invalid")):
+            subprocess.run(["git", "-C", self.store, "config", k, v], check=True)
+        products = [f"gitp{i}" for i in range(4)]  # 8 entries written at once
+        r = self.opsline("apply", *products, "--secrets", "pass",
+                         "--set", "pass.path=team/aws/{product}/{environment}")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        names = [f"team/aws/{p}/{e}" for p in products for e in ("production", "staging")]
+        tracked = subprocess.run(["git", "-C", self.store, "ls-files"], capture_output=True,
+                                 text=True, check=True).stdout.split()
+        for name in names:
+            self.assertIn(f"{name}.gpg", tracked)
+            secret, fields = self.pass_show(name)
+            bucket = name.split("/")[2] + "-" + name.split("/")[3]
+            self.assertEqual(self.keys_of(bucket), [fields["aws_access_key_id"]])
+            self.assertEqual(fields["bucket"], bucket)
+        status = subprocess.run(["git", "-C", self.store, "status", "--porcelain"],
+                                capture_output=True, text=True, check=True).stdout
+        self.assertEqual(status, "", "entries left uncommitted")
+        log = subprocess.run(["git", "-C", self.store, "log", "--format=%s"],
+                             capture_output=True, text=True, check=True).stdout
+        self.assertRegex(log, r"Add given password")
+
+        # A key replaced (the user's key deleted by hand) overwrites its entry, committed.
+        bucket = "gitp0-production"
+        old = self.pass_show("team/aws/gitp0/production")[1]["aws_access_key_id"]
+        self.client("iam").delete_access_key(UserName=bucket, AccessKeyId=old)
+        r = self.opsline("apply", "gitp0", "-e", "production", "--secrets", "pass",
+                         "--set", "pass.path=team/aws/{product}/{environment}")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        new = self.pass_show("team/aws/gitp0/production")[1]["aws_access_key_id"]
+        self.assertNotEqual(new, old)
+        self.assertEqual(self.keys_of(bucket), [new])
+        status = subprocess.run(["git", "-C", self.store, "status", "--porcelain"],
+                                capture_output=True, text=True, check=True).stdout
+        self.assertEqual(status, "", "the replaced entry was left uncommitted")
+
+    def test_a_recipient_without_a_usable_key_stops_the_run_and_the_fixed_rerun_stores(self):
+        carol_home = new_home()
+        type(self).homes.append(carol_home)
+        carol = make_key(carol_home, "carol")
+        self.init_store(self.me)
+        with open(os.path.join(self.store, ".gpg-id"), "a") as f:
+            f.write(f"{carol}  # carol, who just joined\n")
+
+        r = self.opsline("apply", "miss", "--secrets", "pass")
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn("pass", r.stderr)
+        self.assertIn(carol, r.stderr)
+        self.assertIn("no public gpg key", r.stderr)
+        self.assertEqual(self.keys_of("miss-production"), [])
+        self.assertFalse(os.path.exists(os.path.join(self.store, "aws")))
+
+        # Imported but not trusted: gpg would not encrypt to it either.
+        share_key(carol_home, self.home, carol, trust=False)
+        r = self.opsline("apply", "miss", "--secrets", "pass")
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn(carol, r.stderr)
+        self.assertIn("trust", r.stderr)
+        self.assertEqual(self.keys_of("miss-production"), [])
+
+        gpg(self.home, "--quiet", "--import-ownertrust", input=f"{carol}:6:\n")
+        r = self.opsline("apply", "miss", "--secrets", "pass")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        for envname in ("production", "staging"):
+            secret, fields = self.pass_show(f"aws/miss-{envname}")
+            self.assertEqual(self.keys_of(f"miss-{envname}"), [fields["aws_access_key_id"]])
+            path = os.path.join(self.store, "aws", f"miss-{envname}.gpg")
+            carol_reads = gpg(carol_home, "--quiet", "--decrypt", path, check=False)
+            self.assertEqual(carol_reads.returncode, 0, carol_reads.stderr)
+            self.assertEqual(carol_reads.stdout.splitlines()[0], secret)
+
+    def test_an_uninitialised_store_or_a_missing_pass_stops_the_run_with_the_fix(self):
+        os.makedirs(self.store)
+        r = self.opsline("apply", "noinit", "--secrets", "pass")
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn("pass init", r.stderr)
+        self.assertIn(self.store, r.stderr)
+        self.assertEqual(self.keys_of("noinit-production"), [])
+
+        self.init_store(self.me)
+        nopass = os.path.join(self.work, "bin-without-pass")
+        os.makedirs(nopass)
+        for tool in ("gpg", "git", "sh"):
+            os.symlink(shutil.which(tool), os.path.join(nopass, tool))
+        r = self.opsline("apply", "noinit", "--secrets", "pass", env=self.env(PATH=nopass))
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn("`pass` is not installed", r.stderr)
+        self.assertEqual(self.keys_of("noinit-production"), [])
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
