@@ -50,6 +50,8 @@ struct aws_client {
     int http_closed;
     void (*log_fn)(void *arg, const char *line);
     void *log_arg;
+    double (*rand_fn)(void *arg); /* NULL: rand01() */
+    void *rand_arg;
     void (*on_closed)(void *arg);
     void *on_closed_arg;
 };
@@ -167,6 +169,11 @@ int aws_client_creds_error(const aws_client *c, const char **msg) {
 void aws_client_set_logger(aws_client *c, void (*fn)(void *arg, const char *line), void *arg) {
     c->log_fn = fn;
     c->log_arg = arg;
+}
+
+void aws_client_set_random(aws_client *c, double (*fn)(void *arg), void *arg) {
+    c->rand_fn = fn;
+    c->rand_arg = arg;
 }
 
 static void call_log(const aws_call *call, const char *what, const char *code, long status,
@@ -652,7 +659,8 @@ static int maybe_retry(aws_call *call, retry_kind kind, const char *code, long s
     call->quota_taken = taken;
     call->retries++;
     c->stats.retries++;
-    double delay = retry_backoff_s(&c->rcfg, call->retries, rand01());
+    double jitter = c->rand_fn ? c->rand_fn(c->rand_arg) : rand01();
+    double delay = retry_backoff_s(&c->rcfg, call->retries, jitter);
     call_log(call, "retry", code, status, delay);
     schedule_resend(call, delay);
     return 1;
