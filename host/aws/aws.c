@@ -14,6 +14,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "../error.h"
 #include "endpoints.h"
 #include "http.h"
 #include "retry.h"
@@ -52,6 +53,7 @@ struct aws_client {
     void *log_arg;
     double (*rand_fn)(void *arg); /* NULL: rand01() */
     void *rand_arg;
+    double fixed_jitter; /* OPSLINE_TEST_RETRY_JITTER */
     void (*on_closed)(void *arg);
     void *on_closed_arg;
 };
@@ -100,6 +102,28 @@ static double rand01(void) {
     return (double)r / 4294967296.0;
 }
 
+static double fixed_jitter(void *arg) {
+    return *(const double *)arg;
+}
+
+/* OPSLINE_TEST_RETRY_JITTER=J (0 <= J < 1) makes every backoff J x its cap, so that tests of
+ * the opsline binary can check the delays a server sees. Not for production use. */
+static int jitter_from_env(aws_client *c, char **err) {
+    const char *v = getenv("OPSLINE_TEST_RETRY_JITTER");
+    char *end;
+    if (v == NULL || *v == '\0')
+        return 0;
+    c->fixed_jitter = strtod(v, &end);
+    if (*end != '\0' || !(c->fixed_jitter >= 0.0 && c->fixed_jitter < 1.0)) {
+        *err = ol__format("OPSLINE_TEST_RETRY_JITTER='%s' is not valid: use a number from 0 "
+                          "up to (not including) 1, or unset it",
+                          v);
+        return OL_ECONFIG;
+    }
+    aws_client_set_random(c, fixed_jitter, &c->fixed_jitter);
+    return 0;
+}
+
 static retry_rate_limiter *limiter_for(aws_client *c, const char *service) {
     for (size_t i = 0; i < c->n_limiters; i++)
         if (strcmp(c->limiters[i].service, service) == 0)
@@ -127,6 +151,9 @@ int aws_client_new(uv_loop_t *loop, const char *profile, const char *region, aws
     if (rc != 0)
         goto fail;
     rc = retry_config_from_env(&c->rcfg, err);
+    if (rc != 0)
+        goto fail;
+    rc = jitter_from_env(c, err);
     if (rc != 0)
         goto fail;
     /* Credentials are resolved now, but a failure is kept for the first request so that
