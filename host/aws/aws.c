@@ -150,6 +150,9 @@ int aws_client_new(uv_loop_t *loop, const char *profile, const char *region, aws
     rc = credentials_settings(profile, region, &c->settings, err);
     if (rc != 0)
         goto fail;
+    rc = endpoints_check_configured(c->settings.region, c->settings.endpoint_url, err);
+    if (rc != 0)
+        goto fail;
     rc = retry_config_from_env(&c->rcfg, err);
     if (rc != 0)
         goto fail;

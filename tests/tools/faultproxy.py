@@ -13,7 +13,8 @@ through a control endpoint on the same port, so one proxy serves several phases:
     GET  /__proxy/config        the current configuration
     POST /__proxy/config        replace it ({"reset_stats": true} also clears stats)
     GET  /__proxy/stats         counters: requests, forwarded, faulted per kind, ...
-    GET  /__proxy/log           every request: arrival time, service, action, fault
+    GET  /__proxy/log           every request: arrival time, service, action, parameters,
+                                security token present, fault (and what a truncate sent)
     POST /__proxy/advance       {"seconds": S}: move the manual clock (manual_clock: true)
     POST /__proxy/reset         clear stats, the log and rule counters
 
@@ -219,12 +220,23 @@ class Request:
         parts = cred.strip().split("/")
         return parts[index] if len(parts) >= 5 else "unknown"
 
-    def action(self):
-        """The Query API action (IAM, STS: Action=CreateUser in the form body), or None."""
+    def params(self):
+        """The Query API parameters (IAM, STS: the form body), each value cut to 200
+        characters; {} for other requests."""
         if b"Action=" not in self.body:
-            return None
+            return {}
         query = urllib.parse.parse_qs(self.body.decode("latin-1"))
-        return query.get("Action", [None])[0]
+        return {k: v[0][:200] for k, v in query.items()}
+
+    def action(self):
+        """The Query API action (Action=CreateUser in the form body), or None."""
+        return self.params().get("Action")
+
+    def has_security_token(self):
+        """Temporary credentials: X-Amz-Security-Token as a header or presigned parameter."""
+        if self.headers.get("X-Amz-Security-Token"):
+            return True
+        return "X-Amz-Security-Token=" in urllib.parse.urlsplit(self.target).query
 
     def keep_alive(self):
         tokens = {t.strip().lower() for t in self.headers.get("Connection", "").split(",")}
@@ -403,9 +415,12 @@ class Proxy:
         by_service = self.stats["by_service"]
         by_service[req.service] = by_service.get(req.service, 0) + 1
         fault = self.config.choose_fault(req)
+        entry = None
         if len(self.log) < MAX_LOG:
-            self.log.append({"t": time.monotonic(), "service": req.service, "method": req.method,
-                             "path": req.path, "action": req.action(), "fault": fault})
+            entry = {"t": time.monotonic(), "service": req.service, "method": req.method,
+                     "path": req.path, "action": req.action(), "params": req.params(),
+                     "security_token": req.has_security_token(), "fault": fault}
+            self.log.append(entry)
         if self.config.latency_ms > 0:
             await asyncio.sleep(self.config.latency_ms / 1000.0)
         if fault != "none":
@@ -430,6 +445,8 @@ class Proxy:
         else:
             self.stats["forwarded"] += 1
         if fault == "truncate":
+            if entry is not None:  # what the client got: tests look for secrets in it
+                entry["truncated_body"] = resp.body[: len(resp.body) // 2].decode("latin-1")
             await send_response(writer, resp, req.keep_alive(), truncate=True)
             return False
         await send_response(writer, resp, req.keep_alive())
