@@ -14,7 +14,7 @@ import boto3
 from botocore.config import Config
 
 import faultproxy
-from opsline_it import ENDPOINT, KEY, SECRET, base_env, opsline
+from opsline_it import ENDPOINT, KEY, SECRET, base_env, client, opsline, read_env
 
 PROXY = None
 
@@ -123,30 +123,39 @@ class FaultTest(unittest.TestCase):
     def test_a_lost_create_access_key_answer_leaves_exactly_one_stored_key(self):
         # The proxy forwards CreateAccessKey (the key is created) and cuts the answer in
         # half: the outcome is unknown, and the stage must reconcile instead of retrying.
-        d = tempfile.mkdtemp()
-        name = f"lost{os.getpid()}"
-        self.configure(rules=[{"fault": "truncate", "first_n": 1,
-                               "body_contains": "Action=CreateAccessKey"}])
-        r = opsline("apply", name, "-e", "production", "--state-dir",
-                    os.path.join(d, "state"), cwd=d, env=self.env())
-        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
-        self.assertEqual(PROXY.stats()["faulted"]["truncate"], 1)
-        user = f"{name}-production"
-        iam = boto3.client("iam", endpoint_url=ENDPOINT, region_name="eu-north-1",
-                           aws_access_key_id=KEY, aws_secret_access_key=SECRET)
-        keys = [k["AccessKeyId"] for k in iam.list_access_keys(UserName=user)["AccessKeyMetadata"]]
-        stored = {}
-        with open(os.path.join(d, f"{user}.env")) as f:
-            for line in f:
-                if "=" in line and not line.startswith("#"):
-                    k, v = line.strip().split("=", 1)
-                    stored[k] = v.strip('"')
-        self.assertEqual(keys, [stored["AWS_ACCESS_KEY_ID"]])
-        s3 = boto3.client("s3", endpoint_url=ENDPOINT, region_name="eu-north-1",
-                          aws_access_key_id=stored["AWS_ACCESS_KEY_ID"],
-                          aws_secret_access_key=stored["AWS_SECRET_ACCESS_KEY"],
-                          config=Config(retries={"total_max_attempts": 1}))
-        s3.put_object(Bucket=user, Key="k", Body=b"x")
+        # The half that arrives holds most of the lost key's secret: it must not be printed,
+        # nor the secret finally stored, whether verbose or --json.
+        for flags in (["-v"], ["--json", "-v"]):
+            with self.subTest(flags=flags):
+                d = tempfile.mkdtemp()
+                name = f"lost{os.getpid()}{len(flags)}"
+                self.configure(rules=[{"fault": "truncate", "first_n": 1,
+                                       "body_contains": "Action=CreateAccessKey"}])
+                r = opsline("apply", name, "-e", "production", *flags, "--state-dir",
+                            os.path.join(d, "state"), cwd=d, env=self.env())
+                self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+                truncated = [e for e in PROXY.requests() if e["fault"] == "truncate"]
+                self.assertEqual(len(truncated), 1)
+                lost = re.search(r"<SecretAccessKey>([^<]*)", truncated[0]["truncated_body"])
+                self.assertIsNotNone(lost, truncated[0]["truncated_body"])
+                lost = lost.group(1)
+                self.assertGreaterEqual(len(lost), 8)
+                user = f"{name}-production"
+                stored = read_env(os.path.join(d, f"{user}.env"))
+                self.assertEqual(len(stored["AWS_SECRET_ACCESS_KEY"]), 40)
+                for secret in (lost, stored["AWS_SECRET_ACCESS_KEY"]):
+                    self.assertNotIn(secret, r.stdout)
+                    self.assertNotIn(secret, r.stderr)
+                    for root, _, files in os.walk(os.path.join(d, "state")):
+                        for f in files:
+                            with open(os.path.join(root, f), errors="replace") as fh:
+                                self.assertNotIn(secret, fh.read())
+                iam = client("iam")
+                keys = [k["AccessKeyId"]
+                        for k in iam.list_access_keys(UserName=user)["AccessKeyMetadata"]]
+                self.assertEqual(keys, [stored["AWS_ACCESS_KEY_ID"]])
+                own = client("s3", stored["AWS_ACCESS_KEY_ID"], stored["AWS_SECRET_ACCESS_KEY"])
+                own.put_object(Bucket=user, Key="k", Body=b"x")
         self.configure(rules=[])
 
     def test_s3_wrong_region_answers_are_followed_once_transparently(self):
