@@ -7,9 +7,7 @@ import json
 import os
 import subprocess
 import tempfile
-import time
 import unittest
-import urllib.error
 import urllib.request
 
 import boto3
@@ -80,17 +78,7 @@ class PresignTest(unittest.TestCase):
         cls.proc = subprocess.Popen(moto_fixture.moto_command(cls.port),
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         cls.url = f"http://127.0.0.1:{cls.port}"
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                urllib.request.urlopen(cls.url + "/moto-api/", timeout=1).read()
-                break
-            except urllib.error.HTTPError:
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
+        moto_fixture.wait_until_answering(cls.proc, cls.port, "(no log)")
         cls.env = base_env(AWS_ENDPOINT_URL=cls.url, AWS_ACCESS_KEY_ID="AKIDPRESIGNTEST",
                            AWS_SECRET_ACCESS_KEY="presign/secret+key")
         cls.s3 = boto3.client("s3", endpoint_url=cls.url, region_name="eu-north-1",

@@ -6,8 +6,8 @@ them, the retry quota, timeouts, wrong-region answers, adaptive mode. Run throug
 import json
 import os
 import re
+import sys
 import tempfile
-import time
 import unittest
 
 import boto3
@@ -68,12 +68,13 @@ class FaultTest(unittest.TestCase):
         self.assertEqual(self.sts_requests(), 4)
 
     def test_a_slow_endpoint_times_out_and_gives_up_cleanly(self):
+        # Every answer would arrive (the proxy only delays): exit 1 and "timed out" after
+        # exactly two attempts show opsline stopped waiting, with no wall-clock bound.
         self.configure(latency_ms=1500, rules=[])
-        t = time.monotonic()
         r = opsline("whoami", env=self.env(AWS_MAX_ATTEMPTS="2", OPSLINE_TIMEOUT_MS="300"))
-        self.assertEqual(r.returncode, 1)
+        self.assertEqual(r.returncode, 1, r.stderr)
         self.assertIn("timed out", r.stderr.lower())
-        self.assertLess(time.monotonic() - t, 30)
+        self.assertEqual(self.sts_requests(), 2)
         self.configure(latency_ms=0, rules=[])
 
     def test_backoff_delays_grow_to_the_cap_as_the_server_sees_them(self):
@@ -185,10 +186,11 @@ class FaultTest(unittest.TestCase):
         self.configure(rules=[])
 
     def send_batch_under_rate_limit(self, mode, tag):
-        """12 products against S3 allowing 40 requests/s: returns (exit code, S3 requests
-        per second as the proxy saw them, share of them throttled)."""
+        """12 products against S3 allowing 20 requests/s (low enough that standard mode
+        exceeds it on a busy machine too): returns (the run, S3 requests per second as the
+        proxy saw them, share of them throttled)."""
         d = tempfile.mkdtemp()
-        self.configure(rules=[{"fault": "slowdown", "rate": 40, "burst": 10, "service": "s3"}])
+        self.configure(rules=[{"fault": "slowdown", "rate": 20, "burst": 5, "service": "s3"}])
         products = [f"{tag}{os.getpid()}x{i}" for i in range(12)]
         r = opsline("apply", *products, "-e", "production", "--state-dir",
                     os.path.join(d, "state"), "--json", cwd=d,
@@ -206,6 +208,8 @@ class FaultTest(unittest.TestCase):
         # adaptive mode measures the throttling and sends more slowly, so fewer are refused.
         _, std_rate, std_throttled = self.send_batch_under_rate_limit("standard", "s")
         r, rate, throttled = self.send_batch_under_rate_limit("adaptive", "a")
+        print(f"\n  S3 at the proxy: standard {std_rate:.1f} req/s, {std_throttled:.0%} throttled; "
+              f"adaptive {rate:.1f} req/s, {throttled:.0%} throttled", file=sys.stderr)
         self.assertEqual(r.returncode, 0, r.stdout[-2000:] + r.stderr[-2000:])
         self.assertEqual(json.loads(r.stdout)["summary"]["failed"], 0)
         self.assertGreater(std_throttled, 0)
