@@ -14,6 +14,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "../error.h"
 #include "endpoints.h"
 #include "http.h"
 #include "retry.h"
@@ -50,6 +51,9 @@ struct aws_client {
     int http_closed;
     void (*log_fn)(void *arg, const char *line);
     void *log_arg;
+    double (*rand_fn)(void *arg); /* NULL: rand01() */
+    void *rand_arg;
+    double fixed_jitter; /* OPSLINE_TEST_RETRY_JITTER */
     void (*on_closed)(void *arg);
     void *on_closed_arg;
 };
@@ -98,6 +102,28 @@ static double rand01(void) {
     return (double)r / 4294967296.0;
 }
 
+static double fixed_jitter(void *arg) {
+    return *(const double *)arg;
+}
+
+/* OPSLINE_TEST_RETRY_JITTER=J (0 <= J < 1) makes every backoff J x its cap, so that tests of
+ * the opsline binary can check the delays a server sees. Not for production use. */
+static int jitter_from_env(aws_client *c, char **err) {
+    const char *v = getenv("OPSLINE_TEST_RETRY_JITTER");
+    char *end;
+    if (v == NULL || *v == '\0')
+        return 0;
+    c->fixed_jitter = strtod(v, &end);
+    if (*end != '\0' || !(c->fixed_jitter >= 0.0 && c->fixed_jitter < 1.0)) {
+        *err = ol__format("OPSLINE_TEST_RETRY_JITTER='%s' is not valid: use a number from 0 "
+                          "up to (not including) 1, or unset it",
+                          v);
+        return OL_ECONFIG;
+    }
+    aws_client_set_random(c, fixed_jitter, &c->fixed_jitter);
+    return 0;
+}
+
 static retry_rate_limiter *limiter_for(aws_client *c, const char *service) {
     for (size_t i = 0; i < c->n_limiters; i++)
         if (strcmp(c->limiters[i].service, service) == 0)
@@ -124,7 +150,13 @@ int aws_client_new(uv_loop_t *loop, const char *profile, const char *region, aws
     rc = credentials_settings(profile, region, &c->settings, err);
     if (rc != 0)
         goto fail;
+    rc = endpoints_check_configured(c->settings.region, c->settings.endpoint_url, err);
+    if (rc != 0)
+        goto fail;
     rc = retry_config_from_env(&c->rcfg, err);
+    if (rc != 0)
+        goto fail;
+    rc = jitter_from_env(c, err);
     if (rc != 0)
         goto fail;
     /* Credentials are resolved now, but a failure is kept for the first request so that
@@ -167,6 +199,11 @@ int aws_client_creds_error(const aws_client *c, const char **msg) {
 void aws_client_set_logger(aws_client *c, void (*fn)(void *arg, const char *line), void *arg) {
     c->log_fn = fn;
     c->log_arg = arg;
+}
+
+void aws_client_set_random(aws_client *c, double (*fn)(void *arg), void *arg) {
+    c->rand_fn = fn;
+    c->rand_arg = arg;
 }
 
 static void call_log(const aws_call *call, const char *what, const char *code, long status,
@@ -654,7 +691,8 @@ static int maybe_retry(aws_call *call, retry_kind kind, const char *code, long s
     call->quota_taken = taken;
     call->retries++;
     c->stats.retries++;
-    double delay = retry_backoff_s(&c->rcfg, call->retries, rand01());
+    double jitter = c->rand_fn ? c->rand_fn(c->rand_arg) : rand01();
+    double delay = retry_backoff_s(&c->rcfg, call->retries, jitter);
     call_log(call, "retry", code, status, delay);
     schedule_resend(call, delay);
     return 1;

@@ -41,6 +41,11 @@ int aws_presign_s3(aws_client *c, const char *method, const char *bucket, const 
  * fn may be NULL to turn it off. */
 void aws_client_set_logger(aws_client *c, void (*fn)(void *arg, const char *line), void *arg);
 
+/* The jitter of the retry backoff: fn returns a number in [0,1) for each retry (default:
+ * OpenSSL's RAND_bytes). A seam for tests, which need a known delay; fn NULL restores the
+ * default. */
+void aws_client_set_random(aws_client *c, double (*fn)(void *arg), void *arg);
+
 /* Counters for reports and tests. */
 typedef struct aws_stats {
     unsigned long requests; /* logical requests */

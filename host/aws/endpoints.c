@@ -281,6 +281,18 @@ static int real_endpoint(const service_info *svc, const char *service, const cha
     return out->url ? 0 : OL_ENOMEM;
 }
 
+int endpoints_check_configured(const char *region, const char *profile_endpoint, char **err) {
+    *err = NULL;
+    for (size_t i = 0; i < sizeof(services) / sizeof(services[0]); i++) {
+        ol__endpoint e;
+        int rc = endpoints_resolve(services[i].id, region, profile_endpoint, &e, err);
+        if (rc != 0)
+            return rc;
+        endpoints_free(&e);
+    }
+    return 0;
+}
+
 int endpoints_resolve(const char *service, const char *region, const char *profile_endpoint,
                       ol__endpoint *out, char **err) {
     char var[128];

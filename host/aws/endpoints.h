@@ -23,6 +23,12 @@ int endpoints_resolve(const char *service, const char *region, const char *profi
                       ol__endpoint *out, char **err);
 void endpoints_free(ol__endpoint *e);
 
+/* Resolve every service of the table in region, so that a malformed custom endpoint (any
+ * AWS_ENDPOINT_URL_<SERVICE>, AWS_ENDPOINT_URL, the profile's endpoint_url) is a
+ * configuration error before the first request rather than a failure of the items that
+ * happen to call that service. Returns 0 or endpoints_resolve's error with *err. */
+int endpoints_check_configured(const char *region, const char *profile_endpoint, char **err);
+
 /* Build the URL base and Host for an S3 bucket request on endpoint e: virtual-hosted
  * ("https://bucket.s3.eu-north-1.amazonaws.com", path prefix "") or path-style
  * ("http://127.0.0.1:5000", path prefix "/bucket"; a custom endpoint's own path goes in

@@ -13,7 +13,10 @@ through a control endpoint on the same port, so one proxy serves several phases:
     GET  /__proxy/config        the current configuration
     POST /__proxy/config        replace it ({"reset_stats": true} also clears stats)
     GET  /__proxy/stats         counters: requests, forwarded, faulted per kind, ...
-    POST /__proxy/reset         clear stats and rule counters
+    GET  /__proxy/log           every request: arrival time, service, action, parameters,
+                                security token present, fault (and what a truncate sent)
+    POST /__proxy/advance       {"seconds": S}: move the manual clock (manual_clock: true)
+    POST /__proxy/reset         clear stats, the log and rule counters
 
     {"latency_ms": 50, "seed": 1,
      "rules": [{"fault": "slowdown", "probability": 0.3, "service": "s3"},
@@ -55,6 +58,7 @@ import uuid
 FAULTS = ("none", "slowdown", "throttling", "internal_error", "reset", "truncate", "wrong_region")
 CONTROL_PREFIX = "/__proxy/"
 MAX_HEADER_BYTES = 64 * 1024
+MAX_LOG = 100000
 # RFC 9110 section 7.6.1: connection-specific fields are not forwarded.
 HOP_BY_HOP = {
     "connection",
@@ -98,7 +102,7 @@ class Rule:
             raise ConfigError("rate must be > 0 requests per second")
         self.burst = float(spec.get("burst", max(self.rate, 1.0)))
         self.tokens = self.burst
-        self.last_refill = time.monotonic()
+        self.last_refill = None  # the clock's time at the first matching request
         self.seen = 0
 
     def matches(self, req):
@@ -119,14 +123,15 @@ class Rule:
                 return False
         return True
 
-    def fires(self, rng):
+    def fires(self, rng, now):
         self.seen += 1
         if self.trigger == "probability":
             return rng.random() < self.probability
         if self.trigger == "first_n":
             return self.seen <= self.first_n
         if self.trigger == "rate":
-            now = time.monotonic()
+            if self.last_refill is None:
+                self.last_refill = now
             self.tokens = min(self.burst, self.tokens + (now - self.last_refill) * self.rate)
             self.last_refill = now
             if self.tokens >= 1.0:
@@ -137,7 +142,7 @@ class Rule:
 
 
 class Config:
-    KEYS = {"latency_ms", "seed", "rules", "reset_stats"}
+    KEYS = {"latency_ms", "seed", "rules", "reset_stats", "manual_clock"}
 
     def __init__(self, spec=None):
         spec = dict(spec or {})
@@ -152,17 +157,25 @@ class Config:
             raise ConfigError("rules must be a list")
         self.rules = [Rule(r) for r in spec.get("rules", [])]
         self.rng = random.Random(self.seed)
+        # manual_clock: rate triggers see a clock that only POST /__proxy/advance moves, so a
+        # test of the token bucket does not depend on how fast this machine sends requests.
+        self.manual_clock = bool(spec.get("manual_clock", False))
+        self.manual_now = 0.0
+
+    def now(self):
+        return self.manual_now if self.manual_clock else time.monotonic()
 
     def to_json(self):
         return {
             "latency_ms": self.latency_ms,
             "seed": self.seed,
             "rules": [r.spec for r in self.rules],
+            "manual_clock": self.manual_clock,
         }
 
     def choose_fault(self, req):
         for rule in self.rules:
-            if rule.matches(req) and rule.fires(self.rng):
+            if rule.matches(req) and rule.fires(self.rng, self.now()):
                 return rule.fault
         return "none"
 
@@ -206,6 +219,24 @@ class Request:
             cred = query.get("X-Amz-Credential", [""])[0]
         parts = cred.strip().split("/")
         return parts[index] if len(parts) >= 5 else "unknown"
+
+    def params(self):
+        """The Query API parameters (IAM, STS: the form body), each value cut to 200
+        characters; {} for other requests."""
+        if b"Action=" not in self.body:
+            return {}
+        query = urllib.parse.parse_qs(self.body.decode("latin-1"))
+        return {k: v[0][:200] for k, v in query.items()}
+
+    def action(self):
+        """The Query API action (Action=CreateUser in the form body), or None."""
+        return self.params().get("Action")
+
+    def has_security_token(self):
+        """Temporary credentials: X-Amz-Security-Token as a header or presigned parameter."""
+        if self.headers.get("X-Amz-Security-Token"):
+            return True
+        return "X-Amz-Security-Token=" in urllib.parse.urlsplit(self.target).query
 
     def keep_alive(self):
         tokens = {t.strip().lower() for t in self.headers.get("Connection", "").split(",")}
@@ -336,6 +367,7 @@ class Proxy:
         self.host, self.port, self.timeout = host, port, timeout
         self.config = config or Config()
         self.stats = new_stats()
+        self.log = []  # one entry per request, for GET /__proxy/log
         self.server = None
         self.writers = set()
 
@@ -383,6 +415,12 @@ class Proxy:
         by_service = self.stats["by_service"]
         by_service[req.service] = by_service.get(req.service, 0) + 1
         fault = self.config.choose_fault(req)
+        entry = None
+        if len(self.log) < MAX_LOG:
+            entry = {"t": time.monotonic(), "service": req.service, "method": req.method,
+                     "path": req.path, "action": req.action(), "params": req.params(),
+                     "security_token": req.has_security_token(), "fault": fault}
+            self.log.append(entry)
         if self.config.latency_ms > 0:
             await asyncio.sleep(self.config.latency_ms / 1000.0)
         if fault != "none":
@@ -407,6 +445,8 @@ class Proxy:
         else:
             self.stats["forwarded"] += 1
         if fault == "truncate":
+            if entry is not None:  # what the client got: tests look for secrets in it
+                entry["truncated_body"] = resp.body[: len(resp.body) // 2].decode("latin-1")
             await send_response(writer, resp, req.keep_alive(), truncate=True)
             return False
         await send_response(writer, resp, req.keep_alive())
@@ -416,6 +456,17 @@ class Proxy:
         what = req.path[len(CONTROL_PREFIX) :]
         if what == "stats" and req.method == "GET":
             return json_response(200, self.stats)
+        if what == "log" and req.method == "GET":
+            return json_response(200, self.log)
+        if what == "advance" and req.method == "POST":
+            try:
+                seconds = float(json.loads(req.body or b"{}").get("seconds", 0))
+            except (ValueError, TypeError, AttributeError) as exc:
+                return json_response(400, {"error": f"advance: {exc}"})
+            if not self.config.manual_clock or seconds < 0:
+                return json_response(400, {"error": "advance needs manual_clock and seconds >= 0"})
+            self.config.manual_now += seconds
+            return json_response(200, {"now": self.config.manual_now})
         if what == "config" and req.method == "GET":
             return json_response(200, self.config.to_json())
         if what == "config" and req.method in ("POST", "PUT"):
@@ -428,9 +479,11 @@ class Proxy:
                 return json_response(400, {"error": str(exc)})
             if spec.get("reset_stats"):
                 self.stats = new_stats()
+                self.log = []
             return json_response(200, self.config.to_json())
         if what == "reset" and req.method == "POST":
             self.stats = new_stats()
+            self.log = []
             self.config = Config(self.config.to_json())
             return json_response(200, self.stats)
         return json_response(404, {"error": f"no control endpoint {req.method} {req.path}"})
@@ -570,6 +623,15 @@ class ProxyProcess:
 
     def stats(self):
         return self.control("GET", "stats")
+
+    def requests(self):
+        """Every request since the last reset: t (monotonic s), service, method, path,
+        action (Query API), fault."""
+        return self.control("GET", "log")
+
+    def advance(self, seconds):
+        """Move the manual clock (config manual_clock) of the rate triggers."""
+        return self.control("POST", "advance", {"seconds": seconds})
 
     def stop(self):
         if self.proc.poll() is None:

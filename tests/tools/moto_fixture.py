@@ -36,7 +36,8 @@ ADMIN_POLICY = {
 }
 # Must equal the number of unauthenticated calls in bootstrap_admin().
 BOOTSTRAP_CALLS = 3
-START_TIMEOUT_S = 30.0
+# moto takes a few seconds to import; many times that on a busy 2-core machine.
+START_TIMEOUT_S = 120.0
 # Popen objects of the emulators this process started, so they are not reported
 # as "still running" when garbage-collected and are reaped by stop().
 _CHILDREN = {}

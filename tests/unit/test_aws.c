@@ -206,6 +206,12 @@ typedef struct result {
     int close_client; /* call aws_client_close from this callback */
 } result;
 
+/* The backoff's jitter, fixed so that delays are known: the random source is a seam. */
+static double half(void *arg) {
+    (void)arg;
+    return 0.5;
+}
+
 static void on_guard(uv_timer_t *t) {
     (void)t;
 }
@@ -374,6 +380,30 @@ static void retries_slow_down_up_to_max_attempts_then_reports_the_aws_error(void
     fixture_finish(&fx);
 }
 
+static void waits_the_jittered_exponential_backoff_between_retries(void **state) {
+    static const char *const script[] = {SLOW_DOWN, SLOW_DOWN, SLOW_DOWN, OK_EMPTY};
+    fixture fx;
+    result r = {0};
+    (void)state;
+    setenv("AWS_MAX_ATTEMPTS", "4", 1);
+    setenv("OPSLINE_RETRY_BASE_MS", "40", 1);
+    fixture_init(&fx, script, 4);
+    setenv("AWS_MAX_ATTEMPTS", "3", 1);
+    setenv("OPSLINE_RETRY_BASE_MS", "1", 1);
+    aws_client_set_random(fx.c, half, NULL);
+    ol_aws_request req = {.service = "s3", .method = "GET", .bucket = "bkt"};
+    uint64_t start = uv_now(&fx.loop);
+    send_and_wait(&fx, &req, &r);
+    assert_int_equal(r.result, 0);
+    assert_int_equal(r.attempts, 4);
+    /* 0.5 x 40 ms x 2^(n-1); timers never fire early, so the run took at least the sum. */
+    assert_non_null(strstr(fx.log, "(HTTP 503, attempt 1); next try in 20 ms"));
+    assert_non_null(strstr(fx.log, "(HTTP 503, attempt 2); next try in 40 ms"));
+    assert_non_null(strstr(fx.log, "(HTTP 503, attempt 3); next try in 80 ms"));
+    assert_true(uv_now(&fx.loop) - start >= 20 + 40 + 80);
+    fixture_finish(&fx);
+}
+
 static void retries_a_consistency_code_within_its_window(void **state) {
     static const char *const script[] = {NO_SUCH_ENTITY, OK_EMPTY};
     static const char *const codes[] = {"NoSuchEntity", NULL};
@@ -458,6 +488,7 @@ static void close_cancels_calls_waiting_and_in_flight_each_exactly_once(void **s
     setenv("OPSLINE_RETRY_BASE_MS", "60000", 1);
     fixture_init(&fx, script, 1);
     setenv("OPSLINE_RETRY_BASE_MS", "1", 1);
+    aws_client_set_random(fx.c, half, NULL); /* 0.5 x the 20 s cap */
     ol_aws_request req = {.service = "s3", .method = "GET", .bucket = "bkt"};
     ol_aws_request hang = {.service = "s3", .method = "GET", .bucket = "hang"};
     for (int i = 0; i < 2; i++) {
@@ -470,6 +501,8 @@ static void close_cancels_calls_waiting_and_in_flight_each_exactly_once(void **s
     for (int i = 0; i < 5; i++)
         uv_run(&fx.loop, UV_RUN_ONCE);
     assert_int_equal(fx.done, 0);
+    assert_int_equal(fx.srv.n_reqs, 2);
+    assert_non_null(strstr(fx.log, "next try in 10000 ms"));
     aws_client_close(fx.c, on_client_closed, &fx);
     fx.c = NULL;
     assert_int_equal(aws_send(NULL, &req, on_result, &r[0]), OL_EINVAL);
@@ -522,6 +555,7 @@ int main(void) {
         cmocka_unit_test(encodes_s3_key_with_space_plus_and_utf8_once_in_a_path_style_url),
         cmocka_unit_test(sends_query_api_params_as_an_encoded_form_body),
         cmocka_unit_test(retries_slow_down_up_to_max_attempts_then_reports_the_aws_error),
+        cmocka_unit_test(waits_the_jittered_exponential_backoff_between_retries),
         cmocka_unit_test(retries_a_consistency_code_within_its_window),
         cmocka_unit_test(reports_a_consistency_code_without_a_window_at_once),
         cmocka_unit_test(never_resends_a_non_idempotent_request_whose_outcome_is_unknown),

@@ -59,6 +59,93 @@ static void mask_hides_every_secret_occurrence_but_not_plain_values(void **state
     bag_free(&b);
 }
 
+/* Wiping is checked at the moment the memory is given back: test_bag is linked with
+ * -Wl,--wrap=free (tests/CMakeLists.txt), so every free() in bag.c comes here first, and the
+ * bytes of the watched value are copied before the real free. */
+void __real_free(void *p);
+
+static struct {
+    const void *ptr; /* the value to look at when it is freed */
+    size_t len;
+    char seen[64]; /* its bytes just before free */
+    int freed;
+} watch;
+
+void __wrap_free(void *p) {
+    if (p != NULL && p == watch.ptr) {
+        memcpy(watch.seen, p, watch.len);
+        watch.freed = 1;
+        watch.ptr = NULL;
+    }
+    __real_free(p);
+}
+
+static void watch_value(const char *value) {
+    memset(&watch, 0, sizeof(watch));
+    watch.ptr = value;
+    watch.len = strlen(value);
+    assert_true(watch.len < sizeof(watch.seen));
+}
+
+static int all_zero(const char *p, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (p[i] != 0)
+            return 0;
+    return 1;
+}
+
+static void replacing_a_secret_wipes_the_old_value_before_freeing_it(void **state) {
+    (void)state;
+    bag b;
+    bag_init(&b);
+    assert_int_equal(bag_set(&b, "iam.secret_access_key", "wJalrXUtnFEMI/K7MDENG", OL_BAG_SECRET),
+                     0);
+    watch_value(bag_get(&b, "iam.secret_access_key"));
+    assert_int_equal(bag_set(&b, "iam.secret_access_key", "new-secret", OL_BAG_SECRET), 0);
+    assert_true(watch.freed);
+    assert_true(all_zero(watch.seen, watch.len));
+    assert_string_equal(bag_get(&b, "iam.secret_access_key"), "new-secret");
+    bag_free(&b);
+}
+
+static void a_secret_replaced_by_a_plain_value_is_wiped_too(void **state) {
+    (void)state;
+    bag b;
+    bag_init(&b);
+    assert_int_equal(bag_set(&b, "k", "old-secret-value", OL_BAG_SECRET), 0);
+    watch_value(bag_get(&b, "k"));
+    assert_int_equal(bag_set(&b, "k", "plain", 0), 0);
+    assert_true(watch.freed);
+    assert_true(all_zero(watch.seen, watch.len));
+    assert_false(bag_is_secret(&b, "k"));
+    bag_free(&b);
+}
+
+static void freeing_the_bag_wipes_every_secret(void **state) {
+    (void)state;
+    bag b;
+    bag_init(&b);
+    assert_int_equal(bag_set(&b, "bucket.name", "acme-production", 0), 0);
+    assert_int_equal(bag_set(&b, "iam.secret_access_key", "wJalrXUtnFEMI/K7MDENG", OL_BAG_SECRET),
+                     0);
+    watch_value(bag_get(&b, "iam.secret_access_key"));
+    bag_free(&b);
+    assert_true(watch.freed);
+    assert_true(all_zero(watch.seen, watch.len));
+}
+
+/* The check above can fail: a plain value reaches free() with its bytes intact. */
+static void plain_values_are_freed_unwiped_so_the_watch_sees_content(void **state) {
+    (void)state;
+    bag b;
+    bag_init(&b);
+    assert_int_equal(bag_set(&b, "bucket.name", "acme-production", 0), 0);
+    watch_value(bag_get(&b, "bucket.name"));
+    bag_free(&b);
+    assert_true(watch.freed);
+    assert_memory_equal(watch.seen, "acme-production", watch.len);
+}
+
 static void many_keys_grow_the_bag(void **state) {
     (void)state;
     bag b;
@@ -79,6 +166,10 @@ int main(void) {
         cmocka_unit_test(set_replaces_an_existing_value),
         cmocka_unit_test(set_rejects_null_and_empty_keys),
         cmocka_unit_test(mask_hides_every_secret_occurrence_but_not_plain_values),
+        cmocka_unit_test(replacing_a_secret_wipes_the_old_value_before_freeing_it),
+        cmocka_unit_test(a_secret_replaced_by_a_plain_value_is_wiped_too),
+        cmocka_unit_test(freeing_the_bag_wipes_every_secret),
+        cmocka_unit_test(plain_values_are_freed_unwiped_so_the_watch_sees_content),
         cmocka_unit_test(many_keys_grow_the_bag),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,12 +1,47 @@
-/* Unit tests of the command line: duration parsing for presign --expires. */
+/* Unit tests of the command line: duration parsing for presign --expires, and usage errors
+ * that end the run with exit code 2 before anything is loaded or sent. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
+
+/* Runs cli_main with argv (NULL-terminated) and returns its exit code; stderr's text goes to
+ * err (at most n bytes). */
+static int run_cli(const char *const *argv, char *err, size_t n) {
+    char *args[160];
+    int argc = 0;
+    FILE *tmp = tmpfile();
+    int saved, code;
+    size_t got;
+    assert_non_null(tmp);
+    while (argv[argc] != NULL) {
+        assert_true(argc < 159);
+        args[argc] = (char *)argv[argc];
+        argc++;
+    }
+    args[argc] = NULL;
+    fflush(stderr);
+    saved = dup(STDERR_FILENO);
+    assert_true(saved >= 0);
+    assert_true(dup2(fileno(tmp), STDERR_FILENO) >= 0);
+    code = cli_main(argc, args);
+    fflush(stderr);
+    assert_true(dup2(saved, STDERR_FILENO) >= 0);
+    close(saved);
+    rewind(tmp);
+    got = fread(err, 1, n - 1, tmp);
+    err[got] = '\0';
+    fclose(tmp);
+    return code;
+}
 
 static void durations_parse_with_units_and_reject_garbage(void **state) {
     (void)state;
@@ -22,9 +57,56 @@ static void durations_parse_with_units_and_reject_garbage(void **state) {
     assert_int_equal(cli_parse_duration(""), 0);
 }
 
+static void concurrency_outside_1_to_1024_or_not_a_number_is_a_usage_error(void **state) {
+    (void)state;
+    const char *const bad[] = {"0", "1025", "-3", "abc", "4x", ""};
+    char err[1024];
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        const char *const argv[] = {"opsline", "apply", "acme", "--concurrency", bad[i], NULL};
+        assert_int_equal(run_cli(argv, err, sizeof(err)), 2);
+        assert_non_null(strstr(err, "--concurrency"));
+        assert_non_null(strstr(err, "from 1 to 1024"));
+    }
+}
+
+static void more_than_64_sets_is_a_usage_error(void **state) {
+    (void)state;
+    const char *argv[2 + 1 + 2 * 65 + 1];
+    size_t n = 0;
+    char err[1024];
+    argv[n++] = "opsline";
+    argv[n++] = "apply";
+    argv[n++] = "acme";
+    for (int i = 0; i < 65; i++) {
+        argv[n++] = "--set";
+        argv[n++] = "bucket.versioning=true";
+    }
+    argv[n] = NULL;
+    assert_true(n < 160);
+    assert_int_equal(run_cli(argv, err, sizeof(err)), 2);
+    assert_non_null(strstr(err, "too many --set options (64 at most)"));
+}
+
+static void unknown_commands_and_options_are_usage_errors(void **state) {
+    (void)state;
+    char err[2048];
+    const char *const cmd[] = {"opsline", "destroy", "acme", NULL};
+    assert_int_equal(run_cli(cmd, err, sizeof(err)), 2);
+    assert_non_null(strstr(err, "destroy"));
+    const char *const opt[] = {"opsline", "apply", "acme", "--colour", NULL};
+    assert_int_equal(run_cli(opt, err, sizeof(err)), 2);
+    assert_non_null(strstr(err, "colour"));
+    const char *const none[] = {"opsline", NULL};
+    assert_int_equal(run_cli(none, err, sizeof(err)), 2);
+    assert_non_null(strstr(err, "apply"));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(durations_parse_with_units_and_reject_garbage),
+        cmocka_unit_test(concurrency_outside_1_to_1024_or_not_a_number_is_a_usage_error),
+        cmocka_unit_test(more_than_64_sets_is_a_usage_error),
+        cmocka_unit_test(unknown_commands_and_options_are_usage_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,262 @@
+/* Unit tests of config_build: the command line and the pipeline file become a plan. Products
+ * from argv and --products-file, environments, region, concurrency, --env-file and --set,
+ * each with the errors a user can make. The bundled plugins of this build are loaded, so
+ * option values are checked as the stages will read them. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "loader.h"
+#include "options.h"
+#include "pipeline.h"
+
+typedef struct fixture {
+    loader *l;
+    char dir[64];
+    char path[128];
+} fixture;
+
+static int setup(void **state) {
+    fixture *f = calloc(1, sizeof(*f));
+    char *err = NULL;
+    assert_non_null(f);
+    assert_int_equal(loader_new(&f->l), 0);
+    if (loader_load_dir(f->l, OPSLINE_BUILD_DIR "/plugins", 1, &err) != 0)
+        fail_msg("loading the bundled plugins: %s", err ? err : "?");
+    snprintf(f->dir, sizeof(f->dir), "/tmp/opsline-test-config.XXXXXX");
+    assert_non_null(mkdtemp(f->dir));
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state) {
+    fixture *f = *state;
+    char cmd[128];
+    loader_free(f->l);
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
+    assert_int_equal(system(cmd), 0);
+    free(f);
+    return 0;
+}
+
+/* Writes text to a file of the fixture's directory; returns its path (valid until the next
+ * call). */
+static const char *file_with(fixture *f, const char *name, const char *text) {
+    FILE *fp;
+    snprintf(f->path, sizeof(f->path), "%s/%s", f->dir, name);
+    fp = fopen(f->path, "w");
+    assert_non_null(fp);
+    assert_int_equal(fputs(text, fp) >= 0, 1);
+    assert_int_equal(fclose(fp), 0);
+    return f->path;
+}
+
+static const char *const ACME[] = {"acme"};
+
+static const plan_stage *stage(const plan *p, const char *name) {
+    for (size_t i = 0; i < p->n_stages; i++)
+        if (strcmp(p->stages[i].plugin->desc->name, name) == 0)
+            return &p->stages[i];
+    fail_msg("stage %s is not in the plan", name);
+    return NULL;
+}
+
+/* config_build must fail with code and an error mentioning every fragment. */
+static void expect_refused(fixture *f, const config_args *a, int code, const char *fragment) {
+    plan p;
+    char *err = NULL;
+    assert_int_equal(config_build(a, f->l, &p, &err), code);
+    assert_non_null(err);
+    if (strstr(err, fragment) == NULL)
+        fail_msg("error '%s' does not mention '%s'", err, fragment);
+    free(err);
+}
+
+static void defaults_are_both_environments_the_runbook_pipeline_and_32_in_flight(void **state) {
+    fixture *f = *state;
+    config_args a = {.products = ACME, .n_products = 1};
+    plan p;
+    char *err = NULL;
+    assert_int_equal(config_build(&a, f->l, &p, &err), 0);
+    assert_null(err);
+    assert_int_equal(p.n_products, 1);
+    assert_string_equal(p.products[0], "acme");
+    assert_int_equal(p.n_environments, 2);
+    assert_string_equal(p.environments[0], "production");
+    assert_string_equal(p.environments[1], "staging");
+    assert_int_equal(p.n_stages, 4);
+    const char *const order[] = {"bucket", "iam", "policy", "dotenv"};
+    for (size_t i = 0; i < 4; i++)
+        assert_string_equal(p.stages[i].plugin->desc->name, order[i]);
+    assert_int_equal(p.concurrency, 32);
+    assert_null(p.region);
+    assert_string_equal(p.state_dir, ".opsline");
+    plan_free(&p);
+}
+
+static void products_file_adds_one_name_per_line_without_comments_or_duplicates(void **state) {
+    fixture *f = *state;
+    const char *path = file_with(f, "products.txt",
+                                 "# the quarter's products\n"
+                                 "\n"
+                                 "  shop   # team a\n"
+                                 "billing\r\n"
+                                 "acme\n"
+                                 "\t search\n"
+                                 "shop\n");
+    config_args a = {
+        .products = ACME, .n_products = 1, .products_file = path, .environments = "dev"};
+    plan p;
+    char *err = NULL;
+    assert_int_equal(config_build(&a, f->l, &p, &err), 0);
+    assert_int_equal(p.n_products, 4);
+    const char *const want[] = {"acme", "shop", "billing", "search"};
+    for (size_t i = 0; i < 4; i++)
+        assert_string_equal(p.products[i], want[i]);
+    assert_int_equal(p.n_environments, 1);
+    assert_string_equal(p.environments[0], "dev");
+    plan_free(&p);
+}
+
+static void products_file_errors_name_the_file_and_line(void **state) {
+    fixture *f = *state;
+    config_args a = {.products_file = "/nonexistent/opsline-products.txt"};
+    expect_refused(f, &a, OL_ECONFIG, "/nonexistent/opsline-products.txt");
+    a.products_file = file_with(f, "two.txt", "acme\nshop billing\n");
+    expect_refused(f, &a, OL_EINVAL, "two.txt:2: 'shop billing' is not one product name");
+    a.products_file = file_with(f, "bad.txt", "acme\nShop\n");
+    expect_refused(f, &a, OL_EINVAL, "Shop");
+    a.products_file = file_with(f, "empty.txt", "# nothing yet\n\n");
+    expect_refused(f, &a, OL_EINVAL, "no product given");
+}
+
+static void environments_and_region_come_from_the_flags_before_the_pipeline_file(void **state) {
+    fixture *f = *state;
+    const char *path = file_with(f, "p.json",
+                                 "{\"environments\": [\"qa\", \"prod\"], \"region\": "
+                                 "\"eu-west-1\", \"concurrency\": 5, \"stages\": [\"bucket\"]}");
+    config_args a = {.products = ACME, .n_products = 1, .pipeline_file = path};
+    plan p;
+    char *err = NULL;
+    assert_int_equal(config_build(&a, f->l, &p, &err), 0);
+    assert_int_equal(p.n_environments, 2);
+    assert_string_equal(p.environments[0], "qa");
+    assert_string_equal(p.region, "eu-west-1");
+    assert_int_equal(p.concurrency, 5);
+    assert_int_equal(p.n_stages, 1);
+    plan_free(&p);
+
+    a.environments = " staging , production,staging";
+    a.region = "us-east-1";
+    a.concurrency = 200;
+    assert_int_equal(config_build(&a, f->l, &p, &err), 0);
+    assert_int_equal(p.n_environments, 2);
+    assert_string_equal(p.environments[0], "staging");
+    assert_string_equal(p.environments[1], "production");
+    assert_string_equal(p.region, "us-east-1");
+    assert_int_equal(p.concurrency, 200);
+    plan_free(&p);
+}
+
+static void bad_regions_environments_and_pipeline_files_are_refused(void **state) {
+    fixture *f = *state;
+    config_args a = {.products = ACME, .n_products = 1, .region = "eu_north_1"};
+    expect_refused(f, &a, OL_EINVAL, "region 'eu_north_1' is not an AWS region name");
+    a.region = NULL;
+    a.environments = "prod_1";
+    expect_refused(f, &a, OL_EINVAL, "prod_1");
+    a.environments = ",";
+    expect_refused(f, &a, OL_EINVAL, "no environment given");
+    a.environments = NULL;
+    a.pipeline_file = file_with(f, "conc.json", "{\"concurrency\": 0, \"stages\": [\"bucket\"]}");
+    expect_refused(f, &a, OL_ECONFIG, "\"concurrency\" must be a number from 1 to 1024");
+    a.pipeline_file = file_with(f, "key.json", "{\"stage\": [\"bucket\"]}");
+    expect_refused(f, &a, OL_ECONFIG, "unknown key 'stage'");
+    a.pipeline_file = file_with(f, "region.json", "{\"region\": 5, \"stages\": [\"bucket\"]}");
+    expect_refused(f, &a, OL_ECONFIG, "\"region\" must be a string");
+    a.pipeline_file = file_with(f, "twice.json", "{\"stages\": [\"bucket\", \"bucket\"]}");
+    expect_refused(f, &a, OL_ECONFIG, "stage 'bucket' is listed twice");
+    a.pipeline_file = file_with(f, "none.json", "{\"stages\": [\"bucket\", \"frobnicate\"]}");
+    expect_refused(f, &a, OL_ECONFIG, "no plugin provides stage 'frobnicate'");
+}
+
+static void set_and_env_file_reach_the_stage_options(void **state) {
+    fixture *f = *state;
+    const char *const sets[] = {"bucket.versioning=true", "policy.preset=read-only"};
+    config_args a = {.products = ACME,
+                     .n_products = 1,
+                     .sets = sets,
+                     .n_sets = 2,
+                     .env_file = "{product}/.env.{environment}"};
+    plan p;
+    char *err = NULL;
+    assert_int_equal(config_build(&a, f->l, &p, &err), 0);
+    assert_null(err);
+    assert_int_equal(options_bool(stage(&p, "bucket")->opts, "versioning"), 1);
+    assert_string_equal(options_string(stage(&p, "policy")->opts, "preset"), "read-only");
+    assert_string_equal(options_string(stage(&p, "dotenv")->opts, "path"),
+                        "{product}/.env.{environment}");
+    assert_int_equal(options_bool(stage(&p, "bucket")->opts, "block_public_access"), 1);
+    plan_free(&p);
+}
+
+static void bad_set_and_env_file_are_refused_naming_what_to_write(void **state) {
+    fixture *f = *state;
+    const char *set[1];
+    config_args a = {.products = ACME, .n_products = 1, .sets = set, .n_sets = 1};
+    set[0] = "bucket.versioning";
+    expect_refused(f, &a, OL_EINVAL, "write STAGE.OPTION=VALUE");
+    set[0] = "versioning=true";
+    expect_refused(f, &a, OL_EINVAL, "write STAGE.OPTION=VALUE");
+    set[0] = "nosuch.option=1";
+    expect_refused(f, &a, OL_EINVAL, "stage 'nosuch' is not in the pipeline");
+    set[0] = "bucket.versioning=perhaps";
+    {
+        plan p;
+        char *err = NULL;
+        assert_int_not_equal(config_build(&a, f->l, &p, &err), 0);
+        assert_non_null(strstr(err, "--set bucket.versioning"));
+        assert_non_null(strstr(err, "perhaps"));
+        free(err);
+    }
+    set[0] = "bucket.versionning=true";
+    {
+        plan p;
+        char *err = NULL;
+        assert_int_not_equal(config_build(&a, f->l, &p, &err), 0);
+        assert_non_null(strstr(err, "versionning"));
+        free(err);
+    }
+    a.n_sets = 0;
+    a.env_file = "x.env";
+    a.pipeline_file = file_with(f, "nodotenv.json", "{\"stages\": [\"bucket\"]}");
+    expect_refused(f, &a, OL_EINVAL, "--env-file needs the dotenv stage");
+}
+
+static void no_product_is_refused_with_an_example(void **state) {
+    fixture *f = *state;
+    config_args a = {0};
+    expect_refused(f, &a, OL_EINVAL, "e.g. `opsline apply acme`");
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(defaults_are_both_environments_the_runbook_pipeline_and_32_in_flight),
+        cmocka_unit_test(products_file_adds_one_name_per_line_without_comments_or_duplicates),
+        cmocka_unit_test(products_file_errors_name_the_file_and_line),
+        cmocka_unit_test(environments_and_region_come_from_the_flags_before_the_pipeline_file),
+        cmocka_unit_test(bad_regions_environments_and_pipeline_files_are_refused),
+        cmocka_unit_test(set_and_env_file_reach_the_stage_options),
+        cmocka_unit_test(bad_set_and_env_file_are_refused_naming_what_to_write),
+        cmocka_unit_test(no_product_is_refused_with_an_example),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
