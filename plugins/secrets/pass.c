@@ -538,8 +538,8 @@ static void put_done(void *arg, const ol_proc_result *res) {
         return;
     }
     if (!st->git) {
-        st->host->log(st->stage, op->item, OL_LOG_INFO, "stored access key %s in %s (%s)",
-                      op->key_id, op->path, st->dir);
+        st->host->log(st->stage, op->item, OL_LOG_DEBUG, "wrote %s (%s) for key %s", op->path,
+                      st->dir, op->key_id);
         op_finish(op, 0, NULL);
         return;
     }
@@ -784,8 +784,8 @@ static void flush_complete_batch(pass_state *st, int result, const char *reason)
         if (op == NULL)
             break;
         if (result == 0) {
-            st->host->log(st->stage, op->item, OL_LOG_INFO, "stored access key %s in %s (%s)",
-                          op->key_id, op->path, st->dir);
+            st->host->log(st->stage, op->item, OL_LOG_DEBUG, "wrote %s (%s) for key %s, committed",
+                          op->path, st->dir, op->key_id);
             op_finish(op, 0, NULL);
         } else {
             op_finish(op, result, "%s", reason);

@@ -12,6 +12,8 @@ made here, in temporary GNUPGHOMEs, with no passphrase), keys checked with boto3
 - A recipient of .gpg-id without a public key (and then without trust): exit 1, a message
   naming pass and the key, nothing created; fixed, the rerun stores the one key.
 - Not initialised store, `pass` not installed: exit 1 with the fix in the message.
+- A store added later is filled from pass (`pass show`), no key created; a `pass insert`
+  that fails fails the item naming pass, and the rerun fills pass from dotenv.
 
 usage: test_secrets_pass.py  (env: OPSLINE=path/to/opsline, OPSLINE_BUILD_DIR=build dir)
 """
@@ -320,6 +322,47 @@ class PassStoreTest(unittest.TestCase):
             self.assertEqual(read_bytes(os.path.join(self.store, "aws", f"{b}.gpg")), data,
                              f"aws/{b} was rewritten by a run that created no key")
             self.assertEqual(self.pass_show(f"aws/{b}")[0], secrets_[b])
+
+    def test_a_store_added_later_is_filled_from_pass_without_a_new_key(self):
+        self.init_store(self.me)
+        r = self.opsline("apply", "later", "--secrets", "pass")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        before = {e: self.keys_of(f"later-{e}") for e in ("production", "staging")}
+        r = self.opsline("apply", "later", "--secrets", "pass,dotenv")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        for envname, keys in before.items():
+            bucket = f"later-{envname}"
+            self.assertEqual(self.keys_of(bucket), keys)
+            secret, fields = self.pass_show(f"aws/{bucket}")
+            dotenv = read_env(os.path.join(self.work, f"{bucket}.env"))
+            self.assertEqual(keys, [dotenv["AWS_ACCESS_KEY_ID"]])
+            self.assertEqual((dotenv["AWS_ACCESS_KEY_ID"], dotenv["AWS_SECRET_ACCESS_KEY"]),
+                             (fields["aws_access_key_id"], secret))
+
+    def test_a_failed_pass_insert_fails_the_item_and_the_rerun_fills_pass_from_dotenv(self):
+        self.init_store(self.me)
+        broken = os.path.join(self.work, "broken-bin")
+        os.makedirs(broken)
+        with open(os.path.join(broken, "pass"), "w") as f:
+            f.write(f"#!/bin/sh\n[ \"$1\" = insert ] && {{ echo 'disk full' >&2; exit 1; }}\n"
+                    f"exec '{PASS}' \"$@\"\n")
+        os.chmod(os.path.join(broken, "pass"), 0o755)
+        r = self.opsline("apply", "brk", "-e", "production", "--secrets", "dotenv,pass",
+                         env=self.env(PATH=broken + os.pathsep + os.environ["PATH"]))
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn("pass insert aws/brk-production", r.stdout + r.stderr)
+        self.assertIn("disk full", r.stdout + r.stderr)
+        keys = self.keys_of("brk-production")
+        self.assertEqual(len(keys), 1)
+        self.assertFalse(os.path.exists(os.path.join(self.store, "aws", "brk-production.gpg")))
+
+        r = self.opsline("apply", "brk", "-e", "production", "--secrets", "dotenv,pass")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertEqual(self.keys_of("brk-production"), keys)
+        secret, fields = self.pass_show("aws/brk-production")
+        dotenv = read_env(os.path.join(self.work, "brk-production.env"))
+        self.assertEqual((fields["aws_access_key_id"], secret),
+                         (dotenv["AWS_ACCESS_KEY_ID"], dotenv["AWS_SECRET_ACCESS_KEY"]))
 
     def test_a_git_store_gets_every_entry_committed(self):
         self.init_store(self.me)
