@@ -37,6 +37,7 @@
 #define KX_OUTPUT_CAP ((size_t)16 << 20)     /* ls and merge list every entry of a batch */
 #define KX_REASON_MAX 300                    /* bytes of keepassxc-cli's stderr quoted */
 #define KX_MAX_GETS 4                        /* show commands run at once */
+#define KX_GATHER_MS 50                      /* a batch starts this long after its first put */
 #define KX_GROUP_TIME "2000-01-01T00:00:00Z" /* never newer than a group someone renamed */
 
 typedef struct kx_state kx_state;
@@ -357,10 +358,12 @@ struct kx_state {
     kx_known *known;
     size_t n_known, cap_known;
     /* batching */
-    kx_put *pending; /* newest first */
-    kx_flush *flushing;
+    kx_put *pending;    /* newest first */
+    kx_flush *flushes;  /* batches in flight: at most one importing, one merging */
+    int importing;      /* a batch is before its merge (its import, or waiting for the lock) */
     size_t flush_calls; /* flush() calls not answered yet */
     int answer_scheduled;
+    int gather_scheduled;
     size_t dels_running;
     /* gets */
     kx_get *get_queue;
@@ -1099,14 +1102,16 @@ static int batch_xml(kx_state *st, kx_put **sorted, size_t n, kx_buf *b) {
 }
 
 /* ---------------------------------------------------------------------------------------
- * Flush: lock, temp dir, import, (dry run), merge, clean up, complete
+ * A batch: temp dir, import, lock, (dry run), merge, unlock, clean up, complete. The next
+ * batch imports while this one merges; merges are serialised by the lock on the database.
  * ------------------------------------------------------------------------------------- */
 
 struct kx_flush {
+    kx_flush *next;
     kx_state *st;
     kx_put **puts; /* sorted by group, title */
     size_t n;
-    size_t calls; /* flush() calls this cycle answers */
+    int imported; /* past its import phase (holds or held the lock) */
     kx_tmp *tmp;
     ol_lock *lock;
     kx_buf xml;
@@ -1121,13 +1126,26 @@ static void flush_kick(kx_state *st);
 static void flush_import(kx_flush *f);
 static void flush_merge_ran(kx_state *st, void *arg, const ol_proc_result *res);
 
+/* The import phase is over (or the batch ended without one): another batch may import. */
+static void flush_imported_phase_end(kx_flush *f) {
+    if (!f->imported) {
+        f->imported = 1;
+        f->st->importing = 0;
+    }
+}
+
 static void flush_end(kx_flush *f) {
     kx_state *st = f->st;
     const ol_host *h = st->host;
     buf_wipe(&f->xml);
     if (f->lock != NULL)
         h->lock_release(f->lock);
-    st->flushing = NULL;
+    flush_imported_phase_end(f);
+    for (kx_flush **pp = &st->flushes; *pp; pp = &(*pp)->next)
+        if (*pp == f) {
+            *pp = f->next;
+            break;
+        }
     for (size_t i = 0; i < f->n; i++) {
         kx_put *p = f->puts[i];
         if (f->rc != 0 && live(p))
@@ -1142,14 +1160,10 @@ static void flush_end(kx_flush *f) {
         }
         put_free(p);
     }
-    size_t calls = f->calls;
     free(f->puts);
     tmp_free(f->tmp);
     free(f->reason);
     free(f);
-    st->flush_calls -= calls;
-    for (size_t i = 0; i < calls; i++)
-        h->flush_done(st->stage, 0, NULL);
     flush_kick(st);
 }
 
@@ -1405,6 +1419,23 @@ static void flush_merge_ran(kx_state *st, void *arg, const ol_proc_result *res) 
     flush_cleanup(f);
 }
 
+static void flush_merge(kx_flush *f);
+
+static void flush_locked(void *arg, int status, ol_lock *lock) {
+    kx_flush *f = arg;
+    if (status != 0) {
+        flush_fail(f, status,
+                   strdup("keepassxc: the run was stopped before the batch was written"));
+        return;
+    }
+    f->lock = lock;
+    flush_imported_phase_end(f);
+    /* Puts that came in meanwhile are the next batch: it imports while this one merges. */
+    if (f->st->pending != NULL)
+        flush_cycle(f->st);
+    flush_merge(f);
+}
+
 static void flush_imported(kx_state *st, void *arg, int rc, char *reason) {
     kx_flush *f = arg;
     if (rc != 0) {
@@ -1413,7 +1444,19 @@ static void flush_imported(kx_state *st, void *arg, int rc, char *reason) {
     }
     free(reason);
     buf_wipe(&f->xml); /* keepassxc-cli has it all */
-    int check = 0;
+    if (f->lock != NULL) {
+        flush_merge(f); /* rebuilt after the dry run, under the lock */
+        return;
+    }
+    rc = st->host->lock_acquire(st->stage, st->db, flush_locked, f);
+    if (rc != 0)
+        flush_fail(f, rc, strdup("keepassxc: cannot lock the database path"));
+}
+
+/* Under the lock: the dry run when a path existed before the run, then the merge. */
+static void flush_merge(kx_flush *f) {
+    kx_state *st = f->st;
+    int rc, check = 0;
     for (size_t i = 0; i < f->n && !f->checked; i++)
         if (live(f->puts[i]) && put_needs_check(st, f->puts[i]))
             check = 1;
@@ -1472,41 +1515,22 @@ static void flush_tmp_ready(kx_state *st, void *arg, int rc, char *reason) {
     flush_import(f);
 }
 
-static void flush_locked(void *arg, int status, ol_lock *lock) {
-    kx_flush *f = arg;
-    if (status != 0) {
-        flush_fail(f, status,
-                   strdup("keepassxc: the run was stopped before the batch was "
-                          "written"));
-        return;
-    }
-    f->lock = lock;
-    f->tmp = calloc(1, sizeof(*f->tmp));
-    if (f->tmp == NULL) {
-        flush_fail(f, OL_ENOMEM, strdup("keepassxc: out of memory"));
-        return;
-    }
-    int rc = kx_queue(f->st, f->tmp, tmp_open_work, flush_tmp_ready, f);
-    if (rc != 0)
-        flush_fail(f, rc, strdup("keepassxc: cannot queue work"));
-}
-
-/* Starts a cycle for the puts held now; answers the flush calls outstanding when it ends. */
+/* Starts a batch of the puts held now, unless one is importing already (it starts the next
+ * when its import is done). */
 static void flush_cycle(kx_state *st) {
-    const ol_host *h = st->host;
+    if (st->importing || st->pending == NULL)
+        return;
     size_t n = 0;
     for (kx_put *p = st->pending; p; p = p->next)
         n++;
     kx_flush *f = calloc(1, sizeof(*f));
     kx_put **puts = calloc(n, sizeof(*puts));
-    if (f == NULL || puts == NULL) {
+    kx_tmp *tmp = calloc(1, sizeof(*tmp));
+    if (f == NULL || puts == NULL || tmp == NULL) {
         free(f);
         free(puts);
-        size_t calls = st->flush_calls;
-        st->flush_calls = 0;
-        for (size_t i = 0; i < calls; i++)
-            h->flush_done(st->stage, OL_ENOMEM, "keepassxc: out of memory");
-        return;
+        free(tmp);
+        return; /* the puts stay held; the next put or flush tries again */
     }
     size_t i = 0;
     for (kx_put *p = st->pending; p; p = p->next)
@@ -1516,18 +1540,20 @@ static void flush_cycle(kx_state *st) {
     f->st = st;
     f->puts = puts;
     f->n = n;
-    f->calls = st->flush_calls;
-    st->flushing = f;
-    int rc = h->lock_acquire(st->stage, st->db, flush_locked, f);
+    f->tmp = tmp;
+    f->next = st->flushes;
+    st->flushes = f;
+    st->importing = 1;
+    int rc = kx_queue(st, f->tmp, tmp_open_work, flush_tmp_ready, f);
     if (rc != 0)
-        flush_fail(f, rc, strdup("keepassxc: cannot lock the database path"));
+        flush_fail(f, rc, strdup("keepassxc: cannot queue work"));
 }
 
 static void flush_answer(void *arg, int status) {
     kx_state *st = arg;
     (void)status;
     st->answer_scheduled = 0;
-    if (st->flushing != NULL || st->pending != NULL || st->get_queue != NULL ||
+    if (st->flushes != NULL || st->pending != NULL || st->get_queue != NULL ||
         st->gets_running > 0 || st->dels_running > 0) {
         flush_kick(st);
         return;
@@ -1538,17 +1564,14 @@ static void flush_answer(void *arg, int status) {
         st->host->flush_done(st->stage, 0, NULL);
 }
 
-/* Serves the flush calls not answered yet: a cycle when puts are held. With nothing held,
- * the answer waits for the gets and deletes in flight (the host counts them as work to
- * flush) and comes from a timer, never from inside flush: the host would flush again at
- * once and recurse. */
+/* Starts the next batch when puts are held, and answers the flush calls once nothing is
+ * held or being written. The answer also waits for the gets and deletes in flight (the host
+ * counts them as work to flush) and comes from a timer, never from inside flush: the host
+ * would flush again at once and recurse. */
 static void flush_kick(kx_state *st) {
-    if (st->flush_calls == 0 || st->flushing != NULL)
+    flush_cycle(st);
+    if (st->flush_calls == 0 || st->flushes != NULL || st->pending != NULL)
         return;
-    if (st->pending != NULL) {
-        flush_cycle(st);
-        return;
-    }
     if (st->get_queue != NULL || st->gets_running > 0 || st->dels_running > 0 ||
         st->answer_scheduled)
         return;
@@ -1560,6 +1583,23 @@ static void flush_kick(kx_state *st) {
     st->flush_calls = 0;
     for (size_t i = 0; i < calls; i++)
         st->host->flush_done(st->stage, OL_ENOMEM, "keepassxc: cannot start a timer");
+}
+
+static void gather_fired(void *arg, int status) {
+    kx_state *st = arg;
+    st->gather_scheduled = 0;
+    if (status == 0)
+        flush_cycle(st);
+}
+
+/* Group commit: the store does not wait for the host's flush (which comes when every item
+ * in progress waits on a store, so nothing else moves meanwhile) but writes a batch shortly
+ * after its first put, and the next one as soon as the last has been imported. */
+static void gather_soon(kx_state *st) {
+    if (st->importing || st->gather_scheduled)
+        return;
+    if (st->host->timer_start(st->stage, KX_GATHER_MS, gather_fired, st, NULL) == 0)
+        st->gather_scheduled = 1;
 }
 
 static int kx_flush_op(ol_stage *stage, void *state) {
@@ -1578,11 +1618,10 @@ static kx_put *held_put(kx_state *st, const char *path) {
     for (kx_put *p = st->pending; p; p = p->next)
         if (strcmp(p->path, path) == 0)
             return p;
-    if (st->flushing != NULL)
-        for (size_t i = 0; i < st->flushing->n; i++)
-            if (strcmp(st->flushing->puts[i]->path, path) == 0 &&
-                st->flushing->puts[i]->result == 0)
-                return st->flushing->puts[i];
+    for (kx_flush *f = st->flushes; f; f = f->next)
+        for (size_t i = 0; i < f->n; i++)
+            if (strcmp(f->puts[i]->path, path) == 0 && f->puts[i]->result == 0)
+                return f->puts[i];
     return NULL;
 }
 
@@ -1670,6 +1709,7 @@ static int kx_put_op(ol_stage *stage, ol_item *item, void *state, const ol_secre
     }
     p->next = st->pending;
     st->pending = p;
+    gather_soon(st);
     h->log(stage, item, OL_LOG_DEBUG, "holding %s for the next flush", p->path);
     return 0;
 }
