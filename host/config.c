@@ -411,18 +411,26 @@ static int build_stages(const config_args *a, const loader *l, const stage_spec 
     if (a->env_file) {
         /* A shortcut for one stage option, set like any --set. */
         char *set = NULL;
-        size_t len = strlen("dotenv.path=") + strlen(a->env_file) + 1;
+        size_t s, len = strlen("dotenv.path=") + strlen(a->env_file) + 1;
+        for (s = 0; s < p->n_stages && strcmp(p->stages[s].plugin->desc->name, "dotenv"); s++)
+            ;
+        if (s == p->n_stages) {
+            rc = fail(err, OL_EINVAL,
+                      "--env-file needs the dotenv stage, which is not in the pipeline; add it "
+                      "to the stores, e.g. --secrets dotenv,keepassxc");
+            goto out;
+        }
         if ((set = malloc(len)) == NULL) {
             rc = OL_ENOMEM;
             goto out;
         }
         snprintf(set, len, "dotenv.path=%s", a->env_file);
-        rc = apply_set(p, set, err);
+        char *e2 = NULL;
+        rc = apply_set(p, set, &e2);
         free(set);
         if (rc != 0) {
-            fail(err, rc,
-                 "--env-file %s: %s (--env-file sets dotenv.path; add dotenv with --secrets)",
-                 a->env_file, *err ? *err : "invalid");
+            fail(err, rc, "--env-file %s: %s", a->env_file, e2 ? e2 : "invalid");
+            free(e2);
             goto out;
         }
     }

@@ -367,7 +367,7 @@ static int host_expand(const ol_item *item, const char *tmpl, char **out, char *
     *o = '\0';
     if (buf[0] == '\0') {
         if (why)
-            *why = host_format("'%s' expands to nothing", tmpl);
+            *why = host_format("'%s' gives an empty path", tmpl);
         goto bad;
     }
     *out = buf;
