@@ -91,27 +91,35 @@ class ConnectionCounter:
 class ChildWatcher(threading.Thread):
     """Samples /proc/PID/cmdline and /proc/PID/environ of every descendant of one process
     while it runs. Children of a store live from milliseconds (gpg) to a second
-    (keepassxc-cli unlocking), so /proc is scanned in a tight loop."""
+    (keepassxc-cli unlocking), so /proc is scanned in a tight loop. A child between fork
+    and exec is still an image of the parent (same command line, same environment): those
+    samples are set aside, since what matters is what the program that runs is given."""
 
     def __init__(self, root):
         super().__init__(daemon=True)
         self.root = root
+        with open(f"/proc/{root}/cmdline", "rb") as f:
+            self.root_cmdline = f.read()
         self.done = threading.Event()
-        self.seen = {}  # (pid, start time) -> {"cmdline": bytes, "environ": bytes}
+        self.seen = set()  # (cmdline, environ) pairs read from one process at one moment
 
     @staticmethod
-    def _stat(pid):
+    def _parent(pid):
         with open(f"/proc/{pid}/stat", "rb") as f:
             data = f.read()
-        fields = data[data.rindex(b")") + 2:].split()
-        return int(fields[1]), fields[19]  # ppid, start time
+        return int(data[data.rindex(b")") + 2:].split()[1])
+
+    @staticmethod
+    def _read(pid, what):
+        with open(f"/proc/{pid}/{what}", "rb") as f:
+            return f.read()
 
     def _scan(self):
-        parent, start = {}, {}
+        parent = {}
         for name in os.listdir("/proc"):
             if name.isdigit():
                 try:
-                    parent[int(name)], start[int(name)] = self._stat(name)
+                    parent[int(name)] = self._parent(name)
                 except (OSError, ValueError, IndexError):
                     pass
         family = {self.root}
@@ -123,15 +131,15 @@ class ChildWatcher(threading.Thread):
                     family.add(pid)
                     grew = True
         for pid in family - {self.root}:
-            entry = self.seen.setdefault((pid, start.get(pid)), {"cmdline": b"", "environ": b""})
-            for what in ("cmdline", "environ"):
-                try:
-                    with open(f"/proc/{pid}/{what}", "rb") as f:
-                        data = f.read()
-                except OSError:
-                    continue
-                if len(data) > len(entry[what]):
-                    entry[what] = data
+            try:
+                cmdline = self._read(pid, "cmdline")
+                environ = self._read(pid, "environ")
+                if self._read(pid, "cmdline") != cmdline:
+                    continue  # it exec'd between the reads: the pair would be mixed
+            except OSError:
+                continue
+            if cmdline and cmdline != self.root_cmdline:
+                self.seen.add((cmdline, environ))
 
     def run(self):
         while not self.done.is_set():
@@ -140,7 +148,7 @@ class ChildWatcher(threading.Thread):
     def stop(self):
         self.done.set()
         self.join()
-        return list(self.seen.values())
+        return [{"cmdline": c, "environ": e} for c, e in self.seen]
 
 
 class SecretsAllTest(unittest.TestCase):
@@ -393,21 +401,22 @@ class SecretsAllTest(unittest.TestCase):
 
     def test_a_store_whose_program_sleeps_1s_for_20_items_adds_about_1s(self):
         plugins = self.cmdstore_plugin()
-        t0 = time.monotonic()
-        subprocess.run(["sh", "-c", "sleep 1"], check=True)
-        one_sleep = time.monotonic() - t0
         log = os.path.join(self.work, "calls.log")
         entries = os.path.join(self.work, "entries")
         script = os.path.join(self.work, "slow-store.sh")
         dirstore = os.path.join(SRC, "sdk", "examples", "store-cmd", "dirstore.sh")
+        # Each call records how long its own `sleep 1` took: the yardstick, measured under
+        # the machine's load of the moment, instead of an absolute number of seconds.
         with open(script, "w") as f:
-            f.write(f"#!/bin/sh\necho \"$1 $2\" >>'{log}'\nsleep 1\nexec '{dirstore}' \"$@\"\n")
+            f.write("#!/bin/sh\nstart=$(date +%s.%N)\nsleep 1\n"
+                    f"echo \"$1 $2 $start $(date +%s.%N)\" >>'{log}'\n"
+                    f"exec '{dirstore}' \"$@\"\n")
         os.chmod(script, 0o755)
         fast = [f"fast{i}" for i in range(10)]
         slow = [f"slow{i}" for i in range(10)]
 
         t0 = time.monotonic()
-        r = self.opsline("apply", *fast, "--secrets", "dotenv", "--plugin-dir", plugins)
+        r = self.opsline("apply", *fast, "--secrets", "dotenv")
         base = time.monotonic() - t0
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
 
@@ -419,19 +428,24 @@ class SecretsAllTest(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
 
         with open(log) as f:
-            puts = sorted(line.split()[1] for line in f if line.startswith("put "))
+            calls = [line.split() for line in f]
+        puts = [c for c in calls if c[0] == "put"]
         names = sorted(f"{p}-{e}" for p in slow for e in ("production", "staging"))
-        self.assertEqual(puts, names)
+        self.assertEqual(sorted(c[1] for c in puts), names)
         for name in names:
-            stored = dict(line.rstrip("\n").split("=", 1)
-                          for line in open(os.path.join(entries, name)) if "=" in line)
+            with open(os.path.join(entries, name)) as f:
+                stored = dict(line.rstrip("\n").split("=", 1) for line in f if "=" in line)
             dotenv = read_env(os.path.join(self.work, f"{name}.env"))
             self.assertEqual(stored["access_key_id"], dotenv["AWS_ACCESS_KEY_ID"])
             self.assertEqual(stored["secret_access_key"], dotenv["AWS_SECRET_ACCESS_KEY"])
-        print(f"\n  one sleep {one_sleep:.2f} s; 20 items: dotenv {base:.2f} s, "
-              f"dotenv + 1 s store {wall:.2f} s (+{wall - base:.2f} s; serial would add "
-              f"{20 * one_sleep:.0f} s)", file=sys.stderr)
-        self.assertLess(wall - base, 5 * one_sleep,
+        sleeps = sorted(float(c[3]) - float(c[2]) for c in puts)
+        one = sleeps[len(sleeps) // 2]
+        span = max(float(c[3]) for c in puts) - min(float(c[2]) for c in puts)
+        print(f"\n  one sleep {one:.2f} s (median of {len(sleeps)}); the 20 puts spanned "
+              f"{span:.2f} s (serial: {sum(sleeps):.1f} s); run with dotenv only {base:.2f} s, "
+              f"with the sleeping store too {wall:.2f} s", file=sys.stderr)
+        self.assertLess(span, 5 * one, "the store's programs did not run side by side")
+        self.assertLess(wall - base, 5 * one,
                         f"the 1 s store added {wall - base:.1f} s to a {base:.1f} s run")
 
     # ---- no store: refused before any request ----------------------------------------------
