@@ -62,6 +62,7 @@ struct ol_stage {
     int initialised;
     size_t ops_pending;  /* store operations started, not completed */
     size_t puts_pending; /* of which puts: what a flush can complete */
+    size_t puts_since;   /* puts started since the last flush began: worth a flush */
     uint64_t pending_since;
     int flushing;
     int preparing;
@@ -612,6 +613,7 @@ static void store_op_start(ol_item *item, size_t s, int op, const ol_secret *sec
     st->ops_pending++;
     if (op == OP_PUT && st->puts_pending++ == 0)
         st->pending_since = uv_now(&r->loop);
+    st->puts_since += op == OP_PUT;
     item->store_ops++;
     services_timer_start(r->svc, st->ps->timeout_ms, on_op_timeout, sr, &sr->op_timer);
     int rc = OL_EINVAL;
@@ -1004,6 +1006,7 @@ static void on_flush_timeout(void *arg, int status) {
 static void stage_flush(ol_stage *st) {
     run *r = st->run;
     st->flushing = 1;
+    st->puts_since = 0;
     services_timer_start(r->svc, st->ps->timeout_ms, on_flush_timeout, st, &st->flush_timer);
     int rc = st->ps->plugin->desc->flush(st, st->state);
     if (rc < 0 && st->flushing) {
@@ -1042,7 +1045,9 @@ static void host_flush_done(ol_stage *st, int result, const char *reason) {
 }
 
 /* Held-back store work is flushed when nothing else can move: every item in progress waits
- * on a store and no new item can start. */
+ * on a store and no new item can start. Only puts started since the stage's last flush
+ * count: a put still running after a flush was not held back (the store completes it on
+ * its own), and flushing again for it would spin the loop. */
 static void maybe_flush(run *r) {
     size_t waiting = 0;
     for (size_t i = 0; i < r->next_item; i++)
@@ -1052,7 +1057,8 @@ static void maybe_flush(run *r) {
                 (r->next_item == r->n_items || r->active >= r->plan->concurrency || r->interrupted);
     for (size_t s = 0; stuck && s < r->plan->n_stages; s++) {
         ol_stage *st = &r->stages[s];
-        if (st->ps->plugin->desc->flush != NULL && st->puts_pending > 0 && !st->flushing)
+        if (st->ps->plugin->desc->flush != NULL && st->puts_since > 0 && st->puts_pending > 0 &&
+            !st->flushing)
             stage_flush(st);
     }
 }
@@ -1062,8 +1068,8 @@ static void on_flush_tick(uv_timer_t *t) {
     uint64_t now = uv_now(&r->loop);
     for (size_t s = 0; s < r->plan->n_stages; s++) {
         ol_stage *st = &r->stages[s];
-        if (st->ps->plugin->desc->flush != NULL && st->puts_pending > 0 && !st->flushing &&
-            now - st->pending_since >= FLUSH_INTERVAL_MS)
+        if (st->ps->plugin->desc->flush != NULL && st->puts_since > 0 && st->puts_pending > 0 &&
+            !st->flushing && now - st->pending_since >= FLUSH_INTERVAL_MS)
             stage_flush(st);
     }
 }
