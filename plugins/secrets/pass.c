@@ -9,10 +9,12 @@
  * so the store's rules (nearest .gpg-id, PASSWORD_STORE_GPG_OPTS, signed .gpg-id, umask)
  * stay pass's; the entry travels on stdin only. Concurrent `pass insert`s in one git
  * repository would fight over git's index lock, so in a git store the inserts run with git
- * hidden from pass (GIT_DIR=/dev/null) and the stage commits them itself: one `git add` and
- * one `git commit` per flush, under host->lock_acquire on the store's path, which `pass rm`
- * (which commits by itself) also takes. prepare checks before any request that pass and gpg
- * are installed, the store is initialised and gpg can encrypt to every recipient.
+ * hidden from pass (GIT_DIR=/dev/null) and the stage commits them itself, as a group
+ * commit: one `git add` + `git commit` for every entry written while the previous commit
+ * ran, under host->lock_acquire on the store's path (which `pass rm`, committing by itself,
+ * also takes). A put completes once its entry is committed. prepare checks before any
+ * request that pass and gpg are installed, the store is initialised and gpg can encrypt to
+ * every recipient.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -69,10 +71,10 @@ struct pass_op {
     pass_state *st;
     ol_item *item;
     op_kind kind;
-    char *path;   /* entry name inside the store */
-    char *key_id; /* put: the key being stored (not secret) */
-    int held;     /* put in a git store: inserted, waiting for the commit */
-    int in_batch; /* covered by the flush in progress */
+    char *path;    /* entry name inside the store */
+    char *key_id;  /* put: the key being stored (not secret) */
+    int held;      /* put in a git store: inserted, waiting for the commit */
+    int in_commit; /* held put: part of the commit under way */
     ol_lock *lock;
     char *reason; /* a failure completed from a timer */
     int result;
@@ -122,12 +124,10 @@ struct pass_state {
     run_req *queue_head, *queue_tail;
     /* operations in progress: running, or puts of a git store held for the next commit */
     pass_op *ops;
-    /* flush: calls received, calls the round in progress answers */
-    unsigned flush_calls, round_calls;
-    int flushing, flush_scheduled;
-    size_t batch_wait; /* operations of the round still running */
-    size_t batch_n;
-    ol_lock *flush_lock;
+    /* git: the commit under way */
+    int committing;
+    size_t commit_n;
+    ol_lock *commit_lock;
     pass_prep *prep;
 };
 
@@ -386,24 +386,16 @@ nomem:
  * Operations
  * ------------------------------------------------------------------------------------ */
 
-static void flush_commit(pass_state *st);
-
-/* Forgets a finished operation. A flush waits for every operation that was running when it
- * started (so it never completes while work it could cover is still under way). */
 static void op_free(pass_op *op) {
-    pass_state *st = op->st;
-    for (pass_op **p = &st->ops; *p != NULL; p = &(*p)->next)
+    for (pass_op **p = &op->st->ops; *p != NULL; p = &(*p)->next)
         if (*p == op) {
             *p = op->next;
             break;
         }
-    int settles = op->in_batch && !op->held && st->flushing;
     free(op->path);
     free(op->key_id);
     free(op->reason);
     free(op);
-    if (settles && --st->batch_wait == 0)
-        flush_commit(st);
 }
 
 static void OL_PRINTF(3, 4) op_finish(pass_op *op, int result, const char *fmt, ...) {
@@ -521,6 +513,8 @@ static char *entry_text(const ol_secret *s, size_t *len) {
     return text;
 }
 
+static void commit_kick(pass_state *st);
+
 static void put_done(void *arg, const ol_proc_result *res) {
     pass_op *op = arg;
     pass_state *st = op->st;
@@ -543,9 +537,8 @@ static void put_done(void *arg, const ol_proc_result *res) {
         op_finish(op, 0, NULL);
         return;
     }
-    op->held = 1; /* completed by the next flush's commit */
-    if (op->in_batch && st->flushing && --st->batch_wait == 0)
-        flush_commit(st);
+    op->held = 1; /* completed by its commit */
+    commit_kick(st);
 }
 
 static int pass_put(ol_stage *stage, ol_item *item, void *state, const ol_secret *secret) {
@@ -759,30 +752,22 @@ static int pass_del(ol_stage *stage, ol_item *item, void *state) {
 }
 
 /* --------------------------------------------------------------------------------------
- * flush: waits for the operations under way, then one commit for the puts of a git store
+ * git: group commits of the entries written
  * ------------------------------------------------------------------------------------ */
 
-static void flush_schedule(pass_state *st);
-
-static void flush_finish(pass_state *st, int result, const char *reason) {
-    unsigned n = st->round_calls;
-    st->flush_calls -= n;
-    st->round_calls = 0;
-    st->flushing = 0;
-    for (unsigned i = 0; i < n; i++)
-        st->host->flush_done(st->stage, result, reason);
-    if (st->flush_calls > 0 && !st->flushing && !st->flush_scheduled)
-        flush_schedule(st);
-}
-
-/* Completes every put of the round; they are in the store whether or not git took them. */
-static void flush_complete_batch(pass_state *st, int result, const char *reason) {
+/* Completes the puts of the commit; their entries are in the store whether or not git took
+ * them (as with pass, whose insert succeeds when its commit fails). */
+static void commit_end(pass_state *st, int result, const char *reason) {
+    if (st->commit_lock != NULL)
+        st->host->lock_release(st->commit_lock);
+    st->commit_lock = NULL;
     pass_op *op;
     for (;;) {
-        for (op = st->ops; op != NULL && !(op->in_batch && op->held); op = op->next)
+        for (op = st->ops; op != NULL && !op->in_commit; op = op->next)
             ;
         if (op == NULL)
             break;
+        op->in_commit = 0;
         if (result == 0) {
             st->host->log(st->stage, op->item, OL_LOG_DEBUG, "wrote %s (%s) for key %s, committed",
                           op->path, st->dir, op->key_id);
@@ -791,196 +776,132 @@ static void flush_complete_batch(pass_state *st, int result, const char *reason)
             op_finish(op, result, "%s", reason);
         }
     }
+    st->committing = 0;
+    if (result != OL_ECANCELED)
+        commit_kick(st);
 }
 
-static void flush_end_round(pass_state *st, int result, const char *reason) {
-    if (st->flush_lock != NULL)
-        st->host->lock_release(st->flush_lock);
-    st->flush_lock = NULL;
-    flush_complete_batch(st, result, reason);
-    flush_finish(st, result, reason);
-}
-
-/* argv: prefix words, then the paths (".gpg" added) of the round's held puts. */
-static const char **flush_argv(pass_state *st, const char *const *prefix, char ***files) {
-    size_t np = 0, n = 0;
+/* argv: prefix words, then the files of the commit's puts. */
+static const char **commit_argv(pass_state *st, const char *const *prefix, char ***files) {
+    size_t np = 0, i = 0;
     while (prefix[np] != NULL)
         np++;
-    for (pass_op *op = st->ops; op != NULL; op = op->next)
-        n += op->in_batch && op->held;
-    const char **argv = calloc(np + n + 1, sizeof(*argv));
-    *files = calloc(n + 1, sizeof(char *));
-    if (argv == NULL || *files == NULL) {
-        free(argv);
-        free(*files);
-        *files = NULL;
-        return NULL;
-    }
+    const char **argv = calloc(np + st->commit_n + 1, sizeof(*argv));
+    *files = calloc(st->commit_n + 1, sizeof(char *));
+    if (argv == NULL || *files == NULL)
+        goto fail;
     memcpy(argv, prefix, np * sizeof(*argv));
-    size_t i = 0;
-    for (pass_op *op = st->ops; op != NULL; op = op->next) {
-        if (!(op->in_batch && op->held))
+    for (pass_op *op = st->ops; op != NULL && i < st->commit_n; op = op->next) {
+        if (!op->in_commit)
             continue;
-        size_t len = strlen(op->path) + 5;
-        char *f = malloc(len);
-        if (f == NULL) {
-            free_strv(*files);
-            *files = NULL;
-            free(argv);
-            return NULL;
-        }
-        snprintf(f, len, "%s.gpg", op->path);
-        (*files)[i] = f;
-        argv[np + i++] = f;
+        if (((*files)[i] = concat(op->path, ".gpg")) == NULL)
+            goto fail;
+        argv[np + i] = (*files)[i];
+        i++;
     }
     return argv;
+fail:
+    free(argv);
+    free_strv(*files);
+    *files = NULL;
+    return NULL;
 }
 
-static void flush_committed(void *arg, const ol_proc_result *res) {
-    pass_state *st = arg;
-    char err[PASS_REASON_MAX / 2];
-    if (res->result == OL_ECANCELED) {
-        flush_end_round(st, OL_ECANCELED, "pass: run interrupted before the git commit");
-        return;
-    }
-    int ok = res->result == 0 && res->term_signal == 0 && res->exit_status == 0;
-    int nothing = res->out != NULL && strstr(res->out, "nothing to commit") != NULL;
-    if (!ok && !nothing) {
-        summarise(res->err, res->err_len, err, sizeof(err));
-        st->host->log(st->stage, NULL, OL_LOG_WARN,
-                      "pass: the entries are stored in %s but `git commit` failed: %s; commit "
-                      "them by hand (git -C %s commit)",
-                      st->dir, res->result != 0 ? st->host->strerror(res->result) : err, st->dir);
-    } else {
-        st->host->log(st->stage, NULL, OL_LOG_DEBUG, "committed %zu entries in %s", st->batch_n,
-                      st->dir);
-    }
-    flush_end_round(st, 0, NULL);
-}
-
-static void flush_added(void *arg, const ol_proc_result *res) {
-    pass_state *st = arg;
-    char err[PASS_REASON_MAX / 2];
-    if (res->result == OL_ECANCELED) {
-        flush_end_round(st, OL_ECANCELED, "pass: run interrupted before the git commit");
-        return;
-    }
-    if (res->result != 0 || res->term_signal != 0 || res->exit_status != 0) {
-        summarise(res->err, res->err_len, err, sizeof(err));
-        st->host->log(st->stage, NULL, OL_LOG_WARN,
-                      "pass: the entries are stored in %s but `git add` failed: %s; commit "
-                      "them by hand",
-                      st->dir, res->result != 0 ? st->host->strerror(res->result) : err);
-        flush_end_round(st, 0, NULL);
-        return;
-    }
-    /* pass's messages: "Add given password for NAME to store." */
-    char subject[PASS_PATH_MAX + 64];
-    pass_op *one = NULL;
-    for (pass_op *op = st->ops; op != NULL; op = op->next)
-        if (op->in_batch && op->held)
-            one = op;
-    if (st->batch_n == 1 && one != NULL)
-        snprintf(subject, sizeof(subject), "Add given password for %s to store.", one->path);
-    else
-        snprintf(subject, sizeof(subject), "Add given passwords for %zu entries to store.",
-                 st->batch_n);
-    const char *prefix[] = {
-        "git", "-C", st->dir, "commit", "--quiet", "-m", subject, "-m", "Written by opsline.",
-        "--",  NULL, NULL};
-    if (st->sign_commits) /* as pass does with pass.signcommits */
-        memcpy(&prefix[9], (const char *[]){"-S", "--"}, 2 * sizeof(char *));
+static void commit_run(pass_state *st, const char *const *prefix, run_cb cb) {
     char **files = NULL;
-    const char **argv = flush_argv(st, prefix, &files);
-    int rc = argv != NULL ? run(st, NULL, argv, st->env_plain, NULL, 0, PASS_RUN_TIMEOUT_MS,
-                                flush_committed, st)
+    const char **argv = commit_argv(st, prefix, &files);
+    int rc = argv != NULL ? run(st, NULL, argv, st->env_plain, NULL, 0, PASS_RUN_TIMEOUT_MS, cb, st)
                           : OL_ENOMEM;
     free(argv);
     free_strv(files);
     if (rc != 0) {
         ol_proc_result r = {.struct_size = sizeof(r), .result = rc, .out = "", .err = ""};
-        flush_committed(st, &r);
+        cb(st, &r);
     }
 }
 
-static void flush_locked(void *arg, int status, ol_lock *lock) {
+static int commit_failed(pass_state *st, const ol_proc_result *res, const char *what) {
+    char err[PASS_REASON_MAX / 2];
+    if (res->result == OL_ECANCELED) {
+        commit_end(st, OL_ECANCELED, "pass: run interrupted before the git commit");
+        return 1;
+    }
+    if (res->result == 0 && res->term_signal == 0 && res->exit_status == 0)
+        return 0;
+    if (res->out != NULL && strstr(res->out, "nothing to commit") != NULL)
+        return 0;
+    summarise(res->err, res->err_len, err, sizeof(err));
+    st->host->log(st->stage, NULL, OL_LOG_WARN,
+                  "pass: %zu entries are stored in %s but `git %s` failed: %s; commit them by "
+                  "hand (git -C %s commit)",
+                  st->commit_n, st->dir, what,
+                  res->result != 0 ? st->host->strerror(res->result) : err, st->dir);
+    commit_end(st, 0, NULL);
+    return 1;
+}
+
+static void commit_done(void *arg, const ol_proc_result *res) {
+    pass_state *st = arg;
+    if (commit_failed(st, res, "commit"))
+        return;
+    st->host->log(st->stage, NULL, OL_LOG_DEBUG, "committed %zu entries in %s", st->commit_n,
+                  st->dir);
+    commit_end(st, 0, NULL);
+}
+
+static void commit_added(void *arg, const ol_proc_result *res) {
+    pass_state *st = arg;
+    if (commit_failed(st, res, "add"))
+        return;
+    /* pass's own messages */
+    char subject[PASS_PATH_MAX + 64];
+    pass_op *one = st->ops;
+    while (one != NULL && !one->in_commit)
+        one = one->next;
+    if (st->commit_n == 1 && one != NULL)
+        snprintf(subject, sizeof(subject), "Add given password for %s to store.", one->path);
+    else
+        snprintf(subject, sizeof(subject), "Add given passwords for %zu entries to store.",
+                 st->commit_n);
+    const char *prefix[] = {
+        "git", "-C", st->dir, "commit", "--quiet", "-m", subject, "-m", "Written by opsline.",
+        "--",  NULL, NULL};
+    if (st->sign_commits) /* as pass does with pass.signcommits */
+        memcpy(&prefix[9], (const char *[]){"-S", "--"}, 2 * sizeof(char *));
+    commit_run(st, prefix, commit_done);
+}
+
+static void commit_locked(void *arg, int status, ol_lock *lock) {
     pass_state *st = arg;
     if (status != 0) {
-        flush_end_round(st, status, "pass: run interrupted before the git commit");
+        commit_end(st, status, "pass: run interrupted before the git commit");
         return;
     }
-    st->flush_lock = lock;
+    st->commit_lock = lock;
     const char *prefix[] = {"git", "-C", st->dir, "add", "--", NULL};
-    char **files = NULL;
-    const char **argv = flush_argv(st, prefix, &files);
-    int rc = argv != NULL
-                 ? run(st, NULL, argv, st->env_plain, NULL, 0, PASS_RUN_TIMEOUT_MS, flush_added, st)
-                 : OL_ENOMEM;
-    free(argv);
-    free_strv(files);
-    if (rc != 0) {
-        ol_proc_result r = {.struct_size = sizeof(r), .result = rc, .out = "", .err = ""};
-        flush_added(st, &r);
-    }
+    commit_run(st, prefix, commit_added);
 }
 
-/* Every put of the round has finished its insert: commit those that succeeded. */
-static void flush_commit(pass_state *st) {
-    st->batch_n = 0;
-    for (pass_op *op = st->ops; op != NULL; op = op->next)
-        st->batch_n += op->in_batch && op->held;
-    if (st->batch_n == 0) {
-        flush_finish(st, 0, NULL);
+/* Commits every held put unless a commit is under way (its end calls this again). */
+static void commit_kick(pass_state *st) {
+    if (st->committing)
         return;
-    }
-    int rc = st->host->lock_acquire(st->stage, st->dir, flush_locked, st);
+    st->commit_n = 0;
+    for (pass_op *op = st->ops; op != NULL; op = op->next)
+        if (op->held && !op->in_commit) {
+            op->in_commit = 1;
+            st->commit_n++;
+        }
+    if (st->commit_n == 0)
+        return;
+    st->committing = 1;
+    int rc = st->host->lock_acquire(st->stage, st->dir, commit_locked, st);
     if (rc != 0) {
         char reason[PASS_REASON_MAX];
         snprintf(reason, sizeof(reason), "pass: cannot lock %s for the git commit: %s", st->dir,
                  st->host->strerror(rc));
-        flush_end_round(st, rc, reason);
+        commit_end(st, rc, reason);
     }
-}
-
-static void flush_round(void *arg, int status) {
-    pass_state *st = arg;
-    st->flush_scheduled = 0;
-    st->flushing = 1;
-    st->round_calls = st->flush_calls;
-    if (status != 0) {
-        flush_finish(st, status, "pass: run interrupted");
-        return;
-    }
-    st->batch_wait = 0;
-    for (pass_op *op = st->ops; op != NULL; op = op->next) {
-        op->in_batch = 1;
-        st->batch_wait += !op->held;
-    }
-    if (st->batch_wait == 0)
-        flush_commit(st);
-}
-
-static void flush_schedule(pass_state *st) {
-    if (st->host->timer_start(st->stage, 0, flush_round, st, NULL) == 0) {
-        st->flush_scheduled = 1;
-        return;
-    }
-    /* No timer: we are in a callback already, so the round may run now. */
-    flush_round(st, 0);
-}
-
-static int pass_flush(ol_stage *stage, void *state) {
-    pass_state *st = state;
-    st->flush_calls++;
-    if (st->flushing || st->flush_scheduled)
-        return 0;
-    int rc = st->host->timer_start(stage, 0, flush_round, st, NULL);
-    if (rc != 0) {
-        st->flush_calls--;
-        return rc;
-    }
-    st->flush_scheduled = 1;
-    return 0;
 }
 
 /* --------------------------------------------------------------------------------------
@@ -1413,7 +1334,6 @@ static void pass_fini(void *state) {
         st->queue_head = req->next;
         run_free(req);
     }
-    st->flushing = 0;
     while (st->ops != NULL)
         op_free(st->ops);
     if (st->prep != NULL)
@@ -1529,7 +1449,6 @@ static const ol_plugin pass_plugin = {
     .validate = pass_validate,
     .fini = pass_fini,
     .prepare = pass_prepare,
-    .flush = pass_flush,
     .store = &pass_store,
 };
 
