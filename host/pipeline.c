@@ -577,10 +577,11 @@ static void on_stage_timeout(void *arg, int status) {
     const plan_stage *ps = &item->run->plan->stages[sr->index];
     char why[256];
     snprintf(why, sizeof(why),
-             "stage '%s' did not complete within %u s for item %s; abandoned (a hung program, or "
+             "stage '%s' did not complete within %.1f s for item %s; abandoned (a hung program, or "
              "a plugin that never completes); raise its \"timeout\" in the pipeline file if it "
              "needs longer",
-             ps->plugin->desc->name, ps->timeout_ms / 1000, item->name);
+             ps->plugin->desc->name, ps->timeout_ms / 1000.0, item->name);
+    host_log(&item->run->stages[sr->index], item, OL_LOG_ERROR, "%s", why);
     stage_complete(item, sr->index, ST_DONE, OL_OUTCOME_FAILED, why);
     item_advance(item);
 }

@@ -277,6 +277,16 @@ static const ol_plugin p_store = STAGE("store", store_apply, needs_logger);
 static const ol_plugin p_sloppy = STAGE("sloppy", sloppy_apply, NULL);
 static const ol_plugin p_leaky = STAGE("leaky", leaky_apply, needs_secret);
 
+/* hang: starts and never completes (a plugin bug or a hung program). */
+static int hang_apply(ol_stage *stage, ol_item *item, void *state) {
+    (void)stage;
+    (void)item;
+    (void)state;
+    g_applied[5]++;
+    return 0;
+}
+static const ol_plugin p_hang = STAGE("hang", hang_apply, NULL);
+
 /* ---- fixture -------------------------------------------------------------------------- */
 
 typedef struct fixture {
@@ -467,6 +477,19 @@ static void finishes_the_item_in_progress_on_interrupt_and_starts_no_other(void 
     fixture_finish(&fx);
 }
 
+static void fails_a_stage_that_never_completes_naming_it_and_the_item(void **state) {
+    static const ol_plugin *const stages[] = {&p_hang};
+    fixture fx;
+    (void)state;
+    fixture_init(&fx, stages, 1, 2);
+    fx.p.stages[0].timeout_ms = 100;
+    assert_int_equal(fixture_run(&fx), 1);
+    assert_int_equal(g_applied[5], 2); /* the second item ran after the first was abandoned */
+    assert_non_null(strstr(fx.stderr_text, "stage 'hang' did not complete within 0.1 s"));
+    assert_non_null(strstr(fx.stderr_text, "for item prod0-"));
+    fixture_finish(&fx);
+}
+
 static void says_sts_was_unreachable_rather_than_credentials_rejected(void **state) {
     static const ol_plugin *const stages[] = {&p_secret};
     fixture fx;
@@ -504,6 +527,7 @@ int main(void) {
         cmocka_unit_test(absorbs_a_stage_that_completes_twice_and_then_returns_an_error),
         cmocka_unit_test(refuses_to_journal_a_secret),
         cmocka_unit_test(finishes_the_item_in_progress_on_interrupt_and_starts_no_other),
+        cmocka_unit_test(fails_a_stage_that_never_completes_naming_it_and_the_item),
         cmocka_unit_test(says_sts_was_unreachable_rather_than_credentials_rejected),
     };
     if (getenv("TEST_FILTER") != NULL) /* run one test: a failed one leaves its server up */
