@@ -364,6 +364,18 @@ class PassStoreTest(unittest.TestCase):
         self.assertEqual((fields["aws_access_key_id"], secret),
                          (dotenv["AWS_ACCESS_KEY_ID"], dotenv["AWS_SECRET_ACCESS_KEY"]))
 
+    def test_the_dir_option_wins_over_password_store_dir(self):
+        other = os.path.join(self.work, "team-store")
+        self.pass_cmd("init", self.me, PASSWORD_STORE_DIR=other)
+        r = self.opsline("apply", "optdir", "-e", "production", "--secrets", "pass",
+                         "--set", f"pass.dir={other}",
+                         env=self.env(PASSWORD_STORE_DIR=os.path.join(self.work, "nowhere")))
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertTrue(os.path.isfile(os.path.join(other, "aws", "optdir-production.gpg")))
+        r = self.pass_cmd("show", "aws/optdir-production", PASSWORD_STORE_DIR=other)
+        fields = dict(line.split(": ", 1) for line in r.stdout.splitlines()[1:])
+        self.assertEqual(self.keys_of("optdir-production"), [fields["aws_access_key_id"]])
+
     def test_a_git_store_gets_every_entry_committed(self):
         self.init_store(self.me)
         ident = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@opsline.invalid",
