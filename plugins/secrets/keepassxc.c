@@ -649,13 +649,14 @@ static char *run_reason(const kx_state *st, const char *what, const ol_proc_resu
     if (res->term_signal != 0)
         return reason_dup(h, h->format("keepassxc: %s %s on %s was killed by signal %d", KX_PROGRAM,
                                        what, st->db, res->term_signal));
-    char *line = cli_error_line(res->err, res->err_len);
+    const char *err = res->err ? res->err : "";
+    char *line = cli_error_line(err, res->err_len);
     char *r;
-    if (strstr(res->err, "Invalid credentials") != NULL)
+    if (strstr(err, "Invalid credentials") != NULL)
         r = h->format("keepassxc: wrong password or key file for %s (%s): fix it and run "
                       "again",
                       st->db, st->cred);
-    else if (strstr(res->err, "Failed to load key file") != NULL)
+    else if (strstr(err, "Failed to load key file") != NULL)
         r = h->format("keepassxc: %s (option keepassxc.key_file)", line);
     else
         r = h->format("keepassxc: %s %s on %s failed (exit %d): %s", KX_PROGRAM, what, st->db,
@@ -1176,10 +1177,22 @@ static void flush_cleaned(kx_state *st, void *arg, int rc, char *reason) {
     flush_end(arg);
 }
 
+/* Removes the temporary directory off the loop, or on it when the run is being stopped
+ * (the work queue refuses new work then; a few unlinks are quick). */
+static void tmp_close_now(kx_tmp *tmp) {
+    kx_work w = {.tmp = tmp};
+    tmp_close_work(&w);
+}
+
 static void flush_cleanup(kx_flush *f) {
-    if (f->tmp == NULL || f->tmp->dir == NULL ||
-        kx_queue(f->st, f->tmp, tmp_close_work, flush_cleaned, f) != 0)
+    if (f->tmp == NULL || f->tmp->dir == NULL) {
         flush_end(f);
+        return;
+    }
+    if (kx_queue(f->st, f->tmp, tmp_close_work, flush_cleaned, f) != 0) {
+        tmp_close_now(f->tmp);
+        flush_end(f);
+    }
 }
 
 static void flush_fail(kx_flush *f, int rc, char *reason) {
@@ -1746,13 +1759,16 @@ static void get_ran(kx_state *st, void *arg, const ol_proc_result *res) {
         return;
     }
     char *out = malloc(res->out_len + 1);
+    if (out != NULL && res->out == NULL)
+        out[0] = '\0';
+    else if (out != NULL)
+        memcpy(out, res->out, res->out_len + 1);
     if (out == NULL) {
         h->store_done(st->stage, g->item, OL_ENOMEM, NULL, "keepassxc: out of memory");
         get_free(g);
         get_start(st);
         return;
     }
-    memcpy(out, res->out, res->out_len + 1);
     char *lines[64];
     size_t n = 0;
     for (char *s = out; s != NULL && n < 64;) {
@@ -2007,9 +2023,11 @@ static void prep_tmp_closed(kx_state *st, void *arg, int rc, char *reason) {
 
 static void prep_finish(kx_prep *p) {
     kx_state *st = p->st;
-    if (p->tmp != NULL && p->tmp->dir != NULL &&
-        kx_queue(st, p->tmp, tmp_close_work, prep_tmp_closed, p) == 0)
-        return;
+    if (p->tmp != NULL && p->tmp->dir != NULL) {
+        if (kx_queue(st, p->tmp, tmp_close_work, prep_tmp_closed, p) == 0)
+            return;
+        tmp_close_now(p->tmp);
+    }
     tmp_free(p->tmp);
     p->tmp = NULL;
     buf_wipe(&p->xml);
