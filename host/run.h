@@ -1,0 +1,145 @@
+/* run: the state of one pipeline run, shared by the files that drive it: host_api.c (the
+ * ol_host table stages call), scheduler.c (items and their stage DAGs, time limits,
+ * Ctrl-C), stores.c (secret-store operations, secret_find, flush) and pipeline.c (set-up,
+ * prepare checks, the STS preflight, teardown). Nothing outside these files includes it. */
+#ifndef OL_RUN_H
+#define OL_RUN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "aws/aws.h"
+#include "bag.h"
+#include "journal.h"
+#include "pipeline.h"
+#include "report.h"
+#include "services.h"
+
+enum { ST_PENDING = 0, ST_RUNNING, ST_DONE, ST_SKIPPED };
+enum { OP_NONE = 0, OP_PUT, OP_GET, OP_DEL };
+
+#define FLUSH_TICK_MS 1000u
+#define FLUSH_INTERVAL_MS 2000u
+
+typedef struct find_ctx find_ctx;
+
+typedef struct stage_run {
+    struct ol_item *item;
+    size_t index;
+    int status;
+    ol_outcome outcome;
+    char *reason;
+    double started, finished;
+    ol_timer *timer; /* the apply's time limit */
+    int op;          /* store operation in progress (OP_*) */
+    ol_timer *op_timer;
+    int replaced;   /* store: held an older key of the item */
+    char *verified; /* OL_STORE_VERIFY store: the key id it was read holding, "" none */
+} stage_run;
+
+struct ol_stage {
+    struct run *run;
+    const plan_stage *ps;
+    size_t index;
+    void *state;
+    int initialised;
+    size_t ops_pending;  /* store operations started, not completed */
+    size_t puts_pending; /* of which puts: what a flush can complete */
+    size_t puts_since;   /* puts started since the last flush began: worth a flush */
+    uint64_t pending_since;
+    int flushing;
+    int preparing;
+    ol_timer *flush_timer; /* also the time limit of prepare */
+};
+
+struct ol_item {
+    struct run *run;
+    size_t index;
+    char *product, *environment, *name, *region;
+    bag bag;
+    stage_run *stages;
+    int started, finished;
+    int advancing, again;
+    size_t remaining;
+    size_t store_ops; /* store operations of this item in progress */
+    find_ctx *find;
+};
+
+struct find_ctx {
+    ol_item *item;
+    char **keys;
+    size_t n_keys;
+    ol_find_cb cb;
+    void *arg;
+    size_t *order; /* store stage indexes to read, in order: OL_STORE_VERIFY ones first */
+    size_t n_order, next, n_verify;
+    int checked;  /* the journal's answer was considered after the verify reads */
+    char *found;  /* key id found */
+    char *reason; /* stores that could not be read */
+};
+
+typedef struct run {
+    const plan *plan;
+    uv_loop_t loop;
+    uv_timer_t kick;
+    uv_signal_t sigint;
+    aws_client *aws;
+    journal *journal;
+    services *svc;
+    uv_timer_t flush_tick;
+    size_t prepares_pending;
+    int prepare_failed;
+    size_t final_flushes; /* end-of-run flushes still running */
+    int ending;           /* every item finished: final flushes, then close */
+    struct ol_stage *stages;
+    struct ol_item *items;
+    size_t n_items;
+    size_t next_item;
+    size_t active;
+    size_t finished;
+    int interrupted;
+    int preflight_failed;
+    int creds_rejected;
+    aws_stats stats;
+    char *region; /* the items' region, owned here: it outlives the AWS client */
+    report *report;
+} run;
+
+/* host_api.c */
+extern const ol_host run_host_api;
+void run_log(ol_stage *stage, const ol_item *item, ol_log_level level, const char *fmt, ...)
+    OL_PRINTF(4, 5);
+/* Masks every secret of the items in progress in text (in place). */
+void run_mask(const run *r, char *text);
+/* Nonzero when text holds a secret of an item in progress. */
+int run_reveals_secret(const run *r, const char *text);
+char *run_format(const char *fmt, ...) OL_PRINTF(1, 2);
+const char *run_stage_name(const run *r, size_t s);
+
+/* scheduler.c */
+void scheduler_advance(ol_item *item);
+void scheduler_kick(run *r);
+void scheduler_complete(ol_item *item, size_t s, int status, ol_outcome outcome,
+                        const char *reason);
+void scheduler_done(ol_stage *stage, ol_item *item, ol_outcome outcome, const char *reason);
+void scheduler_interrupt(run *r);
+void scheduler_on_sigint(uv_signal_t *h, int signum);
+void scheduler_end_run(run *r);
+
+/* stores.c */
+void stores_apply(ol_item *item, size_t s);
+void stores_maybe_flush(run *r);
+void stores_on_flush_tick(uv_timer_t *t);
+void stores_finish_run(run *r);
+void stores_done(ol_stage *stage, ol_item *item, int result, const ol_secret *found,
+                 const char *reason);
+void stores_flush_done(ol_stage *st, int result, const char *reason);
+int stores_secret_find(ol_item *item, const char *const *key_ids, size_t n, ol_find_cb cb,
+                       void *arg);
+
+/* pipeline.c */
+void pipeline_prepare_done(ol_stage *st, int result, const char *reason);
+
+#endif

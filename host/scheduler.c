@@ -1,0 +1,242 @@
+/* scheduler: items and the DAG of their stages. Items start from a timer, never from
+ * inside a stage's callback, so a stage that completes synchronously cannot recurse
+ * through the whole batch; a stage runs when its needs are done; each apply has a time
+ * limit; the first Ctrl-C lets items in progress finish, the second stops at once. */
+#include <string.h>
+
+#include "error.h"
+#include "run.h"
+
+/* ---- scheduling ------------------------------------------------------------------------- */
+
+const char *run_stage_name(const run *r, size_t s) {
+    return r->stages[s].ps->plugin->desc->name;
+}
+
+static void item_finish(ol_item *item) {
+    run *r = item->run;
+    item->finished = 1;
+    if (journal_flush(r->journal) != 0)
+        fprintf(stderr, "warning: could not fsync the journal %s\n", journal_path(r->journal));
+    report_item(r->report, item->name, item->product, item->environment, item->region);
+    bag_free(&item->bag);
+    r->active--;
+    r->finished++;
+    scheduler_kick(r);
+}
+
+void scheduler_complete(ol_item *item, size_t s, int status, ol_outcome outcome,
+                        const char *reason) {
+    run *r = item->run;
+    stage_run *sr = &item->stages[s];
+    if (sr->timer != NULL) {
+        services_timer_stop(sr->timer);
+        sr->timer = NULL;
+    }
+    sr->status = status;
+    sr->outcome = outcome;
+    free(sr->reason);
+    sr->reason = reason ? strdup(reason) : NULL;
+    if (sr->reason)
+        run_mask(r, sr->reason);
+    sr->finished = (double)uv_now(&r->loop) / 1000.0;
+    item->remaining--;
+    const char *sname = run_stage_name(r, s);
+    report_stage(r->report, item->name, sname, status == ST_SKIPPED ? 0 : outcome, sr->reason,
+                 sr->finished - sr->started);
+    if (status == ST_DONE && (outcome == OL_OUTCOME_CREATED || outcome == OL_OUTCOME_UPDATED))
+        journal_append(r->journal, item->name, sname,
+                       outcome == OL_OUTCOME_CREATED ? "stage_created" : "stage_updated", NULL,
+                       sr->reason);
+}
+
+void scheduler_done(ol_stage *stage, ol_item *item, ol_outcome outcome, const char *reason) {
+    if (stage == NULL || item == NULL)
+        return;
+    stage_run *sr = &item->stages[stage->index];
+    if (sr->status != ST_RUNNING) {
+        run_log(stage, item, OL_LOG_ERROR,
+                sr->status == ST_DONE && sr->outcome == OL_OUTCOME_FAILED
+                    ? "done() called after the stage had failed (its time limit?); ignored"
+                    : "plugin bug: done() called for a stage that is not running; ignored");
+        return;
+    }
+    if (outcome < OL_OUTCOME_CREATED || outcome > OL_OUTCOME_FAILED) {
+        outcome = OL_OUTCOME_FAILED;
+        reason = "plugin bug: invalid outcome";
+    }
+    if (outcome == OL_OUTCOME_FAILED && (reason == NULL || *reason == '\0'))
+        reason = "failed (the stage gave no reason)";
+    scheduler_complete(item, stage->index, ST_DONE, outcome, reason);
+    scheduler_advance(item);
+}
+
+/* 1: ready; 0: some need is not finished; -1: a need failed or was skipped. A secret store
+ * waits for every need to finish but runs unless a key-creating stage failed: a key that
+ * was created must be stored even when, say, the bucket stage failed. */
+static int needs_state(const ol_item *item, const plan_stage *ps, const char **failed) {
+    int ready = 1;
+    for (size_t k = 0; k < ps->n_needs; k++) {
+        const plan_stage *need = &item->run->plan->stages[ps->needs[k]];
+        const stage_run *nr = &item->stages[ps->needs[k]];
+        int bad =
+            nr->status == ST_SKIPPED || (nr->status == ST_DONE && nr->outcome == OL_OUTCOME_FAILED);
+        if (bad && (!ps->is_store || need->creates_secrets)) {
+            *failed = need->plugin->desc->name;
+            return -1;
+        }
+        if (nr->status != ST_DONE && nr->status != ST_SKIPPED)
+            ready = 0;
+    }
+    return ready;
+}
+
+static void on_stage_timeout(void *arg, int status) {
+    stage_run *sr = arg;
+    if (status != 0)
+        return;
+    sr->timer = NULL;
+    ol_item *item = sr->item;
+    if (sr->status != ST_RUNNING)
+        return;
+    const plan_stage *ps = &item->run->plan->stages[sr->index];
+    char why[256];
+    snprintf(why, sizeof(why),
+             "stage '%s' did not complete within %.1f s for item %s; abandoned (a hung program, or "
+             "a plugin that never completes); raise its \"timeout\" in the pipeline file if it "
+             "needs longer",
+             ps->plugin->desc->name, ps->timeout_ms / 1000.0, item->name);
+    run_log(&item->run->stages[sr->index], item, OL_LOG_ERROR, "%s", why);
+    scheduler_complete(item, sr->index, ST_DONE, OL_OUTCOME_FAILED, why);
+    scheduler_advance(item);
+}
+
+/* ---- items --------------------------------------------------------------------------------- */
+
+static void stage_start(ol_item *item, size_t s) {
+    run *r = item->run;
+    stage_run *sr = &item->stages[s];
+    ol_stage *stage = &r->stages[s];
+    sr->status = ST_RUNNING;
+    if (stage->ps->is_store) {
+        stores_apply(item, s);
+        return;
+    }
+    services_timer_start(r->svc, stage->ps->timeout_ms, on_stage_timeout, sr, &sr->timer);
+    int rc = stage->ps->plugin->desc->apply(stage, item, stage->state);
+    if (rc < 0 && sr->status == ST_RUNNING) {
+        char why[160];
+        snprintf(why, sizeof(why), "could not start: %s", ol_strerror(rc));
+        scheduler_complete(item, s, ST_DONE, OL_OUTCOME_FAILED, why);
+        item->again = 1;
+    }
+}
+
+void scheduler_advance(ol_item *item) {
+    run *r = item->run;
+    if (item->advancing) {
+        item->again = 1;
+        return;
+    }
+    item->advancing = 1;
+    do {
+        item->again = 0;
+        for (size_t s = 0; s < r->plan->n_stages; s++) {
+            stage_run *sr = &item->stages[s];
+            const char *failed = NULL;
+            if (sr->status != ST_PENDING)
+                continue;
+            int st = needs_state(item, r->stages[s].ps, &failed);
+            if (st == 0)
+                continue;
+            sr->started = (double)uv_now(&r->loop) / 1000.0;
+            if (st < 0) {
+                char why[160];
+                snprintf(why, sizeof(why), "skipped: needs '%s', which did not succeed", failed);
+                scheduler_complete(item, s, ST_SKIPPED, OL_OUTCOME_FAILED, why);
+                item->again = 1;
+                continue;
+            }
+            stage_start(item, s);
+        }
+    } while (item->again);
+    item->advancing = 0;
+    if (item->remaining == 0 && !item->finished)
+        item_finish(item);
+}
+
+void scheduler_end_run(run *r) {
+    uv_close((uv_handle_t *)&r->kick, NULL);
+    uv_close((uv_handle_t *)&r->sigint, NULL);
+    uv_close((uv_handle_t *)&r->flush_tick, NULL);
+    services_cancel_all(r->svc);
+    if (r->aws != NULL) {
+        aws_client_stats(r->aws, &r->stats);
+        aws_client_close(r->aws, NULL, NULL);
+        r->aws = NULL;
+    }
+}
+
+static void on_kick(uv_timer_t *t) {
+    run *r = t->data;
+    if (r->ending)
+        return;
+    while (!r->interrupted && r->next_item < r->n_items && r->active < r->plan->concurrency) {
+        ol_item *item = &r->items[r->next_item++];
+        item->started = 1;
+        r->active++;
+        scheduler_advance(item);
+    }
+    if (r->active == 0 && (r->next_item == r->n_items || r->interrupted))
+        stores_finish_run(r);
+    else
+        stores_maybe_flush(r);
+}
+
+void scheduler_kick(run *r) {
+    uv_timer_start(&r->kick, on_kick, 0, 0);
+}
+
+/* Names what the run still waits for, so a hung stage can be found. */
+static void print_waiting(const run *r) {
+    size_t shown = 0;
+    for (size_t i = 0; i < r->next_item; i++) {
+        const ol_item *it = &r->items[i];
+        if (!it->started || it->finished)
+            continue;
+        for (size_t s = 0; s < r->plan->n_stages; s++)
+            if (it->stages[s].status == ST_RUNNING || it->stages[s].op != OP_NONE) {
+                if (shown++ < 20)
+                    fprintf(stderr, "opsline:   waiting for %s: stage '%s'%s\n", it->name,
+                            run_stage_name(r, s), it->stages[s].op != OP_NONE ? " (store)" : "");
+            }
+    }
+    if (shown > 20)
+        fprintf(stderr, "opsline:   ... and %zu more\n", shown - 20);
+}
+
+/* The first Ctrl-C: items in progress run to their end (stopping one between its stages
+ * could leave an access key created whose secret no store holds); no new item starts. */
+void scheduler_interrupt(run *r) {
+    if (r->interrupted)
+        return;
+    r->interrupted = 1;
+    fprintf(stderr, "opsline: interrupted: finishing the items in progress; no new items "
+                    "start (press Ctrl-C again to stop at once)\n");
+    print_waiting(r);
+    stores_maybe_flush(r);
+}
+
+void scheduler_on_sigint(uv_signal_t *h, int signum) {
+    run *r = h->data;
+    (void)signum;
+    if (!r->interrupted) {
+        scheduler_interrupt(r);
+        return;
+    }
+    fprintf(stderr, "opsline: stopping now\n");
+    print_waiting(r);
+    services_cancel_all(r->svc);
+    uv_signal_stop(h);
+    raise(SIGINT);
+}
