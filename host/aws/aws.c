@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include "../error.h"
+#include "../list.h"
 #include "endpoints.h"
 #include "http.h"
 #include "retry.h"
@@ -45,7 +46,7 @@ struct aws_client {
     size_t n_limiters;
     aws_stats stats;
     long timeout_ms;
-    struct aws_call *calls; /* live calls, doubly linked */
+    list_node calls; /* aws_call: live calls, newest first */
     size_t live;
     int closing;
     int http_closed;
@@ -60,7 +61,7 @@ struct aws_client {
 
 typedef struct aws_call {
     aws_client *c;
-    struct aws_call *prev, *next;
+    list_node node; /* in c->calls until the user callback runs */
     char *service, *method, *bucket, *key, *region;
     ol_kv *params;
     size_t n_params;
@@ -147,6 +148,7 @@ int aws_client_new(uv_loop_t *loop, const char *profile, const char *region, aws
     if (c == NULL)
         return OL_ENOMEM;
     c->loop = loop;
+    list_init(&c->calls);
     rc = credentials_settings(profile, region, &c->settings, err);
     if (rc != 0)
         goto fail;
@@ -278,16 +280,10 @@ static void call_free_cb(uv_handle_t *h) {
 
 /* Run the user's callback once, unlink the call and release it. */
 static void call_finish(aws_call *call, const ol_aws_response *res) {
-    aws_client *c = call->c;
     if (call->completed)
         return;
     call->completed = 1;
-    if (call->prev)
-        call->prev->next = call->next;
-    else
-        c->calls = call->next;
-    if (call->next)
-        call->next->prev = call->prev;
+    list_remove(&call->node);
     uv_timer_stop(&call->timer);
     call->cb(call->arg, res);
     uv_close((uv_handle_t *)&call->timer, call_free_cb);
@@ -370,6 +366,7 @@ int aws_send(aws_client *c, const ol_aws_request *req, ol_aws_cb cb, void *arg) 
     if (call == NULL)
         return OL_ENOMEM;
     call->c = c;
+    list_init(&call->node);
     call->cb = cb;
     call->arg = arg;
     call->flags = req->flags;
@@ -412,10 +409,7 @@ int aws_send(aws_client *c, const ol_aws_request *req, ol_aws_cb cb, void *arg) 
         uv_close((uv_handle_t *)&call->timer, call_free_cb);
         return OL_ENOMEM;
     }
-    call->next = c->calls;
-    if (c->calls)
-        c->calls->prev = call;
-    c->calls = call;
+    list_insert_head(&c->calls, &call->node);
     c->stats.requests++;
     /* Start from the loop, never from inside aws_send, so callers see one code path. */
     uv_timer_start(&call->timer, on_timer_resend, 0, 0);
@@ -839,12 +833,16 @@ void aws_client_close(aws_client *c, void (*on_closed)(void *arg), void *arg) {
     c->on_closed_arg = arg;
     /* Calls waiting on a timer end now; calls inside HTTP end through http_close, which
      * runs their callbacks with OL_ECANCELED. */
-    aws_call *call = c->calls;
-    while (call) {
-        aws_call *next = call->next;
-        if (!call->in_http)
-            call_fail(call, OL_ECANCELED, "interrupted");
-        call = next;
+    list_node waiting, *n, *tmp;
+    list_init(&waiting);
+    list_foreach_safe(n, tmp, &c->calls) {
+        if (!list_entry(n, aws_call, node)->in_http) {
+            list_remove(n);
+            list_insert_tail(&waiting, n);
+        }
     }
+    /* A callback may do anything, so take the head each time; call_finish unlinks it. */
+    while ((n = list_first(&waiting)) != NULL)
+        call_fail(list_entry(n, aws_call, node), OL_ECANCELED, "interrupted");
     http_close(c->http, on_http_closed, c);
 }

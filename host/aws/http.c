@@ -16,6 +16,8 @@
 
 #include <curl/curl.h>
 
+#include "../list.h"
+
 #define HTTP_DEFAULT_TIMEOUT_MS 60000L
 #define HTTP_DEFAULT_CONNECT_TIMEOUT_MS 10000L
 /* Enough parallelism for a thousand items against one endpoint; the rest queue inside
@@ -30,7 +32,7 @@ struct http_socket {
     uv_poll_t poll;
     http_engine *eng;
     curl_socket_t fd;
-    http_socket *prev, *next;
+    list_node node; /* in eng->sockets until socket_close */
 };
 
 /* One request in flight. Freed after its callback ran. */
@@ -47,16 +49,16 @@ struct http_xfer {
     char errbuf[CURL_ERROR_SIZE];
     http_cb cb;
     void *arg;
-    http_xfer *prev, *next;
+    list_node node; /* in eng->xfers, then eng->canceled */
 };
 
 struct http_engine {
     uv_loop_t *loop;
     CURLM *multi;
     uv_timer_t timer;
-    http_socket *sockets; /* watched sockets, not yet closing */
-    http_xfer *xfers;     /* requests added to the multi handle */
-    http_xfer *canceled;  /* requests aborted by http_close, callbacks still due */
+    list_node sockets;  /* http_socket: watched sockets, not yet closing */
+    list_node xfers;    /* http_xfer: requests added to the multi handle, oldest first */
+    list_node canceled; /* http_xfer: aborted by http_close, callbacks still due */
     char *ca_bundle;
     char *no_proxy;
     unsigned open_handles;
@@ -65,43 +67,13 @@ struct http_engine {
     void *closed_arg;
 };
 
-static void xfer_link(http_xfer **head, http_xfer *x) {
-    x->prev = NULL;
-    x->next = *head;
-    if (*head != NULL)
-        (*head)->prev = x;
-    *head = x;
-}
-
-static void xfer_unlink(http_xfer **head, http_xfer *x) {
-    if (x->prev != NULL)
-        x->prev->next = x->next;
-    else
-        *head = x->next;
-    if (x->next != NULL)
-        x->next->prev = x->prev;
-    x->prev = x->next = NULL;
-}
-
-static void socket_unlink(http_engine *eng, http_socket *s) {
-    if (s->prev != NULL)
-        s->prev->next = s->next;
-    else
-        eng->sockets = s->next;
-    if (s->next != NULL)
-        s->next->prev = s->prev;
-    s->prev = s->next = NULL;
-}
-
 static void xfer_free(http_xfer *x) {
-    size_t i;
-
     if (x->easy != NULL)
         curl_easy_cleanup(x->easy);
     curl_slist_free_all(x->req_headers);
     free(x->req_body);
     free(x->body);
-    for (i = 0; i < x->n_headers; i++) {
+    for (size_t i = 0; i < x->n_headers; i++) {
         free((char *)x->headers[i].name);
         free((char *)x->headers[i].value);
     }
@@ -112,13 +84,10 @@ static void xfer_free(http_xfer *x) {
 /* ---- engine teardown ------------------------------------------------------------------ */
 
 static void engine_handle_closed(http_engine *eng) {
-    void (*on_closed)(void *);
-    void *arg;
-
     if (--eng->open_handles > 0 || !eng->closing)
         return;
-    on_closed = eng->on_closed;
-    arg = eng->closed_arg;
+    void (*on_closed)(void *) = eng->on_closed;
+    void *arg = eng->closed_arg;
     free(eng->ca_bundle);
     free(eng->no_proxy);
     free(eng);
@@ -139,7 +108,7 @@ static void on_socket_closed(uv_handle_t *h) {
  * not watch a closed descriptor. The context lives until its close callback. */
 static void socket_close(http_socket *s) {
     uv_poll_stop(&s->poll);
-    socket_unlink(s->eng, s);
+    list_remove(&s->node);
     uv_close((uv_handle_t *)&s->poll, on_socket_closed);
 }
 
@@ -152,9 +121,6 @@ static int collect_headers(http_xfer *x) {
 
     /* request -1: only the final response's headers (not 1xx or earlier hops). */
     while ((h = curl_easy_nextheader(x->easy, CURLH_HEADER, -1, h)) != NULL) {
-        char *name, *value;
-        size_t i;
-
         if (n == cap) {
             size_t ncap = cap ? cap * 2 : 16;
             ol_kv *tmp = realloc(kv, ncap * sizeof *kv);
@@ -163,14 +129,14 @@ static int collect_headers(http_xfer *x) {
             kv = tmp;
             cap = ncap;
         }
-        name = strdup(h->name);
-        value = strdup(h->value != NULL ? h->value : "");
+        char *name = strdup(h->name);
+        char *value = strdup(h->value != NULL ? h->value : "");
         if (name == NULL || value == NULL) {
             free(name);
             free(value);
             goto fail;
         }
-        for (i = 0; name[i] != '\0'; i++)
+        for (size_t i = 0; name[i] != '\0'; i++)
             name[i] = (char)tolower((unsigned char)name[i]);
         kv[n].name = name;
         kv[n].value = value;
@@ -249,19 +215,15 @@ static void check_multi_info(http_engine *eng) {
     int pending;
 
     while (!eng->closing && (msg = curl_multi_info_read(eng->multi, &pending)) != NULL) {
-        http_xfer *x;
-        char *priv = NULL;
-        CURLcode code;
-        int result;
-
         if (msg->msg != CURLMSG_DONE)
             continue;
-        code = msg->data.result;
+        CURLcode code = msg->data.result;
+        char *priv = NULL;
         curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &priv);
-        x = (http_xfer *)priv;
+        http_xfer *x = (http_xfer *)priv;
         /* Headers are read before removal: they belong to the finished transfer. */
-        result = collect_headers(x);
-        xfer_unlink(&eng->xfers, x);
+        int result = collect_headers(x);
+        list_remove(&x->node);
         curl_multi_remove_handle(eng->multi, x->easy);
         xfer_complete(x, code, result);
     }
@@ -324,10 +286,7 @@ static http_socket *socket_new(http_engine *eng, curl_socket_t fd) {
     s->poll.data = s;
     s->eng = eng;
     s->fd = fd;
-    s->next = eng->sockets;
-    if (eng->sockets != NULL)
-        eng->sockets->prev = s;
-    eng->sockets = s;
+    list_insert_head(&eng->sockets, &s->node);
     eng->open_handles++;
     return s;
 }
@@ -371,11 +330,9 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *userp) {
     }
     if (x->body_len + n + 1 > x->body_cap) {
         size_t cap = x->body_cap ? x->body_cap : 1024;
-        char *tmp;
-
         while (cap < x->body_len + n + 1)
             cap = cap > SIZE_MAX / 2 ? x->body_len + n + 1 : cap * 2;
-        tmp = realloc(x->body, cap);
+        char *tmp = realloc(x->body, cap);
         if (tmp == NULL) {
             x->oom = 1;
             return 0;
@@ -392,8 +349,6 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *userp) {
 static int append_header(struct curl_slist **list, const char *name, const char *value) {
     size_t nlen = strlen(name), vlen = strlen(value);
     char *line = malloc(nlen + vlen + 3);
-    struct curl_slist *tmp;
-
     if (line == NULL)
         return OL_ENOMEM;
     memcpy(line, name, nlen);
@@ -404,7 +359,7 @@ static int append_header(struct curl_slist **list, const char *name, const char 
         memcpy(line + nlen, ": ", 2);
         memcpy(line + nlen + 2, value, vlen + 1);
     }
-    tmp = curl_slist_append(*list, line);
+    struct curl_slist *tmp = curl_slist_append(*list, line);
     free(line);
     if (tmp == NULL)
         return OL_ENOMEM;
@@ -413,11 +368,8 @@ static int append_header(struct curl_slist **list, const char *name, const char 
 }
 
 static int build_headers(http_xfer *x, const http_request *req) {
-    struct curl_slist *tmp;
     int has_type = 0;
-    size_t i;
-
-    for (i = 0; i < req->n_headers; i++) {
+    for (size_t i = 0; i < req->n_headers; i++) {
         const ol_kv *h = &req->headers[i];
         if (h->name == NULL || h->name[0] == '\0' || h->value == NULL ||
             strpbrk(h->name, ":\r\n") != NULL || strpbrk(h->value, "\r\n") != NULL)
@@ -429,7 +381,7 @@ static int build_headers(http_xfer *x, const http_request *req) {
     }
     /* A request body makes curl add "Expect: 100-continue" (a round trip AWS does not need)
      * and "Content-Type: application/x-www-form-urlencoded"; an empty value removes them. */
-    tmp = curl_slist_append(x->req_headers, "Expect:");
+    struct curl_slist *tmp = curl_slist_append(x->req_headers, "Expect:");
     if (tmp == NULL)
         return OL_ENOMEM;
     x->req_headers = tmp;
@@ -499,21 +451,20 @@ fail:
 }
 
 int http_send(http_engine *eng, const http_request *req, http_cb cb, void *arg) {
-    http_xfer *x = NULL;
-    int rc = OL_ENOMEM;
-
     if (eng == NULL || req == NULL || cb == NULL || req->url == NULL || req->method == NULL ||
         req->method[0] == '\0' || (req->n_headers > 0 && req->headers == NULL) ||
         (req->body == NULL && req->body_len > 0))
         return OL_EINVAL;
     if (eng->closing)
         return OL_ECANCELED;
-    x = calloc(1, sizeof *x);
+    http_xfer *x = calloc(1, sizeof *x);
     if (x == NULL)
         return OL_ENOMEM;
     x->eng = eng;
     x->cb = cb;
     x->arg = arg;
+    list_init(&x->node);
+    int rc = OL_ENOMEM;
     x->req_body = malloc(req->body_len + 1);
     if (x->req_body == NULL)
         goto fail;
@@ -536,7 +487,7 @@ int http_send(http_engine *eng, const http_request *req, http_cb cb, void *arg) 
         rc = OL_ENOMEM;
         goto fail;
     }
-    xfer_link(&eng->xfers, x);
+    list_insert_tail(&eng->xfers, &x->node);
     return 0;
 
 fail:
@@ -545,11 +496,9 @@ fail:
 }
 
 const char *http_header(const http_response *res, const char *name) {
-    size_t i;
-
     if (res == NULL || name == NULL)
         return NULL;
-    for (i = 0; i < res->n_headers; i++)
+    for (size_t i = 0; i < res->n_headers; i++)
         if (strcasecmp(res->headers[i].name, name) == 0)
             return res->headers[i].value;
     return NULL;
@@ -562,17 +511,14 @@ const char *http_header(const http_response *res, const char *name) {
 static char *make_no_proxy(void) {
     static const char loopback[] = "localhost,127.0.0.1,::1";
     const char *env = getenv("no_proxy");
-    size_t len;
-    char *s;
-
     if (env == NULL || env[0] == '\0')
         env = getenv("NO_PROXY");
     if (env == NULL || env[0] == '\0')
         return strdup(loopback);
     if (strcmp(env, "*") == 0)
         return strdup(env);
-    len = strlen(env);
-    s = malloc(len + 1 + sizeof loopback);
+    size_t len = strlen(env);
+    char *s = malloc(len + 1 + sizeof loopback);
     if (s == NULL)
         return NULL;
     memcpy(s, env, len);
@@ -582,21 +528,21 @@ static char *make_no_proxy(void) {
 }
 
 http_engine *http_new(uv_loop_t *loop) {
-    http_engine *eng;
-    const char *ca;
-
     if (loop == NULL)
         return NULL;
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
         return NULL;
-    eng = calloc(1, sizeof *eng);
+    http_engine *eng = calloc(1, sizeof *eng);
     if (eng == NULL)
         goto fail_global;
     eng->loop = loop;
+    list_init(&eng->sockets);
+    list_init(&eng->xfers);
+    list_init(&eng->canceled);
     eng->no_proxy = make_no_proxy();
     if (eng->no_proxy == NULL)
         goto fail;
-    ca = getenv("OPSLINE_CA_BUNDLE");
+    const char *ca = getenv("OPSLINE_CA_BUNDLE");
     if (ca != NULL && ca[0] != '\0') {
         /* CURLOPT_CAINFO replaces the bundle file; the system CA directory (CAPATH) stays,
          * so this adds an emulator's CA without losing the public roots. */
@@ -636,9 +582,10 @@ fail_global:
 static void on_timer_closed(uv_handle_t *h) {
     http_engine *eng = h->data;
 
-    while (eng->canceled != NULL) {
-        http_xfer *x = eng->canceled;
-        xfer_unlink(&eng->canceled, x);
+    list_node *n;
+    while ((n = list_first(&eng->canceled)) != NULL) {
+        http_xfer *x = list_entry(n, http_xfer, node);
+        list_remove(n);
         xfer_complete(x, CURLE_OK, OL_ECANCELED);
     }
     engine_handle_closed(eng);
@@ -650,17 +597,17 @@ void http_close(http_engine *eng, void (*on_closed)(void *arg), void *arg) {
     eng->closing = 1;
     eng->on_closed = on_closed;
     eng->closed_arg = arg;
-    while (eng->xfers != NULL) {
-        http_xfer *x = eng->xfers;
-        curl_multi_remove_handle(eng->multi, x->easy);
-        xfer_unlink(&eng->xfers, x);
-        xfer_link(&eng->canceled, x);
+    list_node *n;
+    while ((n = list_first(&eng->xfers)) != NULL) {
+        curl_multi_remove_handle(eng->multi, list_entry(n, http_xfer, node)->easy);
+        list_remove(n);
+        list_insert_tail(&eng->canceled, n);
     }
     /* Closes the cached connections; curl may still report CURL_POLL_REMOVE meanwhile. */
     curl_multi_cleanup(eng->multi);
     eng->multi = NULL;
-    while (eng->sockets != NULL)
-        socket_close(eng->sockets);
+    while ((n = list_first(&eng->sockets)) != NULL)
+        socket_close(list_entry(n, http_socket, node));
     uv_timer_stop(&eng->timer);
     uv_close((uv_handle_t *)&eng->timer, on_timer_closed);
 }
