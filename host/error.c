@@ -48,18 +48,35 @@ const char *ol_strerror(int code) {
     }
 }
 
-char *ol__format(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
+static char *format_va(const char *fmt, va_list ap) {
+    va_list copy;
+    va_copy(copy, ap);
+    int n = vsnprintf(NULL, 0, fmt, copy);
+    va_end(copy);
     if (n < 0)
         return NULL;
     char *s = malloc((size_t)n + 1);
-    if (s == NULL)
-        return NULL;
+    if (s != NULL)
+        vsnprintf(s, (size_t)n + 1, fmt, ap);
+    return s;
+}
+
+char *ol__format(const char *fmt, ...) {
+    va_list ap;
     va_start(ap, fmt);
-    vsnprintf(s, (size_t)n + 1, fmt, ap);
+    char *s = format_va(fmt, ap);
     va_end(ap);
     return s;
+}
+
+int ol__fail(char **err, int code, const char *fmt, ...) {
+    if (err == NULL)
+        return code;
+    va_list ap;
+    va_start(ap, fmt);
+    char *msg = format_va(fmt, ap);
+    va_end(ap);
+    free(*err);
+    *err = msg;
+    return code;
 }

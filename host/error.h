@@ -12,4 +12,11 @@ const char *ol_strerror(int code);
  * failure. The one place the host formats into fresh memory. */
 char *ol__format(const char *fmt, ...) OL_PRINTF(1, 2);
 
+/* The one way a host function hands an error message to its caller: replaces *err (NULL or
+ * malloc'd; the old message is freed) with a malloc'd printf-formatted message and returns
+ * code, so a failure reads `return ol__fail(err, OL_EINVAL, "...", ...);`. err may be NULL
+ * when the caller wants only the code. On allocation failure *err is NULL and code is still
+ * returned: the caller prints ol_strerror(code) then. */
+int ol__fail(char **err, int code, const char *fmt, ...) OL_PRINTF(3, 4);
+
 #endif

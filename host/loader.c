@@ -36,14 +36,6 @@ struct loader {
     size_t dir_gen; /* bumped per directory by loader_load_default */
 };
 
-static int set_err(char **err, int code, char *msg) {
-    if (err != NULL)
-        *err = msg;
-    else
-        free(msg);
-    return code;
-}
-
 int loader_new(loader **out) {
     loader *l = calloc(1, sizeof(*l));
     if (l == NULL)
@@ -97,56 +89,52 @@ static int valid_stage_name(const char *name) {
 
 static int check_abi(const ol_plugin *d, const char *path, char **err) {
     if (d->abi_major != OL_ABI_MAJOR)
-        return set_err(err, OL_EABI,
-                       ol__format("%s: built for opsline plugin ABI %u.%u, this opsline supports "
-                                  "%d.%d; rebuild the plugin against opsline's SDK %d.x",
-                                  path, (unsigned)d->abi_major, (unsigned)d->abi_minor,
-                                  OL_ABI_MAJOR, OL_ABI_MINOR, OL_ABI_MAJOR));
+        return ol__fail(err, OL_EABI,
+                        "%s: built for opsline plugin ABI %u.%u, this opsline supports "
+                        "%d.%d; rebuild the plugin against opsline's SDK %d.x",
+                        path, (unsigned)d->abi_major, (unsigned)d->abi_minor, OL_ABI_MAJOR,
+                        OL_ABI_MINOR, OL_ABI_MAJOR);
     if (d->abi_minor > OL_ABI_MINOR)
-        return set_err(err, OL_EABI,
-                       ol__format("%s: built for opsline plugin ABI %u.%u, this opsline supports "
-                                  "%d.%d; upgrade opsline or rebuild the plugin against opsline's "
-                                  "SDK %d.%d",
-                                  path, (unsigned)d->abi_major, (unsigned)d->abi_minor,
-                                  OL_ABI_MAJOR, OL_ABI_MINOR, OL_ABI_MAJOR, OL_ABI_MINOR));
+        return ol__fail(err, OL_EABI,
+                        "%s: built for opsline plugin ABI %u.%u, this opsline supports "
+                        "%d.%d; upgrade opsline or rebuild the plugin against opsline's "
+                        "SDK %d.%d",
+                        path, (unsigned)d->abi_major, (unsigned)d->abi_minor, OL_ABI_MAJOR,
+                        OL_ABI_MINOR, OL_ABI_MAJOR, OL_ABI_MINOR);
     if (d->struct_size < DESC_V2_0_SIZE)
-        return set_err(err, OL_EABI,
-                       ol__format("%s: plugin descriptor is %u bytes, smaller than the %zu bytes "
-                                  "of opsline plugin ABI %d.0; rebuild the plugin against "
-                                  "opsline's SDK %d.x",
-                                  path, (unsigned)d->struct_size, (size_t)DESC_V2_0_SIZE,
-                                  OL_ABI_MAJOR, OL_ABI_MAJOR));
+        return ol__fail(err, OL_EABI,
+                        "%s: plugin descriptor is %u bytes, smaller than the %zu bytes "
+                        "of opsline plugin ABI %d.0; rebuild the plugin against "
+                        "opsline's SDK %d.x",
+                        path, (unsigned)d->struct_size, (size_t)DESC_V2_0_SIZE, OL_ABI_MAJOR,
+                        OL_ABI_MAJOR);
     return 0;
 }
 
 static int check_options(const ol_plugin *d, const char *path, char **err) {
     if (d->n_options > 0 && d->options == NULL)
-        return set_err(err, OL_EINVAL,
-                       ol__format("%s: stage '%s' declares %zu options but no option table", path,
-                                  d->name, d->n_options));
+        return ol__fail(err, OL_EINVAL, "%s: stage '%s' declares %zu options but no option table",
+                        path, d->name, d->n_options);
     if (d->n_options > 0 && d->option_size < sizeof(ol_option_def))
-        return set_err(err, OL_EABI,
-                       ol__format("%s: stage '%s' has option_size %zu, smaller than the %zu "
-                                  "bytes of ol_option_def in ABI %d.0; declare options with "
-                                  "OL_OPTIONS(array)",
-                                  path, d->name, d->option_size, sizeof(ol_option_def),
-                                  OL_ABI_MAJOR));
+        return ol__fail(err, OL_EABI,
+                        "%s: stage '%s' has option_size %zu, smaller than the %zu "
+                        "bytes of ol_option_def in ABI %d.0; declare options with "
+                        "OL_OPTIONS(array)",
+                        path, d->name, d->option_size, sizeof(ol_option_def), OL_ABI_MAJOR);
     for (size_t i = 0; i < d->n_options; i++) {
         const ol_option_def *o = options_def(d, i);
         if (o->name == NULL || o->name[0] == '\0')
-            return set_err(
-                err, OL_EINVAL,
-                ol__format("%s: stage '%s': option #%zu has no name", path, d->name, i + 1));
+            return ol__fail(err, OL_EINVAL, "%s: stage '%s': option #%zu has no name", path,
+                            d->name, i + 1);
         if (o->type < OL_OPT_STRING || o->type > OL_OPT_OBJECT)
-            return set_err(err, OL_EINVAL,
-                           ol__format("%s: stage '%s': option '%s' has unknown type %d; use one "
-                                      "of the OL_OPT_* types",
-                                      path, d->name, o->name, (int)o->type));
+            return ol__fail(err, OL_EINVAL,
+                            "%s: stage '%s': option '%s' has unknown type %d; use one "
+                            "of the OL_OPT_* types",
+                            path, d->name, o->name, (int)o->type);
         for (size_t j = 0; j < i; j++)
             if (strcmp(options_def(d, j)->name, o->name) == 0)
-                return set_err(err, OL_EINVAL,
-                               ol__format("%s: stage '%s' declares option '%s' twice", path,
-                                          d->name, o->name));
+                return ol__fail(err, OL_EINVAL, "%s: stage '%s' declares option '%s' twice", path,
+                                d->name, o->name);
     }
     /* Parse the declared defaults once now, so a malformed default is the plugin's error
      * at load time rather than the user's at run time. */
@@ -161,9 +149,9 @@ static int check_options(const ol_plugin *d, const char *path, char **err) {
     if (rc == OL_ENOMEM)
         return rc;
     if (rc < 0) {
-        char *msg = ol__format("%s: %s", path, why != NULL ? why : "bad option default");
+        ol__fail(err, OL_EINVAL, "%s: %s", path, why != NULL ? why : "bad option default");
         free(why);
-        return set_err(err, OL_EINVAL, msg);
+        return OL_EINVAL;
     }
     return 0;
 }
@@ -173,34 +161,32 @@ static int check_descriptor(const ol_plugin *d, const char *path, char **err) {
     if (rc < 0)
         return rc;
     if (d->name == NULL)
-        return set_err(err, OL_EINVAL, ol__format("%s: plugin descriptor has no stage name", path));
+        return ol__fail(err, OL_EINVAL, "%s: plugin descriptor has no stage name", path);
     if (!valid_stage_name(d->name))
-        return set_err(err, OL_EINVAL,
-                       ol__format("%s: stage name '%.64s' is invalid; use 1 to %d characters "
-                                  "of a-z, 0-9, '_' and '-'",
-                                  path, d->name, STAGE_NAME_MAX));
+        return ol__fail(err, OL_EINVAL,
+                        "%s: stage name '%.64s' is invalid; use 1 to %d characters "
+                        "of a-z, 0-9, '_' and '-'",
+                        path, d->name, STAGE_NAME_MAX);
     if (d->apply == NULL && d->store == NULL)
-        return set_err(
-            err, OL_EINVAL,
-            ol__format("%s: stage '%s' has no apply function; set ol_plugin.apply", path, d->name));
+        return ol__fail(err, OL_EINVAL, "%s: stage '%s' has no apply function; set ol_plugin.apply",
+                        path, d->name);
     if (d->apply != NULL && d->store != NULL)
-        return set_err(err, OL_EINVAL,
-                       ol__format("%s: stage '%s' is a secret store (store set) and also has "
-                                  "apply; a store leaves apply NULL",
-                                  path, d->name));
+        return ol__fail(err, OL_EINVAL,
+                        "%s: stage '%s' is a secret store (store set) and also has "
+                        "apply; a store leaves apply NULL",
+                        path, d->name);
     if (d->store != NULL &&
         (d->store->struct_size < offsetof(ol_store_ops, del) + sizeof(d->store->del) ||
          d->store->put == NULL || d->store->get == NULL))
-        return set_err(err, OL_EINVAL,
-                       ol__format("%s: stage '%s': its ol_store_ops must set struct_size, put "
-                                  "and get",
-                                  path, d->name));
+        return ol__fail(err, OL_EINVAL,
+                        "%s: stage '%s': its ol_store_ops must set struct_size, put "
+                        "and get",
+                        path, d->name);
     if (d->needs != NULL)
         for (size_t i = 0; d->needs[i] != NULL; i++)
             if (d->needs[i][0] == '\0')
-                return set_err(
-                    err, OL_EINVAL,
-                    ol__format("%s: stage '%s' has an empty name in its needs", path, d->name));
+                return ol__fail(err, OL_EINVAL, "%s: stage '%s' has an empty name in its needs",
+                                path, d->name);
     return check_options(d, path, err);
 }
 
@@ -218,11 +204,11 @@ static int open_plugin(const char *path, const char *real, void **handle, const 
     if (h == NULL) {
         const char *why = dlerror();
         why = why != NULL ? strip_path(strip_path(why, real), path) : "unknown error";
-        return set_err(err, OL_EINVAL,
-                       ol__format("%s: cannot load plugin: %s; check it was built for this "
-                                  "system and linked with the libraries it uses "
-                                  "(-Wl,--no-undefined finds missing ones at build time)",
-                                  path, why));
+        return ol__fail(err, OL_EINVAL,
+                        "%s: cannot load plugin: %s; check it was built for this "
+                        "system and linked with the libraries it uses "
+                        "(-Wl,--no-undefined finds missing ones at build time)",
+                        path, why);
     }
     /* dlsym returns an object pointer; copying it is the conversion POSIX allows. */
     void *sym = dlsym(h, OL_PLUGIN_ENTRY);
@@ -230,18 +216,18 @@ static int open_plugin(const char *path, const char *real, void **handle, const 
     memcpy(&entry, &sym, sizeof(entry));
     if (sym == NULL) {
         dlclose(h);
-        return set_err(err, OL_EINVAL,
-                       ol__format("%s: not an opsline plugin (no `%s` symbol); define the entry "
-                                  "point with OL_EXPORT and build with the opsline SDK",
-                                  path, OL_PLUGIN_ENTRY));
+        return ol__fail(err, OL_EINVAL,
+                        "%s: not an opsline plugin (no `%s` symbol); define the entry "
+                        "point with OL_EXPORT and build with the opsline SDK",
+                        path, OL_PLUGIN_ENTRY);
     }
     const ol_plugin *d = entry();
     if (d == NULL) {
         dlclose(h);
-        return set_err(err, OL_EINVAL,
-                       ol__format("%s: `%s` returned NULL; it must return a static ol_plugin "
-                                  "descriptor",
-                                  path, OL_PLUGIN_ENTRY));
+        return ol__fail(err, OL_EINVAL,
+                        "%s: `%s` returned NULL; it must return a static ol_plugin "
+                        "descriptor",
+                        path, OL_PLUGIN_ENTRY);
     }
     int rc = check_descriptor(d, path, err);
     if (rc < 0) {
@@ -277,8 +263,8 @@ static int load_file(loader *l, const char *path, int shadow, char **err) {
         int e = errno;
         if (e == ENOMEM)
             return OL_ENOMEM;
-        return set_err(err, e == ENOENT ? OL_ENOENT : OL_EINVAL,
-                       ol__format("%s: cannot load plugin: %s", path, strerror(e)));
+        return ol__fail(err, e == ENOENT ? OL_ENOENT : OL_EINVAL, "%s: cannot load plugin: %s",
+                        path, strerror(e));
     }
     for (size_t i = 0; i < l->n; i++)
         if (strcmp(l->items[i].pub.path, real) == 0) {
@@ -297,10 +283,10 @@ static int load_file(loader *l, const char *path, int shadow, char **err) {
         return 0;
     }
     if (prev != NULL) {
-        rc = set_err(err, OL_EEXIST,
-                     ol__format("%s: stage '%s' is already provided by %s; remove one of the two "
-                                "files from the plugin path",
-                                path, d->name, prev->pub.path));
+        rc = ol__fail(err, OL_EEXIST,
+                      "%s: stage '%s' is already provided by %s; remove one of the two "
+                      "files from the plugin path",
+                      path, d->name, prev->pub.path);
         dlclose(h);
         goto fail;
     }
@@ -333,7 +319,7 @@ static int load_dir(loader *l, const char *dir, int required, int shadow, char *
             return OL_ENOMEM;
         if (!required && (e == ENOENT || e == ENOTDIR))
             return 0;
-        return set_err(err, OL_ENOENT, ol__format("plugin directory %s: %s", dir, strerror(e)));
+        return ol__fail(err, OL_ENOENT, "plugin directory %s: %s", dir, strerror(e));
     }
     int rc = 0;
     for (int i = 0; i < n; i++) {
@@ -430,22 +416,20 @@ static int check_needs(const loader *l, const char *const *names, size_t n, char
     for (size_t i = 0; i < n; i++) {
         const loader_plugin *p = loader_find(l, names[i]);
         if (p == NULL)
-            return set_err(err, OL_EINVAL,
-                           ol__format("stage '%s' is not provided by any loaded plugin; check "
-                                      "`opsline plugins list` and --plugin-dir",
-                                      names[i]));
+            return ol__fail(err, OL_EINVAL,
+                            "stage '%s' is not provided by any loaded plugin; check "
+                            "`opsline plugins list` and --plugin-dir",
+                            names[i]);
         if (index_of(names, i, names[i]) < i)
-            return set_err(err, OL_EINVAL,
-                           ol__format("stage '%s' is listed twice in the pipeline", names[i]));
+            return ol__fail(err, OL_EINVAL, "stage '%s' is listed twice in the pipeline", names[i]);
         for (size_t k = 0; p->desc->needs != NULL && p->desc->needs[k] != NULL; k++) {
             const char *need = p->desc->needs[k];
             if (index_of(names, n, need) == n)
-                return set_err(
-                    err, OL_EINVAL,
-                    ol__format("stage '%s' needs stage '%s', which is not in the "
-                               "pipeline%s; add '%s' to the pipeline's stages",
-                               names[i], need,
-                               loader_find(l, need) ? "" : " (and no plugin provides it)", need));
+                return ol__fail(err, OL_EINVAL,
+                                "stage '%s' needs stage '%s', which is not in the "
+                                "pipeline%s; add '%s' to the pipeline's stages",
+                                names[i], need,
+                                loader_find(l, need) ? "" : " (and no plugin provides it)", need);
         }
     }
     return 0;
@@ -479,19 +463,20 @@ static int needs_pending(const loader *l, const char *const *names, size_t n, si
     return 0;
 }
 
-/* Follow unmet needs from a stuck stage until a stage repeats: that loop is the cycle. */
-static char *describe_cycle(const loader *l, const char *const *names, size_t n,
-                            const unsigned char *done) {
+/* Follow unmet needs from a stuck stage until a stage repeats: that loop is the cycle,
+ * named in *err. Returns OL_EINVAL, or OL_ENOMEM. */
+static int fail_cycle(const loader *l, const char *const *names, size_t n,
+                      const unsigned char *done, char **err) {
     size_t start = 0;
     while (done[start])
         start++;
     size_t *seen = calloc(n, sizeof(*seen)); /* 1 + position in the walk, 0: not seen */
     if (seen == NULL)
-        return NULL;
+        return OL_ENOMEM;
     size_t *walk = calloc(n + 1, sizeof(*walk));
     if (walk == NULL) {
         free(seen);
-        return NULL;
+        return OL_ENOMEM;
     }
     size_t len = 0, cur = start;
     while (seen[cur] == 0) {
@@ -521,14 +506,15 @@ static char *describe_cycle(const loader *l, const char *const *names, size_t n,
         }
         strcat(path, names[cur]);
     }
-    char *msg = path != NULL ? ol__format("stages need each other in a cycle (%s); remove one "
-                                          "of these needs",
-                                          path)
-                             : NULL;
+    int rc = path != NULL ? ol__fail(err, OL_EINVAL,
+                                     "stages need each other in a cycle (%s); remove one of "
+                                     "these needs",
+                                     path)
+                          : OL_ENOMEM;
     free(path);
     free(walk);
     free(seen);
-    return msg;
+    return rc;
 }
 
 /* Kahn's algorithm, taking the first ready stage in the user's order so the result is
@@ -551,9 +537,9 @@ int loader_order(const loader *l, const char *const *names, size_t n, size_t *or
         while (i < n && (done[i] || needs_pending(l, names, n, i, done)))
             i++;
         if (i == n) {
-            char *msg = describe_cycle(l, names, n, done);
+            rc = fail_cycle(l, names, n, done, err);
             free(done);
-            return msg != NULL ? set_err(err, OL_EINVAL, msg) : OL_ENOMEM;
+            return rc;
         }
         done[i] = 1;
         order[placed++] = i;

@@ -33,14 +33,6 @@ struct options {
     size_t n;
 };
 
-static int set_err(char **err, int code, char *msg) {
-    if (err != NULL)
-        *err = msg;
-    else
-        free(msg);
-    return code;
-}
-
 static const char *type_name(ol_option_type t) {
     switch (t) {
     case OL_OPT_STRING:
@@ -369,21 +361,11 @@ out:
     return d;
 }
 
-static char *unknown_option(const options *o, const char *name) {
-    const ol_plugin *p = o->plugin;
-    if (p->n_options == 0)
-        return ol__format("%s: unknown option '%s'; this stage takes no options", o->label, name);
-    const char *best = NULL;
-    size_t best_d = SUGGEST_MAX_DISTANCE + 1;
+/* The names of p's options, ", "-separated (malloc'd), or NULL on allocation failure. */
+static char *option_names(const ol_plugin *p) {
     size_t names_len = 1;
-    for (size_t k = 0; k < p->n_options; k++) {
-        size_t d = edit_distance(name, options_def(p, k)->name);
-        if (d < best_d) {
-            best_d = d;
-            best = options_def(p, k)->name;
-        }
+    for (size_t k = 0; k < p->n_options; k++)
         names_len += strlen(options_def(p, k)->name) + 2;
-    }
     char *names = malloc(names_len);
     if (names == NULL)
         return NULL;
@@ -393,36 +375,58 @@ static char *unknown_option(const options *o, const char *name) {
             strcat(names, ", ");
         strcat(names, options_def(p, k)->name);
     }
-    char *msg;
-    if (best != NULL)
-        msg = ol__format("%s: unknown option '%s'; did you mean '%s'? Valid options: %s", o->label,
-                         name, best, names);
-    else
-        msg = ol__format("%s: unknown option '%s'; valid options: %s", o->label, name, names);
-    free(names);
-    return msg;
+    return names;
 }
 
-/* The message for a value that did not parse. Sensitive values are never quoted. */
-static char *bad_value(const options *o, const value *v, const char *text, const json_t *j,
-                       int rc) {
+/* OL_EINVAL with a message naming the option, the closest declared one and all of them. */
+static int fail_unknown_option(const options *o, const char *name, char **err) {
+    const ol_plugin *p = o->plugin;
+    if (p->n_options == 0)
+        return ol__fail(err, OL_EINVAL, "%s: unknown option '%s'; this stage takes no options",
+                        o->label, name);
+    const char *best = NULL;
+    size_t best_d = SUGGEST_MAX_DISTANCE + 1;
+    for (size_t k = 0; k < p->n_options; k++) {
+        size_t d = edit_distance(name, options_def(p, k)->name);
+        if (d < best_d) {
+            best_d = d;
+            best = options_def(p, k)->name;
+        }
+    }
+    char *names = option_names(p);
+    if (names == NULL)
+        return ol__fail(err, OL_EINVAL, "%s: unknown option '%s'", o->label, name);
+    if (best != NULL)
+        ol__fail(err, OL_EINVAL, "%s: unknown option '%s'; did you mean '%s'? Valid options: %s",
+                 o->label, name, best, names);
+    else
+        ol__fail(err, OL_EINVAL, "%s: unknown option '%s'; valid options: %s", o->label, name,
+                 names);
+    free(names);
+    return OL_EINVAL;
+}
+
+/* OL_EINVAL with the message for a value that did not parse (rc: the parser's code).
+ * Sensitive values are never quoted. */
+static int fail_bad_value(const options *o, const value *v, const char *text, const json_t *j,
+                          int rc, char **err) {
     const ol_option_def *d = v->def;
     int json = j != NULL;
     if (rc == OL_ERANGE)
-        return ol__format("%s: option '%s' is out of range for a 64-bit integer", o->label,
-                          d->name);
+        return ol__fail(err, OL_EINVAL, "%s: option '%s' is out of range for a 64-bit integer",
+                        o->label, d->name);
     if (json && ((d->type == OL_OPT_LIST && json_is_array(j)) ||
                  (d->type == OL_OPT_OBJECT && json_is_object(j))))
-        return ol__format("%s: option '%s' must be %s; one of its values is not a string", o->label,
-                          d->name, type_expect(d->type, 1));
+        return ol__fail(err, rc, "%s: option '%s' must be %s; one of its values is not a string",
+                        o->label, d->name, type_expect(d->type, 1));
     if (json)
-        return ol__format("%s: option '%s' must be %s, got %s", o->label, d->name,
-                          type_expect(d->type, 1), json_type_name(j));
+        return ol__fail(err, rc, "%s: option '%s' must be %s, got %s", o->label, d->name,
+                        type_expect(d->type, 1), json_type_name(j));
     if ((d->flags & OL_OPT_SENSITIVE))
-        return ol__format("%s: option '%s' must be %s (value not shown: sensitive)", o->label,
-                          d->name, type_expect(d->type, 0));
-    return ol__format("%s: option '%s' must be %s, got '%s'", o->label, d->name,
-                      type_expect(d->type, 0), text);
+        return ol__fail(err, rc, "%s: option '%s' must be %s (value not shown: sensitive)",
+                        o->label, d->name, type_expect(d->type, 0));
+    return ol__fail(err, rc, "%s: option '%s' must be %s, got '%s'", o->label, d->name,
+                    type_expect(d->type, 0), text);
 }
 
 /* Parse into a scratch value and swap it in only on success, so a failed set leaves the
@@ -434,7 +438,7 @@ static int assign(options *o, value *v, const char *text, const json_t *j, char 
         clear_value(&tmp);
         if (rc == OL_ENOMEM)
             return rc;
-        return set_err(err, rc == OL_ERANGE ? OL_EINVAL : rc, bad_value(o, v, text, j, rc));
+        return fail_bad_value(o, v, text, j, rc, err);
     }
     clear_value(v);
     *v = tmp;
@@ -453,10 +457,10 @@ static int apply_defaults(options *o, char **err) {
             return rc;
         if (rc < 0) {
             free(why);
-            return set_err(err, OL_EINVAL,
-                           ol__format("%s: option '%s' has a malformed default (expected %s); "
-                                      "this is a bug in the plugin",
-                                      o->label, v->def->name, type_expect(v->def->type, 0)));
+            return ol__fail(err, OL_EINVAL,
+                            "%s: option '%s' has a malformed default (expected %s); "
+                            "this is a bug in the plugin",
+                            o->label, v->def->name, type_expect(v->def->type, 0));
         }
     }
     return 0;
@@ -464,15 +468,14 @@ static int apply_defaults(options *o, char **err) {
 
 static int apply_json(options *o, const json_t *obj, char **err) {
     if (!json_is_object(obj))
-        return set_err(
-            err, OL_EINVAL,
-            ol__format("%s: options must be a JSON object, got %s", o->label, json_type_name(obj)));
+        return ol__fail(err, OL_EINVAL, "%s: options must be a JSON object, got %s", o->label,
+                        json_type_name(obj));
     const char *key;
     const json_t *j;
     json_object_foreach((json_t *)obj, key, j) {
         value *v = find_value(o, key);
         if (v == NULL)
-            return set_err(err, OL_EINVAL, unknown_option(o, key));
+            return fail_unknown_option(o, key, err);
         int rc = assign(o, v, NULL, j, err);
         if (rc < 0)
             return rc;
@@ -515,7 +518,7 @@ fail:
 int options_set_text(options *o, const char *name, const char *text, char **err) {
     value *v = find_value(o, name);
     if (v == NULL)
-        return set_err(err, OL_EINVAL, unknown_option(o, name));
+        return fail_unknown_option(o, name, err);
     int rc = assign(o, v, text, NULL, err);
     if (rc == 0)
         v->is_set = 1;

@@ -1,8 +1,10 @@
-/* Tests for error.c: every OL_E* code has its own text. */
+/* Tests for error.c: every OL_E* code has its own text; messages are formatted into fresh
+ * memory and handed over through ol__fail. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -32,10 +34,60 @@ static void calls_codes_outside_the_range_unknown(void **state) {
     assert_string_equal(ol_strerror(INT32_MIN), "unknown error");
 }
 
+static void formats_a_message_longer_than_any_fixed_buffer(void **state) {
+    (void)state;
+    char big[5000];
+    memset(big, 'x', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    char *s = ol__format("<%s>", big);
+    assert_non_null(s);
+    assert_int_equal(strlen(s), sizeof(big) + 1);
+    free(s);
+}
+
+static void fail_sets_the_message_and_returns_the_code(void **state) {
+    (void)state;
+    char *err = NULL;
+    assert_int_equal(ol__fail(&err, OL_ECONFIG, "file %s, line %d", "p.json", 3), OL_ECONFIG);
+    assert_string_equal(err, "file p.json, line 3");
+    free(err);
+}
+
+static void fail_replaces_an_earlier_message(void **state) {
+    (void)state;
+    char *err = NULL;
+    ol__fail(&err, OL_EINVAL, "first");
+    assert_int_equal(ol__fail(&err, OL_EIO, "second %d", 2), OL_EIO);
+    assert_string_equal(err, "second 2");
+    free(err);
+}
+
+static void fail_without_a_place_for_the_message_returns_the_code(void **state) {
+    (void)state;
+    assert_int_equal(ol__fail(NULL, OL_EABI, "ignored %s", "text"), OL_EABI);
+}
+
+static void fail_keeps_messages_of_any_length(void **state) {
+    (void)state;
+    char big[3000];
+    memset(big, 'y', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    char *err = NULL;
+    ol__fail(&err, OL_EINVAL, "%s!", big);
+    assert_int_equal(strlen(err), sizeof(big));
+    assert_int_equal(err[sizeof(big) - 1], '!');
+    free(err);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(names_every_code_with_a_distinct_text),
         cmocka_unit_test(calls_codes_outside_the_range_unknown),
+        cmocka_unit_test(formats_a_message_longer_than_any_fixed_buffer),
+        cmocka_unit_test(fail_sets_the_message_and_returns_the_code),
+        cmocka_unit_test(fail_replaces_an_earlier_message),
+        cmocka_unit_test(fail_without_a_place_for_the_message_returns_the_code),
+        cmocka_unit_test(fail_keeps_messages_of_any_length),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
