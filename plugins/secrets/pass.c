@@ -7,14 +7,13 @@
  *
  * Every read and write goes through the `pass` program itself (insert -m -f, show, rm -f),
  * so the store's rules (nearest .gpg-id, PASSWORD_STORE_GPG_OPTS, signed .gpg-id, umask)
- * stay pass's; the entry travels on stdin only. Concurrent `pass insert`s in one git
- * repository would fight over git's index lock, so in a git store the inserts run with git
- * hidden from pass (GIT_DIR=/dev/null) and the stage commits them itself, as a group
- * commit: one `git add` + `git commit` for every entry written while the previous commit
- * ran, under host->lock_acquire on the store's path (which `pass rm`, committing by itself,
- * also takes). A put completes once its entry is committed. prepare checks before any
- * request that pass and gpg are installed, the store is initialised and gpg can encrypt to
- * every recipient.
+ * stay pass's; the entry travels on stdin only. In a store that is a git repository pass
+ * commits every change, and concurrent `pass insert`s would fight over git's index lock
+ * ("index.lock: File exists"; pass then carries on and leaves the entry uncommitted), so
+ * there the stage takes host->lock_acquire on the store's path around each pass command:
+ * one at a time per store, in arrival order. Elsewhere they run side by side. prepare
+ * checks before any request that pass and gpg are installed, the store is initialised and
+ * gpg can encrypt to every recipient.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -29,7 +28,6 @@
 #include "opsline/opsline.h"
 
 #define PASS_DEFAULT_PATH "aws/{bucket}"
-#define PASS_GIT_HIDDEN "GIT_DIR=/dev/null" /* pass then sees no repository */
 #define PASS_GPG_ID_MAX (64 * 1024)
 #define PASS_WALK_MAX_DIRS 10000
 #define PASS_WALK_MAX_DEPTH 8
@@ -71,11 +69,11 @@ struct pass_op {
     pass_state *st;
     ol_item *item;
     op_kind kind;
-    char *path;    /* entry name inside the store */
-    char *key_id;  /* put: the key being stored (not secret) */
-    int held;      /* put in a git store: inserted, waiting for the commit */
-    int in_commit; /* held put: part of the commit under way */
+    char *path;   /* entry name inside the store */
+    char *key_id; /* put: the key being stored (not secret) */
     ol_lock *lock;
+    char *input; /* put: the entry until its command starts (a secret: wiped) */
+    size_t input_len;
     char *reason; /* a failure completed from a timer */
     int result;
 };
@@ -110,24 +108,17 @@ struct pass_state {
     const char *path_tmpl; /* bound: path */
     const ol_host *host;
     ol_stage *stage;
-    char *dir;         /* the store, absolute, no trailing '/' */
-    char *env_dir;     /* PASSWORD_STORE_DIR=<dir> */
-    char *env_ceiling; /* GIT_CEILING_DIRECTORIES=<parent of dir>, as pass sets it */
-    const char *env_plain[3];
-    const char *env_git_hidden[4];
-    char *store_key; /* PASSWORD_STORE_KEY: recipients that override .gpg-id */
-    char **gpg_opts; /* PASSWORD_STORE_GPG_OPTS, split on blanks, NULL-terminated */
-    int git;         /* the store's root is a git work tree */
-    int sign_commits;
+    char *dir;                /* the store, absolute, no trailing '/' */
+    char *env_dir;            /* PASSWORD_STORE_DIR=<dir> */
+    const char *env_plain[2]; /* PASSWORD_STORE_DIR, so pass.dir wins */
+    char *store_key;          /* PASSWORD_STORE_KEY: recipients that override .gpg-id */
+    char **gpg_opts;          /* PASSWORD_STORE_GPG_OPTS, split on blanks, NULL-terminated */
+    int git;                  /* the store holds a git repository: pass commands take turns */
     /* children */
     size_t running, max_running;
     run_req *queue_head, *queue_tail;
-    /* operations in progress: running, or puts of a git store held for the next commit */
+    /* operations in progress */
     pass_op *ops;
-    /* git: the commit under way */
-    int committing;
-    size_t commit_n;
-    ol_lock *commit_lock;
     pass_prep *prep;
 };
 
@@ -392,6 +383,7 @@ static void op_free(pass_op *op) {
             *p = op->next;
             break;
         }
+    free_wiped(op->input, op->input_len);
     free(op->path);
     free(op->key_id);
     free(op->reason);
@@ -408,6 +400,9 @@ static void OL_PRINTF(3, 4) op_finish(pass_op *op, int result, const char *fmt, 
         vsnprintf(reason, sizeof(reason), fmt, ap);
         va_end(ap);
     }
+    if (op->lock != NULL)
+        st->host->lock_release(op->lock);
+    op->lock = NULL;
     st->host->store_done(st->stage, op->item, result, NULL, fmt != NULL ? reason : NULL);
     op_free(op);
 }
@@ -480,6 +475,52 @@ static int op_path(pass_op *op, int *ret) {
     return -1;
 }
 
+static void put_done(void *arg, const ol_proc_result *res);
+static void del_done(void *arg, const ol_proc_result *res);
+
+static const char *op_verb(const pass_op *op) {
+    return op->kind == OP_PUT ? "insert" : "rm";
+}
+
+/* Runs the pass command that changes the store. Returns run's code. */
+static int op_command(pass_op *op) {
+    pass_state *st = op->st;
+    if (op->kind == OP_PUT) {
+        const char *argv[] = {"pass", "insert", "--multiline", "--force", "--", op->path, NULL};
+        char *input = op->input; /* run owns it from now on */
+        op->input = NULL;
+        return run(st, op->item, argv, st->env_plain, input, op->input_len, PASS_RUN_TIMEOUT_MS,
+                   put_done, op);
+    }
+    const char *argv[] = {"pass", "rm", "--force", "--", op->path, NULL};
+    return run(st, op->item, argv, st->env_plain, NULL, 0, PASS_RUN_TIMEOUT_MS, del_done, op);
+}
+
+static void op_locked(void *arg, int status, ol_lock *lock) {
+    pass_op *op = arg;
+    if (status != 0) {
+        op_finish(op, status, "pass: `pass %s %s` not run: %s", op_verb(op), op->path,
+                  op->st->host->strerror(status));
+        return;
+    }
+    op->lock = lock;
+    int rc = op_command(op);
+    if (rc != 0)
+        op_finish(op, rc, "pass: could not run `pass %s %s`: %s", op_verb(op), op->path,
+                  op->st->host->strerror(rc));
+}
+
+/* Starts a put or del: at once, or in a git store when the store's previous pass command
+ * (and its commit) is over. Returns what the operation returns. */
+static int op_begin(pass_op *op) {
+    pass_state *st = op->st;
+    int rc = st->git ? st->host->lock_acquire(st->stage, st->dir, op_locked, op) : op_command(op);
+    if (rc != 0)
+        return op_fail_later(op, rc, "pass: could not run `pass %s %s`: %s", op_verb(op), op->path,
+                             st->host->strerror(rc));
+    return 0;
+}
+
 /* ---- put ----------------------------------------------------------------------------- */
 
 static int value_ok(const char *v) {
@@ -513,8 +554,6 @@ static char *entry_text(const ol_secret *s, size_t *len) {
     return text;
 }
 
-static void commit_kick(pass_state *st);
-
 static void put_done(void *arg, const ol_proc_result *res) {
     pass_op *op = arg;
     pass_state *st = op->st;
@@ -531,14 +570,9 @@ static void put_done(void *arg, const ol_proc_result *res) {
         }
         return;
     }
-    if (!st->git) {
-        st->host->log(st->stage, op->item, OL_LOG_DEBUG, "wrote %s (%s) for key %s", op->path,
-                      st->dir, op->key_id);
-        op_finish(op, 0, NULL);
-        return;
-    }
-    op->held = 1; /* completed by its commit */
-    commit_kick(st);
+    st->host->log(st->stage, op->item, OL_LOG_DEBUG, "wrote %s (%s) for key %s", op->path, st->dir,
+                  op->key_id);
+    op_finish(op, 0, NULL);
 }
 
 static int pass_put(ol_stage *stage, ol_item *item, void *state, const ol_secret *secret) {
@@ -567,13 +601,9 @@ static int pass_put(ol_stage *stage, ol_item *item, void *state, const ol_secret
         free(text);
         return op_fail_later(op, OL_ENOMEM, "pass: out of memory storing %s", op->path);
     }
-    const char *argv[] = {"pass", "insert", "--multiline", "--force", "--", op->path, NULL};
-    int rc = run(st, item, argv, st->git ? st->env_git_hidden : st->env_plain, text, len,
-                 PASS_RUN_TIMEOUT_MS, put_done, op);
-    if (rc != 0)
-        return op_fail_later(op, rc, "pass: could not run `pass insert` for %s: %s", op->path,
-                             st->host->strerror(rc));
-    return 0;
+    op->input = text;
+    op->input_len = len;
+    return op_begin(op);
 }
 
 /* ---- get ----------------------------------------------------------------------------- */
@@ -694,9 +724,6 @@ static void del_done(void *arg, const ol_proc_result *res) {
     pass_op *op = arg;
     pass_state *st = op->st;
     char err[PASS_REASON_MAX / 2];
-    if (op->lock != NULL)
-        st->host->lock_release(op->lock);
-    op->lock = NULL;
     if (res->result != 0) {
         op_finish(op, res->result, "pass: could not run `pass rm %s`: %s", op->path,
                   st->host->strerror(res->result));
@@ -710,198 +737,16 @@ static void del_done(void *arg, const ol_proc_result *res) {
     }
 }
 
-static void del_run(pass_op *op) {
-    pass_state *st = op->st;
-    const char *argv[] = {"pass", "rm", "--force", "--", op->path, NULL};
-    int rc = run(st, op->item, argv, st->env_plain, NULL, 0, PASS_RUN_TIMEOUT_MS, del_done, op);
-    if (rc != 0) {
-        ol_proc_result res = {.struct_size = sizeof(res), .result = rc, .out = "", .err = ""};
-        del_done(op, &res);
-    }
-}
-
-static void del_locked(void *arg, int status, ol_lock *lock) {
-    pass_op *op = arg;
-    if (status != 0) {
-        op_finish(op, status, "pass: `pass rm %s` not run: %s", op->path,
-                  op->st->host->strerror(status));
-        return;
-    }
-    op->lock = lock;
-    del_run(op);
-}
-
 static int pass_del(ol_stage *stage, ol_item *item, void *state) {
     pass_state *st = state;
+    (void)stage;
     pass_op *op = op_new(st, item, OP_DEL);
     int ret = 0;
     if (op == NULL)
         return OL_ENOMEM;
     if (op_path(op, &ret) != 0)
         return ret;
-    int rc;
-    if (st->git) /* pass commits the removal itself: not while we commit */
-        rc = st->host->lock_acquire(stage, st->dir, del_locked, op);
-    else
-        rc = run(st, item, (const char *const[]){"pass", "rm", "--force", "--", op->path, NULL},
-                 st->env_plain, NULL, 0, PASS_RUN_TIMEOUT_MS, del_done, op);
-    if (rc != 0)
-        return op_fail_later(op, rc, "pass: could not remove %s: %s", op->path,
-                             st->host->strerror(rc));
-    return 0;
-}
-
-/* --------------------------------------------------------------------------------------
- * git: group commits of the entries written
- * ------------------------------------------------------------------------------------ */
-
-/* Completes the puts of the commit; their entries are in the store whether or not git took
- * them (as with pass, whose insert succeeds when its commit fails). */
-static void commit_end(pass_state *st, int result, const char *reason) {
-    if (st->commit_lock != NULL)
-        st->host->lock_release(st->commit_lock);
-    st->commit_lock = NULL;
-    pass_op *op;
-    for (;;) {
-        for (op = st->ops; op != NULL && !op->in_commit; op = op->next)
-            ;
-        if (op == NULL)
-            break;
-        op->in_commit = 0;
-        if (result == 0) {
-            st->host->log(st->stage, op->item, OL_LOG_DEBUG, "wrote %s (%s) for key %s, committed",
-                          op->path, st->dir, op->key_id);
-            op_finish(op, 0, NULL);
-        } else {
-            op_finish(op, result, "%s", reason);
-        }
-    }
-    st->committing = 0;
-    if (result != OL_ECANCELED)
-        commit_kick(st);
-}
-
-/* argv: prefix words, then the files of the commit's puts. */
-static const char **commit_argv(pass_state *st, const char *const *prefix, char ***files) {
-    size_t np = 0, i = 0;
-    while (prefix[np] != NULL)
-        np++;
-    const char **argv = calloc(np + st->commit_n + 1, sizeof(*argv));
-    *files = calloc(st->commit_n + 1, sizeof(char *));
-    if (argv == NULL || *files == NULL)
-        goto fail;
-    memcpy(argv, prefix, np * sizeof(*argv));
-    for (pass_op *op = st->ops; op != NULL && i < st->commit_n; op = op->next) {
-        if (!op->in_commit)
-            continue;
-        if (((*files)[i] = concat(op->path, ".gpg")) == NULL)
-            goto fail;
-        argv[np + i] = (*files)[i];
-        i++;
-    }
-    return argv;
-fail:
-    free(argv);
-    free_strv(*files);
-    *files = NULL;
-    return NULL;
-}
-
-static void commit_run(pass_state *st, const char *const *prefix, run_cb cb) {
-    char **files = NULL;
-    const char **argv = commit_argv(st, prefix, &files);
-    int rc = argv != NULL ? run(st, NULL, argv, st->env_plain, NULL, 0, PASS_RUN_TIMEOUT_MS, cb, st)
-                          : OL_ENOMEM;
-    free(argv);
-    free_strv(files);
-    if (rc != 0) {
-        ol_proc_result r = {.struct_size = sizeof(r), .result = rc, .out = "", .err = ""};
-        cb(st, &r);
-    }
-}
-
-static int commit_failed(pass_state *st, const ol_proc_result *res, const char *what) {
-    char err[PASS_REASON_MAX / 2];
-    if (res->result == OL_ECANCELED) {
-        commit_end(st, OL_ECANCELED, "pass: run interrupted before the git commit");
-        return 1;
-    }
-    if (res->result == 0 && res->term_signal == 0 && res->exit_status == 0)
-        return 0;
-    if (res->out != NULL && strstr(res->out, "nothing to commit") != NULL)
-        return 0;
-    summarise(res->err, res->err_len, err, sizeof(err));
-    st->host->log(st->stage, NULL, OL_LOG_WARN,
-                  "pass: %zu entries are stored in %s but `git %s` failed: %s; commit them by "
-                  "hand (git -C %s commit)",
-                  st->commit_n, st->dir, what,
-                  res->result != 0 ? st->host->strerror(res->result) : err, st->dir);
-    commit_end(st, 0, NULL);
-    return 1;
-}
-
-static void commit_done(void *arg, const ol_proc_result *res) {
-    pass_state *st = arg;
-    if (commit_failed(st, res, "commit"))
-        return;
-    st->host->log(st->stage, NULL, OL_LOG_DEBUG, "committed %zu entries in %s", st->commit_n,
-                  st->dir);
-    commit_end(st, 0, NULL);
-}
-
-static void commit_added(void *arg, const ol_proc_result *res) {
-    pass_state *st = arg;
-    if (commit_failed(st, res, "add"))
-        return;
-    /* pass's own messages */
-    char subject[PASS_PATH_MAX + 64];
-    pass_op *one = st->ops;
-    while (one != NULL && !one->in_commit)
-        one = one->next;
-    if (st->commit_n == 1 && one != NULL)
-        snprintf(subject, sizeof(subject), "Add given password for %s to store.", one->path);
-    else
-        snprintf(subject, sizeof(subject), "Add given passwords for %zu entries to store.",
-                 st->commit_n);
-    const char *prefix[] = {
-        "git", "-C", st->dir, "commit", "--quiet", "-m", subject, "-m", "Written by opsline.",
-        "--",  NULL, NULL};
-    if (st->sign_commits) /* as pass does with pass.signcommits */
-        memcpy(&prefix[9], (const char *[]){"-S", "--"}, 2 * sizeof(char *));
-    commit_run(st, prefix, commit_done);
-}
-
-static void commit_locked(void *arg, int status, ol_lock *lock) {
-    pass_state *st = arg;
-    if (status != 0) {
-        commit_end(st, status, "pass: run interrupted before the git commit");
-        return;
-    }
-    st->commit_lock = lock;
-    const char *prefix[] = {"git", "-C", st->dir, "add", "--", NULL};
-    commit_run(st, prefix, commit_added);
-}
-
-/* Commits every held put unless a commit is under way (its end calls this again). */
-static void commit_kick(pass_state *st) {
-    if (st->committing)
-        return;
-    st->commit_n = 0;
-    for (pass_op *op = st->ops; op != NULL; op = op->next)
-        if (op->held && !op->in_commit) {
-            op->in_commit = 1;
-            st->commit_n++;
-        }
-    if (st->commit_n == 0)
-        return;
-    st->committing = 1;
-    int rc = st->host->lock_acquire(st->stage, st->dir, commit_locked, st);
-    if (rc != 0) {
-        char reason[PASS_REASON_MAX];
-        snprintf(reason, sizeof(reason), "pass: cannot lock %s for the git commit: %s", st->dir,
-                 st->host->strerror(rc));
-        commit_end(st, rc, reason);
-    }
+    return op_begin(op);
 }
 
 /* --------------------------------------------------------------------------------------
@@ -978,6 +823,8 @@ static void prep_walk(pass_prep *p, const char *dir, int depth, size_t *budget) 
         return;
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".git") == 0)
+            p->has_git = 1; /* a repository in a sub-folder: pass commits there too */
         if (e->d_name[0] == '.')
             continue; /* ., .., .git, .extensions */
         char sub[PATH_MAX];
@@ -1032,12 +879,17 @@ static void prep_scan_work(void *arg) {
     char cur[PATH_MAX];
     snprintf(cur, sizeof(cur), "%s", start);
     int found = 0;
+    char id_path[PATH_MAX];
     for (;;) {
-        if ((size_t)snprintf(path, sizeof(path), "%s/.gpg-id", cur) < sizeof(path) &&
+        if (!found && (size_t)snprintf(path, sizeof(path), "%s/.gpg-id", cur) < sizeof(path) &&
             file_exists(path, 0) && prep_read_gpg_id(p, path) == 0) {
             found = 1;
-            break;
+            memcpy(id_path, path, sizeof(id_path));
         }
+        /* pass commits into the nearest repository above the entry, up to the store */
+        if ((size_t)snprintf(path, sizeof(path), "%s/.git", cur) < sizeof(path) &&
+            stat(path, &sb) == 0)
+            p->has_git = 1;
         if (strlen(cur) <= root_len)
             break;
         char *slash = strrchr(cur, '/');
@@ -1060,7 +912,7 @@ static void prep_scan_work(void *arg) {
         p->rc = OL_ECONFIG;
         snprintf(p->reason, sizeof(p->reason),
                  "pass: %.400s names no gpg key: run `PASSWORD_STORE_DIR=%s pass init KEYID...`",
-                 path, st->dir);
+                 id_path, st->dir);
     }
 }
 
@@ -1147,35 +999,6 @@ static void prep_check_recipients(pass_prep *p) {
     prep_settle(p);
 }
 
-static void prep_signcommits_done(void *arg, const ol_proc_result *res) {
-    pass_prep *p = arg;
-    pass_state *st = p->st;
-    st->sign_commits = res->result == 0 && res->exit_status == 0 && res->out != NULL &&
-                       strncmp(res->out, "true", 4) == 0;
-    prep_check_recipients(p);
-}
-
-static void prep_git_done(void *arg, const ol_proc_result *res) {
-    pass_prep *p = arg;
-    pass_state *st = p->st;
-    if (res->result == OL_ENOENT)
-        st->host->log(st->stage, NULL, OL_LOG_WARN,
-                      "pass: %s is a git repository but git is not installed: entries will not "
-                      "be committed",
-                      st->dir);
-    st->git = res->result == 0 && res->exit_status == 0 && res->out != NULL &&
-              strncmp(res->out, "true", 4) == 0;
-    if (!st->git) {
-        prep_check_recipients(p);
-        return;
-    }
-    const char *argv[] = {"git", "-C", st->dir, "config", "--bool", "--get", "pass.signcommits",
-                          NULL};
-    if (run(st, NULL, argv, st->env_plain, NULL, 0, PASS_CHECK_TIMEOUT_MS, prep_signcommits_done,
-            p) != 0)
-        prep_check_recipients(p);
-}
-
 static void prep_scan_after(void *arg, int status) {
     pass_prep *p = arg;
     pass_state *st = p->st;
@@ -1187,16 +1010,8 @@ static void prep_scan_after(void *arg, int status) {
         prep_end(p, p->rc, p->reason);
         return;
     }
-    if (!p->has_git) {
-        prep_check_recipients(p);
-        return;
-    }
-    const char *argv[] = {"git", "-C", st->dir, "rev-parse", "--is-inside-work-tree", NULL};
-    int rc = run(st, NULL, argv, st->env_plain, NULL, 0, PASS_CHECK_TIMEOUT_MS, prep_git_done, p);
-    if (rc != 0) {
-        ol_proc_result r = {.struct_size = sizeof(r), .result = rc, .out = "", .err = ""};
-        prep_git_done(p, &r);
-    }
+    st->git = p->has_git;
+    prep_check_recipients(p);
 }
 
 static void prep_tool_done(void *arg, const ol_proc_result *res, const char *tool,
@@ -1340,7 +1155,6 @@ static void pass_fini(void *state) {
         prep_free(st->prep);
     free(st->dir);
     free(st->env_dir);
-    free(st->env_ceiling);
     free(st->store_key);
     free_strv(st->gpg_opts);
     free(st);
@@ -1383,28 +1197,14 @@ static int pass_init(ol_stage *stage, const ol_host *host, void **state) {
         rc = OL_ECONFIG;
         goto fail;
     }
-    char *parent = strdup(st->dir);
-    if (parent == NULL)
-        goto nomem;
-    char *slash = strrchr(parent, '/');
-    if (slash != NULL && slash != parent)
-        *slash = '\0';
-    else
-        strcpy(parent, "/");
     st->env_dir = concat("PASSWORD_STORE_DIR=", st->dir);
-    st->env_ceiling = concat("GIT_CEILING_DIRECTORIES=", parent);
-    free(parent);
     const char *key = getenv("PASSWORD_STORE_KEY");
     st->store_key = key != NULL && key[0] != '\0' ? strdup(key) : NULL;
     st->gpg_opts = split_blanks(getenv("PASSWORD_STORE_GPG_OPTS"));
-    if (st->env_dir == NULL || st->env_ceiling == NULL || st->gpg_opts == NULL ||
+    if (st->env_dir == NULL || st->gpg_opts == NULL ||
         (key != NULL && key[0] != '\0' && st->store_key == NULL))
         goto nomem;
     st->env_plain[0] = st->env_dir;
-    st->env_plain[1] = st->env_ceiling;
-    st->env_git_hidden[0] = st->env_dir;
-    st->env_git_hidden[1] = st->env_ceiling;
-    st->env_git_hidden[2] = PASS_GIT_HIDDEN;
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     st->max_running = cpus < 2 ? 4 : cpus > 16 ? 32 : (size_t)cpus * 2;
     *state = st;

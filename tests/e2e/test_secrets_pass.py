@@ -8,7 +8,8 @@ made here, in temporary GNUPGHOMEs, with no passphrase), keys checked with boto3
   store's .gpg-id and the teammate (another keyring) decrypts it too; no child process of
   opsline (sampled from /proc while a slowed-down `pass` runs) holds a secret on its
   command line or in its environment; a rerun creates no key and rewrites no entry.
-- A store that is a git repository gets the entries committed, concurrently written.
+- A store that is a git repository gets every entry committed by pass, although the items
+  run concurrently (pass commands take turns there: no "index.lock: File exists").
 - A recipient of .gpg-id without a public key (and then without trust): exit 1, a message
   naming pass and the key, nothing created; fixed, the rerun stores the one key.
 - Not initialised store, `pass` not installed: exit 1 with the fix in the message.
@@ -383,7 +384,7 @@ class PassStoreTest(unittest.TestCase):
         self.pass_cmd("git", "init", **ident)
         for k, v in (("user.name", "t"), ("user.email", "t@opsline.invalid")):
             subprocess.run(["git", "-C", self.store, "config", k, v], check=True)
-        products = [f"gitp{i}" for i in range(4)]  # 8 entries written at once
+        products = [f"gitp{i}" for i in range(6)]  # 12 entries written at once
         r = self.opsline("apply", *products, "--secrets", "pass",
                          "--set", "pass.path=team/aws/{product}/{environment}")
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
@@ -401,7 +402,8 @@ class PassStoreTest(unittest.TestCase):
         self.assertEqual(status, "", "entries left uncommitted")
         log = subprocess.run(["git", "-C", self.store, "log", "--format=%s"],
                              capture_output=True, text=True, check=True).stdout
-        self.assertRegex(log, r"Add given password")
+        for name in names:  # pass's own commit, one per entry
+            self.assertIn(f"Add given password for {name} to store.", log)
 
         # A key replaced (the user's key deleted by hand) overwrites its entry, committed.
         bucket = "gitp0-production"
