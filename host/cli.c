@@ -11,7 +11,7 @@
 #include <uv.h>
 
 #include "aws/aws.h"
-#include "aws/xml.h"
+#include "aws/sts.h"
 #include "config.h"
 #include "error.h"
 #include "loader.h"
@@ -119,39 +119,7 @@ unsigned long cli_parse_duration(const char *s) {
     return (unsigned long)(v * mult);
 }
 
-/* ---- a one-request loop (whoami) -------------------------------------------------------- */
-
-typedef struct oneshot {
-    int done;
-    int result;
-    long status;
-    char *body;
-    size_t body_len;
-    char *code, *message, *request_id;
-} oneshot;
-
-static void on_oneshot(void *arg, const ol_aws_response *res) {
-    oneshot *o = arg;
-    o->done = 1;
-    o->result = res->result;
-    o->status = res->status;
-    o->body = malloc(res->body_len + 1);
-    if (o->body) {
-        memcpy(o->body, res->body, res->body_len);
-        o->body[res->body_len] = '\0';
-        o->body_len = res->body_len;
-    }
-    o->code = res->error_code ? strdup(res->error_code) : NULL;
-    o->message = res->error_message ? strdup(res->error_message) : NULL;
-    o->request_id = res->request_id ? strdup(res->request_id) : NULL;
-}
-
-static void oneshot_free(oneshot *o) {
-    free(o->body);
-    free(o->code);
-    free(o->message);
-    free(o->request_id);
-}
+/* ---- whoami ----------------------------------------------------------------------------- */
 
 static void walk_close(uv_handle_t *h, void *arg) {
     (void)arg;
@@ -186,25 +154,52 @@ static int client_open(uv_loop_t *loop, const char *profile, const char *region,
     return 0;
 }
 
-static int cmd_whoami(int argc, char **argv) {
+typedef struct whoami_args {
+    const char *profile;
+    const char *region;
+    int json;
+} whoami_args;
+
+/* What GetCallerIdentity said: the identity, or the failure's message and hint. */
+typedef struct whoami_answer {
+    const char *source; /* of the credentials, for messages */
+    int result;
+    int parsed; /* sts_identity_parse's code */
+    sts_identity id;
+    char *failure;    /* sts_failure_message, when result != 0 */
+    const char *hint; /* sts_failure_hint, when result != 0 */
+} whoami_answer;
+
+static void on_whoami(void *arg, const ol_aws_response *res) {
+    whoami_answer *w = arg;
+    w->result = res->result;
+    if (res->result == 0) {
+        w->parsed = sts_identity_parse(res->body, res->body_len, &w->id);
+        return;
+    }
+    w->failure = sts_failure_message(res, w->source);
+    w->hint = sts_failure_hint(res);
+}
+
+/* Parses whoami's options into *a. Returns -1 to go on, else the exit code. */
+static int whoami_parse(int argc, char **argv, whoami_args *a) {
     static const struct option longopts[] = {{"profile", required_argument, NULL, 'p'},
                                              {"region", required_argument, NULL, 'r'},
                                              {"json", no_argument, NULL, 'j'},
                                              {"help", no_argument, NULL, 'h'},
                                              {NULL, 0, NULL, 0}};
-    const char *profile = NULL, *region = NULL;
-    int json = 0, ch;
+    int ch;
     optind = 1;
     while ((ch = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         switch (ch) {
         case 'p':
-            profile = optarg;
+            a->profile = optarg;
             break;
         case 'r':
-            region = optarg;
+            a->region = optarg;
             break;
         case 'j':
-            json = 1;
+            a->json = 1;
             break;
         case 'h':
             fputs(whoami_usage, stdout);
@@ -215,72 +210,61 @@ static int cmd_whoami(int argc, char **argv) {
     }
     if (optind < argc)
         return usage_error("whoami", "unexpected argument '%s'", argv[optind]);
+    return -1;
+}
 
-    uv_loop_t loop;
-    aws_client *c = NULL;
-    int code = client_open(&loop, profile, region, &c, 1);
-    if (code != 0) {
-        loop_finish(&loop, c);
-        return code;
+static void whoami_print(const whoami_answer *w, const char *region, int json) {
+    const sts_identity *id = &w->id;
+    if (!json) {
+        printf("Account: %s\nArn:     %s\nUserId:  %s\nSource:  %s\nRegion:  %s\n",
+               id->account ? id->account : "?", id->arn ? id->arn : "?",
+               id->user_id ? id->user_id : "?", w->source ? w->source : "?", region);
+        return;
     }
-    oneshot o;
-    memset(&o, 0, sizeof(o));
-    ol_kv params[] = {{"Action", "GetCallerIdentity"}, {"Version", "2011-06-15"}};
-    ol_aws_request req = {.struct_size = sizeof(ol_aws_request),
-                          .service = "sts",
-                          .method = "POST",
-                          .params = params,
-                          .n_params = 2};
-    const ol__creds *cr = aws_client_creds(c);
-    const char *source = cr && cr->source ? cr->source : "(unknown)";
-    char *source_copy = strdup(source);
-    int rc = aws_send(c, &req, on_oneshot, &o);
-    if (rc == 0)
-        uv_run(&loop, UV_RUN_DEFAULT);
+    json_t *j =
+        json_pack("{s:s?, s:s?, s:s?, s:s?, s:s?}", "UserId", id->user_id, "Account", id->account,
+                  "Arn", id->arn, "CredentialSource", w->source, "Region", region);
+    json_dumpf(j, stdout, JSON_INDENT(4) | JSON_PRESERVE_ORDER);
+    fputc('\n', stdout);
+    json_decref(j);
+}
+
+/* Sends GetCallerIdentity on c and reports the answer. Returns the exit code. */
+static int whoami_ask(uv_loop_t *loop, aws_client *c, int json) {
+    whoami_answer w = {.source = credentials_source(aws_client_creds(c))};
+    int rc = sts_get_caller_identity(c, on_whoami, &w);
+    if (rc != 0) /* the callback will not run: report the refusal as its answer */
+        on_whoami(&w, &(ol_aws_response){.struct_size = sizeof(ol_aws_response), .result = rc});
     else
-        o.result = rc;
-    if (o.result != 0) {
-        fprintf(stderr,
-                "error: GetCallerIdentity failed with the credentials from %s: %s%s%s "
-                "(HTTP %ld%s%s)\n",
-                source_copy ? source_copy : "(unknown)", o.code ? o.code : ol_strerror(o.result),
-                o.message ? ": " : "", o.message ? o.message : "", o.status,
-                o.request_id ? ", request id " : "", o.request_id ? o.request_id : "");
-        if (o.code && (strstr(o.code, "Signature") || strstr(o.code, "InvalidClientTokenId") ||
-                       strstr(o.code, "InvalidAccessKeyId")))
-            fprintf(stderr, "Check the access key id and secret access key in that source, or "
-                            "choose another with --profile / AWS_PROFILE.\n");
+        uv_run(loop, UV_RUN_DEFAULT);
+    int code = 0;
+    if (w.result != 0) {
+        fprintf(stderr, "error: %s\n", w.failure ? w.failure : ol_strerror(w.result));
+        if (w.hint != NULL)
+            fprintf(stderr, "%s\n", w.hint);
         code = EXIT_FAILED;
     } else {
-        ol_xml *doc = xml_parse(o.body, o.body_len);
-        const char *base = "GetCallerIdentityResponse/GetCallerIdentityResult/";
-        char p1[128], p2[128], p3[128];
-        snprintf(p1, sizeof(p1), "%sAccount", base);
-        snprintf(p2, sizeof(p2), "%sArn", base);
-        snprintf(p3, sizeof(p3), "%sUserId", base);
-        const char *account = doc ? xml_text(doc, p1, 0) : NULL;
-        const char *arn = doc ? xml_text(doc, p2, 0) : NULL;
-        const char *user = doc ? xml_text(doc, p3, 0) : NULL;
-        if (json) {
-            json_t *j = json_pack("{s:s?, s:s?, s:s?, s:s?, s:s?}", "UserId", user, "Account",
-                                  account, "Arn", arn, "CredentialSource", source_copy, "Region",
-                                  aws_client_settings(c)->region);
-            json_dumpf(j, stdout, JSON_INDENT(4) | JSON_PRESERVE_ORDER);
-            fputc('\n', stdout);
-            json_decref(j);
-        } else {
-            printf("Account: %s\nArn:     %s\nUserId:  %s\nSource:  %s\nRegion:  %s\n",
-                   account ? account : "?", arn ? arn : "?", user ? user : "?",
-                   source_copy ? source_copy : "?", aws_client_settings(c)->region);
-        }
-        if (account == NULL || arn == NULL) {
+        whoami_print(&w, aws_client_settings(c)->region, json);
+        if (w.parsed != 0) {
             fprintf(stderr, "error: unexpected GetCallerIdentity answer\n");
             code = EXIT_FAILED;
         }
-        xml_free(doc);
     }
-    free(source_copy);
-    oneshot_free(&o);
+    free(w.failure);
+    sts_identity_free(&w.id);
+    return code;
+}
+
+static int cmd_whoami(int argc, char **argv) {
+    whoami_args a = {0};
+    int code = whoami_parse(argc, argv, &a);
+    if (code >= 0)
+        return code;
+    uv_loop_t loop;
+    aws_client *c = NULL;
+    code = client_open(&loop, a.profile, a.region, &c, 1);
+    if (code == 0)
+        code = whoami_ask(&loop, c, a.json);
     loop_finish(&loop, c);
     return code;
 }

@@ -6,7 +6,7 @@
 #include <openssl/crypto.h>
 #include <string.h>
 
-#include "aws/xml.h"
+#include "aws/sts.h"
 #include "error.h"
 #include "run.h"
 
@@ -21,13 +21,7 @@ static void on_aws_log(void *arg, const char *line) {
 static void on_preflight(void *arg, const ol_aws_response *res);
 
 static void start_preflight(run *r) {
-    ol_kv params[] = {{"Action", "GetCallerIdentity"}, {"Version", "2011-06-15"}};
-    ol_aws_request pre = {.struct_size = sizeof(ol_aws_request),
-                          .service = "sts",
-                          .method = "POST",
-                          .params = params,
-                          .n_params = 2};
-    int rc = aws_send(r->aws, &pre, on_preflight, r);
+    int rc = sts_get_caller_identity(r->aws, on_preflight, r);
     if (rc != 0) {
         fprintf(stderr, "error: could not start: %s\n", ol_strerror(rc));
         r->preflight_failed = 1;
@@ -115,39 +109,20 @@ static void start_prepares(run *r) {
 static void on_preflight(void *arg, const ol_aws_response *res) {
     run *r = arg;
     if (res->result == 0) {
-        ol_xml *doc = xml_parse(res->body, res->body_len);
-        const char *arn = doc ? xml_text(doc,
-                                         "GetCallerIdentityResponse/GetCallerIdentityResult/"
-                                         "Arn",
-                                         0)
-                              : NULL;
+        sts_identity id;
+        sts_identity_parse(res->body, res->body_len, &id);
         if (r->plan->verbose)
-            fprintf(stderr, "debug: acting as %s\n", arn ? arn : "(unknown identity)");
-        xml_free(doc);
+            fprintf(stderr, "debug: acting as %s\n", id.arn ? id.arn : "(unknown identity)");
+        sts_identity_free(&id);
         scheduler_kick(r);
         return;
     }
-    const ol__creds *c = aws_client_creds(r->aws);
-    /* Only a 4xx answer is a verdict on the credentials; no answer (endpoint unreachable,
-     * timeout) or a 5xx says nothing about them and needs another fix. */
-    int rejected = res->result == OL_EAWS && res->status >= 400 && res->status < 500;
-    fprintf(stderr, "error: %s %s: %s%s%s (HTTP %ld%s%s)\n",
-            rejected ? "AWS rejected the credentials from"
-                     : "could not check with AWS STS the credentials from",
-            c && c->source ? c->source : "the environment",
-            res->error_code ? res->error_code : ol_strerror(res->result),
-            res->error_message ? ": " : "", res->error_message ? res->error_message : "",
-            res->status, res->request_id ? ", request id " : "",
-            res->request_id ? res->request_id : "");
-    if (rejected)
-        fprintf(stderr, "Nothing was created. Check the access key id and secret access key (for "
-                        "example with `aws sts get-caller-identity`), or select another profile "
-                        "with --profile.\n");
-    else
-        fprintf(stderr, "Nothing was created. Check the network, the region and "
-                        "AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_STS, then run again.\n");
+    char *msg = sts_failure_message(res, credentials_source(aws_client_creds(r->aws)));
+    fprintf(stderr, "error: %s\n", msg ? msg : ol_strerror(res->result));
+    fprintf(stderr, "Nothing was created. %s\n", sts_failure_hint(res));
+    free(msg);
     r->preflight_failed = 1;
-    r->creds_rejected = rejected;
+    r->creds_rejected = sts_rejected(res);
     r->next_item = r->n_items;
     scheduler_kick(r);
 }
@@ -171,7 +146,9 @@ static void scrub_credentials_env(void) {
 
 static int items_build(run *r) {
     const plan *p = r->plan;
-    r->region = strdup(p->region ? p->region : aws_client_settings(r->aws)->region);
+    /* The client's settings own the region decision (credentials_settings), --region and
+     * the pipeline file's "region" included. */
+    r->region = strdup(aws_client_settings(r->aws)->region);
     if (r->region == NULL)
         return OL_ENOMEM;
     r->n_items = p->n_products * p->n_environments;

@@ -754,6 +754,10 @@ done:
     return rc;
 }
 
+const char *credentials_source(const ol__creds *c) {
+    return c != NULL ? c->source : NULL;
+}
+
 void credentials_free(ol__creds *c) {
     if (c == NULL)
         return;

@@ -50,6 +50,10 @@ void credentials_settings_free(ol__aws_settings *s);
 int credentials_resolve(const ol__aws_settings *s, ol__creds *out, char **err);
 void credentials_free(ol__creds *c);
 
+/* Where c came from, for messages (c->source), or NULL when c is NULL or says nothing. The
+ * one field of the credentials code outside host/aws/ may read: never a secret. */
+const char *credentials_source(const ol__creds *c);
+
 /* Read one key of a profile from an INI-style AWS file: `[name]` sections (config uses
  * `[profile name]` except for default), `key = value`, comments with # or ;. Keys match
  * case-insensitively, profile names exactly (as the CLI's configparser). Returns a
