@@ -388,6 +388,7 @@ class PassStoreTest(unittest.TestCase):
         r = self.opsline("apply", *products, "--secrets", "pass",
                          "--set", "pass.path=team/aws/{product}/{environment}")
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertNotIn("index.lock", r.stderr)
         names = [f"team/aws/{p}/{e}" for p in products for e in ("production", "staging")]
         tracked = subprocess.run(["git", "-C", self.store, "ls-files"], capture_output=True,
                                  text=True, check=True).stdout.split()
