@@ -2,8 +2,6 @@
  * bucket.arn) and the policy stage (which must size its policy before that exists). */
 #include "arn.h"
 
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 const char *arn_partition(const char *region) {
@@ -20,11 +18,6 @@ const char *arn_partition(const char *region) {
     return "aws";
 }
 
-char *arn_s3_bucket(const char *region, const char *bucket) {
-    const char *partition = arn_partition(region);
-    size_t len = strlen("arn:") + strlen(partition) + strlen(":s3:::") + strlen(bucket) + 1;
-    char *arn = malloc(len);
-    if (arn != NULL)
-        snprintf(arn, len, "arn:%s:s3:::%s", partition, bucket);
-    return arn;
+char *arn_s3_bucket(const ol_host *host, const char *region, const char *bucket) {
+    return host->format("arn:%s:s3:::%s", arn_partition(region), bucket);
 }

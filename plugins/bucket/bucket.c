@@ -5,8 +5,6 @@
  * another on the host's asynchronous AWS client; the item's outcome is created, updated or
  * unchanged, or failed with the step, the AWS error and its request id. It sets bucket.name
  * and bucket.arn in the item bag for the stages that come after it (policy). */
-#include <stdarg.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,7 +17,8 @@
 #define MAX_TAG_KEY 128   /* characters */
 #define MAX_TAG_VALUE 256 /* characters */
 
-/* Options, read once in init. Strings are borrowed from the host until fini. */
+/* Options, bound in init from their declarations (bucket_options). Strings are borrowed
+ * from the host until fini. */
 typedef struct bucket_conf {
     const ol_host *host;
     ol_stage *stage;
@@ -29,13 +28,13 @@ typedef struct bucket_conf {
     int versioning;
     const char *log_bucket; /* NULL: logging disabled */
     const char *log_prefix; /* NULL: "<bucket>/" */
-    int tags_managed;       /* the tags option was set: converge tags */
-    const ol_kv *tags;
-    size_t n_tags;
+    ol_map tags;
+    int tags_managed; /* the tags option was set: converge tags */
 } bucket_conf;
 
-/* The steps of apply, in order. Each GET is followed by its PUT only when needed. */
+/* The states of apply, in order. Each GET is followed by its PUT only when needed. */
 typedef enum bucket_step {
+    STEP_START,
     STEP_HEAD,
     STEP_CREATE,
     STEP_GET_PAB,
@@ -52,13 +51,21 @@ typedef enum bucket_step {
     STEP_END
 } bucket_step;
 
-static const char *const step_names[] = {"HeadBucket",           "CreateBucket",
-                                         "GetPublicAccessBlock", "PutPublicAccessBlock",
-                                         "GetBucketEncryption",  "PutBucketEncryption",
-                                         "GetBucketVersioning",  "PutBucketVersioning",
-                                         "GetBucketLogging",     "PutBucketLogging",
-                                         "GetBucketTagging",     "PutBucketTagging",
-                                         "DeleteBucketTagging",  "done"};
+static const char *const step_names[] = {"start",
+                                         "HeadBucket",
+                                         "CreateBucket",
+                                         "GetPublicAccessBlock",
+                                         "PutPublicAccessBlock",
+                                         "GetBucketEncryption",
+                                         "PutBucketEncryption",
+                                         "GetBucketVersioning",
+                                         "PutBucketVersioning",
+                                         "GetBucketLogging",
+                                         "PutBucketLogging",
+                                         "GetBucketTagging",
+                                         "PutBucketTagging",
+                                         "DeleteBucketTagging",
+                                         "done"};
 
 /* One apply in flight. Owned by apply; freed in finish just before host->done. */
 typedef struct bucket_op {
@@ -152,25 +159,8 @@ static char *sb_take(strbuf *b) {
     return b->s;
 }
 
-static char *format(const char *fmt, ...) OL_PRINTF(1, 2);
-static char *format(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (n < 0)
-        return NULL;
-    char *s = malloc((size_t)n + 1);
-    if (s == NULL)
-        return NULL;
-    va_start(ap, fmt);
-    vsnprintf(s, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    return s;
-}
-
 /* ---------------------------------------------------------------------------------------
- * Pure helpers: ARN partition and request bodies.
+ * Request bodies.
  * ------------------------------------------------------------------------------------- */
 
 /* S3 API Reference, CreateBucket: "If you don't specify a Region, the bucket is created in
@@ -338,14 +328,25 @@ static int tags_match(const ol_host *h, const ol_xml *doc, const ol_kv *want, si
 }
 
 /* ---------------------------------------------------------------------------------------
- * The apply state machine.
+ * The apply state machine: HeadBucket [-> CreateBucket] -> (Get -> [Put]) for public
+ * access, encryption, versioning, logging, then tags when managed -> done. op->step
+ * changes only in set_step.
  * ------------------------------------------------------------------------------------- */
 
 static void on_response(void *arg, const ol_aws_response *res);
 
+/* The one transition function: every change of op->step is logged here (curl's mstate()). */
+static void set_step(bucket_op *op, bucket_step next) {
+    const bucket_conf *c = op->conf;
+    c->host->log(c->stage, op->item, OL_LOG_DEBUG, "bucket: state %s -> %s", step_names[op->step],
+                 step_names[next]);
+    op->step = next;
+}
+
 static void finish(bucket_op *op, ol_outcome outcome, const char *reason) {
     const bucket_conf *conf = op->conf;
     ol_item *item = op->item;
+    set_step(op, STEP_END);
     free(op->body);
     free(op);
     conf->host->done(conf->stage, item, outcome, reason);
@@ -355,31 +356,23 @@ static void finish_nomem(bucket_op *op) {
     finish(op, OL_OUTCOME_FAILED, "out of memory");
 }
 
-/* "<step>: <AWS code> <message> (HTTP <status>, request id <id>)", or the transport error. */
-static void finish_aws_error(bucket_op *op, const ol_aws_response *res) {
+/* Fails op with a host-formatted reason (freed here), or for want of memory. */
+static void finish_failed(bucket_op *op, char *reason) {
     const ol_host *h = op->conf->host;
-    const char *step = step_names[op->step];
-    char *reason;
-    if (res->result == OL_EAWS)
-        reason = format("%s: %s %s (HTTP %ld, request id %s)", step,
-                        res->error_code != NULL ? res->error_code : "error",
-                        res->error_message != NULL ? res->error_message : "", res->status,
-                        res->request_id != NULL ? res->request_id : "none");
-    else
-        reason = format("%s: %s%s%s", step, h->strerror(res->result),
-                        res->error_message != NULL ? ": " : "",
-                        res->error_message != NULL ? res->error_message : "");
-    if (reason == NULL) {
-        finish_nomem(op);
-        return;
-    }
-    finish(op, OL_OUTCOME_FAILED, reason);
-    free(reason);
+    finish(op, OL_OUTCOME_FAILED, reason != NULL ? reason : "out of memory");
+    h->free(reason);
 }
 
-/* Send the request of op->step. body (malloc'd or NULL) is owned by op from here on. */
-static void send_step(bucket_op *op, const char *method, const char *subresource, char *body,
-                      unsigned flags) {
+/* "<step> failed: <AWS code>: <message> (HTTP <status>, request id <id>)", or the
+ * transport error, in the host's words. */
+static void finish_aws_error(bucket_op *op, const ol_aws_response *res) {
+    finish_failed(op, op->conf->host->aws_reason(step_names[op->step], res));
+}
+
+/* Send the request of op->step. body (malloc'd or NULL) is owned by op from here on.
+ * Returns aws_send's code; on an error the callback never runs. */
+static int send_request(bucket_op *op, const char *method, const char *subresource, char *body,
+                        unsigned flags) {
     const ol_host *h = op->conf->host;
     ol_kv param = {subresource, ""};
     ol_aws_request req = {.struct_size = sizeof(ol_aws_request)};
@@ -393,44 +386,44 @@ static void send_step(bucket_op *op, const char *method, const char *subresource
     req.flags = flags;
     free(op->body);
     op->body = body;
-    int rc = h->aws_send(op->item, &req, on_response, op);
+    return h->aws_send(op->item, &req, on_response, op);
+}
+
+/* Enter step and send its request, or fail op when the host refuses to send it. */
+static void send_step(bucket_op *op, bucket_step step, const char *method, const char *subresource,
+                      char *body, unsigned flags) {
+    set_step(op, step);
+    int rc = send_request(op, method, subresource, body, flags);
     if (rc < 0) {
-        char *reason = format("%s: %s", step_names[op->step], h->strerror(rc));
-        if (reason == NULL) {
-            finish_nomem(op);
-            return;
-        }
-        finish(op, OL_OUTCOME_FAILED, reason);
-        free(reason);
+        ol_aws_response refused = {.struct_size = sizeof(ol_aws_response), .result = rc};
+        finish_aws_error(op, &refused);
     }
 }
 
 /* Send a configuration PUT (S3 requires Content-MD5 on these) or fail for want of memory. */
 static void send_put(bucket_op *op, bucket_step step, const char *subresource, char *body) {
-    op->step = step;
     if (body == NULL) {
         finish_nomem(op);
         return;
     }
     op->changed = 1;
-    send_step(op, "PUT", subresource, body, OL_AWS_CONTENT_MD5);
+    send_step(op, step, "PUT", subresource, body, OL_AWS_CONTENT_MD5);
 }
 
 static void send_get(bucket_op *op, bucket_step step, const char *subresource) {
-    op->step = step;
-    send_step(op, "GET", subresource, NULL, 0);
+    send_step(op, step, "GET", subresource, NULL, 0);
 }
 
 static void succeed(bucket_op *op) {
     const ol_host *h = op->conf->host;
-    char *arn = arn_s3_bucket(op->region, op->name);
+    char *arn = arn_s3_bucket(h, op->region, op->name);
     if (arn == NULL || h->item_set(op->item, OL_KEY_BUCKET_NAME, op->name, 0) < 0 ||
         h->item_set(op->item, OL_KEY_BUCKET_ARN, arn, 0) < 0) {
-        free(arn);
+        h->free(arn);
         finish(op, OL_OUTCOME_FAILED, "recording bucket.name and bucket.arn: out of memory");
         return;
     }
-    free(arn);
+    h->free(arn);
     finish(op,
            op->created   ? OL_OUTCOME_CREATED
            : op->changed ? OL_OUTCOME_UPDATED
@@ -454,12 +447,10 @@ static int read_config(bucket_op *op, const ol_aws_response *res, const char *mi
     }
     *doc = h->xml_parse(res->body, res->body_len);
     if (*doc == NULL) {
-        char *reason = format("%s: S3 sent an answer that is not valid XML (HTTP %ld, request "
-                              "id %s)",
-                              step_names[op->step], res->status,
-                              res->request_id != NULL ? res->request_id : "none");
-        finish(op, OL_OUTCOME_FAILED, reason != NULL ? reason : "out of memory");
-        free(reason);
+        finish_failed(op, h->format("%s: S3 sent an answer that is not valid XML (HTTP %ld, "
+                                    "request id %s)",
+                                    step_names[op->step], res->status,
+                                    res->request_id != NULL ? res->request_id : "none"));
         return -1;
     }
     return 0;
@@ -493,12 +484,11 @@ static void on_head(bucket_op *op, const ol_aws_response *res) {
      * then tells BucketAlreadyExists (someone else's) from AccessDenied. */
     if (res->result == OL_EAWS && (res->status == 404 || res->status == 403)) {
         char *body = NULL;
-        op->step = STEP_CREATE;
         if (body_create_bucket(op->region, &body) < 0) {
             finish_nomem(op);
             return;
         }
-        send_step(op, "PUT", NULL, body, 0);
+        send_step(op, STEP_CREATE, "PUT", NULL, body, 0);
         return;
     }
     finish_aws_error(op, res);
@@ -511,13 +501,12 @@ static void on_create(bucket_op *op, const ol_aws_response *res) {
     } else if (res->result == OL_EAWS && strcmp(code, "BucketAlreadyOwnedByYou") == 0) {
         op->created = 0; /* created meanwhile by another run of ours: converge it */
     } else if (res->result == OL_EAWS && strcmp(code, "BucketAlreadyExists") == 0) {
-        char *reason =
-            format("CreateBucket: bucket name '%s' is taken by another AWS account; "
-                   "S3 names are global: choose another product name "
-                   "(BucketAlreadyExists, HTTP %ld, request id %s)",
-                   op->name, res->status, res->request_id != NULL ? res->request_id : "none");
-        finish(op, OL_OUTCOME_FAILED, reason != NULL ? reason : "out of memory");
-        free(reason);
+        finish_failed(op, op->conf->host->format(
+                              "CreateBucket: bucket name '%s' is taken by another AWS account; "
+                              "S3 names are global: choose another product name "
+                              "(BucketAlreadyExists, HTTP %ld, request id %s)",
+                              op->name, res->status,
+                              res->request_id != NULL ? res->request_id : "none"));
         return;
     } else {
         finish_aws_error(op, res);
@@ -575,11 +564,12 @@ static void on_get_ver(bucket_op *op, const ol_aws_response *res) {
     send_put(op, STEP_PUT_VER, "versioning", body_versioning(change));
 }
 
-/* The logging prefix: the option, or "<bucket>/". malloc'd. */
+/* The logging prefix: the option, or "<bucket>/". Host-allocated. */
 static char *log_prefix(const bucket_op *op) {
+    const ol_host *h = op->conf->host;
     if (op->conf->log_prefix != NULL)
-        return format("%s", op->conf->log_prefix);
-    return format("%s/", op->name);
+        return h->format("%s", op->conf->log_prefix);
+    return h->format("%s/", op->name);
 }
 
 static void on_get_log(bucket_op *op, const ol_aws_response *res) {
@@ -600,7 +590,7 @@ static void on_get_log(bucket_op *op, const ol_aws_response *res) {
         next_after_log(op);
     else
         send_put(op, STEP_PUT_LOG, "logging", body_logging(c->log_bucket, prefix));
-    free(prefix);
+    h->free(prefix);
 }
 
 static void on_get_tags(bucket_op *op, const ol_aws_response *res) {
@@ -609,17 +599,41 @@ static void on_get_tags(bucket_op *op, const ol_aws_response *res) {
     ol_xml *doc;
     if (read_config(op, res, "NoSuchTagSet", &doc) < 0)
         return;
-    int same = tags_match(h, doc, c->tags, c->n_tags);
+    int same = tags_match(h, doc, c->tags.items, c->tags.n);
     h->xml_free(doc);
     if (same) {
         succeed(op);
-    } else if (c->n_tags == 0) {
+    } else if (c->tags.n == 0) {
         /* S3 rejects an empty TagSet; removing every tag is DeleteBucketTagging. */
-        op->step = STEP_DELETE_TAGS;
         op->changed = 1;
-        send_step(op, "DELETE", "tagging", NULL, 0);
+        send_step(op, STEP_DELETE_TAGS, "DELETE", "tagging", NULL, 0);
     } else {
-        send_put(op, STEP_PUT_TAGS, "tagging", body_tagging(c->tags, c->n_tags));
+        send_put(op, STEP_PUT_TAGS, "tagging", body_tagging(c->tags.items, c->tags.n));
+    }
+}
+
+/* A PUT or DELETE answered: on to the next setting. */
+static void on_written(bucket_op *op, const ol_aws_response *res) {
+    if (res->result != 0) {
+        finish_aws_error(op, res);
+        return;
+    }
+    switch (op->step) {
+    case STEP_PUT_PAB:
+        next_after_pab(op);
+        return;
+    case STEP_PUT_ENC:
+        next_after_enc(op);
+        return;
+    case STEP_PUT_VER:
+        next_after_ver(op);
+        return;
+    case STEP_PUT_LOG:
+        next_after_log(op);
+        return;
+    default:
+        succeed(op);
+        return;
     }
 }
 
@@ -648,28 +662,7 @@ static void on_response(void *arg, const ol_aws_response *res) {
         on_get_tags(op, res);
         return;
     default:
-        break;
-    }
-    /* A PUT or DELETE answered. */
-    if (res->result != 0) {
-        finish_aws_error(op, res);
-        return;
-    }
-    switch (op->step) {
-    case STEP_PUT_PAB:
-        next_after_pab(op);
-        return;
-    case STEP_PUT_ENC:
-        next_after_enc(op);
-        return;
-    case STEP_PUT_VER:
-        next_after_ver(op);
-        return;
-    case STEP_PUT_LOG:
-        next_after_log(op);
-        return;
-    default:
-        succeed(op);
+        on_written(op, res);
         return;
     }
 }
@@ -677,6 +670,12 @@ static void on_response(void *arg, const ol_aws_response *res) {
 /* ---------------------------------------------------------------------------------------
  * Plugin entry points.
  * ------------------------------------------------------------------------------------- */
+
+/* Logs a bad option value and returns the code every stage gives for one. */
+static int bad_option(ol_stage *stage, const ol_host *h, const char *text) {
+    h->log(stage, NULL, OL_LOG_ERROR, "%s", text);
+    return OL_ECONFIG;
+}
 
 /* Tag rules from the S3 User Guide ("Categorizing your storage using tags") and the Tagging
  * API: at most 50, keys 1-128 characters, values up to 256, the aws: prefix is AWS's. */
@@ -686,7 +685,7 @@ static int check_tags(ol_stage *stage, const ol_host *h, const ol_kv *tags, size
                "option tags: %zu tags given; S3 allows at most %d "
                "per bucket. Remove some.",
                n, MAX_TAGS);
-        return OL_EINVAL;
+        return OL_ECONFIG;
     }
     for (size_t i = 0; i < n; i++) {
         const char *k = tags[i].name, *v = tags[i].value != NULL ? tags[i].value : "";
@@ -695,42 +694,28 @@ static int check_tags(ol_stage *stage, const ol_host *h, const ol_kv *tags, size
                    "option tags: key '%s' is %zu bytes; tag keys "
                    "are 1 to %d characters.",
                    k, strlen(k), MAX_TAG_KEY);
-            return OL_EINVAL;
+            return OL_ECONFIG;
         }
         if (strlen(v) > MAX_TAG_VALUE) {
             h->log(stage, NULL, OL_LOG_ERROR,
                    "option tags: the value of '%s' is %zu bytes; "
                    "tag values are at most %d characters.",
                    k, strlen(v), MAX_TAG_VALUE);
-            return OL_EINVAL;
+            return OL_ECONFIG;
         }
         if (strncmp(k, "aws:", 4) == 0) {
             h->log(stage, NULL, OL_LOG_ERROR,
                    "option tags: key '%s' uses the prefix 'aws:', "
                    "which AWS reserves. Rename the tag.",
                    k);
-            return OL_EINVAL;
+            return OL_ECONFIG;
         }
     }
     return 0;
 }
 
-static int read_options(ol_stage *stage, const ol_host *h, bucket_conf *c) {
-    c->block_public = h->opt_bool(stage, "block_public_access");
-    c->encryption = h->opt_string(stage, "encryption");
-    c->kms_key_id = h->opt_string(stage, "kms_key_id");
-    c->versioning = h->opt_bool(stage, "versioning");
-    c->log_bucket = h->opt_string(stage, "logging_target_bucket");
-    c->log_prefix = h->opt_string(stage, "logging_target_prefix");
-    c->tags_managed = h->opt_is_set(stage, "tags");
-    c->n_tags = h->opt_map(stage, "tags", &c->tags);
-    if (c->encryption == NULL)
-        c->encryption = "AES256";
-    if (c->kms_key_id != NULL && c->kms_key_id[0] == '\0')
-        c->kms_key_id = NULL;
-    if (c->log_bucket != NULL && c->log_bucket[0] == '\0')
-        c->log_bucket = NULL;
-
+/* Checks the combination of bound options; a message for each way it can be wrong. */
+static int check_options(ol_stage *stage, const ol_host *h, const bucket_conf *c) {
     if (strcmp(c->encryption, "AES256") != 0 && strcmp(c->encryption, "aws:kms") != 0) {
         /* S3 stopped allowing unencrypted buckets in January 2023: there is no "none". */
         h->log(stage, NULL, OL_LOG_ERROR,
@@ -738,23 +723,37 @@ static int read_options(ol_stage *stage, const ol_host *h, bucket_conf *c) {
                "\"AES256\" (SSE-S3) or \"aws:kms\" (SSE-KMS). S3 encrypts every bucket, so "
                "there is no \"none\".",
                c->encryption);
-        return OL_EINVAL;
+        return OL_ECONFIG;
     }
     if (c->kms_key_id != NULL && strcmp(c->encryption, "aws:kms") != 0) {
         h->log(stage, NULL, OL_LOG_ERROR,
                "option kms_key_id is set but encryption is '%s'; "
                "set encryption to \"aws:kms\" or remove kms_key_id.",
                c->encryption);
-        return OL_EINVAL;
+        return OL_ECONFIG;
     }
-    if (c->log_prefix != NULL && c->log_bucket == NULL) {
-        h->log(stage, NULL, OL_LOG_ERROR,
-               "option logging_target_prefix is set but "
-               "logging_target_bucket is not; set logging_target_bucket to enable logging.");
-        return OL_EINVAL;
-    }
-    if (c->tags_managed && check_tags(stage, h, c->tags, c->n_tags) < 0)
-        return OL_EINVAL;
+    if (c->log_prefix != NULL && c->log_bucket == NULL)
+        return bad_option(stage, h,
+                          "option logging_target_prefix is set but logging_target_bucket is "
+                          "not; set logging_target_bucket to enable logging.");
+    if (c->tags_managed)
+        return check_tags(stage, h, c->tags.items, c->tags.n);
+    return 0;
+}
+
+static int read_options(ol_stage *stage, const ol_host *h, bucket_conf *c) {
+    int rc = h->opt_bind(stage, c);
+    if (rc < 0)
+        return rc;
+    c->tags_managed = h->opt_is_set(stage, "tags");
+    /* An empty string is written to unset an option that has no default. */
+    if (c->kms_key_id != NULL && c->kms_key_id[0] == '\0')
+        c->kms_key_id = NULL;
+    if (c->log_bucket != NULL && c->log_bucket[0] == '\0')
+        c->log_bucket = NULL;
+    rc = check_options(stage, h, c);
+    if (rc < 0)
+        return rc;
     if (!c->block_public)
         h->log(stage, NULL, OL_LOG_WARN,
                "block_public_access is false: each bucket's Block Public Access settings are "
@@ -788,14 +787,10 @@ static int bucket_apply(ol_stage *stage, ol_item *item, void *state) {
     op->item = item;
     op->name = c->host->item_name(item);
     op->region = c->host->item_region(item);
-    op->step = STEP_HEAD;
-    ol_aws_request req = {.struct_size = sizeof(ol_aws_request)};
-    req.service = "s3";
-    req.method = "HEAD";
-    req.bucket = op->name;
-    int rc = c->host->aws_send(item, &req, on_response, op);
+    set_step(op, STEP_HEAD);
+    int rc = send_request(op, "HEAD", NULL, NULL, 0);
     if (rc < 0) {
-        free(op);
+        free(op); /* the callback never runs: nothing else owns op */
         return rc;
     }
     return 0;
@@ -809,21 +804,25 @@ static const ol_option_def bucket_options[] = {
     {"block_public_access", OL_OPT_BOOL, "true",
      "Turn on all four S3 Block Public Access settings of the bucket; false turns them off "
      "(for content served without login)",
-     0, 0},
+     OL_BIND(bucket_conf, block_public)},
     {"encryption", OL_OPT_STRING, "AES256",
-     "Default encryption: \"AES256\" (SSE-S3) or \"aws:kms\" (SSE-KMS)", 0, 0},
+     "Default encryption: \"AES256\" (SSE-S3) or \"aws:kms\" (SSE-KMS)",
+     OL_BIND(bucket_conf, encryption)},
     {"kms_key_id", OL_OPT_STRING, NULL,
-     "KMS key id or ARN for aws:kms; unset: the AWS managed key aws/s3", 0, 0},
+     "KMS key id or ARN for aws:kms; unset: the AWS managed key aws/s3",
+     OL_BIND(bucket_conf, kms_key_id)},
     {"versioning", OL_OPT_BOOL, "false",
-     "Keep object versions; false suspends versioning on a bucket that has it", 0, 0},
+     "Keep object versions; false suspends versioning on a bucket that has it",
+     OL_BIND(bucket_conf, versioning)},
     {"logging_target_bucket", OL_OPT_STRING, NULL,
-     "Bucket that receives server access logs; unset: logging off", 0, 0},
+     "Bucket that receives server access logs; unset: logging off",
+     OL_BIND(bucket_conf, log_bucket)},
     {"logging_target_prefix", OL_OPT_STRING, NULL,
-     "Prefix of the access log objects; unset: \"<bucket>/\"", 0, 0},
+     "Prefix of the access log objects; unset: \"<bucket>/\"", OL_BIND(bucket_conf, log_prefix)},
     {"tags", OL_OPT_OBJECT, NULL,
      "Bucket tags (key: value); when set, the bucket's tag set is made exactly this; unset: "
      "tags are left alone",
-     0, 0},
+     OL_BIND(bucket_conf, tags)},
 };
 
 static const ol_plugin bucket_plugin = {
@@ -831,7 +830,7 @@ static const ol_plugin bucket_plugin = {
     .abi_minor = OL_ABI_MINOR,
     .struct_size = sizeof(ol_plugin),
     .name = "bucket",
-    .version = "0.1.0",
+    .version = "2.0.0",
     .description = "S3 bucket named after the item, with public access, encryption, "
                    "versioning, logging and tags converged",
     .needs = NULL,

@@ -6,8 +6,6 @@
  * is missing or different. Policy JSON is built and parsed with jansson; the URL-encoded
  * document IAM returns is decoded with libcurl. */
 #include <ctype.h>
-#include <stdarg.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -21,9 +19,6 @@
 /* IAM User Guide, "IAM and AWS STS quotas": the inline policies of a user total at most
  * 2,048 characters, whitespace not counted. */
 #define POLICY_MAX_CHARS 2048
-/* PutUserPolicy right after CreateUser may see NoSuchEntity until IAM has propagated. */
-#define CONSISTENCY_MS 20000u
-#define IAM_VERSION "2010-05-08"
 
 /* The S3 action names of the Service Authorization Reference ("Actions defined by Amazon
  * S3"), without the "s3:" prefix: what an explicit `actions` list is checked against. */
@@ -243,20 +238,30 @@ static const preset presets[] = {
     {"read-write", preset_read_write, sizeof(preset_read_write) / sizeof(preset_read_write[0])},
 };
 
-/* Per-stage state. actions point into the presets or the host's option strings (valid
- * until fini); the array itself is owned. */
+/* Per-stage state. The options are bound in init from their declarations (policy_options)
+ * and borrowed until fini. actions point into the presets or the option's strings; the
+ * array itself is owned. */
 typedef struct policy_conf {
     const ol_host *host;
     ol_stage *stage;
+    const char *preset;
+    ol_list listed;          /* the actions option */
+    const char *policy_name; /* NULL: the user name */
     const char **actions;
     size_t n_actions;
-    const char *policy_name; /* NULL: the user name */
 } policy_conf;
+
+/* The states of one apply: read the user's policy, write it when it differs. */
+typedef enum policy_state { POLICY_START, POLICY_GET, POLICY_PUT, POLICY_DONE } policy_state;
+
+/* State names; for the request states, the IAM action the state sends. */
+static const char *const state_names[] = {"start", "GetUserPolicy", "PutUserPolicy", "done"};
 
 /* One apply in flight, freed in finish just before host->done. */
 typedef struct policy_op {
     const policy_conf *conf;
     ol_item *item;
+    policy_state state;      /* changed only by set_state */
     const char *user;        /* borrowed from the bag */
     const char *policy_name; /* conf->policy_name or user */
     json_t *wanted;
@@ -353,7 +358,7 @@ static int check_action(ol_stage *stage, const ol_host *h, const char *action) {
                "\"s3:GetObject\")%s",
                action,
                strcmp(action, "*") == 0 ? "; write \"s3:*\" if you mean every S3 action" : "");
-        return OL_EINVAL;
+        return OL_ECONFIG;
     }
     const char *name = action + 3;
     if (action_matches(name) > 0)
@@ -368,7 +373,7 @@ static int check_action(ol_stage *stage, const ol_host *h, const char *action) {
                "Service Authorization Reference",
                action,
                strpbrk(name, "*?") != NULL ? "matches no S3 action" : "is not an S3 action");
-    return OL_EINVAL;
+    return OL_ECONFIG;
 }
 
 /* Nonzero when any action covers an ACL action (GetObjectAcl, s3:*Acl, s3:*, ...). */
@@ -542,24 +547,17 @@ static json_t *policy_decode(const char *urlencoded) {
 }
 
 /* ---------------------------------------------------------------------------------------
- * Apply
+ * Apply: GetUserPolicy [-> PutUserPolicy] -> done. op->state changes only in set_state.
  * ------------------------------------------------------------------------------------- */
 
-static char *reasonf(const char *fmt, ...) OL_PRINTF(1, 2);
-static char *reasonf(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (n < 0)
-        return NULL;
-    char *s = malloc((size_t)n + 1);
-    if (s == NULL)
-        return NULL;
-    va_start(ap, fmt);
-    vsnprintf(s, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    return s;
+static void on_response(void *arg, const ol_aws_response *res);
+
+/* The one transition function: every change of op->state is logged here (curl's mstate()). */
+static void set_state(policy_op *op, policy_state next) {
+    const policy_conf *c = op->conf;
+    c->host->log(c->stage, op->item, OL_LOG_DEBUG, "policy: state %s -> %s", state_names[op->state],
+                 state_names[next]);
+    op->state = next;
 }
 
 static void op_free(policy_op *op) {
@@ -571,61 +569,61 @@ static void op_free(policy_op *op) {
 static void finish(policy_op *op, ol_outcome outcome, const char *reason) {
     const policy_conf *c = op->conf;
     ol_item *item = op->item;
+    set_state(op, POLICY_DONE);
     op_free(op);
     c->host->done(c->stage, item, outcome, reason);
 }
 
-static void finish_error(policy_op *op, const char *step, const ol_aws_response *res) {
+/* "<action> failed: <code>: <message> (HTTP <status>, request id <id>)", or the transport
+ * error, in the host's words. */
+static void finish_error(policy_op *op, const ol_aws_response *res) {
     const ol_host *h = op->conf->host;
-    char *reason;
-    if (res->result == OL_EAWS)
-        reason = reasonf("%s: %s %s (HTTP %ld, request id %s)", step,
-                         res->error_code != NULL ? res->error_code : "error",
-                         res->error_message != NULL ? res->error_message : "", res->status,
-                         res->request_id != NULL ? res->request_id : "none");
-    else
-        reason = reasonf("%s: %s%s%s", step, h->strerror(res->result),
-                         res->error_message != NULL ? ": " : "",
-                         res->error_message != NULL ? res->error_message : "");
+    char *reason = h->aws_reason(state_names[op->state], res);
     finish(op, OL_OUTCOME_FAILED, reason != NULL ? reason : "out of memory");
-    free(reason);
+    h->free(reason);
 }
 
-static void on_put(void *arg, const ol_aws_response *res) {
-    policy_op *op = arg;
+/* Enters state and sends its request: GetUserPolicy, or PutUserPolicy with the wanted
+ * document, which right after CreateUser may see NoSuchEntity until IAM has propagated.
+ * Returns aws_send's code; on an error the callback never runs. */
+static int send_request(policy_op *op, policy_state state) {
+    static const char *const consistency[] = {"NoSuchEntity", NULL};
+    set_state(op, state);
+    const ol_kv params[] = {{"Action", state_names[state]},
+                            {"UserName", op->user},
+                            {"PolicyName", op->policy_name},
+                            {"Version", IAM_API_VERSION},
+                            {"PolicyDocument", op->document}};
+    ol_aws_request req = {.struct_size = sizeof(ol_aws_request)};
+    req.service = "iam";
+    req.method = "POST";
+    req.params = params;
+    req.n_params = sizeof(params) / sizeof(params[0]) - (state == POLICY_PUT ? 0 : 1);
+    if (state == POLICY_PUT) {
+        req.consistency_codes = consistency;
+        req.consistency_ms = IAM_CONSISTENCY_MS;
+    }
+    return op->conf->host->aws_send(op->item, &req, on_response, op);
+}
+
+static void send_put(policy_op *op) {
+    int rc = send_request(op, POLICY_PUT);
+    if (rc < 0) {
+        ol_aws_response refused = {.struct_size = sizeof(ol_aws_response), .result = rc};
+        finish_error(op, &refused);
+    }
+}
+
+static void on_put(policy_op *op, const ol_aws_response *res) {
     if (res->result != 0) {
-        finish_error(op, "PutUserPolicy", res);
+        finish_error(op, res);
         return;
     }
     finish(op, op->existed ? OL_OUTCOME_UPDATED : OL_OUTCOME_CREATED,
            op->existed ? "the policy differed and was replaced" : NULL);
 }
 
-static void send_put(policy_op *op) {
-    static const char *const consistency[] = {"NoSuchEntity", NULL};
-    const ol_host *h = op->conf->host;
-    const ol_kv params[] = {{"Action", "PutUserPolicy"},
-                            {"UserName", op->user},
-                            {"PolicyName", op->policy_name},
-                            {"PolicyDocument", op->document},
-                            {"Version", IAM_VERSION}};
-    ol_aws_request req = {.struct_size = sizeof(ol_aws_request)};
-    req.service = "iam";
-    req.method = "POST";
-    req.params = params;
-    req.n_params = sizeof(params) / sizeof(params[0]);
-    req.consistency_codes = consistency;
-    req.consistency_ms = CONSISTENCY_MS;
-    int rc = h->aws_send(op->item, &req, on_put, op);
-    if (rc < 0) {
-        char *reason = reasonf("PutUserPolicy: %s", h->strerror(rc));
-        finish(op, OL_OUTCOME_FAILED, reason != NULL ? reason : "out of memory");
-        free(reason);
-    }
-}
-
-static void on_get(void *arg, const ol_aws_response *res) {
-    policy_op *op = arg;
+static void on_get(policy_op *op, const ol_aws_response *res) {
     const ol_host *h = op->conf->host;
     if (res->result == OL_EAWS && res->error_code != NULL &&
         strcmp(res->error_code, "NoSuchEntity") == 0) {
@@ -634,7 +632,7 @@ static void on_get(void *arg, const ol_aws_response *res) {
         return;
     }
     if (res->result != 0) {
-        finish_error(op, "GetUserPolicy", res);
+        finish_error(op, res);
         return;
     }
     op->existed = 1;
@@ -655,6 +653,14 @@ static void on_get(void *arg, const ol_aws_response *res) {
         finish(op, OL_OUTCOME_UNCHANGED, NULL);
     else
         send_put(op);
+}
+
+static void on_response(void *arg, const ol_aws_response *res) {
+    policy_op *op = arg;
+    if (op->state == POLICY_GET)
+        on_get(op, res);
+    else
+        on_put(op, res);
 }
 
 static int policy_apply(ol_stage *stage, ol_item *item, void *state) {
@@ -681,18 +687,9 @@ static int policy_apply(ol_stage *stage, ol_item *item, void *state) {
         op_free(op);
         return OL_ENOMEM;
     }
-    const ol_kv params[] = {{"Action", "GetUserPolicy"},
-                            {"UserName", op->user},
-                            {"PolicyName", op->policy_name},
-                            {"Version", IAM_VERSION}};
-    ol_aws_request req = {.struct_size = sizeof(ol_aws_request)};
-    req.service = "iam";
-    req.method = "POST";
-    req.params = params;
-    req.n_params = sizeof(params) / sizeof(params[0]);
-    int rc = h->aws_send(item, &req, on_get, op);
+    int rc = send_request(op, POLICY_GET);
     if (rc < 0) {
-        op_free(op);
+        op_free(op); /* the callback never runs: nothing else owns op */
         return rc;
     }
     return 0;
@@ -716,48 +713,57 @@ static int check_policy_name(ol_stage *stage, const ol_host *h, const char *name
            "option policy_name: '%s' is not a valid IAM policy name; use 1 to 128 letters, "
            "digits and _ + = , . @ -",
            name);
-    return OL_EINVAL;
+    return OL_ECONFIG;
+}
+
+/* The explicit `actions` list, each checked, into *list. */
+static int listed_actions(ol_stage *stage, const ol_host *h, const policy_conf *c,
+                          const char *const **list, size_t *n) {
+    if (h->opt_is_set(stage, "preset")) {
+        h->log(stage, NULL, OL_LOG_ERROR,
+               "options actions and preset are both set; keep one: actions lists the "
+               "grants explicitly, preset names a list");
+        return OL_ECONFIG;
+    }
+    if (c->listed.n == 0) {
+        h->log(stage, NULL, OL_LOG_ERROR,
+               "option actions is empty; list at least one S3 action, or remove it to "
+               "use the runbook preset");
+        return OL_ECONFIG;
+    }
+    for (size_t i = 0; i < c->listed.n; i++)
+        if (check_action(stage, h, c->listed.items[i]) < 0)
+            return OL_ECONFIG;
+    *list = c->listed.items;
+    *n = c->listed.n;
+    return 0;
+}
+
+/* The named preset's actions into *list. */
+static int preset_actions(ol_stage *stage, const ol_host *h, const char *name,
+                          const char *const **list, size_t *n) {
+    for (size_t i = 0; i < sizeof(presets) / sizeof(presets[0]); i++) {
+        if (strcmp(name, presets[i].name) == 0) {
+            *list = presets[i].actions;
+            *n = presets[i].n;
+            return 0;
+        }
+    }
+    h->log(stage, NULL, OL_LOG_ERROR,
+           "option preset: '%s' is not a preset; use \"runbook\", \"read-only\" or "
+           "\"read-write\", or list actions explicitly",
+           name);
+    return OL_ECONFIG;
 }
 
 /* Resolve the action list from `actions` or `preset` into c. */
 static int resolve_actions(ol_stage *stage, const ol_host *h, policy_conf *c) {
     const char *const *list = NULL;
     size_t n = 0;
-    if (h->opt_is_set(stage, "actions")) {
-        if (h->opt_is_set(stage, "preset")) {
-            h->log(stage, NULL, OL_LOG_ERROR,
-                   "options actions and preset are both set; keep one: actions lists the "
-                   "grants explicitly, preset names a list");
-            return OL_EINVAL;
-        }
-        n = h->opt_list(stage, "actions", &list);
-        if (n == 0) {
-            h->log(stage, NULL, OL_LOG_ERROR,
-                   "option actions is empty; list at least one S3 action, or remove it to "
-                   "use the runbook preset");
-            return OL_EINVAL;
-        }
-        for (size_t i = 0; i < n; i++)
-            if (check_action(stage, h, list[i]) < 0)
-                return OL_EINVAL;
-    } else {
-        const char *name = h->opt_string(stage, "preset");
-        if (name == NULL)
-            name = "runbook";
-        for (size_t i = 0; i < sizeof(presets) / sizeof(presets[0]) && list == NULL; i++) {
-            if (strcmp(name, presets[i].name) == 0) {
-                list = presets[i].actions;
-                n = presets[i].n;
-            }
-        }
-        if (list == NULL) {
-            h->log(stage, NULL, OL_LOG_ERROR,
-                   "option preset: '%s' is not a preset; use \"runbook\", \"read-only\" or "
-                   "\"read-write\", or list actions explicitly",
-                   name);
-            return OL_EINVAL;
-        }
-    }
+    int rc = h->opt_is_set(stage, "actions") ? listed_actions(stage, h, c, &list, &n)
+                                             : preset_actions(stage, h, c->preset, &list, &n);
+    if (rc < 0)
+        return rc;
     c->actions = calloc(n, sizeof(*c->actions));
     if (c->actions == NULL)
         return OL_ENOMEM;
@@ -786,10 +792,12 @@ static int policy_init(ol_stage *stage, const ol_host *host, void **state) {
         return OL_ENOMEM;
     c->host = host;
     c->stage = stage;
-    c->policy_name = host->opt_string(stage, "policy_name");
+    int rc = host->opt_bind(stage, c);
+    /* An empty name is written to unset it: the user name is used. */
     if (c->policy_name != NULL && c->policy_name[0] == '\0')
         c->policy_name = NULL;
-    int rc = c->policy_name != NULL ? check_policy_name(stage, host, c->policy_name) : 0;
+    if (rc == 0 && c->policy_name != NULL)
+        rc = check_policy_name(stage, host, c->policy_name);
     if (rc == 0)
         rc = resolve_actions(stage, host, c);
     if (rc < 0) {
@@ -805,16 +813,16 @@ static int policy_init(ol_stage *stage, const ol_host *host, void **state) {
     return 0;
 }
 
-/* Reject, before any request, a policy that IAM would refuse for this item's names. The
- * bucket ARN is not in the bag yet, so it is derived the way the bucket stage derives it. */
+/* Reject, before any request, a policy that IAM would refuse for this item's names. */
 static int policy_validate(ol_stage *stage, const ol_item *item, void *state) {
     policy_conf *c = state;
     const ol_host *h = c->host;
-    /* bucket.arn is not set yet (validate runs before any stage): build the same ARN. */
-    char *arn = arn_s3_bucket(h->item_region(item), h->item_name(item));
+    /* bucket.arn is not set yet (validate runs before any stage): build the same ARN the
+     * bucket stage will publish. */
+    char *arn = arn_s3_bucket(h, h->item_region(item), h->item_name(item));
     json_t *doc = arn != NULL ? policy_build(c->actions, c->n_actions, arn) : NULL;
     char *text = doc != NULL ? policy_compact(doc) : NULL;
-    free(arn);
+    h->free(arn);
     json_decref(doc);
     if (text == NULL)
         return OL_ENOMEM;
@@ -833,11 +841,13 @@ static const char *const policy_needs[] = {"bucket", "iam", NULL};
 
 static const ol_option_def policy_options[] = {
     {"preset", OL_OPT_STRING, "runbook",
-     "Named action list: \"runbook\" (the runbook's 15 actions), \"read-only\", \"read-write\"", 0,
-     0},
+     "Named action list: \"runbook\" (the runbook's 15 actions), \"read-only\", \"read-write\"",
+     OL_BIND(policy_conf, preset)},
     {"actions", OL_OPT_LIST, NULL,
-     "Explicit S3 actions (e.g. s3:GetObject, s3:Get*); replaces the preset", 0, 0},
-    {"policy_name", OL_OPT_STRING, NULL, "Inline policy name; unset: the IAM user name", 0, 0},
+     "Explicit S3 actions (e.g. s3:GetObject, s3:Get*); replaces the preset",
+     OL_BIND(policy_conf, listed)},
+    {"policy_name", OL_OPT_STRING, NULL, "Inline policy name; unset: the IAM user name",
+     OL_BIND(policy_conf, policy_name)},
 };
 
 static const ol_plugin policy_plugin = {
@@ -845,7 +855,7 @@ static const ol_plugin policy_plugin = {
     .abi_minor = OL_ABI_MINOR,
     .struct_size = sizeof(ol_plugin),
     .name = "policy",
-    .version = "0.1.0",
+    .version = "2.0.0",
     .description = "Inline IAM user policy granting the item's user access to the item's bucket",
     .needs = policy_needs,
     OL_OPTIONS(policy_options),

@@ -1,17 +1,12 @@
 /* Unit tests for the policy stage: action checks and suggestions, presets, the policy
- * document, semantic comparison, the size limit, and apply driven through a scripted host
- * (real XML parsing from the host's xml module; IAM answers given by each test). The plugin
- * source is included so its static functions can be tested. */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <cmocka.h>
+ * document, semantic comparison, the size limit, and apply driven through the shared fake
+ * host (tests/unit/fake_host.h: the host's real options, bag and XML modules; IAM answers
+ * given by each test). The plugin source is included so its static functions can be
+ * tested. */
+#include "fake_host.h"
 
 #include "../../plugins/arn.c"
 #include "../../plugins/policy/policy.c"
-
-#include "xml.h"
 
 #define RUNBOOK_JSON                                                                               \
     "{\"Version\":\"2012-10-17\",\"Statement\":[{\"Effect\":\"Allow\",\"Action\":["                \
@@ -22,193 +17,55 @@
     "\"s3:GetObjectVersion\"],\"Resource\":[\"arn:aws:s3:::acme-production\","                     \
     "\"arn:aws:s3:::acme-production/*\"]}]}"
 
-/* ---------------------------------------------------------------------------------------
- * A scripted host
- * ------------------------------------------------------------------------------------- */
-typedef struct fake {
-    const char *preset;
-    const char *policy_name;
-    const char *const *actions;
-    size_t n_actions;
-    int actions_set;
-    int preset_set;
-    const char *item_name;
-    const char *region;
-    const char *bag_user;
-    const char *bag_arn;
-    int send_result;
-    int pending;
-    ol_kv params[8];
-    char *param_values[8];
-    size_t n_params;
-    const char *const *consistency_codes;
-    unsigned consistency_ms;
-    size_t requests;
-    ol_aws_cb cb;
-    void *cb_arg;
-    int done_calls;
-    ol_outcome outcome;
-    char reason[512];
-    char last_log[1024];
-    ol_log_level last_log_level;
-    int logs;
-} fake;
-
-static fake F;
-
-static const char *fake_strerror(int code) {
-    (void)code;
-    return "some error";
-}
-
-static void fake_log(ol_stage *stage, const ol_item *item, ol_log_level level, const char *fmt,
-                     ...) {
-    (void)stage;
-    (void)item;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(F.last_log, sizeof(F.last_log), fmt, ap);
-    va_end(ap);
-    F.last_log_level = level;
-    F.logs++;
-}
-
-static const char *fake_opt_string(ol_stage *s, const char *name) {
-    (void)s;
-    if (strcmp(name, "preset") == 0)
-        return F.preset != NULL ? F.preset : "runbook";
-    if (strcmp(name, "policy_name") == 0)
-        return F.policy_name;
-    return NULL;
-}
-
-static size_t fake_opt_list(ol_stage *s, const char *name, const char *const **out) {
-    (void)s;
-    assert_string_equal(name, "actions");
-    *out = F.actions;
-    return F.n_actions;
-}
-
-static int fake_opt_is_set(ol_stage *s, const char *name) {
-    (void)s;
-    if (strcmp(name, "actions") == 0)
-        return F.actions_set;
-    if (strcmp(name, "preset") == 0)
-        return F.preset_set;
-    return 0;
-}
-
-static const char *fake_item_name(const ol_item *item) {
-    (void)item;
-    return F.item_name;
-}
-
-static const char *fake_item_region(const ol_item *item) {
-    (void)item;
-    return F.region;
-}
-
-static const char *fake_item_get(const ol_item *item, const char *key) {
-    (void)item;
-    if (strcmp(key, OL_KEY_IAM_USER) == 0)
-        return F.bag_user;
-    if (strcmp(key, OL_KEY_BUCKET_ARN) == 0)
-        return F.bag_arn;
-    return NULL;
-}
-
-static void clear_params(void) {
-    for (size_t i = 0; i < F.n_params; i++)
-        free(F.param_values[i]);
-    F.n_params = 0;
-}
-
-static int fake_aws_send(ol_item *item, const ol_aws_request *req, ol_aws_cb cb, void *arg) {
-    (void)item;
-    if (F.send_result < 0)
-        return F.send_result;
-    assert_false(F.pending);
+/* Every request is an IAM Query request with its parameters in the form body. */
+static void check_iam_request(const ol_aws_request *req) {
     assert_string_equal(req->service, "iam");
     assert_string_equal(req->method, "POST");
     assert_null(req->body);
     assert_true(req->n_params <= 8);
-    clear_params();
-    for (size_t i = 0; i < req->n_params; i++) {
-        F.param_values[i] = strdup(req->params[i].value);
-        F.params[i].name = req->params[i].name; /* static strings in the plugin */
-        F.params[i].value = F.param_values[i];
-    }
-    F.n_params = req->n_params;
-    F.consistency_codes = req->consistency_codes;
-    F.consistency_ms = req->consistency_ms;
-    F.cb = cb;
-    F.cb_arg = arg;
-    F.pending = 1;
-    F.requests++;
-    return 0;
 }
 
-static const char *param(const char *name) {
-    for (size_t i = 0; i < F.n_params; i++)
-        if (strcmp(F.params[i].name, name) == 0)
-            return F.params[i].value;
-    return NULL;
+/* What the bucket and iam stages left in the bag (NULL: that stage did not run). */
+static void set_bag(const char *user, const char *arn) {
+    bag_free(&FH.bag);
+    bag_init(&FH.bag);
+    if (user != NULL)
+        assert_int_equal(bag_set(&FH.bag, OL_KEY_IAM_USER, user, 0), 0);
+    if (arn != NULL)
+        assert_int_equal(bag_set(&FH.bag, OL_KEY_BUCKET_ARN, arn, 0), 0);
 }
-
-static void fake_done(ol_stage *stage, ol_item *item, ol_outcome outcome, const char *reason) {
-    (void)stage;
-    (void)item;
-    F.done_calls++;
-    F.outcome = outcome;
-    snprintf(F.reason, sizeof(F.reason), "%s", reason != NULL ? reason : "");
-}
-
-static const ol_host host = {
-    .struct_size = sizeof(ol_host),
-    .abi_major = OL_ABI_MAJOR,
-    .abi_minor = OL_ABI_MINOR,
-    .strerror = fake_strerror,
-    .log = fake_log,
-    .opt_string = fake_opt_string,
-    .opt_list = fake_opt_list,
-    .opt_is_set = fake_opt_is_set,
-    .item_name = fake_item_name,
-    .item_region = fake_item_region,
-    .item_get = fake_item_get,
-    .aws_send = fake_aws_send,
-    .xml_parse = xml_parse,
-    .xml_count = xml_count,
-    .xml_text = xml_text,
-    .xml_free = xml_free,
-    .done = fake_done,
-};
 
 static int setup(void **state) {
     (void)state;
-    memset(&F, 0, sizeof(F));
-    F.item_name = "acme-production";
-    F.region = "eu-north-1";
-    F.bag_user = "acme-production";
-    F.bag_arn = "arn:aws:s3:::acme-production";
+    fake_start(&policy_plugin);
+    FH.on_send = check_iam_request;
+    set_bag("acme-production", "arn:aws:s3:::acme-production");
     return 0;
 }
 
 static int teardown(void **state) {
     (void)state;
-    clear_params();
+    fake_stop();
     return 0;
 }
 
+/* The actions option, as `--set policy.actions=a,b` gives it. */
 static void set_actions(const char *const *actions, size_t n) {
-    F.actions = actions;
-    F.n_actions = n;
-    F.actions_set = 1;
+    size_t len = 1;
+    for (size_t i = 0; i < n; i++)
+        len += strlen(actions[i]) + 1;
+    char *text = calloc(1, len);
+    assert_non_null(text);
+    for (size_t i = 0; i < n; i++) {
+        strcat(text, i > 0 ? "," : "");
+        strcat(text, actions[i]);
+    }
+    fake_set_opt("actions", text);
+    free(text);
 }
 
 static void respond(long status, const char *code, const char *body) {
-    assert_true(F.pending);
-    F.pending = 0;
-    ol_aws_response res = {0};
+    ol_aws_response res = {.struct_size = sizeof(ol_aws_response)};
     res.result = code != NULL ? OL_EAWS : 0;
     res.status = status;
     res.body = body != NULL ? body : "";
@@ -216,23 +73,23 @@ static void respond(long status, const char *code, const char *body) {
     res.error_code = code;
     res.error_message = code != NULL ? "IAM says no" : NULL;
     res.request_id = "RID9";
-    F.cb(F.cb_arg, &res);
+    fake_answer(&res);
 }
 
 static void *init_ok(void) {
     void *st = NULL;
-    assert_int_equal(policy_init(NULL, &host, &st), 0);
+    assert_int_equal(policy_init(NULL, &FH.api, &st), 0);
     assert_non_null(st);
     return st;
 }
 
 static void expect_init_rejected(const char *fragment) {
     void *st = NULL;
-    assert_int_equal(policy_init(NULL, &host, &st), OL_EINVAL);
+    assert_int_equal(policy_init(NULL, &FH.api, &st), OL_ECONFIG);
     assert_null(st);
-    assert_int_equal(F.last_log_level, OL_LOG_ERROR);
-    if (strstr(F.last_log, fragment) == NULL)
-        fail_msg("log '%s' lacks '%s'", F.last_log, fragment);
+    assert_int_equal(FH.last_log_level, OL_LOG_ERROR);
+    if (strstr(FH.last_log, fragment) == NULL)
+        fail_msg("log '%s' lacks '%s'", FH.last_log, fragment);
 }
 
 /* ---------------------------------------------------------------------------------------
@@ -353,18 +210,17 @@ static void resolves_presets_and_rejects_unknown_ones(void **state) {
     policy_conf *c = init_ok();
     assert_actions(c, runbook, 15);
     policy_fini(c);
-    F.preset = "read-only";
+    fake_set_opt("preset", "read-only");
     c = init_ok();
     assert_actions(c, read_only, 4);
     policy_fini(c);
-    F.preset = "read-write";
+    fake_set_opt("preset", "read-write");
     c = init_ok();
     assert_actions(c, read_write, 9);
     policy_fini(c);
-    F.preset = "admin";
+    fake_set_opt("preset", "admin");
     expect_init_rejected("'admin' is not a preset; use \"runbook\", \"read-only\"");
-    F.preset = "read-write";
-    F.preset_set = 1;
+    fake_set_opt("preset", "read-write");
     const char *const actions[] = {"s3:GetObject"};
     set_actions(actions, 1);
     expect_init_rejected("actions and preset are both set");
@@ -373,22 +229,22 @@ static void resolves_presets_and_rejects_unknown_ones(void **state) {
 static void notes_once_that_acl_actions_are_inert(void **state) {
     (void)state;
     policy_conf *c = init_ok();
-    assert_int_equal(F.logs, 1);
-    assert_int_equal(F.last_log_level, OL_LOG_INFO);
-    assert_non_null(strstr(F.last_log, "bucket owner enforced"));
+    assert_int_equal(FH.n_logs, 1);
+    assert_int_equal(FH.last_log_level, OL_LOG_INFO);
+    assert_non_null(strstr(FH.last_log, "bucket owner enforced"));
     policy_fini(c);
-    F.logs = 0;
-    F.preset = "read-only";
+    FH.n_logs = 0;
+    fake_set_opt("preset", "read-only");
     c = init_ok();
-    assert_int_equal(F.logs, 0);
+    assert_int_equal(FH.n_logs, 0);
     policy_fini(c);
 }
 
 static void rejects_invalid_policy_names(void **state) {
     (void)state;
-    F.policy_name = "my policy";
+    fake_set_opt("policy_name", "my policy");
     expect_init_rejected("'my policy' is not a valid IAM policy name");
-    F.policy_name = "acme_s3+rw@x";
+    fake_set_opt("policy_name", "acme_s3+rw@x");
     policy_fini(init_ok());
 }
 
@@ -507,8 +363,8 @@ static void rejects_a_policy_over_2048_characters_with_its_size(void **state) {
     set_actions(all, N_S3_ACTIONS);
     policy_conf *c = init_ok();
     assert_int_equal(policy_validate(NULL, NULL, c), OL_ERANGE);
-    assert_non_null(strstr(F.last_log, "characters of compact JSON; IAM allows 2048"));
-    assert_non_null(strstr(F.last_log, "the policy for 'acme-production' is "));
+    assert_non_null(strstr(FH.last_log, "characters of compact JSON; IAM allows 2048"));
+    assert_non_null(strstr(FH.last_log, "the policy for 'acme-production' is "));
     policy_fini(c);
     free(all);
     free(names);
@@ -520,14 +376,14 @@ static void counts_the_size_with_the_items_own_names(void **state) {
      * appears twice, so a name of n characters gives 441 + 2n: 2047 for 803, 2049 for 804. */
     static char name[805];
     memset(name, 'a', 803);
-    F.item_name = name;
+    FH.name = name;
     policy_conf *c = init_ok();
     assert_int_equal(policy_validate(NULL, NULL, c), 0);
     name[803] = 'a';
     assert_int_equal(policy_validate(NULL, NULL, c), OL_ERANGE);
-    assert_non_null(strstr(F.last_log, "is 2049 characters"));
-    F.item_name = "acme-production";
-    F.region = "cn-north-1";
+    assert_non_null(strstr(FH.last_log, "is 2049 characters"));
+    FH.name = "acme-production";
+    FH.region = "cn-north-1";
     assert_int_equal(policy_validate(NULL, NULL, c), 0);
     policy_fini(c);
 }
@@ -539,11 +395,11 @@ static void counts_the_size_with_the_items_own_names(void **state) {
 static void *start(void) {
     void *st = init_ok();
     assert_int_equal(policy_apply(NULL, NULL, st), 0);
-    assert_true(F.pending);
-    assert_string_equal(param("Action"), "GetUserPolicy");
-    assert_string_equal(param("UserName"), "acme-production");
-    assert_string_equal(param("PolicyName"), "acme-production");
-    assert_string_equal(param("Version"), "2010-05-08");
+    assert_true(FH.pending);
+    assert_string_equal(fake_param("Action"), "GetUserPolicy");
+    assert_string_equal(fake_param("UserName"), "acme-production");
+    assert_string_equal(fake_param("PolicyName"), "acme-production");
+    assert_string_equal(fake_param("Version"), "2010-05-08");
     return st;
 }
 
@@ -551,27 +407,28 @@ static void creates_a_missing_policy_retrying_until_the_user_is_visible(void **s
     (void)state;
     void *st = start();
     respond(404, "NoSuchEntity", NULL);
-    assert_true(F.pending);
-    assert_string_equal(param("Action"), "PutUserPolicy");
-    assert_string_equal(param("PolicyDocument"), RUNBOOK_JSON);
-    assert_non_null(F.consistency_codes);
-    assert_string_equal(F.consistency_codes[0], "NoSuchEntity");
-    assert_null(F.consistency_codes[1]);
-    assert_true(F.consistency_ms >= 10000);
+    assert_true(FH.pending);
+    assert_string_equal(fake_param("Action"), "PutUserPolicy");
+    assert_string_equal(fake_param("PolicyDocument"), RUNBOOK_JSON);
+    assert_non_null(FH.req.consistency_codes);
+    assert_string_equal(FH.req.consistency_codes[0], "NoSuchEntity");
+    assert_null(FH.req.consistency_codes[1]);
+    assert_true(FH.req.consistency_ms >= 10000);
+    assert_int_equal(FH.req.consistency_ms, IAM_CONSISTENCY_MS); /* the iam stage's window */
     respond(200, NULL, "<PutUserPolicyResponse/>");
-    assert_int_equal(F.done_calls, 1);
-    assert_int_equal(F.outcome, OL_OUTCOME_CREATED);
+    assert_int_equal(FH.done_calls, 1);
+    assert_int_equal(FH.outcome, OL_OUTCOME_CREATED);
     policy_fini(st);
 }
 
 static char *get_user_policy_body(const char *json) {
     char *enc = curl_easy_escape(NULL, json, 0);
     assert_non_null(enc);
-    char *body = reasonf("<GetUserPolicyResponse xmlns=\"https://iam.amazonaws.com/doc/"
-                         "2010-05-08/\"><GetUserPolicyResult><PolicyName>acme-production"
-                         "</PolicyName><UserName>acme-production</UserName><PolicyDocument>%s"
-                         "</PolicyDocument></GetUserPolicyResult></GetUserPolicyResponse>",
-                         enc);
+    char *body = ol__format("<GetUserPolicyResponse xmlns=\"https://iam.amazonaws.com/doc/"
+                            "2010-05-08/\"><GetUserPolicyResult><PolicyName>acme-production"
+                            "</PolicyName><UserName>acme-production</UserName><PolicyDocument>%s"
+                            "</PolicyDocument></GetUserPolicyResult></GetUserPolicyResponse>",
+                            enc);
     curl_free(enc);
     return body;
 }
@@ -582,9 +439,9 @@ static void leaves_an_equal_policy_unchanged(void **state) {
     char *body = get_user_policy_body(RUNBOOK_JSON);
     respond(200, NULL, body);
     free(body);
-    assert_int_equal(F.done_calls, 1);
-    assert_int_equal(F.outcome, OL_OUTCOME_UNCHANGED);
-    assert_int_equal(F.requests, 1);
+    assert_int_equal(FH.done_calls, 1);
+    assert_int_equal(FH.outcome, OL_OUTCOME_UNCHANGED);
+    assert_int_equal(FH.requests, 1);
     policy_fini(st);
 }
 
@@ -595,20 +452,20 @@ static void replaces_a_different_policy(void **state) {
                                       "\"Allow\",\"Action\":\"s3:*\",\"Resource\":\"*\"}]}");
     respond(200, NULL, body);
     free(body);
-    assert_string_equal(param("Action"), "PutUserPolicy");
+    assert_string_equal(fake_param("Action"), "PutUserPolicy");
     respond(200, NULL, NULL);
-    assert_int_equal(F.outcome, OL_OUTCOME_UPDATED);
+    assert_int_equal(FH.outcome, OL_OUTCOME_UPDATED);
     policy_fini(st);
 }
 
 static void uses_the_policy_name_option(void **state) {
     (void)state;
-    F.policy_name = "runbook-s3";
+    fake_set_opt("policy_name", "runbook-s3");
     void *st = init_ok();
     assert_int_equal(policy_apply(NULL, NULL, st), 0);
-    assert_string_equal(param("PolicyName"), "runbook-s3");
+    assert_string_equal(fake_param("PolicyName"), "runbook-s3");
     respond(404, "NoSuchEntity", NULL);
-    assert_string_equal(param("PolicyName"), "runbook-s3");
+    assert_string_equal(fake_param("PolicyName"), "runbook-s3");
     respond(200, NULL, NULL);
     policy_fini(st);
 }
@@ -617,9 +474,9 @@ static void reports_iam_errors_with_step_code_and_request_id(void **state) {
     (void)state;
     void *st = start();
     respond(403, "AccessDenied", NULL);
-    assert_int_equal(F.outcome, OL_OUTCOME_FAILED);
-    assert_string_equal(F.reason, "GetUserPolicy: AccessDenied IAM says no (HTTP 403, request "
-                                  "id RID9)");
+    assert_int_equal(FH.outcome, OL_OUTCOME_FAILED);
+    assert_string_equal(FH.reason, "GetUserPolicy failed: AccessDenied: IAM says no (HTTP 403, "
+                                   "request id RID9)");
     policy_fini(st);
 
     teardown(NULL);
@@ -627,33 +484,32 @@ static void reports_iam_errors_with_step_code_and_request_id(void **state) {
     st = start();
     respond(404, "NoSuchEntity", NULL);
     respond(409, "LimitExceeded", NULL);
-    assert_int_equal(F.done_calls, 1);
-    assert_string_equal(F.reason, "PutUserPolicy: LimitExceeded IAM says no (HTTP 409, request "
-                                  "id RID9)");
+    assert_int_equal(FH.done_calls, 1);
+    assert_string_equal(FH.reason, "PutUserPolicy failed: LimitExceeded: IAM says no (HTTP 409, "
+                                   "request id RID9)");
     policy_fini(st);
 }
 
 static void refuses_to_apply_without_the_bucket_and_user_in_the_bag(void **state) {
     (void)state;
     void *st = init_ok();
-    F.bag_arn = NULL;
+    set_bag("acme-production", NULL);
     assert_int_equal(policy_apply(NULL, NULL, st), OL_ENOENT);
-    assert_non_null(strstr(F.last_log, "the bucket stage must run"));
-    F.bag_arn = "arn:aws:s3:::acme-production";
-    F.bag_user = NULL;
+    assert_non_null(strstr(FH.last_log, "the bucket stage must run"));
+    set_bag(NULL, "arn:aws:s3:::acme-production");
     assert_int_equal(policy_apply(NULL, NULL, st), OL_ENOENT);
-    assert_non_null(strstr(F.last_log, "the iam stage must run"));
-    assert_int_equal(F.done_calls, 0);
-    assert_int_equal(F.requests, 0);
+    assert_non_null(strstr(FH.last_log, "the iam stage must run"));
+    assert_int_equal(FH.done_calls, 0);
+    assert_int_equal(FH.requests, 0);
     policy_fini(st);
 }
 
 static void fails_apply_synchronously_without_calling_done(void **state) {
     (void)state;
     void *st = init_ok();
-    F.send_result = OL_ECANCELED;
+    FH.send_result = OL_ECANCELED;
     assert_int_equal(policy_apply(NULL, NULL, st), OL_ECANCELED);
-    assert_int_equal(F.done_calls, 0);
+    assert_int_equal(FH.done_calls, 0);
     policy_fini(st);
 }
 
@@ -661,11 +517,23 @@ static void exports_a_descriptor_needing_bucket_and_iam(void **state) {
     (void)state;
     const ol_plugin *p = opsline_plugin();
     assert_string_equal(p->name, "policy");
+    assert_string_equal(p->version, "2.0.0");
     assert_int_equal(p->abi_major, OL_ABI_MAJOR);
     assert_string_equal(p->needs[0], "bucket");
     assert_string_equal(p->needs[1], "iam");
     assert_null(p->needs[2]);
     assert_non_null(p->validate);
+}
+
+static void logs_every_state_transition_at_debug_level(void **state) {
+    (void)state;
+    void *st = start();
+    respond(404, "NoSuchEntity", NULL);
+    respond(200, NULL, "<PutUserPolicyResponse/>");
+    assert_string_equal(FH.debug, "policy: state start -> GetUserPolicy\n"
+                                  "policy: state GetUserPolicy -> PutUserPolicy\n"
+                                  "policy: state PutUserPolicy -> done\n");
+    policy_fini(st);
 }
 
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
@@ -697,6 +565,7 @@ int main(void) {
         T(refuses_to_apply_without_the_bucket_and_user_in_the_bag),
         T(fails_apply_synchronously_without_calling_done),
         T(exports_a_descriptor_needing_bucket_and_iam),
+        T(logs_every_state_transition_at_debug_level),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,367 @@
+/* fake_host: the one ol_host the stage unit tests (test_bucket, test_iam, test_policy) drive
+ * a stage through. Options (declared defaults, typed parsing, opt_bind), the item bag, XML,
+ * the journal, strerror and format are the host's real modules; what is fake is the world
+ * around the stage: one item, AWS requests held one at a time for the test to look at and
+ * answer (fake_answer), logs, checkpoints and the completion recorded for assertions.
+ *
+ * Header-only: a test includes it once (its functions are static, unused ones allowed).
+ *
+ *   fake_start(&bucket_plugin);            in setup: defaults of the stage's declarations
+ *   fake_set_opt("encryption", "aws:kms"); as `--set bucket.encryption=aws:kms` would
+ *   p->init(NULL, &FH.api, &st);           the stage binds and reads its options
+ *   p->apply(NULL, NULL, st);              FH.req is the request, FH.pending is set
+ *   fake_answer(&res);                     the stage's callback runs with res
+ *   fake_stop();                           in teardown */
+#ifndef OL_TEST_FAKE_HOST_H
+#define OL_TEST_FAKE_HOST_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <openssl/crypto.h>
+
+#include "aws/xml.h"
+#include "bag.h"
+#include "error.h"
+#include "journal.h"
+#include "options.h"
+
+#define FAKE_API static __attribute__((unused))
+#define FAKE_MAX_PARAMS 128
+
+/* The last request the stage sent; copies, valid until the next send or fake_stop. */
+typedef struct fake_request {
+    char *service;
+    char *method;
+    char *bucket; /* NULL when the request named none */
+    ol_kv params[FAKE_MAX_PARAMS];
+    size_t n_params;
+    char *body; /* NUL-terminated copy, or NULL */
+    size_t body_len;
+    unsigned flags;
+    const char *const *consistency_codes; /* the stage's own (static) array */
+    unsigned consistency_ms;
+    ol_aws_cb cb;
+    void *arg;
+} fake_request;
+
+typedef struct fake_host {
+    ol_host api; /* the table handed to init; a test may replace an entry */
+    const ol_plugin *plugin;
+    options *opts;
+    bag bag;
+    journal *journal; /* NULL until fake_use_journal() */
+    char journal_dir[64];
+    /* The item. */
+    const char *product;
+    const char *environment;
+    const char *name;
+    const char *region;
+    /* AWS: send_result < 0 makes aws_send refuse with it; on_send sees every request. */
+    int send_result;
+    void (*on_send)(const ol_aws_request *req);
+    fake_request req;
+    int pending; /* req is unanswered */
+    size_t requests;
+    /* What the stage reported. */
+    int done_calls;
+    ol_outcome outcome;
+    char reason[1024];
+    char logs[16384];  /* "LEVEL text\n" for every line but debug ones */
+    char debug[16384]; /* debug lines ("text\n"): what the host shows with -v */
+    char last_log[1024];
+    ol_log_level last_log_level;
+    int n_logs;            /* lines in logs */
+    char checkpoints[256]; /* "point;" per host->checkpoint */
+} fake_host;
+
+static fake_host FH;
+
+static void fake_append(char *buf, size_t cap, const char *a, const char *b) {
+    size_t used = strlen(buf);
+    snprintf(buf + used, cap - used, "%s%s\n", a, b);
+}
+
+static void fake_log(ol_stage *s, const ol_item *i, ol_log_level level, const char *fmt, ...) {
+    static const char *const names[] = {"ERROR ", "WARN ", "INFO ", "DEBUG "};
+    (void)s, (void)i;
+    char line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    if (level == OL_LOG_DEBUG) {
+        fake_append(FH.debug, sizeof(FH.debug), "", line);
+        return;
+    }
+    fake_append(FH.logs, sizeof(FH.logs), names[level], line);
+    snprintf(FH.last_log, sizeof(FH.last_log), "%s", line);
+    FH.last_log_level = level;
+    FH.n_logs++;
+}
+
+/* ---- options: the real module ---------------------------------------------------------- */
+
+static const char *fake_opt_string(ol_stage *s, const char *name) {
+    (void)s;
+    return options_string(FH.opts, name);
+}
+static int fake_opt_bool(ol_stage *s, const char *name) {
+    (void)s;
+    return options_bool(FH.opts, name);
+}
+static long long fake_opt_int(ol_stage *s, const char *name) {
+    (void)s;
+    return options_int(FH.opts, name);
+}
+static size_t fake_opt_list(ol_stage *s, const char *name, const char *const **out) {
+    (void)s;
+    return options_list(FH.opts, name, out);
+}
+static size_t fake_opt_map(ol_stage *s, const char *name, const ol_kv **out) {
+    (void)s;
+    return options_map(FH.opts, name, out);
+}
+static int fake_opt_is_set(ol_stage *s, const char *name) {
+    (void)s;
+    return options_is_set(FH.opts, name);
+}
+static int fake_opt_bind(ol_stage *s, void *base) {
+    (void)s;
+    return options_bind(FH.opts, base);
+}
+
+/* ---- the item and its bag: the real bag ------------------------------------------------ */
+
+static const char *fake_item_product(const ol_item *i) {
+    (void)i;
+    return FH.product;
+}
+static const char *fake_item_environment(const ol_item *i) {
+    (void)i;
+    return FH.environment;
+}
+static const char *fake_item_name(const ol_item *i) {
+    (void)i;
+    return FH.name;
+}
+static const char *fake_item_region(const ol_item *i) {
+    (void)i;
+    return FH.region;
+}
+static const char *fake_item_get(const ol_item *i, const char *key) {
+    (void)i;
+    return bag_get(&FH.bag, key);
+}
+static int fake_item_set(ol_item *i, const char *key, const char *value, unsigned flags) {
+    (void)i;
+    return bag_set(&FH.bag, key, value, flags);
+}
+
+/* ---- AWS ----------------------------------------------------------------------------- */
+
+static void fake_request_free(fake_request *r) {
+    free(r->service);
+    free(r->method);
+    free(r->bucket);
+    for (size_t k = 0; k < r->n_params; k++) {
+        free((char *)r->params[k].name);
+        free((char *)r->params[k].value);
+    }
+    free(r->body);
+    memset(r, 0, sizeof(*r));
+}
+
+static char *fake_dup(const char *s) {
+    return s != NULL ? strdup(s) : NULL;
+}
+
+static int fake_aws_send(ol_item *i, const ol_aws_request *req, ol_aws_cb cb, void *arg) {
+    (void)i;
+    if (FH.send_result < 0)
+        return FH.send_result;
+    assert_false(FH.pending); /* one request at a time */
+    assert_int_equal(req->struct_size, sizeof(ol_aws_request));
+    assert_true(req->n_params <= FAKE_MAX_PARAMS);
+    if (FH.on_send != NULL)
+        FH.on_send(req);
+    fake_request *r = &FH.req;
+    fake_request_free(r);
+    r->service = fake_dup(req->service);
+    r->method = fake_dup(req->method);
+    r->bucket = fake_dup(req->bucket);
+    for (size_t k = 0; k < req->n_params; k++) {
+        r->params[k].name = fake_dup(req->params[k].name);
+        r->params[k].value = fake_dup(req->params[k].value);
+    }
+    r->n_params = req->n_params;
+    r->body = req->body != NULL ? strndup(req->body, req->body_len) : NULL;
+    r->body_len = req->body_len;
+    r->flags = req->flags;
+    r->consistency_codes = req->consistency_codes;
+    r->consistency_ms = req->consistency_ms;
+    r->cb = cb;
+    r->arg = arg;
+    FH.pending = 1;
+    FH.requests++;
+    return 0;
+}
+
+/* The documented line of host->aws_reason: "<action> failed: <code>: <message> (HTTP
+ * <status>, request id <id>)"; a transport error names the code's text instead. */
+static char *fake_aws_reason(const char *action, const ol_aws_response *res) {
+    const char *what = res->result == OL_EAWS || res->error_code != NULL
+                           ? (res->error_code != NULL ? res->error_code : "error")
+                           : ol_strerror(res->result);
+    char tail[256] = "";
+    if (res->status > 0 && res->request_id != NULL)
+        snprintf(tail, sizeof(tail), " (HTTP %ld, request id %s)", res->status, res->request_id);
+    else if (res->status > 0)
+        snprintf(tail, sizeof(tail), " (HTTP %ld)", res->status);
+    else if (res->request_id != NULL)
+        snprintf(tail, sizeof(tail), " (request id %s)", res->request_id);
+    return ol__format("%s failed: %s%s%s%s", action, what, res->error_message ? ": " : "",
+                      res->error_message ? res->error_message : "", tail);
+}
+
+/* ---- the rest of the table ------------------------------------------------------------ */
+
+static void fake_free(void *p) {
+    free(p);
+}
+static void fake_wipe(void *p, size_t n) {
+    OPENSSL_cleanse(p, n);
+}
+static const char *fake_stage_name(const ol_stage *s) {
+    (void)s;
+    return FH.plugin->name;
+}
+static int fake_journal_append(ol_item *i, ol_stage *s, const char *event, const char *id) {
+    (void)i;
+    if (FH.journal == NULL)
+        return OL_EIO;
+    return journal_append(FH.journal, FH.name, fake_stage_name(s), event, id, NULL);
+}
+static size_t fake_journal_count(const ol_item *i, const char *event, const char *id) {
+    (void)i;
+    return FH.journal != NULL ? journal_count(FH.journal, FH.name, event, id) : 0;
+}
+static void fake_done(ol_stage *s, ol_item *i, ol_outcome outcome, const char *reason) {
+    (void)s, (void)i;
+    FH.done_calls++;
+    FH.outcome = outcome;
+    snprintf(FH.reason, sizeof(FH.reason), "%s", reason != NULL ? reason : "");
+}
+FAKE_API void fake_checkpoint(const ol_item *i, const char *point) {
+    (void)i;
+    size_t used = strlen(FH.checkpoints);
+    snprintf(FH.checkpoints + used, sizeof(FH.checkpoints) - used, "%s;", point);
+}
+
+/* ---- what tests call ------------------------------------------------------------------ */
+
+/* Fresh host for plugin p: its options at their declared defaults, an empty bag, the item
+ * acme-production in eu-north-1. */
+FAKE_API void fake_start(const ol_plugin *p) {
+    memset(&FH, 0, sizeof(FH));
+    FH.api = (ol_host){
+        .struct_size = sizeof(ol_host),
+        .abi_major = OL_ABI_MAJOR,
+        .abi_minor = OL_ABI_MINOR,
+        .strerror = ol_strerror,
+        .log = fake_log,
+        .opt_string = fake_opt_string,
+        .opt_bool = fake_opt_bool,
+        .opt_int = fake_opt_int,
+        .opt_list = fake_opt_list,
+        .opt_map = fake_opt_map,
+        .opt_is_set = fake_opt_is_set,
+        .item_product = fake_item_product,
+        .item_environment = fake_item_environment,
+        .item_name = fake_item_name,
+        .item_region = fake_item_region,
+        .item_get = fake_item_get,
+        .item_set = fake_item_set,
+        .aws_send = fake_aws_send,
+        .xml_parse = xml_parse,
+        .xml_count = xml_count,
+        .xml_text = xml_text,
+        .xml_free = xml_free,
+        .journal_append = fake_journal_append,
+        .journal_count = fake_journal_count,
+        .done = fake_done,
+        .checkpoint = fake_checkpoint,
+        .format = ol__format,
+        .free = fake_free,
+        .wipe = fake_wipe,
+        .aws_reason = fake_aws_reason,
+        .opt_bind = fake_opt_bind,
+        .stage_name = fake_stage_name,
+    };
+    FH.plugin = p;
+    FH.product = "acme";
+    FH.environment = "production";
+    FH.name = "acme-production";
+    FH.region = "eu-north-1";
+    bag_init(&FH.bag);
+    char *err = NULL;
+    if (options_parse(p, NULL, p->name, &FH.opts, &err) != 0)
+        fail_msg("options of %s: %s", p->name, err != NULL ? err : "out of memory");
+}
+
+/* A journal in a fresh temporary directory, removed by fake_stop. */
+FAKE_API void fake_use_journal(void) {
+    snprintf(FH.journal_dir, sizeof(FH.journal_dir), "/tmp/ol-fake-XXXXXX");
+    assert_non_null(mkdtemp(FH.journal_dir));
+    char *err = NULL;
+    if (journal_open(FH.journal_dir, &FH.journal, &err) != 0)
+        fail_msg("journal: %s", err != NULL ? err : "?");
+}
+
+FAKE_API void fake_stop(void) {
+    fake_request_free(&FH.req);
+    options_free(FH.opts);
+    bag_free(&FH.bag);
+    if (FH.journal != NULL) {
+        journal_close(FH.journal);
+        char cmd[128];
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", FH.journal_dir);
+        assert_int_equal(system(cmd), 0);
+    }
+    memset(&FH, 0, sizeof(FH));
+}
+
+/* Set an option from text, as `--set stage.name=text` does (lists a,b; maps k=v,k2=v2). */
+FAKE_API void fake_set_opt(const char *name, const char *text) {
+    char *err = NULL;
+    if (options_set_text(FH.opts, name, text, &err) != 0)
+        fail_msg("option %s=%s: %s", name, text, err != NULL ? err : "out of memory");
+}
+
+/* Answer the pending request with res (a test-built response). */
+FAKE_API void fake_answer(const ol_aws_response *res) {
+    assert_true(FH.pending);
+    FH.pending = 0;
+    FH.req.cb(FH.req.arg, res);
+}
+
+/* The value of the last request's parameter name, or NULL. */
+FAKE_API const char *fake_param(const char *name) {
+    for (size_t k = 0; k < FH.req.n_params; k++)
+        if (strcmp(FH.req.params[k].name, name) == 0)
+            return FH.req.params[k].value;
+    return NULL;
+}
+
+FAKE_API const char *fake_bag(const char *key) {
+    return bag_get(&FH.bag, key);
+}
+
+#endif
