@@ -22,18 +22,18 @@
 
 #include "opsline/opsline.h"
 
-#define IAM_VERSION "2010-05-08"
+#include "../arn.h"
+
 #define IAM_MAX_TAGS 50 /* IAM quota: tags per user */
 #define IAM_MAX_KEYS 2  /* IAM quota: access keys per user */
-#define IAM_CONSISTENCY_MS 30000u
 
-typedef struct iam_state {
+/* Options, bound in init from their declarations (iam_options); borrowed until fini. */
+typedef struct iam_conf {
     const ol_host *host;
-    const char *path; /* borrowed from the host until fini */
-    const ol_kv *tags;
-    size_t n_tags;
+    const char *path;
+    ol_map tags;
     int create_access_key;
-} iam_state;
+} iam_conf;
 
 typedef struct iam_key {
     char *id;
@@ -42,13 +42,36 @@ typedef struct iam_key {
     int orphan;        /* created by opsline, secret lost: delete */
 } iam_key;
 
+/* The states of one apply. Each but the first and the last waits for one answer: an IAM
+ * request named like the state, or the host's secret_find. */
+typedef enum iam_state {
+    IAM_START,
+    IAM_CREATE_USER,
+    IAM_GET_USER,
+    IAM_GET_LOGIN_PROFILE,
+    IAM_LIST_USER_TAGS,
+    IAM_TAG_USER,
+    IAM_LIST_KEYS,
+    IAM_FIND_SECRET,
+    IAM_DELETE_KEY,
+    IAM_CREATE_KEY,
+    IAM_DONE
+} iam_state;
+
+/* State names; for the request states, the IAM action the state sends. */
+static const char *const state_names[] = {"start",           "CreateUser",   "GetUser",
+                                          "GetLoginProfile", "ListUserTags", "TagUser",
+                                          "ListAccessKeys",  "secret_find",  "DeleteAccessKey",
+                                          "CreateAccessKey", "done"};
+
 /* One apply, alive from apply() to the single host->done(). */
 typedef struct iam_run {
-    const iam_state *st;
+    const iam_conf *st;
     ol_stage *stage;
     ol_item *item;
-    const char *user; /* borrowed: item name, valid until the item ends */
-    int user_created;
+    const char *user;     /* borrowed: item name, valid until the item ends */
+    iam_state state;      /* changed only by set_state */
+    int created;          /* the user or a key was created: outcome "created" */
     int updated;          /* orphan keys deleted, tags changed */
     int unknown_attempts; /* CreateAccessKey answers with an unknown outcome */
     iam_key *keys;
@@ -59,14 +82,6 @@ typedef struct iam_run {
 } iam_run;
 
 static const char *const no_such_entity[] = {"NoSuchEntity", NULL};
-
-static const ol_option_def iam_options[] = {
-    {"path", OL_OPT_STRING, "/", "IAM path of the user (must begin and end with '/')", 0, 0},
-    {"tags", OL_OPT_OBJECT, NULL, "tags for the user (key -> value), set on create and kept", 0, 0},
-    {"create_access_key", OL_OPT_BOOL, "true",
-     "create an access key when the user has none whose secret was stored", 0, 0},
-};
-
 /* --------------------------------------------------------------------------------------
  * Pure helpers (unit-tested)
  * ------------------------------------------------------------------------------------ */
@@ -157,21 +172,23 @@ static void keys_free(iam_run *r) {
     r->n_keys = 0;
 }
 
-/* Overwrites memory the compiler may not elide (the secret's copy must not linger). */
-static void wipe(void *p, size_t n) {
-    volatile unsigned char *v = p;
-    while (n-- > 0)
-        *v++ = 0;
-}
-
 /* --------------------------------------------------------------------------------------
  * The apply state machine: CreateUser [-> GetUser -> GetLoginProfile -> ListUserTags ->
- * TagUser] -> ListAccessKeys -> DeleteAccessKey* -> CreateAccessKey -> done.
+ * TagUser] -> ListAccessKeys -> secret_find -> DeleteAccessKey* -> CreateAccessKey ->
+ * done. r->state changes only in set_state; every answer goes through on_response.
  * ------------------------------------------------------------------------------------ */
 
+static void on_response(void *arg, const ol_aws_response *res);
 static void step_list_keys(iam_run *r);
 static void step_delete_next(iam_run *r);
 static void step_after_cleanup(iam_run *r);
+
+/* The one transition function: every change of r->state is logged here (curl's mstate()). */
+static void set_state(iam_run *r, iam_state next) {
+    r->st->host->log(r->stage, r->item, OL_LOG_DEBUG, "iam: state %s -> %s", state_names[r->state],
+                     state_names[next]);
+    r->state = next;
+}
 
 static void run_free(iam_run *r) {
     keys_free(r);
@@ -180,13 +197,14 @@ static void run_free(iam_run *r) {
 }
 
 static void finish(iam_run *r, ol_outcome outcome, const char *reason) {
+    set_state(r, IAM_DONE);
     r->st->host->done(r->stage, r->item, outcome, reason);
     run_free(r);
 }
 
 static void finish_ok(iam_run *r, const char *reason) {
     ol_outcome o = OL_OUTCOME_UNCHANGED;
-    if (r->user_created)
+    if (r->created)
         o = OL_OUTCOME_CREATED;
     else if (r->updated)
         o = OL_OUTCOME_UPDATED;
@@ -204,31 +222,31 @@ static void run_fail(iam_run *r, const char *fmt, ...) {
     finish(r, OL_OUTCOME_FAILED, reason);
 }
 
-/* An AWS error for the user: the action, the user, AWS's code and message (never secret:
- * IAM does not echo secrets in errors). */
-static void run_fail_aws(iam_run *r, const char *action, const ol_aws_response *res) {
+/* A failed request of the current state, in the host's words: "<action> for user <user>
+ * failed: <code>: <message> (HTTP <status>, request id <id>)". Never secret: IAM does not
+ * echo secrets in errors. */
+static void run_fail_aws(iam_run *r, const ol_aws_response *res) {
     const ol_host *h = r->st->host;
-    if (res->result == OL_EAWS)
-        run_fail(r, "%s for user %s failed: %s: %s", action, r->user,
-                 res->error_code ? res->error_code : "error",
-                 res->error_message ? res->error_message : "(no message)");
-    else
-        run_fail(r, "%s for user %s failed: %s%s%s", action, r->user, h->strerror(res->result),
-                 res->error_message ? ": " : "", res->error_message ? res->error_message : "");
+    char *action = h->format("%s for user %s", state_names[r->state], r->user);
+    char *reason = action != NULL ? h->aws_reason(action, res) : NULL;
+    h->free(action);
+    finish(r, OL_OUTCOME_FAILED, reason != NULL ? reason : "out of memory");
+    h->free(reason);
 }
 
 static int is_error(const ol_aws_response *res, const char *code) {
     return res->result == OL_EAWS && res->error_code != NULL && strcmp(res->error_code, code) == 0;
 }
 
-/* Sends a Query API request: Action, Version, UserName, then extra params. */
-static int send_iam(iam_run *r, const char *action, const ol_kv *extra, size_t n_extra,
-                    unsigned flags, int consistent, ol_aws_cb cb) {
+/* Sends the current state's Query API request: Action, Version, UserName, then extra
+ * params. consistent: retry NoSuchEntity while IAM propagates a new user. */
+static int send_iam(iam_run *r, const ol_kv *extra, size_t n_extra, unsigned flags,
+                    int consistent) {
     ol_kv params[3 + 2 * IAM_MAX_TAGS + 2];
     if (n_extra > sizeof(params) / sizeof(params[0]) - 3)
         return OL_EINVAL;
-    params[0] = (ol_kv){"Action", action};
-    params[1] = (ol_kv){"Version", IAM_VERSION};
+    params[0] = (ol_kv){"Action", state_names[r->state]};
+    params[1] = (ol_kv){"Version", IAM_API_VERSION};
     params[2] = (ol_kv){"UserName", r->user};
     for (size_t i = 0; i < n_extra; i++)
         params[3 + i] = extra[i];
@@ -239,22 +257,21 @@ static int send_iam(iam_run *r, const char *action, const ol_kv *extra, size_t n
                           .n_params = 3 + n_extra,
                           .flags = flags};
     if (consistent) {
-        /* IAM is eventually consistent: a user created a moment ago may still be unknown
-         * to the next call (IAM User Guide, "Changes that I make are not always
-         * immediately visible"). */
         req.consistency_codes = no_such_entity;
         req.consistency_ms = IAM_CONSISTENCY_MS;
     }
-    return r->st->host->aws_send(r->item, &req, cb, r);
+    return r->st->host->aws_send(r->item, &req, on_response, r);
 }
 
-/* Sends, or fails the run when the host refused to send. */
-static void send_or_fail(iam_run *r, const char *action, const ol_kv *extra, size_t n_extra,
-                         unsigned flags, int consistent, ol_aws_cb cb) {
-    int rc = send_iam(r, action, extra, n_extra, flags, consistent, cb);
-    if (rc < 0)
-        run_fail(r, "%s for user %s could not be sent: %s", action, r->user,
-                 r->st->host->strerror(rc));
+/* Enters state and sends its request, or fails the run when the host refused to send. */
+static void send_step(iam_run *r, iam_state state, const ol_kv *extra, size_t n_extra,
+                      unsigned flags, int consistent) {
+    set_state(r, state);
+    int rc = send_iam(r, extra, n_extra, flags, consistent);
+    if (rc < 0) {
+        ol_aws_response refused = {.struct_size = sizeof(ol_aws_response), .result = rc};
+        run_fail_aws(r, &refused);
+    }
 }
 
 /* Tag parameters "Tags.member.N.Key" / ".Value"; names live in the caller's buffer. */
@@ -283,10 +300,9 @@ static int take_user(iam_run *r, const ol_aws_response *res, const char *arn_pat
     return rc;
 }
 
-static void on_tag_user(void *arg, const ol_aws_response *res) {
-    iam_run *r = arg;
+static void on_tag_user(iam_run *r, const ol_aws_response *res) {
     if (res->result != 0) {
-        run_fail_aws(r, "TagUser", res);
+        run_fail_aws(r, res);
         return;
     }
     r->updated = 1;
@@ -295,25 +311,15 @@ static void on_tag_user(void *arg, const ol_aws_response *res) {
     step_list_keys(r);
 }
 
-/* Keeps tags the user set by hand; only adds or corrects the configured ones. */
-static void on_list_user_tags(void *arg, const ol_aws_response *res) {
-    iam_run *r = arg;
-    const ol_host *h = r->st->host;
-    if (res->result != 0) {
-        run_fail_aws(r, "ListUserTags", res);
-        return;
-    }
-    ol_xml *doc = h->xml_parse(res->body, res->body_len);
-    if (doc == NULL) {
-        run_fail(r, "ListUserTags for user %s: unreadable answer", r->user);
-        return;
-    }
+/* Collects in r->tags_to_set the configured tags the user lacks or has with another value. */
+static void diff_tags(iam_run *r, const ol_xml *doc) {
     static const char kp[] = "ListUserTagsResponse/ListUserTagsResult/Tags/member/Key";
     static const char vp[] = "ListUserTagsResponse/ListUserTagsResult/Tags/member/Value";
+    const ol_host *h = r->st->host;
     size_t n_have = h->xml_count(doc, kp);
     r->n_tags_to_set = 0;
-    for (size_t i = 0; i < r->st->n_tags; i++) {
-        const ol_kv *want = &r->st->tags[i];
+    for (size_t i = 0; i < r->st->tags.n; i++) {
+        const ol_kv *want = &r->st->tags.items[i];
         int same = 0;
         for (size_t k = 0; k < n_have && !same; k++) {
             const char *key = h->xml_text(doc, kp, k);
@@ -323,6 +329,21 @@ static void on_list_user_tags(void *arg, const ol_aws_response *res) {
         if (!same)
             r->tags_to_set[r->n_tags_to_set++] = *want;
     }
+}
+
+/* Keeps tags the user set by hand; only adds or corrects the configured ones. */
+static void on_list_user_tags(iam_run *r, const ol_aws_response *res) {
+    const ol_host *h = r->st->host;
+    if (res->result != 0) {
+        run_fail_aws(r, res);
+        return;
+    }
+    ol_xml *doc = h->xml_parse(res->body, res->body_len);
+    if (doc == NULL) {
+        run_fail(r, "ListUserTags for user %s: unreadable answer", r->user);
+        return;
+    }
+    diff_tags(r, doc);
     h->xml_free(doc);
     if (r->n_tags_to_set == 0) {
         step_list_keys(r);
@@ -331,19 +352,18 @@ static void on_list_user_tags(void *arg, const ol_aws_response *res) {
     ol_kv extra[2 * IAM_MAX_TAGS];
     char names[2 * IAM_MAX_TAGS][32];
     size_t n = tag_params(r->tags_to_set, r->n_tags_to_set, extra, names);
-    send_or_fail(r, "TagUser", extra, n, 0, 1, on_tag_user);
+    send_step(r, IAM_TAG_USER, extra, n, 0, 1);
 }
 
 static void step_tags(iam_run *r) {
-    if (r->st->n_tags == 0) {
+    if (r->st->tags.n == 0) {
         step_list_keys(r);
         return;
     }
-    send_or_fail(r, "ListUserTags", NULL, 0, 0, 1, on_list_user_tags);
+    send_step(r, IAM_LIST_USER_TAGS, NULL, 0, 0, 1);
 }
 
-static void on_get_login_profile(void *arg, const ol_aws_response *res) {
-    iam_run *r = arg;
+static void on_get_login_profile(iam_run *r, const ol_aws_response *res) {
     if (res->result == 0) {
         r->st->host->log(r->stage, r->item, OL_LOG_WARN,
                          "user %s has a console password (login profile); opsline users are "
@@ -351,17 +371,16 @@ static void on_get_login_profile(void *arg, const ol_aws_response *res) {
                          "--user-name %s",
                          r->user, r->user);
     } else if (!is_error(res, "NoSuchEntity")) {
-        run_fail_aws(r, "GetLoginProfile", res);
+        run_fail_aws(r, res);
         return;
     }
     step_tags(r);
 }
 
-static void on_get_user(void *arg, const ol_aws_response *res) {
-    iam_run *r = arg;
+static void on_get_user(iam_run *r, const ol_aws_response *res) {
     const ol_host *h = r->st->host;
     if (res->result != 0) {
-        run_fail_aws(r, "GetUser", res);
+        run_fail_aws(r, res);
         return;
     }
     if (take_user(r, res, "GetUserResponse/GetUserResult/User/Arn") != 0) {
@@ -377,24 +396,23 @@ static void on_get_user(void *arg, const ol_aws_response *res) {
                r->user, path, r->st->path, r->user, r->st->path);
     if (doc != NULL)
         h->xml_free(doc);
-    send_or_fail(r, "GetLoginProfile", NULL, 0, 0, 0, on_get_login_profile);
+    send_step(r, IAM_GET_LOGIN_PROFILE, NULL, 0, 0, 0);
 }
 
-static void on_create_user(void *arg, const ol_aws_response *res) {
-    iam_run *r = arg;
+static void on_create_user(iam_run *r, const ol_aws_response *res) {
     if (is_error(res, "EntityAlreadyExists")) {
-        send_or_fail(r, "GetUser", NULL, 0, 0, 0, on_get_user);
+        send_step(r, IAM_GET_USER, NULL, 0, 0, 0);
         return;
     }
     if (res->result != 0) {
-        run_fail_aws(r, "CreateUser", res);
+        run_fail_aws(r, res);
         return;
     }
     if (take_user(r, res, "CreateUserResponse/CreateUserResult/User/Arn") != 0) {
         run_fail(r, "CreateUser for user %s: no ARN in the answer", r->user);
         return;
     }
-    r->user_created = 1;
+    r->created = 1;
     r->st->host->log(r->stage, r->item, OL_LOG_INFO, "created user %s", r->user);
     /* A new user has no login profile and exactly the tags it was created with. */
     step_list_keys(r);
@@ -454,11 +472,10 @@ static void on_secret_found(void *arg, const char *key_id, const char *const *lo
     step_delete_next(r);
 }
 
-static void on_list_keys(void *arg, const ol_aws_response *res) {
-    iam_run *r = arg;
+static void on_list_keys(iam_run *r, const ol_aws_response *res) {
     const ol_host *h = r->st->host;
     if (res->result != 0) {
-        run_fail_aws(r, "ListAccessKeys", res);
+        run_fail_aws(r, res);
         return;
     }
     int rc = parse_keys(r, res);
@@ -471,6 +488,7 @@ static void on_list_keys(void *arg, const ol_aws_response *res) {
     size_t n = 0;
     for (size_t i = 0; i < r->n_keys && n < sizeof(ids) / sizeof(ids[0]); i++)
         ids[n++] = r->keys[i].id;
+    set_state(r, IAM_FIND_SECRET);
     rc = h->secret_find(r->item, ids, n, on_secret_found, r);
     if (rc != 0)
         run_fail(r, "cannot ask the secret stores about the keys of user %s: %s", r->user,
@@ -478,16 +496,15 @@ static void on_list_keys(void *arg, const ol_aws_response *res) {
 }
 
 static void step_list_keys(iam_run *r) {
-    send_or_fail(r, "ListAccessKeys", NULL, 0, 0, 1, on_list_keys);
+    send_step(r, IAM_LIST_KEYS, NULL, 0, 0, 1);
 }
 
-static void on_delete_key(void *arg, const ol_aws_response *res) {
-    iam_run *r = arg;
+static void on_delete_key(iam_run *r, const ol_aws_response *res) {
     const ol_host *h = r->st->host;
     const iam_key *k = &r->keys[r->next_delete];
     /* Already gone is as good as deleted. */
     if (res->result != 0 && !is_error(res, "NoSuchEntity")) {
-        run_fail_aws(r, "DeleteAccessKey", res);
+        run_fail_aws(r, res);
         return;
     }
     if (h->journal_append(r->item, r->stage, "access_key_deleted", k->id) != 0) {
@@ -512,10 +529,8 @@ static void step_delete_next(iam_run *r) {
     }
     ol_kv extra[] = {{"AccessKeyId", r->keys[r->next_delete].id}};
     /* No consistency retries: the key was just listed, and NoSuchEntity means it is gone. */
-    send_or_fail(r, "DeleteAccessKey", extra, 1, 0, 0, on_delete_key);
+    send_step(r, IAM_DELETE_KEY, extra, 1, 0, 0);
 }
-
-static void on_create_key(void *arg, const ol_aws_response *res);
 
 /* Records the keys present before the request, then the request itself: a key that shows
  * up later and that nobody stored can then only be this request's lost result. */
@@ -538,7 +553,20 @@ static void step_create_key(iam_run *r) {
     }
     h->checkpoint(r->item, "iam.before_create_access_key");
     /* Never resent on an unknown outcome: a second key could be created unseen. */
-    send_or_fail(r, "CreateAccessKey", NULL, 0, OL_AWS_NOT_IDEMPOTENT, 1, on_create_key);
+    send_step(r, IAM_CREATE_KEY, NULL, 0, OL_AWS_NOT_IDEMPOTENT, 1);
+}
+
+/* Fails the run: the user already has IAM's maximum of keys, none of them opsline's. */
+static void fail_too_many_keys(iam_run *r, size_t kept) {
+    const char *ids[IAM_MAX_KEYS] = {"", ""};
+    for (size_t i = 0, n = 0; i < r->n_keys && n < IAM_MAX_KEYS; i++)
+        if (!r->keys[i].orphan)
+            ids[n++] = r->keys[i].id;
+    run_fail(r,
+             "user %s already has %zu access keys not created by opsline (%s, %s); IAM allows "
+             "%d; delete one (aws iam delete-access-key --user-name %s --access-key-id %s) "
+             "and rerun",
+             r->user, kept, ids[0], ids[1], IAM_MAX_KEYS, r->user, ids[0]);
 }
 
 static void step_after_cleanup(iam_run *r) {
@@ -568,67 +596,42 @@ static void step_after_cleanup(iam_run *r) {
     }
     size_t kept = count_kept(r->keys, r->n_keys);
     if (kept >= IAM_MAX_KEYS) {
-        const char *ids[IAM_MAX_KEYS] = {"", ""};
-        for (size_t i = 0, n = 0; i < r->n_keys && n < IAM_MAX_KEYS; i++)
-            if (!r->keys[i].orphan)
-                ids[n++] = r->keys[i].id;
-        run_fail(r,
-                 "user %s already has %zu access keys not created by opsline (%s, %s); IAM allows "
-                 "%d; delete one (aws iam delete-access-key --user-name %s --access-key-id %s) "
-                 "and rerun",
-                 r->user, kept, ids[0], ids[1], IAM_MAX_KEYS, r->user, ids[0]);
+        fail_too_many_keys(r, kept);
         return;
     }
     step_create_key(r);
 }
 
-static void on_create_key(void *arg, const ol_aws_response *res) {
-    iam_run *r = arg;
+/* CreateAccessKey gave no usable key and no proof that none was made: list the keys again
+ * to remove one whose secret never arrived, once; a second time, leave it to a rerun. */
+static void on_create_key_unknown(iam_run *r, const ol_aws_response *res) {
     const ol_host *h = r->st->host;
-    static const char idp[] = "CreateAccessKeyResponse/CreateAccessKeyResult/AccessKey/AccessKeyId";
-    static const char secp[] =
-        "CreateAccessKeyResponse/CreateAccessKeyResult/AccessKey/SecretAccessKey";
-    ol_xml *doc = NULL;
-    const char *id = NULL, *secret = NULL;
-    /* Only an error answer from AWS proves no key was made; anything else (no answer, a
-     * timeout, an interrupted run) may hide a created key. */
-    int unknown = res->result != 0 && res->result != OL_EAWS;
-    if (res->result == 0) {
-        doc = h->xml_parse(res->body, res->body_len);
-        id = doc ? h->xml_text(doc, idp, 0) : NULL;
-        secret = doc ? h->xml_text(doc, secp, 0) : NULL;
-        /* 2xx without a readable key: AWS made one we cannot use; reconcile it away. */
-        unknown = id == NULL || secret == NULL || *id == '\0' || *secret == '\0';
-    } else if (!unknown) {
-        (void)h->journal_append(r->item, r->stage, "access_key_create_failed", NULL);
-        run_fail_aws(r, "CreateAccessKey", res);
+    (void)h->journal_append(r->item, r->stage, "access_key_unknown", NULL);
+    if (res->result == OL_ECANCELED) {
+        run_fail(r,
+                 "CreateAccessKey for user %s: interrupted; rerun opsline to remove any "
+                 "unstored key and create one",
+                 r->user);
         return;
     }
-    if (unknown) {
-        if (doc != NULL)
-            h->xml_free(doc);
-        (void)h->journal_append(r->item, r->stage, "access_key_unknown", NULL);
-        if (res->result == OL_ECANCELED) {
-            run_fail(r,
-                     "CreateAccessKey for user %s: interrupted; rerun opsline to remove any "
-                     "unstored key and create one",
-                     r->user);
-            return;
-        }
-        if (++r->unknown_attempts > 1) {
-            run_fail(r,
-                     "CreateAccessKey for user %s: outcome unknown twice (%s); rerun opsline to "
-                     "remove any unstored key and create one",
-                     r->user, h->strerror(res->result == 0 ? OL_EUNKNOWN : res->result));
-            return;
-        }
-        h->log(r->stage, r->item, OL_LOG_WARN,
-               "CreateAccessKey for user %s: outcome unknown; listing keys to remove a key "
-               "whose secret never arrived",
-               r->user);
-        step_list_keys(r);
+    if (++r->unknown_attempts > 1) {
+        run_fail(r,
+                 "CreateAccessKey for user %s: outcome unknown twice (%s); rerun opsline to "
+                 "remove any unstored key and create one",
+                 r->user, h->strerror(res->result == 0 ? OL_EUNKNOWN : res->result));
         return;
     }
+    h->log(r->stage, r->item, OL_LOG_WARN,
+           "CreateAccessKey for user %s: outcome unknown; listing keys to remove a key "
+           "whose secret never arrived",
+           r->user);
+    step_list_keys(r);
+}
+
+/* A key was created: journal its id, publish it and the secret, wipe the parsed answer's
+ * copy of the secret (doc is freed here). */
+static void key_created(iam_run *r, ol_xml *doc, const char *id, const char *secret) {
+    const ol_host *h = r->st->host;
     /* The id first: if anything below fails or we die, the next run finds and deletes it. */
     int rc = h->journal_append(r->item, r->stage, "access_key_created", id);
     if (rc == 0)
@@ -639,7 +642,7 @@ static void on_create_key(void *arg, const ol_aws_response *res) {
     snprintf(key_id, sizeof(key_id), "%s", id);
     /* The parsed answer is this stage's only copy of the secret (the bag has its own, wiped
      * by the host when the item ends): wipe it before handing the memory back. */
-    wipe((char *)(uintptr_t)secret, strlen(secret));
+    h->wipe((char *)(uintptr_t)secret, strlen(secret));
     h->xml_free(doc);
     if (rc != 0) {
         run_fail(r,
@@ -650,55 +653,118 @@ static void on_create_key(void *arg, const ol_aws_response *res) {
     }
     h->log(r->stage, r->item, OL_LOG_INFO, "created access key %s for user %s", key_id, r->user);
     h->checkpoint(r->item, "iam.after_create_access_key");
-    r->user_created = 1; /* outcome: created */
+    r->created = 1;
     finish_ok(r, NULL);
+}
+
+static void on_create_key(iam_run *r, const ol_aws_response *res) {
+    static const char idp[] = "CreateAccessKeyResponse/CreateAccessKeyResult/AccessKey/AccessKeyId";
+    static const char secp[] =
+        "CreateAccessKeyResponse/CreateAccessKeyResult/AccessKey/SecretAccessKey";
+    const ol_host *h = r->st->host;
+    /* Only an error answer from AWS proves no key was made; anything else (no answer, a
+     * timeout, an interrupted run) may hide a created key. */
+    if (res->result == OL_EAWS) {
+        (void)h->journal_append(r->item, r->stage, "access_key_create_failed", NULL);
+        run_fail_aws(r, res);
+        return;
+    }
+    ol_xml *doc = res->result == 0 ? h->xml_parse(res->body, res->body_len) : NULL;
+    const char *id = doc ? h->xml_text(doc, idp, 0) : NULL;
+    const char *secret = doc ? h->xml_text(doc, secp, 0) : NULL;
+    /* 2xx without a readable key: AWS made one we cannot use; reconcile it away. */
+    if (id == NULL || secret == NULL || *id == '\0' || *secret == '\0') {
+        if (doc != NULL)
+            h->xml_free(doc);
+        on_create_key_unknown(r, res);
+        return;
+    }
+    key_created(r, doc, id, secret);
+}
+
+static void on_response(void *arg, const ol_aws_response *res) {
+    iam_run *r = arg;
+    switch (r->state) {
+    case IAM_CREATE_USER:
+        on_create_user(r, res);
+        return;
+    case IAM_GET_USER:
+        on_get_user(r, res);
+        return;
+    case IAM_GET_LOGIN_PROFILE:
+        on_get_login_profile(r, res);
+        return;
+    case IAM_LIST_USER_TAGS:
+        on_list_user_tags(r, res);
+        return;
+    case IAM_TAG_USER:
+        on_tag_user(r, res);
+        return;
+    case IAM_LIST_KEYS:
+        on_list_keys(r, res);
+        return;
+    case IAM_DELETE_KEY:
+        on_delete_key(r, res);
+        return;
+    case IAM_CREATE_KEY:
+        on_create_key(r, res);
+        return;
+    default:
+        /* No request is in flight in the other states: the host broke its contract. */
+        run_fail(r, "iam: an answer arrived in state %s", state_names[r->state]);
+        return;
+    }
 }
 
 /* --------------------------------------------------------------------------------------
  * Plugin entry points
  * ------------------------------------------------------------------------------------ */
 
-static int iam_init(ol_stage *stage, const ol_host *host, void **state) {
-    iam_state *st = calloc(1, sizeof(*st));
-    if (st == NULL)
-        return OL_ENOMEM;
-    st->host = host;
-    st->path = host->opt_string(stage, "path");
-    if (st->path == NULL)
-        st->path = "/";
-    st->n_tags = host->opt_map(stage, "tags", &st->tags);
-    st->create_access_key = host->opt_bool(stage, "create_access_key");
+/* Checks the bound options: an IAM path, and tags IAM accepts. */
+static int check_options(ol_stage *stage, const ol_host *host, const iam_conf *st) {
     if (!valid_path(st->path)) {
         host->log(stage, NULL, OL_LOG_ERROR,
                   "option path '%s' is not an IAM path: it must begin and end with '/' and "
                   "hold at most 512 printable characters (e.g. \"/opsline/\")",
                   st->path);
-        free(st);
         return OL_ECONFIG;
     }
-    if (st->n_tags > IAM_MAX_TAGS) {
+    if (st->tags.n > IAM_MAX_TAGS) {
         host->log(stage, NULL, OL_LOG_ERROR, "option tags has %zu tags; IAM allows %d per user",
-                  st->n_tags, IAM_MAX_TAGS);
-        free(st);
+                  st->tags.n, IAM_MAX_TAGS);
         return OL_ECONFIG;
     }
-    for (size_t i = 0; i < st->n_tags; i++) {
-        size_t kl = strlen(st->tags[i].name), vl = strlen(st->tags[i].value);
+    for (size_t i = 0; i < st->tags.n; i++) {
+        size_t kl = strlen(st->tags.items[i].name), vl = strlen(st->tags.items[i].value);
         if (kl == 0 || kl > 128 || vl > 256) {
             host->log(stage, NULL, OL_LOG_ERROR,
                       "option tags: tag '%.40s' is invalid; IAM tag keys have 1-128 characters "
                       "and values at most 256",
-                      st->tags[i].name);
-            free(st);
+                      st->tags.items[i].name);
             return OL_ECONFIG;
         }
+    }
+    return 0;
+}
+
+static int iam_init(ol_stage *stage, const ol_host *host, void **state) {
+    iam_conf *st = calloc(1, sizeof(*st));
+    if (st == NULL)
+        return OL_ENOMEM;
+    st->host = host;
+    int rc = host->opt_bind(stage, st);
+    if (rc == 0)
+        rc = check_options(stage, host, st);
+    if (rc < 0) {
+        free(st);
+        return rc;
     }
     *state = st;
     return 0;
 }
 
 static int iam_validate(ol_stage *stage, const ol_item *item, void *state) {
-    const iam_state *st = state;
+    const iam_conf *st = state;
     const char *name = st->host->item_name(item);
     if (name == NULL || !valid_user_name(name)) {
         st->host->log(stage, item, OL_LOG_ERROR,
@@ -711,7 +777,7 @@ static int iam_validate(ol_stage *stage, const ol_item *item, void *state) {
 }
 
 static int iam_apply(ol_stage *stage, ol_item *item, void *state) {
-    const iam_state *st = state;
+    const iam_conf *st = state;
     iam_run *r = calloc(1, sizeof(*r));
     if (r == NULL)
         return OL_ENOMEM;
@@ -719,8 +785,8 @@ static int iam_apply(ol_stage *stage, ol_item *item, void *state) {
     r->stage = stage;
     r->item = item;
     r->user = st->host->item_name(item);
-    if (st->n_tags > 0) {
-        r->tags_to_set = calloc(st->n_tags, sizeof(*r->tags_to_set));
+    if (st->tags.n > 0) {
+        r->tags_to_set = calloc(st->tags.n, sizeof(*r->tags_to_set));
         if (r->tags_to_set == NULL) {
             free(r);
             return OL_ENOMEM;
@@ -729,8 +795,9 @@ static int iam_apply(ol_stage *stage, ol_item *item, void *state) {
     ol_kv extra[1 + 2 * IAM_MAX_TAGS];
     char names[2 * IAM_MAX_TAGS][32];
     extra[0] = (ol_kv){"Path", st->path};
-    size_t n = 1 + tag_params(st->tags, st->n_tags, extra + 1, names);
-    int rc = send_iam(r, "CreateUser", extra, n, 0, 0, on_create_user);
+    size_t n = 1 + tag_params(st->tags.items, st->tags.n, extra + 1, names);
+    set_state(r, IAM_CREATE_USER);
+    int rc = send_iam(r, extra, n, 0, 0);
     if (rc < 0)
         run_free(r); /* the callback never runs: nothing else owns r */
     return rc;
@@ -740,6 +807,16 @@ static void iam_fini(void *state) {
     free(state);
 }
 
+static const ol_option_def iam_options[] = {
+    {"path", OL_OPT_STRING, "/", "IAM path of the user (must begin and end with '/')",
+     OL_BIND(iam_conf, path)},
+    {"tags", OL_OPT_OBJECT, NULL, "tags for the user (key -> value), set on create and kept",
+     OL_BIND(iam_conf, tags)},
+    {"create_access_key", OL_OPT_BOOL, "true",
+     "create an access key when the user has none whose secret was stored",
+     OL_BIND(iam_conf, create_access_key)},
+};
+
 static const char *const iam_needs[] = {NULL};
 
 static const ol_plugin iam_plugin = {
@@ -747,7 +824,7 @@ static const ol_plugin iam_plugin = {
     .abi_minor = OL_ABI_MINOR,
     .struct_size = sizeof(ol_plugin),
     .name = "iam",
-    .version = "1.0.0",
+    .version = "2.0.0",
     .description = "IAM user (programmatic only) and an access key whose secret is never lost",
     .needs = iam_needs,
     OL_OPTIONS(iam_options),
