@@ -34,7 +34,8 @@ typedef struct limiter {
 
 struct aws_client {
     uv_loop_t *loop;
-    http_engine *http;
+    const http_vtable *http_vt; /* http_default_vtable but in tests */
+    void *http;                 /* the engine behind http_vt */
     ol__aws_settings settings;
     ol__creds creds;
     int have_creds;
@@ -49,7 +50,7 @@ struct aws_client {
     list_node calls; /* aws_call: live calls, newest first */
     size_t live;
     int closing;
-    int http_closed;
+    unsigned http_open; /* engines whose close has not completed */
     void (*log_fn)(void *arg, const char *line);
     void *log_arg;
     double (*rand_fn)(void *arg); /* NULL: rand01() */
@@ -175,6 +176,8 @@ int aws_client_new(uv_loop_t *loop, const char *profile, const char *region, aws
         rc = OL_ENOMEM;
         goto fail;
     }
+    c->http_vt = &http_default_vtable;
+    c->http_open = 1;
     *out = c;
     return 0;
 fail:
@@ -224,12 +227,21 @@ static void call_log(const aws_call *call, const char *what, const char *code, l
     c->log_fn(c->log_arg, line);
 }
 
+static void on_http_closed(void *arg);
+
+void aws_client_set_http(aws_client *c, const http_vtable *vt, void *engine) {
+    c->http_vt->close(c->http, on_http_closed, c);
+    c->http_vt = vt;
+    c->http = engine;
+    c->http_open++;
+}
+
 void aws_client_stats(const aws_client *c, aws_stats *out) {
     *out = c->stats;
 }
 
 static void client_maybe_closed(aws_client *c) {
-    if (!c->closing || !c->http_closed || c->live > 0)
+    if (!c->closing || c->http_open > 0 || c->live > 0)
         return;
     void (*cb)(void *) = c->on_closed;
     void *arg = c->on_closed_arg;
@@ -243,7 +255,7 @@ static void client_maybe_closed(aws_client *c) {
 
 static void on_http_closed(void *arg) {
     aws_client *c = arg;
-    c->http_closed = 1;
+    c->http_open--;
     client_maybe_closed(c);
 }
 
@@ -561,7 +573,7 @@ static void call_send(aws_call *call) {
         .connect_timeout_ms = 0,
         .fresh_connection = (call->flags & OL_AWS_NOT_IDEMPOTENT) != 0,
     };
-    rc = http_send(c->http, &hreq, on_http_done, call);
+    rc = c->http_vt->send(c->http, &hreq, on_http_done, call);
     attempt_free(&a);
     if (rc != 0) {
         call_fail(call, rc, "could not start the HTTP request");
@@ -844,5 +856,5 @@ void aws_client_close(aws_client *c, void (*on_closed)(void *arg), void *arg) {
     /* A callback may do anything, so take the head each time; call_finish unlinks it. */
     while ((n = list_first(&waiting)) != NULL)
         call_fail(list_entry(n, aws_call, node), OL_ECANCELED, "interrupted");
-    http_close(c->http, on_http_closed, c);
+    c->http_vt->close(c->http, on_http_closed, c);
 }

@@ -9,6 +9,7 @@
 #include <uv.h>
 
 #include "credentials.h"
+#include "http.h"
 #include "opsline/opsline.h"
 
 typedef struct aws_client aws_client;
@@ -45,6 +46,11 @@ void aws_client_set_logger(aws_client *c, void (*fn)(void *arg, const char *line
  * OpenSSL's RAND_bytes). A seam for tests, which need a known delay; fn NULL restores the
  * default. */
 void aws_client_set_random(aws_client *c, double (*fn)(void *arg), void *arg);
+
+/* A seam for tests: send every request through vt with engine (both borrowed until the
+ * client is closed) instead of the engine aws_client_new made, which is closed. Call before
+ * the first aws_send. */
+void aws_client_set_http(aws_client *c, const http_vtable *vt, void *engine);
 
 /* Counters for reports and tests. */
 typedef struct aws_stats {

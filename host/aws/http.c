@@ -611,3 +611,13 @@ void http_close(http_engine *eng, void (*on_closed)(void *arg), void *arg) {
     uv_timer_stop(&eng->timer);
     uv_close((uv_handle_t *)&eng->timer, on_timer_closed);
 }
+
+static int vtable_send(void *engine, const http_request *req, http_cb cb, void *arg) {
+    return http_send(engine, req, cb, arg);
+}
+
+static void vtable_close(void *engine, void (*on_closed)(void *arg), void *arg) {
+    http_close(engine, on_closed, arg);
+}
+
+const http_vtable http_default_vtable = {vtable_send, vtable_close};

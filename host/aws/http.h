@@ -59,6 +59,18 @@ const char *http_header(const http_response *res, const char *name);
  * running until on_closed. */
 void http_close(http_engine *eng, void (*on_closed)(void *arg), void *arg);
 
+/* The HTTP layer as the AWS client sees it, a function table (aws-c-auth's function_table is
+ * the model): tests give the client a fake layer that answers from a script, with no socket.
+ * engine is the layer's own handle; each function keeps the contract of http_send and
+ * http_close above. */
+typedef struct http_vtable {
+    int (*send)(void *engine, const http_request *req, http_cb cb, void *arg);
+    void (*close)(void *engine, void (*on_closed)(void *arg), void *arg);
+} http_vtable;
+
+/* This file's engine: http_send and http_close. */
+extern const http_vtable http_default_vtable;
+
 /* Environment read once by http_new: OPSLINE_CA_BUNDLE (extra CA file, test knob) and
  * no_proxy/NO_PROXY. Proxies (https_proxy, HTTPS_PROXY, http_proxy) are honoured as curl
  * and the AWS CLI do, except for localhost, 127.0.0.1 and ::1, which are always direct. */

@@ -1,185 +1,183 @@
-/* Tests for aws: the client against an in-process libuv TCP server on 127.0.0.1 (reached
- * through AWS_ENDPOINT_URL) that answers each request with the next canned HTTP/1.1 answer
- * of a script and records what it received. Covers URL and body building (S3 keys with
- * spaces, '+', UTF-8; empty query values), retries, the eventual-consistency window,
+/* Tests for aws: the client with its HTTP layer faked through the http_vtable seam (scripted
+ * answers delivered from the loop, no socket), and, where the bytes on the wire are the
+ * point, through the real HTTP layer to the scripted server on 127.0.0.1 (reached through
+ * AWS_ENDPOINT_URL). Both answer each request with the next canned HTTP/1.1 answer of a
+ * script and record what they received. Covers URL and body building (S3 keys with spaces,
+ * '+', UTF-8; empty query values), retries, the eventual-consistency window,
  * non-idempotent requests, the S3 region hint, and shutdown with calls in every state:
  * every callback runs exactly once and uv_loop_close finds no handle left open. */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
+#include <ctype.h>
 #include <strings.h>
 
-#include <cmocka.h>
-#include <uv.h>
-
 #include "aws.h"
+#include "harness.h"
+#include "list.h"
+#include "scripted_server.h"
 
-#define AKID "AKIDEXAMPLETEST00001"
-#define SECRET "wJalrXUtnFEMI/K7MDENG/bPxRfiCYSECRETKEY1"
-#define MAX_REQS 16
+#define AKID HARNESS_AKID
+#define SECRET HARNESS_SECRET
 
-/* ---- scripted server ------------------------------------------------------------------ */
+/* Requests for the bucket "hang" are never answered and use no script entry. */
+static const scripted_route hang_route[] = {{"/hang", SCRIPTED_HANG, NULL}};
 
-typedef struct sconn sconn;
-typedef struct server {
-    uv_tcp_t tcp;
-    int port;
-    const char *const *script; /* answers in order */
-    size_t n_script;
-    size_t n_answered; /* script position */
+/* ---- the fake HTTP layer -------------------------------------------------------------- */
+
+/* Script entries that stand for transport failures instead of an HTTP answer. */
+#define NET_ERROR_AFTER_SEND "!net-error-after-send"
+#define NET_ERROR_BEFORE_SEND "!net-error-before-send"
+
+typedef struct fake_http {
+    uv_loop_t *loop;
+    uv_timer_t timer; /* answers from the loop, never from inside send */
+    const char *const *script;
+    size_t n_script, n_answered;
     unsigned n_reqs;
-    char *reqs[MAX_REQS]; /* request head and body as received */
-    sconn *conns;
-} server;
-
-struct sconn {
-    uv_tcp_t tcp;
-    server *srv;
-    char *buf;
-    size_t len, cap;
+    char *reqs[16]; /* each request written out as it would go on the wire */
+    list_node pending;
     int closing;
-    sconn *prev, *next;
-};
+    void (*on_closed)(void *arg);
+    void *closed_arg;
+} fake_http;
 
-typedef struct swrite {
-    uv_write_t req;
-    char data[];
-} swrite;
+typedef struct fake_xfer {
+    list_node node;
+    const char *answer; /* NULL: never answered (bucket "hang") */
+    http_cb cb;
+    void *arg;
+} fake_xfer;
 
-static void conn_closed(uv_handle_t *h) {
-    sconn *c = h->data;
-    free(c->buf);
-    free(c);
+static char *fake_wire_text(const http_request *req) {
+    const char *path = strstr(req->url, "://");
+    path = path != NULL ? strchr(path + 3, '/') : NULL;
+    size_t cap = strlen(req->url) + req->body_len + 64;
+    for (size_t i = 0; i < req->n_headers; i++)
+        cap += strlen(req->headers[i].name) + strlen(req->headers[i].value) + 4;
+    char *out = malloc(cap);
+    assert_non_null(out);
+    size_t n = (size_t)snprintf(out, cap, "%s %s HTTP/1.1\r\n", req->method, path ? path : "/");
+    for (size_t i = 0; i < req->n_headers; i++)
+        n += (size_t)snprintf(out + n, cap - n, "%s: %s\r\n", req->headers[i].name,
+                              req->headers[i].value);
+    n += (size_t)snprintf(out + n, cap - n, "\r\n");
+    memcpy(out + n, req->body ? req->body : "", req->body_len);
+    out[n + req->body_len] = '\0';
+    return out;
 }
 
-static void conn_close(sconn *c) {
-    if (c->closing)
-        return;
-    c->closing = 1;
-    if (c->prev != NULL)
-        c->prev->next = c->next;
-    else
-        c->srv->conns = c->next;
-    if (c->next != NULL)
-        c->next->prev = c->prev;
-    uv_close((uv_handle_t *)&c->tcp, conn_closed);
-}
-
-static void on_written(uv_write_t *req, int status) {
-    (void)status;
-    free(req);
-}
-
-static const char *find(const char *hay, size_t len, const char *needle) {
-    size_t n = strlen(needle);
-    for (size_t i = 0; i + n <= len; i++)
-        if (strncasecmp(hay + i, needle, n) == 0)
-            return hay + i;
-    return NULL;
-}
-
-static void conn_answer(sconn *c, const char *answer) {
-    size_t n = strlen(answer);
-    swrite *w = malloc(sizeof(*w) + n);
-    assert_non_null(w);
-    memcpy(w->data, answer, n);
-    uv_buf_t buf = uv_buf_init(w->data, (unsigned)n);
-    assert_int_equal(uv_write(&w->req, (uv_stream_t *)&c->tcp, &buf, 1, on_written), 0);
-}
-
-static void conn_process(sconn *c) {
-    for (;;) {
-        const char *end = find(c->buf, c->len, "\r\n\r\n");
-        if (end == NULL)
-            return;
-        size_t hlen = (size_t)(end - c->buf) + 4, blen = 0;
-        const char *cl = find(c->buf, hlen, "\r\nContent-Length:");
-        if (cl != NULL)
-            blen = strtoul(cl + 17, NULL, 10);
-        if (c->len < hlen + blen)
-            return;
-        server *s = c->srv;
-        assert_true(s->n_reqs < MAX_REQS);
-        s->reqs[s->n_reqs] = strndup(c->buf, hlen + blen);
-        assert_non_null(s->reqs[s->n_reqs]);
-        const char *rq = s->reqs[s->n_reqs++];
-        /* Requests for the bucket "hang" are never answered and use no script entry. */
-        if (strstr(rq, " /hang") != strchr(rq, ' ')) {
-            const char *answer = s->n_answered < s->n_script ? s->script[s->n_answered] : NULL;
-            s->n_answered++;
-            conn_answer(c,
-                        answer ? answer : "HTTP/1.1 599 Unscripted\r\nContent-Length: 0\r\n\r\n");
+/* Turns a raw answer ("HTTP/1.1 503 Slow Down\r\nName: value\r\n\r\nbody") into the
+ * response the real layer would give: status, lowercase header names, body. */
+static void fake_answer(fake_xfer *x, int result) {
+    http_response res;
+    ol_kv headers[8];
+    char names[8][64], values[8][128];
+    memset(&res, 0, sizeof(res));
+    res.result = result;
+    res.body = (char *)"";
+    if (result == OL_ECANCELED) {
+        res.error = "request canceled";
+    } else if (strcmp(x->answer, NET_ERROR_AFTER_SEND) == 0 ||
+               strcmp(x->answer, NET_ERROR_BEFORE_SEND) == 0) {
+        res.result = OL_ENET;
+        res.error = "Connection reset by peer";
+        res.sent = strcmp(x->answer, NET_ERROR_AFTER_SEND) == 0;
+    } else {
+        res.sent = 1;
+        res.status = strtol(x->answer + 9, NULL, 10);
+        const char *line = strstr(x->answer, "\r\n") + 2;
+        while (strncmp(line, "\r\n", 2) != 0) {
+            assert_true(res.n_headers < 8);
+            const char *colon = strchr(line, ':');
+            const char *eol = strstr(line, "\r\n");
+            size_t k = (size_t)(colon - line);
+            snprintf(names[res.n_headers], sizeof(names[0]), "%.*s", (int)k, line);
+            for (char *p = names[res.n_headers]; *p; p++)
+                *p = (char)tolower((unsigned char)*p);
+            snprintf(values[res.n_headers], sizeof(values[0]), "%.*s", (int)(eol - colon - 2),
+                     colon + 2);
+            headers[res.n_headers].name = names[res.n_headers];
+            headers[res.n_headers].value = values[res.n_headers];
+            res.n_headers++;
+            line = eol + 2;
         }
-        memmove(c->buf, c->buf + hlen + blen, c->len - hlen - blen);
-        c->len -= hlen + blen;
+        res.headers = headers;
+        res.body = (char *)line + 2;
+        res.body_len = strlen(res.body);
+    }
+    x->cb(x->arg, &res);
+    free(x);
+}
+
+static void fake_on_timer(uv_timer_t *t) {
+    fake_http *f = t->data;
+    list_node *n, *tmp;
+    list_foreach_safe(n, tmp, &f->pending) {
+        fake_xfer *x = list_entry(n, fake_xfer, node);
+        if (x->answer == NULL)
+            continue;
+        list_remove(n);
+        fake_answer(x, 0);
+        if (f->closing)
+            return;
     }
 }
 
-static void conn_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
-    sconn *c = h->data;
-    if (c->cap - c->len < suggested) {
-        char *tmp = realloc(c->buf, c->cap * 2);
-        assert_non_null(tmp);
-        c->buf = tmp;
-        c->cap *= 2;
+static int fake_send(void *engine, const http_request *req, http_cb cb, void *arg) {
+    fake_http *f = engine;
+    if (f->closing)
+        return OL_ECANCELED;
+    fake_xfer *x = calloc(1, sizeof(*x));
+    assert_non_null(x);
+    x->cb = cb;
+    x->arg = arg;
+    assert_true(f->n_reqs < 16);
+    char *wire = fake_wire_text(req);
+    f->reqs[f->n_reqs++] = wire;
+    if (strstr(wire, " /hang") != strchr(wire, ' ')) {
+        x->answer = f->n_answered < f->n_script ? f->script[f->n_answered]
+                                                : "HTTP/1.1 599 Unscripted\r\n\r\n";
+        f->n_answered++;
     }
-    *buf = uv_buf_init(c->buf + c->len, (unsigned)(c->cap - c->len));
+    list_insert_tail(&f->pending, &x->node);
+    assert_int_equal(uv_timer_start(&f->timer, fake_on_timer, 0, 0), 0);
+    return 0;
 }
 
-static void conn_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
-    sconn *c = st->data;
-    (void)buf;
-    if (n < 0) {
-        conn_close(c);
+/* As http_close: what is pending ends with OL_ECANCELED from the loop, then on_closed. */
+static void fake_on_timer_closed(uv_handle_t *h) {
+    fake_http *f = h->data;
+    list_node *n;
+    while ((n = list_first(&f->pending)) != NULL) {
+        list_remove(n);
+        fake_answer(list_entry(n, fake_xfer, node), OL_ECANCELED);
+    }
+    f->on_closed(f->closed_arg);
+}
+
+static void fake_close(void *engine, void (*on_closed)(void *arg), void *arg) {
+    fake_http *f = engine;
+    if (f->closing)
         return;
-    }
-    c->len += (size_t)n;
-    conn_process(c);
+    f->closing = 1;
+    f->on_closed = on_closed;
+    f->closed_arg = arg;
+    uv_close((uv_handle_t *)&f->timer, fake_on_timer_closed);
 }
 
-static void on_connection(uv_stream_t *l, int status) {
-    server *srv = l->data;
-    assert_int_equal(status, 0);
-    sconn *c = calloc(1, sizeof(*c));
-    assert_non_null(c);
-    c->srv = srv;
-    c->cap = 65536;
-    c->buf = malloc(c->cap);
-    assert_non_null(c->buf);
-    assert_int_equal(uv_tcp_init(l->loop, &c->tcp), 0);
-    c->tcp.data = c;
-    assert_int_equal(uv_accept(l, (uv_stream_t *)&c->tcp), 0);
-    c->next = srv->conns;
-    if (srv->conns != NULL)
-        srv->conns->prev = c;
-    srv->conns = c;
-    assert_int_equal(uv_read_start((uv_stream_t *)&c->tcp, conn_alloc, conn_read), 0);
+static const http_vtable fake_vtable = {fake_send, fake_close};
+
+static void fake_init(fake_http *f, uv_loop_t *loop, const char *const *script, size_t n) {
+    memset(f, 0, sizeof(*f));
+    f->loop = loop;
+    f->script = script;
+    f->n_script = n;
+    list_init(&f->pending);
+    assert_int_equal(uv_timer_init(loop, &f->timer), 0);
+    f->timer.data = f;
 }
 
-static void server_start(uv_loop_t *loop, server *srv) {
-    struct sockaddr_in addr;
-    struct sockaddr_storage ss;
-    int len = sizeof(ss);
-    memset(srv, 0, sizeof(*srv));
-    assert_int_equal(uv_ip4_addr("127.0.0.1", 0, &addr), 0);
-    assert_int_equal(uv_tcp_init(loop, &srv->tcp), 0);
-    srv->tcp.data = srv;
-    assert_int_equal(uv_tcp_bind(&srv->tcp, (const struct sockaddr *)&addr, 0), 0);
-    assert_int_equal(uv_listen((uv_stream_t *)&srv->tcp, 128, on_connection), 0);
-    assert_int_equal(uv_tcp_getsockname(&srv->tcp, (struct sockaddr *)&ss, &len), 0);
-    srv->port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
-}
-
-static void server_close(server *srv) {
-    while (srv->conns != NULL)
-        conn_close(srv->conns);
-    uv_close((uv_handle_t *)&srv->tcp, NULL);
-    for (size_t i = 0; i < srv->n_reqs; i++)
-        free(srv->reqs[i]);
+static void fake_free(fake_http *f) {
+    for (unsigned i = 0; i < f->n_reqs; i++)
+        free(f->reqs[i]);
 }
 
 /* ---- fixture -------------------------------------------------------------------------- */
@@ -187,7 +185,9 @@ static void server_close(server *srv) {
 typedef struct fixture {
     uv_loop_t loop;
     uv_timer_t guard; /* wakes UV_RUN_ONCE so a hang fails the test instead of blocking */
-    server srv;
+    int faked;        /* the fake HTTP layer, else the real one and the scripted server */
+    fake_http fake;
+    scripted_server srv;
     aws_client *c;
     unsigned done;
     unsigned closed;
@@ -212,10 +212,6 @@ static double half(void *arg) {
     return 0.5;
 }
 
-static void on_guard(uv_timer_t *t) {
-    (void)t;
-}
-
 static void on_log(void *arg, const char *line) {
     fixture *fx = arg;
     size_t n = strlen(fx->log);
@@ -227,29 +223,59 @@ static void on_client_closed(void *arg) {
     fx->closed++;
 }
 
-static void fixture_init(fixture *fx, const char *const *script, size_t n_script) {
+/* A client on a fresh loop whose HTTP answers come from script: through the real HTTP
+ * layer and the scripted server (over_the_wire), else through the fake layer. */
+static void fixture_setup(fixture *fx, const char *const *script, size_t n_script,
+                          int over_the_wire) {
     char url[64];
     char *err = NULL;
     memset(fx, 0, sizeof(*fx));
     assert_int_equal(uv_loop_init(&fx->loop), 0);
-    assert_int_equal(uv_timer_init(&fx->loop, &fx->guard), 0);
-    assert_int_equal(uv_timer_start(&fx->guard, on_guard, 20, 20), 0);
-    server_start(&fx->loop, &fx->srv);
-    fx->srv.script = script;
-    fx->srv.n_script = n_script;
-    snprintf(url, sizeof(url), "http://127.0.0.1:%d", fx->srv.port);
+    harness_guard_start(&fx->loop, &fx->guard, 20);
+    fx->faked = !over_the_wire;
+    if (over_the_wire) {
+        fx->srv.routes = hang_route;
+        fx->srv.n_routes = 1;
+        fx->srv.script = script;
+        fx->srv.n_script = n_script;
+        scripted_server_start(&fx->srv, &fx->loop);
+        snprintf(url, sizeof(url), "http://127.0.0.1:%d", fx->srv.port);
+    } else {
+        fake_init(&fx->fake, &fx->loop, script, n_script);
+        snprintf(url, sizeof(url), "http://127.0.0.1:1"); /* never dialled */
+    }
     setenv("AWS_ENDPOINT_URL", url, 1);
     assert_int_equal(aws_client_new(&fx->loop, NULL, "eu-north-1", &fx->c, &err), 0);
     assert_null(err);
+    if (fx->faked)
+        aws_client_set_http(fx->c, &fake_vtable, &fx->fake);
     aws_client_set_logger(fx->c, on_log, fx);
 }
 
+static void fixture_init(fixture *fx, const char *const *script, size_t n_script) {
+    fixture_setup(fx, script, n_script, 0);
+}
+
+static void fixture_init_wire(fixture *fx, const char *const *script, size_t n_script) {
+    fixture_setup(fx, script, n_script, 1);
+}
+
+/* What the HTTP layer was asked to send. */
+static unsigned n_reqs(const fixture *fx) {
+    return fx->faked ? fx->fake.n_reqs : fx->srv.n_reqs;
+}
+
+static const char *req_text(const fixture *fx, unsigned i) {
+    assert_true(i < n_reqs(fx));
+    return fx->faked ? fx->fake.reqs[i] : fx->srv.reqs[i];
+}
+
+static const unsigned *n_reqs_counter(const fixture *fx) {
+    return fx->faked ? &fx->fake.n_reqs : &fx->srv.n_reqs;
+}
+
 static void run_until(fixture *fx, const unsigned *counter, unsigned target) {
-    uint64_t start = uv_now(&fx->loop);
-    while (*counter < target) {
-        assert_true(uv_now(&fx->loop) - start < 20000);
-        uv_run(&fx->loop, UV_RUN_ONCE);
-    }
+    harness_run_until(&fx->loop, counter, target);
 }
 
 /* Closes the client (if the test has not), then the server; nothing may be left open. */
@@ -258,10 +284,12 @@ static void fixture_finish(fixture *fx) {
         aws_client_close(fx->c, on_client_closed, fx);
     run_until(fx, &fx->closed, 1);
     assert_int_equal(fx->closed, 1);
-    server_close(&fx->srv);
+    if (fx->faked)
+        fake_free(&fx->fake);
+    else
+        scripted_server_stop(&fx->srv);
     uv_close((uv_handle_t *)&fx->guard, NULL);
-    assert_int_equal(uv_run(&fx->loop, UV_RUN_DEFAULT), 0);
-    assert_int_equal(uv_loop_close(&fx->loop), 0);
+    harness_loop_close(&fx->loop);
     assert_null(strstr(fx->log, SECRET));
 }
 
@@ -296,14 +324,7 @@ static void send_and_wait(fixture *fx, const ol_aws_request *req, result *r) {
 
 static int setup_env(void **state) {
     (void)state;
-    setenv("AWS_ACCESS_KEY_ID", AKID, 1);
-    setenv("AWS_SECRET_ACCESS_KEY", SECRET, 1);
-    unsetenv("AWS_SESSION_TOKEN");
-    unsetenv("AWS_PROFILE");
-    unsetenv("AWS_DEFAULT_PROFILE");
-    unsetenv("AWS_RETRY_MODE");
-    setenv("AWS_CONFIG_FILE", "/nonexistent/opsline-test-config", 1);
-    setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/opsline-test-credentials", 1);
+    harness_aws_env();
     setenv("AWS_MAX_ATTEMPTS", "3", 1);
     setenv("OPSLINE_RETRY_BASE_MS", "1", 1);
     return 0;
@@ -326,7 +347,7 @@ static void encodes_s3_key_with_space_plus_and_utf8_once_in_a_path_style_url(voi
     fixture fx;
     result r = {0};
     (void)state;
-    fixture_init(&fx, script, 1);
+    fixture_init_wire(&fx, script, 1);
     ol_kv params[] = {{"tagging", ""}};
     ol_aws_request req = {.service = "s3",
                           .method = "PUT",
@@ -338,12 +359,12 @@ static void encodes_s3_key_with_space_plus_and_utf8_once_in_a_path_style_url(voi
                           .body_len = 1};
     send_and_wait(&fx, &req, &r);
     assert_int_equal(r.result, 0);
-    assert_int_equal(fx.srv.n_reqs, 1);
+    assert_int_equal(n_reqs(&fx), 1);
     assert_true(
-        strncmp(fx.srv.reqs[0], "PUT /bkt/dir/a%20b%2Bc/%C3%A9t%C3%A9.txt?tagging= HTTP/1.1\r\n",
+        strncmp(req_text(&fx, 0), "PUT /bkt/dir/a%20b%2Bc/%C3%A9t%C3%A9.txt?tagging= HTTP/1.1\r\n",
                 strlen("PUT /bkt/dir/a%20b%2Bc/%C3%A9t%C3%A9.txt?tagging= HTTP/1.1\r\n")) == 0);
-    assert_non_null(strstr(fx.srv.reqs[0], "Credential=" AKID "/"));
-    assert_null(strstr(fx.srv.reqs[0], SECRET));
+    assert_non_null(strstr(req_text(&fx, 0), "Credential=" AKID "/"));
+    assert_null(strstr(req_text(&fx, 0), SECRET));
     fixture_finish(&fx);
 }
 
@@ -352,14 +373,14 @@ static void sends_query_api_params_as_an_encoded_form_body(void **state) {
     fixture fx;
     result r = {0};
     (void)state;
-    fixture_init(&fx, script, 1);
+    fixture_init_wire(&fx, script, 1);
     ol_kv params[] = {{"Action", "CreateUser"}, {"UserName", "a+b c"}, {"Path", ""}};
     ol_aws_request req = {.service = "iam", .method = "POST", .params = params, .n_params = 3};
     send_and_wait(&fx, &req, &r);
     assert_int_equal(r.result, 0);
-    assert_true(strncmp(fx.srv.reqs[0], "POST / HTTP/1.1\r\n", 17) == 0);
-    assert_non_null(strstr(fx.srv.reqs[0], "application/x-www-form-urlencoded"));
-    assert_non_null(strstr(fx.srv.reqs[0], "\r\n\r\nAction=CreateUser&UserName=a%2Bb%20c&Path="));
+    assert_true(strncmp(req_text(&fx, 0), "POST / HTTP/1.1\r\n", 17) == 0);
+    assert_non_null(strstr(req_text(&fx, 0), "application/x-www-form-urlencoded"));
+    assert_non_null(strstr(req_text(&fx, 0), "\r\n\r\nAction=CreateUser&UserName=a%2Bb%20c&Path="));
     fixture_finish(&fx);
 }
 
@@ -376,7 +397,7 @@ static void retries_slow_down_up_to_max_attempts_then_reports_the_aws_error(void
     assert_string_equal(r.code, "SlowDown");
     assert_string_equal(r.message, "Reduce your rate");
     assert_int_equal(r.attempts, 3);
-    assert_int_equal(fx.srv.n_reqs, 3);
+    assert_int_equal(n_reqs(&fx), 3);
     fixture_finish(&fx);
 }
 
@@ -437,7 +458,7 @@ static void reports_a_consistency_code_without_a_window_at_once(void **state) {
     assert_int_equal(r.result, OL_EAWS);
     assert_int_equal(r.status, 404);
     assert_string_equal(r.code, "NoSuchEntity");
-    assert_int_equal(fx.srv.n_reqs, 1);
+    assert_int_equal(n_reqs(&fx), 1);
     fixture_finish(&fx);
 }
 
@@ -455,7 +476,46 @@ static void never_resends_a_non_idempotent_request_whose_outcome_is_unknown(void
                           .flags = OL_AWS_NOT_IDEMPOTENT};
     send_and_wait(&fx, &req, &r);
     assert_int_equal(r.result, OL_EUNKNOWN);
-    assert_int_equal(fx.srv.n_reqs, 1);
+    assert_int_equal(n_reqs(&fx), 1);
+    fixture_finish(&fx);
+}
+
+static void reports_a_non_idempotent_request_lost_after_sending_as_unknown(void **state) {
+    static const char *const script[] = {NET_ERROR_AFTER_SEND, OK_EMPTY};
+    fixture fx;
+    result r = {0};
+    (void)state;
+    fixture_init(&fx, script, 2);
+    ol_kv params[] = {{"Action", "CreateAccessKey"}, {"UserName", "u"}};
+    ol_aws_request req = {.service = "iam",
+                          .method = "POST",
+                          .params = params,
+                          .n_params = 2,
+                          .flags = OL_AWS_NOT_IDEMPOTENT};
+    send_and_wait(&fx, &req, &r);
+    assert_int_equal(r.result, OL_EUNKNOWN);
+    assert_string_equal(r.message, "Connection reset by peer");
+    assert_int_equal(n_reqs(&fx), 1);
+    fixture_finish(&fx);
+}
+
+static void retries_a_non_idempotent_request_that_never_left(void **state) {
+    static const char *const script[] = {NET_ERROR_BEFORE_SEND, OK_EMPTY};
+    fixture fx;
+    result r = {0};
+    (void)state;
+    fixture_init(&fx, script, 2);
+    ol_kv params[] = {{"Action", "CreateAccessKey"}, {"UserName", "u"}};
+    ol_aws_request req = {.service = "iam",
+                          .method = "POST",
+                          .params = params,
+                          .n_params = 2,
+                          .flags = OL_AWS_NOT_IDEMPOTENT};
+    send_and_wait(&fx, &req, &r);
+    assert_int_equal(r.result, 0);
+    assert_int_equal(r.attempts, 2);
+    assert_int_equal(n_reqs(&fx), 2);
+    assert_non_null(strstr(fx.log, "retry: iam POST: no answer"));
     fixture_finish(&fx);
 }
 
@@ -472,9 +532,9 @@ static void follows_the_s3_bucket_region_hint_once_and_signs_for_it(void **state
     fixture_init(&fx, script, 3);
     ol_aws_request req = {.service = "s3", .method = "HEAD", .bucket = "bkt"};
     send_and_wait(&fx, &req, &r);
-    assert_int_equal(fx.srv.n_reqs, 2);
-    assert_non_null(strstr(fx.srv.reqs[0], "/eu-north-1/s3/aws4_request"));
-    assert_non_null(strstr(fx.srv.reqs[1], "/eu-west-1/s3/aws4_request"));
+    assert_int_equal(n_reqs(&fx), 2);
+    assert_non_null(strstr(req_text(&fx, 0), "/eu-north-1/s3/aws4_request"));
+    assert_non_null(strstr(req_text(&fx, 1), "/eu-west-1/s3/aws4_request"));
     assert_int_equal(r.result, OL_EAWS);
     assert_int_equal(r.status, 301);
     fixture_finish(&fx);
@@ -486,7 +546,7 @@ static void close_cancels_calls_waiting_and_in_flight_each_exactly_once(void **s
     result r[2] = {{0}};
     (void)state;
     setenv("OPSLINE_RETRY_BASE_MS", "60000", 1);
-    fixture_init(&fx, script, 1);
+    fixture_init_wire(&fx, script, 1);
     setenv("OPSLINE_RETRY_BASE_MS", "1", 1);
     aws_client_set_random(fx.c, half, NULL); /* 0.5 x the 20 s cap */
     ol_aws_request req = {.service = "s3", .method = "GET", .bucket = "bkt"};
@@ -496,12 +556,11 @@ static void close_cancels_calls_waiting_and_in_flight_each_exactly_once(void **s
         assert_int_equal(aws_send(fx.c, i ? &hang : &req, on_result, &r[i]), 0);
     }
     /* One call got SlowDown and waits out a long backoff; the other waits for an answer. */
-    while (fx.srv.n_reqs < 2)
-        uv_run(&fx.loop, UV_RUN_ONCE);
+    run_until(&fx, n_reqs_counter(&fx), 2);
     for (int i = 0; i < 5; i++)
         uv_run(&fx.loop, UV_RUN_ONCE);
     assert_int_equal(fx.done, 0);
-    assert_int_equal(fx.srv.n_reqs, 2);
+    assert_int_equal(n_reqs(&fx), 2);
     assert_non_null(strstr(fx.log, "next try in 10000 ms"));
     aws_client_close(fx.c, on_client_closed, &fx);
     fx.c = NULL;
@@ -519,7 +578,7 @@ static void close_from_a_callback_cancels_the_rest_and_refuses_new_sends(void **
     fixture fx;
     result r[3] = {{0}};
     (void)state;
-    fixture_init(&fx, script, 1);
+    fixture_init_wire(&fx, script, 1);
     ol_aws_request req = {.service = "s3", .method = "GET", .bucket = "bkt"};
     ol_aws_request hang = {.service = "s3", .method = "GET", .bucket = "hang"};
     r[0].close_client = 1;
@@ -546,7 +605,7 @@ static void reports_missing_credentials_from_the_loop_without_the_secret(void **
     assert_int_equal(r.result, OL_ECREDS);
     assert_true(r.message[0] != '\0');
     assert_null(strstr(r.message, SECRET));
-    assert_int_equal(fx.srv.n_reqs, 0);
+    assert_int_equal(n_reqs(&fx), 0);
     fixture_finish(&fx);
 }
 
@@ -559,6 +618,8 @@ int main(void) {
         cmocka_unit_test(retries_a_consistency_code_within_its_window),
         cmocka_unit_test(reports_a_consistency_code_without_a_window_at_once),
         cmocka_unit_test(never_resends_a_non_idempotent_request_whose_outcome_is_unknown),
+        cmocka_unit_test(reports_a_non_idempotent_request_lost_after_sending_as_unknown),
+        cmocka_unit_test(retries_a_non_idempotent_request_that_never_left),
         cmocka_unit_test(follows_the_s3_bucket_region_hint_once_and_signs_for_it),
         cmocka_unit_test(close_cancels_calls_waiting_and_in_flight_each_exactly_once),
         cmocka_unit_test(close_from_a_callback_cancels_the_rest_and_refuses_new_sends),

@@ -1,226 +1,29 @@
-/* Tests for http: real libcurl transfers against an in-process libuv TCP server on
- * 127.0.0.1 that runs in the same loop and writes canned HTTP/1.1 answers chosen by path
- * (/ok, /echo, /reset, /truncated, /hang). Every test closes the engine and the server and
- * checks that uv_loop_close finds no handle left open. */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
+/* Tests for http: real libcurl transfers against the scripted server on 127.0.0.1, in the
+ * same loop, whose answers are chosen by path (/ok, /echo, /reset, /truncated, /hang).
+ * Every test closes the engine and the server and checks that uv_loop_close finds no handle
+ * left open. */
 #include <strings.h>
 
-#include <cmocka.h>
-#include <uv.h>
-
+#include "harness.h"
 #include "http.h"
+#include "scripted_server.h"
 
-#define CONN_BUF_MAX (4u << 20)
-
-/* ---- test server ---------------------------------------------------------------------- */
-
-typedef struct server server;
-typedef struct sconn sconn;
-
-struct sconn {
-    uv_tcp_t tcp;
-    server *srv;
-    char *buf;
-    size_t len, cap;
-    int closing;
-    sconn *prev, *next;
+static const scripted_route routes[] = {
+    {"/ok", SCRIPTED_ANSWER,
+     "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Mixed-Case: Value\r\n"
+     "x-amz-request-id: req-1\r\n\r\nhello"},
+    {"/echo", SCRIPTED_ECHO, NULL},
+    {"/reset", SCRIPTED_RESET, NULL},
+    {"/truncated", SCRIPTED_ANSWER_CLOSE, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort"},
+    {"/hang", SCRIPTED_HANG, NULL},
 };
-
-struct server {
-    uv_tcp_t tcp;
-    int port;
-    unsigned n_conns; /* connections accepted */
-    unsigned n_reqs;  /* complete requests read */
-    sconn *conns;
-};
-
-typedef struct swrite {
-    uv_write_t req;
-    sconn *conn;
-    int close_after;
-    char data[];
-} swrite;
-
-static void conn_closed(uv_handle_t *h) {
-    sconn *c = h->data;
-    free(c->buf);
-    free(c);
-}
-
-static void conn_close(sconn *c, int reset) {
-    if (c->closing)
-        return;
-    c->closing = 1;
-    if (c->prev != NULL)
-        c->prev->next = c->next;
-    else
-        c->srv->conns = c->next;
-    if (c->next != NULL)
-        c->next->prev = c->prev;
-    if (reset)
-        uv_tcp_close_reset(&c->tcp, conn_closed);
-    else
-        uv_close((uv_handle_t *)&c->tcp, conn_closed);
-}
-
-static void on_written(uv_write_t *req, int status) {
-    swrite *w = (swrite *)req;
-
-    (void)status;
-    if (w->close_after)
-        conn_close(w->conn, 0);
-    free(w);
-}
-
-static void conn_write(sconn *c, const char *head, const char *body, size_t body_len,
-                       int close_after) {
-    size_t hlen = strlen(head);
-    swrite *w = malloc(sizeof *w + hlen + body_len);
-    uv_buf_t buf;
-
-    assert_non_null(w);
-    w->conn = c;
-    w->close_after = close_after;
-    memcpy(w->data, head, hlen);
-    if (body_len > 0)
-        memcpy(w->data + hlen, body, body_len);
-    buf = uv_buf_init(w->data, (unsigned)(hlen + body_len));
-    assert_int_equal(uv_write(&w->req, (uv_stream_t *)&c->tcp, &buf, 1, on_written), 0);
-}
 
 static const char *find(const char *hay, size_t len, const char *needle) {
-    size_t n = strlen(needle), i;
-
-    for (i = 0; i + n <= len; i++)
+    size_t n = strlen(needle);
+    for (size_t i = 0; i + n <= len; i++)
         if (strncasecmp(hay + i, needle, n) == 0)
             return hay + i;
     return NULL;
-}
-
-/* Answers one complete request; returns 1 when the connection was closed. */
-static int serve(sconn *c, size_t req_len, int head) {
-    char hdr[256];
-    const char *path = strchr(c->buf, ' ') + 1;
-    if (strncmp(path, "/ok ", 4) == 0) {
-        conn_write(c,
-                   "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Mixed-Case: Value\r\n"
-                   "x-amz-request-id: req-1\r\n\r\n",
-                   "hello", head ? 0 : 5, 0);
-    } else if (strncmp(path, "/echo ", 6) == 0) {
-        snprintf(hdr, sizeof hdr, "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\n\r\n", req_len);
-        conn_write(c, hdr, c->buf, req_len, 0);
-    } else if (strncmp(path, "/reset ", 7) == 0) {
-        conn_close(c, 1);
-        return 1;
-    } else if (strncmp(path, "/truncated ", 11) == 0) {
-        conn_write(c, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n", "short", 5, 1);
-        return 1;
-    } else if (strncmp(path, "/hang ", 6) != 0) {
-        conn_write(c, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n", NULL, 0, 0);
-    }
-    return 0;
-}
-
-/* Splits the byte stream into requests (header block plus Content-Length bytes). */
-static void conn_process(sconn *c) {
-    for (;;) {
-        const char *end = find(c->buf, c->len, "\r\n\r\n");
-        const char *cl;
-        size_t hlen, blen = 0, total;
-
-        if (end == NULL)
-            return;
-        hlen = (size_t)(end - c->buf) + 4;
-        cl = find(c->buf, hlen, "\r\nContent-Length:");
-        if (cl != NULL)
-            blen = strtoul(cl + 17, NULL, 10);
-        total = hlen + blen;
-        if (c->len < total)
-            return;
-        c->srv->n_reqs++;
-        if (serve(c, total, strncmp(c->buf, "HEAD ", 5) == 0))
-            return;
-        memmove(c->buf, c->buf + total, c->len - total);
-        c->len -= total;
-    }
-}
-
-static void conn_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
-    sconn *c = h->data;
-
-    if (c->cap - c->len < suggested && c->cap < CONN_BUF_MAX) {
-        char *tmp = realloc(c->buf, c->cap * 2);
-        assert_non_null(tmp);
-        c->buf = tmp;
-        c->cap *= 2;
-    }
-    *buf = uv_buf_init(c->buf + c->len, (unsigned)(c->cap - c->len));
-}
-
-static void conn_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
-    sconn *c = s->data;
-
-    (void)buf;
-    if (n < 0 || c->len + (size_t)n >= CONN_BUF_MAX) {
-        conn_close(c, 0);
-        return;
-    }
-    c->len += (size_t)n;
-    conn_process(c);
-}
-
-static void on_connection(uv_stream_t *l, int status) {
-    server *srv = l->data;
-    sconn *c;
-
-    assert_int_equal(status, 0);
-    c = calloc(1, sizeof *c);
-    assert_non_null(c);
-    c->srv = srv;
-    c->cap = 65536;
-    c->buf = malloc(c->cap);
-    assert_non_null(c->buf);
-    assert_int_equal(uv_tcp_init(l->loop, &c->tcp), 0);
-    c->tcp.data = c;
-    assert_int_equal(uv_accept(l, (uv_stream_t *)&c->tcp), 0);
-    c->next = srv->conns;
-    if (srv->conns != NULL)
-        srv->conns->prev = c;
-    srv->conns = c;
-    srv->n_conns++;
-    assert_int_equal(uv_read_start((uv_stream_t *)&c->tcp, conn_alloc, conn_read), 0);
-}
-
-static int bound_port(uv_tcp_t *tcp) {
-    struct sockaddr_storage ss;
-    int len = sizeof ss;
-
-    assert_int_equal(uv_tcp_getsockname(tcp, (struct sockaddr *)&ss, &len), 0);
-    return ntohs(((struct sockaddr_in *)&ss)->sin_port);
-}
-
-static void server_start(uv_loop_t *loop, server *srv) {
-    struct sockaddr_in addr;
-
-    memset(srv, 0, sizeof *srv);
-    assert_int_equal(uv_ip4_addr("127.0.0.1", 0, &addr), 0);
-    assert_int_equal(uv_tcp_init(loop, &srv->tcp), 0);
-    srv->tcp.data = srv;
-    assert_int_equal(uv_tcp_bind(&srv->tcp, (const struct sockaddr *)&addr, 0), 0);
-    assert_int_equal(uv_listen((uv_stream_t *)&srv->tcp, 128, on_connection), 0);
-    srv->port = bound_port(&srv->tcp);
-}
-
-static void server_close(server *srv) {
-    while (srv->conns != NULL)
-        conn_close(srv->conns, 0);
-    uv_close((uv_handle_t *)&srv->tcp, NULL);
 }
 
 /* ---- fixture -------------------------------------------------------------------------- */
@@ -228,7 +31,7 @@ static void server_close(server *srv) {
 typedef struct fixture {
     uv_loop_t loop;
     uv_timer_t guard; /* wakes UV_RUN_ONCE so a hang fails the test instead of blocking */
-    server srv;
+    scripted_server srv;
     http_engine *eng;
     int in_send;
     unsigned done;
@@ -252,27 +55,20 @@ typedef struct result {
     int resend; /* sequential chain: send the next request from this callback */
 } result;
 
-static void on_guard(uv_timer_t *t) {
-    (void)t;
-}
-
 static void fixture_init(fixture *fx) {
     memset(fx, 0, sizeof *fx);
     assert_int_equal(uv_loop_init(&fx->loop), 0);
-    assert_int_equal(uv_timer_init(&fx->loop, &fx->guard), 0);
-    assert_int_equal(uv_timer_start(&fx->guard, on_guard, 50, 50), 0);
-    server_start(&fx->loop, &fx->srv);
+    harness_guard_start(&fx->loop, &fx->guard, 50);
+    fx->srv.routes = routes;
+    fx->srv.n_routes = sizeof(routes) / sizeof(routes[0]);
+    fx->srv.fallback = "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n";
+    scripted_server_start(&fx->srv, &fx->loop);
     fx->eng = http_new(&fx->loop);
     assert_non_null(fx->eng);
 }
 
 static void run_until(fixture *fx, const unsigned *counter, unsigned target) {
-    uint64_t start = uv_now(&fx->loop);
-
-    while (*counter < target) {
-        assert_true(uv_now(&fx->loop) - start < 20000);
-        uv_run(&fx->loop, UV_RUN_ONCE);
-    }
+    harness_run_until(&fx->loop, counter, target);
 }
 
 static void on_engine_closed(void *arg) {
@@ -286,10 +82,9 @@ static void fixture_finish(fixture *fx) {
     http_close(fx->eng, on_engine_closed, fx);
     run_until(fx, &fx->closed, 1);
     assert_int_equal(fx->closed, 1);
-    server_close(&fx->srv);
+    scripted_server_stop(&fx->srv);
     uv_close((uv_handle_t *)&fx->guard, NULL);
-    assert_int_equal(uv_run(&fx->loop, UV_RUN_DEFAULT), 0);
-    assert_int_equal(uv_loop_close(&fx->loop), 0);
+    harness_loop_close(&fx->loop);
 }
 
 static void result_free(result *r) {
@@ -607,21 +402,12 @@ static void reports_unanswered_request_as_timed_out(void **state) {
 static void reports_refused_connection_as_unsent_network_error(void **state) {
     fixture fx;
     result r;
-    uv_tcp_t probe;
-    struct sockaddr_in addr;
     char url[128];
-    int port;
 
     (void)state;
     memset(&r, 0, sizeof r);
     fixture_init(&fx);
-    /* A port that was free a moment ago and has no listener now. */
-    assert_int_equal(uv_ip4_addr("127.0.0.1", 0, &addr), 0);
-    assert_int_equal(uv_tcp_init(&fx.loop, &probe), 0);
-    assert_int_equal(uv_tcp_bind(&probe, (const struct sockaddr *)&addr, 0), 0);
-    port = bound_port(&probe);
-    uv_close((uv_handle_t *)&probe, NULL);
-    snprintf(url, sizeof url, "http://127.0.0.1:%d/ok", port);
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/ok", harness_unused_port());
     assert_int_equal(send_req(&fx, "POST", url, NULL, 0, "x", 1, 0, &r), 0);
     run_until(&fx, &fx.done, 1);
     assert_int_equal(r.result, OL_ENET);
@@ -721,10 +507,9 @@ static void close_cancels_requests_in_flight_and_releases_all_handles(void **sta
     }
     assert_int_equal(fx.done_at_close, 10); /* every callback ran before on_closed */
     assert_int_equal(fx.closed, 1);
-    server_close(&fx.srv);
+    scripted_server_stop(&fx.srv);
     uv_close((uv_handle_t *)&fx.guard, NULL);
-    assert_int_equal(uv_run(&fx.loop, UV_RUN_DEFAULT), 0);
-    assert_int_equal(uv_loop_close(&fx.loop), 0);
+    harness_loop_close(&fx.loop);
 }
 
 static void on_response_then_close(void *arg, const http_response *res) {
@@ -761,10 +546,9 @@ static void close_from_a_completion_callback_cancels_the_rest(void **state) {
     assert_int_equal(fx.done_at_close, 2);
     result_free(&first);
     result_free(&hung);
-    server_close(&fx.srv);
+    scripted_server_stop(&fx.srv);
     uv_close((uv_handle_t *)&fx.guard, NULL);
-    assert_int_equal(uv_run(&fx.loop, UV_RUN_DEFAULT), 0);
-    assert_int_equal(uv_loop_close(&fx.loop), 0);
+    harness_loop_close(&fx.loop);
 }
 
 static void close_right_after_send_cancels_unsent_request(void **state) {

@@ -1,167 +1,27 @@
 /* Tests for pipeline: pipeline_run over plans of in-process test stages (static ol_plugin
  * descriptors, no dlopen), with the STS preflight and the stages' AWS calls answered by a
- * canned HTTP server running its own libuv loop in a second thread (pipeline_run blocks in
+ * scripted server running its own libuv loop in a second thread (pipeline_run blocks in
  * its own loop). stderr is captured to check what the user sees: secrets masked, the
  * preflight's message, the interrupt. */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <strings.h>
+#include <signal.h>
 #include <unistd.h>
 
-#include <cmocka.h>
-#include <signal.h>
-#include <uv.h>
-
+#include "harness.h"
 #include "loader.h"
 #include "options.h"
 #include "pipeline.h"
+#include "scripted_server.h"
 
-#define SECRET "wJalrXUtnFEMI/K7MDENG/bPxRfiCYSECRETKEY1"
+#define SECRET HARNESS_SECRET
 #define ITEM_SECRET "ItemSecretValue0123456789abcdefghijklmnop"
 
-/* ---- canned HTTP server in its own thread --------------------------------------------- */
+/* ---- the scripted server, in its own thread: every request gets STS_OK ---------------- */
 
 #define STS_OK                                                                                     \
     "HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: 202\r\n\r\n"                     \
     "<GetCallerIdentityResponse><GetCallerIdentityResult><Arn>arn:aws:iam::123456789012:user/"     \
     "t</Arn><UserId>AIDA</UserId><Account>123456789012</Account></GetCallerIdentityResult>"        \
     "</GetCallerIdentityResponse>\n"
-
-typedef struct sconn {
-    uv_tcp_t tcp;
-    char *buf;
-    size_t len, cap;
-} sconn;
-
-typedef struct server {
-    uv_loop_t loop;
-    uv_tcp_t tcp;
-    uv_async_t stop;
-    uv_thread_t thread;
-    int port;
-} server;
-
-static void conn_closed(uv_handle_t *h) {
-    sconn *c = h->data;
-    free(c->buf);
-    free(c);
-}
-
-static void on_written(uv_write_t *req, int status) {
-    (void)status;
-    free(req);
-}
-
-static const char *find(const char *hay, size_t len, const char *needle) {
-    size_t n = strlen(needle);
-    for (size_t i = 0; i + n <= len; i++)
-        if (strncasecmp(hay + i, needle, n) == 0)
-            return hay + i;
-    return NULL;
-}
-
-static void conn_process(sconn *c) {
-    for (;;) {
-        const char *end = find(c->buf, c->len, "\r\n\r\n");
-        if (end == NULL)
-            return;
-        size_t hlen = (size_t)(end - c->buf) + 4, blen = 0;
-        const char *cl = find(c->buf, hlen, "\r\nContent-Length:");
-        if (cl != NULL)
-            blen = strtoul(cl + 17, NULL, 10);
-        if (c->len < hlen + blen)
-            return;
-        uv_write_t *w = malloc(sizeof(*w));
-        uv_buf_t buf = uv_buf_init((char *)STS_OK, (unsigned)strlen(STS_OK));
-        if (w == NULL || uv_write(w, (uv_stream_t *)&c->tcp, &buf, 1, on_written) != 0)
-            abort();
-        memmove(c->buf, c->buf + hlen + blen, c->len - hlen - blen);
-        c->len -= hlen + blen;
-    }
-}
-
-static void conn_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
-    sconn *c = h->data;
-    if (c->cap - c->len < suggested) {
-        char *tmp = realloc(c->buf, c->cap * 2);
-        if (tmp == NULL)
-            abort();
-        c->buf = tmp;
-        c->cap *= 2;
-    }
-    *buf = uv_buf_init(c->buf + c->len, (unsigned)(c->cap - c->len));
-}
-
-static void conn_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
-    sconn *c = st->data;
-    (void)buf;
-    if (n < 0) {
-        if (!uv_is_closing((uv_handle_t *)st))
-            uv_close((uv_handle_t *)st, conn_closed);
-        return;
-    }
-    c->len += (size_t)n;
-    conn_process(c);
-}
-
-static void on_connection(uv_stream_t *l, int status) {
-    sconn *c = calloc(1, sizeof(*c));
-    if (status != 0 || c == NULL)
-        abort();
-    c->cap = 65536;
-    c->buf = malloc(c->cap);
-    if (c->buf == NULL || uv_tcp_init(l->loop, &c->tcp) != 0)
-        abort();
-    c->tcp.data = c;
-    if (uv_accept(l, (uv_stream_t *)&c->tcp) != 0 ||
-        uv_read_start((uv_stream_t *)&c->tcp, conn_alloc, conn_read) != 0)
-        abort();
-}
-
-static void close_conn(uv_handle_t *h, void *arg) {
-    (void)arg;
-    if (!uv_is_closing(h))
-        uv_close(h, h->data == arg ? NULL : conn_closed);
-}
-
-static void on_stop(uv_async_t *a) {
-    server *s = a->data;
-    uv_walk(&s->loop, close_conn, s);
-}
-
-static void server_thread(void *arg) {
-    server *s = arg;
-    uv_run(&s->loop, UV_RUN_DEFAULT);
-}
-
-static void server_start(server *s) {
-    struct sockaddr_in addr;
-    struct sockaddr_storage ss;
-    int len = sizeof(ss);
-    memset(s, 0, sizeof(*s));
-    assert_int_equal(uv_loop_init(&s->loop), 0);
-    assert_int_equal(uv_ip4_addr("127.0.0.1", 0, &addr), 0);
-    assert_int_equal(uv_tcp_init(&s->loop, &s->tcp), 0);
-    s->tcp.data = s;
-    assert_int_equal(uv_tcp_bind(&s->tcp, (const struct sockaddr *)&addr, 0), 0);
-    assert_int_equal(uv_listen((uv_stream_t *)&s->tcp, 128, on_connection), 0);
-    assert_int_equal(uv_tcp_getsockname(&s->tcp, (struct sockaddr *)&ss, &len), 0);
-    s->port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
-    assert_int_equal(uv_async_init(&s->loop, &s->stop, on_stop), 0);
-    s->stop.data = s;
-    assert_int_equal(uv_thread_create(&s->thread, server_thread, s), 0);
-}
-
-static void server_stop(server *s) {
-    uv_async_send(&s->stop);
-    uv_thread_join(&s->thread);
-    assert_int_equal(uv_loop_close(&s->loop), 0);
-}
 
 /* ---- test stages ---------------------------------------------------------------------- */
 
@@ -290,7 +150,7 @@ static const ol_plugin p_hang = STAGE("hang", hang_apply, NULL);
 /* ---- fixture -------------------------------------------------------------------------- */
 
 typedef struct fixture {
-    server srv;
+    scripted_server srv;
     char dir[64];
     char err_path[96];
     loader_plugin lp[4];
@@ -305,11 +165,11 @@ static void fixture_init(fixture *fx, const ol_plugin *const *stages, size_t n_s
     memset(g_applied, 0, sizeof(g_applied));
     g_completed = 0;
     g_interrupt = 0;
-    server_start(&fx->srv);
+    fx->srv.fallback = STS_OK;
+    scripted_server_start(&fx->srv, NULL);
     snprintf(url, sizeof(url), "http://127.0.0.1:%d", fx->srv.port);
     setenv("AWS_ENDPOINT_URL", url, 1);
-    snprintf(fx->dir, sizeof(fx->dir), "/tmp/opsline-test-pipeline-XXXXXX");
-    assert_non_null(mkdtemp(fx->dir));
+    harness_tmpdir(fx->dir, sizeof(fx->dir), "pipeline");
     snprintf(fx->err_path, sizeof(fx->err_path), "%s/stderr", fx->dir);
 
     plan *p = &fx->p;
@@ -371,25 +231,18 @@ static int fixture_run(fixture *fx) {
 }
 
 static void fixture_finish(fixture *fx) {
-    char cmd[128];
-    server_stop(&fx->srv);
+    scripted_server_stop(&fx->srv);
     plan_free(&fx->p);
     free(fx->stderr_text);
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", fx->dir);
-    assert_int_equal(system(cmd), 0);
+    harness_rmtree(fx->dir);
 }
 
 static int setup_env(void **state) {
     (void)state;
     /* A shell starts background jobs with SIGINT ignored; the interrupt test needs it. */
     signal(SIGINT, SIG_DFL);
-    setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLETEST00001", 1);
-    setenv("AWS_SECRET_ACCESS_KEY", SECRET, 1);
-    unsetenv("AWS_SESSION_TOKEN");
-    unsetenv("AWS_PROFILE");
+    harness_aws_env();
     setenv("AWS_REGION", "eu-north-1", 1);
-    setenv("AWS_CONFIG_FILE", "/nonexistent/opsline-test-config", 1);
-    setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/opsline-test-credentials", 1);
     setenv("AWS_MAX_ATTEMPTS", "1", 1);
     setenv("OPSLINE_RETRY_BASE_MS", "1", 1);
     return 0;
@@ -493,24 +346,10 @@ static void fails_a_stage_that_never_completes_naming_it_and_the_item(void **sta
 static void says_sts_was_unreachable_rather_than_credentials_rejected(void **state) {
     static const ol_plugin *const stages[] = {&p_secret};
     fixture fx;
-    uv_loop_t loop;
-    uv_tcp_t tcp;
-    struct sockaddr_in addr;
-    struct sockaddr_storage ss;
-    int len = sizeof(ss);
     char url[64];
     (void)state;
     fixture_init(&fx, stages, 1, 1);
-    /* A port nobody listens on: bind one, note it, close it. */
-    assert_int_equal(uv_loop_init(&loop), 0);
-    assert_int_equal(uv_tcp_init(&loop, &tcp), 0);
-    assert_int_equal(uv_ip4_addr("127.0.0.1", 0, &addr), 0);
-    assert_int_equal(uv_tcp_bind(&tcp, (const struct sockaddr *)&addr, 0), 0);
-    assert_int_equal(uv_tcp_getsockname(&tcp, (struct sockaddr *)&ss, &len), 0);
-    snprintf(url, sizeof(url), "http://127.0.0.1:%d", ntohs(((struct sockaddr_in *)&ss)->sin_port));
-    uv_close((uv_handle_t *)&tcp, NULL);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    assert_int_equal(uv_loop_close(&loop), 0);
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d", harness_unused_port());
     setenv("AWS_ENDPOINT_URL", url, 1);
 
     assert_int_equal(fixture_run(&fx), 1);
