@@ -111,8 +111,10 @@ print(f"{len(entries)} {bad} {version} {os.stat(db).st_mode & 0o777:o} {kdf[5:].
 EOF
 }
 
+kdf_text="keepassxc-cli's default (opsline creates the database)"
+[ -z "$decrypt_ms" ] || kdf_text="keepassxc-cli db-create -t $decrypt_ms (made before the run)"
 echo "keepassxc bench: $n products ($((2 * n)) items), --concurrency $conc, $repeat run(s) each," \
-  "KDF: ${decrypt_ms:+db-create -t $decrypt_ms}${decrypt_ms:-keepassxc-cli default (opsline creates the database)}"
+  "KDF: $kdf_text, $(nproc) CPUs, load average $(cut -d' ' -f1 /proc/loadavg)"
 declare -a d_walls k_walls
 fail=0
 for r in $(seq 1 "$repeat"); do

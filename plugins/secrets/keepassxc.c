@@ -2,9 +2,11 @@
  * database (KDBX 4), through keepassxc-cli only (Debian package keepassxc, 2.7.x).
  *
  * Every keepassxc-cli command unlocks the database and runs its key derivation, so puts are
- * held back and written at flush, one batch per flush: the batch is written as KeePass 2 XML
- * into a FIFO (never to disk), `keepassxc-cli import` turns it into a temporary database
- * with the same credentials, and `keepassxc-cli merge -s` merges that into the database.
+ * held back and written in batches (group commit: a batch starts shortly after its first
+ * put, the next one imports while the previous merges, the host's flush waits for them):
+ * the batch is written as KeePass 2 XML into a FIFO (never to disk), `keepassxc-cli import`
+ * turns it into a temporary database with the same credentials, and, under a lock on the
+ * database path, `keepassxc-cli merge -s` merges that into the database.
  * Merge matches groups and entries by UUID, so opsline gives every group and entry it writes
  * a UUID derived from its path (group template / title template): a replaced key updates the
  * same entry (the old values go to the entry's history) and never adds a second one. A path
@@ -13,9 +15,10 @@
  * get a duplicate. The merge's change list proves each entry was created or updated.
  *
  * The database password comes from an environment variable, a file or neither (key file
- * only), and reaches keepassxc-cli on stdin only; the variable is also blanked in every
- * child's environment. Entries carry custom data, which makes keepassxc-cli write KDBX 4.
- * Reads use `show -s`, deletes `rm`. Buffers that held a secret are wiped before free. */
+ * only), and reaches keepassxc-cli on stdin only; once read, the variable is wiped from
+ * opsline's environment and blanked in every child's. Entries carry custom data, which makes
+ * keepassxc-cli write KDBX 4. Reads use `show -s`, deletes `rm`. Buffers that held a secret are
+ * wiped before free. */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
