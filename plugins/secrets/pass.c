@@ -5,15 +5,18 @@
  * `aws_access_key_id:`, `region:`, `bucket:`, `user:` and `created:` lines, the layout
  * pass's own tools (`pass show -c`, browser plugins) expect.
  *
- * Every read and write goes through the `pass` program itself (insert -m -f, show, rm -f),
- * so the store's rules (nearest .gpg-id, PASSWORD_STORE_GPG_OPTS, signed .gpg-id, umask)
- * stay pass's; the entry travels on stdin only. In a store that is a git repository pass
- * commits every change, and concurrent `pass insert`s would fight over git's index lock
- * ("index.lock: File exists"; pass then carries on and leaves the entry uncommitted), so
- * there the stage takes host->lock_acquire on the store's path around each pass command:
- * one at a time per store, in arrival order. Elsewhere they run side by side. prepare
- * checks before any request that pass and gpg are installed, the store is initialised and
- * gpg can encrypt to every recipient.
+ * Writing does what `pass insert` does, with two differences that matter here: the file is
+ * written atomically (gpg's own -o truncates the old entry first) and, in a git repository,
+ * entries are committed in groups (concurrent `pass insert`s there fight over git's index
+ * lock and leave entries uncommitted). So a put finds the entry's recipients and repository
+ * (nearest .gpg-id and .git up the tree, as pass does; off the loop), runs gpg with the entry
+ * on stdin and the ciphertext on stdout, writes the file with host->write_private_file, and
+ * in a repository joins the next `git add` + `git commit` (pass's message), which run under
+ * host->lock_acquire on the store's path. With PASSWORD_STORE_SIGNING_KEY set (a signed
+ * .gpg-id) puts go through `pass insert` itself, which checks the signature. Reading and
+ * removing always go through `pass show` and `pass rm` (under the same lock in a git store,
+ * as pass commits the removal). prepare checks before any request that pass and gpg are
+ * installed, the store is initialised and gpg can encrypt to every recipient.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -72,9 +75,18 @@ struct pass_op {
     char *path;   /* entry name inside the store */
     char *key_id; /* put: the key being stored (not secret) */
     ol_lock *lock;
-    char *input; /* put: the entry until its command starts (a secret: wiped) */
+    char *input; /* put: the entry until gpg or pass gets it (a secret: wiped) */
     size_t input_len;
-    char *reason; /* a failure completed from a timer */
+    /* put written directly: found off the loop, then gpg's output */
+    char *file;    /* absolute path of the .gpg file */
+    char *repo;    /* the git repository the file is in, or NULL */
+    char *id_file; /* the .gpg-id giving the recipients (or PASSWORD_STORE_KEY) */
+    char **recips; /* NULL-terminated */
+    char *cipher;  /* gpg's output */
+    size_t cipher_len;
+    int held;      /* written, waiting for its commit */
+    int in_commit; /* part of the commit under way */
+    char *reason;  /* a failure completed from a timer */
     int result;
 };
 
@@ -114,6 +126,12 @@ struct pass_state {
     char *store_key;          /* PASSWORD_STORE_KEY: recipients that override .gpg-id */
     char **gpg_opts;          /* PASSWORD_STORE_GPG_OPTS, split on blanks, NULL-terminated */
     int git;                  /* the store holds a git repository: pass commands take turns */
+    int via_pass;             /* PASSWORD_STORE_SIGNING_KEY: puts through `pass insert` */
+    /* the group commit under way */
+    int committing, commit_sign;
+    size_t commit_n;
+    char *commit_repo;
+    ol_lock *commit_lock;
     /* children */
     size_t running, max_running;
     run_req *queue_head, *queue_tail;
@@ -274,6 +292,55 @@ static char *concat(const char *a, const char *b) {
     return s;
 }
 
+/* Reads one .gpg-id as pass does: one id per line, '#' starts a comment, blanks around it
+ * dropped. Returns a NULL-terminated malloc'd list (maybe empty), or NULL when the file
+ * cannot be read or memory runs out. Blocking: off the loop only. */
+static char **gpg_id_read(const char *path) {
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return NULL;
+    size_t n = 0, cap = 8;
+    char **ids = calloc(cap + 1, sizeof(*ids));
+    char line[1024];
+    size_t total = 0;
+    while (ids != NULL && fgets(line, sizeof(line), f) != NULL && total < PASS_GPG_ID_MAX) {
+        total += strlen(line);
+        line[strcspn(line, "#\r\n")] = '\0';
+        char *s = line + strspn(line, " \t");
+        size_t len = strlen(s);
+        while (len > 0 && (s[len - 1] == ' ' || s[len - 1] == '\t'))
+            len--;
+        if (len == 0 || n == PASS_MAX_RECIPIENTS)
+            continue;
+        if (n == cap) {
+            char **more = realloc(ids, (2 * cap + 1) * sizeof(*ids));
+            if (more == NULL) {
+                free_strv(ids);
+                ids = NULL;
+                break;
+            }
+            ids = more;
+            cap *= 2;
+        }
+        if ((ids[n] = strndup(s, len)) == NULL) {
+            free_strv(ids);
+            ids = NULL;
+            break;
+        }
+        ids[++n] = NULL;
+    }
+    fclose(f);
+    return ids;
+}
+
+/* Blocking: off the loop only. */
+static int file_exists(const char *path, int want_dir) {
+    struct stat sb;
+    if (stat(path, &sb) != 0)
+        return 0;
+    return want_dir ? S_ISDIR(sb.st_mode) : S_ISREG(sb.st_mode);
+}
+
 static int stderr_has(const ol_proc_result *res, const char *needle) {
     return res->err != NULL && strstr(res->err, needle) != NULL;
 }
@@ -384,6 +451,11 @@ static void op_free(pass_op *op) {
             break;
         }
     free_wiped(op->input, op->input_len);
+    free(op->file);
+    free(op->repo);
+    free(op->id_file);
+    free_strv(op->recips);
+    free(op->cipher);
     free(op->path);
     free(op->key_id);
     free(op->reason);
@@ -575,6 +647,9 @@ static void put_done(void *arg, const ol_proc_result *res) {
     op_finish(op, 0, NULL);
 }
 
+static void put_scan_work(void *arg);
+static void put_scan_after(void *arg, int status);
+
 static int pass_put(ol_stage *stage, ol_item *item, void *state, const ol_secret *secret) {
     pass_state *st = state;
     (void)stage;
@@ -603,7 +678,320 @@ static int pass_put(ol_stage *stage, ol_item *item, void *state, const ol_secret
     }
     op->input = text;
     op->input_len = len;
-    return op_begin(op);
+    if (st->via_pass)
+        return op_begin(op);
+    int rc = st->host->work_queue(st->stage, put_scan_work, put_scan_after, op);
+    if (rc != 0)
+        return op_fail_later(op, rc, "pass: cannot write %s: %s", op->path, st->host->strerror(rc));
+    return 0;
+}
+
+/* ---- put, written directly ---------------------------------------------------------- */
+
+static void commit_kick(pass_state *st);
+
+/* Off the loop: the file, its recipients (PASSWORD_STORE_KEY, else the nearest .gpg-id from
+ * the entry's directory up to the store) and its repository (the nearest .git up to the
+ * store), as pass finds them. Failure: op->result and op->reason. */
+static void put_scan_work(void *arg) {
+    pass_op *op = arg;
+    const pass_state *st = op->st;
+    char cur[PATH_MAX], path[PATH_MAX];
+    size_t root_len = strlen(st->dir);
+    struct stat sb;
+    if ((size_t)snprintf(cur, sizeof(cur), "%s/%s", st->dir, op->path) >= sizeof(cur) - 8) {
+        op->result = OL_ERANGE;
+        op->reason = strdup("pass: the entry's path is too long");
+        return;
+    }
+    op->file = concat(cur, ".gpg");
+    *strrchr(cur, '/') = '\0'; /* the entry's directory; path holds a '/' after the store */
+    if (st->store_key != NULL) {
+        op->recips = split_blanks(st->store_key);
+        op->id_file = strdup("PASSWORD_STORE_KEY");
+    }
+    for (;;) {
+        if (op->recips == NULL &&
+            (size_t)snprintf(path, sizeof(path), "%s/.gpg-id", cur) < sizeof(path) &&
+            file_exists(path, 0) && (op->recips = gpg_id_read(path)) != NULL)
+            op->id_file = strdup(path);
+        if (op->repo == NULL &&
+            (size_t)snprintf(path, sizeof(path), "%s/.git", cur) < sizeof(path) &&
+            stat(path, &sb) == 0)
+            op->repo = strdup(cur);
+        char *slash = strrchr(cur, '/');
+        if (strlen(cur) <= root_len || slash == NULL || (size_t)(slash - cur) < root_len)
+            break;
+        *slash = '\0';
+    }
+    if (op->file == NULL || (op->recips != NULL && op->id_file == NULL)) {
+        op->result = OL_ENOMEM;
+        op->reason = strdup("pass: out of memory");
+    } else if (op->recips == NULL || op->recips[0] == NULL) {
+        op->result = OL_ECONFIG;
+        char why[PASS_REASON_MAX];
+        snprintf(why, sizeof(why),
+                 "pass: no gpg key for %s: no .gpg-id in %s or above (or it is empty): run "
+                 "`PASSWORD_STORE_DIR=%s pass init KEYID...`",
+                 op->path, st->dir, st->dir);
+        op->reason = strdup(why);
+    }
+}
+
+static void put_write_work(void *arg) {
+    pass_op *op = arg;
+    op->result = op->st->host->write_private_file(op->file, op->cipher, op->cipher_len);
+}
+
+static void put_write_after(void *arg, int status) {
+    pass_op *op = arg;
+    pass_state *st = op->st;
+    if (status != 0 || op->result != 0) {
+        int rc = status != 0 ? status : op->result;
+        op_finish(op, rc, "pass: cannot write %s: %s (is the store writable?)", op->file,
+                  st->host->strerror(rc));
+        return;
+    }
+    if (op->repo == NULL) {
+        st->host->log(st->stage, op->item, OL_LOG_DEBUG, "wrote %s (%s) for key %s", op->path,
+                      st->dir, op->key_id);
+        op_finish(op, 0, NULL);
+        return;
+    }
+    op->held = 1; /* completed by its commit */
+    commit_kick(st);
+}
+
+static void put_encrypted(void *arg, const ol_proc_result *res) {
+    pass_op *op = arg;
+    pass_state *st = op->st;
+    char err[PASS_REASON_MAX / 2];
+    if (res->result != 0) {
+        op_finish(op, res->result, "pass: could not run gpg to encrypt %s: %s", op->path,
+                  st->host->strerror(res->result));
+        return;
+    }
+    if (res->term_signal != 0 || res->exit_status != 0) {
+        summarise(res->err, res->err_len, err, sizeof(err));
+        op_finish(op, OL_EIO, "pass: gpg could not encrypt %s to the keys of %s: %s", op->path,
+                  op->id_file, err);
+        return;
+    }
+    if (res->out_truncated || res->out_len == 0 || (op->cipher = malloc(res->out_len)) == NULL) {
+        op_finish(op, OL_EIO, "pass: gpg gave no usable output for %s", op->path);
+        return;
+    }
+    memcpy(op->cipher, res->out, res->out_len);
+    op->cipher_len = res->out_len;
+    int rc = st->host->work_queue(st->stage, put_write_work, put_write_after, op);
+    if (rc != 0)
+        op_finish(op, rc, "pass: cannot write %s: %s", op->file, st->host->strerror(rc));
+}
+
+/* What pass runs (its GPG_OPTS and -e -r ...), to stdout, never fetching a key. */
+static void put_scan_after(void *arg, int status) {
+    pass_op *op = arg;
+    pass_state *st = op->st;
+    if (status != 0 || op->result != 0) {
+        op_finish(op, status != 0 ? status : op->result, "%s",
+                  status != 0 || op->reason == NULL ? "pass: not written" : op->reason);
+        return;
+    }
+    const char *head[] = {
+        "--quiet",           "--yes", "--batch",  "--compress-algo=none", "--no-encrypt-to",
+        "--auto-key-locate", "local", "--encrypt"};
+    size_t n_opts = 0, n_recips = 0, n_head = sizeof(head) / sizeof(head[0]), a = 0;
+    while (st->gpg_opts[n_opts] != NULL)
+        n_opts++;
+    while (op->recips[n_recips] != NULL)
+        n_recips++;
+    const char **argv = calloc(1 + n_opts + n_head + 2 * n_recips + 3, sizeof(*argv));
+    if (argv == NULL) {
+        op_finish(op, OL_ENOMEM, "pass: out of memory writing %s", op->path);
+        return;
+    }
+    argv[a++] = "gpg";
+    for (size_t i = 0; i < n_opts; i++)
+        argv[a++] = st->gpg_opts[i];
+    for (size_t i = 0; i < n_head; i++)
+        argv[a++] = head[i];
+    for (size_t i = 0; i < n_recips; i++) {
+        argv[a++] = "--recipient";
+        argv[a++] = op->recips[i];
+    }
+    argv[a++] = "--output";
+    argv[a++] = "-";
+    char *input = op->input; /* run owns it from now on */
+    op->input = NULL;
+    int rc = run(st, op->item, argv, st->env_plain, input, op->input_len, PASS_RUN_TIMEOUT_MS,
+                 put_encrypted, op);
+    free(argv);
+    if (rc != 0)
+        op_finish(op, rc, "pass: could not run gpg to encrypt %s: %s", op->path,
+                  st->host->strerror(rc));
+}
+
+/* --------------------------------------------------------------------------------------
+ * git: entries written directly are committed in groups, one repository at a time
+ * ------------------------------------------------------------------------------------ */
+
+/* Completes the puts of the commit; their entries are in the store whether or not git took
+ * them (as with pass, whose insert succeeds when its commit fails). */
+static void commit_end(pass_state *st, int result, const char *reason) {
+    if (st->commit_lock != NULL)
+        st->host->lock_release(st->commit_lock);
+    st->commit_lock = NULL;
+    pass_op *op;
+    for (;;) {
+        for (op = st->ops; op != NULL && !op->in_commit; op = op->next)
+            ;
+        if (op == NULL)
+            break;
+        op->in_commit = 0;
+        if (result == 0) {
+            st->host->log(st->stage, op->item, OL_LOG_DEBUG, "wrote %s (%s) for key %s, committed",
+                          op->path, st->dir, op->key_id);
+            op_finish(op, 0, NULL);
+        } else {
+            op_finish(op, result, "%s", reason);
+        }
+    }
+    free(st->commit_repo);
+    st->commit_repo = NULL;
+    st->committing = 0;
+    if (result != OL_ECANCELED)
+        commit_kick(st);
+}
+
+/* Runs git in the commit's repository: words, then the files of the commit's puts. */
+static void commit_run(pass_state *st, const char *const *words, run_cb cb) {
+    size_t nw = 0, a = 0;
+    while (words[nw] != NULL)
+        nw++;
+    const char **argv = calloc(3 + nw + st->commit_n + 1, sizeof(*argv));
+    int rc = OL_ENOMEM;
+    if (argv != NULL) {
+        argv[a++] = "git";
+        argv[a++] = "-C";
+        argv[a++] = st->commit_repo;
+        for (size_t i = 0; i < nw; i++)
+            argv[a++] = words[i];
+        for (pass_op *op = st->ops; op != NULL; op = op->next)
+            if (op->in_commit)
+                argv[a++] = op->file;
+        rc = run(st, NULL, argv, st->env_plain, NULL, 0, PASS_RUN_TIMEOUT_MS, cb, st);
+        free(argv);
+    }
+    if (rc != 0) {
+        ol_proc_result r = {.struct_size = sizeof(r), .result = rc, .out = "", .err = ""};
+        cb(st, &r);
+    }
+}
+
+static int commit_failed(pass_state *st, const ol_proc_result *res, const char *what) {
+    char err[PASS_REASON_MAX / 2];
+    if (res->result == OL_ECANCELED) {
+        commit_end(st, OL_ECANCELED, "pass: run interrupted before the git commit");
+        return 1;
+    }
+    if (res->result == 0 && res->term_signal == 0 && res->exit_status == 0)
+        return 0;
+    if (res->out != NULL && strstr(res->out, "nothing to commit") != NULL)
+        return 0;
+    summarise(res->err, res->err_len, err, sizeof(err));
+    st->host->log(st->stage, NULL, OL_LOG_WARN,
+                  "pass: %zu entries are stored in %s but `git %s` failed: %s; commit them by "
+                  "hand (git -C %s commit)",
+                  st->commit_n, st->commit_repo, what,
+                  res->result != 0 ? st->host->strerror(res->result) : err, st->commit_repo);
+    commit_end(st, 0, NULL);
+    return 1;
+}
+
+static void commit_done(void *arg, const ol_proc_result *res) {
+    pass_state *st = arg;
+    if (commit_failed(st, res, "commit"))
+        return;
+    st->host->log(st->stage, NULL, OL_LOG_DEBUG, "committed %zu entries in %s", st->commit_n,
+                  st->commit_repo);
+    commit_end(st, 0, NULL);
+}
+
+static void commit_signed(void *arg, const ol_proc_result *res) {
+    pass_state *st = arg;
+    /* pass signs its commits when the repository says pass.signcommits=true */
+    st->commit_sign = res->result == 0 && res->exit_status == 0 && res->out != NULL &&
+                      strncmp(res->out, "true", 4) == 0;
+    char subject[PASS_PATH_MAX + 64];
+    pass_op *one = st->ops;
+    while (one != NULL && !one->in_commit)
+        one = one->next;
+    if (st->commit_n == 1 && one != NULL) /* pass's own message */
+        snprintf(subject, sizeof(subject), "Add given password for %s to store.", one->path);
+    else
+        snprintf(subject, sizeof(subject), "Add given passwords for %zu entries to store.",
+                 st->commit_n);
+    const char *words[] = {"commit",
+                           "--quiet",
+                           "-m",
+                           subject,
+                           "-m",
+                           "Written by opsline.",
+                           st->commit_sign ? "-S" : "--",
+                           st->commit_sign ? "--" : NULL,
+                           NULL};
+    commit_run(st, words, commit_done);
+}
+
+static void commit_added(void *arg, const ol_proc_result *res) {
+    pass_state *st = arg;
+    if (commit_failed(st, res, "add"))
+        return;
+    const char *argv[] = {"git",    "-C",    st->commit_repo,    "config",
+                          "--bool", "--get", "pass.signcommits", NULL};
+    int rc = run(st, NULL, argv, st->env_plain, NULL, 0, PASS_RUN_TIMEOUT_MS, commit_signed, st);
+    if (rc != 0) {
+        ol_proc_result r = {.struct_size = sizeof(r), .result = rc, .out = "", .err = ""};
+        commit_signed(st, &r);
+    }
+}
+
+static void commit_locked(void *arg, int status, ol_lock *lock) {
+    pass_state *st = arg;
+    if (status != 0) {
+        commit_end(st, status, "pass: run interrupted before the git commit");
+        return;
+    }
+    st->commit_lock = lock;
+    const char *words[] = {"add", "--", NULL};
+    commit_run(st, words, commit_added);
+}
+
+/* Commits the written puts of one repository, unless a commit is under way (its end calls
+ * this again). */
+static void commit_kick(pass_state *st) {
+    if (st->committing)
+        return;
+    const char *repo = NULL;
+    st->commit_n = 0;
+    for (pass_op *op = st->ops; op != NULL; op = op->next)
+        if (op->held && !op->in_commit && (repo == NULL || strcmp(repo, op->repo) == 0)) {
+            repo = op->repo;
+            op->in_commit = 1;
+            st->commit_n++;
+        }
+    if (st->commit_n == 0)
+        return;
+    st->committing = 1;
+    st->commit_repo = strdup(repo);
+    int rc = st->commit_repo != NULL ? st->host->lock_acquire(st->stage, st->dir, commit_locked, st)
+                                     : OL_ENOMEM;
+    if (rc != 0) {
+        char reason[PASS_REASON_MAX];
+        snprintf(reason, sizeof(reason), "pass: cannot commit in %s: %s", st->dir,
+                 st->host->strerror(rc));
+        commit_end(st, rc, reason);
+    }
 }
 
 /* ---- get ----------------------------------------------------------------------------- */
@@ -769,13 +1157,6 @@ static void prep_end(pass_prep *p, int rc, const char *reason) {
     prep_free(p);
 }
 
-static int file_exists(const char *path, int want_dir) {
-    struct stat sb;
-    if (stat(path, &sb) != 0)
-        return 0;
-    return want_dir ? S_ISDIR(sb.st_mode) : S_ISREG(sb.st_mode);
-}
-
 static void prep_add_recipient(pass_prep *p, const char *r, size_t len, const char *source) {
     for (size_t i = 0; i < p->n; i++)
         if (strlen(p->recipients[i]) == len && memcmp(p->recipients[i], r, len) == 0)
@@ -792,24 +1173,18 @@ static void prep_add_recipient(pass_prep *p, const char *r, size_t len, const ch
     p->n++;
 }
 
-/* Reads one .gpg-id as pass does: one id per line, '#' starts a comment. */
+static void prep_add_recipients(pass_prep *p, char **ids, const char *source) {
+    for (size_t i = 0; ids != NULL && ids[i] != NULL; i++)
+        prep_add_recipient(p, ids[i], strlen(ids[i]), source);
+}
+
+/* Reads one .gpg-id into the recipients; -1 when it cannot be read. */
 static int prep_read_gpg_id(pass_prep *p, const char *path) {
-    FILE *f = fopen(path, "r");
-    if (f == NULL)
+    char **ids = gpg_id_read(path);
+    if (ids == NULL)
         return -1;
-    char line[1024];
-    size_t total = 0;
-    while (fgets(line, sizeof(line), f) != NULL && total < PASS_GPG_ID_MAX) {
-        total += strlen(line);
-        line[strcspn(line, "#\r\n")] = '\0';
-        char *s = line + strspn(line, " \t");
-        size_t len = strlen(s);
-        while (len > 0 && (s[len - 1] == ' ' || s[len - 1] == '\t'))
-            len--;
-        if (len > 0)
-            prep_add_recipient(p, s, len, path);
-    }
-    fclose(f);
+    prep_add_recipients(p, ids, path);
+    free_strv(ids);
     return 0;
 }
 
@@ -1156,6 +1531,7 @@ static void pass_fini(void *state) {
     free(st->dir);
     free(st->env_dir);
     free(st->store_key);
+    free(st->commit_repo);
     free_strv(st->gpg_opts);
     free(st);
 }
@@ -1198,6 +1574,8 @@ static int pass_init(ol_stage *stage, const ol_host *host, void **state) {
         goto fail;
     }
     st->env_dir = concat("PASSWORD_STORE_DIR=", st->dir);
+    const char *signing = getenv("PASSWORD_STORE_SIGNING_KEY");
+    st->via_pass = signing != NULL && signing[0] != '\0';
     const char *key = getenv("PASSWORD_STORE_KEY");
     st->store_key = key != NULL && key[0] != '\0' ? strdup(key) : NULL;
     st->gpg_opts = split_blanks(getenv("PASSWORD_STORE_GPG_OPTS"));

@@ -8,13 +8,15 @@ made here, in temporary GNUPGHOMEs, with no passphrase), keys checked with boto3
   store's .gpg-id and the teammate (another keyring) decrypts it too; no child process of
   opsline (sampled from /proc while a slowed-down `pass` runs) holds a secret on its
   command line or in its environment; a rerun creates no key and rewrites no entry.
-- A store that is a git repository gets every entry committed by pass, although the items
-  run concurrently (pass commands take turns there: no "index.lock: File exists").
+- A store that is a git repository gets every entry committed, although the items run
+  concurrently (no "index.lock: File exists"); a replaced key's entry too.
 - A recipient of .gpg-id without a public key (and then without trust): exit 1, a message
   naming pass and the key, nothing created; fixed, the rerun stores the one key.
 - Not initialised store, `pass` not installed: exit 1 with the fix in the message.
-- A store added later is filled from pass (`pass show`), no key created; a `pass insert`
-  that fails fails the item naming pass, and the rerun fills pass from dotenv.
+- PASSWORD_STORE_SIGNING_KEY: entries go through `pass insert`, which refuses a .gpg-id
+  whose signature does not match.
+- A store added later is filled from pass (`pass show`), no key created; an entry that
+  cannot be written fails the item naming pass, and the rerun fills pass from dotenv.
 
 usage: test_secrets_pass.py  (env: OPSLINE=path/to/opsline, OPSLINE_BUILD_DIR=build dir)
 """
@@ -240,21 +242,26 @@ class PassStoreTest(unittest.TestCase):
             s3.put_object(Bucket=other, Key="probe.txt", Body=b"x")
         self.assertEqual(cm.exception.response["Error"]["Code"], "AccessDenied")
 
-    def slow_pass_dir(self):
-        """A directory with a `pass` that sleeps before running the real one, so the /proc
-        sampler cannot miss the store's children."""
-        d = os.path.join(self.work, "slow-bin")
-        os.makedirs(d)
-        with open(os.path.join(d, "pass"), "w") as f:
-            f.write(f"#!/bin/sh\nsleep 0.3\nexec '{PASS}' \"$@\"\n")
-        os.chmod(os.path.join(d, "pass"), 0o755)
+    def wrapper_dir(self, name, body):
+        """A directory holding an executable `name` (a shell script); put it first on PATH."""
+        d = os.path.join(self.work, f"bin-{name}")
+        os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, name), "w") as f:
+            f.write("#!/bin/sh\n" + body)
+        os.chmod(os.path.join(d, name), 0o755)
         return d
+
+    def slow_bin_dir(self):
+        """`pass` and `gpg` that sleep before running the real ones, so the /proc sampler
+        cannot miss the store's children."""
+        self.wrapper_dir("pass", f"sleep 0.3\nexec '{PASS}' \"$@\"\n")
+        return self.wrapper_dir("gpg", f"sleep 0.3\nexec '{GPG}' \"$@\"\n")
 
     # ---- tests -----------------------------------------------------------------------------
 
     def test_dotenv_and_pass_hold_the_same_working_key_and_no_child_sees_a_secret(self):
         self.init_store(self.me, self.mate)
-        env = self.env(PATH=self.slow_pass_dir() + os.pathsep + os.environ["PATH"])
+        env = self.env(PATH=self.slow_bin_dir() + os.pathsep + os.environ["PATH"])
         proc = subprocess.Popen([OPSLINE, "apply", "acme", "--secrets", "dotenv,pass", "-v",
                                  "--json"], cwd=self.work, env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
@@ -298,8 +305,10 @@ class PassStoreTest(unittest.TestCase):
         # No child process held a secret in its argv or environment.
         names = {os.path.basename(c["cmdline"].split(b"\0")[0]).decode(errors="replace")
                  for c in children}
-        inserts = [c for c in children if b"pass\0insert\0" in c["cmdline"]]
-        self.assertGreaterEqual(len(inserts), 2, f"no `pass insert` was sampled: {names}")
+        # The encryptions of the two entries: the secret went to these on stdin.
+        inserts = [c for c in children
+                   if b"--encrypt\0" in c["cmdline"] and b"--output\0-\0" in c["cmdline"]]
+        self.assertGreaterEqual(len(inserts), 2, f"no entry's gpg was sampled: {names}")
         self.assertTrue(all(c["environ"] for c in inserts), "environments were not readable")
         for bucket, secret in secrets_.items():
             v = secret.encode()
@@ -340,18 +349,17 @@ class PassStoreTest(unittest.TestCase):
             self.assertEqual((dotenv["AWS_ACCESS_KEY_ID"], dotenv["AWS_SECRET_ACCESS_KEY"]),
                              (fields["aws_access_key_id"], secret))
 
-    def test_a_failed_pass_insert_fails_the_item_and_the_rerun_fills_pass_from_dotenv(self):
+    def test_a_failed_write_fails_the_item_and_the_rerun_fills_pass_from_dotenv(self):
         self.init_store(self.me)
-        broken = os.path.join(self.work, "broken-bin")
-        os.makedirs(broken)
-        with open(os.path.join(broken, "pass"), "w") as f:
-            f.write(f"#!/bin/sh\n[ \"$1\" = insert ] && {{ echo 'disk full' >&2; exit 1; }}\n"
-                    f"exec '{PASS}' \"$@\"\n")
-        os.chmod(os.path.join(broken, "pass"), 0o755)
+        # A gpg that fails to encrypt an entry (the checks before the run still pass).
+        broken = self.wrapper_dir("gpg", "prev=\nfor a in \"$@\"; do\n"
+                                  "  [ \"$prev\" = --output ] && [ \"$a\" = - ] && "
+                                  "{ echo 'gpg: write error: disk full' >&2; exit 2; }\n"
+                                  f"  prev=$a\ndone\nexec '{GPG}' \"$@\"\n")
         r = self.opsline("apply", "brk", "-e", "production", "--secrets", "dotenv,pass",
                          env=self.env(PATH=broken + os.pathsep + os.environ["PATH"]))
         self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
-        self.assertIn("pass insert aws/brk-production", r.stdout + r.stderr)
+        self.assertIn("pass: gpg could not encrypt aws/brk-production", r.stdout + r.stderr)
         self.assertIn("disk full", r.stdout + r.stderr)
         keys = self.keys_of("brk-production")
         self.assertEqual(len(keys), 1)
@@ -377,6 +385,26 @@ class PassStoreTest(unittest.TestCase):
         fields = dict(line.split(": ", 1) for line in r.stdout.splitlines()[1:])
         self.assertEqual(self.keys_of("optdir-production"), [fields["aws_access_key_id"]])
 
+    def test_a_signed_gpg_id_is_checked_by_pass_itself(self):
+        signed = {"PASSWORD_STORE_SIGNING_KEY": self.me}
+        self.pass_cmd("init", self.me, **signed)
+        self.assertTrue(os.path.isfile(os.path.join(self.store, ".gpg-id.sig")))
+        r = self.opsline("apply", "sig", "-e", "production", "--secrets", "pass",
+                         env=self.env(**signed))
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        secret, fields = self.pass_show("aws/sig-production")
+        self.assertEqual(self.keys_of("sig-production"), [fields["aws_access_key_id"]])
+
+        # Someone adds a recipient without signing: pass refuses to encrypt to it.
+        with open(os.path.join(self.store, ".gpg-id"), "a") as f:
+            f.write(self.mate + "\n")
+        r = self.opsline("apply", "sig", "-e", "staging", "--secrets", "pass",
+                         env=self.env(**signed))
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn("pass insert aws/sig-staging", r.stdout + r.stderr)
+        self.assertIn("Signature for", r.stdout + r.stderr)
+        self.assertFalse(os.path.exists(os.path.join(self.store, "aws", "sig-staging.gpg")))
+
     def test_a_git_store_gets_every_entry_committed(self):
         self.init_store(self.me)
         ident = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@opsline.invalid",
@@ -401,10 +429,11 @@ class PassStoreTest(unittest.TestCase):
         status = subprocess.run(["git", "-C", self.store, "status", "--porcelain"],
                                 capture_output=True, text=True, check=True).stdout
         self.assertEqual(status, "", "entries left uncommitted")
-        log = subprocess.run(["git", "-C", self.store, "log", "--format=%s"],
+        log = subprocess.run(["git", "-C", self.store, "log", "--format=%s", "--name-only"],
                              capture_output=True, text=True, check=True).stdout
-        for name in names:  # pass's own commit, one per entry
-            self.assertIn(f"Add given password for {name} to store.", log)
+        self.assertRegex(log, "Add given password")
+        for name in names:  # every entry went in with a commit of its own or of a group
+            self.assertIn(f"{name}.gpg\n", log)
 
         # A key replaced (the user's key deleted by hand) overwrites its entry, committed.
         bucket = "gitp0-production"
