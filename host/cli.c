@@ -269,27 +269,34 @@ static int cmd_whoami(int argc, char **argv) {
     return code;
 }
 
-static int cmd_presign(int argc, char **argv) {
+typedef struct presign_args {
+    const char *profile, *region, *method, *expires_s;
+    char bucket[256];
+    const char *key;
+    unsigned long expires;
+} presign_args;
+
+/* presign's options into *x. Returns -1 to go on, else the exit code. */
+static int presign_options(int argc, char **argv, presign_args *x) {
     static const struct option longopts[] = {
         {"expires", required_argument, NULL, 'e'}, {"method", required_argument, NULL, 'm'},
         {"profile", required_argument, NULL, 'p'}, {"region", required_argument, NULL, 'r'},
         {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0}};
-    const char *profile = NULL, *region = NULL, *method = "GET", *expires_s = "15m";
     int ch;
     optind = 1;
     while ((ch = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         switch (ch) {
         case 'e':
-            expires_s = optarg;
+            x->expires_s = optarg;
             break;
         case 'm':
-            method = optarg;
+            x->method = optarg;
             break;
         case 'p':
-            profile = optarg;
+            x->profile = optarg;
             break;
         case 'r':
-            region = optarg;
+            x->region = optarg;
             break;
         case 'h':
             fputs(presign_usage, stdout);
@@ -298,6 +305,12 @@ static int cmd_presign(int argc, char **argv) {
             return usage_error("presign", "%s", "unknown option");
         }
     }
+    return -1;
+}
+
+/* The s3://BUCKET/KEY operand, the method and the expiry, checked. Returns -1 to go on,
+ * else the exit code. */
+static int presign_check(int argc, char **argv, presign_args *x) {
     if (optind + 1 != argc)
         return usage_error("presign", "%s", "give exactly one s3://BUCKET/KEY");
     const char *target = argv[optind];
@@ -307,23 +320,32 @@ static int cmd_presign(int argc, char **argv) {
     if (slash == NULL || slash == target + 5 || slash[1] == '\0')
         return usage_error("presign", "'%s' needs both a bucket and a key: s3://BUCKET/KEY",
                            target);
-    if (strcmp(method, "GET") != 0 && strcmp(method, "PUT") != 0)
-        return usage_error("presign", "--method '%s': use GET or PUT", method);
-    unsigned long expires = cli_parse_duration(expires_s);
-    if (expires == 0 || expires > 604800)
+    if (strcmp(x->method, "GET") != 0 && strcmp(x->method, "PUT") != 0)
+        return usage_error("presign", "--method '%s': use GET or PUT", x->method);
+    x->expires = cli_parse_duration(x->expires_s);
+    if (x->expires == 0 || x->expires > 604800)
         return usage_error("presign",
                            "--expires '%s': give 1s to 7d (a number with s, m, h or d; SigV4 "
                            "presigned URLs last at most 7 days)",
-                           expires_s);
-    char bucket[256];
-    snprintf(bucket, sizeof(bucket), "%.*s", (int)(slash - target - 5), target + 5);
+                           x->expires_s);
+    snprintf(x->bucket, sizeof(x->bucket), "%.*s", (int)(slash - target - 5), target + 5);
+    x->key = slash + 1;
+    return -1;
+}
 
+static int cmd_presign(int argc, char **argv) {
+    presign_args x = {.method = "GET", .expires_s = "15m"};
+    int code = presign_options(argc, argv, &x);
+    if (code < 0)
+        code = presign_check(argc, argv, &x);
+    if (code >= 0)
+        return code;
     uv_loop_t loop;
     aws_client *c = NULL;
-    int code = client_open(&loop, profile, region, &c, 1);
+    code = client_open(&loop, x.profile, x.region, &c, 1);
     if (code == 0) {
         char *url = NULL, *err = NULL;
-        int rc = aws_presign_s3(c, method, bucket, slash + 1, expires, &url, &err);
+        int rc = aws_presign_s3(c, x.method, x.bucket, x.key, x.expires, &url, &err);
         if (rc != 0) {
             fprintf(stderr, "error: %s\n", err ? err : ol_strerror(rc));
             code = EXIT_USAGE;
@@ -405,7 +427,81 @@ static int cmd_plugins(int argc, char **argv) {
 
 /* ---- apply ------------------------------------------------------------------------------ */
 
-static int cmd_apply(int argc, char **argv) {
+#define APPLY_MAX_SETS 64
+#define APPLY_MAX_DIRS 32
+
+/* apply's arguments: config_args plus the storage its lists point into. */
+typedef struct apply_args {
+    config_args a;
+    const char *sets[APPLY_MAX_SETS];
+    const char *dirs[APPLY_MAX_DIRS];
+    size_t n_dirs;
+} apply_args;
+
+/* The options that take a string and only store it. */
+static const char **apply_string_option(config_args *a, int ch) {
+    switch (ch) {
+    case 'e':
+        return &a->environments;
+    case 'r':
+        return &a->region;
+    case 'p':
+        return &a->profile;
+    case 'P':
+        return &a->pipeline_file;
+    case 'E':
+        return &a->env_file;
+    case 'K':
+        return &a->secrets;
+    case 'S':
+        return &a->state_dir;
+    case 'F':
+        return &a->products_file;
+    default:
+        return NULL;
+    }
+}
+
+/* One apply option (getopt's ch, optarg). Returns -1 to go on, else the exit code. */
+static int apply_option(apply_args *x, int ch) {
+    const char **str = apply_string_option(&x->a, ch);
+    char *end = NULL;
+    if (str != NULL) {
+        *str = optarg;
+        return -1;
+    }
+    switch (ch) {
+    case 's':
+        if (x->a.n_sets == APPLY_MAX_SETS)
+            return usage_error("apply", "%s", "too many --set options (64 at most)");
+        x->sets[x->a.n_sets++] = optarg;
+        return -1;
+    case 'd':
+        if (x->n_dirs == APPLY_MAX_DIRS)
+            return usage_error("apply", "%s", "too many --plugin-dir options");
+        x->dirs[x->n_dirs++] = optarg;
+        return -1;
+    case 'c':
+        x->a.concurrency = strtol(optarg, &end, 10);
+        if (*end != '\0' || x->a.concurrency < 1 || x->a.concurrency > 1024)
+            return usage_error("apply", "--concurrency '%s': give a number from 1 to 1024", optarg);
+        return -1;
+    case 'j':
+        x->a.json = 1;
+        return -1;
+    case 'v':
+        x->a.verbose = 1;
+        return -1;
+    case 'h':
+        fputs(apply_usage, stdout);
+        return 0;
+    default:
+        return usage_error("apply", "%s", "unknown option");
+    }
+}
+
+/* Parses apply's command line into *x. Returns -1 to go on, else the exit code. */
+static int apply_parse(int argc, char **argv, apply_args *x) {
     static const struct option longopts[] = {{"environments", required_argument, NULL, 'e'},
                                              {"region", required_argument, NULL, 'r'},
                                              {"profile", required_argument, NULL, 'p'},
@@ -421,82 +517,32 @@ static int cmd_apply(int argc, char **argv) {
                                              {"verbose", no_argument, NULL, 'v'},
                                              {"help", no_argument, NULL, 'h'},
                                              {NULL, 0, NULL, 0}};
-    config_args a;
-    const char *sets[64], *dirs[32];
-    memset(&a, 0, sizeof(a));
-    size_t n_dirs = 0;
-    int ch;
+    int ch, code;
     optind = 1;
-    while ((ch = getopt_long(argc, argv, "e:vh", longopts, NULL)) != -1) {
-        switch (ch) {
-        case 'e':
-            a.environments = optarg;
-            break;
-        case 'r':
-            a.region = optarg;
-            break;
-        case 'p':
-            a.profile = optarg;
-            break;
-        case 'P':
-            a.pipeline_file = optarg;
-            break;
-        case 'E':
-            a.env_file = optarg;
-            break;
-        case 'K':
-            a.secrets = optarg;
-            break;
-        case 'S':
-            a.state_dir = optarg;
-            break;
-        case 'F':
-            a.products_file = optarg;
-            break;
-        case 's':
-            if (a.n_sets == 64)
-                return usage_error("apply", "%s", "too many --set options (64 at most)");
-            sets[a.n_sets++] = optarg;
-            break;
-        case 'd':
-            if (n_dirs == 32)
-                return usage_error("apply", "%s", "too many --plugin-dir options");
-            dirs[n_dirs++] = optarg;
-            break;
-        case 'c': {
-            char *end = NULL;
-            a.concurrency = strtol(optarg, &end, 10);
-            if (*end != '\0' || a.concurrency < 1 || a.concurrency > 1024)
-                return usage_error("apply", "--concurrency '%s': give a number from 1 to 1024",
-                                   optarg);
-            break;
-        }
-        case 'j':
-            a.json = 1;
-            break;
-        case 'v':
-            a.verbose = 1;
-            break;
-        case 'h':
-            fputs(apply_usage, stdout);
-            return 0;
-        default:
-            return usage_error("apply", "%s", "unknown option");
-        }
-    }
-    a.products = (const char *const *)&argv[optind];
-    a.n_products = (size_t)(argc - optind);
-    a.sets = sets;
+    while ((ch = getopt_long(argc, argv, "e:vh", longopts, NULL)) != -1)
+        if ((code = apply_option(x, ch)) >= 0)
+            return code;
+    x->a.products = (const char *const *)&argv[optind];
+    x->a.n_products = (size_t)(argc - optind);
+    x->a.sets = x->sets;
+    return -1;
+}
 
+static int cmd_apply(int argc, char **argv) {
+    apply_args x;
+    memset(&x, 0, sizeof(x));
+    int code = apply_parse(argc, argv, &x);
+    if (code >= 0)
+        return code;
     loader *l = NULL;
-    int code = load_plugins(&l, dirs, n_dirs);
+    code = load_plugins(&l, x.dirs, x.n_dirs);
     if (code != 0) {
         loader_free(l);
         return code;
     }
     plan p;
     char *err = NULL;
-    int rc = config_build(&a, l, &p, &err);
+    int rc = config_build(&x.a, l, &p, &err);
     if (rc != 0) {
         fprintf(stderr, "error: %s\n", err ? err : ol_strerror(rc));
         free(err);

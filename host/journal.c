@@ -1,12 +1,11 @@
 /* journal: owns the state directory's journal file (<state_dir>/journal.jsonl): one compact
- * JSON object per line (jansson), appended with O_APPEND; records that must survive a crash
- * (see event_is_critical) are fsync'd before journal_append returns, the rest at
- * journal_flush. All records are
- * also kept in memory for journal_count / journal_last_time. An exclusive, non-blocking
- * flock on the file keeps a second opsline run off the same state directory; the holder's
- * pid is written next to it (informational only) so the refusal can name it. */
+ * JSON object per line (jansson), appended with O_APPEND; records the caller says must
+ * survive a crash (journal_append_durable) are fsync'd before the call returns, the rest at
+ * journal_flush. All records are also kept in memory for journal_count / journal_last_time. An
+ * exclusive, non-blocking flock on the file keeps a second opsline run off the same state
+ * directory; the holder's pid is written next to it (informational only) so the refusal can name
+ * it. */
 #include "journal.h"
-#include "error.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -21,7 +20,9 @@
 
 #include <jansson.h>
 
+#include "error.h"
 #include "opsline/opsline.h"
+#include "privfile.h"
 
 #define JOURNAL_FILE "journal.jsonl"
 #define JOURNAL_PID_FILE "journal.pid"
@@ -45,12 +46,11 @@ struct journal {
     int dirty;      /* written but not yet fsync'd */
 };
 
-/* Records a later run must find even after a crash or power loss at the very next
- * instruction: the intent to create a key (written before CreateAccessKey is sent), an
- * unknown outcome, and where a secret was stored. Every other record is durable at the next
- * journal_flush (the host flushes when an item finishes): losing one in a crash only makes
- * the next run reconcile more, never lose a key or keep an orphan. One fsync per record made
- * fsync the largest cost of a run (about 7 per item). */
+/* Transitional (issue 10): the records journal_append still makes durable by their event
+ * name, for callers that do not yet say so with journal_append_durable: the iam stage's
+ * intent to create a key and its unknown outcome, and the host's secret_stored. The list
+ * goes once those callers (host/stores.c, the plugin API's journal_append) use the durable
+ * form. */
 static int event_is_critical(const char *event) {
     return strcmp(event, "access_key_requested") == 0 || strcmp(event, "access_key_unknown") == 0 ||
            strcmp(event, "secret_stored") == 0;
@@ -165,50 +165,6 @@ static int load_all(journal *j, int *torn) {
     return rc;
 }
 
-/* mkdir -p with mode 0700 for the directories opsline creates. */
-static int make_dirs(const char *dir) {
-    char *p = strdup(dir);
-    if (p == NULL)
-        return OL_ENOMEM;
-    int rc = 0;
-    for (char *s = p + 1; rc == 0; s++) {
-        if (*s != '/' && *s != '\0')
-            continue;
-        char c = *s;
-        *s = '\0';
-        if (mkdir(p, 0700) != 0 && errno != EEXIST)
-            rc = OL_EIO;
-        *s = c;
-        if (c == '\0')
-            break;
-    }
-    free(p);
-    return rc;
-}
-
-static int fsync_dir(const char *dir) {
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    int rc = fsync(fd);
-    close(fd);
-    return rc;
-}
-
-static int write_all(int fd, const char *buf, size_t len) {
-    while (len > 0) {
-        ssize_t n = write(fd, buf, len);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        buf += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 /* Best effort: names the lock holder in the refusal message of a second run. */
 static void write_pid(const journal *j) {
     char *path = ol__format("%s/%s", j->dir, JOURNAL_PID_FILE);
@@ -219,7 +175,7 @@ static void write_pid(const journal *j) {
         char buf[32];
         int n = snprintf(buf, sizeof(buf), "%ld\n", (long)getpid());
         if (n > 0)
-            (void)write_all(fd, buf, (size_t)n);
+            (void)privfile_write_all(fd, buf, (size_t)n);
         close(fd);
     }
     free(path);
@@ -274,7 +230,7 @@ int journal_open(const char *state_dir, journal **out, char **err) {
     if (j->dir == NULL || j->path == NULL)
         goto fail;
 
-    rc = make_dirs(state_dir);
+    rc = privfile_mkdirs(state_dir);
     if (rc < 0) {
         *err = ol__format("cannot create state directory %s: %s", state_dir, strerror(errno));
         goto fail;
@@ -287,7 +243,7 @@ int journal_open(const char *state_dir, journal **out, char **err) {
         goto fail;
     }
     /* The new directory entry must be durable too, or the first record may vanish. */
-    if (created && fsync_dir(state_dir) != 0) {
+    if (created && privfile_sync_dir(state_dir) != 0) {
         rc = OL_EIO;
         *err = ol__format("cannot fsync state directory %s: %s", state_dir, strerror(errno));
         goto fail;
@@ -305,7 +261,7 @@ int journal_open(const char *state_dir, journal **out, char **err) {
     }
     /* A torn last line stays (it is skipped on every load) but must not swallow the next
      * record: start that one on a fresh line. */
-    if (torn && (write_all(j->fd, "\n", 1) != 0 || fsync(j->fd) != 0)) {
+    if (torn && (privfile_write_all(j->fd, "\n", 1) != 0 || fsync(j->fd) != 0)) {
         rc = OL_EIO;
         *err = ol__format("cannot repair journal %s: %s", j->path, strerror(errno));
         goto fail;
@@ -318,50 +274,63 @@ fail:
     return rc;
 }
 
-int journal_append(journal *j, const char *item, const char *stage, const char *event,
-                   const char *id, const char *detail) {
+/* One record as a line of compact JSON ending in '\n' (malloc'd), fields in the documented
+ * order (JSON_PRESERVE_ORDER) so the file reads well by eye. NULL on allocation failure. */
+static char *record_line(long long now, const char *item, const char *stage, const char *event,
+                         const char *id, const char *detail) {
+    json_t *obj = json_object();
+    if (obj == NULL)
+        return NULL;
+    char *text = NULL;
+    if (json_object_set_new(obj, "time", json_integer((json_int_t)now)) == 0 &&
+        json_object_set_new(obj, "item", json_string(item)) == 0 &&
+        (stage == NULL || json_object_set_new(obj, "stage", json_string(stage)) == 0) &&
+        json_object_set_new(obj, "event", json_string(event)) == 0 &&
+        (id == NULL || json_object_set_new(obj, "id", json_string(id)) == 0) &&
+        (detail == NULL || json_object_set_new(obj, "detail", json_string(detail)) == 0))
+        text = json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(obj);
+    if (text == NULL)
+        return NULL;
+    size_t len = strlen(text);
+    char *line = realloc(text, len + 2);
+    if (line == NULL) {
+        free(text);
+        return NULL;
+    }
+    line[len] = '\n';
+    line[len + 1] = '\0';
+    return line;
+}
+
+static int append(journal *j, int durable, const char *item, const char *stage, const char *event,
+                  const char *id, const char *detail) {
     if (j == NULL || item == NULL || event == NULL)
         return OL_EINVAL;
     long long now = (long long)time(NULL);
-    json_t *obj = json_object();
-    if (obj == NULL)
-        return OL_ENOMEM;
-    int rc = OL_ENOMEM;
-    char *text = NULL;
-    /* Field order as documented (JSON_PRESERVE_ORDER), so the file reads well by eye. */
-    if (json_object_set_new(obj, "time", json_integer((json_int_t)now)) != 0 ||
-        json_object_set_new(obj, "item", json_string(item)) != 0 ||
-        (stage != NULL && json_object_set_new(obj, "stage", json_string(stage)) != 0) ||
-        json_object_set_new(obj, "event", json_string(event)) != 0 ||
-        (id != NULL && json_object_set_new(obj, "id", json_string(id)) != 0) ||
-        (detail != NULL && json_object_set_new(obj, "detail", json_string(detail)) != 0))
-        goto out;
-    text = json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    if (text == NULL)
-        goto out;
-    size_t len = strlen(text);
-    char *line = realloc(text, len + 2);
+    char *line = record_line(now, item, stage, event, id, detail);
     if (line == NULL)
-        goto out;
-    text = line;
-    text[len] = '\n';
-    text[len + 1] = '\0';
+        return OL_ENOMEM;
     /* One write of the whole line: with O_APPEND a concurrent reader never sees two records
      * interleaved, and a crash can only tear the last line (skipped on load). */
-    if (write_all(j->fd, text, len + 1) != 0) {
-        rc = OL_EIO;
-        goto out;
-    }
+    int rc = privfile_write_all(j->fd, line, strlen(line));
+    free(line);
+    if (rc != 0)
+        return OL_EIO;
     j->dirty = 1;
-    if (event_is_critical(event) && journal_flush(j) != 0) {
-        rc = OL_EIO;
-        goto out;
-    }
-    rc = records_push(j, now, item, stage, event, id);
-out:
-    free(text);
-    json_decref(obj);
-    return rc;
+    if (durable && journal_flush(j) != 0)
+        return OL_EIO;
+    return records_push(j, now, item, stage, event, id);
+}
+
+int journal_append(journal *j, const char *item, const char *stage, const char *event,
+                   const char *id, const char *detail) {
+    return append(j, event != NULL && event_is_critical(event), item, stage, event, id, detail);
+}
+
+int journal_append_durable(journal *j, const char *item, const char *stage, const char *event,
+                           const char *id, const char *detail) {
+    return append(j, 1, item, stage, event, id, detail);
 }
 
 static int record_matches(const record *r, const char *item, const char *event, const char *id) {

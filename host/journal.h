@@ -17,11 +17,21 @@ typedef struct journal journal;
  * file is <state_dir>/journal.jsonl. */
 int journal_open(const char *state_dir, journal **out, char **err);
 
-/* Append one record. Records a crash must not lose (access_key_requested,
- * access_key_unknown, secret_stored) are fsync'd before returning; others at journal_flush.
- * id and detail may be NULL. */
+/* Append one record, durable at the next journal_flush: losing it in a crash only makes the
+ * next run reconcile more. (Transitional: a few event names the iam stage and the stores
+ * use, access_key_requested, access_key_unknown and secret_stored, are still fsync'd at once
+ * here; see journal_append_durable.) id and detail may be NULL. Returns 0, OL_EINVAL,
+ * OL_ENOMEM or OL_EIO. */
 int journal_append(journal *j, const char *item, const char *stage, const char *event,
                    const char *id, const char *detail);
+
+/* Append one record a later run must find even after a crash or power loss at the very next
+ * instruction (an intent to create a key, an unknown outcome, where a secret was stored):
+ * it is fsync'd before the call returns. The caller decides; one fsync per record is the
+ * largest cost of a run, so use it only where losing the record would lose a key or keep an
+ * orphan. */
+int journal_append_durable(journal *j, const char *item, const char *stage, const char *event,
+                           const char *id, const char *detail);
 
 /* fsync what was appended since the last flush. Returns 0 or OL_EIO. */
 int journal_flush(journal *j);

@@ -28,18 +28,19 @@ static int code_from_errno(void) {
     return errno == ENOMEM ? OL_ENOMEM : OL_EIO;
 }
 
-/* Create dir and its missing ancestors, each 0700. Existing directories are left alone. */
-static int mkdirs(const char *dir) {
+/* Returns code with errno set to e: the errno of a failure survives the cleanup after it. */
+static int fail_errno(int code, int e) {
+    errno = e;
+    return code;
+}
+
+int privfile_mkdirs(const char *dir) {
     char *buf = strdup(dir);
-    char *p;
-    int rc = 0;
-
     if (buf == NULL)
-        return OL_ENOMEM;
-    for (p = buf + 1;; p++) {
+        return fail_errno(OL_ENOMEM, ENOMEM);
+    int rc = 0;
+    for (char *p = buf + 1;; p++) {
         char c = *p;
-        struct stat st;
-
         if (c != '/' && c != '\0')
             continue;
         *p = '\0';
@@ -51,7 +52,7 @@ static int mkdirs(const char *dir) {
             }
         } else {
             int saved = errno;
-
+            struct stat st;
             if (stat(buf, &st) != 0 || !S_ISDIR(st.st_mode)) {
                 errno = saved == EEXIST ? ENOTDIR : saved;
                 rc = OL_EIO;
@@ -62,19 +63,20 @@ static int mkdirs(const char *dir) {
         if (c == '\0')
             break;
     }
+    int saved = errno;
     free(buf);
+    errno = saved;
     return rc;
 }
 
-static int write_all(int fd, const char *data, size_t len) {
+int privfile_write_all(int fd, const char *data, size_t len) {
     while (len > 0) {
         size_t chunk = len < (size_t)SSIZE_MAX ? len : (size_t)SSIZE_MAX;
         ssize_t n = write(fd, data, chunk);
-
         if (n < 0) {
             if (errno == EINTR)
                 continue;
-            return -1;
+            return OL_EIO;
         }
         data += n;
         len -= (size_t)n;
@@ -82,130 +84,111 @@ static int write_all(int fd, const char *data, size_t len) {
     return 0;
 }
 
+/* Filesystems that cannot sync a directory say EINVAL; there is nothing more to do on
+ * those. */
+int privfile_sync_dir(const char *dir) {
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return OL_EIO;
+    if (fsync(fd) != 0 && errno != EINVAL) {
+        int saved = errno;
+        close(fd);
+        return fail_errno(OL_EIO, saved);
+    }
+    return close(fd) == 0 ? 0 : OL_EIO;
+}
+
 /* Open a new temp file "<dir>/.<base>.<16 hex>" exclusively; its name goes to tmp. */
 static int open_temp(const char *dir, const char *base, char *tmp, size_t tmp_size) {
-    int i;
-
-    for (i = 0; i < PRIVFILE_TMP_TRIES; i++) {
+    for (int i = 0; i < PRIVFILE_TMP_TRIES; i++) {
         unsigned char rnd[8];
         char hex[sizeof(rnd) * 2 + 1];
-        size_t j;
-        int n;
-        int fd;
-
         if (RAND_bytes(rnd, (int)sizeof(rnd)) != 1) {
             errno = EIO;
             return -1;
         }
-        for (j = 0; j < sizeof(rnd); j++)
+        for (size_t j = 0; j < sizeof(rnd); j++)
             snprintf(hex + 2 * j, 3, "%02x", rnd[j]);
-        n = snprintf(tmp, tmp_size, "%s/.%.*s.%s", dir, PRIVFILE_TMP_BASE_MAX, base, hex);
+        int n = snprintf(tmp, tmp_size, "%s/.%.*s.%s", dir, PRIVFILE_TMP_BASE_MAX, base, hex);
         if (n < 0 || (size_t)n >= tmp_size) {
             errno = ENAMETOOLONG;
             return -1;
         }
-        fd = open(tmp, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0600);
+        int fd = open(tmp, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0600);
         if (fd >= 0 || errno != EEXIST)
             return fd;
     }
     return -1;
 }
 
-/* fsync the directory so the rename itself is durable. Filesystems that cannot sync a
- * directory say EINVAL; there is nothing more to do on those. */
-static int sync_dir(const char *dir) {
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    int rc = 0;
+/* The directory part of path (malloc'd: "." or "/" when path has none) and its last
+ * component (borrowed). OL_EINVAL when path ends in '/'. */
+static int split_path(const char *path, char **dir, const char **base) {
+    const char *slash = strrchr(path, '/');
+    *base = slash != NULL ? slash + 1 : path;
+    if (**base == '\0')
+        return fail_errno(OL_EINVAL, EINVAL);
+    if (slash == NULL)
+        *dir = strdup(".");
+    else if (slash == path)
+        *dir = strdup("/");
+    else
+        *dir = strndup(path, (size_t)(slash - path));
+    return *dir != NULL ? 0 : fail_errno(OL_ENOMEM, ENOMEM);
+}
 
-    if (fd < 0)
-        return -1;
-    if (fsync(fd) != 0 && errno != EINVAL)
-        rc = -1;
-    if (rc != 0) {
+/* Write data to a new 0600 temp file in dir, fsync'd and closed; its name (malloc'd) goes
+ * to *tmp. On failure nothing is left behind and *tmp is NULL. */
+static int write_temp(const char *dir, const char *base, const char *data, size_t len, char **tmp) {
+    size_t tmp_size = strlen(dir) + PRIVFILE_TMP_BASE_MAX + 32;
+    if ((*tmp = malloc(tmp_size)) == NULL)
+        return fail_errno(OL_ENOMEM, ENOMEM);
+    int fd = open_temp(dir, base, *tmp, tmp_size);
+    if (fd < 0) {
         int saved = errno;
-
-        close(fd);
-        errno = saved;
-        return -1;
+        free(*tmp);
+        *tmp = NULL; /* nothing was created: nothing to unlink */
+        return fail_errno(saved == ENOMEM ? OL_ENOMEM : OL_EIO, saved);
     }
-    return close(fd);
+    /* The umask cannot add bits, but be explicit: the mode is the point of this file. */
+    int rc = privfile_write_all(fd, data, len) != 0 || fchmod(fd, 0600) != 0 || fsync(fd) != 0
+                 ? code_from_errno()
+                 : 0;
+    int saved = errno;
+    if (close(fd) != 0 && rc == 0) {
+        rc = code_from_errno();
+        saved = errno;
+    }
+    if (rc != 0) {
+        unlink(*tmp);
+        free(*tmp);
+        *tmp = NULL;
+    }
+    errno = saved;
+    return rc;
 }
 
 int privfile_write(const char *path, const char *data, size_t len) {
-    const char *slash;
-    const char *base;
+    if (path == NULL || (data == NULL && len != 0))
+        return fail_errno(OL_EINVAL, EINVAL);
     char *dir = NULL;
-    char *tmp = NULL;
-    size_t tmp_size;
-    int fd = -1;
-    int rc;
-    int saved;
-
-    if (path == NULL || (data == NULL && len != 0)) {
-        errno = EINVAL;
-        return OL_EINVAL;
-    }
-    slash = strrchr(path, '/');
-    base = slash != NULL ? slash + 1 : path;
-    if (*base == '\0') {
-        errno = EINVAL;
-        return OL_EINVAL;
-    }
-    if (slash == NULL)
-        dir = strdup(".");
-    else if (slash == path)
-        dir = strdup("/");
-    else
-        dir = strndup(path, (size_t)(slash - path));
-    if (dir == NULL) {
-        errno = ENOMEM;
-        return OL_ENOMEM;
-    }
-    rc = mkdirs(dir);
+    const char *base = NULL;
+    int rc = split_path(path, &dir, &base);
     if (rc != 0)
-        goto fail;
-
-    tmp_size = strlen(dir) + PRIVFILE_TMP_BASE_MAX + 32;
-    tmp = malloc(tmp_size);
-    if (tmp == NULL) {
-        errno = ENOMEM;
-        rc = OL_ENOMEM;
-        goto fail;
+        return rc;
+    char *tmp = NULL;
+    if ((rc = privfile_mkdirs(dir)) == 0 && (rc = write_temp(dir, base, data, len, &tmp)) == 0) {
+        if (rename(tmp, path) != 0) {
+            rc = code_from_errno();
+            int saved = errno;
+            unlink(tmp);
+            errno = saved;
+        } else {
+            rc = privfile_sync_dir(dir);
+        }
     }
-    fd = open_temp(dir, base, tmp, tmp_size);
-    if (fd < 0) {
-        free(tmp);
-        tmp = NULL; /* nothing was created: nothing to unlink */
-        rc = code_from_errno();
-        goto fail;
-    }
-    /* The umask cannot add bits, but be explicit: the mode is the point of this file. */
-    if (write_all(fd, data, len) != 0 || fchmod(fd, 0600) != 0 || fsync(fd) != 0) {
-        rc = code_from_errno();
-        goto fail;
-    }
-    rc = close(fd);
-    fd = -1;
-    if (rc != 0 || rename(tmp, path) != 0) {
-        rc = code_from_errno();
-        goto fail;
-    }
+    int saved = errno;
     free(tmp);
-    tmp = NULL;
-    rc = sync_dir(dir) == 0 ? 0 : OL_EIO;
-    saved = errno;
-    free(dir);
-    errno = saved;
-    return rc;
-
-fail:
-    saved = errno;
-    if (fd >= 0)
-        close(fd);
-    if (tmp != NULL) {
-        unlink(tmp);
-        free(tmp);
-    }
     free(dir);
     errno = saved;
     return rc;
@@ -214,7 +197,6 @@ fail:
 /* Grow buf to cap bytes without leaving the old copy in freed memory. */
 static char *grow_wiped(char *buf, size_t used, size_t cap) {
     char *p = malloc(cap);
-
     if (p != NULL && used > 0)
         memcpy(p, buf, used);
     OPENSSL_cleanse(buf, used);
@@ -222,87 +204,83 @@ static char *grow_wiped(char *buf, size_t used, size_t cap) {
     return p;
 }
 
-int privfile_read(const char *path, char **data, size_t *len) {
+/* Open path for reading and check it is a regular file within the size limit; *size is
+ * its size now. Returns 0 or privfile_read's codes, errno set, nothing left open. */
+static int open_regular(const char *path, int *fd, size_t *size) {
+    *fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (*fd < 0)
+        return errno == ENOENT ? OL_ENOENT : code_from_errno();
     struct stat st;
-    char *buf = NULL;
-    size_t used = 0;
-    size_t cap;
-    int fd;
-    int rc;
-    int saved;
-
-    if (path == NULL || data == NULL || len == NULL) {
-        errno = EINVAL;
-        return OL_EINVAL;
+    int rc = 0, e = 0;
+    if (fstat(*fd, &st) != 0)
+        rc = code_from_errno(), e = errno;
+    else if (!S_ISREG(st.st_mode))
+        rc = OL_EINVAL, e = S_ISDIR(st.st_mode) ? EISDIR : EINVAL;
+    else if ((uintmax_t)st.st_size > PRIVFILE_MAX_READ)
+        rc = OL_ERANGE, e = EFBIG;
+    if (rc != 0) {
+        close(*fd);
+        *fd = -1;
+        return fail_errno(rc, e);
     }
+    *size = (size_t)st.st_size;
+    return 0;
+}
+
+/* Read fd to its end into *buf (malloc'd, room for a NUL; *used bytes read), starting with
+ * room for size bytes and following a file that grows, within the same bound. On failure
+ * *buf holds what was read so far, for the caller to wipe. */
+static int read_to_end(int fd, size_t size, char **buf, size_t *used) {
+    size_t cap = size + 1;
+    *used = 0;
+    if ((*buf = malloc(cap)) == NULL)
+        return fail_errno(OL_ENOMEM, ENOMEM);
+    for (;;) {
+        if (*used + 1 == cap) {
+            if (cap > PRIVFILE_MAX_READ)
+                return fail_errno(OL_ERANGE, EFBIG);
+            *buf = grow_wiped(*buf, *used, cap * 2);
+            cap *= 2;
+            if (*buf == NULL) {
+                *used = 0;
+                return fail_errno(OL_ENOMEM, ENOMEM);
+            }
+        }
+        ssize_t n = read(fd, *buf + *used, cap - 1 - *used);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return code_from_errno();
+        if (n == 0)
+            return 0;
+        *used += (size_t)n;
+    }
+}
+
+int privfile_read(const char *path, char **data, size_t *len) {
+    if (path == NULL || data == NULL || len == NULL)
+        return fail_errno(OL_EINVAL, EINVAL);
     *data = NULL;
     *len = 0;
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return errno == ENOENT ? OL_ENOENT : code_from_errno();
-    if (fstat(fd, &st) != 0) {
-        rc = code_from_errno();
-        goto fail;
-    }
-    if (!S_ISREG(st.st_mode)) {
-        errno = S_ISDIR(st.st_mode) ? EISDIR : EINVAL;
-        rc = OL_EINVAL;
-        goto fail;
-    }
-    if ((uintmax_t)st.st_size > PRIVFILE_MAX_READ) {
-        errno = EFBIG;
-        rc = OL_ERANGE;
-        goto fail;
-    }
-    cap = (size_t)st.st_size + 1;
-    buf = malloc(cap);
-    if (buf == NULL) {
-        errno = ENOMEM;
-        rc = OL_ENOMEM;
-        goto fail;
-    }
-    for (;;) {
-        ssize_t n;
-
-        if (used + 1 == cap) {
-            /* The file grew since fstat: follow it, within the same bound. */
-            if (cap > PRIVFILE_MAX_READ) {
-                errno = EFBIG;
-                rc = OL_ERANGE;
-                goto fail;
-            }
-            buf = grow_wiped(buf, used, cap * 2);
-            cap *= 2;
-            if (buf == NULL) {
-                errno = ENOMEM;
-                rc = OL_ENOMEM;
-                goto fail;
-            }
-        }
-        n = read(fd, buf + used, cap - 1 - used);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            rc = code_from_errno();
-            goto fail;
-        }
-        if (n == 0)
-            break;
-        used += (size_t)n;
-    }
+    int fd;
+    size_t size = 0;
+    int rc = open_regular(path, &fd, &size);
+    if (rc != 0)
+        return rc;
+    char *buf = NULL;
+    size_t used = 0;
+    rc = read_to_end(fd, size, &buf, &used);
+    int saved = errno;
     close(fd);
+    if (rc != 0) {
+        if (buf != NULL) {
+            OPENSSL_cleanse(buf, used);
+            free(buf);
+        }
+        return fail_errno(rc, saved);
+    }
     buf[used] = '\0';
     *data = buf;
     *len = used;
     return 0;
-
-fail:
-    saved = errno;
-    close(fd);
-    if (buf != NULL) {
-        OPENSSL_cleanse(buf, used);
-        free(buf);
-    }
-    errno = saved;
-    return rc;
 }

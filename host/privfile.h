@@ -30,4 +30,19 @@ int privfile_write(const char *path, const char *data, size_t len);
  * OL_EIO with errno set. */
 int privfile_read(const char *path, char **data, size_t *len);
 
+/* The file-system steps privfile_write is made of, for other owners of durable files (the
+ * journal). Each returns 0 or a negative code with errno telling why. */
+
+/* Create dir and its missing ancestors, each mode 0700 whatever the umask; existing
+ * directories are left as they are. OL_EIO (errno ENOTDIR) when a part is not a directory. */
+int privfile_mkdirs(const char *dir);
+
+/* Write all len bytes to fd, retrying short writes and EINTR. OL_EIO on failure. */
+int privfile_write_all(int fd, const char *data, size_t len);
+
+/* fsync the directory dir so that an entry created or renamed in it is durable.
+ * Filesystems that cannot sync a directory say EINVAL: that counts as done. OL_EIO on
+ * failure. */
+int privfile_sync_dir(const char *dir);
+
 #endif

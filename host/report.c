@@ -8,6 +8,7 @@
 #include <string.h>
 #include <uv.h>
 
+#include "aws/aws.h"
 #include "opsline/opsline.h"
 
 struct report {
@@ -112,7 +113,7 @@ void report_item(report *r, const char *item, const char *product, const char *e
         r->items_failed++;
 }
 
-size_t report_finish(report *r, const aws_stats *st, int preflight_failed, int interrupted) {
+size_t report_finish(report *r, const aws_stats *st, int creds_rejected, int interrupted) {
     double secs = (double)(uv_hrtime() - r->start_ns) / 1e9;
     size_t not_run = r->n_items - r->items_ok - r->items_failed;
     if (r->json) {
@@ -125,7 +126,7 @@ size_t report_finish(report *r, const aws_stats *st, int preflight_failed, int i
             "updated", (json_int_t)r->outcome_count[OL_OUTCOME_UPDATED], "unchanged",
             (json_int_t)r->outcome_count[OL_OUTCOME_UNCHANGED], "stage_failed",
             (json_int_t)r->outcome_count[OL_OUTCOME_FAILED], "skipped", (json_int_t)r->skipped,
-            "credentials_rejected", preflight_failed, "interrupted", interrupted, "seconds", secs,
+            "credentials_rejected", creds_rejected, "interrupted", interrupted, "seconds", secs,
             "aws", "requests", (json_int_t)st->requests, "attempts", (json_int_t)st->attempts,
             "retries", (json_int_t)st->retries, "throttled", (json_int_t)st->throttled);
         if (doc) {

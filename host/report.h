@@ -6,7 +6,7 @@
 
 #include <stddef.h>
 
-#include "aws/aws.h"
+struct aws_stats; /* aws/aws.h: the AWS client's request counters */
 
 typedef struct report report;
 
@@ -16,8 +16,10 @@ void report_stage(report *r, const char *item, const char *stage, int outcome, c
                   double seconds);
 void report_item(report *r, const char *item, const char *product, const char *environment,
                  const char *region);
-/* Print the summary (or the JSON document). Returns the number of failed items. */
-size_t report_finish(report *r, const aws_stats *stats, int preflight_failed, int interrupted);
+/* Print the summary (or the JSON document). creds_rejected: AWS refused the run's
+ * credentials at the preflight (the JSON summary's "credentials_rejected"). Returns the
+ * number of items that failed or did not run. */
+size_t report_finish(report *r, const struct aws_stats *stats, int creds_rejected, int interrupted);
 void report_free(report *r);
 
 #endif

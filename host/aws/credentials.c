@@ -146,6 +146,63 @@ static int section_matches(char *header, const char *profile, int is_config) {
     return strcmp(trim(header + 8), profile) == 0 ? 1 : -1;
 }
 
+/* Where ini_line is in a file: which section, and the last key (for continuation lines). */
+typedef struct ini_cursor {
+    const char *profile;
+    int is_config;
+    int in_section; /* section_matches of the current section, -1: another profile's */
+    int any_section;
+    int have_key;
+    size_t key_indent;
+} ini_cursor;
+
+/* A `[header]` line (p at '['). Returns 0 or OL_ECONFIG. */
+static int ini_header(ini_cursor *cur, char *p, ini_section *sec) {
+    char *end = strrchr(p, ']');
+    if (end == NULL || end == p + 1)
+        return OL_ECONFIG;
+    *end = '\0';
+    cur->in_section = section_matches(p + 1, cur->profile, cur->is_config);
+    if (cur->in_section >= 0)
+        sec->found = 1;
+    cur->any_section = 1;
+    cur->have_key = 0;
+    return 0;
+}
+
+/* One line of the file (modified in place). Returns 0, OL_ECONFIG or OL_ENOMEM. */
+static int ini_line(ini_cursor *cur, char *line, ini_section *sec) {
+    char *p = line;
+    size_t indent = 0;
+    while (*p == ' ' || *p == '\t') {
+        p++;
+        indent++;
+    }
+    p = trim(p);
+    if (*p == '\0' || *p == '#' || *p == ';')
+        return 0;
+    /* configparser: a line indented deeper than its key continues that key's value. This is
+     * how nested settings (`s3 =` then `  max_concurrent_requests = 20`) are written; none
+     * of them matters here. */
+    if (cur->have_key && indent > cur->key_indent)
+        return 0;
+    if (*p == '[')
+        return ini_header(cur, p, sec);
+    size_t k = strcspn(p, "=:");
+    if (p[k] == '\0' || !cur->any_section)
+        return OL_ECONFIG;
+    char *value = trim(p + k + 1);
+    p[k] = '\0';
+    char *key = trim(p);
+    if (*key == '\0')
+        return OL_ECONFIG;
+    for (char *c = key; *c; c++)
+        *c = (char)tolower((unsigned char)*c);
+    cur->have_key = 1;
+    cur->key_indent = indent;
+    return cur->in_section >= 0 ? ini_set(sec, key, value, cur->in_section) : 0;
+}
+
 /* Reads the section(s) of profile from path into sec. A missing file is not an error
  * (sec->file_missing). Returns 0, OL_ENOMEM, OL_EIO (unreadable, with *sys_errno) or
  * OL_ECONFIG with the 1-based number of the malformed line in *bad_line. Lines are wiped
@@ -153,10 +210,6 @@ static int section_matches(char *header, const char *profile, int is_config) {
 static int ini_read(const char *path, const char *profile, int is_config, ini_section *sec,
                     size_t *bad_line, int *sys_errno) {
     FILE *f = fopen(path, "r");
-    char *line = NULL;
-    size_t cap = 0, lineno = 0, key_indent = 0;
-    int in_section = -1, any_section = 0, have_key = 0, rc = 0;
-
     memset(sec, 0, sizeof(*sec));
     *bad_line = 0;
     *sys_errno = errno;
@@ -167,54 +220,13 @@ static int ini_read(const char *path, const char *profile, int is_config, ini_se
         }
         return OL_EIO;
     }
-    while (getline(&line, &cap, f) >= 0) {
+    ini_cursor cur = {.profile = profile, .is_config = is_config, .in_section = -1};
+    char *line = NULL;
+    size_t cap = 0, lineno = 0;
+    int rc = 0;
+    while (rc == 0 && getline(&line, &cap, f) >= 0) {
         lineno++;
-        char *p = line;
-        size_t indent = 0;
-        while (*p == ' ' || *p == '\t') {
-            p++;
-            indent++;
-        }
-        p = trim(p);
-        if (*p == '\0' || *p == '#' || *p == ';')
-            continue;
-        /* configparser: a line indented deeper than its key continues that key's value.
-         * This is how nested settings (`s3 =` then `  max_concurrent_requests = 20`)
-         * are written; none of them matters here. */
-        if (have_key && indent > key_indent)
-            continue;
-        if (*p == '[') {
-            char *end = strrchr(p, ']');
-            if (end == NULL || end == p + 1) {
-                rc = OL_ECONFIG;
-                break;
-            }
-            *end = '\0';
-            in_section = section_matches(p + 1, profile, is_config);
-            if (in_section >= 0)
-                sec->found = 1;
-            any_section = 1;
-            have_key = 0;
-            continue;
-        }
-        size_t k = strcspn(p, "=:");
-        if (p[k] == '\0' || !any_section) {
-            rc = OL_ECONFIG;
-            break;
-        }
-        char *value = trim(p + k + 1);
-        p[k] = '\0';
-        char *key = trim(p);
-        if (*key == '\0') {
-            rc = OL_ECONFIG;
-            break;
-        }
-        for (char *c = key; *c; c++)
-            *c = (char)tolower((unsigned char)*c);
-        have_key = 1;
-        key_indent = indent;
-        if (in_section >= 0 && (rc = ini_set(sec, key, value, in_section)) != 0)
-            break;
+        rc = ini_line(&cur, line, sec);
     }
     if (rc == 0 && ferror(f)) {
         *sys_errno = errno;
@@ -300,6 +312,10 @@ static int aws_file_path(const char *name, const char *leaf, char **out, char **
     return OL_ENOMEM;
 }
 
+/* The one place the run's region is decided: the override (--region, or the pipeline file's
+ * "region", which config.c passes through the plan), else AWS_REGION, AWS_DEFAULT_REGION,
+ * the profile's region, else OL_DEFAULT_REGION. Everyone else reads the result
+ * (ol__aws_settings.region, through aws_client_settings). */
 static int resolve_region(const char *override, const ini_section *cfg, ol__aws_settings *out,
                           char **err) {
     const char *region, *source;
@@ -692,6 +708,28 @@ static int from_env(const ol__aws_settings *s, ol__creds *out, int *used, char *
 /* The chain of botocore's default resolver, minus what needs a network call: environment,
  * [assume role, web identity, SSO: refused], credentials file, credential_process, config
  * file. */
+/* OL_ECREDS with the message for a chain that found nothing: every source tried (tried
+ * holds the environment's; the files' are added) and what to do. */
+static int fail_none_found(const ol__aws_settings *s, const ini_section *cred,
+                           const ini_section *cfg, char **tried, char **err) {
+    char *t1 = tried_file("aws_access_key_id", s->profile, s->credentials_file, cred);
+    char *t2 =
+        tried_file("credential_process or aws_access_key_id", s->profile, s->config_file, cfg);
+    if (t1 != NULL)
+        list_add(tried, t1);
+    if (t2 != NULL)
+        list_add(tried, t2);
+    free(t1);
+    free(t2);
+    int named = strcmp(s->profile, "default") != 0;
+    *err = ol__format("no AWS credentials found. Tried: %s. Run `aws configure%s%s`, set "
+                      "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or add a credential_process "
+                      "to the profile",
+                      *tried ? *tried : "nothing", named ? " --profile " : "",
+                      named ? s->profile : "");
+    return OL_ECREDS;
+}
+
 int credentials_resolve(const ol__aws_settings *s, ol__creds *out, char **err) {
     ini_section cfg = {0}, cred = {0};
     char *tried = NULL;
@@ -724,25 +762,8 @@ int credentials_resolve(const ol__aws_settings *s, ol__creds *out, char **err) {
         goto done;
     }
     rc = from_section(&cfg, s->profile, s->config_file, out, &used, err);
-    if (rc != 0 || used)
-        goto done;
-
-    char *t1 = tried_file("aws_access_key_id", s->profile, s->credentials_file, &cred);
-    char *t2 =
-        tried_file("credential_process or aws_access_key_id", s->profile, s->config_file, &cfg);
-    if (t1 != NULL)
-        list_add(&tried, t1);
-    if (t2 != NULL)
-        list_add(&tried, t2);
-    free(t1);
-    free(t2);
-    *err = ol__format(
-        "no AWS credentials found. Tried: %s. Run `aws configure%s%s`, set "
-        "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or add a credential_process to the "
-        "profile",
-        tried ? tried : "nothing", strcmp(s->profile, "default") ? " --profile " : "",
-        strcmp(s->profile, "default") ? s->profile : "");
-    rc = OL_ECREDS;
+    if (rc == 0 && !used)
+        rc = fail_none_found(s, &cred, &cfg, &tried, err);
 done:
     if (rc == OL_ENOMEM && *err == NULL)
         *err = ol__format("out of memory");

@@ -171,61 +171,64 @@ static int part_get(CURLU *u, CURLUPart part, char **out) {
     return uc == CURLUE_OK ? 0 : 1;
 }
 
-/* Fills out->url and out->host from a custom endpoint URL. The URL is checked with libcurl
- * and rebuilt from its parts, so that url and Host agree byte for byte with what libcurl
- * sends (a default port is not in curl's Host header, so not in ours). */
-static int parse_custom(const char *url, const char *origin, ol__endpoint *out, char **err) {
-    CURLU *u = curl_url();
-    char *scheme = NULL, *host = NULL, *port = NULL, *path = NULL, *extra = NULL;
-    const char *problem = NULL;
-    int rc = OL_ENOMEM;
-    if (u == NULL)
-        return OL_ENOMEM;
-    CURLUcode uc = curl_url_set(u, CURLUPART_URL, url, 0);
-    if (uc == CURLUE_OUT_OF_MEMORY)
-        goto done;
-    if (uc != CURLUE_OK) {
-        problem = curl_url_strerror(uc);
-        goto bad;
-    }
-    if ((rc = part_get(u, CURLUPART_USER, &extra)) < 0)
-        goto done;
-    if (rc == 0) {
-        /* The URL may hold a password: it is not repeated. */
-        *err = ol__format("the endpoint URL from %s must not contain a user name or password; "
-                          "opsline signs requests with your AWS credentials",
-                          origin);
-        rc = OL_ECONFIG;
-        goto done;
+/* 1 when u has part, 0 when not, OL_ENOMEM. */
+static int part_present(CURLU *u, CURLUPart part) {
+    char *v = NULL;
+    int rc = part_get(u, part, &v);
+    curl_free(v);
+    return rc < 0 ? rc : rc == 0;
+}
+
+/* The problem custom_problem reports for a URL with a user name or password. */
+static const char user_info_problem[] = "user info";
+
+/* What makes a custom endpoint URL (parsed into u) unusable: *problem NULL when nothing.
+ * Returns 0 or OL_ENOMEM. */
+static int custom_problem(CURLU *u, const char **problem) {
+    static const struct {
+        CURLUPart part;
+        const char *problem;
+    } forbidden[] = {{CURLUPART_QUERY, "it must not have a query (?...)"},
+                     {CURLUPART_FRAGMENT, "it must not have a fragment (#...)"}};
+    char *scheme = NULL, *host = NULL;
+    *problem = NULL;
+    int rc = part_present(u, CURLUPART_USER);
+    if (rc != 0) {
+        *problem = rc > 0 ? user_info_problem : NULL;
+        return rc < 0 ? rc : 0;
     }
     if ((rc = part_get(u, CURLUPART_SCHEME, &scheme)) < 0)
-        goto done;
-    if (rc > 0 || (strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0)) {
-        problem = "the scheme must be http or https";
-        goto bad;
+        return rc;
+    int scheme_ok = rc == 0 && (strcmp(scheme, "http") == 0 || strcmp(scheme, "https") == 0);
+    curl_free(scheme);
+    if (!scheme_ok) {
+        *problem = "the scheme must be http or https";
+        return 0;
     }
     if ((rc = part_get(u, CURLUPART_HOST, &host)) < 0)
-        goto done;
-    if (rc > 0 || host[0] == '\0') {
-        problem = "it has no host";
-        goto bad;
+        return rc;
+    int host_ok = rc == 0 && host[0] != '\0';
+    curl_free(host);
+    if (!host_ok) {
+        *problem = "it has no host";
+        return 0;
     }
-    if ((rc = part_get(u, CURLUPART_QUERY, &extra)) < 0)
-        goto done;
-    if (rc == 0) {
-        problem = "it must not have a query (?...)";
-        goto bad;
+    for (size_t i = 0; i < sizeof(forbidden) / sizeof(forbidden[0]); i++) {
+        if ((rc = part_present(u, forbidden[i].part)) != 0) {
+            *problem = rc > 0 ? forbidden[i].problem : NULL;
+            return rc < 0 ? rc : 0;
+        }
     }
-    if ((rc = part_get(u, CURLUPART_FRAGMENT, &extra)) < 0)
+    return 0;
+}
+
+/* out->url and out->host rebuilt from the parts of a usable custom endpoint URL. */
+static int custom_from_parts(CURLU *u, ol__endpoint *out) {
+    char *scheme = NULL, *host = NULL, *port = NULL, *path = NULL;
+    int rc = OL_ENOMEM;
+    if (part_get(u, CURLUPART_SCHEME, &scheme) != 0 || part_get(u, CURLUPART_HOST, &host) != 0 ||
+        part_get(u, CURLUPART_PORT, &port) < 0 || part_get(u, CURLUPART_PATH, &path) < 0)
         goto done;
-    if (rc == 0) {
-        problem = "it must not have a fragment (#...)";
-        goto bad;
-    }
-    if (part_get(u, CURLUPART_PORT, &port) < 0 || part_get(u, CURLUPART_PATH, &path) < 0) {
-        rc = OL_ENOMEM;
-        goto done;
-    }
     if (port != NULL && strcmp(port, strcmp(scheme, "https") == 0 ? "443" : "80") == 0) {
         curl_free(port);
         port = NULL;
@@ -233,26 +236,48 @@ static int parse_custom(const char *url, const char *origin, ol__endpoint *out, 
     size_t plen = path ? strlen(path) : 0;
     while (plen > 0 && path[plen - 1] == '/')
         path[--plen] = '\0';
-    rc = OL_ENOMEM;
     out->host = port ? ol__format("%s:%s", host, port) : strdup(host);
     if (out->host == NULL)
         goto done;
     out->url = ol__format("%s://%s%s", scheme, out->host, path ? path : "");
-    if (out->url == NULL)
-        goto done;
-    rc = 0;
-    goto done;
-bad:
-    *err = ol__format("the endpoint URL '%s' (from %s) is not usable: %s; use one like "
-                      "http://127.0.0.1:5000 or https://s3.example.com",
-                      url, origin, problem);
-    rc = OL_ECONFIG;
+    if (out->url != NULL)
+        rc = 0;
 done:
     curl_free(scheme);
     curl_free(host);
     curl_free(port);
     curl_free(path);
-    curl_free(extra);
+    return rc;
+}
+
+/* Fills out->url and out->host from a custom endpoint URL. The URL is checked with libcurl
+ * and rebuilt from its parts, so that url and Host agree byte for byte with what libcurl
+ * sends (a default port is not in curl's Host header, so not in ours). */
+static int parse_custom(const char *url, const char *origin, ol__endpoint *out, char **err) {
+    CURLU *u = curl_url();
+    if (u == NULL)
+        return OL_ENOMEM;
+    const char *problem = NULL;
+    CURLUcode uc = curl_url_set(u, CURLUPART_URL, url, 0);
+    int rc = uc == CURLUE_OUT_OF_MEMORY ? OL_ENOMEM : 0;
+    if (rc == 0 && uc != CURLUE_OK)
+        problem = curl_url_strerror(uc);
+    else if (rc == 0)
+        rc = custom_problem(u, &problem);
+    if (rc == 0 && problem == user_info_problem) {
+        /* The URL may hold a password: it is not repeated. */
+        *err = ol__format("the endpoint URL from %s must not contain a user name or password; "
+                          "opsline signs requests with your AWS credentials",
+                          origin);
+        rc = OL_ECONFIG;
+    } else if (rc == 0 && problem != NULL) {
+        *err = ol__format("the endpoint URL '%s' (from %s) is not usable: %s; use one like "
+                          "http://127.0.0.1:5000 or https://s3.example.com",
+                          url, origin, problem);
+        rc = OL_ECONFIG;
+    } else if (rc == 0) {
+        rc = custom_from_parts(u, out);
+    }
     curl_url_cleanup(u);
     return rc;
 }

@@ -240,6 +240,19 @@ static void rejects_appends_without_item_or_event(void **state) {
     journal_close(j);
 }
 
+static void writes_a_durable_record_before_returning(void **state) {
+    fixture *f = *state;
+    journal *j = open_ok(f);
+    assert_int_equal(journal_append_durable(j, "a-prod", "stage", "any_event", "K1", "d"), 0);
+    const char *text = read_all(f->file); /* still open: the line is in the file already */
+    assert_non_null(strstr(text, "\"event\":\"any_event\""));
+    assert_int_equal(journal_count(j, "a-prod", "any_event", "K1"), 1);
+    assert_int_equal(journal_count_stage(j, "a-prod", "stage", "any_event", NULL), 1);
+    assert_int_equal(journal_append_durable(j, NULL, "s", "x", NULL, NULL), OL_EINVAL);
+    assert_int_equal(journal_append_durable(j, "a", "s", NULL, NULL, NULL), OL_EINVAL);
+    journal_close(j);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(creates_private_dir_and_file, setup, teardown),
@@ -253,6 +266,7 @@ int main(void) {
                                         teardown),
         cmocka_unit_test_setup_teardown(reports_an_unusable_state_dir, setup, teardown),
         cmocka_unit_test_setup_teardown(rejects_appends_without_item_or_event, setup, teardown),
+        cmocka_unit_test_setup_teardown(writes_a_durable_record_before_returning, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -307,6 +307,58 @@ static void rejects_bad_arguments(void **state) {
     assert_int_equal(count_entries(f->dir), 0);
 }
 
+static void mkdirs_creates_every_missing_parent_0700_whatever_the_umask(void **state) {
+    fixture *f = *state;
+    mode_t old = umask(0);
+    mkdir(at(f, "kept"), 0755);
+    int rc = privfile_mkdirs(at(f, "kept/a/b"));
+    umask(old);
+    assert_int_equal(rc, 0);
+    struct stat st;
+    assert_int_equal(stat(at(f, "kept/a/b"), &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0700);
+    assert_int_equal(stat(at(f, "kept/a"), &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0700);
+    assert_int_equal(stat(at(f, "kept"), &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0755); /* existing: left as it was */
+    assert_int_equal(privfile_mkdirs(at(f, "kept/a/b")), 0);
+}
+
+static void mkdirs_refuses_a_file_in_the_way(void **state) {
+    fixture *f = *state;
+    assert_int_equal(privfile_write(at(f, "plain"), "x", 1), 0);
+    errno = 0;
+    assert_int_equal(privfile_mkdirs(at(f, "plain/sub")), OL_EIO);
+    assert_int_equal(errno, ENOTDIR);
+}
+
+static void write_all_writes_every_byte(void **state) {
+    fixture *f = *state;
+    size_t len = 3 * 1024 * 1024;
+    char *data = malloc(len);
+    assert_non_null(data);
+    for (size_t i = 0; i < len; i++)
+        data[i] = (char)(i * 7);
+    int fd = open(at(f, "big"), O_CREAT | O_WRONLY | O_TRUNC, 0600);
+    assert_true(fd >= 0);
+    assert_int_equal(privfile_write_all(fd, data, len), 0);
+    close(fd);
+    char *back = NULL;
+    size_t back_len = 0;
+    assert_int_equal(privfile_read(at(f, "big"), &back, &back_len), 0);
+    assert_int_equal(back_len, len);
+    assert_memory_equal(back, data, len);
+    free(back);
+    free(data);
+    assert_int_equal(privfile_write_all(-1, "x", 1), OL_EIO);
+}
+
+static void sync_dir_syncs_a_directory_and_fails_on_a_missing_one(void **state) {
+    fixture *f = *state;
+    assert_int_equal(privfile_sync_dir(f->dir), 0);
+    assert_int_equal(privfile_sync_dir(at(f, "missing")), OL_EIO);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(writes_mode_0600_even_with_umask_0, setup, teardown),
@@ -321,6 +373,12 @@ int main(void) {
         cmocka_unit_test_setup_teardown(reads_missing_files_as_enoent, setup, teardown),
         cmocka_unit_test_setup_teardown(writes_a_path_without_a_directory, setup, teardown),
         cmocka_unit_test_setup_teardown(rejects_bad_arguments, setup, teardown),
+        cmocka_unit_test_setup_teardown(mkdirs_creates_every_missing_parent_0700_whatever_the_umask,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(mkdirs_refuses_a_file_in_the_way, setup, teardown),
+        cmocka_unit_test_setup_teardown(write_all_writes_every_byte, setup, teardown),
+        cmocka_unit_test_setup_teardown(sync_dir_syncs_a_directory_and_fails_on_a_missing_one,
+                                        setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

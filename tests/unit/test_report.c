@@ -13,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "aws/aws.h"
 #include "opsline/opsline.h"
 #include "report.h"
 
