@@ -5,7 +5,9 @@
 # `opsline apply` against moto with signatures and IAM policies enforced, the example's
 # dirstore.sh keeping the entries in a directory, and checks with boto3 that the stored
 # key is the user's only key, works on its bucket and is denied on the other; that a rerun
-# keeps it; and that `opsline plugins show cmdstore` documents every option.
+# keeps it; that a failing program fails the item with its message and a rerun after the
+# fix fills the store with the key dotenv kept (no new key); and that `opsline plugins show
+# cmdstore` documents every option.
 #
 # usage: test_sdk_store_example.sh BUILD_DIR SOURCE_DIR
 # Exit 0 pass, 1 fail, 77 skip (a prerequisite is missing: never for an opsline failure).
@@ -63,7 +65,8 @@ pcdir=$(dirname "$(find "$root" -name opsline-sdk.pc | head -n 1)")
 cp -R "$example" "$tmp/make-build"
 rm -rf "$tmp/make-build/build"
 PKG_CONFIG_PATH=$pcdir make -C "$tmp/make-build" CFLAGS="-O2 -Wall -Wextra -Werror" \
-    >"$tmp/make.log" 2>&1 || { show "$tmp/make.log"; fail "building the store example with pkg-config"; }
+    >"$tmp/make.log" 2>&1 ||
+    { show "$tmp/make.log"; fail "building the store example with pkg-config"; }
 for so in "$tmp/cmake-build/cmdstore.so" "$tmp/make-build/cmdstore.so"; do
     [ -f "$so" ] || fail "$so was not built"
     syms=$(nm -D --defined-only "$so" | awk '{ print $NF }')
@@ -115,6 +118,33 @@ for run in 1 2; do
 done
 [ ! -e "$tmp/sdkstore-production.env" ] || fail "dotenv ran although --secrets cmdstore"
 
+# 6. The program fails (next to dotenv): exit 1, the reason names the store and quotes the
+#    program; fixed and rerun, the store is filled with the same key, no new key.
+printf '#!/bin/sh\necho "vault is sealed" >&2\nexit 1\n' >"$tmp/sealed.sh"
+chmod 0755 "$tmp/sealed.sh"
+status=0
+(
+    # shellcheck disable=SC1091
+    . "$moto_state/env"
+    cd "$tmp"
+    AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null \
+        "$opsline" apply sdkfix -e production --plugin-dir "$plugins" --secrets dotenv,cmdstore \
+        --set "cmdstore.command=$tmp/sealed.sh" >"$tmp/sealed.out" 2>"$tmp/sealed.err"
+) || status=$?
+[ "$status" -eq 1 ] ||
+    { show "$tmp/sealed.out" "$tmp/sealed.err"; fail "a failing store: exit $status"; }
+grep -q "cmdstore.*vault is sealed" "$tmp/sealed.out" "$tmp/sealed.err" ||
+    { show "$tmp/sealed.out" "$tmp/sealed.err"; fail "the reason does not quote the program"; }
+(
+    # shellcheck disable=SC1091
+    . "$moto_state/env"
+    cd "$tmp"
+    AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null \
+        "$opsline" apply sdkfix -e production --plugin-dir "$plugins" --secrets dotenv,cmdstore \
+        --set "cmdstore.command=$tmp/store program.sh" \
+        --set "cmdstore.env=CMDSTORE_DIR=$entries" >"$tmp/fixed.out" 2>"$tmp/fixed.err"
+) || { show "$tmp/fixed.out" "$tmp/fixed.err"; fail "the rerun after the fix"; }
+
 python3 - "$moto_state/state.json" "$tmp" <<'PY' || fail "the stored keys are not the working keys"
 import json, os, sys
 import boto3
@@ -154,6 +184,15 @@ for env, other in (("production", "staging"), ("staging", "production")):
     for run in (1, 2):
         for path in (f"apply{run}.json", f"apply{run}.err"):
             assert e1["secret_access_key"] not in open(os.path.join(tmp, path)).read(), path
+# The failed store was filled on the rerun with the key dotenv kept: no new key.
+fixed = entry("", "sdkfix-production")
+with open(os.path.join(tmp, "sdkfix-production.env")) as f:
+    dotenv = dict(line.rstrip("\n").split("=", 1) for line in f if "=" in line)
+assert fixed["access_key_id"] == dotenv["AWS_ACCESS_KEY_ID"], "cmdstore and dotenv differ"
+assert fixed["secret_access_key"] == dotenv["AWS_SECRET_ACCESS_KEY"], "secrets differ"
+meta = iam.list_access_keys(UserName="sdkfix-production")["AccessKeyMetadata"]
+keys = [k["AccessKeyId"] for k in meta]
+assert keys == [fixed["access_key_id"]], f"sdkfix-production: IAM has {keys}: a new key was made"
 report = json.load(open(os.path.join(tmp, "apply1.json")))
 assert all(item["ok"] for item in report["items"]), report
 print("stored keys verified")
