@@ -457,10 +457,15 @@ static int is_s3(const aws_call *call) {
     return strcmp(call->service, "s3") == 0;
 }
 
-static int attempt_build(aws_call *call, attempt *a, char **err) {
+/* The body sent: a Query API call's encoded parameters, else the caller's body. */
+static const char *call_body(const aws_call *call, size_t *len) {
+    *len = call->form_body ? strlen(call->form_body) : call->body_len;
+    return call->form_body ? call->form_body : call->body;
+}
+
+/* Endpoint, Host, wire path and query, and the URL of one attempt. */
+static int attempt_url(aws_call *call, attempt *a, char **err) {
     aws_client *c = call->c;
-    const char *body = call->form_body ? call->form_body : call->body;
-    size_t body_len = call->form_body ? strlen(call->form_body) : call->body_len;
     char *base = NULL, *prefix = NULL;
     int rc = endpoints_resolve(call->service, call->region, c->settings.endpoint_url, &a->ep, err);
     if (rc != 0)
@@ -503,7 +508,14 @@ static int attempt_build(aws_call *call, attempt *a, char **err) {
     }
     snprintf(a->url, ulen, "%s%s%s%s", base, a->path, a->query[0] ? "?" : "", a->query);
     free(base);
+    return 0;
+}
 
+/* The headers of one attempt, dated now, and their SigV4 Authorization. */
+static int attempt_sign(aws_call *call, attempt *a) {
+    aws_client *c = call->c;
+    size_t body_len;
+    const char *body = call_body(call, &body_len);
     sigv4_amz_date(time(NULL), a->amz_date);
     sigv4_sha256_hex(body ? body : "", body_len, a->payload_hash);
     a->hdrs[a->n++] = (ol_kv){"Host", a->host};
@@ -526,11 +538,18 @@ static int attempt_build(aws_call *call, attempt *a, char **err) {
     sigv4_scope scope = {a->ep.signing_region, a->ep.signing_name, a->amz_date, is_s3(call)};
     sigv4_creds screds = {c->creds.access_key_id, c->creds.secret_access_key,
                           c->creds.session_token};
-    rc = sigv4_authorization(&sreq, &scope, &screds, &a->auth);
+    int rc = sigv4_authorization(&sreq, &scope, &screds, &a->auth);
     if (rc != 0)
         return rc;
     a->hdrs[a->n++] = (ol_kv){"Authorization", a->auth};
     return 0;
+}
+
+/* Built from scratch for every attempt: a retry after a long backoff gets a fresh date
+ * and signature, a redirect the other region's endpoint. */
+static int attempt_build(aws_call *call, attempt *a, char **err) {
+    int rc = attempt_url(call, a, err);
+    return rc != 0 ? rc : attempt_sign(call, a);
 }
 
 static void on_http_done(void *arg, const http_response *res);
@@ -567,12 +586,11 @@ static void call_send(aws_call *call) {
         .url = a.url,
         .headers = a.hdrs,
         .n_headers = a.n,
-        .body = call->form_body ? call->form_body : call->body,
-        .body_len = call->form_body ? strlen(call->form_body) : call->body_len,
         .timeout_ms = c->timeout_ms,
         .connect_timeout_ms = 0,
         .fresh_connection = (call->flags & OL_AWS_NOT_IDEMPOTENT) != 0,
     };
+    hreq.body = call_body(call, &hreq.body_len);
     rc = c->http_vt->send(c->http, &hreq, on_http_done, call);
     attempt_free(&a);
     if (rc != 0) {
@@ -713,12 +731,71 @@ static int outcome_unknown(const aws_call *call, const http_response *res) {
     return res->status == 500 || res->status == 502 || res->status == 504;
 }
 
+/* An answer that is neither a success nor a cancellation, on its way through the rules. */
+typedef struct answer {
+    aws_call *call;
+    const http_response *res;
+    xml_aws_error e; /* decoded from an HTTP answer's body; empty for a transport failure */
+    retry_kind kind;
+    int quota_refused; /* set by rule_retry */
+} answer;
+
+/* S3 names the bucket's region: resend there, once (a failed copy falls through). */
+static int rule_redirect(answer *a) {
+    const char *region = a->res->result == 0 ? s3_redirect_region(a->call, a->res, &a->e) : NULL;
+    char *r = region != NULL ? strdup(region) : NULL;
+    if (r == NULL)
+        return 0;
+    free(a->call->region);
+    a->call->region = r;
+    a->call->redirected = 1;
+    call_log(a->call, "redirect", region, a->res->status, 0);
+    schedule_resend(a->call, 0);
+    return 1;
+}
+
+/* An error the caller expects while a change propagates: wait and resend in the window. */
+static int rule_consistency(answer *a) {
+    aws_call *call = a->call;
+    if (a->res->result != 0 || !is_consistency_code(call, a->e.code) ||
+        uv_now(call->c->loop) >= call->consistency_deadline)
+        return 0;
+    call_log(call, "consistency", a->e.code, a->res->status, CONSISTENCY_DELAY_MS / 1000.0);
+    schedule_resend(call, CONSISTENCY_DELAY_MS / 1000.0);
+    return 1;
+}
+
+/* A non-idempotent request the server may have acted on is never resent. A throttle
+ * answer says it was not acted on. */
+static int rule_unknown_outcome(answer *a) {
+    if (a->kind == RETRY_THROTTLE || !outcome_unknown(a->call, a->res))
+        return 0;
+    complete_with(a->call, a->res, OL_EUNKNOWN, &a->e);
+    return 1;
+}
+
+static int rule_retry(answer *a) {
+    return maybe_retry(a->call, a->kind, a->e.code, a->res->status, &a->quota_refused);
+}
+
+/* Last rule: report the failure (OL_EQUOTA when only the retry quota stopped a retry). */
+static int rule_fail(answer *a) {
+    int result = a->res->result != 0 ? a->res->result : OL_EAWS;
+    if (a->quota_refused)
+        result = OL_EQUOTA;
+    complete_with(a->call, a->res, result, &a->e);
+    return 1;
+}
+
+/* The decision ladder for a failed answer, first match wins; every rule either completes
+ * the call or schedules a resend when it returns 1. */
+static int (*const answer_rules[])(answer *a) = {
+    rule_redirect, rule_consistency, rule_unknown_outcome, rule_retry, rule_fail,
+};
+
 static void on_http_done(void *arg, const http_response *res) {
     aws_call *call = arg;
     aws_client *c = call->c;
-    xml_aws_error e;
-    int quota_refused = 0;
-    memset(&e, 0, sizeof(e));
     call->in_http = 0;
     if (res->result == OL_ECANCELED || c->closing) {
         call_fail(call, OL_ECANCELED, "interrupted");
@@ -731,48 +808,18 @@ static void on_http_done(void *arg, const http_response *res) {
         complete_with(call, res, 0, NULL);
         return;
     }
+    answer a = {.call = call, .res = res};
     if (res->result == 0)
-        xml_aws_error_decode(res->body, res->body_len, &e);
-    retry_kind kind = retry_classify(res->status, e.code, res->result);
-    if (kind == RETRY_THROTTLE)
+        xml_aws_error_decode(res->body, res->body_len, &a.e);
+    a.kind = retry_classify(res->status, a.e.code, res->result);
+    if (a.kind == RETRY_THROTTLE)
         c->stats.throttled++;
     if (c->rcfg.mode == RETRY_MODE_ADAPTIVE)
-        retry_rate_limiter_update(limiter_for(c, call->service), kind == RETRY_THROTTLE, now_s(c));
-
-    const char *region = res->result == 0 ? s3_redirect_region(call, res, &e) : NULL;
-    if (region != NULL) {
-        char *r = strdup(region);
-        if (r != NULL) {
-            free(call->region);
-            call->region = r;
-            call->redirected = 1;
-            call_log(call, "redirect", region, res->status, 0);
-            xml_aws_error_free(&e);
-            schedule_resend(call, 0);
-            return;
-        }
-    }
-    if (res->result == 0 && is_consistency_code(call, e.code) &&
-        uv_now(c->loop) < call->consistency_deadline) {
-        call_log(call, "consistency", e.code, res->status, CONSISTENCY_DELAY_MS / 1000.0);
-        xml_aws_error_free(&e);
-        schedule_resend(call, CONSISTENCY_DELAY_MS / 1000.0);
-        return;
-    }
-    if (kind != RETRY_THROTTLE && outcome_unknown(call, res)) {
-        complete_with(call, res, OL_EUNKNOWN, &e);
-        xml_aws_error_free(&e);
-        return;
-    }
-    if (maybe_retry(call, kind, e.code, res->status, &quota_refused)) {
-        xml_aws_error_free(&e);
-        return;
-    }
-    int result = res->result != 0 ? res->result : OL_EAWS;
-    if (quota_refused)
-        result = OL_EQUOTA;
-    complete_with(call, res, result, &e);
-    xml_aws_error_free(&e);
+        retry_rate_limiter_update(limiter_for(c, call->service), a.kind == RETRY_THROTTLE,
+                                  now_s(c));
+    for (size_t i = 0; !answer_rules[i](&a); i++)
+        ;
+    xml_aws_error_free(&a.e);
 }
 
 /* ---- presigning ----------------------------------------------------------------------- */
