@@ -11,11 +11,14 @@ policies enforced, the keys read back by each store's own client.
   in an environment; none is in stdout or stderr (-v --json) or in the journal.
 - A store whose program sleeps 1 s (the SDK example cmdstore) for 20 items adds about one
   sleep to the run, not 20: the bound is measured in the test, never an absolute number.
+- The bitwarden and 1password stores added to the same products later are filled with the
+  same keys (their files parse) and no key is created.
 - A pipeline with no store is refused: exit 2, a clear message, no request sent.
 
 usage: test_secrets_all.py  (env: OPSLINE=path/to/opsline, OPSLINE_BUILD_DIR=build dir;
        OPSLINE_E2E_STORES=dotenv,pass limits the stores of the first test while debugging)
 """
+import csv
 import json
 import os
 import re
@@ -396,6 +399,32 @@ class SecretsAllTest(unittest.TestCase):
         print(f"\n  sampled {len(children)} child processes of opsline: "
               f"{sorted(set(os.path.basename(n.decode()) for n in names.split()))}",
               file=sys.stderr)
+
+    def test_stores_added_later_are_filled_with_the_same_keys_and_no_new_key(self):
+        run = self.full_run_result()
+        self.assertEqual(run["rc"], 0, run["out"] + run["err"])
+        before = {b: self.keys_of(b) for b in ("acme-production", "acme-staging")}
+        bw = os.path.join(run["work"], "bitwarden.json")
+        op = os.path.join(run["work"], "1password.csv")
+        args = ["apply", "acme", "--secrets", ",".join(STORES + ["bitwarden", "1password"]),
+                "--set", f"bitwarden.file={bw}", "--set", f"1password.file={op}"]
+        if "keepassxc" in STORES:
+            args += ["--set", f"keepassxc.database={run['kdbx']}"]
+        r = subprocess.run([OPSLINE, *args], cwd=run["work"], env=run["env"],
+                           capture_output=True, text=True, timeout=300)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertEqual({b: self.keys_of(b) for b in before}, before, "a new key was created")
+        with open(bw) as f:
+            items = {i["name"]: i["login"] for i in json.load(f)["items"]}
+        with open(op, newline="") as f:
+            rows = {row["title"]: row for row in
+                    csv.DictReader(f, restkey="extra") if row.get("title")}
+        for bucket in before:
+            key = self.read_back(run, STORES[0], bucket)
+            self.assertEqual((items[bucket]["username"], items[bucket]["password"]), key)
+            self.assertEqual((rows[bucket]["username"], rows[bucket]["password"]), key)
+        for path in (bw, op):
+            self.assertEqual(os.stat(path).st_mode & 0o777, 0o600, path)
 
     # ---- a slow store does not make the run slow --------------------------------------------
 
