@@ -1,15 +1,8 @@
 /* Tests for retry: classification, backoff bounds, the retry quota, the adaptive rate
  * limiter (driven with simulated time) and configuration from the environment. */
 #include <math.h>
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
 
-#include <cmocka.h>
-
+#include "harness.h"
 #include "opsline/opsline.h"
 #include "retry.h"
 

@@ -3,19 +3,10 @@
  * off-loop work, timers, first-come-first-served locks, and cancellation when a run stops.
  * Real processes and a real libuv loop; no time bound is asserted except through the
  * service's own time limit. */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <unistd.h>
 
-#include <cmocka.h>
-#include <uv.h>
-
 #include "error.h"
+#include "harness.h"
 #include "services.h"
 
 typedef struct env {
@@ -32,21 +23,13 @@ static int setup(void **state) {
     return 0;
 }
 
-static void close_all(uv_handle_t *h, void *arg) {
-    (void)arg;
-    if (!uv_is_closing(h))
-        uv_close(h, NULL);
-}
-
 static int teardown(void **state) {
     env *e = *state;
     uv_run(&e->loop, UV_RUN_DEFAULT);
     assert_int_equal(services_pending(e->svc), 0);
     services_free(e->svc);
     uv_run(&e->loop, UV_RUN_DEFAULT);
-    uv_walk(&e->loop, close_all, NULL);
-    uv_run(&e->loop, UV_RUN_DEFAULT);
-    assert_int_equal(uv_loop_close(&e->loop), 0);
+    harness_loop_close_all(&e->loop);
     free(e);
     return 0;
 }

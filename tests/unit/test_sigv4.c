@@ -1,13 +1,6 @@
 /* Tests for sigv4: the AWS SigV4 signing test suite (shared/conformance/sigv4, header and
  * query signing for every case), the worked examples AWS publishes for S3 and IAM, and the
  * helpers (Content-MD5, URI encoding, X-Amz-Date, presign expiry range). */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-
-#include <cmocka.h>
-
 #include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +10,7 @@
 
 #include <jansson.h>
 
+#include "harness.h"
 #include "sigv4.h"
 
 #define EMPTY_SHA256 "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
@@ -53,31 +47,9 @@ static int join_path(char *out, size_t size, const char *dir, const char *name) 
 
 static char *read_text(const char *dir, const char *name, size_t *len_out) {
     char path[4096];
-    FILE *f;
-    char *buf = NULL;
-    long size;
-
     if (join_path(path, sizeof(path), dir, name) != 0)
         return NULL;
-    f = fopen(path, "rb");
-    if (f == NULL)
-        return NULL;
-    if (fseek(f, 0, SEEK_END) != 0 || (size = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0)
-        goto done;
-    buf = malloc((size_t)size + 1);
-    if (buf == NULL)
-        goto done;
-    if (fread(buf, 1, (size_t)size, f) != (size_t)size) {
-        free(buf);
-        buf = NULL;
-        goto done;
-    }
-    buf[size] = '\0';
-    if (len_out != NULL)
-        *len_out = (size_t)size;
-done:
-    fclose(f);
-    return buf;
+    return harness_read_file(path, len_out);
 }
 
 /* Expected outputs, without a trailing line break should an editor have added one. */

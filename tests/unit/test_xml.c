@@ -1,15 +1,6 @@
 /* Tests for xml.c: path lookups over real AWS response shapes, namespaces, hostile input,
  * and the AWS error styles (S3, Query, EC2, JSON). */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-
-#include <cmocka.h>
-
+#include "harness.h"
 #include "xml.h"
 
 static ol_xml *parse_str(const char *s) {
