@@ -324,14 +324,25 @@ int run_reveals_secret(const run *r, const char *text) {
     return found;
 }
 
-static int host_journal_append(ol_item *item, ol_stage *stage, const char *event, const char *id) {
+static int journal_record(ol_item *item, ol_stage *stage, const char *event, const char *id,
+                          int durable) {
     if (item == NULL || event == NULL)
         return OL_EINVAL;
     if (run_reveals_secret(item->run, event) || run_reveals_secret(item->run, id)) {
         run_log(stage, item, OL_LOG_ERROR, "plugin bug: refused to journal a secret");
         return OL_ESECRET;
     }
-    return journal_append(item->run->journal, item->name, stage_name(stage), event, id, NULL);
+    return (durable ? journal_append_durable : journal_append)(item->run->journal, item->name,
+                                                               stage_name(stage), event, id, NULL);
+}
+
+static int host_journal_append(ol_item *item, ol_stage *stage, const char *event, const char *id) {
+    return journal_record(item, stage, event, id, 0);
+}
+
+static int host_journal_append_durable(ol_item *item, ol_stage *stage, const char *event,
+                                       const char *id) {
+    return journal_record(item, stage, event, id, 1);
 }
 
 static size_t host_journal_count(const ol_item *item, const char *event, const char *id) {
@@ -399,4 +410,5 @@ const ol_host run_host_api = {
     .flush_done = stores_flush_done,
     .prepare_done = pipeline_prepare_done,
     .secret_find = stores_secret_find,
+    .journal_append_durable = host_journal_append_durable,
 };

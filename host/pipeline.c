@@ -247,6 +247,12 @@ static void walk_close(uv_handle_t *h, void *arg) {
         uv_close(h, NULL);
 }
 
+void pipeline_loop_close(uv_loop_t *loop) {
+    uv_walk(loop, walk_close, NULL);
+    uv_run(loop, UV_RUN_DEFAULT);
+    uv_loop_close(loop);
+}
+
 int pipeline_run(const plan *p) {
     run r;
     char *err = NULL;
@@ -310,9 +316,7 @@ out:
     report_free(r.report);
     if (r.journal)
         journal_close(r.journal);
-    uv_walk(&r.loop, walk_close, NULL);
-    uv_run(&r.loop, UV_RUN_DEFAULT);
-    uv_loop_close(&r.loop);
+    pipeline_loop_close(&r.loop);
     return code;
 }
 

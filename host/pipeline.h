@@ -6,6 +6,8 @@
 
 #include <stddef.h>
 
+#include <uv.h>
+
 #include "loader.h"
 #include "options.h"
 
@@ -35,6 +37,10 @@ typedef struct plan {
 } plan;
 
 void plan_free(plan *p);
+
+/* Close every handle still open on loop, run it until they are closed, then uv_loop_close:
+ * the one teardown of a loop (pipeline_run and the CLI's one-shot commands). */
+void pipeline_loop_close(uv_loop_t *loop);
 
 /* Run the plan. Returns the process exit code: 0 every item succeeded, 1 some item failed
  * (or AWS rejected the credentials), 2 configuration error found before any request. */

@@ -73,8 +73,8 @@ static void store_put_done(ol_item *item, size_t s, int result, const char *reas
         return;
     const char *key_id = bag_get(&item->bag, OL_KEY_ACCESS_KEY_ID);
     if (result == 0 && key_id != NULL &&
-        journal_append(r->journal, item->name, run_stage_name(r, s), "secret_stored", key_id,
-                       NULL) != 0) {
+        journal_append_durable(r->journal, item->name, run_stage_name(r, s), "secret_stored",
+                               key_id, NULL) != 0) {
         result = OL_EIO;
         reason = "stored, but the journal could not record it";
     }
@@ -277,8 +277,8 @@ static void find_got(find_ctx *f, size_t s, int result, const ol_secret *found,
     if (result == 0 && found != NULL && key_listed(f, found->access_key_id) &&
         journal_count_stage(r->journal, item->name, run_stage_name(r, s), "secret_stored",
                             found->access_key_id) == 0)
-        journal_append(r->journal, item->name, run_stage_name(r, s), "secret_stored",
-                       found->access_key_id, "read back");
+        journal_append_durable(r->journal, item->name, run_stage_name(r, s), "secret_stored",
+                               found->access_key_id, "read back");
     if (f->found != NULL && !verifying) {
         services_timer_start(r->svc, 0, find_finish, f, NULL);
         return;

@@ -459,6 +459,12 @@ typedef struct ol_host {
      * store is read. Returns 0 and calls cb once, or a negative code. */
     int (*secret_find)(ol_item *item, const char *const *key_ids, size_t n, ol_find_cb cb,
                        void *arg);
+
+    /* journal_append, and the record is on disk (fsync'd) before this returns: for records
+     * a crash must not lose, such as "about to create a key" before a non-idempotent
+     * request. journal_append's records are flushed when the item ends. */
+    int (*journal_append_durable)(ol_item *item, ol_stage *stage, const char *event,
+                                  const char *id);
 } ol_host;
 
 /* ---------------------------------------------------------------------------------------
