@@ -75,7 +75,7 @@ static void conn_write(sconn *c, const char *head, size_t head_len, const char *
     CHECK(uv_write(&w->req, (uv_stream_t *)&c->tcp, &buf, 1, on_written) == 0);
 }
 
-static const char *find(const char *hay, size_t len, const char *needle) {
+const char *scripted_server_find(const char *hay, size_t len, const char *needle) {
     size_t n = strlen(needle);
     for (size_t i = 0; i + n <= len; i++)
         if (strncasecmp(hay + i, needle, n) == 0)
@@ -154,11 +154,11 @@ static int serve(sconn *c, size_t len) {
 
 static void conn_process(sconn *c) {
     for (;;) {
-        const char *end = find(c->buf, c->len, "\r\n\r\n");
+        const char *end = scripted_server_find(c->buf, c->len, "\r\n\r\n");
         if (end == NULL)
             return;
         size_t hlen = (size_t)(end - c->buf) + 4, blen = 0;
-        const char *cl = find(c->buf, hlen, "\r\nContent-Length:");
+        const char *cl = scripted_server_find(c->buf, hlen, "\r\nContent-Length:");
         if (cl != NULL)
             blen = strtoul(cl + 17, NULL, 10);
         size_t total = hlen + blen;

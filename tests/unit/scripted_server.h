@@ -63,4 +63,7 @@ void scripted_server_start(scripted_server *s, uv_loop_t *loop);
  * in thread mode the thread is joined and its loop closed before this returns. */
 void scripted_server_stop(scripted_server *s);
 
+/* needle in the len bytes at hay, ignoring case (header names), or NULL. */
+const char *scripted_server_find(const char *hay, size_t len, const char *needle);
+
 #endif

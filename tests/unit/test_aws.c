@@ -462,19 +462,24 @@ static void reports_a_consistency_code_without_a_window_at_once(void **state) {
     fixture_finish(&fx);
 }
 
-static void never_resends_a_non_idempotent_request_whose_outcome_is_unknown(void **state) {
-    static const char *const script[] = {INTERNAL_ERROR, OK_EMPTY};
-    fixture fx;
-    result r = {0};
-    (void)state;
-    fixture_init(&fx, script, 2);
+/* CreateAccessKey, the non-idempotent request opsline cares most about. */
+static void send_create_access_key(fixture *fx, result *r) {
     ol_kv params[] = {{"Action", "CreateAccessKey"}, {"UserName", "u"}};
     ol_aws_request req = {.service = "iam",
                           .method = "POST",
                           .params = params,
                           .n_params = 2,
                           .flags = OL_AWS_NOT_IDEMPOTENT};
-    send_and_wait(&fx, &req, &r);
+    send_and_wait(fx, &req, r);
+}
+
+static void never_resends_a_non_idempotent_request_whose_outcome_is_unknown(void **state) {
+    static const char *const script[] = {INTERNAL_ERROR, OK_EMPTY};
+    fixture fx;
+    result r = {0};
+    (void)state;
+    fixture_init(&fx, script, 2);
+    send_create_access_key(&fx, &r);
     assert_int_equal(r.result, OL_EUNKNOWN);
     assert_int_equal(n_reqs(&fx), 1);
     fixture_finish(&fx);
@@ -486,13 +491,7 @@ static void reports_a_non_idempotent_request_lost_after_sending_as_unknown(void 
     result r = {0};
     (void)state;
     fixture_init(&fx, script, 2);
-    ol_kv params[] = {{"Action", "CreateAccessKey"}, {"UserName", "u"}};
-    ol_aws_request req = {.service = "iam",
-                          .method = "POST",
-                          .params = params,
-                          .n_params = 2,
-                          .flags = OL_AWS_NOT_IDEMPOTENT};
-    send_and_wait(&fx, &req, &r);
+    send_create_access_key(&fx, &r);
     assert_int_equal(r.result, OL_EUNKNOWN);
     assert_string_equal(r.message, "Connection reset by peer");
     assert_int_equal(n_reqs(&fx), 1);
@@ -505,13 +504,7 @@ static void retries_a_non_idempotent_request_that_never_left(void **state) {
     result r = {0};
     (void)state;
     fixture_init(&fx, script, 2);
-    ol_kv params[] = {{"Action", "CreateAccessKey"}, {"UserName", "u"}};
-    ol_aws_request req = {.service = "iam",
-                          .method = "POST",
-                          .params = params,
-                          .n_params = 2,
-                          .flags = OL_AWS_NOT_IDEMPOTENT};
-    send_and_wait(&fx, &req, &r);
+    send_create_access_key(&fx, &r);
     assert_int_equal(r.result, 0);
     assert_int_equal(r.attempts, 2);
     assert_int_equal(n_reqs(&fx), 2);

@@ -2,8 +2,6 @@
  * same loop, whose answers are chosen by path (/ok, /echo, /reset, /truncated, /hang).
  * Every test closes the engine and the server and checks that uv_loop_close finds no handle
  * left open. */
-#include <strings.h>
-
 #include "harness.h"
 #include "http.h"
 #include "scripted_server.h"
@@ -17,14 +15,6 @@ static const scripted_route routes[] = {
     {"/truncated", SCRIPTED_ANSWER_CLOSE, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort"},
     {"/hang", SCRIPTED_HANG, NULL},
 };
-
-static const char *find(const char *hay, size_t len, const char *needle) {
-    size_t n = strlen(needle);
-    for (size_t i = 0; i + n <= len; i++)
-        if (strncasecmp(hay + i, needle, n) == 0)
-            return hay + i;
-    return NULL;
-}
 
 /* ---- fixture -------------------------------------------------------------------------- */
 
@@ -257,8 +247,8 @@ static void sends_put_body_with_length_and_without_expect_or_default_content_typ
     assert_non_null(strstr(r.body, "\r\nContent-Length: 3\r\n"));
     assert_non_null(strstr(r.body, "\r\nX-Amz-Date: 20240101T000000Z\r\n"));
     assert_non_null(strstr(r.body, "\r\nX-Empty:"));
-    assert_null(find(r.body, r.body_len, "Expect:"));
-    assert_null(find(r.body, r.body_len, "Content-Type:"));
+    assert_null(scripted_server_find(r.body, r.body_len, "Expect:"));
+    assert_null(scripted_server_find(r.body, r.body_len, "Content-Type:"));
     assert_true(r.body_len > 7);
     assert_string_equal(r.body + r.body_len - 7, "\r\n\r\nabc");
     result_free(&r);
@@ -283,7 +273,7 @@ static void sends_large_put_without_expect_continue(void **state) {
     assert_int_equal(r.result, 0);
     assert_int_equal(r.status, 200);
     assert_true(r.body_len > len);
-    assert_null(find(r.body, r.body_len - len, "Expect:"));
+    assert_null(scripted_server_find(r.body, r.body_len - len, "Expect:"));
     assert_non_null(strstr(r.body, "\r\nContent-Length: 1572864\r\n"));
     result_free(&r);
     fixture_finish(&fx);
@@ -300,7 +290,7 @@ static void sends_empty_put_with_zero_content_length(void **state) {
     assert_int_equal(r.result, 0);
     assert_non_null(strstr(r.body, "PUT /echo HTTP/1.1\r\n"));
     assert_non_null(strstr(r.body, "\r\nContent-Length: 0\r\n"));
-    assert_null(find(r.body, r.body_len, "Content-Type:"));
+    assert_null(scripted_server_find(r.body, r.body_len, "Content-Type:"));
     result_free(&r);
     fixture_finish(&fx);
 }
@@ -317,10 +307,11 @@ static void sends_post_with_the_callers_content_type_only(void **state) {
     fetch(&fx, "POST", "/echo", headers, 1, "{}", 2, 0, &r);
     assert_int_equal(r.result, 0);
     assert_non_null(strstr(r.body, "POST /echo HTTP/1.1\r\n"));
-    first = find(r.body, r.body_len, "Content-Type:");
+    first = scripted_server_find(r.body, r.body_len, "Content-Type:");
     assert_non_null(first);
     assert_non_null(strstr(r.body, "\r\nContent-Type: application/x-amz-json-1.1\r\n"));
-    assert_null(find(first + 1, r.body_len - (size_t)(first + 1 - r.body), "Content-Type:"));
+    assert_null(scripted_server_find(first + 1, r.body_len - (size_t)(first + 1 - r.body),
+                                     "Content-Type:"));
     result_free(&r);
     fixture_finish(&fx);
 }
@@ -342,7 +333,7 @@ static void sends_head_and_delete_without_a_body(void **state) {
     fetch(&fx, "DELETE", "/echo", NULL, 0, NULL, 0, 0, &del);
     assert_int_equal(del.result, 0);
     assert_non_null(strstr(del.body, "DELETE /echo HTTP/1.1\r\n"));
-    assert_null(find(del.body, del.body_len, "Content-Length:"));
+    assert_null(scripted_server_find(del.body, del.body_len, "Content-Length:"));
     /* The connection is still in step after a bodiless HEAD answer. */
     fetch(&fx, "GET", "/ok", NULL, 0, NULL, 0, 0, &after);
     assert_int_equal(after.result, 0);
