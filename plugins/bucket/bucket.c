@@ -671,12 +671,6 @@ static void on_response(void *arg, const ol_aws_response *res) {
  * Plugin entry points.
  * ------------------------------------------------------------------------------------- */
 
-/* Logs a bad option value and returns the code every stage gives for one. */
-static int bad_option(ol_stage *stage, const ol_host *h, const char *text) {
-    h->log(stage, NULL, OL_LOG_ERROR, "%s", text);
-    return OL_ECONFIG;
-}
-
 /* Tag rules from the S3 User Guide ("Categorizing your storage using tags") and the Tagging
  * API: at most 50, keys 1-128 characters, values up to 256, the aws: prefix is AWS's. */
 static int check_tags(ol_stage *stage, const ol_host *h, const ol_kv *tags, size_t n) {
@@ -732,10 +726,12 @@ static int check_options(ol_stage *stage, const ol_host *h, const bucket_conf *c
                c->encryption);
         return OL_ECONFIG;
     }
-    if (c->log_prefix != NULL && c->log_bucket == NULL)
-        return bad_option(stage, h,
-                          "option logging_target_prefix is set but logging_target_bucket is "
-                          "not; set logging_target_bucket to enable logging.");
+    if (c->log_prefix != NULL && c->log_bucket == NULL) {
+        h->log(stage, NULL, OL_LOG_ERROR,
+               "option logging_target_prefix is set but "
+               "logging_target_bucket is not; set logging_target_bucket to enable logging.");
+        return OL_ECONFIG;
+    }
     if (c->tags_managed)
         return check_tags(stage, h, c->tags.items, c->tags.n);
     return 0;
