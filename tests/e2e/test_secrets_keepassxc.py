@@ -195,6 +195,12 @@ class KeepassxcStoreTest(unittest.TestCase):
             raise
         return sorted(k["AccessKeyId"] for k in meta)
 
+    def assert_kdbx4(self):
+        with open(self.db, "rb") as f:
+            head = f.read(12)
+        self.assertEqual(head[:8], bytes.fromhex("03d9a29a67fb4bb5"))  # KeePass 2 signature
+        self.assertEqual(int.from_bytes(head[10:12], "little"), 4, "not KDBX 4")
+
     def assert_stored(self, product, db=None, password=DB_PASSWORD):
         """Both environments: the entry holds the .env's key, the user's only key."""
         db = db or self.db
@@ -224,10 +230,7 @@ class KeepassxcStoreTest(unittest.TestCase):
                                env=env, watch=True)
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         self.assertEqual(os.stat(self.db).st_mode & 0o777, 0o600)
-        with open(self.db, "rb") as f:
-            head = f.read(12)
-        self.assertEqual(head[:8], bytes.fromhex("03d9a29a67fb4bb5"))  # KeePass 2 signature
-        self.assertEqual(int.from_bytes(head[10:12], "little"), 4, "not KDBX 4")
+        self.assert_kdbx4()
         self.assertEqual(os.listdir(os.path.dirname(self.db)), ["aws.kdbx"])  # no temp files
         self.assert_stored("acme")
         secrets = [DB_PASSWORD.encode()]
@@ -264,11 +267,12 @@ class KeepassxcStoreTest(unittest.TestCase):
         keys = {n: self.keys_of(n) for n in ("late-production", "late-staging")}
         self.assertTrue(all(len(k) == 1 for k in keys.values()), keys)
         os.makedirs(os.path.dirname(self.db))
-        kx_create(self.db)  # the team's existing, empty database
+        kx_create(self.db)  # the team's existing, empty database (keepassxc-cli: KDBX 3.1)
         r = self.apply("late", "dotenv,keepassxc")
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         self.assertEqual({n: self.keys_of(n) for n in keys}, keys)
         self.assert_stored("late")
+        self.assert_kdbx4()
 
     def test_a_replaced_key_updates_the_entry_and_never_duplicates_it(self):
         r = self.apply("rot", "dotenv,keepassxc", "--set", "keepassxc.create=true")
