@@ -299,11 +299,12 @@ static char **gpg_id_read(const char *path) {
     FILE *f = fopen(path, "r");
     if (f == NULL)
         return NULL;
-    size_t n = 0, cap = 8;
+    size_t n = 0, cap = 8, total = 0;
     char **ids = calloc(cap + 1, sizeof(*ids));
     char line[1024];
-    size_t total = 0;
-    while (ids != NULL && fgets(line, sizeof(line), f) != NULL && total < PASS_GPG_ID_MAX) {
+    if (ids == NULL)
+        goto fail;
+    while (fgets(line, sizeof(line), f) != NULL && total < PASS_GPG_ID_MAX) {
         total += strlen(line);
         line[strcspn(line, "#\r\n")] = '\0';
         char *s = line + strspn(line, " \t");
@@ -314,23 +315,21 @@ static char **gpg_id_read(const char *path) {
             continue;
         if (n == cap) {
             char **more = realloc(ids, (2 * cap + 1) * sizeof(*ids));
-            if (more == NULL) {
-                free_strv(ids);
-                ids = NULL;
-                break;
-            }
+            if (more == NULL)
+                goto fail;
             ids = more;
             cap *= 2;
         }
-        if ((ids[n] = strndup(s, len)) == NULL) {
-            free_strv(ids);
-            ids = NULL;
-            break;
-        }
+        if ((ids[n] = strndup(s, len)) == NULL)
+            goto fail;
         ids[++n] = NULL;
     }
     fclose(f);
     return ids;
+fail:
+    fclose(f);
+    free_strv(ids);
+    return NULL;
 }
 
 /* Blocking: off the loop only. */
@@ -794,7 +793,9 @@ static void put_scan_after(void *arg, int status) {
     pass_state *st = op->st;
     if (status != 0 || op->result != 0) {
         op_finish(op, status != 0 ? status : op->result, "%s",
-                  status != 0 || op->reason == NULL ? "pass: not written" : op->reason);
+                  status != 0 || op->reason == NULL ? "pass: interrupted before the entry was "
+                                                      "written"
+                                                    : op->reason);
         return;
     }
     const char *head[] = {
@@ -1499,12 +1500,12 @@ static char *store_dir(const char *opt, const char **why) {
             *why = "cannot read the working directory";
             return NULL;
         }
-        size_t len = strlen(cwd) + strlen(dir) + 2;
-        char *abs = malloc(len);
-        if (abs != NULL)
-            snprintf(abs, len, "%s/%s", cwd, dir);
-        free(dir);
-        if ((dir = abs) == NULL) {
+        char *rel = dir;
+        dir = malloc(strlen(cwd) + strlen(rel) + 2);
+        if (dir != NULL)
+            sprintf(dir, "%s/%s", cwd, rel);
+        free(rel);
+        if (dir == NULL) {
             *why = "out of memory";
             return NULL;
         }
