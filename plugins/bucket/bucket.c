@@ -330,13 +330,13 @@ static int tags_match(const ol_host *h, const ol_xml *doc, const ol_kv *want, si
 /* ---------------------------------------------------------------------------------------
  * The apply state machine: HeadBucket [-> CreateBucket] -> (Get -> [Put]) for public
  * access, encryption, versioning, logging, then tags when managed -> done. op->step
- * changes only in set_step.
+ * changes only in set_state.
  * ------------------------------------------------------------------------------------- */
 
 static void on_response(void *arg, const ol_aws_response *res);
 
 /* The one transition function: every change of op->step is logged here (curl's mstate()). */
-static void set_step(bucket_op *op, bucket_step next) {
+static void set_state(bucket_op *op, bucket_step next) {
     const bucket_conf *c = op->conf;
     c->host->log(c->stage, op->item, OL_LOG_DEBUG, "bucket: state %s -> %s", step_names[op->step],
                  step_names[next]);
@@ -346,7 +346,7 @@ static void set_step(bucket_op *op, bucket_step next) {
 static void finish(bucket_op *op, ol_outcome outcome, const char *reason) {
     const bucket_conf *conf = op->conf;
     ol_item *item = op->item;
-    set_step(op, STEP_END);
+    set_state(op, STEP_END);
     free(op->body);
     free(op);
     conf->host->done(conf->stage, item, outcome, reason);
@@ -392,7 +392,7 @@ static int send_request(bucket_op *op, const char *method, const char *subresour
 /* Enter step and send its request, or fail op when the host refuses to send it. */
 static void send_step(bucket_op *op, bucket_step step, const char *method, const char *subresource,
                       char *body, unsigned flags) {
-    set_step(op, step);
+    set_state(op, step);
     int rc = send_request(op, method, subresource, body, flags);
     if (rc < 0) {
         ol_aws_response refused = {.struct_size = sizeof(ol_aws_response), .result = rc};
@@ -783,7 +783,7 @@ static int bucket_apply(ol_stage *stage, ol_item *item, void *state) {
     op->item = item;
     op->name = c->host->item_name(item);
     op->region = c->host->item_region(item);
-    set_step(op, STEP_HEAD);
+    set_state(op, STEP_HEAD);
     int rc = send_request(op, "HEAD", NULL, NULL, 0);
     if (rc < 0) {
         free(op); /* the callback never runs: nothing else owns op */

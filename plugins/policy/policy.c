@@ -589,16 +589,18 @@ static void finish_error(policy_op *op, const ol_aws_response *res) {
 static int send_request(policy_op *op, policy_state state) {
     static const char *const consistency[] = {"NoSuchEntity", NULL};
     set_state(op, state);
-    const ol_kv params[] = {{"Action", state_names[state]},
-                            {"UserName", op->user},
-                            {"PolicyName", op->policy_name},
-                            {"Version", IAM_API_VERSION},
-                            {"PolicyDocument", op->document}};
+    ol_kv params[5] = {{"Action", state_names[state]},
+                       {"UserName", op->user},
+                       {"PolicyName", op->policy_name},
+                       {"Version", IAM_API_VERSION}};
+    size_t n = 4;
+    if (state == POLICY_PUT)
+        params[n++] = (ol_kv){"PolicyDocument", op->document};
     ol_aws_request req = {.struct_size = sizeof(ol_aws_request)};
     req.service = "iam";
     req.method = "POST";
     req.params = params;
-    req.n_params = sizeof(params) / sizeof(params[0]) - (state == POLICY_PUT ? 0 : 1);
+    req.n_params = n;
     if (state == POLICY_PUT) {
         req.consistency_codes = consistency;
         req.consistency_ms = IAM_CONSISTENCY_MS;
