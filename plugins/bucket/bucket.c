@@ -51,21 +51,24 @@ typedef enum bucket_step {
     STEP_END
 } bucket_step;
 
-static const char *const step_names[] = {"start",
-                                         "HeadBucket",
-                                         "CreateBucket",
-                                         "GetPublicAccessBlock",
-                                         "PutPublicAccessBlock",
-                                         "GetBucketEncryption",
-                                         "PutBucketEncryption",
-                                         "GetBucketVersioning",
-                                         "PutBucketVersioning",
-                                         "GetBucketLogging",
-                                         "PutBucketLogging",
-                                         "GetBucketTagging",
-                                         "PutBucketTagging",
-                                         "DeleteBucketTagging",
-                                         "done"};
+/* State names; for the request states, the S3 operation the state sends. */
+static const char *const step_names[] = {
+    [STEP_START] = "start",
+    [STEP_HEAD] = "HeadBucket",
+    [STEP_CREATE] = "CreateBucket",
+    [STEP_GET_PAB] = "GetPublicAccessBlock",
+    [STEP_PUT_PAB] = "PutPublicAccessBlock",
+    [STEP_GET_ENC] = "GetBucketEncryption",
+    [STEP_PUT_ENC] = "PutBucketEncryption",
+    [STEP_GET_VER] = "GetBucketVersioning",
+    [STEP_PUT_VER] = "PutBucketVersioning",
+    [STEP_GET_LOG] = "GetBucketLogging",
+    [STEP_PUT_LOG] = "PutBucketLogging",
+    [STEP_GET_TAGS] = "GetBucketTagging",
+    [STEP_PUT_TAGS] = "PutBucketTagging",
+    [STEP_DELETE_TAGS] = "DeleteBucketTagging",
+    [STEP_END] = "done",
+};
 
 /* One apply in flight. Owned by apply; freed in finish just before host->done. */
 typedef struct bucket_op {

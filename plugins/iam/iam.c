@@ -59,10 +59,19 @@ typedef enum iam_state {
 } iam_state;
 
 /* State names; for the request states, the IAM action the state sends. */
-static const char *const state_names[] = {"start",           "CreateUser",   "GetUser",
-                                          "GetLoginProfile", "ListUserTags", "TagUser",
-                                          "ListAccessKeys",  "secret_find",  "DeleteAccessKey",
-                                          "CreateAccessKey", "done"};
+static const char *const state_names[] = {
+    [IAM_START] = "start",
+    [IAM_CREATE_USER] = "CreateUser",
+    [IAM_GET_USER] = "GetUser",
+    [IAM_GET_LOGIN_PROFILE] = "GetLoginProfile",
+    [IAM_LIST_USER_TAGS] = "ListUserTags",
+    [IAM_TAG_USER] = "TagUser",
+    [IAM_LIST_KEYS] = "ListAccessKeys",
+    [IAM_FIND_SECRET] = "secret_find",
+    [IAM_DELETE_KEY] = "DeleteAccessKey",
+    [IAM_CREATE_KEY] = "CreateAccessKey",
+    [IAM_DONE] = "done",
+};
 
 /* One apply, alive from apply() to the single host->done(). */
 typedef struct iam_run {
@@ -82,6 +91,7 @@ typedef struct iam_run {
 } iam_run;
 
 static const char *const no_such_entity[] = {"NoSuchEntity", NULL};
+
 /* --------------------------------------------------------------------------------------
  * Pure helpers (unit-tested)
  * ------------------------------------------------------------------------------------ */

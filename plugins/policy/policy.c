@@ -255,7 +255,10 @@ typedef struct policy_conf {
 typedef enum policy_state { POLICY_START, POLICY_GET, POLICY_PUT, POLICY_DONE } policy_state;
 
 /* State names; for the request states, the IAM action the state sends. */
-static const char *const state_names[] = {"start", "GetUserPolicy", "PutUserPolicy", "done"};
+static const char *const state_names[] = {[POLICY_START] = "start",
+                                          [POLICY_GET] = "GetUserPolicy",
+                                          [POLICY_PUT] = "PutUserPolicy",
+                                          [POLICY_DONE] = "done"};
 
 /* One apply in flight, freed in finish just before host->done. */
 typedef struct policy_op {
