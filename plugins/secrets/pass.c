@@ -625,6 +625,7 @@ static char *entry_text(const ol_secret *s, size_t *len) {
     return text;
 }
 
+/* `pass insert` (with PASSWORD_STORE_SIGNING_KEY) has run. */
 static void put_done(void *arg, const ol_proc_result *res) {
     pass_op *op = arg;
     pass_state *st = op->st;
@@ -672,7 +673,7 @@ static int pass_put(ol_stage *stage, ol_item *item, void *state, const ol_secret
     size_t len = 0;
     char *text = entry_text(secret, &len);
     if (op->key_id == NULL || text == NULL) {
-        free(text);
+        free_wiped(text, len);
         return op_fail_later(op, OL_ENOMEM, "pass: out of memory storing %s", op->path);
     }
     op->input = text;
