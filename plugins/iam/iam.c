@@ -552,7 +552,7 @@ static int journal_before_create(iam_run *r) {
         if (h->journal_append(r->item, r->stage, "access_key_seen", r->keys[i].id) != 0)
             return OL_EIO;
     }
-    return h->journal_append(r->item, r->stage, "access_key_requested", NULL);
+    return h->journal_append_durable(r->item, r->stage, "access_key_requested", NULL);
 }
 
 static void step_create_key(iam_run *r) {
@@ -616,7 +616,7 @@ static void step_after_cleanup(iam_run *r) {
  * to remove one whose secret never arrived, once; a second time, leave it to a rerun. */
 static void on_create_key_unknown(iam_run *r, const ol_aws_response *res) {
     const ol_host *h = r->st->host;
-    (void)h->journal_append(r->item, r->stage, "access_key_unknown", NULL);
+    (void)h->journal_append_durable(r->item, r->stage, "access_key_unknown", NULL);
     if (res->result == OL_ECANCELED) {
         run_fail(r,
                  "CreateAccessKey for user %s: interrupted; rerun opsline to remove any "

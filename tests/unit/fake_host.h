@@ -249,6 +249,12 @@ static int fake_journal_append(ol_item *i, ol_stage *s, const char *event, const
         return OL_EIO;
     return journal_append(FH.journal, FH.name, fake_stage_name(s), event, id, NULL);
 }
+static int fake_journal_append_durable(ol_item *i, ol_stage *s, const char *event, const char *id) {
+    (void)i;
+    if (FH.journal == NULL)
+        return OL_EIO;
+    return journal_append_durable(FH.journal, FH.name, fake_stage_name(s), event, id, NULL);
+}
 static size_t fake_journal_count(const ol_item *i, const char *event, const char *id) {
     (void)i;
     return FH.journal != NULL ? journal_count(FH.journal, FH.name, event, id) : 0;
@@ -295,6 +301,7 @@ FAKE_API void fake_start(const ol_plugin *p) {
         .xml_text = xml_text,
         .xml_free = xml_free,
         .journal_append = fake_journal_append,
+        .journal_append_durable = fake_journal_append_durable,
         .journal_count = fake_journal_count,
         .done = fake_done,
         .checkpoint = fake_checkpoint,
