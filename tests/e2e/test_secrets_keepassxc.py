@@ -148,6 +148,9 @@ class KeepassxcStoreTest(unittest.TestCase):
         self.work = tempfile.mkdtemp(prefix="opsline-e2e-kx.")
         self.addCleanup(shutil.rmtree, self.work, ignore_errors=True)
         self.db = os.path.join(self.work, "vault", "aws.kdbx")
+        # Where the store makes its temporary FIFO and database: empty after every run.
+        self.tmpdir = os.path.join(self.work, "tmp")
+        os.mkdir(self.tmpdir)
 
     def env(self, **extra):
         e = {k: v for k, v in os.environ.items()
@@ -161,6 +164,7 @@ class KeepassxcStoreTest(unittest.TestCase):
             "AWS_SHARED_CREDENTIALS_FILE": os.path.join(self.work, "no-credentials"),
             "OPSLINE_RETRY_BASE_MS": "50",
             "OPSLINE_KEEPASSXC_PASSWORD": DB_PASSWORD,
+            "TMPDIR": self.tmpdir,
         })
         e.update(extra)
         return e
@@ -173,6 +177,7 @@ class KeepassxcStoreTest(unittest.TestCase):
             watcher.start()
         out, err = proc.communicate(timeout=timeout)
         seen = watcher.stop() if watcher else None
+        self.assertEqual(os.listdir(self.tmpdir), [], "temporary files left behind")
         r = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
         return (r, seen) if watch else r
 
