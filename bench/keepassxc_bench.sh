@@ -11,7 +11,8 @@
 #        the medians too), KX_BENCH_CONCURRENCY (32, opsline --concurrency),
 #        KX_BENCH_DECRYPT_MS (empty: opsline creates the database with keepassxc-cli's
 #        default key derivation; a number: the database is made first with
-#        `keepassxc-cli db-create -t MS`, the unlock time a KeePassXC user would choose).
+#        `keepassxc-cli db-create -t MS`, the unlock time a KeePassXC user would choose),
+#        KX_BENCH_KEEP (set: keep the runs' directories and logs in /tmp/opsline-kxbench.*).
 set -euo pipefail
 build=${1:-build}
 root=$(cd "$(dirname "$0")/.." && pwd)
