@@ -679,8 +679,6 @@ static int run_ok(const ol_proc_result *res) {
 
 struct kx_tmp {
     char *dir, *fifo, *db;
-    int rc;
-    char *reason;
 };
 
 typedef void (*kx_step_cb)(kx_state *st, void *arg, int rc, char *reason);
@@ -692,9 +690,6 @@ typedef struct kx_work {
     void *arg;
     int rc;
     char *reason;
-    /* prepare's checks */
-    int exists;
-    char *abs;
 } kx_work;
 
 static void tmp_open_work(void *arg) {
@@ -756,7 +751,6 @@ static void work_after(void *arg, int status) {
     kx_step_cb cb = w->cb;
     kx_state *st = w->st;
     void *cb_arg = w->arg;
-    free(w->abs);
     free(w);
     cb(st, cb_arg, rc, reason);
 }
