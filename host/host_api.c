@@ -8,6 +8,7 @@
 #include "aws/xml.h"
 #include "error.h"
 #include "privfile.h"
+#include "names.h"
 #include "run.h"
 
 /* ---- logging --------------------------------------------------------------------------- */
@@ -364,6 +365,28 @@ static void host_checkpoint(const ol_item *item, const char *point) {
     raise(SIGKILL);
 }
 
+static int host_aws_name_check(const char *kind, const char *name, char **why) {
+    char *err = NULL;
+    int rc;
+    if (kind == NULL || name == NULL)
+        return OL_EINVAL;
+    if (strcmp(kind, "s3-bucket") == 0)
+        rc = names_check_bucket(name, &err);
+    else if (strcmp(kind, "iam-user") == 0)
+        rc = names_check_iam_user(name, &err);
+    else
+        return OL_ENOENT;
+    if (rc == 0) {
+        free(err);
+        return 0;
+    }
+    if (why != NULL)
+        *why = err;
+    else
+        free(err);
+    return OL_EINVAL;
+}
+
 const ol_host run_host_api = {
     .struct_size = sizeof(ol_host),
     .abi_major = OL_ABI_MAJOR,
@@ -411,4 +434,5 @@ const ol_host run_host_api = {
     .prepare_done = pipeline_prepare_done,
     .secret_find = stores_secret_find,
     .journal_append_durable = host_journal_append_durable,
+    .aws_name_check = host_aws_name_check,
 };

@@ -824,6 +824,17 @@ static const ol_option_def bucket_options[] = {
      OL_BIND(bucket_conf, tags)},
 };
 
+/* S3's bucket-name rules are AWS's: the host owns them (aws_name_check). */
+static int bucket_validate(ol_stage *stage, const ol_item *item, void *state) {
+    const ol_host *h = ((const bucket_conf *)state)->host;
+    char *why = NULL;
+    if (h->aws_name_check("s3-bucket", h->item_name(item), &why) == 0)
+        return 0;
+    h->log(stage, item, OL_LOG_ERROR, "%s", why ? why : "invalid S3 bucket name");
+    h->free(why);
+    return OL_EINVAL;
+}
+
 static const ol_plugin bucket_plugin = {
     .abi_major = OL_ABI_MAJOR,
     .abi_minor = OL_ABI_MINOR,
@@ -835,7 +846,7 @@ static const ol_plugin bucket_plugin = {
     .needs = NULL,
     OL_OPTIONS(bucket_options),
     .init = bucket_init,
-    .validate = NULL,
+    .validate = bucket_validate,
     .apply = bucket_apply,
     .fini = bucket_fini,
 };

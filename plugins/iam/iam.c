@@ -96,21 +96,6 @@ static const char *const no_such_entity[] = {"NoSuchEntity", NULL};
  * Pure helpers (unit-tested)
  * ------------------------------------------------------------------------------------ */
 
-/* IAM user names: 1-64 of [A-Za-z0-9+=,.@_-] (IAM API reference, CreateUser: UserName). */
-static int valid_user_name(const char *name) {
-    size_t n = strlen(name);
-    if (n == 0 || n > 64)
-        return 0;
-    for (const char *p = name; *p != '\0'; p++) {
-        char c = *p;
-        int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                 strchr("+=,.@_-", c) != NULL;
-        if (!ok)
-            return 0;
-    }
-    return 1;
-}
-
 /* IAM paths: "/" or "/a/b/", at most 512 printable ASCII characters (CreateUser: Path). */
 static int valid_path(const char *path) {
     /* Begins with '/' and ends with one: nothing follows the last '/'. */
@@ -773,17 +758,16 @@ static int iam_init(ol_stage *stage, const ol_host *host, void **state) {
     return 0;
 }
 
+/* The IAM user-name rule is AWS's: the host owns it (aws_name_check). */
 static int iam_validate(ol_stage *stage, const ol_item *item, void *state) {
     const iam_conf *st = state;
-    const char *name = st->host->item_name(item);
-    if (name == NULL || !valid_user_name(name)) {
-        st->host->log(stage, item, OL_LOG_ERROR,
-                      "'%s' is not a valid IAM user name: use 1-64 letters, digits or +=,.@_- "
-                      "(product and environment names make it)",
-                      name ? name : "");
-        return OL_EINVAL;
-    }
-    return 0;
+    const ol_host *h = st->host;
+    char *why = NULL;
+    if (h->aws_name_check("iam-user", h->item_name(item), &why) == 0)
+        return 0;
+    h->log(stage, item, OL_LOG_ERROR, "%s", why ? why : "invalid IAM user name");
+    h->free(why);
+    return OL_EINVAL;
 }
 
 static int iam_apply(ol_stage *stage, ol_item *item, void *state) {

@@ -31,6 +31,7 @@
 #include "bag.h"
 #include "error.h"
 #include "journal.h"
+#include "names.h"
 #include "options.h"
 
 #define FAKE_API static __attribute__((unused))
@@ -255,6 +256,20 @@ static int fake_journal_append_durable(ol_item *i, ol_stage *s, const char *even
         return OL_EIO;
     return journal_append_durable(FH.journal, FH.name, fake_stage_name(s), event, id, NULL);
 }
+/* The host's own naming rules (names.c), as the real host answers. */
+static int fake_aws_name_check(const char *kind, const char *name, char **why) {
+    char *err = NULL;
+    int rc = strcmp(kind, "s3-bucket") == 0  ? names_check_bucket(name, &err)
+             : strcmp(kind, "iam-user") == 0 ? names_check_iam_user(name, &err)
+                                             : OL_ENOENT;
+    if (rc == OL_ENOENT)
+        return rc;
+    if (why != NULL)
+        *why = err;
+    else
+        free(err);
+    return rc == 0 ? 0 : OL_EINVAL;
+}
 static size_t fake_journal_count(const ol_item *i, const char *event, const char *id) {
     (void)i;
     return FH.journal != NULL ? journal_count(FH.journal, FH.name, event, id) : 0;
@@ -302,6 +317,7 @@ FAKE_API void fake_start(const ol_plugin *p) {
         .xml_free = xml_free,
         .journal_append = fake_journal_append,
         .journal_append_durable = fake_journal_append_durable,
+        .aws_name_check = fake_aws_name_check,
         .journal_count = fake_journal_count,
         .done = fake_done,
         .checkpoint = fake_checkpoint,

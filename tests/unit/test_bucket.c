@@ -554,6 +554,18 @@ static void logs_every_state_transition_at_debug_level(void **state) {
     bucket_fini(st);
 }
 
+static void validate_refuses_a_bucket_name_s3_does_not_allow(void **state) {
+    (void)state;
+    void *st = NULL;
+    assert_int_equal(bucket_init(NULL, &FH.api, &st), 0);
+    FH.name = "xn--acme-production";
+    assert_int_equal(bucket_plugin.validate(NULL, NULL, st), OL_EINVAL);
+    assert_non_null(strstr(FH.logs, "xn--"));
+    FH.name = "acme-production";
+    assert_int_equal(bucket_plugin.validate(NULL, NULL, st), 0);
+    bucket_fini(st);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 int main(void) {
@@ -587,6 +599,7 @@ int main(void) {
         T(fails_once_when_a_later_send_is_refused),
         T(exports_a_descriptor_matching_the_abi),
         T(logs_every_state_transition_at_debug_level),
+        T(validate_refuses_a_bucket_name_s3_does_not_allow),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -465,6 +465,11 @@ typedef struct ol_host {
      * request. journal_append's records are flushed when the item ends. */
     int (*journal_append_durable)(ol_item *item, ol_stage *stage, const char *event,
                                   const char *id);
+
+    /* AWS's naming rules, for a stage's validate: kind "s3-bucket" or "iam-user". Returns 0,
+     * or OL_EINVAL with *why (host-allocated) naming what is wrong and a fix (a corrected
+     * spelling when there is one), or OL_ENOENT for an unknown kind. */
+    int (*aws_name_check)(const char *kind, const char *name, char **why);
 } ol_host;
 
 /* ---------------------------------------------------------------------------------------
