@@ -12,6 +12,7 @@
 #include <openssl/crypto.h>
 
 #include "error.h"
+#include "list.h"
 
 #define PROC_DEFAULT_CAP (1024u * 1024u)
 #define PROC_DEFAULT_TIMEOUT_MS 60000u
@@ -28,23 +29,23 @@ struct ol_timer {
     uv_timer_t timer;
     ol_timer_cb cb;
     void *arg;
-    ol_timer *prev, *next;
-    int done; /* fired, stopped or cancelled: the callback will not run (again) */
+    list_node node; /* in services.timers */
+    int done;       /* fired, stopped or cancelled: the callback will not run (again) */
 };
 
 struct ol_lock {
     services *svc;
     char *name;
     int held;
-    lock_waiter *head, *tail; /* FIFO of waiters */
-    ol_lock *prev, *next;
+    list_node waiters; /* lock_waiter.node, first come first served */
+    list_node node;    /* in services.locks */
 };
 
 struct lock_waiter {
     ol_lock *lock;
     ol_lock_cb cb;
     void *arg;
-    lock_waiter *next;
+    list_node node; /* in ol_lock.waiters, then in services.grants */
 };
 
 typedef struct capture {
@@ -66,7 +67,7 @@ struct proc {
     int result, exit_status, term_signal;
     int exited, timed_out, cancelled, in_open, timer_open, process_open;
     int64_t exit_code;
-    proc *prev, *next;
+    list_node node; /* in services.procs */
 };
 
 struct work {
@@ -75,38 +76,16 @@ struct work {
     ol_work_fn fn;
     ol_after_work_cb after;
     void *arg;
-    work *prev, *next;
+    list_node node; /* in services.works */
 };
 
 struct services {
     uv_loop_t *loop;
-    proc *procs;
-    work *works;
-    ol_timer *timers;
-    ol_lock *locks;
-    lock_waiter *grants; /* waiters whose lock is granted, to be called from grant_timer */
+    list_node procs, works, timers, locks;
+    list_node grants; /* waiters whose lock is granted, to be called from grant_timer */
     uv_timer_t grant_timer;
     int cancelled;
 };
-
-#define LIST_ADD(head, node)                                                                       \
-    do {                                                                                           \
-        (node)->prev = NULL;                                                                       \
-        (node)->next = (head);                                                                     \
-        if ((head) != NULL)                                                                        \
-            (head)->prev = (node);                                                                 \
-        (head) = (node);                                                                           \
-    } while (0)
-
-#define LIST_DEL(head, node)                                                                       \
-    do {                                                                                           \
-        if ((node)->prev != NULL)                                                                  \
-            (node)->prev->next = (node)->next;                                                     \
-        else                                                                                       \
-            (head) = (node)->next;                                                                 \
-        if ((node)->next != NULL)                                                                  \
-            (node)->next->prev = (node)->prev;                                                     \
-    } while (0)
 
 static void on_grant(uv_timer_t *t);
 
@@ -115,6 +94,11 @@ int services_new(uv_loop_t *loop, services **out) {
     if (s == NULL)
         return OL_ENOMEM;
     s->loop = loop;
+    list_init(&s->procs);
+    list_init(&s->works);
+    list_init(&s->timers);
+    list_init(&s->locks);
+    list_init(&s->grants);
     uv_timer_init(loop, &s->grant_timer);
     s->grant_timer.data = s;
     uv_unref((uv_handle_t *)&s->grant_timer);
@@ -129,9 +113,10 @@ static void free_self(uv_handle_t *h) {
 void services_free(services *s) {
     if (s == NULL)
         return;
-    while (s->locks != NULL) {
-        ol_lock *l = s->locks;
-        LIST_DEL(s->locks, l);
+    list_node *pos, *tmp;
+    list_foreach_safe(pos, tmp, &s->locks) {
+        ol_lock *l = list_entry(pos, ol_lock, node);
+        list_remove(pos);
         free(l->name);
         free(l);
     }
@@ -141,15 +126,13 @@ void services_free(services *s) {
 
 size_t services_pending(const services *s) {
     size_t n = 0;
-    for (const proc *p = s->procs; p; p = p->next)
-        n++;
-    for (const work *w = s->works; w; w = w->next)
-        n++;
-    for (const ol_timer *t = s->timers; t; t = t->next)
-        n++;
-    for (const ol_lock *l = s->locks; l; l = l->next)
-        for (const lock_waiter *w = l->head; w; w = w->next)
-            n++;
+    const list_node *pos, *w;
+    list_foreach(pos, &s->procs) n++;
+    list_foreach(pos, &s->works) n++;
+    list_foreach(pos, &s->timers) n++;
+    list_foreach(pos, &s->locks) {
+        list_foreach(w, &list_entry(pos, ol_lock, node)->waiters) n++;
+    }
     return n;
 }
 
@@ -232,7 +215,7 @@ static void proc_maybe_finish(proc *p) {
     res.err_len = p->err.len;
     res.out_truncated = p->out.truncated;
     res.err_truncated = p->err.truncated;
-    LIST_DEL(p->svc->procs, p);
+    list_remove(&p->node);
     p->cb(p->arg, &res);
     capture_free(&p->out);
     capture_free(&p->err);
@@ -409,7 +392,7 @@ int services_proc_run(services *s, const ol_proc_spec *spec, ol_proc_cb cb, void
         p->result = rc == UV_ENOENT || rc == UV_EACCES ? OL_ENOENT : OL_EIO;
         p->exited = 1;
         p->process_open = 1;
-        LIST_ADD(s->procs, p);
+        list_insert_head(&s->procs, &p->node);
         close_if_open((uv_handle_t *)&p->process, 1);
         close_if_open((uv_handle_t *)&p->in, 1);
         close_if_open((uv_handle_t *)&p->out.pipe, 1);
@@ -417,7 +400,7 @@ int services_proc_run(services *s, const ol_proc_spec *spec, ol_proc_cb cb, void
         return 0;
     }
     p->process_open = 1;
-    LIST_ADD(s->procs, p);
+    list_insert_head(&s->procs, &p->node);
     uv_read_start((uv_stream_t *)&p->out.pipe, on_alloc, on_read);
     uv_read_start((uv_stream_t *)&p->err.pipe, on_alloc, on_read);
     if (spec->stdin_data != NULL && spec->stdin_len > 0) {
@@ -444,7 +427,7 @@ static void work_run(uv_work_t *req) {
 
 static void work_after(uv_work_t *req, int status) {
     work *w = req->data;
-    LIST_DEL(w->svc->works, w);
+    list_remove(&w->node);
     w->after(w->arg, status == UV_ECANCELED ? OL_ECANCELED : 0);
     free(w);
 }
@@ -466,7 +449,7 @@ int services_work(services *s, ol_work_fn fn, ol_after_work_cb after, void *arg)
         free(w);
         return OL_EIO;
     }
-    LIST_ADD(s->works, w);
+    list_insert_head(&s->works, &w->node);
     return 0;
 }
 
@@ -480,7 +463,7 @@ static void timer_end(ol_timer *t, int status) {
     if (t->done)
         return;
     t->done = 1;
-    LIST_DEL(t->svc->timers, t);
+    list_remove(&t->node);
     uv_timer_stop(&t->timer);
     uv_close((uv_handle_t *)&t->timer, timer_closed);
     if (status != 1)
@@ -505,7 +488,7 @@ int services_timer_start(services *s, uint64_t ms, ol_timer_cb cb, void *arg, ol
     uv_timer_init(s->loop, &t->timer);
     t->timer.data = t;
     uv_timer_start(&t->timer, on_timer, ms, 0);
-    LIST_ADD(s->timers, t);
+    list_insert_head(&s->timers, &t->node);
     if (out != NULL)
         *out = t;
     return 0;
@@ -519,9 +502,12 @@ void services_timer_stop(ol_timer *t) {
 /* ---- locks ------------------------------------------------------------------------------ */
 
 static ol_lock *lock_find(services *s, const char *name, int create) {
-    for (ol_lock *l = s->locks; l; l = l->next)
+    list_node *pos;
+    list_foreach(pos, &s->locks) {
+        ol_lock *l = list_entry(pos, ol_lock, node);
         if (strcmp(l->name, name) == 0)
             return l;
+    }
     if (!create)
         return NULL;
     ol_lock *l = calloc(1, sizeof(*l));
@@ -530,25 +516,20 @@ static ol_lock *lock_find(services *s, const char *name, int create) {
         return NULL;
     }
     l->svc = s;
-    LIST_ADD(s->locks, l);
+    list_init(&l->waiters);
+    list_insert_head(&s->locks, &l->node);
     return l;
 }
 
 /* Grants go through a zero timer so the callback never runs inside acquire or release. */
 static void grant_next(ol_lock *l) {
-    if (l->held || l->head == NULL)
+    list_node *first = list_first(&l->waiters);
+    if (l->held || first == NULL)
         return;
-    lock_waiter *w = l->head;
-    l->head = w->next;
-    if (l->head == NULL)
-        l->tail = NULL;
+    list_remove(first);
     l->held = 1;
-    w->next = NULL;
     services *s = l->svc;
-    lock_waiter **pp = &s->grants;
-    while (*pp)
-        pp = &(*pp)->next;
-    *pp = w;
+    list_insert_tail(&s->grants, first);
     uv_ref((uv_handle_t *)&s->grant_timer);
     uv_timer_start(&s->grant_timer, on_grant, 0, 0);
 }
@@ -556,9 +537,10 @@ static void grant_next(ol_lock *l) {
 static void on_grant(uv_timer_t *t) {
     services *s = t->data;
     uv_unref((uv_handle_t *)&s->grant_timer);
-    while (s->grants != NULL) {
-        lock_waiter *w = s->grants;
-        s->grants = w->next;
+    list_node *first;
+    while ((first = list_first(&s->grants)) != NULL) {
+        lock_waiter *w = list_entry(first, lock_waiter, node);
+        list_remove(first);
         ol_lock *l = w->lock;
         ol_lock_cb cb = w->cb;
         void *arg = w->arg;
@@ -581,11 +563,7 @@ int services_lock(services *s, const char *resource, ol_lock_cb cb, void *arg) {
     w->lock = l;
     w->cb = cb;
     w->arg = arg;
-    if (l->tail)
-        l->tail->next = w;
-    else
-        l->head = w;
-    l->tail = w;
+    list_insert_tail(&l->waiters, &w->node);
     grant_next(l);
     return 0;
 }
@@ -600,22 +578,26 @@ void services_unlock(ol_lock *l) {
 /* ---- cancel ------------------------------------------------------------------------------ */
 
 void services_cancel_all(services *s) {
+    list_node *pos, *tmp;
     s->cancelled = 1;
-    for (proc *p = s->procs; p; p = p->next) {
+    list_foreach(pos, &s->procs) {
+        proc *p = list_entry(pos, proc, node);
         p->cancelled = 1;
         proc_kill(p, SIGKILL);
     }
-    for (work *w = s->works; w; w = w->next)
-        uv_cancel((uv_req_t *)&w->req);
-    while (s->timers != NULL)
-        timer_end(s->timers, OL_ECANCELED);
-    for (ol_lock *l = s->locks; l; l = l->next)
-        while (l->head != NULL) {
-            lock_waiter *w = l->head;
-            l->head = w->next;
+    list_foreach(pos, &s->works) {
+        uv_cancel((uv_req_t *)&list_entry(pos, work, node)->req);
+    }
+    list_node *first;
+    while ((first = list_first(&s->timers)) != NULL)
+        timer_end(list_entry(first, ol_timer, node), OL_ECANCELED);
+    list_foreach(pos, &s->locks) {
+        ol_lock *l = list_entry(pos, ol_lock, node);
+        list_foreach_safe(first, tmp, &l->waiters) {
+            lock_waiter *w = list_entry(first, lock_waiter, node);
+            list_remove(first);
             w->cb(w->arg, OL_ECANCELED, NULL);
             free(w);
         }
-    for (ol_lock *l = s->locks; l; l = l->next)
-        l->tail = NULL;
+    }
 }
