@@ -5,6 +5,7 @@
 
 #include <getopt.h>
 #include <jansson.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -438,28 +439,22 @@ typedef struct apply_args {
     size_t n_dirs;
 } apply_args;
 
-/* The options that take a string and only store it. */
+/* The options that take a string and only store it: getopt's letter -> config_args field. */
+static const struct {
+    int ch;
+    size_t offset;
+} apply_strings[] = {
+    {'e', offsetof(config_args, environments)}, {'r', offsetof(config_args, region)},
+    {'p', offsetof(config_args, profile)},      {'P', offsetof(config_args, pipeline_file)},
+    {'E', offsetof(config_args, env_file)},     {'K', offsetof(config_args, secrets)},
+    {'S', offsetof(config_args, state_dir)},    {'F', offsetof(config_args, products_file)},
+};
+
 static const char **apply_string_option(config_args *a, int ch) {
-    switch (ch) {
-    case 'e':
-        return &a->environments;
-    case 'r':
-        return &a->region;
-    case 'p':
-        return &a->profile;
-    case 'P':
-        return &a->pipeline_file;
-    case 'E':
-        return &a->env_file;
-    case 'K':
-        return &a->secrets;
-    case 'S':
-        return &a->state_dir;
-    case 'F':
-        return &a->products_file;
-    default:
-        return NULL;
-    }
+    for (size_t i = 0; i < sizeof(apply_strings) / sizeof(apply_strings[0]); i++)
+        if (apply_strings[i].ch == ch)
+            return (const char **)(void *)((char *)a + apply_strings[i].offset);
+    return NULL;
 }
 
 /* One apply option (getopt's ch, optarg). Returns -1 to go on, else the exit code. */

@@ -315,8 +315,8 @@ static int aws_file_path(const char *name, const char *leaf, char **out, char **
 /* The one place the run's region is decided: the override (--region, or the pipeline file's
  * "region", which config.c passes through the plan), else AWS_REGION, AWS_DEFAULT_REGION,
  * the profile's region, else OL_DEFAULT_REGION. Everyone else reads the result
- * (ol__aws_settings.region, through aws_client_settings). */
-static int resolve_region(const char *override, const ini_section *cfg, ol__aws_settings *out,
+ * (aws_settings.region, through aws_client_settings). */
+static int resolve_region(const char *override, const ini_section *cfg, aws_settings *out,
                           char **err) {
     const char *region, *source;
     if (override != NULL && override[0] != '\0') {
@@ -348,7 +348,7 @@ static int resolve_region(const char *override, const ini_section *cfg, ol__aws_
 }
 
 int credentials_settings(const char *profile_override, const char *region_override,
-                         ol__aws_settings *out, char **err) {
+                         aws_settings *out, char **err) {
     ini_section cfg = {0}, cred = {0};
     const char *profile;
     int named, rc;
@@ -409,7 +409,7 @@ fail:
     return rc;
 }
 
-void credentials_settings_free(ol__aws_settings *s) {
+void credentials_settings_free(aws_settings *s) {
     if (s == NULL)
         return;
     free(s->profile);
@@ -423,7 +423,7 @@ void credentials_settings_free(ol__aws_settings *s) {
 
 /* ---- credential sources --------------------------------------------------------------- */
 
-static int creds_set(ol__creds *out, const char *ak, const char *sk, const char *token,
+static int creds_set(credentials *out, const char *ak, const char *sk, const char *token,
                      char *source) {
     out->access_key_id = strdup(ak);
     out->secret_access_key = strdup(sk);
@@ -440,7 +440,7 @@ static int creds_set(ol__creds *out, const char *ak, const char *sk, const char 
 /* Static keys of a profile section: 0 and *used=1 when both are there, 0 and *used=0 when
  * neither is, OL_ECONFIG naming the missing one otherwise. */
 static int from_section(const ini_section *sec, const char *profile, const char *path,
-                        ol__creds *out, int *used, char **err) {
+                        credentials *out, int *used, char **err) {
     const char *ak = ini_value(sec, "aws_access_key_id");
     const char *sk = ini_value(sec, "aws_secret_access_key");
     const char *token = ini_value(sec, "aws_session_token");
@@ -575,7 +575,7 @@ static void json_wipe_decref(json_t *j) {
 /* Output format: "Sourcing credentials with an external process" (AWS CLI User Guide):
  * {"Version": 1, "AccessKeyId": ..., "SecretAccessKey": ..., "SessionToken": ...,
  *  "Expiration": "ISO8601"}. */
-static int process_parse(const char *buf, size_t len, const char *what, ol__creds *out,
+static int process_parse(const char *buf, size_t len, const char *what, credentials *out,
                          char *source, char **err) {
     json_error_t jerr;
     json_t *j = json_loadb(buf, len, 0, &jerr);
@@ -629,7 +629,7 @@ done:
     return rc;
 }
 
-static int from_process(const char *cmd, const char *profile, const char *path, ol__creds *out,
+static int from_process(const char *cmd, const char *profile, const char *path, credentials *out,
                         char **err) {
     char *what = ol__format("credential_process of profile '%s' in %s", profile, path);
     char *buf = NULL;
@@ -677,8 +677,7 @@ static char *tried_file(const char *what, const char *profile, const char *path,
                                         : "no such profile");
 }
 
-static int from_env(const ol__aws_settings *s, ol__creds *out, int *used, char **tried,
-                    char **err) {
+static int from_env(const aws_settings *s, credentials *out, int *used, char **tried, char **err) {
     const char *ak = env("AWS_ACCESS_KEY_ID");
     const char *sk = env("AWS_SECRET_ACCESS_KEY");
     const char *token = env("AWS_SESSION_TOKEN");
@@ -710,8 +709,8 @@ static int from_env(const ol__aws_settings *s, ol__creds *out, int *used, char *
  * file. */
 /* OL_ECREDS with the message for a chain that found nothing: every source tried (tried
  * holds the environment's; the files' are added) and what to do. */
-static int fail_none_found(const ol__aws_settings *s, const ini_section *cred,
-                           const ini_section *cfg, char **tried, char **err) {
+static int fail_none_found(const aws_settings *s, const ini_section *cred, const ini_section *cfg,
+                           char **tried, char **err) {
     char *t1 = tried_file("aws_access_key_id", s->profile, s->credentials_file, cred);
     char *t2 =
         tried_file("credential_process or aws_access_key_id", s->profile, s->config_file, cfg);
@@ -730,7 +729,7 @@ static int fail_none_found(const ol__aws_settings *s, const ini_section *cred,
     return OL_ECREDS;
 }
 
-int credentials_resolve(const ol__aws_settings *s, ol__creds *out, char **err) {
+int credentials_resolve(const aws_settings *s, credentials *out, char **err) {
     ini_section cfg = {0}, cred = {0};
     char *tried = NULL;
     int used = 0, rc;
@@ -775,11 +774,11 @@ done:
     return rc;
 }
 
-const char *credentials_source(const ol__creds *c) {
+const char *credentials_source(const credentials *c) {
     return c != NULL ? c->source : NULL;
 }
 
-void credentials_free(ol__creds *c) {
+void credentials_free(credentials *c) {
     if (c == NULL)
         return;
     wipe_free(c->access_key_id);

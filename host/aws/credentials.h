@@ -8,7 +8,7 @@
 #define OL_DEFAULT_REGION "eu-north-1"
 
 /* Strings are malloc'd; secrets are wiped (OPENSSL_cleanse) by credentials_free. */
-typedef struct ol__creds {
+typedef struct credentials {
     char *access_key_id;
     char *secret_access_key;
     char *session_token; /* NULL when none */
@@ -16,9 +16,9 @@ typedef struct ol__creds {
      * (AWS_ACCESS_KEY_ID)", "profile 'dev' in /root/.aws/credentials",
      * "credential_process of profile 'sso' in /root/.aws/config". Never a secret. */
     char *source;
-} ol__creds;
+} credentials;
 
-typedef struct ol__aws_settings {
+typedef struct aws_settings {
     char *profile; /* selected profile name ("default" unless AWS_PROFILE or --profile) */
     char *region;  /* resolved region, never NULL after credentials_settings */
     /* "--region", "AWS_REGION", "AWS_DEFAULT_REGION", "profile 'x' in FILE", "default" */
@@ -30,7 +30,12 @@ typedef struct ol__aws_settings {
      * CLI's --profile, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY are then not used. A profile
      * from AWS_PROFILE leaves the environment keys first, as in the CLI. */
     int profile_override;
-} ol__aws_settings;
+} aws_settings;
+
+/* Transitional spellings for aws.c and aws.h (issue 10: ol__ names only error.c's
+ * cross-cutting helpers); they go when those files use the names above. */
+typedef credentials ol__creds;
+typedef aws_settings ol__aws_settings;
 
 /* Resolve profile, region and file paths. profile/region overrides (from the command line)
  * win when non-NULL. Returns 0, or OL_ECONFIG with a malloc'd message in *err: a profile
@@ -38,8 +43,8 @@ typedef struct ol__aws_settings {
  * neither file, a region that is not an AWS region name, an unreadable or malformed file.
  * On failure *out is zeroed (credentials_settings_free on it is harmless). */
 int credentials_settings(const char *profile_override, const char *region_override,
-                         ol__aws_settings *out, char **err);
-void credentials_settings_free(ol__aws_settings *s);
+                         aws_settings *out, char **err);
+void credentials_settings_free(aws_settings *s);
 
 /* Resolve credentials for settings s. Returns 0; OL_ECREDS with *err saying which sources
  * were tried and what to do (also: only one of AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY set,
@@ -47,12 +52,12 @@ void credentials_settings_free(ol__aws_settings *s);
  * for malformed files or credential_process output. *err is malloc'd and never contains a
  * secret. credential_process runs synchronously via /bin/sh -c, its stderr passed through.
  * On failure *out is zeroed. */
-int credentials_resolve(const ol__aws_settings *s, ol__creds *out, char **err);
-void credentials_free(ol__creds *c);
+int credentials_resolve(const aws_settings *s, credentials *out, char **err);
+void credentials_free(credentials *c);
 
 /* Where c came from, for messages (c->source), or NULL when c is NULL or says nothing. The
  * one field of the credentials code outside host/aws/ may read: never a secret. */
-const char *credentials_source(const ol__creds *c);
+const char *credentials_source(const credentials *c);
 
 /* Read one key of a profile from an INI-style AWS file: `[name]` sections (config uses
  * `[profile name]` except for default), `key = value`, comments with # or ;. Keys match

@@ -223,7 +223,7 @@ static int custom_problem(CURLU *u, const char **problem) {
 }
 
 /* out->url and out->host rebuilt from the parts of a usable custom endpoint URL. */
-static int custom_from_parts(CURLU *u, ol__endpoint *out) {
+static int custom_from_parts(CURLU *u, endpoint *out) {
     char *scheme = NULL, *host = NULL, *port = NULL, *path = NULL;
     int rc = OL_ENOMEM;
     if (part_get(u, CURLUPART_SCHEME, &scheme) != 0 || part_get(u, CURLUPART_HOST, &host) != 0 ||
@@ -253,7 +253,7 @@ done:
 /* Fills out->url and out->host from a custom endpoint URL. The URL is checked with libcurl
  * and rebuilt from its parts, so that url and Host agree byte for byte with what libcurl
  * sends (a default port is not in curl's Host header, so not in ours). */
-static int parse_custom(const char *url, const char *origin, ol__endpoint *out, char **err) {
+static int parse_custom(const char *url, const char *origin, endpoint *out, char **err) {
     CURLU *u = curl_url();
     if (u == NULL)
         return OL_ENOMEM;
@@ -286,7 +286,7 @@ static int parse_custom(const char *url, const char *origin, ol__endpoint *out, 
  * <prefix>.<region>.<dns suffix> otherwise (S3 in us-east-1 included: s3.us-east-1 is a
  * valid name for the legacy global endpoint's region). */
 static int real_endpoint(const service_info *svc, const char *service, const char *region,
-                         ol__endpoint *out) {
+                         endpoint *out) {
     const partition_info *p = partition_find(region);
     const char *host = NULL, *sign = region;
     if (svc != NULL && strcmp(svc->id, "iam") == 0 && p->iam_host != NULL) {
@@ -309,7 +309,7 @@ static int real_endpoint(const service_info *svc, const char *service, const cha
 int endpoints_check_configured(const char *region, const char *profile_endpoint, char **err) {
     *err = NULL;
     for (size_t i = 0; i < sizeof(services) / sizeof(services[0]); i++) {
-        ol__endpoint e;
+        endpoint e;
         int rc = endpoints_resolve(services[i].id, region, profile_endpoint, &e, err);
         if (rc != 0)
             return rc;
@@ -319,7 +319,7 @@ int endpoints_check_configured(const char *region, const char *profile_endpoint,
 }
 
 int endpoints_resolve(const char *service, const char *region, const char *profile_endpoint,
-                      ol__endpoint *out, char **err) {
+                      endpoint *out, char **err) {
     char var[128];
     int rc;
     memset(out, 0, sizeof(*out));
@@ -356,7 +356,7 @@ fail:
     return rc;
 }
 
-void endpoints_free(ol__endpoint *e) {
+void endpoints_free(endpoint *e) {
     if (e == NULL)
         return;
     free(e->url);
@@ -379,7 +379,7 @@ static int dns_label(const char *b) {
     return 1;
 }
 
-int endpoints_s3_url(const ol__endpoint *e, const char *bucket, char **base_url, char **host,
+int endpoints_s3_url(const endpoint *e, const char *bucket, char **base_url, char **host,
                      char **path_prefix) {
     char *esc = NULL;
     *base_url = *host = *path_prefix = NULL;

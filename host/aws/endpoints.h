@@ -7,21 +7,25 @@
 #define OL_AWS_ENDPOINTS_H
 
 /* All strings malloc'd, freed by endpoints_free. */
-typedef struct ol__endpoint {
+typedef struct endpoint {
     char *url;            /* "https://host[:port]" or the custom URL without trailing '/' */
     char *host;           /* host[:port] for the Host header */
     char *signing_region; /* region to sign for */
     char *signing_name;   /* "s3", "iam", "monitoring" (for "cloudwatch"), ... */
     int custom;           /* from an override: S3 uses path-style addressing */
-} ol__endpoint;
+} endpoint;
+
+/* Transitional spelling for aws.c (issue 10: ol__ names only error.c's cross-cutting
+ * helpers); it goes when aws.c uses `endpoint`. */
+typedef endpoint ol__endpoint;
 
 /* Resolve service in region. profile_endpoint may be NULL. For S3 with a bucket, virtual-
  * hosted style is used on real AWS for DNS-compatible names without dots, path-style
  * otherwise; the bucket part is left to the caller (see endpoints_s3_url). Returns 0 or
  * OL_ECONFIG with a malloc'd *err (e.g. an AWS_ENDPOINT_URL_S3 that is not a URL). */
 int endpoints_resolve(const char *service, const char *region, const char *profile_endpoint,
-                      ol__endpoint *out, char **err);
-void endpoints_free(ol__endpoint *e);
+                      endpoint *out, char **err);
+void endpoints_free(endpoint *e);
 
 /* Resolve every service of the table in region, so that a malformed custom endpoint (any
  * AWS_ENDPOINT_URL_<SERVICE>, AWS_ENDPOINT_URL, the profile's endpoint_url) is a
@@ -34,7 +38,7 @@ int endpoints_check_configured(const char *region, const char *profile_endpoint,
  * ("http://127.0.0.1:5000", path prefix "/bucket"; a custom endpoint's own path goes in
  * front: "/minio/bucket"). bucket NULL or "": e's url and host, prefix "". All malloc'd;
  * returns 0 or OL_ENOMEM. */
-int endpoints_s3_url(const ol__endpoint *e, const char *bucket, char **base_url, char **host,
+int endpoints_s3_url(const endpoint *e, const char *bucket, char **base_url, char **host,
                      char **path_prefix);
 
 /* The environment variable suffix for a service id: "s3" -> "S3", "secretsmanager" ->

@@ -139,7 +139,7 @@ static void assert_no_secret(const char *s) {
 }
 
 /* Settings then credentials; returns the credentials' code, keeping *err. */
-static int resolve(const char *profile, ol__aws_settings *s, ol__creds *c, char **err) {
+static int resolve(const char *profile, aws_settings *s, credentials *c, char **err) {
     *err = NULL;
     int rc = credentials_settings(profile, NULL, s, err);
     if (rc != 0)
@@ -149,8 +149,8 @@ static int resolve(const char *profile, ol__aws_settings *s, ol__creds *c, char 
 
 static void expect_creds(const char *profile, const char *akid, const char *secret,
                          const char *token, const char *source_part) {
-    ol__aws_settings s;
-    ol__creds c;
+    aws_settings s;
+    credentials c;
     char *err = NULL;
     int rc = resolve(profile, &s, &c, &err);
     if (rc != 0)
@@ -171,8 +171,8 @@ static void expect_creds(const char *profile, const char *akid, const char *secr
 /* Resolution must fail with code; *err must contain each of the NULL-terminated parts and
  * no secret. */
 static void expect_creds_error(const char *profile, int code, ...) {
-    ol__aws_settings s;
-    ol__creds c;
+    aws_settings s;
+    credentials c;
     char *err = NULL;
     va_list ap;
     assert_int_equal(resolve(profile, &s, &c, &err), code);
@@ -205,7 +205,7 @@ static void default_profile_comes_from_the_credentials_file(void **state) {
 
 static void profile_is_chosen_by_override_then_aws_profile_then_default_profile(void **state) {
     (void)state;
-    ol__aws_settings s;
+    aws_settings s;
     char *err = NULL;
     write_credentials("[a]\naws_access_key_id=A\naws_secret_access_key=" SECRET "\n"
                       "[b]\naws_access_key_id=B\naws_secret_access_key=" SECRET "\n"
@@ -227,7 +227,7 @@ static void profile_is_chosen_by_override_then_aws_profile_then_default_profile(
 
 static void file_variables_override_the_home_paths(void **state) {
     (void)state;
-    ol__aws_settings s;
+    aws_settings s;
     char *err = NULL;
     write_file("creds.ini", "[default]\naws_access_key_id=X\naws_secret_access_key=" SECRET "\n",
                0600);
@@ -296,7 +296,7 @@ static void profile_default_section_in_config_wins_over_default(void **state) {
 
 static void named_profile_missing_from_both_files_is_a_config_error(void **state) {
     (void)state;
-    ol__aws_settings s;
+    aws_settings s;
     char *err = NULL;
     write_credentials("[default]\naws_access_key_id=X\naws_secret_access_key=" SECRET "\n");
     setenv("AWS_ACCESS_KEY_ID", AKID, 1);
@@ -317,7 +317,7 @@ static void named_profile_missing_from_both_files_is_a_config_error(void **state
 
 static void malformed_file_names_file_and_line_but_not_its_text(void **state) {
     (void)state;
-    ol__aws_settings s;
+    aws_settings s;
     char *err = NULL;
     write_credentials("[default]\naws_access_key_id = " AKID "\n" SECRET "\n");
     assert_int_equal(credentials_settings(NULL, NULL, &s, &err), OL_ECONFIG);
@@ -470,7 +470,7 @@ static void credential_process_printing_garbage_does_not_echo_it(void **state) {
 /* ---- region -------------------------------------------------------------------------- */
 
 static void expect_region(const char *override, const char *region, const char *source) {
-    ol__aws_settings s;
+    aws_settings s;
     char *err = NULL;
     int rc = credentials_settings(NULL, override, &s, &err);
     if (rc != 0)
@@ -494,7 +494,7 @@ static void region_comes_from_override_then_env_then_profile_then_default(void *
     expect_region(NULL, "ca-central-1", "AWS_REGION");
     expect_region("us-gov-west-1", "us-gov-west-1", "--region");
 
-    ol__aws_settings s;
+    aws_settings s;
     char *err = NULL;
     assert_int_equal(credentials_settings(NULL, NULL, &s, &err), 0);
     assert_string_equal(s.endpoint_url, "http://127.0.0.1:5000");
@@ -503,7 +503,7 @@ static void region_comes_from_override_then_env_then_profile_then_default(void *
 
 static void invalid_region_is_a_config_error_naming_its_source(void **state) {
     (void)state;
-    ol__aws_settings s;
+    aws_settings s;
     char *err = NULL;
     setenv("AWS_REGION", "stockholm", 1);
     assert_int_equal(credentials_settings(NULL, NULL, &s, &err), OL_ECONFIG);
@@ -512,10 +512,26 @@ static void invalid_region_is_a_config_error_naming_its_source(void **state) {
     free(err);
 }
 
+static void source_is_read_through_its_accessor(void **state) {
+    (void)state;
+    setenv("AWS_ACCESS_KEY_ID", AKID, 1);
+    setenv("AWS_SECRET_ACCESS_KEY", SECRET, 1);
+    aws_settings s;
+    credentials c;
+    char *err = NULL;
+    assert_int_equal(resolve(NULL, &s, &c, &err), 0);
+    assert_contains(credentials_source(&c), "environment variables");
+    assert_no_secret(credentials_source(&c));
+    assert_null(credentials_source(NULL));
+    credentials_free(&c);
+    credentials_settings_free(&s);
+}
+
 int main(void) {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
     const struct CMUnitTest tests[] = {
         T(default_profile_comes_from_the_credentials_file),
+        T(source_is_read_through_its_accessor),
         T(profile_is_chosen_by_override_then_aws_profile_then_default_profile),
         T(file_variables_override_the_home_paths),
         T(ini_files_are_read_as_the_cli_reads_them),

@@ -61,7 +61,7 @@ static int env_teardown(void **state) {
 static void expect_endpoint(const char *service, const char *region, const char *profile_ep,
                             const char *url, const char *host, const char *signing_region,
                             const char *signing_name, int custom) {
-    ol__endpoint e;
+    endpoint e;
     char *err = NULL;
     int rc = endpoints_resolve(service, region, profile_ep, &e, &err);
     if (rc != 0)
@@ -79,7 +79,7 @@ static void expect_endpoint(const char *service, const char *region, const char 
  * avoid, when given). */
 static void expect_bad(const char *service, const char *profile_ep, const char *want,
                        const char *avoid) {
-    ol__endpoint e;
+    endpoint e;
     char *err = NULL;
     assert_int_equal(endpoints_resolve(service, "eu-north-1", profile_ep, &e, &err), OL_ECONFIG);
     assert_non_null(err);
@@ -205,7 +205,7 @@ static void bad_endpoint_urls_are_config_errors_naming_their_source(void **state
 
 static void invalid_region_is_rejected_for_real_endpoints(void **state) {
     (void)state;
-    ol__endpoint e;
+    endpoint e;
     char *err = NULL;
     assert_int_equal(endpoints_resolve("s3", "Europe", NULL, &e, &err), OL_ECONFIG);
     assert_non_null(strstr(err, "'Europe'"));
@@ -216,8 +216,8 @@ static void invalid_region_is_rejected_for_real_endpoints(void **state) {
     free(err);
 }
 
-static void expect_s3_url(const ol__endpoint *e, const char *bucket, const char *base,
-                          const char *host, const char *prefix) {
+static void expect_s3_url(const endpoint *e, const char *bucket, const char *base, const char *host,
+                          const char *prefix) {
     char *b = NULL, *h = NULL, *p = NULL;
     assert_int_equal(endpoints_s3_url(e, bucket, &b, &h, &p), 0);
     assert_string_equal(b, base);
@@ -230,7 +230,7 @@ static void expect_s3_url(const ol__endpoint *e, const char *bucket, const char 
 
 static void s3_uses_virtual_hosts_on_aws_and_path_style_otherwise(void **state) {
     (void)state;
-    ol__endpoint e;
+    endpoint e;
     char *err = NULL;
     assert_int_equal(endpoints_resolve("s3", "eu-north-1", NULL, &e, &err), 0);
     expect_s3_url(&e, "acme-production", "https://acme-production.s3.eu-north-1.amazonaws.com",
