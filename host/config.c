@@ -120,6 +120,48 @@ static int pipeline_file_read(const char *path, json_t **doc, char **err) {
     return 0;
 }
 
+/* One entry of "stages": a name, or {"stage": NAME, "options": {...}, "timeout": "90s"}. */
+static int stage_spec_from_json(const char *path, const json_t *e, size_t i, stage_spec *sp,
+                                char **err) {
+    if (json_is_string(e)) {
+        sp->name = json_string_value(e);
+        return 0;
+    }
+    const json_t *name = json_object_get(e, "stage");
+    if (!json_is_object(e) || !json_is_string(name))
+        return ol__fail(err, OL_ECONFIG,
+                        "pipeline file %s: stage #%zu must be a name or an object "
+                        "{\"stage\": NAME, \"options\": {...}}",
+                        path, i + 1);
+    sp->name = json_string_value(name);
+    const char *key;
+    json_t *v;
+    json_object_foreach((json_t *)e, key, v) {
+        if (strcmp(key, "stage") && strcmp(key, "options") && strcmp(key, "timeout"))
+            return ol__fail(err, OL_ECONFIG,
+                            "pipeline file %s: stage '%s' has unknown key '%s'; allowed: "
+                            "stage, options, timeout",
+                            path, sp->name, key);
+    }
+    const json_t *to = json_object_get(e, "timeout");
+    if (to != NULL) {
+        unsigned long secs = json_is_string(to) ? cli_parse_duration(json_string_value(to)) : 0;
+        if (secs == 0 || secs > 86400)
+            return ol__fail(err, OL_ECONFIG,
+                            "pipeline file %s: timeout of stage '%s' must be a duration from 1s "
+                            "to 1d, e.g. \"90s\" or \"5m\"",
+                            path, sp->name);
+        sp->timeout_ms = (unsigned)(secs * 1000);
+    }
+    const json_t *opts = json_object_get(e, "options");
+    if (opts && !json_is_object(opts))
+        return ol__fail(err, OL_ECONFIG,
+                        "pipeline file %s: options of stage '%s' must be an object", path,
+                        sp->name);
+    sp->options = opts;
+    return 0;
+}
+
 static int stages_from_doc(const char *path, const json_t *doc, stage_spec **specs, size_t *n,
                            char **err) {
     const json_t *stages = json_object_get(doc, "stages");
@@ -133,53 +175,17 @@ static int stages_from_doc(const char *path, const json_t *doc, stage_spec **spe
     if (*specs == NULL)
         return OL_ENOMEM;
     for (size_t i = 0; i < *n; i++) {
-        const json_t *e = json_array_get(stages, i);
-        if (json_is_string(e)) {
-            (*specs)[i].name = json_string_value(e);
-            continue;
-        }
-        const json_t *name = json_object_get(e, "stage");
-        if (!json_is_object(e) || !json_is_string(name))
-            return ol__fail(err, OL_ECONFIG,
-                            "pipeline file %s: stage #%zu must be a name or an object "
-                            "{\"stage\": NAME, \"options\": {...}}",
-                            path, i + 1);
-        const char *key;
-        json_t *v;
-        json_object_foreach((json_t *)e, key, v) {
-            if (strcmp(key, "stage") && strcmp(key, "options") && strcmp(key, "timeout"))
-                return ol__fail(err, OL_ECONFIG,
-                                "pipeline file %s: stage '%s' has unknown key '%s'; allowed: "
-                                "stage, options, timeout",
-                                path, json_string_value(name), key);
-        }
-        const json_t *to = json_object_get(e, "timeout");
-        if (to != NULL) {
-            unsigned long secs = json_is_string(to) ? cli_parse_duration(json_string_value(to)) : 0;
-            if (secs == 0 || secs > 86400)
-                return ol__fail(
-                    err, OL_ECONFIG,
-                    "pipeline file %s: timeout of stage '%s' must be a duration from 1s "
-                    "to 1d, e.g. \"90s\" or \"5m\"",
-                    path, json_string_value(name));
-            (*specs)[i].timeout_ms = (unsigned)(secs * 1000);
-        }
-        const json_t *opts = json_object_get(e, "options");
-        if (opts && !json_is_object(opts))
-            return ol__fail(err, OL_ECONFIG,
-                            "pipeline file %s: options of stage '%s' must be an "
-                            "object",
-                            path, json_string_value(name));
-        (*specs)[i].name = json_string_value(name);
-        (*specs)[i].options = opts;
+        int rc = stage_spec_from_json(path, json_array_get(stages, i), i, &(*specs)[i], err);
+        if (rc != 0)
+            return rc;
     }
     for (size_t i = 0; i < *n; i++)
         for (size_t j = i + 1; j < *n; j++)
             if (strcmp((*specs)[i].name, (*specs)[j].name) == 0)
-                return ol__fail(
-                    err, OL_ECONFIG,
-                    "pipeline file %s: stage '%s' is listed twice; list each stage once", path,
-                    (*specs)[i].name);
+                return ol__fail(err, OL_ECONFIG,
+                                "pipeline file %s: stage '%s' is listed twice; list each stage "
+                                "once",
+                                path, (*specs)[i].name);
     return 0;
 }
 

@@ -347,38 +347,35 @@ static int resolve_region(const char *override, const ini_section *cfg, aws_sett
     return 0;
 }
 
+/* The selected profile: the override (--profile), else AWS_PROFILE, AWS_DEFAULT_PROFILE,
+ * else "default". *named: it was chosen by one of those, not by default. */
+static const char *select_profile(const char *profile_override, aws_settings *out, int *named) {
+    const char *profile;
+    *named = 1;
+    if (profile_override != NULL && profile_override[0] != '\0') {
+        out->profile_override = 1;
+        return profile_override;
+    }
+    if ((profile = env("AWS_PROFILE")) != NULL || (profile = env("AWS_DEFAULT_PROFILE")) != NULL)
+        return profile;
+    *named = 0;
+    return "default";
+}
+
 int credentials_settings(const char *profile_override, const char *region_override,
                          aws_settings *out, char **err) {
     ini_section cfg = {0}, cred = {0};
-    const char *profile;
-    int named, rc;
-
+    int named, rc = OL_ENOMEM;
     memset(out, 0, sizeof(*out));
     *err = NULL;
-    named = 1;
-    if (profile_override != NULL && profile_override[0] != '\0') {
-        profile = profile_override;
-        out->profile_override = 1;
-    } else if ((profile = env("AWS_PROFILE")) == NULL &&
-               (profile = env("AWS_DEFAULT_PROFILE")) == NULL) {
-        profile = "default";
-        named = 0;
-    }
-    rc = OL_ENOMEM;
-    out->profile = strdup(profile);
-    if (out->profile == NULL)
+    const char *profile = select_profile(profile_override, out, &named);
+    if ((out->profile = strdup(profile)) == NULL)
         goto fail;
-    rc = aws_file_path("AWS_CONFIG_FILE", "config", &out->config_file, err);
-    if (rc != 0)
-        goto fail;
-    rc = aws_file_path("AWS_SHARED_CREDENTIALS_FILE", "credentials", &out->credentials_file, err);
-    if (rc != 0)
-        goto fail;
-    rc = ini_load(out->config_file, profile, 1, &cfg, err);
-    if (rc != 0)
-        goto fail;
-    rc = ini_load(out->credentials_file, profile, 0, &cred, err);
-    if (rc != 0)
+    if ((rc = aws_file_path("AWS_CONFIG_FILE", "config", &out->config_file, err)) != 0 ||
+        (rc = aws_file_path("AWS_SHARED_CREDENTIALS_FILE", "credentials", &out->credentials_file,
+                            err)) != 0 ||
+        (rc = ini_load(out->config_file, profile, 1, &cfg, err)) != 0 ||
+        (rc = ini_load(out->credentials_file, profile, 0, &cred, err)) != 0)
         goto fail;
     /* As the CLI's ProfileNotFound: a profile asked for by name must exist; "default" may
      * be absent (environment variables may be all there is). */
@@ -389,8 +386,7 @@ int credentials_settings(const char *profile_override, const char *region_overri
         rc = OL_ECONFIG;
         goto fail;
     }
-    rc = resolve_region(region_override, &cfg, out, err);
-    if (rc != 0)
+    if ((rc = resolve_region(region_override, &cfg, out, err)) != 0)
         goto fail;
     const char *ep = ini_value(&cfg, "endpoint_url");
     if (ep != NULL && (out->endpoint_url = strdup(ep)) == NULL) {
