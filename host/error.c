@@ -1,6 +1,7 @@
-/* error: owns the one table that names every OL_E* code. The texts are written for users
- * (they end up in messages like "storing the key: <text>"), so they say what happened, not
- * which constant it was. */
+/* error: owns the one table that names every OL_E* code, and the formatting of error
+ * messages into fresh memory (ol__format, ol__fail). The texts are written for users (they
+ * end up in messages like "storing the key: <text>"), so they say what happened, not which
+ * constant it was. */
 #include "error.h"
 
 #include <stdarg.h>

@@ -1,4 +1,5 @@
-/* error: texts for the OL_E* codes of the SDK header. */
+/* error: texts for the OL_E* codes of the SDK header, and the host's one way of handing an
+ * error message to a caller (a malloc'd `char **err`, set by ol__fail). */
 #ifndef OL_ERROR_H
 #define OL_ERROR_H
 

@@ -28,7 +28,6 @@ static const char *const reserved_prefixes[] = {"xn--", "sthree-", "amzn-s3-demo
 static const char *const reserved_suffixes[] = {"-s3alias", "--ol-s3",    ".mrap",
                                                 "--x-s3",   "--table-s3", NULL};
 
-/* malloc'd printf; NULL on allocation failure. */
 static int is_lower_alnum(char c) {
     return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
 }
@@ -204,10 +203,8 @@ static char *suggest(const char *s, size_t max) {
 /* Store a message built from subject, value, reason and fix into *err. */
 static int fail(char **err, const char *subject, const char *value, const char *why,
                 const char *fix) {
-    if (err == NULL)
-        return OL_EINVAL;
-    *err = ol__format("%s '%s' %s. %s", subject, value, why, fix);
-    return *err != NULL ? OL_EINVAL : OL_ENOMEM;
+    int rc = ol__fail(err, OL_EINVAL, "%s '%s' %s. %s", subject, value, why, fix);
+    return err != NULL && *err == NULL ? OL_ENOMEM : rc;
 }
 
 /* fail() with "Use '<suggestion>'." when a valid suggestion exists, else fallback. */
@@ -326,14 +323,11 @@ int names_check_item(const char *product, const char *environment, char **err) {
         fix = "Use a shorter product or environment name.";
     }
     if (fix != NULL) {
-        rc = OL_EINVAL;
-        if (err != NULL) {
-            *err =
-                ol__format("product '%s', environment '%s': bucket and IAM user name '%s' %s. %s",
-                           product, environment, name, why, fix);
-            if (*err == NULL)
-                rc = OL_ENOMEM;
-        }
+        rc = ol__fail(err, OL_EINVAL,
+                      "product '%s', environment '%s': bucket and IAM user name '%s' %s. %s",
+                      product, environment, name, why, fix);
+        if (err != NULL && *err == NULL)
+            rc = OL_ENOMEM;
     }
     free(name);
     return rc;
