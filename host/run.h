@@ -22,6 +22,7 @@ enum { OP_NONE = 0, OP_PUT, OP_GET, OP_DEL };
 
 #define FLUSH_TICK_MS 1000u
 #define FLUSH_INTERVAL_MS 2000u
+#define PARK_MAX 1024u /* items at most waiting on held-back puts */
 
 typedef struct find_ctx find_ctx;
 
@@ -64,6 +65,7 @@ struct ol_item {
     int advancing, again;
     size_t remaining;
     size_t store_ops; /* store operations of this item in progress */
+    int parked;       /* gave its concurrency slot back while a store holds its put */
     find_ctx *find;
 };
 
@@ -98,6 +100,7 @@ typedef struct run {
     size_t n_items;
     size_t next_item;
     size_t active;
+    size_t parked; /* items started that wait only on held-back store puts */
     size_t finished;
     int interrupted;
     int preflight_failed;

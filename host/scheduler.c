@@ -181,13 +181,14 @@ static void on_kick(uv_timer_t *t) {
     run *r = t->data;
     if (r->ending)
         return;
-    while (!r->interrupted && r->next_item < r->n_items && r->active < r->plan->concurrency) {
+    while (!r->interrupted && r->next_item < r->n_items && r->active < r->plan->concurrency &&
+           r->parked < PARK_MAX) {
         ol_item *item = &r->items[r->next_item++];
         item->started = 1;
         r->active++;
         scheduler_advance(item);
     }
-    if (r->active == 0 && (r->next_item == r->n_items || r->interrupted))
+    if (r->active == 0 && r->parked == 0 && (r->next_item == r->n_items || r->interrupted))
         stores_finish_run(r);
     else
         stores_maybe_flush(r);

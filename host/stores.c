@@ -27,6 +27,31 @@ static void on_op_timeout(void *arg, int status) {
 
 /* Starts one store operation; its end (store_done, a time limit, or a refusal to start)
  * always comes through store_op_end. */
+/* An item whose put a store may hold until its next flush, and that has nothing else left
+ * to run, gives its concurrency slot to the next item: a batch can then grow beyond
+ * --concurrency, so a password database is unlocked once for many items. */
+static void maybe_park(ol_item *item, size_t s) {
+    run *r = item->run;
+    if (r->stages[s].ps->plugin->desc->flush == NULL || item->parked || r->parked >= PARK_MAX)
+        return;
+    for (size_t k = 0; k < r->plan->n_stages; k++)
+        if (!r->plan->stages[k].is_store && item->stages[k].status != ST_DONE &&
+            item->stages[k].status != ST_SKIPPED)
+            return;
+    item->parked = 1;
+    r->parked++;
+    r->active--;
+    scheduler_kick(r);
+}
+
+static void unpark(ol_item *item) {
+    if (!item->parked)
+        return;
+    item->parked = 0;
+    item->run->parked--;
+    item->run->active++;
+}
+
 static void store_op_start(ol_item *item, size_t s, int op, const ol_secret *secret) {
     run *r = item->run;
     ol_stage *st = &r->stages[s];
@@ -38,6 +63,8 @@ static void store_op_start(ol_item *item, size_t s, int op, const ol_secret *sec
         st->pending_since = uv_now(&r->loop);
     st->puts_since += op == OP_PUT;
     item->store_ops++;
+    if (op == OP_PUT)
+        maybe_park(item, s);
     services_timer_start(r->svc, st->ps->timeout_ms, on_op_timeout, sr, &sr->op_timer);
     int rc = OL_EINVAL;
     if (op == OP_PUT)
@@ -107,6 +134,7 @@ static void store_op_end(ol_item *item, size_t s, int result, const ol_secret *f
     if (op == OP_PUT)
         st->puts_pending--;
     item->store_ops--;
+    unpark(item);
     if (op == OP_PUT)
         store_put_done(item, s, result, reason);
     else if (op == OP_GET && item->find != NULL)
@@ -472,10 +500,11 @@ void stores_flush_done(ol_stage *st, int result, const char *reason) {
 void stores_maybe_flush(run *r) {
     size_t waiting = 0;
     for (size_t i = 0; i < r->next_item; i++)
-        waiting +=
-            (size_t)(r->items[i].started && !r->items[i].finished && r->items[i].store_ops > 0);
-    int stuck = waiting > 0 && waiting == r->active &&
-                (r->next_item == r->n_items || r->active >= r->plan->concurrency || r->interrupted);
+        waiting += (size_t)(r->items[i].started && !r->items[i].finished && !r->items[i].parked &&
+                            r->items[i].store_ops > 0);
+    int stuck = (waiting > 0 || r->parked > 0) && waiting == r->active &&
+                (r->next_item == r->n_items || r->active >= r->plan->concurrency ||
+                 r->parked >= PARK_MAX || r->interrupted);
     for (size_t s = 0; stuck && s < r->plan->n_stages; s++) {
         ol_stage *st = &r->stages[s];
         if (st->ps->plugin->desc->flush != NULL && st->puts_since > 0 && st->puts_pending > 0 &&
