@@ -247,6 +247,57 @@ static void no_product_is_refused_with_an_example(void **state) {
     expect_refused(f, &a, OL_EINVAL, "e.g. `opsline apply acme`");
 }
 
+/* Secret stores: a pipeline that creates keys stores them somewhere, after they exist. */
+static void refuses_a_pipeline_that_stores_keys_nowhere(void **state) {
+    fixture *f = *state;
+    config_args a = {.products = ACME, .n_products = 1};
+    a.pipeline_file = file_with(f, "nostore.json", "{\"stages\": [\"bucket\", \"iam\"]}");
+    expect_refused(f, &a, OL_ECONFIG, "no secret store");
+}
+
+static void orders_every_store_after_the_stage_that_creates_keys(void **state) {
+    fixture *f = *state;
+    config_args a = {.products = ACME, .n_products = 1, .secrets = "dotenv"};
+    a.pipeline_file = file_with(f, "order.json", "{\"stages\": [\"dotenv\", \"iam\"]}");
+    plan p;
+    char *err = NULL;
+    assert_int_equal(config_build(&a, f->l, &p, &err), 0);
+    size_t iam = 0, dotenv = 0;
+    for (size_t i = 0; i < p.n_stages; i++) {
+        if (strcmp(p.stages[i].plugin->desc->name, "iam") == 0)
+            iam = i;
+        if (strcmp(p.stages[i].plugin->desc->name, "dotenv") == 0)
+            dotenv = i;
+    }
+    assert_true(dotenv > iam);
+    assert_true(stage(&p, "dotenv")->is_store);
+    assert_true(stage(&p, "iam")->creates_secrets);
+    plan_free(&p);
+}
+
+static void refuses_a_key_creator_that_needs_a_store(void **state) {
+    fixture *f = *state;
+    char *err = NULL;
+    if (loader_load_dir(f->l, OPSLINE_BUILD_DIR "/test-plugins/creator_needs_store", 1, &err))
+        fail_msg("loading the test plugin: %s", err ? err : "?");
+    config_args a = {.products = ACME, .n_products = 1, .secrets = "dotenv"};
+    a.pipeline_file = file_with(f, "cycle.json", "{\"stages\": [\"creator_needs_store\"]}");
+    plan p;
+    assert_int_not_equal(config_build(&a, f->l, &p, &err), 0);
+    assert_non_null(err);
+    assert_non_null(strstr(err, "creator_needs_store"));
+    assert_non_null(strstr(err, "dotenv"));
+    free(err);
+}
+
+static void secrets_select_the_stores_and_refuse_a_stage_that_is_none(void **state) {
+    fixture *f = *state;
+    config_args a = {.products = ACME, .n_products = 1, .secrets = "bucket"};
+    expect_refused(f, &a, OL_EINVAL, "not a secret store");
+    a.secrets = "nosuchstore";
+    expect_refused(f, &a, OL_ECONFIG, "no plugin provides secret store 'nosuchstore'");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(defaults_are_both_environments_the_runbook_pipeline_and_32_in_flight),
@@ -257,6 +308,13 @@ int main(void) {
         cmocka_unit_test(set_and_env_file_reach_the_stage_options),
         cmocka_unit_test(bad_set_and_env_file_are_refused_naming_what_to_write),
         cmocka_unit_test(no_product_is_refused_with_an_example),
+        cmocka_unit_test_setup_teardown(refuses_a_pipeline_that_stores_keys_nowhere, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(orders_every_store_after_the_stage_that_creates_keys, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(refuses_a_key_creator_that_needs_a_store, setup, teardown),
+        cmocka_unit_test_setup_teardown(secrets_select_the_stores_and_refuse_a_stage_that_is_none,
+                                        setup, teardown),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
