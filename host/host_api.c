@@ -5,6 +5,9 @@
 #include <openssl/crypto.h>
 #include <string.h>
 
+#include <errno.h>
+#include <sys/stat.h>
+
 #include "aws/xml.h"
 #include "error.h"
 #include "privfile.h"
@@ -135,6 +138,13 @@ static void host_wipe(void *p, size_t n) {
 
 static int host_read_private_file(const char *path, size_t max, char **out, size_t *len) {
     if (path == NULL || out == NULL || len == NULL)
+        return OL_EINVAL;
+    /* What the SDK promises: no symlink, FIFO or device, so a planted link cannot redirect
+     * the read and a FIFO cannot hang the run. */
+    struct stat st;
+    if (lstat(path, &st) != 0)
+        return errno == ENOENT ? OL_ENOENT : OL_EIO;
+    if (!S_ISREG(st.st_mode))
         return OL_EINVAL;
     int rc = privfile_read(path, out, len);
     if (rc == 0 && *len > max) {

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "opsline/opsline.h"
@@ -27,6 +28,10 @@ typedef struct dotenv_state {
     const ol_host *host;
     const char *path_template;
     const char *var[DOTENV_N_VARS]; /* key id, secret, region, bucket */
+    /* validate: every item's target (absolute path) and the item writing it, so two items
+     * never share a file (the second secret would be lost). */
+    char **targets, **target_items;
+    size_t n_targets, cap_targets;
 } dotenv_state;
 
 enum { VAR_KEY_ID, VAR_SECRET, VAR_REGION, VAR_BUCKET };
@@ -508,6 +513,73 @@ static int op_start(const dotenv_state *st, ol_stage *stage, ol_item *item, int 
     return rc;
 }
 
+/* Why path cannot be a .env target, or NULL: checked for every item before any request,
+ * so no key is created whose secret then has nowhere to go. */
+static const char *target_problem(const char *path) {
+    struct stat st;
+    size_t len = strlen(path);
+    if (len == 0 || path[len - 1] == '/')
+        return "names a directory, not a file";
+    if (lstat(path, &st) == 0) {
+        if (S_ISLNK(st.st_mode))
+            return "is a symbolic link; opsline replaces .env files and never writes through a "
+                   "link: point --env-file at the real file";
+        if (!S_ISREG(st.st_mode))
+            return S_ISDIR(st.st_mode) ? "is a directory" : "is not a regular file";
+        if (st.st_size > DOTENV_MAX_FILE)
+            return "is larger than 1 MiB, not a .env file opsline should edit";
+    }
+    return NULL;
+}
+
+static int remember_target(dotenv_state *st, char *abs, const char *item) {
+    if (st->n_targets == st->cap_targets) {
+        size_t cap = st->cap_targets ? st->cap_targets * 2 : 64;
+        char **t = realloc(st->targets, cap * sizeof(char *));
+        if (t == NULL)
+            return OL_ENOMEM;
+        st->targets = t;
+        char **n = realloc(st->target_items, cap * sizeof(char *));
+        if (n == NULL)
+            return OL_ENOMEM;
+        st->target_items = n;
+        st->cap_targets = cap;
+    }
+    st->targets[st->n_targets] = abs;
+    st->target_items[st->n_targets++] = strdup(item);
+    return 0;
+}
+
+static int dotenv_validate(ol_stage *stage, const ol_item *item, void *state) {
+    dotenv_state *st = state;
+    const ol_host *h = st->host;
+    char *path = NULL, *why = NULL;
+    if (h->expand(item, st->path_template, &path, &why) != 0) {
+        h->log(stage, item, OL_LOG_ERROR, "option path %s", why ? why : "is invalid");
+        h->free(why);
+        return OL_EINVAL;
+    }
+    const char *problem = target_problem(path);
+    char *abs = problem == NULL ? absolute(path) : NULL;
+    int rc = problem != NULL ? OL_EINVAL : abs == NULL ? OL_ENOMEM : 0;
+    if (problem != NULL)
+        h->log(stage, item, OL_LOG_ERROR, "%s %s", path, problem);
+    for (size_t i = 0; rc == 0 && i < st->n_targets; i++)
+        if (strcmp(st->targets[i], abs) == 0) {
+            h->log(stage, item, OL_LOG_ERROR,
+                   "items %s and %s would both write %s, and one secret would be lost; give "
+                   "each item its own file, e.g. --env-file '{product}/.env.{environment}'",
+                   st->target_items[i] ? st->target_items[i] : "?", h->item_name(item), path);
+            rc = OL_EINVAL;
+        }
+    if (rc == 0)
+        rc = remember_target(st, abs, h->item_name(item));
+    if (rc != 0)
+        free(abs);
+    h->free(path);
+    return rc;
+}
+
 static int dotenv_put(ol_stage *stage, ol_item *item, void *state, const ol_secret *secret) {
     return op_start(state, stage, item, OP_PUT, secret);
 }
@@ -557,7 +629,14 @@ fail:
 }
 
 static void dotenv_fini(void *state) {
-    free(state);
+    dotenv_state *st = state;
+    for (size_t i = 0; i < st->n_targets; i++) {
+        free(st->targets[i]);
+        free(st->target_items[i]);
+    }
+    free(st->targets);
+    free(st->target_items);
+    free(st);
 }
 
 static const ol_store_ops dotenv_store = {
@@ -577,6 +656,7 @@ static const ol_plugin dotenv_plugin = {
     .description = "secret store: a .env file per item (0600, atomic, other lines kept)",
     OL_OPTIONS(dotenv_options),
     .init = dotenv_init,
+    .validate = dotenv_validate,
     .fini = dotenv_fini,
     .store = &dotenv_store,
 };

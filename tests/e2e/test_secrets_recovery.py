@@ -41,7 +41,7 @@ def read_env(path):
     return values
 
 
-class RecoveryTest(unittest.TestCase):
+class Base(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.state = tempfile.mkdtemp(prefix="opsline-e2e-moto.")
@@ -97,6 +97,8 @@ class RecoveryTest(unittest.TestCase):
         s3.put_object(Bucket=item, Key="probe", Body=b"x")
         self.assertEqual(s3.get_object(Bucket=item, Key="probe")["Body"].read(), b"x")
 
+
+class RecoveryTest(Base):
     def test_a_removed_env_file_is_refilled_from_another_store_without_a_new_key(self):
         stores = ("--secrets", "dotenv,aws-secretsmanager", "-e", "production")
         self.apply_ok("refill", *stores)
@@ -175,6 +177,35 @@ class RecoveryTest(unittest.TestCase):
         keys = self.keys_of("taken-production")
         self.assertEqual(len(keys), 1, r.stdout + r.stderr)
         self.assertEqual(self.env_file("taken-production")["AWS_ACCESS_KEY_ID"], keys[0])
+
+
+class EnvTargetTest(Base):
+    """.env targets that would lose or misdirect a secret are refused before any request."""
+
+    def assert_refused(self, args, fragment, user):
+        r = self.opsline("apply", *args)
+        self.assertEqual(r.returncode, 2, r.stdout + r.stderr)
+        self.assertIn(fragment, r.stderr)
+        with self.assertRaises(ClientError):
+            self.client("iam").get_user(UserName=user)
+
+    def test_two_items_sharing_one_env_file_are_refused(self):
+        self.assert_refused(("shared", "--env-file", "one.env"),
+                            "would both write one.env", "shared-production")
+
+    def test_a_symlinked_env_file_is_refused_and_its_target_untouched(self):
+        victim = os.path.join(self.work, "victim.txt")
+        with open(victim, "w") as f:
+            f.write("VICTIM_PASSWORD=keep-me\n")
+        os.symlink(victim, os.path.join(self.work, "linked-production.env"))
+        self.assert_refused(("linked", "-e", "production"), "symbolic link",
+                            "linked-production")
+        with open(victim) as f:
+            self.assertEqual(f.read(), "VICTIM_PASSWORD=keep-me\n")
+
+    def test_a_directory_target_is_refused(self):
+        self.assert_refused(("dirtarget", "-e", "production", "--env-file", "{product}/"),
+                            "names a directory", "dirtarget-production")
 
 
 if __name__ == "__main__":
