@@ -16,6 +16,7 @@
 #include "../../plugins/secrets/dotenv.c"
 
 #include "error.h"
+#include "options.h"
 #include "privfile.h"
 
 #define SECRET "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
@@ -150,6 +151,21 @@ static void remove_drops_only_the_named_assignments(void **state) {
     free(out);
 }
 
+/* The documented defaults, as literals (README, docs/stages.md), read through the host's
+ * real option parser: not the plugin's own table compared with itself. */
+static void defaults_are_the_documented_names(void **state) {
+    (void)state;
+    options *o = NULL;
+    char *err = NULL;
+    assert_int_equal(options_parse(&dotenv_plugin, NULL, "dotenv", &o, &err), 0);
+    assert_string_equal(options_string(o, "path"), "{bucket}.env");
+    assert_string_equal(options_string(o, "var_access_key_id"), "AWS_ACCESS_KEY_ID");
+    assert_string_equal(options_string(o, "var_secret_access_key"), "AWS_SECRET_ACCESS_KEY");
+    assert_string_equal(options_string(o, "var_region"), "AWS_REGION");
+    assert_string_equal(options_string(o, "var_bucket"), "S3_BUCKET");
+    options_free(o);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(merge_into_an_empty_file_appends_all_variables),
@@ -161,6 +177,7 @@ int main(void) {
         cmocka_unit_test(merge_quotes_values_a_reader_would_misread),
         cmocka_unit_test(lookup_reads_bare_quoted_and_export_values),
         cmocka_unit_test(remove_drops_only_the_named_assignments),
+        cmocka_unit_test(defaults_are_the_documented_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
