@@ -275,6 +275,9 @@ int pipeline_run(const plan *p) {
         fprintf(stderr, "error: %s\n", cmsg ? cmsg : "no AWS credentials found");
         goto out;
     }
+    /* Input a stage refuses leaves nothing behind, not even a state directory. */
+    if (items_build(&r) != 0 || stages_prepare(&r) != 0)
+        goto out;
     rc = journal_open(p->state_dir, &r.journal, &err);
     if (rc != 0) {
         fprintf(stderr, "error: %s\n", err ? err : ol_strerror(rc));
@@ -282,8 +285,6 @@ int pipeline_run(const plan *p) {
     }
     if (journal_warnings(r.journal) != NULL)
         fprintf(stderr, "warning: %s\n", journal_warnings(r.journal));
-    if (items_build(&r) != 0 || stages_prepare(&r) != 0)
-        goto out;
     r.report = report_new(p->json, p->verbose, r.n_items);
     if (r.report == NULL)
         goto out;
