@@ -202,19 +202,18 @@ static int lock_journal(journal *j, char **err) {
         return 0;
     }
     if (errno != EWOULDBLOCK) {
-        *err = ol__format("cannot lock %s: %s", j->path, strerror(errno));
-        return OL_EIO;
+        return ol__fail(err, OL_EIO, "cannot lock %s: %s", j->path, strerror(errno));
     }
     long pid = read_pid(j);
     if (pid > 0)
-        *err = ol__format("another opsline run is using %s (pid %ld); wait for it to finish or "
-                          "use another state directory",
-                          j->dir, pid);
-    else
-        *err = ol__format("another opsline run is using %s; wait for it to finish or use "
-                          "another state directory",
-                          j->dir);
-    return OL_EEXIST;
+        return ol__fail(err, OL_EEXIST,
+                        "another opsline run is using %s (pid %ld); wait for it to finish or "
+                        "use another state directory",
+                        j->dir, pid);
+    return ol__fail(err, OL_EEXIST,
+                    "another opsline run is using %s; wait for it to finish or use another "
+                    "state directory",
+                    j->dir);
 }
 
 int journal_open(const char *state_dir, journal **out, char **err) {
@@ -232,20 +231,19 @@ int journal_open(const char *state_dir, journal **out, char **err) {
 
     rc = privfile_mkdirs(state_dir);
     if (rc < 0) {
-        *err = ol__format("cannot create state directory %s: %s", state_dir, strerror(errno));
+        ol__fail(err, rc, "cannot create state directory %s: %s", state_dir, strerror(errno));
         goto fail;
     }
     int created = access(j->path, F_OK) != 0;
     j->fd = open(j->path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
     if (j->fd < 0) {
-        rc = OL_EIO;
-        *err = ol__format("cannot open journal %s: %s", j->path, strerror(errno));
+        rc = ol__fail(err, OL_EIO, "cannot open journal %s: %s", j->path, strerror(errno));
         goto fail;
     }
     /* The new directory entry must be durable too, or the first record may vanish. */
     if (created && privfile_sync_dir(state_dir) != 0) {
-        rc = OL_EIO;
-        *err = ol__format("cannot fsync state directory %s: %s", state_dir, strerror(errno));
+        rc = ol__fail(err, OL_EIO, "cannot fsync state directory %s: %s", state_dir,
+                      strerror(errno));
         goto fail;
     }
     rc = lock_journal(j, err);
@@ -255,15 +253,14 @@ int journal_open(const char *state_dir, journal **out, char **err) {
     int torn = 0;
     rc = load_all(j, &torn);
     if (rc < 0) {
-        *err = ol__format("cannot read journal %s: %s", j->path,
-                          rc == OL_ENOMEM ? "out of memory" : strerror(errno));
+        ol__fail(err, rc, "cannot read journal %s: %s", j->path,
+                 rc == OL_ENOMEM ? "out of memory" : strerror(errno));
         goto fail;
     }
     /* A torn last line stays (it is skipped on every load) but must not swallow the next
      * record: start that one on a fresh line. */
     if (torn && (privfile_write_all(j->fd, "\n", 1) != 0 || fsync(j->fd) != 0)) {
-        rc = OL_EIO;
-        *err = ol__format("cannot repair journal %s: %s", j->path, strerror(errno));
+        rc = ol__fail(err, OL_EIO, "cannot repair journal %s: %s", j->path, strerror(errno));
         goto fail;
     }
     *out = j;

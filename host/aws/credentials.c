@@ -250,15 +250,14 @@ static int ini_load(const char *path, const char *profile, int is_config, ini_se
     int sys_errno;
     int rc = ini_read(path, profile, is_config, sec, &bad_line, &sys_errno);
     if (rc == OL_EIO) {
-        *err = ol__format("cannot read %s: %s", path, strerror(sys_errno));
-        return OL_ECONFIG;
+        return ol__fail(err, OL_ECONFIG, "cannot read %s: %s", path, strerror(sys_errno));
     }
     if (rc == OL_ECONFIG) {
         /* The line itself is not shown: in a credentials file it may hold a secret. */
-        *err = ol__format("%s line %zu is malformed: expected a [section] header, a `key = value` "
-                          "line or a comment (# or ;)",
-                          path, bad_line);
-        return OL_ECONFIG;
+        return ol__fail(err, OL_ECONFIG,
+                        "%s line %zu is malformed: expected a [section] header, a `key = value` "
+                        "line or a comment (# or ;)",
+                        path, bad_line);
     }
     return rc;
 }
@@ -305,9 +304,8 @@ static int aws_file_path(const char *name, const char *leaf, char **out, char **
     if (*out != NULL)
         return 0;
     if (home == NULL) {
-        *err =
-            ol__format("cannot find the home directory for ~/.aws/%s: set HOME or %s", leaf, name);
-        return OL_ECONFIG;
+        return ol__fail(err, OL_ECONFIG,
+                        "cannot find the home directory for ~/.aws/%s: set HOME or %s", leaf, name);
     }
     return OL_ENOMEM;
 }
@@ -338,11 +336,10 @@ static int resolve_region(const char *override, const ini_section *cfg, aws_sett
     if (out->region == NULL || out->region_source == NULL)
         return OL_ENOMEM;
     if (!endpoints_region_valid(region)) {
-        *err =
-            ol__format("region '%s' (from %s) is not an AWS region name; use one like eu-north-1 "
-                       "or us-east-1",
-                       region, out->region_source);
-        return OL_ECONFIG;
+        return ol__fail(err, OL_ECONFIG,
+                        "region '%s' (from %s) is not an AWS region name; use one like eu-north-1 "
+                        "or us-east-1",
+                        region, out->region_source);
     }
     return 0;
 }
@@ -380,10 +377,10 @@ int credentials_settings(const char *profile_override, const char *region_overri
     /* As the CLI's ProfileNotFound: a profile asked for by name must exist; "default" may
      * be absent (environment variables may be all there is). */
     if (named && strcmp(profile, "default") != 0 && !cfg.found && !cred.found) {
-        *err = ol__format("profile '%s' not found in %s or %s; create it with `aws configure "
-                          "--profile %s` or pick another with --profile/AWS_PROFILE",
-                          profile, out->credentials_file, out->config_file, profile);
-        rc = OL_ECONFIG;
+        rc = ol__fail(err, OL_ECONFIG,
+                      "profile '%s' not found in %s or %s; create it with `aws configure "
+                      "--profile %s` or pick another with --profile/AWS_PROFILE",
+                      profile, out->credentials_file, out->config_file, profile);
         goto fail;
     }
     if ((rc = resolve_region(region_override, &cfg, out, err)) != 0)
@@ -444,11 +441,11 @@ static int from_section(const ini_section *sec, const char *profile, const char 
     if (ak == NULL && sk == NULL)
         return 0;
     if (ak == NULL || sk == NULL) {
-        *err = ol__format("profile '%s' in %s has %s but no %s; add it (e.g. with `aws configure "
-                          "--profile %s`)",
-                          profile, path, ak ? "aws_access_key_id" : "aws_secret_access_key",
-                          ak ? "aws_secret_access_key" : "aws_access_key_id", profile);
-        return OL_ECONFIG;
+        return ol__fail(err, OL_ECONFIG,
+                        "profile '%s' in %s has %s but no %s; add it (e.g. with `aws configure "
+                        "--profile %s`)",
+                        profile, path, ak ? "aws_access_key_id" : "aws_secret_access_key",
+                        ak ? "aws_secret_access_key" : "aws_access_key_id", profile);
     }
     if (token == NULL)
         token = ini_value(sec, "aws_security_token"); /* legacy name botocore still reads */
@@ -534,16 +531,13 @@ static int process_run(const char *cmd, const char *what, char **buf, size_t *le
     b[n] = '\0';
     int status = pclose(p);
     if (rc == 0 && status == -1) {
-        *err = ol__format("cannot wait for the %s: %s", what, strerror(errno));
-        rc = OL_ECREDS;
+        rc = ol__fail(err, OL_ECREDS, "cannot wait for the %s: %s", what, strerror(errno));
     } else if (rc == 0 && WIFSIGNALED(status)) {
-        *err = ol__format("the %s was killed by signal %d", what, WTERMSIG(status));
-        rc = OL_ECREDS;
+        rc = ol__fail(err, OL_ECREDS, "the %s was killed by signal %d", what, WTERMSIG(status));
     } else if (rc == 0 && WIFEXITED(status) && WEXITSTATUS(status) != 0) {
-        *err = ol__format("the %s exited with status %d%s; its error output, if any, is above",
-                          what, WEXITSTATUS(status),
-                          WEXITSTATUS(status) == 127 ? " (command not found)" : "");
-        rc = OL_ECREDS;
+        rc = ol__fail(
+            err, OL_ECREDS, "the %s exited with status %d%s; its error output, if any, is above",
+            what, WEXITSTATUS(status), WEXITSTATUS(status) == 127 ? " (command not found)" : "");
     } else if (rc == OL_ECONFIG) {
         *err = ol__format("the %s printed more than %d bytes", what, MAX_PROCESS_OUTPUT);
     }
@@ -609,10 +603,10 @@ static int process_parse(const char *buf, size_t len, const char *what, credenti
             goto done;
         }
         if (t <= (long long)time(NULL)) {
-            *err = ol__format("the credentials from the %s expired at %s; renew them (e.g. log in "
-                              "again) and retry",
-                              what, e);
-            rc = OL_ECREDS;
+            rc = ol__fail(err, OL_ECREDS,
+                          "the credentials from the %s expired at %s; renew them (e.g. log in "
+                          "again) and retry",
+                          what, e);
             goto done;
         }
     }
@@ -655,13 +649,13 @@ static int unsupported(const ini_section *sec, const char *profile, const char *
     }
     if (what == NULL)
         return 0;
-    *err =
-        ol__format("profile '%s' in %s uses %s, which opsline does not support yet; give the "
-                   "profile a credential_process instead, e.g. `credential_process = aws configure "
-                   "export-credentials --profile OTHER --format process` (AWS CLI v2), or set "
-                   "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
-                   profile, path, what);
-    return OL_ECREDS;
+    return ol__fail(
+        err, OL_ECREDS,
+        "profile '%s' in %s uses %s, which opsline does not support yet; give the "
+        "profile a credential_process instead, e.g. `credential_process = aws configure "
+        "export-credentials --profile OTHER --format process` (AWS CLI v2), or set "
+        "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+        profile, path, what);
 }
 
 /* Why a file-based source gave nothing, for the "tried" list. */
@@ -688,11 +682,11 @@ static int from_env(const aws_settings *s, credentials *out, int *used, char **t
         return 0;
     }
     if (ak == NULL || sk == NULL) {
-        *err = ol__format("%s is set but %s is not; set both, or unset %s to use profile '%s'",
-                          ak ? "AWS_ACCESS_KEY_ID" : "AWS_SECRET_ACCESS_KEY",
-                          ak ? "AWS_SECRET_ACCESS_KEY" : "AWS_ACCESS_KEY_ID",
-                          ak ? "AWS_ACCESS_KEY_ID" : "AWS_SECRET_ACCESS_KEY", s->profile);
-        return OL_ECREDS;
+        return ol__fail(err, OL_ECREDS,
+                        "%s is set but %s is not; set both, or unset %s to use profile '%s'",
+                        ak ? "AWS_ACCESS_KEY_ID" : "AWS_SECRET_ACCESS_KEY",
+                        ak ? "AWS_SECRET_ACCESS_KEY" : "AWS_ACCESS_KEY_ID",
+                        ak ? "AWS_ACCESS_KEY_ID" : "AWS_SECRET_ACCESS_KEY", s->profile);
     }
     if (token == NULL)
         token = env("AWS_SECURITY_TOKEN"); /* legacy name botocore still reads */
@@ -717,12 +711,12 @@ static int fail_none_found(const aws_settings *s, const ini_section *cred, const
     free(t1);
     free(t2);
     int named = strcmp(s->profile, "default") != 0;
-    *err = ol__format("no AWS credentials found. Tried: %s. Run `aws configure%s%s`, set "
-                      "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or add a credential_process "
-                      "to the profile",
-                      *tried ? *tried : "nothing", named ? " --profile " : "",
-                      named ? s->profile : "");
-    return OL_ECREDS;
+    return ol__fail(err, OL_ECREDS,
+                    "no AWS credentials found. Tried: %s. Run `aws configure%s%s`, set "
+                    "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or add a credential_process "
+                    "to the profile",
+                    *tried ? *tried : "nothing", named ? " --profile " : "",
+                    named ? s->profile : "");
 }
 
 int credentials_resolve(const aws_settings *s, credentials *out, char **err) {

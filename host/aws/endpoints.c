@@ -266,15 +266,15 @@ static int parse_custom(const char *url, const char *origin, endpoint *out, char
         rc = custom_problem(u, &problem);
     if (rc == 0 && problem == user_info_problem) {
         /* The URL may hold a password: it is not repeated. */
-        *err = ol__format("the endpoint URL from %s must not contain a user name or password; "
-                          "opsline signs requests with your AWS credentials",
-                          origin);
-        rc = OL_ECONFIG;
+        rc = ol__fail(err, OL_ECONFIG,
+                      "the endpoint URL from %s must not contain a user name or password; "
+                      "opsline signs requests with your AWS credentials",
+                      origin);
     } else if (rc == 0 && problem != NULL) {
-        *err = ol__format("the endpoint URL '%s' (from %s) is not usable: %s; use one like "
-                          "http://127.0.0.1:5000 or https://s3.example.com",
-                          url, origin, problem);
-        rc = OL_ECONFIG;
+        rc = ol__fail(err, OL_ECONFIG,
+                      "the endpoint URL '%s' (from %s) is not usable: %s; use one like "
+                      "http://127.0.0.1:5000 or https://s3.example.com",
+                      url, origin, problem);
     } else if (rc == 0) {
         rc = custom_from_parts(u, out);
     }
@@ -325,9 +325,8 @@ int endpoints_resolve(const char *service, const char *region, const char *profi
     memset(out, 0, sizeof(*out));
     *err = NULL;
     if (service == NULL || service[0] == '\0' || region == NULL || region[0] == '\0') {
-        *err = ol__format("no %s given for the AWS endpoint",
-                          service && service[0] ? "region" : "service");
-        return OL_EINVAL;
+        return ol__fail(err, OL_EINVAL, "no %s given for the AWS endpoint",
+                        service && service[0] ? "region" : "service");
     }
     const service_info *svc = service_find(service);
     const char *url = custom_url(svc, service, profile_endpoint, var, sizeof(var));
@@ -342,8 +341,8 @@ int endpoints_resolve(const char *service, const char *region, const char *profi
         if (rc == 0 && (out->signing_region = strdup(region)) == NULL)
             rc = OL_ENOMEM;
     } else if (!endpoints_region_valid(region)) {
-        *err = ol__format("region '%s' is not an AWS region name; use one like eu-north-1", region);
-        rc = OL_ECONFIG;
+        rc = ol__fail(err, OL_ECONFIG,
+                      "region '%s' is not an AWS region name; use one like eu-north-1", region);
     } else {
         rc = real_endpoint(svc, service, region, out);
     }
