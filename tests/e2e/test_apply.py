@@ -7,22 +7,15 @@ usage: test_apply.py  (env: OPSLINE=path/to/opsline, OPSLINE_BUILD_DIR=build dir
 """
 import json
 import os
-import socket
-import subprocess
 import sys
-import tempfile
-import threading
 import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tools"))
-import moto_fixture  # noqa: E402
+from opsline_e2e import OPSLINE, MotoTestCase, read_env  # noqa: E402
 
-import boto3  # noqa: E402
-from botocore.config import Config  # noqa: E402
 from botocore.exceptions import ClientError  # noqa: E402
 
-OPSLINE = os.environ.get("OPSLINE", "opsline")
 BUILD_DIR = os.environ.get("OPSLINE_BUILD_DIR", os.path.dirname(OPSLINE))
 
 RUNBOOK_ACTIONS = {
@@ -33,92 +26,8 @@ RUNBOOK_ACTIONS = {
 }
 
 
-def read_env(path):
-    values = {}
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if not line or line.startswith("#") or "=" not in line:
-                continue
-            if line.startswith("export "):
-                line = line[len("export "):]
-            k, v = line.split("=", 1)
-            values[k.strip()] = v.strip().strip('"').strip("'")
-    return values
-
-
-class ConnectionCounter:
-    """A loopback listener that counts connections: proves no request was sent."""
-
-    def __init__(self):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.count = 0
-        self.stop = False
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self):
-        while not self.stop:
-            try:
-                conn, _ = self.sock.accept()
-                self.count += 1
-                conn.close()
-            except OSError:
-                pass
-
-    def close(self):
-        self.stop = True
-        self.thread.join()
-        self.sock.close()
-
-
-class ApplyTest(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.state = tempfile.mkdtemp(prefix="opsline-e2e-moto.")
-        cls.info = moto_fixture.start(cls.state)
-        cls.endpoint = cls.info["endpoint"] if "endpoint" in cls.info else \
-            f"http://127.0.0.1:{cls.info['port']}"
-        cls.admin = (cls.info["access_key_id"], cls.info["secret_access_key"])
-
-    @classmethod
-    def tearDownClass(cls):
-        moto_fixture.stop(cls.state)
-
-    def setUp(self):
-        self.work = tempfile.mkdtemp(prefix="opsline-e2e-work.")
-
-    def env(self, **extra):
-        e = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-        e.update({
-            "AWS_ENDPOINT_URL": self.endpoint,
-            "AWS_ACCESS_KEY_ID": self.admin[0],
-            "AWS_SECRET_ACCESS_KEY": self.admin[1],
-            "AWS_REGION": "eu-north-1",
-            "AWS_CONFIG_FILE": os.path.join(self.work, "no-config"),
-            "AWS_SHARED_CREDENTIALS_FILE": os.path.join(self.work, "no-credentials"),
-            "OPSLINE_RETRY_BASE_MS": "50",
-        })
-        e.update(extra)
-        return e
-
-    def opsline(self, *args, env=None, timeout=120):
-        return subprocess.run([OPSLINE, *args], cwd=self.work, env=env or self.env(),
-                              capture_output=True, text=True, timeout=timeout)
-
-    def client(self, service, key=None):
-        key = key or self.admin
-        return boto3.client(service, endpoint_url=self.endpoint, region_name="eu-north-1",
-                            aws_access_key_id=key[0], aws_secret_access_key=key[1],
-                            config=Config(retries={"max_attempts": 1}))
-
-    def keys_of(self, user):
-        return sorted(k["AccessKeyId"] for k in
-                      self.client("iam").list_access_keys(UserName=user)["AccessKeyMetadata"])
+class ApplyTest(MotoTestCase):
+    opsline_timeout = 120
 
     # ---- the runbook, end to end -----------------------------------------------------------
 
@@ -237,17 +146,10 @@ class ApplyTest(unittest.TestCase):
     # ---- bad input: exit 2, nothing sent ----------------------------------------------------
 
     def assert_refused_before_any_request(self, *args, expect=None, files=None):
-        counter = ConnectionCounter()
-        try:
-            for name, text in (files or {}).items():
-                with open(os.path.join(self.work, name), "w") as f:
-                    f.write(text)
-            r = self.opsline(*args, env=self.env(
-                AWS_ENDPOINT_URL=f"http://127.0.0.1:{counter.port}"))
-        finally:
-            counter.close()
-        self.assertEqual(r.returncode, 2, r.stdout + r.stderr)
-        self.assertEqual(counter.count, 0, "a request was sent")
+        for name, text in (files or {}).items():
+            with open(os.path.join(self.work, name), "w") as f:
+                f.write(text)
+        r = super().assert_refused_before_any_request(*args)
         if expect:
             self.assertIn(expect, r.stderr)
         return r
