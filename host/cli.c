@@ -122,19 +122,11 @@ unsigned long cli_parse_duration(const char *s) {
 
 /* ---- whoami ----------------------------------------------------------------------------- */
 
-static void walk_close(uv_handle_t *h, void *arg) {
-    (void)arg;
-    if (!uv_is_closing(h))
-        uv_close(h, NULL);
-}
-
 static void loop_finish(uv_loop_t *loop, aws_client *c) {
     if (c)
         aws_client_close(c, NULL, NULL);
     uv_run(loop, UV_RUN_DEFAULT);
-    uv_walk(loop, walk_close, NULL);
-    uv_run(loop, UV_RUN_DEFAULT);
-    uv_loop_close(loop);
+    pipeline_loop_close(loop);
 }
 
 static int client_open(uv_loop_t *loop, const char *profile, const char *region, aws_client **c,

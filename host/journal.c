@@ -46,16 +46,6 @@ struct journal {
     int dirty;      /* written but not yet fsync'd */
 };
 
-/* Transitional (issue 10): the records journal_append still makes durable by their event
- * name, for callers that do not yet say so with journal_append_durable: the iam stage's
- * intent to create a key and its unknown outcome, and the host's secret_stored. The list
- * goes once those callers (host/stores.c, the plugin API's journal_append) use the durable
- * form. */
-static int event_is_critical(const char *event) {
-    return strcmp(event, "access_key_requested") == 0 || strcmp(event, "access_key_unknown") == 0 ||
-           strcmp(event, "secret_stored") == 0;
-}
-
 static char *dup_or_null(const char *s) {
     return s == NULL ? NULL : strdup(s);
 }
@@ -322,7 +312,7 @@ static int append(journal *j, int durable, const char *item, const char *stage, 
 
 int journal_append(journal *j, const char *item, const char *stage, const char *event,
                    const char *id, const char *detail) {
-    return append(j, event != NULL && event_is_critical(event), item, stage, event, id, detail);
+    return append(j, 0, item, stage, event, id, detail);
 }
 
 int journal_append_durable(journal *j, const char *item, const char *stage, const char *event,

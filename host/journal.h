@@ -18,10 +18,8 @@ typedef struct journal journal;
 int journal_open(const char *state_dir, journal **out, char **err);
 
 /* Append one record, durable at the next journal_flush: losing it in a crash only makes the
- * next run reconcile more. (Transitional: a few event names the iam stage and the stores
- * use, access_key_requested, access_key_unknown and secret_stored, are still fsync'd at once
- * here; see journal_append_durable.) id and detail may be NULL. Returns 0, OL_EINVAL,
- * OL_ENOMEM or OL_EIO. */
+ * next run reconcile more. id and detail may be NULL. Returns 0, OL_EINVAL, OL_ENOMEM or
+ * OL_EIO. */
 int journal_append(journal *j, const char *item, const char *stage, const char *event,
                    const char *id, const char *detail);
 
