@@ -24,7 +24,6 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,60 +34,11 @@ import unittest
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(HERE, "..", "tools"))
-import moto_fixture  # noqa: E402
+from opsline_e2e import OPSLINE, MotoTestCase, read_env  # noqa: E402
 
-import boto3  # noqa: E402
-from botocore.config import Config  # noqa: E402
-from botocore.exceptions import ClientError  # noqa: E402
-
-OPSLINE = os.environ.get("OPSLINE", "opsline")
 ALL_STORES = ["dotenv", "keepassxc", "pass", "aws-secretsmanager"]
 STORES = [s for s in os.environ.get("OPSLINE_E2E_STORES", ",".join(ALL_STORES)).split(",") if s]
 TOOLS = {"keepassxc": "keepassxc-cli", "pass": "pass"}
-REGION = "eu-north-1"
-
-
-def read_env(path):
-    values = {}
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if not line or line.startswith("#") or "=" not in line:
-                continue
-            if line.startswith("export "):
-                line = line[len("export "):]
-            k, v = line.split("=", 1)
-            values[k.strip()] = v.strip().strip('"').strip("'")
-    return values
-
-
-class ConnectionCounter:
-    """A loopback listener that counts connections: proves no request was sent."""
-
-    def __init__(self):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.count = 0
-        self.stop = False
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self):
-        while not self.stop:
-            try:
-                conn, _ = self.sock.accept()
-                self.count += 1
-                conn.close()
-            except OSError:
-                pass
-
-    def close(self):
-        self.stop = True
-        self.thread.join()
-        self.sock.close()
 
 
 class ChildWatcher(threading.Thread):
@@ -154,13 +104,13 @@ class ChildWatcher(threading.Thread):
         return [{"cmdline": c, "environ": e} for c, e in self.seen]
 
 
-class SecretsAllTest(unittest.TestCase):
+class SecretsAllTest(MotoTestCase):
+    remove_state = True
+    remove_work = True
+
     @classmethod
     def setUpClass(cls):
-        cls.state = tempfile.mkdtemp(prefix="opsline-e2e-moto.")
-        cls.info = moto_fixture.start(cls.state)
-        cls.endpoint = cls.info["endpoint"]
-        cls.admin = (cls.info["access_key_id"], cls.info["secret_access_key"])
+        super().setUpClass()
         cls.kdbx_password = "kx-" + secrets.token_urlsafe(24)
         cls.gnupg = None
         cls.pass_dir = None
@@ -169,61 +119,17 @@ class SecretsAllTest(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        moto_fixture.stop(cls.state)
+        super().tearDownClass()
         if cls.gnupg:
             subprocess.run(["gpgconf", "--kill", "all"], env=dict(os.environ, GNUPGHOME=cls.gnupg),
                            capture_output=True)
             shutil.rmtree(cls.gnupg, ignore_errors=True)
         full = cls.full_run["work"] if cls.full_run else None
-        for d in (cls.pass_dir, cls.plugin_dir, full, cls.state):
+        for d in (cls.pass_dir, cls.plugin_dir, full):
             if d:
                 shutil.rmtree(d, ignore_errors=True)
 
-    def setUp(self):
-        self.work = tempfile.mkdtemp(prefix="opsline-e2e-work.")
-
-    def tearDown(self):
-        shutil.rmtree(self.work, ignore_errors=True)
-
     # ---- helpers ---------------------------------------------------------------------------
-
-    def env(self, work=None, **extra):
-        work = work or self.work
-        e = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-        e.update({
-            "AWS_ENDPOINT_URL": self.endpoint,
-            "AWS_ACCESS_KEY_ID": self.admin[0],
-            "AWS_SECRET_ACCESS_KEY": self.admin[1],
-            "AWS_REGION": REGION,
-            "AWS_CONFIG_FILE": os.path.join(work, "no-config"),
-            "AWS_SHARED_CREDENTIALS_FILE": os.path.join(work, "no-credentials"),
-            "OPSLINE_RETRY_BASE_MS": "50",
-        })
-        e.update(extra)
-        return e
-
-    def opsline(self, *args, env=None, timeout=300):
-        return subprocess.run([OPSLINE, *args], cwd=self.work, env=env or self.env(),
-                              capture_output=True, text=True, timeout=timeout)
-
-    def client(self, service, key=None):
-        key = key or self.admin
-        return boto3.client(service, endpoint_url=self.endpoint, region_name=REGION,
-                            aws_access_key_id=key[0], aws_secret_access_key=key[1],
-                            config=Config(retries={"max_attempts": 1}))
-
-    def keys_of(self, user):
-        return sorted(k["AccessKeyId"] for k in
-                      self.client("iam").list_access_keys(UserName=user)["AccessKeyMetadata"])
-
-    def assert_key_works_only_on(self, key, bucket, other):
-        s3 = self.client("s3", key)
-        s3.put_object(Bucket=bucket, Key="probe.txt", Body=b"x")
-        self.assertEqual(s3.get_object(Bucket=bucket, Key="probe.txt")["Body"].read(), b"x")
-        s3.delete_object(Bucket=bucket, Key="probe.txt")
-        with self.assertRaises(ClientError) as cm:
-            s3.put_object(Bucket=other, Key="probe.txt", Body=b"x")
-        self.assertEqual(cm.exception.response["Error"]["Code"], "AccessDenied")
 
     @classmethod
     def gpg_setup(cls):
@@ -482,14 +388,7 @@ class SecretsAllTest(unittest.TestCase):
     def test_a_pipeline_with_no_store_is_refused_before_any_request(self):
         with open(os.path.join(self.work, "p.json"), "w") as f:
             json.dump({"stages": ["bucket", "iam", "policy"]}, f)
-        counter = ConnectionCounter()
-        try:
-            r = self.opsline("apply", "nostore", "--pipeline", "p.json",
-                             env=self.env(AWS_ENDPOINT_URL=f"http://127.0.0.1:{counter.port}"))
-        finally:
-            counter.close()
-        self.assertEqual(r.returncode, 2, r.stdout + r.stderr)
-        self.assertEqual(counter.count, 0, "a request was sent")
+        r = self.assert_refused_before_any_request("apply", "nostore", "--pipeline", "p.json")
         self.assertIn("p.json", r.stderr)
         self.assertIn("store", r.stderr)
         self.assertIn("--secrets", r.stderr)
