@@ -253,9 +253,71 @@ void pipeline_loop_close(uv_loop_t *loop) {
     uv_loop_close(loop);
 }
 
+/* Everything that can refuse the run before the first request: the AWS client and its
+ * credentials, the items, every stage's init and validate, then the journal (so refused
+ * input leaves nothing behind, not even a state directory) and the report. 0, or the
+ * message was printed. */
+static int run_setup(run *r) {
+    const plan *p = r->plan;
+    char *err = NULL;
+    int rc = aws_client_new(&r->loop, p->profile, p->region, &r->aws, &err);
+    if (rc != 0) {
+        fprintf(stderr, "error: %s\n", err ? err : ol_strerror(rc));
+        free(err);
+        return rc;
+    }
+    aws_client_set_logger(r->aws, on_aws_log, r);
+    scrub_credentials_env();
+    const char *cmsg = NULL;
+    if (aws_client_creds_error(r->aws, &cmsg) != 0) {
+        fprintf(stderr, "error: %s\n", cmsg ? cmsg : "no AWS credentials found");
+        return OL_ECREDS;
+    }
+    if ((rc = items_build(r)) != 0 || (rc = stages_prepare(r)) != 0)
+        return rc;
+    if ((rc = journal_open(p->state_dir, &r->journal, &err)) != 0) {
+        fprintf(stderr, "error: %s\n", err ? err : ol_strerror(rc));
+        free(err);
+        return rc;
+    }
+    if (journal_warnings(r->journal) != NULL)
+        fprintf(stderr, "warning: %s\n", journal_warnings(r->journal));
+    r->report = report_new(p->json, p->verbose, r->n_items);
+    return r->report != NULL ? 0 : OL_ENOMEM;
+}
+
+/* The loop's own handles: the item kick, the flush tick and Ctrl-C. */
+static void run_handles_start(run *r) {
+    uv_timer_init(&r->loop, &r->kick);
+    r->kick.data = r;
+    uv_timer_init(&r->loop, &r->flush_tick);
+    r->flush_tick.data = r;
+    uv_timer_start(&r->flush_tick, stores_on_flush_tick, FLUSH_TICK_MS, FLUSH_TICK_MS);
+    uv_signal_init(&r->loop, &r->sigint);
+    r->sigint.data = r;
+    uv_signal_start(&r->sigint, scheduler_on_sigint, SIGINT);
+}
+
+/* Teardown in one place: what stages started still completes (cancelled) before their
+ * state goes, then the stages, the services, the items and the loop. */
+static void run_teardown(run *r) {
+    if (r->aws) {
+        aws_client_close(r->aws, NULL, NULL);
+        r->aws = NULL;
+    }
+    services_cancel_all(r->svc);
+    uv_run(&r->loop, UV_RUN_DEFAULT);
+    stages_fini(r);
+    services_free(r->svc);
+    items_free(r);
+    report_free(r->report);
+    if (r->journal)
+        journal_close(r->journal);
+    pipeline_loop_close(&r->loop);
+}
+
 int pipeline_run(const plan *p) {
     run r;
-    char *err = NULL;
     int code = 2;
     memset(&r, 0, sizeof(r));
     r.plan = p;
@@ -263,61 +325,14 @@ int pipeline_run(const plan *p) {
         fprintf(stderr, "error: could not start the event loop\n");
         return 2;
     }
-    int rc = aws_client_new(&r.loop, p->profile, p->region, &r.aws, &err);
-    if (rc != 0) {
-        fprintf(stderr, "error: %s\n", err ? err : ol_strerror(rc));
-        goto out;
+    if (run_setup(&r) == 0) {
+        run_handles_start(&r);
+        start_prepares(&r);
+        uv_run(&r.loop, UV_RUN_DEFAULT);
+        int failed = report_finish(r.report, &r.stats, r.creds_rejected, r.interrupted);
+        code = (failed || r.preflight_failed || r.interrupted) ? 1 : 0;
     }
-    aws_client_set_logger(r.aws, on_aws_log, &r);
-    scrub_credentials_env();
-    const char *cmsg = NULL;
-    if (aws_client_creds_error(r.aws, &cmsg) != 0) {
-        fprintf(stderr, "error: %s\n", cmsg ? cmsg : "no AWS credentials found");
-        goto out;
-    }
-    /* Input a stage refuses leaves nothing behind, not even a state directory. */
-    if (items_build(&r) != 0 || stages_prepare(&r) != 0)
-        goto out;
-    rc = journal_open(p->state_dir, &r.journal, &err);
-    if (rc != 0) {
-        fprintf(stderr, "error: %s\n", err ? err : ol_strerror(rc));
-        goto out;
-    }
-    if (journal_warnings(r.journal) != NULL)
-        fprintf(stderr, "warning: %s\n", journal_warnings(r.journal));
-    r.report = report_new(p->json, p->verbose, r.n_items);
-    if (r.report == NULL)
-        goto out;
-
-    uv_timer_init(&r.loop, &r.kick);
-    r.kick.data = &r;
-    uv_timer_init(&r.loop, &r.flush_tick);
-    r.flush_tick.data = &r;
-    uv_timer_start(&r.flush_tick, stores_on_flush_tick, FLUSH_TICK_MS, FLUSH_TICK_MS);
-    uv_signal_init(&r.loop, &r.sigint);
-    r.sigint.data = &r;
-    uv_signal_start(&r.sigint, scheduler_on_sigint, SIGINT);
-    start_prepares(&r);
-    uv_run(&r.loop, UV_RUN_DEFAULT);
-
-    int failed = report_finish(r.report, &r.stats, r.creds_rejected, r.interrupted);
-    code = (failed || r.preflight_failed || r.interrupted) ? 1 : 0;
-out:
-    free(err);
-    if (r.aws) {
-        aws_client_close(r.aws, NULL, NULL);
-        r.aws = NULL;
-    }
-    /* Whatever stages started still completes (cancelled) before their state goes. */
-    services_cancel_all(r.svc);
-    uv_run(&r.loop, UV_RUN_DEFAULT);
-    stages_fini(&r);
-    services_free(r.svc);
-    items_free(&r);
-    report_free(r.report);
-    if (r.journal)
-        journal_close(r.journal);
-    pipeline_loop_close(&r.loop);
+    run_teardown(&r);
     return code;
 }
 

@@ -341,20 +341,11 @@ static void capture_init(services *s, capture *c, proc *p, size_t limit) {
     c->open = 1;
 }
 
-int services_proc_run(services *s, const ol_proc_spec *spec, ol_proc_cb cb, void *arg) {
-    if (spec == NULL || cb == NULL ||
-        spec->struct_size < offsetof(ol_proc_spec, timeout_ms) + sizeof(spec->timeout_ms) ||
-        spec->argv == NULL || spec->argv[0] == NULL)
-        return OL_EINVAL;
-    if (s->cancelled)
-        return OL_ECANCELED;
+/* A proc with its handles initialised (not yet spawned), or NULL. */
+static proc *proc_new(services *s, const ol_proc_spec *spec, ol_proc_cb cb, void *arg) {
     proc *p = calloc(1, sizeof(*p));
-    char **env = child_env(spec->env);
-    if (p == NULL || env == NULL) {
-        free(p);
-        free(env);
-        return OL_ENOMEM;
-    }
+    if (p == NULL)
+        return NULL;
     p->svc = s;
     p->cb = cb;
     p->arg = arg;
@@ -368,39 +359,26 @@ int services_proc_run(services *s, const ol_proc_spec *spec, ol_proc_cb cb, void
     p->timer.data = p;
     p->timer_open = 1;
     p->process.data = p;
+    return p;
+}
 
-    uv_stdio_container_t stdio[3];
-    stdio[0].flags = UV_CREATE_PIPE | UV_READABLE_PIPE;
-    stdio[0].data.stream = (uv_stream_t *)&p->in;
-    stdio[1].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
-    stdio[1].data.stream = (uv_stream_t *)&p->out.pipe;
-    stdio[2].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
-    stdio[2].data.stream = (uv_stream_t *)&p->err.pipe;
-    uv_process_options_t opt = {0};
-    opt.file = spec->argv[0];
-    opt.args = (char **)(uintptr_t)spec->argv;
-    opt.env = env;
-    opt.cwd = spec->cwd;
-    opt.flags = UV_PROCESS_DETACHED;
-    opt.stdio_count = 3;
-    opt.stdio = stdio;
-    opt.exit_cb = on_proc_exit;
-    int rc = uv_spawn(s->loop, &p->process, &opt);
-    free(env);
-    if (rc != 0) {
-        /* Report through the callback like any other outcome: the handles need closing. */
-        p->result = rc == UV_ENOENT || rc == UV_EACCES ? OL_ENOENT : OL_EIO;
-        p->exited = 1;
-        p->process_open = 1;
-        list_insert_head(&s->procs, &p->node);
-        close_if_open((uv_handle_t *)&p->process, 1);
-        close_if_open((uv_handle_t *)&p->in, 1);
-        close_if_open((uv_handle_t *)&p->out.pipe, 1);
-        close_if_open((uv_handle_t *)&p->err.pipe, 1);
-        return 0;
-    }
+/* uv_spawn failed: the outcome goes through the callback like any other, once the handles
+ * libuv initialised are closed. */
+static void proc_spawn_failed(proc *p, int uv_err) {
+    p->result = uv_err == UV_ENOENT || uv_err == UV_EACCES ? OL_ENOENT : OL_EIO;
+    p->exited = 1;
     p->process_open = 1;
-    list_insert_head(&s->procs, &p->node);
+    list_insert_head(&p->svc->procs, &p->node);
+    close_if_open((uv_handle_t *)&p->process, 1);
+    close_if_open((uv_handle_t *)&p->in, 1);
+    close_if_open((uv_handle_t *)&p->out.pipe, 1);
+    close_if_open((uv_handle_t *)&p->err.pipe, 1);
+}
+
+/* Reads both outputs, feeds stdin (then closes it) and arms the time limit. */
+static void proc_started(proc *p, const ol_proc_spec *spec) {
+    p->process_open = 1;
+    list_insert_head(&p->svc->procs, &p->node);
     uv_read_start((uv_stream_t *)&p->out.pipe, on_alloc, on_read);
     uv_read_start((uv_stream_t *)&p->err.pipe, on_alloc, on_read);
     if (spec->stdin_data != NULL && spec->stdin_len > 0) {
@@ -415,6 +393,43 @@ int services_proc_run(services *s, const ol_proc_spec *spec, ol_proc_cb cb, void
     }
     uv_timer_start(&p->timer, on_proc_timer,
                    spec->timeout_ms ? spec->timeout_ms : PROC_DEFAULT_TIMEOUT_MS, 0);
+}
+
+int services_proc_run(services *s, const ol_proc_spec *spec, ol_proc_cb cb, void *arg) {
+    if (spec == NULL || cb == NULL ||
+        spec->struct_size < offsetof(ol_proc_spec, timeout_ms) + sizeof(spec->timeout_ms) ||
+        spec->argv == NULL || spec->argv[0] == NULL)
+        return OL_EINVAL;
+    if (s->cancelled)
+        return OL_ECANCELED;
+    char **env = child_env(spec->env);
+    proc *p = env != NULL ? proc_new(s, spec, cb, arg) : NULL;
+    if (p == NULL) {
+        free(env);
+        return OL_ENOMEM;
+    }
+    uv_stdio_container_t stdio[3];
+    stdio[0].flags = UV_CREATE_PIPE | UV_READABLE_PIPE;
+    stdio[0].data.stream = (uv_stream_t *)&p->in;
+    stdio[1].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
+    stdio[1].data.stream = (uv_stream_t *)&p->out.pipe;
+    stdio[2].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
+    stdio[2].data.stream = (uv_stream_t *)&p->err.pipe;
+    /* Its own process group (DETACHED), so the time limit ends the program's children too. */
+    uv_process_options_t opt = {.file = spec->argv[0],
+                                .args = (char **)(uintptr_t)spec->argv,
+                                .env = env,
+                                .cwd = spec->cwd,
+                                .flags = UV_PROCESS_DETACHED,
+                                .stdio_count = 3,
+                                .stdio = stdio,
+                                .exit_cb = on_proc_exit};
+    int rc = uv_spawn(s->loop, &p->process, &opt);
+    free(env);
+    if (rc != 0)
+        proc_spawn_failed(p, rc);
+    else
+        proc_started(p, spec);
     return 0;
 }
 
