@@ -290,6 +290,61 @@ int names_check_environment(const char *environment, char **err) {
     return check_segment("environment", environment, err);
 }
 
+/* What is wrong with an item's name "<product>-<environment>" as a name of kind (its
+ * segments already passed the character rules): the reason goes to why and the fix, a
+ * different product or environment rather than a different resource name, is returned;
+ * NULL when the name is fine. */
+static const char *item_name_problem(int bucket, const char *name, char *why, size_t n) {
+    if (!bucket) {
+        if (names_check_iam_user(name, NULL) == 0)
+            return NULL;
+        snprintf(why, n, "is %zu characters long; IAM user names are 1 to 64 characters",
+                 strlen(name));
+        return "Use a shorter product or environment name.";
+    }
+    switch (bucket_problem(name, why, n)) {
+    case PROBLEM_NONE:
+        return NULL;
+    case PROBLEM_PREFIX:
+        return "Choose a product name without that prefix.";
+    case PROBLEM_SUFFIX:
+        return "Choose an environment name without that ending.";
+    default:
+        return "Use a shorter product or environment name.";
+    }
+}
+
+/* OL_EINVAL with "product 'P', environment 'E': <label> 'N' <why>. <fix>" (OL_ENOMEM when
+ * that message cannot be made). */
+static int fail_item(char **err, const char *product, const char *environment, const char *label,
+                     const char *name, const char *why, const char *fix) {
+    int rc = ol__fail(err, OL_EINVAL, "product '%s', environment '%s': %s '%s' %s. %s", product,
+                      environment, label, name, why, fix);
+    return err != NULL && *err == NULL ? OL_ENOMEM : rc;
+}
+
+int names_check_item_resource(const char *kind, const char *product, const char *environment,
+                              char **err) {
+    int bucket = kind != NULL && strcmp(kind, NAMES_S3_BUCKET) == 0;
+    if (!bucket && (kind == NULL || strcmp(kind, NAMES_IAM_USER) != 0))
+        return OL_ENOENT;
+    int rc = names_check_product(product, err);
+    if (rc == 0)
+        rc = names_check_environment(environment, err);
+    if (rc != 0)
+        return rc;
+    char *name = ol__format("%s-%s", product, environment);
+    if (name == NULL)
+        return OL_ENOMEM;
+    char why[256];
+    const char *fix = item_name_problem(bucket, name, why, sizeof(why));
+    if (fix != NULL)
+        rc = fail_item(err, product, environment, bucket ? "bucket name" : "IAM user name", name,
+                       why, fix);
+    free(name);
+    return rc;
+}
+
 int names_check_item(const char *product, const char *environment, char **err) {
     int rc = names_check_product(product, err);
     if (rc == 0)
@@ -300,35 +355,11 @@ int names_check_item(const char *product, const char *environment, char **err) {
     if (name == NULL)
         return OL_ENOMEM;
     char why[256];
-    const char *fix = NULL;
-    /* The segments already passed the character rules, so what is left is about the whole
-     * name: the fix is a different product or environment, not a different bucket name. */
-    switch (bucket_problem(name, why, sizeof(why))) {
-    case PROBLEM_NONE:
-        break;
-    case PROBLEM_PREFIX:
-        fix = "Choose a product name without that prefix.";
-        break;
-    case PROBLEM_SUFFIX:
-        fix = "Choose an environment name without that ending.";
-        break;
-    default:
-        fix = "Use a shorter product or environment name.";
-        break;
-    }
-    rc = 0;
-    if (fix == NULL && names_check_iam_user(name, NULL) != 0) {
-        snprintf(why, sizeof(why), "is %zu characters long; IAM user names are 1 to 64 characters",
-                 strlen(name));
-        fix = "Use a shorter product or environment name.";
-    }
-    if (fix != NULL) {
-        rc = ol__fail(err, OL_EINVAL,
-                      "product '%s', environment '%s': bucket and IAM user name '%s' %s. %s",
-                      product, environment, name, why, fix);
-        if (err != NULL && *err == NULL)
-            rc = OL_ENOMEM;
-    }
+    const char *fix = item_name_problem(1, name, why, sizeof(why));
+    if (fix == NULL)
+        fix = item_name_problem(0, name, why, sizeof(why));
+    if (fix != NULL)
+        rc = fail_item(err, product, environment, "bucket and IAM user name", name, why, fix);
     free(name);
     return rc;
 }

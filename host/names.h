@@ -21,6 +21,19 @@ int names_check_iam_user(const char *name, char **err);
 int names_check_product(const char *product, char **err);
 int names_check_environment(const char *environment, char **err);
 
+/* The kinds of names names_check_item_resource knows (the kinds of the host API's
+ * aws_name_check). */
+#define NAMES_S3_BUCKET "s3-bucket"
+#define NAMES_IAM_USER "iam-user"
+
+/* The rules of one kind of AWS name applied to an item's name "<product>-<environment>",
+ * for a stage's validate: the message names the product and the environment and says which
+ * of them to change, e.g. "product 'xn--acme', environment 'production': bucket name
+ * 'xn--acme-production' starts with 'xn--', a prefix S3 reserves. Choose a product name
+ * without that prefix." OL_ENOENT for a kind it does not know. */
+int names_check_item_resource(const char *kind, const char *product, const char *environment,
+                              char **err);
+
 /* Everything at once for an item: product, environment, and "<product>-<environment>" as
  * both a bucket name and an IAM user name (length, reserved prefixes and suffixes). */
 int names_check_item(const char *product, const char *environment, char **err);

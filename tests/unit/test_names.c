@@ -226,6 +226,43 @@ static void rejects_items_whose_combined_name_breaks_bucket_rules(void **state) 
     free(err);
 }
 
+static void checks_an_item_name_as_one_kind_of_resource(void **state) {
+    (void)state;
+    char *err = NULL;
+    assert_int_equal(names_check_item_resource(NAMES_S3_BUCKET, "acme", "prod", &err), 0);
+    assert_null(err);
+    assert_int_equal(names_check_item_resource(NAMES_S3_BUCKET, "xn--acme", "prod", &err),
+                     OL_EINVAL);
+    assert_string_equal(err, "product 'xn--acme', environment 'prod': bucket name "
+                             "'xn--acme-prod' starts with 'xn--', a prefix S3 reserves. Choose a "
+                             "product name without that prefix.");
+    free(err);
+    err = NULL;
+
+    /* 63 characters: too long for no bucket, too long for no IAM user; 64: IAM only. */
+    char product[59];
+    memset(product, 'p', sizeof(product) - 1);
+    product[sizeof(product) - 1] = '\0';
+    assert_int_equal(names_check_item_resource(NAMES_IAM_USER, product, "prodd", &err), 0);
+    assert_int_equal(names_check_item_resource(NAMES_S3_BUCKET, product, "prodd", &err), OL_EINVAL);
+    assert_non_null(strstr(err, "is 64 characters long; S3 bucket names are 3 to 63"));
+    assert_non_null(strstr(err, "Use a shorter product or environment name."));
+    free(err);
+    err = NULL;
+    assert_int_equal(names_check_item_resource(NAMES_IAM_USER, product, "proddd", &err), OL_EINVAL);
+    assert_non_null(strstr(err, "IAM user name '"));
+    assert_non_null(strstr(err, "is 65 characters long; IAM user names are 1 to 64"));
+    free(err);
+    err = NULL;
+
+    /* The segments' own rules come first, as in names_check_item. */
+    assert_int_equal(names_check_item_resource(NAMES_IAM_USER, "Acme", "prod", &err), OL_EINVAL);
+    assert_non_null(strstr(err, "product 'Acme' has uppercase letters"));
+    free(err);
+    assert_int_equal(names_check_item_resource("sqs-queue", "acme", "prod", NULL), OL_ENOENT);
+    assert_int_equal(names_check_item_resource(NULL, "acme", "prod", NULL), OL_ENOENT);
+}
+
 static void accepts_null_err_for_verdict_only(void **state) {
     (void)state;
     assert_int_equal(names_check_bucket("Bad", NULL), OL_EINVAL);
@@ -238,6 +275,7 @@ static void accepts_null_err_for_verdict_only(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(accepts_valid_bucket_names),
+        cmocka_unit_test(checks_an_item_name_as_one_kind_of_resource),
         cmocka_unit_test(rejects_bucket_names_outside_3_to_63_characters),
         cmocka_unit_test(rejects_uppercase_bucket_names_suggesting_lowercase),
         cmocka_unit_test(rejects_bucket_names_with_other_characters),
