@@ -21,89 +21,16 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
-import threading
 import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tools"))
-import moto_fixture  # noqa: E402
+from opsline_e2e import OPSLINE, REGION, ChildWatcher, MotoTestCase, read_env  # noqa: E402
 
-import boto3  # noqa: E402
-from botocore.config import Config  # noqa: E402
 from botocore.exceptions import ClientError  # noqa: E402
 
-OPSLINE = os.environ.get("OPSLINE", "opsline")
-REGION = "eu-north-1"
 CLI = shutil.which("keepassxc-cli")
 DB_PASSWORD = "correct horse battery staple"
-
-
-def read_env(path):
-    values = {}
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if not line or line.startswith("#") or "=" not in line:
-                continue
-            if line.startswith("export "):
-                line = line[len("export "):]
-            k, v = line.split("=", 1)
-            values[k.strip()] = v.strip().strip('"').strip("'")
-    return values
-
-
-class ChildWatcher(threading.Thread):
-    """Samples /proc/PID/cmdline and /proc/PID/environ of every descendant of one process
-    while it runs, in a tight loop."""
-
-    def __init__(self, root):
-        super().__init__(daemon=True)
-        self.root = root
-        self.done = threading.Event()
-        self.seen = {}  # (pid, start time) -> {"cmdline": bytes, "environ": bytes}
-
-    @staticmethod
-    def _stat(pid):
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-        fields = data[data.rindex(b")") + 2:].split()
-        return int(fields[1]), fields[19]  # ppid, start time
-
-    def _scan(self):
-        parent, start = {}, {}
-        for name in os.listdir("/proc"):
-            if name.isdigit():
-                try:
-                    parent[int(name)], start[int(name)] = self._stat(name)
-                except (OSError, ValueError, IndexError):
-                    pass
-        family, grew = {self.root}, True
-        while grew:
-            grew = False
-            for pid, ppid in parent.items():
-                if ppid in family and pid not in family:
-                    family.add(pid)
-                    grew = True
-        for pid in family - {self.root}:
-            entry = self.seen.setdefault((pid, start.get(pid)), {"cmdline": b"", "environ": b""})
-            for what in ("cmdline", "environ"):
-                try:
-                    with open(f"/proc/{pid}/{what}", "rb") as f:
-                        data = f.read()
-                except OSError:
-                    continue
-                if len(data) > len(entry[what]):
-                    entry[what] = data
-
-    def run(self):
-        while not self.done.is_set():
-            self._scan()
-
-    def stop(self):
-        self.done.set()
-        self.join()
-        return list(self.seen.values())
 
 
 def kx(*args, password=DB_PASSWORD, check=True):
@@ -132,42 +59,20 @@ def kx_show(db, path, *attrs, password=DB_PASSWORD):
 
 @unittest.skipIf(CLI is None, "keepassxc-cli is not installed (scripts/install-deps.sh "
                  "installs keepassxc)")
-class KeepassxcStoreTest(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.state = tempfile.mkdtemp(prefix="opsline-e2e-moto.")
-        cls.info = moto_fixture.start(cls.state)
-        cls.endpoint = cls.info["endpoint"]
-        cls.admin = (cls.info["access_key_id"], cls.info["secret_access_key"])
-
-    @classmethod
-    def tearDownClass(cls):
-        moto_fixture.stop(cls.state)
+class KeepassxcStoreTest(MotoTestCase):
+    work_prefix = "opsline-e2e-kx."
+    remove_work = True
+    keys_of_missing_ok = True
 
     def setUp(self):
-        self.work = tempfile.mkdtemp(prefix="opsline-e2e-kx.")
-        self.addCleanup(shutil.rmtree, self.work, ignore_errors=True)
+        super().setUp()
         self.db = os.path.join(self.work, "vault", "aws.kdbx")
         # Where the store makes its temporary FIFO and database: empty after every run.
         self.tmpdir = os.path.join(self.work, "tmp")
         os.mkdir(self.tmpdir)
 
-    def env(self, **extra):
-        e = {k: v for k, v in os.environ.items()
-             if not k.startswith("AWS_") and k != "OPSLINE_KEEPASSXC_PASSWORD"}
-        e.update({
-            "AWS_ENDPOINT_URL": self.endpoint,
-            "AWS_ACCESS_KEY_ID": self.admin[0],
-            "AWS_SECRET_ACCESS_KEY": self.admin[1],
-            "AWS_REGION": REGION,
-            "AWS_CONFIG_FILE": os.path.join(self.work, "no-config"),
-            "AWS_SHARED_CREDENTIALS_FILE": os.path.join(self.work, "no-credentials"),
-            "OPSLINE_RETRY_BASE_MS": "50",
-            "OPSLINE_KEEPASSXC_PASSWORD": DB_PASSWORD,
-            "TMPDIR": self.tmpdir,
-        })
-        e.update(extra)
-        return e
+    def env_fixed(self):
+        return {"OPSLINE_KEEPASSXC_PASSWORD": DB_PASSWORD, "TMPDIR": self.tmpdir}
 
     def opsline(self, *args, env=None, watch=False, timeout=300):
         proc = subprocess.Popen([OPSLINE, *args], cwd=self.work, env=env or self.env(),
@@ -184,21 +89,6 @@ class KeepassxcStoreTest(unittest.TestCase):
     def apply(self, product, secrets, *extra, **kw):
         return self.opsline("apply", product, "--secrets", secrets,
                             "--set", f"keepassxc.database={self.db}", *extra, **kw)
-
-    def client(self, service, key=None):
-        key = key or self.admin
-        return boto3.client(service, endpoint_url=self.endpoint, region_name=REGION,
-                            aws_access_key_id=key[0], aws_secret_access_key=key[1],
-                            config=Config(retries={"max_attempts": 1}))
-
-    def keys_of(self, user):
-        try:
-            meta = self.client("iam").list_access_keys(UserName=user)["AccessKeyMetadata"]
-        except ClientError as e:
-            if e.response["Error"]["Code"] == "NoSuchEntity":
-                return []
-            raise
-        return sorted(k["AccessKeyId"] for k in meta)
 
     def assert_kdbx4(self):
         with open(self.db, "rb") as f:
