@@ -26,88 +26,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tools"))
-import moto_fixture  # noqa: E402
+from opsline_e2e import OPSLINE, REGION, ChildWatcher, MotoTestCase, read_env  # noqa: E402
 
-import boto3  # noqa: E402
-from botocore.config import Config  # noqa: E402
-from botocore.exceptions import ClientError  # noqa: E402
-
-OPSLINE = os.environ.get("OPSLINE", "opsline")
-REGION = "eu-north-1"
 PASS = shutil.which("pass")
 GPG = shutil.which("gpg")
-
-
-def read_env(path):
-    values = {}
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if not line or line.startswith("#") or "=" not in line:
-                continue
-            if line.startswith("export "):
-                line = line[len("export "):]
-            k, v = line.split("=", 1)
-            values[k.strip()] = v.strip().strip('"').strip("'")
-    return values
-
-
-class ChildWatcher(threading.Thread):
-    """Samples /proc/PID/cmdline and /proc/PID/environ of every descendant of one process
-    while it runs, in a tight loop (gpg lives for milliseconds)."""
-
-    def __init__(self, root):
-        super().__init__(daemon=True)
-        self.root = root
-        self.done = threading.Event()
-        self.seen = {}  # (pid, start time) -> {"cmdline": bytes, "environ": bytes}
-
-    @staticmethod
-    def _stat(pid):
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-        fields = data[data.rindex(b")") + 2:].split()
-        return int(fields[1]), fields[19]  # ppid, start time
-
-    def _scan(self):
-        parent, start = {}, {}
-        for name in os.listdir("/proc"):
-            if name.isdigit():
-                try:
-                    parent[int(name)], start[int(name)] = self._stat(name)
-                except (OSError, ValueError, IndexError):
-                    pass
-        family, grew = {self.root}, True
-        while grew:
-            grew = False
-            for pid, ppid in parent.items():
-                if ppid in family and pid not in family:
-                    family.add(pid)
-                    grew = True
-        for pid in family - {self.root}:
-            entry = self.seen.setdefault((pid, start.get(pid)), {"cmdline": b"", "environ": b""})
-            for what in ("cmdline", "environ"):
-                try:
-                    with open(f"/proc/{pid}/{what}", "rb") as f:
-                        data = f.read()
-                except OSError:
-                    continue
-                if len(data) > len(entry[what]):
-                    entry[what] = data
-
-    def run(self):
-        while not self.done.is_set():
-            self._scan()
-
-    def stop(self):
-        self.done.set()
-        self.join()
-        return list(self.seen.values())
 
 
 def read_bytes(path):
@@ -148,13 +74,15 @@ def share_key(src, dst, fpr, trust=True):
 
 @unittest.skipIf(PASS is None or GPG is None, "pass and gnupg are not installed "
                  "(scripts/install-deps.sh installs them)")
-class PassStoreTest(unittest.TestCase):
+class PassStoreTest(MotoTestCase):
+    remove_state = True
+    remove_work = True
+    keys_of_missing_ok = True
+    env_drop = ("AWS_", "PASSWORD_STORE_", "GIT_")
+
     @classmethod
     def setUpClass(cls):
-        cls.state = tempfile.mkdtemp(prefix="opsline-e2e-moto.")
-        cls.info = moto_fixture.start(cls.state)
-        cls.endpoint = cls.info["endpoint"]
-        cls.admin = (cls.info["access_key_id"], cls.info["secret_access_key"])
+        super().setUpClass()
         # The operator's keyring (runs opsline) and a teammate's, each with its own key; the
         # operator has the teammate's public key, trusted.
         cls.home = new_home()
@@ -166,42 +94,20 @@ class PassStoreTest(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        moto_fixture.stop(cls.state)
+        super().tearDownClass()
         for home in cls.homes:
             subprocess.run(["gpgconf", "--kill", "all"], env=dict(os.environ, GNUPGHOME=home),
                            capture_output=True)
             shutil.rmtree(home, ignore_errors=True)
-        shutil.rmtree(cls.state, ignore_errors=True)
 
     def setUp(self):
-        self.work = tempfile.mkdtemp(prefix="opsline-e2e-work.")
+        super().setUp()
         self.store = os.path.join(self.work, "password-store")
-
-    def tearDown(self):
-        shutil.rmtree(self.work, ignore_errors=True)
 
     # ---- helpers ---------------------------------------------------------------------------
 
-    def env(self, **extra):
-        e = {k: v for k, v in os.environ.items()
-             if not k.startswith(("AWS_", "PASSWORD_STORE_", "GIT_"))}
-        e.update({
-            "AWS_ENDPOINT_URL": self.endpoint,
-            "AWS_ACCESS_KEY_ID": self.admin[0],
-            "AWS_SECRET_ACCESS_KEY": self.admin[1],
-            "AWS_REGION": REGION,
-            "AWS_CONFIG_FILE": os.path.join(self.work, "no-config"),
-            "AWS_SHARED_CREDENTIALS_FILE": os.path.join(self.work, "no-credentials"),
-            "OPSLINE_RETRY_BASE_MS": "50",
-            "GNUPGHOME": self.home,
-            "PASSWORD_STORE_DIR": self.store,
-        })
-        e.update(extra)
-        return e
-
-    def opsline(self, *args, env=None, timeout=300):
-        return subprocess.run([OPSLINE, *args], cwd=self.work, env=env or self.env(),
-                              capture_output=True, text=True, timeout=timeout)
+    def env_fixed(self):
+        return {"GNUPGHOME": self.home, "PASSWORD_STORE_DIR": self.store}
 
     def pass_cmd(self, *args, check=True, **extra):
         return subprocess.run([PASS, *args], env=self.env(**extra), capture_output=True,
@@ -211,36 +117,12 @@ class PassStoreTest(unittest.TestCase):
         self.pass_cmd("init", *fprs)
         self.assertTrue(os.path.isfile(os.path.join(self.store, ".gpg-id")))
 
-    def client(self, service, key=None):
-        key = key or self.admin
-        return boto3.client(service, endpoint_url=self.endpoint, region_name=REGION,
-                            aws_access_key_id=key[0], aws_secret_access_key=key[1],
-                            config=Config(retries={"max_attempts": 1}))
-
-    def keys_of(self, user):
-        try:
-            meta = self.client("iam").list_access_keys(UserName=user)["AccessKeyMetadata"]
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "NoSuchEntity":
-                return []
-            raise
-        return sorted(k["AccessKeyId"] for k in meta)
-
     def pass_show(self, name):
         """(secret, {field: value}) of an entry, read with `pass show`."""
         r = self.pass_cmd("show", name, check=False)
         self.assertEqual(r.returncode, 0, r.stderr)
         lines = r.stdout.splitlines()
         return lines[0], dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
-
-    def assert_key_works_only_on(self, key, bucket, other):
-        s3 = self.client("s3", key)
-        s3.put_object(Bucket=bucket, Key="probe.txt", Body=b"x")
-        self.assertEqual(s3.get_object(Bucket=bucket, Key="probe.txt")["Body"].read(), b"x")
-        s3.delete_object(Bucket=bucket, Key="probe.txt")
-        with self.assertRaises(ClientError) as cm:
-            s3.put_object(Bucket=other, Key="probe.txt", Body=b"x")
-        self.assertEqual(cm.exception.response["Error"]["Code"], "AccessDenied")
 
     def wrapper_dir(self, name, body):
         """A directory holding an executable `name` (a shell script); put it first on PATH."""
