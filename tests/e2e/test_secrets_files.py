@@ -11,21 +11,13 @@ import io
 import json
 import os
 import stat
-import subprocess
 import sys
-import tempfile
 import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tools"))
-import moto_fixture  # noqa: E402
+from opsline_e2e import REGION, MotoTestCase, read_env  # noqa: E402
 
-import boto3  # noqa: E402
-from botocore.config import Config  # noqa: E402
-from botocore.exceptions import ClientError  # noqa: E402
-
-OPSLINE = os.environ.get("OPSLINE", "opsline")
-REGION = "eu-north-1"
 ENVS = ("production", "staging")
 HEADER = ["title", "website", "username", "password", "notes"]
 
@@ -65,20 +57,6 @@ OTHER_CSV_ROWS = [
 ]
 
 
-def read_env(path):
-    values = {}
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if not line or line.startswith("#") or "=" not in line:
-                continue
-            if line.startswith("export "):
-                line = line[len("export "):]
-            k, v = line.split("=", 1)
-            values[k.strip()] = v.strip().strip('"').strip("'")
-    return values
-
-
 def read_csv(path):
     with open(path, newline="", encoding="utf-8") as f:
         return list(csv.reader(f))
@@ -91,23 +69,15 @@ def write_csv(path, rows):
         f.write(buf.getvalue())
 
 
-class FileStoresTest(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.state = tempfile.mkdtemp(prefix="opsline-e2e-files-moto.")
-        cls.info = moto_fixture.start(cls.state)
-        cls.endpoint = cls.info["endpoint"]
-        cls.admin = (cls.info["access_key_id"], cls.info["secret_access_key"])
-
-    @classmethod
-    def tearDownClass(cls):
-        moto_fixture.stop(cls.state)
+class FileStoresTest(MotoTestCase):
+    moto_prefix = "opsline-e2e-files-moto."
+    work_prefix = "opsline-e2e-files-work."
+    opsline_errors = "replace"
 
     def setUp(self):
-        self.work = tempfile.mkdtemp(prefix="opsline-e2e-files-work.")
+        super().setUp()
         self.bw = os.path.join(self.work, "vault", "bitwarden.json")
         self.op = os.path.join(self.work, "1password.csv")
-        self.outputs = []
 
     def tearDown(self):
         for name in os.listdir(self.work):
@@ -117,25 +87,6 @@ class FileStoresTest(unittest.TestCase):
                     self.assertNotIn(secret, text, "a secret appeared in opsline's output")
 
     # ---- helpers ---------------------------------------------------------------------------
-
-    def env(self):
-        e = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-        e.update({
-            "AWS_ENDPOINT_URL": self.endpoint,
-            "AWS_ACCESS_KEY_ID": self.admin[0],
-            "AWS_SECRET_ACCESS_KEY": self.admin[1],
-            "AWS_REGION": REGION,
-            "AWS_CONFIG_FILE": os.path.join(self.work, "no-config"),
-            "AWS_SHARED_CREDENTIALS_FILE": os.path.join(self.work, "no-credentials"),
-            "OPSLINE_RETRY_BASE_MS": "50",
-        })
-        return e
-
-    def opsline(self, *args, timeout=300):
-        r = subprocess.run([OPSLINE, *args], cwd=self.work, env=self.env(),
-                           capture_output=True, text=True, errors="replace", timeout=timeout)
-        self.outputs += [r.stdout, r.stderr]
-        return r
 
     def apply(self, products, stores, *extra):
         sets = []
@@ -149,16 +100,6 @@ class FileStoresTest(unittest.TestCase):
         r = self.apply(products, stores, *extra)
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         return r
-
-    def client(self, service, key=None):
-        key = key or self.admin
-        return boto3.client(service, endpoint_url=self.endpoint, region_name=REGION,
-                            aws_access_key_id=key[0], aws_secret_access_key=key[1],
-                            config=Config(retries={"max_attempts": 1}))
-
-    def keys_of(self, user):
-        return sorted(k["AccessKeyId"] for k in
-                      self.client("iam").list_access_keys(UserName=user)["AccessKeyMetadata"])
 
     def dotenv(self, bucket):
         v = read_env(os.path.join(self.work, f"{bucket}.env"))
@@ -204,13 +145,7 @@ class FileStoresTest(unittest.TestCase):
         return doc, rows
 
     def assert_key_works_only_on_its_bucket(self, bucket, other):
-        own = self.client("s3", self.dotenv(bucket))
-        own.put_object(Bucket=bucket, Key="k.txt", Body=b"x")
-        self.assertEqual(own.get_object(Bucket=bucket, Key="k.txt")["Body"].read(), b"x")
-        own.delete_object(Bucket=bucket, Key="k.txt")
-        with self.assertRaises(ClientError) as cm:
-            own.put_object(Bucket=other, Key="k.txt", Body=b"x")
-        self.assertEqual(cm.exception.response["Error"]["Code"], "AccessDenied")
+        self.assert_key_works_only_on(self.dotenv(bucket), bucket, other, probe="k.txt")
 
     # ---- tests -----------------------------------------------------------------------------
 
