@@ -8,55 +8,24 @@ usage: test_secrets_secretsmanager.py  (env: OPSLINE=path/to/opsline, OPSLINE_BU
 """
 import json
 import os
-import subprocess
 import sys
-import tempfile
 import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tools"))
 import faultproxy  # noqa: E402
-import moto_fixture  # noqa: E402
+from opsline_e2e import REGION, MotoTestCase, read_env  # noqa: E402
 
-import boto3  # noqa: E402
-from botocore.config import Config  # noqa: E402
 from botocore.exceptions import ClientError  # noqa: E402
 
-OPSLINE = os.environ.get("OPSLINE", "opsline")
-REGION = "eu-north-1"
 ENVS = ("production", "staging")
 STORES = "dotenv,aws-secretsmanager"
 
 
-def read_env(path):
-    values = {}
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if not line or line.startswith("#") or "=" not in line:
-                continue
-            if line.startswith("export "):
-                line = line[len("export "):]
-            k, v = line.split("=", 1)
-            values[k.strip()] = v.strip().strip('"').strip("'")
-    return values
-
-
-class SecretsManagerStoreTest(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.state = tempfile.mkdtemp(prefix="opsline-e2e-sm-moto.")
-        cls.info = moto_fixture.start(cls.state)
-        cls.endpoint = cls.info["endpoint"]
-        cls.admin = (cls.info["access_key_id"], cls.info["secret_access_key"])
-
-    @classmethod
-    def tearDownClass(cls):
-        moto_fixture.stop(cls.state)
-
-    def setUp(self):
-        self.work = tempfile.mkdtemp(prefix="opsline-e2e-sm-work.")
-        self.outputs = []  # everything opsline printed, checked for secrets at the end
+class SecretsManagerStoreTest(MotoTestCase):
+    moto_prefix = "opsline-e2e-sm-moto."
+    work_prefix = "opsline-e2e-sm-work."
+    opsline_timeout = 120
 
     def tearDown(self):
         secrets = self.known_secrets()
@@ -66,41 +35,9 @@ class SecretsManagerStoreTest(unittest.TestCase):
 
     # ---- helpers ---------------------------------------------------------------------------
 
-    def env(self, key=None, **extra):
-        key = key or self.admin
-        e = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-        e.update({
-            "AWS_ENDPOINT_URL": self.endpoint,
-            "AWS_ACCESS_KEY_ID": key[0],
-            "AWS_SECRET_ACCESS_KEY": key[1],
-            "AWS_REGION": REGION,
-            "AWS_CONFIG_FILE": os.path.join(self.work, "no-config"),
-            "AWS_SHARED_CREDENTIALS_FILE": os.path.join(self.work, "no-credentials"),
-            "OPSLINE_RETRY_BASE_MS": "50",
-        })
-        e.update(extra)
-        return e
-
-    def opsline(self, *args, key=None, extra=None, timeout=120):
-        r = subprocess.run([OPSLINE, *args], cwd=self.work, env=self.env(key, **(extra or {})),
-                           capture_output=True, text=True, timeout=timeout)
-        self.outputs += [r.stdout, r.stderr]
-        return r
-
-    def apply_ok(self, *args, key=None):
-        r = self.opsline("apply", *args, key=key)
-        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
-        return r
-
-    def client(self, service, key=None):
-        key = key or self.admin
-        return boto3.client(service, endpoint_url=self.endpoint, region_name=REGION,
-                            aws_access_key_id=key[0], aws_secret_access_key=key[1],
-                            config=Config(retries={"max_attempts": 1}))
-
-    def keys_of(self, user):
-        return sorted(k["AccessKeyId"] for k in
-                      self.client("iam").list_access_keys(UserName=user)["AccessKeyMetadata"])
+    def opsline(self, *args, key=None, extra=None, timeout=None):
+        """opsline with key (the admin's by default) and extra in its environment."""
+        return super().opsline(*args, env=self.env(key=key, **(extra or {})), timeout=timeout)
 
     def secret_value(self, secret_id):
         sm = self.client("secretsmanager")
@@ -138,13 +75,7 @@ class SecretsManagerStoreTest(unittest.TestCase):
         return found
 
     def assert_key_works_only_on_its_bucket(self, key, bucket, other):
-        own = self.client("s3", key)
-        own.put_object(Bucket=bucket, Key="probe.txt", Body=b"x")
-        self.assertEqual(own.get_object(Bucket=bucket, Key="probe.txt")["Body"].read(), b"x")
-        own.delete_object(Bucket=bucket, Key="probe.txt")
-        with self.assertRaises(ClientError) as cm:
-            own.put_object(Bucket=other, Key="probe.txt", Body=b"x")
-        self.assertEqual(cm.exception.response["Error"]["Code"], "AccessDenied")
+        self.assert_key_works_only_on(key, bucket, other)
 
     def assert_secret_holds_the_working_key(self, product, secret_id_fmt="opsline/{bucket}"):
         for env, other in (("production", "staging"), ("staging", "production")):
