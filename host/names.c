@@ -323,19 +323,27 @@ static int fail_item(char **err, const char *product, const char *environment, c
     return err != NULL && *err == NULL ? OL_ENOMEM : rc;
 }
 
-int names_check_item_resource(const char *kind, const char *product, const char *environment,
-                              char **err) {
-    int bucket = kind != NULL && strcmp(kind, NAMES_S3_BUCKET) == 0;
-    if (!bucket && (kind == NULL || strcmp(kind, NAMES_IAM_USER) != 0))
-        return OL_ENOENT;
+/* Checks product and environment, then builds the item's name "<product>-<environment>"
+ * into *name (malloc'd). Returns 0, the segment check's code, or OL_ENOMEM. */
+static int item_name(const char *product, const char *environment, char **name, char **err) {
     int rc = names_check_product(product, err);
     if (rc == 0)
         rc = names_check_environment(environment, err);
     if (rc != 0)
         return rc;
-    char *name = ol__format("%s-%s", product, environment);
-    if (name == NULL)
-        return OL_ENOMEM;
+    *name = ol__format("%s-%s", product, environment);
+    return *name != NULL ? 0 : OL_ENOMEM;
+}
+
+int names_check_item_resource(const char *kind, const char *product, const char *environment,
+                              char **err) {
+    int bucket = kind != NULL && strcmp(kind, NAMES_S3_BUCKET) == 0;
+    if (!bucket && (kind == NULL || strcmp(kind, NAMES_IAM_USER) != 0))
+        return OL_ENOENT;
+    char *name = NULL;
+    int rc = item_name(product, environment, &name, err);
+    if (rc != 0)
+        return rc;
     char why[256];
     const char *fix = item_name_problem(bucket, name, why, sizeof(why));
     if (fix != NULL)
@@ -346,14 +354,10 @@ int names_check_item_resource(const char *kind, const char *product, const char 
 }
 
 int names_check_item(const char *product, const char *environment, char **err) {
-    int rc = names_check_product(product, err);
-    if (rc == 0)
-        rc = names_check_environment(environment, err);
+    char *name = NULL;
+    int rc = item_name(product, environment, &name, err);
     if (rc != 0)
         return rc;
-    char *name = ol__format("%s-%s", product, environment);
-    if (name == NULL)
-        return OL_ENOMEM;
     char why[256];
     const char *fix = item_name_problem(1, name, why, sizeof(why));
     if (fix == NULL)
