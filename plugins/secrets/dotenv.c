@@ -21,6 +21,8 @@
 
 #include "opsline/opsline.h"
 
+#include "lib/storebuf.h"
+
 #define DOTENV_MAX_FILE (1024 * 1024) /* a .env larger than this is not one we should edit */
 #define DOTENV_N_VARS 4
 
@@ -57,62 +59,6 @@ static const char *const var_options[DOTENV_N_VARS] = {"var_access_key_id", "var
 /* --------------------------------------------------------------------------------------
  * Pure helpers (unit-tested)
  * ------------------------------------------------------------------------------------ */
-
-static void wipe(void *p, size_t n) {
-    volatile unsigned char *v = p;
-    while (n-- > 0)
-        *v++ = 0;
-}
-
-/* Frees a buffer that may have held a secret. */
-static void free_wiped(char *p, size_t n) {
-    if (p == NULL)
-        return;
-    wipe(p, n);
-    free(p);
-}
-
-/* A growable byte buffer; on allocation failure it stays failed and further appends are
- * no-ops, so callers check once at the end. Grows by copying so no secret is left behind
- * in memory realloc would release unwiped. */
-typedef struct buf {
-    char *data;
-    size_t len;
-    size_t cap;
-    int failed;
-} buf;
-
-static void buf_add(buf *b, const char *s, size_t n) {
-    if (b->failed)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap == 0 ? 256 : b->cap;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *d = malloc(cap);
-        if (d == NULL) {
-            b->failed = 1;
-            return;
-        }
-        if (b->len > 0)
-            memcpy(d, b->data, b->len);
-        free_wiped(b->data, b->cap);
-        b->data = d;
-        b->cap = cap;
-    }
-    memcpy(b->data + b->len, s, n);
-    b->len += n;
-    b->data[b->len] = '\0';
-}
-
-static void buf_str(buf *b, const char *s) {
-    buf_add(b, s, strlen(s));
-}
-
-static void buf_wipe(buf *b) {
-    free_wiped(b->data, b->cap);
-    *b = (buf){0};
-}
 
 static int valid_var_name(const char *name) {
     if (name == NULL || *name == '\0' || (*name >= '0' && *name <= '9'))
@@ -178,27 +124,27 @@ static int bare_ok(const char *v) {
     return 1;
 }
 
-static void buf_value(buf *b, const char *v) {
+static void buf_value(storebuf *b, const char *v) {
     if (bare_ok(v)) {
-        buf_str(b, v);
+        storebuf_str(b, v);
         return;
     }
-    buf_add(b, "\"", 1);
+    storebuf_add(b, "\"", 1);
     for (const char *p = v; *p != '\0'; p++) {
         if (strchr("\\\"$`", *p) != NULL)
-            buf_add(b, "\\", 1);
-        buf_add(b, p, 1);
+            storebuf_add(b, "\\", 1);
+        storebuf_add(b, p, 1);
     }
-    buf_add(b, "\"", 1);
+    storebuf_add(b, "\"", 1);
 }
 
 /* Merges vars (name/value pairs, values may be secret) into the text of an existing file.
  * Returns a malloc'd NUL-terminated text and its length in *out_len, or NULL when out of
- * memory. The caller wipes and frees it. Line ends are kept; new lines use the file's
+ * memory. The caller wipes and frees it (free_wiped). Line ends are kept; new lines use the file's
  * style (CRLF when its first line ends so). */
-static char *dotenv_merge(const char *old, size_t old_len, const ol_kv *vars, size_t n_vars,
-                          size_t *out_len) {
-    buf b = {0};
+static char *dotenv_merge(const ol_host *h, const char *old, size_t old_len, const ol_kv *vars,
+                          size_t n_vars, size_t *out_len) {
+    storebuf b = STOREBUF_INIT(h);
     int found[DOTENV_N_VARS] = {0};
     if (n_vars > DOTENV_N_VARS)
         return NULL;
@@ -219,31 +165,26 @@ static char *dotenv_merge(const char *old, size_t old_len, const ol_kv *vars, si
                 ;
         if (v < n_vars) {
             /* Keep indentation, `export` and the spelling up to '='; replace the value. */
-            buf_add(&b, line, voff);
+            storebuf_add(&b, line, voff);
             buf_value(&b, vars[v].value);
-            buf_add(&b, old + text_end, next - text_end); /* the line's own end, if any */
+            storebuf_add(&b, old + text_end, next - text_end); /* the line's own end, if any */
             found[v] = 1;
         } else {
-            buf_add(&b, line, next - pos);
+            storebuf_add(&b, line, next - pos);
         }
         pos = next;
     }
     if (old_len > 0 && old[old_len - 1] != '\n')
-        buf_str(&b, eol);
+        storebuf_str(&b, eol);
     for (size_t v = 0; v < n_vars; v++) {
         if (found[v])
             continue;
-        buf_str(&b, vars[v].name);
-        buf_add(&b, "=", 1);
+        storebuf_str(&b, vars[v].name);
+        storebuf_add(&b, "=", 1);
         buf_value(&b, vars[v].value);
-        buf_str(&b, eol);
+        storebuf_str(&b, eol);
     }
-    if (b.failed || b.data == NULL) {
-        buf_wipe(&b);
-        return NULL;
-    }
-    *out_len = b.len;
-    return b.data; /* capacity beyond len holds nothing: every growth wiped the old block */
+    return storebuf_take(&b, out_len);
 }
 
 /* The value of the last assignment of name (as a dotenv reader would take it: quotes
@@ -282,10 +223,10 @@ static char *dotenv_lookup(const char *text, size_t len, const char *name) {
 }
 
 /* Removes every assignment of the vars (names) from text: the entry of a store whose item
- * is destroyed. Returns a malloc'd text (wipe and free it) or NULL when out of memory. */
-static char *dotenv_remove(const char *old, size_t old_len, const char *const *names, size_t n,
-                           size_t *out_len) {
-    buf b = {0};
+ * is destroyed. Returns a malloc'd text (free_wiped) or NULL when out of memory. */
+static char *dotenv_remove(const ol_host *h, const char *old, size_t old_len,
+                           const char *const *names, size_t n, size_t *out_len) {
+    storebuf b = STOREBUF_INIT(h);
     size_t pos = 0;
     while (pos < old_len) {
         const char *nl = memchr(old + pos, '\n', old_len - pos);
@@ -296,11 +237,11 @@ static char *dotenv_remove(const char *old, size_t old_len, const char *const *n
             for (v = 0; v < n && !name_is(line, noff, nlen, names[v]); v++)
                 ;
         if (v == n)
-            buf_add(&b, line, next - pos);
+            storebuf_add(&b, line, next - pos);
         pos = next;
     }
     if (b.failed) {
-        buf_wipe(&b);
+        storebuf_wipe(&b);
         return NULL;
     }
     if (b.data == NULL && (b.data = calloc(1, 1)) == NULL)
@@ -334,10 +275,8 @@ enum { OP_PUT = 1, OP_GET, OP_DEL };
 
 static void op_free(dotenv_op *op) {
     const ol_host *h = op->st->host;
-    if (op->secret != NULL)
-        free_wiped(op->secret, strlen(op->secret));
-    if (op->found_secret != NULL)
-        free_wiped(op->found_secret, strlen(op->found_secret));
+    free_wiped_str(h, op->secret);
+    free_wiped_str(h, op->found_secret);
     free(op->key_id);
     free(op->region);
     free(op->bucket);
@@ -372,15 +311,14 @@ static void op_put(dotenv_op *op) {
                                  {st->var[VAR_SECRET], op->secret},
                                  {st->var[VAR_REGION], op->region},
                                  {st->var[VAR_BUCKET], op->bucket}};
-    text = dotenv_merge(old ? old : "", old_len, vars, DOTENV_N_VARS, &len);
+    text = dotenv_merge(h, old ? old : "", old_len, vars, DOTENV_N_VARS, &len);
     if (text == NULL) {
         op->rc = OL_ENOMEM;
         snprintf(op->why, sizeof(op->why), "out of memory merging %s", op->path);
     } else if ((op->rc = h->write_private_file(op->path, text, len)) != 0) {
         snprintf(op->why, sizeof(op->why), "cannot write %s: %s", op->path, h->strerror(op->rc));
     }
-    if (text != NULL)
-        free_wiped(text, len);
+    free_wiped(h, text, len);
     if (old != NULL) {
         h->wipe(old, old_len);
         h->free(old);
@@ -409,13 +347,12 @@ static void op_del(dotenv_op *op) {
     size_t len = 0, out_len = 0;
     if ((op->rc = op_read(op, &text, &len)) != 0 || text == NULL)
         return;
-    out = dotenv_remove(text, len, op->st->var, DOTENV_N_VARS, &out_len);
+    out = dotenv_remove(h, text, len, op->st->var, DOTENV_N_VARS, &out_len);
     if (out == NULL)
         op->rc = OL_ENOMEM;
     else if (out_len != len && (op->rc = h->write_private_file(op->path, out, out_len)) != 0)
         snprintf(op->why, sizeof(op->why), "cannot write %s: %s", op->path, h->strerror(op->rc));
-    if (out != NULL)
-        free_wiped(out, out_len);
+    free_wiped(h, out, out_len);
     h->wipe(text, len);
     h->free(text);
 }
