@@ -14,20 +14,14 @@ usage: test_secrets_recovery.py  (env: OPSLINE=path/to/opsline)
 import json
 import os
 import shutil
-import subprocess
 import sys
-import tempfile
 import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tools"))
-import moto_fixture  # noqa: E402
+from opsline_e2e import MotoTestCase  # noqa: E402
 
-import boto3  # noqa: E402
-from botocore.config import Config  # noqa: E402
 from botocore.exceptions import ClientError  # noqa: E402
-
-OPSLINE = os.environ.get("OPSLINE", "opsline")
 
 
 def read_env(path):
@@ -41,52 +35,10 @@ def read_env(path):
     return values
 
 
-class Base(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.state = tempfile.mkdtemp(prefix="opsline-e2e-moto.")
-        cls.info = moto_fixture.start(cls.state)
-        cls.endpoint = cls.info["endpoint"]
-        cls.admin = (cls.info["access_key_id"], cls.info["secret_access_key"])
-
-    @classmethod
-    def tearDownClass(cls):
-        moto_fixture.stop(cls.state)
-        shutil.rmtree(cls.state, ignore_errors=True)
-
-    def setUp(self):
-        self.work = tempfile.mkdtemp(prefix="opsline-e2e-work.")
-
-    def tearDown(self):
-        shutil.rmtree(self.work, ignore_errors=True)
-
-    def env(self):
-        e = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-        e.update({"AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": self.admin[0],
-                  "AWS_SECRET_ACCESS_KEY": self.admin[1], "AWS_REGION": "eu-north-1",
-                  "AWS_CONFIG_FILE": os.path.join(self.work, "no-config"),
-                  "AWS_SHARED_CREDENTIALS_FILE": os.path.join(self.work, "no-credentials"),
-                  "OPSLINE_RETRY_BASE_MS": "50"})
-        return e
-
-    def opsline(self, *args):
-        return subprocess.run([OPSLINE, *args], cwd=self.work, env=self.env(),
-                              capture_output=True, text=True, timeout=120)
-
-    def apply_ok(self, *args):
-        r = self.opsline("apply", *args)
-        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
-        return r
-
-    def client(self, service, key=None):
-        key = key or self.admin
-        return boto3.client(service, endpoint_url=self.endpoint, region_name="eu-north-1",
-                            aws_access_key_id=key[0], aws_secret_access_key=key[1],
-                            config=Config(retries={"max_attempts": 1}))
-
-    def keys_of(self, user):
-        return sorted(k["AccessKeyId"] for k in
-                      self.client("iam").list_access_keys(UserName=user)["AccessKeyMetadata"])
+class Base(MotoTestCase):
+    remove_state = True
+    remove_work = True
+    opsline_timeout = 120
 
     def env_file(self, item):
         return read_env(os.path.join(self.work, f"{item}.env"))

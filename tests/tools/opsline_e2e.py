@@ -226,8 +226,8 @@ class MotoTestCase(unittest.TestCase):
             raise
         return sorted(k["AccessKeyId"] for k in meta)
 
-    def read_env(self, name):
-        """read_env of the working dir's name.env."""
+    def env_file(self, name):
+        """read_env of name.env in the working dir."""
         return read_env(os.path.join(self.work, f"{name}.env"))
 
     def assert_key_works_only_on(self, key, bucket, other, probe="probe.txt"):
