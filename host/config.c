@@ -210,13 +210,19 @@ static int json_list_join(const json_t *list, char **out) {
     return 0;
 }
 
-static int known_stages(const loader *l, char *buf, size_t len) {
+/* The names of the loaded plugins (only the secret stores when stores_only), ", "-separated,
+ * into buf; "none" when there are none. Messages list what is loaded rather than what a
+ * build bundles: the host knows no stage by name. */
+static void loaded_names(const loader *l, int stores_only, char *buf, size_t len) {
     size_t off = 0;
     buf[0] = '\0';
-    for (size_t i = 0; i < loader_count(l) && off < len; i++)
-        off += (size_t)snprintf(buf + off, len - off, "%s%s", i ? ", " : "",
-                                loader_at(l, i)->desc->name);
-    return 0;
+    for (size_t i = 0; i < loader_count(l) && off < len; i++) {
+        const ol_plugin *d = loader_at(l, i)->desc;
+        if (!stores_only || d->store != NULL)
+            off += (size_t)snprintf(buf + off, len - off, "%s%s", off ? ", " : "", d->name);
+    }
+    if (buf[0] == '\0')
+        snprintf(buf, len, "none");
 }
 
 static int apply_set(plan *p, const char *set, char **err) {
@@ -278,7 +284,7 @@ static int check_items(const plan *p, char **err) {
 
 /* Keys created must be stored: refuse (before any request) a pipeline whose key-creating
  * stage has no store after it, or that needs a store before keys exist. */
-static int check_stores(const plan *p, const char *source, char **err) {
+static int check_stores(const loader *l, const plan *p, const char *source, char **err) {
     const char *creator = NULL;
     size_t n_stores = 0;
     for (size_t s = 0; s < p->n_stages; s++) {
@@ -296,14 +302,14 @@ static int check_stores(const plan *p, const char *source, char **err) {
                     "which can only run after keys exist; remove that need",
                     source, ps->plugin->desc->name, p->stages[ps->needs[k]].plugin->desc->name);
     }
-    if (creator != NULL && n_stores == 0)
-        return ol__fail(
-            err, OL_ECONFIG,
-            "%s: stage '%s' creates access keys but no secret store is in the pipeline, "
-            "so every secret would be lost; add one, e.g. --secrets dotenv (bundled "
-            "stores: dotenv, keepassxc, pass, bitwarden, 1password, aws-secretsmanager)",
-            source, creator);
-    return 0;
+    if (creator == NULL || n_stores > 0)
+        return 0;
+    char stores[1024];
+    loaded_names(l, 1, stores, sizeof(stores));
+    return ol__fail(err, OL_ECONFIG,
+                    "%s: stage '%s' creates access keys but no secret store is in the pipeline, "
+                    "so every secret would be lost; add one with --secrets (loaded stores: %s)",
+                    source, creator, stores);
 }
 
 /* Applies --secrets / "secrets": the named stores replace the store stages of specs. A
@@ -340,13 +346,12 @@ static int select_stores(const loader *l, const char *list, const char *what, st
         if (sp.name == NULL)
             sp.name = lp != NULL ? lp->desc->name : names[j];
         if (lp == NULL) {
-            /* Keep the name: build_stages reports the missing plugin. The string must
-             * outlive this function, so point into the loader's table or the specs. */
+            char stores[1024];
+            loaded_names(l, 1, stores, sizeof(stores));
             rc = ol__fail(err, OL_ECONFIG,
-                          "%s: no plugin provides secret store '%s'; bundled stores: dotenv, "
-                          "keepassxc, pass, bitwarden, 1password, aws-secretsmanager (add a "
+                          "%s: no plugin provides secret store '%s'; loaded stores: %s (add a "
                           "plugin's directory with --plugin-dir)",
-                          what, names[j]);
+                          what, names[j], stores);
             break;
         }
         out[n_out++] = sp;
@@ -367,11 +372,11 @@ static int select_stores(const loader *l, const char *list, const char *what, st
 /* OL_ECONFIG naming a stage no loaded plugin provides, and the stages that are loaded. */
 static int fail_unknown_stage(const loader *l, const char *name, const char *source, char **err) {
     char known[1024];
-    known_stages(l, known, sizeof(known));
+    loaded_names(l, 0, known, sizeof(known));
     return ol__fail(err, OL_ECONFIG,
                     "%s: no plugin provides stage '%s' (loaded: %s); add its directory with "
                     "--plugin-dir or OPSLINE_PLUGIN_PATH",
-                    source, name, known[0] ? known : "none");
+                    source, name, known);
 }
 
 /* The indexes (in plan order, before k) of the stages that stage k needs. */
@@ -455,7 +460,7 @@ static int build_stages(const config_args *a, const loader *l, const stage_spec 
     for (size_t k = 0; k < n; k++)
         if ((rc = stage_fill(l, names, n, order[k], &specs[order[k]], source, p, k, err)) != 0)
             goto out;
-    if ((rc = check_stores(p, source, err)) != 0)
+    if ((rc = check_stores(l, p, source, err)) != 0)
         goto out;
     if (a->env_file && (rc = apply_env_file(p, a->env_file, err)) != 0)
         goto out;
