@@ -103,7 +103,7 @@ class ApplyTest(MotoTestCase):
         r = self.opsline("apply", "kill", "-e", "production")
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         keys = self.keys_of("kill-production")
-        v = read_env(os.path.join(self.work, "kill-production.env"))
+        v = self.env_file("kill-production")
         self.assertEqual(keys, [v["AWS_ACCESS_KEY_ID"]])
         self.assertNotEqual(keys, orphan)
         own = self.client("s3", (v["AWS_ACCESS_KEY_ID"], v["AWS_SECRET_ACCESS_KEY"]))
@@ -115,7 +115,7 @@ class ApplyTest(MotoTestCase):
         self.assertEqual(r.returncode, -9, r.stdout + r.stderr)
         r = self.opsline("apply", "kill2", "-e", "staging")
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
-        v = read_env(os.path.join(self.work, "kill2-staging.env"))
+        v = self.env_file("kill2-staging")
         self.assertEqual(self.keys_of("kill2-staging"), [v["AWS_ACCESS_KEY_ID"]])
 
     # ---- secrets ----------------------------------------------------------------------------
@@ -123,7 +123,7 @@ class ApplyTest(MotoTestCase):
     def test_the_secret_is_in_no_log_output_json_or_journal(self):
         r1 = self.opsline("apply", "quiet", "-v", "-e", "production")
         self.assertEqual(r1.returncode, 0, r1.stdout + r1.stderr)
-        secret = read_env(os.path.join(self.work, "quiet-production.env"))["AWS_SECRET_ACCESS_KEY"]
+        secret = self.env_file("quiet-production")["AWS_SECRET_ACCESS_KEY"]
         self.assertGreater(len(secret), 20)
         self.assertNotIn(secret, r1.stdout + r1.stderr)
         # A second key appears only after the first is lost: force one with --json.
@@ -133,7 +133,7 @@ class ApplyTest(MotoTestCase):
             iam.delete_access_key(UserName="quiet-production", AccessKeyId=k)
         r2 = self.opsline("apply", "quiet", "--json", "-v", "-e", "production")
         self.assertEqual(r2.returncode, 0, r2.stdout + r2.stderr)
-        secret2 = read_env(os.path.join(self.work, "quiet-production.env"))["AWS_SECRET_ACCESS_KEY"]
+        secret2 = self.env_file("quiet-production")["AWS_SECRET_ACCESS_KEY"]
         self.assertNotIn(secret2, r2.stdout + r2.stderr)
         json.loads(r2.stdout)
         for root, _, files in os.walk(os.path.join(self.work, ".opsline")):

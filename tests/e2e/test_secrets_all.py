@@ -370,7 +370,7 @@ class SecretsAllTest(MotoTestCase):
         for name in names:
             with open(os.path.join(entries, name)) as f:
                 stored = dict(line.rstrip("\n").split("=", 1) for line in f if "=" in line)
-            dotenv = read_env(os.path.join(self.work, f"{name}.env"))
+            dotenv = self.env_file(name)
             self.assertEqual(stored["access_key_id"], dotenv["AWS_ACCESS_KEY_ID"])
             self.assertEqual(stored["secret_access_key"], dotenv["AWS_SECRET_ACCESS_KEY"])
         sleeps = sorted(float(c[3]) - float(c[2]) for c in puts)

@@ -102,7 +102,7 @@ class FileStoresTest(MotoTestCase):
         return r
 
     def dotenv(self, bucket):
-        v = read_env(os.path.join(self.work, f"{bucket}.env"))
+        v = self.env_file(bucket)
         return v["AWS_ACCESS_KEY_ID"], v["AWS_SECRET_ACCESS_KEY"]
 
     def bitwarden_logins(self):

@@ -25,7 +25,7 @@ import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tools"))
-from opsline_e2e import OPSLINE, REGION, ChildWatcher, MotoTestCase, read_env  # noqa: E402
+from opsline_e2e import OPSLINE, REGION, ChildWatcher, MotoTestCase  # noqa: E402
 
 from botocore.exceptions import ClientError  # noqa: E402
 
@@ -101,7 +101,7 @@ class KeepassxcStoreTest(MotoTestCase):
         db = db or self.db
         for env in ("production", "staging"):
             name = f"{product}-{env}"
-            dot = read_env(os.path.join(self.work, f"{name}.env"))
+            dot = self.env_file(name)
             user, secret, url, *notes = kx_show(db, f"AWS/{product}/{name}", "UserName",
                                                 "Password", "URL", "Notes", password=password)
             self.assertEqual(user, dot["AWS_ACCESS_KEY_ID"])
@@ -131,7 +131,7 @@ class KeepassxcStoreTest(MotoTestCase):
         secrets = [DB_PASSWORD.encode()]
         for env_name, other in (("production", "staging"), ("staging", "production")):
             name = f"acme-{env_name}"
-            dot = read_env(os.path.join(self.work, f"{name}.env"))
+            dot = self.env_file(name)
             secrets.append(dot["AWS_SECRET_ACCESS_KEY"].encode())
             own = self.client("s3", (dot["AWS_ACCESS_KEY_ID"], dot["AWS_SECRET_ACCESS_KEY"]))
             own.put_object(Bucket=name, Key="k.txt", Body=b"x")
@@ -187,7 +187,7 @@ class KeepassxcStoreTest(MotoTestCase):
         # it) and creates one more; both stores now hold the new one.
         new = sorted(set(self.keys_of("rot-production")) - set(old))
         self.assertEqual(len(new), 1)
-        dot = read_env(os.path.join(self.work, "rot-production.env"))
+        dot = self.env_file("rot-production")
         self.assertEqual(dot["AWS_ACCESS_KEY_ID"], new[0])
         self.assertEqual(kx_show(self.db, path, "UserName", "Password")[:2],
                          [dot["AWS_ACCESS_KEY_ID"], dot["AWS_SECRET_ACCESS_KEY"]])
@@ -264,7 +264,7 @@ class KeepassxcStoreTest(MotoTestCase):
         out = subprocess.run([CLI, "show", "-s", "-a", "UserName", "--no-password", "-k", key,
                               self.db, f"{group}/kf/kf-staging"], capture_output=True,
                              text=True, check=True).stdout.strip()
-        self.assertEqual(out, read_env(os.path.join(self.work, "kf-staging.env"))
+        self.assertEqual(out, self.env_file("kf-staging")
                          ["AWS_ACCESS_KEY_ID"])
 
     def test_no_password_at_all_is_a_clear_error_before_any_request(self):

@@ -30,7 +30,7 @@ import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tools"))
-from opsline_e2e import OPSLINE, REGION, ChildWatcher, MotoTestCase, read_env  # noqa: E402
+from opsline_e2e import OPSLINE, REGION, ChildWatcher, MotoTestCase  # noqa: E402
 
 PASS = shutil.which("pass")
 GPG = shutil.which("gpg")
@@ -164,7 +164,7 @@ class PassStoreTest(MotoTestCase):
         for envname, other in (("production", "staging"), ("staging", "production")):
             bucket = f"acme-{envname}"
             secret, fields = self.pass_show(f"aws/{bucket}")
-            dotenv = read_env(os.path.join(self.work, f"{bucket}.env"))
+            dotenv = self.env_file(bucket)
             self.assertEqual(fields.get("aws_access_key_id"), dotenv["AWS_ACCESS_KEY_ID"])
             self.assertEqual(secret, dotenv["AWS_SECRET_ACCESS_KEY"])
             self.assertEqual(fields.get("region"), REGION)
@@ -226,7 +226,7 @@ class PassStoreTest(MotoTestCase):
             bucket = f"later-{envname}"
             self.assertEqual(self.keys_of(bucket), keys)
             secret, fields = self.pass_show(f"aws/{bucket}")
-            dotenv = read_env(os.path.join(self.work, f"{bucket}.env"))
+            dotenv = self.env_file(bucket)
             self.assertEqual(keys, [dotenv["AWS_ACCESS_KEY_ID"]])
             self.assertEqual((dotenv["AWS_ACCESS_KEY_ID"], dotenv["AWS_SECRET_ACCESS_KEY"]),
                              (fields["aws_access_key_id"], secret))
@@ -251,7 +251,7 @@ class PassStoreTest(MotoTestCase):
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         self.assertEqual(self.keys_of("brk-production"), keys)
         secret, fields = self.pass_show("aws/brk-production")
-        dotenv = read_env(os.path.join(self.work, "brk-production.env"))
+        dotenv = self.env_file("brk-production")
         self.assertEqual((fields["aws_access_key_id"], secret),
                          (dotenv["AWS_ACCESS_KEY_ID"], dotenv["AWS_SECRET_ACCESS_KEY"]))
 

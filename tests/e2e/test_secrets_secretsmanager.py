@@ -54,7 +54,7 @@ class SecretsManagerStoreTest(MotoTestCase):
         return [s["Name"] for s in found if s["Name"] == name]
 
     def dotenv(self, bucket):
-        return read_env(os.path.join(self.work, f"{bucket}.env"))
+        return self.env_file(bucket)
 
     def known_secrets(self):
         found = set()
