@@ -27,13 +27,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(HERE, "..", "tools"))
+import opsline_e2e  # noqa: E402
 from opsline_e2e import OPSLINE, MotoTestCase, read_env  # noqa: E402
 
 ALL_STORES = ["dotenv", "keepassxc", "pass", "aws-secretsmanager"]
@@ -41,7 +41,7 @@ STORES = [s for s in os.environ.get("OPSLINE_E2E_STORES", ",".join(ALL_STORES)).
 TOOLS = {"keepassxc": "keepassxc-cli", "pass": "pass"}
 
 
-class ChildWatcher(threading.Thread):
+class ChildWatcher(opsline_e2e.ChildWatcher):
     """Samples /proc/PID/cmdline and /proc/PID/environ of every descendant of one process
     while it runs. Children of a store live from milliseconds (gpg) to a second
     (keepassxc-cli unlocking), so /proc is scanned in a tight loop. A child between fork
@@ -49,18 +49,10 @@ class ChildWatcher(threading.Thread):
     samples are set aside, since what matters is what the program that runs is given."""
 
     def __init__(self, root):
-        super().__init__(daemon=True)
-        self.root = root
+        super().__init__(root)
         with open(f"/proc/{root}/cmdline", "rb") as f:
             self.root_cmdline = f.read()
-        self.done = threading.Event()
         self.seen = set()  # (cmdline, environ) pairs read from one process at one moment
-
-    @staticmethod
-    def _parent(pid):
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-        return int(data[data.rindex(b")") + 2:].split()[1])
 
     @staticmethod
     def _read(pid, what):
@@ -68,22 +60,7 @@ class ChildWatcher(threading.Thread):
             return f.read()
 
     def _scan(self):
-        parent = {}
-        for name in os.listdir("/proc"):
-            if name.isdigit():
-                try:
-                    parent[int(name)] = self._parent(name)
-                except (OSError, ValueError, IndexError):
-                    pass
-        family = {self.root}
-        grew = True
-        while grew:
-            grew = False
-            for pid, ppid in parent.items():
-                if ppid in family and pid not in family:
-                    family.add(pid)
-                    grew = True
-        for pid in family - {self.root}:
+        for pid in self._family()[0]:
             try:
                 cmdline = self._read(pid, "cmdline")
                 environ = self._read(pid, "environ")
@@ -94,13 +71,7 @@ class ChildWatcher(threading.Thread):
             if cmdline and cmdline != self.root_cmdline:
                 self.seen.add((cmdline, environ))
 
-    def run(self):
-        while not self.done.is_set():
-            self._scan()
-
-    def stop(self):
-        self.done.set()
-        self.join()
+    def samples(self):
         return [{"cmdline": c, "environ": e} for c, e in self.seen]
 
 
@@ -196,18 +167,8 @@ class SecretsAllTest(MotoTestCase):
         env = self.env(work, OPSLINE_KEEPASSXC_PASSWORD=self.kdbx_password)
         if cls.gnupg:
             env.update(GNUPGHOME=cls.gnupg, PASSWORD_STORE_DIR=cls.pass_dir)
-        proc = subprocess.Popen([OPSLINE, *args], cwd=work, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
-        watcher = ChildWatcher(proc.pid)
-        watcher.start()
-        try:
-            out, err = proc.communicate(timeout=300)
-        finally:
-            children = watcher.stop()
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        cls.full_run = {"rc": proc.returncode, "out": out, "err": err, "work": work,
+        r, children = opsline_e2e.run_watched([OPSLINE, *args], work, env, watcher=ChildWatcher)
+        cls.full_run = {"rc": r.returncode, "out": r.stdout, "err": r.stderr, "work": work,
                         "kdbx": kdbx, "env": env, "children": children}
         return cls.full_run
 

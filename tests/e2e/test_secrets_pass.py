@@ -30,7 +30,7 @@ import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tools"))
-from opsline_e2e import OPSLINE, REGION, ChildWatcher, MotoTestCase  # noqa: E402
+from opsline_e2e import OPSLINE, REGION, MotoTestCase, run_watched  # noqa: E402
 
 PASS = shutil.which("pass")
 GPG = shutil.which("gpg")
@@ -144,19 +144,10 @@ class PassStoreTest(MotoTestCase):
     def test_dotenv_and_pass_hold_the_same_working_key_and_no_child_sees_a_secret(self):
         self.init_store(self.me, self.mate)
         env = self.env(PATH=self.slow_bin_dir() + os.pathsep + os.environ["PATH"])
-        proc = subprocess.Popen([OPSLINE, "apply", "acme", "--secrets", "dotenv,pass", "-v",
-                                 "--json"], cwd=self.work, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
-        watcher = ChildWatcher(proc.pid)
-        watcher.start()
-        try:
-            out, err = proc.communicate(timeout=300)
-        finally:
-            children = watcher.stop()
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        self.assertEqual(proc.returncode, 0, out + err)
+        r, children = run_watched([OPSLINE, "apply", "acme", "--secrets", "dotenv,pass", "-v",
+                                   "--json"], self.work, env)
+        out, err = r.stdout, r.stderr
+        self.assertEqual(r.returncode, 0, out + err)
         report = json.loads(out)
         self.assertTrue(all(item["ok"] for item in report["items"]), report)
 

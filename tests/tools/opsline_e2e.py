@@ -95,7 +95,9 @@ class ChildWatcher(threading.Thread):
         fields = data[data.rindex(b")") + 2:].split()
         return int(fields[1]), fields[19]  # ppid, start time
 
-    def _scan(self):
+    def _family(self):
+        """The pids of the root's descendants (the root left out) and every process's start
+        time, from one pass over /proc."""
         parent, start = {}, {}
         for name in os.listdir("/proc"):
             if name.isdigit():
@@ -110,7 +112,11 @@ class ChildWatcher(threading.Thread):
                 if ppid in family and pid not in family:
                     family.add(pid)
                     grew = True
-        for pid in family - {self.root}:
+        return family - {self.root}, start
+
+    def _scan(self):
+        descendants, start = self._family()
+        for pid in descendants:
             entry = self.seen.setdefault((pid, start.get(pid)), {"cmdline": b"", "environ": b""})
             for what in ("cmdline", "environ"):
                 try:
@@ -125,10 +131,30 @@ class ChildWatcher(threading.Thread):
         while not self.done.is_set():
             self._scan()
 
+    def samples(self):
+        return list(self.seen.values())
+
     def stop(self):
         self.done.set()
         self.join()
-        return list(self.seen.values())
+        return self.samples()
+
+
+def run_watched(args, cwd, env, timeout=300, watcher=ChildWatcher):
+    """Runs args while watcher(pid) samples its children; killed if it outlives timeout (the
+    TimeoutExpired raised). Returns (CompletedProcess, the watcher's samples)."""
+    proc = subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    w = watcher(proc.pid)
+    w.start()
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        children = w.stop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), children
 
 
 class MotoTestCase(unittest.TestCase):
