@@ -503,9 +503,9 @@ static int process_run(const char *cmd, const char *what, char **buf, size_t *le
     fflush(NULL);
     FILE *p = popen(cmd, "r");
     if (p == NULL) {
-        *err = ol__format("cannot run the %s: %s", what, strerror(errno));
+        int e = errno;
         free(b);
-        return OL_ECREDS;
+        return ol__fail(err, OL_ECREDS, "cannot run the %s: %s", what, strerror(e));
     }
     size_t n = 0, got;
     int rc = 0;
@@ -539,7 +539,7 @@ static int process_run(const char *cmd, const char *what, char **buf, size_t *le
             err, OL_ECREDS, "the %s exited with status %d%s; its error output, if any, is above",
             what, WEXITSTATUS(status), WEXITSTATUS(status) == 127 ? " (command not found)" : "");
     } else if (rc == OL_ECONFIG) {
-        *err = ol__format("the %s printed more than %d bytes", what, MAX_PROCESS_OUTPUT);
+        ol__fail(err, rc, "the %s printed more than %d bytes", what, MAX_PROCESS_OUTPUT);
     }
     if (rc != 0) {
         OPENSSL_cleanse(b, cap);
@@ -572,18 +572,22 @@ static int process_parse(const char *buf, size_t len, const char *what, credenti
     int rc = OL_ECONFIG;
     if (j == NULL || !json_is_object(j)) {
         /* jerr.text may quote the output, which may hold a secret: position only. */
-        *err = j ? ol__format("the %s printed JSON that is not an object", what)
-                 : ol__format("the %s printed invalid JSON (line %d, column %d); it must print "
-                              "{\"Version\": 1, \"AccessKeyId\": ..., \"SecretAccessKey\": ...}",
-                              what, jerr.line, jerr.column);
+        if (j != NULL)
+            ol__fail(err, rc, "the %s printed JSON that is not an object", what);
+        else
+            ol__fail(err, rc,
+                     "the %s printed invalid JSON (line %d, column %d); it must print "
+                     "{\"Version\": 1, \"AccessKeyId\": ..., \"SecretAccessKey\": ...}",
+                     what, jerr.line, jerr.column);
         goto done;
     }
     json_t *ver = json_object_get(j, "Version");
     if (!json_is_integer(ver) || json_integer_value(ver) != 1) {
-        *err = json_is_integer(ver)
-                   ? ol__format("the %s printed Version %lld; only Version 1 is supported", what,
-                                (long long)json_integer_value(ver))
-                   : ol__format("the %s printed no integer Version; Version 1 is required", what);
+        if (json_is_integer(ver))
+            ol__fail(err, rc, "the %s printed Version %lld; only Version 1 is supported", what,
+                     (long long)json_integer_value(ver));
+        else
+            ol__fail(err, rc, "the %s printed no integer Version; Version 1 is required", what);
         goto done;
     }
     const char *ak = json_string_value(json_object_get(j, "AccessKeyId"));
@@ -591,15 +595,15 @@ static int process_parse(const char *buf, size_t len, const char *what, credenti
     const char *token = json_string_value(json_object_get(j, "SessionToken"));
     json_t *exp = json_object_get(j, "Expiration");
     if (ak == NULL || ak[0] == '\0' || sk == NULL || sk[0] == '\0') {
-        *err = ol__format("the %s printed no %s", what,
-                          ak == NULL || ak[0] == '\0' ? "AccessKeyId" : "SecretAccessKey");
+        ol__fail(err, rc, "the %s printed no %s", what,
+                 ak == NULL || ak[0] == '\0' ? "AccessKeyId" : "SecretAccessKey");
         goto done;
     }
     if (exp != NULL && !json_is_null(exp)) {
         const char *e = json_string_value(exp);
         long long t = e ? parse_iso8601(e) : -1;
         if (t < 0) {
-            *err = ol__format("the %s printed an Expiration that is not an ISO 8601 time", what);
+            ol__fail(err, rc, "the %s printed an Expiration that is not an ISO 8601 time", what);
             goto done;
         }
         if (t <= (long long)time(NULL)) {
