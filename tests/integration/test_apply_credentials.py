@@ -11,17 +11,15 @@ import sys
 import tempfile
 import unittest
 
-import faultproxy
-from opsline_it import ENDPOINT, base_env, client, opsline, read_env
+from opsline_it import Proxy, base_env, client, opsline, read_env
 
-PROXY = None
+PROXY = Proxy()
 ACCOUNT = "123456789012"
 ROLE = f"opsline-it-role-{os.getpid()}"
 
 
 def setUpModule():
-    global PROXY
-    PROXY = faultproxy.ProxyProcess(ENDPOINT)
+    PROXY.start()
     iam = client("iam")
     # moto checks the trust policy's principal against the caller: name the admin user.
     iam.create_role(RoleName=ROLE, AssumeRolePolicyDocument=json.dumps({
@@ -33,9 +31,7 @@ def setUpModule():
         "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))
 
 
-def tearDownModule():
-    if PROXY is not None:
-        PROXY.stop()
+tearDownModule = PROXY.stop
 
 
 def assume_role():

@@ -12,10 +12,9 @@ import unittest
 
 from botocore.exceptions import ClientError
 
-import faultproxy
-from opsline_it import ENDPOINT, base_env, client, opsline, read_env
+from opsline_it import Proxy, base_env, client, opsline, read_env
 
-PROXY = None
+PROXY = Proxy()
 RUNBOOK_ACTIONS = {
     "s3:ListBucketMultipartUploads", "s3:GetObjectRetention", "s3:DeleteObjectVersion",
     "s3:RestoreObject", "s3:ListBucket", "s3:ListMultipartUploadParts", "s3:PutObject",
@@ -28,14 +27,7 @@ ALL_BLOCKED = {"BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPo
                "RestrictPublicBuckets": True}
 
 
-def setUpModule():
-    global PROXY
-    PROXY = faultproxy.ProxyProcess(ENDPOINT)
-
-
-def tearDownModule():
-    if PROXY is not None:
-        PROXY.stop()
+setUpModule, tearDownModule = PROXY.start, PROXY.stop
 
 
 def policy_actions(user, name=None):

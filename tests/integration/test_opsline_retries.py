@@ -13,20 +13,12 @@ import unittest
 import boto3
 from botocore.config import Config
 
-import faultproxy
-from opsline_it import ENDPOINT, KEY, SECRET, base_env, client, opsline, read_env
+from opsline_it import ENDPOINT, KEY, SECRET, Proxy, base_env, client, opsline, read_env
 
-PROXY = None
-
-
-def setUpModule():
-    global PROXY
-    PROXY = faultproxy.ProxyProcess(ENDPOINT)
+PROXY = Proxy()
 
 
-def tearDownModule():
-    if PROXY is not None:
-        PROXY.stop()
+setUpModule, tearDownModule = PROXY.start, PROXY.stop
 
 
 class FaultTest(unittest.TestCase):

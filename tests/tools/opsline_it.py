@@ -6,6 +6,9 @@ import subprocess
 import boto3
 from botocore.config import Config
 
+import faultproxy
+from opsline_e2e import read_env  # noqa: F401 - for the tests
+
 OPSLINE = os.environ["OPSLINE"]
 ENDPOINT = os.environ["AWS_ENDPOINT_URL"]
 KEY = os.environ["AWS_ACCESS_KEY_ID"]
@@ -44,16 +47,22 @@ def client(service, key=None, secret=None, token=None, endpoint=None):
                         config=Config(retries={"mode": "standard", "total_max_attempts": 1}))
 
 
-def read_env(path):
-    """KEY=value lines of a .env file (quotes removed, comments skipped)."""
-    values = {}
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if not line or line.startswith("#") or "=" not in line:
-                continue
-            if line.startswith("export "):
-                line = line[len("export "):]
-            k, v = line.split("=", 1)
-            values[k.strip()] = v.strip().strip('"').strip("'")
-    return values
+class Proxy:
+    """The test module's faultproxy in front of the fixture's moto, started by setUpModule and
+    stopped by tearDownModule:
+        PROXY = Proxy()
+        setUpModule, tearDownModule = PROXY.start, PROXY.stop
+    Otherwise it is the faultproxy.ProxyProcess (PROXY.url, PROXY.configure(), ...)."""
+
+    def __init__(self):
+        self.process = None
+
+    def start(self):
+        self.process = faultproxy.ProxyProcess(ENDPOINT)
+
+    def stop(self):
+        if self.process is not None:
+            self.process.stop()
+
+    def __getattr__(self, name):
+        return getattr(self.process, name)
