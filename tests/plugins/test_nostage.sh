@@ -9,39 +9,16 @@
 # usage: test_nostage.sh BUILD_DIR SOURCE_DIR TEST_STAGE_DIR [CMAKE_ARG...]
 # Exit 0 pass, 1 fail, 77 skip (a prerequisite is missing: never for an opsline failure).
 set -eu
+# shellcheck source=tests/plugins/lib.sh
+. "$(dirname "$0")/lib.sh"
 
 build=$1
 src=$2
 stages=$3
 shift 3
 tree=$build/nostage
-tmp=$(mktemp -d)
-moto_state=
-cleanup() {
-    if [ -n "$moto_state" ]; then
-        python3 "$src/tests/tools/moto_fixture.py" stop --state-dir "$moto_state" \
-            >/dev/null 2>&1 || true
-    fi
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 1' INT TERM
 
-fail() {
-    echo "FAIL: $*" >&2
-    exit 1
-}
-skip() {
-    echo "SKIP: $*" >&2
-    exit 77
-}
-show() {
-    cat "$@" >&2
-}
-
-for tool in cmake python3; do
-    command -v "$tool" >/dev/null 2>&1 || skip "$tool is not installed"
-done
+need_tools cmake python3
 python3 -c 'import moto' 2>/dev/null || skip "the python3 module moto is needed"
 [ -f "$stages/fakekey.so" ] && [ -f "$stages/filestore.so" ] ||
     fail "test stages not built in $stages"
@@ -64,21 +41,13 @@ names=$(awk '/^[a-z0-9_-]/ { print $1 }' "$tmp/list.out" | sort | tr '\n' ' ')
 [ "$names" = "fakekey filestore " ] || { show "$tmp/list.out"; fail "plugins list shows: $names"; }
 
 # 3. A pipeline of the test stages against moto.
-moto_state=$tmp/moto
-python3 "$src/tests/tools/moto_fixture.py" start --state-dir "$moto_state" >/dev/null ||
-    fail "could not start moto"
+moto_start
 cat >"$tmp/pipeline.json" <<JSON
 {"stages": ["fakekey", {"stage": "filestore", "options": {"dir": "$tmp/store"}}]}
 JSON
 status=0
-(
-    # shellcheck disable=SC1091
-    . "$moto_state/env"
-    cd "$tmp"
-    env -u OPSLINE_PLUGIN_PATH AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null \
-        "$opsline" apply nostage --pipeline "$tmp/pipeline.json" --plugin-dir "$stages" \
-        --json >"$tmp/apply.json" 2>"$tmp/apply.err"
-) || status=$?
+with_moto env -u OPSLINE_PLUGIN_PATH "$opsline" apply nostage --pipeline "$tmp/pipeline.json" \
+    --plugin-dir "$stages" --json >"$tmp/apply.json" 2>"$tmp/apply.err" || status=$?
 [ "$status" -eq 0 ] || { show "$tmp/apply.err" "$tmp/apply.json"; fail "opsline apply: $status"; }
 for env in production staging; do
     entry=$tmp/store/nostage-$env

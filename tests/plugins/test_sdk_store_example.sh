@@ -12,66 +12,23 @@
 # usage: test_sdk_store_example.sh BUILD_DIR SOURCE_DIR
 # Exit 0 pass, 1 fail, 77 skip (a prerequisite is missing: never for an opsline failure).
 set -eu
+# shellcheck source=tests/plugins/lib.sh
+. "$(dirname "$0")/lib.sh"
 
 build=$1
 src=$2
 example=$src/sdk/examples/store-cmd
-tmp=$(mktemp -d)
-moto_state=
-cleanup() {
-    if [ -n "$moto_state" ]; then
-        python3 "$src/tests/tools/moto_fixture.py" stop --state-dir "$moto_state" \
-            >/dev/null 2>&1 || true
-    fi
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 1' INT TERM
 
-fail() {
-    echo "FAIL: $*" >&2
-    exit 1
-}
-skip() {
-    echo "SKIP: $*" >&2
-    exit 77
-}
-show() {
-    cat "$@" >&2
-}
-
-for tool in cmake pkg-config make cc nm python3; do
-    command -v "$tool" >/dev/null 2>&1 || skip "$tool is not installed"
-done
+need_tools cmake pkg-config make cc nm python3
 python3 -c 'import boto3, moto' 2>/dev/null || skip "python3 modules boto3 and moto are needed"
 
-# 1. Install this build (DESTDIR keeps absolute install paths inside $tmp too).
-prefix=$tmp/prefix
-DESTDIR=$tmp/stage cmake --install "$build" --prefix "$prefix" >"$tmp/install.log" 2>&1 ||
-    { show "$tmp/install.log"; fail "cmake --install"; }
-root=$tmp/stage$prefix
-[ -f "$root/include/opsline/opsline.h" ] || fail "SDK header not installed"
-opsline=$root/bin/opsline
-[ -x "$opsline" ] || fail "opsline not installed"
+# 1. Install this build.
+install_build
 
 # 2. Out of tree with CMake, then with pkg-config from a copy of the example directory.
-cmake -S "$example" -B "$tmp/cmake-build" -DCMAKE_PREFIX_PATH="$root" \
-    -DCMAKE_C_FLAGS="-Werror" >"$tmp/cmake.log" 2>&1 ||
-    { show "$tmp/cmake.log"; fail "configuring the store example"; }
-cmake --build "$tmp/cmake-build" >"$tmp/build.log" 2>&1 ||
-    { show "$tmp/build.log"; fail "building the store example with CMake"; }
-pcdir=$(dirname "$(find "$root" -name opsline-sdk.pc | head -n 1)")
-[ -n "$pcdir" ] && [ "$pcdir" != . ] || fail "opsline-sdk.pc not installed"
-cp -R "$example" "$tmp/make-build"
-rm -rf "$tmp/make-build/build"
-PKG_CONFIG_PATH=$pcdir make -C "$tmp/make-build" CFLAGS="-O2 -Wall -Wextra -Werror" \
-    >"$tmp/make.log" 2>&1 ||
-    { show "$tmp/make.log"; fail "building the store example with pkg-config"; }
-for so in "$tmp/cmake-build/cmdstore.so" "$tmp/make-build/cmdstore.so"; do
-    [ -f "$so" ] || fail "$so was not built"
-    syms=$(nm -D --defined-only "$so" | awk '{ print $NF }')
-    [ "$syms" = opsline_plugin ] || fail "$so exports more than opsline_plugin: $syms"
-done
+build_with_cmake "$example" "store example" -DCMAKE_C_FLAGS="-Werror"
+build_with_pkg_config "$example" "store example" CFLAGS="-O2 -Wall -Wextra -Werror"
+exports_only_entry_point "$tmp/cmake-build/cmdstore.so" "$tmp/make-build/cmdstore.so"
 plugins=$tmp/cmake-build
 
 # 3. opsline loads it and documents its options.
@@ -82,23 +39,15 @@ for word in command name timeout env "put|get|del"; do
 done
 
 # 4. A store that cannot run (no such program) stops the run before anything is created.
-moto_state=$tmp/moto
-python3 "$src/tests/tools/moto_fixture.py" start --state-dir "$moto_state" >/dev/null ||
-    fail "could not start moto"
+moto_start
 cp "$example/dirstore.sh" "$tmp/store program.sh" # a space: argv, not a shell line
 chmod 0755 "$tmp/store program.sh"
 entries=$tmp/entries
 run_apply() { # run_apply OUT ERR ARGS...: exit status of opsline apply
     out=$1 err=$2
     shift 2
-    (
-        # shellcheck disable=SC1091
-        . "$moto_state/env"
-        cd "$tmp"
-        AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null \
-            "$opsline" apply sdkstore --plugin-dir "$plugins" --secrets cmdstore "$@" \
-            >"$out" 2>"$err"
-    )
+    with_moto "$opsline" apply sdkstore --plugin-dir "$plugins" --secrets cmdstore "$@" \
+        >"$out" 2>"$err"
 }
 status=0
 run_apply "$tmp/missing.out" "$tmp/missing.err" \
@@ -123,27 +72,17 @@ done
 printf '#!/bin/sh\necho "vault is sealed" >&2\nexit 1\n' >"$tmp/sealed.sh"
 chmod 0755 "$tmp/sealed.sh"
 status=0
-(
-    # shellcheck disable=SC1091
-    . "$moto_state/env"
-    cd "$tmp"
-    AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null \
-        "$opsline" apply sdkfix -e production --plugin-dir "$plugins" --secrets dotenv,cmdstore \
-        --set "cmdstore.command=$tmp/sealed.sh" >"$tmp/sealed.out" 2>"$tmp/sealed.err"
-) || status=$?
+with_moto "$opsline" apply sdkfix -e production --plugin-dir "$plugins" \
+    --secrets dotenv,cmdstore --set "cmdstore.command=$tmp/sealed.sh" \
+    >"$tmp/sealed.out" 2>"$tmp/sealed.err" || status=$?
 [ "$status" -eq 1 ] ||
     { show "$tmp/sealed.out" "$tmp/sealed.err"; fail "a failing store: exit $status"; }
 grep -q "cmdstore.*vault is sealed" "$tmp/sealed.out" "$tmp/sealed.err" ||
     { show "$tmp/sealed.out" "$tmp/sealed.err"; fail "the reason does not quote the program"; }
-(
-    # shellcheck disable=SC1091
-    . "$moto_state/env"
-    cd "$tmp"
-    AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null \
-        "$opsline" apply sdkfix -e production --plugin-dir "$plugins" --secrets dotenv,cmdstore \
-        --set "cmdstore.command=$tmp/store program.sh" \
-        --set "cmdstore.env=CMDSTORE_DIR=$entries" >"$tmp/fixed.out" 2>"$tmp/fixed.err"
-) || { show "$tmp/fixed.out" "$tmp/fixed.err"; fail "the rerun after the fix"; }
+with_moto "$opsline" apply sdkfix -e production --plugin-dir "$plugins" \
+    --secrets dotenv,cmdstore --set "cmdstore.command=$tmp/store program.sh" \
+    --set "cmdstore.env=CMDSTORE_DIR=$entries" >"$tmp/fixed.out" 2>"$tmp/fixed.err" ||
+    { show "$tmp/fixed.out" "$tmp/fixed.err"; fail "the rerun after the fix"; }
 
 python3 - "$moto_state/state.json" "$tmp" <<'PY' || fail "the stored keys are not the working keys"
 import json, os, sys
