@@ -25,6 +25,9 @@
 
 #include "opsline/opsline.h"
 
+#include "lib/storebuf.h"
+#include "lib/storejson.h"
+
 #define SM_STORE "aws-secretsmanager"
 #define SM_NAME_MAX 512
 #define SM_TARGET_PREFIX "secretsmanager."
@@ -59,104 +62,34 @@ static const ol_option_def sm_options[] = {
 };
 
 /* --------------------------------------------------------------------------------------
- * A growable buffer that may hold secrets: growth copies and wipes the old block, so no
- * secret is left in memory that realloc would release unwiped. On allocation failure it
- * stays failed and appends are no-ops; callers check once at the end.
+ * JSON request bodies, in a storebuf (they hold the secret)
  * ------------------------------------------------------------------------------------ */
-typedef struct sm_buf {
-    char *data;
-    size_t len;
-    size_t cap;
-    int failed;
-} sm_buf;
-
-static void sm_wipe(void *p, size_t n) {
-    volatile unsigned char *v = p;
-    while (n-- > 0)
-        *v++ = 0;
-}
-
-static void sm_free_str(char *s) {
-    if (s == NULL)
-        return;
-    sm_wipe(s, strlen(s));
-    free(s);
-}
-
-static void buf_add(sm_buf *b, const char *s, size_t n) {
-    if (b->failed)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap == 0 ? 256 : b->cap;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *d = malloc(cap);
-        if (d == NULL) {
-            b->failed = 1;
-            return;
-        }
-        if (b->len > 0)
-            memcpy(d, b->data, b->len);
-        if (b->data != NULL) {
-            sm_wipe(b->data, b->cap);
-            free(b->data);
-        }
-        b->data = d;
-        b->cap = cap;
-    }
-    memcpy(b->data + b->len, s, n);
-    b->len += n;
-    b->data[b->len] = '\0';
-}
-
-static void buf_str(sm_buf *b, const char *s) {
-    buf_add(b, s, strlen(s));
-}
-
-static void buf_wipe(sm_buf *b) {
-    if (b->data != NULL) {
-        sm_wipe(b->data, b->cap);
-        free(b->data);
-    }
-    *b = (sm_buf){0};
-}
-
-/* Takes the text out of the buffer (NULL when it failed). */
-static char *buf_take(sm_buf *b) {
-    if (b->failed || b->data == NULL) {
-        buf_wipe(b);
-        return NULL;
-    }
-    char *s = b->data;
-    *b = (sm_buf){0};
-    return s;
-}
 
 /* A JSON string literal. '/' stays bare so the host still recognises (and masks) a secret
  * in a logged body. */
-static void buf_json_str(sm_buf *b, const char *s) {
+static void buf_json_str(storebuf *b, const char *s) {
     static const char hex[] = "0123456789abcdef";
-    buf_add(b, "\"", 1);
+    storebuf_add(b, "\"", 1);
     for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++) {
         if (*p == '"' || *p == '\\') {
             char esc[2] = {'\\', (char)*p};
-            buf_add(b, esc, 2);
+            storebuf_add(b, esc, 2);
         } else if (*p < 0x20) {
             char esc[6] = {'\\', 'u', '0', '0', hex[*p >> 4], hex[*p & 15]};
-            buf_add(b, esc, 6);
+            storebuf_add(b, esc, 6);
         } else {
-            buf_add(b, (const char *)p, 1);
+            storebuf_add(b, (const char *)p, 1);
         }
     }
-    buf_add(b, "\"", 1);
+    storebuf_add(b, "\"", 1);
 }
 
 /* ,"name":"value" (or without the comma for the first member). */
-static void buf_member(sm_buf *b, int first, const char *name, const char *value) {
+static void buf_member(storebuf *b, int first, const char *name, const char *value) {
     if (!first)
-        buf_add(b, ",", 1);
+        storebuf_add(b, ",", 1);
     buf_json_str(b, name);
-    buf_add(b, ":", 1);
+    storebuf_add(b, ":", 1);
     buf_json_str(b, value);
 }
 
@@ -223,9 +156,9 @@ static void sm_token(const char *const *fields, size_t n, char out[37]) {
 }
 
 /* The secret's value: a JSON object with the key id, the secret and where it belongs. */
-static char *sm_value_json(const ol_secret *s) {
-    sm_buf b = {0};
-    buf_add(&b, "{", 1);
+static char *sm_value_json(const ol_host *h, const ol_secret *s) {
+    storebuf b = STOREBUF_INIT(h);
+    storebuf_add(&b, "{", 1);
     buf_member(&b, 1, "aws_access_key_id", s->access_key_id);
     buf_member(&b, 0, "aws_secret_access_key", s->secret_access_key);
     if (s->region != NULL)
@@ -236,35 +169,8 @@ static char *sm_value_json(const ol_secret *s) {
         buf_member(&b, 0, "user", s->user);
     if (s->created != NULL)
         buf_member(&b, 0, "created", s->created);
-    buf_add(&b, "}", 1);
-    return buf_take(&b);
-}
-
-/* Overwrites every string of a parsed JSON tree before it is freed (jansson frees without
- * wiping, and a value may hold a secret). */
-static void sm_json_wipe(json_t *j) {
-    if (json_is_string(j)) {
-        sm_wipe((char *)json_string_value(j), json_string_length(j));
-    } else if (json_is_object(j)) {
-        const char *k;
-        json_t *v;
-        json_object_foreach(j, k, v) sm_json_wipe(v);
-    } else if (json_is_array(j)) {
-        size_t i;
-        json_t *v;
-        json_array_foreach(j, i, v) sm_json_wipe(v);
-    }
-}
-
-static void sm_json_free(json_t *j) {
-    if (j == NULL)
-        return;
-    sm_json_wipe(j);
-    json_decref(j);
-}
-
-static const char *sm_json_string(json_t *obj, const char *key) {
-    return json_string_value(json_object_get(obj, key));
+    storebuf_add(&b, "}", 1);
+    return storebuf_take(&b, NULL);
 }
 
 /* --------------------------------------------------------------------------------------
@@ -300,9 +206,10 @@ typedef struct sm_op {
 } sm_op;
 
 static void op_free(sm_op *op) {
-    sm_free_str(op->body);
-    sm_free_str(op->value);
-    sm_free_str(op->secret);
+    const ol_host *h = op->st->host;
+    free_wiped_str(h, op->body);
+    free_wiped_str(h, op->value);
+    free_wiped_str(h, op->secret);
     free(op->key_id);
     free(op->deferred_reason);
     free(op->name);
@@ -374,7 +281,7 @@ static void op_on_response(void *arg, const ol_aws_response *res);
 /* Sends the current step's request with body (owned by op from now on, wiped when done). */
 static int op_send(sm_op *op, char *body) {
     const ol_host *h = op->st->host;
-    sm_free_str(op->body);
+    free_wiped_str(h, op->body);
     op->body = body;
     if (body == NULL)
         return OL_ENOMEM;
@@ -438,30 +345,30 @@ static int op_step(sm_op *op, sm_step step, char *body) {
     return rc;
 }
 
-static void buf_tags(sm_buf *b, const ol_map *tags) {
-    buf_str(b, ",\"Tags\":[");
+static void buf_tags(storebuf *b, const ol_map *tags) {
+    storebuf_str(b, ",\"Tags\":[");
     for (size_t i = 0; i < tags->n; i++) {
-        buf_str(b, i == 0 ? "{" : ",{");
+        storebuf_str(b, i == 0 ? "{" : ",{");
         buf_member(b, 1, "Key", tags->items[i].name);
         buf_member(b, 0, "Value", tags->items[i].value != NULL ? tags->items[i].value : "");
-        buf_str(b, "}");
+        storebuf_str(b, "}");
     }
-    buf_str(b, "]");
+    storebuf_str(b, "]");
 }
 
 static char *body_secret_id(const sm_op *op) {
-    sm_buf b = {0};
-    buf_str(&b, "{");
+    storebuf b = STOREBUF_INIT(op->st->host);
+    storebuf_str(&b, "{");
     buf_member(&b, 1, "SecretId", op->name);
-    buf_str(&b, "}");
-    return buf_take(&b);
+    storebuf_str(&b, "}");
+    return storebuf_take(&b, NULL);
 }
 
 static char *body_create(const sm_op *op) {
     const sm_state *st = op->st;
     const ol_host *h = st->host;
-    sm_buf b = {0};
-    buf_str(&b, "{");
+    storebuf b = STOREBUF_INIT(h);
+    storebuf_str(&b, "{");
     buf_member(&b, 1, "Name", op->name);
     buf_member(&b, 0, "ClientRequestToken", op->token);
     buf_member(&b, 0, "SecretString", op->value);
@@ -476,76 +383,93 @@ static char *body_create(const sm_op *op) {
         buf_member(&b, 0, "KmsKeyId", st->kms_key_id);
     if (st->tags.n > 0)
         buf_tags(&b, &st->tags);
-    buf_str(&b, "}");
-    return buf_take(&b);
+    storebuf_str(&b, "}");
+    return storebuf_take(&b, NULL);
 }
 
 static char *body_write(const sm_op *op) {
-    sm_buf b = {0};
-    buf_str(&b, "{");
+    storebuf b = STOREBUF_INIT(op->st->host);
+    storebuf_str(&b, "{");
     buf_member(&b, 1, "SecretId", op->name);
     buf_member(&b, 0, "ClientRequestToken", op->token);
     buf_member(&b, 0, "SecretString", op->value);
     if (op->st->kms_key_id != NULL)
         buf_member(&b, 0, "KmsKeyId", op->st->kms_key_id);
-    buf_str(&b, "}");
-    return buf_take(&b);
+    storebuf_str(&b, "}");
+    return storebuf_take(&b, NULL);
 }
 
 static char *body_tag(const sm_op *op) {
-    sm_buf b = {0};
-    buf_str(&b, "{");
+    storebuf b = STOREBUF_INIT(op->st->host);
+    storebuf_str(&b, "{");
     buf_member(&b, 1, "SecretId", op->name);
     buf_tags(&b, &op->st->tags);
-    buf_str(&b, "}");
-    return buf_take(&b);
+    storebuf_str(&b, "}");
+    return storebuf_take(&b, NULL);
 }
 
 static char *body_delete(const sm_op *op) {
-    sm_buf b = {0};
+    storebuf b = STOREBUF_INIT(op->st->host);
     char days[64];
-    buf_str(&b, "{");
+    storebuf_str(&b, "{");
     buf_member(&b, 1, "SecretId", op->name);
     if (op->st->recovery_days > 0) {
         snprintf(days, sizeof(days), ",\"RecoveryWindowInDays\":%lld", op->st->recovery_days);
-        buf_str(&b, days);
+        storebuf_str(&b, days);
     } else {
-        buf_str(&b, ",\"ForceDeleteWithoutRecovery\":true");
+        storebuf_str(&b, ",\"ForceDeleteWithoutRecovery\":true");
     }
-    buf_str(&b, "}");
-    return buf_take(&b);
+    storebuf_str(&b, "}");
+    return storebuf_take(&b, NULL);
 }
 
-/* Parses a GetSecretValue answer: *outer and *inner hold the parsed trees (free both with
- * sm_json_free), *found points into them. Returns 0, or OL_EINVAL when the secret does not
- * hold opsline's JSON value (*why: static text). */
-static int parse_secret_value(const ol_aws_response *res, json_t **outer, json_t **inner,
-                              ol_secret *found, const char **why) {
-    *outer = json_loadb(res->body, res->body_len, 0, NULL);
-    *inner = NULL;
-    const char *str = sm_json_string(*outer, "SecretString");
+/* A GetSecretValue answer, parsed: found points into the trees (value_free frees them). */
+typedef struct sm_value {
+    json_t *outer, *inner;
+    ol_secret found;
+    const char *why; /* static: why the secret does not hold opsline's JSON value */
+} sm_value;
+
+/* Parses a GetSecretValue answer into v. Returns 0, or OL_EINVAL when the secret does not
+ * hold opsline's JSON value (v->why). Free v with value_free either way. */
+static int value_parse(const ol_aws_response *res, sm_value *v) {
+    *v = (sm_value){.outer = json_loadb(res->body, res->body_len, 0, NULL)};
+    const char *str = storejson_str(v->outer, "SecretString");
     if (str == NULL) {
-        *why = "it has no SecretString (a binary secret, or not created by opsline)";
+        v->why = "it has no SecretString (a binary secret, or not created by opsline)";
         return OL_EINVAL;
     }
-    *inner = json_loads(str, 0, NULL);
-    const char *key_id = sm_json_string(*inner, "aws_access_key_id");
-    const char *secret = sm_json_string(*inner, "aws_secret_access_key");
+    v->inner = json_loads(str, 0, NULL);
+    const char *key_id = storejson_str(v->inner, "aws_access_key_id");
+    const char *secret = storejson_str(v->inner, "aws_secret_access_key");
     if (key_id == NULL || secret == NULL) {
-        *why = "its value is not a JSON object with aws_access_key_id and "
-               "aws_secret_access_key";
+        v->why = "its value is not a JSON object with aws_access_key_id and "
+                 "aws_secret_access_key";
         return OL_EINVAL;
     }
-    *found = (ol_secret){
+    v->found = (ol_secret){
         .struct_size = sizeof(ol_secret),
         .access_key_id = key_id,
         .secret_access_key = secret,
-        .region = sm_json_string(*inner, "region"),
-        .bucket = sm_json_string(*inner, "bucket"),
-        .user = sm_json_string(*inner, "user"),
-        .created = sm_json_string(*inner, "created"),
+        .region = storejson_str(v->inner, "region"),
+        .bucket = storejson_str(v->inner, "bucket"),
+        .user = storejson_str(v->inner, "user"),
+        .created = storejson_str(v->inner, "created"),
     };
     return 0;
+}
+
+static void value_free(const ol_host *h, sm_value *v) {
+    storejson_free(h, v->inner);
+    storejson_free(h, v->outer);
+}
+
+/* Fails op with res when it is an error; returns 1 then. */
+static int failed(sm_op *op, const ol_aws_response *res) {
+    if (res->result == 0)
+        return 0;
+    op_fail_aws(op, res, access_hint(res));
+    return 1;
 }
 
 static void on_get(sm_op *op, const ol_aws_response *res) {
@@ -554,24 +478,19 @@ static void on_get(sm_op *op, const ol_aws_response *res) {
         op_finish(op, OL_ENOENT, NULL, NULL);
         return;
     }
-    if (res->result != 0) {
-        op_fail_aws(op, res, access_hint(res));
+    if (failed(op, res))
         return;
-    }
-    json_t *outer, *inner;
-    ol_secret found;
-    const char *why = NULL;
-    if (parse_secret_value(res, &outer, &inner, &found, &why) == 0) {
-        op_finish(op, 0, &found, NULL);
+    sm_value v;
+    if (value_parse(res, &v) == 0) {
+        op_finish(op, 0, &v.found, NULL);
     } else {
         /* Not an entry this store can read back: as if absent, so the host stores the key
          * again (replacing the value) rather than failing every run. */
         h->log(op->stage, op->item, OL_LOG_WARN, "secret %s exists but %s; treated as absent",
-               op->name, why);
+               op->name, v.why);
         op_finish(op, OL_ENOENT, NULL, NULL);
     }
-    sm_json_free(inner);
-    sm_json_free(outer);
+    value_free(h, &v);
 }
 
 static void put_after_value(sm_op *op) {
@@ -589,18 +508,12 @@ static void put_on_read(sm_op *op, const ol_aws_response *res) {
         op_step(op, STEP_RESTORE, body_secret_id(op));
         return;
     }
-    if (res->result != 0) {
-        op_fail_aws(op, res, access_hint(res));
+    if (failed(op, res))
         return;
-    }
-    json_t *outer, *inner;
-    ol_secret found;
-    const char *why = NULL;
-    int same = parse_secret_value(res, &outer, &inner, &found, &why) == 0 &&
-               strcmp(found.access_key_id, op->key_id) == 0 &&
-               strcmp(found.secret_access_key, op->secret) == 0;
-    sm_json_free(inner);
-    sm_json_free(outer);
+    sm_value v;
+    int same = value_parse(res, &v) == 0 && strcmp(v.found.access_key_id, op->key_id) == 0 &&
+               strcmp(v.found.secret_access_key, op->secret) == 0;
+    value_free(op->st->host, &v);
     if (same) {
         op->st->host->log(op->stage, op->item, OL_LOG_DEBUG,
                           "secret %s already holds access key %s", op->name, op->key_id);
@@ -664,7 +577,7 @@ static void put_on_response(sm_op *op, const ol_aws_response *res) {
 static void op_on_response(void *arg, const ol_aws_response *res) {
     sm_op *op = arg;
     op->started = 1;
-    sm_free_str(op->body);
+    free_wiped_str(op->st->host, op->body);
     op->body = NULL;
     switch (op->kind) {
     case SM_GET:
@@ -754,7 +667,7 @@ static int sm_put(ol_stage *stage, ol_item *item, void *state, const ol_secret *
                        ? secret->created
                        : NULL,
     };
-    op->value = sm_value_json(&s);
+    op->value = sm_value_json(st->host, &s);
     op->key_id = strdup(s.access_key_id);
     op->secret = strdup(s.secret_access_key);
     if (op->value == NULL || op->key_id == NULL || op->secret == NULL) {

@@ -29,6 +29,7 @@
 #include "opsline/opsline.h"
 
 #include "lib/filebatch.h"
+#include "lib/storejson.h"
 
 typedef struct bw_state {
     filebatch fb; /* first: the store operations are filebatch's */
@@ -91,34 +92,9 @@ static int uuid_new(char out[37]) {
  * The document
  * ------------------------------------------------------------------------------------ */
 
-static const char *obj_str(const json_t *obj, const char *key) {
-    return json_string_value(json_object_get(obj, key));
-}
-
-/* Overwrites every string value of the tree (the file holds other logins' passwords too)
- * before jansson frees it. */
-static void json_wipe(const ol_host *h, json_t *v) {
-    if (json_is_string(v)) {
-        h->wipe((char *)json_string_value(v), json_string_length(v));
-    } else if (json_is_array(v)) {
-        for (size_t i = 0; i < json_array_size(v); i++)
-            json_wipe(h, json_array_get(v, i));
-    } else if (json_is_object(v)) {
-        const char *key;
-        json_t *member;
-        json_object_foreach(v, key, member) json_wipe(h, member);
-    }
-}
-
-static void doc_free(const ol_host *h, json_t *doc) {
-    if (doc == NULL)
-        return;
-    json_wipe(h, doc);
-    json_decref(doc);
-}
-
+/* Every string is wiped before the tree is freed: the file holds other logins' passwords. */
 static void bw_doc_free(const filebatch *fb, void *doc) {
-    doc_free(fb->host, doc);
+    storejson_free(fb->host, doc);
 }
 
 /* The array member key of doc, created (empty) when absent or null. NULL: not an array. */
@@ -186,7 +162,7 @@ static int doc_parse(const filebatch *fb, const char *text, size_t len, void **d
         *why = h->format("%s is not a Bitwarden JSON import file opsline can merge "
                          "into: %s; opsline left it untouched",
                          fb->path, problem);
-        doc_free(h, d);
+        storejson_free(h, d);
         return OL_EINVAL;
     }
     *doc = d;
@@ -202,7 +178,7 @@ static int bw_doc_parse(const filebatch *fb, char *text, size_t len, void **doc,
 }
 
 static int is_login_named(const json_t *it, const char *name) {
-    const char *n = obj_str(it, "name");
+    const char *n = storejson_str(it, "name");
     return json_is_object(it) && json_integer_value(json_object_get(it, "type")) == 1 &&
            n != NULL && strcmp(n, name) == 0;
 }
@@ -219,7 +195,7 @@ static size_t doc_find(const json_t *items, const char *name) {
 static void doc_drop_after(const ol_host *h, json_t *items, size_t first, const char *name) {
     for (size_t i = json_array_size(items); i-- > first + 1;)
         if (is_login_named(json_array_get(items, i), name)) {
-            json_wipe(h, json_array_get(items, i));
+            storejson_wipe(h, json_array_get(items, i));
             json_array_remove(items, i);
         }
 }
@@ -232,8 +208,8 @@ static const char *doc_group_id(json_t *doc, const char *name, const char *org) 
         return NULL;
     for (size_t i = 0; i < json_array_size(groups); i++) {
         const json_t *g = json_array_get(groups, i);
-        const char *n = obj_str(g, "name"), *id = obj_str(g, "id");
-        const char *gorg = obj_str(g, "organizationId");
+        const char *n = storejson_str(g, "name"), *id = storejson_str(g, "id");
+        const char *gorg = storejson_str(g, "organizationId");
         if (n != NULL && id != NULL && strcmp(n, name) == 0 &&
             (org == NULL || gorg == NULL || strcmp(gorg, org) == 0))
             return id;
@@ -246,7 +222,7 @@ static const char *doc_group_id(json_t *doc, const char *name, const char *org) 
                             : json_pack("{s:s, s:s}", "id", id, "name", name);
     if (g == NULL || json_array_append_new(groups, g) != 0)
         return NULL;
-    return obj_str(g, "id");
+    return storejson_str(g, "id");
 }
 
 /* Appends a text custom field (type 0) when value is set. */
@@ -274,7 +250,7 @@ static json_t *entry_new(const bw_state *st, const fb_op *op, const char *id, co
     if (collections == NULL || login == NULL) {
         json_decref(fields);
         json_decref(collections);
-        doc_free(st->fb.host, login);
+        storejson_free(st->fb.host, login);
         return NULL;
     }
     /* json_pack steals the "o" references, also when it fails. */
@@ -298,7 +274,7 @@ static int bw_doc_put(const filebatch *fb, void *doc, const fb_op *op) {
         return OL_ENOMEM;
     size_t at = doc_find(items, op->name);
     char id[37];
-    const char *old_id = at != (size_t)-1 ? obj_str(json_array_get(items, at), "id") : NULL;
+    const char *old_id = at != (size_t)-1 ? storejson_str(json_array_get(items, at), "id") : NULL;
     if (old_id != NULL && strlen(old_id) < sizeof(id))
         memcpy(id, old_id, strlen(old_id) + 1);
     else if (uuid_new(id) != 0)
@@ -310,7 +286,7 @@ static int bw_doc_put(const filebatch *fb, void *doc, const fb_op *op) {
     if (at == (size_t)-1)
         return json_array_append_new(items, entry) == 0 ? 0 : OL_ENOMEM;
     doc_drop_after(fb->host, items, at, op->name);
-    json_wipe(fb->host, json_array_get(items, at));
+    storejson_wipe(fb->host, json_array_get(items, at));
     return json_array_set_new(items, at, entry) == 0 ? 0 : OL_ENOMEM;
 }
 
@@ -322,7 +298,7 @@ static int bw_doc_del(const filebatch *fb, void *doc, const char *name) {
     if (at == (size_t)-1)
         return 0;
     doc_drop_after(h, items, at, name);
-    json_wipe(h, json_array_get(items, at));
+    storejson_wipe(h, json_array_get(items, at));
     json_array_remove(items, at);
     return 1;
 }
@@ -331,9 +307,9 @@ static const char *field_value(const json_t *entry, const char *name) {
     const json_t *fields = json_object_get(entry, "fields");
     for (size_t i = 0; i < json_array_size(fields); i++) {
         const json_t *f = json_array_get(fields, i);
-        const char *n = obj_str(f, "name");
+        const char *n = storejson_str(f, "name");
         if (n != NULL && strcmp(n, name) == 0)
-            return obj_str(f, "value");
+            return storejson_str(f, "value");
     }
     return NULL;
 }
@@ -348,7 +324,8 @@ static int bw_doc_get(const filebatch *fb, const void *doc, fb_op *op) {
         return OL_ENOENT;
     const json_t *entry = json_array_get(items, at);
     const json_t *login = json_object_get(entry, "login");
-    const char *key_id = obj_str(login, "username"), *secret = obj_str(login, "password");
+    const char *key_id = storejson_str(login, "username"),
+               *secret = storejson_str(login, "password");
     if (key_id == NULL || secret == NULL || key_id[0] == '\0' || secret[0] == '\0')
         return OL_ENOENT;
     op->key_id = strdup(key_id);

@@ -34,6 +34,8 @@
 
 #include "opsline/opsline.h"
 
+#include "lib/storebuf.h"
+
 #define KX_PROGRAM "keepassxc-cli"
 #define KX_INSTALL "install keepassxc (apt-get install keepassxc)"
 #define KX_MAX_PASSWORD_FILE 65536
@@ -49,103 +51,46 @@ typedef struct kx_flush kx_flush;
 typedef struct kx_tmp kx_tmp;
 
 /* ---------------------------------------------------------------------------------------
- * Byte buffer: grows by copying and wipes what it leaves, since it holds secrets
+ * XML and base64 into a storebuf (it holds secrets: it wipes what it leaves)
  * ------------------------------------------------------------------------------------- */
-
-typedef struct kx_buf {
-    char *data;
-    size_t len, cap;
-    int failed;
-} kx_buf;
-
-static void kx_wipe(void *p, size_t n) {
-    volatile unsigned char *v = p;
-    while (n-- > 0)
-        *v++ = 0;
-}
-
-static void free_wiped(char *p) {
-    if (p != NULL) {
-        kx_wipe(p, strlen(p));
-        free(p);
-    }
-}
-
-static void buf_add(kx_buf *b, const char *s, size_t n) {
-    if (b->failed)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap == 0 ? 1024 : b->cap;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *d = malloc(cap);
-        if (d == NULL) {
-            b->failed = 1;
-            return;
-        }
-        if (b->len > 0)
-            memcpy(d, b->data, b->len);
-        if (b->data != NULL) {
-            kx_wipe(b->data, b->cap);
-            free(b->data);
-        }
-        b->data = d;
-        b->cap = cap;
-    }
-    memcpy(b->data + b->len, s, n);
-    b->len += n;
-    b->data[b->len] = '\0';
-}
-
-static void buf_str(kx_buf *b, const char *s) {
-    buf_add(b, s, strlen(s));
-}
-
-static void buf_wipe(kx_buf *b) {
-    if (b->data != NULL) {
-        kx_wipe(b->data, b->cap);
-        free(b->data);
-    }
-    *b = (kx_buf){0};
-}
 
 /* XML character data: the five entities, line ends as character references (a parser
  * would otherwise fold \r\n). Other control characters cannot appear in XML 1.0 at all. */
-static int buf_xml(kx_buf *b, const char *s) {
+static int buf_xml(storebuf *b, const char *s) {
     for (; *s != '\0'; s++) {
         unsigned char c = (unsigned char)*s;
         switch (c) {
         case '&':
-            buf_str(b, "&amp;");
+            storebuf_str(b, "&amp;");
             break;
         case '<':
-            buf_str(b, "&lt;");
+            storebuf_str(b, "&lt;");
             break;
         case '>':
-            buf_str(b, "&gt;");
+            storebuf_str(b, "&gt;");
             break;
         case '"':
-            buf_str(b, "&quot;");
+            storebuf_str(b, "&quot;");
             break;
         case '\'':
-            buf_str(b, "&apos;");
+            storebuf_str(b, "&apos;");
             break;
         case '\n':
-            buf_str(b, "&#10;");
+            storebuf_str(b, "&#10;");
             break;
         case '\t':
-            buf_str(b, "&#9;");
+            storebuf_str(b, "&#9;");
             break;
         default:
             if (c < 0x20 || c == 0x7f)
                 return OL_EINVAL;
-            buf_add(b, s, 1);
+            storebuf_add(b, s, 1);
         }
     }
     return 0;
 }
 
-static void buf_base64(kx_buf *b, const uint8_t *p, size_t n) {
+static void buf_base64(storebuf *b, const uint8_t *p, size_t n) {
     static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     for (size_t i = 0; i < n; i += 3) {
         uint32_t v = (uint32_t)p[i] << 16;
@@ -155,7 +100,7 @@ static void buf_base64(kx_buf *b, const uint8_t *p, size_t n) {
             v |= p[i + 2];
         char out[4] = {tab[(v >> 18) & 63], tab[(v >> 12) & 63],
                        i + 1 < n ? tab[(v >> 6) & 63] : '=', i + 2 < n ? tab[v & 63] : '='};
-        buf_add(b, out, 4);
+        storebuf_add(b, out, 4);
     }
 }
 
@@ -246,11 +191,11 @@ static const char *title_check(const char *t) {
 /* keepassxc-cli's stderr on one line: its lines that say something, without the password
  * prompts (they end in ": " with no line end, so an error shares their line), joined with
  * blanks, control characters replaced, cut at KX_REASON_MAX bytes. Malloc'd. */
-static char *cli_error_line(const char *err, size_t len) {
+static char *cli_error_line(const ol_host *h, const char *err, size_t len) {
     static const char *const prompts[] = {
         "Enter password to unlock ",
         "Enter password to encrypt database (optional): ", "Repeat password: ", NULL};
-    kx_buf b = {0};
+    storebuf b = STOREBUF_INIT(h);
     size_t pos = 0;
     while (pos < len) {
         const char *nl = memchr(err + pos, '\n', len - pos);
@@ -284,13 +229,15 @@ static char *cli_error_line(const char *err, size_t len) {
             n--;
         if (n > 0 && b.len < KX_REASON_MAX) {
             if (b.len > 0)
-                buf_add(&b, " ", 1);
-            buf_add(&b, s, n < KX_REASON_MAX ? n : KX_REASON_MAX);
+                storebuf_add(&b, " ", 1);
+            storebuf_add(&b, s, n < KX_REASON_MAX ? n : KX_REASON_MAX);
         }
         pos = end + 1;
     }
-    if (b.failed)
+    if (b.failed) {
+        storebuf_wipe(&b);
         return NULL;
+    }
     if (b.data == NULL)
         return strdup("");
     if (b.len > KX_REASON_MAX)
@@ -458,7 +405,7 @@ static int existed(const kx_state *st, const char *path) {
     return 0;
 }
 
-static void put_free(kx_put *p) {
+static void put_free(const ol_host *h, kx_put *p) {
     if (p == NULL)
         return;
     free(p->item_name);
@@ -471,7 +418,7 @@ static void put_free(kx_put *p) {
     free(p->region);
     free(p->bucket);
     free(p->created);
-    free_wiped(p->secret);
+    free_wiped_str(h, p->secret);
     free(p->reason);
     free(p);
 }
@@ -564,10 +511,7 @@ typedef struct kx_run {
 static void run_done(void *arg, const ol_proc_result *res) {
     kx_run *r = arg;
     r->cb(r->st, r->arg, res);
-    if (r->input != NULL) {
-        kx_wipe(r->input, r->input_len);
-        free(r->input);
-    }
+    free_wiped(r->st->host, r->input, r->input_len);
     free(r);
 }
 
@@ -605,10 +549,7 @@ static int kx_run_cli(kx_state *st, const ol_item *item, const char *const *argv
     };
     int rc = st->host->proc_run(st->stage, item, &spec, run_done, r);
     if (rc != 0) {
-        if (r->input != NULL) {
-            kx_wipe(r->input, r->input_len);
-            free(r->input);
-        }
+        free_wiped(st->host, r->input, r->input_len);
         free(r);
     }
     return rc;
@@ -653,7 +594,7 @@ static char *run_reason(const kx_state *st, const char *what, const ol_proc_resu
         return reason_dup(h, h->format("keepassxc: %s %s on %s was killed by signal %d", KX_PROGRAM,
                                        what, st->db, res->term_signal));
     const char *err = res->err ? res->err : "";
-    char *line = cli_error_line(err, res->err_len);
+    char *line = cli_error_line(h, err, res->err_len);
     char *r;
     if (strstr(err, "Invalid credentials") != NULL)
         r = h->format("keepassxc: wrong password or key file for %s (%s): fix it and run "
@@ -786,7 +727,7 @@ typedef struct kx_import {
     kx_state *st;
     kx_tmp *tmp;
     const char *dest;
-    kx_buf *xml; /* borrowed until the callback */
+    storebuf *xml; /* borrowed until the callback */
     kx_step_cb cb;
     void *arg;
     atomic_int abort; /* keepassxc-cli ended: stop waiting for it to open the FIFO */
@@ -883,7 +824,7 @@ static void import_ran(kx_state *st, void *arg, const ol_proc_result *res) {
 }
 
 /* Imports xml into dest (which must not exist) with the store's credentials. */
-static int kx_import_xml(kx_state *st, kx_tmp *tmp, kx_buf *xml, const char *dest, kx_step_cb cb,
+static int kx_import_xml(kx_state *st, kx_tmp *tmp, storebuf *xml, const char *dest, kx_step_cb cb,
                          void *arg) {
     kx_import *im = calloc(1, sizeof(*im));
     if (im == NULL)
@@ -932,46 +873,46 @@ static int kx_import_xml(kx_state *st, kx_tmp *tmp, kx_buf *xml, const char *des
  * The batch as KeePass 2 XML
  * ------------------------------------------------------------------------------------- */
 
-static void xml_times(kx_buf *b, const char *mod, const char *created, const char *moved) {
-    buf_str(b, "<Times><LastModificationTime>");
-    buf_str(b, mod);
-    buf_str(b, "</LastModificationTime><CreationTime>");
-    buf_str(b, created);
-    buf_str(b, "</CreationTime><LastAccessTime>");
-    buf_str(b, created);
-    buf_str(b, "</LastAccessTime><ExpiryTime>");
-    buf_str(b, created);
-    buf_str(b, "</ExpiryTime><Expires>False</Expires><UsageCount>0</UsageCount>"
-               "<LocationChanged>");
-    buf_str(b, moved);
-    buf_str(b, "</LocationChanged></Times>");
+static void xml_times(storebuf *b, const char *mod, const char *created, const char *moved) {
+    storebuf_str(b, "<Times><LastModificationTime>");
+    storebuf_str(b, mod);
+    storebuf_str(b, "</LastModificationTime><CreationTime>");
+    storebuf_str(b, created);
+    storebuf_str(b, "</CreationTime><LastAccessTime>");
+    storebuf_str(b, created);
+    storebuf_str(b, "</LastAccessTime><ExpiryTime>");
+    storebuf_str(b, created);
+    storebuf_str(b, "</ExpiryTime><Expires>False</Expires><UsageCount>0</UsageCount>"
+                    "<LocationChanged>");
+    storebuf_str(b, moved);
+    storebuf_str(b, "</LocationChanged></Times>");
 }
 
-static int xml_string(kx_buf *b, const char *key, const char *value, int protect) {
-    buf_str(b, "<String><Key>");
-    buf_str(b, key);
-    buf_str(b, protect ? "</Key><Value ProtectInMemory=\"True\">" : "</Key><Value>");
+static int xml_string(storebuf *b, const char *key, const char *value, int protect) {
+    storebuf_str(b, "<String><Key>");
+    storebuf_str(b, key);
+    storebuf_str(b, protect ? "</Key><Value ProtectInMemory=\"True\">" : "</Key><Value>");
     int rc = buf_xml(b, value);
-    buf_str(b, "</Value></String>");
+    storebuf_str(b, "</Value></String>");
     return rc;
 }
 
-static void xml_open_group(kx_buf *b, const char *path, const char *name) {
+static void xml_open_group(storebuf *b, const char *path, const char *name) {
     uint8_t u[16];
     path_uuid("group", path, u);
-    buf_str(b, "<Group><UUID>");
+    storebuf_str(b, "<Group><UUID>");
     buf_base64(b, u, 16);
-    buf_str(b, "</UUID><Name>");
+    storebuf_str(b, "</UUID><Name>");
     buf_xml(b, name);
-    buf_str(b, "</Name>");
+    storebuf_str(b, "</Name>");
     /* Old times: merge copies a group's name from the newer side, and a user's renaming of
      * opsline's group must win. */
     xml_times(b, KX_GROUP_TIME, KX_GROUP_TIME, KX_GROUP_TIME);
 }
 
-static void xml_head(kx_buf *b) {
-    buf_str(b, "<?xml version=\"1.0\" encoding=\"UTF-8\" standalone=\"yes\"?>\n<KeePassFile>"
-               "<Meta><Generator>opsline</Generator></Meta><Root>");
+static void xml_head(storebuf *b) {
+    storebuf_str(b, "<?xml version=\"1.0\" encoding=\"UTF-8\" standalone=\"yes\"?>\n<KeePassFile>"
+                    "<Meta><Generator>opsline</Generator></Meta><Root>");
 }
 
 /* Group paths in tree order: '/' sorts before every other character, so a group's
@@ -1017,14 +958,14 @@ static size_t count_segments(const char *g) {
 /* The entries of the batch (puts still without a result) as one XML document, groups
  * nested, each group and entry with its path's UUID. Entries carry custom data, which makes
  * keepassxc-cli save the database as KDBX 4. */
-static int batch_xml(kx_state *st, kx_put **sorted, size_t n, kx_buf *b) {
+static int batch_xml(kx_state *st, kx_put **sorted, size_t n, storebuf *b) {
     int64_t now = (int64_t)time(NULL);
     uint8_t root[16];
     path_uuid("root", "", root);
     xml_head(b);
-    buf_str(b, "<Group><UUID>");
+    storebuf_str(b, "<Group><UUID>");
     buf_base64(b, root, 16);
-    buf_str(b, "</UUID><Name>Root</Name>");
+    storebuf_str(b, "</UUID><Name>Root</Name>");
     xml_times(b, KX_GROUP_TIME, KX_GROUP_TIME, KX_GROUP_TIME);
     const char *open = NULL; /* group path open now */
     size_t depth = 0;
@@ -1039,7 +980,7 @@ static int batch_xml(kx_state *st, kx_put **sorted, size_t n, kx_buf *b) {
         if (keep > segs)
             keep = segs;
         while (depth > keep) {
-            buf_str(b, "</Group>");
+            storebuf_str(b, "</Group>");
             depth--;
         }
         if (depth < segs) {
@@ -1073,18 +1014,18 @@ static int batch_xml(kx_state *st, kx_put **sorted, size_t n, kx_buf *b) {
             t = k->written + 1;
         char mod[32];
         iso_time(t, mod);
-        buf_str(b, "<Entry><UUID>");
+        storebuf_str(b, "<Entry><UUID>");
         buf_base64(b, p->uuid, 16);
-        buf_str(b, "</UUID>");
+        storebuf_str(b, "</UUID>");
         xml_times(b, mod, mod, mod);
-        buf_str(b, "<CustomData><Item><Key>opsline</Key><Value>managed by opsline</Value>"
-                   "</Item></CustomData>");
+        storebuf_str(b, "<CustomData><Item><Key>opsline</Key><Value>managed by opsline</Value>"
+                        "</Item></CustomData>");
         int rc = xml_string(b, "Title", p->title, 0);
         rc |= xml_string(b, "UserName", p->key_id, 0);
         rc |= xml_string(b, "Password", p->secret, 1);
         rc |= xml_string(b, "URL", p->url, 0);
         rc |= xml_string(b, "Notes", p->notes, 0);
-        buf_str(b, "</Entry>");
+        storebuf_str(b, "</Entry>");
         if (rc != 0)
             put_fail(p, OL_EINVAL,
                      strdup("keepassxc: the entry holds a control character XML cannot carry"));
@@ -1092,10 +1033,10 @@ static int batch_xml(kx_state *st, kx_put **sorted, size_t n, kx_buf *b) {
             return OL_ENOMEM;
     }
     while (depth > 0) {
-        buf_str(b, "</Group>");
+        storebuf_str(b, "</Group>");
         depth--;
     }
-    buf_str(b, "</Group></Root></KeePassFile>\n");
+    storebuf_str(b, "</Group></Root></KeePassFile>\n");
     return b->failed ? OL_ENOMEM : 0;
 }
 
@@ -1112,7 +1053,7 @@ struct kx_flush {
     int imported; /* past its import phase (holds or held the lock) */
     kx_tmp *tmp;
     ol_lock *lock;
-    kx_buf xml;
+    storebuf xml;
     int checked; /* the dry run has been done */
     int retried; /* entries merge kept were sent once more */
     int rc;
@@ -1135,7 +1076,7 @@ static void flush_imported_phase_end(kx_flush *f) {
 static void flush_end(kx_flush *f) {
     kx_state *st = f->st;
     const ol_host *h = st->host;
-    buf_wipe(&f->xml);
+    storebuf_wipe(&f->xml);
     if (f->lock != NULL)
         h->lock_release(f->lock);
     flush_imported_phase_end(f);
@@ -1156,7 +1097,7 @@ static void flush_end(kx_flush *f) {
                    st->db, p->path);
             h->store_done(st->stage, p->item, 0, NULL, NULL);
         }
-        put_free(p);
+        put_free(st->host, p);
     }
     free(f->puts);
     tmp_free(f->tmp);
@@ -1331,7 +1272,7 @@ static void flush_checked(kx_state *st, void *arg, const ol_proc_result *res) {
     }
     if (after != before) {
         /* Rebuild the batch without the refused entries. */
-        buf_wipe(&f->xml);
+        storebuf_wipe(&f->xml);
         flush_import(f);
         return;
     }
@@ -1390,7 +1331,7 @@ static void flush_merge_ran(kx_state *st, void *arg, const ol_proc_result *res) 
     if (again > 0) {
         f->retried = 1;
         f->checked = 1;
-        buf_wipe(&f->xml);
+        storebuf_wipe(&f->xml);
         flush_import(f);
         return;
     }
@@ -1453,7 +1394,7 @@ static void flush_imported(kx_state *st, void *arg, int rc, char *reason) {
         return;
     }
     free(reason);
-    buf_wipe(&f->xml); /* keepassxc-cli has it all */
+    storebuf_wipe(&f->xml); /* keepassxc-cli has it all */
     if (f->lock != NULL) {
         flush_merge(f); /* rebuilt after the dry run, under the lock */
         return;
@@ -1548,6 +1489,7 @@ static void flush_cycle(kx_state *st) {
     st->pending = NULL;
     qsort(puts, n, sizeof(*puts), put_cmp);
     f->st = st;
+    f->xml = (storebuf)STOREBUF_INIT(st->host);
     f->puts = puts;
     f->n = n;
     f->tmp = tmp;
@@ -1644,13 +1586,13 @@ static int kx_put_op(ol_stage *stage, ol_item *item, void *state, const ol_secre
         return OL_ENOMEM;
     p->item = item;
     if (secret == NULL || secret->access_key_id == NULL || secret->secret_access_key == NULL) {
-        put_free(p);
+        put_free(st->host, p);
         h->store_done(stage, item, OL_EINVAL, NULL, "keepassxc: put without an access key");
         return 0;
     }
     int rc = entry_names(st, item, &p->group, &p->title, &why);
     if (rc != 0) {
-        put_free(p);
+        put_free(st->host, p);
         h->store_done(stage, item, rc, NULL, why ? why : "keepassxc: bad entry name");
         h->free(why);
         return 0;
@@ -1659,7 +1601,7 @@ static int kx_put_op(ol_stage *stage, ol_item *item, void *state, const ol_secre
     if (h->expand(item, st->url, &url, &why) != 0) {
         char *r = h->format("keepassxc: option url '%s': %s", st->url, why ? why : "invalid");
         h->free(why);
-        put_free(p);
+        put_free(st->host, p);
         h->store_done(stage, item, OL_EINVAL, NULL, r ? r : "keepassxc: bad url");
         h->free(r);
         return 0;
@@ -1675,7 +1617,7 @@ static int kx_put_op(ol_stage *stage, ol_item *item, void *state, const ol_secre
     p->created = secret->created ? strdup(secret->created) : NULL;
     if (p->item_name == NULL || p->path == NULL || p->url == NULL || p->key_id == NULL ||
         p->secret == NULL || p->region == NULL) {
-        put_free(p);
+        put_free(st->host, p);
         return OL_ENOMEM;
     }
     if (p->created == NULL) {
@@ -1686,7 +1628,7 @@ static int kx_put_op(ol_stage *stage, ol_item *item, void *state, const ol_secre
     p->notes = reason_dup(
         h, h->format("region: %s\ncreated: %s", p->region, p->created ? p->created : ""));
     if (p->notes == NULL) {
-        put_free(p);
+        put_free(st->host, p);
         return OL_ENOMEM;
     }
     path_uuid("entry", p->path, p->uuid);
@@ -1701,7 +1643,7 @@ static int kx_put_op(ol_stage *stage, ol_item *item, void *state, const ol_secre
                             "keepassxc.title or keepassxc.group tell them apart (e.g. "
                             "{bucket})",
                             owner, p->item_name, p->path);
-        put_free(p);
+        put_free(st->host, p);
         h->store_done(stage, item, OL_EEXIST, NULL, r ? r : "keepassxc: entry shared");
         h->free(r);
         return 0;
@@ -1713,7 +1655,7 @@ static int kx_put_op(ol_stage *stage, ol_item *item, void *state, const ol_secre
                 *pp = held->next;
                 h->store_done(stage, held->item, OL_ECANCELED, NULL,
                               "keepassxc: superseded by a newer key for the same item");
-                put_free(held);
+                put_free(st->host, held);
                 break;
             }
     }
@@ -1741,7 +1683,7 @@ static void get_ran(kx_state *st, void *arg, const ol_proc_result *res) {
     const ol_host *h = st->host;
     st->gets_running--;
     if (!run_ok(res)) {
-        char *line = res->result == 0 ? cli_error_line(res->err, res->err_len) : NULL;
+        char *line = res->result == 0 ? cli_error_line(h, res->err, res->err_len) : NULL;
         if (line != NULL && strstr(line, "Could not find entry") != NULL) {
             h->store_done(st->stage, g->item, OL_ENOENT, NULL, NULL);
         } else {
@@ -1801,8 +1743,7 @@ static void get_ran(kx_state *st, void *arg, const ol_proc_result *res) {
         };
         h->store_done(st->stage, g->item, 0, &found, NULL);
     }
-    kx_wipe(out, res->out_len);
-    free(out);
+    free_wiped(h, out, res->out_len);
     get_free(g);
     get_start(st);
 }
@@ -1898,7 +1839,7 @@ static void del_ran(kx_state *st, void *arg, const ol_proc_result *res) {
     if (run_ok(res)) {
         h->store_done(st->stage, d->item, 0, NULL, NULL);
     } else {
-        char *line = res->result == 0 ? cli_error_line(res->err, res->err_len) : NULL;
+        char *line = res->result == 0 ? cli_error_line(h, res->err, res->err_len) : NULL;
         if (line != NULL && strstr(line, "not found") != NULL) {
             h->store_done(st->stage, d->item, 0, NULL, NULL);
         } else {
@@ -1960,7 +1901,7 @@ static int kx_del_op(ol_stage *stage, ol_item *item, void *state) {
             *pp = p->next;
             h->store_done(stage, p->item, OL_ECANCELED, NULL,
                           "keepassxc: the entry was deleted before it was written");
-            put_free(p);
+            put_free(st->host, p);
             break;
         }
     known_forget(st, path);
@@ -1984,7 +1925,7 @@ static int kx_del_op(ol_stage *stage, ol_item *item, void *state) {
 typedef struct kx_prep {
     kx_state *st;
     kx_tmp *tmp;
-    kx_buf xml;
+    storebuf xml;
     char *reason;
     int rc;
     /* filled off the loop */
@@ -2027,9 +1968,9 @@ static void prep_finish(kx_prep *p) {
     }
     tmp_free(p->tmp);
     p->tmp = NULL;
-    buf_wipe(&p->xml);
+    storebuf_wipe(&p->xml);
     free(p->abs);
-    free_wiped(p->pw);
+    free_wiped_str(st->host, p->pw);
     free(p->pw_why);
     int rc = p->rc;
     char *reason = p->reason;
@@ -2162,7 +2103,7 @@ static void prep_chmodded(kx_state *st, void *arg, int rc, char *reason) {
 
 static void prep_created(kx_state *st, void *arg, int rc, char *reason) {
     kx_prep *p = arg;
-    buf_wipe(&p->xml);
+    storebuf_wipe(&p->xml);
     if (rc != 0) {
         prep_fail(p, rc, reason);
         return;
@@ -2187,11 +2128,11 @@ static void prep_tmp_ready(kx_state *st, void *arg, int rc, char *reason) {
     snprintf(seed, sizeof(seed), "%lld/%ld", (long long)time(NULL), (long)getpid());
     path_uuid("database", seed, u);
     xml_head(&p->xml);
-    buf_str(&p->xml, "<Group><UUID>");
+    storebuf_str(&p->xml, "<Group><UUID>");
     buf_base64(&p->xml, u, 16);
-    buf_str(&p->xml, "</UUID><Name>Root</Name><CustomData><Item><Key>opsline</Key>"
-                     "<Value>created by opsline</Value></Item></CustomData></Group></Root>"
-                     "</KeePassFile>\n");
+    storebuf_str(&p->xml, "</UUID><Name>Root</Name><CustomData><Item><Key>opsline</Key>"
+                          "<Value>created by opsline</Value></Item></CustomData></Group></Root>"
+                          "</KeePassFile>\n");
     if (p->xml.failed) {
         prep_fail(p, OL_ENOMEM, strdup("keepassxc: out of memory"));
         return;
@@ -2243,11 +2184,11 @@ extern char **environ;
 /* Wipes the value of the environment variable name in place, then unsets it. A child shows
  * its parent's environment block in /proc/PID/environ between fork and exec (and opsline's
  * own shows it all run long): unsetenv alone leaves the bytes there. */
-static void env_wipe(const char *name) {
+static void env_wipe(const ol_host *h, const char *name) {
     size_t n = strlen(name);
     for (char **e = environ; e != NULL && *e != NULL; e++)
         if (strncmp(*e, name, n) == 0 && (*e)[n] == '=')
-            kx_wipe(*e + n + 1, strlen(*e + n + 1));
+            h->wipe(*e + n + 1, strlen(*e + n + 1));
     unsetenv(name);
 }
 
@@ -2285,7 +2226,7 @@ static void prep_looked(void *arg, int status) {
                                            st->key_file ? st->key_file : ""));
     } else if (env_pw != NULL && *env_pw != '\0') {
         st->password = strdup(env_pw);
-        env_wipe(st->password_env);
+        env_wipe(h, st->password_env);
         if (st->password == NULL) {
             prep_fail(p, OL_ENOMEM, strdup("keepassxc: out of memory"));
             return;
@@ -2321,6 +2262,7 @@ static int kx_prepare(ol_stage *stage, void *state) {
     if (p == NULL)
         return OL_ENOMEM;
     p->st = st;
+    p->xml = (storebuf)STOREBUF_INIT(st->host);
     int rc = st->host->work_queue(stage, prep_work, prep_looked, p);
     if (rc != 0)
         free(p);
@@ -2338,7 +2280,7 @@ static void kx_fini(void *state) {
     while (st->pending != NULL) {
         kx_put *p = st->pending;
         st->pending = p->next;
-        put_free(p);
+        put_free(st->host, p);
     }
     while (st->get_queue != NULL) {
         kx_get *g = st->get_queue;
@@ -2353,7 +2295,7 @@ static void kx_fini(void *state) {
         free(st->known[i].item_name);
     }
     free(st->known);
-    free_wiped(st->password);
+    free_wiped_str(st->host, st->password);
     free(st->cred);
     free(st->db);
     free(st->env_blank);
