@@ -184,11 +184,7 @@ class PassStoreTest(MotoTestCase):
         self.assertGreaterEqual(len(inserts), 2, f"no entry's gpg was sampled: {names}")
         self.assertTrue(all(c["environ"] for c in inserts), "environments were not readable")
         for bucket, secret in secrets_.items():
-            v = secret.encode()
-            for c in children:
-                cmd = c["cmdline"].replace(b"\0", b" ").decode(errors="replace")
-                self.assertNotIn(v, c["cmdline"], f"secret of {bucket} on the command line {cmd}")
-                self.assertNotIn(v, c["environ"], f"secret of {bucket} in the environment of {cmd}")
+            self.assert_no_child_holds(children, secret.encode(), f"secret of {bucket}")
             self.assertNotIn(secret, out)
             self.assertNotIn(secret, err)
         print(f"\n  sampled {len(children)} children of opsline: {sorted(names)}",

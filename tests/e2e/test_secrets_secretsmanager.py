@@ -92,6 +92,19 @@ class SecretsManagerStoreTest(MotoTestCase):
                 (value["aws_access_key_id"], value["aws_secret_access_key"]), bucket,
                 other_bucket)
 
+    def apply_flaky_with_one_answer_cut(self, body_contains):
+        """apply flaky -e production (exit 0) with Secrets Manager behind a fault proxy that
+        cuts in half the answer to the first request whose body holds body_contains."""
+        rule = {"fault": "truncate", "first_n": 1, "service": "secretsmanager",
+                "body_contains": body_contains}
+        with faultproxy.ProxyProcess(self.endpoint) as proxy:
+            proxy.configure(rules=[rule])
+            r = self.opsline("apply", "flaky", "-e", "production", "--secrets", STORES,
+                             extra={"AWS_ENDPOINT_URL_SECRETS_MANAGER": proxy.url})
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+            stats = proxy.stats()
+        self.assertEqual(stats["faulted"]["truncate"], 1, stats)
+
     # ---- tests -----------------------------------------------------------------------------
 
     def test_apply_stores_both_keys_and_a_rerun_writes_no_new_version(self):
@@ -205,15 +218,7 @@ class SecretsManagerStoreTest(MotoTestCase):
         # The proxy forwards the first CreateSecret to moto (which creates the secret) and
         # cuts its answer in half: the host resends it, and the ClientRequestToken makes
         # Secrets Manager recognise the resend.
-        rule = {"fault": "truncate", "first_n": 1, "service": "secretsmanager",
-                "body_contains": '"Name":"opsline/flaky-production"'}
-        with faultproxy.ProxyProcess(self.endpoint) as proxy:
-            proxy.configure(rules=[rule])
-            r = self.opsline("apply", "flaky", "-e", "production", "--secrets", STORES,
-                             extra={"AWS_ENDPOINT_URL_SECRETS_MANAGER": proxy.url})
-            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
-            stats = proxy.stats()
-        self.assertEqual(stats["faulted"]["truncate"], 1, stats)
+        self.apply_flaky_with_one_answer_cut('"Name":"opsline/flaky-production"')
         self.assertEqual(len(self.versions("opsline/flaky-production")), 1)
         first = self.secret_value("opsline/flaky-production")
         self.assertEqual(self.keys_of("flaky-production"), [first["aws_access_key_id"]])
@@ -223,15 +228,7 @@ class SecretsManagerStoreTest(MotoTestCase):
         self.client("iam").delete_access_key(UserName="flaky-production",
                                              AccessKeyId=first["aws_access_key_id"])
         os.unlink(os.path.join(self.work, "flaky-production.env"))
-        rule = {"fault": "truncate", "first_n": 1, "service": "secretsmanager",
-                "body_contains": '"SecretId":"opsline/flaky-production","'}
-        with faultproxy.ProxyProcess(self.endpoint) as proxy:
-            proxy.configure(rules=[rule])
-            r = self.opsline("apply", "flaky", "-e", "production", "--secrets", STORES,
-                             extra={"AWS_ENDPOINT_URL_SECRETS_MANAGER": proxy.url})
-            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
-            stats = proxy.stats()
-        self.assertEqual(stats["faulted"]["truncate"], 1, stats)
+        self.apply_flaky_with_one_answer_cut('"SecretId":"opsline/flaky-production","')
         self.assertEqual(len(self.versions("opsline/flaky-production")), 2)
         value = self.secret_value("opsline/flaky-production")
         self.assertNotEqual(value["aws_access_key_id"], first["aws_access_key_id"])

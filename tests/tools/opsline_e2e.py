@@ -266,6 +266,14 @@ class MotoTestCase(unittest.TestCase):
             s3.put_object(Bucket=other, Key=probe, Body=b"x")
         self.assertEqual(cm.exception.response["Error"]["Code"], "AccessDenied")
 
+    def assert_no_child_holds(self, children, secret, what):
+        """No sampled child (ChildWatcher) has secret (bytes) on its command line or in its
+        environment; what names the secret in a failure."""
+        for c in children:
+            cmd = c["cmdline"].replace(b"\0", b" ").decode(errors="replace")
+            self.assertNotIn(secret, c["cmdline"], f"{what} on the command line of {cmd}")
+            self.assertNotIn(secret, c["environ"], f"{what} in the environment of {cmd}")
+
     def assert_refused_before_any_request(self, *args, env=None):
         """opsline *args against a listener that counts connections: exit 2 and none
         made; returns the completed process."""
