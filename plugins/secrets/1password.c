@@ -468,24 +468,7 @@ static const fb_format pw_format = {
 };
 
 static int pw_init(ol_stage *stage, const ol_host *host, void **state) {
-    filebatch *fb = calloc(1, sizeof(*fb));
-    if (fb == NULL)
-        return OL_ENOMEM;
-    int rc = filebatch_init(fb, fb, stage, host, &pw_format);
-    if (rc != 0) {
-        filebatch_fini(fb);
-        free(fb);
-        return rc;
-    }
-    *state = fb;
-    return 0;
-}
-
-static void pw_fini(void *state) {
-    if (state == NULL)
-        return;
-    filebatch_fini(state);
-    free(state);
+    return filebatch_new(sizeof(filebatch), stage, host, &pw_format, state);
 }
 
 static const ol_plugin pw_plugin = {
@@ -497,7 +480,7 @@ static const ol_plugin pw_plugin = {
     .description = "store access keys as logins in a 1Password CSV import file (0600, merged)",
     OL_OPTIONS(pw_options),
     .init = pw_init,
-    .fini = pw_fini,
+    .fini = filebatch_free,
     .prepare = filebatch_prepare,
     .flush = filebatch_flush,
     .store = &filebatch_store,

@@ -356,22 +356,36 @@ static void buf_tags(storebuf *b, const ol_map *tags) {
     storebuf_str(b, "]");
 }
 
-static char *body_secret_id(const sm_op *op) {
+/* A request body's start: {"<member>":"<the secret's name>". */
+static storebuf body_start(const sm_op *op, const char *member) {
     storebuf b = STOREBUF_INIT(op->st->host);
     storebuf_str(&b, "{");
-    buf_member(&b, 1, "SecretId", op->name);
-    storebuf_str(&b, "}");
-    return storebuf_take(&b, NULL);
+    buf_member(&b, 1, member, op->name);
+    return b;
+}
+
+/* The value to write: its token (the same for a resent write) and the JSON value. */
+static void body_value(storebuf *b, const sm_op *op) {
+    buf_member(b, 0, "ClientRequestToken", op->token);
+    buf_member(b, 0, "SecretString", op->value);
+}
+
+/* Closes the body and takes its text (NULL when out of memory). */
+static char *body_end(storebuf *b) {
+    storebuf_str(b, "}");
+    return storebuf_take(b, NULL);
+}
+
+static char *body_secret_id(const sm_op *op) {
+    storebuf b = body_start(op, "SecretId");
+    return body_end(&b);
 }
 
 static char *body_create(const sm_op *op) {
     const sm_state *st = op->st;
     const ol_host *h = st->host;
-    storebuf b = STOREBUF_INIT(h);
-    storebuf_str(&b, "{");
-    buf_member(&b, 1, "Name", op->name);
-    buf_member(&b, 0, "ClientRequestToken", op->token);
-    buf_member(&b, 0, "SecretString", op->value);
+    storebuf b = body_start(op, "Name");
+    body_value(&b, op);
     if (st->description != NULL && st->description[0] != '\0') {
         char *desc = NULL, *why = NULL;
         if (h->expand(op->item, st->description, &desc, &why) == 0)
@@ -383,44 +397,33 @@ static char *body_create(const sm_op *op) {
         buf_member(&b, 0, "KmsKeyId", st->kms_key_id);
     if (st->tags.n > 0)
         buf_tags(&b, &st->tags);
-    storebuf_str(&b, "}");
-    return storebuf_take(&b, NULL);
+    return body_end(&b);
 }
 
 static char *body_write(const sm_op *op) {
-    storebuf b = STOREBUF_INIT(op->st->host);
-    storebuf_str(&b, "{");
-    buf_member(&b, 1, "SecretId", op->name);
-    buf_member(&b, 0, "ClientRequestToken", op->token);
-    buf_member(&b, 0, "SecretString", op->value);
+    storebuf b = body_start(op, "SecretId");
+    body_value(&b, op);
     if (op->st->kms_key_id != NULL)
         buf_member(&b, 0, "KmsKeyId", op->st->kms_key_id);
-    storebuf_str(&b, "}");
-    return storebuf_take(&b, NULL);
+    return body_end(&b);
 }
 
 static char *body_tag(const sm_op *op) {
-    storebuf b = STOREBUF_INIT(op->st->host);
-    storebuf_str(&b, "{");
-    buf_member(&b, 1, "SecretId", op->name);
+    storebuf b = body_start(op, "SecretId");
     buf_tags(&b, &op->st->tags);
-    storebuf_str(&b, "}");
-    return storebuf_take(&b, NULL);
+    return body_end(&b);
 }
 
 static char *body_delete(const sm_op *op) {
-    storebuf b = STOREBUF_INIT(op->st->host);
+    storebuf b = body_start(op, "SecretId");
     char days[64];
-    storebuf_str(&b, "{");
-    buf_member(&b, 1, "SecretId", op->name);
     if (op->st->recovery_days > 0) {
         snprintf(days, sizeof(days), ",\"RecoveryWindowInDays\":%lld", op->st->recovery_days);
         storebuf_str(&b, days);
     } else {
         storebuf_str(&b, ",\"ForceDeleteWithoutRecovery\":true");
     }
-    storebuf_str(&b, "}");
-    return storebuf_take(&b, NULL);
+    return body_end(&b);
 }
 
 /* A GetSecretValue answer, parsed: found points into the trees (value_free frees them). */
@@ -680,20 +683,23 @@ static int sm_put(ol_stage *stage, ol_item *item, void *state, const ol_secret *
     return op_step(op, STEP_CREATE, body_create(op));
 }
 
-static int sm_get(ol_stage *stage, ol_item *item, void *state) {
+/* get: GetSecretValue; del: DeleteSecret. */
+static int read_or_delete(ol_stage *stage, ol_item *item, void *state, sm_kind kind) {
     sm_op *op;
-    int rc = op_new(stage, item, state, SM_GET, &op);
+    int rc = op_new(stage, item, state, kind, &op);
     if (op == NULL)
         return rc;
-    return op_step(op, STEP_READ, body_secret_id(op));
+    if (kind == SM_GET)
+        return op_step(op, STEP_READ, body_secret_id(op));
+    return op_step(op, STEP_DELETE, body_delete(op));
+}
+
+static int sm_get(ol_stage *stage, ol_item *item, void *state) {
+    return read_or_delete(stage, item, state, SM_GET);
 }
 
 static int sm_del(ol_stage *stage, ol_item *item, void *state) {
-    sm_op *op;
-    int rc = op_new(stage, item, state, SM_DEL, &op);
-    if (op == NULL)
-        return rc;
-    return op_step(op, STEP_DELETE, body_delete(op));
+    return read_or_delete(stage, item, state, SM_DEL);
 }
 
 static int sm_check_tags(ol_stage *stage, const sm_state *st) {

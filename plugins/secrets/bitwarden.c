@@ -393,25 +393,7 @@ static const fb_format bw_format = {
 };
 
 static int bw_init(ol_stage *stage, const ol_host *host, void **state) {
-    bw_state *st = calloc(1, sizeof(*st));
-    if (st == NULL)
-        return OL_ENOMEM;
-    int rc = filebatch_init(&st->fb, st, stage, host, &bw_format);
-    if (rc != 0) {
-        filebatch_fini(&st->fb);
-        free(st);
-        return rc;
-    }
-    *state = st;
-    return 0;
-}
-
-static void bw_fini(void *state) {
-    bw_state *st = state;
-    if (st == NULL)
-        return;
-    filebatch_fini(&st->fb);
-    free(st);
+    return filebatch_new(sizeof(bw_state), stage, host, &bw_format, state);
 }
 
 static const ol_plugin bw_plugin = {
@@ -423,7 +405,7 @@ static const ol_plugin bw_plugin = {
     .description = "store access keys as logins in a Bitwarden JSON import file (0600, merged)",
     OL_OPTIONS(bw_options),
     .init = bw_init,
-    .fini = bw_fini,
+    .fini = filebatch_free,
     .prepare = filebatch_prepare,
     .flush = filebatch_flush,
     .store = &filebatch_store,

@@ -57,35 +57,18 @@ typedef struct kx_tmp kx_tmp;
 /* XML character data: the five entities, line ends as character references (a parser
  * would otherwise fold \r\n). Other control characters cannot appear in XML 1.0 at all. */
 static int buf_xml(storebuf *b, const char *s) {
+    static const char specials[] = "&<>\"'\n\t";
+    static const char *const entities[] = {"&amp;",  "&lt;",  "&gt;", "&quot;",
+                                           "&apos;", "&#10;", "&#9;"};
     for (; *s != '\0'; s++) {
         unsigned char c = (unsigned char)*s;
-        switch (c) {
-        case '&':
-            storebuf_str(b, "&amp;");
-            break;
-        case '<':
-            storebuf_str(b, "&lt;");
-            break;
-        case '>':
-            storebuf_str(b, "&gt;");
-            break;
-        case '"':
-            storebuf_str(b, "&quot;");
-            break;
-        case '\'':
-            storebuf_str(b, "&apos;");
-            break;
-        case '\n':
-            storebuf_str(b, "&#10;");
-            break;
-        case '\t':
-            storebuf_str(b, "&#9;");
-            break;
-        default:
-            if (c < 0x20 || c == 0x7f)
-                return OL_EINVAL;
+        const char *special = strchr(specials, c);
+        if (special != NULL)
+            storebuf_str(b, entities[special - specials]);
+        else if (c < 0x20 || c == 0x7f)
+            return OL_EINVAL;
+        else
             storebuf_add(b, s, 1);
-        }
     }
     return 0;
 }
@@ -1771,21 +1754,32 @@ static void get_run(kx_state *st) {
     }
 }
 
-static int kx_get_op(ol_stage *stage, ol_item *item, void *state) {
-    kx_state *st = state;
+/* The item's entry path, for get and del. Returns 0 with *path (malloc'd); 0 with *path
+ * NULL when the templates give no valid name (the operation is completed then); or
+ * OL_ENOMEM. */
+static int op_path(kx_state *st, ol_stage *stage, ol_item *item, char **path) {
     const ol_host *h = st->host;
     char *group = NULL, *title = NULL, *why = NULL;
+    *path = NULL;
     int rc = entry_names(st, item, &group, &title, &why);
     if (rc != 0) {
         h->store_done(stage, item, rc, NULL, why ? why : "keepassxc: bad entry name");
         h->free(why);
         return 0;
     }
-    char *path = join_path(group, title);
+    *path = join_path(group, title);
     free(group);
     free(title);
+    return *path != NULL ? 0 : OL_ENOMEM;
+}
+
+static int kx_get_op(ol_stage *stage, ol_item *item, void *state) {
+    kx_state *st = state;
+    const ol_host *h = st->host;
+    char *path;
+    int rc = op_path(st, stage, item, &path);
     if (path == NULL)
-        return OL_ENOMEM;
+        return rc;
     kx_put *held = held_put(st, path);
     if (held != NULL && held->item == item) {
         ol_secret found = {.struct_size = sizeof(found),
@@ -1878,19 +1872,12 @@ static void del_locked(void *arg, int status, ol_lock *lock) {
 static int kx_del_op(ol_stage *stage, ol_item *item, void *state) {
     kx_state *st = state;
     const ol_host *h = st->host;
-    char *group = NULL, *title = NULL, *why = NULL;
-    int rc = entry_names(st, item, &group, &title, &why);
-    if (rc != 0) {
-        h->store_done(stage, item, rc, NULL, why ? why : "keepassxc: bad entry name");
-        h->free(why);
-        return 0;
-    }
+    char *path;
+    int rc = op_path(st, stage, item, &path);
+    if (path == NULL)
+        return rc;
     kx_del *d = calloc(1, sizeof(*d));
-    char *path = join_path(group, title);
-    free(group);
-    free(title);
-    if (d == NULL || path == NULL) {
-        free(d);
+    if (d == NULL) {
         free(path);
         return OL_ENOMEM;
     }

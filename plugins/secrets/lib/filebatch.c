@@ -577,14 +577,15 @@ static int config_check(filebatch *fb) {
     return 0;
 }
 
-int filebatch_init(filebatch *fb, void *state, ol_stage *stage, const ol_host *host,
-                   const fb_format *fmt) {
+/* Binds the options into state (which starts with fb), checks them and resolves the file.
+ * Returns 0, or a code after logging why. */
+static int init(filebatch *fb, ol_stage *stage, const ol_host *host, const fb_format *fmt) {
     fb->host = host;
     fb->stage = stage;
     fb->fmt = fmt;
     list_init(&fb->held);
     list_init(&fb->queued);
-    int rc = host->opt_bind(stage, state);
+    int rc = host->opt_bind(stage, fb);
     if (rc != 0) {
         host->log(stage, NULL, OL_LOG_ERROR, "cannot read options: %s", host->strerror(rc));
         return rc;
@@ -604,7 +605,24 @@ int filebatch_init(filebatch *fb, void *state, ol_stage *stage, const ol_host *h
     return 0;
 }
 
-void filebatch_fini(filebatch *fb) {
+int filebatch_new(size_t size, ol_stage *stage, const ol_host *host, const fb_format *fmt,
+                  void **state) {
+    filebatch *fb = calloc(1, size);
+    if (fb == NULL)
+        return OL_ENOMEM;
+    int rc = init(fb, stage, host, fmt);
+    if (rc != 0) {
+        filebatch_free(fb);
+        return rc;
+    }
+    *state = fb;
+    return 0;
+}
+
+void filebatch_free(void *state) {
+    filebatch *fb = state;
+    if (fb == NULL)
+        return;
     /* The host completes every operation before fini; anything left was never started. */
     fb_op *lists[2] = {list_take(&fb->held), list_take(&fb->queued)};
     for (size_t i = 0; i < 2; i++)
@@ -614,4 +632,5 @@ void filebatch_fini(filebatch *fb) {
             op_free(fb->host, op);
         }
     free(fb->path);
+    free(fb);
 }

@@ -12,7 +12,7 @@
  * Use: the store's state starts with a filebatch (the store operations below receive the
  * state, and the format's callbacks may cast fb back to it); its options bind into the
  * filebatch (OL_BIND(my_state, fb.file), fb.name_tmpl, fb.uri_tmpl); init calls
- * filebatch_init, fini filebatch_fini, and the descriptor takes filebatch_prepare,
+ * filebatch_new, and the descriptor takes filebatch_free, filebatch_prepare,
  * filebatch_flush and &filebatch_store. */
 #ifndef OL_SECRETS_FILEBATCH_H
 #define OL_SECRETS_FILEBATCH_H
@@ -94,12 +94,13 @@ struct filebatch {
     int busy;       /* a job for the queued list is running */
 };
 
-/* Binds the options into state (which starts with fb), checks them and resolves the file.
- * Returns 0, or a code after logging why (fb holds nothing then). */
-int filebatch_init(filebatch *fb, void *state, ol_stage *stage, const ol_host *host,
-                   const fb_format *fmt);
-/* Frees what fb holds (not fb itself). */
-void filebatch_fini(filebatch *fb);
+/* ol_plugin.init of such a store (call it from init): allocates the store's state of size
+ * bytes (zeroed; it starts with its filebatch), binds the options into it, checks them and
+ * resolves the file. Returns 0 and *state, or a code after logging why. */
+int filebatch_new(size_t size, ol_stage *stage, const ol_host *host, const fb_format *fmt,
+                  void **state);
+/* ol_plugin.fini of such a store: frees the state and all it holds. */
+void filebatch_free(void *state);
 
 /* Text for an OL_E* code about the file, usable off the loop (host->strerror is not among
  * the thread-safe functions). */
