@@ -504,14 +504,23 @@ static void put_after_value(sm_op *op) {
     op_finish(op, 0, NULL, NULL);
 }
 
+/* A secret pending deletion is restored first (once). Returns 1 when that step started. */
+static int restore_if_deleted(sm_op *op, const ol_aws_response *res) {
+    if (!is_pending_deletion(res) || op->restored)
+        return 0;
+    op_step(op, STEP_RESTORE, body_secret_id(op));
+    return 1;
+}
+
+static void log_stored(const sm_op *op) {
+    op->st->host->log(op->stage, op->item, OL_LOG_DEBUG, "stored access key %s in secret %s",
+                      op->key_id, op->name);
+}
+
 /* The secret exists: does it already hold this key? Then nothing is written (no new
  * version); otherwise the new value becomes its current version. */
 static void put_on_read(sm_op *op, const ol_aws_response *res) {
-    if (is_pending_deletion(res) && !op->restored) {
-        op_step(op, STEP_RESTORE, body_secret_id(op));
-        return;
-    }
-    if (failed(op, res))
+    if (restore_if_deleted(op, res) || failed(op, res))
         return;
     sm_value v;
     int same = value_parse(res, &v) == 0 && strcmp(v.found.access_key_id, op->key_id) == 0 &&
@@ -534,14 +543,11 @@ static void put_on_response(sm_op *op, const ol_aws_response *res) {
             op_step(op, STEP_READ, body_secret_id(op));
             return;
         }
-        if (is_pending_deletion(res) && !op->restored) {
-            op_step(op, STEP_RESTORE, body_secret_id(op));
+        if (restore_if_deleted(op, res))
             return;
-        }
         if (res->result != 0)
             break;
-        h->log(op->stage, op->item, OL_LOG_DEBUG, "stored access key %s in secret %s", op->key_id,
-               op->name);
+        log_stored(op);
         op_finish(op, 0, NULL, NULL);
         return;
     case STEP_READ:
@@ -556,14 +562,11 @@ static void put_on_response(sm_op *op, const ol_aws_response *res) {
         op_step(op, STEP_WRITE, body_write(op));
         return;
     case STEP_WRITE:
-        if (is_pending_deletion(res) && !op->restored) {
-            op_step(op, STEP_RESTORE, body_secret_id(op));
+        if (restore_if_deleted(op, res))
             return;
-        }
         if (res->result != 0)
             break;
-        h->log(op->stage, op->item, OL_LOG_DEBUG, "stored access key %s in secret %s", op->key_id,
-               op->name);
+        log_stored(op);
         put_after_value(op);
         return;
     case STEP_TAG:

@@ -605,6 +605,8 @@ struct kx_tmp {
     char *dir, *fifo, *db;
 };
 
+/* A step off the loop (or keepassxc-cli import) is over: rc 0, or a code and reason (malloc'd,
+ * the callee's; NULL when rc is 0). */
 typedef void (*kx_step_cb)(kx_state *st, void *arg, int rc, char *reason);
 
 typedef struct kx_work {
@@ -671,6 +673,10 @@ static void work_after(void *arg, int status) {
     if (status != 0 && rc == 0) {
         rc = status;
         reason = strdup("keepassxc: the run was stopped");
+    }
+    if (rc == 0) { /* a reason only with a failure */
+        free(reason);
+        reason = NULL;
     }
     kx_step_cb cb = w->cb;
     kx_state *st = w->st;
@@ -784,7 +790,9 @@ static void import_finish(kx_import *im) {
     kx_state *st = im->st;
     void *arg = im->arg;
     int rc = im->rc;
-    char *reason = im->reason;
+    char *reason = rc != 0 ? im->reason : NULL; /* a reason only with a failure */
+    if (rc == 0)
+        free(im->reason);
     free(im);
     cb(st, arg, rc, reason);
 }
@@ -1376,7 +1384,6 @@ static void flush_imported(kx_state *st, void *arg, int rc, char *reason) {
         flush_fail(f, rc, reason);
         return;
     }
-    free(reason);
     storebuf_wipe(&f->xml); /* keepassxc-cli has it all */
     if (f->lock != NULL) {
         flush_merge(f); /* rebuilt after the dry run, under the lock */
@@ -1414,7 +1421,6 @@ static void flush_reset_done(kx_state *st, void *arg, int rc, char *reason) {
         flush_fail(f, rc, reason);
         return;
     }
-    free(reason);
     rc = batch_xml(st, f->puts, f->n, &f->xml);
     if (rc != 0) {
         flush_fail(f, rc, strdup("keepassxc: out of memory building the batch"));
@@ -1445,7 +1451,6 @@ static void flush_tmp_ready(kx_state *st, void *arg, int rc, char *reason) {
         flush_fail(f, rc, reason);
         return;
     }
-    free(reason);
     flush_import(f);
 }
 
@@ -2083,7 +2088,6 @@ static void prep_chmodded(kx_state *st, void *arg, int rc, char *reason) {
         prep_fail(p, rc, reason);
         return;
     }
-    free(reason);
     st->host->log(st->stage, NULL, OL_LOG_INFO, "created %s (KDBX 4)", st->db);
     prep_open(p);
 }
@@ -2095,7 +2099,6 @@ static void prep_created(kx_state *st, void *arg, int rc, char *reason) {
         prep_fail(p, rc, reason);
         return;
     }
-    free(reason);
     rc = kx_queue(st, NULL, prep_chmod_work, prep_chmodded, p);
     if (rc != 0)
         prep_fail(p, rc, strdup("keepassxc: cannot queue work"));
@@ -2107,7 +2110,6 @@ static void prep_tmp_ready(kx_state *st, void *arg, int rc, char *reason) {
         prep_fail(p, rc, reason);
         return;
     }
-    free(reason);
     /* A new database: the root group carries custom data so that keepassxc-cli writes
      * KDBX 4 from the start. */
     uint8_t u[16];

@@ -30,6 +30,8 @@
 
 #include "opsline/opsline.h"
 
+#include "lib/storebuf.h"
+
 #define PASS_DEFAULT_PATH "aws/{bucket}"
 #define PASS_GPG_ID_MAX (64 * 1024)
 #define PASS_WALK_MAX_DIRS 10000
@@ -154,19 +156,6 @@ static const ol_option_def pass_options[] = {
 /* --------------------------------------------------------------------------------------
  * Small helpers
  * ------------------------------------------------------------------------------------ */
-
-static void wipe(void *p, size_t n) {
-    volatile unsigned char *v = p;
-    while (n-- > 0)
-        *v++ = 0;
-}
-
-static void free_wiped(char *p, size_t n) {
-    if (p == NULL)
-        return;
-    wipe(p, n);
-    free(p);
-}
 
 static void free_strv(char **v) {
     if (v == NULL)
@@ -350,7 +339,7 @@ static int stderr_has(const ol_proc_result *res, const char *needle) {
 
 static void run_free(run_req *req) {
     free_strv(req->argv);
-    free_wiped(req->input, req->input_len);
+    free_wiped(req->st->host, req->input, req->input_len);
     free(req);
 }
 
@@ -435,7 +424,7 @@ nomem:
         free_strv(req->argv);
         free(req);
     }
-    free_wiped(input, input_len);
+    free_wiped(st->host, input, input_len);
     return OL_ENOMEM;
 }
 
@@ -449,7 +438,7 @@ static void op_free(pass_op *op) {
             *p = op->next;
             break;
         }
-    free_wiped(op->input, op->input_len);
+    free_wiped(op->st->host, op->input, op->input_len);
     free(op->file);
     free(op->repo);
     free(op->id_file);
@@ -600,29 +589,24 @@ static int value_ok(const char *v) {
 
 /* The entry as pass users expect it: the secret first, then key: value lines. Malloc'd;
  * the caller (run) wipes it. */
-static char *entry_text(const ol_secret *s, size_t *len) {
-    const char *region = PASS_HAS(s, region) ? s->region : NULL;
-    const char *bucket = PASS_HAS(s, bucket) ? s->bucket : NULL;
-    const char *user = PASS_HAS(s, user) ? s->user : NULL;
-    const char *created = PASS_HAS(s, created) ? s->created : NULL;
+static char *entry_text(const ol_host *h, const ol_secret *s, size_t *len) {
     const char *names[4] = {"region", "bucket", "user", "created"};
-    const char *values[4] = {region, bucket, user, created};
-    size_t cap = strlen(s->secret_access_key) + strlen(s->access_key_id) + 64;
-    for (int i = 0; i < 4; i++)
-        cap += values[i] != NULL ? strlen(names[i]) + strlen(values[i]) + 4 : 0;
-    char *text = malloc(cap);
-    if (text == NULL)
-        return NULL;
-    int n =
-        snprintf(text, cap, "%s\naws_access_key_id: %s\n", s->secret_access_key, s->access_key_id);
-    size_t o = n > 0 ? (size_t)n : 0;
+    const char *values[4] = {
+        PASS_HAS(s, region) ? s->region : NULL, PASS_HAS(s, bucket) ? s->bucket : NULL,
+        PASS_HAS(s, user) ? s->user : NULL, PASS_HAS(s, created) ? s->created : NULL};
+    storebuf b = STOREBUF_INIT(h);
+    storebuf_str(&b, s->secret_access_key);
+    storebuf_str(&b, "\naws_access_key_id: ");
+    storebuf_str(&b, s->access_key_id);
+    storebuf_str(&b, "\n");
     for (int i = 0; i < 4; i++)
         if (values[i] != NULL && values[i][0] != '\0') {
-            n = snprintf(text + o, cap - o, "%s: %s\n", names[i], values[i]);
-            o += n > 0 ? (size_t)n : 0;
+            storebuf_str(&b, names[i]);
+            storebuf_str(&b, ": ");
+            storebuf_str(&b, values[i]);
+            storebuf_str(&b, "\n");
         }
-    *len = o;
-    return text;
+    return storebuf_take(&b, len);
 }
 
 /* `pass insert` (with PASSWORD_STORE_SIGNING_KEY) has run. */
@@ -671,9 +655,9 @@ static int pass_put(ol_stage *stage, ol_item *item, void *state, const ol_secret
                              op->path);
     op->key_id = strdup(secret->access_key_id);
     size_t len = 0;
-    char *text = entry_text(secret, &len);
+    char *text = entry_text(st->host, secret, &len);
     if (op->key_id == NULL || text == NULL) {
-        free_wiped(text, len);
+        free_wiped(st->host, text, len);
         return op_fail_later(op, OL_ENOMEM, "pass: out of memory storing %s", op->path);
     }
     op->input = text;
@@ -1079,7 +1063,7 @@ static void get_done(void *arg, const ol_proc_result *res) {
     text[len] = '\0';
     ol_secret found;
     if (res->out_truncated || entry_parse(text, &found) != 0) {
-        free_wiped(text, len + 1);
+        free_wiped(st->host, text, len + 1);
         op_finish(op, OL_EINVAL,
                   "pass: entry %s in %s is not an access key (no secret on the first line or "
                   "no aws_access_key_id line): move it away or choose another pass.path",
@@ -1087,7 +1071,7 @@ static void get_done(void *arg, const ol_proc_result *res) {
         return;
     }
     st->host->store_done(st->stage, op->item, 0, &found, NULL);
-    free_wiped(text, len + 1);
+    free_wiped(st->host, text, len + 1);
     op_free(op);
 }
 
