@@ -605,15 +605,29 @@ struct kx_tmp {
     char *dir, *fifo, *db;
 };
 
-/* A step off the loop (or keepassxc-cli import) is over: rc 0, or a code and reason (malloc'd,
- * the callee's; NULL when rc is 0). */
-typedef void (*kx_step_cb)(kx_state *st, void *arg, int rc, char *reason);
+/* What follows a step of a task (a batch, prepare) that runs off the loop or through
+ * keepassxc-cli import: next(st, arg) when it succeeded; when it failed, fail(arg, rc,
+ * reason) (the task's: it takes the malloc'd reason over and ends the task), or next as well
+ * when fail is NULL (clean-up steps). */
+typedef struct kx_step {
+    void (*next)(kx_state *st, void *arg);
+    void (*fail)(void *arg, int rc, char *reason);
+    void *arg;
+} kx_step;
+
+static void step_end(kx_state *st, kx_step step, int rc, char *reason) {
+    if (rc != 0 && step.fail != NULL) {
+        step.fail(step.arg, rc, reason);
+        return;
+    }
+    free(reason);
+    step.next(st, step.arg);
+}
 
 typedef struct kx_work {
     kx_state *st;
     kx_tmp *tmp;
-    kx_step_cb cb;
-    void *arg;
+    kx_step step;
     int rc;
     char *reason;
 } kx_work;
@@ -674,25 +688,19 @@ static void work_after(void *arg, int status) {
         rc = status;
         reason = strdup("keepassxc: the run was stopped");
     }
-    if (rc == 0) { /* a reason only with a failure */
-        free(reason);
-        reason = NULL;
-    }
-    kx_step_cb cb = w->cb;
     kx_state *st = w->st;
-    void *cb_arg = w->arg;
+    kx_step step = w->step;
     free(w);
-    cb(st, cb_arg, rc, reason);
+    step_end(st, step, rc, reason);
 }
 
-static int kx_queue(kx_state *st, kx_tmp *tmp, ol_work_fn fn, kx_step_cb cb, void *arg) {
+static int kx_queue(kx_state *st, kx_tmp *tmp, ol_work_fn fn, kx_step step) {
     kx_work *w = calloc(1, sizeof(*w));
     if (w == NULL)
         return OL_ENOMEM;
     w->st = st;
     w->tmp = tmp;
-    w->cb = cb;
-    w->arg = arg;
+    w->step = step;
     int rc = st->host->work_queue(st->stage, fn, work_after, w);
     if (rc != 0)
         free(w);
@@ -716,9 +724,8 @@ typedef struct kx_import {
     kx_state *st;
     kx_tmp *tmp;
     const char *dest;
-    storebuf *xml; /* borrowed until the callback */
-    kx_step_cb cb;
-    void *arg;
+    storebuf *xml; /* borrowed until the step ends */
+    kx_step step;
     atomic_int abort; /* keepassxc-cli ended: stop waiting for it to open the FIFO */
     int writer_rc;
     int waiting; /* completions still to come: the program and the writer */
@@ -786,15 +793,12 @@ static void import_finish(kx_import *im) {
         im->rc = OL_EIO;
         im->reason = strdup("keepassxc: keepassxc-cli import did not read the whole batch");
     }
-    kx_step_cb cb = im->cb;
     kx_state *st = im->st;
-    void *arg = im->arg;
+    kx_step step = im->step;
     int rc = im->rc;
-    char *reason = rc != 0 ? im->reason : NULL; /* a reason only with a failure */
-    if (rc == 0)
-        free(im->reason);
+    char *reason = im->reason;
     free(im);
-    cb(st, arg, rc, reason);
+    step_end(st, step, rc, reason);
 }
 
 static void import_writer_done(void *arg, int status) {
@@ -815,8 +819,7 @@ static void import_ran(kx_state *st, void *arg, const ol_proc_result *res) {
 }
 
 /* Imports xml into dest (which must not exist) with the store's credentials. */
-static int kx_import_xml(kx_state *st, kx_tmp *tmp, storebuf *xml, const char *dest, kx_step_cb cb,
-                         void *arg) {
+static int kx_import_xml(kx_state *st, kx_tmp *tmp, storebuf *xml, const char *dest, kx_step step) {
     kx_import *im = calloc(1, sizeof(*im));
     if (im == NULL)
         return OL_ENOMEM;
@@ -824,8 +827,7 @@ static int kx_import_xml(kx_state *st, kx_tmp *tmp, storebuf *xml, const char *d
     im->tmp = tmp;
     im->dest = dest;
     im->xml = xml;
-    im->cb = cb;
-    im->arg = arg;
+    im->step = step;
     atomic_init(&im->abort, 0);
     const char *argv[12];
     size_t n = 0;
@@ -1097,12 +1099,10 @@ static void flush_end(kx_flush *f) {
     flush_kick(st);
 }
 
-static void flush_fail(kx_flush *f, int rc, char *reason);
+static void flush_fail(void *arg, int rc, char *reason);
 
-static void flush_cleaned(kx_state *st, void *arg, int rc, char *reason) {
+static void flush_cleaned(kx_state *st, void *arg) {
     (void)st;
-    (void)rc;
-    free(reason);
     flush_end(arg);
 }
 
@@ -1118,13 +1118,14 @@ static void flush_cleanup(kx_flush *f) {
         flush_end(f);
         return;
     }
-    if (kx_queue(f->st, f->tmp, tmp_close_work, flush_cleaned, f) != 0) {
+    if (kx_queue(f->st, f->tmp, tmp_close_work, (kx_step){flush_cleaned, NULL, f}) != 0) {
         tmp_close_now(f->tmp);
         flush_end(f);
     }
 }
 
-static void flush_fail(kx_flush *f, int rc, char *reason) {
+static void flush_fail(void *arg, int rc, char *reason) {
+    kx_flush *f = arg;
     if (f->rc == 0) {
         f->rc = rc ? rc : OL_EIO;
         f->reason = reason;
@@ -1378,18 +1379,14 @@ static void flush_locked(void *arg, int status, ol_lock *lock) {
     flush_merge(f);
 }
 
-static void flush_imported(kx_state *st, void *arg, int rc, char *reason) {
+static void flush_imported(kx_state *st, void *arg) {
     kx_flush *f = arg;
-    if (rc != 0) {
-        flush_fail(f, rc, reason);
-        return;
-    }
     storebuf_wipe(&f->xml); /* keepassxc-cli has it all */
     if (f->lock != NULL) {
         flush_merge(f); /* rebuilt after the dry run, under the lock */
         return;
     }
-    rc = st->host->lock_acquire(st->stage, st->db, flush_locked, f);
+    int rc = st->host->lock_acquire(st->stage, st->db, flush_locked, f);
     if (rc != 0)
         flush_fail(f, rc, strdup("keepassxc: cannot lock the database path"));
 }
@@ -1415,13 +1412,9 @@ static void flush_merge(kx_flush *f) {
         flush_fail(f, rc, strdup("keepassxc: cannot run keepassxc-cli merge"));
 }
 
-static void flush_reset_done(kx_state *st, void *arg, int rc, char *reason) {
+static void flush_reset_done(kx_state *st, void *arg) {
     kx_flush *f = arg;
-    if (rc != 0) {
-        flush_fail(f, rc, reason);
-        return;
-    }
-    rc = batch_xml(st, f->puts, f->n, &f->xml);
+    int rc = batch_xml(st, f->puts, f->n, &f->xml);
     if (rc != 0) {
         flush_fail(f, rc, strdup("keepassxc: out of memory building the batch"));
         return;
@@ -1433,24 +1426,20 @@ static void flush_reset_done(kx_state *st, void *arg, int rc, char *reason) {
         flush_cleanup(f);
         return;
     }
-    rc = kx_import_xml(st, f->tmp, &f->xml, f->tmp->db, flush_imported, f);
+    rc = kx_import_xml(st, f->tmp, &f->xml, f->tmp->db, (kx_step){flush_imported, flush_fail, f});
     if (rc != 0)
         flush_fail(f, rc, strdup("keepassxc: cannot run keepassxc-cli import"));
 }
 
 static void flush_import(kx_flush *f) {
-    int rc = kx_queue(f->st, f->tmp, tmp_reset_work, flush_reset_done, f);
+    int rc = kx_queue(f->st, f->tmp, tmp_reset_work, (kx_step){flush_reset_done, flush_fail, f});
     if (rc != 0)
         flush_fail(f, rc, strdup("keepassxc: cannot queue work"));
 }
 
-static void flush_tmp_ready(kx_state *st, void *arg, int rc, char *reason) {
+static void flush_tmp_ready(kx_state *st, void *arg) {
     (void)st;
     kx_flush *f = arg;
-    if (rc != 0) {
-        flush_fail(f, rc, reason);
-        return;
-    }
     flush_import(f);
 }
 
@@ -1484,7 +1473,7 @@ static void flush_cycle(kx_state *st) {
     f->next = st->flushes;
     st->flushes = f;
     st->importing = 1;
-    int rc = kx_queue(st, f->tmp, tmp_open_work, flush_tmp_ready, f);
+    int rc = kx_queue(st, f->tmp, tmp_open_work, (kx_step){flush_tmp_ready, flush_fail, f});
     if (rc != 0)
         flush_fail(f, rc, strdup("keepassxc: cannot queue work"));
 }
@@ -1931,7 +1920,8 @@ typedef struct kx_prep {
 static void prep_finish(kx_prep *p);
 static void prep_open(kx_prep *p);
 
-static void prep_fail(kx_prep *p, int rc, char *reason) {
+static void prep_fail(void *arg, int rc, char *reason) {
+    kx_prep *p = arg;
     if (p->rc == 0) {
         p->rc = rc ? rc : OL_EIO;
         p->reason = reason;
@@ -1941,10 +1931,8 @@ static void prep_fail(kx_prep *p, int rc, char *reason) {
     prep_finish(p);
 }
 
-static void prep_tmp_closed(kx_state *st, void *arg, int rc, char *reason) {
+static void prep_tmp_closed(kx_state *st, void *arg) {
     (void)st;
-    (void)rc;
-    free(reason);
     kx_prep *p = arg;
     tmp_free(p->tmp);
     p->tmp = NULL;
@@ -1954,7 +1942,7 @@ static void prep_tmp_closed(kx_state *st, void *arg, int rc, char *reason) {
 static void prep_finish(kx_prep *p) {
     kx_state *st = p->st;
     if (p->tmp != NULL && p->tmp->dir != NULL) {
-        if (kx_queue(st, p->tmp, tmp_close_work, prep_tmp_closed, p) == 0)
+        if (kx_queue(st, p->tmp, tmp_close_work, (kx_step){prep_tmp_closed, NULL, p}) == 0)
             return;
         tmp_close_now(p->tmp);
     }
@@ -2082,34 +2070,22 @@ static void prep_open(kx_prep *p) {
         prep_fail(p, rc, strdup("keepassxc: cannot run keepassxc-cli ls"));
 }
 
-static void prep_chmodded(kx_state *st, void *arg, int rc, char *reason) {
+static void prep_chmodded(kx_state *st, void *arg) {
     kx_prep *p = arg;
-    if (rc != 0) {
-        prep_fail(p, rc, reason);
-        return;
-    }
     st->host->log(st->stage, NULL, OL_LOG_INFO, "created %s (KDBX 4)", st->db);
     prep_open(p);
 }
 
-static void prep_created(kx_state *st, void *arg, int rc, char *reason) {
+static void prep_created(kx_state *st, void *arg) {
     kx_prep *p = arg;
     storebuf_wipe(&p->xml);
-    if (rc != 0) {
-        prep_fail(p, rc, reason);
-        return;
-    }
-    rc = kx_queue(st, NULL, prep_chmod_work, prep_chmodded, p);
+    int rc = kx_queue(st, NULL, prep_chmod_work, (kx_step){prep_chmodded, prep_fail, p});
     if (rc != 0)
         prep_fail(p, rc, strdup("keepassxc: cannot queue work"));
 }
 
-static void prep_tmp_ready(kx_state *st, void *arg, int rc, char *reason) {
+static void prep_tmp_ready(kx_state *st, void *arg) {
     kx_prep *p = arg;
-    if (rc != 0) {
-        prep_fail(p, rc, reason);
-        return;
-    }
     /* A new database: the root group carries custom data so that keepassxc-cli writes
      * KDBX 4 from the start. */
     uint8_t u[16];
@@ -2126,7 +2102,7 @@ static void prep_tmp_ready(kx_state *st, void *arg, int rc, char *reason) {
         prep_fail(p, OL_ENOMEM, strdup("keepassxc: out of memory"));
         return;
     }
-    rc = kx_import_xml(st, p->tmp, &p->xml, st->db, prep_created, p);
+    int rc = kx_import_xml(st, p->tmp, &p->xml, st->db, (kx_step){prep_created, prep_fail, p});
     if (rc != 0)
         prep_fail(p, rc, strdup("keepassxc: cannot run keepassxc-cli import"));
 }
@@ -2163,7 +2139,7 @@ static void prep_version(kx_state *st, void *arg, const ol_proc_result *res) {
         prep_fail(p, OL_ENOMEM, strdup("keepassxc: out of memory"));
         return;
     }
-    int rc = kx_queue(st, p->tmp, tmp_open_work, prep_tmp_ready, p);
+    int rc = kx_queue(st, p->tmp, tmp_open_work, (kx_step){prep_tmp_ready, prep_fail, p});
     if (rc != 0)
         prep_fail(p, rc, strdup("keepassxc: cannot queue work"));
 }
