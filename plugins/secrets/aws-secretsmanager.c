@@ -626,6 +626,19 @@ static char *sm_item_name(const sm_state *st, const ol_item *item, char **why) {
     return name;
 }
 
+/* sm_item_name for init and validate (item NULL: stand-in values): NULL after logging why
+ * (fallback when there is no reason). */
+static char *sm_checked_name(ol_stage *stage, const sm_state *st, const ol_item *item,
+                             const char *fallback) {
+    char *why = NULL;
+    char *name = sm_item_name(st, item, &why);
+    if (name == NULL) {
+        st->host->log(stage, item, OL_LOG_ERROR, "%s", why != NULL ? why : fallback);
+        st->host->free(why);
+    }
+    return name;
+}
+
 /* Starts an operation: allocates it and renders the secret name. Returns 0 with *out set,
  * 0 with *out NULL when the operation already failed (completed later), or a negative code
  * (nothing will complete). */
@@ -752,13 +765,9 @@ static int sm_init(ol_stage *stage, const ol_host *host, void **state) {
         goto fail;
     /* Check the templates' syntax and the rendered name's characters now, with stand-in
      * values, so a typo stops the run before any request. */
-    char *why = NULL;
-    char *name = sm_item_name(st, NULL, &why);
-    if (name == NULL) {
-        host->log(stage, NULL, OL_LOG_ERROR, "%s", why != NULL ? why : "bad option name");
-        host->free(why);
+    char *name = sm_checked_name(stage, st, NULL, "bad option name");
+    if (name == NULL)
         goto fail;
-    }
     host->free(name);
     char *desc = NULL, *bad = NULL;
     if (st->description != NULL && host->expand(NULL, st->description, &desc, &bad) != 0) {
@@ -782,13 +791,9 @@ fail:
 static int sm_validate(ol_stage *stage, const ol_item *item, void *state) {
     const sm_state *st = state;
     const ol_host *h = st->host;
-    char *why = NULL;
-    char *name = sm_item_name(st, item, &why);
-    if (name == NULL) {
-        h->log(stage, item, OL_LOG_ERROR, "%s", why != NULL ? why : "bad secret name");
-        h->free(why);
+    char *name = sm_checked_name(stage, st, item, "bad secret name");
+    if (name == NULL)
         return OL_ECONFIG;
-    }
     if (sm_name_looks_suffixed(name))
         h->log(stage, item, OL_LOG_WARN,
                "secret name %s ends with '-' and six characters, like the suffix Secrets "

@@ -142,6 +142,19 @@ static void iso_time(int64_t t, char out[32]) {
     strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
+/* Why s cannot name a group path or a title (empty, holding bad, holding a control
+ * character), as a static text, or NULL. */
+static const char *name_check(const char *s, const char *bad, const char *why_bad) {
+    if (s[0] == '\0')
+        return "is empty";
+    if (strstr(s, bad) != NULL)
+        return why_bad;
+    for (const char *p = s; *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            return "has a control character";
+    return NULL;
+}
+
 /* Normalises a group path: no leading or trailing '/', no empty segment, no control
  * character. Returns 0 or a static reason. */
 static const char *group_check(char *g) {
@@ -150,25 +163,11 @@ static const char *group_check(char *g) {
         g[--n] = '\0';
     size_t lead = strspn(g, "/");
     memmove(g, g + lead, n - lead + 1);
-    if (g[0] == '\0')
-        return "is empty";
-    if (strstr(g, "//") != NULL)
-        return "has an empty group name ('//')";
-    for (const char *p = g; *p; p++)
-        if ((unsigned char)*p < 0x20 || *p == 0x7f)
-            return "has a control character";
-    return NULL;
+    return name_check(g, "//", "has an empty group name ('//')");
 }
 
 static const char *title_check(const char *t) {
-    if (t[0] == '\0')
-        return "is empty";
-    if (strchr(t, '/') != NULL)
-        return "has a '/' (keepassxc-cli paths could not name the entry)";
-    for (const char *p = t; *p; p++)
-        if ((unsigned char)*p < 0x20 || *p == 0x7f)
-            return "has a control character";
-    return NULL;
+    return name_check(t, "/", "has a '/' (keepassxc-cli paths could not name the entry)");
 }
 
 /* keepassxc-cli's stderr on one line: its lines that say something, without the password
@@ -614,6 +613,16 @@ typedef struct kx_step {
     void (*fail)(void *arg, int rc, char *reason);
     void *arg;
 } kx_step;
+
+/* A task keeps its first failure: rc (OL_EIO for 0) and reason (malloc'd, taken over). */
+static void first_failure(int *task_rc, char **task_reason, int rc, char *reason) {
+    if (*task_rc == 0) {
+        *task_rc = rc != 0 ? rc : OL_EIO;
+        *task_reason = reason;
+    } else {
+        free(reason);
+    }
+}
 
 static void step_end(kx_state *st, kx_step step, int rc, char *reason) {
     if (rc != 0 && step.fail != NULL) {
@@ -1126,12 +1135,7 @@ static void flush_cleanup(kx_flush *f) {
 
 static void flush_fail(void *arg, int rc, char *reason) {
     kx_flush *f = arg;
-    if (f->rc == 0) {
-        f->rc = rc ? rc : OL_EIO;
-        f->reason = reason;
-    } else {
-        free(reason);
-    }
+    first_failure(&f->rc, &f->reason, rc, reason);
     flush_cleanup(f);
 }
 
@@ -1922,12 +1926,7 @@ static void prep_open(kx_prep *p);
 
 static void prep_fail(void *arg, int rc, char *reason) {
     kx_prep *p = arg;
-    if (p->rc == 0) {
-        p->rc = rc ? rc : OL_EIO;
-        p->reason = reason;
-    } else {
-        free(reason);
-    }
+    first_failure(&p->rc, &p->reason, rc, reason);
     prep_finish(p);
 }
 

@@ -467,6 +467,21 @@ static void OL_PRINTF(3, 4) op_finish(pass_op *op, int result, const char *fmt, 
     op_free(op);
 }
 
+/* Completes op and returns 1 when the program could not run at all ("pass: could not run
+ * <what>: <error>", what from fmt); returns 0 when it ran. */
+static int OL_PRINTF(3, 4) not_run(pass_op *op, const ol_proc_result *res, const char *fmt, ...) {
+    if (res->result == 0)
+        return 0;
+    char what[PASS_REASON_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof(what), fmt, ap);
+    va_end(ap);
+    op_finish(op, res->result, "pass: could not run %s: %s", what,
+              op->st->host->strerror(res->result));
+    return 1;
+}
+
 static void op_fail_fired(void *arg, int status) {
     pass_op *op = arg;
     (void)status;
@@ -614,16 +629,11 @@ static void put_done(void *arg, const ol_proc_result *res) {
     pass_op *op = arg;
     pass_state *st = op->st;
     char err[PASS_REASON_MAX / 2];
-    int ok = res->result == 0 && res->term_signal == 0 && res->exit_status == 0;
-    if (!ok) {
-        if (res->result != 0) {
-            op_finish(op, res->result, "pass: could not run `pass insert` for %s in %s: %s",
-                      op->path, st->dir, st->host->strerror(res->result));
-        } else {
-            summarise(res->err, res->err_len, err, sizeof(err));
-            op_finish(op, OL_EIO, "pass: `pass insert %s` failed in %s: %s", op->path, st->dir,
-                      err);
-        }
+    if (not_run(op, res, "`pass insert` for %s in %s", op->path, st->dir))
+        return;
+    if (res->term_signal != 0 || res->exit_status != 0) {
+        summarise(res->err, res->err_len, err, sizeof(err));
+        op_finish(op, OL_EIO, "pass: `pass insert %s` failed in %s: %s", op->path, st->dir, err);
         return;
     }
     st->host->log(st->stage, op->item, OL_LOG_DEBUG, "wrote %s (%s) for key %s", op->path, st->dir,
@@ -750,11 +760,8 @@ static void put_encrypted(void *arg, const ol_proc_result *res) {
     pass_op *op = arg;
     pass_state *st = op->st;
     char err[PASS_REASON_MAX / 2];
-    if (res->result != 0) {
-        op_finish(op, res->result, "pass: could not run gpg to encrypt %s: %s", op->path,
-                  st->host->strerror(res->result));
+    if (not_run(op, res, "gpg to encrypt %s", op->path))
         return;
-    }
     if (res->term_signal != 0 || res->exit_status != 0) {
         summarise(res->err, res->err_len, err, sizeof(err));
         op_finish(op, OL_EIO, "pass: gpg could not encrypt %s to the keys of %s: %s", op->path,
@@ -1036,11 +1043,8 @@ static void get_done(void *arg, const ol_proc_result *res) {
     pass_op *op = arg;
     pass_state *st = op->st;
     char err[PASS_REASON_MAX / 2];
-    if (res->result != 0) {
-        op_finish(op, res->result, "pass: could not run `pass show %s`: %s", op->path,
-                  st->host->strerror(res->result));
+    if (not_run(op, res, "`pass show %s`", op->path))
         return;
-    }
     if (res->term_signal != 0 || res->exit_status != 0) {
         if (res->term_signal == 0 && stderr_has(res, "is not in the password store")) {
             st->host->store_done(st->stage, op->item, OL_ENOENT, NULL, NULL);
@@ -1098,11 +1102,10 @@ static void del_done(void *arg, const ol_proc_result *res) {
     pass_op *op = arg;
     pass_state *st = op->st;
     char err[PASS_REASON_MAX / 2];
-    if (res->result != 0) {
-        op_finish(op, res->result, "pass: could not run `pass rm %s`: %s", op->path,
-                  st->host->strerror(res->result));
-    } else if (res->term_signal == 0 &&
-               (res->exit_status == 0 || stderr_has(res, "is not in the password store"))) {
+    if (not_run(op, res, "`pass rm %s`", op->path))
+        return;
+    if (res->term_signal == 0 &&
+        (res->exit_status == 0 || stderr_has(res, "is not in the password store"))) {
         st->host->log(st->stage, op->item, OL_LOG_INFO, "removed %s (%s)", op->path, st->dir);
         op_finish(op, 0, NULL);
     } else {
