@@ -595,6 +595,24 @@ static int run_ok(const ol_proc_result *res) {
     return res->result == 0 && res->term_signal == 0 && res->exit_status == 0;
 }
 
+/* Completes the item's get or del whose keepassxc-cli command (what) did not succeed: with
+ * absent when its error says missing (no such entry), else with the command's failure. */
+static void cli_failed(kx_state *st, ol_item *item, const char *what, const ol_proc_result *res,
+                       const char *missing, int absent) {
+    const ol_host *h = st->host;
+    char *line = res->result == 0 ? cli_error_line(h, res->err, res->err_len) : NULL;
+    if (line != NULL && strstr(line, missing) != NULL) {
+        h->store_done(st->stage, item, absent, NULL, NULL);
+    } else {
+        char fallback[64];
+        snprintf(fallback, sizeof(fallback), "keepassxc: %s failed", what);
+        char *r = run_reason(st, what, res);
+        h->store_done(st->stage, item, res->result ? res->result : OL_EIO, NULL, r ? r : fallback);
+        free(r);
+    }
+    free(line);
+}
+
 /* ---------------------------------------------------------------------------------------
  * Temporary directory with a FIFO: the XML reaches keepassxc-cli import through it, so the
  * secrets never rest in a file. Created and removed off the loop.
@@ -1664,16 +1682,7 @@ static void get_ran(kx_state *st, void *arg, const ol_proc_result *res) {
     const ol_host *h = st->host;
     st->gets_running--;
     if (!run_ok(res)) {
-        char *line = res->result == 0 ? cli_error_line(h, res->err, res->err_len) : NULL;
-        if (line != NULL && strstr(line, "Could not find entry") != NULL) {
-            h->store_done(st->stage, g->item, OL_ENOENT, NULL, NULL);
-        } else {
-            char *r = run_reason(st, "show", res);
-            h->store_done(st->stage, g->item, res->result ? res->result : OL_EIO, NULL,
-                          r ? r : "keepassxc: show failed");
-            free(r);
-        }
-        free(line);
+        cli_failed(st, g->item, "show", res, "Could not find entry", OL_ENOENT);
         get_free(g);
         get_start(st);
         return;
@@ -1828,20 +1837,10 @@ static void del_ran(kx_state *st, void *arg, const ol_proc_result *res) {
     const ol_host *h = st->host;
     h->lock_release(d->lock);
     st->dels_running--;
-    if (run_ok(res)) {
+    if (run_ok(res))
         h->store_done(st->stage, d->item, 0, NULL, NULL);
-    } else {
-        char *line = res->result == 0 ? cli_error_line(h, res->err, res->err_len) : NULL;
-        if (line != NULL && strstr(line, "not found") != NULL) {
-            h->store_done(st->stage, d->item, 0, NULL, NULL);
-        } else {
-            char *r = run_reason(st, "rm", res);
-            h->store_done(st->stage, d->item, res->result ? res->result : OL_EIO, NULL,
-                          r ? r : "keepassxc: rm failed");
-            free(r);
-        }
-        free(line);
-    }
+    else
+        cli_failed(st, d->item, "rm", res, "not found", 0);
     del_finish(d);
 }
 
@@ -1870,18 +1869,17 @@ static void del_locked(void *arg, int status, ol_lock *lock) {
 static int kx_del_op(ol_stage *stage, ol_item *item, void *state) {
     kx_state *st = state;
     const ol_host *h = st->host;
-    char *path;
-    int rc = op_path(st, stage, item, &path);
-    if (path == NULL)
-        return rc;
     kx_del *d = calloc(1, sizeof(*d));
-    if (d == NULL) {
-        free(path);
+    if (d == NULL)
         return OL_ENOMEM;
+    int rc = op_path(st, stage, item, &d->path);
+    if (d->path == NULL) {
+        free(d);
+        return rc;
     }
     /* A put still held for this entry is withdrawn. */
     for (kx_put **pp = &st->pending; *pp; pp = &(*pp)->next)
-        if (strcmp((*pp)->path, path) == 0) {
+        if (strcmp((*pp)->path, d->path) == 0) {
             kx_put *p = *pp;
             *pp = p->next;
             h->store_done(stage, p->item, OL_ECANCELED, NULL,
@@ -1889,10 +1887,9 @@ static int kx_del_op(ol_stage *stage, ol_item *item, void *state) {
             put_free(st->host, p);
             break;
         }
-    known_forget(st, path);
+    known_forget(st, d->path);
     d->st = st;
     d->item = item;
-    d->path = path;
     rc = h->lock_acquire(stage, st->db, del_locked, d);
     if (rc != 0) {
         free(d->path);

@@ -1042,15 +1042,16 @@ static int entry_parse(char *text, ol_secret *s) {
 static void get_done(void *arg, const ol_proc_result *res) {
     pass_op *op = arg;
     pass_state *st = op->st;
-    char err[PASS_REASON_MAX / 2];
     if (not_run(op, res, "`pass show %s`", op->path))
         return;
+    if (res->term_signal == 0 && res->exit_status != 0 &&
+        stderr_has(res, "is not in the password store")) {
+        st->host->store_done(st->stage, op->item, OL_ENOENT, NULL, NULL);
+        op_free(op);
+        return;
+    }
     if (res->term_signal != 0 || res->exit_status != 0) {
-        if (res->term_signal == 0 && stderr_has(res, "is not in the password store")) {
-            st->host->store_done(st->stage, op->item, OL_ENOENT, NULL, NULL);
-            op_free(op);
-            return;
-        }
+        char err[PASS_REASON_MAX / 2];
         summarise(res->err, res->err_len, err, sizeof(err));
         op_finish(op, OL_EIO,
                   "pass: `pass show %s` failed in %s: %s (can this user's gpg key decrypt it?)",
@@ -1101,7 +1102,6 @@ static int pass_get(ol_stage *stage, ol_item *item, void *state) {
 static void del_done(void *arg, const ol_proc_result *res) {
     pass_op *op = arg;
     pass_state *st = op->st;
-    char err[PASS_REASON_MAX / 2];
     if (not_run(op, res, "`pass rm %s`", op->path))
         return;
     if (res->term_signal == 0 &&
@@ -1109,6 +1109,7 @@ static void del_done(void *arg, const ol_proc_result *res) {
         st->host->log(st->stage, op->item, OL_LOG_INFO, "removed %s (%s)", op->path, st->dir);
         op_finish(op, 0, NULL);
     } else {
+        char err[PASS_REASON_MAX / 2];
         summarise(res->err, res->err_len, err, sizeof(err));
         op_finish(op, OL_EIO, "pass: `pass rm %s` failed in %s: %s", op->path, st->dir, err);
     }
