@@ -127,18 +127,30 @@ static void on_preflight(void *arg, const ol_aws_response *res) {
     scheduler_kick(r);
 }
 
-/* The client holds its own copy of the credentials now. Overwrite them in the process's
- * environment block too: a child between fork and exec still shows that block in
- * /proc/PID/environ, and a core dump would hold it. */
+/* The client holds its own copy of the credentials, and every stage has read what it
+ * needs from the environment in init. Overwrite every secret-named variable (services.h's
+ * rule: AWS credentials, *_PASSWORD, *_TOKEN, ...) in the process's environment block too:
+ * a child between fork and exec still shows that block in /proc/PID/environ, and a core
+ * dump would hold it. */
 extern char **environ;
-static void scrub_credentials_env(void) {
-    static const char *const names[] = {"AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
-                                        "AWS_SECURITY_TOKEN"};
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-        char *v = getenv(names[i]);
-        if (v != NULL)
-            OPENSSL_cleanse(v, strlen(v));
-        unsetenv(names[i]);
+static void scrub_secret_env(void) {
+    for (char **e = environ; e != NULL && *e != NULL;) {
+        if (!services_env_is_secret(*e)) {
+            e++;
+            continue;
+        }
+        char *eq = strchr(*e, '=');
+        size_t n = eq ? (size_t)(eq - *e) : strlen(*e);
+        char name[256];
+        if (eq != NULL)
+            OPENSSL_cleanse(eq + 1, strlen(eq + 1));
+        if (n >= sizeof(name)) {
+            e++;
+            continue;
+        }
+        memcpy(name, *e, n);
+        name[n] = '\0';
+        unsetenv(name); /* shifts the entries down: look at *e again */
     }
 }
 
@@ -267,13 +279,16 @@ static int run_setup(run *r) {
         return rc;
     }
     aws_client_set_logger(r->aws, on_aws_log, r);
-    scrub_credentials_env();
     const char *cmsg = NULL;
     if (aws_client_creds_error(r->aws, &cmsg) != 0) {
         fprintf(stderr, "error: %s\n", cmsg ? cmsg : "no AWS credentials found");
         return OL_ECREDS;
     }
-    if ((rc = items_build(r)) != 0 || (rc = stages_prepare(r)) != 0)
+    rc = items_build(r);
+    if (rc == 0)
+        rc = stages_prepare(r);
+    scrub_secret_env();
+    if (rc != 0)
         return rc;
     if ((rc = journal_open(p->state_dir, &r->journal, &err)) != 0) {
         fprintf(stderr, "error: %s\n", err ? err : ol_strerror(rc));

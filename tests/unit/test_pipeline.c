@@ -210,7 +210,8 @@ static void fixture_init(fixture *fx, const ol_plugin *const *stages, size_t n_s
 
 /* Runs the plan with stderr captured into fx->stderr_text. */
 static int fixture_run(fixture *fx) {
-    /* A run scrubs the secret from the environment once the client has read it. */
+    /* A run scrubs the credentials from the environment once the client has read them. */
+    setenv("AWS_ACCESS_KEY_ID", HARNESS_AKID, 1);
     setenv("AWS_SECRET_ACCESS_KEY", SECRET, 1);
     fflush(stderr);
     int saved = dup(2);
@@ -251,6 +252,7 @@ static int setup_env(void **state) {
 /* ---- tests ---------------------------------------------------------------------------- */
 
 static void runs_a_dag_of_synchronous_and_asynchronous_stages_for_every_item(void **state) {
+    setenv("OPSLINE_TEST_DB_PASSWORD", "hunter2", 1);
     static const ol_plugin *const stages[] = {&p_secret, &p_logger, &p_store};
     fixture fx;
     (void)state;
@@ -260,8 +262,10 @@ static void runs_a_dag_of_synchronous_and_asynchronous_stages_for_every_item(voi
     assert_int_equal(g_applied[1], 3);
     assert_int_equal(g_applied[2], 3);
     assert_int_equal(g_completed, 3);
-    /* The secret left the environment block once the client had it. */
+    /* The secret left the environment block once the client had it, and so did every
+     * other secret-named variable. */
     assert_null(getenv("AWS_SECRET_ACCESS_KEY"));
+    assert_null(getenv("OPSLINE_TEST_DB_PASSWORD"));
     fixture_finish(&fx);
 }
 

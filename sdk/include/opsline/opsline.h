@@ -500,8 +500,11 @@ typedef struct ol_plugin {
     unsigned timeout_ms;
 
     /* Called once before any item. Stores host (valid until fini) and returns per-stage
-     * state in *state. A negative return stops the run before any request with the
-     * message logged by the stage (e.g. a bad option value). May be NULL. */
+     * state in *state. Read secrets from the environment here: after every init, the host
+     * wipes secret-named variables (AWS credentials, *_PASSWORD, *_TOKEN, *_SECRET*,
+     * *_PASSPHRASE) from its environment, so no child process can see them. A negative return stops
+     * the run before any request with the message logged by the stage (e.g. a bad option value).
+     * May be NULL. */
     int (*init)(ol_stage *stage, const ol_host *host, void **state);
 
     /* Called for every item before any request is sent: reject bad input (for example a
