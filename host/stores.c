@@ -288,7 +288,7 @@ static void find_got(find_ctx *f, size_t s, int result, const ol_secret *found,
             bag_set(&item->bag, OL_KEY_SECRET_ACCESS_KEY, found->secret_access_key,
                     OL_BAG_SECRET) == 0) {
             f->found = strdup(found->access_key_id);
-            run_log(&r->stages[s], item, OL_LOG_INFO, "read back access key %s",
+            run_log(&r->stages[s], item, OL_LOG_DEBUG, "read back access key %s",
                     found->access_key_id);
         }
     } else if (result != 0 && result != OL_ENOENT) {
