@@ -810,7 +810,7 @@ static int policy_init(ol_stage *stage, const ol_host *host, void **state) {
         return rc;
     }
     if (grants_acl_actions(c->actions, c->n_actions))
-        host->log(stage, NULL, OL_LOG_INFO,
+        host->log(stage, NULL, OL_LOG_DEBUG,
                   "note: ACL actions (such as s3:PutObjectAcl) have no effect on buckets whose "
                   "ACLs are disabled (Object Ownership \"bucket owner enforced\", the default "
                   "for new buckets since April 2023); they are granted as listed");
