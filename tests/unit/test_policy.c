@@ -226,17 +226,17 @@ static void resolves_presets_and_rejects_unknown_ones(void **state) {
     expect_init_rejected("actions and preset are both set");
 }
 
+/* Once per run, and only with -v (a debug line): it is advice, not a warning. */
 static void notes_once_that_acl_actions_are_inert(void **state) {
     (void)state;
     policy_conf *c = init_ok();
-    assert_int_equal(FH.n_logs, 1);
-    assert_int_equal(FH.last_log_level, OL_LOG_INFO);
-    assert_non_null(strstr(FH.last_log, "bucket owner enforced"));
+    assert_int_equal(FH.n_logs, 0);
+    assert_non_null(strstr(FH.debug, "bucket owner enforced"));
     policy_fini(c);
-    FH.n_logs = 0;
+    FH.debug[0] = '\0';
     fake_set_opt("preset", "read-only");
     c = init_ok();
-    assert_int_equal(FH.n_logs, 0);
+    assert_null(strstr(FH.debug, "bucket owner enforced"));
     policy_fini(c);
 }
 
@@ -530,9 +530,9 @@ static void logs_every_state_transition_at_debug_level(void **state) {
     void *st = start();
     respond(404, "NoSuchEntity", NULL);
     respond(200, NULL, "<PutUserPolicyResponse/>");
-    assert_string_equal(FH.debug, "policy: state start -> GetUserPolicy\n"
-                                  "policy: state GetUserPolicy -> PutUserPolicy\n"
-                                  "policy: state PutUserPolicy -> done\n");
+    assert_non_null(strstr(FH.debug, "policy: state start -> GetUserPolicy\n"
+                                     "policy: state GetUserPolicy -> PutUserPolicy\n"
+                                     "policy: state PutUserPolicy -> done\n"));
     policy_fini(st);
 }
 
