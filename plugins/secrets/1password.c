@@ -124,8 +124,8 @@ static int row_set(const ol_host *h, csv_row *r, size_t i, const char *value) {
 
 /* Reads one field at *pos (quoted or bare) into the row. Returns 0, or OL_EINVAL with
  * *why a static text. *line counts the line ends inside quoted fields. */
-static int csv_field(const char *s, size_t len, size_t *pos, size_t *line, csv_row *r,
-                     const char **why) {
+static int csv_field(const ol_host *h, const char *s, size_t len, size_t *pos, size_t *line,
+                     csv_row *r, const char **why) {
     size_t p = *pos;
     if (p < len && s[p] == '"') {
         /* Copy with doubled quotes undone, into a buffer as large as the rest. */
@@ -153,8 +153,7 @@ static int csv_field(const char *s, size_t len, size_t *pos, size_t *line, csv_r
             buf[n++] = s[p];
         }
         int rc = row_add_field(r, buf, n);
-        memset(buf, 0, n);
-        free(buf);
+        free_wiped(h, buf, n);
         if (rc != 0)
             return rc;
         if (p < len && s[p] != ',' && s[p] != '\r' && s[p] != '\n') {
@@ -258,7 +257,7 @@ static int pw_doc_parse(const filebatch *fb, char *text, size_t len, void **out,
         r->raw = text + pos;
         bad_line = line;
         for (;;) {
-            rc = csv_field(text, len, &pos, &line, r, &problem);
+            rc = csv_field(h, text, len, &pos, &line, r, &problem);
             if (rc != 0 || pos >= len || text[pos] != ',')
                 break;
             pos++;

@@ -541,13 +541,19 @@ static pass_op *op_new(pass_state *st, ol_item *item, op_kind kind) {
 
 /* Sets op->path or completes the op with the reason later. Returns 0 when op->path is set;
  * otherwise *ret is what the operation returns. */
-static int op_path(pass_op *op, int *ret) {
+/* A new operation with its entry path, or NULL with *ret what put, get or del returns then
+ * (OL_ENOMEM, or the path's failure, completed later). */
+static pass_op *op_start(pass_state *st, ol_item *item, op_kind kind, int *ret) {
     char why[PASS_REASON_MAX];
+    pass_op *op = op_new(st, item, kind);
+    *ret = OL_ENOMEM;
+    if (op == NULL)
+        return NULL;
     op->path = item_path(op->st, op->item, why, sizeof(why));
     if (op->path != NULL)
-        return 0;
+        return op;
     *ret = op_fail_later(op, OL_ECONFIG, "%s", why);
-    return -1;
+    return NULL;
 }
 
 static void put_done(void *arg, const ol_proc_result *res);
@@ -647,11 +653,9 @@ static void put_scan_after(void *arg, int status);
 static int pass_put(ol_stage *stage, ol_item *item, void *state, const ol_secret *secret) {
     pass_state *st = state;
     (void)stage;
-    pass_op *op = op_new(st, item, OP_PUT);
-    int ret = 0;
+    int ret;
+    pass_op *op = op_start(st, item, OP_PUT, &ret);
     if (op == NULL)
-        return OL_ENOMEM;
-    if (op_path(op, &ret) != 0)
         return ret;
     if (secret == NULL || secret->access_key_id == NULL || secret->secret_access_key == NULL ||
         secret->secret_access_key[0] == '\0')
@@ -1083,11 +1087,9 @@ static void get_done(void *arg, const ol_proc_result *res) {
 static int pass_get(ol_stage *stage, ol_item *item, void *state) {
     pass_state *st = state;
     (void)stage;
-    pass_op *op = op_new(st, item, OP_GET);
-    int ret = 0;
+    int ret;
+    pass_op *op = op_start(st, item, OP_GET, &ret);
     if (op == NULL)
-        return OL_ENOMEM;
-    if (op_path(op, &ret) != 0)
         return ret;
     const char *argv[] = {"pass", "show", "--", op->path, NULL};
     int rc = run(st, item, argv, st->env_plain, NULL, 0, PASS_SHOW_TIMEOUT_MS, get_done, op);
@@ -1118,11 +1120,9 @@ static void del_done(void *arg, const ol_proc_result *res) {
 static int pass_del(ol_stage *stage, ol_item *item, void *state) {
     pass_state *st = state;
     (void)stage;
-    pass_op *op = op_new(st, item, OP_DEL);
-    int ret = 0;
+    int ret;
+    pass_op *op = op_start(st, item, OP_DEL, &ret);
     if (op == NULL)
-        return OL_ENOMEM;
-    if (op_path(op, &ret) != 0)
         return ret;
     return op_begin(op);
 }
