@@ -15,7 +15,9 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <fcntl.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -107,10 +109,6 @@ static int parse_assignment(const char *line, size_t len, size_t *name_off, size
     return 1;
 }
 
-static int name_is(const char *line, size_t off, size_t n, const char *name) {
-    return strlen(name) == n && memcmp(line + off, name, n) == 0;
-}
-
 /* Characters every dotenv reader takes literally outside quotes. */
 static int bare_ok(const char *v) {
     if (*v == '\0')
@@ -138,46 +136,127 @@ static void buf_value(storebuf *b, const char *v) {
     storebuf_add(b, "\"", 1);
 }
 
+/* One entry of a .env text: text[start, next). For an assignment, the name's span and the
+ * value's, absolute; a quoted value may run over several lines (as shells read it), and
+ * text[value_end, next) is the rest of its last line: an inline comment and the line end. */
+typedef struct env_entry {
+    size_t start, next;
+    int assignment;
+    size_t name_off, name_len;
+    size_t value_off, value_end;
+    int unterminated; /* a quote that never closes */
+    size_t line;      /* 1-based line number of start */
+} env_entry;
+
+/* Reads the entry at pos (pos < len). */
+static void env_entry_at(const char *text, size_t len, size_t pos, size_t line, env_entry *e) {
+    const char *nl = memchr(text + pos, '\n', len - pos);
+    size_t end = nl != NULL ? (size_t)(nl - text) : len;
+    size_t text_end = end > pos && text[end - 1] == '\r' ? end - 1 : end;
+    size_t noff, nlen, voff;
+    *e = (env_entry){.start = pos, .next = nl != NULL ? end + 1 : len, .line = line};
+    if (!parse_assignment(text + pos, text_end - pos, &noff, &nlen, &voff))
+        return;
+    e->assignment = 1;
+    e->name_off = pos + noff;
+    e->name_len = nlen;
+    e->value_off = pos + voff;
+    size_t i = e->value_off;
+    while (i < text_end && is_blank(text[i]))
+        i++;
+    if (i < text_end && (text[i] == '"' || text[i] == '\'')) {
+        char q = text[i++];
+        while (i < len && text[i] != q)
+            i += q == '"' && text[i] == '\\' && i + 1 < len ? 2 : 1;
+        if (i >= len) {
+            e->unterminated = 1;
+            e->value_end = e->next = len;
+            return;
+        }
+        e->value_end = i + 1;
+        const char *last_nl = memchr(text + i, '\n', len - i);
+        e->next = last_nl != NULL ? (size_t)(last_nl - text) + 1 : len;
+        return;
+    }
+    while (i < text_end && !is_blank(text[i]) && text[i] != '#')
+        i++;
+    e->value_end = i;
+}
+
+/* Calls visit for every entry of text; stops and returns its nonzero answer. */
+static int env_each(const char *text, size_t len,
+                    int (*visit)(const char *, const env_entry *, void *), void *arg) {
+    size_t line = 1;
+    for (size_t pos = 0; pos < len;) {
+        env_entry e;
+        env_entry_at(text, len, pos, line, &e);
+        int rc = visit(text, &e, arg);
+        if (rc != 0)
+            return rc;
+        for (size_t i = pos; i < e.next; i++)
+            line += text[i] == '\n';
+        pos = e.next;
+    }
+    return 0;
+}
+
+static int entry_is(const char *text, const env_entry *e, const char *name) {
+    return e->assignment && strlen(name) == e->name_len &&
+           memcmp(text + e->name_off, name, e->name_len) == 0;
+}
+
+typedef struct merge_ctx {
+    storebuf *b;
+    const ol_kv *vars;
+    size_t n_vars;
+    int found[DOTENV_N_VARS];
+} merge_ctx;
+
+static int merge_entry(const char *text, const env_entry *e, void *arg) {
+    merge_ctx *m = arg;
+    size_t v = 0;
+    while (v < m->n_vars && !entry_is(text, e, m->vars[v].name))
+        v++;
+    if (v == m->n_vars) {
+        storebuf_add(m->b, text + e->start, e->next - e->start);
+        return 0;
+    }
+    if (e->unterminated)
+        return (int)e->line;
+    /* Keep indentation, `export`, the spelling up to '=', an inline comment and the line
+     * end; replace the whole value, however many lines it took. */
+    storebuf_add(m->b, text + e->start, e->value_off - e->start);
+    buf_value(m->b, m->vars[v].value);
+    storebuf_add(m->b, text + e->value_end, e->next - e->value_end);
+    m->found[v] = 1;
+    return 0;
+}
+
 /* Merges vars (name/value pairs, values may be secret) into the text of an existing file.
- * Returns a malloc'd NUL-terminated text and its length in *out_len, or NULL when out of
- * memory. The caller wipes and frees it (free_wiped). Line ends are kept; new lines use the file's
- * style (CRLF when its first line ends so). */
+ * Returns a NUL-terminated text (host-allocated: wipe and free it) and its length in
+ * *out_len, or NULL when out of memory or when an assignment of one of the vars has a quote
+ * that never closes (*bad_line, if given, says where; such a file is not sourced the same by
+ * any two readers). Line ends are kept; new lines use the file's style (CRLF when its first
+ * line ends so). */
 static char *dotenv_merge(const ol_host *h, const char *old, size_t old_len, const ol_kv *vars,
-                          size_t n_vars, size_t *out_len) {
+                          size_t n_vars, size_t *out_len, size_t *bad_line) {
     storebuf b = STOREBUF_INIT(h);
-    int found[DOTENV_N_VARS] = {0};
+    merge_ctx m = {.b = &b, .vars = vars, .n_vars = n_vars};
     if (n_vars > DOTENV_N_VARS)
         return NULL;
     const char *first_nl = memchr(old, '\n', old_len);
     const char *eol = first_nl != NULL && first_nl > old && first_nl[-1] == '\r' ? "\r\n" : "\n";
-
-    size_t pos = 0;
-    while (pos < old_len) {
-        const char *nl = memchr(old + pos, '\n', old_len - pos);
-        size_t end = nl != NULL ? (size_t)(nl - old) : old_len; /* line without '\n' */
-        size_t text_end = end > pos && old[end - 1] == '\r' ? end - 1 : end;
-        size_t next = nl != NULL ? end + 1 : old_len;
-        const char *line = old + pos;
-        size_t noff, nlen, voff;
-        size_t v = n_vars;
-        if (parse_assignment(line, text_end - pos, &noff, &nlen, &voff))
-            for (v = 0; v < n_vars && !name_is(line, noff, nlen, vars[v].name); v++)
-                ;
-        if (v < n_vars) {
-            /* Keep indentation, `export` and the spelling up to '='; replace the value. */
-            storebuf_add(&b, line, voff);
-            buf_value(&b, vars[v].value);
-            storebuf_add(&b, old + text_end, next - text_end); /* the line's own end, if any */
-            found[v] = 1;
-        } else {
-            storebuf_add(&b, line, next - pos);
-        }
-        pos = next;
+    int bad = env_each(old, old_len, merge_entry, &m);
+    if (bad != 0) {
+        if (bad_line != NULL)
+            *bad_line = (size_t)bad;
+        storebuf_wipe(&b);
+        return NULL;
     }
     if (old_len > 0 && old[old_len - 1] != '\n')
         storebuf_str(&b, eol);
     for (size_t v = 0; v < n_vars; v++) {
-        if (found[v])
+        if (m.found[v])
             continue;
         storebuf_str(&b, vars[v].name);
         storebuf_add(&b, "=", 1);
@@ -187,59 +266,69 @@ static char *dotenv_merge(const ol_host *h, const char *old, size_t old_len, con
     return storebuf_take(&b, out_len);
 }
 
-/* The value of the last assignment of name (as a dotenv reader would take it: quotes
- * removed, a bare value ends at blanks or a comment), malloc'd, or NULL. Enough to compare
- * key ids. */
-static char *dotenv_lookup(const char *text, size_t len, const char *name) {
-    char *found = NULL;
-    size_t pos = 0;
-    while (pos < len) {
-        const char *nl = memchr(text + pos, '\n', len - pos);
-        size_t end = nl != NULL ? (size_t)(nl - text) : len;
-        const char *line = text + pos;
-        size_t llen = end - pos, noff, nlen, voff;
-        if (parse_assignment(line, llen, &noff, &nlen, &voff) && name_is(line, noff, nlen, name)) {
-            size_t s = voff, e;
-            while (s < llen && is_blank(line[s]))
-                s++;
-            if (s < llen && (line[s] == '"' || line[s] == '\'')) {
-                char q = line[s++];
-                for (e = s; e < llen && line[e] != q; e++)
-                    ;
-            } else {
-                for (e = s; e < llen && !is_blank(line[e]) && line[e] != '#' && line[e] != '\r';
-                     e++)
-                    ;
-            }
-            char *v = strndup(line + s, e - s);
-            if (v != NULL) {
-                free(found);
-                found = v;
-            }
+typedef struct lookup_ctx {
+    const char *name;
+    char *found;
+} lookup_ctx;
+
+static int lookup_entry(const char *text, const env_entry *e, void *arg) {
+    lookup_ctx *l = arg;
+    if (!entry_is(text, e, l->name) || e->unterminated)
+        return 0;
+    size_t s = e->value_off, end = e->value_end;
+    while (s < end && is_blank(text[s]))
+        s++;
+    char q = s < end ? text[s] : 0;
+    int quoted = (q == '"' || q == '\'') && end - s >= 2;
+    char *v = quoted ? malloc(end - s) : strndup(text + s, end - s);
+    if (v == NULL)
+        return 0;
+    if (quoted) {
+        size_t k = 0;
+        for (size_t i = s + 1; i < end - 1; i++) {
+            if (q == '"' && text[i] == '\\' && i + 1 < end - 1)
+                i++;
+            v[k++] = text[i];
         }
-        pos = nl != NULL ? end + 1 : len;
+        v[k] = '\0';
     }
-    return found;
+    free(l->found);
+    l->found = v;
+    return 0;
 }
 
-/* Removes every assignment of the vars (names) from text: the entry of a store whose item
- * is destroyed. Returns a malloc'd text (free_wiped) or NULL when out of memory. */
+/* The value of the last assignment of name, as a dotenv reader takes it (quotes removed,
+ * backslash escapes of double quotes undone, a bare value ends at blanks or a comment),
+ * malloc'd, or NULL. */
+static char *dotenv_lookup(const char *text, size_t len, const char *name) {
+    lookup_ctx l = {.name = name};
+    env_each(text, len, lookup_entry, &l);
+    return l.found;
+}
+
+typedef struct remove_ctx {
+    storebuf *b;
+    const char *const *names;
+    size_t n;
+} remove_ctx;
+
+static int remove_entry(const char *text, const env_entry *e, void *arg) {
+    remove_ctx *r = arg;
+    for (size_t v = 0; v < r->n; v++)
+        if (entry_is(text, e, r->names[v]))
+            return 0;
+    storebuf_add(r->b, text + e->start, e->next - e->start);
+    return 0;
+}
+
+/* Removes every assignment of the vars (names), whole, from text: the entry of a store whose
+ * item is destroyed. Returns a host-allocated text (wipe and free it) or NULL when out of
+ * memory. */
 static char *dotenv_remove(const ol_host *h, const char *old, size_t old_len,
                            const char *const *names, size_t n, size_t *out_len) {
     storebuf b = STOREBUF_INIT(h);
-    size_t pos = 0;
-    while (pos < old_len) {
-        const char *nl = memchr(old + pos, '\n', old_len - pos);
-        size_t next = nl != NULL ? (size_t)(nl - old) + 1 : old_len;
-        const char *line = old + pos;
-        size_t noff, nlen, voff, v = n;
-        if (parse_assignment(line, next - pos, &noff, &nlen, &voff))
-            for (v = 0; v < n && !name_is(line, noff, nlen, names[v]); v++)
-                ;
-        if (v == n)
-            storebuf_add(&b, line, next - pos);
-        pos = next;
-    }
+    remove_ctx r = {.b = &b, .names = names, .n = n};
+    env_each(old, old_len, remove_entry, &r);
     if (b.failed) {
         storebuf_wipe(&b);
         return NULL;
@@ -248,6 +337,25 @@ static char *dotenv_remove(const ol_host *h, const char *old, size_t old_len,
         return NULL;
     *out_len = b.len;
     return b.data;
+}
+
+typedef struct check_ctx {
+    const char *const *names;
+    size_t n;
+} check_ctx;
+
+static int check_entry(const char *text, const env_entry *e, void *arg) {
+    const check_ctx *c = arg;
+    for (size_t v = 0; v < c->n && e->unterminated; v++)
+        if (entry_is(text, e, c->names[v]))
+            return (int)e->line;
+    return 0;
+}
+
+/* 0, or the line of an assignment of one of names whose quote never closes. */
+static size_t dotenv_check(const char *text, size_t len, const char *const *names, size_t n) {
+    check_ctx c = {.names = names, .n = n};
+    return (size_t)env_each(text, len, check_entry, &c);
 }
 
 /* --------------------------------------------------------------------------------------
@@ -311,10 +419,16 @@ static void op_put(dotenv_op *op) {
                                  {st->var[VAR_SECRET], op->secret},
                                  {st->var[VAR_REGION], op->region},
                                  {st->var[VAR_BUCKET], op->bucket}};
-    text = dotenv_merge(h, old ? old : "", old_len, vars, DOTENV_N_VARS, &len);
+    size_t bad_line = 0;
+    text = dotenv_merge(h, old ? old : "", old_len, vars, DOTENV_N_VARS, &len, &bad_line);
     if (text == NULL) {
-        op->rc = OL_ENOMEM;
-        snprintf(op->why, sizeof(op->why), "out of memory merging %s", op->path);
+        op->rc = bad_line ? OL_EINVAL : OL_ENOMEM;
+        if (bad_line)
+            snprintf(op->why, sizeof(op->why),
+                     "%s line %zu: a quoted value never closes; fix the file and rerun", op->path,
+                     bad_line);
+        else
+            snprintf(op->why, sizeof(op->why), "out of memory merging %s", op->path);
     } else if ((op->rc = h->write_private_file(op->path, text, len)) != 0) {
         snprintf(op->why, sizeof(op->why), "cannot write %s: %s", op->path, h->strerror(op->rc));
     }
@@ -357,14 +471,43 @@ static void op_del(dotenv_op *op) {
     h->free(text);
 }
 
+/* Another opsline run (another state directory, another machine's NFS client) may merge
+ * into the same file: hold an exclusive flock on its directory for the whole
+ * read-merge-write. A directory that does not exist yet has no one to race with. Runs on a
+ * pool thread, where blocking is allowed. */
+static int lock_directory(const char *path) {
+    char *dir = strdup(path);
+    if (dir == NULL)
+        return -1;
+    char *slash = strrchr(dir, '/');
+    if (slash == NULL)
+        strcpy(dir, ".");
+    else if (slash == dir)
+        dir[1] = '\0';
+    else
+        *slash = '\0';
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    free(dir);
+    if (fd >= 0 && flock(fd, LOCK_EX) != 0) {
+        close(fd);
+        fd = -1;
+    }
+    return fd;
+}
+
 static void op_work(void *arg) {
     dotenv_op *op = arg;
+    if (op->kind == OP_GET) {
+        op_get(op);
+        return;
+    }
+    int fd = lock_directory(op->path);
     if (op->kind == OP_PUT)
         op_put(op);
-    else if (op->kind == OP_GET)
-        op_get(op);
     else
         op_del(op);
+    if (fd >= 0)
+        close(fd); /* releases the flock */
 }
 
 static void op_after(void *arg, int status) {
@@ -497,6 +640,21 @@ static int dotenv_validate(ol_stage *stage, const ol_item *item, void *state) {
         return OL_EINVAL;
     }
     const char *problem = target_problem(path);
+    char *text = NULL;
+    size_t len = 0, bad_line = 0;
+    if (problem == NULL && h->read_private_file(path, DOTENV_MAX_FILE, &text, &len) == 0) {
+        bad_line = dotenv_check(text, len, st->var, DOTENV_N_VARS);
+        h->wipe(text, len);
+        h->free(text);
+    }
+    if (bad_line != 0) {
+        h->log(stage, item, OL_LOG_ERROR,
+               "%s line %zu: the quoted value of a variable opsline writes never closes; "
+               "fix the file (close the quote) and rerun",
+               path, bad_line);
+        h->free(path);
+        return OL_EINVAL;
+    }
     char *abs = problem == NULL ? absolute(path) : NULL;
     int rc = problem != NULL ? OL_EINVAL : abs == NULL ? OL_ENOMEM : 0;
     if (problem != NULL)
@@ -529,6 +687,36 @@ static int dotenv_del(ol_stage *stage, ol_item *item, void *state) {
     return op_start(state, stage, item, OP_DEL, NULL);
 }
 
+/* Names a sourced .env must not set: the shell's and the loader's own. */
+static int var_clobbers(const char *name) {
+    static const char *const taken[] = {"PATH",
+                                        "HOME",
+                                        "IFS",
+                                        "SHELL",
+                                        "USER",
+                                        "LOGNAME",
+                                        "PWD",
+                                        "OLDPWD",
+                                        "ENV",
+                                        "BASH_ENV",
+                                        "CDPATH",
+                                        "PS1",
+                                        "PS2",
+                                        "PS4",
+                                        "TMPDIR",
+                                        "LANG",
+                                        "TERM",
+                                        "LD_PRELOAD",
+                                        "LD_LIBRARY_PATH",
+                                        "PYTHONPATH",
+                                        "NODE_OPTIONS",
+                                        NULL};
+    for (size_t i = 0; taken[i] != NULL; i++)
+        if (strcmp(name, taken[i]) == 0)
+            return 1;
+    return strncmp(name, "LC_", 3) == 0 || strncmp(name, "BASH_FUNC_", 10) == 0;
+}
+
 static int dotenv_init(ol_stage *stage, const ol_host *host, void **state) {
     dotenv_state *st = calloc(1, sizeof(*st));
     if (st == NULL)
@@ -541,6 +729,13 @@ static int dotenv_init(ol_stage *stage, const ol_host *host, void **state) {
                       "option %s '%s' is not a variable name: use letters, digits and '_', "
                       "not starting with a digit",
                       var_options[i], st->var[i] ? st->var[i] : "");
+            goto fail;
+        }
+        if (var_clobbers(st->var[i])) {
+            host->log(stage, NULL, OL_LOG_ERROR,
+                      "option %s '%s' would replace a variable the shell or the system relies "
+                      "on when the file is sourced; choose another name",
+                      var_options[i], st->var[i]);
             goto fail;
         }
         for (size_t k = 0; k < i; k++)

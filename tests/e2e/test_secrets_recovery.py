@@ -14,6 +14,7 @@ usage: test_secrets_recovery.py  (env: OPSLINE=path/to/opsline)
 import json
 import os
 import shutil
+import subprocess
 import sys
 import unittest
 
@@ -158,6 +159,36 @@ class EnvTargetTest(Base):
     def test_a_directory_target_is_refused(self):
         self.assert_refused(("dirtarget", "-e", "production", "--env-file", "{product}/"),
                             "names a directory", "dirtarget-production")
+
+    def test_an_unclosed_quote_in_our_variable_is_refused_and_the_file_untouched(self):
+        path = os.path.join(self.work, "quoted-production.env")
+        text = 'KEEP=1\nAWS_SECRET_ACCESS_KEY="multi\nKEEP2=2\n'
+        with open(path, "w") as f:
+            f.write(text)
+        self.assert_refused(("quoted", "-e", "production"), "line 2", "quoted-production")
+        with open(path) as f:
+            self.assertEqual(f.read(), text)
+
+    def test_a_multi_line_value_is_replaced_whole_and_the_file_still_sources(self):
+        path = os.path.join(self.work, "multi-production.env")
+        with open(path, "w") as f:
+            f.write('# app\nAWS_SECRET_ACCESS_KEY="multi\nline"\nAWS_REGION=x # ours\n')
+        self.apply_ok("multi", "-e", "production")
+        out = subprocess.run(["bash", "-c", f"set -a; . {path}; echo \"$AWS_ACCESS_KEY_ID\""
+                              " \"$AWS_SECRET_ACCESS_KEY\""], capture_output=True, text=True)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        key_id, secret = out.stdout.split()
+        self.assertEqual(self.keys_of("multi-production"), [key_id])
+        self.assertNotIn("line", secret)
+        with open(path) as f:
+            body = f.read()
+        self.assertIn("# app\n", body)
+        self.assertIn("AWS_REGION=eu-north-1 # ours\n", body)
+
+    def test_a_variable_name_the_shell_relies_on_is_refused(self):
+        self.assert_refused(("clobber", "-e", "production",
+                             "--set", "dotenv.var_secret_access_key=PATH"),
+                            "would replace a variable", "clobber-production")
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ extern const ol_host run_host_api;
 
 static char *merge(const char *old, const ol_kv *vars, size_t n) {
     size_t len = 0;
-    char *out = dotenv_merge(&run_host_api, old, strlen(old), vars, n, &len);
+    char *out = dotenv_merge(&run_host_api, old, strlen(old), vars, n, &len, NULL);
     assert_non_null(out);
     assert_int_equal(strlen(out), len);
     return out;
@@ -62,7 +62,7 @@ static void merge_keeps_comments_and_replaces_in_place(void **state) {
     assert_string_equal(out, "# app settings\n"
                              "DEBUG=1\n"
                              "\n"
-                             "AWS_ACCESS_KEY_ID=AKIANEW\n"
+                             "AWS_ACCESS_KEY_ID=AKIANEW # old key\n" /* inline comments are kept */
                              "# AWS_REGION=commented-out\n"
                              "AWS_REGION_EXTRA=keep\n"
                              "AWS_SECRET_ACCESS_KEY=" SECRET "\n"
@@ -170,6 +170,54 @@ static void defaults_are_the_documented_names(void **state) {
     options_free(o);
 }
 
+static void merge_replaces_a_multi_line_quoted_value_whole(void **state) {
+    (void)state;
+    char *out = merge("# top\nAWS_SECRET_ACCESS_KEY=\"multi\nline\"\nOTHER=1\n", four, 4);
+    assert_string_equal(out, "# top\nAWS_SECRET_ACCESS_KEY=" SECRET "\nOTHER=1\n"
+                             "AWS_ACCESS_KEY_ID=AKIANEW\nAWS_REGION=eu-west-1\n"
+                             "S3_BUCKET=acme-prod\n");
+    free(out);
+}
+
+static void merge_keeps_an_inline_comment(void **state) {
+    (void)state;
+    char *out = merge("AWS_REGION=us-east-1 # where the app runs\n", four, 4);
+    assert_non_null(strstr(out, "AWS_REGION=eu-west-1 # where the app runs\n"));
+    free(out);
+}
+
+static void merge_refuses_a_quote_that_never_closes(void **state) {
+    (void)state;
+    const char *old = "A=1\nAWS_SECRET_ACCESS_KEY=\"open\nB=2\n";
+    size_t len = 0, bad = 0;
+    assert_null(dotenv_merge(&run_host_api, old, strlen(old), four, 4, &len, &bad));
+    assert_int_equal(bad, 2);
+    const char *names[] = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"};
+    assert_int_equal(dotenv_check(old, strlen(old), names, 2), 2);
+    assert_int_equal(dotenv_check("A=\"open\n", 8, names, 2), 0); /* not ours: left alone */
+}
+
+static void lookup_reads_a_multi_line_value_and_escapes(void **state) {
+    (void)state;
+    const char *t = "A=\"x\ny\"\nB=\"q\\\"r\"\n";
+    char *v = dotenv_lookup(t, strlen(t), "A");
+    assert_string_equal(v, "x\ny");
+    free(v);
+    v = dotenv_lookup(t, strlen(t), "B");
+    assert_string_equal(v, "q\"r");
+    free(v);
+}
+
+static void remove_drops_a_multi_line_assignment_whole(void **state) {
+    (void)state;
+    const char *t = "K=1\nAWS_SECRET_ACCESS_KEY=\"a\nb\"\nL=2\n";
+    const char *names[] = {"AWS_SECRET_ACCESS_KEY"};
+    size_t len = 0;
+    char *out = dotenv_remove(&run_host_api, t, strlen(t), names, 1, &len);
+    assert_string_equal(out, "K=1\nL=2\n");
+    run_host_api.free(out);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(merge_into_an_empty_file_appends_all_variables),
@@ -182,6 +230,11 @@ int main(void) {
         cmocka_unit_test(lookup_reads_bare_quoted_and_export_values),
         cmocka_unit_test(remove_drops_only_the_named_assignments),
         cmocka_unit_test(defaults_are_the_documented_names),
+        cmocka_unit_test(merge_replaces_a_multi_line_quoted_value_whole),
+        cmocka_unit_test(merge_keeps_an_inline_comment),
+        cmocka_unit_test(merge_refuses_a_quote_that_never_closes),
+        cmocka_unit_test(lookup_reads_a_multi_line_value_and_escapes),
+        cmocka_unit_test(remove_drops_a_multi_line_assignment_whole),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
