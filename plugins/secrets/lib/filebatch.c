@@ -65,7 +65,9 @@ static void op_finish(fb_op *op, int result, char *reason) {
     op->reason = reason;
 }
 
-const char *filebatch_code_text(int rc) {
+/* Text for an OL_E* code about the file, usable off the loop (host->strerror is not among
+ * the thread-safe functions). */
+static const char *code_text(int rc) {
     switch (rc) {
     case OL_ENOENT:
         return "no such file";
@@ -211,7 +213,7 @@ static int file_load(const filebatch *fb, int for_write, void **doc, char **why)
         return *doc != NULL ? 0 : OL_ENOMEM;
     }
     if (rc != 0) {
-        *why = h->format("cannot read %s: %s", fb->path, filebatch_code_text(rc));
+        *why = h->format("cannot read %s: %s", fb->path, code_text(rc));
         return rc;
     }
     return fb->fmt->doc_parse(fb, text, len, doc, why);
@@ -226,7 +228,7 @@ static int file_write(const filebatch *fb, const void *doc, char **why) {
     if (rc == 0)
         rc = h->write_private_file(fb->path, b.data, b.len);
     if (rc != 0)
-        *why = h->format("cannot write %s: %s", fb->path, filebatch_code_text(rc));
+        *why = h->format("cannot write %s: %s", fb->path, code_text(rc));
     storebuf_wipe(&b);
     return rc;
 }
@@ -253,10 +255,10 @@ static void prepare_after(void *arg, int status) {
     const ol_host *h = p->fb->host;
     if (status != 0 && p->result == 0) {
         p->result = status;
-        p->reason = h->format("%s was not checked: %s", p->fb->path, filebatch_code_text(status));
+        p->reason = h->format("%s was not checked: %s", p->fb->path, code_text(status));
     }
     if (p->result != 0 && p->reason == NULL)
-        p->reason = h->format("cannot use %s: %s", p->fb->path, filebatch_code_text(p->result));
+        p->reason = h->format("cannot use %s: %s", p->fb->path, code_text(p->result));
     h->prepare_done(p->fb->stage, p->result, p->reason);
     h->free(p->reason);
     free(p);
@@ -297,7 +299,7 @@ static void job_work(void *arg) {
             int r = fmt->doc_get(fb, doc, op);
             op_finish(op, r,
                       r != 0 && r != OL_ENOENT
-                          ? h->format("cannot read %s: %s", fb->path, filebatch_code_text(r))
+                          ? h->format("cannot read %s: %s", fb->path, code_text(r))
                           : NULL);
         } else if (op->kind == FB_DEL) {
             changed |= fmt->doc_del(fb, doc, op->name);
@@ -305,8 +307,7 @@ static void job_work(void *arg) {
             int r = fmt->doc_put(fb, doc, op);
             if (r != 0)
                 op_finish(op, r,
-                          h->format("cannot add %s to %s: %s", op->name, fb->path,
-                                    filebatch_code_text(r)));
+                          h->format("cannot add %s to %s: %s", op->name, fb->path, code_text(r)));
             else
                 changed = 1;
         }
@@ -362,7 +363,7 @@ static void job_finish(fb_job *job, int status) {
     char *reason = job->reason;
     if (status != 0 && result == 0) {
         result = status;
-        reason = h->format("%s was not written: %s", fb->path, filebatch_code_text(status));
+        reason = h->format("%s was not written: %s", fb->path, code_text(status));
     }
     if (job->lock != NULL)
         h->lock_release(job->lock);

@@ -102,10 +102,6 @@ int filebatch_new(size_t size, ol_stage *stage, const ol_host *host, const fb_fo
 /* ol_plugin.fini of such a store: frees the state and all it holds. */
 void filebatch_free(void *state);
 
-/* Text for an OL_E* code about the file, usable off the loop (host->strerror is not among
- * the thread-safe functions). */
-const char *filebatch_code_text(int rc);
-
 /* ol_plugin.prepare, ol_plugin.flush and ol_plugin.store of such a store. */
 int filebatch_prepare(ol_stage *stage, void *state);
 int filebatch_flush(ol_stage *stage, void *state);
