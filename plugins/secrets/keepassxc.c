@@ -280,9 +280,10 @@ struct kx_state {
     const char *url;
     long long timeout; /* seconds per keepassxc-cli run */
     /* resolved by prepare */
-    char *db;       /* absolute path */
-    char *password; /* wiped; NULL: no password (key file only) */
-    char *cred;     /* where the credentials come from, for messages */
+    char *db;           /* absolute path */
+    char *password;     /* wiped; NULL: no password (key file only) */
+    char *env_password; /* read from password_env in init (the host then wipes the variable) */
+    char *cred;         /* where the credentials come from, for messages */
     char *env_blank;
     const char *env[4];
     char **existing; /* `ls -R -f` lines when the run started */
@@ -2172,7 +2173,7 @@ static void prep_looked(void *arg, int status) {
     p->abs = NULL;
     /* Credentials: the password file, else the environment variable, else none (a key file
      * alone). */
-    const char *env_pw = st->password_env && *st->password_env ? getenv(st->password_env) : NULL;
+    const char *env_pw = st->env_password;
     if (st->password_file != NULL) {
         if (p->pw_rc != 0) {
             char *r = p->pw_why;
@@ -2186,8 +2187,8 @@ static void prep_looked(void *arg, int status) {
                                            st->key_file ? " and key file " : "",
                                            st->key_file ? st->key_file : ""));
     } else if (env_pw != NULL && *env_pw != '\0') {
-        st->password = strdup(env_pw);
-        env_wipe(h, st->password_env);
+        st->password = st->env_password;
+        st->env_password = NULL;
         if (st->password == NULL) {
             prep_fail(p, OL_ENOMEM, strdup("keepassxc: out of memory"));
             return;
@@ -2257,6 +2258,7 @@ static void kx_fini(void *state) {
     }
     free(st->known);
     free_wiped_str(st->host, st->password);
+    free_wiped_str(st->host, st->env_password);
     free(st->cred);
     free(st->db);
     free(st->env_blank);
@@ -2312,6 +2314,16 @@ static int kx_init(ol_stage *stage, const ol_host *host, void **state) {
                   "keepassxc: password_env '%s' is not an environment variable name",
                   st->password_env);
         goto fail;
+    }
+    /* The host wipes secret-named variables from its environment after init: read the
+     * password now (prepare decides whether it is used). */
+    const char *env_pw = st->password_env && *st->password_env ? getenv(st->password_env) : NULL;
+    if (env_pw != NULL && *env_pw != '\0') {
+        if ((st->env_password = strdup(env_pw)) == NULL) {
+            rc = OL_ENOMEM;
+            goto fail;
+        }
+        env_wipe(host, st->password_env);
     }
     if (st->key_file != NULL && st->key_file[0] == '\0')
         st->key_file = NULL;
