@@ -134,6 +134,8 @@ void scheduler_end_run(run *r);
 /* stores.c */
 void stores_apply(ol_item *item, size_t s);
 void stores_maybe_flush(run *r);
+/* An item whose other stages are done while a store holds its put gives its slot on. */
+void stores_park_if_waiting(ol_item *item);
 void stores_on_flush_tick(uv_timer_t *t);
 void stores_finish_run(run *r);
 void stores_done(ol_stage *stage, ol_item *item, int result, const ol_secret *found,

@@ -163,6 +163,8 @@ void scheduler_advance(ol_item *item) {
     item->advancing = 0;
     if (item->remaining == 0 && !item->finished)
         item_finish(item);
+    else if (!item->finished && item->store_ops > 0)
+        stores_park_if_waiting(item);
 }
 
 void scheduler_end_run(run *r) {

@@ -44,6 +44,13 @@ static void maybe_park(ol_item *item, size_t s) {
     scheduler_kick(r);
 }
 
+void stores_park_if_waiting(ol_item *item) {
+    run *r = item->run;
+    for (size_t s = 0; s < r->plan->n_stages && !item->parked; s++)
+        if (r->plan->stages[s].is_store && item->stages[s].op == OP_PUT)
+            maybe_park(item, s);
+}
+
 static void unpark(ol_item *item) {
     if (!item->parked)
         return;
