@@ -333,6 +333,12 @@ static int stderr_has(const ol_proc_result *res, const char *needle) {
     return res->err != NULL && strstr(res->err, needle) != NULL;
 }
 
+/* `pass show` or `pass rm` failed because the store has no such entry. */
+static int not_in_store(const ol_proc_result *res) {
+    return res->term_signal == 0 && res->exit_status != 0 &&
+           stderr_has(res, "is not in the password store");
+}
+
 /* --------------------------------------------------------------------------------------
  * Children: at most max_running at once, the rest queued first come first served
  * ------------------------------------------------------------------------------------ */
@@ -1048,8 +1054,7 @@ static void get_done(void *arg, const ol_proc_result *res) {
     pass_state *st = op->st;
     if (not_run(op, res, "`pass show %s`", op->path))
         return;
-    if (res->term_signal == 0 && res->exit_status != 0 &&
-        stderr_has(res, "is not in the password store")) {
+    if (not_in_store(res)) {
         st->host->store_done(st->stage, op->item, OL_ENOENT, NULL, NULL);
         op_free(op);
         return;
@@ -1106,8 +1111,7 @@ static void del_done(void *arg, const ol_proc_result *res) {
     pass_state *st = op->st;
     if (not_run(op, res, "`pass rm %s`", op->path))
         return;
-    if (res->term_signal == 0 &&
-        (res->exit_status == 0 || stderr_has(res, "is not in the password store"))) {
+    if (res->term_signal == 0 && (res->exit_status == 0 || not_in_store(res))) {
         st->host->log(st->stage, op->item, OL_LOG_INFO, "removed %s (%s)", op->path, st->dir);
         op_finish(op, 0, NULL);
     } else {
