@@ -49,7 +49,7 @@ const char *ol_strerror(int code) {
     }
 }
 
-static char *format_va(const char *fmt, va_list ap) {
+char *ol__vformat(const char *fmt, va_list ap) {
     va_list copy;
     va_copy(copy, ap);
     int n = vsnprintf(NULL, 0, fmt, copy);
@@ -65,7 +65,7 @@ static char *format_va(const char *fmt, va_list ap) {
 char *ol__format(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    char *s = format_va(fmt, ap);
+    char *s = ol__vformat(fmt, ap);
     va_end(ap);
     return s;
 }
@@ -75,7 +75,7 @@ int ol__fail(char **err, int code, const char *fmt, ...) {
         return code;
     va_list ap;
     va_start(ap, fmt);
-    char *msg = format_va(fmt, ap);
+    char *msg = ol__vformat(fmt, ap);
     va_end(ap);
     free(*err);
     *err = msg;

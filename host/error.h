@@ -3,6 +3,8 @@
 #ifndef OL_ERROR_H
 #define OL_ERROR_H
 
+#include <stdarg.h>
+
 #include "opsline/opsline.h"
 
 /* A static, never-NULL text for code: one per OL_E* code (and OL_OK), "unknown error" for
@@ -12,6 +14,8 @@ const char *ol_strerror(int code);
 /* A malloc'd printf-formatted string (for error messages and paths), NULL on allocation
  * failure. The one place the host formats into fresh memory. */
 char *ol__format(const char *fmt, ...) OL_PRINTF(1, 2);
+/* The same with a va_list (the caller va_end's it). */
+char *ol__vformat(const char *fmt, va_list ap);
 
 /* The one way a host function hands an error message to its caller: replaces *err (NULL or
  * malloc'd; the old message is freed) with a malloc'd printf-formatted message and returns

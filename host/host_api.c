@@ -37,19 +37,14 @@ void run_mask(const run *r, char *text) {
 
 void run_log(ol_stage *stage, const ol_item *item, ol_log_level level, const char *fmt, ...) {
     run *r = stage ? stage->run : item ? item->run : NULL;
-    va_list ap, ap2;
+    va_list ap;
     if (r != NULL && level == OL_LOG_DEBUG && !r->plan->verbose)
         return;
     /* Format the whole line before masking: a fixed buffer could cut a secret in two, and
      * the cut-off part would no longer match and be printed. */
     va_start(ap, fmt);
-    va_copy(ap2, ap);
-    int n = vsnprintf(NULL, 0, fmt, ap);
+    char *buf = ol__vformat(fmt, ap);
     va_end(ap);
-    char *buf = n >= 0 ? malloc((size_t)n + 1) : NULL;
-    if (buf != NULL)
-        vsnprintf(buf, (size_t)n + 1, fmt, ap2);
-    va_end(ap2);
     if (buf == NULL)
         return;
     if (r != NULL)
@@ -113,19 +108,6 @@ static int host_aws_send(ol_item *item, const ol_aws_request *req, ol_aws_cb cb,
 }
 
 /* ---- 2.0 helpers ------------------------------------------------------------------------ */
-
-char *run_format(const char *fmt, ...) {
-    va_list ap, ap2;
-    va_start(ap, fmt);
-    va_copy(ap2, ap);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    char *buf = n >= 0 ? malloc((size_t)n + 1) : NULL;
-    if (buf != NULL)
-        vsnprintf(buf, (size_t)n + 1, fmt, ap2);
-    va_end(ap2);
-    return buf;
-}
 
 static void host_free(void *p) {
     free(p);
@@ -232,7 +214,7 @@ static int host_expand(const ol_item *item, const char *tmpl, char **out, char *
     for (const char *p = tmpl; *p != '\0';) {
         if (*p == '}') {
             if (why)
-                *why = run_format("'%s': unbalanced '}'", tmpl);
+                *why = ol__format("'%s': unbalanced '}'", tmpl);
             goto bad;
         }
         if (*p != '{') {
@@ -246,10 +228,10 @@ static int host_expand(const ol_item *item, const char *tmpl, char **out, char *
                 break;
         if (close == NULL || i == N_PLACEHOLDERS) {
             if (why)
-                *why = close ? run_format("'%s': unknown placeholder {%.*s}; use {product}, "
+                *why = close ? ol__format("'%s': unknown placeholder {%.*s}; use {product}, "
                                           "{environment}, {bucket}, {user} or {region}",
                                           tmpl, (int)(n < 64 ? n : 64), p + 1)
-                             : run_format("'%s': unclosed '{'", tmpl);
+                             : ol__format("'%s': unclosed '{'", tmpl);
             goto bad;
         }
         o += sprintf(o, "%s", vals[i]);
@@ -258,7 +240,7 @@ static int host_expand(const ol_item *item, const char *tmpl, char **out, char *
     *o = '\0';
     if (buf[0] == '\0') {
         if (why)
-            *why = run_format("'%s' gives an empty path", tmpl);
+            *why = ol__format("'%s' gives an empty path", tmpl);
         goto bad;
     }
     *out = buf;
@@ -425,7 +407,7 @@ const ol_host run_host_api = {
     .journal_count = host_journal_count,
     .done = scheduler_done,
     .checkpoint = host_checkpoint,
-    .format = run_format,
+    .format = ol__format,
     .free = host_free,
     .wipe = host_wipe,
     .read_private_file = host_read_private_file,

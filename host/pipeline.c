@@ -54,8 +54,8 @@ static void prepare_end(ol_stage *st, int result, const char *reason) {
         const char *name = st->ps->plugin->desc->name;
         const char *text = reason && *reason ? reason : ol_strerror(result);
         int named = strncmp(text, name, strlen(name)) == 0 && text[strlen(name)] == ':';
-        char *line = named ? run_format("error: %s\n", text)
-                           : run_format("error: stage '%s': %s\n", name, text);
+        char *line = named ? ol__format("error: %s\n", text)
+                           : ol__format("error: stage '%s': %s\n", name, text);
         if (line != NULL) {
             run_mask(r, line);
             fputs(line, stderr);

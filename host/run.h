@@ -118,7 +118,6 @@ void run_log(ol_stage *stage, const ol_item *item, ol_log_level level, const cha
 void run_mask(const run *r, char *text);
 /* Nonzero when text holds a secret of an item in progress. */
 int run_reveals_secret(const run *r, const char *text);
-char *run_format(const char *fmt, ...) OL_PRINTF(1, 2);
 const char *run_stage_name(const run *r, size_t s);
 
 /* scheduler.c */

@@ -301,7 +301,7 @@ static void find_got(find_ctx *f, size_t s, int result, const ol_secret *found,
     } else if (result != 0 && result != OL_ENOENT) {
         char one[1024];
         store_reason(one, sizeof(one), run_stage_name(r, s), reason, result);
-        char *more = run_format("%s%s%s", f->reason ? f->reason : "", f->reason ? "; " : "", one);
+        char *more = ol__format("%s%s%s", f->reason ? f->reason : "", f->reason ? "; " : "", one);
         if (more != NULL) {
             run_mask(r, more);
             free(f->reason);
