@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -189,6 +190,44 @@ class EnvTargetTest(Base):
         self.assert_refused(("clobber", "-e", "production",
                              "--set", "dotenv.var_secret_access_key=PATH"),
                             "would replace a variable", "clobber-production")
+
+
+class CoreDumpTest(unittest.TestCase):
+    """The process holds secrets: SIGQUIT with an unlimited core size leaves no core file
+    (a plain program here does leave one: the check is that the same signal kills opsline
+    and no file appears)."""
+
+    def test_no_core_file_when_killed_by_sigquit(self):
+        import resource
+        import signal
+        import socket
+        import time
+        work = tempfile.mkdtemp(prefix="opsline-core.")
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(4)  # accepts and never answers: opsline waits on its preflight
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        env.update({"AWS_ACCESS_KEY_ID": "AKIAEXAMPLE",
+                    "AWS_SECRET_ACCESS_KEY": "coreDumpTestSecretValue0123456789",
+                    "AWS_ENDPOINT_URL": f"http://127.0.0.1:{listener.getsockname()[1]}",
+                    "AWS_CONFIG_FILE": os.path.join(work, "none"),
+                    "AWS_SHARED_CREDENTIALS_FILE": os.path.join(work, "none")})
+
+        def unlimited_core():
+            resource.setrlimit(resource.RLIMIT_CORE,
+                               (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        p = subprocess.Popen([OPSLINE, "apply", "core", "-e", "production"], cwd=work, env=env,
+                             preexec_fn=unlimited_core, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+        try:
+            time.sleep(1.0)
+            p.send_signal(signal.SIGQUIT)
+            p.wait(timeout=30)
+        finally:
+            listener.close()
+        self.assertEqual(p.returncode, -signal.SIGQUIT)
+        self.assertEqual([f for f in os.listdir(work) if f.startswith("core")], [])
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
