@@ -216,7 +216,8 @@ class CoreDumpTest(unittest.TestCase):
         def unlimited_core():
             resource.setrlimit(resource.RLIMIT_CORE,
                                (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
-        p = subprocess.Popen([OPSLINE, "apply", "core", "-e", "production"], cwd=work, env=env,
+        opsline = os.environ.get("OPSLINE", "opsline")
+        p = subprocess.Popen([opsline, "apply", "core", "-e", "production"], cwd=work, env=env,
                              preexec_fn=unlimited_core, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
         try:
