@@ -976,6 +976,82 @@ static size_t count_segments(const char *g) {
     return n;
 }
 
+static void xml_close_groups(storebuf *b, size_t *depth, size_t keep) {
+    while (*depth > keep) {
+        storebuf_str(b, "</Group>");
+        (*depth)--;
+    }
+}
+
+/* Opens the groups of the path group below the first *depth, which are open already. */
+static int xml_open_groups(storebuf *b, const char *group, size_t *depth, size_t segs) {
+    if (*depth >= segs)
+        return 0;
+    const char *s = group;
+    for (size_t k = 0; k < *depth; k++)
+        s = strchr(s, '/') + 1;
+    while (*depth < segs) {
+        const char *e = strchr(s, '/');
+        size_t len = e ? (size_t)(e - s) : strlen(s);
+        size_t plen = (size_t)(s - group) + len;
+        char *gpath = strndup(group, plen);
+        char *name = strndup(s, len);
+        if (gpath == NULL || name == NULL) {
+            free(gpath);
+            free(name);
+            return OL_ENOMEM;
+        }
+        xml_open_group(b, gpath, name);
+        free(gpath);
+        free(name);
+        (*depth)++;
+        s = e ? e + 1 : s + len;
+    }
+    return 0;
+}
+
+/* Moves from the group path open (NULL: the root) with depth groups open to group: closes
+ * the groups they do not share, opens the rest of group. */
+static int xml_enter_group(storebuf *b, const char *open, const char *group, size_t *depth) {
+    size_t keep = open ? common_segments(open, group) : 0;
+    size_t segs = count_segments(group);
+    if (keep > *depth)
+        keep = *depth;
+    if (keep > segs)
+        keep = segs;
+    xml_close_groups(b, depth, keep);
+    return xml_open_groups(b, group, depth, segs);
+}
+
+/* The entry of p, modified a second after its last write in this run (merge keeps the side
+ * modified last); an entry XML cannot carry fails p. */
+static int xml_entry(kx_state *st, kx_put *p, int64_t now, storebuf *b) {
+    kx_known *k = known_find(st, p->path);
+    int64_t t = now;
+    if (k != NULL && k->written >= t)
+        t = k->written + 1;
+    char mod[32];
+    iso_time(t, mod);
+    storebuf_str(b, "<Entry><UUID>");
+    buf_base64(b, p->uuid, 16);
+    storebuf_str(b, "</UUID>");
+    xml_times(b, mod, mod, mod);
+    storebuf_str(b, "<CustomData><Item><Key>opsline</Key><Value>managed by opsline</Value>"
+                    "</Item></CustomData>");
+    int rc = xml_string(b, "Title", p->title, 0);
+    rc |= xml_string(b, "UserName", p->key_id, 0);
+    rc |= xml_string(b, "Password", p->secret, 1);
+    rc |= xml_string(b, "URL", p->url, 0);
+    rc |= xml_string(b, "Notes", p->notes, 0);
+    storebuf_str(b, "</Entry>");
+    if (rc != 0)
+        put_fail(p, OL_EINVAL,
+                 strdup("keepassxc: the entry holds a control character XML cannot carry"));
+    if (known_set(st, p->path, p->item_name, t, 0) != 0)
+        return OL_ENOMEM;
+    return 0;
+}
+
 /* The entries of the batch (puts still without a result) as one XML document, groups
  * nested, each group and entry with its path's UUID. Entries carry custom data, which makes
  * keepassxc-cli save the database as KDBX 4. */
@@ -994,69 +1070,13 @@ static int batch_xml(kx_state *st, kx_put **sorted, size_t n, storebuf *b) {
         kx_put *p = sorted[i];
         if (!live(p))
             continue;
-        size_t keep = open ? common_segments(open, p->group) : 0;
-        size_t segs = count_segments(p->group);
-        if (keep > depth)
-            keep = depth;
-        if (keep > segs)
-            keep = segs;
-        while (depth > keep) {
-            storebuf_str(b, "</Group>");
-            depth--;
-        }
-        if (depth < segs) {
-            /* Open the remaining groups of p->group. */
-            const char *s = p->group;
-            for (size_t k = 0; k < keep; k++)
-                s = strchr(s, '/') + 1;
-            while (depth < segs) {
-                const char *e = strchr(s, '/');
-                size_t len = e ? (size_t)(e - s) : strlen(s);
-                size_t plen = (size_t)(s - p->group) + len;
-                char *gpath = strndup(p->group, plen);
-                char *name = strndup(s, len);
-                if (gpath == NULL || name == NULL) {
-                    free(gpath);
-                    free(name);
-                    return OL_ENOMEM;
-                }
-                xml_open_group(b, gpath, name);
-                free(gpath);
-                free(name);
-                depth++;
-                s = e ? e + 1 : s + len;
-            }
-        }
+        if (xml_enter_group(b, open, p->group, &depth) != 0)
+            return OL_ENOMEM;
         open = p->group;
-
-        kx_known *k = known_find(st, p->path);
-        int64_t t = now;
-        if (k != NULL && k->written >= t)
-            t = k->written + 1;
-        char mod[32];
-        iso_time(t, mod);
-        storebuf_str(b, "<Entry><UUID>");
-        buf_base64(b, p->uuid, 16);
-        storebuf_str(b, "</UUID>");
-        xml_times(b, mod, mod, mod);
-        storebuf_str(b, "<CustomData><Item><Key>opsline</Key><Value>managed by opsline</Value>"
-                        "</Item></CustomData>");
-        int rc = xml_string(b, "Title", p->title, 0);
-        rc |= xml_string(b, "UserName", p->key_id, 0);
-        rc |= xml_string(b, "Password", p->secret, 1);
-        rc |= xml_string(b, "URL", p->url, 0);
-        rc |= xml_string(b, "Notes", p->notes, 0);
-        storebuf_str(b, "</Entry>");
-        if (rc != 0)
-            put_fail(p, OL_EINVAL,
-                     strdup("keepassxc: the entry holds a control character XML cannot carry"));
-        if (known_set(st, p->path, p->item_name, t, 0) != 0)
+        if (xml_entry(st, p, now, b) != 0)
             return OL_ENOMEM;
     }
-    while (depth > 0) {
-        storebuf_str(b, "</Group>");
-        depth--;
-    }
+    xml_close_groups(b, &depth, 0);
     storebuf_str(b, "</Group></Root></KeePassFile>\n");
     return b->failed ? OL_ENOMEM : 0;
 }
@@ -1316,18 +1336,10 @@ static void merge_line(kx_flush *f, const char *hex, int kind) {
     }
 }
 
-static void flush_merge_ran(kx_state *st, void *arg, const ol_proc_result *res) {
-    kx_flush *f = arg;
-    const ol_host *h = st->host;
-    if (!run_ok(res)) {
-        flush_fail(f, res->result ? res->result : OL_EIO, run_reason(st, "merge", res));
-        return;
-    }
-    /* Every entry written must show up as created or updated in the change list. Merge
-     * keeps the side modified last (to the second): an entry edited in this very second
-     * (or a clock behind the database's) keeps its values. Those entries go once more,
-     * a second later than the last write. */
-    each_change(res->out, res->out_len, merge_line, f);
+/* The live puts merge did not create or update, marked to go once more a second later than
+ * the last write; the ones it did are merged. Returns how many go again (none after a
+ * retry). */
+static size_t flush_mark_again(kx_state *st, kx_flush *f) {
     size_t again = 0;
     int64_t now = (int64_t)time(NULL);
     for (size_t i = 0; i < f->n && !f->retried; i++) {
@@ -1343,13 +1355,31 @@ static void flush_merge_ran(kx_state *st, void *arg, const ol_proc_result *res) 
             p->merged = 1;
         p->seen = 0;
     }
-    if (again > 0) {
-        f->retried = 1;
-        f->checked = 1;
-        storebuf_wipe(&f->xml);
-        flush_import(f);
-        return;
+    return again;
+}
+
+/* The entry of p and its groups are opsline's now. */
+static void put_mark_owned(kx_state *st, kx_put *p) {
+    p->merged = 1;
+    known_set(st, p->path, p->item_name, 0, 1);
+    for (const char *s = p->group;; s++) {
+        if (*s == '/' || *s == '\0') {
+            char *g = malloc((size_t)(s - p->group) + 2);
+            if (g != NULL) {
+                memcpy(g, p->group, (size_t)(s - p->group));
+                g[s - p->group] = '/';
+                g[s - p->group + 1] = '\0';
+                known_set(st, g, NULL, 0, 1);
+                free(g);
+            }
+        }
+        if (*s == '\0')
+            break;
     }
+}
+
+static void flush_settle_puts(kx_state *st, kx_flush *f) {
+    const ol_host *h = st->host;
     for (size_t i = 0; i < f->n; i++) {
         kx_put *p = f->puts[i];
         if (live(p) && p->seen != 1) {
@@ -1362,26 +1392,30 @@ static void flush_merge_ran(kx_state *st, void *arg, const ol_proc_result *res) 
                                                    : "")));
             continue;
         }
-        if (p->result == 0) {
-            /* The entry and its groups are opsline's now. */
-            p->merged = 1;
-            known_set(st, p->path, p->item_name, 0, 1);
-            for (const char *s = p->group;; s++) {
-                if (*s == '/' || *s == '\0') {
-                    char *g = malloc((size_t)(s - p->group) + 2);
-                    if (g != NULL) {
-                        memcpy(g, p->group, (size_t)(s - p->group));
-                        g[s - p->group] = '/';
-                        g[s - p->group + 1] = '\0';
-                        known_set(st, g, NULL, 0, 1);
-                        free(g);
-                    }
-                }
-                if (*s == '\0')
-                    break;
-            }
-        }
+        if (p->result == 0)
+            put_mark_owned(st, p);
     }
+}
+
+static void flush_merge_ran(kx_state *st, void *arg, const ol_proc_result *res) {
+    kx_flush *f = arg;
+    if (!run_ok(res)) {
+        flush_fail(f, res->result ? res->result : OL_EIO, run_reason(st, "merge", res));
+        return;
+    }
+    /* Every entry written must show up as created or updated in the change list. Merge
+     * keeps the side modified last (to the second): an entry edited in this very second
+     * (or a clock behind the database's) keeps its values. Those entries go once more,
+     * a second later than the last write. */
+    each_change(res->out, res->out_len, merge_line, f);
+    if (flush_mark_again(st, f) > 0) {
+        f->retried = 1;
+        f->checked = 1;
+        storebuf_wipe(&f->xml);
+        flush_import(f);
+        return;
+    }
+    flush_settle_puts(st, f);
     flush_cleanup(f);
 }
 
@@ -1577,10 +1611,93 @@ static kx_put *held_put(kx_state *st, const char *path) {
     return NULL;
 }
 
+/* The entry's group, title and URL for p's item. On a bad one, frees p, reports the item
+ * done and returns 1. */
+static int put_name_entry(kx_state *st, ol_stage *stage, kx_put *p, char **url) {
+    const ol_host *h = st->host;
+    ol_item *item = p->item;
+    char *why = NULL;
+    int rc = entry_names(st, item, &p->group, &p->title, &why);
+    if (rc != 0) {
+        put_free(st->host, p);
+        h->store_done(stage, item, rc, NULL, why ? why : "keepassxc: bad entry name");
+        h->free(why);
+        return 1;
+    }
+    if (h->expand(item, st->url, url, &why) != 0) {
+        char *r = h->format("keepassxc: option url '%s': %s", st->url, why ? why : "invalid");
+        h->free(why);
+        put_free(st->host, p);
+        h->store_done(stage, item, OL_EINVAL, NULL, r ? r : "keepassxc: bad url");
+        h->free(r);
+        return 1;
+    }
+    return 0;
+}
+
+/* Copies the secret and the entry's fields into p (url is the host's, taken over). */
+static int put_fill(const ol_host *h, kx_put *p, const ol_secret *secret, char *url) {
+    const char *region = secret->region ? secret->region : h->item_region(p->item);
+    p->item_name = strdup(h->item_name(p->item));
+    p->path = join_path(p->group, p->title);
+    p->url = reason_dup(h, url);
+    p->key_id = strdup(secret->access_key_id);
+    p->secret = strdup(secret->secret_access_key);
+    p->region = strdup(region ? region : "");
+    p->bucket = secret->bucket ? strdup(secret->bucket) : NULL;
+    p->created = secret->created ? strdup(secret->created) : NULL;
+    if (p->item_name == NULL || p->path == NULL || p->url == NULL || p->key_id == NULL ||
+        p->secret == NULL || p->region == NULL)
+        return OL_ENOMEM;
+    if (p->created == NULL) {
+        char now[32];
+        iso_time((int64_t)time(NULL), now);
+        p->created = strdup(now);
+    }
+    p->notes = reason_dup(
+        h, h->format("region: %s\ncreated: %s", p->region, p->created ? p->created : ""));
+    if (p->notes == NULL)
+        return OL_ENOMEM;
+    path_uuid("entry", p->path, p->uuid);
+    uuid_hex(p->uuid, p->hex);
+    return 0;
+}
+
+/* Two items must not share one entry: the second would overwrite the first's key. When p's
+ * would, frees p, reports its item done and returns 1. */
+static int put_refuse_shared(kx_state *st, ol_stage *stage, kx_put *p, const kx_put *held) {
+    const ol_host *h = st->host;
+    ol_item *item = p->item;
+    kx_known *k = known_find(st, p->path);
+    const char *owner = held ? held->item_name : k ? k->item_name : NULL;
+    if (owner == NULL || strcmp(owner, p->item_name) == 0)
+        return 0;
+    char *r = h->format("keepassxc: %s and %s would share the entry %s: make "
+                        "keepassxc.title or keepassxc.group tell them apart (e.g. "
+                        "{bucket})",
+                        owner, p->item_name, p->path);
+    put_free(st->host, p);
+    h->store_done(stage, item, OL_EEXIST, NULL, r ? r : "keepassxc: entry shared");
+    h->free(r);
+    return 1;
+}
+
+/* A newer key for an item whose put is held: the older put is superseded. */
+static void put_supersede(kx_state *st, ol_stage *stage, kx_put *held) {
+    const ol_host *h = st->host;
+    for (kx_put **pp = &st->pending; *pp; pp = &(*pp)->next)
+        if (*pp == held) {
+            *pp = held->next;
+            h->store_done(stage, held->item, OL_ECANCELED, NULL,
+                          "keepassxc: superseded by a newer key for the same item");
+            put_free(st->host, held);
+            break;
+        }
+}
+
 static int kx_put_op(ol_stage *stage, ol_item *item, void *state, const ol_secret *secret) {
     kx_state *st = state;
     const ol_host *h = st->host;
-    char *why = NULL;
     kx_put *p = calloc(1, sizeof(*p));
     if (p == NULL)
         return OL_ENOMEM;
@@ -1590,75 +1707,18 @@ static int kx_put_op(ol_stage *stage, ol_item *item, void *state, const ol_secre
         h->store_done(stage, item, OL_EINVAL, NULL, "keepassxc: put without an access key");
         return 0;
     }
-    int rc = entry_names(st, item, &p->group, &p->title, &why);
-    if (rc != 0) {
-        put_free(st->host, p);
-        h->store_done(stage, item, rc, NULL, why ? why : "keepassxc: bad entry name");
-        h->free(why);
-        return 0;
-    }
     char *url = NULL;
-    if (h->expand(item, st->url, &url, &why) != 0) {
-        char *r = h->format("keepassxc: option url '%s': %s", st->url, why ? why : "invalid");
-        h->free(why);
-        put_free(st->host, p);
-        h->store_done(stage, item, OL_EINVAL, NULL, r ? r : "keepassxc: bad url");
-        h->free(r);
+    if (put_name_entry(st, stage, p, &url) != 0)
         return 0;
-    }
-    const char *region = secret->region ? secret->region : h->item_region(item);
-    p->item_name = strdup(h->item_name(item));
-    p->path = join_path(p->group, p->title);
-    p->url = reason_dup(h, url);
-    p->key_id = strdup(secret->access_key_id);
-    p->secret = strdup(secret->secret_access_key);
-    p->region = strdup(region ? region : "");
-    p->bucket = secret->bucket ? strdup(secret->bucket) : NULL;
-    p->created = secret->created ? strdup(secret->created) : NULL;
-    if (p->item_name == NULL || p->path == NULL || p->url == NULL || p->key_id == NULL ||
-        p->secret == NULL || p->region == NULL) {
+    if (put_fill(h, p, secret, url) != 0) {
         put_free(st->host, p);
         return OL_ENOMEM;
     }
-    if (p->created == NULL) {
-        char now[32];
-        iso_time((int64_t)time(NULL), now);
-        p->created = strdup(now);
-    }
-    p->notes = reason_dup(
-        h, h->format("region: %s\ncreated: %s", p->region, p->created ? p->created : ""));
-    if (p->notes == NULL) {
-        put_free(st->host, p);
-        return OL_ENOMEM;
-    }
-    path_uuid("entry", p->path, p->uuid);
-    uuid_hex(p->uuid, p->hex);
-
-    /* Two items must not share one entry: the second would overwrite the first's key. */
-    kx_known *k = known_find(st, p->path);
     kx_put *held = held_put(st, p->path);
-    const char *owner = held ? held->item_name : k ? k->item_name : NULL;
-    if (owner != NULL && strcmp(owner, p->item_name) != 0) {
-        char *r = h->format("keepassxc: %s and %s would share the entry %s: make "
-                            "keepassxc.title or keepassxc.group tell them apart (e.g. "
-                            "{bucket})",
-                            owner, p->item_name, p->path);
-        put_free(st->host, p);
-        h->store_done(stage, item, OL_EEXIST, NULL, r ? r : "keepassxc: entry shared");
-        h->free(r);
+    if (put_refuse_shared(st, stage, p, held) != 0)
         return 0;
-    }
-    if (held != NULL && held->item == item) {
-        /* A newer key for an item whose put is held: the older put is superseded. */
-        for (kx_put **pp = &st->pending; *pp; pp = &(*pp)->next)
-            if (*pp == held) {
-                *pp = held->next;
-                h->store_done(stage, held->item, OL_ECANCELED, NULL,
-                              "keepassxc: superseded by a newer key for the same item");
-                put_free(st->host, held);
-                break;
-            }
-    }
+    if (held != NULL && held->item == item)
+        put_supersede(st, stage, held);
     p->next = st->pending;
     st->pending = p;
     gather_soon(st);
@@ -2154,6 +2214,53 @@ static void env_wipe(const ol_host *h, const char *name) {
     unsetenv(name);
 }
 
+/* Credentials: the password file, else the environment variable, else none (a key file
+ * alone). On none usable, fails p and returns 1. */
+static int prep_credentials(kx_prep *p) {
+    kx_state *st = p->st;
+    const ol_host *h = st->host;
+    const char *env_pw = st->env_password;
+    if (st->password_file != NULL) {
+        if (p->pw_rc != 0) {
+            char *r = p->pw_why;
+            p->pw_why = NULL;
+            prep_fail(p, p->pw_rc, r ? r : strdup("keepassxc: cannot read the password file"));
+            return 1;
+        }
+        st->password = p->pw;
+        p->pw = NULL;
+        st->cred = reason_dup(h, h->format("password from the file %s%s%s", st->password_file,
+                                           st->key_file ? " and key file " : "",
+                                           st->key_file ? st->key_file : ""));
+    } else if (env_pw != NULL && *env_pw != '\0') {
+        st->password = st->env_password;
+        st->env_password = NULL;
+        if (st->password == NULL) {
+            prep_fail(p, OL_ENOMEM, strdup("keepassxc: out of memory"));
+            return 1;
+        }
+        st->cred = reason_dup(h, h->format("password from $%s%s%s", st->password_env,
+                                           st->key_file ? " and key file " : "",
+                                           st->key_file ? st->key_file : ""));
+    } else if (st->key_file != NULL) {
+        st->cred = reason_dup(h, h->format("key file %s, no password", st->key_file));
+    } else {
+        prep_fail(p, OL_ECONFIG,
+                  reason_dup(h, h->format("keepassxc: no password for %s: set the environment "
+                                          "variable %s, or keepassxc.password_file, or "
+                                          "keepassxc.key_file",
+                                          st->db, st->password_env ? st->password_env : "")));
+        return 1;
+    }
+    if (st->password != NULL && strpbrk(st->password, "\r\n") != NULL) {
+        prep_fail(p, OL_ECONFIG,
+                  strdup("keepassxc: the database password has a line break, "
+                         "which keepassxc-cli cannot read from stdin"));
+        return 1;
+    }
+    return 0;
+}
+
 static void prep_looked(void *arg, int status) {
     kx_prep *p = arg;
     kx_state *st = p->st;
@@ -2171,47 +2278,8 @@ static void prep_looked(void *arg, int status) {
     }
     st->db = p->abs;
     p->abs = NULL;
-    /* Credentials: the password file, else the environment variable, else none (a key file
-     * alone). */
-    const char *env_pw = st->env_password;
-    if (st->password_file != NULL) {
-        if (p->pw_rc != 0) {
-            char *r = p->pw_why;
-            p->pw_why = NULL;
-            prep_fail(p, p->pw_rc, r ? r : strdup("keepassxc: cannot read the password file"));
-            return;
-        }
-        st->password = p->pw;
-        p->pw = NULL;
-        st->cred = reason_dup(h, h->format("password from the file %s%s%s", st->password_file,
-                                           st->key_file ? " and key file " : "",
-                                           st->key_file ? st->key_file : ""));
-    } else if (env_pw != NULL && *env_pw != '\0') {
-        st->password = st->env_password;
-        st->env_password = NULL;
-        if (st->password == NULL) {
-            prep_fail(p, OL_ENOMEM, strdup("keepassxc: out of memory"));
-            return;
-        }
-        st->cred = reason_dup(h, h->format("password from $%s%s%s", st->password_env,
-                                           st->key_file ? " and key file " : "",
-                                           st->key_file ? st->key_file : ""));
-    } else if (st->key_file != NULL) {
-        st->cred = reason_dup(h, h->format("key file %s, no password", st->key_file));
-    } else {
-        prep_fail(p, OL_ECONFIG,
-                  reason_dup(h, h->format("keepassxc: no password for %s: set the environment "
-                                          "variable %s, or keepassxc.password_file, or "
-                                          "keepassxc.key_file",
-                                          st->db, st->password_env ? st->password_env : "")));
+    if (prep_credentials(p) != 0)
         return;
-    }
-    if (st->password != NULL && strpbrk(st->password, "\r\n") != NULL) {
-        prep_fail(p, OL_ECONFIG,
-                  strdup("keepassxc: the database password has a line break, "
-                         "which keepassxc-cli cannot read from stdin"));
-        return;
-    }
     const char *argv[] = {KX_PROGRAM, "--version", NULL};
     int rc = kx_run_cli(st, NULL, argv, 0, prep_version, p);
     if (rc != 0)
@@ -2288,6 +2356,57 @@ static int env_name_ok(const char *s) {
     return 1;
 }
 
+static int init_check_options(kx_state *st) {
+    const ol_host *host = st->host;
+    if (st->database == NULL || st->database[0] == '\0') {
+        host->log(st->stage, NULL, OL_LOG_ERROR,
+                  "keepassxc: no database: set keepassxc.database, e.g. --set "
+                  "keepassxc.database=aws.kdbx");
+        return OL_ECONFIG;
+    }
+    if (st->timeout < 1 || st->timeout > 3600) {
+        host->log(st->stage, NULL, OL_LOG_ERROR,
+                  "keepassxc: timeout %lld is out of range: give 1 to 3600 seconds", st->timeout);
+        return OL_ECONFIG;
+    }
+    if (st->password_env != NULL && st->password_env[0] != '\0' && !env_name_ok(st->password_env)) {
+        host->log(st->stage, NULL, OL_LOG_ERROR,
+                  "keepassxc: password_env '%s' is not an environment variable name",
+                  st->password_env);
+        return OL_ECONFIG;
+    }
+    return 0;
+}
+
+/* The host wipes secret-named variables from its environment after init: read the
+ * password now (prepare decides whether it is used). */
+static int init_read_env_password(kx_state *st) {
+    const char *env_pw = st->password_env && *st->password_env ? getenv(st->password_env) : NULL;
+    if (env_pw == NULL || *env_pw == '\0')
+        return 0;
+    if ((st->env_password = strdup(env_pw)) == NULL)
+        return OL_ENOMEM;
+    env_wipe(st->host, st->password_env);
+    return 0;
+}
+
+/* keepassxc-cli speaks English (its change list is parsed) and UTF-8 (the password is
+ * read as UTF-8). The variable holding the password is blanked for the children: they
+ * get it on stdin only. */
+static int init_child_env(kx_state *st) {
+    size_t n = 0;
+    st->env[n++] = "LC_ALL=C.UTF-8";
+    st->env[n++] = "LANGUAGE=";
+    if (st->password_env != NULL && st->password_env[0] != '\0') {
+        st->env_blank = reason_dup(st->host, st->host->format("%s=", st->password_env));
+        if (st->env_blank == NULL)
+            return OL_ENOMEM;
+        st->env[n++] = st->env_blank;
+    }
+    st->env[n] = NULL;
+    return 0;
+}
+
 static int kx_init(ol_stage *stage, const ol_host *host, void **state) {
     kx_state *st = calloc(1, sizeof(*st));
     if (st == NULL)
@@ -2297,56 +2416,18 @@ static int kx_init(ol_stage *stage, const ol_host *host, void **state) {
     int rc = host->opt_bind(stage, st);
     if (rc != 0)
         goto fail;
-    rc = OL_ECONFIG;
-    if (st->database == NULL || st->database[0] == '\0') {
-        host->log(stage, NULL, OL_LOG_ERROR,
-                  "keepassxc: no database: set keepassxc.database, e.g. --set "
-                  "keepassxc.database=aws.kdbx");
+    if ((rc = init_check_options(st)) != 0 || (rc = init_read_env_password(st)) != 0)
         goto fail;
-    }
-    if (st->timeout < 1 || st->timeout > 3600) {
-        host->log(stage, NULL, OL_LOG_ERROR,
-                  "keepassxc: timeout %lld is out of range: give 1 to 3600 seconds", st->timeout);
-        goto fail;
-    }
-    if (st->password_env != NULL && st->password_env[0] != '\0' && !env_name_ok(st->password_env)) {
-        host->log(stage, NULL, OL_LOG_ERROR,
-                  "keepassxc: password_env '%s' is not an environment variable name",
-                  st->password_env);
-        goto fail;
-    }
-    /* The host wipes secret-named variables from its environment after init: read the
-     * password now (prepare decides whether it is used). */
-    const char *env_pw = st->password_env && *st->password_env ? getenv(st->password_env) : NULL;
-    if (env_pw != NULL && *env_pw != '\0') {
-        if ((st->env_password = strdup(env_pw)) == NULL) {
-            rc = OL_ENOMEM;
-            goto fail;
-        }
-        env_wipe(host, st->password_env);
-    }
     if (st->key_file != NULL && st->key_file[0] == '\0')
         st->key_file = NULL;
     if (st->password_file != NULL && st->password_file[0] == '\0')
         st->password_file = NULL;
+    rc = OL_ECONFIG;
     if (check_template(st, "group", st->group) != 0 ||
         check_template(st, "title", st->title) != 0 || check_template(st, "url", st->url) != 0)
         goto fail;
-    /* keepassxc-cli speaks English (its change list is parsed) and UTF-8 (the password is
-     * read as UTF-8). The variable holding the password is blanked for the children: they
-     * get it on stdin only. */
-    size_t n = 0;
-    st->env[n++] = "LC_ALL=C.UTF-8";
-    st->env[n++] = "LANGUAGE=";
-    if (st->password_env != NULL && st->password_env[0] != '\0') {
-        st->env_blank = reason_dup(host, host->format("%s=", st->password_env));
-        if (st->env_blank == NULL) {
-            rc = OL_ENOMEM;
-            goto fail;
-        }
-        st->env[n++] = st->env_blank;
-    }
-    st->env[n] = NULL;
+    if ((rc = init_child_env(st)) != 0)
+        goto fail;
     *state = st;
     return 0;
 fail:
