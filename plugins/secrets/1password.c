@@ -221,14 +221,59 @@ static csv_doc *doc_new(const ol_host *h) {
     return doc;
 }
 
+/* One record from *pos into a new row of doc, and its line end; the first record's line end
+ * is the document's. */
+static int doc_parse_record(const ol_host *h, csv_doc *doc, size_t *pos, size_t *line,
+                            const char **problem) {
+    const char *text = doc->text;
+    size_t len = doc->text_len;
+    csv_row *r = doc_add_row(doc);
+    if (r == NULL)
+        return OL_ENOMEM;
+    r->raw = text + *pos;
+    int rc;
+    for (;;) {
+        rc = csv_field(h, text, len, pos, line, r, problem);
+        if (rc != 0 || *pos >= len || text[*pos] != ',')
+            break;
+        (*pos)++;
+    }
+    r->raw_len = (size_t)(text + *pos - r->raw);
+    if (rc == 0 && *pos < len) {
+        int crlf = text[*pos] == '\r' && *pos + 1 < len && text[*pos + 1] == '\n';
+        if (doc->n == 1)
+            doc->eol = crlf || text[*pos] == '\r' ? "\r\n" : "\n";
+        *pos += crlf ? 2 : 1;
+        (*line)++;
+    }
+    return rc;
+}
+
+/* Every record of doc's text from pos; on a bad one, *bad_line is the line it starts on. */
+static int doc_parse_records(const ol_host *h, csv_doc *doc, size_t pos, size_t *bad_line,
+                             const char **problem) {
+    const char *text = doc->text;
+    size_t len = doc->text_len, line = 1;
+    int rc = 0;
+    while (rc == 0 && pos < len) {
+        if (text[pos] == '\r' || text[pos] == '\n') { /* a blank line: no record */
+            pos += text[pos] == '\r' && pos + 1 < len && text[pos + 1] == '\n' ? 2 : 1;
+            line++;
+            continue;
+        }
+        *bad_line = line;
+        rc = doc_parse_record(h, doc, &pos, &line, problem);
+    }
+    return rc;
+}
+
 /* Parses the file's text (taking ownership of it: a host-allocated buffer). Returns 0 and
  * *out, or a code and *why (host-allocated) naming the file, the line and the fix. An empty
  * file (or blank lines only) is a new document. */
 static int pw_doc_parse(const filebatch *fb, char *text, size_t len, void **out, char **why) {
     const ol_host *h = fb->host;
     const char *problem = NULL;
-    size_t pos = 0, line = 1, bad_line = 0;
-    int rc = 0;
+    size_t bad_line = 0;
     csv_doc *doc = calloc(1, sizeof(*doc));
     *out = NULL;
     if (doc == NULL) {
@@ -239,38 +284,9 @@ static int pw_doc_parse(const filebatch *fb, char *text, size_t len, void **out,
     doc->text = text;
     doc->text_len = len;
     doc->eol = "\r\n";
-    if (len >= 3 && memcmp(text, "\xEF\xBB\xBF", 3) == 0) {
-        doc->bom = 1;
-        pos = 3;
-    }
-    while (rc == 0 && pos < len) {
-        if (text[pos] == '\r' || text[pos] == '\n') { /* a blank line: no record */
-            pos += text[pos] == '\r' && pos + 1 < len && text[pos + 1] == '\n' ? 2 : 1;
-            line++;
-            continue;
-        }
-        csv_row *r = doc_add_row(doc);
-        if (r == NULL) {
-            rc = OL_ENOMEM;
-            break;
-        }
-        r->raw = text + pos;
-        bad_line = line;
-        for (;;) {
-            rc = csv_field(h, text, len, &pos, &line, r, &problem);
-            if (rc != 0 || pos >= len || text[pos] != ',')
-                break;
-            pos++;
-        }
-        r->raw_len = (size_t)(text + pos - r->raw);
-        if (rc == 0 && pos < len) {
-            int crlf = text[pos] == '\r' && pos + 1 < len && text[pos + 1] == '\n';
-            if (doc->n == 1)
-                doc->eol = crlf || text[pos] == '\r' ? "\r\n" : "\n";
-            pos += crlf ? 2 : 1;
-            line++;
-        }
-    }
+    int bom = len >= 3 && memcmp(text, "\xEF\xBB\xBF", 3) == 0;
+    doc->bom = bom;
+    int rc = doc_parse_records(h, doc, bom ? 3 : 0, &bad_line, &problem);
     if (rc == 0 && doc->n == 0) {
         doc_free(h, doc);
         doc = doc_new(h);
