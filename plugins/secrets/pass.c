@@ -1209,6 +1209,42 @@ static void prep_walk(pass_prep *p, const char *dir, int depth, size_t *budget) 
     closedir(d);
 }
 
+/* PASSWORD_STORE_KEY: the recipients instead of any .gpg-id. */
+static void prep_add_store_keys(pass_prep *p, const char *store_key) {
+    char **keys = split_blanks(store_key);
+    for (size_t i = 0; keys != NULL && keys[i] != NULL; i++)
+        prep_add_recipient(p, keys[i], strlen(keys[i]), "PASSWORD_STORE_KEY");
+    free_strv(keys);
+}
+
+/* From start up to the store's root, as pass looks it up: reads the nearest .gpg-id (its
+ * path into id_path) and notes a repository on the way. Returns whether it found one. */
+static int prep_climb(pass_prep *p, const char *start, char id_path[PATH_MAX]) {
+    size_t root_len = strlen(p->st->dir);
+    char cur[PATH_MAX], path[PATH_MAX];
+    struct stat sb;
+    snprintf(cur, sizeof(cur), "%s", start);
+    int found = 0;
+    for (;;) {
+        if (!found && (size_t)snprintf(path, sizeof(path), "%s/.gpg-id", cur) < sizeof(path) &&
+            file_exists(path, 0) && prep_read_gpg_id(p, path) == 0) {
+            found = 1;
+            memcpy(id_path, path, PATH_MAX);
+        }
+        /* pass commits into the nearest repository above the entry, up to the store */
+        if ((size_t)snprintf(path, sizeof(path), "%s/.git", cur) < sizeof(path) &&
+            stat(path, &sb) == 0)
+            p->has_git = 1;
+        if (strlen(cur) <= root_len)
+            break;
+        char *slash = strrchr(cur, '/');
+        if (slash == NULL || (size_t)(slash - cur) < root_len)
+            break;
+        *slash = '\0';
+    }
+    return found;
+}
+
 /* Off the loop: the store exists, and who its entries are encrypted to. */
 static void prep_scan_work(void *arg) {
     pass_prep *p = arg;
@@ -1227,10 +1263,7 @@ static void prep_scan_work(void *arg) {
     struct stat sb;
     p->has_git = stat(path, &sb) == 0;
     if (st->store_key != NULL) {
-        char **keys = split_blanks(st->store_key);
-        for (size_t i = 0; keys != NULL && keys[i] != NULL; i++)
-            prep_add_recipient(p, keys[i], strlen(keys[i]), "PASSWORD_STORE_KEY");
-        free_strv(keys);
+        prep_add_store_keys(p, st->store_key);
         return;
     }
     /* The nearest .gpg-id from where the entries go, up to the store's root, as pass
@@ -1244,29 +1277,8 @@ static void prep_scan_work(void *arg) {
     char start[PATH_MAX];
     snprintf(start, sizeof(start), "%s%s%s", st->dir, prefix[0] ? "/" : "", prefix);
     free(prefix);
-    size_t root_len = strlen(st->dir);
-    char cur[PATH_MAX];
-    snprintf(cur, sizeof(cur), "%s", start);
-    int found = 0;
     char id_path[PATH_MAX];
-    for (;;) {
-        if (!found && (size_t)snprintf(path, sizeof(path), "%s/.gpg-id", cur) < sizeof(path) &&
-            file_exists(path, 0) && prep_read_gpg_id(p, path) == 0) {
-            found = 1;
-            memcpy(id_path, path, sizeof(id_path));
-        }
-        /* pass commits into the nearest repository above the entry, up to the store */
-        if ((size_t)snprintf(path, sizeof(path), "%s/.git", cur) < sizeof(path) &&
-            stat(path, &sb) == 0)
-            p->has_git = 1;
-        if (strlen(cur) <= root_len)
-            break;
-        char *slash = strrchr(cur, '/');
-        if (slash == NULL || (size_t)(slash - cur) < root_len)
-            break;
-        *slash = '\0';
-    }
-    if (!found) {
+    if (!prep_climb(p, start, id_path)) {
         p->rc = OL_ECONFIG;
         snprintf(p->reason, sizeof(p->reason),
                  "pass: the password store %s is not initialised (no .gpg-id): run "
