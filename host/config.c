@@ -266,20 +266,11 @@ static int check_item_names(const plan *p, char **err) {
     return 0;
 }
 
-/* Transitional (issue 10): the whole item name as an S3 bucket name and an IAM user name is
- * the rule of the bucket and iam stages, and moves to their validate; until they have it,
- * it is checked here so that a bad name is still refused before any request. */
-static int check_item_resource_names(const plan *p, char **err) {
-    for (size_t i = 0; i < p->n_products; i++)
-        for (size_t e = 0; e < p->n_environments; e++)
-            if (names_check_item(p->products[i], p->environments[e], err) != 0)
-                return OL_EINVAL;
-    return 0;
-}
-
+/* What holds for every pipeline: product and environment names are tokens an item name
+ * can be made of. Whether "<product>-<environment>" is a valid bucket or IAM user name is
+ * for the stages that make those (their validate, before any request). */
 static int check_items(const plan *p, char **err) {
-    int rc = check_item_names(p, err);
-    return rc != 0 ? rc : check_item_resource_names(p, err);
+    return check_item_names(p, err);
 }
 
 /* Keys created must be stored: refuse (before any request) a pipeline whose key-creating
