@@ -379,6 +379,22 @@ static int host_aws_name_check(const char *kind, const char *name, char **why) {
     return OL_EINVAL;
 }
 
+static int host_item_name_check(const ol_item *item, const char *kind, char **why) {
+    char *err = NULL;
+    if (item == NULL || kind == NULL)
+        return OL_EINVAL;
+    int rc = names_check_item_resource(kind, item->product, item->environment, &err);
+    if (rc == 0 || rc == OL_ENOENT) {
+        free(err);
+        return rc;
+    }
+    if (why != NULL)
+        *why = err;
+    else
+        free(err);
+    return OL_EINVAL;
+}
+
 const ol_host run_host_api = {
     .struct_size = sizeof(ol_host),
     .abi_major = OL_ABI_MAJOR,
@@ -427,4 +443,5 @@ const ol_host run_host_api = {
     .secret_find = stores_secret_find,
     .journal_append_durable = host_journal_append_durable,
     .aws_name_check = host_aws_name_check,
+    .item_name_check = host_item_name_check,
 };

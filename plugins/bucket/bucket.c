@@ -828,7 +828,7 @@ static const ol_option_def bucket_options[] = {
 static int bucket_validate(ol_stage *stage, const ol_item *item, void *state) {
     const ol_host *h = ((const bucket_conf *)state)->host;
     char *why = NULL;
-    if (h->aws_name_check("s3-bucket", h->item_name(item), &why) == 0)
+    if (h->item_name_check(item, "s3-bucket", &why) == 0)
         return 0;
     h->log(stage, item, OL_LOG_ERROR, "%s", why ? why : "invalid S3 bucket name");
     h->free(why);

@@ -763,7 +763,7 @@ static int iam_validate(ol_stage *stage, const ol_item *item, void *state) {
     const iam_conf *st = state;
     const ol_host *h = st->host;
     char *why = NULL;
-    if (h->aws_name_check("iam-user", h->item_name(item), &why) == 0)
+    if (h->item_name_check(item, "iam-user", &why) == 0)
         return 0;
     h->log(stage, item, OL_LOG_ERROR, "%s", why ? why : "invalid IAM user name");
     h->free(why);

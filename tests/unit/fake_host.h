@@ -270,6 +270,29 @@ static int fake_aws_name_check(const char *kind, const char *name, char **why) {
         free(err);
     return rc == 0 ? 0 : OL_EINVAL;
 }
+/* The item here is FH.name: split it at its last '-' as the host would know it. */
+static int fake_item_name_check(const ol_item *i, const char *kind, char **why) {
+    (void)i;
+    char product[256];
+    snprintf(product, sizeof(product), "%s", FH.name ? FH.name : "");
+    char *dash = strrchr(product, '-');
+    const char *environment = "";
+    if (dash != NULL) {
+        *dash = '\0';
+        environment = dash + 1;
+    }
+    char *err = NULL;
+    int rc = names_check_item_resource(kind, product, environment, &err);
+    if (rc == 0 || rc == OL_ENOENT) {
+        free(err);
+        return rc;
+    }
+    if (why != NULL)
+        *why = err;
+    else
+        free(err);
+    return OL_EINVAL;
+}
 static size_t fake_journal_count(const ol_item *i, const char *event, const char *id) {
     (void)i;
     return FH.journal != NULL ? journal_count(FH.journal, FH.name, event, id) : 0;
@@ -318,6 +341,7 @@ FAKE_API void fake_start(const ol_plugin *p) {
         .journal_append = fake_journal_append,
         .journal_append_durable = fake_journal_append_durable,
         .aws_name_check = fake_aws_name_check,
+        .item_name_check = fake_item_name_check,
         .journal_count = fake_journal_count,
         .done = fake_done,
         .checkpoint = fake_checkpoint,

@@ -470,6 +470,9 @@ typedef struct ol_host {
      * or OL_EINVAL with *why (host-allocated) naming what is wrong and a fix (a corrected
      * spelling when there is one), or OL_ENOENT for an unknown kind. */
     int (*aws_name_check)(const char *kind, const char *name, char **why);
+    /* The same rules for an item's name "<product>-<environment>", for validate: the
+     * message names the product and the environment and which of them to change. */
+    int (*item_name_check)(const ol_item *item, const char *kind, char **why);
 } ol_host;
 
 /* ---------------------------------------------------------------------------------------
