@@ -594,15 +594,52 @@ static int add_param(strbuf *b, const char *name, const char *value) {
     return escape_into(b, value, strlen(value));
 }
 
+/* The presigned query: the request's own parameters as sent, then the X-Amz-* ones in the
+ * order AWS's S3 presigned-URL example shows them (the canonical query sorts them anyway).
+ * 0 or OL_ENOMEM. */
+static int presign_query(strbuf *q, const sigv4_request *req, const sigv4_scope *scope,
+                         const sigv4_creds *creds, unsigned long expires, const char *signed_list) {
+    strbuf cred = {0};
+    char expires_text[24];
+    int rc = OL_ENOMEM;
+    sb_adds(&cred, creds->access_key_id);
+    sb_add(&cred, "/", 1);
+    credential_scope(scope, &cred);
+    int n = snprintf(expires_text, sizeof(expires_text), "%lu", expires);
+    if (cred.failed || n < 0 || (size_t)n >= sizeof(expires_text))
+        goto out;
+    if (req->query != NULL)
+        sb_adds(q, req->query);
+    if (add_param(q, "X-Amz-Algorithm", ALGORITHM) != 0 ||
+        add_param(q, "X-Amz-Credential", cred.p) != 0 ||
+        add_param(q, "X-Amz-Date", scope->amz_date) != 0 ||
+        add_param(q, "X-Amz-Expires", expires_text) != 0)
+        goto out;
+    if (creds->session_token != NULL &&
+        add_param(q, "X-Amz-Security-Token", creds->session_token) != 0)
+        goto out;
+    if (add_param(q, "X-Amz-SignedHeaders", signed_list) != 0)
+        goto out;
+    rc = 0;
+out:
+    free(cred.p);
+    return rc;
+}
+
+static void free_debug_outputs(char **canonical_out, char **string_to_sign_out) {
+    if (canonical_out != NULL) {
+        free(*canonical_out);
+        *canonical_out = NULL;
+    }
+    if (string_to_sign_out != NULL) {
+        free(*string_to_sign_out);
+        *string_to_sign_out = NULL;
+    }
+}
+
 int sigv4_presign_debug(const sigv4_request *req, const sigv4_scope *scope,
                         const sigv4_creds *creds, unsigned long expires, char **query_out,
                         char **canonical_out, char **string_to_sign_out) {
-    strbuf q = {0}, cred = {0};
-    char *signed_list = NULL;
-    char expires_text[24], sig[65];
-    sigv4_request signed_req;
-    int n, rc = OL_EINVAL;
-
     if (query_out == NULL || !request_valid(req) || !scope_valid(scope) || !creds_valid(creds))
         return OL_EINVAL;
     *query_out = NULL;
@@ -613,60 +650,31 @@ int sigv4_presign_debug(const sigv4_request *req, const sigv4_scope *scope,
     /* "Minimum value you can set is 1, and the maximum is 604800 (seven days)". */
     if (expires < 1 || expires > MAX_EXPIRES)
         return OL_ERANGE;
-    signed_list = signed_header_list(req);
+    char *signed_list = signed_header_list(req);
     if (signed_list == NULL)
         return req->n_headers == 0 ? OL_EINVAL : OL_ENOMEM;
-
-    sb_adds(&cred, creds->access_key_id);
-    sb_add(&cred, "/", 1);
-    credential_scope(scope, &cred);
-    rc = OL_ENOMEM;
-    n = snprintf(expires_text, sizeof(expires_text), "%lu", expires);
-    if (cred.failed || n < 0 || (size_t)n >= sizeof(expires_text))
-        goto fail;
-
-    /* The request's own parameters as sent, then the X-Amz-* ones in the order AWS's S3
-     * presigned-URL example shows them; the canonical query sorts them anyway. */
-    if (req->query != NULL)
-        sb_adds(&q, req->query);
-    if (add_param(&q, "X-Amz-Algorithm", ALGORITHM) != 0 ||
-        add_param(&q, "X-Amz-Credential", cred.p) != 0 ||
-        add_param(&q, "X-Amz-Date", scope->amz_date) != 0 ||
-        add_param(&q, "X-Amz-Expires", expires_text) != 0)
-        goto fail;
-    if (creds->session_token != NULL &&
-        add_param(&q, "X-Amz-Security-Token", creds->session_token) != 0)
-        goto fail;
-    if (add_param(&q, "X-Amz-SignedHeaders", signed_list) != 0)
-        goto fail;
-
-    signed_req = *req;
-    signed_req.query = q.p;
-    /* S3 cannot know the payload of a presigned request in advance ("Authenticating
-     * Requests: Using Query Parameters"), so it is always UNSIGNED-PAYLOAD there. */
-    if (strcmp(scope->service, "s3") == 0 || signed_req.payload_hash == NULL)
-        signed_req.payload_hash = UNSIGNED_PAYLOAD;
-    rc = sign(&signed_req, scope, creds->secret_access_key, sig, NULL, canonical_out,
-              string_to_sign_out);
-    if (rc != 0)
-        goto fail;
-    sb_adds(&q, "&X-Amz-Signature=");
-    sb_adds(&q, sig);
-    *query_out = sb_take(&q);
-    rc = *query_out ? 0 : OL_ENOMEM;
-fail:
-    if (rc != 0) {
-        if (canonical_out != NULL) {
-            free(*canonical_out);
-            *canonical_out = NULL;
-        }
-        if (string_to_sign_out != NULL) {
-            free(*string_to_sign_out);
-            *string_to_sign_out = NULL;
-        }
+    strbuf q = {0};
+    char sig[65];
+    int rc = presign_query(&q, req, scope, creds, expires, signed_list);
+    if (rc == 0) {
+        sigv4_request signed_req = *req;
+        signed_req.query = q.p;
+        /* S3 cannot know the payload of a presigned request in advance ("Authenticating
+         * Requests: Using Query Parameters"), so it is always UNSIGNED-PAYLOAD there. */
+        if (strcmp(scope->service, "s3") == 0 || signed_req.payload_hash == NULL)
+            signed_req.payload_hash = UNSIGNED_PAYLOAD;
+        rc = sign(&signed_req, scope, creds->secret_access_key, sig, NULL, canonical_out,
+                  string_to_sign_out);
     }
+    if (rc == 0) {
+        sb_adds(&q, "&X-Amz-Signature=");
+        sb_adds(&q, sig);
+        *query_out = sb_take(&q);
+        rc = *query_out ? 0 : OL_ENOMEM;
+    }
+    if (rc != 0)
+        free_debug_outputs(canonical_out, string_to_sign_out);
     free(q.p);
-    free(cred.p);
     free(signed_list);
     return rc;
 }
