@@ -327,6 +327,8 @@ static void finishes_the_item_in_progress_on_interrupt_and_starts_no_other(void 
     unsetenv("OPSLINE_TEST_INTERRUPT_AT");
     g_interrupt = 0;
     assert_non_null(strstr(fx.stderr_text, "interrupted"));
+    /* ... and it names what it still waits for. */
+    assert_non_null(strstr(fx.stderr_text, "waiting for prod0-dev: stage 'logger'"));
     assert_int_equal(code, 1);
     /* The first item ran to its end: its secret reached the store stage. */
     assert_int_equal(g_applied[1], 1);
