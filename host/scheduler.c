@@ -7,6 +7,24 @@
 #include "error.h"
 #include "run.h"
 
+/* A reason is one line a person reads, and may quote what a server or a program sent:
+ * control characters become \xNN so it cannot forge lines or move the cursor. malloc'd. */
+static char *escaped_line(const char *text) {
+    size_t n = 0;
+    for (const unsigned char *p = (const unsigned char *)text; *p; p++)
+        n += *p < 0x20 || *p == 0x7f ? 4 : 1;
+    char *out = malloc(n + 1), *o = out;
+    if (out == NULL)
+        return NULL;
+    for (const unsigned char *p = (const unsigned char *)text; *p; p++)
+        if (*p < 0x20 || *p == 0x7f)
+            o += sprintf(o, "\\x%02x", *p);
+        else
+            *o++ = (char)*p;
+    *o = '\0';
+    return out;
+}
+
 /* ---- scheduling ------------------------------------------------------------------------- */
 
 const char *run_stage_name(const run *r, size_t s) {
@@ -36,7 +54,7 @@ void scheduler_complete(ol_item *item, size_t s, int status, ol_outcome outcome,
     sr->status = status;
     sr->outcome = outcome;
     free(sr->reason);
-    sr->reason = reason ? strdup(reason) : NULL;
+    sr->reason = reason ? escaped_line(reason) : NULL;
     if (sr->reason)
         run_mask(r, sr->reason);
     sr->finished = (double)uv_now(&r->loop) / 1000.0;

@@ -147,6 +147,14 @@ static int hang_apply(ol_stage *stage, ol_item *item, void *state) {
 }
 static const ol_plugin p_hang = STAGE("hang", hang_apply, NULL);
 
+/* forger: fails with a reason holding what a hostile server might send. */
+static int forger_apply(ol_stage *stage, ol_item *item, void *state) {
+    (void)state;
+    g_host->done(stage, item, OL_OUTCOME_FAILED, "denied\nerror: forged line\x1b[2J");
+    return 0;
+}
+static const ol_plugin p_forger = STAGE("forger", forger_apply, NULL);
+
 /* ---- fixture -------------------------------------------------------------------------- */
 
 typedef struct fixture {
@@ -349,6 +357,18 @@ static void fails_a_stage_that_never_completes_naming_it_and_the_item(void **sta
     fixture_finish(&fx);
 }
 
+static void escapes_control_characters_in_a_reason(void **state) {
+    static const ol_plugin *const stages[] = {&p_forger};
+    fixture fx;
+    (void)state;
+    fixture_init(&fx, stages, 1, 1);
+    assert_int_equal(fixture_run(&fx), 1);
+    assert_null(strstr(fx.stderr_text, "\nerror: forged line"));
+    assert_null(strstr(fx.stderr_text, "\x1b"));
+    assert_non_null(strstr(fx.stderr_text, "denied\\x0aerror: forged line\\x1b[2J"));
+    fixture_finish(&fx);
+}
+
 static void says_sts_was_unreachable_rather_than_credentials_rejected(void **state) {
     static const ol_plugin *const stages[] = {&p_secret};
     fixture fx;
@@ -373,6 +393,7 @@ int main(void) {
         cmocka_unit_test(refuses_to_journal_a_secret),
         cmocka_unit_test(finishes_the_item_in_progress_on_interrupt_and_starts_no_other),
         cmocka_unit_test(fails_a_stage_that_never_completes_naming_it_and_the_item),
+        cmocka_unit_test(escapes_control_characters_in_a_reason),
         cmocka_unit_test(says_sts_was_unreachable_rather_than_credentials_rejected),
     };
     if (getenv("TEST_FILTER") != NULL) /* run one test: a failed one leaves its server up */
