@@ -352,18 +352,3 @@ int names_check_item_resource(const char *kind, const char *product, const char 
     free(name);
     return rc;
 }
-
-int names_check_item(const char *product, const char *environment, char **err) {
-    char *name = NULL;
-    int rc = item_name(product, environment, &name, err);
-    if (rc != 0)
-        return rc;
-    char why[256];
-    const char *fix = item_name_problem(1, name, why, sizeof(why));
-    if (fix == NULL)
-        fix = item_name_problem(0, name, why, sizeof(why));
-    if (fix != NULL)
-        rc = fail_item(err, product, environment, "bucket and IAM user name", name, why, fix);
-    free(name);
-    return rc;
-}

@@ -34,8 +34,4 @@ int names_check_environment(const char *environment, char **err);
 int names_check_item_resource(const char *kind, const char *product, const char *environment,
                               char **err);
 
-/* Everything at once for an item: product, environment, and "<product>-<environment>" as
- * both a bucket name and an IAM user name (length, reserved prefixes and suffixes). */
-int names_check_item(const char *product, const char *environment, char **err);
-
 #endif

@@ -188,39 +188,43 @@ static void rejects_environment_names_naming_the_input_and_the_fix(void **state)
 static void accepts_valid_items(void **state) {
     (void)state;
     char *err = NULL;
-    assert_int_equal(names_check_item("acme", "production", &err), 0);
+    assert_int_equal(names_check_item_resource(NAMES_S3_BUCKET, "acme", "production", &err), 0);
     assert_null(err);
-    assert_int_equal(names_check_item("a", "b", &err), 0); /* "a-b" is 3 characters */
+    assert_int_equal(names_check_item_resource(NAMES_S3_BUCKET, "a", "b", &err),
+                     0); /* "a-b" is 3 characters */
     assert_null(err);
 }
 
 static void rejects_items_whose_combined_name_breaks_bucket_rules(void **state) {
     (void)state;
     char *err = NULL;
-    assert_int_equal(names_check_item("Acme", "production", &err), OL_EINVAL);
+    assert_int_equal(names_check_item_resource(NAMES_S3_BUCKET, "Acme", "production", &err),
+                     OL_EINVAL);
     assert_non_null(strstr(err, "product 'Acme' has uppercase letters"));
     assert_non_null(strstr(err, "Use 'acme'."));
     free(err);
 
-    assert_int_equal(names_check_item("acme", "Prod", &err), OL_EINVAL);
+    assert_int_equal(names_check_item_resource(NAMES_S3_BUCKET, "acme", "Prod", &err), OL_EINVAL);
     assert_non_null(strstr(err, "environment 'Prod'"));
     free(err);
 
     char product[61];
     memset(product, 'p', sizeof(product) - 1);
     product[sizeof(product) - 1] = '\0';
-    assert_int_equal(names_check_item(product, "prod", &err), OL_EINVAL);
+    assert_int_equal(names_check_item_resource(NAMES_S3_BUCKET, product, "prod", &err), OL_EINVAL);
     assert_non_null(strstr(err, "is 65 characters long"));
     assert_non_null(strstr(err, "Use a shorter product or environment name."));
     free(err);
 
-    assert_int_equal(names_check_item("xn--acme", "prod", &err), OL_EINVAL);
+    assert_int_equal(names_check_item_resource(NAMES_S3_BUCKET, "xn--acme", "prod", &err),
+                     OL_EINVAL);
     assert_non_null(strstr(err, "product 'xn--acme', environment 'prod'"));
     assert_non_null(strstr(err, "starts with 'xn--'"));
     assert_non_null(strstr(err, "product name without that prefix"));
     free(err);
 
-    assert_int_equal(names_check_item("acme", "s3alias", &err), OL_EINVAL);
+    assert_int_equal(names_check_item_resource(NAMES_S3_BUCKET, "acme", "s3alias", &err),
+                     OL_EINVAL);
     assert_non_null(strstr(err, "ends with '-s3alias'"));
     assert_non_null(strstr(err, "environment name without that ending"));
     free(err);
@@ -255,7 +259,7 @@ static void checks_an_item_name_as_one_kind_of_resource(void **state) {
     free(err);
     err = NULL;
 
-    /* The segments' own rules come first, as in names_check_item. */
+    /* The segments' own rules come first. */
     assert_int_equal(names_check_item_resource(NAMES_IAM_USER, "Acme", "prod", &err), OL_EINVAL);
     assert_non_null(strstr(err, "product 'Acme' has uppercase letters"));
     free(err);
@@ -268,8 +272,9 @@ static void accepts_null_err_for_verdict_only(void **state) {
     assert_int_equal(names_check_bucket("Bad", NULL), OL_EINVAL);
     assert_int_equal(names_check_iam_user("", NULL), OL_EINVAL);
     assert_int_equal(names_check_product("", NULL), OL_EINVAL);
-    assert_int_equal(names_check_item("acme", "s3alias", NULL), OL_EINVAL);
-    assert_int_equal(names_check_item("acme", "prod", NULL), 0);
+    assert_int_equal(names_check_item_resource(NAMES_S3_BUCKET, "acme", "s3alias", NULL),
+                     OL_EINVAL);
+    assert_int_equal(names_check_item_resource(NAMES_S3_BUCKET, "acme", "prod", NULL), 0);
 }
 
 int main(void) {
