@@ -1,5 +1,6 @@
 /* cli: the command line. Parses arguments per sub-command (getopt_long), prints help,
- * runs whoami / presign / apply / plugins, and maps results to exit codes: 0 success,
+ * runs whoami / presign / plugins and the pipeline commands (apply, plan, destroy, rotate,
+ * status), and maps results to exit codes: 0 success,
  * 1 an operation failed, 2 usage or configuration error (nothing was sent to AWS). */
 #include "cli.h"
 
@@ -9,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include "aws/aws.h"
@@ -30,6 +32,10 @@ static const char *main_usage =
     "\n"
     "commands:\n"
     "  apply PRODUCT...        create or converge buckets, users, policies and keys\n"
+    "  plan PRODUCT...         show what apply would change (reads only)\n"
+    "  rotate PRODUCT...       replace the access keys, store and prove the new ones\n"
+    "  destroy PRODUCT...      remove what opsline created (keys, policy, user, bucket)\n"
+    "  status PRODUCT...       show what exists: keys, their age and use, stores, drift\n"
     "  whoami                  show the AWS identity opsline acts as\n"
     "  presign s3://BUCKET/KEY print a presigned (time-limited) URL for an object\n"
     "  plugins list            list the stages that can be used in a pipeline\n"
@@ -42,7 +48,8 @@ static const char *main_usage =
     "AWS_ENDPOINT_URL and AWS_ENDPOINT_URL_<SERVICE>. Retries: AWS_MAX_ATTEMPTS,\n"
     "AWS_RETRY_MODE=standard|adaptive.\n"
     "\n"
-    "exit codes: 0 success, 1 an operation failed, 2 usage or configuration error\n";
+    "exit codes: 0 success, 1 an operation failed, 2 usage or configuration error,\n"
+    "3 (plan) changes pending\n";
 
 static const char *whoami_usage =
     "usage: opsline whoami [--profile NAME] [--region REGION] [--json]\n"
@@ -65,11 +72,51 @@ static const char *apply_usage =
     "                     [--pipeline FILE] [--secrets STORE[,STORE...]]\n"
     "                     [--env-file TEMPLATE] [--state-dir DIR]\n"
     "                     [--products-file FILE] [--set STAGE.OPTION=VALUE]...\n"
-    "                     [--plugin-dir DIR]... [--concurrency N] [--json] [-v]\n"
+    "                     [--plugin-dir DIR]... [--concurrency N] [--verify] [--json] [-v]\n"
     "\n"
     "For every product and environment, creates (or converges) the bucket and IAM user\n"
     "<product>-<environment>, the user's inline least-privilege policy, an access key,\n"
     "and stores the key. Safe to rerun: what exists is checked and reported unchanged.\n"
+    "  --verify                 then prove the stored key works (verify stage)\n";
+
+static const char *plan_usage =
+    "usage: opsline plan PRODUCT... [options as for apply]\n"
+    "\n"
+    "Reads only (never a write request) and prints, per item and stage, what `apply` would\n"
+    "do: create, update (with the difference) or nothing; stores take part (a store that\n"
+    "lacks the item's secret shows as a change).\n"
+    "exit codes: 0 no changes, 3 changes pending, 1 a read failed, 2 usage error\n";
+
+static const char *destroy_usage =
+    "usage: opsline destroy PRODUCT... [--yes] [--empty-bucket] [--adopt]\n"
+    "                       [options as for apply]\n"
+    "\n"
+    "Removes what opsline created for each item: the access keys, the inline policy, the\n"
+    "user, the bucket, and the item's entries in every configured store. Idempotent: what\n"
+    "is already gone is reported absent.\n"
+    "  --yes                    do not ask for confirmation (needed without a terminal)\n"
+    "  --empty-bucket           delete every object version of a non-empty bucket first\n"
+    "  --adopt                  also remove resources opsline did not create (no\n"
+    "                           managed-by=opsline tag and no journal record)\n";
+
+static const char *rotate_usage =
+    "usage: opsline rotate PRODUCT... [--keep-old] [options as for apply]\n"
+    "\n"
+    "Replaces each item's access key: creates the new key, stores it in every configured\n"
+    "store, proves it works, deactivates the old key and deletes it. Safe to rerun after\n"
+    "a crash: the user ends with exactly one active key, the stored one.\n"
+    "  --keep-old               leave the old key inactive (a grace period); the next\n"
+    "                           rotate deletes it\n";
+
+static const char *status_usage =
+    "usage: opsline status PRODUCT... [options as for apply]\n"
+    "\n"
+    "Shows what exists per item, from the ownership tags and the journal: the bucket, the\n"
+    "user, its keys with age and last use, which stores hold the secret, and drift.\n"
+    "Reads only.\n";
+
+static const char *pipeline_usage =
+    "options:\n"
     "  -e, --environments LIST  comma-separated (default production,staging)\n"
     "  --region REGION          default: AWS_REGION, the profile, else eu-north-1\n"
     "  --pipeline FILE          JSON pipeline (default stages: bucket, iam, policy, dotenv)\n"
@@ -418,17 +465,40 @@ static int cmd_plugins(int argc, char **argv) {
     return code;
 }
 
-/* ---- apply ------------------------------------------------------------------------------ */
+/* ---- apply, plan, destroy, rotate, status ------------------------------------------------ */
 
 #define APPLY_MAX_SETS 64
 #define APPLY_MAX_DIRS 32
 
-/* apply's arguments: config_args plus the storage its lists point into. */
+/* The commands that run the pipeline: apply, plan, destroy, rotate, status. */
+typedef struct pipeline_command {
+    const char *name;
+    int mode; /* ol_mode */
+    const char *usage;
+    const char *flags; /* the getopt letters of its own switches */
+} pipeline_command;
+
+static const pipeline_command pipeline_commands[] = {
+    {"apply", OL_MODE_APPLY, NULL, "V"},       {"plan", OL_MODE_PLAN, NULL, ""},
+    {"destroy", OL_MODE_DESTROY, NULL, "yAX"}, {"rotate", OL_MODE_ROTATE, NULL, "kV"},
+    {"status", OL_MODE_STATUS, NULL, ""},
+};
+
+static const char *command_usage(int mode) {
+    const char *const usages[] = {apply_usage, plan_usage, destroy_usage, rotate_usage,
+                                  status_usage};
+    return usages[mode];
+}
+
+/* A pipeline command's arguments: config_args plus the storage its lists point into. */
 typedef struct apply_args {
     config_args a;
+    const pipeline_command *cmd;
     const char *sets[APPLY_MAX_SETS];
     const char *dirs[APPLY_MAX_DIRS];
     size_t n_dirs;
+    unsigned flags; /* PLAN_FLAG_* */
+    int yes;
 } apply_args;
 
 /* The options that take a string and only store it: getopt's letter -> config_args field. */
@@ -449,9 +519,30 @@ static const char **apply_string_option(config_args *a, int ch) {
     return NULL;
 }
 
-/* One apply option (getopt's ch, optarg). Returns -1 to go on, else the exit code. */
+/* A command's own switch (--yes, --adopt, ...). Returns -1 to go on, else the exit code. */
+static int command_switch(apply_args *x, int ch, const char *opt) {
+    if (strchr(x->cmd->flags, ch) == NULL) {
+        char what[96];
+        snprintf(what, sizeof(what), "%s is not an option of `opsline %s`", opt, x->cmd->name);
+        return usage_error(x->cmd->name, "%s", what);
+    }
+    if (ch == 'y')
+        x->yes = 1;
+    else if (ch == 'A')
+        x->flags |= PLAN_FLAG_ADOPT;
+    else if (ch == 'X')
+        x->flags |= PLAN_FLAG_EMPTY_BUCKET;
+    else if (ch == 'k')
+        x->flags |= PLAN_FLAG_KEEP_OLD;
+    else
+        x->a.verify = 1;
+    return -1;
+}
+
+/* One option (getopt's ch, optarg). Returns -1 to go on, else the exit code. */
 static int apply_option(apply_args *x, int ch) {
     const char **str = apply_string_option(&x->a, ch);
+    const char *cmd = x->cmd->name;
     char *end = NULL;
     if (str != NULL) {
         *str = optarg;
@@ -460,18 +551,18 @@ static int apply_option(apply_args *x, int ch) {
     switch (ch) {
     case 's':
         if (x->a.n_sets == APPLY_MAX_SETS)
-            return usage_error("apply", "%s", "too many --set options (64 at most)");
+            return usage_error(cmd, "%s", "too many --set options (64 at most)");
         x->sets[x->a.n_sets++] = optarg;
         return -1;
     case 'd':
         if (x->n_dirs == APPLY_MAX_DIRS)
-            return usage_error("apply", "%s", "too many --plugin-dir options");
+            return usage_error(cmd, "%s", "too many --plugin-dir options");
         x->dirs[x->n_dirs++] = optarg;
         return -1;
     case 'c':
         x->a.concurrency = strtol(optarg, &end, 10);
         if (*end != '\0' || x->a.concurrency < 1 || x->a.concurrency > 1024)
-            return usage_error("apply", "--concurrency '%s': give a number from 1 to 1024", optarg);
+            return usage_error(cmd, "--concurrency '%s': give a number from 1 to 1024", optarg);
         return -1;
     case 'j':
         x->a.json = 1;
@@ -479,15 +570,26 @@ static int apply_option(apply_args *x, int ch) {
     case 'v':
         x->a.verbose = 1;
         return -1;
+    case 'y':
+        return command_switch(x, ch, "--yes");
+    case 'A':
+        return command_switch(x, ch, "--adopt");
+    case 'X':
+        return command_switch(x, ch, "--empty-bucket");
+    case 'k':
+        return command_switch(x, ch, "--keep-old");
+    case 'V':
+        return command_switch(x, ch, "--verify");
     case 'h':
-        fputs(apply_usage, stdout);
+        fputs(command_usage(x->cmd->mode), stdout);
+        fputs(pipeline_usage, stdout);
         return 0;
     default:
-        return usage_error("apply", "%s", "unknown option");
+        return usage_error(cmd, "%s", "unknown option");
     }
 }
 
-/* Parses apply's command line into *x. Returns -1 to go on, else the exit code. */
+/* Parses the command line into *x. Returns -1 to go on, else the exit code. */
 static int apply_parse(int argc, char **argv, apply_args *x) {
     static const struct option longopts[] = {{"environments", required_argument, NULL, 'e'},
                                              {"region", required_argument, NULL, 'r'},
@@ -502,6 +604,11 @@ static int apply_parse(int argc, char **argv, apply_args *x) {
                                              {"concurrency", required_argument, NULL, 'c'},
                                              {"json", no_argument, NULL, 'j'},
                                              {"verbose", no_argument, NULL, 'v'},
+                                             {"yes", no_argument, NULL, 'y'},
+                                             {"adopt", no_argument, NULL, 'A'},
+                                             {"empty-bucket", no_argument, NULL, 'X'},
+                                             {"keep-old", no_argument, NULL, 'k'},
+                                             {"verify", no_argument, NULL, 'V'},
                                              {"help", no_argument, NULL, 'h'},
                                              {NULL, 0, NULL, 0}};
     int ch, code;
@@ -515,9 +622,33 @@ static int apply_parse(int argc, char **argv, apply_args *x) {
     return -1;
 }
 
-static int cmd_apply(int argc, char **argv) {
+/* destroy on a terminal: list the items and wait for "yes". Without a terminal, --yes is
+ * required: a script never deletes by accident. Returns -1 to go on, else the exit code. */
+static int destroy_confirm(const apply_args *x, const plan *p) {
+    if (x->yes || p->mode != OL_MODE_DESTROY)
+        return -1;
+    if (!isatty(STDIN_FILENO))
+        return usage_error("destroy", "%s",
+                           "standard input is not a terminal: confirm with --yes to destroy");
+    fprintf(stderr, "opsline will destroy the bucket, user, access keys, policy and stored "
+                    "secrets of:\n");
+    for (size_t i = 0; i < p->n_products; i++)
+        for (size_t e = 0; e < p->n_environments; e++)
+            fprintf(stderr, "  %s-%s\n", p->products[i], p->environments[e]);
+    fprintf(stderr, "Type 'yes' to destroy: ");
+    fflush(stderr);
+    char answer[16] = "";
+    if (fgets(answer, sizeof(answer), stdin) == NULL || strcmp(answer, "yes\n") != 0) {
+        fprintf(stderr, "Not confirmed: nothing was destroyed.\n");
+        return EXIT_FAILED;
+    }
+    return -1;
+}
+
+static int cmd_pipeline(const pipeline_command *cmd, int argc, char **argv) {
     apply_args x;
     memset(&x, 0, sizeof(x));
+    x.cmd = cmd;
     int code = apply_parse(argc, argv, &x);
     if (code >= 0)
         return code;
@@ -536,7 +667,11 @@ static int cmd_apply(int argc, char **argv) {
         loader_free(l);
         return EXIT_USAGE;
     }
-    code = pipeline_run(&p);
+    p.mode = cmd->mode;
+    p.flags = x.flags;
+    code = destroy_confirm(&x, &p);
+    if (code < 0)
+        code = pipeline_run(&p);
     plan_free(&p);
     loader_free(l);
     return code;
@@ -560,8 +695,9 @@ int cli_main(int argc, char **argv) {
         return cmd_whoami(argc - 1, argv + 1);
     if (strcmp(cmd, "presign") == 0)
         return cmd_presign(argc - 1, argv + 1);
-    if (strcmp(cmd, "apply") == 0)
-        return cmd_apply(argc - 1, argv + 1);
+    for (size_t i = 0; i < sizeof(pipeline_commands) / sizeof(pipeline_commands[0]); i++)
+        if (strcmp(cmd, pipeline_commands[i].name) == 0)
+            return cmd_pipeline(&pipeline_commands[i], argc - 1, argv + 1);
     if (strcmp(cmd, "plugins") == 0)
         return cmd_plugins(argc - 1, argv + 1);
     return usage_error(NULL, "unknown command '%s'", cmd);

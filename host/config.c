@@ -598,6 +598,21 @@ static int plan_settings(const config_args *a, const json_t *doc, plan *p, char 
     return 0;
 }
 
+/* --verify: the verify stage joins the pipeline (once). */
+static int plan_verify(const config_args *a, stage_spec **specs, size_t *n) {
+    for (size_t i = 0; a->verify && i < *n; i++)
+        if (strcmp((*specs)[i].name, "verify") == 0)
+            return 0;
+    if (!a->verify)
+        return 0;
+    stage_spec *more = realloc(*specs, (*n + 1) * sizeof(**specs));
+    if (more == NULL)
+        return OL_ENOMEM;
+    *specs = more;
+    more[(*n)++] = (stage_spec){.name = "verify"};
+    return 0;
+}
+
 int config_build(const config_args *a, const loader *l, plan *p, char **err) {
     json_t *doc = NULL;
     stage_spec *specs = NULL;
@@ -609,6 +624,7 @@ int config_build(const config_args *a, const loader *l, plan *p, char **err) {
     if ((rc = plan_products(a, p, err)) == 0 &&
         (rc = stage_specs_read(a, &doc, &specs, &n_specs, &source, err)) == 0 &&
         (rc = plan_secrets(a, l, doc, &specs, &n_specs, err)) == 0 &&
+        (rc = plan_verify(a, &specs, &n_specs)) == 0 &&
         (rc = plan_environments(a, doc, p, err)) == 0 && (rc = check_items(p, err)) == 0 &&
         (rc = plan_region(a, doc, p, err)) == 0 && (rc = plan_settings(a, doc, p, err)) == 0)
         rc = build_stages(a, l, specs, n_specs, source, p, err);

@@ -24,6 +24,7 @@ typedef struct config_args {
     size_t n_sets;
     long concurrency; /* 0: default */
     int json, verbose;
+    int verify; /* --verify: add the verify stage when the pipeline lacks it */
 } config_args;
 
 #define CONFIG_DEFAULT_PIPELINE "bucket,iam,policy"

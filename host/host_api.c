@@ -101,7 +101,12 @@ static int host_item_set(ol_item *i, const char *key, const char *value, unsigne
 static int host_aws_send(ol_item *item, const ol_aws_request *req, ol_aws_cb cb, void *arg) {
     if (item == NULL || req == NULL || req->struct_size < AWS_REQUEST_V2_0_SIZE)
         return OL_EINVAL;
-    ol_aws_request copy = *req;
+    ol_aws_request copy;
+    memset(&copy, 0, sizeof(copy));
+    memcpy(&copy, req, req->struct_size < sizeof(copy) ? req->struct_size : sizeof(copy));
+    copy.struct_size = sizeof(copy);
+    if ((copy.access_key_id == NULL) != (copy.secret_access_key == NULL))
+        return OL_EINVAL;
     if (copy.region == NULL)
         copy.region = item->region;
     return aws_send(item->run->aws, &copy, cb, arg);
@@ -357,6 +362,10 @@ static void host_checkpoint(const ol_item *item, const char *point) {
     raise(SIGKILL);
 }
 
+void run_checkpoint(const ol_item *item, const char *point) {
+    host_checkpoint(item, point);
+}
+
 static int host_aws_name_check(const char *kind, const char *name, char **why) {
     char *err = NULL;
     int rc;
@@ -393,6 +402,44 @@ static int host_item_name_check(const ol_item *item, const char *kind, char **wh
     else
         free(err);
     return OL_EINVAL;
+}
+
+/* ---- 2.1: the lifecycle ----------------------------------------------------------------- */
+
+static ol_mode host_run_mode(const ol_stage *stage) {
+    return stage ? (ol_mode)stage->run->plan->mode : OL_MODE_APPLY;
+}
+
+static int host_run_flag(const ol_stage *stage, const char *name) {
+    static const struct {
+        const char *name;
+        unsigned flag;
+    } flags[] = {{"adopt", PLAN_FLAG_ADOPT},
+                 {"empty-bucket", PLAN_FLAG_EMPTY_BUCKET},
+                 {"keep-old", PLAN_FLAG_KEEP_OLD}};
+    for (size_t i = 0; stage != NULL && name != NULL && i < sizeof(flags) / sizeof(flags[0]); i++)
+        if (strcmp(flags[i].name, name) == 0)
+            return (stage->run->plan->flags & flags[i].flag) != 0;
+    return 0;
+}
+
+static size_t host_journal_count_stage(const ol_item *item, const ol_stage *stage,
+                                       const char *stage_name_, const char *event, const char *id) {
+    if (item == NULL || event == NULL)
+        return 0;
+    const char *name = stage_name_ ? stage_name_ : stage_name(stage);
+    return journal_count_stage(item->run->journal, item->name, name, event, id);
+}
+
+static int host_report_fact(ol_stage *stage, ol_item *item, const char *name, const char *value) {
+    if (stage == NULL || item == NULL || name == NULL || value == NULL)
+        return OL_EINVAL;
+    if (run_reveals_secret(item->run, name) || run_reveals_secret(item->run, value)) {
+        run_log(stage, item, OL_LOG_ERROR, "plugin bug: refused to report a secret");
+        return OL_ESECRET;
+    }
+    report_fact(item->run->report, item->name, stage_name(stage), name, value);
+    return 0;
 }
 
 const ol_host run_host_api = {
@@ -444,4 +491,9 @@ const ol_host run_host_api = {
     .journal_append_durable = host_journal_append_durable,
     .aws_name_check = host_aws_name_check,
     .item_name_check = host_item_name_check,
+    .run_mode = host_run_mode,
+    .run_flag = host_run_flag,
+    .journal_count_stage = host_journal_count_stage,
+    .report_fact = host_report_fact,
+    .secret_read = stores_secret_read,
 };

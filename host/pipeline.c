@@ -298,7 +298,10 @@ static int run_setup(run *r) {
     if (journal_warnings(r->journal) != NULL)
         fprintf(stderr, "warning: %s\n", journal_warnings(r->journal));
     r->report = report_new(p->json, p->verbose, r->n_items);
-    return r->report != NULL ? 0 : OL_ENOMEM;
+    if (r->report == NULL)
+        return OL_ENOMEM;
+    report_set_mode(r->report, p->mode);
+    return 0;
 }
 
 /* The loop's own handles: the item kick, the flush tick and Ctrl-C. */
@@ -346,6 +349,8 @@ int pipeline_run(const plan *p) {
         uv_run(&r.loop, UV_RUN_DEFAULT);
         int failed = report_finish(r.report, &r.stats, r.creds_rejected, r.interrupted);
         code = (failed || r.preflight_failed || r.interrupted) ? 1 : 0;
+        if (code == 0 && p->mode == OL_MODE_PLAN && report_changes(r.report) > 0)
+            code = PIPELINE_EXIT_CHANGES;
     }
     run_teardown(&r);
     return code;

@@ -34,7 +34,19 @@ typedef struct plan {
     char *state_dir;
     int json;
     int verbose;
+    int mode;       /* ol_mode: the command (apply, plan, destroy, rotate, status) */
+    unsigned flags; /* PLAN_FLAG_*: the command's run-wide switches (host->run_flag) */
 } plan;
+
+enum {
+    PLAN_FLAG_ADOPT = 1u << 0,        /* destroy --adopt */
+    PLAN_FLAG_EMPTY_BUCKET = 1u << 1, /* destroy --empty-bucket */
+    PLAN_FLAG_KEEP_OLD = 1u << 2      /* rotate --keep-old */
+};
+
+/* plan's exit code when the run succeeded and changes are pending (plan: apply would
+ * change something; status: drift or something missing). Not 1 (failed) nor 2 (usage). */
+#define PIPELINE_EXIT_CHANGES 3
 
 void plan_free(plan *p);
 
@@ -43,7 +55,8 @@ void plan_free(plan *p);
 void pipeline_loop_close(uv_loop_t *loop);
 
 /* Run the plan. Returns the process exit code: 0 every item succeeded, 1 some item failed
- * (or AWS rejected the credentials), 2 configuration error found before any request. */
+ * (or AWS rejected the credentials), 2 configuration error found before any request, 3
+ * (plan only) every item succeeded and changes are pending. */
 int pipeline_run(const plan *p);
 
 #endif

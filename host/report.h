@@ -10,7 +10,19 @@ struct aws_stats; /* aws/aws.h: the AWS client's request counters */
 
 typedef struct report report;
 
+/* A stage outcome the host reports on its own: rotate's commit step succeeded. */
+#define REPORT_ROTATED 7
+
 report *report_new(int json, int verbose, size_t n_items);
+/* The command (ol_mode) whose outcomes are reported: plan says "would create", destroy
+ * "deleted" / "absent", status "missing" / "drift" / "ok". Default: apply. */
+void report_set_mode(report *r, int mode);
+/* A fact about the item (status): shown under the stage's next line, and in --json as the
+ * stage's "facts" object. Copied. */
+void report_fact(report *r, const char *item, const char *stage, const char *name,
+                 const char *value);
+/* plan and status: how many stages would change (created or updated outcomes). */
+size_t report_changes(const report *r);
 /* outcome 0: the stage was skipped (reason says why). seconds: how long it ran. */
 void report_stage(report *r, const char *item, const char *stage, int outcome, const char *reason,
                   double seconds);

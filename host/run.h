@@ -37,6 +37,7 @@ typedef struct stage_run {
     int op;          /* store operation in progress (OP_*) */
     ol_timer *op_timer;
     int replaced;   /* store: held an older key of the item */
+    int held;       /* destroy: the store's get found an entry, deletion follows */
     char *verified; /* OL_STORE_VERIFY store: the key id it was read holding, "" none */
 } stage_run;
 
@@ -67,6 +68,8 @@ struct ol_item {
     size_t store_ops; /* store operations of this item in progress */
     int parked;       /* gave its concurrency slot back while a store holds its put */
     find_ctx *find;
+    int committing;     /* rotate: the stages' rotate_commit steps are running */
+    size_t commit_next; /* rotate: the next stage whose rotate_commit runs */
 };
 
 struct find_ctx {
@@ -78,6 +81,7 @@ struct find_ctx {
     size_t *order; /* store stage indexes to read, in order: OL_STORE_VERIFY ones first */
     size_t n_order, next, n_verify;
     int checked;  /* the journal's answer was considered after the verify reads */
+    int force;    /* secret_read: read every store until one gives the secret back */
     char *found;  /* key id found */
     char *reason; /* stores that could not be read */
 };
@@ -119,6 +123,8 @@ void run_mask(const run *r, char *text);
 /* Nonzero when text holds a secret of an item in progress. */
 int run_reveals_secret(const run *r, const char *text);
 const char *run_stage_name(const run *r, size_t s);
+/* The test hooks of host->checkpoint, for the host's own points ("store.after_put"). */
+void run_checkpoint(const ol_item *item, const char *point);
 
 /* scheduler.c */
 void scheduler_advance(ol_item *item);
@@ -142,6 +148,28 @@ void stores_done(ol_stage *stage, ol_item *item, int result, const ol_secret *fo
 void stores_flush_done(ol_stage *st, int result, const char *reason);
 int stores_secret_find(ol_item *item, const char *const *key_ids, size_t n, ol_find_cb cb,
                        void *arg);
+
+/* lifecycle.c: what differs between the commands (ol_mode) in running an item. */
+/* A descriptor's 2.1 field, or NULL when the plugin was built before it existed. */
+#define DESC_FIELD(d, field)                                                                       \
+    ((d)->struct_size >= offsetof(ol_plugin, field) + sizeof((d)->field) ? (d)->field : NULL)
+/* The stage's entry point for the run's command, or NULL when it takes no part. */
+int (*lifecycle_entry(const run *r, size_t s))(ol_stage *, ol_item *, void *);
+/* needs_state for destroy: a stage waits for the stages that need it (reverse order); a
+ * store waits for every other stage and runs only when the key-creating ones succeeded. */
+int lifecycle_destroy_ready(const ol_item *item, size_t s, const char **failed);
+/* A stage without an entry point for the command: completed at once. */
+void lifecycle_skip(ol_item *item, size_t s);
+/* rotate: after every stage succeeded, runs each rotate_commit in order. Returns 1 while
+ * the item still has commit work (it must not finish yet). */
+int lifecycle_commit(ol_item *item);
+/* A rotate_commit step completed (host->done during the commit phase). */
+void lifecycle_commit_done(ol_stage *stage, ol_item *item, ol_outcome outcome, const char *reason);
+
+/* stores.c, per command */
+void stores_destroy(ol_item *item, size_t s);
+void stores_inspect(ol_item *item, size_t s);
+int stores_secret_read(ol_item *item, const char *key_id, ol_find_cb cb, void *arg);
 
 /* pipeline.c */
 void pipeline_prepare_done(ol_stage *st, int result, const char *reason);

@@ -62,15 +62,23 @@ void scheduler_complete(ol_item *item, size_t s, int status, ol_outcome outcome,
     const char *sname = run_stage_name(r, s);
     report_stage(r->report, item->name, sname, status == ST_SKIPPED ? 0 : outcome, sr->reason,
                  sr->finished - sr->started);
-    if (status == ST_DONE && (outcome == OL_OUTCOME_CREATED || outcome == OL_OUTCOME_UPDATED))
+    int converges = r->plan->mode == OL_MODE_APPLY || r->plan->mode == OL_MODE_ROTATE;
+    if (status == ST_DONE && converges &&
+        (outcome == OL_OUTCOME_CREATED || outcome == OL_OUTCOME_UPDATED))
         journal_append(r->journal, item->name, sname,
                        outcome == OL_OUTCOME_CREATED ? "stage_created" : "stage_updated", NULL,
                        sr->reason);
+    else if (status == ST_DONE && outcome == OL_OUTCOME_DELETED)
+        journal_append(r->journal, item->name, sname, "stage_deleted", NULL, sr->reason);
 }
 
 void scheduler_done(ol_stage *stage, ol_item *item, ol_outcome outcome, const char *reason) {
     if (stage == NULL || item == NULL)
         return;
+    if (item->committing) {
+        lifecycle_commit_done(stage, item, outcome, reason);
+        return;
+    }
     stage_run *sr = &item->stages[stage->index];
     if (sr->status != ST_RUNNING) {
         run_log(stage, item, OL_LOG_ERROR,
@@ -79,7 +87,9 @@ void scheduler_done(ol_stage *stage, ol_item *item, ol_outcome outcome, const ch
                     : "plugin bug: done() called for a stage that is not running; ignored");
         return;
     }
-    if (outcome < OL_OUTCOME_CREATED || outcome > OL_OUTCOME_FAILED) {
+    if (outcome < OL_OUTCOME_CREATED || outcome > OL_OUTCOME_ABSENT ||
+        ((outcome == OL_OUTCOME_DELETED || outcome == OL_OUTCOME_ABSENT) &&
+         item->run->plan->mode != OL_MODE_DESTROY)) {
         outcome = OL_OUTCOME_FAILED;
         reason = "plugin bug: invalid outcome";
     }
@@ -137,11 +147,21 @@ static void stage_start(ol_item *item, size_t s) {
     ol_stage *stage = &r->stages[s];
     sr->status = ST_RUNNING;
     if (stage->ps->is_store) {
-        stores_apply(item, s);
+        if (r->plan->mode == OL_MODE_DESTROY)
+            stores_destroy(item, s);
+        else if (r->plan->mode == OL_MODE_PLAN || r->plan->mode == OL_MODE_STATUS)
+            stores_inspect(item, s);
+        else
+            stores_apply(item, s);
+        return;
+    }
+    int (*entry)(ol_stage *, ol_item *, void *) = lifecycle_entry(r, s);
+    if (entry == NULL) {
+        lifecycle_skip(item, s);
         return;
     }
     services_timer_start(r->svc, stage->ps->timeout_ms, on_stage_timeout, sr, &sr->timer);
-    int rc = stage->ps->plugin->desc->apply(stage, item, stage->state);
+    int rc = entry(stage, item, stage->state);
     if (rc < 0 && sr->status == ST_RUNNING) {
         char why[160];
         snprintf(why, sizeof(why), "could not start: %s", ol_strerror(rc));
@@ -164,7 +184,8 @@ void scheduler_advance(ol_item *item) {
             const char *failed = NULL;
             if (sr->status != ST_PENDING)
                 continue;
-            int st = needs_state(item, r->stages[s].ps, &failed);
+            int st = r->plan->mode == OL_MODE_DESTROY ? lifecycle_destroy_ready(item, s, &failed)
+                                                      : needs_state(item, r->stages[s].ps, &failed);
             if (st == 0)
                 continue;
             sr->started = (double)uv_now(&r->loop) / 1000.0;
@@ -179,7 +200,7 @@ void scheduler_advance(ol_item *item) {
         }
     } while (item->again);
     item->advancing = 0;
-    if (item->remaining == 0 && !item->finished)
+    if (item->remaining == 0 && !item->finished && !lifecycle_commit(item))
         item_finish(item);
     else if (!item->finished && item->store_ops > 0)
         stores_park_if_waiting(item);

@@ -113,6 +113,7 @@ static void store_put_done(ol_item *item, size_t s, int result, const char *reas
         reason = "stored, but the journal could not record it";
     }
     if (result == 0) {
+        run_checkpoint(item, "store.after_put");
         run_log(&r->stages[s], item, OL_LOG_INFO, "stored access key %s", key_id);
         scheduler_complete(item, s, ST_DONE, sr->replaced ? OL_OUTCOME_UPDATED : OL_OUTCOME_CREATED,
                            NULL);
@@ -122,6 +123,91 @@ static void store_put_done(ol_item *item, size_t s, int result, const char *reas
         scheduler_complete(item, s, ST_DONE, OL_OUTCOME_FAILED, why);
     }
     scheduler_advance(item);
+}
+
+/* ---- destroy, plan and status ----------------------------------------------------------- */
+
+static void store_fail(ol_item *item, size_t s, int result, const char *reason) {
+    char why[1024];
+    store_reason(why, sizeof(why), run_stage_name(item->run, s), reason, result);
+    scheduler_complete(item, s, ST_DONE, OL_OUTCOME_FAILED, why);
+    scheduler_advance(item);
+}
+
+/* destroy: the entry was read (is there one?); delete it, or report it absent. */
+static void destroy_got(ol_item *item, size_t s, int result, const char *reason) {
+    if (item->stages[s].status != ST_RUNNING)
+        return;
+    if (result == OL_ENOENT) {
+        scheduler_complete(item, s, ST_DONE, OL_OUTCOME_ABSENT, NULL);
+        scheduler_advance(item);
+    } else if (result != 0) {
+        store_fail(item, s, result, reason);
+    } else {
+        store_op_start(item, s, OP_DEL, NULL);
+    }
+}
+
+static void destroy_deleted(ol_item *item, size_t s, int result, const char *reason) {
+    run *r = item->run;
+    if (item->stages[s].status != ST_RUNNING)
+        return;
+    if (result != 0 && result != OL_ENOENT) {
+        store_fail(item, s, result, reason);
+        return;
+    }
+    journal_append_durable(r->journal, item->name, run_stage_name(r, s), "secret_deleted", NULL,
+                           NULL);
+    run_log(&r->stages[s], item, OL_LOG_INFO, "deleted the item's entry");
+    scheduler_complete(item, s, ST_DONE, OL_OUTCOME_DELETED, NULL);
+    scheduler_advance(item);
+}
+
+/* plan and status: does the store hold the item's current key (iam.access_key_id, set by
+ * the key-creating stage's plan)? */
+static void inspect_got(ol_item *item, size_t s, int result, const ol_secret *found,
+                        const char *reason) {
+    run *r = item->run;
+    if (item->stages[s].status != ST_RUNNING)
+        return;
+    if (result != 0 && result != OL_ENOENT) {
+        store_fail(item, s, result, reason);
+        return;
+    }
+    const char *want = bag_get(&item->bag, OL_KEY_ACCESS_KEY_ID);
+    const char *have = result == 0 && found != NULL ? found->access_key_id : NULL;
+    char why[256];
+    ol_outcome outcome = OL_OUTCOME_UNCHANGED;
+    if (have == NULL) {
+        outcome = OL_OUTCOME_CREATED;
+        snprintf(why, sizeof(why), "holds no secret for the item%s%s", want ? "; would store " : "",
+                 want ? want : "");
+    } else if (want == NULL || strcmp(want, have) != 0) {
+        outcome = OL_OUTCOME_UPDATED;
+        snprintf(why, sizeof(why), "holds access key %s, %s%s", have,
+                 want ? "not the user's current key " : "a key the user no longer has",
+                 want ? want : "");
+    } else {
+        snprintf(why, sizeof(why), "holds access key %s", have);
+    }
+    report_fact(r->report, item->name, run_stage_name(r, s), "holds", have ? have : "nothing");
+    scheduler_complete(item, s, ST_DONE, outcome, why);
+    scheduler_advance(item);
+}
+
+void stores_destroy(ol_item *item, size_t s) {
+    if (item->run->plan->stages[s].plugin->desc->store->del == NULL) {
+        scheduler_complete(item, s, ST_DONE, OL_OUTCOME_FAILED,
+                           "this store cannot delete entries (its plugin has no del); remove "
+                           "the item's entry by hand");
+        scheduler_advance(item);
+        return;
+    }
+    store_op_start(item, s, OP_GET, NULL);
+}
+
+void stores_inspect(ol_item *item, size_t s) {
+    store_op_start(item, s, OP_GET, NULL);
 }
 
 static void store_op_end(ol_item *item, size_t s, int result, const ol_secret *found,
@@ -146,6 +232,12 @@ static void store_op_end(ol_item *item, size_t s, int result, const ol_secret *f
         store_put_done(item, s, result, reason);
     else if (op == OP_GET && item->find != NULL)
         find_got(item->find, s, result, found, reason);
+    else if (op == OP_GET && r->plan->mode == OL_MODE_DESTROY)
+        destroy_got(item, s, result, reason);
+    else if (op == OP_GET)
+        inspect_got(item, s, result, found, reason);
+    else if (op == OP_DEL)
+        destroy_deleted(item, s, result, reason);
     stores_maybe_flush(r);
 }
 
@@ -334,7 +426,9 @@ static void find_next(find_ctx *f) {
     }
     if (!f->checked) {
         f->checked = 1;
-        if (f->found != NULL || f->n_keys == 0)
+        if (f->force)
+            ; /* secret_read: the secret itself is wanted, not the journal's word */
+        else if (f->found != NULL || f->n_keys == 0)
             f->next = f->n_order;
         else if (f->n_order > f->n_verify) {
             /* Every non-verify store holds a key: enough when no verify store lacks it. */
@@ -415,8 +509,27 @@ static void find_next_cb(void *arg, int status) {
     find_next(f);
 }
 
+static int secret_find_start(ol_item *item, const char *const *key_ids, size_t n, ol_find_cb cb,
+                             void *arg, int force);
+
 int stores_secret_find(ol_item *item, const char *const *key_ids, size_t n, ol_find_cb cb,
                        void *arg) {
+    return secret_find_start(item, key_ids, n, cb, arg, 0);
+}
+
+/* Every store is read (verify stores first) until one gives the key's secret back. */
+int stores_secret_read(ol_item *item, const char *key_id, ol_find_cb cb, void *arg) {
+    if (key_id == NULL)
+        return OL_EINVAL;
+    const char *bag_id = bag_get(&item->bag, OL_KEY_ACCESS_KEY_ID);
+    if (bag_id != NULL && strcmp(bag_id, key_id) == 0 &&
+        bag_get(&item->bag, OL_KEY_SECRET_ACCESS_KEY) != NULL)
+        return secret_find_start(item, &key_id, 1, cb, arg, 2); /* in hand: read nothing */
+    return secret_find_start(item, &key_id, 1, cb, arg, 1);
+}
+
+static int secret_find_start(ol_item *item, const char *const *key_ids, size_t n, ol_find_cb cb,
+                             void *arg, int force) {
     if (item == NULL || cb == NULL || (n > 0 && key_ids == NULL) || item->find != NULL)
         return OL_EINVAL;
     find_ctx *f = calloc(1, sizeof(*f));
@@ -439,6 +552,12 @@ int stores_secret_find(ol_item *item, const char *const *key_ids, size_t n, ol_f
         return rc;
     }
     item->find = f;
+    f->force = force;
+    if (force == 2) {
+        f->found = strdup(key_ids[0]);
+        f->next = f->n_verify = f->n_order;
+        f->checked = 1;
+    }
     if (n == 0)
         f->next = f->n_verify = f->n_order; /* no key: nothing to read */
     services_timer_start(item->run->svc, 0, find_next_cb, f, NULL);

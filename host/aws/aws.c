@@ -72,6 +72,7 @@ typedef struct aws_call {
     size_t body_len;
     char *form_body;
     unsigned flags;
+    char *as_key_id, *as_secret; /* sign with this key instead of the client's (2.1) */
     char **consistency_codes;
     uint64_t consistency_deadline; /* uv_now ms */
     unsigned attempts;             /* HTTP attempts sent */
@@ -280,6 +281,11 @@ static void call_free_cb(uv_handle_t *h) {
     }
     free(call->headers);
     free(call->form_body);
+    free(call->as_key_id);
+    if (call->as_secret != NULL) {
+        OPENSSL_cleanse(call->as_secret, strlen(call->as_secret));
+        free(call->as_secret);
+    }
     if (call->consistency_codes) {
         for (char **p = call->consistency_codes; *p; p++)
             free(*p);
@@ -393,9 +399,17 @@ int aws_send(aws_client *c, const ol_aws_request *req, ol_aws_cb cb, void *arg) 
     call->n_params = call->params ? req->n_params : 0;
     call->headers = copy_kv(req->headers, req->n_headers);
     call->n_headers = call->headers ? req->n_headers : 0;
-    int oom = !call->service || !call->method || !call->region || (req->bucket && !call->bucket) ||
-              (req->key && !call->key) || (req->n_params && !call->params) ||
-              (req->n_headers && !call->headers);
+    if (req->struct_size >=
+            offsetof(ol_aws_request, secret_access_key) + sizeof(req->secret_access_key) &&
+        req->access_key_id != NULL && req->secret_access_key != NULL) {
+        call->as_key_id = dupstr(req->access_key_id);
+        call->as_secret = dupstr(req->secret_access_key);
+        if (call->as_key_id == NULL || call->as_secret == NULL)
+            req = NULL; /* reported as out of memory below */
+    }
+    int oom = req == NULL || !call->service || !call->method || !call->region ||
+              (req->bucket && !call->bucket) || (req->key && !call->key) ||
+              (req->n_params && !call->params) || (req->n_headers && !call->headers);
     if (!oom && req->consistency_codes) {
         size_t n = 0;
         while (req->consistency_codes[n])
@@ -522,8 +536,9 @@ static int attempt_sign(aws_call *call, attempt *a) {
     a->hdrs[a->n++] = (ol_kv){"X-Amz-Date", a->amz_date};
     if (is_s3(call))
         a->hdrs[a->n++] = (ol_kv){"X-Amz-Content-Sha256", a->payload_hash};
-    if (c->creds.session_token)
-        a->hdrs[a->n++] = (ol_kv){"X-Amz-Security-Token", c->creds.session_token};
+    const char *token = call->as_key_id ? NULL : c->creds.session_token;
+    if (token)
+        a->hdrs[a->n++] = (ol_kv){"X-Amz-Security-Token", token};
     if (call->form_body)
         a->hdrs[a->n++] =
             (ol_kv){"Content-Type", "application/x-www-form-urlencoded; charset=utf-8"};
@@ -536,8 +551,9 @@ static int attempt_sign(aws_call *call, attempt *a) {
 
     sigv4_request sreq = {call->method, a->path, a->query, a->hdrs, a->n, a->payload_hash};
     sigv4_scope scope = {a->ep.signing_region, a->ep.signing_name, a->amz_date, is_s3(call)};
-    sigv4_creds screds = {c->creds.access_key_id, c->creds.secret_access_key,
-                          c->creds.session_token};
+    sigv4_creds screds = {c->creds.access_key_id, c->creds.secret_access_key, token};
+    if (call->as_key_id != NULL)
+        screds = (sigv4_creds){call->as_key_id, call->as_secret, NULL};
     int rc = sigv4_authorization(&sreq, &scope, &screds, &a->auth);
     if (rc != 0)
         return rc;

@@ -11,6 +11,7 @@
 #include "opsline/opsline.h"
 
 #include "../arn.h"
+#include "bucket_lifecycle.h"
 
 #define S3_XMLNS "http://s3.amazonaws.com/doc/2006-03-01/"
 #define MAX_TAGS 50       /* S3 User Guide, "Tagging": up to 50 tags per bucket */
@@ -835,6 +836,11 @@ static int bucket_validate(ol_stage *stage, const ol_item *item, void *state) {
     return OL_EINVAL;
 }
 
+/* The lifecycle commands live in bucket_lifecycle.c. */
+static int bucket_destroy(ol_stage *stage, ol_item *item, void *state) {
+    return bucket_lifecycle_destroy(((const bucket_conf *)state)->host, stage, item);
+}
+
 static const ol_plugin bucket_plugin = {
     .abi_major = OL_ABI_MAJOR,
     .abi_minor = OL_ABI_MINOR,
@@ -849,6 +855,7 @@ static const ol_plugin bucket_plugin = {
     .validate = bucket_validate,
     .apply = bucket_apply,
     .fini = bucket_fini,
+    .destroy = bucket_destroy,
 };
 
 OL_EXPORT const ol_plugin *opsline_plugin(void) {

@@ -23,6 +23,7 @@
 #include "opsline/opsline.h"
 
 #include "../arn.h"
+#include "iam_lifecycle.h"
 
 #define IAM_MAX_TAGS 50 /* IAM quota: tags per user */
 #define IAM_MAX_KEYS 2  /* IAM quota: access keys per user */
@@ -801,6 +802,20 @@ static void iam_fini(void *state) {
     free(state);
 }
 
+/* The lifecycle commands live in iam_lifecycle.c. */
+static int iam_destroy(ol_stage *stage, ol_item *item, void *state) {
+    return iam_lifecycle_destroy(((const iam_conf *)state)->host, stage, item);
+}
+static int iam_rotate(ol_stage *stage, ol_item *item, void *state) {
+    return iam_lifecycle_rotate(((const iam_conf *)state)->host, stage, item);
+}
+static int iam_rotate_commit(ol_stage *stage, ol_item *item, void *state) {
+    return iam_lifecycle_commit(((const iam_conf *)state)->host, stage, item);
+}
+static int iam_plan(ol_stage *stage, ol_item *item, void *state) {
+    return iam_lifecycle_plan(((const iam_conf *)state)->host, stage, item);
+}
+
 static const ol_option_def iam_options[] = {
     {"path", OL_OPT_STRING, "/", "IAM path of the user (must begin and end with '/')",
      OL_BIND(iam_conf, path)},
@@ -818,7 +833,7 @@ static const ol_plugin iam_plugin = {
     .abi_minor = OL_ABI_MINOR,
     .struct_size = sizeof(ol_plugin),
     .name = "iam",
-    .version = "2.0.0",
+    .version = "2.1.0",
     .description = "IAM user (programmatic only) and an access key whose secret is never lost",
     .needs = iam_needs,
     OL_OPTIONS(iam_options),
@@ -827,6 +842,10 @@ static const ol_plugin iam_plugin = {
     .validate = iam_validate,
     .apply = iam_apply,
     .fini = iam_fini,
+    .plan = iam_plan,
+    .destroy = iam_destroy,
+    .rotate = iam_rotate,
+    .rotate_commit = iam_rotate_commit,
 };
 
 OL_EXPORT const ol_plugin *opsline_plugin(void) {

@@ -15,6 +15,7 @@
 #include "opsline/opsline.h"
 
 #include "../arn.h"
+#include "policy_lifecycle.h"
 
 /* IAM User Guide, "IAM and AWS STS quotas": the inline policies of a user total at most
  * 2,048 characters, whitespace not counted. */
@@ -844,6 +845,21 @@ static int policy_validate(ol_stage *stage, const ol_item *item, void *state) {
 
 static const char *const policy_needs[] = {"bucket", "iam", NULL};
 
+/* The lifecycle commands live in policy_lifecycle.c. The user is the item's (iam's name). */
+static int policy_destroy(ol_stage *stage, ol_item *item, void *state) {
+    const policy_conf *c = state;
+    return policy_lifecycle_destroy(c->host, stage, item, c->policy_name);
+}
+
+static int policy_plan(ol_stage *stage, ol_item *item, void *state) {
+    const policy_conf *c = state;
+    char *arn = arn_s3_bucket(c->host, c->host->item_region(item), c->host->item_name(item));
+    policy_wanted w = {arn ? policy_build(c->actions, c->n_actions, arn) : NULL, policy_decode,
+                       policy_equal};
+    c->host->free(arn);
+    return policy_lifecycle_plan(c->host, stage, item, c->policy_name, w);
+}
+
 static const ol_option_def policy_options[] = {
     {"preset", OL_OPT_STRING, "runbook",
      "Named action list: \"runbook\" (the runbook's 15 actions), \"read-only\", \"read-write\"",
@@ -867,6 +883,8 @@ static const ol_plugin policy_plugin = {
     .init = policy_init,
     .validate = policy_validate,
     .apply = policy_apply,
+    .plan = policy_plan,
+    .destroy = policy_destroy,
     .fini = policy_fini,
 };
 

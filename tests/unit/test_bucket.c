@@ -6,6 +6,8 @@
 
 #include "../../plugins/arn.c"
 #include "../../plugins/bucket/bucket.c"
+#include "../../plugins/bucket/bucket_lifecycle.c"
+#include "../../plugins/lifecycle.c"
 
 /* Every request of this stage is an S3 request on the item's bucket. */
 static void check_s3_request(const ol_aws_request *req) {

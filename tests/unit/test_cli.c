@@ -87,12 +87,26 @@ static void more_than_64_sets_is_a_usage_error(void **state) {
     assert_non_null(strstr(err, "too many --set options (64 at most)"));
 }
 
+static void a_switch_of_another_command_is_a_usage_error(void **state) {
+    (void)state;
+    char err[2048];
+    const char *const keep[] = {"opsline", "destroy", "acme", "--keep-old", NULL};
+    assert_int_equal(run_cli(keep, err, sizeof(err)), 2);
+    assert_non_null(strstr(err, "--keep-old is not an option of `opsline destroy`"));
+    const char *const adopt[] = {"opsline", "plan", "acme", "--adopt", NULL};
+    assert_int_equal(run_cli(adopt, err, sizeof(err)), 2);
+    assert_non_null(strstr(err, "--adopt is not an option of `opsline plan`"));
+    const char *const yes[] = {"opsline", "rotate", "acme", "--yes", NULL};
+    assert_int_equal(run_cli(yes, err, sizeof(err)), 2);
+    assert_non_null(strstr(err, "--yes is not an option of `opsline rotate`"));
+}
+
 static void unknown_commands_and_options_are_usage_errors(void **state) {
     (void)state;
     char err[2048];
-    const char *const cmd[] = {"opsline", "destroy", "acme", NULL};
+    const char *const cmd[] = {"opsline", "frobnicate", "acme", NULL};
     assert_int_equal(run_cli(cmd, err, sizeof(err)), 2);
-    assert_non_null(strstr(err, "destroy"));
+    assert_non_null(strstr(err, "frobnicate"));
     const char *const opt[] = {"opsline", "apply", "acme", "--colour", NULL};
     assert_int_equal(run_cli(opt, err, sizeof(err)), 2);
     assert_non_null(strstr(err, "colour"));
@@ -107,6 +121,7 @@ int main(void) {
         cmocka_unit_test(concurrency_outside_1_to_1024_or_not_a_number_is_a_usage_error),
         cmocka_unit_test(more_than_64_sets_is_a_usage_error),
         cmocka_unit_test(unknown_commands_and_options_are_usage_errors),
+        cmocka_unit_test(a_switch_of_another_command_is_a_usage_error),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -5,6 +5,8 @@
 #include "fake_host.h"
 
 #include "../../plugins/iam/iam.c"
+#include "../../plugins/iam/iam_lifecycle.c"
+#include "../../plugins/lifecycle.c"
 
 #define USER "acme-prod"
 #define SECRET "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
@@ -432,7 +434,7 @@ static void validates_user_names_and_paths(void **state) {
 
 static void logs_every_state_transition_at_debug_level(void **state) {
     fake_host *f = *state;
-    assert_string_equal(opsline_plugin()->version, "2.0.0");
+    assert_string_equal(opsline_plugin()->version, "2.1.0");
     start();
     existing_user_without_login_profile();
     const char *none[] = {NULL};

@@ -7,6 +7,8 @@
 
 #include "../../plugins/arn.c"
 #include "../../plugins/policy/policy.c"
+#include "../../plugins/policy/policy_lifecycle.c"
+#include "../../plugins/lifecycle.c"
 
 #define RUNBOOK_JSON                                                                               \
     "{\"Version\":\"2012-10-17\",\"Statement\":[{\"Effect\":\"Allow\",\"Action\":["                \

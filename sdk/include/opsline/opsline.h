@@ -38,7 +38,7 @@ extern "C" {
 #endif
 
 #define OL_ABI_MAJOR 2
-#define OL_ABI_MINOR 0
+#define OL_ABI_MINOR 1
 
 #if defined(__GNUC__)
 #define OL_EXPORT __attribute__((visibility("default")))
@@ -96,8 +96,21 @@ typedef enum ol_outcome {
     OL_OUTCOME_CREATED = 1,
     OL_OUTCOME_UPDATED = 2,
     OL_OUTCOME_UNCHANGED = 3,
-    OL_OUTCOME_FAILED = 4
+    OL_OUTCOME_FAILED = 4,
+    /* 2.1: destroy's outcomes. */
+    OL_OUTCOME_DELETED = 5, /* the stage removed what it owns */
+    OL_OUTCOME_ABSENT = 6   /* there was nothing to remove */
 } ol_outcome;
+
+/* 2.1: what the run does with every item (host->run_mode). Each command runs the same
+ * pipeline, stores and journal; a stage implements the ones it can (ol_plugin). */
+typedef enum ol_mode {
+    OL_MODE_APPLY = 0,   /* create or converge (ol_plugin.apply) */
+    OL_MODE_PLAN = 1,    /* read only: what apply would do (ol_plugin.plan) */
+    OL_MODE_DESTROY = 2, /* remove what opsline created (ol_plugin.destroy) */
+    OL_MODE_ROTATE = 3,  /* replace the access key (ol_plugin.rotate, then rotate_commit) */
+    OL_MODE_STATUS = 4   /* read only: what exists and its drift (ol_plugin.plan) */
+} ol_mode;
 
 typedef enum ol_log_level {
     OL_LOG_ERROR = 0,
@@ -186,6 +199,12 @@ typedef struct ol_aws_request {
      * consistency_ms milliseconds, e.g. IAM's "NoSuchEntity" right after CreateUser. */
     const char *const *consistency_codes;
     unsigned consistency_ms;
+    /* ---- 2.1 ---- */
+    /* Non-NULL: sign with this access key instead of the run's credentials, without a
+     * session token (proving that a stored key works). Both borrowed for the call; the
+     * host never logs the secret. */
+    const char *access_key_id;
+    const char *secret_access_key;
 } ol_aws_request;
 
 typedef struct ol_aws_response {
@@ -473,6 +492,27 @@ typedef struct ol_host {
     /* The same rules for an item's name "<product>-<environment>", for validate: the
      * message names the product and the environment and which of them to change. */
     int (*item_name_check)(const ol_item *item, const char *kind, char **why);
+
+    /* ---- 2.1: the lifecycle (plan, destroy, rotate, status) ----------------------------- */
+
+    /* The command the run carries out for every item (ol_mode). */
+    ol_mode (*run_mode)(const ol_stage *stage);
+    /* Nonzero when the command line set this run-wide switch: "adopt" (destroy what opsline
+     * did not create), "empty-bucket" (destroy a bucket that holds objects), "keep-old"
+     * (rotate leaves the old key inactive). 0 for any other name. */
+    int (*run_flag)(const ol_stage *stage, const char *name);
+    /* journal_count, counting only the records written by the named stage (NULL: this
+     * stage): "did the iam stage create this user?" */
+    size_t (*journal_count_stage)(const ol_item *item, const ol_stage *stage,
+                                  const char *stage_name, const char *event, const char *id);
+    /* Add a fact about the item to the report (status, plan): a line "name: value" under
+     * the stage, and a field of the stage's object in --json. Never a secret (masked and
+     * refused like the journal). Both copied. */
+    int (*report_fact)(ol_stage *stage, ol_item *item, const char *name, const char *value);
+    /* Like secret_find for one key, but always reads the stores until one gives the
+     * secret back (the bag then holds it): for a stage that must use the stored key (a
+     * rotation's proof, verify). Same completion. */
+    int (*secret_read)(ol_item *item, const char *key_id, ol_find_cb cb, void *arg);
 } ol_host;
 
 /* ---------------------------------------------------------------------------------------
@@ -534,6 +574,28 @@ typedef struct ol_plugin {
 
     /* Non-NULL: this stage is a secret store (see ol_store_ops). */
     const ol_store_ops *store;
+
+    /* ---- 2.1: the lifecycle. Each may be NULL; same contract as apply (0 and one
+     * host->done, or a negative code). Check struct_size before reading these. ------- */
+
+    /* plan and status (OL_MODE_PLAN, OL_MODE_STATUS): read only, never a write request.
+     * Complete with CREATED ("would create"), UPDATED ("would update"; reason names the
+     * difference) or UNCHANGED; status also reports facts (host->report_fact). NULL: the
+     * stage shows as "unknown". */
+    int (*plan)(ol_stage *stage, ol_item *item, void *state);
+    /* Remove what this stage created for the item: DELETED, ABSENT (nothing there, which
+     * is success), or FAILED (e.g. a resource opsline did not create, without --adopt).
+     * Stages are destroyed in the reverse order of their needs; stores delete the item's
+     * entry after the key-creating stage removed the keys. NULL: nothing to remove. */
+    int (*destroy)(ol_stage *stage, ol_item *item, void *state);
+    /* rotate's first step: create the replacement (a new access key, in the bag like
+     * apply). The stores then store it, later stages (verify) check it. NULL: the stage
+     * takes no part (reported unchanged). */
+    int (*rotate)(ol_stage *stage, ol_item *item, void *state);
+    /* rotate's last step, once every stage of the item succeeded: retire what was
+     * replaced (prove the new key, deactivate and delete the old). Completes with
+     * host->done like apply; UPDATED reports "rotated". May be NULL. */
+    int (*rotate_commit)(ol_stage *stage, ol_item *item, void *state);
 } ol_plugin;
 
 /* Fills options, n_options and option_size of an ol_plugin from a static array. */
