@@ -86,7 +86,8 @@ static void send_list(bl_run *r) {
 
 /* Versions and delete markers of a ListObjectVersions page into r->objects. */
 static int take_objects(bl_run *r, const ol_xml *doc) {
-    static const char *const kinds[] = {"ListVersionsResult/Version", "ListVersionsResult/DeleteMarker"};
+    static const char *const kinds[] = {"ListVersionsResult/Version",
+                                        "ListVersionsResult/DeleteMarker"};
     size_t total = 0;
     for (size_t k = 0; k < 2; k++) {
         char p[96];
@@ -172,8 +173,9 @@ static void on_destroy(bl_run *r, const ol_aws_response *res) {
         return;
     case BL_TAGS: {
         ol_xml *doc = res->result == 0 ? r->h->xml_parse(res->body, res->body_len) : NULL;
-        int ours = lifecycle_tagged(r->h, doc, "Tagging/TagSet/Tag/Key", "Tagging/TagSet/Tag/Value") ||
-                   lifecycle_journaled(r->h, r->item, owners);
+        int ours =
+            lifecycle_tagged(r->h, doc, "Tagging/TagSet/Tag/Key", "Tagging/TagSet/Tag/Value") ||
+            lifecycle_journaled(r->h, r->item, owners);
         if (doc != NULL)
             r->h->xml_free(doc);
         if (!ours && !r->h->run_flag(r->stage, "adopt")) {

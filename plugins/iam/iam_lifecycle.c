@@ -128,8 +128,8 @@ static void lc_send(lc_run *r, lc_state state, const ol_kv *extra, size_t n, int
         params[1 + i] = extra[i];
     r->state = state;
     r->h->log(r->stage, r->item, OL_LOG_DEBUG, "iam: %s", lc_names[state]);
-    int rc = lifecycle_iam_send(r->h, r->item, lc_names[state], params, 1 + n, consistent,
-                                on_answer, r);
+    int rc =
+        lifecycle_iam_send(r->h, r->item, lc_names[state], params, 1 + n, consistent, on_answer, r);
     if (rc < 0) {
         ol_aws_response refused = {.struct_size = sizeof(ol_aws_response), .result = rc};
         lc_fail_aws(r, &refused);
@@ -270,8 +270,9 @@ static void on_destroy(lc_run *r, const ol_aws_response *res) {
         ol_xml *doc = lc_parse(r, res);
         if (doc == NULL)
             return;
-        r->tagged = lifecycle_tagged(r->h, doc, "ListUserTagsResponse/ListUserTagsResult/Tags/member/Key",
-                                     "ListUserTagsResponse/ListUserTagsResult/Tags/member/Value");
+        r->tagged =
+            lifecycle_tagged(r->h, doc, "ListUserTagsResponse/ListUserTagsResult/Tags/member/Key",
+                             "ListUserTagsResponse/ListUserTagsResult/Tags/member/Value");
         r->h->xml_free(doc);
         if (!r->tagged && !lifecycle_journaled(r->h, r->item, owners) &&
             !r->h->run_flag(r->stage, "adopt")) {
@@ -348,8 +349,8 @@ static void rotate_classify(lc_run *r) {
         lc_key *k = &r->keys[i];
         if (strcmp(k->id, r->stored) == 0)
             continue;
-        k->doomed = key_ours(r, k->id) ||
-                    (pending > 0 && lc_journal(r, "access_key_seen", k->id) == 0);
+        k->doomed =
+            key_ours(r, k->id) || (pending > 0 && lc_journal(r, "access_key_seen", k->id) == 0);
     }
 }
 
@@ -463,8 +464,7 @@ static void rotate_created(lc_run *r, const ol_aws_response *res) {
     if (rc == 0 && r->old[0])
         rc = r->h->item_set(r->item, BAG_OLD_KEY, r->old, 0);
     char why[300];
-    snprintf(why, sizeof(why), "new access key %s%s%s", id, r->old[0] ? " replaces " : "",
-             r->old);
+    snprintf(why, sizeof(why), "new access key %s%s%s", id, r->old[0] ? " replaces " : "", r->old);
     r->h->wipe((char *)secret, strlen(secret));
     r->h->xml_free(doc);
     if (rc != 0) {
@@ -495,8 +495,7 @@ static void on_rotate(lc_run *r, const ol_aws_response *res) {
         return;
     }
     if (lifecycle_is_error(res, "NoSuchEntity")) {
-        lc_fail(r, "user %s does not exist: nothing to rotate; run `opsline apply` first",
-                r->user);
+        lc_fail(r, "user %s does not exist: nothing to rotate; run `opsline apply` first", r->user);
         return;
     }
     if (res->result != 0) {
@@ -561,8 +560,9 @@ static void on_commit(lc_run *r, const ol_aws_response *res) {
         if (res->result != 0) {
             char *reason = r->h->aws_reason("the new key: GetCallerIdentity", res);
             const ol_host *h = r->h;
-            lc_fail(r, "%s; the new key does not work, so the old key %s stays active: rerun "
-                       "rotate",
+            lc_fail(r,
+                    "%s; the new key does not work, so the old key %s stays active: rerun "
+                    "rotate",
                     reason ? reason : "refused", r->old);
             h->free(reason);
             return;
@@ -631,9 +631,7 @@ static void plan_next_last_used(lc_run *r) {
     }
     ol_kv extra[] = {{"AccessKeyId", r->keys[r->next].id}};
     r->state = LC_LAST_USED;
-    ol_kv params[] = {{"Action", "GetAccessKeyLastUsed"},
-                      {"Version", IAM_API_VERSION},
-                      extra[0]};
+    ol_kv params[] = {{"Action", "GetAccessKeyLastUsed"}, {"Version", IAM_API_VERSION}, extra[0]};
     ol_aws_request req = {.struct_size = sizeof(ol_aws_request),
                           .service = "iam",
                           .method = "POST",
@@ -663,9 +661,8 @@ static void plan_key_fact(lc_run *r, const ol_aws_response *res) {
         r->h->xml_free(doc);
     char name[160], value[400];
     snprintf(name, sizeof(name), "key %s", k->id);
-    snprintf(value, sizeof(value), "%s, created %s (%ld days ago), %s%s", k->status,
-             k->create_date, days_since(k->create_date), used,
-             strcmp(k->id, r->stored) == 0 ? ", stored" : "");
+    snprintf(value, sizeof(value), "%s, created %s (%ld days ago), %s%s", k->status, k->create_date,
+             days_since(k->create_date), used, strcmp(k->id, r->stored) == 0 ? ", stored" : "");
     r->h->report_fact(r->stage, r->item, name, value);
     r->next++;
     plan_next_last_used(r);
@@ -720,13 +717,14 @@ static void on_plan(lc_run *r, const ol_aws_response *res) {
         ol_xml *doc = lc_parse(r, res);
         if (doc == NULL)
             return;
-        r->tagged = lifecycle_tagged(r->h, doc, "ListUserTagsResponse/ListUserTagsResult/Tags/member/Key",
-                                     "ListUserTagsResponse/ListUserTagsResult/Tags/member/Value");
+        r->tagged =
+            lifecycle_tagged(r->h, doc, "ListUserTagsResponse/ListUserTagsResult/Tags/member/Key",
+                             "ListUserTagsResponse/ListUserTagsResult/Tags/member/Value");
         r->h->xml_free(doc);
         r->h->report_fact(r->stage, r->item, "owner",
-                          r->tagged ? "opsline (tag)"
-                                    : lc_journal(r, "access_key_created", NULL) ? "opsline (journal)"
-                                                                             : "not opsline");
+                          r->tagged                                   ? "opsline (tag)"
+                          : lc_journal(r, "access_key_created", NULL) ? "opsline (journal)"
+                                                                      : "not opsline");
         lc_send(r, LC_LIST_KEYS, NULL, 0, 0);
         return;
     }

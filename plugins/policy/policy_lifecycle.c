@@ -36,8 +36,8 @@ static void pl_finish(pl_run *r, ol_outcome outcome, const char *reason) {
 
 static void pl_fail_aws(pl_run *r, const ol_aws_response *res) {
     const ol_host *h = r->h;
-    char *reason = lifecycle_aws_reason(h, res, "%s %s of user %s", pl_names[r->state], r->name,
-                                        r->user);
+    char *reason =
+        lifecycle_aws_reason(h, res, "%s %s of user %s", pl_names[r->state], r->name, r->user);
     pl_finish(r, OL_OUTCOME_FAILED, reason ? reason : "out of memory");
     h->free(reason);
 }
@@ -47,8 +47,8 @@ static void on_answer(void *arg, const ol_aws_response *res);
 static void pl_send(pl_run *r, pl_state state) {
     ol_kv params[] = {{"UserName", r->user}, {"PolicyName", r->name}};
     r->state = state;
-    int rc = lifecycle_iam_send(r->h, r->item, pl_names[state], params, state == PL_TAGS ? 1 : 2,
-                                0, on_answer, r);
+    int rc = lifecycle_iam_send(r->h, r->item, pl_names[state], params, state == PL_TAGS ? 1 : 2, 0,
+                                on_answer, r);
     if (rc < 0) {
         ol_aws_response refused = {.struct_size = sizeof(ol_aws_response), .result = rc};
         pl_fail_aws(r, &refused);
@@ -74,8 +74,8 @@ static json_t *actions_of(const json_t *doc) {
 static int has_string(const json_t *list, const char *v) {
     size_t i;
     json_t *x;
-    json_array_foreach(list, i, x) if (json_is_string(x) && strcasecmp(json_string_value(x), v) == 0)
-        return 1;
+    json_array_foreach(list, i, x) if (json_is_string(x) &&
+                                       strcasecmp(json_string_value(x), v) == 0) return 1;
     return 0;
 }
 
@@ -155,9 +155,10 @@ static void on_destroy(pl_run *r, const ol_aws_response *res) {
         return;
     }
     ol_xml *doc = r->h->xml_parse(res->body, res->body_len);
-    int ours = lifecycle_tagged(r->h, doc, "ListUserTagsResponse/ListUserTagsResult/Tags/member/Key",
-                                "ListUserTagsResponse/ListUserTagsResult/Tags/member/Value") ||
-               lifecycle_journaled(r->h, r->item, owners);
+    int ours =
+        lifecycle_tagged(r->h, doc, "ListUserTagsResponse/ListUserTagsResult/Tags/member/Key",
+                         "ListUserTagsResponse/ListUserTagsResult/Tags/member/Value") ||
+        lifecycle_journaled(r->h, r->item, owners);
     if (doc != NULL)
         r->h->xml_free(doc);
     if (!ours && !r->h->run_flag(r->stage, "adopt")) {
@@ -206,8 +207,8 @@ int policy_lifecycle_destroy(const ol_host *h, ol_stage *stage, ol_item *item,
     return 0;
 }
 
-int policy_lifecycle_plan(const ol_host *h, ol_stage *stage, ol_item *item,
-                          const char *policy_name, policy_wanted wanted) {
+int policy_lifecycle_plan(const ol_host *h, ol_stage *stage, ol_item *item, const char *policy_name,
+                          policy_wanted wanted) {
     pl_run *r = wanted.doc ? pl_new(h, stage, item, policy_name) : NULL;
     if (r == NULL) {
         json_decref(wanted.doc);

@@ -17,7 +17,7 @@ typedef struct policy_wanted {
 
 int policy_lifecycle_destroy(const ol_host *h, ol_stage *stage, ol_item *item,
                              const char *policy_name);
-int policy_lifecycle_plan(const ol_host *h, ol_stage *stage, ol_item *item,
-                          const char *policy_name, policy_wanted wanted);
+int policy_lifecycle_plan(const ol_host *h, ol_stage *stage, ol_item *item, const char *policy_name,
+                          policy_wanted wanted);
 
 #endif
