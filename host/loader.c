@@ -435,14 +435,18 @@ static int check_needs(const loader *l, const char *const *names, size_t n, char
     return 0;
 }
 
-/* The needs a stage runs after: its declared ones and, for a secret store, every stage of
- * the pipeline that creates secrets (the store must see the key). At most cap written. */
+/* The needs a stage runs after: its declared ones, every secret store for a stage flagged
+ * OL_STAGE_AFTER_STORES, and, for a secret store, every stage of the pipeline that creates
+ * secrets (the store must see the key). At most cap written. */
 static size_t effective_needs(const loader *l, const char *const *names, size_t n, size_t i,
                               const char **out, size_t cap) {
     const ol_plugin *d = loader_find(l, names[i])->desc;
     size_t k = 0;
     for (size_t j = 0; d->needs != NULL && d->needs[j] != NULL && k < cap; j++)
         out[k++] = d->needs[j];
+    for (size_t j = 0; (d->flags & OL_STAGE_AFTER_STORES) && j < n && k < cap; j++)
+        if (loader_find(l, names[j])->desc->store != NULL)
+            out[k++] = names[j];
     if (d->store == NULL)
         return k;
     for (size_t j = 0; j < n && k < cap; j++)

@@ -521,7 +521,10 @@ typedef struct ol_host {
 enum {
     /* The stage creates access keys and sets iam.access_key_id and the secret
      * iam.secret_access_key in the bag (the bundled iam stage). */
-    OL_STAGE_CREATES_SECRETS = 1u << 0
+    OL_STAGE_CREATES_SECRETS = 1u << 0,
+    /* ABI 2.1. The stage runs after every secret store of the pipeline (it uses the stored
+     * key, e.g. the bundled verify stage). */
+    OL_STAGE_AFTER_STORES = 1u << 2
 };
 
 typedef struct ol_plugin {
