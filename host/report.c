@@ -172,9 +172,12 @@ size_t report_finish(report *r, const aws_stats *st, int creds_rejected, int int
             "retries", (json_int_t)st->retries, "throttled", (json_int_t)st->throttled);
         static const char *const commands[] = {"apply", "plan", "destroy", "rotate", "status"};
         json_t *sum = doc ? json_object_get(doc, "summary") : NULL;
-        for (int o = OL_OUTCOME_DELETED; sum != NULL && r->mode != OL_MODE_APPLY && o <= 7; o++)
+        for (int o = OL_OUTCOME_DELETED; sum != NULL && r->mode == OL_MODE_DESTROY && o <= 6; o++)
             json_object_set_new(sum, outcome_name(r->mode, o),
                                 json_integer((json_int_t)r->outcome_count[o]));
+        if (sum != NULL && r->mode == OL_MODE_ROTATE)
+            json_object_set_new(sum, "rotated",
+                                json_integer((json_int_t)r->outcome_count[REPORT_ROTATED]));
         if (sum != NULL && r->mode == OL_MODE_PLAN)
             json_object_set_new(sum, "changes", json_integer((json_int_t)report_changes(r)));
         if (doc != NULL && r->mode >= 0 && r->mode <= 4)

@@ -841,6 +841,17 @@ static int bucket_destroy(ol_stage *stage, ol_item *item, void *state) {
     return bucket_lifecycle_destroy(((const bucket_conf *)state)->host, stage, item);
 }
 
+static int bucket_plan(ol_stage *stage, ol_item *item, void *state) {
+    const bucket_conf *c = state;
+    bucket_plan_want w = {c->block_public,
+                          c->encryption,
+                          c->kms_key_id,
+                          c->versioning,
+                          c->tags_managed ? c->tags.items : NULL,
+                          c->tags_managed ? c->tags.n : 0};
+    return bucket_lifecycle_plan(c->host, stage, item, &w);
+}
+
 static const ol_plugin bucket_plugin = {
     .abi_major = OL_ABI_MAJOR,
     .abi_minor = OL_ABI_MINOR,
@@ -855,6 +866,7 @@ static const ol_plugin bucket_plugin = {
     .validate = bucket_validate,
     .apply = bucket_apply,
     .fini = bucket_fini,
+    .plan = bucket_plan,
     .destroy = bucket_destroy,
 };
 

@@ -32,10 +32,13 @@ typedef enum verify_step {
 } verify_step;
 
 /* The S3 action each step needs, for the reason of a refusal (IAM's permission names). */
-static const char *const step_actions[] = {
-    [V_READ] = "", [V_PUT] = "s3:PutObject", [V_GET] = "s3:GetObject",
-    [V_DELETE] = "s3:DeleteObject", [V_DENIED] = "s3:PutObject", [V_CLEANUP] = "s3:DeleteObject",
-    [V_TIDY] = "s3:DeleteObject"};
+static const char *const step_actions[] = {[V_READ] = "",
+                                           [V_PUT] = "s3:PutObject",
+                                           [V_GET] = "s3:GetObject",
+                                           [V_DELETE] = "s3:DeleteObject",
+                                           [V_DENIED] = "s3:PutObject",
+                                           [V_CLEANUP] = "s3:DeleteObject",
+                                           [V_TIDY] = "s3:DeleteObject"};
 
 typedef struct verify_run {
     const verify_conf *c;
@@ -75,7 +78,9 @@ static void verify_send(verify_run *v, verify_step step) {
     int put = step == V_PUT || step == V_DENIED;
     ol_aws_request req = {.struct_size = sizeof(ol_aws_request),
                           .service = "s3",
-                          .method = put ? "PUT" : step == V_GET ? "GET" : "DELETE",
+                          .method = put             ? "PUT"
+                                    : step == V_GET ? "GET"
+                                                    : "DELETE",
                           .bucket = step == V_DENIED || step == V_CLEANUP ? v->c->denied_bucket
                                                                           : v->bucket,
                           .key = v->c->probe_key,
@@ -102,10 +107,10 @@ static void verify_refused(verify_run *v, const ol_aws_response *res) {
                            v->bucket, v->c->probe_key, v->key_id);
     char *reason = h->aws_reason(what ? what : "probe", res);
     int denied = res->error_code != NULL && strcmp(res->error_code, "AccessDenied") == 0;
-    v->note = h->format("%s%s%s (waited up to %lld s for IAM propagation)",
-                        reason ? reason : "refused",
-                        denied ? "; the key's policy does not allow " : "",
-                        denied ? step_actions[v->step] : "", v->c->wait_ms / 1000);
+    v->note =
+        h->format("%s%s%s (waited up to %lld s for IAM propagation)", reason ? reason : "refused",
+                  denied ? "; the key's policy does not allow " : "",
+                  denied ? step_actions[v->step] : "", v->c->wait_ms / 1000);
     h->free(what);
     h->free(reason);
     if (v->step == V_GET) {
@@ -162,7 +167,8 @@ static void on_answer(void *arg, const ol_aws_response *res) {
                     "the stored key %s may write to bucket %s, which is not the item's: its "
                     "policy is broader than the bucket %s%s",
                     v->key_id, v->c->denied_bucket, v->bucket,
-                    res->result == 0 ? "" : " (the probe object written there could not be removed)");
+                    res->result == 0 ? ""
+                                     : " (the probe object written there could not be removed)");
         return;
     case V_TIDY:
         verify_fail(v, "%s%s", v->note ? v->note : "refused",
@@ -223,8 +229,8 @@ static int verify_init(ol_stage *stage, const ol_host *host, void **state) {
     c->host = host;
     int rc = host->opt_bind(stage, c);
     if (rc == 0 && (c->wait_ms < 0 || c->wait_ms > 600000)) {
-        host->log(stage, NULL, OL_LOG_ERROR,
-                  "option wait_ms %lld: give 0 to 600000 milliseconds", c->wait_ms);
+        host->log(stage, NULL, OL_LOG_ERROR, "option wait_ms %lld: give 0 to 600000 milliseconds",
+                  c->wait_ms);
         rc = OL_ECONFIG;
     }
     char *why = NULL;
