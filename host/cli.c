@@ -17,6 +17,7 @@
 #include "aws/sts.h"
 #include "config.h"
 #include "error.h"
+#include "journal.h"
 #include "loader.h"
 #include "options.h"
 #include "pipeline.h"
@@ -109,11 +110,11 @@ static const char *rotate_usage =
     "                           rotate deletes it\n";
 
 static const char *status_usage =
-    "usage: opsline status PRODUCT... [options as for apply]\n"
+    "usage: opsline status [PRODUCT...] [options as for apply]\n"
     "\n"
     "Shows what exists per item, from the ownership tags and the journal: the bucket, the\n"
     "user, its keys with age and last use, which stores hold the secret, and drift.\n"
-    "Reads only.\n";
+    "Reads only. Without a product: every product the journal says opsline created.\n";
 
 static const char *pipeline_usage =
     "options:\n"
@@ -645,28 +646,95 @@ static int destroy_confirm(const apply_args *x, const plan *p) {
     return -1;
 }
 
+/* status with no product: the products of the items the journal says opsline created (and
+ * did not destroy since), for the environments asked for. Returns -1 to go on, else the
+ * exit code. *found is malloc'd (strings too); the caller frees it. */
+static int status_products(apply_args *x, char ***found, size_t *n_found, plan *only) {
+    const char *dir = x->a.state_dir ? x->a.state_dir : ".opsline";
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/journal.jsonl", dir);
+    if (access(path, F_OK) != 0)
+        return usage_error("status",
+                           "no product given and no journal in '%s': name the products "
+                           "(e.g. `opsline status acme`) or give --state-dir",
+                           dir);
+    journal *j = NULL;
+    char *err = NULL;
+    if (journal_open(dir, &j, &err) != 0) {
+        fprintf(stderr, "error: %s\n", err ? err : "cannot open the journal");
+        free(err);
+        return EXIT_USAGE;
+    }
+    const char **items = NULL;
+    size_t n = journal_items(j, &items);
+    only->only = calloc(n ? n : 1, sizeof(char *));
+    for (size_t i = 0; only->only != NULL && i < n; i++)
+        if ((only->only[only->n_only] = strdup(items[i])) != NULL)
+            only->n_only++;
+    const char *envs = x->a.environments ? x->a.environments : CONFIG_DEFAULT_ENVIRONMENTS;
+    *found = calloc(n ? n : 1, sizeof(char *));
+    for (size_t i = 0; *found != NULL && i < n; i++)
+        for (const char *e = envs; *e != '\0';) {
+            size_t el = strcspn(e, ","), il = strlen(items[i]);
+            if (il > el + 1 && items[i][il - el - 1] == '-' &&
+                strncmp(items[i] + il - el, e, el) == 0) {
+                size_t k = 0;
+                while (k < *n_found && (strlen((*found)[k]) != il - el - 1 ||
+                                        strncmp((*found)[k], items[i], il - el - 1) != 0))
+                    k++;
+                if (k == *n_found && ((*found)[k] = strndup(items[i], il - el - 1)) != NULL)
+                    (*n_found)++;
+            }
+            e += el + (e[el] == ',');
+        }
+    free(items);
+    journal_close(j);
+    if (*n_found == 0)
+        return usage_error("status",
+                           "no product given and the journal in '%s' records none for "
+                           "these environments: name the products",
+                           dir);
+    x->a.products = (const char *const *)*found;
+    x->a.n_products = *n_found;
+    return -1;
+}
+
 static int cmd_pipeline(const pipeline_command *cmd, int argc, char **argv) {
     apply_args x;
     memset(&x, 0, sizeof(x));
     x.cmd = cmd;
+    char **found = NULL;
+    size_t n_found = 0;
+    plan only = {0}; /* status from the journal: its items */
     int code = apply_parse(argc, argv, &x);
-    if (code >= 0)
-        return code;
+    if (code < 0 && cmd->mode == OL_MODE_STATUS && x.a.n_products == 0 && !x.a.products_file)
+        code = status_products(&x, &found, &n_found, &only);
     loader *l = NULL;
-    code = load_plugins(&l, x.dirs, x.n_dirs);
-    if (code != 0) {
+    if (code < 0 && load_plugins(&l, x.dirs, x.n_dirs) != 0)
+        code = EXIT_USAGE;
+    if (code >= 0) {
         loader_free(l);
+        for (size_t i = 0; i < n_found; i++)
+            free(found[i]);
+        free(found);
+        plan_free(&only);
         return code;
     }
     plan p;
     char *err = NULL;
     int rc = config_build(&x.a, l, &p, &err);
+    for (size_t i = 0; i < n_found; i++)
+        free(found[i]);
+    free(found);
     if (rc != 0) {
         fprintf(stderr, "error: %s\n", err ? err : ol_strerror(rc));
         free(err);
         loader_free(l);
+        plan_free(&only);
         return EXIT_USAGE;
     }
+    p.only = only.only;
+    p.n_only = only.n_only;
     p.mode = cmd->mode;
     p.flags = x.flags;
     code = destroy_confirm(&x, &p);

@@ -358,6 +358,37 @@ long long journal_last_time(const journal *j, const char *item, const char *even
     return last;
 }
 
+/* Index + 1 of the last record of item with event, 0 when none. */
+static size_t last_index(const journal *j, const char *item, const char *event) {
+    size_t last = 0;
+    for (size_t i = 0; i < j->n_recs; i++)
+        if (record_matches(&j->recs[i], item, event, NULL))
+            last = i + 1;
+    return last;
+}
+
+size_t journal_items(const journal *j, const char ***out) {
+    *out = NULL;
+    if (j == NULL || j->n_recs == 0)
+        return 0;
+    const char **names = calloc(j->n_recs, sizeof(char *));
+    size_t n = 0;
+    for (size_t i = 0; names != NULL && i < j->n_recs; i++) {
+        const char *item = j->recs[i].item;
+        size_t k = 0;
+        while (k < n && strcmp(names[k], item) != 0)
+            k++;
+        if (k == n && last_index(j, item, "stage_created") > last_index(j, item, "stage_deleted"))
+            names[n++] = item;
+    }
+    if (n == 0) {
+        free(names);
+        return 0;
+    }
+    *out = names;
+    return n;
+}
+
 const char *journal_path(const journal *j) {
     return j->path;
 }

@@ -44,6 +44,12 @@ size_t journal_count_stage(const journal *j, const char *item, const char *stage
 /* Time (unix seconds) of the latest matching record, or 0. */
 long long journal_last_time(const journal *j, const char *item, const char *event, const char *id);
 
+/* The items some stage created (a "stage_created" record) after their last destroy (the
+ * last "stage_deleted"), in order of first appearance: what `opsline status` shows when no
+ * product is named. Returns the count and a malloc'd array of borrowed names (free the
+ * array only), or 0 with *out NULL. */
+size_t journal_items(const journal *j, const char ***out);
+
 /* Skipped malformed lines, one "path:line: ..." per line, or NULL when none (borrowed). The
  * caller logs this as a warning after journal_open. */
 const char *journal_warnings(const journal *j);

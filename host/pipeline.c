@@ -156,6 +156,16 @@ static void scrub_secret_env(void) {
 
 /* ---- set-up and teardown ---------------------------------------------------------------- */
 
+/* Without p->only every product x environment is an item. */
+static int item_selected(const plan *p, const char *product, const char *environment) {
+    size_t pl = strlen(product);
+    for (size_t k = 0; k < p->n_only; k++)
+        if (strncmp(p->only[k], product, pl) == 0 && p->only[k][pl] == '-' &&
+            strcmp(p->only[k] + pl + 1, environment) == 0)
+            return 1;
+    return p->only == NULL;
+}
+
 static int items_build(run *r) {
     const plan *p = r->plan;
     /* The client's settings own the region decision (credentials_settings), --region and
@@ -167,12 +177,15 @@ static int items_build(run *r) {
     r->items = calloc(r->n_items ? r->n_items : 1, sizeof(*r->items));
     if (r->items == NULL)
         return OL_ENOMEM;
+    size_t n = 0;
     for (size_t i = 0; i < p->n_products; i++)
         for (size_t e = 0; e < p->n_environments; e++) {
-            ol_item *it = &r->items[i * p->n_environments + e];
+            if (!item_selected(p, p->products[i], p->environments[e]))
+                continue;
+            ol_item *it = &r->items[n];
             size_t len = strlen(p->products[i]) + strlen(p->environments[e]) + 2;
             it->run = r;
-            it->index = i * p->n_environments + e;
+            it->index = n++;
             it->product = p->products[i];
             it->environment = p->environments[e];
             it->region = r->region;
@@ -188,6 +201,7 @@ static int items_build(run *r) {
                 it->stages[s].index = s;
             }
         }
+    r->n_items = n;
     return 0;
 }
 
@@ -371,5 +385,8 @@ void plan_free(plan *p) {
     free(p->region);
     free(p->profile);
     free(p->state_dir);
+    for (size_t i = 0; i < p->n_only; i++)
+        free(p->only[i]);
+    free(p->only);
     memset(p, 0, sizeof(*p));
 }

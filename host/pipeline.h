@@ -34,6 +34,8 @@ typedef struct plan {
     char *state_dir;
     int json;
     int verbose;
+    char **only; /* non-NULL: run only the items named here (status from the journal) */
+    size_t n_only;
     int mode;       /* ol_mode: the command (apply, plan, destroy, rotate, status) */
     unsigned flags; /* PLAN_FLAG_*: the command's run-wide switches (host->run_flag) */
 } plan;

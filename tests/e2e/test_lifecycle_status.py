@@ -110,5 +110,19 @@ class StatusTest(MotoTestCase):
         self.assertIn("holds: ", r.stdout)
 
 
+    def test_without_products_status_shows_what_the_journal_says_opsline_created(self):
+        r = self.opsline("destroy", self.prod("fine"), "-e", "production", "--yes")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        r = self.opsline("status", "--json")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        names = sorted(i["name"] for i in json.loads(r.stdout)["items"])
+        self.assertEqual(names, sorted(self.name(p) for p in ("grace", "drifted", "lost")))
+
+    def test_without_products_or_journal_status_is_a_usage_error(self):
+        r = self.opsline("status", "--state-dir", os.path.join(self.work, "none"))
+        self.assertEqual(r.returncode, 2, r.stdout + r.stderr)
+        self.assertIn("name the products", r.stderr)
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)

@@ -139,6 +139,27 @@ static void counts_records_by_item_event_and_id(void **state) {
     journal_close(j);
 }
 
+static void lists_the_items_created_and_not_destroyed_since(void **state) {
+    fixture *f = *state;
+    journal *j = open_ok(f);
+    const char **items = NULL;
+    assert_int_equal(journal_items(j, &items), 0);
+    assert_null(items);
+    assert_int_equal(journal_append(j, "a-prod", "bucket", "stage_created", NULL, NULL), 0);
+    assert_int_equal(journal_append(j, "b-prod", "iam", "access_key_requested", NULL, NULL), 0);
+    assert_int_equal(journal_append(j, "c-prod", "bucket", "stage_created", NULL, NULL), 0);
+    assert_int_equal(journal_append(j, "a-prod", "iam", "stage_created", NULL, NULL), 0);
+    assert_int_equal(journal_append(j, "c-prod", "bucket", "stage_deleted", NULL, NULL), 0);
+    assert_int_equal(journal_append(j, "d-prod", "bucket", "stage_created", NULL, NULL), 0);
+    assert_int_equal(journal_append(j, "d-prod", "bucket", "stage_deleted", NULL, NULL), 0);
+    assert_int_equal(journal_append(j, "d-prod", "bucket", "stage_created", NULL, NULL), 0);
+    assert_int_equal(journal_items(j, &items), 2); /* b: nothing created; c: destroyed */
+    assert_string_equal(items[0], "a-prod");
+    assert_string_equal(items[1], "d-prod");
+    free(items);
+    journal_close(j);
+}
+
 static void reloads_records_written_by_an_earlier_run(void **state) {
     fixture *f = *state;
     journal *j = open_ok(f);
@@ -258,6 +279,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(creates_private_dir_and_file, setup, teardown),
         cmocka_unit_test_setup_teardown(appends_one_compact_json_line_per_record, setup, teardown),
         cmocka_unit_test_setup_teardown(counts_records_by_item_event_and_id, setup, teardown),
+        cmocka_unit_test_setup_teardown(lists_the_items_created_and_not_destroyed_since, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(reloads_records_written_by_an_earlier_run, setup, teardown),
         cmocka_unit_test_setup_teardown(skips_a_torn_last_line_and_appends_on_a_fresh_line, setup,
                                         teardown),
