@@ -210,12 +210,92 @@ static void an_item_with_only_unchanged_stages_is_ok(void **state) {
     capture_free(&c);
 }
 
+static void plan_names_outcomes_as_would_and_counts_the_changes(void **state) {
+    (void)state;
+    capture c;
+    report *r = report_new(0, 0, 1);
+    assert_non_null(r);
+    report_set_mode(r, OL_MODE_PLAN);
+    capture_start(&c);
+    report_stage(r, "x-production", "bucket", OL_OUTCOME_UPDATED, "would turn on X", 0.1);
+    report_stage(r, "x-production", "iam", OL_OUTCOME_CREATED, NULL, 0.1);
+    report_stage(r, "x-production", "policy", OL_OUTCOME_UNCHANGED, NULL, 0.1);
+    report_item(r, "x-production", "x", "production", "eu-north-1");
+    size_t failed = report_finish(r, &STATS, 0, 0);
+    capture_end(&c);
+    assert_int_equal(failed, 0);
+    assert_int_equal(report_changes(r), 2);
+    report_free(r);
+    assert_non_null(strstr(c.stdout_text, "bucket     would update  would turn on X\n"));
+    assert_non_null(strstr(c.stdout_text, "iam        would create\n"));
+    assert_non_null(strstr(c.stdout_text, "policy     no change\n"));
+    assert_non_null(strstr(c.stdout_text, "stages: 1 would create, 1 would update, 1 no change, 0 "
+                                          "skipped;"));
+    capture_free(&c);
+}
+
+static void facts_show_under_their_stage_and_in_json(void **state) {
+    (void)state;
+    capture c;
+    report *r = report_new(0, 0, 1);
+    assert_non_null(r);
+    report_set_mode(r, OL_MODE_STATUS);
+    capture_start(&c);
+    report_fact(r, "x-production", "iam", "key AKIA1", "Active, stored");
+    report_fact(r, "x-production", "bucket", "owner", "opsline (tag)");
+    report_stage(r, "x-production", "iam", OL_OUTCOME_UNCHANGED, NULL, 0.1);
+    report_stage(r, "x-production", "bucket", OL_OUTCOME_UPDATED, "drifted", 0.1);
+    report_item(r, "x-production", "x", "production", "eu-north-1");
+    report_finish(r, &STATS, 0, 0);
+    capture_end(&c);
+    report_free(r);
+    const char *iam = strstr(c.stdout_text, "iam        ok\n");
+    assert_non_null(iam);
+    assert_non_null(strstr(iam, "key AKIA1: Active, stored\n"));
+    const char *bucket = strstr(c.stdout_text, "bucket     drift      drifted\n");
+    assert_non_null(bucket);
+    assert_non_null(strstr(bucket, "owner: opsline (tag)\n"));
+    assert_true(strstr(c.stdout_text, "owner:") > iam &&
+                strstr(c.stdout_text, "key AKIA1") < bucket);
+    capture_free(&c);
+
+    r = report_new(1, 0, 1);
+    assert_non_null(r);
+    report_set_mode(r, OL_MODE_DESTROY);
+    capture_start(&c);
+    report_fact(r, "y-production", "iam", "user", "y-production");
+    report_stage(r, "y-production", "iam", OL_OUTCOME_DELETED, NULL, 0.1);
+    report_stage(r, "y-production", "bucket", OL_OUTCOME_ABSENT, NULL, 0.1);
+    report_item(r, "y-production", "y", "production", "eu-north-1");
+    report_finish(r, &STATS, 0, 0);
+    capture_end(&c);
+    report_free(r);
+    json_t *doc = json_loads(c.stdout_text, 0, NULL);
+    assert_non_null(doc);
+    assert_string_equal(json_string_value(json_object_get(doc, "command")), "destroy");
+    json_t *item = json_array_get(json_object_get(doc, "items"), 0);
+    assert_null(json_object_get(item, "pending_facts"));
+    json_t *iam_stage = json_array_get(json_object_get(item, "stages"), 0);
+    assert_string_equal(json_string_value(json_object_get(iam_stage, "outcome")), "deleted");
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(iam_stage, "facts"), "user")),
+        "y-production");
+    json_t *sum = json_object_get(doc, "summary");
+    assert_int_equal(json_integer_value(json_object_get(sum, "deleted")), 1);
+    assert_int_equal(json_integer_value(json_object_get(sum, "absent")), 1);
+    assert_true(json_is_true(json_object_get(item, "ok")));
+    json_decref(doc);
+    capture_free(&c);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(prints_a_line_per_stage_failures_on_stderr_and_a_summary),
         cmocka_unit_test(counts_items_that_never_finished_as_failed_or_not_run),
         cmocka_unit_test(json_mode_prints_one_document_with_items_in_finish_order_and_nothing_else),
         cmocka_unit_test(an_item_with_only_unchanged_stages_is_ok),
+        cmocka_unit_test(plan_names_outcomes_as_would_and_counts_the_changes),
+        cmocka_unit_test(facts_show_under_their_stage_and_in_json),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
