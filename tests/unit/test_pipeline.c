@@ -385,8 +385,90 @@ static void says_sts_was_unreachable_rather_than_credentials_rejected(void **sta
     fixture_finish(&fx);
 }
 
+/* ---- the lifecycle commands: which entry point runs, in which order -------------------- */
+
+static char g_order[256];         /* "<mode letter>:<stage> " per call, in call order */
+static const char *g_fail_rotate; /* this stage's rotate fails */
+
+static int lc_record(ol_stage *stage, ol_item *item, const char *what, ol_outcome outcome) {
+    size_t n = strlen(g_order);
+    snprintf(g_order + n, sizeof(g_order) - n, "%s:%s ", what, g_host->stage_name(stage));
+    g_host->done(stage, item, outcome, outcome == OL_OUTCOME_FAILED ? "refused" : NULL);
+    return 0;
+}
+static int lc_destroy(ol_stage *stage, ol_item *item, void *state) {
+    (void)state;
+    return lc_record(stage, item, "d", OL_OUTCOME_DELETED);
+}
+static int lc_rotate(ol_stage *stage, ol_item *item, void *state) {
+    (void)state;
+    int fail = g_fail_rotate && strcmp(g_fail_rotate, g_host->stage_name(stage)) == 0;
+    return lc_record(stage, item, "r", fail ? OL_OUTCOME_FAILED : OL_OUTCOME_CREATED);
+}
+static int lc_commit(ol_stage *stage, ol_item *item, void *state) {
+    (void)state;
+    return lc_record(stage, item, "c", OL_OUTCOME_UPDATED);
+}
+static int lc_plan(ol_stage *stage, ol_item *item, void *state) {
+    (void)state;
+    g_host->report_fact(stage, item, "seen", "yes");
+    return lc_record(stage, item, "p", OL_OUTCOME_UPDATED);
+}
+
+#define LC_STAGE(nm, nd, cm)                                                                       \
+    {                                                                                              \
+        .abi_major = OL_ABI_MAJOR, .abi_minor = OL_ABI_MINOR, .struct_size = sizeof(ol_plugin),    \
+        .name = nm, .version = "1", .description = "test", .needs = nd, .init = st_init,           \
+        .apply = store_apply, .plan = lc_plan, .destroy = lc_destroy, .rotate = lc_rotate,         \
+        .rotate_commit = cm                                                                        \
+    }
+
+static const char *const needs_one[] = {"one", NULL};
+static const char *const needs_two[] = {"two", NULL};
+static const ol_plugin p_one = LC_STAGE("one", NULL, lc_commit);
+static const ol_plugin p_two = LC_STAGE("two", needs_one, NULL);
+static const ol_plugin p_three = LC_STAGE("three", needs_two, lc_commit);
+
+static int lc_run(int mode, const char *fail_rotate) {
+    static const ol_plugin *const stages[] = {&p_one, &p_two, &p_three, &p_secret};
+    fixture fx;
+    g_order[0] = '\0';
+    g_fail_rotate = fail_rotate;
+    fixture_init(&fx, stages, 4, 1);
+    fx.p.mode = mode;
+    int code = fixture_run(&fx);
+    fixture_finish(&fx);
+    return code;
+}
+
+static void destroy_runs_the_stages_in_the_reverse_order_of_their_needs(void **state) {
+    (void)state;
+    /* "secret" has no destroy: absent, at once, in its own place. */
+    assert_int_equal(lc_run(OL_MODE_DESTROY, NULL), 0);
+    assert_string_equal(g_order, "d:three d:two d:one ");
+}
+
+static void rotate_commits_in_order_once_every_stage_succeeded(void **state) {
+    (void)state;
+    assert_int_equal(lc_run(OL_MODE_ROTATE, NULL), 0);
+    /* "secret" has no rotate: it takes no part */
+    assert_string_equal(g_order, "r:one r:two r:three c:one c:three ");
+    assert_int_equal(lc_run(OL_MODE_ROTATE, "three"), 1);
+    assert_string_equal(g_order, "r:one r:two r:three ");
+}
+
+static void plan_calls_plan_and_exits_3_when_changes_are_pending(void **state) {
+    (void)state;
+    assert_int_equal(lc_run(OL_MODE_PLAN, NULL), PIPELINE_EXIT_CHANGES);
+    assert_string_equal(g_order, "p:one p:two p:three ");
+    assert_int_equal(g_applied[0] + g_applied[2], 0); /* no apply ran */
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(destroy_runs_the_stages_in_the_reverse_order_of_their_needs),
+        cmocka_unit_test(rotate_commits_in_order_once_every_stage_succeeded),
+        cmocka_unit_test(plan_calls_plan_and_exits_3_when_changes_are_pending),
         cmocka_unit_test(runs_a_dag_of_synchronous_and_asynchronous_stages_for_every_item),
         cmocka_unit_test(masks_a_secret_in_a_log_line_longer_than_any_buffer),
         cmocka_unit_test(absorbs_a_stage_that_completes_twice_and_then_returns_an_error),
