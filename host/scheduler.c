@@ -191,7 +191,11 @@ void scheduler_advance(ol_item *item) {
             sr->started = (double)uv_now(&r->loop) / 1000.0;
             if (st < 0) {
                 char why[160];
-                snprintf(why, sizeof(why), "skipped: needs '%s', which did not succeed", failed);
+                snprintf(why, sizeof(why),
+                         r->plan->mode == OL_MODE_DESTROY
+                             ? "kept: '%s' must be removed first, and was not"
+                             : "skipped: needs '%s', which did not succeed",
+                         failed);
                 scheduler_complete(item, s, ST_SKIPPED, OL_OUTCOME_FAILED, why);
                 item->again = 1;
                 continue;
