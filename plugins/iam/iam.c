@@ -813,7 +813,8 @@ static int iam_rotate_commit(ol_stage *stage, ol_item *item, void *state) {
     return iam_lifecycle_commit(((const iam_conf *)state)->host, stage, item);
 }
 static int iam_plan(ol_stage *stage, ol_item *item, void *state) {
-    return iam_lifecycle_plan(((const iam_conf *)state)->host, stage, item);
+    const iam_conf *c = state;
+    return iam_lifecycle_plan(c->host, stage, item, &c->tags);
 }
 
 static const ol_option_def iam_options[] = {

@@ -85,7 +85,8 @@ typedef struct lc_run {
     size_t n_policies;
     int tagged;
     int changed;
-    char drift[512]; /* plan/status: what apply would change, "" nothing */
+    const ol_map *tags; /* plan: the configured tags */
+    char drift[512];    /* plan/status: what apply would change, "" nothing */
 } lc_run;
 
 static void lc_free(lc_run *r) {
@@ -694,6 +695,26 @@ static void plan_found(void *arg, const char *key_id, const char *const *lost, s
     plan_next_last_used(r);
 }
 
+/* The configured tags the user lacks or has with another value (apply adds them). */
+static void plan_tags(lc_run *r, const ol_xml *doc) {
+    static const char kp[] = "ListUserTagsResponse/ListUserTagsResult/Tags/member/Key";
+    static const char vp[] = "ListUserTagsResponse/ListUserTagsResult/Tags/member/Value";
+    size_t n = r->h->xml_count(doc, kp);
+    for (size_t i = 0; r->tags != NULL && i < r->tags->n; i++) {
+        const ol_kv *want = &r->tags->items[i];
+        int same = 0;
+        for (size_t k = 0; k < n && !same; k++) {
+            const char *key = r->h->xml_text(doc, kp, k), *val = r->h->xml_text(doc, vp, k);
+            same = key && val && strcmp(key, want->name) == 0 && strcmp(val, want->value) == 0;
+        }
+        if (!same) {
+            char what[400];
+            snprintf(what, sizeof(what), "would set tag %.128s=%.256s", want->name, want->value);
+            drift_add(r, what);
+        }
+    }
+}
+
 static void on_plan(lc_run *r, const ol_aws_response *res) {
     if (r->state == LC_LAST_USED) {
         plan_key_fact(r, res);
@@ -720,6 +741,7 @@ static void on_plan(lc_run *r, const ol_aws_response *res) {
         r->tagged =
             lifecycle_tagged(r->h, doc, "ListUserTagsResponse/ListUserTagsResult/Tags/member/Key",
                              "ListUserTagsResponse/ListUserTagsResult/Tags/member/Value");
+        plan_tags(r, doc);
         r->h->xml_free(doc);
         r->h->report_fact(r->stage, r->item, "owner",
                           r->tagged                                   ? "opsline (tag)"
@@ -803,10 +825,11 @@ int iam_lifecycle_commit(const ol_host *h, ol_stage *stage, ol_item *item) {
     return 0;
 }
 
-int iam_lifecycle_plan(const ol_host *h, ol_stage *stage, ol_item *item) {
+int iam_lifecycle_plan(const ol_host *h, ol_stage *stage, ol_item *item, const ol_map *tags) {
     lc_run *r = lc_new(h, stage, item);
     if (r == NULL)
         return OL_ENOMEM;
+    r->tags = tags;
     lc_send(r, LC_GET_USER, NULL, 0, 0);
     return 0;
 }

@@ -9,6 +9,7 @@
 int iam_lifecycle_destroy(const ol_host *h, ol_stage *stage, ol_item *item);
 int iam_lifecycle_rotate(const ol_host *h, ol_stage *stage, ol_item *item);
 int iam_lifecycle_commit(const ol_host *h, ol_stage *stage, ol_item *item);
-int iam_lifecycle_plan(const ol_host *h, ol_stage *stage, ol_item *item);
+/* tags: the iam stage's tags option (borrowed until fini), compared in plan. */
+int iam_lifecycle_plan(const ol_host *h, ol_stage *stage, ol_item *item, const ol_map *tags);
 
 #endif

@@ -62,8 +62,11 @@ class PlanTest(MotoTestCase):
         self.assertEqual(len(stages), 8)
         for key, s in stages.items():
             self.assertEqual(s["outcome"], "would create", key)
-        # nothing was created by the plan
-        self.assertEqual(self.client("s3").list_buckets()["Buckets"], [])
+        # nothing was created by the plan (one moto serves the class: look for acme's own)
+        names = {b["Name"] for b in self.client("s3").list_buckets()["Buckets"]}
+        self.assertFalse(names & {"acme-production", "acme-staging"}, names)
+        users = {u["UserName"] for u in self.client("iam").list_users()["Users"]}
+        self.assertFalse(users & {"acme-production", "acme-staging"}, users)
         self.apply_ok("acme")
         code, stages = self.plan("acme")
         self.assertEqual(code, 0, stages)
@@ -107,6 +110,17 @@ class PlanTest(MotoTestCase):
         self.assertIn("would remove s3:PutBucketAcl", reason)
         # kept, so neither added nor removed
         self.assertIsNone(re.search(r"s3:GetObject(,|;|$)", reason), reason)
+
+    def test_a_configured_tag_removed_by_hand_is_a_change(self):
+        self.apply_ok("tagged", "-e", "production", "--set", "iam.tags=team=core",
+                      "--set", "bucket.tags=team=core")
+        self.client("iam").untag_user(UserName="tagged-production", TagKeys=["team"])
+        code, stages = self.plan("tagged", "-e", "production", "--set", "iam.tags=team=core",
+                                 "--set", "bucket.tags=team=core")
+        self.assertEqual(code, 3)
+        changes = self.changes(stages)
+        self.assertEqual(list(changes), [("tagged-production", "iam")], changes)
+        self.assertIn("would set tag team=core", changes[("tagged-production", "iam")]["reason"])
 
     def test_a_store_that_lost_the_secret_is_a_change(self):
         self.apply_ok("lost", "-e", "production")
