@@ -633,9 +633,12 @@ static int destroy_confirm(const apply_args *x, const plan *p) {
                            "standard input is not a terminal: confirm with --yes to destroy");
     fprintf(stderr, "opsline will destroy the bucket, user, access keys, policy and stored "
                     "secrets of:\n");
-    for (size_t i = 0; i < p->n_products; i++)
-        for (size_t e = 0; e < p->n_environments; e++)
-            fprintf(stderr, "  %s-%s\n", p->products[i], p->environments[e]);
+    size_t n = p->n_products * p->n_environments;
+    for (size_t k = 0; k < n && k < 20; k++)
+        fprintf(stderr, "  %s-%s\n", p->products[k / p->n_environments],
+                p->environments[k % p->n_environments]);
+    if (n > 20)
+        fprintf(stderr, "  ... and %zu more\n", n - 20);
     fprintf(stderr, "Type 'yes' to destroy: ");
     fflush(stderr);
     char answer[16] = "";

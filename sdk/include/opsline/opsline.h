@@ -3,10 +3,11 @@
  * A stage is a shared object that exports one symbol, `opsline_plugin`, returning a static
  * descriptor (ol_plugin). The host checks the descriptor's ABI version, validates the
  * stage's declared options, and calls init once per pipeline, apply once per item, and
- * fini once at teardown. Everything a stage may do (read options, read and write the item
- * bag, send AWS requests, log, write private files, record to the journal, run programs,
- * do blocking work off the loop, take timers and locks, complete) goes through the host
- * API table (ol_host) handed to init.
+ * fini once at teardown. The other commands (plan, status, destroy, rotate: ol_mode) call
+ * the stage's plan, destroy, rotate and rotate_commit instead of apply (ABI 2.1). Everything a
+ * stage may do (read options, read and write the item bag, send AWS requests, log, write private
+ * files, record to the journal, run programs, do blocking work off the loop, take timers and locks,
+ * complete) goes through the host API table (ol_host) handed to init.
  *
  * A secret store is a stage with store operations (ol_store_ops: put, get, del) instead of
  * apply: the host runs it after the stage that creates access keys, records "stored" per
