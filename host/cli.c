@@ -396,8 +396,9 @@ static int cmd_plugins(int argc, char **argv) {
     if (strcmp(sub, "list") == 0 && optind + 1 == argc) {
         for (size_t i = 0; i < loader_count(l); i++) {
             const loader_plugin *p = loader_at(l, i);
-            printf("%-18s %-8s %s\n                   %s\n", p->desc->name,
+            printf("%-18s %-8s %s%s\n                   %s\n", p->desc->name,
                    p->desc->version ? p->desc->version : "",
+                   (p->desc->flags & OL_STAGE_DEFAULT) ? "[default] " : "",
                    p->desc->description ? p->desc->description : "", p->path);
         }
         if (loader_count(l) == 0)
@@ -410,6 +411,9 @@ static int cmd_plugins(int argc, char **argv) {
             code = EXIT_USAGE;
         } else {
             options_describe(p->desc, p->path, stdout);
+            const ol_cli_flag *f = loader_cli_flags(p->desc);
+            for (size_t i = 0; f != NULL && f[i].flag != NULL; i++)
+                printf("command-line flag: --%s sets option %s\n", f[i].flag, f[i].option);
         }
     } else {
         code = usage_error("plugins", "%s", "say `list` or `show NAME`");

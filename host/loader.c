@@ -156,6 +156,30 @@ static int check_options(const ol_plugin *d, const char *path, char **err) {
     return 0;
 }
 
+const ol_cli_flag *loader_cli_flags(const ol_plugin *d) {
+    if (d->struct_size < offsetof(ol_plugin, cli_flags) + sizeof(d->cli_flags))
+        return NULL; /* built against ABI 2.0 */
+    return d->cli_flags;
+}
+
+/* Every cli_flags entry names a flag of [a-z-] and an option the stage declares. */
+static int check_cli_flags(const ol_plugin *d, const char *path, char **err) {
+    const ol_cli_flag *f = loader_cli_flags(d);
+    for (size_t i = 0; f != NULL && f[i].flag != NULL; i++) {
+        size_t ok = strspn(f[i].flag, "abcdefghijklmnopqrstuvwxyz-");
+        int declared = 0;
+        for (size_t k = 0; f[i].option != NULL && k < d->n_options; k++)
+            declared |= strcmp(options_def(d, k)->name, f[i].option) == 0;
+        if (ok == 0 || f[i].flag[ok] != '\0' || !declared)
+            return ol__fail(err, OL_EINVAL,
+                            "%s: stage '%s': cli_flags entry #%zu ('%s' -> '%s') needs a flag of "
+                            "a-z and '-' and an option the stage declares",
+                            path, d->name, i + 1, f[i].flag,
+                            f[i].option != NULL ? f[i].option : "(null)");
+    }
+    return 0;
+}
+
 static int check_descriptor(const ol_plugin *d, const char *path, char **err) {
     int rc = check_abi(d, path, err);
     if (rc < 0)
@@ -187,7 +211,9 @@ static int check_descriptor(const ol_plugin *d, const char *path, char **err) {
             if (d->needs[i][0] == '\0')
                 return ol__fail(err, OL_EINVAL, "%s: stage '%s' has an empty name in its needs",
                                 path, d->name);
-    return check_options(d, path, err);
+    if ((rc = check_options(d, path, err)) != 0)
+        return rc;
+    return check_cli_flags(d, path, err);
 }
 
 /* dlerror() usually starts with the file name; drop it since our message already has it. */

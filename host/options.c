@@ -639,6 +639,9 @@ void options_describe(const ol_plugin *p, const char *path, FILE *out) {
                 p->name);
     else if (p->flags & OL_STAGE_CREATES_SECRETS)
         fputs("kind: creates access keys (a pipeline with it needs a secret store)\n", out);
+    if (p->flags & OL_STAGE_DEFAULT)
+        fprintf(out, "default pipeline: yes (runs when no --pipeline names the stages%s)\n",
+                p->store != NULL ? "; --secrets replaces the default stores" : "");
     if (p->timeout_ms != 0)
         fprintf(out, "time limit: %u s per item\n", p->timeout_ms / 1000);
     if (p->n_options > 0)

@@ -844,6 +844,7 @@ static const ol_plugin bucket_plugin = {
     .description = "S3 bucket named after the item, with public access, encryption, "
                    "versioning, logging and tags converged",
     .needs = NULL,
+    .flags = OL_STAGE_DEFAULT,
     OL_OPTIONS(bucket_options),
     .init = bucket_init,
     .validate = bucket_validate,

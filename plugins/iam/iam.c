@@ -822,7 +822,7 @@ static const ol_plugin iam_plugin = {
     .description = "IAM user (programmatic only) and an access key whose secret is never lost",
     .needs = iam_needs,
     OL_OPTIONS(iam_options),
-    .flags = OL_STAGE_CREATES_SECRETS,
+    .flags = OL_STAGE_CREATES_SECRETS | OL_STAGE_DEFAULT,
     .init = iam_init,
     .validate = iam_validate,
     .apply = iam_apply,

@@ -863,6 +863,7 @@ static const ol_plugin policy_plugin = {
     .version = "2.0.0",
     .description = "Inline IAM user policy granting the item's user access to the item's bucket",
     .needs = policy_needs,
+    .flags = OL_STAGE_DEFAULT,
     OL_OPTIONS(policy_options),
     .init = policy_init,
     .validate = policy_validate,

@@ -779,6 +779,8 @@ static const ol_store_ops dotenv_store = {
     .flags = OL_STORE_VERIFY, /* a file read: check it on every run */
 };
 
+static const ol_cli_flag dotenv_cli_flags[] = {{"env-file", "path"}, {NULL, NULL}};
+
 static const ol_plugin dotenv_plugin = {
     .abi_major = OL_ABI_MAJOR,
     .abi_minor = OL_ABI_MINOR,
@@ -786,11 +788,13 @@ static const ol_plugin dotenv_plugin = {
     .name = "dotenv",
     .version = "2.0.0",
     .description = "secret store: a .env file per item (0600, atomic, other lines kept)",
+    .flags = OL_STAGE_DEFAULT,
     OL_OPTIONS(dotenv_options),
     .init = dotenv_init,
     .validate = dotenv_validate,
     .fini = dotenv_fini,
     .store = &dotenv_store,
+    .cli_flags = dotenv_cli_flags,
 };
 
 OL_EXPORT const ol_plugin *opsline_plugin(void) {

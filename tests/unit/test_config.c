@@ -238,7 +238,8 @@ static void bad_set_and_env_file_are_refused_naming_what_to_write(void **state) 
     a.n_sets = 0;
     a.env_file = "x.env";
     a.pipeline_file = file_with(f, "nodotenv.json", "{\"stages\": [\"bucket\"]}");
-    expect_refused(f, &a, OL_EINVAL, "--env-file needs the dotenv stage");
+    expect_refused(f, &a, OL_EINVAL,
+                   "--env-file sets option 'path' of stage 'dotenv', which is not in the pipeline");
 }
 
 static void no_product_is_refused_with_an_example(void **state) {

@@ -69,12 +69,12 @@ static void loading_the_same_file_twice_is_a_noop(void **state) {
 }
 
 static void refuses_a_different_abi_major_naming_both_versions(void **state) {
-    expect_refusal(*state, CASES "abi_major/abi_major.so", OL_EABI, "ABI 3.0", "supports 2.0",
+    expect_refusal(*state, CASES "abi_major/abi_major.so", OL_EABI, "ABI 3.0", "supports 2.1",
                    "SDK 2.x");
 }
 
 static void refuses_a_newer_abi_minor_naming_both_versions(void **state) {
-    expect_refusal(*state, CASES "abi_minor/abi_minor.so", OL_EABI, "ABI 2.1", "supports 2.0",
+    expect_refusal(*state, CASES "abi_minor/abi_minor.so", OL_EABI, "ABI 2.2", "supports 2.1",
                    NULL);
 }
 
@@ -103,6 +103,11 @@ static void refuses_a_bad_stage_name(void **state) {
 static void refuses_duplicate_option_names(void **state) {
     expect_refusal(*state, CASES "dup_options/dup_options.so", OL_EINVAL, "'region' twice", NULL,
                    NULL);
+}
+
+static void refuses_a_cli_flag_for_an_undeclared_option(void **state) {
+    expect_refusal(*state, CASES "bad_cli_flag/bad_cli_flag.so", OL_EINVAL,
+                   "('env-file' -> 'path')", "an option the stage declares", NULL);
 }
 
 static void refuses_a_malformed_option_default(void **state) {
@@ -246,6 +251,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(refuses_a_descriptor_without_apply, setup, teardown),
         cmocka_unit_test_setup_teardown(refuses_a_bad_stage_name, setup, teardown),
         cmocka_unit_test_setup_teardown(refuses_duplicate_option_names, setup, teardown),
+        cmocka_unit_test_setup_teardown(refuses_a_cli_flag_for_an_undeclared_option, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(refuses_a_malformed_option_default, setup, teardown),
         cmocka_unit_test_setup_teardown(refuses_an_unresolved_symbol_with_the_dlerror_text, setup,
                                         teardown),

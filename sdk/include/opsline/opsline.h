@@ -38,7 +38,7 @@ extern "C" {
 #endif
 
 #define OL_ABI_MAJOR 2
-#define OL_ABI_MINOR 0
+#define OL_ABI_MINOR 1
 
 #if defined(__GNUC__)
 #define OL_EXPORT __attribute__((visibility("default")))
@@ -481,8 +481,18 @@ typedef struct ol_host {
 enum {
     /* The stage creates access keys and sets iam.access_key_id and the secret
      * iam.secret_access_key in the bag (the bundled iam stage). */
-    OL_STAGE_CREATES_SECRETS = 1u << 0
+    OL_STAGE_CREATES_SECRETS = 1u << 0,
+    /* ABI 2.1. The stage belongs to the default pipeline, used when neither --pipeline nor
+     * the pipeline file names the stages; a secret store with this flag is a default store
+     * (replaced by --secrets). `opsline plugins list` marks these stages. */
+    OL_STAGE_DEFAULT = 1u << 1
 };
+
+/* One command-line flag mapped to an option (ol_plugin.cli_flags). */
+typedef struct ol_cli_flag {
+    const char *flag;   /* without the dashes, e.g. "env-file" */
+    const char *option; /* a declared option of the stage */
+} ol_cli_flag;
 
 typedef struct ol_plugin {
     uint32_t abi_major;   /* OL_ABI_MAJOR the plugin was built with */
@@ -534,6 +544,12 @@ typedef struct ol_plugin {
 
     /* Non-NULL: this stage is a secret store (see ol_store_ops). */
     const ol_store_ops *store;
+
+    /* ABI 2.1. Command-line flags that set one of this stage's options, ending with
+     * {NULL, NULL}; NULL: none. With {"env-file", "path"}, `opsline apply --env-file V` sets
+     * option "path" to V on this stage when it is in the pipeline, as `--set STAGE.path=V`
+     * would. The host accepts only the flags its `apply --help` lists (today: env-file). */
+    const ol_cli_flag *cli_flags;
 } ol_plugin;
 
 /* Fills options, n_options and option_size of an ol_plugin from a static array. */
