@@ -444,4 +444,5 @@ const ol_host run_host_api = {
     .journal_append_durable = host_journal_append_durable,
     .aws_name_check = host_aws_name_check,
     .item_name_check = host_item_name_check,
+    .suggest = ol__suggest,
 };

@@ -307,49 +307,13 @@ static size_t action_matches(const char *name) {
     return n;
 }
 
-/* Levenshtein distance, case-insensitive, for "did you mean". Names are short (< 64). */
-static size_t edit_distance(const char *a, const char *b) {
-    size_t la = strlen(a), lb = strlen(b);
-    size_t row[65];
-    if (la > 64 || lb > 64)
-        return (size_t)-1;
-    for (size_t j = 0; j <= lb; j++)
-        row[j] = j;
-    for (size_t i = 1; i <= la; i++) {
-        size_t diag = row[0];
-        row[0] = i;
-        for (size_t j = 1; j <= lb; j++) {
-            size_t up = row[j];
-            size_t cost =
-                tolower((unsigned char)a[i - 1]) == tolower((unsigned char)b[j - 1]) ? 0 : 1;
-            size_t best = diag + cost;
-            if (up + 1 < best)
-                best = up + 1;
-            if (row[j - 1] + 1 < best)
-                best = row[j - 1] + 1;
-            row[j] = best;
-            diag = up;
-        }
-    }
-    return row[lb];
-}
-
 /* The action to suggest for an unknown name (without "s3:"), or NULL. */
-static const char *suggest_action(const char *name) {
+static const char *suggest_action(const ol_host *h, const char *name) {
     for (size_t i = 0; i < sizeof(api_aliases) / sizeof(api_aliases[0]); i++)
         if (strcasecmp(name, api_aliases[i][0]) == 0)
             return api_aliases[i][1];
-    const char *best = NULL;
-    size_t best_d = (size_t)-1;
-    for (size_t i = 0; i < N_S3_ACTIONS; i++) {
-        size_t d = edit_distance(name, s3_actions[i]);
-        if (d < best_d) {
-            best_d = d;
-            best = s3_actions[i];
-        }
-    }
-    /* Beyond a third of the name it is a different word, not a typo. */
-    return best_d <= strlen(name) / 3 + 1 ? best : NULL;
+    /* Beyond a third of the name it is a different word, not a typo (max_distance 0). */
+    return h->suggest(name, s3_actions, N_S3_ACTIONS, 0);
 }
 
 /* Check one action: "s3:<known name>" or an s3: wildcard that matches a known name. */
@@ -366,7 +330,7 @@ static int check_action(ol_stage *stage, const ol_host *h, const char *action) {
     const char *name = action + 3;
     if (action_matches(name) > 0)
         return 0;
-    const char *hint = strpbrk(name, "*?") == NULL ? suggest_action(name) : NULL;
+    const char *hint = strpbrk(name, "*?") == NULL ? suggest_action(h, name) : NULL;
     if (hint != NULL)
         h->log(stage, NULL, OL_LOG_ERROR,
                "option actions: '%s' is not an S3 action; did you mean 's3:%s'?", action, hint);

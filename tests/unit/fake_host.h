@@ -342,6 +342,7 @@ FAKE_API void fake_start(const ol_plugin *p) {
         .journal_append_durable = fake_journal_append_durable,
         .aws_name_check = fake_aws_name_check,
         .item_name_check = fake_item_name_check,
+        .suggest = ol__suggest,
         .journal_count = fake_journal_count,
         .done = fake_done,
         .checkpoint = fake_checkpoint,

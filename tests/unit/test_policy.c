@@ -122,17 +122,18 @@ static void matches_actions_case_insensitively_with_wildcards(void **state) {
 
 static void suggests_the_nearest_action_for_a_typo(void **state) {
     (void)state;
-    assert_string_equal(suggest_action("GetObjet"), "GetObject");
-    assert_string_equal(suggest_action("PutObjects"), "PutObject");
-    assert_string_equal(suggest_action("ListBuckett"), "ListBucket");
-    assert_null(suggest_action("Frobnicate"));
+    assert_string_equal(suggest_action(&FH.api, "GetObjet"), "GetObject");
+    assert_string_equal(suggest_action(&FH.api, "PutObjects"), "PutObject");
+    assert_string_equal(suggest_action(&FH.api, "ListBuckett"), "ListBucket");
+    assert_null(suggest_action(&FH.api, "Frobnicate"));
 }
 
 static void maps_api_operation_names_to_their_actions(void **state) {
     (void)state;
-    assert_string_equal(suggest_action("ListObjectsV2"), "ListBucket");
-    assert_string_equal(suggest_action("HeadObject"), "GetObject");
-    assert_string_equal(suggest_action("GetBucketEncryption"), "GetEncryptionConfiguration");
+    assert_string_equal(suggest_action(&FH.api, "ListObjectsV2"), "ListBucket");
+    assert_string_equal(suggest_action(&FH.api, "HeadObject"), "GetObject");
+    assert_string_equal(suggest_action(&FH.api, "GetBucketEncryption"),
+                        "GetEncryptionConfiguration");
 }
 
 static void accepts_known_and_wildcard_actions(void **state) {

@@ -473,6 +473,12 @@ typedef struct ol_host {
     /* The same rules for an item's name "<product>-<environment>", for validate: the
      * message names the product and the environment and which of them to change. */
     int (*item_name_check)(const ol_item *item, const char *kind, char **why);
+
+    /* ABI 2.1 (check host->abi_minor >= 1). For "did you mean": the candidate closest to
+     * name by case-insensitive edit distance, or NULL when the closest is more than
+     * max_distance edits away (0: a third of name's length plus one). */
+    const char *(*suggest)(const char *name, const char *const *candidates, size_t n,
+                           size_t max_distance);
 } ol_host;
 
 /* ---------------------------------------------------------------------------------------
