@@ -23,6 +23,7 @@
 
 #include "opsline/opsline.h"
 
+#include "lib/secretdir.h"
 #include "lib/storebuf.h"
 
 #define DOTENV_MAX_FILE (1024 * 1024) /* a .env larger than this is not one we should edit */
@@ -404,7 +405,10 @@ static int op_read(dotenv_op *op, char **text, size_t *len) {
     }
     if (rc != 0)
         snprintf(op->why, sizeof(op->why), "cannot read %s: %s", op->path,
-                 rc == OL_ERANGE ? "larger than 1 MiB" : op->st->host->strerror(rc));
+                 rc == OL_ERANGE   ? "larger than 1 MiB"
+                 : rc == OL_EINVAL ? "not a regular file (a link, FIFO, directory or device "
+                                     "appeared there): remove it and rerun"
+                                   : op->st->host->strerror(rc));
     return rc;
 }
 
@@ -604,8 +608,14 @@ static const char *target_problem(const char *path) {
         if (S_ISLNK(st.st_mode))
             return "is a symbolic link; opsline replaces .env files and never writes through a "
                    "link: point --env-file at the real file";
+        if (S_ISDIR(st.st_mode))
+            return "is a directory: point --env-file at a file";
         if (!S_ISREG(st.st_mode))
-            return S_ISDIR(st.st_mode) ? "is a directory" : "is not a regular file";
+            return S_ISFIFO(st.st_mode)
+                       ? "is a FIFO (named pipe), not a regular file: remove it or point "
+                         "--env-file at a regular file"
+                       : "is a socket or device, not a regular file: point --env-file at a "
+                         "regular file";
         if (st.st_size > DOTENV_MAX_FILE)
             return "is larger than 1 MiB, not a .env file opsline should edit";
     }
@@ -640,6 +650,12 @@ static int dotenv_validate(ol_stage *stage, const ol_item *item, void *state) {
         return OL_EINVAL;
     }
     const char *problem = target_problem(path);
+    char dirwhy[512];
+    int dirrc = problem == NULL ? secretdir_check(path, dirwhy, sizeof(dirwhy)) : 0;
+    if (dirrc > 0)
+        h->log(stage, item, OL_LOG_WARN, "%s", dirwhy);
+    else if (dirrc < 0)
+        problem = dirwhy;
     char *text = NULL;
     size_t len = 0, bad_line = 0;
     if (problem == NULL && h->read_private_file(path, DOTENV_MAX_FILE, &text, &len) == 0) {
@@ -657,7 +673,9 @@ static int dotenv_validate(ol_stage *stage, const ol_item *item, void *state) {
     }
     char *abs = problem == NULL ? absolute(path) : NULL;
     int rc = problem != NULL ? OL_EINVAL : abs == NULL ? OL_ENOMEM : 0;
-    if (problem != NULL)
+    if (problem == dirwhy)
+        h->log(stage, item, OL_LOG_ERROR, "%s", problem);
+    else if (problem != NULL)
         h->log(stage, item, OL_LOG_ERROR, "%s %s", path, problem);
     for (size_t i = 0; rc == 0 && i < st->n_targets; i++)
         if (strcmp(st->targets[i], abs) == 0) {
