@@ -705,7 +705,8 @@ static int dotenv_del(ol_stage *stage, ol_item *item, void *state) {
     return op_start(state, stage, item, OP_DEL, NULL);
 }
 
-/* Names a sourced .env must not set: the shell's and the loader's own. */
+/* Names a sourced .env must not set: the shell's and the loader's own, and the variables
+ * through which an interpreter or the dynamic loader runs code of someone's choosing. */
 static int var_clobbers(const char *name) {
     static const char *const taken[] = {"PATH",
                                         "HOME",
@@ -720,19 +721,44 @@ static int var_clobbers(const char *name) {
                                         "CDPATH",
                                         "PS1",
                                         "PS2",
+                                        "PS3",
                                         "PS4",
                                         "TMPDIR",
                                         "LANG",
                                         "TERM",
-                                        "LD_PRELOAD",
-                                        "LD_LIBRARY_PATH",
+                                        "PROMPT_COMMAND",
+                                        "SHELLOPTS",
+                                        "BASHOPTS",
+                                        "GLOBIGNORE",
+                                        "HISTFILE",
+                                        "MAIL",
+                                        "MAILPATH",
                                         "PYTHONPATH",
+                                        "PYTHONHOME",
+                                        "PYTHONSTARTUP",
                                         "NODE_OPTIONS",
+                                        "NODE_PATH",
+                                        "PERL5LIB",
+                                        "PERL5OPT",
+                                        "RUBYLIB",
+                                        "RUBYOPT",
+                                        "JAVA_TOOL_OPTIONS",
+                                        "GCONV_PATH",
+                                        "HOSTALIASES",
+                                        "LOCALDOMAIN",
+                                        "RES_OPTIONS",
+                                        "NLSPATH",
                                         NULL};
     for (size_t i = 0; taken[i] != NULL; i++)
         if (strcmp(name, taken[i]) == 0)
             return 1;
-    return strncmp(name, "LC_", 3) == 0 || strncmp(name, "BASH_FUNC_", 10) == 0;
+    /* LD_PRELOAD, LD_LIBRARY_PATH, LD_AUDIT...; macOS's DYLD_*; locales; exported shell
+     * functions. */
+    static const char *const prefixes[] = {"LD_", "DYLD_", "LC_", "BASH_FUNC_", NULL};
+    for (size_t i = 0; prefixes[i] != NULL; i++)
+        if (strncmp(name, prefixes[i], strlen(prefixes[i])) == 0)
+            return 1;
+    return 0;
 }
 
 static int dotenv_init(ol_stage *stage, const ol_host *host, void **state) {
