@@ -22,6 +22,7 @@
 #include "cli.h"
 #include "error.h"
 #include "names.h"
+#include "privfile.h"
 
 static int list_add(char ***list, size_t *n, const char *s) {
     for (size_t i = 0; i < *n; i++)
@@ -98,7 +99,18 @@ typedef struct stage_spec {
 
 static int pipeline_file_read(const char *path, json_t **doc, char **err) {
     json_error_t je;
-    *doc = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
+    /* Opened here, not by json_load_file: its message for a missing file is "line -1
+     * column -1", and a FIFO or device must be refused, not read until it ends. */
+    FILE *f = privfile_fopen(path);
+    if (f == NULL)
+        return ol__fail(err, OL_ECONFIG, "cannot open pipeline file %s: %s", path,
+                        privfile_strerror(errno));
+    *doc = json_loadf(f, JSON_REJECT_DUPLICATES, &je);
+    int read_errno = ferror(f) ? errno : 0;
+    fclose(f);
+    if (*doc == NULL && read_errno != 0)
+        return ol__fail(err, OL_ECONFIG, "cannot read pipeline file %s: %s", path,
+                        strerror(read_errno));
     if (*doc == NULL)
         return ol__fail(err, OL_ECONFIG, "pipeline file %s, line %d column %d: %s", path, je.line,
                         je.column, je.text);
