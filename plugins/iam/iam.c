@@ -464,10 +464,11 @@ static int iam_observe(iam_run *r, int consistent) {
 }
 
 static void fail_with_failure(iam_run *r) {
+    const ol_host *h = r->st->host;
     char *reason = r->failure;
     r->failure = NULL;
     finish(r, OL_OUTCOME_FAILED, reason != NULL ? reason : "out of memory");
-    r->st->host->free(reason);
+    h->free(reason);
 }
 
 static void create_user(iam_run *r);
