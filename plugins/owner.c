@@ -33,8 +33,8 @@ int owner_check_option(ol_stage *stage, const ol_host *host, const ol_kv *tags, 
     return 0;
 }
 
-int owner_merge(const ol_host *host, const ol_item *item, const ol_kv *tags, size_t n,
-                ol_kv **out, size_t *n_out) {
+int owner_merge(const ol_host *host, const ol_item *item, const ol_kv *tags, size_t n, ol_kv **out,
+                size_t *n_out) {
     ol_kv *all = calloc(OWNER_N_TAGS + n, sizeof(*all));
     if (all == NULL)
         return OL_ENOMEM;

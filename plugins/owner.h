@@ -25,7 +25,7 @@ int owner_check_option(ol_stage *stage, const ol_host *host, const ol_kv *tags, 
 
 /* The wanted tag set into a malloc'd array (*out, *n_out): the ownership tags, then the
  * configured ones. Strings are borrowed. Returns 0 or OL_ENOMEM. */
-int owner_merge(const ol_host *host, const ol_item *item, const ol_kv *tags, size_t n,
-                ol_kv **out, size_t *n_out);
+int owner_merge(const ol_host *host, const ol_item *item, const ol_kv *tags, size_t n, ol_kv **out,
+                size_t *n_out);
 
 #endif

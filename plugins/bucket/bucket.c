@@ -37,11 +37,18 @@ typedef struct bucket_conf {
 
 /* The settings the stage converges: each is read by one GET and written by one PUT on its
  * sub-resource. */
-typedef enum bucket_setting { SET_PAB, SET_ENC, SET_VER, SET_LOG, SET_TAGS, N_SETTINGS } bucket_setting;
+typedef enum bucket_setting {
+    SET_PAB,
+    SET_ENC,
+    SET_VER,
+    SET_LOG,
+    SET_TAGS,
+    N_SETTINGS
+} bucket_setting;
 
 typedef struct setting_api {
     const char *subresource;
-    const char *get;     /* S3 operation names, for messages */
+    const char *get; /* S3 operation names, for messages */
     const char *put;
     const char *missing; /* the GET's error code for "not configured", or NULL */
     const char *label;   /* what changed, for the user */
@@ -501,8 +508,8 @@ static void observe(bucket_op *op);
 /* The one transition function: every change of op->phase is logged here (curl's mstate()). */
 static void set_phase(bucket_op *op, bucket_phase next) {
     const bucket_conf *c = op->conf;
-    c->host->log(c->stage, op->item, OL_LOG_DEBUG, "bucket: state %s -> %s",
-                 phase_names[op->phase], phase_names[next]);
+    c->host->log(c->stage, op->item, OL_LOG_DEBUG, "bucket: state %s -> %s", phase_names[op->phase],
+                 phase_names[next]);
     op->phase = next;
 }
 
@@ -626,8 +633,8 @@ static void record(bucket_op *op, const char *event) {
     const bucket_conf *c = op->conf;
     /* A lost record only costs the next run one request: not a failure. */
     if (c->host->journal_append(op->item, c->stage, event, op->name) != 0)
-        c->host->log(c->stage, op->item, OL_LOG_WARN, "could not journal %s for bucket '%s'",
-                     event, op->name);
+        c->host->log(c->stage, op->item, OL_LOG_WARN, "could not journal %s for bucket '%s'", event,
+                     op->name);
 }
 
 /* Write what bucket_diff says, all in parallel; the observed answers are freed once the
@@ -748,9 +755,9 @@ static void phase_complete(bucket_op *op) {
         return;
     }
     if (op->create_tried) {
-        finish_failed(op, op->conf->host->format(
-                              "bucket '%s' was deleted while opsline was converging it; rerun",
-                              op->name));
+        finish_failed(
+            op, op->conf->host->format(
+                    "bucket '%s' was deleted while opsline was converging it; rerun", op->name));
         return;
     }
     /* The journal knew the bucket, but it is gone (deleted outside opsline): create it. */
@@ -762,9 +769,20 @@ static void phase_complete(bucket_op *op) {
 }
 
 static void on_head(bucket_op *op, const ol_aws_response *res) {
+    const ol_host *h = op->conf->host;
     if (res->result == 0) {
+        if (op->create_tried)
+            h->log(op->conf->stage, op->item, OL_LOG_INFO,
+                   "bucket '%s' already exists in another region than %s; converging it there",
+                   op->name, op->region != NULL ? op->region : "us-east-1");
+        h->free(op->failure); /* CreateBucket's refusal, explained */
+        op->failure = NULL;
         record(op, "bucket_seen");
         observe(op);
+        return;
+    }
+    if (op->create_tried) {
+        finish_refused(op); /* CreateBucket's own error is the one to report */
         return;
     }
     /* 404: no such bucket. 403: it exists but this account may not see it; CreateBucket
@@ -786,6 +804,13 @@ static void on_create(bucket_op *op, const ol_aws_response *res) {
     } else if (res->result == OL_EAWS && strcmp(code, "BucketAlreadyOwnedByYou") == 0) {
         record(op, "bucket_seen"); /* made by an earlier run or by hand: converge it */
         observe(op);
+    } else if (res->result == OL_EAWS && strcmp(code, "IllegalLocationConstraintException") == 0) {
+        /* The request went to another region's endpoint, which happens when the name is
+         * already a bucket there (S3 redirected us) or when the endpoint is wrong: ask
+         * HeadBucket, which tells the two apart. */
+        note_aws_error(op, "CreateBucket", res);
+        if (start_head(op) != 0)
+            finish_refused(op);
     } else if (res->result == OL_EAWS && strcmp(code, "BucketAlreadyExists") == 0) {
         finish_failed(op, op->conf->host->format(
                               "CreateBucket: bucket name '%s' is taken by another AWS account; "

@@ -102,11 +102,11 @@ typedef struct iam_run {
     ol_kv *tags_to_set; /* borrowed strings from want_tags */
     size_t n_tags_to_set;
     iam_read_req reads[N_READS];
-    size_t inflight;    /* reads in flight (observe) */
-    int sending;        /* the reads are being sent: completion waits for the last one */
-    int gone;           /* a read answered NoSuchEntity: no such user */
-    int create_tried;   /* CreateUser was sent in this run */
-    char *failure;      /* host-allocated reason of the first failed read, or NULL */
+    size_t inflight;  /* reads in flight (observe) */
+    int sending;      /* the reads are being sent: completion waits for the last one */
+    int gone;         /* a read answered NoSuchEntity: no such user */
+    int create_tried; /* CreateUser was sent in this run */
+    char *failure;    /* host-allocated reason of the first failed read, or NULL */
 } iam_run;
 
 static const char *const no_such_entity[] = {"NoSuchEntity", NULL};
@@ -282,8 +282,7 @@ static int send_action(iam_run *r, const char *action, const ol_kv *extra, size_
 /* The request of the current state, answered through on_response. */
 static int send_iam(iam_run *r, const ol_kv *extra, size_t n_extra, unsigned flags,
                     int consistent) {
-    return send_action(r, state_names[r->state], extra, n_extra, flags, consistent, on_response,
-                       r);
+    return send_action(r, state_names[r->state], extra, n_extra, flags, consistent, on_response, r);
 }
 
 /* Enters state and sends its request, or fails the run when the host refused to send. */
@@ -430,8 +429,8 @@ static void on_observed(void *arg, const ol_aws_response *res) {
     } else {
         int rc = parse_keys(r, res);
         if (rc != 0)
-            note_failure(r, h->format("ListAccessKeys for user %s: unreadable answer (%s)",
-                                      r->user, h->strerror(rc)));
+            note_failure(r, h->format("ListAccessKeys for user %s: unreadable answer (%s)", r->user,
+                                      h->strerror(rc)));
     }
     if (r->inflight == 0 && !r->sending)
         observe_complete(r);
@@ -506,8 +505,7 @@ static void record(iam_run *r, const char *event) {
     const ol_host *h = r->st->host;
     /* A lost record costs the next run one request, never a key: not a failure. */
     if (h->journal_append(r->item, r->stage, event, r->user) != 0)
-        h->log(r->stage, r->item, OL_LOG_WARN, "could not journal %s for user %s", event,
-               r->user);
+        h->log(r->stage, r->item, OL_LOG_WARN, "could not journal %s for user %s", event, r->user);
 }
 
 static void on_create_user(iam_run *r, const ol_aws_response *res) {
@@ -937,8 +935,8 @@ static int iam_apply(ol_stage *stage, ol_item *item, void *state) {
     r->stage = stage;
     r->item = item;
     r->user = st->host->item_name(item);
-    int rc = owner_merge(st->host, item, st->tags.items, st->tags.n, &r->want_tags,
-                         &r->n_want_tags);
+    int rc =
+        owner_merge(st->host, item, st->tags.items, st->tags.n, &r->want_tags, &r->n_want_tags);
     if (rc == 0) {
         r->tags_to_set = calloc(r->n_want_tags, sizeof(*r->tags_to_set));
         rc = r->tags_to_set != NULL ? 0 : OL_ENOMEM;

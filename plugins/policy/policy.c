@@ -703,7 +703,8 @@ static int policy_apply(ol_stage *stage, ol_item *item, void *state) {
     }
     /* A user the iam stage created in this run has no policy: nothing to read. */
     const char *fresh = h->item_get(item, OL_KEY_IAM_USER_CREATED);
-    int rc = send_request(op, fresh != NULL && strcmp(fresh, "true") == 0 ? POLICY_PUT : POLICY_GET);
+    int rc =
+        send_request(op, fresh != NULL && strcmp(fresh, "true") == 0 ? POLICY_PUT : POLICY_GET);
     if (rc < 0) {
         op_free(op); /* the callback never runs: nothing else owns op */
         return rc;

@@ -64,8 +64,7 @@ static void *start_new(void) {
 /* A bucket an earlier run created: apply sends its five reads at once. */
 static void *start_known(void) {
     void *st = NULL;
-    assert_int_equal(journal_append(FH.journal, FH.name, "bucket", "bucket_created", FH.name,
-                                    NULL),
+    assert_int_equal(journal_append(FH.journal, FH.name, "bucket", "bucket_created", FH.name, NULL),
                      0);
     assert_int_equal(bucket_init(NULL, &FH.api, &st), 0);
     assert_int_equal(bucket_apply(NULL, NULL, st), 0);
@@ -642,6 +641,29 @@ static void creates_a_known_bucket_that_was_deleted(void **state) {
     bucket_fini(st);
 }
 
+static void converges_a_bucket_of_ours_in_another_region(void **state) {
+    (void)state;
+    void *st = start_new();
+    respond(400, "IllegalLocationConstraintException", NULL); /* redirected: it exists */
+    expect_request("HEAD", "");
+    respond(200, NULL, NULL);
+    respond_matching_defaults();
+    assert_int_equal(FH.outcome, OL_OUTCOME_UNCHANGED);
+    assert_non_null(strstr(FH.logs, "already exists in another region than eu-north-1"));
+    bucket_fini(st);
+
+    /* HeadBucket does not find it: the endpoint is wrong; CreateBucket's error is reported. */
+    teardown(NULL);
+    setup(NULL);
+    st = start_new();
+    respond(400, "IllegalLocationConstraintException", NULL);
+    respond(404, NULL, NULL);
+    assert_int_equal(FH.outcome, OL_OUTCOME_FAILED);
+    assert_non_null(strstr(FH.reason, "CreateBucket failed: IllegalLocationConstraintException"));
+    assert_int_equal(FH.requests, 2);
+    bucket_fini(st);
+}
+
 static void fails_when_another_account_owns_the_name(void **state) {
     (void)state;
     void *st = start_new();
@@ -777,6 +799,7 @@ int main(void) {
         T(adds_missing_ownership_tags_and_keeps_tags_set_by_hand),
         T(converges_a_bucket_already_owned_by_you),
         T(creates_a_known_bucket_that_was_deleted),
+        T(converges_a_bucket_of_ours_in_another_region),
         T(fails_when_another_account_owns_the_name),
         T(fails_once_all_reads_answered_naming_the_first_error),
         T(reports_transport_failures_with_the_host_text),
