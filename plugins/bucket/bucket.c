@@ -761,6 +761,7 @@ static void phase_complete(bucket_op *op) {
         return;
     }
     /* The journal knew the bucket, but it is gone (deleted outside opsline): create it. */
+    observed_free(op->conf->host, &op->seen);
     op->conf->host->log(op->conf->stage, op->item, OL_LOG_INFO,
                         "bucket '%s' is recorded in the journal but no longer exists; "
                         "creating it",

@@ -629,7 +629,8 @@ static void converges_a_bucket_already_owned_by_you(void **state) {
 static void creates_a_known_bucket_that_was_deleted(void **state) {
     (void)state;
     void *st = start_known();
-    for (size_t i = 0; i < N_SETTINGS; i++) {
+    answer("GET", "publicAccessBlock", 200, NULL, PAB_ALL("true")); /* read before it went */
+    for (size_t i = 1; i < N_SETTINGS; i++) {
         fake_pick("GET", settings[i].subresource, NULL);
         respond(404, "NoSuchBucket", NULL);
     }
