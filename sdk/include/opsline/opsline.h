@@ -82,15 +82,14 @@ typedef struct ol_kv {
 } ol_kv;
 
 /* Well-known item bag keys set by the bundled stages. */
-#define OL_KEY_BUCKET_NAME "bucket.name"   /* set by bucket */
-#define OL_KEY_BUCKET_ARN "bucket.arn"     /* set by bucket */
-#define OL_KEY_IAM_USER "iam.user"         /* set by iam */
-#define OL_KEY_IAM_USER_ARN "iam.user_arn" /* set by iam */
-#define OL_KEY_IAM_USER_CREATED                                                                    \
-    "iam.user_created"                                   /* set by iam: "true" when it created     \
-                                                           the user in this run */
+#define OL_KEY_BUCKET_NAME "bucket.name"                 /* set by bucket */
+#define OL_KEY_BUCKET_ARN "bucket.arn"                   /* set by bucket */
+#define OL_KEY_IAM_USER "iam.user"                       /* set by iam */
+#define OL_KEY_IAM_USER_ARN "iam.user_arn"               /* set by iam */
 #define OL_KEY_ACCESS_KEY_ID "iam.access_key_id"         /* set by iam */
 #define OL_KEY_SECRET_ACCESS_KEY "iam.secret_access_key" /* secret; only when a key was created */
+/* Set by iam to "true" when it created the user in this run (a new user has no policy yet). */
+#define OL_KEY_IAM_USER_CREATED "iam.user_created"
 
 /* ---------------------------------------------------------------------------------------
  * Stage outcomes and log levels
