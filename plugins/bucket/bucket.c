@@ -547,6 +547,13 @@ static void note_failure(bucket_op *op, char *reason) {
         h->free(reason);
 }
 
+/* Fails op with the phase's first failure (op->failure, taken over). */
+static void finish_refused(bucket_op *op) {
+    char *reason = op->failure;
+    op->failure = NULL;
+    finish_failed(op, reason);
+}
+
 /* "<operation> failed: <AWS code>: <message> (HTTP <status>, request id <id>)", or the
  * transport error, in the host's words. */
 static void note_aws_error(bucket_op *op, const char *operation, const ol_aws_response *res) {
@@ -677,18 +684,8 @@ static void act(bucket_op *op) {
                      OL_AWS_CONTENT_MD5, settings[s].put);
     }
     op->sending = 0;
-    if (op->inflight == 0) {
-        char *reason = op->failure;
-        op->failure = NULL;
-        finish_failed(op, reason);
-    }
-}
-
-/* The phase's requests were all refused by the host: fail op with the first reason. */
-static void finish_refused(bucket_op *op) {
-    char *reason = op->failure;
-    op->failure = NULL;
-    finish_failed(op, reason);
+    if (op->inflight == 0)
+        finish_refused(op);
 }
 
 /* The starts of the phases return 0, or a negative code when the host refused every
@@ -741,9 +738,7 @@ static void observe(bucket_op *op) {
 /* Every request of the phase has answered. */
 static void phase_complete(bucket_op *op) {
     if (op->failure != NULL) {
-        char *reason = op->failure;
-        op->failure = NULL;
-        finish_failed(op, reason);
+        finish_refused(op);
         return;
     }
     if (op->phase == PHASE_WRITE) {
