@@ -93,6 +93,8 @@ typedef struct iam_run {
     iam_state state;      /* changed only by set_state */
     int created;          /* the user or a key was created: outcome "created" */
     int updated;          /* orphan keys deleted, tags changed */
+    int tags_changed;     /* TagUser was sent */
+    int keys_deleted;     /* a lost key was deleted */
     int unknown_attempts; /* CreateAccessKey answers with an unknown outcome */
     iam_key *keys;
     size_t n_keys;
@@ -218,12 +220,21 @@ static void finish(iam_run *r, ol_outcome outcome, const char *reason) {
     run_free(r);
 }
 
+/* Done: created, or updated naming what changed ("changed: tags, lost key deleted"), or
+ * unchanged. */
 static void finish_ok(iam_run *r, const char *reason) {
+    char what[96] = "";
     ol_outcome o = OL_OUTCOME_UNCHANGED;
-    if (r->created)
+    if (r->created) {
         o = OL_OUTCOME_CREATED;
-    else if (r->updated)
+    } else if (r->updated) {
         o = OL_OUTCOME_UPDATED;
+        snprintf(what, sizeof(what), "changed: %s%s%s", r->tags_changed ? "tags" : "",
+                 r->tags_changed && r->keys_deleted ? ", " : "",
+                 r->keys_deleted ? "lost key deleted" : "");
+        if (reason == NULL)
+            reason = what;
+    }
     finish(r, o, reason);
 }
 
@@ -331,6 +342,7 @@ static void on_tag_user(iam_run *r, const ol_aws_response *res) {
         return;
     }
     r->updated = 1;
+    r->tags_changed = 1;
     r->st->host->log(r->stage, r->item, OL_LOG_INFO, "updated %zu tag(s) of user %s",
                      r->n_tags_to_set, r->user);
     keys_decide(r);
@@ -672,6 +684,7 @@ static void on_delete_key(iam_run *r, const ol_aws_response *res) {
            "(lost key); a new key replaces it",
            k->id, r->user);
     r->updated = 1;
+    r->keys_deleted = 1;
     r->next_delete++;
     step_delete_next(r);
 }

@@ -463,6 +463,7 @@ static void adds_missing_tags_to_an_existing_user(void **state) {
     reply_ok("TagUser", "<TagUserResponse/>");
     stop();
     assert_int_equal(f->outcome, OL_OUTCOME_UPDATED);
+    assert_string_equal(f->reason, "changed: tags");
 }
 
 static void reports_an_aws_error_with_code_and_user(void **state) {
