@@ -1,10 +1,12 @@
 /* policy: the inline IAM user policy stage. It gives the item's IAM user (iam.user) access to
- * the item's bucket (bucket.arn) with one inline policy: the runbook's fifteen S3 actions by
- * default, a preset, or an explicit list checked against the S3 action names IAM knows.
- * Apply reads the user's current policy (GetUserPolicy), compares it with the wanted one
- * semantically (actions and resources as sets), and writes it (PutUserPolicy) only when it
- * is missing or different. Policy JSON is built and parsed with jansson; the URL-encoded
- * document IAM returns is decoded with libcurl. */
+ * the item's bucket (its ARN follows from the item's name and region, so the stage needs
+ * only iam and overlaps the bucket stage) with one inline policy: the runbook's fifteen S3
+ * actions by default, a preset, or an explicit list checked against the S3 action names
+ * IAM knows. For a user the iam stage has just created it writes the policy at once
+ * (PutUserPolicy); otherwise it reads the current one (GetUserPolicy), compares it with the
+ * wanted one semantically (policy_equal: actions and resources as sets), and writes it only
+ * when it is missing or different. Policy JSON is built and parsed with jansson; the
+ * URL-encoded document IAM returns is decoded with libcurl. */
 #include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
@@ -636,27 +638,37 @@ static int policy_apply(ol_stage *stage, ol_item *item, void *state) {
     policy_conf *c = state;
     const ol_host *h = c->host;
     const char *user = h->item_get(item, OL_KEY_IAM_USER);
-    const char *arn = h->item_get(item, OL_KEY_BUCKET_ARN);
-    if (user == NULL || arn == NULL) {
+    if (user == NULL) {
         h->log(stage, item, OL_LOG_ERROR,
-               "the item has no %s: the %s stage must run (and succeed) before policy",
-               user == NULL ? OL_KEY_IAM_USER : OL_KEY_BUCKET_ARN, user == NULL ? "iam" : "bucket");
+               "the item has no %s: the iam stage must run (and succeed) before policy",
+               OL_KEY_IAM_USER);
         return OL_ENOENT;
     }
-    policy_op *op = calloc(1, sizeof(*op));
-    if (op == NULL)
+    /* The bucket's ARN follows from the item's name and region: the policy does not wait
+     * for the bucket stage, so the S3 and IAM requests of an item overlap. */
+    char *arn = arn_s3_bucket(h, h->item_region(item), h->item_name(item));
+    if (arn == NULL)
         return OL_ENOMEM;
+    policy_op *op = calloc(1, sizeof(*op));
+    if (op == NULL) {
+        h->free(arn);
+        return OL_ENOMEM;
+    }
     op->conf = c;
     op->item = item;
     op->user = user;
     op->policy_name = c->policy_name != NULL ? c->policy_name : user;
     op->wanted = policy_build(c->actions, c->n_actions, arn);
+    h->free(arn);
     op->document = op->wanted != NULL ? policy_compact(op->wanted) : NULL;
     if (op->document == NULL) {
         op_free(op);
         return OL_ENOMEM;
     }
-    int rc = send_request(op, POLICY_GET);
+    /* A user the iam stage created in this run has no policy: nothing to read. */
+    const char *fresh = h->item_get(item, OL_KEY_IAM_USER_CREATED);
+    int rc =
+        send_request(op, fresh != NULL && strcmp(fresh, "true") == 0 ? POLICY_PUT : POLICY_GET);
     if (rc < 0) {
         op_free(op); /* the callback never runs: nothing else owns op */
         return rc;
@@ -806,7 +818,7 @@ static int policy_validate(ol_stage *stage, const ol_item *item, void *state) {
     return OL_ERANGE;
 }
 
-static const char *const policy_needs[] = {"bucket", "iam", NULL};
+static const char *const policy_needs[] = {"iam", NULL};
 
 static const ol_option_def policy_options[] = {
     {"preset", OL_OPT_STRING, "runbook",

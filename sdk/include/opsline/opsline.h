@@ -88,6 +88,8 @@ typedef struct ol_kv {
 #define OL_KEY_IAM_USER_ARN "iam.user_arn"               /* set by iam */
 #define OL_KEY_ACCESS_KEY_ID "iam.access_key_id"         /* set by iam */
 #define OL_KEY_SECRET_ACCESS_KEY "iam.secret_access_key" /* secret; only when a key was created */
+/* Set by iam to "true" when it created the user in this run (a new user has no policy yet). */
+#define OL_KEY_IAM_USER_CREATED "iam.user_created"
 
 /* ---------------------------------------------------------------------------------------
  * Stage outcomes and log levels
