@@ -19,6 +19,7 @@
 #include "error.h"
 #include "journal.h"
 #include "loader.h"
+#include "names.h"
 #include "options.h"
 #include "pipeline.h"
 
@@ -310,6 +311,8 @@ static int cmd_whoami(int argc, char **argv) {
     return code;
 }
 
+#define PRESIGN_KEY_MAX 1024 /* S3: "The name for a key ... up to 1,024 bytes long" */
+
 typedef struct presign_args {
     const char *profile, *region, *method, *expires_s;
     char bucket[256];
@@ -369,8 +372,26 @@ static int presign_check(int argc, char **argv, presign_args *x) {
                            "--expires '%s': give 1s to 7d (a number with s, m, h or d; SigV4 "
                            "presigned URLs last at most 7 days)",
                            x->expires_s);
-    snprintf(x->bucket, sizeof(x->bucket), "%.*s", (int)(slash - target - 5), target + 5);
+    /* The bucket and key are checked as apply checks its names: a presigned URL for a name
+     * S3 cannot have is a URL that can only ever fail. */
+    char *bucket = strndup(target + 5, (size_t)(slash - target - 5)), *why = NULL;
+    if (bucket == NULL)
+        return EXIT_FAILED;
+    int bad = names_check_bucket(bucket, &why);
+    if (bad == 0)
+        snprintf(x->bucket, sizeof(x->bucket), "%s", bucket); /* at most 63 characters */
+    free(bucket);
+    if (bad != 0) {
+        int code = usage_error("presign", "%s", why != NULL ? why : ol_strerror(bad));
+        free(why);
+        return code;
+    }
     x->key = slash + 1;
+    if (strlen(x->key) > PRESIGN_KEY_MAX)
+        return usage_error("presign",
+                           "the key is longer than 1024 bytes, the most an S3 object key can "
+                           "have: check the address (%.60s...)",
+                           x->key);
     return -1;
 }
 
@@ -444,8 +465,9 @@ static int cmd_plugins(int argc, char **argv) {
     if (strcmp(sub, "list") == 0 && optind + 1 == argc) {
         for (size_t i = 0; i < loader_count(l); i++) {
             const loader_plugin *p = loader_at(l, i);
-            printf("%-18s %-8s %s\n                   %s\n", p->desc->name,
+            printf("%-18s %-8s %s%s\n                   %s\n", p->desc->name,
                    p->desc->version ? p->desc->version : "",
+                   (p->desc->flags & OL_STAGE_DEFAULT) ? "[default] " : "",
                    p->desc->description ? p->desc->description : "", p->path);
         }
         if (loader_count(l) == 0)
@@ -458,6 +480,9 @@ static int cmd_plugins(int argc, char **argv) {
             code = EXIT_USAGE;
         } else {
             options_describe(p->desc, p->path, stdout);
+            const ol_cli_flag *f = loader_cli_flags(p->desc);
+            for (size_t i = 0; f != NULL && f[i].flag != NULL; i++)
+                printf("command-line flag: --%s sets option %s\n", f[i].flag, f[i].option);
         }
     } else {
         code = usage_error("plugins", "%s", "say `list` or `show NAME`");

@@ -22,6 +22,7 @@
 #include "cli.h"
 #include "error.h"
 #include "names.h"
+#include "privfile.h"
 
 static int list_add(char ***list, size_t *n, const char *s) {
     for (size_t i = 0; i < *n; i++)
@@ -98,7 +99,18 @@ typedef struct stage_spec {
 
 static int pipeline_file_read(const char *path, json_t **doc, char **err) {
     json_error_t je;
-    *doc = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
+    /* Opened here, not by json_load_file: its message for a missing file is "line -1
+     * column -1", and a FIFO or device must be refused, not read until it ends. */
+    FILE *f = privfile_fopen(path);
+    if (f == NULL)
+        return ol__fail(err, OL_ECONFIG, "cannot open pipeline file %s: %s", path,
+                        privfile_strerror(errno));
+    *doc = json_loadf(f, JSON_REJECT_DUPLICATES, &je);
+    int read_errno = ferror(f) ? errno : 0;
+    fclose(f);
+    if (*doc == NULL && read_errno != 0)
+        return ol__fail(err, OL_ECONFIG, "cannot read pipeline file %s: %s", path,
+                        strerror(read_errno));
     if (*doc == NULL)
         return ol__fail(err, OL_ECONFIG, "pipeline file %s, line %d column %d: %s", path, je.line,
                         je.column, je.text);
@@ -405,25 +417,51 @@ static int stage_fill(const loader *l, const char *const *names, size_t n, size_
     return stage_needs_fill(l, names, n, spec, p, k, ps);
 }
 
-/* --env-file: a shortcut for one stage option, set like any --set. */
-static int apply_env_file(plan *p, const char *env_file, char **err) {
-    size_t s;
-    for (s = 0; s < p->n_stages && strcmp(p->stages[s].plugin->desc->name, "dotenv"); s++)
-        ;
-    if (s == p->n_stages)
-        return ol__fail(err, OL_EINVAL,
-                        "--env-file needs the dotenv stage, which is not in the pipeline; add "
-                        "it to the stores, e.g. --secrets dotenv,keepassxc");
-    char *set = ol__format("dotenv.path=%s", env_file);
-    if (set == NULL)
-        return OL_ENOMEM;
-    char *e2 = NULL;
-    int rc = apply_set(p, set, &e2);
-    free(set);
-    if (rc != 0)
-        ol__fail(err, rc, "--env-file %s: %s", env_file, e2 ? e2 : "invalid");
-    free(e2);
-    return rc;
+/* The option of plugin d that command-line flag `flag` sets (ol_plugin.cli_flags), or NULL. */
+static const char *option_with_flag(const ol_plugin *d, const char *flag) {
+    const ol_cli_flag *f = loader_cli_flags(d);
+    for (size_t i = 0; f != NULL && f[i].flag != NULL; i++)
+        if (strcmp(f[i].flag, flag) == 0)
+            return f[i].option;
+    return NULL;
+}
+
+/* --FLAG VALUE (e.g. --env-file): sets the option that declares that flag (ol_option_def.cli)
+ * on every stage of the plan that maps it (ol_plugin.cli_flags), as --set would. No such stage: an
+ * error naming a loaded stage that would take it. */
+static int apply_cli_flag(const loader *l, plan *p, const char *flag, const char *value,
+                          char **err) {
+    size_t hits = 0;
+    int rc = 0;
+    for (size_t s = 0; s < p->n_stages && rc == 0; s++) {
+        const ol_plugin *d = p->stages[s].plugin->desc;
+        const char *opt = option_with_flag(d, flag);
+        if (opt == NULL)
+            continue;
+        char *set = ol__format("%s.%s=%s", d->name, opt, value);
+        if (set == NULL)
+            return OL_ENOMEM;
+        char *e2 = NULL;
+        if ((rc = apply_set(p, set, &e2)) != 0)
+            ol__fail(err, rc, "--%s %s: %s", flag, value, e2 ? e2 : "invalid");
+        free(e2);
+        free(set);
+        hits++;
+    }
+    if (rc != 0 || hits > 0)
+        return rc;
+    for (size_t i = 0; i < loader_count(l); i++) {
+        const ol_plugin *d = loader_at(l, i)->desc;
+        const char *opt = option_with_flag(d, flag);
+        if (opt != NULL)
+            return ol__fail(err, OL_EINVAL,
+                            "--%s sets option '%s' of stage '%s', which is not in the "
+                            "pipeline; add it%s, or use --set STAGE.OPTION=VALUE",
+                            flag, opt, d->name,
+                            d->store != NULL ? " to the stores (--secrets)" : "");
+    }
+    return ol__fail(err, OL_EINVAL, "--%s: no loaded stage takes it (see `opsline plugins show`)",
+                    flag);
 }
 
 /* The plan's stages: every name provided by a plugin, ordered by their needs, options
@@ -453,7 +491,7 @@ static int build_stages(const config_args *a, const loader *l, const stage_spec 
             goto out;
     if ((rc = check_stores(l, p, source, err)) != 0)
         goto out;
-    if (a->env_file && (rc = apply_env_file(p, a->env_file, err)) != 0)
+    if (a->env_file && (rc = apply_cli_flag(l, p, "env-file", a->env_file, err)) != 0)
         goto out;
     for (size_t i = 0; i < a->n_sets; i++)
         if ((rc = apply_set(p, a->sets[i], err)) != 0)
@@ -480,11 +518,29 @@ static int plan_products(const config_args *a, plan *p, char **err) {
     return 0;
 }
 
+/* The default pipeline: the loaded stages, then the stores, that declare OL_STAGE_DEFAULT.
+ * The core names none of them; the bundled ones do. */
+static int default_specs(const loader *l, stage_spec **specs, size_t *n, char **err) {
+    *n = 0;
+    if ((*specs = calloc(loader_count(l) + 1, sizeof(**specs))) == NULL)
+        return OL_ENOMEM;
+    for (int stores = 0; stores < 2; stores++)
+        for (size_t i = 0; i < loader_count(l); i++) {
+            const ol_plugin *d = loader_at(l, i)->desc;
+            if ((d->flags & OL_STAGE_DEFAULT) && (d->store != NULL) == stores)
+                (*specs)[(*n)++].name = d->name;
+        }
+    if (*n > 0)
+        return 0;
+    return ol__fail(err, OL_ECONFIG,
+                    "no pipeline given and no loaded stage belongs to the default pipeline; "
+                    "pass --pipeline FILE naming the stages (see `opsline plugins list`)");
+}
+
 /* The stages asked for: the pipeline file's "stages" (*doc holds the file then), else the
  * default pipeline. *source names where they came from, for messages. */
-static int stage_specs_read(const config_args *a, json_t **doc, stage_spec **specs, size_t *n,
-                            const char **source, char **err) {
-    static const char *const defaults[] = {"bucket", "iam", "policy", CONFIG_DEFAULT_SECRETS};
+static int stage_specs_read(const config_args *a, const loader *l, json_t **doc, stage_spec **specs,
+                            size_t *n, const char **source, char **err) {
     int rc;
     *source = "the default pipeline";
     if (a->pipeline_file) {
@@ -495,12 +551,7 @@ static int stage_specs_read(const config_args *a, json_t **doc, stage_spec **spe
         *source = a->pipeline_file;
         return 0;
     }
-    *n = sizeof(defaults) / sizeof(defaults[0]);
-    if ((*specs = calloc(*n, sizeof(**specs))) == NULL)
-        return OL_ENOMEM;
-    for (size_t i = 0; i < *n; i++)
-        (*specs)[i].name = defaults[i];
-    return 0;
+    return default_specs(l, specs, n, err);
 }
 
 /* --secrets, else the pipeline file's "secrets", replace the stores among specs. */
@@ -622,7 +673,7 @@ int config_build(const config_args *a, const loader *l, plan *p, char **err) {
     memset(p, 0, sizeof(*p));
     *err = NULL;
     if ((rc = plan_products(a, p, err)) == 0 &&
-        (rc = stage_specs_read(a, &doc, &specs, &n_specs, &source, err)) == 0 &&
+        (rc = stage_specs_read(a, l, &doc, &specs, &n_specs, &source, err)) == 0 &&
         (rc = plan_secrets(a, l, doc, &specs, &n_specs, err)) == 0 &&
         (rc = plan_verify(a, &specs, &n_specs)) == 0 &&
         (rc = plan_environments(a, doc, p, err)) == 0 && (rc = check_items(p, err)) == 0 &&

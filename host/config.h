@@ -17,7 +17,7 @@ typedef struct config_args {
     const char *region;
     const char *profile;
     const char *pipeline_file;
-    const char *env_file; /* shortcut for --set dotenv.path=TEMPLATE */
+    const char *env_file; /* --env-file: sets the options that declare cli "env-file" */
     const char *secrets;  /* "dotenv,keepassxc": the secret stores, or NULL */
     const char *state_dir;
     const char *const *sets; /* "stage.option=value" */
@@ -27,8 +27,6 @@ typedef struct config_args {
     int verify; /* --verify: add the verify stage when the pipeline lacks it */
 } config_args;
 
-#define CONFIG_DEFAULT_PIPELINE "bucket,iam,policy"
-#define CONFIG_DEFAULT_SECRETS "dotenv"
 #define CONFIG_DEFAULT_STAGE_TIMEOUT_MS 300000u
 #define CONFIG_DEFAULT_ENVIRONMENTS "production,staging"
 #define CONFIG_DEFAULT_CONCURRENCY 32

@@ -4,9 +4,12 @@
  * constant it was. */
 #include "error.h"
 
+#include <ctype.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 const char *ol_strerror(int code) {
     switch (code) {
@@ -80,4 +83,51 @@ int ol__fail(char **err, int code, const char *fmt, ...) {
     free(*err);
     *err = msg;
     return code;
+}
+
+/* Levenshtein distance with two rows, case-insensitive; SIZE_MAX on allocation failure. */
+static size_t edit_distance(const char *a, const char *b) {
+    size_t la = strlen(a), lb = strlen(b);
+    size_t *prev = calloc(lb + 1, sizeof(*prev));
+    size_t *cur = calloc(lb + 1, sizeof(*cur));
+    size_t d = SIZE_MAX;
+    if (prev == NULL || cur == NULL)
+        goto out;
+    for (size_t j = 0; j <= lb; j++)
+        prev[j] = j;
+    for (size_t i = 1; i <= la; i++) {
+        cur[0] = i;
+        for (size_t j = 1; j <= lb; j++) {
+            int same = tolower((unsigned char)a[i - 1]) == tolower((unsigned char)b[j - 1]);
+            size_t sub = prev[j - 1] + (size_t)!same;
+            size_t del = prev[j] + 1, ins = cur[j - 1] + 1;
+            cur[j] = sub < del ? (sub < ins ? sub : ins) : (del < ins ? del : ins);
+        }
+        size_t *t = prev;
+        prev = cur;
+        cur = t;
+    }
+    d = prev[lb];
+out:
+    free(prev);
+    free(cur);
+    return d;
+}
+
+const char *ol__suggest(const char *name, const char *const *candidates, size_t n,
+                        size_t max_distance) {
+    if (name == NULL || candidates == NULL)
+        return NULL;
+    if (max_distance == 0)
+        max_distance = strlen(name) / 3 + 1;
+    const char *best = NULL;
+    size_t best_d = SIZE_MAX;
+    for (size_t i = 0; i < n; i++) {
+        size_t d = candidates[i] != NULL ? edit_distance(name, candidates[i]) : SIZE_MAX;
+        if (d < best_d) {
+            best_d = d;
+            best = candidates[i];
+        }
+    }
+    return best_d <= max_distance ? best : NULL;
 }

@@ -24,4 +24,10 @@ char *ol__vformat(const char *fmt, va_list ap);
  * returned: the caller prints ol_strerror(code) then. */
 int ol__fail(char **err, int code, const char *fmt, ...) OL_PRINTF(3, 4);
 
+/* For "did you mean": the candidate closest to name by case-insensitive Levenshtein
+ * distance, or NULL when it is more than max_distance edits away (0: a third of name's
+ * length plus one) or on allocation failure. host->suggest of the plugin API. */
+const char *ol__suggest(const char *name, const char *const *candidates, size_t n,
+                        size_t max_distance);
+
 #endif

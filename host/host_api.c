@@ -127,13 +127,9 @@ static int host_read_private_file(const char *path, size_t max, char **out, size
     if (path == NULL || out == NULL || len == NULL)
         return OL_EINVAL;
     /* What the SDK promises: no symlink, FIFO or device, so a planted link cannot redirect
-     * the read and a FIFO cannot hang the run. */
-    struct stat st;
-    if (lstat(path, &st) != 0)
-        return errno == ENOENT ? OL_ENOENT : OL_EIO;
-    if (!S_ISREG(st.st_mode))
-        return OL_EINVAL;
-    int rc = privfile_read(path, out, len);
+     * the read and a FIFO cannot hang the run. One open decides, so nothing can be swapped
+     * in between a check and the read. */
+    int rc = privfile_read_nofollow(path, out, len);
     if (rc == 0 && *len > max) {
         OPENSSL_cleanse(*out, *len);
         free(*out);
@@ -491,6 +487,7 @@ const ol_host run_host_api = {
     .journal_append_durable = host_journal_append_durable,
     .aws_name_check = host_aws_name_check,
     .item_name_check = host_item_name_check,
+    .suggest = ol__suggest,
     .run_mode = host_run_mode,
     .run_flag = host_run_flag,
     .journal_count_stage = host_journal_count_stage,

@@ -155,20 +155,37 @@ static int load_all(journal *j, int *torn) {
     return rc;
 }
 
-/* Best effort: names the lock holder in the refusal message of a second run. */
-static void write_pid(const journal *j) {
+/* Opens a file of the state directory: only a regular file, never through a link (a link
+ * planted there would make opsline append to, or truncate, a file elsewhere). On refusal
+ * *err names the file and the fix. */
+static int state_file_open(const char *path, int oflags, int *fd, char **err) {
+    int rc = privfile_open(path, oflags | O_NOFOLLOW, 0600, fd);
+    if (rc == OL_EINVAL)
+        return ol__fail(err, OL_EINVAL, "state file %s %s", path, privfile_strerror(errno));
+    if (rc != 0)
+        return ol__fail(err, rc == OL_ENOENT ? OL_EIO : rc, "cannot open %s: %s", path,
+                        strerror(errno));
+    return rc;
+}
+
+/* Names the lock holder in the refusal message of a second run. The file is informational,
+ * but it sits in the state directory: a link or FIFO there is refused like any state file. */
+static int write_pid(const journal *j, char **err) {
     char *path = ol__format("%s/%s", j->dir, JOURNAL_PID_FILE);
     if (path == NULL)
-        return;
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd >= 0) {
+        return OL_ENOMEM;
+    int fd;
+    /* No O_TRUNC in the open: truncate only once the file is known to be ours to write. */
+    int rc = state_file_open(path, O_WRONLY | O_CREAT, &fd, err);
+    if (rc == 0) {
         char buf[32];
         int n = snprintf(buf, sizeof(buf), "%ld\n", (long)getpid());
-        if (n > 0)
-            (void)privfile_write_all(fd, buf, (size_t)n);
+        if (n > 0 && ftruncate(fd, 0) == 0)
+            (void)privfile_write_all(fd, buf, (size_t)n); /* a lost pid is not worth failing */
         close(fd);
     }
     free(path);
+    return rc;
 }
 
 static long read_pid(const journal *j) {
@@ -176,7 +193,10 @@ static long read_pid(const journal *j) {
     if (path == NULL)
         return 0;
     long pid = 0;
-    FILE *f = fopen(path, "r");
+    int fd;
+    FILE *f = NULL;
+    if (privfile_open(path, O_RDONLY | O_NOFOLLOW, 0, &fd) == 0 && (f = fdopen(fd, "r")) == NULL)
+        close(fd);
     if (f != NULL) {
         if (fscanf(f, "%ld", &pid) != 1)
             pid = 0;
@@ -187,10 +207,8 @@ static long read_pid(const journal *j) {
 }
 
 static int lock_journal(journal *j, char **err) {
-    if (flock(j->fd, LOCK_EX | LOCK_NB) == 0) {
-        write_pid(j);
-        return 0;
-    }
+    if (flock(j->fd, LOCK_EX | LOCK_NB) == 0)
+        return write_pid(j, err);
     if (errno != EWOULDBLOCK) {
         return ol__fail(err, OL_EIO, "cannot lock %s: %s", j->path, strerror(errno));
     }
@@ -225,11 +243,9 @@ int journal_open(const char *state_dir, journal **out, char **err) {
         goto fail;
     }
     int created = access(j->path, F_OK) != 0;
-    j->fd = open(j->path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
-    if (j->fd < 0) {
-        rc = ol__fail(err, OL_EIO, "cannot open journal %s: %s", j->path, strerror(errno));
+    rc = state_file_open(j->path, O_RDWR | O_APPEND | O_CREAT, &j->fd, err);
+    if (rc < 0)
         goto fail;
-    }
     /* The new directory entry must be durable too, or the first record may vanish. */
     if (created && privfile_sync_dir(state_dir) != 0) {
         rc = ol__fail(err, OL_EIO, "cannot fsync state directory %s: %s", state_dir,

@@ -9,7 +9,9 @@
 #include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
+#include <grp.h>
 #include <limits.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,7 +35,8 @@ struct loader {
     loaded *items;
     size_t n;
     size_t cap;
-    size_t dir_gen; /* bumped per directory by loader_load_default */
+    size_t dir_gen;     /* bumped per directory by loader_load_default */
+    size_t bundled_gen; /* dir_gen of the bundled stages' directory; 0 before it */
 };
 
 int loader_new(loader **out) {
@@ -156,6 +159,30 @@ static int check_options(const ol_plugin *d, const char *path, char **err) {
     return 0;
 }
 
+const ol_cli_flag *loader_cli_flags(const ol_plugin *d) {
+    if (d->struct_size < offsetof(ol_plugin, cli_flags) + sizeof(d->cli_flags))
+        return NULL; /* built against ABI 2.0 */
+    return d->cli_flags;
+}
+
+/* Every cli_flags entry names a flag of [a-z-] and an option the stage declares. */
+static int check_cli_flags(const ol_plugin *d, const char *path, char **err) {
+    const ol_cli_flag *f = loader_cli_flags(d);
+    for (size_t i = 0; f != NULL && f[i].flag != NULL; i++) {
+        size_t ok = strspn(f[i].flag, "abcdefghijklmnopqrstuvwxyz-");
+        int declared = 0;
+        for (size_t k = 0; f[i].option != NULL && k < d->n_options; k++)
+            declared |= strcmp(options_def(d, k)->name, f[i].option) == 0;
+        if (ok == 0 || f[i].flag[ok] != '\0' || !declared)
+            return ol__fail(err, OL_EINVAL,
+                            "%s: stage '%s': cli_flags entry #%zu ('%s' -> '%s') needs a flag of "
+                            "a-z and '-' and an option the stage declares",
+                            path, d->name, i + 1, f[i].flag,
+                            f[i].option != NULL ? f[i].option : "(null)");
+    }
+    return 0;
+}
+
 static int check_descriptor(const ol_plugin *d, const char *path, char **err) {
     int rc = check_abi(d, path, err);
     if (rc < 0)
@@ -187,7 +214,9 @@ static int check_descriptor(const ol_plugin *d, const char *path, char **err) {
             if (d->needs[i][0] == '\0')
                 return ol__fail(err, OL_EINVAL, "%s: stage '%s' has an empty name in its needs",
                                 path, d->name);
-    return check_options(d, path, err);
+    if ((rc = check_options(d, path, err)) != 0)
+        return rc;
+    return check_cli_flags(d, path, err);
 }
 
 /* dlerror() usually starts with the file name; drop it since our message already has it. */
@@ -198,8 +227,70 @@ static const char *strip_path(const char *msg, const char *path) {
     return msg;
 }
 
+/* ---- who may change a plugin ------------------------------------------------------------
+ * A plugin runs with the user's credentials the moment dlopen runs its constructors, so it
+ * is loaded only when nobody else could have changed it: the rule ssh applies to
+ * authorized_keys (StrictModes). The file and its directory must belong to root or to us
+ * and not be writable by group or others; every directory above them must belong to root
+ * or to us and, if every user may write it, be sticky (/tmp). A group-writable file or
+ * directory passes when the group is its owner's private group (umask 002 systems give
+ * each user a group of their own, with no other member). */
+
+static int private_group(const struct stat *st) {
+    const struct passwd *pw = getpwuid(st->st_uid);
+    const struct group *gr = getgrgid(st->st_gid);
+    return pw != NULL && gr != NULL && strcmp(pw->pw_name, gr->gr_name) == 0 &&
+           (gr->gr_mem == NULL || gr->gr_mem[0] == NULL);
+}
+
+/* Why what (the plugin file, its directory, or a directory above them) lets someone else
+ * change the plugin, or NULL. strict: the file and its own directory. */
+static const char *unsafe_because(const struct stat *st, int strict) {
+    if (st->st_uid != 0 && st->st_uid != geteuid())
+        return "belongs to another user";
+    if ((st->st_mode & S_IWOTH) && !(S_ISDIR(st->st_mode) && !strict && (st->st_mode & S_ISVTX)))
+        return "is writable by every user";
+    if (strict && (st->st_mode & S_IWGRP) && !private_group(st))
+        return "is writable by its group";
+    return NULL;
+}
+
+/* 0 when real (an absolute path without links, from realpath) can only have been changed by
+ * root or us; else OL_EINVAL with *err naming what is unsafe and the fix. */
+static int check_plugin_owner(const char *path, const char *real, char **err) {
+    char *at = strdup(real);
+    if (at == NULL)
+        return OL_ENOMEM;
+    int rc = 0;
+    for (int level = 0; rc == 0; level++) {
+        struct stat st;
+        if (stat(at, &st) != 0) {
+            rc = ol__fail(err, OL_EINVAL, "%s: cannot check %s: %s", path, at, strerror(errno));
+            break;
+        }
+        const char *why = unsafe_because(&st, level < 2);
+        if (why != NULL) {
+            rc = ol__fail(err, OL_EINVAL,
+                          "%s: refused before loading: %s %s (mode %04o, uid %ld), so someone "
+                          "else could change the code opsline would run; make it yours or "
+                          "root's and not writable by others (chown, chmod go-w %s)",
+                          path, at, why, (unsigned)(st.st_mode & 07777), (long)st.st_uid, at);
+            break;
+        }
+        char *slash = strrchr(at, '/');
+        if (slash == NULL || strcmp(at, "/") == 0)
+            break;
+        slash[slash == at ? 1 : 0] = '\0';
+    }
+    free(at);
+    return rc;
+}
+
 static int open_plugin(const char *path, const char *real, void **handle, const ol_plugin **desc,
                        char **err) {
+    int checked = check_plugin_owner(path, real, err);
+    if (checked != 0)
+        return checked;
     void *h = dlopen(real, RTLD_NOW | RTLD_LOCAL);
     if (h == NULL) {
         const char *why = dlerror();
@@ -256,7 +347,40 @@ static int add_plugin(loader *l, const ol_plugin *d, char *real, void *h) {
     return 0;
 }
 
-/* shadow: a stage already loaded from an earlier search-path directory wins silently. */
+/* Is name in OPSLINE_ALLOW_SHADOW (comma-separated stage names)? */
+static int shadow_allowed(const char *name) {
+    const char *env = getenv("OPSLINE_ALLOW_SHADOW");
+    size_t len = strlen(name);
+    for (const char *p = env; p != NULL && *p != '\0'; p += strcspn(p, ",")) {
+        p += *p == ',';
+        if (strncmp(p, name, len) == 0 && (p[len] == ',' || p[len] == '\0'))
+            return 1;
+    }
+    return 0;
+}
+
+/* prev, from an earlier directory of the search path, replaces the bundled stage bundled
+ * (at real). Always said on stderr; refused for a stage that handles secret keys (a store,
+ * or a stage that creates keys) unless the user named it in OPSLINE_ALLOW_SHADOW: a stray
+ * dotenv.so on a plugin path must not silently receive every new secret. */
+static int check_shadow(const loaded *prev, const ol_plugin *bundled, const char *real,
+                        char **err) {
+    const char *name = bundled->name;
+    int secret = bundled->store != NULL || (bundled->flags & OL_STAGE_CREATES_SECRETS) != 0;
+    if (secret && !shadow_allowed(name))
+        return ol__fail(err, OL_EEXIST,
+                        "stage '%s' from %s would replace the bundled %s (%s), which handles "
+                        "secret keys; remove %s from the plugin path, or set "
+                        "OPSLINE_ALLOW_SHADOW=%s if the replacement is intended",
+                        name, prev->pub.path, bundled->store ? "secret store" : "stage", real,
+                        prev->pub.path, name);
+    fprintf(stderr, "warning: stage '%s' from %s replaces the bundled one (%s)\n", name,
+            prev->pub.path, real);
+    return 0;
+}
+
+/* shadow: a stage already loaded from an earlier search-path directory wins (with a warning,
+ * or a refusal, when it replaces a bundled stage: check_shadow). */
 static int load_file(loader *l, const char *path, int shadow, char **err) {
     char *real = realpath(path, NULL);
     if (real == NULL) {
@@ -278,9 +402,10 @@ static int load_file(loader *l, const char *path, int shadow, char **err) {
         goto fail;
     const loaded *prev = find_loaded(l, d->name);
     if (prev != NULL && shadow && prev->dir_gen != l->dir_gen) {
+        rc = l->dir_gen == l->bundled_gen ? check_shadow(prev, d, real, err) : 0;
         dlclose(h);
         free(real);
-        return 0;
+        return rc;
     }
     if (prev != NULL) {
         rc = ol__fail(err, OL_EEXIST,
@@ -400,6 +525,7 @@ int loader_load_default(loader *l, const char *const *dirs, size_t n_dirs, char 
     if (rc < 0)
         return rc;
     char *build = own_plugin_dir();
+    l->bundled_gen = l->dir_gen + 1;
     rc = load_next_dir(l, build != NULL ? build : OPSLINE_PLUGIN_INSTALL_DIR, 0, err);
     free(build);
     return rc;

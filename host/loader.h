@@ -34,6 +34,9 @@ int loader_load_dir(loader *l, const char *dir, int required, char **err);
  * (OPSLINE_PLUGIN_INSTALL_DIR). */
 int loader_load_default(loader *l, const char *const *dirs, size_t n_dirs, char **err);
 
+/* d's command-line flags (ol_plugin.cli_flags), or NULL: none, or built against ABI 2.0. */
+const ol_cli_flag *loader_cli_flags(const ol_plugin *d);
+
 size_t loader_count(const loader *l);
 const loader_plugin *loader_at(const loader *l, size_t i);
 const loader_plugin *loader_find(const loader *l, const char *name);

@@ -333,34 +333,6 @@ static value *find_value(const options *o, const char *name) {
     return NULL;
 }
 
-/* Levenshtein distance with two rows; SIZE_MAX on allocation failure. */
-static size_t edit_distance(const char *a, const char *b) {
-    size_t la = strlen(a), lb = strlen(b);
-    size_t *prev = calloc(lb + 1, sizeof(*prev));
-    size_t *cur = calloc(lb + 1, sizeof(*cur));
-    size_t d = SIZE_MAX;
-    if (prev == NULL || cur == NULL)
-        goto out;
-    for (size_t j = 0; j <= lb; j++)
-        prev[j] = j;
-    for (size_t i = 1; i <= la; i++) {
-        cur[0] = i;
-        for (size_t j = 1; j <= lb; j++) {
-            size_t sub = prev[j - 1] + (a[i - 1] != b[j - 1]);
-            size_t del = prev[j] + 1, ins = cur[j - 1] + 1;
-            cur[j] = sub < del ? (sub < ins ? sub : ins) : (del < ins ? del : ins);
-        }
-        size_t *t = prev;
-        prev = cur;
-        cur = t;
-    }
-    d = prev[lb];
-out:
-    free(prev);
-    free(cur);
-    return d;
-}
-
 /* The names of p's options, ", "-separated (malloc'd), or NULL on allocation failure. */
 static char *option_names(const ol_plugin *p) {
     size_t names_len = 1;
@@ -384,15 +356,13 @@ static int fail_unknown_option(const options *o, const char *name, char **err) {
     if (p->n_options == 0)
         return ol__fail(err, OL_EINVAL, "%s: unknown option '%s'; this stage takes no options",
                         o->label, name);
-    const char *best = NULL;
-    size_t best_d = SUGGEST_MAX_DISTANCE + 1;
-    for (size_t k = 0; k < p->n_options; k++) {
-        size_t d = edit_distance(name, options_def(p, k)->name);
-        if (d < best_d) {
-            best_d = d;
-            best = options_def(p, k)->name;
-        }
-    }
+    const char **declared = calloc(p->n_options, sizeof(*declared));
+    if (declared == NULL)
+        return OL_ENOMEM;
+    for (size_t k = 0; k < p->n_options; k++)
+        declared[k] = options_def(p, k)->name;
+    const char *best = ol__suggest(name, declared, p->n_options, SUGGEST_MAX_DISTANCE);
+    free(declared);
     char *names = option_names(p);
     if (names == NULL)
         return ol__fail(err, OL_EINVAL, "%s: unknown option '%s'", o->label, name);
@@ -639,6 +609,9 @@ void options_describe(const ol_plugin *p, const char *path, FILE *out) {
                 p->name);
     else if (p->flags & OL_STAGE_CREATES_SECRETS)
         fputs("kind: creates access keys (a pipeline with it needs a secret store)\n", out);
+    if (p->flags & OL_STAGE_DEFAULT)
+        fprintf(out, "default pipeline: yes (runs when no --pipeline names the stages%s)\n",
+                p->store != NULL ? "; --secrets replaces the default stores" : "");
     if (p->timeout_ms != 0)
         fprintf(out, "time limit: %u s per item\n", p->timeout_ms / 1000);
     if (p->n_options > 0)

@@ -204,21 +204,75 @@ static char *grow_wiped(char *buf, size_t used, size_t cap) {
     return p;
 }
 
-/* Open path for reading and check it is a regular file within the size limit; *size is
- * its size now. Returns 0 or privfile_read's codes, errno set, nothing left open. */
-static int open_regular(const char *path, int *fd, size_t *size) {
-    *fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (*fd < 0)
-        return errno == ENOENT ? OL_ENOENT : code_from_errno();
+/* What st is, when it is not a regular file: the errno privfile_open reports for it. */
+static int not_regular_errno(const struct stat *st) {
+    return S_ISDIR(st->st_mode) ? EISDIR : ENXIO;
+}
+
+/* /dev/null reads as an empty file: AWS_CONFIG_FILE=/dev/null is the usual way to say
+ * "no config file", and it cannot hang or flood a read. */
+static int is_dev_null(const struct stat *st) {
+    struct stat null;
+    return S_ISCHR(st->st_mode) && stat("/dev/null", &null) == 0 && S_ISCHR(null.st_mode) &&
+           null.st_rdev == st->st_rdev;
+}
+
+int privfile_open(const char *path, int oflags, mode_t mode, int *fd) {
+    *fd = -1;
+    if (path == NULL)
+        return fail_errno(OL_EINVAL, EINVAL);
+    /* O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever. */
+    int f = open(path, oflags | O_NONBLOCK | O_CLOEXEC, mode);
+    if (f < 0) {
+        if (errno == ENOENT)
+            return OL_ENOENT;
+        /* O_NOFOLLOW on a link says ELOOP; a FIFO opened O_WRONLY without a reader, ENXIO. */
+        return errno == ELOOP || errno == ENXIO ? OL_EINVAL : code_from_errno();
+    }
     struct stat st;
     int rc = 0, e = 0;
-    if (fstat(*fd, &st) != 0)
+    if (fstat(f, &st) != 0)
         rc = code_from_errno(), e = errno;
-    else if (!S_ISREG(st.st_mode))
-        rc = OL_EINVAL, e = S_ISDIR(st.st_mode) ? EISDIR : EINVAL;
-    else if ((uintmax_t)st.st_size > PRIVFILE_MAX_READ)
-        rc = OL_ERANGE, e = EFBIG;
+    else if (!S_ISREG(st.st_mode) && !is_dev_null(&st))
+        rc = OL_EINVAL, e = not_regular_errno(&st);
+    else if (fcntl(f, F_SETFL, fcntl(f, F_GETFL) & ~O_NONBLOCK) != 0)
+        rc = code_from_errno(), e = errno;
     if (rc != 0) {
+        close(f);
+        return fail_errno(rc, e);
+    }
+    *fd = f;
+    return 0;
+}
+
+const char *privfile_strerror(int e) {
+    switch (e) {
+    case ELOOP:
+        return "is a symbolic link, which opsline does not follow here: remove it or use the "
+               "real file's path";
+    case EISDIR:
+        return "is a directory, not a regular file: remove it or choose another path";
+    case ENXIO:
+        return "is a FIFO, socket or device, not a regular file: remove it or choose another "
+               "path";
+    default:
+        return strerror(e);
+    }
+}
+
+/* Open path for reading and check it is a regular file within the size limit; *size is
+ * its size now. Returns 0 or privfile_read's codes, errno set, nothing left open. */
+static int open_regular(const char *path, int oflags, int *fd, size_t *size) {
+    int rc = privfile_open(path, O_RDONLY | oflags, 0, fd);
+    if (rc != 0)
+        return rc;
+    struct stat st;
+    if (fstat(*fd, &st) != 0)
+        rc = code_from_errno();
+    else if ((uintmax_t)st.st_size > PRIVFILE_MAX_READ)
+        rc = OL_ERANGE, errno = EFBIG;
+    if (rc != 0) {
+        int e = errno;
         close(*fd);
         *fd = -1;
         return fail_errno(rc, e);
@@ -257,14 +311,14 @@ static int read_to_end(int fd, size_t size, char **buf, size_t *used) {
     }
 }
 
-int privfile_read(const char *path, char **data, size_t *len) {
+static int read_whole(const char *path, int oflags, char **data, size_t *len) {
     if (path == NULL || data == NULL || len == NULL)
         return fail_errno(OL_EINVAL, EINVAL);
     *data = NULL;
     *len = 0;
     int fd;
     size_t size = 0;
-    int rc = open_regular(path, &fd, &size);
+    int rc = open_regular(path, oflags, &fd, &size);
     if (rc != 0)
         return rc;
     char *buf = NULL;
@@ -283,4 +337,25 @@ int privfile_read(const char *path, char **data, size_t *len) {
     *data = buf;
     *len = used;
     return 0;
+}
+
+int privfile_read(const char *path, char **data, size_t *len) {
+    return read_whole(path, 0, data, len);
+}
+
+int privfile_read_nofollow(const char *path, char **data, size_t *len) {
+    return read_whole(path, O_NOFOLLOW, data, len);
+}
+
+FILE *privfile_fopen(const char *path) {
+    int fd;
+    if (privfile_open(path, O_RDONLY, 0, &fd) != 0)
+        return NULL;
+    FILE *f = fdopen(fd, "r");
+    if (f == NULL) {
+        int saved = errno;
+        close(fd);
+        errno = saved;
+    }
+    return f;
 }

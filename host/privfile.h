@@ -4,6 +4,8 @@
 #define OL_PRIVFILE_H
 
 #include <stddef.h>
+#include <stdio.h>
+#include <sys/types.h>
 
 #include "opsline/opsline.h"
 
@@ -23,12 +25,37 @@
  * in place but not known to be durable. */
 int privfile_write(const char *path, const char *data, size_t len);
 
+/* Open path with open(2)'s oflags and mode, but only if what it names is a regular file:
+ * a FIFO cannot hang the open (it is opened O_NONBLOCK, checked with fstat, and only then
+ * made blocking), and a directory, FIFO, socket or device is refused (/dev/null excepted: it
+ * reads as an empty file, the usual way to say "no such file"). Add O_NOFOLLOW to
+ * oflags to refuse a symbolic link at path as well. O_CLOEXEC is always added. Pass O_TRUNC
+ * only with O_NOFOLLOW (or on a path nobody else can write): the truncation happens in the
+ * open, before the type is known. Returns 0 and *fd, OL_ENOENT, OL_EINVAL (not a regular
+ * file; errno says what it is, for privfile_strerror: ELOOP a link, EISDIR a directory,
+ * ENXIO a FIFO, socket or device), OL_ENOMEM or OL_EIO with errno set. */
+int privfile_open(const char *path, int oflags, mode_t mode, int *fd);
+
+/* fopen(path, "r") for a regular file only (privfile_open with O_RDONLY: links are
+ * followed, a FIFO, socket, device or directory is refused). NULL with errno set on failure:
+ * ENOENT when path does not exist, EISDIR or ENXIO when it is not a regular file. */
+FILE *privfile_fopen(const char *path);
+
+/* A user-facing phrase for an errno from privfile_open or privfile_read, saying what the
+ * path is and what to do when it is not a regular file ("is a FIFO, socket or device, not a
+ * regular file: ..."), strerror(e) otherwise. Static storage. */
+const char *privfile_strerror(int e);
+
 /* Read the whole file into *data (malloc'd, NUL-terminated for convenience; *len excludes
  * the NUL). The caller frees it, after OPENSSL_cleanse if it holds a secret; no partial
  * copies are left behind in freed memory. Returns 0, OL_ENOENT when path does not exist,
  * OL_EINVAL (bad arguments or not a regular file), OL_ERANGE (over 64 MiB), OL_ENOMEM, or
  * OL_EIO with errno set. */
 int privfile_read(const char *path, char **data, size_t *len);
+
+/* privfile_read that also refuses a symbolic link at path (OL_EINVAL, errno ELOOP): for
+ * files opsline itself owns, where a link can only have been planted. */
+int privfile_read_nofollow(const char *path, char **data, size_t *len);
 
 /* The file-system steps privfile_write is made of, for other owners of durable files (the
  * journal). Each returns 0 or a negative code with errno telling why. */

@@ -7,9 +7,11 @@
 
 #include "opsline/opsline.h"
 
-/* The ownership tag apply puts on the bucket and the user. */
-#define LIFECYCLE_TAG_KEY "managed-by"
-#define LIFECYCLE_TAG_VALUE "opsline"
+#include "owner.h"
+
+/* The ownership tag apply puts on the bucket and the user (owner.h). */
+#define LIFECYCLE_TAG_KEY OWNER_TAG_MANAGED_BY
+#define LIFECYCLE_TAG_VALUE OWNER_MANAGED_BY_VALUE
 
 /* Nonzero when the tags in doc (element paths of the keys and the values) include
  * managed-by=opsline. doc may be NULL (no tags). */

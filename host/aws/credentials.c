@@ -24,6 +24,7 @@
 #include <jansson.h>
 #include <openssl/crypto.h>
 
+#include "../privfile.h"
 #include "endpoints.h"
 #include "opsline/opsline.h"
 
@@ -209,7 +210,7 @@ static int ini_line(ini_cursor *cur, char *line, ini_section *sec) {
  * after use: the credentials file holds secrets. */
 static int ini_read(const char *path, const char *profile, int is_config, ini_section *sec,
                     size_t *bad_line, int *sys_errno) {
-    FILE *f = fopen(path, "r");
+    FILE *f = privfile_fopen(path); /* a FIFO at the path must not hang the run */
     memset(sec, 0, sizeof(*sec));
     *bad_line = 0;
     *sys_errno = errno;
@@ -250,7 +251,7 @@ static int ini_load(const char *path, const char *profile, int is_config, ini_se
     int sys_errno;
     int rc = ini_read(path, profile, is_config, sec, &bad_line, &sys_errno);
     if (rc == OL_EIO) {
-        return ol__fail(err, OL_ECONFIG, "cannot read %s: %s", path, strerror(sys_errno));
+        return ol__fail(err, OL_ECONFIG, "cannot read %s: %s", path, privfile_strerror(sys_errno));
     }
     if (rc == OL_ECONFIG) {
         /* The line itself is not shown: in a credentials file it may hold a secret. */

@@ -10,6 +10,7 @@
 
 #include <ctype.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -20,6 +21,14 @@
 
 #define HTTP_DEFAULT_TIMEOUT_MS 60000L
 #define HTTP_DEFAULT_CONNECT_TIMEOUT_MS 10000L
+/* The largest answer read: an AWS XML or JSON answer opsline asks for is a few KiB
+ * (ListAttachedUserPolicies, ListAccessKeys, a bucket policy of at most 20 KiB), so 4 MiB is
+ * far above any real one and keeps a hostile or broken endpoint from filling memory. An
+ * error answer (status 300 and up) is an <Error> document of a few hundred bytes: 64 KiB. A
+ * larger answer is abandoned at the cap (OL_ERANGE, never retried), so a 500 with a 100 MB
+ * body costs one bounded download, not three whole ones. */
+#define HTTP_MAX_BODY ((size_t)4 * 1024 * 1024)
+#define HTTP_MAX_ERROR_BODY ((size_t)64 * 1024)
 /* Enough parallelism for a thousand items against one endpoint; the rest queue inside
  * curl until a connection is free, instead of opening a socket each. */
 #define HTTP_MAX_HOST_CONNECTIONS 64L
@@ -44,6 +53,8 @@ struct http_xfer {
     char *body;
     size_t body_len, body_cap;
     int oom;
+    size_t too_large; /* the cap an answer went over (abandoned), else 0 */
+    char why[128];    /* the text for too_large */
     ol_kv *headers;
     size_t n_headers;
     char errbuf[CURL_ERROR_SIZE];
@@ -182,13 +193,21 @@ static void xfer_complete(http_xfer *x, CURLcode code, int result) {
         curl_easy_getinfo(x->easy, CURLINFO_REQUEST_SIZE, &request_size);
     }
     if (result == 0 && code != CURLE_OK) {
-        if (code == CURLE_OPERATION_TIMEDOUT)
+        if (code == CURLE_FILESIZE_EXCEEDED || (code == CURLE_WRITE_ERROR && x->too_large))
+            result = OL_ERANGE;
+        else if (code == CURLE_OPERATION_TIMEDOUT)
             result = OL_ETIMEDOUT;
         else if (code == CURLE_OUT_OF_MEMORY || (code == CURLE_WRITE_ERROR && x->oom))
             result = OL_ENOMEM;
         else
             result = OL_ENET;
         res.error = x->errbuf[0] != '\0' ? x->errbuf : curl_easy_strerror(code);
+        if (result == OL_ERANGE) {
+            snprintf(x->why, sizeof x->why,
+                     "answer larger than %zu bytes (HTTP %ld): not read further, not retried",
+                     x->too_large ? x->too_large : HTTP_MAX_BODY, res.status);
+            res.error = x->why;
+        }
         /* CURLINFO_REQUEST_SIZE counts request bytes written to the connection: with none
          * written the server cannot have acted on it, so a non-idempotent call can be
          * retried safely. Any failure after that leaves the outcome unknown. */
@@ -320,9 +339,26 @@ static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp, v
 
 /* ---- requests ------------------------------------------------------------------------- */
 
+/* The cap for this answer, by its status (known once the body starts). */
+static size_t body_limit(const http_xfer *x) {
+    long status = 0;
+    curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
+    return status >= 300 ? HTTP_MAX_ERROR_BODY : HTTP_MAX_BODY;
+}
+
 static size_t on_body(char *data, size_t size, size_t nmemb, void *userp) {
     http_xfer *x = userp;
     size_t n = size * nmemb;
+    size_t limit = body_limit(x);
+
+    /* CURLOPT_MAXFILESIZE_LARGE stops a declared length over the success cap before any
+     * byte; this stops a chunked answer, and an error answer, as it crosses its cap. */
+    curl_off_t declared = -1;
+    curl_easy_getinfo(x->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &declared);
+    if (n > limit - x->body_len || (x->body_len == 0 && declared > (curl_off_t)limit)) {
+        x->too_large = limit;
+        return 0; /* curl abandons the transfer: CURLE_WRITE_ERROR */
+    }
 
     if (n > SIZE_MAX - 1 - x->body_len) {
         x->oom = 1;
@@ -429,6 +465,7 @@ static int configure(http_engine *eng, http_xfer *x, const http_request *req) {
     SETOPT(e, CURLOPT_NOPROXY, eng->no_proxy);
     if (eng->ca_bundle != NULL)
         SETOPT(e, CURLOPT_CAINFO, eng->ca_bundle);
+    SETOPT(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)HTTP_MAX_BODY);
     SETOPT(e, CURLOPT_WRITEFUNCTION, on_body);
     SETOPT(e, CURLOPT_WRITEDATA, (void *)x);
     SETOPT(e, CURLOPT_HTTPHEADER, x->req_headers);

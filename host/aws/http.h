@@ -28,7 +28,9 @@ typedef struct http_request {
 
 typedef struct http_response {
     /* 0 when an HTTP answer arrived complete (any status). OL_ETIMEDOUT, or OL_ENET for
-     * connection failures, resets and truncated bodies. */
+     * connection failures, resets and truncated bodies. OL_ERANGE when the body went over
+     * its cap (4 MiB, or 64 KiB for a status of 300 and up) and was abandoned there: status
+     * is set, body holds at most the cap, error says "answer larger than N bytes". */
     int result;
     long status;
     char *body; /* NUL-terminated, owned by the engine, valid during the callback */

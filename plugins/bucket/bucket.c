@@ -1,16 +1,19 @@
 /* bucket: the S3 bucket stage. It converges one bucket per item, named after the item
- * ("<product>-<environment>"): created when missing, then each setting the stage manages
- * (Block Public Access, default encryption, versioning, server access logging, tags) is
- * read, compared with the options, and written only when it differs. Requests run one after
- * another on the host's asynchronous AWS client; the item's outcome is created, updated or
- * unchanged, or failed with the step, the AWS error and its request id. It sets bucket.name
- * and bucket.arn in the item bag for the stages that come after it (policy). */
+ * ("<product>-<environment>"), with the settings the stage manages (Block Public Access,
+ * default encryption, versioning, server access logging, tags, among them the ownership
+ * tags managed-by=opsline, product, environment). A bucket the journal does not know is
+ * created and then only written, each setting once, in parallel; a known bucket is read
+ * with its five GETs in parallel, compared with the options (bucket_diff) and written only
+ * where it differs. The item's outcome is created, updated (naming what changed) or
+ * unchanged, or failed with the operation, the AWS error and its request id. It sets
+ * bucket.name and bucket.arn in the item bag. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "opsline/opsline.h"
 
 #include "../arn.h"
+#include "../owner.h"
 #include "bucket_lifecycle.h"
 
 #define S3_XMLNS "http://s3.amazonaws.com/doc/2006-03-01/"
@@ -33,54 +36,119 @@ typedef struct bucket_conf {
     int tags_managed; /* the tags option was set: converge tags */
 } bucket_conf;
 
-/* The states of apply, in order. Each GET is followed by its PUT only when needed. */
-typedef enum bucket_step {
-    STEP_START,
-    STEP_HEAD,
-    STEP_CREATE,
-    STEP_GET_PAB,
-    STEP_PUT_PAB,
-    STEP_GET_ENC,
-    STEP_PUT_ENC,
-    STEP_GET_VER,
-    STEP_PUT_VER,
-    STEP_GET_LOG,
-    STEP_PUT_LOG,
-    STEP_GET_TAGS,
-    STEP_PUT_TAGS,
-    STEP_DELETE_TAGS,
-    STEP_END
-} bucket_step;
+/* The settings the stage converges: each is read by one GET and written by one PUT on its
+ * sub-resource. */
+typedef enum bucket_setting {
+    SET_PAB,
+    SET_ENC,
+    SET_VER,
+    SET_LOG,
+    SET_TAGS,
+    N_SETTINGS
+} bucket_setting;
 
-/* State names; for the request states, the S3 operation the state sends. */
-static const char *const step_names[] = {
-    [STEP_START] = "start",
-    [STEP_HEAD] = "HeadBucket",
-    [STEP_CREATE] = "CreateBucket",
-    [STEP_GET_PAB] = "GetPublicAccessBlock",
-    [STEP_PUT_PAB] = "PutPublicAccessBlock",
-    [STEP_GET_ENC] = "GetBucketEncryption",
-    [STEP_PUT_ENC] = "PutBucketEncryption",
-    [STEP_GET_VER] = "GetBucketVersioning",
-    [STEP_PUT_VER] = "PutBucketVersioning",
-    [STEP_GET_LOG] = "GetBucketLogging",
-    [STEP_PUT_LOG] = "PutBucketLogging",
-    [STEP_GET_TAGS] = "GetBucketTagging",
-    [STEP_PUT_TAGS] = "PutBucketTagging",
-    [STEP_DELETE_TAGS] = "DeleteBucketTagging",
-    [STEP_END] = "done",
+typedef struct setting_api {
+    const char *subresource;
+    const char *get; /* S3 operation names, for messages */
+    const char *put;
+    const char *missing; /* the GET's error code for "not configured", or NULL */
+    const char *label;   /* what changed, for the user */
+} setting_api;
+
+static const setting_api settings[N_SETTINGS] = {
+    [SET_PAB] = {"publicAccessBlock", "GetPublicAccessBlock", "PutPublicAccessBlock",
+                 "NoSuchPublicAccessBlockConfiguration", "public access block"},
+    [SET_ENC] = {"encryption", "GetBucketEncryption", "PutBucketEncryption",
+                 "ServerSideEncryptionConfigurationNotFoundError", "encryption"},
+    [SET_VER] = {"versioning", "GetBucketVersioning", "PutBucketVersioning", NULL, "versioning"},
+    [SET_LOG] = {"logging", "GetBucketLogging", "PutBucketLogging", NULL, "logging"},
+    [SET_TAGS] = {"tagging", "GetBucketTagging", "PutBucketTagging", "NoSuchTagSet", "tags"},
 };
 
-/* One apply in flight. Owned by apply; freed in finish just before host->done. */
+/* What is known of one setting of the bucket. */
+typedef enum seen_state {
+    SEEN_UNKNOWN, /* not read (a bucket just created): written whatever the options say */
+    SEEN_ABSENT,  /* S3 has no such configuration */
+    SEEN_PRESENT  /* read: the answer is in doc */
+} seen_state;
+
+/* What observe found, per setting. A bucket just created is "unknown" for the settings
+ * whose defaults S3 has changed over time or that vary by partition (public access block,
+ * encryption, tags are then written) and "absent" for versioning and logging, which a new
+ * bucket never has. */
+typedef struct bucket_observed {
+    seen_state state[N_SETTINGS];
+    ol_xml *doc[N_SETTINGS]; /* SEEN_PRESENT: the parsed answer, owned */
+} bucket_observed;
+
+/* What the bucket of one item should be: the options, resolved for its name. */
+typedef struct bucket_want {
+    int block_public;
+    const char *encryption;
+    const char *kms_key_id;
+    int versioning;
+    const char *log_bucket; /* NULL: logging off */
+    char *log_prefix;       /* host-allocated: the option, or "<bucket>/" */
+    ol_kv *tags;            /* malloc'd: the ownership tags, then the option's (borrowed) */
+    size_t n_tags;
+    int tags_exact; /* the tags option is set: the tag set is made exactly tags; otherwise
+                       tags not named here are kept */
+} bucket_want;
+
+/* What bucket_diff decided. */
+typedef struct bucket_change {
+    unsigned writes;        /* 1u << bucket_setting, for each setting to PUT */
+    const char *versioning; /* with SET_VER: "Enabled" or "Suspended" */
+    ol_kv *tags; /* with SET_TAGS: the whole tag set to write (malloc'd array; strings borrowed
+                    from the want and from the observed tagging document) */
+    size_t n_tags;
+} bucket_change;
+
+/* The phases of apply; each but the last waits for the requests it sent. */
+typedef enum bucket_phase {
+    PHASE_START,
+    PHASE_HEAD,    /* HeadBucket (us-east-1, no journal record) */
+    PHASE_CREATE,  /* CreateBucket */
+    PHASE_OBSERVE, /* the five GETs, in parallel */
+    PHASE_WRITE,   /* the PUTs bucket_diff asked for, in parallel */
+    PHASE_END
+} bucket_phase;
+
+static const char *const phase_names[] = {
+    [PHASE_START] = "start",     [PHASE_HEAD] = "HeadBucket", [PHASE_CREATE] = "CreateBucket",
+    [PHASE_OBSERVE] = "observe", [PHASE_WRITE] = "write",     [PHASE_END] = "done",
+};
+
+struct bucket_op;
+
+/* One request in flight, the argument of its callback. */
+typedef struct bucket_req {
+    struct bucket_op *op;
+    int setting; /* bucket_setting, or -1 for HeadBucket and CreateBucket */
+    int write;
+    char *body; /* borrowed by the host until the callback has run; freed in finish */
+} bucket_req;
+
+/* One apply in flight. Owned by apply; freed in finish just before host->done, which runs
+ * only when no request is in flight. */
 typedef struct bucket_op {
     const bucket_conf *conf;
     ol_item *item;
     const char *name;   /* the bucket, = item name; borrowed until the item ends */
     const char *region; /* borrowed until the item ends */
-    bucket_step step;
+    bucket_phase phase;
+    bucket_want want;
+    bucket_observed seen;
+    bucket_change change;
+    bucket_req reqs[N_SETTINGS]; /* per setting: its GET, then its PUT */
+    bucket_req single;           /* HeadBucket or CreateBucket */
+    size_t inflight;
+    int sending; /* a batch is being sent: completion waits for its end */
     int created;
-    int changed;
-    char *body; /* body of the request in flight (borrowed by the host until its callback) */
+    int create_tried;
+    int gone;      /* a GET answered NoSuchBucket */
+    int refused;   /* the code of the last request the host refused to send */
+    char *failure; /* host-allocated reason of the first failure, or NULL */
 } bucket_op;
 
 /* ---------------------------------------------------------------------------------------
@@ -311,53 +379,156 @@ static int logging_matches(const ol_host *h, const ol_xml *doc, const char *targ
                   target_prefix) == 0;
 }
 
-/* Tag sets are equal when they have the same keys with the same values (order is not
- * significant; keys are unique on both sides). */
-static int tags_match(const ol_host *h, const ol_xml *doc, const ol_kv *want, size_t n) {
+/* The value of tag key in a GetBucketTagging answer, or NULL when the bucket lacks it. */
+static const char *tag_value(const ol_host *h, const ol_xml *doc, const char *key) {
     size_t have = doc != NULL ? h->xml_count(doc, "Tagging/TagSet/Tag") : (size_t)0;
-    if (have != n)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        const char *value = want[i].value != NULL ? want[i].value : "";
-        int found = 0;
-        for (size_t j = 0; j < have && !found; j++) {
-            const char *k = h->xml_text(doc, "Tagging/TagSet/Tag/Key", j);
+    for (size_t j = 0; j < have; j++) {
+        const char *k = h->xml_text(doc, "Tagging/TagSet/Tag/Key", j);
+        if (k != NULL && strcmp(k, key) == 0) {
             const char *v = h->xml_text(doc, "Tagging/TagSet/Tag/Value", j);
-            found = k != NULL && strcmp(k, want[i].name) == 0 && strcmp(v ? v : "", value) == 0;
+            return v != NULL ? v : "";
         }
-        if (!found)
+    }
+    return NULL;
+}
+
+/* Every wanted tag is on the bucket with its value. */
+static int tags_include(const ol_host *h, const ol_xml *doc, const ol_kv *want, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        const char *have = tag_value(h, doc, want[i].name);
+        if (have == NULL || strcmp(have, want[i].value != NULL ? want[i].value : "") != 0)
             return 0;
     }
     return 1;
 }
 
+/* Tag sets are equal when they have the same keys with the same values (order is not
+ * significant; keys are unique on both sides). */
+static int tags_match(const ol_host *h, const ol_xml *doc, const ol_kv *want, size_t n) {
+    size_t have = doc != NULL ? h->xml_count(doc, "Tagging/TagSet/Tag") : (size_t)0;
+    return have == n && tags_include(h, doc, want, n);
+}
+
+/* The tag set to write into c, or nothing when the bucket's tags are right. Exact: the
+ * wanted set. Otherwise the wanted tags plus those of the bucket they do not name (tags
+ * someone set by hand are kept; PutBucketTagging replaces the whole set). */
+static int tags_diff(const ol_host *h, const bucket_want *w, seen_state state, const ol_xml *doc,
+                     bucket_change *c) {
+    int same = state != SEEN_UNKNOWN && (w->tags_exact ? tags_match(h, doc, w->tags, w->n_tags)
+                                                       : tags_include(h, doc, w->tags, w->n_tags));
+    if (same)
+        return 0;
+    size_t have = doc != NULL ? h->xml_count(doc, "Tagging/TagSet/Tag") : (size_t)0;
+    size_t extra = w->tags_exact ? 0 : have;
+    c->tags = calloc(w->n_tags + extra + 1, sizeof(*c->tags));
+    if (c->tags == NULL)
+        return OL_ENOMEM;
+    for (size_t i = 0; i < w->n_tags; i++)
+        c->tags[c->n_tags++] = w->tags[i];
+    for (size_t j = 0; j < extra; j++) {
+        const char *k = h->xml_text(doc, "Tagging/TagSet/Tag/Key", j);
+        const char *v = h->xml_text(doc, "Tagging/TagSet/Tag/Value", j);
+        int named = 0;
+        for (size_t i = 0; i < w->n_tags && !named && k != NULL; i++)
+            named = strcmp(k, w->tags[i].name) == 0;
+        if (k != NULL && !named)
+            c->tags[c->n_tags++] = (ol_kv){k, v != NULL ? v : ""};
+    }
+    c->writes |= 1u << SET_TAGS;
+    return 0;
+}
+
+/* The one comparison of the stage: what must be written to make the observed bucket what
+ * w describes. Pure (no request, no log): apply acts on it, and a plan can print it.
+ * Returns 0 or OL_ENOMEM; free c->tags. */
+static int bucket_diff(const ol_host *h, const bucket_want *w, const bucket_observed *o,
+                       bucket_change *c) {
+    memset(c, 0, sizeof(*c));
+    const ol_xml *const *doc = (const ol_xml *const *)o->doc;
+    if (o->state[SET_PAB] == SEEN_UNKNOWN || !pab_matches(h, doc[SET_PAB], w->block_public))
+        c->writes |= 1u << SET_PAB;
+    if (o->state[SET_ENC] == SEEN_UNKNOWN ||
+        !encryption_matches(h, doc[SET_ENC], w->encryption, w->kms_key_id))
+        c->writes |= 1u << SET_ENC;
+    c->versioning = versioning_change(versioning_status(h, doc[SET_VER]), w->versioning);
+    if (c->versioning != NULL)
+        c->writes |= 1u << SET_VER;
+    if (o->state[SET_LOG] == SEEN_UNKNOWN ||
+        !logging_matches(h, doc[SET_LOG], w->log_bucket, w->log_prefix))
+        c->writes |= 1u << SET_LOG;
+    return tags_diff(h, w, o->state[SET_TAGS], doc[SET_TAGS], c);
+}
+
+/* A bucket CreateBucket has just made: nothing read. */
+static void observed_new(bucket_observed *o) {
+    memset(o, 0, sizeof(*o));
+    o->state[SET_PAB] = SEEN_UNKNOWN;
+    o->state[SET_ENC] = SEEN_UNKNOWN;
+    o->state[SET_VER] = SEEN_ABSENT;
+    o->state[SET_LOG] = SEEN_ABSENT;
+    o->state[SET_TAGS] = SEEN_UNKNOWN;
+}
+
+static void observed_free(const ol_host *h, bucket_observed *o) {
+    for (size_t s = 0; s < N_SETTINGS; s++) {
+        if (o->doc[s] != NULL)
+            h->xml_free(o->doc[s]);
+        o->doc[s] = NULL;
+        o->state[s] = SEEN_UNKNOWN;
+    }
+}
+
+/* The PUT body of setting s for change c. NULL when out of memory. */
+static char *body_for(const bucket_want *w, const bucket_change *c, bucket_setting s) {
+    switch (s) {
+    case SET_PAB:
+        return body_public_access_block(w->block_public);
+    case SET_ENC:
+        return body_encryption(w->encryption, w->kms_key_id);
+    case SET_VER:
+        return body_versioning(c->versioning);
+    case SET_LOG:
+        return body_logging(w->log_bucket, w->log_prefix);
+    default:
+        return body_tagging(c->tags, c->n_tags);
+    }
+}
+
 /* ---------------------------------------------------------------------------------------
- * The apply state machine: HeadBucket [-> CreateBucket] -> (Get -> [Put]) for public
- * access, encryption, versioning, logging, then tags when managed -> done. op->step
- * changes only in set_state.
+ * Apply: observe -> bucket_diff -> act. A bucket the journal does not know is created
+ * first (CreateBucket; BucketAlreadyOwnedByYou: it is observed instead), then only written:
+ * nothing of a new bucket needs reading. A known bucket is observed with its five GETs in
+ * parallel, and only what differs is written, in parallel. op->phase changes only in
+ * set_phase.
  * ------------------------------------------------------------------------------------- */
 
-static void on_response(void *arg, const ol_aws_response *res);
+static void on_single(void *arg, const ol_aws_response *res);
+static void on_setting(void *arg, const ol_aws_response *res);
+static void observe(bucket_op *op);
 
-/* The one transition function: every change of op->step is logged here (curl's mstate()). */
-static void set_state(bucket_op *op, bucket_step next) {
+/* The one transition function: every change of op->phase is logged here (curl's mstate()). */
+static void set_phase(bucket_op *op, bucket_phase next) {
     const bucket_conf *c = op->conf;
-    c->host->log(c->stage, op->item, OL_LOG_DEBUG, "bucket: state %s -> %s", step_names[op->step],
-                 step_names[next]);
-    op->step = next;
+    c->host->log(c->stage, op->item, OL_LOG_DEBUG, "bucket: state %s -> %s", phase_names[op->phase],
+                 phase_names[next]);
+    op->phase = next;
 }
 
 static void finish(bucket_op *op, ol_outcome outcome, const char *reason) {
     const bucket_conf *conf = op->conf;
+    const ol_host *h = conf->host;
     ol_item *item = op->item;
-    set_state(op, STEP_END);
-    free(op->body);
+    set_phase(op, PHASE_END);
+    observed_free(h, &op->seen);
+    h->free(op->want.log_prefix);
+    free(op->want.tags);
+    free(op->change.tags);
+    for (size_t s = 0; s < N_SETTINGS; s++)
+        free(op->reqs[s].body);
+    free(op->single.body);
+    h->free(op->failure);
     free(op);
-    conf->host->done(conf->stage, item, outcome, reason);
-}
-
-static void finish_nomem(bucket_op *op) {
-    finish(op, OL_OUTCOME_FAILED, "out of memory");
+    h->done(conf->stage, item, outcome, reason);
 }
 
 /* Fails op with a host-formatted reason (freed here), or for want of memory. */
@@ -367,55 +538,70 @@ static void finish_failed(bucket_op *op, char *reason) {
     h->free(reason);
 }
 
-/* "<step> failed: <AWS code>: <message> (HTTP <status>, request id <id>)", or the
- * transport error, in the host's words. */
-static void finish_aws_error(bucket_op *op, const ol_aws_response *res) {
-    finish_failed(op, op->conf->host->aws_reason(step_names[op->step], res));
+/* Keeps the first failure of a phase (host-allocated reason, taken over); the phase ends
+ * when its last request has answered. */
+static void note_failure(bucket_op *op, char *reason) {
+    const ol_host *h = op->conf->host;
+    if (op->failure == NULL)
+        op->failure = reason != NULL ? reason : h->format("out of memory");
+    else
+        h->free(reason);
 }
 
-/* Send the request of op->step. body (malloc'd or NULL) is owned by op from here on.
- * Returns aws_send's code; on an error the callback never runs. */
-static int send_request(bucket_op *op, const char *method, const char *subresource, char *body,
-                        unsigned flags) {
+/* Fails op with the phase's first failure (op->failure, taken over). */
+static void finish_refused(bucket_op *op) {
+    char *reason = op->failure;
+    op->failure = NULL;
+    finish_failed(op, reason);
+}
+
+/* "<operation> failed: <AWS code>: <message> (HTTP <status>, request id <id>)", or the
+ * transport error, in the host's words. */
+static void note_aws_error(bucket_op *op, const char *operation, const ol_aws_response *res) {
+    note_failure(op, op->conf->host->aws_reason(operation, res));
+}
+
+/* Sends one request of a batch; body (malloc'd or NULL) is owned by req from here on. A
+ * request the host refuses is a failure of the phase. */
+static void send_request(bucket_op *op, bucket_req *req, const char *method,
+                         const char *subresource, char *body, unsigned flags,
+                         const char *operation) {
     const ol_host *h = op->conf->host;
     ol_kv param = {subresource, ""};
-    ol_aws_request req = {.struct_size = sizeof(ol_aws_request)};
-    req.service = "s3";
-    req.method = method;
-    req.bucket = op->name;
-    req.params = subresource != NULL ? &param : NULL;
-    req.n_params = subresource != NULL ? 1 : 0;
-    req.body = body;
-    req.body_len = body != NULL ? strlen(body) : 0;
-    req.flags = flags;
-    free(op->body);
-    op->body = body;
-    return h->aws_send(op->item, &req, on_response, op);
-}
-
-/* Enter step and send its request, or fail op when the host refuses to send it. */
-static void send_step(bucket_op *op, bucket_step step, const char *method, const char *subresource,
-                      char *body, unsigned flags) {
-    set_state(op, step);
-    int rc = send_request(op, method, subresource, body, flags);
+    ol_aws_request r = {.struct_size = sizeof(ol_aws_request)};
+    r.service = "s3";
+    r.method = method;
+    r.bucket = op->name;
+    r.params = subresource != NULL ? &param : NULL;
+    r.n_params = subresource != NULL ? 1 : 0;
+    r.body = body;
+    r.body_len = body != NULL ? strlen(body) : 0;
+    r.flags = flags;
+    free(req->body);
+    req->body = body;
+    req->op = op;
+    op->inflight++;
+    int rc = h->aws_send(op->item, &r, req->setting < 0 ? on_single : on_setting, req);
     if (rc < 0) {
+        op->inflight--;
+        op->refused = rc;
         ol_aws_response refused = {.struct_size = sizeof(ol_aws_response), .result = rc};
-        finish_aws_error(op, &refused);
+        note_aws_error(op, operation, &refused);
     }
 }
 
-/* Send a configuration PUT (S3 requires Content-MD5 on these) or fail for want of memory. */
-static void send_put(bucket_op *op, bucket_step step, const char *subresource, char *body) {
-    if (body == NULL) {
-        finish_nomem(op);
-        return;
+/* "changed: public access block, tags" for an updated bucket. Host-allocated. */
+static char *describe_change(const ol_host *h, unsigned writes) {
+    char text[160] = "changed:";
+    const char *sep = " ";
+    for (size_t s = 0; s < N_SETTINGS; s++) {
+        if (!(writes & (1u << s)))
+            continue;
+        strncat(text, sep, sizeof(text) - strlen(text) - 1);
+        strncat(text, settings[s].label, sizeof(text) - strlen(text) - 1);
+        sep = ", ";
     }
-    op->changed = 1;
-    send_step(op, step, "PUT", subresource, body, OL_AWS_CONTENT_MD5);
-}
-
-static void send_get(bucket_op *op, bucket_step step, const char *subresource) {
-    send_step(op, step, "GET", subresource, NULL, 0);
+    return h->format("%s", text);
 }
 
 static void succeed(bucket_op *op) {
@@ -428,82 +614,200 @@ static void succeed(bucket_op *op) {
         return;
     }
     h->free(arn);
-    finish(op,
-           op->created   ? OL_OUTCOME_CREATED
-           : op->changed ? OL_OUTCOME_UPDATED
-                         : OL_OUTCOME_UNCHANGED,
-           NULL);
+    if (op->created) {
+        finish(op, OL_OUTCOME_CREATED, NULL);
+        return;
+    }
+    if (op->change.writes == 0) {
+        finish(op, OL_OUTCOME_UNCHANGED, NULL);
+        return;
+    }
+    char *reason = describe_change(h, op->change.writes);
+    finish(op, OL_OUTCOME_UPDATED, reason);
+    h->free(reason);
 }
 
-/* Parse a GET answer into *doc, or NULL when the setting does not exist (S3 answered
- * missing_code; NULL: no such code for this setting). Returns -1
- * (and has finished op) on an error or an unparsable answer. */
-static int read_config(bucket_op *op, const ol_aws_response *res, const char *missing_code,
-                       ol_xml **doc) {
+/* The journal's word on the bucket: created or found by an earlier run of this state
+ * directory, and not deleted since. It only picks the cheaper first request: a known
+ * bucket that is gone is created, a new name that exists is observed. */
+static int bucket_known(const bucket_op *op) {
     const ol_host *h = op->conf->host;
-    *doc = NULL;
-    if (res->result == OL_EAWS && missing_code != NULL && res->error_code != NULL &&
-        strcmp(res->error_code, missing_code) == 0)
-        return 0;
-    if (res->result != 0) {
-        finish_aws_error(op, res);
-        return -1;
+    size_t seen = h->journal_count(op->item, "bucket_created", op->name) +
+                  h->journal_count(op->item, "bucket_seen", op->name);
+    return seen > h->journal_count(op->item, "bucket_deleted", op->name);
+}
+
+static void record(bucket_op *op, const char *event) {
+    const bucket_conf *c = op->conf;
+    /* A lost record only costs the next run one request: not a failure. */
+    if (c->host->journal_append(op->item, c->stage, event, op->name) != 0)
+        c->host->log(c->stage, op->item, OL_LOG_WARN, "could not journal %s for bucket '%s'", event,
+                     op->name);
+}
+
+/* Write what bucket_diff says, all in parallel; the observed answers are freed once the
+ * bodies are built (the tag set borrows from them). */
+static void act(bucket_op *op) {
+    const ol_host *h = op->conf->host;
+    char *bodies[N_SETTINGS] = {0};
+    int rc = bucket_diff(h, &op->want, &op->seen, &op->change);
+    for (size_t s = 0; s < N_SETTINGS && rc == 0; s++)
+        if (op->change.writes & (1u << s))
+            rc = (bodies[s] = body_for(&op->want, &op->change, (bucket_setting)s)) ? 0 : OL_ENOMEM;
+    observed_free(h, &op->seen);
+    free(op->change.tags);
+    op->change.tags = NULL;
+    if (rc != 0) {
+        for (size_t s = 0; s < N_SETTINGS; s++)
+            free(bodies[s]);
+        finish(op, OL_OUTCOME_FAILED, "out of memory");
+        return;
     }
-    *doc = h->xml_parse(res->body, res->body_len);
-    if (*doc == NULL) {
-        finish_failed(op, h->format("%s: S3 sent an answer that is not valid XML (HTTP %ld, "
-                                    "request id %s)",
-                                    step_names[op->step], res->status,
-                                    res->request_id != NULL ? res->request_id : "none"));
-        return -1;
-    }
-    return 0;
-}
-
-static void next_after_pab(bucket_op *op) {
-    send_get(op, STEP_GET_ENC, "encryption");
-}
-
-static void next_after_enc(bucket_op *op) {
-    send_get(op, STEP_GET_VER, "versioning");
-}
-
-static void next_after_ver(bucket_op *op) {
-    send_get(op, STEP_GET_LOG, "logging");
-}
-
-static void next_after_log(bucket_op *op) {
-    if (op->conf->tags_managed)
-        send_get(op, STEP_GET_TAGS, "tagging");
-    else
+    if (op->change.writes == 0) {
         succeed(op);
+        return;
+    }
+    if (op->change.versioning != NULL && strcmp(op->change.versioning, "Suspended") == 0)
+        h->log(op->conf->stage, op->item, OL_LOG_WARN,
+               "bucket '%s' has versioning enabled and the versioning option is false: "
+               "suspending it (existing object versions are kept; a bucket never returns to "
+               "unversioned)",
+               op->name);
+    set_phase(op, PHASE_WRITE);
+    op->sending = 1;
+    for (size_t s = 0; s < N_SETTINGS; s++) {
+        if (!(op->change.writes & (1u << s)))
+            continue;
+        op->reqs[s].setting = (int)s;
+        op->reqs[s].write = 1;
+        /* S3 requires Content-MD5 on these configuration PUTs. */
+        send_request(op, &op->reqs[s], "PUT", settings[s].subresource, bodies[s],
+                     OL_AWS_CONTENT_MD5, settings[s].put);
+    }
+    op->sending = 0;
+    if (op->inflight == 0)
+        finish_refused(op);
+}
+
+/* The starts of the phases return 0, or a negative code when the host refused every
+ * request (nothing is in flight; op->failure says why). */
+static int start_head(bucket_op *op) {
+    set_phase(op, PHASE_HEAD);
+    op->single.setting = -1;
+    send_request(op, &op->single, "HEAD", NULL, NULL, 0, "HeadBucket");
+    return op->inflight > 0 ? 0 : op->refused;
+}
+
+static int start_create(bucket_op *op) {
+    char *body = NULL;
+    if (body_create_bucket(op->region, &body) < 0)
+        return OL_ENOMEM;
+    op->create_tried = 1;
+    set_phase(op, PHASE_CREATE);
+    op->single.setting = -1;
+    send_request(op, &op->single, "PUT", NULL, body, 0, "CreateBucket");
+    return op->inflight > 0 ? 0 : op->refused;
+}
+
+static int start_observe(bucket_op *op) {
+    set_phase(op, PHASE_OBSERVE);
+    observed_free(op->conf->host, &op->seen);
+    op->gone = 0;
+    op->sending = 1;
+    for (size_t s = 0; s < N_SETTINGS; s++) {
+        op->reqs[s].setting = (int)s;
+        op->reqs[s].write = 0;
+        send_request(op, &op->reqs[s], "GET", settings[s].subresource, NULL, 0, settings[s].get);
+    }
+    op->sending = 0;
+    return op->inflight > 0 ? 0 : op->refused;
+}
+
+static void create(bucket_op *op) {
+    int rc = start_create(op);
+    if (rc == OL_ENOMEM && op->failure == NULL)
+        finish(op, OL_OUTCOME_FAILED, "out of memory");
+    else if (rc != 0)
+        finish_refused(op);
+}
+
+static void observe(bucket_op *op) {
+    if (start_observe(op) != 0)
+        finish_refused(op);
+}
+
+/* Every request of the phase has answered. */
+static void phase_complete(bucket_op *op) {
+    if (op->failure != NULL) {
+        finish_refused(op);
+        return;
+    }
+    if (op->phase == PHASE_WRITE) {
+        succeed(op);
+        return;
+    }
+    if (!op->gone) {
+        act(op);
+        return;
+    }
+    if (op->create_tried) {
+        finish_failed(
+            op, op->conf->host->format(
+                    "bucket '%s' was deleted while opsline was converging it; rerun", op->name));
+        return;
+    }
+    /* The journal knew the bucket, but it is gone (deleted outside opsline): create it. */
+    observed_free(op->conf->host, &op->seen);
+    op->conf->host->log(op->conf->stage, op->item, OL_LOG_INFO,
+                        "bucket '%s' is recorded in the journal but no longer exists; "
+                        "creating it",
+                        op->name);
+    create(op);
 }
 
 static void on_head(bucket_op *op, const ol_aws_response *res) {
+    const ol_host *h = op->conf->host;
     if (res->result == 0) {
-        send_get(op, STEP_GET_PAB, "publicAccessBlock");
+        if (op->create_tried)
+            h->log(op->conf->stage, op->item, OL_LOG_INFO,
+                   "bucket '%s' already exists in another region than %s; converging it there",
+                   op->name, op->region != NULL ? op->region : "us-east-1");
+        h->free(op->failure); /* CreateBucket's refusal, explained */
+        op->failure = NULL;
+        record(op, "bucket_seen");
+        observe(op);
+        return;
+    }
+    if (op->create_tried) {
+        finish_refused(op); /* CreateBucket's own error is the one to report */
         return;
     }
     /* 404: no such bucket. 403: it exists but this account may not see it; CreateBucket
      * then tells BucketAlreadyExists (someone else's) from AccessDenied. */
     if (res->result == OL_EAWS && (res->status == 404 || res->status == 403)) {
-        char *body = NULL;
-        if (body_create_bucket(op->region, &body) < 0) {
-            finish_nomem(op);
-            return;
-        }
-        send_step(op, STEP_CREATE, "PUT", NULL, body, 0);
+        create(op);
         return;
     }
-    finish_aws_error(op, res);
+    finish_failed(op, op->conf->host->aws_reason("HeadBucket", res));
 }
 
 static void on_create(bucket_op *op, const ol_aws_response *res) {
     const char *code = res->error_code != NULL ? res->error_code : "";
     if (res->result == 0) {
         op->created = 1;
+        record(op, "bucket_created");
+        observed_new(&op->seen);
+        act(op);
     } else if (res->result == OL_EAWS && strcmp(code, "BucketAlreadyOwnedByYou") == 0) {
-        op->created = 0; /* created meanwhile by another run of ours: converge it */
+        record(op, "bucket_seen"); /* made by an earlier run or by hand: converge it */
+        observe(op);
+    } else if (res->result == OL_EAWS && strcmp(code, "IllegalLocationConstraintException") == 0) {
+        /* The request went to another region's endpoint, which happens when the name is
+         * already a bucket there (S3 redirected us) or when the endpoint is wrong: ask
+         * HeadBucket, which tells the two apart. */
+        note_aws_error(op, "CreateBucket", res);
+        if (start_head(op) != 0)
+            finish_refused(op);
     } else if (res->result == OL_EAWS && strcmp(code, "BucketAlreadyExists") == 0) {
         finish_failed(op, op->conf->host->format(
                               "CreateBucket: bucket name '%s' is taken by another AWS account; "
@@ -511,164 +815,71 @@ static void on_create(bucket_op *op, const ol_aws_response *res) {
                               "(BucketAlreadyExists, HTTP %ld, request id %s)",
                               op->name, res->status,
                               res->request_id != NULL ? res->request_id : "none"));
-        return;
     } else {
-        finish_aws_error(op, res);
-        return;
-    }
-    send_get(op, STEP_GET_PAB, "publicAccessBlock");
-}
-
-static void on_get_pab(bucket_op *op, const ol_aws_response *res) {
-    const ol_host *h = op->conf->host;
-    ol_xml *doc;
-    if (read_config(op, res, "NoSuchPublicAccessBlockConfiguration", &doc) < 0)
-        return;
-    int same = pab_matches(h, doc, op->conf->block_public);
-    h->xml_free(doc);
-    if (same)
-        next_after_pab(op);
-    else
-        send_put(op, STEP_PUT_PAB, "publicAccessBlock",
-                 body_public_access_block(op->conf->block_public));
-}
-
-static void on_get_enc(bucket_op *op, const ol_aws_response *res) {
-    const ol_host *h = op->conf->host;
-    const bucket_conf *c = op->conf;
-    ol_xml *doc;
-    if (read_config(op, res, "ServerSideEncryptionConfigurationNotFoundError", &doc) < 0)
-        return;
-    int same = encryption_matches(h, doc, c->encryption, c->kms_key_id);
-    h->xml_free(doc);
-    if (same)
-        next_after_enc(op);
-    else
-        send_put(op, STEP_PUT_ENC, "encryption", body_encryption(c->encryption, c->kms_key_id));
-}
-
-static void on_get_ver(bucket_op *op, const ol_aws_response *res) {
-    const ol_host *h = op->conf->host;
-    ol_xml *doc;
-    if (read_config(op, res, NULL, &doc) < 0)
-        return;
-    const char *status = versioning_status(h, doc);
-    const char *change = versioning_change(status, op->conf->versioning);
-    h->xml_free(doc);
-    if (change == NULL) {
-        next_after_ver(op);
-        return;
-    }
-    if (strcmp(change, "Suspended") == 0)
-        h->log(op->conf->stage, op->item, OL_LOG_WARN,
-               "bucket '%s' has versioning enabled and the versioning option is false: "
-               "suspending it (existing object versions are kept; a bucket never returns to "
-               "unversioned)",
-               op->name);
-    send_put(op, STEP_PUT_VER, "versioning", body_versioning(change));
-}
-
-/* The logging prefix: the option, or "<bucket>/". Host-allocated. */
-static char *log_prefix(const bucket_op *op) {
-    const ol_host *h = op->conf->host;
-    if (op->conf->log_prefix != NULL)
-        return h->format("%s", op->conf->log_prefix);
-    return h->format("%s/", op->name);
-}
-
-static void on_get_log(bucket_op *op, const ol_aws_response *res) {
-    const ol_host *h = op->conf->host;
-    const bucket_conf *c = op->conf;
-    ol_xml *doc;
-    if (read_config(op, res, NULL, &doc) < 0)
-        return;
-    char *prefix = log_prefix(op);
-    if (prefix == NULL) {
-        h->xml_free(doc);
-        finish_nomem(op);
-        return;
-    }
-    int same = logging_matches(h, doc, c->log_bucket, prefix);
-    h->xml_free(doc);
-    if (same)
-        next_after_log(op);
-    else
-        send_put(op, STEP_PUT_LOG, "logging", body_logging(c->log_bucket, prefix));
-    h->free(prefix);
-}
-
-static void on_get_tags(bucket_op *op, const ol_aws_response *res) {
-    const ol_host *h = op->conf->host;
-    const bucket_conf *c = op->conf;
-    ol_xml *doc;
-    if (read_config(op, res, "NoSuchTagSet", &doc) < 0)
-        return;
-    int same = tags_match(h, doc, c->tags.items, c->tags.n);
-    h->xml_free(doc);
-    if (same) {
-        succeed(op);
-    } else if (c->tags.n == 0) {
-        /* S3 rejects an empty TagSet; removing every tag is DeleteBucketTagging. */
-        op->changed = 1;
-        send_step(op, STEP_DELETE_TAGS, "DELETE", "tagging", NULL, 0);
-    } else {
-        send_put(op, STEP_PUT_TAGS, "tagging", body_tagging(c->tags.items, c->tags.n));
+        finish_failed(op, op->conf->host->aws_reason("CreateBucket", res));
     }
 }
 
-/* A PUT or DELETE answered: on to the next setting. */
-static void on_written(bucket_op *op, const ol_aws_response *res) {
-    if (res->result != 0) {
-        finish_aws_error(op, res);
-        return;
-    }
-    switch (op->step) {
-    case STEP_PUT_PAB:
-        next_after_pab(op);
-        return;
-    case STEP_PUT_ENC:
-        next_after_enc(op);
-        return;
-    case STEP_PUT_VER:
-        next_after_ver(op);
-        return;
-    case STEP_PUT_LOG:
-        next_after_log(op);
-        return;
-    default:
-        succeed(op);
-        return;
-    }
-}
-
-static void on_response(void *arg, const ol_aws_response *res) {
-    bucket_op *op = arg;
-    switch (op->step) {
-    case STEP_HEAD:
+/* HeadBucket or CreateBucket answered: the only request in flight. */
+static void on_single(void *arg, const ol_aws_response *res) {
+    bucket_req *req = arg;
+    bucket_op *op = req->op;
+    op->inflight--;
+    if (op->phase == PHASE_HEAD)
         on_head(op, res);
-        return;
-    case STEP_CREATE:
+    else
         on_create(op, res);
-        return;
-    case STEP_GET_PAB:
-        on_get_pab(op, res);
-        return;
-    case STEP_GET_ENC:
-        on_get_enc(op, res);
-        return;
-    case STEP_GET_VER:
-        on_get_ver(op, res);
-        return;
-    case STEP_GET_LOG:
-        on_get_log(op, res);
-        return;
-    case STEP_GET_TAGS:
-        on_get_tags(op, res);
-        return;
-    default:
-        on_written(op, res);
-        return;
+}
+
+/* A GET answered: the setting is absent (its "no such configuration" code), present (the
+ * parsed answer), the bucket is gone, or the phase fails. */
+static void on_read(bucket_op *op, bucket_setting s, const ol_aws_response *res) {
+    const ol_host *h = op->conf->host;
+    const char *code = res->result == OL_EAWS && res->error_code != NULL ? res->error_code : "";
+    if (strcmp(code, "NoSuchBucket") == 0) {
+        op->gone = 1;
+    } else if (settings[s].missing != NULL && strcmp(code, settings[s].missing) == 0) {
+        op->seen.state[s] = SEEN_ABSENT;
+    } else if (res->result != 0) {
+        note_aws_error(op, settings[s].get, res);
+    } else if ((op->seen.doc[s] = h->xml_parse(res->body, res->body_len)) != NULL) {
+        op->seen.state[s] = SEEN_PRESENT;
+    } else {
+        note_failure(op, h->format("%s: S3 sent an answer that is not valid XML (HTTP %ld, "
+                                   "request id %s)",
+                                   settings[s].get, res->status,
+                                   res->request_id != NULL ? res->request_id : "none"));
     }
+}
+
+static void on_setting(void *arg, const ol_aws_response *res) {
+    bucket_req *req = arg;
+    bucket_op *op = req->op;
+    op->inflight--;
+    if (!req->write)
+        on_read(op, (bucket_setting)req->setting, res);
+    else if (res->result != 0)
+        note_aws_error(op, settings[req->setting].put, res);
+    if (op->inflight == 0 && !op->sending)
+        phase_complete(op);
+}
+
+/* The wanted state for op's item. Returns 0 or OL_ENOMEM. */
+static int want_init(bucket_op *op) {
+    const bucket_conf *c = op->conf;
+    const ol_host *h = c->host;
+    bucket_want *w = &op->want;
+    w->block_public = c->block_public;
+    w->encryption = c->encryption;
+    w->kms_key_id = c->kms_key_id;
+    w->versioning = c->versioning;
+    w->log_bucket = c->log_bucket;
+    w->log_prefix =
+        c->log_prefix != NULL ? h->format("%s", c->log_prefix) : h->format("%s/", op->name);
+    w->tags_exact = c->tags_managed;
+    if (w->log_prefix == NULL)
+        return OL_ENOMEM;
+    return owner_merge(h, op->item, c->tags.items, c->tags.n, &w->tags, &w->n_tags);
 }
 
 /* ---------------------------------------------------------------------------------------
@@ -678,11 +889,11 @@ static void on_response(void *arg, const ol_aws_response *res) {
 /* Tag rules from the S3 User Guide ("Categorizing your storage using tags") and the Tagging
  * API: at most 50, keys 1-128 characters, values up to 256, the aws: prefix is AWS's. */
 static int check_tags(ol_stage *stage, const ol_host *h, const ol_kv *tags, size_t n) {
-    if (n > MAX_TAGS) {
+    if (n > MAX_TAGS - OWNER_N_TAGS) {
         h->log(stage, NULL, OL_LOG_ERROR,
                "option tags: %zu tags given; S3 allows at most %d "
-               "per bucket. Remove some.",
-               n, MAX_TAGS);
+               "per bucket and opsline adds its %d ownership tags. Remove some.",
+               n, MAX_TAGS, OWNER_N_TAGS);
         return OL_ECONFIG;
     }
     for (size_t i = 0; i < n; i++) {
@@ -736,9 +947,8 @@ static int check_options(ol_stage *stage, const ol_host *h, const bucket_conf *c
                "logging_target_bucket is not; set logging_target_bucket to enable logging.");
         return OL_ECONFIG;
     }
-    if (c->tags_managed)
-        return check_tags(stage, h, c->tags.items, c->tags.n);
-    return 0;
+    int rc = owner_check_option(stage, h, c->tags.items, c->tags.n);
+    return rc == 0 ? check_tags(stage, h, c->tags.items, c->tags.n) : rc;
 }
 
 static int read_options(ol_stage *stage, const ol_host *h, bucket_conf *c) {
@@ -787,10 +997,29 @@ static int bucket_apply(ol_stage *stage, ol_item *item, void *state) {
     op->item = item;
     op->name = c->host->item_name(item);
     op->region = c->host->item_region(item);
-    set_state(op, STEP_HEAD);
-    int rc = send_request(op, "HEAD", NULL, NULL, 0);
-    if (rc < 0) {
-        free(op); /* the callback never runs: nothing else owns op */
+    if (want_init(op) != 0) {
+        c->host->free(op->want.log_prefix);
+        free(op->want.tags);
+        free(op);
+        return OL_ENOMEM;
+    }
+    int rc;
+    if (bucket_known(op))
+        rc = start_observe(op);
+    else if (op->region == NULL || strcmp(op->region, "us-east-1") == 0)
+        /* S3 API Reference, CreateBucket: in us-east-1 a bucket you already own answers
+         * 200 OK, not BucketAlreadyOwnedByYou, so a success there does not prove the bucket
+         * is new: ask HeadBucket first (one read more, in that region only). */
+        rc = start_head(op);
+    else
+        rc = start_create(op);
+    if (rc != 0) {
+        /* Nothing in flight: fail synchronously; done is never called. */
+        c->host->free(op->failure);
+        c->host->free(op->want.log_prefix);
+        free(op->want.tags);
+        free(op->single.body);
+        free(op);
         return rc;
     }
     return 0;
@@ -820,8 +1049,8 @@ static const ol_option_def bucket_options[] = {
     {"logging_target_prefix", OL_OPT_STRING, NULL,
      "Prefix of the access log objects; unset: \"<bucket>/\"", OL_BIND(bucket_conf, log_prefix)},
     {"tags", OL_OPT_OBJECT, NULL,
-     "Bucket tags (key: value); when set, the bucket's tag set is made exactly this; unset: "
-     "tags are left alone",
+     "Bucket tags (key: value); when set, the bucket's tag set is made exactly this plus the "
+     "ownership tags; unset: other tags are left alone",
      OL_BIND(bucket_conf, tags)},
 };
 
@@ -861,6 +1090,7 @@ static const ol_plugin bucket_plugin = {
     .description = "S3 bucket named after the item, with public access, encryption, "
                    "versioning, logging and tags converged",
     .needs = NULL,
+    .flags = OL_STAGE_DEFAULT,
     OL_OPTIONS(bucket_options),
     .init = bucket_init,
     .validate = bucket_validate,

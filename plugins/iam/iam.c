@@ -23,6 +23,7 @@
 #include "opsline/opsline.h"
 
 #include "../arn.h"
+#include "../owner.h"
 #include "iam_lifecycle.h"
 
 #define IAM_MAX_TAGS 50 /* IAM quota: tags per user */
@@ -47,10 +48,8 @@ typedef struct iam_key {
  * request named like the state, or the host's secret_find. */
 typedef enum iam_state {
     IAM_START,
+    IAM_OBSERVE, /* the user's reads, in parallel (iam_observe) */
     IAM_CREATE_USER,
-    IAM_GET_USER,
-    IAM_GET_LOGIN_PROFILE,
-    IAM_LIST_USER_TAGS,
     IAM_TAG_USER,
     IAM_LIST_KEYS,
     IAM_FIND_SECRET,
@@ -62,10 +61,8 @@ typedef enum iam_state {
 /* State names; for the request states, the IAM action the state sends. */
 static const char *const state_names[] = {
     [IAM_START] = "start",
+    [IAM_OBSERVE] = "observe",
     [IAM_CREATE_USER] = "CreateUser",
-    [IAM_GET_USER] = "GetUser",
-    [IAM_GET_LOGIN_PROFILE] = "GetLoginProfile",
-    [IAM_LIST_USER_TAGS] = "ListUserTags",
     [IAM_TAG_USER] = "TagUser",
     [IAM_LIST_KEYS] = "ListAccessKeys",
     [IAM_FIND_SECRET] = "secret_find",
@@ -73,6 +70,20 @@ static const char *const state_names[] = {
     [IAM_CREATE_KEY] = "CreateAccessKey",
     [IAM_DONE] = "done",
 };
+
+/* The reads that observe an existing user, sent together. */
+typedef enum iam_read { READ_USER, READ_LOGIN, READ_TAGS, READ_KEYS, N_READS } iam_read;
+
+static const char *const read_actions[N_READS] = {"GetUser", "GetLoginProfile", "ListUserTags",
+                                                  "ListAccessKeys"};
+
+struct iam_run;
+
+/* One read in flight: the argument of its callback. */
+typedef struct iam_read_req {
+    struct iam_run *r;
+    iam_read what;
+} iam_read_req;
 
 /* One apply, alive from apply() to the single host->done(). */
 typedef struct iam_run {
@@ -83,12 +94,22 @@ typedef struct iam_run {
     iam_state state;      /* changed only by set_state */
     int created;          /* the user or a key was created: outcome "created" */
     int updated;          /* orphan keys deleted, tags changed */
+    int tags_changed;     /* TagUser was sent */
+    int keys_deleted;     /* a lost key was deleted */
     int unknown_attempts; /* CreateAccessKey answers with an unknown outcome */
     iam_key *keys;
     size_t n_keys;
     size_t next_delete;
-    ol_kv *tags_to_set; /* borrowed strings from the options */
+    ol_kv *want_tags; /* malloc'd: the ownership tags, then the option's (borrowed) */
+    size_t n_want_tags;
+    ol_kv *tags_to_set; /* borrowed strings from want_tags */
     size_t n_tags_to_set;
+    iam_read_req reads[N_READS];
+    size_t inflight;  /* reads in flight (observe) */
+    int sending;      /* the reads are being sent: completion waits for the last one */
+    int gone;         /* a read answered NoSuchEntity: no such user */
+    int create_tried; /* CreateUser was sent in this run */
+    char *failure;    /* host-allocated reason of the first failed read, or NULL */
 } iam_run;
 
 static const char *const no_such_entity[] = {"NoSuchEntity", NULL};
@@ -189,6 +210,8 @@ static void set_state(iam_run *r, iam_state next) {
 static void run_free(iam_run *r) {
     keys_free(r);
     free(r->tags_to_set);
+    free(r->want_tags);
+    r->st->host->free(r->failure);
     free(r);
 }
 
@@ -198,12 +221,21 @@ static void finish(iam_run *r, ol_outcome outcome, const char *reason) {
     run_free(r);
 }
 
+/* Done: created, or updated naming what changed ("changed: tags, lost key deleted"), or
+ * unchanged. */
 static void finish_ok(iam_run *r, const char *reason) {
+    char what[96] = "";
     ol_outcome o = OL_OUTCOME_UNCHANGED;
-    if (r->created)
+    if (r->created) {
         o = OL_OUTCOME_CREATED;
-    else if (r->updated)
+    } else if (r->updated) {
         o = OL_OUTCOME_UPDATED;
+        snprintf(what, sizeof(what), "changed: %s%s%s", r->tags_changed ? "tags" : "",
+                 r->tags_changed && r->keys_deleted ? ", " : "",
+                 r->keys_deleted ? "lost key deleted" : "");
+        if (reason == NULL)
+            reason = what;
+    }
     finish(r, o, reason);
 }
 
@@ -236,12 +268,12 @@ static int is_error(const ol_aws_response *res, const char *code) {
 
 /* Sends the current state's Query API request: Action, Version, UserName, then extra
  * params. consistent: retry NoSuchEntity while IAM propagates a new user. */
-static int send_iam(iam_run *r, const ol_kv *extra, size_t n_extra, unsigned flags,
-                    int consistent) {
+static int send_action(iam_run *r, const char *action, const ol_kv *extra, size_t n_extra,
+                       unsigned flags, int consistent, ol_aws_cb cb, void *arg) {
     ol_kv params[3 + 2 * IAM_MAX_TAGS + 2];
     if (n_extra > sizeof(params) / sizeof(params[0]) - 3)
         return OL_EINVAL;
-    params[0] = (ol_kv){"Action", state_names[r->state]};
+    params[0] = (ol_kv){"Action", action};
     params[1] = (ol_kv){"Version", IAM_API_VERSION};
     params[2] = (ol_kv){"UserName", r->user};
     for (size_t i = 0; i < n_extra; i++)
@@ -256,7 +288,13 @@ static int send_iam(iam_run *r, const ol_kv *extra, size_t n_extra, unsigned fla
         req.consistency_codes = no_such_entity;
         req.consistency_ms = IAM_CONSISTENCY_MS;
     }
-    return r->st->host->aws_send(r->item, &req, on_response, r);
+    return r->st->host->aws_send(r->item, &req, cb, arg);
+}
+
+/* The request of the current state, answered through on_response. */
+static int send_iam(iam_run *r, const ol_kv *extra, size_t n_extra, unsigned flags,
+                    int consistent) {
+    return send_action(r, state_names[r->state], extra, n_extra, flags, consistent, on_response, r);
 }
 
 /* Enters state and sends its request, or fails the run when the host refused to send. */
@@ -296,91 +334,64 @@ static int take_user(iam_run *r, const ol_aws_response *res, const char *arn_pat
     return rc;
 }
 
+static int parse_keys(iam_run *r, const ol_aws_response *res);
+static void keys_decide(iam_run *r);
+
 static void on_tag_user(iam_run *r, const ol_aws_response *res) {
     if (res->result != 0) {
         run_fail_aws(r, res);
         return;
     }
     r->updated = 1;
+    r->tags_changed = 1;
     r->st->host->log(r->stage, r->item, OL_LOG_INFO, "updated %zu tag(s) of user %s",
                      r->n_tags_to_set, r->user);
-    step_list_keys(r);
+    keys_decide(r);
 }
 
-/* Collects in r->tags_to_set the configured tags the user lacks or has with another value. */
-static void diff_tags(iam_run *r, const ol_xml *doc) {
+/* The one comparison for the user itself: into out (room for n_want), the wanted tags the
+ * user lacks or has with another value, from a ListUserTags answer. Tags the user has and
+ * that are not wanted are kept (TagUser adds and overwrites only). Pure: no request, no
+ * log. Returns how many go into out. */
+static size_t iam_user_diff(const ol_host *h, const ol_xml *doc, const ol_kv *want, size_t n_want,
+                            ol_kv *out) {
     static const char kp[] = "ListUserTagsResponse/ListUserTagsResult/Tags/member/Key";
     static const char vp[] = "ListUserTagsResponse/ListUserTagsResult/Tags/member/Value";
-    const ol_host *h = r->st->host;
-    size_t n_have = h->xml_count(doc, kp);
-    r->n_tags_to_set = 0;
-    for (size_t i = 0; i < r->st->tags.n; i++) {
-        const ol_kv *want = &r->st->tags.items[i];
+    size_t n_have = h->xml_count(doc, kp), n = 0;
+    for (size_t i = 0; i < n_want; i++) {
         int same = 0;
         for (size_t k = 0; k < n_have && !same; k++) {
             const char *key = h->xml_text(doc, kp, k);
             const char *val = h->xml_text(doc, vp, k);
-            same = key && val && strcmp(key, want->name) == 0 && strcmp(val, want->value) == 0;
+            same = key && strcmp(key, want[i].name) == 0 &&
+                   strcmp(val ? val : "", want[i].value ? want[i].value : "") == 0;
         }
         if (!same)
-            r->tags_to_set[r->n_tags_to_set++] = *want;
+            out[n++] = want[i];
     }
+    return n;
 }
 
-/* Keeps tags the user set by hand; only adds or corrects the configured ones. */
-static void on_list_user_tags(iam_run *r, const ol_aws_response *res) {
+/* Keeps the first failure of the reads (host-allocated, taken over). */
+static void note_failure(iam_run *r, char *reason) {
     const ol_host *h = r->st->host;
-    if (res->result != 0) {
-        run_fail_aws(r, res);
-        return;
-    }
-    ol_xml *doc = h->xml_parse(res->body, res->body_len);
-    if (doc == NULL) {
-        run_fail(r, "ListUserTags for user %s: unreadable answer", r->user);
-        return;
-    }
-    diff_tags(r, doc);
-    h->xml_free(doc);
-    if (r->n_tags_to_set == 0) {
-        step_list_keys(r);
-        return;
-    }
-    ol_kv extra[2 * IAM_MAX_TAGS];
-    char names[2 * IAM_MAX_TAGS][32];
-    size_t n = tag_params(r->tags_to_set, r->n_tags_to_set, extra, names);
-    send_step(r, IAM_TAG_USER, extra, n, 0, 1);
+    if (r->failure == NULL)
+        r->failure = reason != NULL ? reason : h->format("out of memory");
+    else
+        h->free(reason);
 }
 
-static void step_tags(iam_run *r) {
-    if (r->st->tags.n == 0) {
-        step_list_keys(r);
-        return;
-    }
-    send_step(r, IAM_LIST_USER_TAGS, NULL, 0, 0, 1);
-}
-
-static void on_get_login_profile(iam_run *r, const ol_aws_response *res) {
-    if (res->result == 0) {
-        r->st->host->log(r->stage, r->item, OL_LOG_WARN,
-                         "user %s has a console password (login profile); opsline users are "
-                         "programmatic-only — remove it with aws iam delete-login-profile "
-                         "--user-name %s",
-                         r->user, r->user);
-    } else if (!is_error(res, "NoSuchEntity")) {
-        run_fail_aws(r, res);
-        return;
-    }
-    step_tags(r);
-}
-
-static void on_get_user(iam_run *r, const ol_aws_response *res) {
+static void note_aws_error(iam_run *r, const char *action, const ol_aws_response *res) {
     const ol_host *h = r->st->host;
-    if (res->result != 0) {
-        run_fail_aws(r, res);
-        return;
-    }
+    char *what = h->format("%s for user %s", action, r->user);
+    note_failure(r, what != NULL ? h->aws_reason(what, res) : NULL);
+    h->free(what);
+}
+
+static void read_user(iam_run *r, const ol_aws_response *res) {
+    const ol_host *h = r->st->host;
     if (take_user(r, res, "GetUserResponse/GetUserResult/User/Arn") != 0) {
-        run_fail(r, "GetUser for user %s: no ARN in the answer", r->user);
+        note_failure(r, h->format("GetUser for user %s: no ARN in the answer", r->user));
         return;
     }
     ol_xml *doc = h->xml_parse(res->body, res->body_len);
@@ -392,12 +403,130 @@ static void on_get_user(iam_run *r, const ol_aws_response *res) {
                r->user, path, r->st->path, r->user, r->st->path);
     if (doc != NULL)
         h->xml_free(doc);
-    send_step(r, IAM_GET_LOGIN_PROFILE, NULL, 0, 0, 0);
+}
+
+static void read_tags(iam_run *r, const ol_aws_response *res) {
+    const ol_host *h = r->st->host;
+    ol_xml *doc = h->xml_parse(res->body, res->body_len);
+    if (doc == NULL) {
+        note_failure(r, h->format("ListUserTags for user %s: unreadable answer", r->user));
+        return;
+    }
+    r->n_tags_to_set = iam_user_diff(h, doc, r->want_tags, r->n_want_tags, r->tags_to_set);
+    h->xml_free(doc);
+}
+
+static void observe_complete(iam_run *r);
+
+/* One read of observe answered. NoSuchEntity from any but GetLoginProfile: no such user. */
+static void on_observed(void *arg, const ol_aws_response *res) {
+    iam_read_req *rr = arg;
+    iam_run *r = rr->r;
+    const ol_host *h = r->st->host;
+    r->inflight--;
+    if (is_error(res, "NoSuchEntity")) {
+        if (rr->what != READ_LOGIN)
+            r->gone = 1;
+    } else if (res->result != 0) {
+        note_aws_error(r, read_actions[rr->what], res);
+    } else if (rr->what == READ_USER) {
+        read_user(r, res);
+    } else if (rr->what == READ_LOGIN) {
+        h->log(r->stage, r->item, OL_LOG_WARN,
+               "user %s has a console password (login profile); opsline users are "
+               "programmatic-only — remove it with aws iam delete-login-profile "
+               "--user-name %s",
+               r->user, r->user);
+    } else if (rr->what == READ_TAGS) {
+        read_tags(r, res);
+    } else {
+        int rc = parse_keys(r, res);
+        if (rc != 0)
+            note_failure(r, h->format("ListAccessKeys for user %s: unreadable answer (%s)", r->user,
+                                      h->strerror(rc)));
+    }
+    if (r->inflight == 0 && !r->sending)
+        observe_complete(r);
+}
+
+/* Reads the user, its login profile, its tags and its keys in parallel. consistent: the
+ * user was just reported to exist (EntityAlreadyExists), so NoSuchEntity may only mean IAM
+ * has not propagated it yet. Returns 0, or a negative code when the host refused every
+ * read (nothing in flight; r->failure says why). */
+static int iam_observe(iam_run *r, int consistent) {
+    set_state(r, IAM_OBSERVE);
+    r->gone = 0;
+    r->sending = 1;
+    int refused = 0;
+    for (size_t i = 0; i < N_READS; i++) {
+        r->reads[i] = (iam_read_req){r, (iam_read)i};
+        r->inflight++;
+        /* GetLoginProfile's NoSuchEntity is the normal answer: never retried. */
+        int rc = send_action(r, read_actions[i], NULL, 0, 0, consistent && i != READ_LOGIN,
+                             on_observed, &r->reads[i]);
+        if (rc < 0) {
+            r->inflight--;
+            refused = rc;
+            ol_aws_response no = {.struct_size = sizeof(ol_aws_response), .result = rc};
+            note_aws_error(r, read_actions[i], &no);
+        }
+    }
+    r->sending = 0;
+    return r->inflight > 0 ? 0 : refused;
+}
+
+static void fail_with_failure(iam_run *r) {
+    const ol_host *h = r->st->host;
+    char *reason = r->failure;
+    r->failure = NULL;
+    finish(r, OL_OUTCOME_FAILED, reason != NULL ? reason : "out of memory");
+    h->free(reason);
+}
+
+static void create_user(iam_run *r);
+
+/* The reads have answered: act on what differs (tags, then keys). */
+static void observe_complete(iam_run *r) {
+    if (r->failure != NULL) {
+        fail_with_failure(r);
+        return;
+    }
+    if (r->gone) {
+        if (r->create_tried) {
+            run_fail(r, "user %s was deleted while opsline was converging it; rerun", r->user);
+            return;
+        }
+        r->st->host->log(r->stage, r->item, OL_LOG_INFO,
+                         "user %s is recorded in the journal but no longer exists; creating it",
+                         r->user);
+        keys_free(r);
+        r->n_tags_to_set = 0;
+        create_user(r);
+        return;
+    }
+    if (r->n_tags_to_set == 0) {
+        keys_decide(r);
+        return;
+    }
+    ol_kv extra[2 * IAM_MAX_TAGS];
+    char names[2 * IAM_MAX_TAGS][32];
+    size_t n = tag_params(r->tags_to_set, r->n_tags_to_set, extra, names);
+    send_step(r, IAM_TAG_USER, extra, n, 0, 1);
+}
+
+static void record(iam_run *r, const char *event) {
+    const ol_host *h = r->st->host;
+    /* A lost record costs the next run one request, never a key: not a failure. */
+    if (h->journal_append(r->item, r->stage, event, r->user) != 0)
+        h->log(r->stage, r->item, OL_LOG_WARN, "could not journal %s for user %s", event, r->user);
 }
 
 static void on_create_user(iam_run *r, const ol_aws_response *res) {
+    const ol_host *h = r->st->host;
     if (is_error(res, "EntityAlreadyExists")) {
-        send_step(r, IAM_GET_USER, NULL, 0, 0, 0);
+        record(r, "user_seen");
+        if (iam_observe(r, 1) != 0)
+            fail_with_failure(r);
         return;
     }
     if (res->result != 0) {
@@ -409,9 +538,46 @@ static void on_create_user(iam_run *r, const ol_aws_response *res) {
         return;
     }
     r->created = 1;
-    r->st->host->log(r->stage, r->item, OL_LOG_INFO, "created user %s", r->user);
-    /* A new user has no login profile and exactly the tags it was created with. */
-    step_list_keys(r);
+    record(r, "user_created");
+    if (h->item_set(r->item, OL_KEY_IAM_USER_CREATED, "true", 0) != 0) {
+        run_fail(r, "out of memory");
+        return;
+    }
+    h->log(r->stage, r->item, OL_LOG_INFO, "created user %s", r->user);
+    /* A new user has no login profile, exactly the tags it was created with, and no key:
+     * nothing to read. */
+    keys_free(r);
+    step_after_cleanup(r);
+}
+
+/* CreateUser with its path and every wanted tag in the same request. */
+static int send_create_user(iam_run *r) {
+    ol_kv extra[1 + 2 * IAM_MAX_TAGS];
+    char names[2 * IAM_MAX_TAGS][32];
+    extra[0] = (ol_kv){"Path", r->st->path};
+    size_t n = 1 + tag_params(r->want_tags, r->n_want_tags, extra + 1, names);
+    r->create_tried = 1;
+    set_state(r, IAM_CREATE_USER);
+    return send_iam(r, extra, n, 0, 0);
+}
+
+static void create_user(iam_run *r) {
+    int rc = send_create_user(r);
+    if (rc < 0) {
+        ol_aws_response refused = {.struct_size = sizeof(ol_aws_response), .result = rc};
+        run_fail_aws(r, &refused);
+    }
+}
+
+/* The journal's word on the user: created or found by an earlier run (or given a key by
+ * one), and not deleted since. It only picks the cheaper first request: a known user that
+ * is gone is created, a new name that exists is observed. */
+static int user_known(const iam_run *r) {
+    const ol_host *h = r->st->host;
+    size_t seen = h->journal_count(r->item, "user_created", r->user) +
+                  h->journal_count(r->item, "user_seen", r->user) +
+                  h->journal_count(r->item, "access_key_created", NULL);
+    return seen > h->journal_count(r->item, "user_deleted", r->user);
 }
 
 static int parse_keys(iam_run *r, const ol_aws_response *res) {
@@ -468,6 +634,22 @@ static void on_secret_found(void *arg, const char *key_id, const char *const *lo
     step_delete_next(r);
 }
 
+/* The keys are listed (r->keys): decide from the journal which are opsline's lost ones,
+ * then ask the host which one a configured store holds (on_secret_found). */
+static void keys_decide(iam_run *r) {
+    const ol_host *h = r->st->host;
+    classify_keys(h, r->item, r->keys, r->n_keys);
+    const char *ids[IAM_MAX_KEYS * 4];
+    size_t n = 0;
+    for (size_t i = 0; i < r->n_keys && n < sizeof(ids) / sizeof(ids[0]); i++)
+        ids[n++] = r->keys[i].id;
+    set_state(r, IAM_FIND_SECRET);
+    int rc = h->secret_find(r->item, ids, n, on_secret_found, r);
+    if (rc != 0)
+        run_fail(r, "cannot ask the secret stores about the keys of user %s: %s", r->user,
+                 h->strerror(rc));
+}
+
 static void on_list_keys(iam_run *r, const ol_aws_response *res) {
     const ol_host *h = r->st->host;
     if (res->result != 0) {
@@ -479,16 +661,7 @@ static void on_list_keys(iam_run *r, const ol_aws_response *res) {
         run_fail(r, "ListAccessKeys for user %s: unreadable answer (%s)", r->user, h->strerror(rc));
         return;
     }
-    classify_keys(h, r->item, r->keys, r->n_keys);
-    const char *ids[IAM_MAX_KEYS * 4];
-    size_t n = 0;
-    for (size_t i = 0; i < r->n_keys && n < sizeof(ids) / sizeof(ids[0]); i++)
-        ids[n++] = r->keys[i].id;
-    set_state(r, IAM_FIND_SECRET);
-    rc = h->secret_find(r->item, ids, n, on_secret_found, r);
-    if (rc != 0)
-        run_fail(r, "cannot ask the secret stores about the keys of user %s: %s", r->user,
-                 h->strerror(rc));
+    keys_decide(r);
 }
 
 static void step_list_keys(iam_run *r) {
@@ -512,6 +685,7 @@ static void on_delete_key(iam_run *r, const ol_aws_response *res) {
            "(lost key); a new key replaces it",
            k->id, r->user);
     r->updated = 1;
+    r->keys_deleted = 1;
     r->next_delete++;
     step_delete_next(r);
 }
@@ -684,15 +858,6 @@ static void on_response(void *arg, const ol_aws_response *res) {
     case IAM_CREATE_USER:
         on_create_user(r, res);
         return;
-    case IAM_GET_USER:
-        on_get_user(r, res);
-        return;
-    case IAM_GET_LOGIN_PROFILE:
-        on_get_login_profile(r, res);
-        return;
-    case IAM_LIST_USER_TAGS:
-        on_list_user_tags(r, res);
-        return;
     case IAM_TAG_USER:
         on_tag_user(r, res);
         return;
@@ -725,11 +890,15 @@ static int check_options(ol_stage *stage, const ol_host *host, const iam_conf *s
                   st->path);
         return OL_ECONFIG;
     }
-    if (st->tags.n > IAM_MAX_TAGS) {
-        host->log(stage, NULL, OL_LOG_ERROR, "option tags has %zu tags; IAM allows %d per user",
-                  st->tags.n, IAM_MAX_TAGS);
+    if (st->tags.n > IAM_MAX_TAGS - OWNER_N_TAGS) {
+        host->log(stage, NULL, OL_LOG_ERROR,
+                  "option tags has %zu tags; IAM allows %d per user and opsline adds its %d "
+                  "ownership tags",
+                  st->tags.n, IAM_MAX_TAGS, OWNER_N_TAGS);
         return OL_ECONFIG;
     }
+    if (owner_check_option(stage, host, st->tags.items, st->tags.n) != 0)
+        return OL_ECONFIG;
     for (size_t i = 0; i < st->tags.n; i++) {
         size_t kl = strlen(st->tags.items[i].name), vl = strlen(st->tags.items[i].value);
         if (kl == 0 || kl > 128 || vl > 256) {
@@ -780,21 +949,16 @@ static int iam_apply(ol_stage *stage, ol_item *item, void *state) {
     r->stage = stage;
     r->item = item;
     r->user = st->host->item_name(item);
-    if (st->tags.n > 0) {
-        r->tags_to_set = calloc(st->tags.n, sizeof(*r->tags_to_set));
-        if (r->tags_to_set == NULL) {
-            free(r);
-            return OL_ENOMEM;
-        }
+    int rc =
+        owner_merge(st->host, item, st->tags.items, st->tags.n, &r->want_tags, &r->n_want_tags);
+    if (rc == 0) {
+        r->tags_to_set = calloc(r->n_want_tags, sizeof(*r->tags_to_set));
+        rc = r->tags_to_set != NULL ? 0 : OL_ENOMEM;
     }
-    ol_kv extra[1 + 2 * IAM_MAX_TAGS];
-    char names[2 * IAM_MAX_TAGS][32];
-    extra[0] = (ol_kv){"Path", st->path};
-    size_t n = 1 + tag_params(st->tags.items, st->tags.n, extra + 1, names);
-    set_state(r, IAM_CREATE_USER);
-    int rc = send_iam(r, extra, n, 0, 0);
+    if (rc == 0)
+        rc = user_known(r) ? iam_observe(r, 0) : send_create_user(r);
     if (rc < 0)
-        run_free(r); /* the callback never runs: nothing else owns r */
+        run_free(r); /* nothing in flight: no callback runs, nothing else owns r */
     return rc;
 }
 
@@ -820,7 +984,9 @@ static int iam_plan(ol_stage *stage, ol_item *item, void *state) {
 static const ol_option_def iam_options[] = {
     {"path", OL_OPT_STRING, "/", "IAM path of the user (must begin and end with '/')",
      OL_BIND(iam_conf, path)},
-    {"tags", OL_OPT_OBJECT, NULL, "tags for the user (key -> value), set on create and kept",
+    {"tags", OL_OPT_OBJECT, NULL,
+     "tags for the user (key -> value), added to the ownership tags; set on create, kept "
+     "(missing or changed ones are set again, others left alone)",
      OL_BIND(iam_conf, tags)},
     {"create_access_key", OL_OPT_BOOL, "true",
      "create an access key when the user has none whose secret was stored",
@@ -838,7 +1004,7 @@ static const ol_plugin iam_plugin = {
     .description = "IAM user (programmatic only) and an access key whose secret is never lost",
     .needs = iam_needs,
     OL_OPTIONS(iam_options),
-    .flags = OL_STAGE_CREATES_SECRETS,
+    .flags = OL_STAGE_CREATES_SECRETS | OL_STAGE_DEFAULT,
     .init = iam_init,
     .validate = iam_validate,
     .apply = iam_apply,

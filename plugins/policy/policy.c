@@ -1,10 +1,12 @@
 /* policy: the inline IAM user policy stage. It gives the item's IAM user (iam.user) access to
- * the item's bucket (bucket.arn) with one inline policy: the runbook's fifteen S3 actions by
- * default, a preset, or an explicit list checked against the S3 action names IAM knows.
- * Apply reads the user's current policy (GetUserPolicy), compares it with the wanted one
- * semantically (actions and resources as sets), and writes it (PutUserPolicy) only when it
- * is missing or different. Policy JSON is built and parsed with jansson; the URL-encoded
- * document IAM returns is decoded with libcurl. */
+ * the item's bucket (its ARN follows from the item's name and region, so the stage needs
+ * only iam and overlaps the bucket stage) with one inline policy: the runbook's fifteen S3
+ * actions by default, a preset, or an explicit list checked against the S3 action names
+ * IAM knows. For a user the iam stage has just created it writes the policy at once
+ * (PutUserPolicy); otherwise it reads the current one (GetUserPolicy), compares it with the
+ * wanted one semantically (policy_equal: actions and resources as sets), and writes it only
+ * when it is missing or different. Policy JSON is built and parsed with jansson; the
+ * URL-encoded document IAM returns is decoded with libcurl. */
 #include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
@@ -308,49 +310,13 @@ static size_t action_matches(const char *name) {
     return n;
 }
 
-/* Levenshtein distance, case-insensitive, for "did you mean". Names are short (< 64). */
-static size_t edit_distance(const char *a, const char *b) {
-    size_t la = strlen(a), lb = strlen(b);
-    size_t row[65];
-    if (la > 64 || lb > 64)
-        return (size_t)-1;
-    for (size_t j = 0; j <= lb; j++)
-        row[j] = j;
-    for (size_t i = 1; i <= la; i++) {
-        size_t diag = row[0];
-        row[0] = i;
-        for (size_t j = 1; j <= lb; j++) {
-            size_t up = row[j];
-            size_t cost =
-                tolower((unsigned char)a[i - 1]) == tolower((unsigned char)b[j - 1]) ? 0 : 1;
-            size_t best = diag + cost;
-            if (up + 1 < best)
-                best = up + 1;
-            if (row[j - 1] + 1 < best)
-                best = row[j - 1] + 1;
-            row[j] = best;
-            diag = up;
-        }
-    }
-    return row[lb];
-}
-
 /* The action to suggest for an unknown name (without "s3:"), or NULL. */
-static const char *suggest_action(const char *name) {
+static const char *suggest_action(const ol_host *h, const char *name) {
     for (size_t i = 0; i < sizeof(api_aliases) / sizeof(api_aliases[0]); i++)
         if (strcasecmp(name, api_aliases[i][0]) == 0)
             return api_aliases[i][1];
-    const char *best = NULL;
-    size_t best_d = (size_t)-1;
-    for (size_t i = 0; i < N_S3_ACTIONS; i++) {
-        size_t d = edit_distance(name, s3_actions[i]);
-        if (d < best_d) {
-            best_d = d;
-            best = s3_actions[i];
-        }
-    }
-    /* Beyond a third of the name it is a different word, not a typo. */
-    return best_d <= strlen(name) / 3 + 1 ? best : NULL;
+    /* Beyond a third of the name it is a different word, not a typo (max_distance 0). */
+    return h->suggest(name, s3_actions, N_S3_ACTIONS, 0);
 }
 
 /* Check one action: "s3:<known name>" or an s3: wildcard that matches a known name. */
@@ -367,7 +333,7 @@ static int check_action(ol_stage *stage, const ol_host *h, const char *action) {
     const char *name = action + 3;
     if (action_matches(name) > 0)
         return 0;
-    const char *hint = strpbrk(name, "*?") == NULL ? suggest_action(name) : NULL;
+    const char *hint = strpbrk(name, "*?") == NULL ? suggest_action(h, name) : NULL;
     if (hint != NULL)
         h->log(stage, NULL, OL_LOG_ERROR,
                "option actions: '%s' is not an S3 action; did you mean 's3:%s'?", action, hint);
@@ -673,27 +639,37 @@ static int policy_apply(ol_stage *stage, ol_item *item, void *state) {
     policy_conf *c = state;
     const ol_host *h = c->host;
     const char *user = h->item_get(item, OL_KEY_IAM_USER);
-    const char *arn = h->item_get(item, OL_KEY_BUCKET_ARN);
-    if (user == NULL || arn == NULL) {
+    if (user == NULL) {
         h->log(stage, item, OL_LOG_ERROR,
-               "the item has no %s: the %s stage must run (and succeed) before policy",
-               user == NULL ? OL_KEY_IAM_USER : OL_KEY_BUCKET_ARN, user == NULL ? "iam" : "bucket");
+               "the item has no %s: the iam stage must run (and succeed) before policy",
+               OL_KEY_IAM_USER);
         return OL_ENOENT;
     }
-    policy_op *op = calloc(1, sizeof(*op));
-    if (op == NULL)
+    /* The bucket's ARN follows from the item's name and region: the policy does not wait
+     * for the bucket stage, so the S3 and IAM requests of an item overlap. */
+    char *arn = arn_s3_bucket(h, h->item_region(item), h->item_name(item));
+    if (arn == NULL)
         return OL_ENOMEM;
+    policy_op *op = calloc(1, sizeof(*op));
+    if (op == NULL) {
+        h->free(arn);
+        return OL_ENOMEM;
+    }
     op->conf = c;
     op->item = item;
     op->user = user;
     op->policy_name = c->policy_name != NULL ? c->policy_name : user;
     op->wanted = policy_build(c->actions, c->n_actions, arn);
+    h->free(arn);
     op->document = op->wanted != NULL ? policy_compact(op->wanted) : NULL;
     if (op->document == NULL) {
         op_free(op);
         return OL_ENOMEM;
     }
-    int rc = send_request(op, POLICY_GET);
+    /* A user the iam stage created in this run has no policy: nothing to read. */
+    const char *fresh = h->item_get(item, OL_KEY_IAM_USER_CREATED);
+    int rc =
+        send_request(op, fresh != NULL && strcmp(fresh, "true") == 0 ? POLICY_PUT : POLICY_GET);
     if (rc < 0) {
         op_free(op); /* the callback never runs: nothing else owns op */
         return rc;
@@ -843,7 +819,7 @@ static int policy_validate(ol_stage *stage, const ol_item *item, void *state) {
     return OL_ERANGE;
 }
 
-static const char *const policy_needs[] = {"bucket", "iam", NULL};
+static const char *const policy_needs[] = {"iam", NULL};
 
 /* The lifecycle commands live in policy_lifecycle.c. The user is the item's (iam's name). */
 static int policy_destroy(ol_stage *stage, ol_item *item, void *state) {
@@ -879,6 +855,7 @@ static const ol_plugin policy_plugin = {
     .version = "2.0.0",
     .description = "Inline IAM user policy granting the item's user access to the item's bucket",
     .needs = policy_needs,
+    .flags = OL_STAGE_DEFAULT,
     OL_OPTIONS(policy_options),
     .init = policy_init,
     .validate = policy_validate,

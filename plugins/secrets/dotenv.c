@@ -23,6 +23,7 @@
 
 #include "opsline/opsline.h"
 
+#include "lib/secretdir.h"
 #include "lib/storebuf.h"
 
 #define DOTENV_MAX_FILE (1024 * 1024) /* a .env larger than this is not one we should edit */
@@ -404,7 +405,10 @@ static int op_read(dotenv_op *op, char **text, size_t *len) {
     }
     if (rc != 0)
         snprintf(op->why, sizeof(op->why), "cannot read %s: %s", op->path,
-                 rc == OL_ERANGE ? "larger than 1 MiB" : op->st->host->strerror(rc));
+                 rc == OL_ERANGE   ? "larger than 1 MiB"
+                 : rc == OL_EINVAL ? "not a regular file (a link, FIFO, directory or device "
+                                     "appeared there): remove it and rerun"
+                                   : op->st->host->strerror(rc));
     return rc;
 }
 
@@ -604,8 +608,14 @@ static const char *target_problem(const char *path) {
         if (S_ISLNK(st.st_mode))
             return "is a symbolic link; opsline replaces .env files and never writes through a "
                    "link: point --env-file at the real file";
+        if (S_ISDIR(st.st_mode))
+            return "is a directory: point --env-file at a file";
         if (!S_ISREG(st.st_mode))
-            return S_ISDIR(st.st_mode) ? "is a directory" : "is not a regular file";
+            return S_ISFIFO(st.st_mode)
+                       ? "is a FIFO (named pipe), not a regular file: remove it or point "
+                         "--env-file at a regular file"
+                       : "is a socket or device, not a regular file: point --env-file at a "
+                         "regular file";
         if (st.st_size > DOTENV_MAX_FILE)
             return "is larger than 1 MiB, not a .env file opsline should edit";
     }
@@ -640,6 +650,12 @@ static int dotenv_validate(ol_stage *stage, const ol_item *item, void *state) {
         return OL_EINVAL;
     }
     const char *problem = target_problem(path);
+    char dirwhy[512];
+    int dirrc = problem == NULL ? secretdir_check(path, dirwhy, sizeof(dirwhy)) : 0;
+    if (dirrc > 0)
+        h->log(stage, item, OL_LOG_WARN, "%s", dirwhy);
+    else if (dirrc < 0)
+        problem = dirwhy;
     char *text = NULL;
     size_t len = 0, bad_line = 0;
     if (problem == NULL && h->read_private_file(path, DOTENV_MAX_FILE, &text, &len) == 0) {
@@ -657,7 +673,9 @@ static int dotenv_validate(ol_stage *stage, const ol_item *item, void *state) {
     }
     char *abs = problem == NULL ? absolute(path) : NULL;
     int rc = problem != NULL ? OL_EINVAL : abs == NULL ? OL_ENOMEM : 0;
-    if (problem != NULL)
+    if (problem == dirwhy)
+        h->log(stage, item, OL_LOG_ERROR, "%s", problem);
+    else if (problem != NULL)
         h->log(stage, item, OL_LOG_ERROR, "%s %s", path, problem);
     for (size_t i = 0; rc == 0 && i < st->n_targets; i++)
         if (strcmp(st->targets[i], abs) == 0) {
@@ -687,7 +705,8 @@ static int dotenv_del(ol_stage *stage, ol_item *item, void *state) {
     return op_start(state, stage, item, OP_DEL, NULL);
 }
 
-/* Names a sourced .env must not set: the shell's and the loader's own. */
+/* Names a sourced .env must not set: the shell's and the loader's own, and the variables
+ * through which an interpreter or the dynamic loader runs code of someone's choosing. */
 static int var_clobbers(const char *name) {
     static const char *const taken[] = {"PATH",
                                         "HOME",
@@ -702,19 +721,44 @@ static int var_clobbers(const char *name) {
                                         "CDPATH",
                                         "PS1",
                                         "PS2",
+                                        "PS3",
                                         "PS4",
                                         "TMPDIR",
                                         "LANG",
                                         "TERM",
-                                        "LD_PRELOAD",
-                                        "LD_LIBRARY_PATH",
+                                        "PROMPT_COMMAND",
+                                        "SHELLOPTS",
+                                        "BASHOPTS",
+                                        "GLOBIGNORE",
+                                        "HISTFILE",
+                                        "MAIL",
+                                        "MAILPATH",
                                         "PYTHONPATH",
+                                        "PYTHONHOME",
+                                        "PYTHONSTARTUP",
                                         "NODE_OPTIONS",
+                                        "NODE_PATH",
+                                        "PERL5LIB",
+                                        "PERL5OPT",
+                                        "RUBYLIB",
+                                        "RUBYOPT",
+                                        "JAVA_TOOL_OPTIONS",
+                                        "GCONV_PATH",
+                                        "HOSTALIASES",
+                                        "LOCALDOMAIN",
+                                        "RES_OPTIONS",
+                                        "NLSPATH",
                                         NULL};
     for (size_t i = 0; taken[i] != NULL; i++)
         if (strcmp(name, taken[i]) == 0)
             return 1;
-    return strncmp(name, "LC_", 3) == 0 || strncmp(name, "BASH_FUNC_", 10) == 0;
+    /* LD_PRELOAD, LD_LIBRARY_PATH, LD_AUDIT...; macOS's DYLD_*; locales; exported shell
+     * functions. */
+    static const char *const prefixes[] = {"LD_", "DYLD_", "LC_", "BASH_FUNC_", NULL};
+    for (size_t i = 0; prefixes[i] != NULL; i++)
+        if (strncmp(name, prefixes[i], strlen(prefixes[i])) == 0)
+            return 1;
+    return 0;
 }
 
 static int dotenv_init(ol_stage *stage, const ol_host *host, void **state) {
@@ -779,6 +823,8 @@ static const ol_store_ops dotenv_store = {
     .flags = OL_STORE_VERIFY, /* a file read: check it on every run */
 };
 
+static const ol_cli_flag dotenv_cli_flags[] = {{"env-file", "path"}, {NULL, NULL}};
+
 static const ol_plugin dotenv_plugin = {
     .abi_major = OL_ABI_MAJOR,
     .abi_minor = OL_ABI_MINOR,
@@ -786,11 +832,13 @@ static const ol_plugin dotenv_plugin = {
     .name = "dotenv",
     .version = "2.0.0",
     .description = "secret store: a .env file per item (0600, atomic, other lines kept)",
+    .flags = OL_STAGE_DEFAULT,
     OL_OPTIONS(dotenv_options),
     .init = dotenv_init,
     .validate = dotenv_validate,
     .fini = dotenv_fini,
     .store = &dotenv_store,
+    .cli_flags = dotenv_cli_flags,
 };
 
 OL_EXPORT const ol_plugin *opsline_plugin(void) {

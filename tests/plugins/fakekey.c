@@ -43,7 +43,7 @@ static const ol_plugin fakekey_plugin = {
     .name = "fakekey",
     .version = "1.0.0",
     .description = "Test stage: makes up an access key per item (no AWS request)",
-    .flags = OL_STAGE_CREATES_SECRETS,
+    .flags = OL_STAGE_CREATES_SECRETS | OL_STAGE_DEFAULT,
     .init = fakekey_init,
     .apply = fakekey_apply,
 };

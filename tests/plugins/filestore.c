@@ -165,6 +165,9 @@ static const ol_store_ops filestore_ops = {
     .get = filestore_get,
 };
 
+/* --env-file DIR sets the directory: any stage may map a host flag to its own option. */
+static const ol_cli_flag filestore_cli_flags[] = {{"env-file", "dir"}, {NULL, NULL}};
+
 static const ol_plugin filestore_plugin = {
     .abi_major = OL_ABI_MAJOR,
     .abi_minor = OL_ABI_MINOR,
@@ -172,10 +175,12 @@ static const ol_plugin filestore_plugin = {
     .name = "filestore",
     .version = "1.0.0",
     .description = "Test secret store: one 0600 file per item in a directory",
+    .flags = OL_STAGE_DEFAULT,
     OL_OPTIONS(filestore_options),
     .init = filestore_init,
     .fini = filestore_fini,
     .store = &filestore_ops,
+    .cli_flags = filestore_cli_flags,
 };
 
 OL_EXPORT const ol_plugin *opsline_plugin(void);

@@ -4,7 +4,10 @@
 # list` there shows only the test stages of --plugin-dir (fakekey, which makes up a key per
 # item, and filestore, a secret store keeping one file per item), and runs `opsline apply`
 # with them against moto (the host's STS preflight goes to moto, with signatures checked):
-# exit 0, and the store holds each item's key.
+# exit 0, and the store holds each item's key. Then the default pipeline: with no plugin
+# directory there is none (exit 2, before any request); with the test stages, which declare
+# OL_STAGE_DEFAULT, `apply` with no --pipeline runs them, and --env-file reaches filestore's
+# "dir" option through its cli_flags.
 #
 # usage: test_nostage.sh BUILD_DIR SOURCE_DIR TEST_STAGE_DIR [CMAKE_ARG...]
 # Exit 0 pass, 1 fail, 77 skip (a prerequisite is missing: never for an opsline failure).
@@ -40,6 +43,13 @@ env -u OPSLINE_PLUGIN_PATH "$opsline" plugins list --plugin-dir "$stages" >"$tmp
 names=$(awk '/^[a-z0-9_-]/ { print $1 }' "$tmp/list.out" | sort | tr '\n' ' ')
 [ "$names" = "fakekey filestore " ] || { show "$tmp/list.out"; fail "plugins list shows: $names"; }
 
+# 2b. No stage of the default pipeline is loaded: refused before any request, saying so.
+status=0
+env -u OPSLINE_PLUGIN_PATH "$opsline" apply nostage >"$tmp/none.out" 2>&1 || status=$?
+[ "$status" -eq 2 ] || { show "$tmp/none.out"; fail "apply with no stage at all: exit $status"; }
+grep -q "no loaded stage belongs to the default pipeline" "$tmp/none.out" ||
+    { show "$tmp/none.out"; fail "apply with no stage at all does not say why"; }
+
 # 3. A pipeline of the test stages against moto.
 moto_start
 cat >"$tmp/pipeline.json" <<JSON
@@ -61,4 +71,12 @@ done
 if grep -q "fake-secret-of" "$tmp/apply.json" "$tmp/apply.err"; then
     fail "a secret reached the report or the log"
 fi
+# 4. The default pipeline of the test stages, with --env-file mapped by filestore.
+status=0
+with_moto env -u OPSLINE_PLUGIN_PATH "$opsline" apply deflt --plugin-dir "$stages" \
+    --env-file "$tmp/store2" -e production >"$tmp/default.out" 2>&1 || status=$?
+[ "$status" -eq 0 ] || { show "$tmp/default.out"; fail "apply with the default pipeline: $status"; }
+grep -qx "secret_access_key=fake-secret-of-deflt-production-0123456789" \
+    "$tmp/store2/deflt-production" ||
+    { show "$tmp/default.out"; fail "--env-file did not reach filestore's dir option"; }
 echo "PASS: opsline built with no bundled stage lists and runs only the test stages"

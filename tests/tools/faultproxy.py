@@ -13,8 +13,10 @@ through a control endpoint on the same port, so one proxy serves several phases:
     GET  /__proxy/config        the current configuration
     POST /__proxy/config        replace it ({"reset_stats": true} also clears stats)
     GET  /__proxy/stats         counters: requests, forwarded, faulted per kind, ...
-    GET  /__proxy/log           every request: arrival time, service, action, parameters,
-                                security token present, fault (and what a truncate sent)
+    GET  /__proxy/log           every request: arrival time (t) and the time its answer was
+                                sent (t_end, monotonic seconds), service, method, path,
+                                query, action, parameters, security token present, fault
+                                (and what a truncate sent)
     POST /__proxy/advance       {"seconds": S}: move the manual clock (manual_clock: true)
     POST /__proxy/reset         clear stats, the log and rule counters
 
@@ -418,9 +420,11 @@ class Proxy:
         entry = None
         if len(self.log) < MAX_LOG:
             entry = {"t": time.monotonic(), "service": req.service, "method": req.method,
-                     "path": req.path, "action": req.action(), "params": req.params(),
+                     "path": req.path, "query": urllib.parse.urlsplit(req.target).query,
+                     "action": req.action(), "params": req.params(),
                      "security_token": req.has_security_token(), "fault": fault}
             self.log.append(entry)
+        answered = self.answered(entry)
         if self.config.latency_ms > 0:
             await asyncio.sleep(self.config.latency_ms / 1000.0)
         if fault != "none":
@@ -428,14 +432,17 @@ class Proxy:
             self.stats["faulted_total"] += 1
         if fault == "reset":
             reset_connection(writer)
+            answered()
             return False
         if fault in ("slowdown", "throttling", "internal_error"):
             await send_response(writer, error_response(fault, req.service), req.keep_alive())
+            answered()
             return req.keep_alive()
         if fault == "wrong_region":
             rule = next(r for r in self.config.rules if r.fault == "wrong_region")
             resp = wrong_region_response(req, rule.spec.get("bucket_region", "eu-west-1"))
             await send_response(writer, resp, req.keep_alive())
+            answered()
             return req.keep_alive()
         try:
             resp = await asyncio.to_thread(upstream.exchange, req)
@@ -448,9 +455,19 @@ class Proxy:
             if entry is not None:  # what the client got: tests look for secrets in it
                 entry["truncated_body"] = resp.body[: len(resp.body) // 2].decode("latin-1")
             await send_response(writer, resp, req.keep_alive(), truncate=True)
+            answered()
             return False
         await send_response(writer, resp, req.keep_alive())
+        answered()
         return req.keep_alive()
+
+    @staticmethod
+    def answered(entry):
+        """A function that stamps entry (may be None) with the time its answer was sent."""
+        def stamp():
+            if entry is not None:
+                entry["t_end"] = time.monotonic()
+        return stamp
 
     def control(self, req):
         what = req.path[len(CONTROL_PREFIX) :]
@@ -625,8 +642,8 @@ class ProxyProcess:
         return self.control("GET", "stats")
 
     def requests(self):
-        """Every request since the last reset: t (monotonic s), service, method, path,
-        action (Query API), fault."""
+        """Every request since the last reset: t and t_end (monotonic s: arrival, answer
+        sent), service, method, path, query, action (Query API), fault."""
         return self.control("GET", "log")
 
     def advance(self, seconds):

@@ -1,8 +1,9 @@
 /* fake_host: the one ol_host the stage unit tests (test_bucket, test_iam, test_policy) drive
  * a stage through. Options (declared defaults, typed parsing, opt_bind), the item bag, XML,
  * the journal, strerror and format are the host's real modules; what is fake is the world
- * around the stage: one item, AWS requests held one at a time for the test to look at and
- * answer (fake_answer), logs, checkpoints and the completion recorded for assertions.
+ * around the stage: one item, AWS requests held for the test to look at and answer (in the
+ * order sent with fake_answer, or a chosen one first with fake_pick: a stage may have
+ * several in flight), logs, checkpoints and the completion recorded for assertions.
  *
  * Header-only: a test includes it once (its functions are static, unused ones allowed).
  *
@@ -36,6 +37,7 @@
 
 #define FAKE_API static __attribute__((unused))
 #define FAKE_MAX_PARAMS 128
+#define FAKE_MAX_PENDING 16
 
 /* The last request the stage sent; copies, valid until the next send or fake_stop. */
 typedef struct fake_request {
@@ -68,8 +70,10 @@ typedef struct fake_host {
     /* AWS: send_result < 0 makes aws_send refuse with it; on_send sees every request. */
     int send_result;
     void (*on_send)(const ol_aws_request *req);
-    fake_request req;
-    int pending; /* req is unanswered */
+    fake_request req; /* the oldest unanswered request, or the last answered one */
+    int pending;      /* req is unanswered */
+    fake_request more[FAKE_MAX_PENDING]; /* unanswered requests after req, in order sent */
+    size_t n_more;
     size_t requests;
     /* What the stage reported. */
     int done_calls;
@@ -188,12 +192,15 @@ static int fake_aws_send(ol_item *i, const ol_aws_request *req, ol_aws_cb cb, vo
     (void)i;
     if (FH.send_result < 0)
         return FH.send_result;
-    assert_false(FH.pending); /* one request at a time */
     assert_int_equal(req->struct_size, sizeof(ol_aws_request));
     assert_true(req->n_params <= FAKE_MAX_PARAMS);
     if (FH.on_send != NULL)
         FH.on_send(req);
     fake_request *r = &FH.req;
+    if (FH.pending) {
+        assert_true(FH.n_more < FAKE_MAX_PENDING);
+        r = &FH.more[FH.n_more++];
+    }
     fake_request_free(r);
     r->service = fake_dup(req->service);
     r->method = fake_dup(req->method);
@@ -342,6 +349,7 @@ FAKE_API void fake_start(const ol_plugin *p) {
         .journal_append_durable = fake_journal_append_durable,
         .aws_name_check = fake_aws_name_check,
         .item_name_check = fake_item_name_check,
+        .suggest = ol__suggest,
         .journal_count = fake_journal_count,
         .done = fake_done,
         .checkpoint = fake_checkpoint,
@@ -374,6 +382,8 @@ FAKE_API void fake_use_journal(void) {
 
 FAKE_API void fake_stop(void) {
     fake_request_free(&FH.req);
+    for (size_t k = 0; k < FH.n_more; k++)
+        fake_request_free(&FH.more[k]);
     options_free(FH.opts);
     bag_free(&FH.bag);
     if (FH.journal != NULL) {
@@ -392,11 +402,59 @@ FAKE_API void fake_set_opt(const char *name, const char *text) {
         fail_msg("option %s=%s: %s", name, text, err != NULL ? err : "out of memory");
 }
 
-/* Answer the pending request with res (a test-built response). */
+/* Answer the oldest pending request (FH.req) with res (a test-built response). The next
+ * pending one, if any, becomes FH.req before the stage's callback runs. */
 FAKE_API void fake_answer(const ol_aws_response *res) {
     assert_true(FH.pending);
-    FH.pending = 0;
-    FH.req.cb(FH.req.arg, res);
+    ol_aws_cb cb = FH.req.cb;
+    void *arg = FH.req.arg;
+    if (FH.n_more > 0) {
+        fake_request_free(&FH.req);
+        FH.req = FH.more[0];
+        memmove(&FH.more[0], &FH.more[1], (FH.n_more - 1) * sizeof(FH.more[0]));
+        FH.n_more--;
+        memset(&FH.more[FH.n_more], 0, sizeof(FH.more[0]));
+    } else {
+        FH.pending = 0;
+    }
+    cb(arg, res);
+}
+
+/* How many requests are in flight. */
+FAKE_API size_t fake_in_flight(void) {
+    return FH.pending ? 1 + FH.n_more : 0;
+}
+
+/* The value of parameter name of pending request r, or NULL. */
+static const char *fake_req_param(const fake_request *r, const char *name) {
+    for (size_t k = 0; k < r->n_params; k++)
+        if (strcmp(r->params[k].name, name) == 0)
+            return r->params[k].value;
+    return NULL;
+}
+
+/* Make the first pending request with this method (NULL: any) and a parameter name (with
+ * value, unless NULL) FH.req, the one fake_answer answers next; the others keep their
+ * order. Fails the test when no pending request matches. */
+FAKE_API void fake_pick(const char *method, const char *name, const char *value) {
+    assert_true(FH.pending);
+    for (size_t k = 0; k <= FH.n_more; k++) {
+        fake_request *r = k == 0 ? &FH.req : &FH.more[k - 1];
+        const char *v = fake_req_param(r, name);
+        int hit = (method == NULL || strcmp(r->method, method) == 0) &&
+                  (name == NULL || (v != NULL && (value == NULL || strcmp(v, value) == 0)));
+        if (!hit)
+            continue;
+        if (k == 0)
+            return;
+        fake_request picked = *r;
+        memmove(&FH.more[1], &FH.more[0], (k - 1) * sizeof(FH.more[0]));
+        FH.more[0] = FH.req;
+        FH.req = picked;
+        return;
+    }
+    fail_msg("no pending request %s %s=%s", method ? method : "*", name ? name : "*",
+             value ? value : "*");
 }
 
 /* The value of the last request's parameter name, or NULL. */

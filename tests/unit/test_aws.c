@@ -25,6 +25,8 @@ static const scripted_route hang_route[] = {{"/hang", SCRIPTED_HANG, NULL}};
 /* Script entries that stand for transport failures instead of an HTTP answer. */
 #define NET_ERROR_AFTER_SEND "!net-error-after-send"
 #define NET_ERROR_BEFORE_SEND "!net-error-before-send"
+/* What the real layer reports for a 500 whose body went over its cap (test_http). */
+#define TOO_LARGE_500 "!too-large-500"
 
 typedef struct fake_http {
     uv_loop_t *loop;
@@ -75,6 +77,11 @@ static void fake_answer(fake_xfer *x, int result) {
     res.body = (char *)"";
     if (result == OL_ECANCELED) {
         res.error = "request canceled";
+    } else if (strcmp(x->answer, TOO_LARGE_500) == 0) {
+        res.result = OL_ERANGE;
+        res.status = 500;
+        res.sent = 1;
+        res.error = "answer larger than 65536 bytes (HTTP 500): not read further, not retried";
     } else if (strcmp(x->answer, NET_ERROR_AFTER_SEND) == 0 ||
                strcmp(x->answer, NET_ERROR_BEFORE_SEND) == 0) {
         res.result = OL_ENET;
@@ -401,6 +408,22 @@ static void retries_slow_down_up_to_max_attempts_then_reports_the_aws_error(void
     fixture_finish(&fx);
 }
 
+/* A 500 whose body is too large would cost a whole download per attempt: one only. */
+static void does_not_retry_an_answer_too_large_to_read(void **state) {
+    static const char *const script[] = {TOO_LARGE_500, OK_EMPTY};
+    fixture fx;
+    result r = {0};
+    (void)state;
+    fixture_init(&fx, script, 2);
+    ol_aws_request req = {.service = "s3", .method = "GET", .bucket = "bkt"};
+    send_and_wait(&fx, &req, &r);
+    assert_int_equal(r.result, OL_ERANGE);
+    assert_int_equal(r.attempts, 1);
+    assert_int_equal(n_reqs(&fx), 1);
+    assert_non_null(strstr(r.message, "answer larger than 65536 bytes"));
+    fixture_finish(&fx);
+}
+
 static void waits_the_jittered_exponential_backoff_between_retries(void **state) {
     static const char *const script[] = {SLOW_DOWN, SLOW_DOWN, SLOW_DOWN, OK_EMPTY};
     fixture fx;
@@ -611,6 +634,7 @@ int main(void) {
         cmocka_unit_test(retries_a_consistency_code_within_its_window),
         cmocka_unit_test(reports_a_consistency_code_without_a_window_at_once),
         cmocka_unit_test(never_resends_a_non_idempotent_request_whose_outcome_is_unknown),
+        cmocka_unit_test(does_not_retry_an_answer_too_large_to_read),
         cmocka_unit_test(reports_a_non_idempotent_request_lost_after_sending_as_unknown),
         cmocka_unit_test(retries_a_non_idempotent_request_that_never_left),
         cmocka_unit_test(follows_the_s3_bucket_region_hint_once_and_signs_for_it),

@@ -115,8 +115,37 @@ static void unknown_commands_and_options_are_usage_errors(void **state) {
     assert_non_null(strstr(err, "apply"));
 }
 
+/* presign checks the bucket as apply does, whole (never cut), and the key's length, before
+ * any credential or request. */
+static void presign_refuses_bucket_names_s3_cannot_have_and_overlong_keys(void **state) {
+    (void)state;
+    char long_bucket[5 + 300 + 3], long_key[5 + 3 + 1 + 1025 + 1], err[2048];
+    memcpy(long_bucket, "s3://", 5);
+    memset(long_bucket + 5, 'a', 300);
+    memcpy(long_bucket + 305, "/k", 3);
+    snprintf(long_key, sizeof(long_key), "s3://abc/%01025d", 0);
+    const struct {
+        const char *target, *want;
+    } cases[] = {
+        {"s3://UPPER/k", "bucket name 'UPPER'"},
+        {"s3://a..b/k", "bucket name 'a..b'"},
+        {"s3://192.168.1.1/k", "bucket name '192.168.1.1'"},
+        {"s3://ab/k", "bucket name 'ab'"},
+        {"s3://xn--abc/k", "bucket name 'xn--abc'"},
+        {long_bucket, "is 300 characters long"}, /* whole, not cut to 255 */
+        {long_key, "longer than 1024 bytes"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const char *const argv[] = {"opsline", "presign", cases[i].target, NULL};
+        assert_int_equal(run_cli(argv, err, sizeof(err)), 2);
+        if (strstr(err, cases[i].want) == NULL)
+            fail_msg("presign %s: \"%s\" lacks \"%s\"", cases[i].target, err, cases[i].want);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(presign_refuses_bucket_names_s3_cannot_have_and_overlong_keys),
         cmocka_unit_test(durations_parse_with_units_and_reject_garbage),
         cmocka_unit_test(concurrency_outside_1_to_1024_or_not_a_number_is_a_usage_error),
         cmocka_unit_test(more_than_64_sets_is_a_usage_error),

@@ -7,6 +7,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <cmocka.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -238,7 +241,8 @@ static void bad_set_and_env_file_are_refused_naming_what_to_write(void **state) 
     a.n_sets = 0;
     a.env_file = "x.env";
     a.pipeline_file = file_with(f, "nodotenv.json", "{\"stages\": [\"bucket\"]}");
-    expect_refused(f, &a, OL_EINVAL, "--env-file needs the dotenv stage");
+    expect_refused(f, &a, OL_EINVAL,
+                   "--env-file sets option 'path' of stage 'dotenv', which is not in the pipeline");
 }
 
 static void no_product_is_refused_with_an_example(void **state) {
@@ -298,8 +302,30 @@ static void secrets_select_the_stores_and_refuse_a_stage_that_is_none(void **sta
     expect_refused(f, &a, OL_ECONFIG, "no plugin provides secret store 'nosuchstore'");
 }
 
+/* A pipeline file that cannot be opened says so, with the system's reason, not a JSON
+ * position; a FIFO is refused without waiting for a writer (alarm: a hang fails). */
+static void a_missing_or_unopenable_pipeline_file_says_cannot_open(void **state) {
+    fixture *f = *state;
+    char path[160];
+    config_args a = {.products = ACME, .n_products = 1, .pipeline_file = path};
+    snprintf(path, sizeof(path), "%s/missing.json", f->dir);
+    expect_refused(f, &a, OL_ECONFIG, "No such file or directory");
+    char want[300];
+    snprintf(want, sizeof(want), "cannot open pipeline file %s: No such file or directory", path);
+    expect_refused(f, &a, OL_ECONFIG, want);
+    snprintf(path, sizeof(path), "%s", f->dir);
+    expect_refused(f, &a, OL_ECONFIG, "is a directory");
+    snprintf(path, sizeof(path), "%s/fifo.json", f->dir);
+    assert_int_equal(mkfifo(path, 0600), 0);
+    alarm(10);
+    expect_refused(f, &a, OL_ECONFIG, "is a FIFO");
+    alarm(0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(a_missing_or_unopenable_pipeline_file_says_cannot_open,
+                                        setup, teardown),
         cmocka_unit_test(defaults_are_both_environments_the_runbook_pipeline_and_32_in_flight),
         cmocka_unit_test(products_file_adds_one_name_per_line_without_comments_or_duplicates),
         cmocka_unit_test(products_file_errors_name_the_file_and_line),

@@ -14,6 +14,7 @@
 #include <cmocka.h>
 
 #include "../../plugins/secrets/dotenv.c"
+#include "../../plugins/secrets/lib/secretdir.c"
 #include "../../plugins/secrets/lib/storebuf.c"
 
 #include "error.h"
@@ -218,6 +219,45 @@ static void remove_drops_a_multi_line_assignment_whole(void **state) {
     run_host_api.free(out);
 }
 
+/* secretdir (plugins/secrets/lib): the directory a secret file goes to. */
+static void secretdir_refuses_world_writable_warns_sticky_accepts_group(void **state) {
+    (void)state;
+    char dir[] = "/tmp/test_secretdir.XXXXXX", file[128], why[512];
+    assert_non_null(mkdtemp(dir));
+    snprintf(file, sizeof(file), "%s/missing/deeper/.env", dir);
+    assert_int_equal(chmod(dir, 0700), 0);
+    assert_int_equal(secretdir_check(file, why, sizeof(why)), 0);
+    assert_string_equal(why, "");
+    assert_int_equal(chmod(dir, 0770), 0); /* group-writable: a shared deploy directory */
+    assert_int_equal(secretdir_check(file, why, sizeof(why)), 0);
+    assert_int_equal(chmod(dir, 0777), 0); /* the nearest existing ancestor decides */
+    assert_int_equal(secretdir_check(file, why, sizeof(why)), -1);
+    assert_non_null(strstr(why, dir));
+    assert_non_null(strstr(why, "chmod o-w"));
+    assert_int_equal(chmod(dir, 01777), 0);
+    assert_int_equal(secretdir_check(file, why, sizeof(why)), 1);
+    assert_non_null(strstr(why, "sticky"));
+    assert_int_equal(rmdir(dir), 0);
+}
+
+/* Every var_* option goes through var_clobbers in init; the list covers the shell's, the
+ * loader's and the interpreters' code-running variables, by name and by prefix. */
+static void var_names_the_shell_or_loader_rely_on_are_refused(void **state) {
+    (void)state;
+    static const char *const taken[] = {
+        "PATH",     "LD_PRELOAD", "LD_AUDIT",       "DYLD_INSERT_LIBRARIES",
+        "LC_ALL",   "BASH_ENV",   "PROMPT_COMMAND", "PYTHONSTARTUP",
+        "PERL5OPT", "IFS",        "BASH_FUNC_x%%",  "NODE_OPTIONS"};
+    for (size_t i = 0; i < sizeof(taken) / sizeof(taken[0]); i++)
+        if (!var_clobbers(taken[i]))
+            fail_msg("%s is not refused", taken[i]);
+    static const char *const fine[] = {"AWS_ACCESS_KEY_ID", "S3_BUCKET", "PATHS",
+                                       "MY_PATH",           "LDAP_URL",  "APP_HOME"};
+    for (size_t i = 0; i < sizeof(fine) / sizeof(fine[0]); i++)
+        if (var_clobbers(fine[i]))
+            fail_msg("%s is refused", fine[i]);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(merge_into_an_empty_file_appends_all_variables),
@@ -232,6 +272,8 @@ int main(void) {
         cmocka_unit_test(defaults_are_the_documented_names),
         cmocka_unit_test(merge_replaces_a_multi_line_quoted_value_whole),
         cmocka_unit_test(merge_keeps_an_inline_comment),
+        cmocka_unit_test(secretdir_refuses_world_writable_warns_sticky_accepts_group),
+        cmocka_unit_test(var_names_the_shell_or_loader_rely_on_are_refused),
         cmocka_unit_test(merge_refuses_a_quote_that_never_closes),
         cmocka_unit_test(lookup_reads_a_multi_line_value_and_escapes),
         cmocka_unit_test(remove_drops_a_multi_line_assignment_whole),

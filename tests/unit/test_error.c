@@ -79,6 +79,18 @@ static void fail_keeps_messages_of_any_length(void **state) {
     free(err);
 }
 
+static void suggest_picks_the_nearest_candidate_within_the_distance(void **state) {
+    (void)state;
+    const char *const words[] = {"versioning", "logging", "tags", NULL};
+    assert_string_equal(ol__suggest("versoning", words, 3, 0), "versioning");
+    assert_string_equal(ol__suggest("LOGGING", words, 3, 0), "logging"); /* case-insensitive */
+    assert_null(ol__suggest("encryption", words, 3, 0));                 /* not a typo */
+    assert_string_equal(ol__suggest("tag", words, 3, 1), "tags");
+    assert_null(ol__suggest("logg", words, 3, 1));                 /* 3 edits > 1 */
+    assert_null(ol__suggest("x", words, 0, 0));                    /* no candidates */
+    assert_string_equal(ol__suggest("tags", words, 4, 0), "tags"); /* a NULL entry is skipped */
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(names_every_code_with_a_distinct_text),
@@ -88,6 +100,7 @@ int main(void) {
         cmocka_unit_test(fail_replaces_an_earlier_message),
         cmocka_unit_test(fail_without_a_place_for_the_message_returns_the_code),
         cmocka_unit_test(fail_keeps_messages_of_any_length),
+        cmocka_unit_test(suggest_picks_the_nearest_candidate_within_the_distance),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -37,6 +37,7 @@ typedef struct result {
     int sent;
     int in_send;
     int error_set;
+    char error[160];
     char *body;
     size_t body_len;
     char *mixed, *request_id;
@@ -45,16 +46,20 @@ typedef struct result {
     int resend; /* sequential chain: send the next request from this callback */
 } result;
 
-static void fixture_init(fixture *fx) {
+static void fixture_init_routes(fixture *fx, const scripted_route *r, size_t n) {
     memset(fx, 0, sizeof *fx);
     assert_int_equal(uv_loop_init(&fx->loop), 0);
     harness_guard_start(&fx->loop, &fx->guard, 50);
-    fx->srv.routes = routes;
-    fx->srv.n_routes = sizeof(routes) / sizeof(routes[0]);
+    fx->srv.routes = r;
+    fx->srv.n_routes = n;
     fx->srv.fallback = "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n";
     scripted_server_start(&fx->srv, &fx->loop);
     fx->eng = http_new(&fx->loop);
     assert_non_null(fx->eng);
+}
+
+static void fixture_init(fixture *fx) {
+    fixture_init_routes(fx, routes, sizeof(routes) / sizeof(routes[0]));
 }
 
 static void run_until(fixture *fx, const unsigned *counter, unsigned target) {
@@ -98,6 +103,7 @@ static void on_response(void *arg, const http_response *res) {
     r->status = res->status;
     r->sent = res->sent;
     r->error_set = res->error != NULL;
+    snprintf(r->error, sizeof r->error, "%s", res->error ? res->error : "");
     r->body_len = res->body_len;
     r->body = malloc(res->body_len + 1);
     assert_non_null(r->body);
@@ -579,6 +585,91 @@ static void ignores_proxy_environment_for_loopback(void **state) {
     fixture_finish(&fx);
 }
 
+/* ---- answers too large to read -------------------------------------------------------- */
+
+#define MIB ((size_t)1024 * 1024)
+
+/* head followed by body_len 'x' bytes, then tail (malloc'd). */
+static char *big_answer(const char *head, size_t body_len, const char *tail) {
+    size_t hl = strlen(head), tl = strlen(tail);
+    char *a = malloc(hl + body_len + tl + 1);
+    assert_non_null(a);
+    memcpy(a, head, hl);
+    memset(a + hl, 'x', body_len);
+    memcpy(a + hl + body_len, tail, tl + 1);
+    return a;
+}
+
+/* One GET of path on a server whose only route answers answer (then closes). */
+static void fetch_answer(const char *answer, result *r) {
+    fixture fx;
+    scripted_route route = {"/big", SCRIPTED_ANSWER_CLOSE, answer};
+    memset(r, 0, sizeof *r);
+    fixture_init_routes(&fx, &route, 1);
+    fetch(&fx, "GET", "/big", NULL, 0, NULL, 0, 0, r);
+    fixture_finish(&fx);
+}
+
+static void abandons_an_answer_whose_declared_length_is_over_4_mib_before_reading_it(void **s) {
+    (void)s;
+    char *a = big_answer("HTTP/1.1 200 OK\r\nContent-Length: 104857600\r\n\r\n", 4096, "");
+    result r;
+    fetch_answer(a, &r);
+    assert_int_equal(r.result, OL_ERANGE);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(r.body_len, 0);
+    assert_non_null(strstr(r.error, "answer larger than 4194304 bytes"));
+    result_free(&r);
+    free(a);
+}
+
+static void abandons_a_chunked_answer_as_it_crosses_4_mib(void **s) {
+    (void)s;
+    /* One 5 MiB chunk, no Content-Length: only the write callback can stop it. */
+    char *a = big_answer("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n500000\r\n", 5 * MIB,
+                         "\r\n0\r\n\r\n");
+    result r;
+    fetch_answer(a, &r);
+    assert_int_equal(r.result, OL_ERANGE);
+    assert_true(r.body_len <= 4 * MIB);
+    assert_non_null(strstr(r.error, "larger than 4194304"));
+    result_free(&r);
+    free(a);
+}
+
+static void reads_an_answer_of_exactly_4_mib_whole(void **s) {
+    (void)s;
+    char *a = big_answer("HTTP/1.1 200 OK\r\nContent-Length: 4194304\r\n\r\n", 4 * MIB, "");
+    result r;
+    fetch_answer(a, &r);
+    assert_int_equal(r.result, 0);
+    assert_int_equal(r.body_len, 4 * MIB);
+    result_free(&r);
+    free(a);
+}
+
+static void caps_an_error_answer_at_64_kib(void **s) {
+    (void)s;
+    char *a = big_answer("HTTP/1.1 500 Internal Server Error\r\nContent-Length: 70000\r\n\r\n",
+                         70000, "");
+    result r;
+    fetch_answer(a, &r);
+    assert_int_equal(r.result, OL_ERANGE);
+    assert_int_equal(r.status, 500);
+    assert_true(r.sent);
+    assert_non_null(strstr(r.error, "answer larger than 65536 bytes (HTTP 500)"));
+    result_free(&r);
+    free(a);
+    /* A chunked error answer is stopped too. */
+    a = big_answer("HTTP/1.1 503 Slow Down\r\nTransfer-Encoding: chunked\r\n\r\n20000\r\n", 0x20000,
+                   "\r\n0\r\n\r\n");
+    fetch_answer(a, &r);
+    assert_int_equal(r.result, OL_ERANGE);
+    assert_int_equal(r.status, 503);
+    result_free(&r);
+    free(a);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(completes_one_hundred_concurrent_requests_over_fewer_connections),
@@ -599,6 +690,10 @@ int main(void) {
         cmocka_unit_test(close_from_a_completion_callback_cancels_the_rest),
         cmocka_unit_test(close_right_after_send_cancels_unsent_request),
         cmocka_unit_test(ignores_proxy_environment_for_loopback),
+        cmocka_unit_test(abandons_an_answer_whose_declared_length_is_over_4_mib_before_reading_it),
+        cmocka_unit_test(abandons_a_chunked_answer_as_it_crosses_4_mib),
+        cmocka_unit_test(reads_an_answer_of_exactly_4_mib_whole),
+        cmocka_unit_test(caps_an_error_answer_at_64_kib),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

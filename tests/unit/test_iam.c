@@ -5,6 +5,7 @@
 #include "fake_host.h"
 
 #include "../../plugins/iam/iam.c"
+#include "../../plugins/owner.c"
 #include "../../plugins/iam/iam_lifecycle.c"
 #include "../../plugins/lifecycle.c"
 
@@ -88,9 +89,11 @@ static void stop(void) {
     stage_state = NULL;
 }
 
-/* Asserts the pending request is action and returns a copy; the reply is still owed. */
+/* Asserts a pending request is action, makes it the next one answered and returns a copy;
+ * the reply is still owed. */
 static sent expect(const char *action) {
     assert_true(FH.pending);
+    fake_pick("POST", "Action", action);
     sent s = {.flags = FH.req.flags};
     snprintf(s.action, sizeof(s.action), "%s", FH.req.params[0].value);
     for (size_t k = 3; k < FH.req.n_params; k++) {
@@ -170,10 +173,28 @@ static const char *create_key_body(const char *id) {
     return body;
 }
 
+#define OWNED_TAGS                                                                                 \
+    "<member><Key>managed-by</Key><Value>opsline</Value></member>"                                 \
+    "<member><Key>product</Key><Value>acme</Value></member>"                                       \
+    "<member><Key>environment</Key><Value>production</Value></member>"
+
+static const char owned_tags_body[] = "<ListUserTagsResponse><ListUserTagsResult><Tags>" OWNED_TAGS
+                                      "</Tags></ListUserTagsResult></ListUserTagsResponse>";
+
+/* The user exists: CreateUser (when the journal does not know the user) says so, then the
+ * reads of observe are all in flight at once; the user, its (absent) login profile and its
+ * ownership tags are answered, ListAccessKeys is left to the test. */
 static void existing_user_without_login_profile(void) {
-    reply_error("CreateUser", 409, "EntityAlreadyExists");
+    if (strcmp(fake_req_param(&FH.req, "Action"), "CreateUser") == 0) {
+        reply_error("CreateUser", 409, "EntityAlreadyExists");
+        assert_true(expect("ListAccessKeys").consistent); /* IAM may lag behind CreateUser */
+    } else {
+        assert_false(expect("ListAccessKeys").consistent);
+    }
+    assert_int_equal(fake_in_flight(), 4);
     reply_ok("GetUser", get_user_body);
     reply_error("GetLoginProfile", 404, "NoSuchEntity");
+    reply_ok("ListUserTags", owned_tags_body);
 }
 
 static void create_key_ok(const char *id) {
@@ -199,14 +220,17 @@ static void creates_user_and_key_and_flags_the_secret(void **state) {
     fake_set_opt("tags", "team=web,cost=42");
     start();
     sent s = expect("CreateUser");
-    assert_string_equal(s.params, "Path=/&Tags.member.1.Key=team&Tags.member.1.Value=web&"
-                                  "Tags.member.2.Key=cost&Tags.member.2.Value=42");
+    assert_string_equal(s.params, "Path=/&Tags.member.1.Key=managed-by&Tags.member.1.Value=opsline&"
+                                  "Tags.member.2.Key=product&Tags.member.2.Value=acme&"
+                                  "Tags.member.3.Key=environment&Tags.member.3.Value=production&"
+                                  "Tags.member.4.Key=team&Tags.member.4.Value=web&"
+                                  "Tags.member.5.Key=cost&Tags.member.5.Value=42");
     reply_ok("CreateUser", create_user_body);
-    s = expect("ListAccessKeys");
-    assert_true(s.consistent); /* IAM may not know the new user yet */
-    const char *none[] = {NULL};
-    reply_ok("ListAccessKeys", list_body(none));
+    /* A new user has no key, no login profile and the tags it was created with: straight to
+     * CreateAccessKey, which IAM may not accept until the user has propagated. */
     assert_int_equal(jcount("access_key_requested", NULL), 1);
+    assert_int_equal(jcount("user_created", USER), 1);
+    assert_string_equal(fake_bag(OL_KEY_IAM_USER_CREATED), "true");
     assert_string_equal(f->checkpoints, "iam.before_create_access_key;");
     create_key_ok("AKIANEW1");
     stop();
@@ -221,7 +245,65 @@ static void creates_user_and_key_and_flags_the_secret(void **state) {
     assert_int_equal(jcount("access_key_created", "AKIANEW1"), 1);
     assert_string_equal(f->checkpoints,
                         "iam.before_create_access_key;iam.after_create_access_key;");
+    assert_int_equal(f->requests, 2);
     assert_no_secret_leaked();
+}
+
+static void reads_a_known_user_in_parallel_and_writes_nothing(void **state) {
+    fake_host *f = *state;
+    journal_append(f->journal, USER, "iam", "user_created", USER, NULL);
+    journal_append(f->journal, USER, "iam", "access_key_created", "AKIAOK", NULL);
+    journal_append(f->journal, USER, "dotenv", "secret_stored", "AKIAOK", "x.env");
+    start();
+    assert_int_equal(fake_in_flight(), 4); /* GetUser, GetLoginProfile, ListUserTags, keys */
+    existing_user_without_login_profile();
+    const char *keys[] = {"AKIAOK", NULL};
+    reply_ok("ListAccessKeys", list_body(keys));
+    stop();
+    assert_int_equal(f->outcome, OL_OUTCOME_UNCHANGED);
+    assert_int_equal(f->requests, 4);
+    assert_null(fake_bag(OL_KEY_IAM_USER_CREATED));
+}
+
+static void creates_a_known_user_that_was_deleted(void **state) {
+    fake_host *f = *state;
+    journal_append(f->journal, USER, "iam", "user_created", USER, NULL);
+    start();
+    reply_error("GetUser", 404, "NoSuchEntity");
+    reply_error("GetLoginProfile", 404, "NoSuchEntity");
+    reply_error("ListUserTags", 404, "NoSuchEntity");
+    assert_int_equal(f->done_calls, 0);
+    reply_error("ListAccessKeys", 404, "NoSuchEntity");
+    reply_ok("CreateUser", create_user_body);
+    create_key_ok("AKIANEW7");
+    stop();
+    assert_int_equal(f->outcome, OL_OUTCOME_CREATED);
+    assert_non_null(strstr(f->logs, "no longer exists; creating it"));
+}
+
+static void fails_after_every_read_answered_naming_the_first_error(void **state) {
+    fake_host *f = *state;
+    journal_append(f->journal, USER, "iam", "user_created", USER, NULL);
+    start();
+    reply_error("ListUserTags", 403, "AccessDenied");
+    reply_ok("GetUser", get_user_body);
+    reply_error("GetLoginProfile", 404, "NoSuchEntity");
+    assert_int_equal(f->done_calls, 0);
+    const char *none[] = {NULL};
+    reply_ok("ListAccessKeys", list_body(none));
+    stop();
+    assert_int_equal(f->outcome, OL_OUTCOME_FAILED);
+    assert_string_equal(f->reason, "ListUserTags for user acme-prod failed: AccessDenied: the "
+                                   "message (HTTP 403)");
+    assert_int_equal(f->requests, 4);
+}
+
+static void rejects_tags_that_would_replace_the_ownership_tags(void **state) {
+    (void)state;
+    fake_set_opt("tags", "product=other");
+    void *st = NULL;
+    assert_int_equal(opsline_plugin()->init(NULL, &FH.api, &st), OL_ECONFIG);
+    assert_non_null(strstr(FH.logs, "key 'product' is set by opsline itself"));
 }
 
 static void keeps_a_stored_key_and_changes_nothing(void **state) {
@@ -237,7 +319,7 @@ static void keeps_a_stored_key_and_changes_nothing(void **state) {
     assert_string_equal(fake_bag(OL_KEY_ACCESS_KEY_ID), "AKIAOK");
     assert_null(fake_bag(OL_KEY_SECRET_ACCESS_KEY));
     assert_string_equal(fake_bag(OL_KEY_IAM_USER_ARN), "arn:aws:iam::123456789012:user/acme-prod");
-    assert_int_equal(f->requests, 4); /* no CreateAccessKey, no DeleteAccessKey */
+    assert_int_equal(f->requests, 4); /* the reads only: no CreateUser, no key written */
     assert_string_equal(f->checkpoints, "");
 }
 
@@ -315,8 +397,6 @@ static void reconciles_an_unknown_create_outcome_then_creates_once(void **state)
     fake_host *f = *state;
     start();
     reply_ok("CreateUser", create_user_body);
-    const char *none[] = {NULL};
-    reply_ok("ListAccessKeys", list_body(none));
     reply("CreateAccessKey", OL_EUNKNOWN, 0, NULL, NULL);
     assert_int_equal(jcount("access_key_unknown", NULL), 1);
     const char *keys[] = {"AKIAMAYBE", NULL};
@@ -336,7 +416,6 @@ static void gives_up_after_a_second_unknown_outcome(void **state) {
     start();
     reply_ok("CreateUser", create_user_body);
     const char *none[] = {NULL};
-    reply_ok("ListAccessKeys", list_body(none));
     reply("CreateAccessKey", OL_EUNKNOWN, 0, NULL, NULL);
     reply_ok("ListAccessKeys", list_body(none));
     reply("CreateAccessKey", OL_ETIMEDOUT, 0, NULL, NULL);
@@ -353,6 +432,7 @@ static void warns_about_a_console_password_without_removing_it(void **state) {
     start();
     reply_error("CreateUser", 409, "EntityAlreadyExists");
     reply_ok("GetUser", get_user_body);
+    reply_ok("ListUserTags", owned_tags_body);
     reply_ok("GetLoginProfile", "<GetLoginProfileResponse><GetLoginProfileResult><LoginProfile>"
                                 "<UserName>acme-prod</UserName></LoginProfile>"
                                 "</GetLoginProfileResult></GetLoginProfileResponse>");
@@ -370,19 +450,22 @@ static void adds_missing_tags_to_an_existing_user(void **state) {
     fake_set_opt("tags", "team=web,cost=42");
     fake_set_opt("create_access_key", "false");
     start();
-    existing_user_without_login_profile();
-    reply_ok("ListUserTags", "<ListUserTagsResponse><ListUserTagsResult><Tags>"
+    reply_error("CreateUser", 409, "EntityAlreadyExists");
+    reply_ok("GetUser", get_user_body);
+    reply_error("GetLoginProfile", 404, "NoSuchEntity");
+    reply_ok("ListUserTags", "<ListUserTagsResponse><ListUserTagsResult><Tags>" OWNED_TAGS
                              "<member><Key>team</Key><Value>web</Value></member>"
                              "<member><Key>cost</Key><Value>7</Value></member>"
                              "<member><Key>owner</Key><Value>bob</Value></member>"
                              "</Tags></ListUserTagsResult></ListUserTagsResponse>");
+    const char *none[] = {NULL};
+    reply_ok("ListAccessKeys", list_body(none));
     sent s = expect("TagUser");
     assert_string_equal(s.params, "Tags.member.1.Key=cost&Tags.member.1.Value=42");
     reply_ok("TagUser", "<TagUserResponse/>");
-    const char *none[] = {NULL};
-    reply_ok("ListAccessKeys", list_body(none));
     stop();
     assert_int_equal(f->outcome, OL_OUTCOME_UPDATED);
+    assert_string_equal(f->reason, "changed: tags");
 }
 
 static void reports_an_aws_error_with_code_and_user(void **state) {
@@ -399,8 +482,6 @@ static void journals_a_refused_create_as_resolved(void **state) {
     fake_host *f = *state;
     start();
     reply_ok("CreateUser", create_user_body);
-    const char *none[] = {NULL};
-    reply_ok("ListAccessKeys", list_body(none));
     reply_error("CreateAccessKey", 409, "LimitExceeded");
     stop();
     assert_int_equal(f->outcome, OL_OUTCOME_FAILED);
@@ -442,10 +523,8 @@ static void logs_every_state_transition_at_debug_level(void **state) {
     create_key_ok("AKIANEW6");
     stop();
     assert_string_equal(f->debug, "iam: state start -> CreateUser\n"
-                                  "iam: state CreateUser -> GetUser\n"
-                                  "iam: state GetUser -> GetLoginProfile\n"
-                                  "iam: state GetLoginProfile -> ListAccessKeys\n"
-                                  "iam: state ListAccessKeys -> secret_find\n"
+                                  "iam: state CreateUser -> observe\n"
+                                  "iam: state observe -> secret_find\n"
                                   "iam: state secret_find -> CreateAccessKey\n"
                                   "iam: state CreateAccessKey -> done\n");
 }
@@ -454,6 +533,10 @@ int main(void) {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
     const struct CMUnitTest tests[] = {
         T(creates_user_and_key_and_flags_the_secret),
+        T(reads_a_known_user_in_parallel_and_writes_nothing),
+        T(creates_a_known_user_that_was_deleted),
+        T(fails_after_every_read_answered_naming_the_first_error),
+        T(rejects_tags_that_would_replace_the_ownership_tags),
         T(keeps_a_stored_key_and_changes_nothing),
         T(replaces_a_key_whose_secret_was_lost),
         T(deletes_a_key_that_appeared_after_an_unanswered_request),

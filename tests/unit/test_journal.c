@@ -274,6 +274,63 @@ static void writes_a_durable_record_before_returning(void **state) {
     journal_close(j);
 }
 
+/* journal_open must refuse, naming the file, and leave what a planted entry points at
+ * untouched. alarm(10): a FIFO that hangs the open fails the test instead of stalling it. */
+static void refuse_state_file(const fixture *f, const char *name, const char *want) {
+    journal *j = NULL;
+    char *err = NULL;
+    alarm(10);
+    int rc = journal_open(f->dir, &j, &err);
+    alarm(0);
+    assert_int_equal(rc, OL_EINVAL);
+    assert_null(j);
+    assert_non_null(err);
+    assert_non_null(strstr(err, name));
+    assert_non_null(strstr(err, want));
+    free(err);
+}
+
+static void make_state_dir(const fixture *f) {
+    char cmd[256];
+    snprintf(cmd, sizeof(cmd), "mkdir -p '%s'", f->dir);
+    assert_int_equal(system(cmd), 0);
+}
+
+static void refuses_a_pid_file_linked_to_another_file_and_leaves_it_whole(void **state) {
+    fixture *f = *state;
+    char victim[160], pid[160];
+    make_state_dir(f);
+    snprintf(victim, sizeof(victim), "%s/victim", f->root);
+    snprintf(pid, sizeof(pid), "%s/journal.pid", f->dir);
+    append_raw(victim, "precious\n");
+    assert_int_equal(symlink(victim, pid), 0);
+    refuse_state_file(f, "journal.pid", "symbolic link");
+    assert_string_equal(read_all(victim), "precious\n");
+}
+
+static void refuses_a_journal_that_is_a_link(void **state) {
+    fixture *f = *state;
+    char victim[160];
+    make_state_dir(f);
+    snprintf(victim, sizeof(victim), "%s/victim", f->root);
+    append_raw(victim, "precious\n");
+    assert_int_equal(symlink(victim, f->file), 0);
+    refuse_state_file(f, "journal.jsonl", "symbolic link");
+    assert_string_equal(read_all(victim), "precious\n");
+}
+
+static void refuses_a_journal_or_pid_file_that_is_a_fifo(void **state) {
+    fixture *f = *state;
+    char pid[160];
+    make_state_dir(f);
+    assert_int_equal(mkfifo(f->file, 0600), 0);
+    refuse_state_file(f, "journal.jsonl", "FIFO");
+    assert_int_equal(unlink(f->file), 0);
+    snprintf(pid, sizeof(pid), "%s/journal.pid", f->dir);
+    assert_int_equal(mkfifo(pid, 0600), 0);
+    refuse_state_file(f, "journal.pid", "FIFO");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(creates_private_dir_and_file, setup, teardown),
@@ -290,6 +347,11 @@ int main(void) {
         cmocka_unit_test_setup_teardown(reports_an_unusable_state_dir, setup, teardown),
         cmocka_unit_test_setup_teardown(rejects_appends_without_item_or_event, setup, teardown),
         cmocka_unit_test_setup_teardown(writes_a_durable_record_before_returning, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            refuses_a_pid_file_linked_to_another_file_and_leaves_it_whole, setup, teardown),
+        cmocka_unit_test_setup_teardown(refuses_a_journal_that_is_a_link, setup, teardown),
+        cmocka_unit_test_setup_teardown(refuses_a_journal_or_pid_file_that_is_a_fifo, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -7,6 +7,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <grp.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -103,6 +106,11 @@ static void refuses_a_bad_stage_name(void **state) {
 static void refuses_duplicate_option_names(void **state) {
     expect_refusal(*state, CASES "dup_options/dup_options.so", OL_EINVAL, "'region' twice", NULL,
                    NULL);
+}
+
+static void refuses_a_cli_flag_for_an_undeclared_option(void **state) {
+    expect_refusal(*state, CASES "bad_cli_flag/bad_cli_flag.so", OL_EINVAL,
+                   "('env-file' -> 'path')", "an option the stage declares", NULL);
 }
 
 static void refuses_a_malformed_option_default(void **state) {
@@ -231,8 +239,89 @@ static void ordering_refuses_an_unknown_stage(void **state) {
     free(err);
 }
 
+/* ---- who may change a plugin ------------------------------------------------------------ */
+
+typedef struct ctor_case {
+    char dir[64];
+    char so[128];
+    char marker[128];
+} ctor_case;
+
+/* A private copy of the marker plugin in a fresh directory (0755, file 0755). */
+static void ctor_case_init(ctor_case *c) {
+    snprintf(c->dir, sizeof(c->dir), "/tmp/test_loader.XXXXXX");
+    assert_non_null(mkdtemp(c->dir));
+    assert_int_equal(chmod(c->dir, 0755), 0);
+    snprintf(c->so, sizeof(c->so), "%s/ctor_marker.so", c->dir);
+    snprintf(c->marker, sizeof(c->marker), "%s.marker", c->dir);
+    unlink(c->marker);
+    char cmd[512];
+    snprintf(cmd, sizeof(cmd), "cp '%s' '%s' && chmod 0755 '%s'", CASES "ctor/ctor_marker.so",
+             c->so, c->so);
+    assert_int_equal(system(cmd), 0);
+    setenv("OL_TEST_MARKER", c->marker, 1);
+}
+
+static void ctor_case_free(ctor_case *c) {
+    unlink(c->so);
+    rmdir(c->dir);
+    unlink(c->marker);
+    unsetenv("OL_TEST_MARKER");
+}
+
+/* Loading c's directory is refused for why, naming what, and the constructor never ran. */
+static void expect_refused_unrun(ctor_case *c, const char *what, const char *why) {
+    loader *l = NULL;
+    char *err = NULL;
+    assert_int_equal(loader_new(&l), 0);
+    assert_int_equal(loader_load_dir(l, c->dir, 1, &err), OL_EINVAL);
+    assert_non_null(err);
+    if (strstr(err, what) == NULL || strstr(err, why) == NULL)
+        fail_msg("message \"%s\" lacks \"%s\" or \"%s\"", err, what, why);
+    assert_int_equal(loader_count(l), 0);
+    assert_int_equal(access(c->marker, F_OK), -1); /* its constructor did not run */
+    free(err);
+    loader_free(l);
+}
+
+static void refuses_a_plugin_others_can_change_before_its_constructor_runs(void **state) {
+    (void)state;
+    ctor_case c;
+    ctor_case_init(&c);
+    assert_int_equal(chmod(c.dir, 0777), 0); /* the directory: anyone can swap the file */
+    expect_refused_unrun(&c, c.dir, "writable by every user");
+    assert_int_equal(chmod(c.dir, 01777), 0); /* sticky is not enough for its own directory */
+    expect_refused_unrun(&c, c.dir, "writable by every user");
+    assert_int_equal(chmod(c.dir, 0755), 0);
+    assert_int_equal(chmod(c.so, 0757), 0); /* the file itself */
+    expect_refused_unrun(&c, c.so, "writable by every user");
+    assert_int_equal(chmod(c.so, 0755), 0);
+    /* Group-writable with a group that is not the owner's own. */
+    const struct group *g = getgrnam("daemon");
+    if (geteuid() == 0 && g != NULL) {
+        assert_int_equal(chown(c.so, 0, g->gr_gid), 0);
+        assert_int_equal(chmod(c.so, 0775), 0);
+        expect_refused_unrun(&c, c.so, "writable by its group");
+        assert_int_equal(chmod(c.so, 0755), 0);
+        assert_int_equal(chown(c.so, 65534, 0), 0); /* someone else's file */
+        expect_refused_unrun(&c, c.so, "belongs to another user");
+        assert_int_equal(chown(c.so, 0, 0), 0);
+    }
+    /* Now nobody else can change it: it loads, and the constructor's mark appears (the
+     * check above could see it). */
+    loader *l = NULL;
+    char *err = NULL;
+    assert_int_equal(loader_new(&l), 0);
+    assert_int_equal(loader_load_dir(l, c.dir, 1, &err), 0);
+    assert_null(err);
+    assert_int_equal(access(c.marker, F_OK), 0);
+    loader_free(l);
+    ctor_case_free(&c);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(refuses_a_plugin_others_can_change_before_its_constructor_runs),
         cmocka_unit_test_setup_teardown(loads_a_good_plugin, setup, teardown),
         cmocka_unit_test_setup_teardown(loading_the_same_file_twice_is_a_noop, setup, teardown),
         cmocka_unit_test_setup_teardown(refuses_a_different_abi_major_naming_both_versions, setup,
@@ -246,6 +335,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(refuses_a_descriptor_without_apply, setup, teardown),
         cmocka_unit_test_setup_teardown(refuses_a_bad_stage_name, setup, teardown),
         cmocka_unit_test_setup_teardown(refuses_duplicate_option_names, setup, teardown),
+        cmocka_unit_test_setup_teardown(refuses_a_cli_flag_for_an_undeclared_option, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(refuses_a_malformed_option_default, setup, teardown),
         cmocka_unit_test_setup_teardown(refuses_an_unresolved_symbol_with_the_dlerror_text, setup,
                                         teardown),

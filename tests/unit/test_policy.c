@@ -124,17 +124,18 @@ static void matches_actions_case_insensitively_with_wildcards(void **state) {
 
 static void suggests_the_nearest_action_for_a_typo(void **state) {
     (void)state;
-    assert_string_equal(suggest_action("GetObjet"), "GetObject");
-    assert_string_equal(suggest_action("PutObjects"), "PutObject");
-    assert_string_equal(suggest_action("ListBuckett"), "ListBucket");
-    assert_null(suggest_action("Frobnicate"));
+    assert_string_equal(suggest_action(&FH.api, "GetObjet"), "GetObject");
+    assert_string_equal(suggest_action(&FH.api, "PutObjects"), "PutObject");
+    assert_string_equal(suggest_action(&FH.api, "ListBuckett"), "ListBucket");
+    assert_null(suggest_action(&FH.api, "Frobnicate"));
 }
 
 static void maps_api_operation_names_to_their_actions(void **state) {
     (void)state;
-    assert_string_equal(suggest_action("ListObjectsV2"), "ListBucket");
-    assert_string_equal(suggest_action("HeadObject"), "GetObject");
-    assert_string_equal(suggest_action("GetBucketEncryption"), "GetEncryptionConfiguration");
+    assert_string_equal(suggest_action(&FH.api, "ListObjectsV2"), "ListBucket");
+    assert_string_equal(suggest_action(&FH.api, "HeadObject"), "GetObject");
+    assert_string_equal(suggest_action(&FH.api, "GetBucketEncryption"),
+                        "GetEncryptionConfiguration");
 }
 
 static void accepts_known_and_wildcard_actions(void **state) {
@@ -423,6 +424,32 @@ static void creates_a_missing_policy_retrying_until_the_user_is_visible(void **s
     policy_fini(st);
 }
 
+static void writes_the_policy_of_a_user_created_in_this_run_without_reading(void **state) {
+    (void)state;
+    set_bag("acme-production", NULL); /* the bucket stage has not run: not needed */
+    assert_int_equal(bag_set(&FH.bag, OL_KEY_IAM_USER_CREATED, "true", 0), 0);
+    void *st = init_ok();
+    assert_int_equal(policy_apply(NULL, NULL, st), 0);
+    assert_string_equal(fake_param("Action"), "PutUserPolicy");
+    assert_string_equal(fake_param("PolicyDocument"), RUNBOOK_JSON);
+    assert_string_equal(FH.req.consistency_codes[0], "NoSuchEntity");
+    respond(200, NULL, "<PutUserPolicyResponse/>");
+    assert_int_equal(FH.outcome, OL_OUTCOME_CREATED);
+    assert_int_equal(FH.requests, 1);
+    policy_fini(st);
+}
+
+static void names_the_bucket_by_the_arn_of_the_items_region(void **state) {
+    (void)state;
+    set_bag("acme-production", NULL);
+    FH.region = "cn-north-1";
+    void *st = start();
+    respond(404, "NoSuchEntity", NULL);
+    assert_non_null(strstr(fake_param("PolicyDocument"), "\"arn:aws-cn:s3:::acme-production/*\""));
+    respond(200, NULL, NULL);
+    policy_fini(st);
+}
+
 static char *get_user_policy_body(const char *json) {
     char *enc = curl_easy_escape(NULL, json, 0);
     assert_non_null(enc);
@@ -492,12 +519,9 @@ static void reports_iam_errors_with_step_code_and_request_id(void **state) {
     policy_fini(st);
 }
 
-static void refuses_to_apply_without_the_bucket_and_user_in_the_bag(void **state) {
+static void refuses_to_apply_without_the_user_in_the_bag(void **state) {
     (void)state;
     void *st = init_ok();
-    set_bag("acme-production", NULL);
-    assert_int_equal(policy_apply(NULL, NULL, st), OL_ENOENT);
-    assert_non_null(strstr(FH.last_log, "the bucket stage must run"));
     set_bag(NULL, "arn:aws:s3:::acme-production");
     assert_int_equal(policy_apply(NULL, NULL, st), OL_ENOENT);
     assert_non_null(strstr(FH.last_log, "the iam stage must run"));
@@ -515,15 +539,16 @@ static void fails_apply_synchronously_without_calling_done(void **state) {
     policy_fini(st);
 }
 
-static void exports_a_descriptor_needing_bucket_and_iam(void **state) {
+static void exports_a_descriptor_needing_only_iam(void **state) {
     (void)state;
     const ol_plugin *p = opsline_plugin();
     assert_string_equal(p->name, "policy");
     assert_string_equal(p->version, "2.0.0");
     assert_int_equal(p->abi_major, OL_ABI_MAJOR);
-    assert_string_equal(p->needs[0], "bucket");
-    assert_string_equal(p->needs[1], "iam");
-    assert_null(p->needs[2]);
+    /* Not the bucket stage: the policy names the bucket by its ARN, which follows from the
+     * item, so the S3 and IAM requests of an item overlap. */
+    assert_string_equal(p->needs[0], "iam");
+    assert_null(p->needs[1]);
     assert_non_null(p->validate);
 }
 
@@ -560,13 +585,15 @@ int main(void) {
         T(rejects_a_policy_over_2048_characters_with_its_size),
         T(counts_the_size_with_the_items_own_names),
         T(creates_a_missing_policy_retrying_until_the_user_is_visible),
+        T(writes_the_policy_of_a_user_created_in_this_run_without_reading),
+        T(names_the_bucket_by_the_arn_of_the_items_region),
         T(leaves_an_equal_policy_unchanged),
         T(replaces_a_different_policy),
         T(uses_the_policy_name_option),
         T(reports_iam_errors_with_step_code_and_request_id),
-        T(refuses_to_apply_without_the_bucket_and_user_in_the_bag),
+        T(refuses_to_apply_without_the_user_in_the_bag),
         T(fails_apply_synchronously_without_calling_done),
-        T(exports_a_descriptor_needing_bucket_and_iam),
+        T(exports_a_descriptor_needing_only_iam),
         T(logs_every_state_transition_at_debug_level),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

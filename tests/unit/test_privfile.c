@@ -359,6 +359,96 @@ static void sync_dir_syncs_a_directory_and_fails_on_a_missing_one(void **state) 
     assert_int_equal(privfile_sync_dir(at(f, "missing")), OL_EIO);
 }
 
+/* A FIFO at a path opsline reads would block open(2) until some writer came; alarm(10)
+ * turns such a hang into a failure instead of a stuck test run. */
+static void read_refuses_a_fifo_without_waiting_for_a_writer(void **state) {
+    fixture *f = *state;
+    char *data = NULL;
+    size_t len = 0;
+
+    assert_int_equal(mkfifo(at(f, "fifo"), 0600), 0);
+    alarm(10);
+    errno = 0;
+    assert_int_equal(privfile_read(f->path, &data, &len), OL_EINVAL);
+    assert_int_equal(errno, ENXIO);
+    assert_null(data);
+    assert_int_equal(privfile_read_nofollow(f->path, &data, &len), OL_EINVAL);
+    assert_null(privfile_fopen(f->path));
+    assert_int_equal(errno, ENXIO);
+    alarm(0);
+    assert_non_null(strstr(privfile_strerror(ENXIO), "FIFO"));
+}
+
+static void read_nofollow_refuses_a_link_that_read_follows(void **state) {
+    fixture *f = *state;
+    char target[sizeof(((fixture *)0)->path)];
+    char *data = NULL;
+    size_t len = 0;
+
+    put(at(f, "real"), "content");
+    snprintf(target, sizeof(target), "%s", f->path);
+    assert_int_equal(symlink(target, at(f, "link")), 0);
+    assert_content(f->path, "content");
+    errno = 0;
+    assert_int_equal(privfile_read_nofollow(f->path, &data, &len), OL_EINVAL);
+    assert_int_equal(errno, ELOOP);
+    assert_null(data);
+    assert_non_null(strstr(privfile_strerror(ELOOP), "symbolic link"));
+    assert_int_equal(privfile_read_nofollow(target, &data, &len), 0);
+    assert_string_equal(data, "content");
+    free(data);
+    FILE *fp = privfile_fopen(f->path);
+    assert_non_null(fp);
+    fclose(fp);
+}
+
+/* The journal's pid file case: a link planted at a state file must not let the open
+ * truncate or append to the file it points at. */
+static void open_with_nofollow_leaves_a_links_target_untouched(void **state) {
+    fixture *f = *state;
+    char victim[sizeof(((fixture *)0)->path)];
+    int fd = 7;
+
+    put(at(f, "victim"), "precious");
+    snprintf(victim, sizeof(victim), "%s", f->path);
+    assert_int_equal(symlink(victim, at(f, "pid")), 0);
+    errno = 0;
+    assert_int_equal(privfile_open(f->path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, 0600, &fd),
+                     OL_EINVAL);
+    assert_int_equal(errno, ELOOP);
+    assert_int_equal(fd, -1);
+    assert_content(victim, "precious");
+}
+
+static void open_refuses_a_directory_and_opens_a_regular_file_blocking(void **state) {
+    fixture *f = *state;
+    int fd;
+
+    errno = 0;
+    assert_int_equal(privfile_open(f->dir, O_RDONLY, 0, &fd), OL_EINVAL);
+    assert_int_equal(errno, EISDIR);
+    assert_int_equal(privfile_open(at(f, "new"), O_RDWR | O_CREAT | O_NOFOLLOW, 0600, &fd), 0);
+    assert_true(fd >= 0);
+    assert_int_equal(fcntl(fd, F_GETFL) & O_NONBLOCK, 0);
+    assert_true((fcntl(fd, F_GETFD) & FD_CLOEXEC) != 0);
+    close(fd);
+    assert_int_equal(privfile_open(at(f, "missing"), O_RDONLY, 0, &fd), OL_ENOENT);
+}
+
+/* AWS_CONFIG_FILE=/dev/null means "no file"; /dev/zero would read forever. */
+static void dev_null_reads_empty_but_other_devices_are_refused(void **state) {
+    (void)state;
+    char *data = NULL;
+    size_t len = 9;
+
+    assert_int_equal(privfile_read("/dev/null", &data, &len), 0);
+    assert_int_equal(len, 0);
+    free(data);
+    errno = 0;
+    assert_int_equal(privfile_read("/dev/zero", &data, &len), OL_EINVAL);
+    assert_int_equal(errno, ENXIO);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(writes_mode_0600_even_with_umask_0, setup, teardown),
@@ -379,6 +469,15 @@ int main(void) {
         cmocka_unit_test_setup_teardown(write_all_writes_every_byte, setup, teardown),
         cmocka_unit_test_setup_teardown(sync_dir_syncs_a_directory_and_fails_on_a_missing_one,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(read_refuses_a_fifo_without_waiting_for_a_writer, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(read_nofollow_refuses_a_link_that_read_follows, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(open_with_nofollow_leaves_a_links_target_untouched, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(open_refuses_a_directory_and_opens_a_regular_file_blocking,
+                                        setup, teardown),
+        cmocka_unit_test(dev_null_reads_empty_but_other_devices_are_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,6 +1,7 @@
 /* filebatch: the held-puts, one-write-per-flush machinery of the stores that rewrite one
  * local file (see filebatch.h). */
 #include "filebatch.h"
+#include "secretdir.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -241,10 +242,19 @@ typedef struct fb_prepare_req {
     filebatch *fb;
     int result;
     char *reason;
+    int dir_warn;      /* dir_why is a warning to log on the loop */
+    char dir_why[512]; /* secretdir_check's text */
 } fb_prepare_req;
 
 static void prepare_work(void *arg) {
     fb_prepare_req *p = arg;
+    int d = secretdir_check(p->fb->path, p->dir_why, sizeof(p->dir_why));
+    if (d < 0) {
+        p->result = OL_EINVAL;
+        p->reason = p->fb->host->format("%s", p->dir_why);
+        return;
+    }
+    p->dir_warn = d > 0;
     void *doc = NULL;
     p->result = file_load(p->fb, 1, &doc, &p->reason);
     p->fb->fmt->doc_free(p->fb, doc);
@@ -259,6 +269,8 @@ static void prepare_after(void *arg, int status) {
     }
     if (p->result != 0 && p->reason == NULL)
         p->reason = h->format("cannot use %s: %s", p->fb->path, code_text(p->result));
+    if (p->dir_warn)
+        h->log(p->fb->stage, NULL, OL_LOG_WARN, "%s", p->dir_why);
     h->prepare_done(p->fb->stage, p->result, p->reason);
     h->free(p->reason);
     free(p);

@@ -89,6 +89,8 @@ typedef struct ol_kv {
 #define OL_KEY_IAM_USER_ARN "iam.user_arn"               /* set by iam */
 #define OL_KEY_ACCESS_KEY_ID "iam.access_key_id"         /* set by iam */
 #define OL_KEY_SECRET_ACCESS_KEY "iam.secret_access_key" /* secret; only when a key was created */
+/* Set by iam to "true" when it created the user in this run (a new user has no policy yet). */
+#define OL_KEY_IAM_USER_CREATED "iam.user_created"
 
 /* ---------------------------------------------------------------------------------------
  * Stage outcomes and log levels
@@ -494,6 +496,12 @@ typedef struct ol_host {
      * message names the product and the environment and which of them to change. */
     int (*item_name_check)(const ol_item *item, const char *kind, char **why);
 
+    /* ABI 2.1 (check host->abi_minor >= 1). For "did you mean": the candidate closest to
+     * name by case-insensitive edit distance, or NULL when the closest is more than
+     * max_distance edits away (0: a third of name's length plus one). */
+    const char *(*suggest)(const char *name, const char *const *candidates, size_t n,
+                           size_t max_distance);
+
     /* ---- 2.1: the lifecycle (plan, destroy, rotate, status) ----------------------------- */
 
     /* The command the run carries out for every item (ol_mode). */
@@ -523,10 +531,20 @@ enum {
     /* The stage creates access keys and sets iam.access_key_id and the secret
      * iam.secret_access_key in the bag (the bundled iam stage). */
     OL_STAGE_CREATES_SECRETS = 1u << 0,
+    /* ABI 2.1. The stage belongs to the default pipeline, used when neither --pipeline nor
+     * the pipeline file names the stages; a secret store with this flag is a default store
+     * (replaced by --secrets). `opsline plugins list` marks these stages. */
+    OL_STAGE_DEFAULT = 1u << 1,
     /* ABI 2.1. The stage runs after every secret store of the pipeline (it uses the stored
      * key, e.g. the bundled verify stage). */
     OL_STAGE_AFTER_STORES = 1u << 2
 };
+
+/* One command-line flag mapped to an option (ol_plugin.cli_flags). */
+typedef struct ol_cli_flag {
+    const char *flag;   /* without the dashes, e.g. "env-file" */
+    const char *option; /* a declared option of the stage */
+} ol_cli_flag;
 
 typedef struct ol_plugin {
     uint32_t abi_major;   /* OL_ABI_MAJOR the plugin was built with */
@@ -578,6 +596,12 @@ typedef struct ol_plugin {
 
     /* Non-NULL: this stage is a secret store (see ol_store_ops). */
     const ol_store_ops *store;
+
+    /* ABI 2.1. Command-line flags that set one of this stage's options, ending with
+     * {NULL, NULL}; NULL: none. With {"env-file", "path"}, `opsline apply --env-file V` sets
+     * option "path" to V on this stage when it is in the pipeline, as `--set STAGE.path=V`
+     * would. The host accepts only the flags its `apply --help` lists (today: env-file). */
+    const ol_cli_flag *cli_flags;
 
     /* ---- 2.1: the lifecycle. Each may be NULL; same contract as apply (0 and one
      * host->done, or a negative code). Check struct_size before reading these. ------- */
