@@ -147,6 +147,7 @@ typedef struct bucket_op {
     int created;
     int create_tried;
     int gone;      /* a GET answered NoSuchBucket */
+    int planning;  /* plan or status: observe and diff, never write (bucket_lifecycle.c) */
     int refused;   /* the code of the last request the host refused to send */
     char *failure; /* host-allocated reason of the first failure, or NULL */
 } bucket_op;
@@ -647,9 +648,15 @@ static void record(bucket_op *op, const char *event) {
 
 /* Write what bucket_diff says, all in parallel; the observed answers are freed once the
  * bodies are built (the tag set borrows from them). */
+static void plan_report(bucket_op *op);
+
 static void act(bucket_op *op) {
     const ol_host *h = op->conf->host;
     char *bodies[N_SETTINGS] = {0};
+    if (op->planning) {
+        plan_report(op);
+        return;
+    }
     int rc = bucket_diff(h, &op->want, &op->seen, &op->change);
     for (size_t s = 0; s < N_SETTINGS && rc == 0; s++)
         if (op->change.writes & (1u << s))
@@ -750,6 +757,10 @@ static void phase_complete(bucket_op *op) {
         act(op);
         return;
     }
+    if (op->planning) {
+        finish(op, OL_OUTCOME_CREATED, "would create the bucket");
+        return;
+    }
     if (op->create_tried) {
         finish_failed(
             op, op->conf->host->format(
@@ -767,6 +778,20 @@ static void phase_complete(bucket_op *op) {
 
 static void on_head(bucket_op *op, const ol_aws_response *res) {
     const ol_host *h = op->conf->host;
+    if (op->planning && res->result == 0) {
+        observe(op); /* nothing journaled: plan writes nothing */
+        return;
+    }
+    if (op->planning) {
+        int absent = res->result == OL_EAWS && res->status == 404;
+        if (absent)
+            h->report_fact(op->conf->stage, op->item, "bucket", "absent");
+        if (absent)
+            finish(op, OL_OUTCOME_CREATED, "would create the bucket");
+        else
+            finish_failed(op, h->aws_reason("HeadBucket", res));
+        return;
+    }
     if (res->result == 0) {
         if (op->create_tried)
             h->log(op->conf->stage, op->item, OL_LOG_INFO,
@@ -1070,15 +1095,57 @@ static int bucket_destroy(ol_stage *stage, ol_item *item, void *state) {
     return bucket_lifecycle_destroy(((const bucket_conf *)state)->host, stage, item);
 }
 
+/* plan and status: the same observe and bucket_diff as apply, starting with HeadBucket
+ * (never CreateBucket) and ending with the differences named instead of written. */
 static int bucket_plan(ol_stage *stage, ol_item *item, void *state) {
-    const bucket_conf *c = state;
-    bucket_plan_want w = {c->block_public,
-                          c->encryption,
-                          c->kms_key_id,
-                          c->versioning,
-                          c->tags_managed ? c->tags.items : NULL,
-                          c->tags_managed ? c->tags.n : 0};
-    return bucket_lifecycle_plan(c->host, stage, item, &w);
+    bucket_conf *c = state;
+    (void)stage;
+    bucket_op *op = calloc(1, sizeof(*op));
+    if (op == NULL)
+        return OL_ENOMEM;
+    op->conf = c;
+    op->item = item;
+    op->name = c->host->item_name(item);
+    op->region = c->host->item_region(item);
+    op->planning = 1;
+    int rc = want_init(op);
+    if (rc == 0)
+        rc = start_head(op);
+    if (rc != 0) {
+        c->host->free(op->failure);
+        c->host->free(op->want.log_prefix);
+        free(op->want.tags);
+        free(op);
+    }
+    return rc;
+}
+
+static void plan_report(bucket_op *op) {
+    const ol_host *h = op->conf->host;
+    char reason[1024];
+    int rc = bucket_diff(h, &op->want, &op->seen, &op->change);
+    if (rc != 0) {
+        finish(op, OL_OUTCOME_FAILED, "out of memory");
+        return;
+    }
+    bucket_plan_diff d = {
+        .writes_pab = (op->change.writes >> SET_PAB) & 1u,
+        .writes_enc = (op->change.writes >> SET_ENC) & 1u,
+        .writes_ver = (op->change.writes >> SET_VER) & 1u,
+        .writes_log = (op->change.writes >> SET_LOG) & 1u,
+        .writes_tags = (op->change.writes >> SET_TAGS) & 1u,
+        .pab_doc = op->seen.doc[SET_PAB],
+        .enc_doc = op->seen.doc[SET_ENC],
+        .tags_doc = op->seen.doc[SET_TAGS],
+        .block_public = op->want.block_public,
+        .encryption = op->want.encryption,
+        .versioning = op->change.versioning,
+        .log_bucket = op->want.log_bucket,
+        .tags = op->change.tags,
+        .n_tags = op->change.n_tags,
+    };
+    int drift = bucket_lifecycle_explain(h, op->conf->stage, op->item, &d, reason, sizeof(reason));
+    finish(op, drift ? OL_OUTCOME_UPDATED : OL_OUTCOME_UNCHANGED, drift ? reason : NULL);
 }
 
 static const ol_plugin bucket_plugin = {

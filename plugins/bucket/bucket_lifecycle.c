@@ -1,9 +1,9 @@
 /* bucket_lifecycle: destroy removes the item's bucket when it is opsline's (managed-by=
  * opsline tag, or the journal, or --adopt) and empty; with --empty-bucket every object
  * version and delete marker goes first (ListObjectVersions, then DeleteObject with the
- * versionId, one at a time), so a versioned bucket can be removed too. plan and status read
- * the settings apply converges (HeadBucket, then Block Public Access, default encryption,
- * versioning, tags) and name each one that differs; they never write. */
+ * versionId, one at a time), so a versioned bucket can be removed too. For plan and status,
+ * bucket.c observes the bucket and runs apply's own bucket_diff; this file names each
+ * difference it found (which public-access settings, which tags) and the owner. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,25 +15,13 @@
 
 #define VERSIONS_PAGE "1000"
 
-typedef enum bl_state {
-    BL_HEAD,
-    BL_TAGS,
-    BL_LIST,
-    BL_DELETE_OBJECT,
-    BL_DELETE,
-    BL_GET_PAB,
-    BL_GET_ENC,
-    BL_GET_VER
-} bl_state;
+typedef enum bl_state { BL_HEAD, BL_TAGS, BL_LIST, BL_DELETE_OBJECT, BL_DELETE } bl_state;
 
 static const char *const bl_names[] = {[BL_HEAD] = "HeadBucket",
                                        [BL_TAGS] = "GetBucketTagging",
                                        [BL_LIST] = "ListObjectVersions",
                                        [BL_DELETE_OBJECT] = "DeleteObject",
-                                       [BL_DELETE] = "DeleteBucket",
-                                       [BL_GET_PAB] = "GetPublicAccessBlock",
-                                       [BL_GET_ENC] = "GetBucketEncryption",
-                                       [BL_GET_VER] = "GetBucketVersioning"};
+                                       [BL_DELETE] = "DeleteBucket"};
 
 typedef struct bl_object {
     char *key, *version;
@@ -49,9 +37,6 @@ typedef struct bl_run {
     bl_object *objects;
     size_t n_objects, next;
     size_t deleted;
-    const bucket_plan_want *want; /* plan and status: &want_copy; NULL for destroy */
-    bucket_plan_want want_copy;
-    char drift[768];
 } bl_run;
 
 static void objects_free(bl_run *r) {
@@ -220,166 +205,11 @@ static void on_destroy(bl_run *r, const ol_aws_response *res) {
                       r->name);
         bl_finish(r, OL_OUTCOME_DELETED, NULL);
         return;
-    default:
-        bl_fail_aws(r, res); /* plan's states: never reached in destroy */
-        return;
     }
-}
-
-/* ---- plan and status ------------------------------------------------------------------- */
-
-static void drift_add(bl_run *r, const char *fmt, const char *a, const char *b) {
-    size_t n = strlen(r->drift);
-    int w = snprintf(r->drift + n, sizeof(r->drift) - n, "%s", n ? "; " : "");
-    if (w >= 0 && (size_t)w < sizeof(r->drift) - n)
-        snprintf(r->drift + n + (size_t)w, sizeof(r->drift) - n - (size_t)w, fmt, a, b);
-}
-
-static const char *text(const ol_host *h, const ol_xml *doc, const char *path) {
-    const char *t = doc != NULL ? h->xml_text(doc, path, 0) : NULL;
-    return t != NULL ? t : "";
-}
-
-/* Each of the four Block Public Access settings that is not as configured. No
- * configuration blocks nothing. */
-static void plan_pab(bl_run *r, const ol_xml *doc) {
-    static const char *const names[] = {"BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy",
-                                        "RestrictPublicBuckets"};
-    for (size_t i = 0; i < 4; i++) {
-        char path[96];
-        snprintf(path, sizeof(path), "PublicAccessBlockConfiguration/%s", names[i]);
-        int on = strcmp(text(r->h, doc, path), "true") == 0;
-        if (on != (r->want->block_public != 0))
-            drift_add(r, "would turn %s %s (public access block)",
-                      r->want->block_public ? "on" : "off", names[i]);
-    }
-}
-
-static void plan_encryption(bl_run *r, const ol_xml *doc) {
-#define SSE "ServerSideEncryptionConfiguration/Rule/ApplyServerSideEncryptionByDefault/"
-    const char *algo = text(r->h, doc, SSE "SSEAlgorithm");
-    const char *kms = text(r->h, doc, SSE "KMSMasterKeyID");
-#undef SSE
-    int same = strcmp(algo, r->want->encryption) == 0 &&
-               (strcmp(algo, "aws:kms") != 0 ||
-                strcmp(kms, r->want->kms_key_id ? r->want->kms_key_id : "") == 0);
-    if (!same)
-        drift_add(r, "would set default encryption %s (now %s)", r->want->encryption,
-                  *algo ? algo : "none");
-}
-
-/* S3 answers <VersioningConfiguration><Status>; moto 5 names the root differently. */
-static void plan_versioning(bl_run *r, const ol_xml *doc) {
-    const char *status = text(r->h, doc, "VersioningConfiguration/Status");
-    if (!*status)
-        status = text(r->h, doc, "GetBucketVersioningResponse/Status");
-    int enabled = strcmp(status, "Enabled") == 0;
-    if (r->want->versioning && !enabled)
-        drift_add(r, "would enable versioning (now %s)%s", *status ? status : "never enabled", "");
-    else if (!r->want->versioning && enabled)
-        drift_add(r, "would suspend versioning (now %s)%s", status, "");
-}
-
-static void plan_tags(bl_run *r, const ol_xml *doc) {
-    static const char *const owners[] = {"bucket", NULL};
-    int tagged = lifecycle_tagged(r->h, doc, "Tagging/TagSet/Tag/Key", "Tagging/TagSet/Tag/Value");
-    r->h->report_fact(r->stage, r->item, "owner",
-                      tagged                                       ? "opsline (tag)"
-                      : lifecycle_journaled(r->h, r->item, owners) ? "opsline (journal)"
-                                                                   : "not opsline");
-    size_t n = doc ? r->h->xml_count(doc, "Tagging/TagSet/Tag/Key") : 0;
-    for (size_t i = 0; i < r->want->n_tags; i++) {
-        int same = 0;
-        for (size_t k = 0; k < n && !same; k++) {
-            const char *key = r->h->xml_text(doc, "Tagging/TagSet/Tag/Key", k);
-            const char *val = r->h->xml_text(doc, "Tagging/TagSet/Tag/Value", k);
-            same = key && val && strcmp(key, r->want->tags[i].name) == 0 &&
-                   strcmp(val, r->want->tags[i].value) == 0;
-        }
-        if (!same)
-            drift_add(r, "would set tag %s=%s", r->want->tags[i].name, r->want->tags[i].value);
-    }
-    if (r->h->run_mode(r->stage) == OL_MODE_STATUS && !tagged)
-        drift_add(r, "the bucket has no %s=%s tag", LIFECYCLE_TAG_KEY, LIFECYCLE_TAG_VALUE);
-}
-
-static void plan_send(bl_run *r, bl_state state, const char *subresource) {
-    bl_send(r, state, "GET", &(ol_kv){subresource, ""}, 1, NULL);
-}
-
-/* One read after another: HEAD, public access block, encryption, versioning, tags. */
-static void on_plan(bl_run *r, const ol_aws_response *res) {
-    const ol_host *h = r->h;
-    static const char *const missing[] = {[BL_GET_PAB] = "NoSuchPublicAccessBlockConfiguration",
-                                          [BL_GET_ENC] =
-                                              "ServerSideEncryptionConfigurationNotFoundError",
-                                          [BL_TAGS] = "NoSuchTagSet"};
-    if (r->state == BL_HEAD && (res->status == 404 || lifecycle_is_error(res, "NoSuchBucket"))) {
-        r->h->report_fact(r->stage, r->item, "bucket", "absent");
-        bl_finish(r, OL_OUTCOME_CREATED, "would create the bucket");
-        return;
-    }
-    int absent = r->state < sizeof(missing) / sizeof(missing[0]) && missing[r->state] != NULL &&
-                 lifecycle_is_error(res, missing[r->state]);
-    if (res->result != 0 && !absent) {
-        bl_fail_aws(r, res);
-        return;
-    }
-    h->log(r->stage, r->item, OL_LOG_DEBUG, "bucket: %s answered HTTP %ld", bl_names[r->state],
-           res->status);
-    ol_xml *doc =
-        res->result == 0 && res->body_len > 0 ? r->h->xml_parse(res->body, res->body_len) : NULL;
-    switch (r->state) {
-    case BL_HEAD:
-        r->h->report_fact(r->stage, r->item, "bucket", r->name);
-        plan_send(r, BL_GET_PAB, "publicAccessBlock");
-        break;
-    case BL_GET_PAB:
-        plan_pab(r, doc);
-        plan_send(r, BL_GET_ENC, "encryption");
-        break;
-    case BL_GET_ENC:
-        plan_encryption(r, doc);
-        plan_send(r, BL_GET_VER, "versioning");
-        break;
-    case BL_GET_VER:
-        plan_versioning(r, doc);
-        plan_send(r, BL_TAGS, "tagging");
-        break;
-    default:
-        plan_tags(r, doc);
-        if (r->drift[0])
-            bl_finish(r, OL_OUTCOME_UPDATED, r->drift);
-        else
-            bl_finish(r, OL_OUTCOME_UNCHANGED, NULL);
-        break;
-    }
-    if (doc != NULL)
-        h->xml_free(doc); /* r may be gone: finished above */
 }
 
 static void on_answer(void *arg, const ol_aws_response *res) {
-    bl_run *r = arg;
-    if (r->want != NULL)
-        on_plan(r, res);
-    else
-        on_destroy(r, res);
-}
-
-int bucket_lifecycle_plan(const ol_host *h, ol_stage *stage, ol_item *item,
-                          const bucket_plan_want *want) {
-    bl_run *r = calloc(1, sizeof(*r));
-    if (r == NULL)
-        return OL_ENOMEM;
-    r->h = h;
-    r->stage = stage;
-    r->item = item;
-    r->name = h->item_name(item);
-    r->mode = h->run_mode(stage);
-    r->want_copy = *want;
-    r->want = &r->want_copy;
-    bl_send(r, BL_HEAD, "HEAD", NULL, 0, NULL);
-    return 0;
+    on_destroy(arg, res);
 }
 
 int bucket_lifecycle_destroy(const ol_host *h, ol_stage *stage, ol_item *item) {
@@ -393,4 +223,78 @@ int bucket_lifecycle_destroy(const ol_host *h, ol_stage *stage, ol_item *item) {
     r->mode = h->run_mode(stage);
     bl_send(r, BL_HEAD, "HEAD", NULL, 0, NULL);
     return 0;
+}
+
+/* ---- plan and status: naming what bucket_diff found ------------------------------------ */
+
+static void drift_add(char *out, size_t size, const char *fmt, const char *a, const char *b) {
+    size_t n = strlen(out);
+    if (n + 2 >= size)
+        return;
+    if (n > 0) {
+        memcpy(out + n, "; ", 3);
+        n += 2;
+    }
+    snprintf(out + n, size - n, fmt, a, b);
+}
+
+static const char *text(const ol_host *h, const ol_xml *doc, const char *path) {
+    const char *t = doc != NULL ? h->xml_text(doc, path, 0) : NULL;
+    return t != NULL ? t : "";
+}
+
+/* Each of the four Block Public Access settings that is not as configured. */
+static void explain_pab(const ol_host *h, const bucket_plan_diff *d, char *out, size_t size) {
+    static const char *const names[] = {"BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy",
+                                        "RestrictPublicBuckets"};
+    for (size_t i = 0; i < 4; i++) {
+        char path[96];
+        snprintf(path, sizeof(path), "PublicAccessBlockConfiguration/%s", names[i]);
+        int on = strcmp(text(h, d->pab_doc, path), "true") == 0;
+        if (on != (d->block_public != 0))
+            drift_add(out, size, "would turn %s %s (public access block)",
+                      d->block_public ? "on" : "off", names[i]);
+    }
+}
+
+int bucket_lifecycle_explain(const ol_host *h, ol_stage *stage, ol_item *item,
+                             const bucket_plan_diff *d, char *out, size_t size) {
+    static const char *const owners[] = {"bucket", NULL};
+    const char *sse = "ServerSideEncryptionConfiguration/Rule/ApplyServerSideEncryptionByDefault/"
+                      "SSEAlgorithm";
+    out[0] = '\0';
+    if (d->writes_pab)
+        explain_pab(h, d, out, size);
+    if (d->writes_enc)
+        drift_add(out, size, "would set default encryption %s (now %s)", d->encryption,
+                  *text(h, d->enc_doc, sse) ? text(h, d->enc_doc, sse) : "none");
+    if (d->writes_ver)
+        drift_add(out, size, "would %s versioning%s",
+                  strcmp(d->versioning ? d->versioning : "", "Enabled") == 0 ? "enable" : "suspend",
+                  "");
+    if (d->writes_log)
+        drift_add(out, size, "would %s server access logging%s", d->log_bucket ? "set" : "turn off",
+                  "");
+    for (size_t i = 0; d->writes_tags && i < d->n_tags; i++) {
+        const char *key = d->tags[i].name, *want = d->tags[i].value ? d->tags[i].value : "";
+        size_t n = d->tags_doc ? h->xml_count(d->tags_doc, "Tagging/TagSet/Tag/Key") : 0;
+        int same = 0;
+        for (size_t k = 0; k < n && !same; k++) {
+            const char *hk = h->xml_text(d->tags_doc, "Tagging/TagSet/Tag/Key", k);
+            const char *hv = h->xml_text(d->tags_doc, "Tagging/TagSet/Tag/Value", k);
+            same = hk && hv && strcmp(hk, key) == 0 && strcmp(hv, want) == 0;
+        }
+        if (!same)
+            drift_add(out, size, "would set tag %s=%s", key, want);
+    }
+    if (d->writes_tags && out[0] == '\0')
+        drift_add(out, size, "would remove tags not in the tags option%s%s", "", "");
+    int tagged =
+        lifecycle_tagged(h, d->tags_doc, "Tagging/TagSet/Tag/Key", "Tagging/TagSet/Tag/Value");
+    h->report_fact(stage, item, "bucket", h->item_name(item));
+    h->report_fact(stage, item, "owner",
+                   tagged                                 ? "opsline (tag)"
+                   : lifecycle_journaled(h, item, owners) ? "opsline (journal)"
+                                                          : "not opsline");
+    return out[0] != '\0';
 }

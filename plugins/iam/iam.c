@@ -978,7 +978,9 @@ static int iam_rotate_commit(ol_stage *stage, ol_item *item, void *state) {
 }
 static int iam_plan(ol_stage *stage, ol_item *item, void *state) {
     const iam_conf *c = state;
-    return iam_lifecycle_plan(c->host, stage, item, &c->tags);
+    iam_plan_want w = {.diff = iam_user_diff};
+    int rc = owner_merge(c->host, item, c->tags.items, c->tags.n, &w.tags, &w.n_tags);
+    return rc != 0 ? rc : iam_lifecycle_plan(c->host, stage, item, w);
 }
 
 static const ol_option_def iam_options[] = {

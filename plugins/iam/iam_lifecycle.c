@@ -85,11 +85,12 @@ typedef struct lc_run {
     size_t n_policies;
     int tagged;
     int changed;
-    const ol_map *tags; /* plan: the configured tags */
+    iam_plan_want want; /* plan: apply's wanted tags (owned) and its comparison */
     char drift[512];    /* plan/status: what apply would change, "" nothing */
 } lc_run;
 
 static void lc_free(lc_run *r) {
+    free(r->want.tags);
     for (size_t i = 0; i < r->n_policies; i++)
         free(r->policies[i]);
     free(r->policies);
@@ -689,30 +690,23 @@ static void plan_found(void *arg, const char *key_id, const char *const *lost, s
             drift_add(r, what);
         }
     }
-    if (r->mode == OL_MODE_STATUS && !r->tagged)
-        drift_add(r, "the user has no managed-by=opsline tag");
     r->next = 0;
     plan_next_last_used(r);
 }
 
-/* The configured tags the user lacks or has with another value (apply adds them). */
+/* The tags apply would add or correct, by apply's own comparison. */
 static void plan_tags(lc_run *r, const ol_xml *doc) {
-    static const char kp[] = "ListUserTagsResponse/ListUserTagsResult/Tags/member/Key";
-    static const char vp[] = "ListUserTagsResponse/ListUserTagsResult/Tags/member/Value";
-    size_t n = r->h->xml_count(doc, kp);
-    for (size_t i = 0; r->tags != NULL && i < r->tags->n; i++) {
-        const ol_kv *want = &r->tags->items[i];
-        int same = 0;
-        for (size_t k = 0; k < n && !same; k++) {
-            const char *key = r->h->xml_text(doc, kp, k), *val = r->h->xml_text(doc, vp, k);
-            same = key && val && strcmp(key, want->name) == 0 && strcmp(val, want->value) == 0;
-        }
-        if (!same) {
-            char what[400];
-            snprintf(what, sizeof(what), "would set tag %.128s=%.256s", want->name, want->value);
-            drift_add(r, what);
-        }
+    ol_kv *missing = r->want.n_tags ? calloc(r->want.n_tags, sizeof(*missing)) : NULL;
+    size_t n = missing && r->want.diff
+                   ? r->want.diff(r->h, doc, r->want.tags, r->want.n_tags, missing)
+                   : 0;
+    for (size_t i = 0; i < n; i++) {
+        char what[400];
+        snprintf(what, sizeof(what), "would set tag %.128s=%.256s", missing[i].name,
+                 missing[i].value ? missing[i].value : "");
+        drift_add(r, what);
     }
+    free(missing);
 }
 
 static void on_plan(lc_run *r, const ol_aws_response *res) {
@@ -825,11 +819,13 @@ int iam_lifecycle_commit(const ol_host *h, ol_stage *stage, ol_item *item) {
     return 0;
 }
 
-int iam_lifecycle_plan(const ol_host *h, ol_stage *stage, ol_item *item, const ol_map *tags) {
+int iam_lifecycle_plan(const ol_host *h, ol_stage *stage, ol_item *item, iam_plan_want want) {
     lc_run *r = lc_new(h, stage, item);
-    if (r == NULL)
+    if (r == NULL) {
+        free(want.tags);
         return OL_ENOMEM;
-    r->tags = tags;
+    }
+    r->want = want;
     lc_send(r, LC_GET_USER, NULL, 0, 0);
     return 0;
 }

@@ -9,7 +9,16 @@
 int iam_lifecycle_destroy(const ol_host *h, ol_stage *stage, ol_item *item);
 int iam_lifecycle_rotate(const ol_host *h, ol_stage *stage, ol_item *item);
 int iam_lifecycle_commit(const ol_host *h, ol_stage *stage, ol_item *item);
-/* tags: the iam stage's tags option (borrowed until fini), compared in plan. */
-int iam_lifecycle_plan(const ol_host *h, ol_stage *stage, ol_item *item, const ol_map *tags);
+/* What plan compares the user's tags with: apply's wanted tags (the ownership tags, then the
+ * option's; the array is malloc'd and taken over by the call, strings borrowed until the
+ * item ends) and apply's own comparison (iam.c's iam_user_diff). */
+typedef struct iam_plan_want {
+    ol_kv *tags;
+    size_t n_tags;
+    size_t (*diff)(const ol_host *h, const ol_xml *doc, const ol_kv *want, size_t n_want,
+                   ol_kv *out);
+} iam_plan_want;
+
+int iam_lifecycle_plan(const ol_host *h, ol_stage *stage, ol_item *item, iam_plan_want want);
 
 #endif

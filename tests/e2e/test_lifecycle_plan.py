@@ -122,6 +122,22 @@ class PlanTest(MotoTestCase):
         self.assertEqual(list(changes), [("tagged-production", "iam")], changes)
         self.assertIn("would set tag team=core", changes[("tagged-production", "iam")]["reason"])
 
+    def test_removed_ownership_tags_are_the_change_apply_makes(self):
+        self.apply_ok("owned", "-e", "production")
+        self.client("s3").delete_bucket_tagging(Bucket="owned-production")
+        self.client("iam").untag_user(UserName="owned-production", TagKeys=["managed-by"])
+        code, stages = self.plan("owned", "-e", "production")
+        self.assertEqual(code, 3)
+        changes = self.changes(stages)
+        self.assertEqual(sorted(changes), [("owned-production", "bucket"),
+                                           ("owned-production", "iam")], changes)
+        for stage in ("bucket", "iam"):
+            self.assertIn("would set tag managed-by=opsline",
+                          changes[("owned-production", stage)]["reason"])
+        self.apply_ok("owned", "-e", "production")
+        code, stages = self.plan("owned", "-e", "production")
+        self.assertEqual(code, 0, self.changes(stages))
+
     def test_a_store_that_lost_the_secret_is_a_change(self):
         self.apply_ok("lost", "-e", "production")
         os.remove(os.path.join(self.work, "lost-production.env"))
