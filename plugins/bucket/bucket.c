@@ -1012,12 +1012,11 @@ static int bucket_init(ol_stage *stage, const ol_host *host, void **state) {
     return 0;
 }
 
-static int bucket_apply(ol_stage *stage, ol_item *item, void *state) {
-    bucket_conf *c = state;
-    (void)stage;
+/* A new op for the item with its wanted state, or NULL when out of memory. */
+static bucket_op *op_new(const bucket_conf *c, ol_item *item) {
     bucket_op *op = calloc(1, sizeof(*op));
     if (op == NULL)
-        return OL_ENOMEM;
+        return NULL;
     op->conf = c;
     op->item = item;
     op->name = c->host->item_name(item);
@@ -1026,8 +1025,27 @@ static int bucket_apply(ol_stage *stage, ol_item *item, void *state) {
         c->host->free(op->want.log_prefix);
         free(op->want.tags);
         free(op);
-        return OL_ENOMEM;
+        return NULL;
     }
+    return op;
+}
+
+/* The first request could not be sent: nothing in flight, no done; returns rc. */
+static int op_discard(bucket_op *op, int rc) {
+    const ol_host *h = op->conf->host;
+    h->free(op->failure);
+    h->free(op->want.log_prefix);
+    free(op->want.tags);
+    free(op->single.body);
+    free(op);
+    return rc;
+}
+
+static int bucket_apply(ol_stage *stage, ol_item *item, void *state) {
+    (void)stage;
+    bucket_op *op = op_new(state, item);
+    if (op == NULL)
+        return OL_ENOMEM;
     int rc;
     if (bucket_known(op))
         rc = start_observe(op);
@@ -1038,16 +1056,7 @@ static int bucket_apply(ol_stage *stage, ol_item *item, void *state) {
         rc = start_head(op);
     else
         rc = start_create(op);
-    if (rc != 0) {
-        /* Nothing in flight: fail synchronously; done is never called. */
-        c->host->free(op->failure);
-        c->host->free(op->want.log_prefix);
-        free(op->want.tags);
-        free(op->single.body);
-        free(op);
-        return rc;
-    }
-    return 0;
+    return rc != 0 ? op_discard(op, rc) : 0;
 }
 
 static void bucket_fini(void *state) {
@@ -1098,26 +1107,13 @@ static int bucket_destroy(ol_stage *stage, ol_item *item, void *state) {
 /* plan and status: the same observe and bucket_diff as apply, starting with HeadBucket
  * (never CreateBucket) and ending with the differences named instead of written. */
 static int bucket_plan(ol_stage *stage, ol_item *item, void *state) {
-    bucket_conf *c = state;
     (void)stage;
-    bucket_op *op = calloc(1, sizeof(*op));
+    bucket_op *op = op_new(state, item);
     if (op == NULL)
         return OL_ENOMEM;
-    op->conf = c;
-    op->item = item;
-    op->name = c->host->item_name(item);
-    op->region = c->host->item_region(item);
     op->planning = 1;
-    int rc = want_init(op);
-    if (rc == 0)
-        rc = start_head(op);
-    if (rc != 0) {
-        c->host->free(op->failure);
-        c->host->free(op->want.log_prefix);
-        free(op->want.tags);
-        free(op);
-    }
-    return rc;
+    int rc = start_head(op);
+    return rc != 0 ? op_discard(op, rc) : 0;
 }
 
 static void plan_report(bucket_op *op) {
