@@ -342,24 +342,31 @@ static const lc_key *open_rotation(const lc_run *r) {
     return NULL;
 }
 
-/* Which keys go before the new one is made: lost ones (opsline created them, no store holds
- * the secret, or the unseen result of a pending request) and opsline's older keys (a
- * previous --keep-old). A key opsline never had stays. */
-static void rotate_classify(lc_run *r) {
+/* Which keys go before the new one is made (IAM allows two): lost ones (opsline created
+ * them and no store ever held the secret, or every store that held it lost it, or the
+ * unseen result of a pending request) and opsline's retired keys (inactive: a previous
+ * --keep-old). An active key whose secret may live in a store not configured now, and a
+ * key opsline never had, stay. */
+static void rotate_classify(lc_run *r, const char *const *lost, size_t n_lost) {
     size_t pending = lc_pending_requests(r);
     for (size_t i = 0; i < r->n_keys; i++) {
         lc_key *k = &r->keys[i];
         if (strcmp(k->id, r->stored) == 0)
             continue;
-        k->doomed =
-            key_ours(r, k->id) || (pending > 0 && lc_journal(r, "access_key_seen", k->id) == 0);
+        int is_lost = 0;
+        for (size_t j = 0; j < n_lost; j++)
+            is_lost |= strcmp(lost[j], k->id) == 0;
+        int never_stored = lc_journal(r, "access_key_created", k->id) > 0 &&
+                           lc_journal(r, "secret_stored", k->id) == 0;
+        int retired = key_ours(r, k->id) && strcmp(k->status, "Inactive") == 0;
+        k->doomed = is_lost || never_stored || retired ||
+                    (pending > 0 && lc_journal(r, "access_key_seen", k->id) == 0);
     }
 }
 
 static void rotate_found(void *arg, const char *key_id, const char *const *lost, size_t n_lost,
                          const char *reason) {
     lc_run *r = arg;
-    (void)lost, (void)n_lost;
     if (reason != NULL)
         r->h->log(r->stage, r->item, OL_LOG_WARN, "could not read back every store: %s", reason);
     snprintf(r->stored, sizeof(r->stored), "%s", key_id ? key_id : "");
@@ -379,21 +386,25 @@ static void rotate_found(void *arg, const char *key_id, const char *const *lost,
         lc_finish(r, OL_OUTCOME_UPDATED, why);
         return;
     }
-    rotate_classify(r);
+    rotate_classify(r, lost, n_lost);
     snprintf(r->old, sizeof(r->old), "%s", r->stored);
     r->next = 0;
     rotate_next_delete(r);
 }
 
 static void rotate_create(lc_run *r) {
-    size_t kept = 0;
+    const char *kept[LC_MAX_KEYS];
+    size_t n_kept = 0;
     for (size_t i = 0; i < r->n_keys; i++)
-        kept += (size_t)!r->keys[i].doomed;
-    if (kept >= 2) {
+        if (!r->keys[i].doomed)
+            kept[n_kept++] = r->keys[i].id;
+    if (n_kept >= 2) {
         lc_fail(r,
-                "user %s has two access keys and opsline may delete neither (%s, %s); IAM "
-                "allows two: delete the one not in use and rerun rotate",
-                r->user, r->keys[0].id, r->n_keys > 1 ? r->keys[1].id : "");
+                "user %s has two access keys opsline may not delete (%s, %s: a key it did not "
+                "create, or an active key whose secret no configured store holds); IAM allows "
+                "two: delete the one not in use (aws iam delete-access-key --user-name %s "
+                "--access-key-id ...) and rerun rotate",
+                r->user, kept[0], kept[1], r->user);
         return;
     }
     if (lc_pending_requests(r) > 0 &&

@@ -100,6 +100,19 @@ class RotateTest(MotoTestCase):
         self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
         self.assertIn("opsline apply", r.stderr)
 
+    def test_a_key_opsline_did_not_create_is_never_deleted(self):
+        self.apply_ok("shared", "-e", "production", "--secrets", STORES)
+        old = self.stored("shared-production")
+        foreign = self.client("iam").create_access_key(UserName="shared-production")
+        foreign_id = foreign["AccessKey"]["AccessKeyId"]
+        r = self.rotate("shared", "-e", "production")
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn("two access keys opsline may not delete", r.stderr)
+        self.assertIn(foreign_id, r.stderr)
+        self.assertEqual(self.key_status("shared-production"),
+                         {old[0]: "Active", foreign_id: "Active"})
+        self.assertEqual(self.stored("shared-production"), old)
+
     def test_killed_at_every_step_a_rerun_leaves_one_active_stored_key(self):
         for i, point in enumerate(KILL_POINTS):
             with self.subTest(point=point):
