@@ -65,6 +65,23 @@ class DestroyTest(MotoTestCase):
         self.assertNotIn("deleted", again.stdout)
         self.assertEqual(again.stdout.count(" absent\n"), 8, again.stdout)
 
+    def test_destroy_removes_the_entry_in_every_store(self):
+        stores = "dotenv,aws-secretsmanager"
+        self.apply_ok("two", "-e", "production", "--secrets", stores)
+        sm = self.client("secretsmanager")
+        sm.describe_secret(SecretId="opsline/two-production")
+        r = self.destroy("two", "-e", "production", "--secrets", stores)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn("aws-secretsmanager deleted", " ".join(r.stdout.split()))
+        with self.assertRaises(ClientError) as cm:
+            sm.get_secret_value(SecretId="opsline/two-production")
+        self.assertIn(cm.exception.response["Error"]["Code"],
+                      ("ResourceNotFoundException", "InvalidRequestException"))
+        self.assertNotIn("AWS_ACCESS_KEY_ID", self.env_file("two-production"))
+        again = self.destroy("two", "-e", "production", "--secrets", stores)
+        self.assertEqual(again.returncode, 0, again.stdout + again.stderr)
+        self.assertIn("aws-secretsmanager absent", " ".join(again.stdout.split()))
+
     def test_a_non_empty_bucket_is_refused_and_emptied_with_empty_bucket(self):
         self.apply_ok("full", "-e", "production", "--set", "bucket.versioning=true")
         s3 = self.client("s3")
