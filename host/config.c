@@ -22,6 +22,7 @@
 #include "cli.h"
 #include "error.h"
 #include "names.h"
+#include "products.h"
 
 static int list_add(char ***list, size_t *n, const char *s) {
     for (size_t i = 0; i < *n; i++)
@@ -53,41 +54,6 @@ static int split_add(char ***list, size_t *n, const char *csv) {
     }
     free(copy);
     return rc;
-}
-
-static int products_from_file(const char *path, plan *p, char **err) {
-    FILE *f = fopen(path, "r");
-    char line[512];
-    size_t lineno = 0;
-    if (f == NULL)
-        return ol__fail(err, OL_ECONFIG, "--products-file %s: %s", path, strerror(errno));
-    while (fgets(line, sizeof(line), f)) {
-        lineno++;
-        char *s = line;
-        while (*s == ' ' || *s == '\t')
-            s++;
-        char *hash = strchr(s, '#');
-        if (hash)
-            *hash = '\0';
-        size_t len = strlen(s);
-        while (len && (s[len - 1] == '\n' || s[len - 1] == '\r' || s[len - 1] == ' ' ||
-                       s[len - 1] == '\t'))
-            s[--len] = '\0';
-        if (len == 0)
-            continue;
-        if (strchr(s, ' ') || strchr(s, '\t')) {
-            fclose(f);
-            return ol__fail(err, OL_EINVAL,
-                            "%s:%zu: '%s' is not one product name; write one per line", path,
-                            lineno, s);
-        }
-        if (list_add(&p->products, &p->n_products, s) != 0) {
-            fclose(f);
-            return OL_ENOMEM;
-        }
-    }
-    fclose(f);
-    return 0;
 }
 
 typedef struct stage_spec {
@@ -465,18 +431,38 @@ out:
     return rc;
 }
 
-/* The products of the command line, then of --products-file; at least one. */
-static int plan_products(const config_args *a, plan *p, char **err) {
+/* The products of the command line, then of --products-file (read into *pf, whose lines
+ * are the plan's products from *first on); at least one. */
+static int plan_products(const config_args *a, plan *p, products_file *pf, size_t *first,
+                         char **err) {
     int rc;
     for (size_t i = 0; i < a->n_products; i++)
         if ((rc = list_add(&p->products, &p->n_products, a->products[i])) != 0)
             return rc;
-    if (a->products_file && (rc = products_from_file(a->products_file, p, err)) != 0)
+    *first = p->n_products;
+    if (a->products_file && (rc = products_file_read(a->products_file, pf, err)) != 0)
         return rc;
+    for (size_t k = 0; k < pf->n; k++) {
+        for (size_t i = 0; i < *first; i++)
+            if (strcmp(p->products[i], pf->lines[k].name) == 0)
+                return ol__fail(err, OL_EINVAL,
+                                "%s:%zu: product '%s' is also given on the command line; name "
+                                "it once",
+                                pf->path, pf->lines[k].lineno, pf->lines[k].name);
+        char **l = realloc(p->products, (p->n_products + 1) * sizeof(char *));
+        if (l == NULL)
+            return OL_ENOMEM;
+        p->products = l;
+        if ((l[p->n_products] = strdup(pf->lines[k].name)) == NULL)
+            return OL_ENOMEM;
+        p->n_products++;
+    }
     if (p->n_products == 0)
         return ol__fail(err, OL_EINVAL,
                         "no product given: name at least one, e.g. `opsline apply acme`, or "
-                        "use --products-file FILE");
+                        "use --products-file FILE%s%s",
+                        a->products_file ? ", which lists none: " : "",
+                        a->products_file ? a->products_file : "");
     return 0;
 }
 
@@ -595,6 +581,7 @@ static int plan_settings(const config_args *a, const json_t *doc, plan *p, char 
         p->concurrency = (size_t)json_integer_value(conc);
     p->json = a->json;
     p->verbose = a->verbose;
+    p->quiet = a->quiet;
     return 0;
 }
 
@@ -603,15 +590,20 @@ int config_build(const config_args *a, const loader *l, plan *p, char **err) {
     stage_spec *specs = NULL;
     size_t n_specs = 0;
     const char *source = NULL;
+    products_file pf = {0};
+    size_t first = 0;
     int rc;
     memset(p, 0, sizeof(*p));
     *err = NULL;
-    if ((rc = plan_products(a, p, err)) == 0 &&
+    if ((rc = plan_products(a, p, &pf, &first, err)) == 0 &&
         (rc = stage_specs_read(a, &doc, &specs, &n_specs, &source, err)) == 0 &&
         (rc = plan_secrets(a, l, doc, &specs, &n_specs, err)) == 0 &&
         (rc = plan_environments(a, doc, p, err)) == 0 && (rc = check_items(p, err)) == 0 &&
         (rc = plan_region(a, doc, p, err)) == 0 && (rc = plan_settings(a, doc, p, err)) == 0)
         rc = build_stages(a, l, specs, n_specs, source, p, err);
+    if (rc == 0)
+        rc = products_plan(&pf, first, p, err);
+    products_file_free(&pf);
     free(specs);
     json_decref(doc);
     if (rc != 0)
