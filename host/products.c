@@ -79,8 +79,8 @@ static int set_option(const where *w, json_t *opts, const char *stage, const cha
     if (st == NULL && json_object_set_new(opts, stage, st = json_object()) != 0)
         return OL_ENOMEM;
     if (json_object_get(st, option) != NULL) {
-        char *msg = ol__format("%s sets %s.%s, which this line already sets; set it once",
-                               given_as, stage, option);
+        char *msg = ol__format("%s sets %s.%s, which this line already sets; set it once", given_as,
+                               stage, option);
         int rc = fail_at(w, err, OL_EINVAL, msg ? msg : "an option is set twice");
         free(msg);
         return rc;
@@ -98,8 +98,8 @@ static int line_set(const where *w, const json_t *set, json_t *opts, char **err)
     json_object_foreach((json_t *)set, key, v) {
         const char *dot = strchr(key, '.');
         if (dot == NULL || dot == key || dot[1] == '\0') {
-            char *msg = ol__format("\"set\": '%s' is not STAGE.OPTION, e.g. \"bucket.versioning\"",
-                                   key);
+            char *msg =
+                ol__format("\"set\": '%s' is not STAGE.OPTION, e.g. \"bucket.versioning\"", key);
             int rc = fail_at(w, err, OL_EINVAL, msg ? msg : "bad \"set\" key");
             free(msg);
             return rc;

@@ -53,8 +53,8 @@ static void put_duration(char *buf, size_t n, double s) {
         snprintf(buf, n, "%lu:%02lu", t / 60, t % 60);
 }
 
-size_t progress_format(const progress_counts *c, double elapsed, double rate, int colour,
-                       char *buf, size_t n) {
+size_t progress_format(const progress_counts *c, double elapsed, double rate, int colour, char *buf,
+                       size_t n) {
     char eta[32] = "--";
     if (c->done > 0 && c->done < c->total && elapsed > 0)
         put_duration(eta, sizeof(eta), (double)(c->total - c->done) * elapsed / (double)c->done);
@@ -62,11 +62,11 @@ size_t progress_format(const progress_counts *c, double elapsed, double rate, in
         snprintf(eta, sizeof(eta), "0:00");
     const char *red = colour && c->failed > 0 ? "\033[31m" : "";
     const char *off = *red ? "\033[0m" : "";
-    int len = snprintf(buf, n,
-                       "%zu/%zu done, %s%zu failed%s, %zu in flight, %.1f req/s, %lu throttled, "
-                       "ETA %s",
-                       c->done, c->total, red, c->failed, off, c->in_flight, rate, c->throttled,
-                       eta);
+    int len =
+        snprintf(buf, n,
+                 "%zu/%zu done, %s%zu failed%s, %zu in flight, %.1f req/s, %lu throttled, "
+                 "ETA %s",
+                 c->done, c->total, red, c->failed, off, c->in_flight, rate, c->throttled, eta);
     if (len < 0)
         return 0;
     return (size_t)len < n ? (size_t)len : n - 1;
@@ -83,9 +83,11 @@ static size_t tty_columns(void) {
 static void sample(progress *p, progress_counts *c, double *elapsed) {
     uint64_t now = uv_now(p->timer.loop);
     p->fn(p->arg, c);
+    if (p->sample_ms == p->start_ms && now > p->start_ms)
+        p->rate = (double)c->requests * 1000.0 / (double)(now - p->start_ms); /* first second */
     if (now - p->sample_ms >= RATE_WINDOW_MS) {
-        p->rate = (double)(c->requests - p->sample_requests) * 1000.0 /
-                  (double)(now - p->sample_ms);
+        p->rate =
+            (double)(c->requests - p->sample_requests) * 1000.0 / (double)(now - p->sample_ms);
         p->sample_ms = now;
         p->sample_requests = c->requests;
     }
@@ -128,8 +130,8 @@ static void on_tick(uv_timer_t *t) {
         draw_plain(p);
 }
 
-int progress_start(uv_loop_t *loop, progress_mode mode, uint64_t interval_ms,
-                   progress_count_fn fn, void *arg, progress **out) {
+int progress_start(uv_loop_t *loop, progress_mode mode, uint64_t interval_ms, progress_count_fn fn,
+                   void *arg, progress **out) {
     const char *no_colour = getenv("NO_COLOR");
     *out = NULL;
     if (mode == PROGRESS_NONE)

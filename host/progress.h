@@ -13,7 +13,7 @@
 
 typedef enum { PROGRESS_NONE = 0, PROGRESS_TTY, PROGRESS_PLAIN } progress_mode;
 
-#define PROGRESS_REDRAW_MS 100u            /* a terminal line: at most 10 redraws a second */
+#define PROGRESS_REDRAW_MS 100u           /* a terminal line: at most 10 redraws a second */
 #define PROGRESS_PLAIN_INTERVAL_MS 10000u /* default period of plain lines */
 
 typedef struct progress_counts {
@@ -33,8 +33,8 @@ progress_mode progress_mode_for_stderr(int quiet, uint64_t *interval_ms);
 
 /* Starts the display on loop (its timer does not keep the loop alive). 0, OL_ENOMEM; with
  * PROGRESS_NONE, 0 and *out NULL. Every function below accepts p == NULL. */
-int progress_start(uv_loop_t *loop, progress_mode mode, uint64_t interval_ms,
-                   progress_count_fn fn, void *arg, progress **out);
+int progress_start(uv_loop_t *loop, progress_mode mode, uint64_t interval_ms, progress_count_fn fn,
+                   void *arg, progress **out);
 /* Erase the status line before writing anything to stdout or stderr; it is redrawn by the
  * next tick. */
 void progress_hide(progress *p);
@@ -43,7 +43,7 @@ void progress_stop(progress *p);
 
 /* The status text for c after elapsed seconds at rate requests/s (no newline); colour:
  * ANSI red for a nonzero failed count. Returns the length written (truncated to n - 1). */
-size_t progress_format(const progress_counts *c, double elapsed, double rate, int colour,
-                       char *buf, size_t n);
+size_t progress_format(const progress_counts *c, double elapsed, double rate, int colour, char *buf,
+                       size_t n);
 
 #endif

@@ -17,15 +17,12 @@
 static void status_text_has_counts_rate_and_eta(void **state) {
     (void)state;
     char buf[256];
-    progress_counts c = {.total = 40,
-                         .done = 10,
-                         .failed = 1,
-                         .in_flight = 8,
-                         .requests = 500,
-                         .throttled = 3};
+    progress_counts c = {
+        .total = 40, .done = 10, .failed = 1, .in_flight = 8, .requests = 500, .throttled = 3};
     progress_format(&c, 30.0, 12.34, 0, buf, sizeof(buf));
     /* 30 remaining items at 10 per 30 s: 90 s */
-    assert_string_equal(buf, "10/40 done, 1 failed, 8 in flight, 12.3 req/s, 3 throttled, ETA 1:30");
+    assert_string_equal(buf,
+                        "10/40 done, 1 failed, 8 in flight, 12.3 req/s, 3 throttled, ETA 1:30");
     c.done = 0;
     progress_format(&c, 30.0, 0, 0, buf, sizeof(buf));
     assert_non_null(strstr(buf, "ETA --"));
