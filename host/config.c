@@ -442,18 +442,22 @@ static int plan_products(const config_args *a, plan *p, products_file *pf, size_
     *first = p->n_products;
     if (a->products_file && (rc = products_file_read(a->products_file, pf, err)) != 0)
         return rc;
-    for (size_t k = 0; k < pf->n; k++) {
-        for (size_t i = 0; i < *first; i++)
-            if (strcmp(p->products[i], pf->lines[k].name) == 0)
-                return ol__fail(err, OL_EINVAL,
-                                "%s:%zu: product '%s' is also given on the command line; name "
-                                "it once",
-                                pf->path, pf->lines[k].lineno, pf->lines[k].name);
-        char **l = realloc(p->products, (p->n_products + 1) * sizeof(char *));
+    for (size_t i = 0; i < *first; i++) {
+        size_t line = products_file_line_of(pf, p->products[i]);
+        if (line > 0)
+            return ol__fail(err, OL_EINVAL,
+                            "%s:%zu: product '%s' is also given on the command line; name it "
+                            "once",
+                            pf->path, line, p->products[i]);
+    }
+    if (pf->n > 0) {
+        char **l = realloc(p->products, (p->n_products + pf->n) * sizeof(char *));
         if (l == NULL)
             return OL_ENOMEM;
         p->products = l;
-        if ((l[p->n_products] = strdup(pf->lines[k].name)) == NULL)
+    }
+    for (size_t k = 0; k < pf->n; k++) {
+        if ((p->products[p->n_products] = strdup(pf->lines[k].name)) == NULL)
             return OL_ENOMEM;
         p->n_products++;
     }

@@ -47,7 +47,12 @@ void products_file_free(products_file *pf) {
     for (size_t i = 0; i < pf->n; i++)
         line_free(&pf->lines[i]);
     free(pf->lines);
+    json_decref(pf->seen);
     memset(pf, 0, sizeof(*pf));
+}
+
+size_t products_file_line_of(const products_file *pf, const char *product) {
+    return (size_t)json_integer_value(json_object_get(pf->seen, product));
 }
 
 /* ---- checks with the line's position -------------------------------------------------- */
@@ -273,15 +278,14 @@ static int open_regular(const char *path, FILE **out, char **err) {
 /* 1 when l's product is on an earlier line (then *err says which). */
 static int duplicate(const products_file *pf, const where *w, const products_line *l, int *rc,
                      char **err) {
-    for (size_t i = 0; i < pf->n; i++)
-        if (strcmp(pf->lines[i].name, l->name) == 0) {
-            char *msg = ol__format("product '%s' is already on line %zu; list each product once",
-                                   l->name, pf->lines[i].lineno);
-            *rc = fail_at(w, err, OL_EINVAL, msg ? msg : "duplicate product");
-            free(msg);
-            return 1;
-        }
-    return 0;
+    size_t first = products_file_line_of(pf, l->name);
+    if (first == 0)
+        return 0;
+    char *msg =
+        ol__format("product '%s' is already on line %zu; list each product once", l->name, first);
+    *rc = fail_at(w, err, OL_EINVAL, msg ? msg : "duplicate product");
+    free(msg);
+    return 1;
 }
 
 /* One line (without its newline) into pf; blank and comment lines are skipped. */
@@ -299,9 +303,13 @@ static int products_line_add(products_file *pf, const where *w, char *s, size_t 
     if (rc == 0)
         rc = check_name(w, names_check_product, l.name, err);
     if (rc == 0 && duplicate(pf, w, &l, &rc, err) == 0) {
-        products_line *grown = realloc(pf->lines, (pf->n + 1) * sizeof(*grown));
-        if (grown != NULL) {
-            pf->lines = grown;
+        size_t cap = pf->n < pf->cap ? pf->cap : pf->cap * 2 + 16;
+        products_line *grown =
+            cap == pf->cap ? pf->lines : realloc(pf->lines, cap * sizeof(*grown));
+        if (grown != NULL)
+            pf->lines = grown, pf->cap = cap;
+        if (grown != NULL &&
+            json_object_set_new(pf->seen, l.name, json_integer((json_int_t)l.lineno)) == 0) {
             pf->lines[pf->n++] = l;
             return 0;
         }
@@ -319,19 +327,22 @@ int products_file_read(const char *path, products_file *pf, char **err) {
     where w = {.path = path};
     memset(pf, 0, sizeof(*pf));
     pf->path = path;
-    int rc = open_regular(path, &f, err);
+    int rc = (pf->seen = json_object()) != NULL ? open_regular(path, &f, err) : OL_ENOMEM;
     while (rc == 0 && (len = getline(&line, &cap, f)) >= 0) {
+        char *text = line;
         w.lineno++;
         if (len > 0 && line[len - 1] == '\n')
             line[--len] = '\0';
+        if (w.lineno == 1 && len >= 3 && memcmp(line, "\xef\xbb\xbf", 3) == 0)
+            text += 3, len -= 3; /* a UTF-8 byte order mark, as spreadsheets write */
         if ((size_t)len > PRODUCTS_LINE_MAX_BYTES)
             rc = fail_at(&w, err, OL_EINVAL, "the line is longer than 65536 bytes");
-        else if (memchr(line, '\0', (size_t)len) != NULL)
+        else if (memchr(text, '\0', (size_t)len) != NULL)
             rc = fail_at(&w, err, OL_EINVAL,
                          "the line holds a NUL byte; is this a text file? Write one product per "
                          "line");
         else
-            rc = products_line_add(pf, &w, line, (size_t)len, err);
+            rc = products_line_add(pf, &w, text, (size_t)len, err);
     }
     if (rc == 0 && f != NULL && ferror(f))
         rc = ol__fail(err, OL_ECONFIG, "--products-file %s: %s", path, strerror(errno));

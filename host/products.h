@@ -27,7 +27,8 @@ typedef struct products_line {
 typedef struct products_file {
     const char *path; /* borrowed */
     products_line *lines;
-    size_t n;
+    size_t n, cap;
+    json_t *seen; /* product name -> its line number: finds a duplicate without a scan */
 } products_file;
 
 /* Reads and checks path: a regular file (not a directory, FIFO or device) of at most
@@ -37,6 +38,8 @@ typedef struct products_file {
  * to fix it", or OL_ENOMEM. */
 int products_file_read(const char *path, products_file *out, char **err);
 void products_file_free(products_file *pf);
+/* The line that lists product, 0 when none does. */
+size_t products_file_line_of(const products_file *pf, const char *product);
 
 /* The lines' own settings into p, whose stages are built and whose products first...
  * are pf's lines in order: p->product_settings, each overridden stage's options cloned

@@ -150,6 +150,20 @@ static void products_file_refuses_duplicates_naming_both_lines(void **state) {
     expect_refused(f, &a, OL_EINVAL, "cli.txt:2: product 'acme' is also given on the command line");
 }
 
+static void products_file_may_start_with_a_byte_order_mark(void **state) {
+    fixture *f = *state;
+    config_args a = {.products_file = file_with(f, "bom.txt",
+                                                "\xef\xbb\xbf"
+                                                "acme\r\nshop\r\n")};
+    plan p;
+    char *err = NULL;
+    if (config_build(&a, f->l, &p, &err) != 0)
+        fail_msg("refused: %s", err);
+    assert_int_equal(p.n_products, 2);
+    assert_string_equal(p.products[0], "acme");
+    plan_free(&p);
+}
+
 /* A name longer than any buffer stays one name; NUL bytes, directories, devices and FIFOs
  * are refused instead of being read as products (or read forever). */
 static void products_file_reads_whole_lines_and_only_regular_files(void **state) {
@@ -452,6 +466,7 @@ int main(void) {
         cmocka_unit_test(products_file_errors_name_the_file_and_line),
         cmocka_unit_test(products_file_refuses_duplicates_naming_both_lines),
         cmocka_unit_test(products_file_reads_whole_lines_and_only_regular_files),
+        cmocka_unit_test(products_file_may_start_with_a_byte_order_mark),
         cmocka_unit_test(json_lines_give_products_their_environments_region_and_options),
         cmocka_unit_test(json_lines_errors_name_the_file_and_line),
         cmocka_unit_test(environments_and_region_come_from_the_flags_before_the_pipeline_file),
