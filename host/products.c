@@ -178,7 +178,10 @@ static int line_key(const where *w, const char *key, json_t *v, products_line *l
                        "\"secrets\": per-product secret stores are not supported; every "
                        "product's key goes to the run's stores (--secrets). Remove the key, or "
                        "run these products separately with their own --secrets");
-    if (strcmp(key, "profile") == 0) /* per-environment credentials: not in this version */
+    /* Hook for per-product credentials (a profile or identity per item): read the value
+     * into products_line here, carry it in plan_product, and let items_build give the item
+     * its own client settings. Until then it is refused, never ignored. */
+    if (strcmp(key, "profile") == 0)
         return fail_at(w, err, OL_EINVAL,
                        "\"profile\": per-product credentials are not supported; use --profile "
                        "for the run");
