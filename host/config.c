@@ -456,10 +456,13 @@ static int plan_products(const config_args *a, plan *p, products_file *pf, size_
             return OL_ENOMEM;
         p->products = l;
     }
+    if (pf->n > 0 && ((p->products_file = strdup(pf->path)) == NULL ||
+                      (p->product_lines = calloc(*first + pf->n, sizeof(size_t))) == NULL))
+        return OL_ENOMEM;
     for (size_t k = 0; k < pf->n; k++) {
         if ((p->products[p->n_products] = strdup(pf->lines[k].name)) == NULL)
             return OL_ENOMEM;
-        p->n_products++;
+        p->product_lines[p->n_products++] = pf->lines[k].lineno;
     }
     if (p->n_products == 0)
         return ol__fail(err, OL_EINVAL,

@@ -283,6 +283,15 @@ static int product_stages_init(run *r) {
     return 0;
 }
 
+/* The products-file line of item's product, 0 when it came from the command line. */
+static size_t item_line(const run *r, const ol_item *item) {
+    const plan *p = r->plan;
+    for (size_t i = 0; p->product_lines != NULL && i < p->n_products; i++)
+        if (p->products[i] == item->product)
+            return p->product_lines[i];
+    return 0;
+}
+
 /* init every stage, then validate every item: all before the first request. */
 static int stages_prepare(run *r) {
     const plan *p = r->plan;
@@ -305,8 +314,11 @@ static int stages_prepare(run *r) {
                 continue;
             rc = d->validate(st, &r->items[i], st->state);
             if (rc < 0) {
-                fprintf(stderr, "error: stage '%s' rejected item '%s': %s\n", d->name,
-                        r->items[i].name, ol_strerror(rc));
+                size_t line = item_line(r, &r->items[i]);
+                fprintf(stderr, "error: stage '%s' rejected item '%s'", d->name, r->items[i].name);
+                if (line > 0)
+                    fprintf(stderr, " (%s:%zu)", p->products_file, line);
+                fprintf(stderr, ": %s\n", ol_strerror(rc));
                 return rc;
             }
         }
@@ -477,6 +489,8 @@ void plan_free(plan *p) {
             plan_product_free(&p->product_settings[i], p->n_stages);
     }
     free(p->product_settings);
+    free(p->product_lines);
+    free(p->products_file);
     free(p->products);
     for (size_t i = 0; i < p->n_environments; i++)
         free(p->environments[i]);

@@ -35,6 +35,8 @@ typedef struct plan {
     char **products;
     size_t n_products;
     plan_product *product_settings; /* NULL, or one per product (zeroed: none) */
+    char *products_file;            /* --products-file, or NULL */
+    size_t *product_lines;          /* NULL, or per product its line in products_file (0: argv) */
     char **environments;
     size_t n_environments;
     char *region;       /* --region, or NULL for the resolved default */

@@ -119,6 +119,7 @@ class ProductsFileTest(MotoTestCase):
         r = self.assert_refused_before_any_request("apply", "--products-file", path,
                                                    "-e", "production")
         self.assertIn("611 characters", r.stderr)
+        self.assertIn(f"({path}:1)", r.stderr)
         self.assertNotIn("a" * 601, r.stderr)
         self.assertNotIn("522", r.stderr)
 

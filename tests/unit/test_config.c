@@ -229,6 +229,11 @@ static void json_lines_give_products_their_environments_region_and_options(void 
         fail_msg("refused: %s", err);
     assert_int_equal(p.n_products, 3);
     assert_non_null(p.product_settings);
+    assert_non_null(p.product_lines);
+    assert_int_equal(p.product_lines[0], 2);
+    assert_int_equal(p.product_lines[1], 3);
+    assert_int_equal(p.product_lines[2], 5);
+    assert_string_equal(p.products_file, a.products_file);
     char *const *envs;
     assert_int_equal(plan_product_environments(&p, 0, &envs), 2);
     assert_string_equal(envs[1], "test");
