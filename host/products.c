@@ -5,7 +5,8 @@
  *    "tags": {"team": "web"}, "versioning": true, "policy": "read-only",
  *    "set": {"bucket.kms_key_id": "alias/shop"}}
  *
- * blank lines and lines starting with '#' are skipped. A JSON line is parsed by jansson;
+ * blank lines and lines starting with '#' are skipped; a "# comment" may follow a name or
+ * an object. A JSON line is parsed by jansson;
  * its shortcuts ("tags", "versioning", "policy") are stage options named in one table,
  * as data, so the host still names no stage in code. Every error carries PATH:LINE. */
 #include "products.h"
@@ -196,8 +197,17 @@ static int line_key(const where *w, const char *key, json_t *v, products_line *l
 static int line_from_json(const where *w, const char *text, size_t len, products_line *l,
                           char **err) {
     json_error_t je;
-    json_t *o = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
+    json_t *o = json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_DISABLE_EOF_CHECK, &je);
     int rc = 0;
+    size_t end = o != NULL ? (size_t)je.position : len;
+    while (end < len && (text[end] == ' ' || text[end] == '\t'))
+        end++;
+    if (o != NULL && json_is_object(o) && end < len && text[end] != '#') {
+        json_decref(o);
+        return fail_at(w, err, OL_EINVAL,
+                       "text after the JSON object; put one object on a line, and start a "
+                       "comment with #");
+    }
     if (o == NULL || !json_is_object(o)) {
         char *msg = o == NULL ? ol__format("not valid JSON (column %d: %s)", je.column, je.text)
                               : ol__format("a JSON line must be an object {\"product\": ...}");

@@ -210,19 +210,20 @@ static void products_file_reads_whole_lines_and_only_regular_files(void **state)
 static void json_lines_give_products_their_environments_region_and_options(void **state) {
     fixture *f = *state;
     const char *sets[] = {"bucket.versioning=true"};
-    config_args a = {.products_file = file_with(
-                         f, "p.jsonl",
-                         "# team products\n"
-                         "plain\n"
-                         "{\"product\": \"shop\", \"environments\": [\"production\"], \"region\": "
-                         "\"eu-west-1\", \"tags\": {\"team\": \"web\"}, \"versioning\": false, "
-                         "\"policy\": \"read-only\", \"set\": {\"bucket.encryption\": \"aws:kms\", "
-                         "\"bucket.kms_key_id\": \"alias/shop\"}}\n"
-                         "\n"
-                         "  {\"product\": \"billing\", \"region\": \"us-east-1\"}  \n"),
-                     .environments = "dev,test",
-                     .sets = sets,
-                     .n_sets = 1};
+    config_args a = {
+        .products_file = file_with(
+            f, "p.jsonl",
+            "# team products\n"
+            "plain\n"
+            "{\"product\": \"shop\", \"environments\": [\"production\"], \"region\": "
+            "\"eu-west-1\", \"tags\": {\"team\": \"web\"}, \"versioning\": false, "
+            "\"policy\": \"read-only\", \"set\": {\"bucket.encryption\": \"aws:kms\", "
+            "\"bucket.kms_key_id\": \"alias/shop\"}}\n"
+            "\n"
+            "  {\"product\": \"billing\", \"region\": \"us-east-1\"}  # the # is a comment\n"),
+        .environments = "dev,test",
+        .sets = sets,
+        .n_sets = 1};
     plan p;
     char *err = NULL;
     if (config_build(&a, f->l, &p, &err) != 0)
@@ -293,6 +294,8 @@ static void json_lines_errors_name_the_file_and_line(void **state) {
          "true}}",
          "already sets"},
         {"[\"shop\"]", "character '['"},
+        {"{\"product\": \"shop\"} {\"product\": \"acme2\"}", "text after the JSON object"},
+        {"{\"product\": \"shop\"} junk", "text after the JSON object"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char text[512], want[256];
