@@ -23,7 +23,7 @@ typedef struct config_args {
     const char *const *sets; /* "stage.option=value" */
     size_t n_sets;
     long concurrency; /* 0: default */
-    int json, verbose;
+    int json, verbose, quiet;
 } config_args;
 
 #define CONFIG_DEFAULT_STAGE_TIMEOUT_MS 300000u

@@ -1064,6 +1064,10 @@ static int bucket_validate(ol_stage *stage, const ol_item *item, void *state) {
     return OL_EINVAL;
 }
 
+/* Shortcuts: keys of a products-file line (docs/products-file.md). */
+static const ol_cli_flag bucket_cli_flags[] = {
+    {"tags", "tags"}, {"versioning", "versioning"}, {NULL, NULL}};
+
 static const ol_plugin bucket_plugin = {
     .abi_major = OL_ABI_MAJOR,
     .abi_minor = OL_ABI_MINOR,
@@ -1079,6 +1083,7 @@ static const ol_plugin bucket_plugin = {
     .validate = bucket_validate,
     .apply = bucket_apply,
     .fini = bucket_fini,
+    .cli_flags = bucket_cli_flags,
 };
 
 OL_EXPORT const ol_plugin *opsline_plugin(void) {
