@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the tests of a sanitizer build (cmake -DOPSLINE_SANITIZE=ON) with every sanitizer
-# report made fatal and collected:  scripts/asan-test.sh BUILD_DIR LABEL_REGEX [JOBS]
+# report made fatal and collected:
+#   scripts/asan-test.sh BUILD_DIR LABEL_REGEX [JOBS [CTEST_ARGS...]]
 #
 # The integration and end-to-end tests run the sanitized opsline binary and its sanitized
 # plugins from Python, which mostly checks exit codes and output. So a report must not
@@ -12,13 +13,14 @@ set -uo pipefail
 build=$(cd "${1:?usage: scripts/asan-test.sh BUILD_DIR LABEL_REGEX [JOBS]}" && pwd)
 labels=${2:?label regex, e.g. 'unit|integration|e2e'}
 jobs=${3:-2}
+shift $(($# < 3 ? $# : 3))
 logs=$build/sanitizer-logs
 rm -rf "$logs"
 mkdir -p "$logs"
 export ASAN_OPTIONS="detect_leaks=1:exitcode=86:log_path=$logs/asan:${ASAN_OPTIONS:-}"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:exitcode=86:log_path=$logs/ubsan:${UBSAN_OPTIONS:-}"
 rc=0
-ctest --test-dir "$build" --output-on-failure -L "$labels" -j "$jobs" || rc=$?
+ctest --test-dir "$build" --output-on-failure -L "$labels" -j "$jobs" "$@" || rc=$?
 reports=("$logs"/*)
 if [ -e "${reports[0]}" ]; then
   for f in "${reports[@]}"; do
