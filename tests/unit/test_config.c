@@ -138,6 +138,22 @@ static void products_file_errors_name_the_file_and_line(void **state) {
     expect_refused(f, &a, OL_EINVAL, "no product given");
 }
 
+/* Both found with fuzz/fuzz_products (fuzz/corpus/products/): a line longer than a fixed
+ * buffer became two products, and a NUL byte hid the rest of its line. */
+static void products_file_reads_whole_lines_and_refuses_a_nul_byte(void **state) {
+    fixture *f = *state;
+    char text[700];
+    snprintf(text, sizeof(text), "acme%600sshop\n", "");
+    config_args a = {.products_file = file_with(f, "long.txt", text)};
+    expect_refused(f, &a, OL_EINVAL, "long.txt:1: 'acme ");
+    a.products_file = file_with(f, "nul.txt", "");
+    FILE *fp = fopen(a.products_file, "w");
+    assert_non_null(fp);
+    assert_int_equal(fwrite("acme\nshop\0 billing\n", 1, 19, fp), 19);
+    assert_int_equal(fclose(fp), 0);
+    expect_refused(f, &a, OL_EINVAL, "nul.txt:2: a NUL byte");
+}
+
 static void environments_and_region_come_from_the_flags_before_the_pipeline_file(void **state) {
     fixture *f = *state;
     const char *path = file_with(f, "p.json",
@@ -303,6 +319,7 @@ int main(void) {
         cmocka_unit_test(defaults_are_both_environments_the_runbook_pipeline_and_32_in_flight),
         cmocka_unit_test(products_file_adds_one_name_per_line_without_comments_or_duplicates),
         cmocka_unit_test(products_file_errors_name_the_file_and_line),
+        cmocka_unit_test(products_file_reads_whole_lines_and_refuses_a_nul_byte),
         cmocka_unit_test(environments_and_region_come_from_the_flags_before_the_pipeline_file),
         cmocka_unit_test(bad_regions_environments_and_pipeline_files_are_refused),
         cmocka_unit_test(set_and_env_file_reach_the_stage_options),
