@@ -14,6 +14,7 @@
 
 #include "../plugins/secrets/dotenv.c"
 #include "../plugins/secrets/lib/storebuf.c"
+#include "../plugins/secrets/lib/secretdir.c"
 
 extern const ol_host run_host_api;
 
