@@ -1,9 +1,12 @@
 # opsline: thin wrapper over CMake. `make test` and `make demo` work on a fresh Debian 12.
 BUILD ?= build
 ASAN_BUILD ?= build-asan
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 30
+FUZZ_TARGETS ?=
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: all deps build test demo asan format format-check bench install clean
+.PHONY: all deps build test demo asan fuzz format format-check bench install clean
 
 all: build
 
@@ -22,12 +25,22 @@ test: build
 	  scripts/test-summary.py $(abspath $(BUILD))/Testing/junit.xml || [ $$rc -ne 0 ] || rc=1; \
 	  exit $$rc
 
-# Unit tests under AddressSanitizer + UndefinedBehaviorSanitizer.
+# Unit, integration and end-to-end tests under AddressSanitizer (with LeakSanitizer) +
+# UndefinedBehaviorSanitizer: the tests, the opsline binary they run and its plugins are
+# all instrumented; any sanitizer report from any of them fails the run.
+ASAN_LABELS ?= unit|integration|e2e
 asan: deps
 	@cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DOPSLINE_SANITIZE=ON >/dev/null
 	@cmake --build $(ASAN_BUILD) -j $(JOBS)
-	@ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
-	  ctest --test-dir $(ASAN_BUILD) --output-on-failure -L unit -j $(JOBS)
+	@scripts/asan-test.sh $(ASAN_BUILD) '$(ASAN_LABELS)' $(JOBS)
+
+# Every fuzz target of fuzz/ (or FUZZ_TARGETS="xml dotenv") for FUZZ_SECONDS each, with
+# clang's libFuzzer under ASan + UBSan, from the seed corpus in fuzz/corpus/.
+fuzz: deps
+	@cmake -S . -B $(FUZZ_BUILD) -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DOPSLINE_FUZZ=ON -DOPSLINE_BUILD_TESTS=OFF >/dev/null
+	@cmake --build $(FUZZ_BUILD) -j $(JOBS)
+	@fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 demo: build
 	@scripts/demo.sh $(BUILD)
@@ -45,4 +58,4 @@ format-check:
 	@git ls-files '*.c' '*.h' | xargs clang-format --dry-run --Werror
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

@@ -261,7 +261,7 @@ def run_side(side, config, args, products, items, scratch):
             cmd += ["--state-dir", os.path.join(work, "journal"), "--json"]
         else:
             cmd = [sys.executable, PEER, "--threads", str(args.threads), "--out-dir", out_dir]
-            cmd += products
+            cmd += ["--writes-only", *products]
         time_file = os.path.join(work, "time.txt")
         before = stack.sample()
         with open(os.path.join(work, "stdout"), "wb") as so, open(

@@ -17,7 +17,12 @@ Calls per fresh item (what opsline sends too):
   IAM: CreateUser (GetUser + GetLoginProfile only when the user already existed),
        ListAccessKeys, CreateAccessKey, GetUserPolicy, PutUserPolicy
 
-usage: peer_boto3.py [--threads 16] [--environments production,staging]
+With --writes-only (what the benchmark runs, as issue 7 asks of the peer) a fresh item gets
+only the runbook's 6 writes, one per step and no read: CreateBucket, PutPublicAccessBlock,
+PutBucketEncryption, CreateUser, CreateAccessKey, PutUserPolicy. That is the least a script
+can send, and it does not converge a rerun (CreateUser fails on an existing user).
+
+usage: peer_boto3.py [--threads 16] [--environments production,staging] [--writes-only]
                      [--out-dir DIR] [--products-file F] PRODUCT...
 Exit code 0 when every item succeeded, 1 otherwise (failures on stderr, never secrets).
 """
@@ -174,6 +179,35 @@ def apply_item(s3, iam, region, out_dir, name):
     return name
 
 
+def apply_item_writes_only(s3, iam, region, out_dir, name):
+    """The runbook's 6 writes for a fresh item, nothing read first."""
+    kwargs = {"Bucket": name}
+    if region != "us-east-1":
+        kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region}
+    s3.create_bucket(**kwargs)
+    s3.put_public_access_block(Bucket=name, PublicAccessBlockConfiguration=PAB)
+    s3.put_bucket_encryption(
+        Bucket=name,
+        ServerSideEncryptionConfiguration={
+            "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
+        },
+    )
+    iam.create_user(UserName=name, Path="/")
+    key = iam.create_access_key(UserName=name)["AccessKey"]
+    arn = f"arn:aws:s3:::{name}"
+    doc = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Action": RUNBOOK_ACTIONS, "Resource": [arn, arn + "/*"]}
+        ],
+    }
+    iam.put_user_policy(UserName=name, PolicyName=name, PolicyDocument=json.dumps(doc))
+    write_env(
+        os.path.join(out_dir, f"{name}.env"), key["AccessKeyId"], key["SecretAccessKey"], region, name
+    )
+    return name
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("products", nargs="*")
@@ -181,7 +215,11 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=16)
     ap.add_argument("-e", "--environments", default="production,staging")
     ap.add_argument("--out-dir", default=".")
+    ap.add_argument(
+        "--writes-only", action="store_true", help="send only the 6 writes of a fresh item"
+    )
     args = ap.parse_args(argv)
+    work = apply_item_writes_only if args.writes_only else apply_item
     products = list(args.products)
     if args.products_file:
         with open(args.products_file) as f:
@@ -204,7 +242,7 @@ def main(argv=None):
     failed = 0
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.threads) as pool:
         futures = {
-            pool.submit(apply_item, s3, iam, region, args.out_dir, name): name for name in items
+            pool.submit(work, s3, iam, region, args.out_dir, name): name for name in items
         }
         for fut in concurrent.futures.as_completed(futures):
             try:

@@ -74,7 +74,8 @@ static const char *apply_usage =
     "                     [--pipeline FILE] [--secrets STORE[,STORE...]]\n"
     "                     [--env-file TEMPLATE] [--state-dir DIR]\n"
     "                     [--products-file FILE] [--set STAGE.OPTION=VALUE]...\n"
-    "                     [--plugin-dir DIR]... [--concurrency N] [--verify] [--json] [-v]\n"
+    "                     [--plugin-dir DIR]... [--concurrency N] [--verify] [--json] [-q]\n"
+    "                     [-v]\n"
     "\n"
     "For every product and environment, creates (or converges) the bucket and IAM user\n"
     "<product>-<environment>, the user's inline least-privilege policy, an access key,\n"
@@ -128,12 +129,18 @@ static const char *pipeline_usage =
     "  --env-file TEMPLATE      where dotenv writes keys, e.g. '{product}/.env.{environment}'\n"
     "                           (default '{bucket}.env'); files are mode 0600\n"
     "  --state-dir DIR          journal of what was created (default .opsline)\n"
-    "  --products-file FILE     more products, one per line\n"
+    "  --products-file FILE     more products, one per line: a name, or a JSON object with\n"
+    "                           the product's own environments, region, tags, versioning,\n"
+    "                           policy and stage options (docs/products-file.md)\n"
     "  --set STAGE.OPTION=VAL   set a stage option, e.g. --set bucket.versioning=true\n"
     "  --plugin-dir DIR         also load stage plugins from DIR (repeatable)\n"
     "  --concurrency N          items in flight at once (default 32)\n"
     "  --json                   print one JSON report on stdout (never secrets)\n"
-    "  -v, --verbose            debug output on stderr (never secrets)\n";
+    "  -q, --quiet              print only failures and the summary; no progress line\n"
+    "  -v, --verbose            debug output on stderr (never secrets)\n"
+    "On a terminal a status line on stderr shows progress (done/total, failed, in flight,\n"
+    "requests/s, throttled, ETA); otherwise a progress line is printed every 10 s\n"
+    "(OPSLINE_PROGRESS_INTERVAL=SECONDS, 0: none). NO_COLOR turns colour off.\n";
 
 static const char *plugins_usage =
     "usage: opsline plugins list [--plugin-dir DIR]...\n"
@@ -596,6 +603,9 @@ static int apply_option(apply_args *x, int ch) {
     case 'v':
         x->a.verbose = 1;
         return -1;
+    case 'q':
+        x->a.quiet = 1;
+        return -1;
     case 'y':
         return command_switch(x, ch, "--yes");
     case 'A':
@@ -630,6 +640,7 @@ static int apply_parse(int argc, char **argv, apply_args *x) {
                                              {"concurrency", required_argument, NULL, 'c'},
                                              {"json", no_argument, NULL, 'j'},
                                              {"verbose", no_argument, NULL, 'v'},
+                                             {"quiet", no_argument, NULL, 'q'},
                                              {"yes", no_argument, NULL, 'y'},
                                              {"adopt", no_argument, NULL, 'A'},
                                              {"empty-bucket", no_argument, NULL, 'X'},
@@ -639,7 +650,7 @@ static int apply_parse(int argc, char **argv, apply_args *x) {
                                              {NULL, 0, NULL, 0}};
     int ch, code;
     optind = 1;
-    while ((ch = getopt_long(argc, argv, "e:vh", longopts, NULL)) != -1)
+    while ((ch = getopt_long(argc, argv, "e:vqh", longopts, NULL)) != -1)
         if ((code = apply_option(x, ch)) >= 0)
             return code;
     x->a.products = (const char *const *)&argv[optind];

@@ -23,6 +23,7 @@
 #include "error.h"
 #include "names.h"
 #include "privfile.h"
+#include "products.h"
 
 static int list_add(char ***list, size_t *n, const char *s) {
     for (size_t i = 0; i < *n; i++)
@@ -54,41 +55,6 @@ static int split_add(char ***list, size_t *n, const char *csv) {
     }
     free(copy);
     return rc;
-}
-
-static int products_from_file(const char *path, plan *p, char **err) {
-    FILE *f = fopen(path, "r");
-    char line[512];
-    size_t lineno = 0;
-    if (f == NULL)
-        return ol__fail(err, OL_ECONFIG, "--products-file %s: %s", path, strerror(errno));
-    while (fgets(line, sizeof(line), f)) {
-        lineno++;
-        char *s = line;
-        while (*s == ' ' || *s == '\t')
-            s++;
-        char *hash = strchr(s, '#');
-        if (hash)
-            *hash = '\0';
-        size_t len = strlen(s);
-        while (len && (s[len - 1] == '\n' || s[len - 1] == '\r' || s[len - 1] == ' ' ||
-                       s[len - 1] == '\t'))
-            s[--len] = '\0';
-        if (len == 0)
-            continue;
-        if (strchr(s, ' ') || strchr(s, '\t')) {
-            fclose(f);
-            return ol__fail(err, OL_EINVAL,
-                            "%s:%zu: '%s' is not one product name; write one per line", path,
-                            lineno, s);
-        }
-        if (list_add(&p->products, &p->n_products, s) != 0) {
-            fclose(f);
-            return OL_ENOMEM;
-        }
-    }
-    fclose(f);
-    return 0;
 }
 
 typedef struct stage_spec {
@@ -503,18 +469,45 @@ out:
     return rc;
 }
 
-/* The products of the command line, then of --products-file; at least one. */
-static int plan_products(const config_args *a, plan *p, char **err) {
+/* The products of the command line, then of --products-file (read into *pf, whose lines
+ * are the plan's products from *first on); at least one. */
+static int plan_products(const config_args *a, plan *p, products_file *pf, size_t *first,
+                         char **err) {
     int rc;
     for (size_t i = 0; i < a->n_products; i++)
         if ((rc = list_add(&p->products, &p->n_products, a->products[i])) != 0)
             return rc;
-    if (a->products_file && (rc = products_from_file(a->products_file, p, err)) != 0)
+    *first = p->n_products;
+    if (a->products_file && (rc = products_file_read(a->products_file, pf, err)) != 0)
         return rc;
+    for (size_t i = 0; i < *first; i++) {
+        size_t line = products_file_line_of(pf, p->products[i]);
+        if (line > 0)
+            return ol__fail(err, OL_EINVAL,
+                            "%s:%zu: product '%s' is also given on the command line; name it "
+                            "once",
+                            pf->path, line, p->products[i]);
+    }
+    if (pf->n > 0) {
+        char **l = realloc(p->products, (p->n_products + pf->n) * sizeof(char *));
+        if (l == NULL)
+            return OL_ENOMEM;
+        p->products = l;
+    }
+    if (pf->n > 0 && ((p->products_file = strdup(pf->path)) == NULL ||
+                      (p->product_lines = calloc(*first + pf->n, sizeof(size_t))) == NULL))
+        return OL_ENOMEM;
+    for (size_t k = 0; k < pf->n; k++) {
+        if ((p->products[p->n_products] = strdup(pf->lines[k].name)) == NULL)
+            return OL_ENOMEM;
+        p->product_lines[p->n_products++] = pf->lines[k].lineno;
+    }
     if (p->n_products == 0)
         return ol__fail(err, OL_EINVAL,
                         "no product given: name at least one, e.g. `opsline apply acme`, or "
-                        "use --products-file FILE");
+                        "use --products-file FILE%s%s",
+                        a->products_file ? ", which lists none: " : "",
+                        a->products_file ? a->products_file : "");
     return 0;
 }
 
@@ -646,6 +639,7 @@ static int plan_settings(const config_args *a, const json_t *doc, plan *p, char 
         p->concurrency = (size_t)json_integer_value(conc);
     p->json = a->json;
     p->verbose = a->verbose;
+    p->quiet = a->quiet;
     return 0;
 }
 
@@ -669,16 +663,21 @@ int config_build(const config_args *a, const loader *l, plan *p, char **err) {
     stage_spec *specs = NULL;
     size_t n_specs = 0;
     const char *source = NULL;
+    products_file pf = {0};
+    size_t first = 0;
     int rc;
     memset(p, 0, sizeof(*p));
     *err = NULL;
-    if ((rc = plan_products(a, p, err)) == 0 &&
+    if ((rc = plan_products(a, p, &pf, &first, err)) == 0 &&
         (rc = stage_specs_read(a, l, &doc, &specs, &n_specs, &source, err)) == 0 &&
         (rc = plan_secrets(a, l, doc, &specs, &n_specs, err)) == 0 &&
         (rc = plan_verify(a, &specs, &n_specs)) == 0 &&
         (rc = plan_environments(a, doc, p, err)) == 0 && (rc = check_items(p, err)) == 0 &&
         (rc = plan_region(a, doc, p, err)) == 0 && (rc = plan_settings(a, doc, p, err)) == 0)
         rc = build_stages(a, l, specs, n_specs, source, p, err);
+    if (rc == 0)
+        rc = products_plan(&pf, first, p, err);
+    products_file_free(&pf);
     free(specs);
     json_decref(doc);
     if (rc != 0)

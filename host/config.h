@@ -23,7 +23,7 @@ typedef struct config_args {
     const char *const *sets; /* "stage.option=value" */
     size_t n_sets;
     long concurrency; /* 0: default */
-    int json, verbose;
+    int json, verbose, quiet;
     int verify; /* --verify: add the verify stage when the pipeline lacks it */
 } config_args;
 

@@ -49,9 +49,21 @@ void run_log(ol_stage *stage, const ol_item *item, ol_log_level level, const cha
         return;
     if (r != NULL)
         run_mask(r, buf);
-    fprintf(stderr, "%s: %s%s%s%s%s\n", level_name(level), item ? item->name : "", item ? " " : "",
-            stage ? stage->ps->plugin->desc->name : "", stage || item ? ": " : "", buf);
+    char *line =
+        ol__format("%s: %s%s%s%s%s\n", level_name(level), item ? item->name : "", item ? " " : "",
+                   stage ? stage->ps->plugin->desc->name : "", stage || item ? ": " : "", buf);
+    report_log(r ? r->report : NULL, line ? line : "error: out of memory\n");
+    free(line);
     free(buf);
+}
+
+void run_print(const run *r, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    char *line = ol__vformat(fmt, ap);
+    va_end(ap);
+    report_log(r->report, line ? line : "error: out of memory\n");
+    free(line);
 }
 
 /* ---- options and identity ------------------------------------------------------------- */

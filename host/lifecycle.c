@@ -75,7 +75,7 @@ int lifecycle_destroy_ready(const ol_item *item, size_t s, const char **failed) 
 
 static void commit_start(ol_item *item, size_t s) {
     run *r = item->run;
-    ol_stage *stage = &r->stages[s];
+    ol_stage *stage = run_item_stage(item, s); /* a product's own instance, if it has one */
     stage_run *sr = &item->stages[s];
     sr->started = (double)uv_now(&r->loop) / 1000.0;
     int rc = DESC_FIELD(stage->ps->plugin->desc, rotate_commit)(stage, item, stage->state);

@@ -495,6 +495,55 @@ int options_set_text(options *o, const char *name, const char *text, char **err)
     return rc;
 }
 
+int options_apply_json(options *o, const json_t *obj, char **err) {
+    return apply_json(o, obj, err);
+}
+
+static char *dup_or_null(const char *s, int *oom) {
+    char *d = s != NULL ? strdup(s) : NULL;
+    *oom |= s != NULL && d == NULL;
+    return d;
+}
+
+/* A deep copy of v's parsed value into *d (d->def already set). */
+static int copy_value(value *d, const value *v) {
+    int oom = 0;
+    *d = *v;
+    d->str = dup_or_null(v->str, &oom);
+    d->list = v->list ? calloc(v->count ? v->count : 1, sizeof(char *)) : NULL;
+    d->map = v->map ? calloc(v->count ? v->count : 1, sizeof(ol_kv)) : NULL;
+    oom |= (v->list && !d->list) || (v->map && !d->map);
+    for (size_t k = 0; !oom && k < v->count; k++) {
+        if (d->list)
+            d->list[k] = dup_or_null(v->list[k], &oom);
+        if (d->map) {
+            d->map[k].name = dup_or_null(v->map[k].name, &oom);
+            d->map[k].value = dup_or_null(v->map[k].value, &oom);
+        }
+    }
+    return oom ? OL_ENOMEM : 0;
+}
+
+int options_clone(const options *o, const char *label, options **out) {
+    options *c = calloc(1, sizeof(*c));
+    *out = NULL;
+    if (c == NULL)
+        return OL_ENOMEM;
+    c->plugin = o->plugin;
+    c->n = o->n;
+    c->label = strdup(label != NULL ? label : o->label);
+    c->values = calloc(o->n ? o->n : 1, sizeof(*c->values));
+    int rc = c->label && c->values ? 0 : OL_ENOMEM;
+    for (size_t k = 0; rc == 0 && k < o->n; k++)
+        rc = copy_value(&c->values[k], &o->values[k]);
+    if (rc != 0) {
+        options_free(c);
+        return rc;
+    }
+    *out = c;
+    return 0;
+}
+
 /* ---- getters ------------------------------------------------------------------------ */
 
 static const value *typed(const options *o, const char *name, ol_option_type t) {

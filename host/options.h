@@ -23,6 +23,12 @@ int options_parse(const ol_plugin *p, const json_t *obj, const char *stage_label
  * true/false/yes/no/1/0/on/off, int decimal, list comma-separated, object k=v,k2=v2. */
 int options_set_text(options *o, const char *name, const char *text, char **err);
 
+/* Set options from a JSON object {"name": value, ...}, as the pipeline file does. */
+int options_apply_json(options *o, const json_t *obj, char **err);
+
+/* A deep copy of o whose messages name label (NULL: o's label). OL_ENOMEM or 0. */
+int options_clone(const options *o, const char *label, options **out);
+
 const char *options_string(const options *o, const char *name);
 int options_bool(const options *o, const char *name);
 long long options_int(const options *o, const char *name);

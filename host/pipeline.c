@@ -13,7 +13,7 @@
 static void on_aws_log(void *arg, const char *line) {
     run *r = arg;
     if (r->plan->verbose)
-        fprintf(stderr, "debug: %s\n", line);
+        run_print(r, "debug: %s\n", line);
 }
 
 /* ---- prepare and preflight -------------------------------------------------------------- */
@@ -23,7 +23,7 @@ static void on_preflight(void *arg, const ol_aws_response *res);
 static void start_preflight(run *r) {
     int rc = sts_get_caller_identity(r->aws, on_preflight, r);
     if (rc != 0) {
-        fprintf(stderr, "error: could not start: %s\n", ol_strerror(rc));
+        run_print(r, "error: could not start: %s\n", ol_strerror(rc));
         r->preflight_failed = 1;
         r->next_item = r->n_items;
         scheduler_kick(r);
@@ -37,7 +37,7 @@ static void prepare_settled(run *r) {
         start_preflight(r);
         return;
     }
-    fprintf(stderr, "Nothing was created: fix what is named above and run again.\n");
+    run_print(r, "Nothing was created: fix what is named above and run again.\n");
     r->preflight_failed = 1;
     r->next_item = r->n_items;
     scheduler_kick(r);
@@ -58,7 +58,7 @@ static void prepare_end(ol_stage *st, int result, const char *reason) {
                            : ol__format("error: stage '%s': %s\n", name, text);
         if (line != NULL) {
             run_mask(r, line);
-            fputs(line, stderr);
+            report_log(r->report, line);
             free(line);
         }
         r->prepare_failed = 1;
@@ -86,20 +86,27 @@ static void on_prepare_timeout(void *arg, int status) {
     prepare_end(st, OL_ETIMEDOUT, why);
 }
 
-/* Every stage's asynchronous check, all at once, then the credentials preflight. */
+static void prepare_one(run *r, ol_stage *st) {
+    if (st->ps->plugin->desc->prepare == NULL)
+        return;
+    st->preparing = 1;
+    r->prepares_pending++;
+    services_timer_start(r->svc, st->ps->timeout_ms, on_prepare_timeout, st, &st->flush_timer);
+    int rc = st->ps->plugin->desc->prepare(st, st->state);
+    if (rc < 0 && st->preparing)
+        prepare_end(st, rc, "its check (prepare) could not start");
+}
+
+/* Every stage's asynchronous check (products' own instances too), all at once, then the
+ * credentials preflight. */
 static void start_prepares(run *r) {
     r->prepares_pending = 1; /* held until every prepare has started */
-    for (size_t s = 0; s < r->plan->n_stages; s++) {
-        ol_stage *st = &r->stages[s];
-        if (st->ps->plugin->desc->prepare == NULL)
-            continue;
-        st->preparing = 1;
-        r->prepares_pending++;
-        services_timer_start(r->svc, st->ps->timeout_ms, on_prepare_timeout, st, &st->flush_timer);
-        int rc = st->ps->plugin->desc->prepare(st, st->state);
-        if (rc < 0 && st->preparing)
-            prepare_end(st, rc, "its check (prepare) could not start");
-    }
+    for (size_t s = 0; s < r->plan->n_stages; s++)
+        prepare_one(r, &r->stages[s]);
+    for (size_t i = 0; r->product_stages && i < r->plan->n_products; i++)
+        for (size_t s = 0; r->product_stages[i] && s < r->plan->n_stages; s++)
+            if (r->product_stages[i][s] != NULL)
+                prepare_one(r, r->product_stages[i][s]);
     r->prepares_pending--;
     prepare_settled(r);
 }
@@ -112,14 +119,14 @@ static void on_preflight(void *arg, const ol_aws_response *res) {
         sts_identity id;
         sts_identity_parse(res->body, res->body_len, &id);
         if (r->plan->verbose)
-            fprintf(stderr, "debug: acting as %s\n", id.arn ? id.arn : "(unknown identity)");
+            run_print(r, "debug: acting as %s\n", id.arn ? id.arn : "(unknown identity)");
         sts_identity_free(&id);
         scheduler_kick(r);
         return;
     }
     char *msg = sts_failure_message(res, credentials_source(aws_client_creds(r->aws)));
-    fprintf(stderr, "error: %s\n", msg ? msg : ol_strerror(res->result));
-    fprintf(stderr, "Nothing was created. %s\n", sts_failure_hint(res));
+    run_print(r, "error: %s\n", msg ? msg : ol_strerror(res->result));
+    run_print(r, "Nothing was created. %s\n", sts_failure_hint(res));
     free(msg);
     r->preflight_failed = 1;
     r->creds_rejected = sts_rejected(res);
@@ -166,42 +173,63 @@ static int item_selected(const plan *p, const char *product, const char *environ
     return p->only == NULL;
 }
 
+static size_t items_count(const plan *p) {
+    size_t n = 0;
+    for (size_t i = 0; i < p->n_products; i++) {
+        char *const *envs;
+        n += plan_product_environments(p, i, &envs);
+    }
+    return n;
+}
+
+static int item_init(run *r, ol_item *it, size_t product, const char *environment) {
+    const plan *p = r->plan;
+    const plan_product *pp = p->product_settings ? &p->product_settings[product] : NULL;
+    size_t len = strlen(p->products[product]) + strlen(environment) + 2;
+    it->run = r;
+    it->product = p->products[product];
+    it->environment = (char *)environment;
+    it->region = pp && pp->region ? pp->region : r->region;
+    it->name = malloc(len);
+    it->stages = calloc(p->n_stages ? p->n_stages : 1, sizeof(stage_run));
+    if (it->name == NULL || it->stages == NULL)
+        return OL_ENOMEM;
+    snprintf(it->name, len, "%s-%s", p->products[product], environment);
+    it->remaining = p->n_stages;
+    bag_init(&it->bag);
+    for (size_t s = 0; s < p->n_stages; s++) {
+        it->stages[s].item = it;
+        it->stages[s].index = s;
+    }
+    return 0;
+}
+
 static int items_build(run *r) {
     const plan *p = r->plan;
     /* The client's settings own the region decision (credentials_settings), --region and
-     * the pipeline file's "region" included. */
+     * the pipeline file's "region" included; a products-file line may name its own. */
     r->region = strdup(aws_client_settings(r->aws)->region);
     if (r->region == NULL)
         return OL_ENOMEM;
-    r->n_items = p->n_products * p->n_environments;
+    r->n_items = items_count(p);
     r->items = calloc(r->n_items ? r->n_items : 1, sizeof(*r->items));
     if (r->items == NULL)
         return OL_ENOMEM;
-    size_t n = 0;
-    for (size_t i = 0; i < p->n_products; i++)
-        for (size_t e = 0; e < p->n_environments; e++) {
-            if (!item_selected(p, p->products[i], p->environments[e]))
+    size_t k = 0;
+    for (size_t i = 0; i < p->n_products; i++) {
+        char *const *envs;
+        size_t n_envs = plan_product_environments(p, i, &envs);
+        for (size_t e = 0; e < n_envs; e++) {
+            if (!item_selected(p, p->products[i], envs[e]))
                 continue;
-            ol_item *it = &r->items[n];
-            size_t len = strlen(p->products[i]) + strlen(p->environments[e]) + 2;
-            it->run = r;
-            it->index = n++;
-            it->product = p->products[i];
-            it->environment = p->environments[e];
-            it->region = r->region;
-            it->name = malloc(len);
-            it->stages = calloc(p->n_stages ? p->n_stages : 1, sizeof(stage_run));
-            if (it->name == NULL || it->stages == NULL)
-                return OL_ENOMEM;
-            snprintf(it->name, len, "%s-%s", p->products[i], p->environments[e]);
-            it->remaining = p->n_stages;
-            bag_init(&it->bag);
-            for (size_t s = 0; s < p->n_stages; s++) {
-                it->stages[s].item = it;
-                it->stages[s].index = s;
-            }
+            r->items[k].index = k;
+            int rc = item_init(r, &r->items[k], i, envs[e]);
+            k++;
+            if (rc != 0)
+                return rc;
         }
-    r->n_items = n;
+    }
+    r->n_items = k;
     return 0;
 }
 
@@ -220,6 +248,64 @@ static void items_free(run *r) {
     free(r->region);
 }
 
+static int stage_init(run *r, ol_stage *st, const plan_stage *ps, size_t s) {
+    st->run = r;
+    st->ps = ps;
+    st->index = s;
+    const ol_plugin *d = ps->plugin->desc;
+    if (d->init) {
+        int rc = d->init(st, &run_host_api, &st->state);
+        if (rc < 0) {
+            fprintf(stderr, "error: stage '%s' (%s) refused its configuration: %s\n", d->name,
+                    ps->plugin->path, ol_strerror(rc));
+            return rc;
+        }
+    }
+    st->initialised = 1;
+    return 0;
+}
+
+/* The stage instances of products with their own options (products file), and each
+ * item's pointer to its product's. */
+static int product_stages_init(run *r) {
+    const plan *p = r->plan;
+    if (p->product_settings == NULL)
+        return 0;
+    if ((r->product_stages = calloc(p->n_products, sizeof(*r->product_stages))) == NULL)
+        return OL_ENOMEM;
+    for (size_t i = 0; i < p->n_products; i++) {
+        const plan_product *pp = &p->product_settings[i];
+        if (pp->stages == NULL)
+            continue;
+        if ((r->product_stages[i] = calloc(p->n_stages, sizeof(ol_stage *))) == NULL)
+            return OL_ENOMEM;
+        for (size_t s = 0; s < p->n_stages; s++) {
+            if (pp->stages[s].opts == NULL)
+                continue;
+            if ((r->product_stages[i][s] = calloc(1, sizeof(ol_stage))) == NULL)
+                return OL_ENOMEM;
+            int rc = stage_init(r, r->product_stages[i][s], &pp->stages[s], s);
+            if (rc != 0)
+                return rc;
+        }
+    }
+    for (size_t i = 0, k = 0; i < p->n_products; i++) { /* items_build's order */
+        char *const *envs;
+        for (size_t e = plan_product_environments(p, i, &envs); e > 0; e--)
+            r->items[k++].own = r->product_stages[i];
+    }
+    return 0;
+}
+
+/* The products-file line of item's product, 0 when it came from the command line. */
+static size_t item_line(const run *r, const ol_item *item) {
+    const plan *p = r->plan;
+    for (size_t i = 0; p->product_lines != NULL && i < p->n_products; i++)
+        if (p->products[i] == item->product)
+            return p->product_lines[i];
+    return 0;
+}
+
 /* init every stage, then validate every item: all before the first request. */
 static int stages_prepare(run *r) {
     const plan *p = r->plan;
@@ -227,43 +313,49 @@ static int stages_prepare(run *r) {
     if (r->stages == NULL)
         return OL_ENOMEM;
     for (size_t s = 0; s < p->n_stages; s++) {
-        ol_stage *st = &r->stages[s];
-        st->run = r;
-        st->ps = &p->stages[s];
-        st->index = s;
-        const ol_plugin *d = st->ps->plugin->desc;
-        if (d->init) {
-            int rc = d->init(st, &run_host_api, &st->state);
-            if (rc < 0) {
-                fprintf(stderr, "error: stage '%s' (%s) refused its configuration: %s\n", d->name,
-                        st->ps->plugin->path, ol_strerror(rc));
-                return rc;
-            }
-        }
-        st->initialised = 1;
+        int rc = stage_init(r, &r->stages[s], &p->stages[s], s);
+        if (rc != 0)
+            return rc;
     }
+    int rc = product_stages_init(r);
+    if (rc != 0)
+        return rc;
     for (size_t i = 0; i < r->n_items; i++)
         for (size_t s = 0; s < p->n_stages; s++) {
-            ol_stage *st = &r->stages[s];
+            ol_stage *st = run_item_stage(&r->items[i], s);
             const ol_plugin *d = st->ps->plugin->desc;
             if (d->validate == NULL)
                 continue;
-            int rc = d->validate(st, &r->items[i], st->state);
+            rc = d->validate(st, &r->items[i], st->state);
             if (rc < 0) {
-                fprintf(stderr, "error: stage '%s' rejected item '%s': %s\n", d->name,
-                        r->items[i].name, ol_strerror(rc));
+                size_t line = item_line(r, &r->items[i]);
+                fprintf(stderr, "error: stage '%s' rejected item '%s'", d->name, r->items[i].name);
+                if (line > 0)
+                    fprintf(stderr, " (%s:%zu)", p->products_file, line);
+                fprintf(stderr, ": %s\n", ol_strerror(rc));
                 return rc;
             }
         }
     return 0;
 }
 
+static void stage_fini(ol_stage *st) {
+    if (st->initialised && st->ps->plugin->desc->fini)
+        st->ps->plugin->desc->fini(st->state);
+}
+
 static void stages_fini(run *r) {
-    for (size_t s = 0; r->stages && s < r->plan->n_stages; s++) {
-        ol_stage *st = &r->stages[s];
-        if (st->initialised && st->ps->plugin->desc->fini)
-            st->ps->plugin->desc->fini(st->state);
+    for (size_t i = 0; r->product_stages && i < r->plan->n_products; i++) {
+        for (size_t s = 0; r->product_stages[i] && s < r->plan->n_stages; s++)
+            if (r->product_stages[i][s] != NULL) {
+                stage_fini(r->product_stages[i][s]);
+                free(r->product_stages[i][s]);
+            }
+        free(r->product_stages[i]);
     }
+    free(r->product_stages);
+    for (size_t s = 0; r->stages && s < r->plan->n_stages; s++)
+        stage_fini(&r->stages[s]);
     free(r->stages);
 }
 
@@ -315,7 +407,22 @@ static int run_setup(run *r) {
     if (r->report == NULL)
         return OL_ENOMEM;
     report_set_mode(r->report, p->mode);
+    report_set_quiet(r->report, p->quiet);
     return 0;
+}
+
+/* The progress display's counts: items from the scheduler, requests from the AWS client. */
+static void run_count(void *arg, progress_counts *c) {
+    run *r = arg;
+    aws_stats st = r->stats;
+    if (r->aws != NULL)
+        aws_client_stats(r->aws, &st);
+    c->total = r->n_items;
+    c->done = r->finished;
+    c->failed = report_failed(r->report);
+    c->in_flight = r->active + r->parked;
+    c->requests = st.requests;
+    c->throttled = st.throttled;
 }
 
 /* The loop's own handles: the item kick, the flush tick and Ctrl-C. */
@@ -328,6 +435,8 @@ static void run_handles_start(run *r) {
     uv_signal_init(&r->loop, &r->sigint);
     r->sigint.data = r;
     uv_signal_start(&r->sigint, scheduler_on_sigint, SIGINT);
+    if (report_progress_start(r->report, &r->loop, run_count, r) != 0)
+        run_print(r, "warning: no progress display (out of memory)\n");
 }
 
 /* Teardown in one place: what stages started still completes (cancelled) before their
@@ -370,9 +479,35 @@ int pipeline_run(const plan *p) {
     return code;
 }
 
+size_t plan_product_environments(const plan *p, size_t i, char *const **out) {
+    const plan_product *pp = p->product_settings ? &p->product_settings[i] : NULL;
+    if (pp != NULL && pp->environments != NULL) {
+        *out = pp->environments;
+        return pp->n_environments;
+    }
+    *out = p->environments;
+    return p->n_environments;
+}
+
+static void plan_product_free(plan_product *pp, size_t n_stages) {
+    for (size_t e = 0; e < pp->n_environments; e++)
+        free(pp->environments[e]);
+    free(pp->environments);
+    free(pp->region);
+    for (size_t s = 0; pp->stages != NULL && s < n_stages; s++)
+        options_free(pp->stages[s].opts);
+    free(pp->stages);
+}
+
 void plan_free(plan *p) {
-    for (size_t i = 0; i < p->n_products; i++)
+    for (size_t i = 0; i < p->n_products; i++) {
         free(p->products[i]);
+        if (p->product_settings != NULL)
+            plan_product_free(&p->product_settings[i], p->n_stages);
+    }
+    free(p->product_settings);
+    free(p->product_lines);
+    free(p->products_file);
     free(p->products);
     for (size_t i = 0; i < p->n_environments; i++)
         free(p->environments[i]);

@@ -21,9 +21,22 @@ typedef struct plan_stage {
     int creates_secrets; /* OL_STAGE_CREATES_SECRETS */
 } plan_stage;
 
+/* One product's own settings (its line of the products file) over the plan's. */
+typedef struct plan_product {
+    char **environments; /* NULL: the plan's */
+    size_t n_environments;
+    char *region; /* NULL: the plan's region */
+    /* NULL, or n_stages entries: where opts is not NULL, the stage runs for this product
+     * as its own instance with these options (the other fields are the plan stage's). */
+    plan_stage *stages;
+} plan_product;
+
 typedef struct plan {
     char **products;
     size_t n_products;
+    plan_product *product_settings; /* NULL, or one per product (zeroed: none) */
+    char *products_file;            /* --products-file, or NULL */
+    size_t *product_lines;          /* NULL, or per product its line in products_file (0: argv) */
     char **environments;
     size_t n_environments;
     char *region;       /* --region, or NULL for the resolved default */
@@ -34,6 +47,7 @@ typedef struct plan {
     char *state_dir;
     int json;
     int verbose;
+    int quiet;   /* --quiet: failures and the summary only */
     char **only; /* non-NULL: run only the items named here (status from the journal) */
     size_t n_only;
     int mode;       /* ol_mode: the command (apply, plan, destroy, rotate, status) */
@@ -51,6 +65,9 @@ enum {
 #define PIPELINE_EXIT_CHANGES 3
 
 void plan_free(plan *p);
+
+/* The environments of product i: its own, else the plan's. */
+size_t plan_product_environments(const plan *p, size_t i, char *const **out);
 
 /* Close every handle still open on loop, run it until they are closed, then uv_loop_close:
  * the one teardown of a loop (pipeline_run and the CLI's one-shot commands). */

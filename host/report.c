@@ -1,8 +1,10 @@
 /* report: collects stage outcomes per item in a jansson tree, prints human lines as they
- * come, and at the end either a summary or the whole tree as JSON. */
+ * come (through the progress display, so they never tear its status line), and at the end
+ * either a summary table with each failed item's reason, or the whole tree as JSON. */
 #include "report.h"
 
 #include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,8 +13,20 @@
 #include "aws/aws.h"
 #include "opsline/opsline.h"
 
+/* Durations in --json are rounded to milliseconds and printed with at most 15 significant
+ * digits, so 0.102 reads 0.102 (not 0.10199999999997544). */
+#define REPORT_JSON_FLAGS (JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15))
+
+/* Items by their outcome: failed if a stage failed or was skipped, else created if a stage
+ * created something, else updated, else unchanged. */
+enum { ITEM_CREATED, ITEM_UPDATED, ITEM_UNCHANGED, ITEM_FAILED, ITEM_OUTCOMES };
+static const char *const item_outcome_names[ITEM_OUTCOMES] = {"created", "updated", "unchanged",
+                                                              "failed"};
+
 struct report {
-    int json, verbose;
+    int json, verbose, quiet;
+    progress *progress;
+    size_t item_count[ITEM_OUTCOMES];
     size_t n_items;
     json_t *items; /* name -> {"stages": [...]} in arrival order */
     json_t *order; /* array of finished item objects */
@@ -38,6 +52,10 @@ static const char *outcome_name(int mode, int outcome) {
     if (mode == OL_MODE_STATUS)
         return status_names[outcome];
     return names[outcome];
+}
+
+void report_set_quiet(report *r, int quiet) {
+    r->quiet = quiet;
 }
 
 report *report_new(int json, int verbose, size_t n_items) {
@@ -78,7 +96,8 @@ void report_stage(report *r, const char *item, const char *stage, int outcome, c
                   double seconds) {
     json_t *o = item_obj(r, item);
     const char *oname = outcome_name(r->mode, outcome);
-    json_t *s = json_pack("{s:s, s:s, s:f}", "stage", stage, "outcome", oname, "seconds", seconds);
+    json_t *s = json_pack("{s:s, s:s, s:f}", "stage", stage, "outcome", oname, "seconds",
+                          report_round_ms(seconds));
     if (o == NULL || s == NULL) {
         json_decref(s);
         return;
@@ -96,9 +115,10 @@ void report_stage(report *r, const char *item, const char *stage, int outcome, c
         r->outcome_count[outcome]++;
     else
         r->skipped++;
-    if (r->json)
+    if (r->json || (r->quiet && outcome != OL_OUTCOME_FAILED))
         return;
     FILE *out = outcome == OL_OUTCOME_FAILED ? stderr : stdout;
+    progress_hide(r->progress);
     if (reason)
         fprintf(out, "%-32s %-10s %-9s  %s\n", item, stage, oname, reason);
     else
@@ -134,29 +154,105 @@ void report_item(report *r, const char *item, const char *product, const char *e
     json_t *o = item_obj(r, item);
     if (o == NULL)
         return;
-    int ok = 1;
+    int created = 0, updated = 0, failed = 0;
     size_t i;
     json_t *s;
     json_array_foreach(json_object_get(o, "stages"), i, s) {
         const char *oc = json_string_value(json_object_get(s, "outcome"));
-        if (oc && (strcmp(oc, "failed") == 0 || strcmp(oc, "skipped") == 0))
-            ok = 0;
+        failed |= oc && (strcmp(oc, "failed") == 0 || strcmp(oc, "skipped") == 0);
+        created |= oc && strcmp(oc, "created") == 0;
+        updated |= oc && strcmp(oc, "updated") == 0;
     }
     json_object_del(o, "pending_facts");
+    int outcome = failed    ? ITEM_FAILED
+                  : created ? ITEM_CREATED
+                  : updated ? ITEM_UPDATED
+                            : ITEM_UNCHANGED;
     json_object_set_new(o, "product", json_string(product));
     json_object_set_new(o, "environment", json_string(environment));
     json_object_set_new(o, "region", json_string(region));
-    json_object_set_new(o, "ok", json_boolean(ok));
+    json_object_set_new(o, "ok", json_boolean(!failed));
+    json_object_set_new(o, "outcome", json_string(item_outcome_names[outcome]));
     json_array_append(r->order, o);
-    if (ok)
+    r->item_count[outcome]++;
+    if (!failed)
         r->items_ok++;
     else
         r->items_failed++;
 }
 
+double report_round_ms(double seconds) {
+    return round(seconds * 1000.0) / 1000.0;
+}
+
+size_t report_failed(const report *r) {
+    return r->items_failed;
+}
+
+int report_progress_start(report *r, uv_loop_t *loop, progress_count_fn fn, void *arg) {
+    uint64_t interval_ms;
+    progress_mode mode = progress_mode_for_stderr(r->quiet, &interval_ms);
+    return progress_start(loop, mode, interval_ms, fn, arg, &r->progress);
+}
+
+void report_log(report *r, const char *line) {
+    if (r != NULL)
+        progress_hide(r->progress);
+    fputs(line, stderr);
+    fflush(stderr);
+}
+
+/* The first failed stage's reason, else the first skipped one's (an item failed). */
+static void failed_reason(const json_t *item, const char **stage, const char **reason) {
+    size_t i;
+    json_t *s;
+    *stage = *reason = NULL;
+    json_array_foreach(json_object_get(item, "stages"), i, s) {
+        const char *oc = json_string_value(json_object_get(s, "outcome"));
+        int is_failed = oc && strcmp(oc, "failed") == 0;
+        if (oc && (is_failed || (strcmp(oc, "skipped") == 0 && *stage == NULL))) {
+            *stage = json_string_value(json_object_get(s, "stage"));
+            *reason = json_string_value(json_object_get(s, "reason"));
+            if (is_failed)
+                return;
+        }
+    }
+}
+
+/* The human summary: a table of items and stages by outcome, then each failed item with
+ * its reason. */
+static void print_summary(const report *r, const aws_stats *st, size_t not_run, double secs) {
+    const size_t stage_count[ITEM_OUTCOMES] = {
+        r->outcome_count[OL_OUTCOME_CREATED], r->outcome_count[OL_OUTCOME_UPDATED],
+        r->outcome_count[OL_OUTCOME_UNCHANGED], r->outcome_count[OL_OUTCOME_FAILED]};
+    printf("\nSummary: %zu item(s) in %.1f s; %lu AWS requests, %lu retries, %lu throttled\n",
+           r->n_items, secs, st->requests, st->retries, st->throttled);
+    printf("  %-10s %7s %7s\n", "outcome", "items", "stages");
+    for (int k = 0; k < ITEM_OUTCOMES; k++)
+        printf("  %-10s %7zu %7zu\n", item_outcome_names[k], r->item_count[k], stage_count[k]);
+    printf("  %-10s %7s %7zu\n", "skipped", "-", r->skipped);
+    if (not_run > 0)
+        printf("  %-10s %7zu %7s\n", "not run", not_run, "-");
+    if (r->items_failed == 0)
+        return;
+    printf("Failed items:\n");
+    size_t i;
+    json_t *o;
+    json_array_foreach(r->order, i, o) {
+        if (json_is_true(json_object_get(o, "ok")))
+            continue;
+        const char *stage, *reason;
+        failed_reason(o, &stage, &reason);
+        printf("  %-32s %s: %s\n", json_string_value(json_object_get(o, "name")),
+               stage ? stage : "?", reason ? reason : "failed");
+    }
+}
+
 size_t report_finish(report *r, const aws_stats *st, int creds_rejected, int interrupted) {
-    double secs = (double)(uv_hrtime() - r->start_ns) / 1e9;
+    double secs = report_round_ms((double)(uv_hrtime() - r->start_ns) / 1e9);
     size_t not_run = r->n_items - r->items_ok - r->items_failed;
+    progress_stop(r->progress);
+    r->progress = NULL;
     if (r->json) {
         json_t *doc = json_pack(
             "{s:O, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:b, s:f}, "
@@ -183,7 +279,7 @@ size_t report_finish(report *r, const aws_stats *st, int creds_rejected, int int
         if (doc != NULL && r->mode >= 0 && r->mode <= 4)
             json_object_set_new(doc, "command", json_string(commands[r->mode]));
         if (doc) {
-            json_dumpf(doc, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+            json_dumpf(doc, stdout, REPORT_JSON_FLAGS);
             fputc('\n', stdout);
             json_decref(doc);
         }
@@ -199,12 +295,7 @@ size_t report_finish(report *r, const aws_stats *st, int creds_rejected, int int
         printf("%s%zu skipped; %lu AWS requests, %lu retries; %.1f s\n", sep, r->skipped,
                st->requests, st->retries, secs);
     } else {
-        printf("\n%zu item(s): %zu ok, %zu failed%s; stages: %zu created, %zu updated, %zu "
-               "unchanged, %zu failed, %zu skipped; %lu AWS requests, %lu retries; %.1f s\n",
-               r->n_items, r->items_ok, r->items_failed + not_run, not_run ? " or not run" : "",
-               r->outcome_count[OL_OUTCOME_CREATED], r->outcome_count[OL_OUTCOME_UPDATED],
-               r->outcome_count[OL_OUTCOME_UNCHANGED], r->outcome_count[OL_OUTCOME_FAILED],
-               r->skipped, st->requests, st->retries, secs);
+        print_summary(r, st, not_run, secs);
     }
     fflush(stdout);
     return r->items_failed + not_run;
@@ -213,6 +304,7 @@ size_t report_finish(report *r, const aws_stats *st, int creds_rejected, int int
 void report_free(report *r) {
     if (r == NULL)
         return;
+    progress_stop(r->progress);
     json_decref(r->items);
     json_decref(r->order);
     free(r);

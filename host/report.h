@@ -6,6 +6,10 @@
 
 #include <stddef.h>
 
+#include <uv.h>
+
+#include "progress.h"
+
 struct aws_stats; /* aws/aws.h: the AWS client's request counters */
 
 typedef struct report report;
@@ -14,6 +18,18 @@ typedef struct report report;
 #define REPORT_ROTATED 7
 
 report *report_new(int json, int verbose, size_t n_items);
+/* --quiet: no line for a stage that succeeded, no progress display; failures and the
+ * summary still print. */
+void report_set_quiet(report *r, int quiet);
+/* Starts the progress display for stderr (progress_mode_for_stderr); fn counts the run. */
+int report_progress_start(report *r, uv_loop_t *loop, progress_count_fn fn, void *arg);
+/* Writes one whole line (with its newline) to stderr without tearing the status line. r may
+ * be NULL (before the report exists). */
+void report_log(report *r, const char *line);
+/* Items that finished and failed so far. */
+size_t report_failed(const report *r);
+/* seconds rounded to milliseconds, as --json prints durations. */
+double report_round_ms(double seconds);
 /* The command (ol_mode) whose outcomes are reported: plan says "would create", destroy
  * "deleted" / "absent", status "missing" / "drift" / "ok". Default: apply. */
 void report_set_mode(report *r, int mode);
@@ -28,9 +44,9 @@ void report_stage(report *r, const char *item, const char *stage, int outcome, c
                   double seconds);
 void report_item(report *r, const char *item, const char *product, const char *environment,
                  const char *region);
-/* Print the summary (or the JSON document). creds_rejected: AWS refused the run's
- * credentials at the preflight (the JSON summary's "credentials_rejected"). Returns the
- * number of items that failed or did not run. */
+/* Stop the progress display, then print the summary (or the JSON document). creds_rejected: AWS
+ * refused the run's credentials at the preflight (the JSON summary's "credentials_rejected").
+ * Returns the number of items that failed or did not run. */
 size_t report_finish(report *r, const struct aws_stats *stats, int creds_rejected, int interrupted);
 void report_free(report *r);
 

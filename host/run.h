@@ -60,6 +60,7 @@ struct ol_item {
     struct run *run;
     size_t index;
     char *product, *environment, *name, *region;
+    struct ol_stage **own; /* its product's own stage instances (NULL entries: the run's) */
     bag bag;
     stage_run *stages;
     int started, finished;
@@ -100,6 +101,7 @@ typedef struct run {
     size_t final_flushes; /* end-of-run flushes still running */
     int ending;           /* every item finished: final flushes, then close */
     struct ol_stage *stages;
+    struct ol_stage ***product_stages; /* per product: NULL, or n_stages (NULL: r->stages) */
     struct ol_item *items;
     size_t n_items;
     size_t next_item;
@@ -118,11 +120,16 @@ typedef struct run {
 extern const ol_host run_host_api;
 void run_log(ol_stage *stage, const ol_item *item, ol_log_level level, const char *fmt, ...)
     OL_PRINTF(4, 5);
+/* One line (with its newline) for stderr during the run, through the report so that the
+ * progress line never tears it. */
+void run_print(const run *r, const char *fmt, ...) OL_PRINTF(2, 3);
 /* Masks every secret of the items in progress in text (in place). */
 void run_mask(const run *r, char *text);
 /* Nonzero when text holds a secret of an item in progress. */
 int run_reveals_secret(const run *r, const char *text);
 const char *run_stage_name(const run *r, size_t s);
+/* The instance of stage s that runs item: its product's own, else the run's. */
+struct ol_stage *run_item_stage(const ol_item *item, size_t s);
 /* The test hooks of host->checkpoint, for the host's own points ("store.after_put"). */
 void run_checkpoint(const ol_item *item, const char *point);
 

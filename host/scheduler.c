@@ -31,11 +31,15 @@ const char *run_stage_name(const run *r, size_t s) {
     return r->stages[s].ps->plugin->desc->name;
 }
 
+ol_stage *run_item_stage(const ol_item *item, size_t s) {
+    return item->own != NULL && item->own[s] != NULL ? item->own[s] : &item->run->stages[s];
+}
+
 static void item_finish(ol_item *item) {
     run *r = item->run;
     item->finished = 1;
     if (journal_flush(r->journal) != 0)
-        fprintf(stderr, "warning: could not fsync the journal %s\n", journal_path(r->journal));
+        run_print(r, "warning: could not fsync the journal %s\n", journal_path(r->journal));
     report_item(r->report, item->name, item->product, item->environment, item->region);
     bag_free(&item->bag);
     r->active--;
@@ -134,7 +138,7 @@ static void on_stage_timeout(void *arg, int status) {
              "a plugin that never completes); raise its \"timeout\" in the pipeline file if it "
              "needs longer",
              ps->plugin->desc->name, ps->timeout_ms / 1000.0, item->name);
-    run_log(&item->run->stages[sr->index], item, OL_LOG_ERROR, "%s", why);
+    run_log(run_item_stage(item, sr->index), item, OL_LOG_ERROR, "%s", why);
     scheduler_complete(item, sr->index, ST_DONE, OL_OUTCOME_FAILED, why);
     scheduler_advance(item);
 }
@@ -144,7 +148,7 @@ static void on_stage_timeout(void *arg, int status) {
 static void stage_start(ol_item *item, size_t s) {
     run *r = item->run;
     stage_run *sr = &item->stages[s];
-    ol_stage *stage = &r->stages[s];
+    ol_stage *stage = run_item_stage(item, s);
     sr->status = ST_RUNNING;
     if (stage->ps->is_store) {
         if (r->plan->mode == OL_MODE_DESTROY)
@@ -253,12 +257,12 @@ static void print_waiting(const run *r) {
         for (size_t s = 0; s < r->plan->n_stages; s++)
             if (it->stages[s].status == ST_RUNNING || it->stages[s].op != OP_NONE) {
                 if (shown++ < 20)
-                    fprintf(stderr, "opsline:   waiting for %s: stage '%s'%s\n", it->name,
-                            run_stage_name(r, s), it->stages[s].op != OP_NONE ? " (store)" : "");
+                    run_print(r, "opsline:   waiting for %s: stage '%s'%s\n", it->name,
+                              run_stage_name(r, s), it->stages[s].op != OP_NONE ? " (store)" : "");
             }
     }
     if (shown > 20)
-        fprintf(stderr, "opsline:   ... and %zu more\n", shown - 20);
+        run_print(r, "opsline:   ... and %zu more\n", shown - 20);
 }
 
 /* The first Ctrl-C: items in progress run to their end (stopping one between its stages
@@ -267,8 +271,8 @@ void scheduler_interrupt(run *r) {
     if (r->interrupted)
         return;
     r->interrupted = 1;
-    fprintf(stderr, "opsline: interrupted: finishing the items in progress; no new items "
-                    "start (press Ctrl-C again to stop at once)\n");
+    run_print(r, "opsline: interrupted: finishing the items in progress; no new items "
+                 "start (press Ctrl-C again to stop at once)\n");
     print_waiting(r);
     stores_maybe_flush(r);
 }
@@ -280,7 +284,7 @@ void scheduler_on_sigint(uv_signal_t *h, int signum) {
         scheduler_interrupt(r);
         return;
     }
-    fprintf(stderr, "opsline: stopping now\n");
+    run_print(r, "opsline: stopping now\n");
     print_waiting(r);
     services_cancel_all(r->svc);
     uv_signal_stop(h);

@@ -571,8 +571,8 @@ static void on_flush_timeout(void *arg, int status) {
     if (status != 0)
         return;
     st->flush_timer = NULL;
-    fprintf(stderr, "error: stage '%s': flush did not complete within %u s\n",
-            st->ps->plugin->desc->name, st->ps->timeout_ms / 1000);
+    run_print(st->run, "error: stage '%s': flush did not complete within %u s\n",
+              st->ps->plugin->desc->name, st->ps->timeout_ms / 1000);
     st->flushing = 0;
     if (st->run->ending && st->run->final_flushes > 0 && --st->run->final_flushes == 0)
         scheduler_end_run(st->run);
@@ -585,8 +585,8 @@ static void stage_flush(ol_stage *st) {
     services_timer_start(r->svc, st->ps->timeout_ms, on_flush_timeout, st, &st->flush_timer);
     int rc = st->ps->plugin->desc->flush(st, st->state);
     if (rc < 0 && st->flushing) {
-        fprintf(stderr, "error: stage '%s': flush could not start: %s\n",
-                st->ps->plugin->desc->name, ol_strerror(rc));
+        run_print(r, "error: stage '%s': flush could not start: %s\n", st->ps->plugin->desc->name,
+                  ol_strerror(rc));
         services_timer_stop(st->flush_timer);
         st->flush_timer = NULL;
         st->flushing = 0;
@@ -607,8 +607,8 @@ void stores_flush_done(ol_stage *st, int result, const char *reason) {
         st->flush_timer = NULL;
     }
     if (result < 0)
-        fprintf(stderr, "error: stage '%s': flush failed: %s\n", st->ps->plugin->desc->name,
-                reason ? reason : ol_strerror(result));
+        run_print(r, "error: stage '%s': flush failed: %s\n", st->ps->plugin->desc->name,
+                  reason ? reason : ol_strerror(result));
     if (r->ending) {
         if (r->final_flushes > 0 && --r->final_flushes == 0)
             scheduler_end_run(r);

@@ -4,7 +4,8 @@ set -euo pipefail
 
 pkgs=(build-essential cmake pkg-config libuv1-dev libcurl4-openssl-dev libssl-dev
       libjansson-dev libexpat1-dev libcmocka-dev clang-format curl
-      keepassxc pass gnupg git)
+      keepassxc pass gnupg git
+      clang libclang-rt-14-dev llvm)  # make fuzz: clang's libFuzzer, llvm-symbolizer
 # A python3 with pip from elsewhere (pyenv, a venv) is as good as Debian's.
 command -v python3 >/dev/null && python3 -m pip --version >/dev/null 2>&1 ||
   pkgs+=(python3 python3-pip)

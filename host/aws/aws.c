@@ -623,6 +623,10 @@ static void on_timer_resend(uv_timer_t *t) {
 }
 
 static void schedule_resend(aws_call *call, double delay_s) {
+    /* The backoff counts from now, not from the loop's cached time, which is as old as this
+     * loop iteration (milliseconds under a sanitizer or a busy machine): a retry must not
+     * leave earlier than its delay after the failure. */
+    uv_update_time(call->timer.loop);
     uv_timer_start(&call->timer, on_timer_resend, (uint64_t)(delay_s * 1000.0), 0);
 }
 

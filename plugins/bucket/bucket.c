@@ -1099,6 +1099,10 @@ static int bucket_validate(ol_stage *stage, const ol_item *item, void *state) {
     return OL_EINVAL;
 }
 
+/* Shortcuts: keys of a products-file line (docs/products-file.md). */
+static const ol_cli_flag bucket_cli_flags[] = {
+    {"tags", "tags"}, {"versioning", "versioning"}, {NULL, NULL}};
+
 /* The lifecycle commands live in bucket_lifecycle.c. */
 static int bucket_destroy(ol_stage *stage, ol_item *item, void *state) {
     return bucket_lifecycle_destroy(((const bucket_conf *)state)->host, stage, item);
@@ -1159,6 +1163,7 @@ static const ol_plugin bucket_plugin = {
     .validate = bucket_validate,
     .apply = bucket_apply,
     .fini = bucket_fini,
+    .cli_flags = bucket_cli_flags,
     .plan = bucket_plan,
     .destroy = bucket_destroy,
 };

@@ -997,6 +997,9 @@ static const ol_option_def iam_options[] = {
 
 static const char *const iam_needs[] = {NULL};
 
+/* Shortcuts: keys of a products-file line (docs/products-file.md). */
+static const ol_cli_flag iam_cli_flags[] = {{"tags", "tags"}, {NULL, NULL}};
+
 static const ol_plugin iam_plugin = {
     .abi_major = OL_ABI_MAJOR,
     .abi_minor = OL_ABI_MINOR,
@@ -1011,6 +1014,7 @@ static const ol_plugin iam_plugin = {
     .validate = iam_validate,
     .apply = iam_apply,
     .fini = iam_fini,
+    .cli_flags = iam_cli_flags,
     .plan = iam_plan,
     .destroy = iam_destroy,
     .rotate = iam_rotate,

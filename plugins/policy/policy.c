@@ -847,6 +847,9 @@ static const ol_option_def policy_options[] = {
      OL_BIND(policy_conf, policy_name)},
 };
 
+/* Shortcuts: keys of a products-file line (docs/products-file.md). */
+static const ol_cli_flag policy_cli_flags[] = {{"policy", "preset"}, {NULL, NULL}};
+
 static const ol_plugin policy_plugin = {
     .abi_major = OL_ABI_MAJOR,
     .abi_minor = OL_ABI_MINOR,
@@ -863,6 +866,7 @@ static const ol_plugin policy_plugin = {
     .plan = policy_plan,
     .destroy = policy_destroy,
     .fini = policy_fini,
+    .cli_flags = policy_cli_flags,
 };
 
 OL_EXPORT const ol_plugin *opsline_plugin(void) {

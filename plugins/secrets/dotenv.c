@@ -146,6 +146,7 @@ typedef struct env_entry {
     size_t name_off, name_len;
     size_t value_off, value_end;
     int unterminated; /* a quote that never closes */
+    int runs_on;      /* text right after the closing quote: readers disagree on the value */
     size_t line;      /* 1-based line number of start */
 } env_entry;
 
@@ -177,6 +178,13 @@ static void env_entry_at(const char *text, size_t len, size_t pos, size_t line, 
         e->value_end = i + 1;
         const char *last_nl = memchr(text + i, '\n', len - i);
         e->next = last_nl != NULL ? (size_t)(last_nl - text) + 1 : len;
+        /* '#' ends a value here as it ends a bare one (below): a merge writes either. A CR
+         * ends it only as part of a line end. */
+        size_t a = i + 1;
+        if (a < len && text[a] == '\r')
+            a++;
+        e->runs_on =
+            a < len && text[a] != '\n' && (a > i + 1 || (!is_blank(text[a]) && text[a] != '#'));
         return;
     }
     while (i < text_end && !is_blank(text[i]) && text[i] != '#')
@@ -211,6 +219,7 @@ typedef struct merge_ctx {
     const ol_kv *vars;
     size_t n_vars;
     int found[DOTENV_N_VARS];
+    size_t open_line; /* another variable's quote that never closes: it runs to the end */
 } merge_ctx;
 
 static int merge_entry(const char *text, const env_entry *e, void *arg) {
@@ -219,10 +228,12 @@ static int merge_entry(const char *text, const env_entry *e, void *arg) {
     while (v < m->n_vars && !entry_is(text, e, m->vars[v].name))
         v++;
     if (v == m->n_vars) {
+        if (e->unterminated)
+            m->open_line = e->line;
         storebuf_add(m->b, text + e->start, e->next - e->start);
         return 0;
     }
-    if (e->unterminated)
+    if (e->unterminated || e->runs_on)
         return (int)e->line;
     /* Keep indentation, `export`, the spelling up to '=', an inline comment and the line
      * end; replace the whole value, however many lines it took. */
@@ -236,9 +247,12 @@ static int merge_entry(const char *text, const env_entry *e, void *arg) {
 /* Merges vars (name/value pairs, values may be secret) into the text of an existing file.
  * Returns a NUL-terminated text (host-allocated: wipe and free it) and its length in
  * *out_len, or NULL when out of memory or when an assignment of one of the vars has a quote
- * that never closes (*bad_line, if given, says where; such a file is not sourced the same by
- * any two readers). Line ends are kept; new lines use the file's style (CRLF when its first
- * line ends so). */
+ * that never closes or text right after its closing quote (`V='a'b`: the new value would
+ * be glued to that text), or another one has a quote that never closes and a var must be
+ * appended (a reader would take the
+ * appended lines as part of that value) (*bad_line, if given, says where; such a file is not
+ * sourced the same by any two readers). Line ends are kept; new lines use the file's style
+ * (CRLF when its first line ends so). */
 static char *dotenv_merge(const ol_host *h, const char *old, size_t old_len, const ol_kv *vars,
                           size_t n_vars, size_t *out_len, size_t *bad_line) {
     storebuf b = STOREBUF_INIT(h);
@@ -248,13 +262,20 @@ static char *dotenv_merge(const ol_host *h, const char *old, size_t old_len, con
     const char *first_nl = memchr(old, '\n', old_len);
     const char *eol = first_nl != NULL && first_nl > old && first_nl[-1] == '\r' ? "\r\n" : "\n";
     int bad = env_each(old, old_len, merge_entry, &m);
+    for (size_t v = 0; v < n_vars && bad == 0 && m.open_line != 0; v++)
+        if (!m.found[v])
+            bad = (int)m.open_line;
     if (bad != 0) {
         if (bad_line != NULL)
             *bad_line = (size_t)bad;
         storebuf_wipe(&b);
         return NULL;
     }
-    if (old_len > 0 && old[old_len - 1] != '\n')
+    /* A last line ending in a lone CR is a CRLF line short of its LF: completing it with
+     * another CRLF would leave a CR in its value for readers. */
+    if (old_len > 0 && old[old_len - 1] == '\r')
+        storebuf_str(&b, "\n");
+    else if (old_len > 0 && old[old_len - 1] != '\n')
         storebuf_str(&b, eol);
     for (size_t v = 0; v < n_vars; v++) {
         if (m.found[v])
@@ -343,19 +364,30 @@ static char *dotenv_remove(const ol_host *h, const char *old, size_t old_len,
 typedef struct check_ctx {
     const char *const *names;
     size_t n;
+    size_t seen; /* how many of names are assigned before this entry */
+    int is_seen[DOTENV_N_VARS];
 } check_ctx;
 
 static int check_entry(const char *text, const env_entry *e, void *arg) {
-    const check_ctx *c = arg;
-    for (size_t v = 0; v < c->n && e->unterminated; v++)
-        if (entry_is(text, e, c->names[v]))
-            return (int)e->line;
+    check_ctx *c = arg;
+    size_t v = 0;
+    while (v < c->n && !entry_is(text, e, c->names[v]))
+        v++;
+    if ((e->unterminated && (v < c->n || c->seen < c->n)) || (e->runs_on && v < c->n))
+        return (int)e->line;
+    if (v < c->n && !c->is_seen[v]) {
+        c->is_seen[v] = 1;
+        c->seen++;
+    }
     return 0;
 }
 
-/* 0, or the line of an assignment of one of names whose quote never closes. */
+/* 0, or the line of a quote dotenv_merge would refuse: one that never closes or is followed
+ * by more text in an assignment of one of names (at most DOTENV_N_VARS), or one that never
+ * closes in another assignment before which not all of names are assigned (the merge would
+ * append them inside that value). */
 static size_t dotenv_check(const char *text, size_t len, const char *const *names, size_t n) {
-    check_ctx c = {.names = names, .n = n};
+    check_ctx c = {.names = names, .n = n < DOTENV_N_VARS ? n : DOTENV_N_VARS};
     return (size_t)env_each(text, len, check_entry, &c);
 }
 
@@ -429,8 +461,9 @@ static void op_put(dotenv_op *op) {
         op->rc = bad_line ? OL_EINVAL : OL_ENOMEM;
         if (bad_line)
             snprintf(op->why, sizeof(op->why),
-                     "%s line %zu: a quoted value never closes; fix the file and rerun", op->path,
-                     bad_line);
+                     "%s line %zu: a quoted value never closes or runs on after its closing quote; "
+                     "fix the file and rerun",
+                     op->path, bad_line);
         else
             snprintf(op->why, sizeof(op->why), "out of memory merging %s", op->path);
     } else if ((op->rc = h->write_private_file(op->path, text, len)) != 0) {
@@ -665,8 +698,9 @@ static int dotenv_validate(ol_stage *stage, const ol_item *item, void *state) {
     }
     if (bad_line != 0) {
         h->log(stage, item, OL_LOG_ERROR,
-               "%s line %zu: the quoted value of a variable opsline writes never closes; "
-               "fix the file (close the quote) and rerun",
+               "%s line %zu: a quoted value never closes or runs on after its closing "
+               "quote, so readers disagree on the variables opsline writes; fix the file "
+               "(close the quote, or quote the whole value) and rerun",
                path, bad_line);
         h->free(path);
         return OL_EINVAL;

@@ -100,6 +100,15 @@ class ApplyInputsTest(unittest.TestCase):
             for p in products[:3]:
                 f.write(f"  {p}   # owned by team {p[-1]}\n")
             f.write("\n".join(products[3:]) + "\n" + products[0] + "\n")  # a duplicate
+        # A product listed twice is refused (issue 7), naming both lines, before any request.
+        r = self.apply("--products-file", path, "-e", "production")
+        self.assertEqual(r.returncode, 2, r.stdout[-3000:] + r.stderr[-3000:])
+        self.assertIn(f"{path}:9: product '{products[0]}' is already on line 3", r.stderr)
+        with open(path, "w") as f:
+            f.write("# products of the quarter\n\n")
+            for p in products[:3]:
+                f.write(f"  {p}   # owned by team {p[-1]}\n")
+            f.write("\n".join(products[3:]) + "\n")
         r = self.apply("--products-file", path, "-e", "production", "--concurrency", "2",
                        "--json")
         self.assertEqual(r.returncode, 0, r.stdout[-3000:] + r.stderr[-3000:])

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -105,16 +106,14 @@ static void defaults_are_both_environments_the_runbook_pipeline_and_32_in_flight
     plan_free(&p);
 }
 
-static void products_file_adds_one_name_per_line_without_comments_or_duplicates(void **state) {
+static void products_file_adds_one_name_per_line_without_comments(void **state) {
     fixture *f = *state;
     const char *path = file_with(f, "products.txt",
                                  "# the quarter's products\n"
                                  "\n"
                                  "  shop   # team a\n"
                                  "billing\r\n"
-                                 "acme\n"
-                                 "\t search\n"
-                                 "shop\n");
+                                 "\t search");
     config_args a = {
         .products = ACME, .n_products = 1, .products_file = path, .environments = "dev"};
     plan p;
@@ -126,6 +125,7 @@ static void products_file_adds_one_name_per_line_without_comments_or_duplicates(
         assert_string_equal(p.products[i], want[i]);
     assert_int_equal(p.n_environments, 1);
     assert_string_equal(p.environments[0], "dev");
+    assert_null(p.product_settings);
     plan_free(&p);
 }
 
@@ -139,6 +139,178 @@ static void products_file_errors_name_the_file_and_line(void **state) {
     expect_refused(f, &a, OL_EINVAL, "Shop");
     a.products_file = file_with(f, "empty.txt", "# nothing yet\n\n");
     expect_refused(f, &a, OL_EINVAL, "no product given");
+}
+
+static void products_file_refuses_duplicates_naming_both_lines(void **state) {
+    fixture *f = *state;
+    config_args a = {.products_file = file_with(f, "dup.txt",
+                                                "acme\nshop\n\n{\"product\": "
+                                                "\"acme\"}\n")};
+    expect_refused(f, &a, OL_EINVAL, "dup.txt:4: product 'acme' is already on line 1");
+    a.products = ACME;
+    a.n_products = 1;
+    a.products_file = file_with(f, "cli.txt", "# header\nacme\n");
+    expect_refused(f, &a, OL_EINVAL, "cli.txt:2: product 'acme' is also given on the command line");
+}
+
+static void products_file_may_start_with_a_byte_order_mark(void **state) {
+    fixture *f = *state;
+    config_args a = {.products_file = file_with(f, "bom.txt",
+                                                "\xef\xbb\xbf"
+                                                "acme\r\nshop\r\n")};
+    plan p;
+    char *err = NULL;
+    if (config_build(&a, f->l, &p, &err) != 0)
+        fail_msg("refused: %s", err);
+    assert_int_equal(p.n_products, 2);
+    assert_string_equal(p.products[0], "acme");
+    plan_free(&p);
+}
+
+/* A name longer than any buffer stays one name; NUL bytes, directories, devices and FIFOs
+ * are refused instead of being read as products (or read forever). */
+static void products_file_reads_whole_lines_and_only_regular_files(void **state) {
+    fixture *f = *state;
+    char *long_name = malloc(602);
+    assert_non_null(long_name);
+    memset(long_name, 'a', 600);
+    strcpy(long_name + 600, "\n");
+    config_args a = {.products_file = file_with(f, "long.txt", long_name), .environments = "dev"};
+    plan p;
+    char *err = NULL;
+    assert_int_equal(config_build(&a, f->l, &p, &err), 0);
+    assert_int_equal(p.n_products, 1);
+    assert_int_equal(strlen(p.products[0]), 600);
+    plan_free(&p);
+    free(long_name);
+
+    char *huge = malloc(70000);
+    assert_non_null(huge);
+    memset(huge, 'b', 69998);
+    strcpy(huge + 69998, "\n");
+    a.products_file = file_with(f, "huge.txt", huge);
+    free(huge);
+    expect_refused(f, &a, OL_EINVAL, "huge.txt:1: the line is longer than 65536 bytes");
+
+    snprintf(f->path, sizeof(f->path), "%s/nul.txt", f->dir);
+    FILE *fp = fopen(f->path, "w");
+    assert_non_null(fp);
+    assert_int_equal(fwrite("acme\nsh\0op\n", 1, 12, fp), 12);
+    assert_int_equal(fclose(fp), 0);
+    a.products_file = f->path;
+    expect_refused(f, &a, OL_EINVAL, "nul.txt:2: the line holds a NUL byte");
+
+    a.products_file = f->dir;
+    expect_refused(f, &a, OL_ECONFIG, "is a directory");
+    a.products_file = "/dev/zero";
+    expect_refused(f, &a, OL_ECONFIG, "/dev/zero is not a regular file");
+    snprintf(f->path, sizeof(f->path), "%s/fifo", f->dir);
+    assert_int_equal(mkfifo(f->path, 0600), 0);
+    a.products_file = f->path;
+    expect_refused(f, &a, OL_ECONFIG, "is not a regular file");
+}
+
+static void json_lines_give_products_their_environments_region_and_options(void **state) {
+    fixture *f = *state;
+    const char *sets[] = {"bucket.versioning=true"};
+    config_args a = {
+        .products_file = file_with(
+            f, "p.jsonl",
+            "# team products\n"
+            "plain\n"
+            "{\"product\": \"shop\", \"environments\": [\"production\"], \"region\": "
+            "\"eu-west-1\", \"tags\": {\"team\": \"web\"}, \"versioning\": false, "
+            "\"policy\": \"read-only\", \"set\": {\"bucket.encryption\": \"aws:kms\", "
+            "\"bucket.kms_key_id\": \"alias/shop\"}}\n"
+            "\n"
+            "  {\"product\": \"billing\", \"region\": \"us-east-1\"}  # the # is a comment\n"),
+        .environments = "dev,test",
+        .sets = sets,
+        .n_sets = 1};
+    plan p;
+    char *err = NULL;
+    if (config_build(&a, f->l, &p, &err) != 0)
+        fail_msg("refused: %s", err);
+    assert_int_equal(p.n_products, 3);
+    assert_non_null(p.product_settings);
+    assert_non_null(p.product_lines);
+    assert_int_equal(p.product_lines[0], 2);
+    assert_int_equal(p.product_lines[1], 3);
+    assert_int_equal(p.product_lines[2], 5);
+    assert_string_equal(p.products_file, a.products_file);
+    char *const *envs;
+    assert_int_equal(plan_product_environments(&p, 0, &envs), 2);
+    assert_string_equal(envs[1], "test");
+    assert_int_equal(plan_product_environments(&p, 1, &envs), 1);
+    assert_string_equal(envs[0], "production");
+    assert_null(p.product_settings[0].region);
+    assert_null(p.product_settings[0].stages);
+    assert_string_equal(p.product_settings[1].region, "eu-west-1");
+    assert_string_equal(p.product_settings[2].region, "us-east-1");
+    assert_null(p.product_settings[2].stages);
+    /* shop's own bucket options: the line over --set over the defaults */
+    const plan_stage *own = &p.product_settings[1].stages[stage(&p, "bucket") - p.stages];
+    assert_non_null(own->opts);
+    assert_int_equal(options_bool(own->opts, "versioning"), 0);
+    const ol_kv *tags;
+    assert_int_equal(options_map(own->opts, "tags", &tags), 1);
+    assert_string_equal(tags[0].name, "team");
+    assert_string_equal(tags[0].value, "web");
+    assert_int_equal(options_bool(stage(&p, "bucket")->opts, "versioning"), 1);
+    assert_false(options_is_set(stage(&p, "bucket")->opts, "tags"));
+    const plan_stage *pol = &p.product_settings[1].stages[stage(&p, "policy") - p.stages];
+    assert_string_equal(options_string(pol->opts, "preset"), "read-only");
+    assert_string_equal(options_string(stage(&p, "policy")->opts, "preset"), "runbook");
+    /* "tags" is a shortcut of every stage that maps it (cli_flags): the user gets them too */
+    const plan_stage *user = &p.product_settings[1].stages[stage(&p, "iam") - p.stages];
+    assert_int_equal(options_map(user->opts, "tags", &tags), 1);
+    assert_string_equal(tags[0].value, "web");
+    plan_free(&p);
+}
+
+/* Every bad line is refused with its file and line number, before any request. */
+static void json_lines_errors_name_the_file_and_line(void **state) {
+    fixture *f = *state;
+    static const struct {
+        const char *line, *fragment;
+    } cases[] = {
+        {"{\"product\": \"shop\"", "not valid JSON"},
+        {"{\"product\": \"shop\", \"product\": \"x\"}", "duplicate object key"},
+        {"{}", "no \"product\" name"},
+        {"{\"product\": 7}", "no \"product\" name"},
+        {"{\"product\": \"\"}", "the product name is empty"},
+        {"{\"product\": \"Shop\"}", "Shop"},
+        {"{\"product\": \"shop\", \"colour\": \"red\"}", "unknown key 'colour'"},
+        {"{\"product\": \"shop\", \"environments\": []}", "non-empty list"},
+        {"{\"product\": \"shop\", \"environments\": [\"Prod\"]}", "Prod"},
+        {"{\"product\": \"shop\", \"environments\": [\"a\", \"a\"]}", "twice"},
+        {"{\"product\": \"shop\", \"region\": \"mars-1\"}", "not 'mars-1'"},
+        {"{\"product\": \"shop\", \"region\": 3}", "AWS region name"},
+        {"{\"product\": \"shop\", \"secrets\": [\"pass\"]}", "per-product secret stores"},
+        {"{\"product\": \"shop\", \"profile\": \"x\"}", "per-product credentials"},
+        {"{\"product\": \"shop\", \"set\": [1]}", "\"set\" must be an object"},
+        {"{\"product\": \"shop\", \"set\": {\"versioning\": true}}", "not STAGE.OPTION"},
+        {"{\"product\": \"shop\", \"set\": {\"cdn.ttl\": 1}}", "stage 'cdn', which is not"},
+        {"{\"product\": \"shop\", \"set\": {\"dotenv.path\": \"x\"}}", "secret store"},
+        {"{\"product\": \"shop\", \"set\": {\"bucket.versoning\": true}}",
+         "did you mean 'versioning'"},
+        {"{\"product\": \"shop\", \"versioning\": \"yes\"}", "must be a boolean"},
+        {"{\"product\": \"shop\", \"tags\": {\"a\": 1}}", "not a string"},
+        {"{\"product\": \"shop\", \"versioning\": true, \"set\": {\"bucket.versioning\": "
+         "true}}",
+         "already sets"},
+        {"[\"shop\"]", "character '['"},
+        {"{\"product\": \"shop\"} {\"product\": \"acme2\"}", "text after the JSON object"},
+        {"{\"product\": \"shop\"} junk", "text after the JSON object"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char text[512], want[256];
+        snprintf(text, sizeof(text), "acme\n# comment\n%s\n", cases[i].line);
+        config_args a = {.products_file = file_with(f, "bad.jsonl", text)};
+        snprintf(want, sizeof(want), "bad.jsonl:3: ");
+        expect_refused(f, &a, OL_EINVAL, want);
+        expect_refused(f, &a, OL_EINVAL, cases[i].fragment);
+    }
 }
 
 static void environments_and_region_come_from_the_flags_before_the_pipeline_file(void **state) {
@@ -327,8 +499,13 @@ int main(void) {
         cmocka_unit_test_setup_teardown(a_missing_or_unopenable_pipeline_file_says_cannot_open,
                                         setup, teardown),
         cmocka_unit_test(defaults_are_both_environments_the_runbook_pipeline_and_32_in_flight),
-        cmocka_unit_test(products_file_adds_one_name_per_line_without_comments_or_duplicates),
+        cmocka_unit_test(products_file_adds_one_name_per_line_without_comments),
         cmocka_unit_test(products_file_errors_name_the_file_and_line),
+        cmocka_unit_test(products_file_refuses_duplicates_naming_both_lines),
+        cmocka_unit_test(products_file_reads_whole_lines_and_only_regular_files),
+        cmocka_unit_test(products_file_may_start_with_a_byte_order_mark),
+        cmocka_unit_test(json_lines_give_products_their_environments_region_and_options),
+        cmocka_unit_test(json_lines_errors_name_the_file_and_line),
         cmocka_unit_test(environments_and_region_come_from_the_flags_before_the_pipeline_file),
         cmocka_unit_test(bad_regions_environments_and_pipeline_files_are_refused),
         cmocka_unit_test(set_and_env_file_reach_the_stage_options),

@@ -195,7 +195,82 @@ static void merge_refuses_a_quote_that_never_closes(void **state) {
     assert_int_equal(bad, 2);
     const char *names[] = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"};
     assert_int_equal(dotenv_check(old, strlen(old), names, 2), 2);
-    assert_int_equal(dotenv_check("A=\"open\n", 8, names, 2), 0); /* not ours: left alone */
+}
+
+/* Found by fuzz/fuzz_dotenv (corpus/dotenv/unterminated-other.dotenv): another variable's quote
+ * that never closes runs to the end of the file, so what the merge appends would be read as
+ * part of its value, the secret included, and the key would not read back. */
+static void merge_refuses_to_append_inside_another_open_quote(void **state) {
+    (void)state;
+    const char *old = "OTHER=\"never closed\nX=2\n";
+    size_t len = 0, bad = 0;
+    assert_null(dotenv_merge(&run_host_api, old, strlen(old), four, 4, &len, &bad));
+    assert_int_equal(bad, 1);
+    const char *names[] = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"};
+    assert_int_equal(dotenv_check(old, strlen(old), names, 2), 1);
+}
+
+/* Found by fuzz/fuzz_dotenv (corpus/dotenv/crlf-last-line-without-lf.dotenv): a CRLF file whose
+ * last line lost its LF got another CRLF, and the replaced value read back with a CR. */
+static void merge_completes_a_last_line_ending_in_cr(void **state) {
+    (void)state;
+    const ol_kv region[] = {{"AWS_REGION", "eu-west-1"}};
+    size_t len = 0;
+    const char *old = "A=1\r\nAWS_REGION=us-east-1\r";
+    char *out = dotenv_merge(&run_host_api, old, strlen(old), region, 1, &len, NULL);
+    assert_string_equal(out, "A=1\r\nAWS_REGION=eu-west-1\r\n");
+    char *v = dotenv_lookup(out, len, "AWS_REGION");
+    assert_string_equal(v, "eu-west-1");
+    free(v);
+    run_host_api.free(out);
+    out = dotenv_merge(&run_host_api, "A=1\r", 4, region, 1, &len, NULL);
+    assert_string_equal(out, "A=1\r\nAWS_REGION=eu-west-1\n");
+    run_host_api.free(out);
+}
+
+/* Found by fuzz/fuzz_dotenv (corpus/dotenv/quote-runs-on.dotenv): `V='a'b` kept "b" after the
+ * replaced value, so the new secret read back with it glued on. */
+static void merge_refuses_a_quoted_value_that_runs_on(void **state) {
+    (void)state;
+    const char *old = "X=1\nAWS_SECRET_ACCESS_KEY='multi\nline's $HOME'\n";
+    size_t len = 0, bad = 0;
+    assert_null(dotenv_merge(&run_host_api, old, strlen(old), four, 4, &len, &bad));
+    assert_int_equal(bad, 2);
+    const char *names[] = {"AWS_SECRET_ACCESS_KEY"};
+    assert_int_equal(dotenv_check(old, strlen(old), names, 1), 2);
+    /* A CR that is not part of a line end runs on too (corpus/dotenv/lone-cr-after-quote.dotenv).
+     */
+    const char *cr = "AWS_SECRET_ACCESS_KEY=\"x\"\r_S\n";
+    assert_int_equal(dotenv_check(cr, strlen(cr), names, 1), 1);
+    /* A comment right after the quote ends the value, as after a bare one
+     * (corpus/dotenv/comment-glued-to-value.dotenv): merged, and merged again unchanged. */
+    const char *glued = "AWS_SECRET_ACCESS_KEY==1# note\r\n";
+    const ol_kv odd[] = {{"AWS_SECRET_ACCESS_KEY", "a b"}};
+    char *once = dotenv_merge(&run_host_api, glued, strlen(glued), odd, 1, &len, NULL);
+    assert_string_equal(once, "AWS_SECRET_ACCESS_KEY=\"a b\"# note\r\n");
+    char *twice = dotenv_merge(&run_host_api, once, len, odd, 1, &len, NULL);
+    assert_string_equal(twice, once);
+    run_host_api.free(once);
+    run_host_api.free(twice);
+    /* Another variable's is not ours to judge: kept byte for byte. */
+    const char *other = "X='a'b\n";
+    assert_int_equal(dotenv_check(other, strlen(other), names, 1), 0);
+    char *out = merge(other, four, 4);
+    assert_memory_equal(out, other, strlen(other));
+    free(out);
+}
+
+/* When every variable is assigned before it, nothing is appended: the file is merged. */
+static void merge_leaves_another_open_quote_after_its_variables(void **state) {
+    (void)state;
+    const ol_kv two[] = {{"AWS_ACCESS_KEY_ID", "AKIANEW"}, {"AWS_SECRET_ACCESS_KEY", SECRET}};
+    const char *names[] = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"};
+    const char *old = "AWS_ACCESS_KEY_ID=a\nAWS_SECRET_ACCESS_KEY=b\nA=\"open\n";
+    assert_int_equal(dotenv_check(old, strlen(old), names, 2), 0);
+    char *out = merge(old, two, 2);
+    assert_string_equal(out,
+                        "AWS_ACCESS_KEY_ID=AKIANEW\nAWS_SECRET_ACCESS_KEY=" SECRET "\nA=\"open\n");
+    free(out);
 }
 
 static void lookup_reads_a_multi_line_value_and_escapes(void **state) {
@@ -275,6 +350,10 @@ int main(void) {
         cmocka_unit_test(secretdir_refuses_world_writable_warns_sticky_accepts_group),
         cmocka_unit_test(var_names_the_shell_or_loader_rely_on_are_refused),
         cmocka_unit_test(merge_refuses_a_quote_that_never_closes),
+        cmocka_unit_test(merge_refuses_to_append_inside_another_open_quote),
+        cmocka_unit_test(merge_leaves_another_open_quote_after_its_variables),
+        cmocka_unit_test(merge_completes_a_last_line_ending_in_cr),
+        cmocka_unit_test(merge_refuses_a_quoted_value_that_runs_on),
         cmocka_unit_test(lookup_reads_a_multi_line_value_and_escapes),
         cmocka_unit_test(remove_drops_a_multi_line_assignment_whole),
     };

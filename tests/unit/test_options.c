@@ -177,6 +177,41 @@ static void reads_values_of_every_type_from_text(void **state) {
     options_free(o);
 }
 
+/* A clone is deep: it outlives the original, and a change to it (JSON, as a products-file
+ * line sets) leaves the original alone; its messages carry its own label. */
+static void a_clone_is_independent_and_takes_json_on_top(void **state) {
+    (void)state;
+    options *o = NULL, *c = NULL;
+    char *err = NULL;
+    assert_int_equal(options_parse(&plugin, NULL, "bucket", &o, &err), 0);
+    assert_int_equal(options_set_text(o, "max_keys", "7", &err), 0);
+    assert_int_equal(options_clone(o, "products.jsonl:3: stage 'bucket'", &c), 0);
+    json_t *j = json_pack("{s:b, s:{s:s}}", "versioning", 0, "tags", "team", "web");
+    assert_int_equal(options_apply_json(c, j, &err), 0);
+    json_decref(j);
+    assert_true(options_bool(o, "versioning"));
+    assert_false(options_is_set(o, "versioning"));
+    const ol_kv *map = NULL;
+    assert_int_equal(options_map(o, "tags", &map), 2);
+    options_free(o);
+    assert_false(options_bool(c, "versioning"));
+    assert_true(options_is_set(c, "versioning"));
+    assert_true(options_is_set(c, "max_keys"));
+    assert_int_equal(options_int(c, "max_keys"), 7);
+    assert_int_equal(options_map(c, "tags", &map), 1);
+    assert_string_equal(map[0].value, "web");
+    const char *const *list = NULL;
+    assert_int_equal(options_list(c, "regions", &list), 2);
+    assert_string_equal(list[1], "us-east-1");
+    assert_string_equal(options_string(c, "token"), "s3cr3t-default");
+    j = json_pack("{s:i}", "versoning", 1);
+    assert_int_equal(options_apply_json(c, j, &err), OL_EINVAL);
+    json_decref(j);
+    assert_non_null(strstr(err, "products.jsonl:3: stage 'bucket': unknown option 'versoning'"));
+    free(err);
+    options_free(c);
+}
+
 static void a_bad_text_value_keeps_the_previous_one(void **state) {
     (void)state;
     options *o = NULL;
@@ -326,6 +361,7 @@ int main(void) {
         cmocka_unit_test(reads_values_of_every_type_from_json),
         cmocka_unit_test(reads_values_of_every_type_from_text),
         cmocka_unit_test(a_bad_text_value_keeps_the_previous_one),
+        cmocka_unit_test(a_clone_is_independent_and_takes_json_on_top),
         cmocka_unit_test(suggests_the_closest_option_name),
         cmocka_unit_test(lists_valid_names_when_nothing_is_close),
         cmocka_unit_test(suggests_from_text_too),

@@ -155,6 +155,48 @@ static int forger_apply(ol_stage *stage, ol_item *item, void *state) {
 }
 static const ol_plugin p_forger = STAGE("forger", forger_apply, NULL);
 
+/* labelled: an option "label" read in init; apply records what its instance holds. */
+typedef struct labelled_state {
+    const char *label;
+} labelled_state;
+static unsigned g_inits;
+static char g_seen[8][96]; /* "item region label" per apply */
+static int labelled_init(ol_stage *stage, const ol_host *host, void **state) {
+    labelled_state *st = calloc(1, sizeof(*st));
+    if (st == NULL)
+        return OL_ENOMEM;
+    g_host = host;
+    g_inits++;
+    host->opt_bind(stage, st);
+    *state = st;
+    return 0;
+}
+static int labelled_apply(ol_stage *stage, ol_item *item, void *state) {
+    labelled_state *st = state;
+    if (g_applied[6] < 8)
+        snprintf(g_seen[g_applied[6]], sizeof(g_seen[0]), "%s %s %s", g_host->item_name(item),
+                 g_host->item_region(item), st->label);
+    g_applied[6]++;
+    g_host->done(stage, item, OL_OUTCOME_UNCHANGED, NULL);
+    return 0;
+}
+static void labelled_fini(void *state) {
+    free(state);
+}
+static const ol_option_def labelled_options[] = {
+    {"label", OL_OPT_STRING, "shared", "a label", OL_OPT_BIND, offsetof(labelled_state, label)},
+};
+static const ol_plugin p_labelled = {.abi_major = OL_ABI_MAJOR,
+                                     .abi_minor = OL_ABI_MINOR,
+                                     .struct_size = sizeof(ol_plugin),
+                                     .name = "labelled",
+                                     .version = "1",
+                                     .description = "test",
+                                     .init = labelled_init,
+                                     .apply = labelled_apply,
+                                     .fini = labelled_fini,
+                                     OL_OPTIONS(labelled_options)};
+
 /* ---- fixture -------------------------------------------------------------------------- */
 
 typedef struct fixture {
@@ -385,6 +427,46 @@ static void says_sts_was_unreachable_rather_than_credentials_rejected(void **sta
     fixture_finish(&fx);
 }
 
+/* A product with its own settings (products file) gets its environments, its region and
+ * its own instance of a stage whose options it sets; the others share the run's. */
+static void a_product_with_its_own_settings_runs_its_own_stage_instance(void **state) {
+    static const ol_plugin *const stages[] = {&p_labelled};
+    fixture fx;
+    char *err = NULL;
+    (void)state;
+    fixture_init(&fx, stages, 1, 3);
+    g_inits = 0;
+    plan *p = &fx.p;
+    p->product_settings = calloc(3, sizeof(plan_product));
+    assert_non_null(p->product_settings);
+    plan_product *own = &p->product_settings[1];
+    own->n_environments = 2;
+    own->environments = calloc(2, sizeof(char *));
+    assert_non_null(own->environments);
+    own->environments[0] = strdup("blue");
+    own->environments[1] = strdup("green");
+    own->region = strdup("us-east-1");
+    own->stages = calloc(1, sizeof(plan_stage));
+    assert_non_null(own->stages);
+    own->stages[0] = p->stages[0];
+    own->stages[0].opts = NULL;
+    assert_int_equal(options_clone(p->stages[0].opts, "line 2", &own->stages[0].opts), 0);
+    json_t *o = json_pack("{s:s}", "label", "own");
+    assert_int_equal(options_apply_json(own->stages[0].opts, o, &err), 0);
+    json_decref(o);
+
+    assert_int_equal(fixture_run(&fx), 0);
+    assert_int_equal(g_inits, 2);
+    assert_int_equal(g_applied[6], 4);
+    assert_string_equal(g_seen[0], "prod0-dev eu-north-1 shared");
+    assert_string_equal(g_seen[1], "prod1-blue us-east-1 own");
+    assert_string_equal(g_seen[2], "prod1-green us-east-1 own");
+    assert_string_equal(g_seen[3], "prod2-dev eu-north-1 shared");
+    /* the plan's options are the run's: the clone did not change them */
+    assert_string_equal(options_string(p->stages[0].opts, "label"), "shared");
+    fixture_finish(&fx);
+}
+
 /* ---- the lifecycle commands: which entry point runs, in which order -------------------- */
 
 static char g_order[256];         /* "<mode letter>:<stage> " per call, in call order */
@@ -466,6 +548,7 @@ static void plan_calls_plan_and_exits_3_when_changes_are_pending(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(a_product_with_its_own_settings_runs_its_own_stage_instance),
         cmocka_unit_test(destroy_runs_the_stages_in_the_reverse_order_of_their_needs),
         cmocka_unit_test(rotate_commits_in_order_once_every_stage_succeeded),
         cmocka_unit_test(plan_calls_plan_and_exits_3_when_changes_are_pending),

@@ -98,12 +98,42 @@ static void prints_a_line_per_stage_failures_on_stderr_and_a_summary(void **stat
                            "acme-production                  iam        updated    key rotated\n"));
     assert_non_null(strstr(c.stdout_text, "acme-staging                     policy     skipped    "
                                           "needs 'iam', which did not succeed\n"));
-    assert_null(strstr(c.stdout_text, "AccessDenied"));
     assert_string_equal(c.stderr_text, "acme-staging                     iam        failed     "
                                        "AccessDenied: CreateUser\n");
-    assert_non_null(strstr(c.stdout_text, "\n2 item(s): 1 ok, 1 failed; stages: 1 created, 1 "
-                                          "updated, 1 unchanged, 1 failed, 1 skipped; 27 AWS "
-                                          "requests, 3 retries; "));
+    const char *sum = strstr(c.stdout_text, "\nSummary: 2 item(s) in ");
+    assert_non_null(sum);
+    assert_non_null(strstr(sum,
+                           " s; 27 AWS requests, 3 retries, 2 throttled\n"
+                           "  outcome      items  stages\n"
+                           "  created          1       1\n"
+                           "  updated          0       1\n"
+                           "  unchanged        0       1\n"
+                           "  failed           1       1\n"
+                           "  skipped          -       1\n"
+                           "Failed items:\n"
+                           "  acme-staging                     iam: AccessDenied: CreateUser\n"));
+    /* the reason is on stdout once: in the summary, not as a stage line */
+    assert_true(strstr(c.stdout_text, "AccessDenied") > sum);
+    assert_null(strstr(strstr(c.stdout_text, "AccessDenied") + 1, "AccessDenied"));
+    capture_free(&c);
+}
+
+static void quiet_prints_failures_and_the_summary_only(void **state) {
+    (void)state;
+    capture c;
+    report *r = report_new(0, 0, 2);
+    assert_non_null(r);
+    report_set_quiet(r, 1);
+    capture_start(&c);
+    record_two_items(r);
+    report_finish(r, &STATS, 0, 0);
+    capture_end(&c);
+    report_free(r);
+    assert_null(strstr(c.stdout_text, "created\n"));
+    assert_null(strstr(c.stdout_text, "key rotated"));
+    assert_true(strncmp(c.stdout_text, "\nSummary: 2 item(s)", 19) == 0);
+    assert_non_null(strstr(c.stdout_text, "Failed items:\n  acme-staging "));
+    assert_non_null(strstr(c.stderr_text, "iam        failed     AccessDenied"));
     capture_free(&c);
 }
 
@@ -120,7 +150,10 @@ static void counts_items_that_never_finished_as_failed_or_not_run(void **state) 
     report_free(r);
 
     assert_int_equal(failed, 2);
-    assert_non_null(strstr(c.stdout_text, "3 item(s): 1 ok, 2 failed or not run;"));
+    assert_non_null(strstr(c.stdout_text, "Summary: 3 item(s) in "));
+    assert_non_null(strstr(c.stdout_text, "  created          1       1\n"));
+    assert_non_null(strstr(c.stdout_text, "  not run          2       -\n"));
+    assert_null(strstr(c.stdout_text, "Failed items"));
     capture_free(&c);
 }
 
@@ -210,6 +243,30 @@ static void an_item_with_only_unchanged_stages_is_ok(void **state) {
     capture_free(&c);
 }
 
+/* Durations are milliseconds: 0.1 + 0.002 is printed 0.102, never 0.10200000000000001. */
+static void json_durations_are_rounded_to_milliseconds(void **state) {
+    (void)state;
+    capture c;
+    report *r = report_new(1, 0, 1);
+    assert_non_null(r);
+    capture_start(&c);
+    report_stage(r, "x-production", "bucket", OL_OUTCOME_CREATED, NULL, 0.1 + 0.002);
+    report_stage(r, "x-production", "iam", OL_OUTCOME_CREATED, NULL, 1.23456789);
+    report_item(r, "x-production", "x", "production", "eu-north-1");
+    report_finish(r, &STATS, 0, 0);
+    capture_end(&c);
+    report_free(r);
+    assert_non_null(strstr(c.stdout_text, "\"seconds\": 0.102\n"));
+    assert_non_null(strstr(c.stdout_text, "\"seconds\": 1.235\n"));
+    assert_non_null(strstr(c.stdout_text, "\"outcome\": \"created\""));
+    json_t *doc = json_loads(c.stdout_text, 0, NULL);
+    assert_non_null(doc);
+    double total = json_real_value(json_object_get(json_object_get(doc, "summary"), "seconds"));
+    assert_true(total >= 0 && total == report_round_ms(total));
+    json_decref(doc);
+    capture_free(&c);
+}
+
 static void plan_names_outcomes_as_would_and_counts_the_changes(void **state) {
     (void)state;
     capture c;
@@ -294,6 +351,8 @@ int main(void) {
         cmocka_unit_test(counts_items_that_never_finished_as_failed_or_not_run),
         cmocka_unit_test(json_mode_prints_one_document_with_items_in_finish_order_and_nothing_else),
         cmocka_unit_test(an_item_with_only_unchanged_stages_is_ok),
+        cmocka_unit_test(quiet_prints_failures_and_the_summary_only),
+        cmocka_unit_test(json_durations_are_rounded_to_milliseconds),
         cmocka_unit_test(plan_names_outcomes_as_would_and_counts_the_changes),
         cmocka_unit_test(facts_show_under_their_stage_and_in_json),
     };

@@ -597,10 +597,12 @@ typedef struct ol_plugin {
     /* Non-NULL: this stage is a secret store (see ol_store_ops). */
     const ol_store_ops *store;
 
-    /* ABI 2.1. Command-line flags that set one of this stage's options, ending with
-     * {NULL, NULL}; NULL: none. With {"env-file", "path"}, `opsline apply --env-file V` sets
-     * option "path" to V on this stage when it is in the pipeline, as `--set STAGE.path=V`
-     * would. The host accepts only the flags its `apply --help` lists (today: env-file). */
+    /* ABI 2.1. Shortcuts that set one of this stage's options, ending with {NULL, NULL};
+     * NULL: none. With {"env-file", "path"}, `opsline apply --env-file V` sets option "path"
+     * to V on this stage when it is in the pipeline, as `--set STAGE.path=V` would. On the
+     * command line the host accepts the flags its `apply --help` lists (today: env-file);
+     * every shortcut is also a key of a products-file line ({"product": "x", "tags": ...}),
+     * for the stages that are not secret stores. */
     const ol_cli_flag *cli_flags;
 
     /* ---- 2.1: the lifecycle. Each may be NULL; same contract as apply (0 and one
