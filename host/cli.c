@@ -224,7 +224,7 @@ static void whoami_print(const whoami_answer *w, const char *region, int json) {
 
 /* Sends GetCallerIdentity on c and reports the answer. Returns the exit code. */
 static int whoami_ask(uv_loop_t *loop, aws_client *c, int json) {
-    whoami_answer w = {.source = credentials_source(aws_client_creds(c))};
+    whoami_answer w = {.source = aws_client_source(c)};
     int rc = sts_get_caller_identity(c, on_whoami, &w);
     if (rc != 0) /* the callback will not run: report the refusal as its answer */
         on_whoami(&w, &(ol_aws_response){.struct_size = sizeof(ol_aws_response), .result = rc});

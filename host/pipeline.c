@@ -117,7 +117,7 @@ static void on_preflight(void *arg, const ol_aws_response *res) {
         scheduler_kick(r);
         return;
     }
-    char *msg = sts_failure_message(res, credentials_source(aws_client_creds(r->aws)));
+    char *msg = sts_failure_message(res, aws_client_source(r->aws));
     fprintf(stderr, "error: %s\n", msg ? msg : ol_strerror(res->result));
     fprintf(stderr, "Nothing was created. %s\n", sts_failure_hint(res));
     free(msg);

@@ -21,13 +21,26 @@ typedef struct aws_client aws_client;
 int aws_client_new(uv_loop_t *loop, const char *profile, const char *region, aws_client **out,
                    char **err);
 
-/* Credentials are resolved by aws_client_new, but their absence is reported only when a
- * request is sent (or by this function): returns 0 or the resolution error with its
- * message in *msg (borrowed). */
+/* Where the credentials come from is decided by aws_client_new (credentials_plan); temporary
+ * ones are fetched at the first request and refreshed before they expire, requests waiting
+ * meanwhile. A plan that found nothing is reported at the first request, or by this function:
+ * returns 0 or the plan's error with its message in *msg (borrowed). */
 int aws_client_creds_error(const aws_client *c, const char **msg);
 
+/* A client for settings (copied; region overrides theirs when non-NULL) whose credentials
+ * come from spec (owned, also on failure), or an anonymous one sending unsigned requests when
+ * spec is NULL (AssumeRoleWithWebIdentity). The provider of a role uses it. */
+int aws_client_new_spec(uv_loop_t *loop, const ol__aws_settings *settings, cred_spec *spec,
+                        const char *region, aws_client **out, char **err);
+
 const ol__aws_settings *aws_client_settings(const aws_client *c);
-const ol__creds *aws_client_creds(const aws_client *c);
+
+/* Where the client's credentials come from, for messages (never a secret), or NULL. */
+const char *aws_client_source(const aws_client *c);
+
+/* How many times the credentials were fetched (temporary credentials: once, then at every
+ * refresh; static keys: 0). */
+unsigned aws_client_creds_fetches(const aws_client *c);
 
 /* Send req. region NULL: req->region, else the client's region. cb runs exactly once from
  * the loop, or a negative code is returned and cb never runs. */
