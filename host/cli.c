@@ -15,6 +15,7 @@
 #include "aws/sts.h"
 #include "config.h"
 #include "error.h"
+#include "identities.h"
 #include "loader.h"
 #include "options.h"
 #include "pipeline.h"
@@ -45,10 +46,13 @@ static const char *main_usage =
     "exit codes: 0 success, 1 an operation failed, 2 usage or configuration error\n";
 
 static const char *whoami_usage =
-    "usage: opsline whoami [--profile NAME] [--region REGION] [--json]\n"
+    "usage: opsline whoami [--profile NAME|ENV=NAME,...] [--region REGION|ENV=REGION,...]\n"
+    "                      [--json]\n"
     "\n"
     "Calls STS GetCallerIdentity and prints the account, ARN and user id of the resolved\n"
-    "credentials, and where they came from (never the secret).\n";
+    "credentials, and where they came from (never the secret). With a per-environment\n"
+    "mapping (--profile production=prod-admin,staging=staging-admin, as given to apply),\n"
+    "every identity the run would use, one per environment.\n";
 
 static const char *presign_usage =
     "usage: opsline presign s3://BUCKET/KEY [--expires DURATION] [--method GET|PUT]\n"
@@ -206,9 +210,14 @@ static int whoami_parse(int argc, char **argv, whoami_args *a) {
     return -1;
 }
 
-static void whoami_print(const whoami_answer *w, const char *region, int json) {
+/* env: the environment of a per-environment whoami, else NULL. json_list: the JSON array
+ * such a whoami prints, else NULL (one object is printed). */
+static void whoami_print(const whoami_answer *w, const char *region, int json, const char *env,
+                         json_t *json_list) {
     const sts_identity *id = &w->id;
     if (!json) {
+        if (env != NULL)
+            printf("Environment: %s\n", env);
         printf("Account: %s\nArn:     %s\nUserId:  %s\nSource:  %s\nRegion:  %s\n",
                id->account ? id->account : "?", id->arn ? id->arn : "?",
                id->user_id ? id->user_id : "?", w->source ? w->source : "?", region);
@@ -217,13 +226,20 @@ static void whoami_print(const whoami_answer *w, const char *region, int json) {
     json_t *j =
         json_pack("{s:s?, s:s?, s:s?, s:s?, s:s?}", "UserId", id->user_id, "Account", id->account,
                   "Arn", id->arn, "CredentialSource", w->source, "Region", region);
+    if (j != NULL && env != NULL)
+        json_object_set_new(j, "Environment", json_string(env));
+    if (json_list != NULL) {
+        json_array_append_new(json_list, j);
+        return;
+    }
     json_dumpf(j, stdout, JSON_INDENT(4) | JSON_PRESERVE_ORDER);
     fputc('\n', stdout);
     json_decref(j);
 }
 
 /* Sends GetCallerIdentity on c and reports the answer. Returns the exit code. */
-static int whoami_ask(uv_loop_t *loop, aws_client *c, int json) {
+static int whoami_ask(uv_loop_t *loop, aws_client *c, int json, const char *env,
+                      json_t *json_list) {
     whoami_answer w = {.source = aws_client_source(c)};
     int rc = sts_get_caller_identity(c, on_whoami, &w);
     if (rc != 0) /* the callback will not run: report the refusal as its answer */
@@ -237,7 +253,7 @@ static int whoami_ask(uv_loop_t *loop, aws_client *c, int json) {
             fprintf(stderr, "%s\n", w.hint);
         code = EXIT_FAILED;
     } else {
-        whoami_print(&w, aws_client_settings(c)->region, json);
+        whoami_print(&w, aws_client_settings(c)->region, json, env, json_list);
         if (w.parsed != 0) {
             fprintf(stderr, "error: unexpected GetCallerIdentity answer\n");
             code = EXIT_FAILED;
@@ -248,16 +264,58 @@ static int whoami_ask(uv_loop_t *loop, aws_client *c, int json) {
     return code;
 }
 
+/* whoami for each environment of a per-environment mapping. Returns the exit code. */
+static int whoami_each(const whoami_args *a) {
+    plan p;
+    char *err = NULL;
+    int code = 0;
+    memset(&p, 0, sizeof(p));
+    int rc = identities_environments(a->profile, a->region, &p);
+    if (rc == 0)
+        rc = identities_plan(a->profile, a->region, NULL, NULL, &p, &err);
+    if (rc != 0) {
+        fprintf(stderr, "error: %s\n", err ? err : ol_strerror(rc));
+        free(err);
+        plan_free(&p);
+        return EXIT_USAGE;
+    }
+    json_t *list = a->json ? json_array() : NULL;
+    for (size_t e = 0; e < p.n_environments && code != EXIT_USAGE; e++) {
+        const char *profile, *region;
+        uv_loop_t loop;
+        aws_client *c = NULL;
+        identities_of_item(&p, 0, e, &profile, &region);
+        int one = client_open(&loop, profile, region, &c, 1);
+        if (one == 0) {
+            if (!a->json && e > 0)
+                putchar('\n');
+            one = whoami_ask(&loop, c, a->json, p.environments[e], list);
+        }
+        loop_finish(&loop, c);
+        if (one != 0 && code != EXIT_USAGE)
+            code = one;
+    }
+    if (list != NULL) {
+        json_dumpf(list, stdout, JSON_INDENT(4) | JSON_PRESERVE_ORDER);
+        fputc('\n', stdout);
+        json_decref(list);
+    }
+    plan_free(&p);
+    return code;
+}
+
 static int cmd_whoami(int argc, char **argv) {
     whoami_args a = {0};
     int code = whoami_parse(argc, argv, &a);
     if (code >= 0)
         return code;
+    if (identities_is_mapping(a.profile) || identities_is_mapping(a.region))
+        return whoami_each(&a);
     uv_loop_t loop;
     aws_client *c = NULL;
     code = client_open(&loop, a.profile, a.region, &c, 1);
     if (code == 0)
-        code = whoami_ask(&loop, c, a.json);
+        code = whoami_ask(&loop, c, a.json, NULL, NULL);
     loop_finish(&loop, c);
     return code;
 }
@@ -338,7 +396,10 @@ static int cmd_presign(int argc, char **argv) {
     code = client_open(&loop, x.profile, x.region, &c, 1);
     if (code == 0) {
         char *url = NULL, *err = NULL;
-        int rc = aws_presign_s3(c, x.method, x.bucket, x.key, x.expires, &url, &err);
+        int rc;
+        /* Temporary credentials (a role, SSO) are fetched first: run the loop until then. */
+        while ((rc = aws_presign_s3(c, x.method, x.bucket, x.key, x.expires, &url, &err)) > 0)
+            uv_run(&loop, UV_RUN_ONCE);
         if (rc != 0) {
             fprintf(stderr, "error: %s\n", err ? err : ol_strerror(rc));
             code = EXIT_USAGE;

@@ -47,7 +47,8 @@ unsigned aws_client_creds_fetches(const aws_client *c);
 int aws_send(aws_client *c, const ol_aws_request *req, ol_aws_cb cb, void *arg);
 
 /* A presigned URL for an S3 object (SigV4 query auth), malloc'd into *url.
- * expires in seconds: 1..604800 (7 days), else OL_ERANGE. */
+ * expires in seconds: 1..604800 (7 days), else OL_ERANGE. Returns 1 (nothing in *url or *err)
+ * while temporary credentials are being fetched: run the loop and call again. */
 int aws_presign_s3(aws_client *c, const char *method, const char *bucket, const char *key,
                    unsigned long expires, char **url, char **err);
 

@@ -40,12 +40,12 @@ struct provider {
     int err_code;
     char *err;
     unsigned fetches;
-    services *svc;      /* credential_process and the MFA prompt; made on first use */
-    aws_client *sts;    /* AssumeRole / web identity; made on first use */
+    services *svc;   /* credential_process and the MFA prompt; made on first use */
+    aws_client *sts; /* AssumeRole / web identity; made on first use */
     int sts_open;
-    unsigned ops;       /* HTTP requests, programs and work in flight */
+    unsigned ops; /* HTTP requests, programs and work in flight */
     char *mfa_code;
-    char *imds_token;   /* between the token step and the credential steps */
+    char *imds_token; /* between the token step and the credential steps */
     char *imds_role;
     int closing;
     void (*on_closed)(void *arg);
@@ -409,8 +409,8 @@ static void on_http(void *arg, const http_response *res) {
     step(p, res);
 }
 
-static void http_go(provider *p, const char *method, const char *url, const ol_kv *hdrs,
-                    size_t n, http_step step) {
+static void http_go(provider *p, const char *method, const char *url, const ol_kv *hdrs, size_t n,
+                    http_step step) {
     const http_vtable *vt;
     void *engine;
     http_op *op = malloc(sizeof(*op));

@@ -32,6 +32,7 @@ void sts_identity_free(sts_identity *id);
 int sts_rejected(const ol_aws_response *res);
 
 /* The one-line message for a failed GetCallerIdentity with the credentials from source
+ * (OL_ECREDS: the credentials could not be fetched; their own message)
  * (credentials_source; NULL: "the environment"): "AWS rejected the credentials from SOURCE:
  * CODE: MESSAGE (HTTP 403, request id ID)" when sts_rejected(res), else "could not check
  * with AWS STS the credentials from SOURCE: ...". malloc'd; NULL on allocation failure. The
