@@ -61,8 +61,8 @@ static int parse_arg(const char *what, const char *arg, plan *p, char **map, cha
 }
 
 /* The pipeline file's object key ("profiles", "regions") into the entries map leaves NULL. */
-static int from_doc(const char *key, const char *what, const json_t *doc, const char *path,
-                    plan *p, char **map, char **err) {
+static int from_doc(const char *key, const char *what, const json_t *doc, const char *path, plan *p,
+                    char **map, char **err) {
     const json_t *obj = doc ? json_object_get(doc, key) : NULL;
     const char *env;
     json_t *v;
@@ -75,8 +75,8 @@ static int from_doc(const char *key, const char *what, const json_t *doc, const 
                         path, key);
     json_object_foreach((json_t *)obj, env, v) {
         if (!json_is_string(v) || json_string_length(v) == 0)
-            return ol__fail(err, OL_ECONFIG, "pipeline file %s: \"%s\".\"%s\" must be a name",
-                            path, key, env);
+            return ol__fail(err, OL_ECONFIG, "pipeline file %s: \"%s\".\"%s\" must be a name", path,
+                            key, env);
         int rc = check_value(what, json_string_value(v), err);
         if (rc != 0)
             return rc;

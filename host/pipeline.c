@@ -42,7 +42,6 @@ static void start_preflight(run *r) {
             r->preflights_pending--;
         }
     }
-    r->preflights_pending--;
     preflight_settled(r);
 }
 
