@@ -554,11 +554,12 @@ static void sso_step(provider *p, const http_response *res) {
     json_t *exp = json_object_get(rc_, "expiration");
     credentials c;
     memset(&c, 0, sizeof(c));
-    int ok = ak != NULL && json_is_string(skj) && json_is_string(stj) && json_is_integer(exp);
+    int ok = ak != NULL && json_is_string(skj) && json_is_integer(exp);
+    const char *token = json_string_value(stj);
     if (ok) {
         c.access_key_id = strdup(ak);
         c.secret_access_key = strdup(json_string_value(skj));
-        c.session_token = strdup(json_string_value(stj));
+        c.session_token = token && token[0] ? strdup(token) : NULL;
         c.source = strdup(sp->source);
     }
     long long ms = ok ? (long long)json_integer_value(exp) : 0;
@@ -572,7 +573,8 @@ static void sso_step(provider *p, const http_response *res) {
                     sp->url);
         return;
     }
-    if (!c.access_key_id || !c.secret_access_key || !c.session_token || !c.source) {
+    if (!c.access_key_id || !c.secret_access_key || (token && token[0] && !c.session_token) ||
+        !c.source) {
         credentials_free(&c);
         fetch_done(p, OL_ENOMEM, NULL, 0, "out of memory");
         return;
