@@ -689,22 +689,17 @@ static void on_timer_resend(uv_timer_t *t) {
     call_send(t->data);
 }
 
-/* A fetch ended: what waited is sent (or fails with the fetch's message), from the loop. A
- * failure is forgotten once told, so that a later request tries the source again. */
+/* A fetch ended: what waited is sent (or fails with the fetch's message), from the loop. */
 static void on_creds_fetched(void *arg) {
     aws_client *c = arg;
     list_node *n;
-    int told = 0;
     list_foreach(n, &c->calls) {
         aws_call *call = list_entry(n, aws_call, node);
         if (!call->waiting)
             continue;
         call->waiting = 0;
-        told = 1;
         uv_timer_start(&call->timer, on_timer_resend, 0, 0);
     }
-    if (!told && c->prov != NULL)
-        provider_clear_error(c->prov);
 }
 
 static void schedule_resend(aws_call *call, double delay_s) {

@@ -24,6 +24,9 @@
 
 #define TOKEN_FILE_MAX 65536
 #define IMDS_TOKEN_TTL "21600"
+/* After a failed fetch, the source is asked again at the earliest this much later: a
+ * failing refresh does not turn into a request storm, and a passing fault heals. */
+#define RETRY_AFTER_S 5
 
 struct provider {
     uv_loop_t *loop;
@@ -37,6 +40,7 @@ struct provider {
     long long expires;  /* seconds since the epoch; 0: never */
     long long lifetime; /* seconds the current credentials were handed out for */
     int fetching;
+    long long next_try; /* after a failure: no new fetch before this (seconds) */
     int err_code;
     char *err;
     unsigned fetches;
@@ -94,11 +98,8 @@ unsigned provider_fetches(const provider *p) {
     return p->fetches;
 }
 
-void provider_clear_error(provider *p) {
-    p->err_code = 0;
-}
-
-/* The windows: mandatory min(10 min, lifetime/6), advisory min(15 min, lifetime/2). */
+/* The windows: mandatory min(10 min, lifetime/6), advisory min(15 min, lifetime/2). A
+ * failed fetch is told to every request until RETRY_AFTER_S has passed. */
 int provider_get(provider *p, const credentials **out, const char **err) {
     *out = NULL;
     *err = NULL;
@@ -111,12 +112,12 @@ int provider_get(provider *p, const credentials **out, const char **err) {
     long long mandatory = life / 6 < 600 ? life / 6 : 600;
     long long advisory = life / 2 < 900 ? life / 2 : 900;
     if (p->have && left > mandatory) {
-        if (left <= advisory && !p->fetching && p->err_code == 0)
+        if (left <= advisory && !p->fetching && now_s() >= p->next_try)
             fetch_start(p);
         *out = &p->cur;
         return 0;
     }
-    if (p->err_code != 0 && !p->fetching) {
+    if (p->err_code != 0 && !p->fetching && now_s() < p->next_try) {
         *err = p->err;
         return p->err_code;
     }
@@ -156,6 +157,7 @@ static void fetch_done(provider *p, int rc, credentials *c, long long expires, c
         free(p->err);
         p->err = ol__format("%s", msg ? msg : ol_strerror(rc));
         p->err_code = rc == OL_ECONFIG ? OL_ECONFIG : OL_ECREDS;
+        p->next_try = now_s() + RETRY_AFTER_S;
         /* Credentials still valid are kept; expired ones are of no use. */
         if (p->have && p->expires > 0 && p->expires <= now_s()) {
             credentials_free(&p->cur);

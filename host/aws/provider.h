@@ -27,12 +27,10 @@ int provider_new(uv_loop_t *loop, cred_spec *spec, const aws_settings *settings,
 /* The credentials to sign with now. Returns 0 with *out set (borrowed until the next call into
  * the provider); 1 when the caller must wait for notify (a fetch is under way: no credentials
  * yet, or they expire too soon to sign with); a negative code with the last fetch's message
- * in *err when that fetch failed and nothing usable is left (the next call tries again). A
- * fetch starts ahead of time, in the background, when the credentials near their end. */
+ * in *err when that fetch failed and nothing usable is left (a call a few seconds later
+ * tries the source again). A fetch starts ahead of time, in the background, when the
+ * credentials near their end. */
 int provider_get(provider *p, const credentials **out, const char **err);
-
-/* Forget the last failure so that the next provider_get fetches again. */
-void provider_clear_error(provider *p);
 
 /* Where the credentials come from (the spec's source), for messages. */
 const char *provider_source(const provider *p);

@@ -28,7 +28,11 @@ DEPLOY = f"{TAG}-deploy"      # trusted by the source user
 TOP = f"{TAG}-top"            # trusted by DEPLOY's session "mid-session" (a chain)
 STAGE = f"{TAG}-stage"        # trusted by the source user, for the staging environment
 CI = f"{TAG}-ci"              # for web identity
+# Users whose keys the stand-ins hand out, a set per test (IAM allows two keys a user).
 ROTATE_USERS = [f"{TAG}-rot{i}" for i in range(6)]
+SSO_USERS = [f"{TAG}-sso{i}" for i in range(3)]
+TASK_USERS = [f"{TAG}-task{i}" for i in range(3)]
+INSTANCE_USERS = [f"{TAG}-inst{i}" for i in range(3)]
 ALL = {"Version": "2012-10-17", "Statement": [
     {"Effect": "Allow", "Action": ["s3:*", "iam:*", "sts:*", "secretsmanager:*"],
      "Resource": "*"}]}
@@ -59,7 +63,7 @@ def setUpModule():
                             (CI, f"arn:aws:iam::{ACCOUNT}:user/admin")):
         iam.create_role(RoleName=role, AssumeRolePolicyDocument=trust(principal))
         iam.put_role_policy(RoleName=role, PolicyName="all", PolicyDocument=json.dumps(ALL))
-    for user in ROTATE_USERS:
+    for user in ROTATE_USERS + SSO_USERS + TASK_USERS + INSTANCE_USERS:
         iam.create_user(UserName=user)
         iam.put_user_policy(UserName=user, PolicyName="all", PolicyDocument=json.dumps(ALL))
 
@@ -163,9 +167,12 @@ class CredentialSourcesTest(unittest.TestCase):
         self.write_config(f"[profile envrole]\nrole_arn = {role_arn(DEPLOY)}\n"
                           f"credential_source = Environment\n")
         env = self.env(AWS_ACCESS_KEY_ID=DEV_KEY["AccessKeyId"],
-                       AWS_SECRET_ACCESS_KEY=DEV_KEY["SecretAccessKey"], AWS_PROFILE="envrole")
+                       AWS_SECRET_ACCESS_KEY=DEV_KEY["SecretAccessKey"])
+        # --profile: with AWS_PROFILE the environment's keys would be used as they are, before
+        # any profile (the SDKs' order).
         self.assert_applied_as(self.product(), env,
-                               f"arn:aws:sts::{ACCOUNT}:assumed-role/{DEPLOY}/")
+                               f"arn:aws:sts::{ACCOUNT}:assumed-role/{DEPLOY}/", "--profile",
+                               "envrole")
 
     def test_a_role_chain_loop_is_refused_before_any_request(self):
         self.write_config(f"[profile a]\nrole_arn = {role_arn(DEPLOY)}\nsource_profile = b\n"
@@ -218,7 +225,7 @@ class CredentialSourcesTest(unittest.TestCase):
     # ---- IAM Identity Center ------------------------------------------------------------
 
     def sso_setup(self, expires_in):
-        minter = credservers.Minter(ENDPOINT, KEY, SECRET, rotate_users=ROTATE_USERS[:2])
+        minter = credservers.Minter(ENDPOINT, KEY, SECRET, rotate_users=SSO_USERS)
         portal = credservers.SsoPortal(minter, SSO_TOKEN, ACCOUNT, "Deployer")
         self.servers.append(portal)
         self.write_config("[profile corp]\nsso_session = corp\nsso_account_id = " + ACCOUNT +
@@ -236,7 +243,7 @@ class CredentialSourcesTest(unittest.TestCase):
     def test_sso_with_a_valid_cached_token_applies(self):
         minter, portal = self.sso_setup(3600)
         env = self.env(AWS_ENDPOINT_URL_SSO=portal.url)
-        self.assert_applied_as(self.product(), env, f"arn:aws:iam::{ACCOUNT}:user/{TAG}-rot",
+        self.assert_applied_as(self.product(), env, f"arn:aws:iam::{ACCOUNT}:user/{TAG}-sso",
                                "--profile", "corp", extra_secrets=minter.secrets())
         minter.stop()
 
@@ -255,7 +262,7 @@ class CredentialSourcesTest(unittest.TestCase):
     # ---- container and instance credentials ---------------------------------------------
 
     def test_container_credentials_with_an_authorization_token_file(self):
-        minter = credservers.Minter(ENDPOINT, KEY, SECRET, rotate_users=ROTATE_USERS[2:3])
+        minter = credservers.Minter(ENDPOINT, KEY, SECRET, rotate_users=TASK_USERS)
         ep = credservers.ContainerEndpoint(minter, auth_token=CONTAINER_TOKEN)
         self.servers.append(ep)
         token_file = os.path.join(self.work, "eks-token")
@@ -264,25 +271,25 @@ class CredentialSourcesTest(unittest.TestCase):
         self.write_config("")
         env = self.env(AWS_CONTAINER_CREDENTIALS_FULL_URI=ep.full_uri,
                        AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE=token_file)
-        self.assert_applied_as(self.product(), env, f"arn:aws:iam::{ACCOUNT}:user/{TAG}-rot2",
+        self.assert_applied_as(self.product(), env, f"arn:aws:iam::{ACCOUNT}:user/{TAG}-task",
                                extra_secrets=minter.secrets())
         self.assertTrue(all(h.get("Authorization") == CONTAINER_TOKEN
                             for _, _, h in ep.requests))
         minter.stop()
 
     def test_instance_credentials_through_imdsv2(self):
-        minter = credservers.Minter(ENDPOINT, KEY, SECRET, rotate_users=ROTATE_USERS[3:4])
+        minter = credservers.Minter(ENDPOINT, KEY, SECRET, rotate_users=INSTANCE_USERS)
         imds = credservers.Imds(minter)
         self.servers.append(imds)
         self.write_config("")
         env = self.env(AWS_EC2_METADATA_DISABLED=None, AWS_EC2_METADATA_SERVICE_ENDPOINT=imds.url)
-        self.assert_applied_as(self.product(), env, f"arn:aws:iam::{ACCOUNT}:user/{TAG}-rot3",
+        self.assert_applied_as(self.product(), env, f"arn:aws:iam::{ACCOUNT}:user/{TAG}-inst",
                                extra_secrets=minter.secrets())
         self.assertEqual(imds.requests[0][0:2], ("PUT", "/latest/api/token"))
         minter.stop()
 
     def test_imdsv1_only_answers_are_refused(self):
-        minter = credservers.Minter(ENDPOINT, KEY, SECRET, rotate_users=ROTATE_USERS[3:4])
+        minter = credservers.Minter(ENDPOINT, KEY, SECRET, rotate_users=INSTANCE_USERS)
         imds = credservers.Imds(minter, v1_only=True)
         self.servers.append(imds)
         self.write_config("")
