@@ -692,6 +692,7 @@ static const char *profile_get(const profile_secs *p, const char *key) {
 }
 
 static int plan_profile(planner *pl, const char *name, int as_source, cred_spec **out);
+static int plan_env_web_identity(planner *pl, cred_spec **out);
 
 static unsigned process_timeout_ms(void) {
     const char *v = env("OPSLINE_CREDENTIAL_TIMEOUT");
@@ -1126,12 +1127,16 @@ static int plan_profile(planner *pl, const char *name, int as_source, cred_spec 
     }
     const char *role_arn = profile_get(&p, "role_arn");
     const char *wit = profile_get(&p, "web_identity_token_file");
+    int sso = profile_get(&p, "sso_session") != NULL || profile_get(&p, "sso_start_url") != NULL ||
+              profile_get(&p, "sso_account_id") != NULL;
     if (role_arn != NULL && wit != NULL)
         rc = plan_web_identity(pl, name, role_arn, wit, profile_get(&p, "role_session_name"), out);
     else if (role_arn != NULL)
         rc = plan_role(pl, &p, role_arn, out);
-    else if (profile_get(&p, "sso_session") != NULL || profile_get(&p, "sso_start_url") != NULL ||
-             profile_get(&p, "sso_account_id") != NULL)
+    /* botocore: AWS_ROLE_ARN comes right after the profile's own role settings. */
+    if (rc == 0 && *out == NULL && !as_source)
+        rc = plan_env_web_identity(pl, out);
+    if (rc == 0 && *out == NULL && sso)
         rc = plan_sso(pl, &p, out);
     if (rc != 0 || *out != NULL)
         goto done;
@@ -1193,11 +1198,7 @@ int credentials_plan(const aws_settings *s, cred_spec **out, char **err) {
         goto done;
     credentials_spec_free(sp);
     sp = NULL;
-    /* The profile's role or web identity first, then AWS_ROLE_ARN: botocore resolves a
-     * profile's own settings before the environment's web identity. */
     rc = plan_profile(&pl, s->profile, 0, &sp);
-    if (rc == 0 && sp == NULL)
-        rc = plan_env_web_identity(&pl, &sp);
     if (rc == 0 && sp == NULL)
         rc = plan_container(&pl, NULL, &sp);
     if (rc == 0 && sp == NULL)
