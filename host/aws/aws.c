@@ -267,6 +267,11 @@ const char *aws_client_source(const aws_client *c) {
     return c->prov != NULL ? provider_source(c->prov) : NULL;
 }
 
+void aws_client_set_clock(aws_client *c, long long (*fn)(void *arg), void *arg) {
+    if (c->prov != NULL)
+        provider_set_clock(c->prov, fn, arg);
+}
+
 unsigned aws_client_creds_fetches(const aws_client *c) {
     return c->prov != NULL ? provider_fetches(c->prov) : 0;
 }

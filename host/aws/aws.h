@@ -61,6 +61,10 @@ void aws_client_set_logger(aws_client *c, void (*fn)(void *arg, const char *line
  * default. */
 void aws_client_set_random(aws_client *c, double (*fn)(void *arg), void *arg);
 
+/* A seam for tests: the wall clock (seconds since the epoch) on which the expiry of
+ * temporary credentials is judged; fn NULL restores time(). */
+void aws_client_set_clock(aws_client *c, long long (*fn)(void *arg), void *arg);
+
 /* A seam for tests: send every request through vt with engine (both borrowed until the
  * client is closed) instead of the engine aws_client_new made, which is closed. Call before
  * the first aws_send. */

@@ -33,6 +33,8 @@ struct provider {
     cred_spec *spec;
     const aws_settings *settings;
     provider_http_fn http;
+    long long (*clock)(void *arg); /* seconds since the epoch; NULL: time() */
+    void *clock_arg;
     void (*notify)(void *arg);
     void *arg;
     credentials cur;
@@ -59,8 +61,13 @@ struct provider {
 
 static void fetch_start(provider *p);
 
-static long long now_s(void) {
-    return (long long)time(NULL);
+static long long now_of(const provider *p) {
+    return p->clock != NULL ? p->clock(p->clock_arg) : (long long)time(NULL);
+}
+
+void provider_set_clock(provider *p, long long (*fn)(void *arg), void *arg) {
+    p->clock = fn;
+    p->clock_arg = arg;
 }
 
 int provider_new(uv_loop_t *loop, cred_spec *spec, const aws_settings *settings,
@@ -107,17 +114,17 @@ int provider_get(provider *p, const credentials **out, const char **err) {
         *out = &p->cur;
         return 0;
     }
-    long long left = p->have ? p->expires - now_s() : 0;
+    long long left = p->have ? p->expires - now_of(p) : 0;
     long long life = p->lifetime > 0 ? p->lifetime : 3600;
     long long mandatory = life / 6 < 600 ? life / 6 : 600;
     long long advisory = life / 2 < 900 ? life / 2 : 900;
     if (p->have && left > mandatory) {
-        if (left <= advisory && !p->fetching && now_s() >= p->next_try)
+        if (left <= advisory && !p->fetching && now_of(p) >= p->next_try)
             fetch_start(p);
         *out = &p->cur;
         return 0;
     }
-    if (p->err_code != 0 && !p->fetching && now_s() < p->next_try) {
+    if (p->err_code != 0 && !p->fetching && now_of(p) < p->next_try) {
         *err = p->err;
         return p->err_code;
     }
@@ -151,15 +158,15 @@ static void fetch_done(provider *p, int rc, credentials *c, long long expires, c
         memset(c, 0, sizeof(*c));
         p->have = 1;
         p->expires = expires;
-        p->lifetime = expires > 0 ? expires - now_s() : 0;
+        p->lifetime = expires > 0 ? expires - now_of(p) : 0;
         p->err_code = 0;
     } else {
         free(p->err);
         p->err = ol__format("%s", msg ? msg : ol_strerror(rc));
         p->err_code = rc == OL_ECONFIG ? OL_ECONFIG : OL_ECREDS;
-        p->next_try = now_s() + RETRY_AFTER_S;
+        p->next_try = now_of(p) + RETRY_AFTER_S;
         /* Credentials still valid are kept; expired ones are of no use. */
-        if (p->have && p->expires > 0 && p->expires <= now_s()) {
+        if (p->have && p->expires > 0 && p->expires <= now_of(p)) {
             credentials_free(&p->cur);
             p->have = 0;
         }

@@ -35,6 +35,10 @@ int provider_get(provider *p, const credentials **out, const char **err);
 /* Where the credentials come from (the spec's source), for messages. */
 const char *provider_source(const provider *p);
 
+/* A seam for tests: the clock the refresh windows are measured on (seconds since the
+ * epoch); fn NULL restores time(). */
+void provider_set_clock(provider *p, long long (*fn)(void *arg), void *arg);
+
 /* Fetches made (for tests and -v). */
 unsigned provider_fetches(const provider *p);
 
