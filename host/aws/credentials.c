@@ -1,11 +1,14 @@
 /* credentials: the AWS CLI's way of finding who we are and where we go. It owns the
  * selection of the profile (--profile, AWS_PROFILE, AWS_DEFAULT_PROFILE, "default"), the
  * paths of the shared credentials and config files, the reading of those INI files (the
- * subset botocore's configparser accepts), the credential chain (environment variables,
- * credentials file, credential_process, config file) and the region. Secrets read from
- * files, environment or credential_process are wiped with OPENSSL_cleanse and never end up
- * in a message. Reference: "Configuration and credential file settings" and "Sourcing
- * credentials with an external process" (AWS CLI User Guide), botocore credentials.py. */
+ * subset botocore's configparser accepts, [sso-session] sections included), the plan of the
+ * credential chain (environment variables, role_arn with source_profile chains or
+ * credential_source, web identity, SSO and its token cache, credentials file,
+ * credential_process, config file, container endpoint, instance metadata) and the region.
+ * Fetching what the plan names is provider.c's. Secrets read from files or the environment
+ * are wiped with OPENSSL_cleanse and never end up in a message. Reference: "Configuration and
+ * credential file settings" (AWS CLI User Guide), "Standardized credential providers" (AWS
+ * SDKs and Tools Reference Guide), botocore credentials.py. */
 #include "credentials.h"
 #include "../error.h"
 
