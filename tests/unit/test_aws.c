@@ -616,7 +616,7 @@ static long long fake_clock(void *arg) {
 
 /* A container endpoint answer: key id akid, expiring at epoch second exp. */
 static const char *container_answer(char *buf, size_t size, const char *akid, long long exp) {
-    char when[32], body[512];
+    char when[32], body[384];
     time_t t = (time_t)exp;
     struct tm tm;
     gmtime_r(&t, &tm);
