@@ -56,7 +56,7 @@ struct provider {
     int closing;
     void (*on_closed)(void *arg);
     void *on_closed_arg;
-    uv_idle_t closer;
+    uv_timer_t closer; /* polls until nothing is in flight, then frees */
 };
 
 static void fetch_start(provider *p);
@@ -147,7 +147,7 @@ static void fetch_done(provider *p, int rc, credentials *c, long long expires, c
         p->mfa_code = NULL;
     }
     if (p->closing) {
-        /* The closer (an idle handle) frees the provider once nothing is in flight. */
+        /* The closer (a timer) frees the provider once nothing is in flight. */
         if (c != NULL)
             credentials_free(c);
         return;
@@ -662,11 +662,11 @@ static void on_closer_closed(uv_handle_t *h) {
         cb(arg);
 }
 
-static void on_closer(uv_idle_t *h) {
+static void on_closer(uv_timer_t *h) {
     provider *p = h->data;
     if (p->ops > 0 || p->sts_open || (p->svc != NULL && services_pending(p->svc) > 0))
         return;
-    uv_idle_stop(h);
+    uv_timer_stop(h);
     services_free(p->svc);
     p->svc = NULL;
     uv_close((uv_handle_t *)h, on_closer_closed);
@@ -682,7 +682,7 @@ void provider_close(provider *p, void (*on_closed)(void *arg), void *arg) {
         aws_client_close(p->sts, on_sts_closed, p);
         p->sts = NULL;
     }
-    uv_idle_init(p->loop, &p->closer);
+    uv_timer_init(p->loop, &p->closer);
     p->closer.data = p;
-    uv_idle_start(&p->closer, on_closer);
+    uv_timer_start(&p->closer, on_closer, 0, 10);
 }

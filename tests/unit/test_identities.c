@@ -59,9 +59,9 @@ static void command_line_wins_over_the_pipeline_file_per_environment(void **stat
     char *err = NULL;
     (void)state;
     plan_with(&p, "production,staging");
-    json_t *doc = json_pack("{s:{s:s, s:s, s:s}, s:{s:s}}", "profiles", "production",
-                            "file-prod", "staging", "file-staging", "qa", "file-qa",
-                            "regions", "staging", "us-east-1");
+    json_t *doc =
+        json_pack("{s:{s:s, s:s, s:s}, s:{s:s}}", "profiles", "production", "file-prod", "staging",
+                  "file-staging", "qa", "file-qa", "regions", "staging", "us-east-1");
     assert_int_equal(identities_plan("production=cli-prod", NULL, doc, "p.json", &p, &err), 0);
     expect_item(&p, 0, "cli-prod", NULL);
     expect_item(&p, 1, "file-staging", "us-east-1"); /* "qa": another run's environment */
@@ -98,9 +98,8 @@ static void whoami_takes_the_environments_from_the_mapping(void **state) {
     plan p;
     (void)state;
     memset(&p, 0, sizeof(p));
-    assert_int_equal(identities_environments("production=a,staging=b", "staging=eu-west-1,qa=x",
-                                             &p),
-                     0);
+    assert_int_equal(
+        identities_environments("production=a,staging=b", "staging=eu-west-1,qa=x", &p), 0);
     assert_int_equal(p.n_environments, 3);
     assert_string_equal(p.environments[0], "production");
     assert_string_equal(p.environments[1], "staging");
