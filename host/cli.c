@@ -48,12 +48,13 @@ static const char *main_usage =
 
 static const char *whoami_usage =
     "usage: opsline whoami [--profile NAME|ENV=NAME,...] [--region REGION|ENV=REGION,...]\n"
-    "                      [--json]\n"
+    "                      [-e ENV[,ENV...]] [--pipeline FILE] [--json]\n"
     "\n"
     "Calls STS GetCallerIdentity and prints the account, ARN and user id of the resolved\n"
     "credentials, and where they came from (never the secret). With a per-environment\n"
-    "mapping (--profile production=prod-admin,staging=staging-admin, as given to apply),\n"
-    "every identity the run would use, one per environment.\n";
+    "mapping (--profile production=prod-admin,staging=staging-admin), -e or a pipeline file\n"
+    "(its \"profiles\" and \"regions\"), given as to apply: every identity that run would\n"
+    "use, one per environment.\n";
 
 static const char *presign_usage =
     "usage: opsline presign s3://BUCKET/KEY [--expires DURATION] [--method GET|PUT]\n"
@@ -159,6 +160,8 @@ static int client_open(uv_loop_t *loop, const char *profile, const char *region,
 typedef struct whoami_args {
     const char *profile;
     const char *region;
+    const char *environments; /* -e */
+    const char *pipeline;     /* --pipeline */
     int json;
 } whoami_args;
 
@@ -187,15 +190,23 @@ static void on_whoami(void *arg, const ol_aws_response *res) {
 static int whoami_parse(int argc, char **argv, whoami_args *a) {
     static const struct option longopts[] = {{"profile", required_argument, NULL, 'p'},
                                              {"region", required_argument, NULL, 'r'},
+                                             {"environments", required_argument, NULL, 'e'},
+                                             {"pipeline", required_argument, NULL, 'P'},
                                              {"json", no_argument, NULL, 'j'},
                                              {"help", no_argument, NULL, 'h'},
                                              {NULL, 0, NULL, 0}};
     int ch;
     optind = 1;
-    while ((ch = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "he:", longopts, NULL)) != -1) {
         switch (ch) {
         case 'p':
             a->profile = optarg;
+            break;
+        case 'e':
+            a->environments = optarg;
+            break;
+        case 'P':
+            a->pipeline = optarg;
             break;
         case 'r':
             a->region = optarg;
@@ -256,7 +267,8 @@ static int whoami_ask(uv_loop_t *loop, aws_client *c, int json, const char *env,
         fprintf(stderr, "error: %s\n", w.failure ? w.failure : ol_strerror(w.result));
         if (w.hint != NULL)
             fprintf(stderr, "%s\n", w.hint);
-        code = EXIT_FAILED;
+        /* OL_ECONFIG: the credentials could not be had for want of configuration. */
+        code = w.result == OL_ECONFIG ? EXIT_USAGE : EXIT_FAILED;
     } else {
         whoami_print(&w, aws_client_settings(c)->region, json, env, json_list);
         if (w.parsed != 0) {
@@ -274,10 +286,7 @@ static int whoami_each(const whoami_args *a) {
     plan p;
     char *err = NULL;
     int code = 0;
-    memset(&p, 0, sizeof(p));
-    int rc = identities_environments(a->profile, a->region, &p);
-    if (rc == 0)
-        rc = identities_plan(a->profile, a->region, NULL, NULL, &p, &err);
+    int rc = identities_plan_whoami(a->profile, a->region, a->environments, a->pipeline, &p, &err);
     if (rc != 0) {
         fprintf(stderr, "error: %s\n", err ? err : ol_strerror(rc));
         free(err);
@@ -314,7 +323,8 @@ static int cmd_whoami(int argc, char **argv) {
     int code = whoami_parse(argc, argv, &a);
     if (code >= 0)
         return code;
-    if (identities_is_mapping(a.profile) || identities_is_mapping(a.region))
+    if (identities_is_mapping(a.profile) || identities_is_mapping(a.region) ||
+        a.environments != NULL || a.pipeline != NULL)
         return whoami_each(&a);
     uv_loop_t loop;
     aws_client *c = NULL;

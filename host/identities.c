@@ -164,3 +164,55 @@ int identities_environments(const char *profile_arg, const char *region_arg, pla
     }
     return 0;
 }
+
+static int envs_from_csv(const char *csv, plan *p) {
+    while (*csv != '\0') {
+        size_t n = strcspn(csv, ",");
+        if (n > 0 && add_env(p, csv, n) != 0)
+            return OL_ENOMEM;
+        csv += n + (csv[n] == ',');
+    }
+    return 0;
+}
+
+int identities_plan_whoami(const char *profile_arg, const char *region_arg, const char *envs_csv,
+                           const char *pipeline_path, plan *p, char **err) {
+    json_t *doc = NULL;
+    json_error_t je;
+    int rc = 0;
+    memset(p, 0, sizeof(*p));
+    *err = NULL;
+    if (pipeline_path != NULL) {
+        doc = json_load_file(pipeline_path, JSON_REJECT_DUPLICATES, &je);
+        if (!json_is_object(doc)) {
+            json_decref(doc);
+            return ol__fail(err, OL_ECONFIG, "pipeline file %s, line %d column %d: %s",
+                            pipeline_path, je.line, je.column,
+                            doc ? "the top level must be an object" : je.text);
+        }
+    }
+    const json_t *envs = doc ? json_object_get(doc, "environments") : NULL;
+    const char *region = doc ? json_string_value(json_object_get(doc, "region")) : NULL;
+    if (envs_csv != NULL) {
+        rc = envs_from_csv(envs_csv, p);
+    } else if (json_is_array(envs)) {
+        size_t i;
+        json_t *v;
+        json_array_foreach(envs, i, v) {
+            if (rc == 0 && json_is_string(v))
+                rc = add_env(p, json_string_value(v), json_string_length(v));
+        }
+    }
+    if (rc == 0)
+        rc = identities_environments(profile_arg, region_arg, p);
+    if (rc == 0 && doc != NULL && p->n_environments == 0) /* apply's default environments */
+        rc = envs_from_csv("production,staging", p);
+    if (rc == 0 && !identities_is_mapping(profile_arg) && profile_arg != NULL)
+        rc = (p->profile = strdup(profile_arg)) ? 0 : OL_ENOMEM;
+    if (rc == 0 && !identities_is_mapping(region_arg) && (region_arg || region))
+        rc = (p->region = strdup(region_arg ? region_arg : region)) ? 0 : OL_ENOMEM;
+    if (rc == 0)
+        rc = identities_plan(profile_arg, region_arg, doc, pipeline_path, p, err);
+    json_decref(doc);
+    return rc;
+}

@@ -24,6 +24,13 @@ int identities_plan(const char *profile_arg, const char *region_arg, const json_
  * `whoami --profile production=a,staging=b`: appended to p->environments. 0 or OL_ENOMEM. */
 int identities_environments(const char *profile_arg, const char *region_arg, plan *p);
 
+/* The identities part of a plan for `whoami`: environments from envs_csv (-e), else the
+ * pipeline file's "environments", else the mappings' environments; then identities_plan
+ * with the file's "profiles" / "regions" / "region". pipeline_path may be NULL. *p is zeroed
+ * first; plan_free it. 0, or OL_EINVAL / OL_ECONFIG / OL_ENOMEM with *err. */
+int identities_plan_whoami(const char *profile_arg, const char *region_arg, const char *envs_csv,
+                           const char *pipeline_path, plan *p, char **err);
+
 /* The profile and region of item (product i, environment e) of p: the environment's mapping,
  * else the run's (either may be NULL: resolved as the AWS CLI does). The one place an item's
  * identity is decided, so that a per-product setting (a products file's "profile" or "region"

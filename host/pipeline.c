@@ -146,6 +146,7 @@ static void on_preflight(void *arg, const ol_aws_response *res) {
         fprintf(stderr, "Nothing was created. %s\n", sts_failure_hint(res));
     free(msg);
     r->preflight_failed = 1;
+    r->preflight_config |= res->result == OL_ECONFIG;
     r->creds_rejected |= sts_rejected(res);
     preflight_settled(r);
 }
@@ -430,7 +431,7 @@ int pipeline_run(const plan *p) {
         start_prepares(&r);
         uv_run(&r.loop, UV_RUN_DEFAULT);
         int failed = report_finish(r.report, &r.stats, r.creds_rejected, r.interrupted);
-        code = (failed || r.preflight_failed || r.interrupted) ? 1 : 0;
+        code = r.preflight_config ? 2 : (failed || r.preflight_failed || r.interrupted) ? 1 : 0;
     }
     run_teardown(&r);
     return code;

@@ -119,6 +119,7 @@ typedef struct run {
     size_t finished;
     int interrupted;
     int preflight_failed;
+    int preflight_config; /* credentials could not be had for want of configuration: exit 2 */
     int creds_rejected;
     aws_stats stats;
     report *report;

@@ -650,7 +650,7 @@ static void call_send(aws_call *call) {
             return;
         }
         if (st < 0) {
-            call_fail(call, OL_ECREDS, cmsg ? cmsg : "no AWS credentials found");
+            call_fail(call, st, cmsg ? cmsg : "no AWS credentials found");
             return;
         }
     }

@@ -776,7 +776,10 @@ static int plan_imds(planner *pl, const char *profile, cred_spec **out) {
                  : strdup("http://169.254.169.254");
     sp->timeout_ms = 1000; /* botocore's metadata_service_timeout */
     sp->source = ol__format("EC2 instance metadata (%s)", sp->url ? sp->url : "");
-    if (sp->url == NULL || sp->source == NULL || dup_opt(&sp->tried, pl->tried)) {
+    /* Reached with the default endpoint by falling through the chain, a failure means
+     * "nothing configured" (provider.c says so, listing what was tried). */
+    if (sp->url == NULL || sp->source == NULL ||
+        (ep == NULL && profile == NULL && dup_opt(&sp->tried, pl->tried ? pl->tried : "nothing"))) {
         credentials_spec_free(sp);
         return OL_ENOMEM;
     }

@@ -160,6 +160,17 @@ static void fetch_done(provider *p, int rc, credentials *c, long long expires, c
         p->expires = expires;
         p->lifetime = expires > 0 ? expires - now_of(p) : 0;
         p->err_code = 0;
+    } else if (p->spec->kind == CRED_IMDS && p->spec->tried != NULL) {
+        /* Instance metadata was the chain's last resort, not a choice: off EC2 this is the
+         * "nothing configured" of the SDKs, a configuration error. */
+        free(p->err);
+        p->err = ol__format("no AWS credentials found. Tried: %s; %s. Run `aws configure` (or "
+                            "`aws configure sso`), set AWS_ACCESS_KEY_ID and "
+                            "AWS_SECRET_ACCESS_KEY, or add a credential_process or role_arn to "
+                            "the profile",
+                            p->spec->tried, msg ? msg : ol_strerror(rc));
+        p->err_code = OL_ECONFIG;
+        p->next_try = now_of(p) + RETRY_AFTER_S;
     } else {
         free(p->err);
         p->err = ol__format("%s", msg ? msg : ol_strerror(rc));

@@ -27,6 +27,7 @@ int provider_new(uv_loop_t *loop, cred_spec *spec, const aws_settings *settings,
 /* The credentials to sign with now. Returns 0 with *out set (borrowed until the next call into
  * the provider); 1 when the caller must wait for notify (a fetch is under way: no credentials
  * yet, or they expire too soon to sign with); a negative code with the last fetch's message
+ * (OL_ECONFIG: a configuration error, such as nothing configured at all; else OL_ECREDS)
  * in *err when that fetch failed and nothing usable is left (a call a few seconds later
  * tries the source again). A fetch starts ahead of time, in the background, when the
  * credentials near their end. */

@@ -70,7 +70,7 @@ int sts_rejected(const ol_aws_response *res) {
 char *sts_failure_message(const ol_aws_response *res, const char *source) {
     /* The credentials could not be had at all (a role, SSO login or process that failed):
      * their own message says which and what to do. */
-    if (res->result == OL_ECREDS && res->error_message != NULL)
+    if ((res->result == OL_ECREDS || res->result == OL_ECONFIG) && res->error_message != NULL)
         return ol__format("%s", res->error_message);
     return ol__format("%s %s: %s%s%s (HTTP %ld%s%s)",
                       sts_rejected(res) ? "AWS rejected the credentials from"
@@ -83,7 +83,7 @@ char *sts_failure_message(const ol_aws_response *res, const char *source) {
 }
 
 const char *sts_failure_hint(const ol_aws_response *res) {
-    if (res->result == OL_ECREDS)
+    if (res->result == OL_ECREDS || res->result == OL_ECONFIG)
         return "Fix the credentials source named above, or select another profile with "
                "--profile, then run again.";
     if (sts_rejected(res))
