@@ -394,6 +394,11 @@ class CredentialSourcesTest(unittest.TestCase):
         r = self.apply(product, self.env(), "--pipeline", pipeline)
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         self.assertIn(f"assumed-role/{DEPLOY}/file-session for production", r.stderr)
+        w = opsline("whoami", "--json", "--pipeline", pipeline, env=self.env())
+        self.assertEqual(w.returncode, 0, w.stderr)
+        self.assertEqual([(i["Environment"], i["Arn"]) for i in json.loads(w.stdout)],
+                         [("production",
+                           f"arn:aws:sts::{ACCOUNT}:assumed-role/{DEPLOY}/file-session")])
         bad = self.apply(product, self.env(), "--profile", "prodution=prod")
         self.assertEqual(bad.returncode, 2, bad.stderr)
         self.assertIn("'prodution' is not an environment of this run", bad.stderr)
