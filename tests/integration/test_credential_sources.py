@@ -11,6 +11,9 @@ SSO token may appear in stdout, stderr (-v, --json) or the state directory. Run 
 import hashlib
 import json
 import os
+import pty
+import select
+import subprocess
 import tempfile
 import time
 import unittest
@@ -19,7 +22,8 @@ import zlib
 from botocore.exceptions import ClientError
 
 import credservers
-from opsline_it import ENDPOINT, KEY, SECRET, REGION, Proxy, base_env, client, opsline
+from opsline_it import (ENDPOINT, KEY, OPSLINE, REGION, SECRET, Proxy, base_env, client,
+                        opsline)
 
 ACCOUNT = "123456789012"
 TAG = f"cs{os.getpid()}"
@@ -173,6 +177,53 @@ class CredentialSourcesTest(unittest.TestCase):
         self.assert_applied_as(self.product(), env,
                                f"arn:aws:sts::{ACCOUNT}:assumed-role/{DEPLOY}/", "--profile",
                                "envrole")
+
+    def test_mfa_code_is_asked_on_the_terminal_and_sent_with_assume_role(self):
+        self.write_config(f"[profile mfa]\nrole_arn = {role_arn(DEPLOY)}\nsource_profile = dev\n"
+                          f"mfa_serial = arn:aws:iam::{ACCOUNT}:mfa/alice\n")
+        PROXY.configure()
+        env = self.env(AWS_ENDPOINT_URL=PROXY.url)
+        pid, fd = pty.fork()
+        if pid == 0:  # the child: opsline on a terminal of its own
+            try:
+                os.execve(OPSLINE, [OPSLINE, "whoami", "--profile", "mfa"], env)
+            finally:
+                os._exit(127)
+        out, asked = b"", False
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 1)
+            if not ready:
+                continue
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+            if not asked and b"Enter MFA code for" in out:
+                os.write(fd, b"123456\n")
+                asked = True
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+        text = out.decode(errors="replace")
+        self.assertTrue(asked, text)
+        self.assertEqual(os.waitstatus_to_exitcode(status), 0, text)
+        self.assertIn(f"assumed-role/{DEPLOY}/", text)
+        assume = [e for e in PROXY.requests() if e.get("action") == "AssumeRole"]
+        self.assertEqual(len(assume), 1, PROXY.requests())
+        self.assertEqual(assume[0]["params"].get("SerialNumber"),
+                         f"arn:aws:iam::{ACCOUNT}:mfa/alice")
+        self.assertEqual(assume[0]["params"].get("TokenCode"), "123456")
+        # Without a terminal the same profile is refused before any request.
+        PROXY.configure()
+        r = subprocess.run([OPSLINE, "whoami", "--profile", "mfa"], env=env, capture_output=True,
+                           text=True, timeout=60, start_new_session=True,
+                           stdin=subprocess.DEVNULL)
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertIn("no terminal", r.stderr)
+        self.assertEqual(PROXY.requests(), [])
 
     def test_a_role_chain_loop_is_refused_before_any_request(self):
         self.write_config(f"[profile a]\nrole_arn = {role_arn(DEPLOY)}\nsource_profile = b\n"
