@@ -845,7 +845,7 @@ static int parse_duration(planner *pl, const profile_secs *p, long *out) {
     if (v == NULL)
         return 0;
     long d = strtol(v, &end, 10);
-    if (*end != '\0' || d < 1 || d > 43200)
+    if (*end != '\0' || d < 900 || d > 43200)
         return ol__fail(pl->err, OL_ECONFIG,
                         "profile '%s': duration_seconds = %s is not a number of seconds from "
                         "900 to 43200",

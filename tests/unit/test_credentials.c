@@ -520,11 +520,14 @@ static void role_settings_are_checked_before_any_request(void **state) {
                  "[profile bad]\nrole_arn = " ROLE "\ncredential_source = Laptop\n"
                  "[profile short]\nrole_arn = " ROLE "\ncredential_source = Environment\n"
                  "duration_seconds = forever\n"
+                 "[profile brief]\nrole_arn = " ROLE "\ncredential_source = Environment\n"
+                 "duration_seconds = 60\n"
                  "[profile envsrc]\nrole_arn = " ROLE "\ncredential_source = Environment\n"
                  "[profile gone]\nrole_arn = " ROLE "\nsource_profile = nowhere\n");
     expect_creds_error("none", OL_ECONFIG, "source_profile", "credential_source", NULL);
     expect_creds_error("bad", OL_ECONFIG, "Laptop", "Environment", NULL);
     expect_creds_error("short", OL_ECONFIG, "duration_seconds", NULL);
+    expect_creds_error("brief", OL_ECONFIG, "duration_seconds = 60", "900 to 43200", NULL);
     expect_creds_error("envsrc", OL_ECREDS, "credential_source = Environment", NULL);
     expect_creds_error("gone", OL_ECONFIG, "nowhere", NULL);
     setenv("AWS_ACCESS_KEY_ID", AKID, 1);
