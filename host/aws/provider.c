@@ -51,6 +51,9 @@ struct provider {
     int sts_open;
     unsigned ops; /* HTTP requests, programs and work in flight */
     char *mfa_code;
+    char *token; /* read by token_work: web identity, container or SSO token */
+    char *token_err;
+    int token_rc;
     char *imds_token; /* between the token step and the credential steps */
     char *imds_role;
     int closing;
@@ -332,11 +335,9 @@ static void sts_send(provider *p) {
         }
         p->sts_open = 1;
     }
-    if (sp->kind == CRED_WEB_IDENTITY &&
-        (token = read_token_file(sp->token_file, "web identity token file", &err)) == NULL) {
-        fetch_failf(p, OL_ECREDS, "%s", err ? err : "out of memory");
-        free(err);
-        return;
+    if (sp->kind == CRED_WEB_IDENTITY) { /* read by token_work */
+        token = p->token;
+        p->token = NULL;
     }
     sts_assume_args a = {.role_arn = sp->role_arn,
                          .session_name = sp->session_name,
@@ -472,14 +473,10 @@ static void json_creds_step(provider *p, const http_response *res) {
 
 static void fetch_container(provider *p) {
     const cred_spec *sp = p->spec;
-    char *token = NULL, *err = NULL;
-    if (sp->token_file != NULL) {
-        token = read_token_file(sp->token_file, "container authorization token file", &err);
-        if (token == NULL) {
-            fetch_failf(p, OL_ECREDS, "%s", err ? err : "out of memory");
-            free(err);
-            return;
-        }
+    char *token = NULL;
+    if (sp->token_file != NULL) { /* read by token_work */
+        token = p->token;
+        p->token = NULL;
     } else if (sp->auth_token != NULL && (token = strdup(sp->auth_token)) == NULL) {
         fetch_done(p, OL_ENOMEM, NULL, 0, "out of memory");
         return;
@@ -604,14 +601,9 @@ static void sso_step(provider *p, const http_response *res) {
 
 static void fetch_sso(provider *p) {
     const cred_spec *sp = p->spec;
-    char *token = NULL, *err = NULL;
-    /* Read again at each fetch: `aws sso login` may have renewed it during the run. */
-    int rc = credentials_sso_token(sp, &token, &err);
-    if (rc != 0) {
-        fetch_failf(p, rc, "%s", err ? err : "out of memory");
-        free(err);
-        return;
-    }
+    /* Read again at each fetch by token_work: `aws sso login` may have renewed it. */
+    char *token = p->token;
+    p->token = NULL;
     char *role = curl_easy_escape(NULL, sp->sso_role_name, 0);
     char *acct = curl_easy_escape(NULL, sp->sso_account_id, 0);
     size_t n = strlen(sp->url);
@@ -634,9 +626,66 @@ static void fetch_sso(provider *p) {
 
 /* ---- dispatch and close ----------------------------------------------------------------- */
 
+/* The token files (web identity, container authorization, the SSO cache) are read on a
+ * thread of the pool at each fetch: they are rotated by the platform or by `aws sso login`
+ * while a run goes on, and a file read has no place on the loop. */
+static void token_work(void *arg) {
+    provider *p = arg;
+    const cred_spec *sp = p->spec;
+    p->token_rc = 0;
+    if (sp->kind == CRED_SSO) {
+        p->token_rc = credentials_sso_token(sp, &p->token, &p->token_err);
+        return;
+    }
+    p->token = read_token_file(sp->token_file,
+                               sp->kind == CRED_WEB_IDENTITY ? "web identity token file"
+                                                             : "container authorization token file",
+                               &p->token_err);
+    if (p->token == NULL)
+        p->token_rc = OL_ECREDS;
+}
+
+static void dispatch(provider *p);
+
+static void token_after(void *arg, int status) {
+    provider *p = arg;
+    p->ops--;
+    if (status != 0 || p->closing || p->token_rc != 0) {
+        wipe_free(p->token);
+        p->token = NULL;
+        fetch_done(p, status != 0 || p->closing ? OL_ECANCELED : p->token_rc, NULL, 0,
+                   p->token_err ? p->token_err : "out of memory");
+        free(p->token_err);
+        p->token_err = NULL;
+        return;
+    }
+    dispatch(p);
+}
+
+static int needs_token_file(const cred_spec *sp) {
+    return sp->kind == CRED_WEB_IDENTITY || sp->kind == CRED_SSO ||
+           (sp->kind == CRED_CONTAINER && sp->token_file != NULL);
+}
+
 static void fetch_start(provider *p) {
     p->fetching = 1;
     p->fetches++;
+    if (needs_token_file(p->spec)) {
+        int rc = ensure_services(p);
+        if (rc == 0)
+            rc = services_work(p->svc, token_work, token_after, p);
+        if (rc != 0) {
+            fetch_failf(p, OL_ECREDS, "cannot read the token of %s: %s", p->spec->source,
+                        ol_strerror(rc));
+            return;
+        }
+        p->ops++;
+        return;
+    }
+    dispatch(p);
+}
+
+static void dispatch(provider *p) {
     switch (p->spec->kind) {
     case CRED_PROCESS:
         fetch_process(p);
@@ -667,6 +716,8 @@ static void on_closer_closed(uv_handle_t *h) {
     void *arg = p->on_closed_arg;
     credentials_free(&p->cur);
     credentials_spec_free(p->spec);
+    wipe_free(p->token);
+    free(p->token_err);
     free(p->err);
     free(p);
     if (cb)
