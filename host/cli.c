@@ -298,7 +298,7 @@ static int whoami_each(const whoami_args *a) {
         const char *profile, *region;
         uv_loop_t loop;
         aws_client *c = NULL;
-        identities_of_item(&p, 0, e, &profile, &region);
+        identities_of_item(&p, 0, p.environments[e], &profile, &region);
         int one = client_open(&loop, profile, region, &c, 1);
         if (one == 0) {
             if (!a->json && e > 0)

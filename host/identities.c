@@ -130,11 +130,12 @@ int identities_plan(const char *profile_arg, const char *region_arg, const json_
     return 0;
 }
 
-void identities_of_item(const plan *p, size_t i, size_t e, const char **profile,
+void identities_of_item(const plan *p, size_t i, const char *env, const char **profile,
                         const char **region) {
+    long e = env_index(p, env, strlen(env));
     (void)i; /* no per-product setting yet */
-    *profile = p->env_profiles && p->env_profiles[e] ? p->env_profiles[e] : p->profile;
-    *region = p->env_regions && p->env_regions[e] ? p->env_regions[e] : p->region;
+    *profile = e >= 0 && p->env_profiles && p->env_profiles[e] ? p->env_profiles[e] : p->profile;
+    *region = e >= 0 && p->env_regions && p->env_regions[e] ? p->env_regions[e] : p->region;
 }
 
 static int add_env(plan *p, const char *name, size_t len) {

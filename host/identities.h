@@ -31,11 +31,11 @@ int identities_environments(const char *profile_arg, const char *region_arg, pla
 int identities_plan_whoami(const char *profile_arg, const char *region_arg, const char *envs_csv,
                            const char *pipeline_path, plan *p, char **err);
 
-/* The profile and region of item (product i, environment e) of p: the environment's mapping,
- * else the run's (either may be NULL: resolved as the AWS CLI does). The one place an item's
- * identity is decided, so that a per-product setting (a products file's "profile" or "region"
- * column) can be added here. */
-void identities_of_item(const plan *p, size_t i, size_t e, const char **profile,
+/* The profile and region of the item of product i in environment env of p: the
+ * environment's mapping, else the run's (either may be NULL: resolved as the AWS CLI does).
+ * The one place an item's identity is decided: a per-product setting (a products file's
+ * "profile" or "region" of product i) belongs here, winning over the environment's. */
+void identities_of_item(const plan *p, size_t i, const char *env, const char **profile,
                         const char **region);
 
 #endif

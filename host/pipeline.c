@@ -184,13 +184,12 @@ static int same(const char *a, const char *b) {
     return a == b || (a != NULL && b != NULL && strcmp(a, b) == 0);
 }
 
-/* The identity for (profile, region), a new one (its AWS client made) the first time. 0, or
- * the message was printed. */
-static int identity_for(run *r, const char *profile, const char *region, const char *env,
-                        run_identity **out) {
+/* The identity of profile, a new one (its AWS client made, in the run's region) the first
+ * time. 0, or the message was printed. */
+static int identity_for(run *r, const char *profile, const char *env, run_identity **out) {
     for (size_t i = 0; i < r->n_idents; i++) {
         run_identity *id = &r->idents[i];
-        if (!same(id->profile, profile) || !same(id->region_override, region))
+        if (!same(id->profile, profile))
             continue;
         *out = id;
         if (strstr(id->envs, env) != NULL) /* a cheap check; duplicates only cost text */
@@ -206,8 +205,7 @@ static int identity_for(run *r, const char *profile, const char *region, const c
     char *err = NULL;
     id->run = r;
     id->profile = profile;
-    id->region_override = region;
-    int rc = aws_client_new(&r->loop, profile, region, &id->aws, &err);
+    int rc = aws_client_new(&r->loop, profile, r->plan->region, &id->aws, &err);
     if (rc != 0) {
         if (r->plan->env_profiles && profile != NULL && r->plan->n_environments > 1)
             fprintf(stderr, "error: environment %s: %s\n", env, err ? err : ol_strerror(rc));
@@ -245,15 +243,16 @@ static int items_build(run *r) {
             ol_item *it = &r->items[i * p->n_environments + e];
             size_t len = strlen(p->products[i]) + strlen(p->environments[e]) + 2;
             const char *profile, *region;
-            identities_of_item(p, i, e, &profile, &region);
-            int rc = identity_for(r, profile, region, p->environments[e], &it->ident);
+            identities_of_item(p, i, p->environments[e], &profile, &region);
+            int rc = identity_for(r, profile, p->environments[e], &it->ident);
             if (rc != 0)
                 return rc;
             it->run = r;
             it->index = i * p->n_environments + e;
             it->product = p->products[i];
             it->environment = p->environments[e];
-            it->region = it->ident->region;
+            /* The environment's own region, else the profile's (the client's). */
+            it->region = region != NULL ? (char *)region : it->ident->region;
             it->name = malloc(len);
             it->stages = calloc(p->n_stages ? p->n_stages : 1, sizeof(stage_run));
             if (it->name == NULL || it->stages == NULL)

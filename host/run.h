@@ -55,14 +55,14 @@ struct ol_stage {
     ol_timer *flush_timer; /* also the time limit of prepare */
 };
 
-/* One AWS identity of a run: a profile and region, its client, and the environments that use
- * it (production and staging may live in different accounts). */
+/* One AWS identity of a run: a profile, its client, and the environments that use it
+ * (production and staging may live in different accounts). Items carry their own region;
+ * the client's is the profile's default. */
 typedef struct run_identity {
     struct run *run;
     const char *profile; /* as planned, borrowed from the plan (NULL: the default chain) */
-    const char *region_override;
     aws_client *aws;
-    char *region; /* resolved; outlives the client (items point at it) */
+    char *region; /* the client's resolved region; outlives the client (items point at it) */
     char *envs;   /* "production, staging", for messages */
     aws_stats stats;
 } run_identity;

@@ -26,7 +26,7 @@ static void plan_with(plan *p, const char *csv) {
 
 static void expect_item(const plan *p, size_t e, const char *profile, const char *region) {
     const char *pr, *rg;
-    identities_of_item(p, 0, e, &pr, &rg);
+    identities_of_item(p, 0, p->environments[e], &pr, &rg);
     if (profile == NULL)
         assert_null(pr);
     else
