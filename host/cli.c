@@ -17,6 +17,7 @@
 #include "aws/sts.h"
 #include "config.h"
 #include "error.h"
+#include "identities.h"
 #include "journal.h"
 #include "loader.h"
 #include "names.h"
@@ -46,7 +47,8 @@ static const char *main_usage =
     "Run `opsline COMMAND --help` for a command's options.\n"
     "Credentials, region and endpoints are resolved like the AWS CLI: AWS_ACCESS_KEY_ID /\n"
     "AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN, AWS_PROFILE with ~/.aws/credentials and\n"
-    "~/.aws/config (credential_process too), AWS_REGION (default eu-north-1),\n"
+    "~/.aws/config (role_arn, SSO, web identity, credential_process), container and\n"
+    "instance credentials, AWS_REGION (default eu-north-1),\n"
     "AWS_ENDPOINT_URL and AWS_ENDPOINT_URL_<SERVICE>. Retries: AWS_MAX_ATTEMPTS,\n"
     "AWS_RETRY_MODE=standard|adaptive.\n"
     "\n"
@@ -54,10 +56,14 @@ static const char *main_usage =
     "3 (plan) changes pending\n";
 
 static const char *whoami_usage =
-    "usage: opsline whoami [--profile NAME] [--region REGION] [--json]\n"
+    "usage: opsline whoami [--profile NAME|ENV=NAME,...] [--region REGION|ENV=REGION,...]\n"
+    "                      [-e ENV[,ENV...]] [--pipeline FILE] [--json]\n"
     "\n"
     "Calls STS GetCallerIdentity and prints the account, ARN and user id of the resolved\n"
-    "credentials, and where they came from (never the secret).\n";
+    "credentials, and where they came from (never the secret). With a per-environment\n"
+    "mapping (--profile production=prod-admin,staging=staging-admin), -e or a pipeline file\n"
+    "(its \"profiles\" and \"regions\"), given as to apply: every identity that run would\n"
+    "use, one per environment.\n";
 
 static const char *presign_usage =
     "usage: opsline presign s3://BUCKET/KEY [--expires DURATION] [--method GET|PUT]\n"
@@ -122,6 +128,10 @@ static const char *pipeline_usage =
     "options:\n"
     "  -e, --environments LIST  comma-separated (default production,staging)\n"
     "  --region REGION          default: AWS_REGION, the profile, else eu-north-1\n"
+    "  --profile NAME           AWS profile (keys, role_arn, SSO, web identity, process);\n"
+    "                           ENV=NAME,... gives each environment its own profile, e.g.\n"
+    "                           production=prod-admin,staging=staging-admin (and\n"
+    "                           --region ENV=REGION,... its own region)\n"
     "  --pipeline FILE          JSON pipeline (default stages: bucket, iam, policy, dotenv)\n"
     "  --secrets LIST           secret stores that receive every key (default dotenv):\n"
     "                           dotenv, keepassxc, pass, bitwarden, 1password,\n"
@@ -206,6 +216,8 @@ static int client_open(uv_loop_t *loop, const char *profile, const char *region,
 typedef struct whoami_args {
     const char *profile;
     const char *region;
+    const char *environments; /* -e */
+    const char *pipeline;     /* --pipeline */
     int json;
 } whoami_args;
 
@@ -234,15 +246,23 @@ static void on_whoami(void *arg, const ol_aws_response *res) {
 static int whoami_parse(int argc, char **argv, whoami_args *a) {
     static const struct option longopts[] = {{"profile", required_argument, NULL, 'p'},
                                              {"region", required_argument, NULL, 'r'},
+                                             {"environments", required_argument, NULL, 'e'},
+                                             {"pipeline", required_argument, NULL, 'P'},
                                              {"json", no_argument, NULL, 'j'},
                                              {"help", no_argument, NULL, 'h'},
                                              {NULL, 0, NULL, 0}};
     int ch;
     optind = 1;
-    while ((ch = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "he:", longopts, NULL)) != -1) {
         switch (ch) {
         case 'p':
             a->profile = optarg;
+            break;
+        case 'e':
+            a->environments = optarg;
+            break;
+        case 'P':
+            a->pipeline = optarg;
             break;
         case 'r':
             a->region = optarg;
@@ -262,9 +282,14 @@ static int whoami_parse(int argc, char **argv, whoami_args *a) {
     return -1;
 }
 
-static void whoami_print(const whoami_answer *w, const char *region, int json) {
+/* env: the environment of a per-environment whoami, else NULL. json_list: the JSON array
+ * such a whoami prints, else NULL (one object is printed). */
+static void whoami_print(const whoami_answer *w, const char *region, int json, const char *env,
+                         json_t *json_list) {
     const sts_identity *id = &w->id;
     if (!json) {
+        if (env != NULL)
+            printf("Environment: %s\n", env);
         printf("Account: %s\nArn:     %s\nUserId:  %s\nSource:  %s\nRegion:  %s\n",
                id->account ? id->account : "?", id->arn ? id->arn : "?",
                id->user_id ? id->user_id : "?", w->source ? w->source : "?", region);
@@ -273,14 +298,21 @@ static void whoami_print(const whoami_answer *w, const char *region, int json) {
     json_t *j =
         json_pack("{s:s?, s:s?, s:s?, s:s?, s:s?}", "UserId", id->user_id, "Account", id->account,
                   "Arn", id->arn, "CredentialSource", w->source, "Region", region);
+    if (j != NULL && env != NULL)
+        json_object_set_new(j, "Environment", json_string(env));
+    if (json_list != NULL) {
+        json_array_append_new(json_list, j);
+        return;
+    }
     json_dumpf(j, stdout, JSON_INDENT(4) | JSON_PRESERVE_ORDER);
     fputc('\n', stdout);
     json_decref(j);
 }
 
 /* Sends GetCallerIdentity on c and reports the answer. Returns the exit code. */
-static int whoami_ask(uv_loop_t *loop, aws_client *c, int json) {
-    whoami_answer w = {.source = credentials_source(aws_client_creds(c))};
+static int whoami_ask(uv_loop_t *loop, aws_client *c, int json, const char *env,
+                      json_t *json_list) {
+    whoami_answer w = {.source = aws_client_source(c)};
     int rc = sts_get_caller_identity(c, on_whoami, &w);
     if (rc != 0) /* the callback will not run: report the refusal as its answer */
         on_whoami(&w, &(ol_aws_response){.struct_size = sizeof(ol_aws_response), .result = rc});
@@ -291,9 +323,10 @@ static int whoami_ask(uv_loop_t *loop, aws_client *c, int json) {
         fprintf(stderr, "error: %s\n", w.failure ? w.failure : ol_strerror(w.result));
         if (w.hint != NULL)
             fprintf(stderr, "%s\n", w.hint);
-        code = EXIT_FAILED;
+        /* OL_ECONFIG: the credentials could not be had for want of configuration. */
+        code = w.result == OL_ECONFIG ? EXIT_USAGE : EXIT_FAILED;
     } else {
-        whoami_print(&w, aws_client_settings(c)->region, json);
+        whoami_print(&w, aws_client_settings(c)->region, json, env, json_list);
         if (w.parsed != 0) {
             fprintf(stderr, "error: unexpected GetCallerIdentity answer\n");
             code = EXIT_FAILED;
@@ -304,16 +337,56 @@ static int whoami_ask(uv_loop_t *loop, aws_client *c, int json) {
     return code;
 }
 
+/* whoami for each environment of a per-environment mapping. Returns the exit code. */
+static int whoami_each(const whoami_args *a) {
+    plan p;
+    char *err = NULL;
+    int code = 0;
+    int rc = identities_plan_whoami(a->profile, a->region, a->environments, a->pipeline, &p, &err);
+    if (rc != 0) {
+        fprintf(stderr, "error: %s\n", err ? err : ol_strerror(rc));
+        free(err);
+        plan_free(&p);
+        return EXIT_USAGE;
+    }
+    json_t *list = a->json ? json_array() : NULL;
+    for (size_t e = 0; e < p.n_environments && code != EXIT_USAGE; e++) {
+        const char *profile, *region;
+        uv_loop_t loop;
+        aws_client *c = NULL;
+        identities_of_item(&p, 0, p.environments[e], &profile, &region);
+        int one = client_open(&loop, profile, region, &c, 1);
+        if (one == 0) {
+            if (!a->json && e > 0)
+                putchar('\n');
+            one = whoami_ask(&loop, c, a->json, p.environments[e], list);
+        }
+        loop_finish(&loop, c);
+        if (one != 0 && code != EXIT_USAGE)
+            code = one;
+    }
+    if (list != NULL) {
+        json_dumpf(list, stdout, JSON_INDENT(4) | JSON_PRESERVE_ORDER);
+        fputc('\n', stdout);
+        json_decref(list);
+    }
+    plan_free(&p);
+    return code;
+}
+
 static int cmd_whoami(int argc, char **argv) {
     whoami_args a = {0};
     int code = whoami_parse(argc, argv, &a);
     if (code >= 0)
         return code;
+    if (identities_is_mapping(a.profile) || identities_is_mapping(a.region) ||
+        a.environments != NULL || a.pipeline != NULL)
+        return whoami_each(&a);
     uv_loop_t loop;
     aws_client *c = NULL;
     code = client_open(&loop, a.profile, a.region, &c, 1);
     if (code == 0)
-        code = whoami_ask(&loop, c, a.json);
+        code = whoami_ask(&loop, c, a.json, NULL, NULL);
     loop_finish(&loop, c);
     return code;
 }
@@ -414,7 +487,10 @@ static int cmd_presign(int argc, char **argv) {
     code = client_open(&loop, x.profile, x.region, &c, 1);
     if (code == 0) {
         char *url = NULL, *err = NULL;
-        int rc = aws_presign_s3(c, x.method, x.bucket, x.key, x.expires, &url, &err);
+        int rc;
+        /* Temporary credentials (a role, SSO) are fetched first: run the loop until then. */
+        while ((rc = aws_presign_s3(c, x.method, x.bucket, x.key, x.expires, &url, &err)) > 0)
+            uv_run(&loop, UV_RUN_ONCE);
         if (rc != 0) {
             fprintf(stderr, "error: %s\n", err ? err : ol_strerror(rc));
             code = EXIT_USAGE;

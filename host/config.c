@@ -21,6 +21,7 @@
 #include "aws/endpoints.h"
 #include "cli.h"
 #include "error.h"
+#include "identities.h"
 #include "names.h"
 #include "privfile.h"
 #include "products.h"
@@ -89,10 +90,11 @@ static int pipeline_file_read(const char *path, json_t **doc, char **err) {
     json_t *v;
     json_object_foreach(*doc, key, v) {
         if (strcmp(key, "stages") && strcmp(key, "environments") && strcmp(key, "region") &&
-            strcmp(key, "concurrency") && strcmp(key, "description") && strcmp(key, "secrets"))
+            strcmp(key, "concurrency") && strcmp(key, "description") && strcmp(key, "secrets") &&
+            strcmp(key, "profiles") && strcmp(key, "regions"))
             return ol__fail(err, OL_ECONFIG,
                             "pipeline file %s: unknown key '%s'; allowed: stages, secrets, "
-                            "environments, region, concurrency, description",
+                            "environments, region, regions, profiles, concurrency, description",
                             path, key);
     }
     return 0;
@@ -608,7 +610,8 @@ static int plan_environments(const config_args *a, const json_t *doc, plan *p, c
  * rest of the decision (AWS_REGION, AWS_DEFAULT_REGION, the profile, the default). */
 static int plan_region(const config_args *a, const json_t *doc, plan *p, char **err) {
     const json_t *region = doc ? json_object_get(doc, "region") : NULL;
-    const char *r = a->region ? a->region : json_string_value(region);
+    const char *r =
+        a->region && !identities_is_mapping(a->region) ? a->region : json_string_value(region);
     if (region && !json_is_string(region))
         return ol__fail(err, OL_ECONFIG, "pipeline file %s: \"region\" must be a string",
                         a->pipeline_file);
@@ -623,9 +626,10 @@ static int plan_region(const config_args *a, const json_t *doc, plan *p, char **
 /* Profile, state directory, concurrency (the command line's, else the pipeline file's),
  * output switches. */
 static int plan_settings(const config_args *a, const json_t *doc, plan *p, char **err) {
-    p->profile = a->profile ? strdup(a->profile) : NULL;
+    const char *profile = identities_is_mapping(a->profile) ? NULL : a->profile;
+    p->profile = profile ? strdup(profile) : NULL;
     p->state_dir = strdup(a->state_dir ? a->state_dir : ".opsline");
-    if ((a->profile && !p->profile) || p->state_dir == NULL)
+    if ((profile && !p->profile) || p->state_dir == NULL)
         return OL_ENOMEM;
     p->concurrency = a->concurrency > 0 ? (size_t)a->concurrency : CONFIG_DEFAULT_CONCURRENCY;
     const json_t *conc = doc ? json_object_get(doc, "concurrency") : NULL;
@@ -673,7 +677,8 @@ int config_build(const config_args *a, const loader *l, plan *p, char **err) {
         (rc = plan_secrets(a, l, doc, &specs, &n_specs, err)) == 0 &&
         (rc = plan_verify(a, &specs, &n_specs)) == 0 &&
         (rc = plan_environments(a, doc, p, err)) == 0 && (rc = check_items(p, err)) == 0 &&
-        (rc = plan_region(a, doc, p, err)) == 0 && (rc = plan_settings(a, doc, p, err)) == 0)
+        (rc = plan_region(a, doc, p, err)) == 0 && (rc = plan_settings(a, doc, p, err)) == 0 &&
+        (rc = identities_plan(a->profile, a->region, doc, a->pipeline_file, p, err)) == 0)
         rc = build_stages(a, l, specs, n_specs, source, p, err);
     if (rc == 0)
         rc = products_plan(&pf, first, p, err);

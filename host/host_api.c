@@ -121,7 +121,7 @@ static int host_aws_send(ol_item *item, const ol_aws_request *req, ol_aws_cb cb,
         return OL_EINVAL;
     if (copy.region == NULL)
         copy.region = item->region;
-    return aws_send(item->run->aws, &copy, cb, arg);
+    return aws_send(item->ident->aws, &copy, cb, arg);
 }
 
 /* ---- 2.0 helpers ------------------------------------------------------------------------ */

@@ -8,6 +8,7 @@
 
 #include "aws/sts.h"
 #include "error.h"
+#include "identities.h"
 #include "run.h"
 
 static void on_aws_log(void *arg, const char *line) {
@@ -20,14 +21,28 @@ static void on_aws_log(void *arg, const char *line) {
 
 static void on_preflight(void *arg, const ol_aws_response *res);
 
-static void start_preflight(run *r) {
-    int rc = sts_get_caller_identity(r->aws, on_preflight, r);
-    if (rc != 0) {
-        run_print(r, "error: could not start: %s\n", ol_strerror(rc));
-        r->preflight_failed = 1;
+/* One answer less to wait for; with the last, the items start, or the run ends. */
+static void preflight_settled(run *r) {
+    if (--r->preflights_pending > 0)
+        return;
+    if (r->preflight_failed)
         r->next_item = r->n_items;
-        scheduler_kick(r);
+    scheduler_kick(r);
+}
+
+/* GetCallerIdentity for every identity of the run: each one is checked before any write. */
+static void start_preflight(run *r) {
+    r->preflights_pending = 1; /* held until every check has started */
+    for (size_t i = 0; i < r->n_idents; i++) {
+        r->preflights_pending++;
+        int rc = sts_get_caller_identity(r->idents[i].aws, on_preflight, &r->idents[i]);
+        if (rc != 0) {
+            run_print(r, "error: could not start: %s\n", ol_strerror(rc));
+            r->preflight_failed = 1;
+            r->preflights_pending--;
+        }
     }
+    preflight_settled(r);
 }
 
 static void prepare_settled(run *r) {
@@ -114,24 +129,33 @@ static void start_prepares(run *r) {
 /* ---- preflight ------------------------------------------------------------------------- */
 
 static void on_preflight(void *arg, const ol_aws_response *res) {
-    run *r = arg;
+    run_identity *id = arg;
+    run *r = id->run;
     if (res->result == 0) {
-        sts_identity id;
-        sts_identity_parse(res->body, res->body_len, &id);
+        sts_identity sid;
+        sts_identity_parse(res->body, res->body_len, &sid);
         if (r->plan->verbose)
-            run_print(r, "debug: acting as %s\n", id.arn ? id.arn : "(unknown identity)");
-        sts_identity_free(&id);
-        scheduler_kick(r);
+            run_print(r, "debug: acting as %s for %s (%s, %s)\n",
+                      sid.arn ? sid.arn : "(unknown identity)", id->envs,
+                      aws_client_source(id->aws) ? aws_client_source(id->aws) : "?", id->region);
+        sts_identity_free(&sid);
+        preflight_settled(r);
         return;
     }
-    char *msg = sts_failure_message(res, credentials_source(aws_client_creds(r->aws)));
-    run_print(r, "error: %s\n", msg ? msg : ol_strerror(res->result));
-    run_print(r, "Nothing was created. %s\n", sts_failure_hint(res));
+    char *msg = sts_failure_message(res, aws_client_source(id->aws));
+    if (msg != NULL)
+        run_mask(r, msg);
+    if (r->n_idents > 1)
+        run_print(r, "error: %s: %s\n", id->envs, msg ? msg : ol_strerror(res->result));
+    else
+        run_print(r, "error: %s\n", msg ? msg : ol_strerror(res->result));
+    if (!r->preflight_failed)
+        run_print(r, "Nothing was created. %s\n", sts_failure_hint(res));
     free(msg);
     r->preflight_failed = 1;
-    r->creds_rejected = sts_rejected(res);
-    r->next_item = r->n_items;
-    scheduler_kick(r);
+    r->preflight_config |= res->result == OL_ECONFIG;
+    r->creds_rejected |= sts_rejected(res);
+    preflight_settled(r);
 }
 
 /* The client holds its own copy of the credentials, and every stage has read what it
@@ -173,6 +197,57 @@ static int item_selected(const plan *p, const char *product, const char *environ
     return p->only == NULL;
 }
 
+static int same(const char *a, const char *b) {
+    return a == b || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+/* The identity of profile, a new one (its AWS client made, in the run's region) the first
+ * time. 0, or the message was printed. */
+static int identity_for(run *r, const char *profile, const char *env, run_identity **out) {
+    for (size_t i = 0; i < r->n_idents; i++) {
+        run_identity *id = &r->idents[i];
+        if (!same(id->profile, profile))
+            continue;
+        *out = id;
+        if (strstr(id->envs, env) != NULL) /* a cheap check; duplicates only cost text */
+            return 0;
+        char *envs = ol__format("%s, %s", id->envs, env);
+        if (envs == NULL)
+            return OL_ENOMEM;
+        free(id->envs);
+        id->envs = envs;
+        return 0;
+    }
+    run_identity *id = &r->idents[r->n_idents];
+    char *err = NULL;
+    id->run = r;
+    id->profile = profile;
+    int rc = aws_client_new(&r->loop, profile, r->plan->region, &id->aws, &err);
+    if (rc != 0) {
+        if (r->plan->env_profiles && profile != NULL && r->plan->n_environments > 1)
+            fprintf(stderr, "error: environment %s: %s\n", env, err ? err : ol_strerror(rc));
+        else
+            fprintf(stderr, "error: %s\n", err ? err : ol_strerror(rc));
+        free(err);
+        return rc;
+    }
+    r->n_idents++;
+    aws_client_set_logger(id->aws, on_aws_log, r);
+    const char *cmsg = NULL;
+    if (aws_client_creds_error(id->aws, &cmsg) != 0) {
+        fprintf(stderr, "error: %s\n", cmsg ? cmsg : "no AWS credentials found");
+        return OL_ECREDS;
+    }
+    /* The client's settings own the region decision (credentials_settings), --region and
+     * the pipeline file's "region" included. */
+    id->region = strdup(aws_client_settings(id->aws)->region);
+    id->envs = strdup(env);
+    if (id->region == NULL || id->envs == NULL)
+        return OL_ENOMEM;
+    *out = id;
+    return 0;
+}
+
 static size_t items_count(const plan *p) {
     size_t n = 0;
     for (size_t i = 0; i < p->n_products; i++) {
@@ -182,14 +257,23 @@ static size_t items_count(const plan *p) {
     return n;
 }
 
+/* Item it of product (index into the plan) in environment: its identity (profile) and
+ * region: a products-file line's region, else the environment's, else the profile's. */
 static int item_init(run *r, ol_item *it, size_t product, const char *environment) {
     const plan *p = r->plan;
     const plan_product *pp = p->product_settings ? &p->product_settings[product] : NULL;
     size_t len = strlen(p->products[product]) + strlen(environment) + 2;
+    const char *profile, *region;
+    identities_of_item(p, product, environment, &profile, &region);
+    int rc = identity_for(r, profile, environment, &it->ident);
+    if (rc != 0)
+        return rc;
     it->run = r;
     it->product = p->products[product];
     it->environment = (char *)environment;
-    it->region = pp && pp->region ? pp->region : r->region;
+    it->region = pp && pp->region ? pp->region
+                 : region != NULL ? (char *)region
+                                  : it->ident->region;
     it->name = malloc(len);
     it->stages = calloc(p->n_stages ? p->n_stages : 1, sizeof(stage_run));
     if (it->name == NULL || it->stages == NULL)
@@ -206,14 +290,10 @@ static int item_init(run *r, ol_item *it, size_t product, const char *environmen
 
 static int items_build(run *r) {
     const plan *p = r->plan;
-    /* The client's settings own the region decision (credentials_settings), --region and
-     * the pipeline file's "region" included; a products-file line may name its own. */
-    r->region = strdup(aws_client_settings(r->aws)->region);
-    if (r->region == NULL)
-        return OL_ENOMEM;
     r->n_items = items_count(p);
     r->items = calloc(r->n_items ? r->n_items : 1, sizeof(*r->items));
-    if (r->items == NULL)
+    r->idents = calloc(r->n_items ? r->n_items : 1, sizeof(*r->idents));
+    if (r->items == NULL || r->idents == NULL)
         return OL_ENOMEM;
     size_t k = 0;
     for (size_t i = 0; i < p->n_products; i++) {
@@ -233,6 +313,23 @@ static int items_build(run *r) {
     return 0;
 }
 
+void pipeline_close_clients(run *r) {
+    for (size_t i = 0; i < r->n_idents; i++) {
+        run_identity *id = &r->idents[i];
+        if (id->aws == NULL)
+            continue;
+        aws_stats st;
+        aws_client_stats(id->aws, &st);
+        r->stats.requests += st.requests;
+        r->stats.attempts += st.attempts;
+        r->stats.retries += st.retries;
+        r->stats.throttled += st.throttled;
+        r->stats.quota_exhausted += st.quota_exhausted;
+        aws_client_close(id->aws, NULL, NULL);
+        id->aws = NULL;
+    }
+}
+
 static void items_free(run *r) {
     for (size_t i = 0; i < r->n_items; i++) {
         ol_item *it = &r->items[i];
@@ -245,7 +342,11 @@ static void items_free(run *r) {
         bag_free(&it->bag);
     }
     free(r->items);
-    free(r->region);
+    for (size_t i = 0; r->idents && i < r->n_idents; i++) {
+        free(r->idents[i].region);
+        free(r->idents[i].envs);
+    }
+    free(r->idents);
 }
 
 static int stage_init(run *r, ol_stage *st, const plan_stage *ps, size_t s) {
@@ -378,19 +479,9 @@ void pipeline_loop_close(uv_loop_t *loop) {
 static int run_setup(run *r) {
     const plan *p = r->plan;
     char *err = NULL;
-    int rc = aws_client_new(&r->loop, p->profile, p->region, &r->aws, &err);
-    if (rc != 0) {
-        fprintf(stderr, "error: %s\n", err ? err : ol_strerror(rc));
-        free(err);
-        return rc;
-    }
-    aws_client_set_logger(r->aws, on_aws_log, r);
-    const char *cmsg = NULL;
-    if (aws_client_creds_error(r->aws, &cmsg) != 0) {
-        fprintf(stderr, "error: %s\n", cmsg ? cmsg : "no AWS credentials found");
-        return OL_ECREDS;
-    }
-    rc = items_build(r);
+    int rc = items_build(r);
+    if (rc == OL_ENOMEM)
+        fprintf(stderr, "error: out of memory\n");
     if (rc == 0)
         rc = stages_prepare(r);
     scrub_secret_env();
@@ -415,8 +506,14 @@ static int run_setup(run *r) {
 static void run_count(void *arg, progress_counts *c) {
     run *r = arg;
     aws_stats st = r->stats;
-    if (r->aws != NULL)
-        aws_client_stats(r->aws, &st);
+    for (size_t i = 0; r->idents != NULL && i < r->n_idents; i++) {
+        aws_stats one;
+        if (r->idents[i].aws == NULL) /* closed: its figures are in r->stats */
+            continue;
+        aws_client_stats(r->idents[i].aws, &one);
+        st.requests += one.requests;
+        st.throttled += one.throttled;
+    }
     c->total = r->n_items;
     c->done = r->finished;
     c->failed = report_failed(r->report);
@@ -442,10 +539,7 @@ static void run_handles_start(run *r) {
 /* Teardown in one place: what stages started still completes (cancelled) before their
  * state goes, then the stages, the services, the items and the loop. */
 static void run_teardown(run *r) {
-    if (r->aws) {
-        aws_client_close(r->aws, NULL, NULL);
-        r->aws = NULL;
-    }
+    pipeline_close_clients(r);
     services_cancel_all(r->svc);
     uv_run(&r->loop, UV_RUN_DEFAULT);
     stages_fini(r);
@@ -471,7 +565,7 @@ int pipeline_run(const plan *p) {
         start_prepares(&r);
         uv_run(&r.loop, UV_RUN_DEFAULT);
         int failed = report_finish(r.report, &r.stats, r.creds_rejected, r.interrupted);
-        code = (failed || r.preflight_failed || r.interrupted) ? 1 : 0;
+        code = r.preflight_config ? 2 : (failed || r.preflight_failed || r.interrupted) ? 1 : 0;
         if (code == 0 && p->mode == OL_MODE_PLAN && report_changes(r.report) > 0)
             code = PIPELINE_EXIT_CHANGES;
     }
@@ -517,6 +611,12 @@ void plan_free(plan *p) {
         free(p->stages[s].needs);
     }
     free(p->stages);
+    for (size_t e = 0; e < p->n_environments; e++) {
+        free(p->env_profiles ? p->env_profiles[e] : NULL);
+        free(p->env_regions ? p->env_regions[e] : NULL);
+    }
+    free(p->env_profiles);
+    free(p->env_regions);
     free(p->region);
     free(p->profile);
     free(p->state_dir);

@@ -39,8 +39,12 @@ typedef struct plan {
     size_t *product_lines;          /* NULL, or per product its line in products_file (0: argv) */
     char **environments;
     size_t n_environments;
-    char *region;       /* --region, or NULL for the resolved default */
-    char *profile;      /* --profile, or NULL */
+    char *region;  /* --region, or NULL for the resolved default */
+    char *profile; /* --profile, or NULL */
+    /* Per environment (parallel to environments), NULL entries: the run's profile / region
+     * (identities.c; the arrays themselves may be NULL). */
+    char **env_profiles;
+    char **env_regions;
     plan_stage *stages; /* in dependency order */
     size_t n_stages;
     size_t concurrency;

@@ -56,9 +56,22 @@ struct ol_stage {
     ol_timer *flush_timer; /* also the time limit of prepare */
 };
 
+/* One AWS identity of a run: a profile, its client, and the environments that use it
+ * (production and staging may live in different accounts). Items carry their own region;
+ * the client's is the profile's default. */
+typedef struct run_identity {
+    struct run *run;
+    const char *profile; /* as planned, borrowed from the plan (NULL: the default chain) */
+    aws_client *aws;
+    char *region; /* the client's resolved region; outlives the client (items point at it) */
+    char *envs;   /* "production, staging", for messages */
+    aws_stats stats;
+} run_identity;
+
 struct ol_item {
     struct run *run;
     size_t index;
+    run_identity *ident;
     char *product, *environment, *name, *region;
     struct ol_stage **own; /* its product's own stage instances (NULL entries: the run's) */
     bag bag;
@@ -92,7 +105,9 @@ typedef struct run {
     uv_loop_t loop;
     uv_timer_t kick;
     uv_signal_t sigint;
-    aws_client *aws;
+    run_identity *idents;
+    size_t n_idents;
+    size_t preflights_pending;
     journal *journal;
     services *svc;
     uv_timer_t flush_tick;
@@ -110,9 +125,9 @@ typedef struct run {
     size_t finished;
     int interrupted;
     int preflight_failed;
+    int preflight_config; /* credentials could not be had for want of configuration: exit 2 */
     int creds_rejected;
     aws_stats stats;
-    char *region; /* the items' region, owned here: it outlives the AWS client */
     report *report;
 } run;
 
@@ -180,5 +195,7 @@ int stores_secret_read(ol_item *item, const char *key_id, ol_find_cb cb, void *a
 
 /* pipeline.c */
 void pipeline_prepare_done(ol_stage *st, int result, const char *reason);
+/* Close every identity's AWS client, adding its counters to r->stats. */
+void pipeline_close_clients(run *r);
 
 #endif

@@ -219,11 +219,7 @@ void scheduler_end_run(run *r) {
     uv_close((uv_handle_t *)&r->sigint, NULL);
     uv_close((uv_handle_t *)&r->flush_tick, NULL);
     services_cancel_all(r->svc);
-    if (r->aws != NULL) {
-        aws_client_stats(r->aws, &r->stats);
-        aws_client_close(r->aws, NULL, NULL);
-        r->aws = NULL;
-    }
+    pipeline_close_clients(r);
 }
 
 static void on_kick(uv_timer_t *t) {

@@ -18,6 +18,7 @@
 #include "../list.h"
 #include "endpoints.h"
 #include "http.h"
+#include "provider.h"
 #include "retry.h"
 #include "sigv4.h"
 #include "xml.h"
@@ -37,9 +38,10 @@ struct aws_client {
     const http_vtable *http_vt; /* http_default_vtable but in tests */
     void *http;                 /* the engine behind http_vt */
     ol__aws_settings settings;
-    ol__creds creds;
-    int have_creds;
-    char *creds_err;
+    provider *prov; /* NULL: anonymous (unsigned requests), or the plan failed */
+    int prov_open;  /* the provider's close has not completed */
+    int anonymous;
+    char *creds_err; /* credentials_plan's failure, reported at the first request */
     int creds_code;
     retry_config rcfg;
     retry_quota quota;
@@ -80,6 +82,7 @@ typedef struct aws_call {
     unsigned quota_taken;
     int redirected;
     int in_http;   /* an HTTP attempt is in flight */
+    int waiting;   /* waits for the provider's credentials */
     int completed; /* the user callback has run */
     uv_timer_t timer;
     ol_aws_cb cb;
@@ -141,9 +144,78 @@ static retry_rate_limiter *limiter_for(aws_client *c, const char *service) {
 
 /* ---- client lifetime ------------------------------------------------------------------ */
 
+static void on_creds_fetched(void *arg);
+
+static void client_http(void *arg, const http_vtable **vt, void **engine) {
+    const aws_client *c = arg;
+    *vt = c->http_vt;
+    *engine = c->http;
+}
+
+static int settings_copy(ol__aws_settings *dst, const ol__aws_settings *src, const char *region) {
+    memset(dst, 0, sizeof(*dst));
+    dst->profile = dupstr(src->profile);
+    dst->region = dupstr(region ? region : src->region);
+    dst->region_source = dupstr(src->region_source);
+    dst->config_file = dupstr(src->config_file);
+    dst->credentials_file = dupstr(src->credentials_file);
+    dst->endpoint_url = dupstr(src->endpoint_url);
+    dst->profile_override = src->profile_override;
+    if ((src->profile && !dst->profile) || !dst->region ||
+        (src->region_source && !dst->region_source) || (src->config_file && !dst->config_file) ||
+        (src->credentials_file && !dst->credentials_file) ||
+        (src->endpoint_url && !dst->endpoint_url)) {
+        credentials_settings_free(dst);
+        return OL_ENOMEM;
+    }
+    return 0;
+}
+
+/* Everything but the settings and the credentials plan, which the caller set. spec (owned)
+ * NULL with anonymous: unsigned requests. */
+static int client_finish(aws_client *c, cred_spec *spec, char **err) {
+    int rc = endpoints_check_configured(c->settings.region, c->settings.endpoint_url, err);
+    if (rc == 0)
+        rc = retry_config_from_env(&c->rcfg, err);
+    if (rc == 0)
+        rc = jitter_from_env(c, err);
+    if (rc != 0) {
+        credentials_spec_free(spec);
+        return rc;
+    }
+    retry_quota_init(&c->quota, 500);
+    c->timeout_ms = DEFAULT_TIMEOUT_MS;
+    const char *t = getenv("OPSLINE_TIMEOUT_MS");
+    if (t != NULL && atol(t) > 0)
+        c->timeout_ms = atol(t);
+    c->http = http_new(c->loop);
+    if (c->http == NULL) {
+        credentials_spec_free(spec);
+        return OL_ENOMEM;
+    }
+    c->http_vt = &http_default_vtable;
+    c->http_open = 1;
+    if (spec != NULL) {
+        rc = provider_new(c->loop, spec, &c->settings, client_http, on_creds_fetched, c, &c->prov);
+        if (rc != 0) {
+            c->http_vt->close(c->http, NULL, NULL);
+            return rc;
+        }
+        c->prov_open = 1;
+    }
+    return 0;
+}
+
+static void client_free_early(aws_client *c) {
+    credentials_settings_free(&c->settings);
+    free(c->creds_err);
+    free(c);
+}
+
 int aws_client_new(uv_loop_t *loop, const char *profile, const char *region, aws_client **out,
                    char **err) {
     aws_client *c = calloc(1, sizeof(*c));
+    cred_spec *spec = NULL;
     int rc;
     *out = NULL;
     *err = NULL;
@@ -154,52 +226,60 @@ int aws_client_new(uv_loop_t *loop, const char *profile, const char *region, aws
     rc = credentials_settings(profile, region, &c->settings, err);
     if (rc != 0)
         goto fail;
-    rc = endpoints_check_configured(c->settings.region, c->settings.endpoint_url, err);
-    if (rc != 0)
+    /* Where the credentials come from is decided now; a failure is kept for the first request
+     * so that commands that need none (presign --help, plugins) still work. */
+    c->creds_code = credentials_plan(&c->settings, &spec, &c->creds_err);
+    if ((rc = client_finish(c, spec, err)) != 0)
         goto fail;
-    rc = retry_config_from_env(&c->rcfg, err);
-    if (rc != 0)
-        goto fail;
-    rc = jitter_from_env(c, err);
-    if (rc != 0)
-        goto fail;
-    /* Credentials are resolved now, but a failure is kept for the first request so that
-     * commands that need none (presign --help, plugins) still work. */
-    c->creds_code = credentials_resolve(&c->settings, &c->creds, &c->creds_err);
-    c->have_creds = c->creds_code == 0;
-    retry_quota_init(&c->quota, 500);
-    c->timeout_ms = DEFAULT_TIMEOUT_MS;
-    const char *t = getenv("OPSLINE_TIMEOUT_MS");
-    if (t != NULL && atol(t) > 0)
-        c->timeout_ms = atol(t);
-    c->http = http_new(loop);
-    if (c->http == NULL) {
-        rc = OL_ENOMEM;
-        goto fail;
-    }
-    c->http_vt = &http_default_vtable;
-    c->http_open = 1;
     *out = c;
     return 0;
 fail:
-    credentials_settings_free(&c->settings);
-    credentials_free(&c->creds);
-    free(c->creds_err);
-    free(c);
+    client_free_early(c);
     return rc;
+}
+
+int aws_client_new_spec(uv_loop_t *loop, const ol__aws_settings *settings, cred_spec *spec,
+                        const char *region, aws_client **out, char **err) {
+    aws_client *c = calloc(1, sizeof(*c));
+    *out = NULL;
+    *err = NULL;
+    if (c == NULL || settings_copy(&c->settings, settings, region) != 0) {
+        free(c);
+        credentials_spec_free(spec);
+        return OL_ENOMEM;
+    }
+    c->loop = loop;
+    list_init(&c->calls);
+    c->anonymous = spec == NULL;
+    int rc = client_finish(c, spec, err);
+    if (rc != 0) {
+        client_free_early(c);
+        return rc;
+    }
+    *out = c;
+    return 0;
 }
 
 const ol__aws_settings *aws_client_settings(const aws_client *c) {
     return &c->settings;
 }
 
-const ol__creds *aws_client_creds(const aws_client *c) {
-    return c->have_creds ? &c->creds : NULL;
+const char *aws_client_source(const aws_client *c) {
+    return c->prov != NULL ? provider_source(c->prov) : NULL;
+}
+
+void aws_client_set_clock(aws_client *c, long long (*fn)(void *arg), void *arg) {
+    if (c->prov != NULL)
+        provider_set_clock(c->prov, fn, arg);
+}
+
+unsigned aws_client_creds_fetches(const aws_client *c) {
+    return c->prov != NULL ? provider_fetches(c->prov) : 0;
 }
 
 int aws_client_creds_error(const aws_client *c, const char **msg) {
     *msg = c->creds_err;
-    return c->have_creds ? 0 : c->creds_code;
+    return c->prov != NULL || c->anonymous ? 0 : c->creds_code ? c->creds_code : OL_ECREDS;
 }
 
 void aws_client_set_logger(aws_client *c, void (*fn)(void *arg, const char *line), void *arg) {
@@ -242,12 +322,11 @@ void aws_client_stats(const aws_client *c, aws_stats *out) {
 }
 
 static void client_maybe_closed(aws_client *c) {
-    if (!c->closing || c->http_open > 0 || c->live > 0)
+    if (!c->closing || c->http_open > 0 || c->live > 0 || c->prov_open)
         return;
     void (*cb)(void *) = c->on_closed;
     void *arg = c->on_closed_arg;
     credentials_settings_free(&c->settings);
-    credentials_free(&c->creds);
     free(c->creds_err);
     free(c);
     if (cb)
@@ -526,8 +605,7 @@ static int attempt_url(aws_call *call, attempt *a, char **err) {
 }
 
 /* The headers of one attempt, dated now, and their SigV4 Authorization. */
-static int attempt_sign(aws_call *call, attempt *a) {
-    aws_client *c = call->c;
+static int attempt_sign(aws_call *call, attempt *a, const credentials *cr) {
     size_t body_len;
     const char *body = call_body(call, &body_len);
     sigv4_amz_date(time(NULL), a->amz_date);
@@ -536,7 +614,8 @@ static int attempt_sign(aws_call *call, attempt *a) {
     a->hdrs[a->n++] = (ol_kv){"X-Amz-Date", a->amz_date};
     if (is_s3(call))
         a->hdrs[a->n++] = (ol_kv){"X-Amz-Content-Sha256", a->payload_hash};
-    const char *token = call->as_key_id ? NULL : c->creds.session_token;
+    /* A request signed with a given key (2.1: proving a stored key) sends no token. */
+    const char *token = call->as_key_id == NULL && cr != NULL ? cr->session_token : NULL;
     if (token)
         a->hdrs[a->n++] = (ol_kv){"X-Amz-Security-Token", token};
     if (call->form_body)
@@ -549,11 +628,13 @@ static int attempt_sign(aws_call *call, attempt *a) {
     for (size_t i = 0; i < call->n_headers && a->n < 38; i++)
         a->hdrs[a->n++] = call->headers[i];
 
+    if (cr == NULL && call->as_key_id == NULL) /* anonymous: AssumeRoleWithWebIdentity */
+        return 0;
     sigv4_request sreq = {call->method, a->path, a->query, a->hdrs, a->n, a->payload_hash};
     sigv4_scope scope = {a->ep.signing_region, a->ep.signing_name, a->amz_date, is_s3(call)};
-    sigv4_creds screds = {c->creds.access_key_id, c->creds.secret_access_key, token};
-    if (call->as_key_id != NULL)
-        screds = (sigv4_creds){call->as_key_id, call->as_secret, NULL};
+    sigv4_creds screds = {call->as_key_id, call->as_secret, NULL};
+    if (call->as_key_id == NULL)
+        screds = (sigv4_creds){cr->access_key_id, cr->secret_access_key, cr->session_token};
     int rc = sigv4_authorization(&sreq, &scope, &screds, &a->auth);
     if (rc != 0)
         return rc;
@@ -563,9 +644,9 @@ static int attempt_sign(aws_call *call, attempt *a) {
 
 /* Built from scratch for every attempt: a retry after a long backoff gets a fresh date
  * and signature, a redirect the other region's endpoint. */
-static int attempt_build(aws_call *call, attempt *a, char **err) {
+static int attempt_build(aws_call *call, attempt *a, const credentials *cr, char **err) {
     int rc = attempt_url(call, a, err);
-    return rc != 0 ? rc : attempt_sign(call, a);
+    return rc != 0 ? rc : attempt_sign(call, a, cr);
 }
 
 static void on_http_done(void *arg, const http_response *res);
@@ -578,9 +659,18 @@ static void call_send(aws_call *call) {
         call_fail(call, OL_ECANCELED, "interrupted");
         return;
     }
-    if (!c->have_creds) {
-        call_fail(call, OL_ECREDS, c->creds_err ? c->creds_err : "no AWS credentials found");
-        return;
+    const credentials *cr = NULL;
+    if (!c->anonymous) {
+        const char *cmsg = c->creds_err;
+        int st = c->prov != NULL ? provider_get(c->prov, &cr, &cmsg) : c->creds_code;
+        if (st > 0) { /* on_creds_fetched sends it */
+            call->waiting = 1;
+            return;
+        }
+        if (st < 0) {
+            call_fail(call, st, cmsg ? cmsg : "no AWS credentials found");
+            return;
+        }
     }
     if (c->rcfg.mode == RETRY_MODE_ADAPTIVE) {
         double wait = retry_rate_limiter_acquire(limiter_for(c, call->service), now_s(c));
@@ -590,7 +680,7 @@ static void call_send(aws_call *call) {
         }
     }
     memset(&a, 0, sizeof(a));
-    int rc = attempt_build(call, &a, &err);
+    int rc = attempt_build(call, &a, cr, &err);
     if (rc != 0) {
         call_fail(call, rc, err ? err : "could not build the request");
         free(err);
@@ -620,6 +710,19 @@ static void call_send(aws_call *call) {
 
 static void on_timer_resend(uv_timer_t *t) {
     call_send(t->data);
+}
+
+/* A fetch ended: what waited is sent (or fails with the fetch's message), from the loop. */
+static void on_creds_fetched(void *arg) {
+    aws_client *c = arg;
+    list_node *n;
+    list_foreach(n, &c->calls) {
+        aws_call *call = list_entry(n, aws_call, node);
+        if (!call->waiting)
+            continue;
+        call->waiting = 0;
+        uv_timer_start(&call->timer, on_timer_resend, 0, 0);
+    }
 }
 
 static void schedule_resend(aws_call *call, double delay_s) {
@@ -857,9 +960,14 @@ int aws_presign_s3(aws_client *c, const char *method, const char *bucket, const 
         *err = strdup("expiry must be between 1 second and 7 days (604800 s)");
         return OL_ERANGE;
     }
-    if (!c->have_creds) {
-        *err = strdup(c->creds_err ? c->creds_err : "no AWS credentials found");
-        return c->creds_code ? c->creds_code : OL_ECREDS;
+    const credentials *cr = NULL;
+    const char *cmsg = c->creds_err;
+    rc = c->prov != NULL ? provider_get(c->prov, &cr, &cmsg) : c->creds_code;
+    if (rc != 0) {
+        *err = strdup(rc > 0 ? "the credentials are not fetched yet (aws_client_ready first)"
+                      : cmsg ? cmsg
+                             : "no AWS credentials found");
+        return rc > 0 ? OL_ECREDS : rc;
     }
     rc = endpoints_resolve("s3", c->settings.region, c->settings.endpoint_url, &ep, err);
     if (rc != 0)
@@ -880,8 +988,7 @@ int aws_presign_s3(aws_client *c, const char *method, const char *bucket, const 
     ol_kv hdrs[1] = {{"Host", host}};
     sigv4_request sreq = {method, path, "", hdrs, 1, "UNSIGNED-PAYLOAD"};
     sigv4_scope scope = {ep.signing_region, "s3", amz_date, 1};
-    sigv4_creds screds = {c->creds.access_key_id, c->creds.secret_access_key,
-                          c->creds.session_token};
+    sigv4_creds screds = {cr->access_key_id, cr->secret_access_key, cr->session_token};
     rc = sigv4_presign(&sreq, &scope, &screds, expires, &q);
     if (rc != 0)
         goto done;
@@ -906,6 +1013,12 @@ done:
 
 /* ---- shutdown ------------------------------------------------------------------------- */
 
+static void on_prov_closed(void *arg) {
+    aws_client *c = arg;
+    c->prov_open = 0;
+    client_maybe_closed(c);
+}
+
 void aws_client_close(aws_client *c, void (*on_closed)(void *arg), void *arg) {
     c->closing = 1;
     c->on_closed = on_closed;
@@ -923,5 +1036,8 @@ void aws_client_close(aws_client *c, void (*on_closed)(void *arg), void *arg) {
     /* A callback may do anything, so take the head each time; call_finish unlinks it. */
     while ((n = list_first(&waiting)) != NULL)
         call_fail(list_entry(n, aws_call, node), OL_ECANCELED, "interrupted");
+    if (c->prov != NULL)
+        provider_close(c->prov, on_prov_closed, c);
+    c->prov = NULL;
     c->http_vt->close(c->http, on_http_closed, c);
 }

@@ -21,20 +21,34 @@ typedef struct aws_client aws_client;
 int aws_client_new(uv_loop_t *loop, const char *profile, const char *region, aws_client **out,
                    char **err);
 
-/* Credentials are resolved by aws_client_new, but their absence is reported only when a
- * request is sent (or by this function): returns 0 or the resolution error with its
- * message in *msg (borrowed). */
+/* Where the credentials come from is decided by aws_client_new (credentials_plan); temporary
+ * ones are fetched at the first request and refreshed before they expire, requests waiting
+ * meanwhile. A plan that found nothing is reported at the first request, or by this function:
+ * returns 0 or the plan's error with its message in *msg (borrowed). */
 int aws_client_creds_error(const aws_client *c, const char **msg);
 
+/* A client for settings (copied; region overrides theirs when non-NULL) whose credentials
+ * come from spec (owned, also on failure), or an anonymous one sending unsigned requests when
+ * spec is NULL (AssumeRoleWithWebIdentity). The provider of a role uses it. */
+int aws_client_new_spec(uv_loop_t *loop, const ol__aws_settings *settings, cred_spec *spec,
+                        const char *region, aws_client **out, char **err);
+
 const ol__aws_settings *aws_client_settings(const aws_client *c);
-const ol__creds *aws_client_creds(const aws_client *c);
+
+/* Where the client's credentials come from, for messages (never a secret), or NULL. */
+const char *aws_client_source(const aws_client *c);
+
+/* How many times the credentials were fetched (temporary credentials: once, then at every
+ * refresh; static keys: 0). */
+unsigned aws_client_creds_fetches(const aws_client *c);
 
 /* Send req. region NULL: req->region, else the client's region. cb runs exactly once from
  * the loop, or a negative code is returned and cb never runs. */
 int aws_send(aws_client *c, const ol_aws_request *req, ol_aws_cb cb, void *arg);
 
 /* A presigned URL for an S3 object (SigV4 query auth), malloc'd into *url.
- * expires in seconds: 1..604800 (7 days), else OL_ERANGE. */
+ * expires in seconds: 1..604800 (7 days), else OL_ERANGE. Returns 1 (nothing in *url or *err)
+ * while temporary credentials are being fetched: run the loop and call again. */
 int aws_presign_s3(aws_client *c, const char *method, const char *bucket, const char *key,
                    unsigned long expires, char **url, char **err);
 
@@ -46,6 +60,10 @@ void aws_client_set_logger(aws_client *c, void (*fn)(void *arg, const char *line
  * OpenSSL's RAND_bytes). A seam for tests, which need a known delay; fn NULL restores the
  * default. */
 void aws_client_set_random(aws_client *c, double (*fn)(void *arg), void *arg);
+
+/* A seam for tests: the wall clock (seconds since the epoch) on which the expiry of
+ * temporary credentials is judged; fn NULL restores time(). */
+void aws_client_set_clock(aws_client *c, long long (*fn)(void *arg), void *arg);
 
 /* A seam for tests: send every request through vt with engine (both borrowed until the
  * client is closed) instead of the engine aws_client_new made, which is closed. Call before

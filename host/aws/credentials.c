@@ -1,11 +1,14 @@
 /* credentials: the AWS CLI's way of finding who we are and where we go. It owns the
  * selection of the profile (--profile, AWS_PROFILE, AWS_DEFAULT_PROFILE, "default"), the
  * paths of the shared credentials and config files, the reading of those INI files (the
- * subset botocore's configparser accepts), the credential chain (environment variables,
- * credentials file, credential_process, config file) and the region. Secrets read from
- * files, environment or credential_process are wiped with OPENSSL_cleanse and never end up
- * in a message. Reference: "Configuration and credential file settings" and "Sourcing
- * credentials with an external process" (AWS CLI User Guide), botocore credentials.py. */
+ * subset botocore's configparser accepts, [sso-session] sections included), the plan of the
+ * credential chain (environment variables, role_arn with source_profile chains or
+ * credential_source, web identity, SSO and its token cache, credentials file,
+ * credential_process, config file, container endpoint, instance metadata) and the region.
+ * Fetching what the plan names is provider.c's. Secrets read from files or the environment
+ * are wiped with OPENSSL_cleanse and never end up in a message. Reference: "Configuration and
+ * credential file settings" (AWS CLI User Guide), "Standardized credential providers" (AWS
+ * SDKs and Tools Reference Guide), botocore credentials.py. */
 #include "credentials.h"
 #include "../error.h"
 
@@ -17,18 +20,17 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <curl/curl.h>
 #include <jansson.h>
 #include <openssl/crypto.h>
+#include <openssl/sha.h>
 
 #include "../privfile.h"
 #include "endpoints.h"
 #include "opsline/opsline.h"
-
-#define MAX_PROCESS_OUTPUT (1024 * 1024)
 
 /* One key of a profile section. prio: a `[profile default]` value beats a `[default]` one
  * in the config file, whatever their order. */
@@ -79,6 +81,9 @@ static char *trim(char *s) {
         s[--n] = '\0';
     return s;
 }
+
+/* is_config value of the `[sso-session NAME]` sections of the config file. */
+#define INI_SSO_SESSION 2
 
 /* ---- INI files ------------------------------------------------------------------------ */
 
@@ -140,6 +145,12 @@ static int section_matches(char *header, const char *profile, int is_config) {
     header = trim(header);
     if (!is_config)
         return strcmp(header, profile) == 0 ? 0 : -1;
+    if (is_config == INI_SSO_SESSION)
+        return strncmp(header, "sso-session", 11) == 0 &&
+                       (header[11] == ' ' || header[11] == '\t') &&
+                       strcmp(trim(header + 12), profile) == 0
+                   ? 0
+                   : -1;
     if (strcmp(header, "default") == 0)
         return strcmp(profile, "default") == 0 ? 0 : -1;
     if (strncmp(header, "profile", 7) != 0 || (header[7] != ' ' && header[7] != '\t'))
@@ -456,7 +467,7 @@ static int from_section(const ini_section *sec, const char *profile, const char 
 
 /* Seconds since the epoch of an ISO 8601 / RFC 3339 time such as 2024-05-01T12:00:00Z,
  * with optional fraction and a Z or +hh:mm offset; -1 when it is not one. */
-static long long parse_iso8601(const char *s) {
+long long credentials_parse_time(const char *s) {
     struct tm tm;
     int n = 0, off_h = 0, off_m = 0;
     memset(&tm, 0, sizeof(tm));
@@ -492,69 +503,9 @@ static long long parse_iso8601(const char *s) {
     return (long long)t - sign * (off_h * 3600LL + off_m * 60LL);
 }
 
-/* Runs cmd through /bin/sh -c (stderr goes to ours, so its prompts and errors are seen)
- * and returns its stdout in *buf. */
-static int process_run(const char *cmd, const char *what, char **buf, size_t *len, char **err) {
-    size_t cap = 4096;
-    char *b = malloc(cap);
-    *buf = NULL;
-    *len = 0;
-    if (b == NULL)
-        return OL_ENOMEM;
-    fflush(NULL);
-    FILE *p = popen(cmd, "r");
-    if (p == NULL) {
-        int e = errno;
-        free(b);
-        return ol__fail(err, OL_ECREDS, "cannot run the %s: %s", what, strerror(e));
-    }
-    size_t n = 0, got;
-    int rc = 0;
-    while ((got = fread(b + n, 1, cap - n - 1, p)) > 0) {
-        n += got;
-        if (n + 1 < cap)
-            continue;
-        if (cap >= MAX_PROCESS_OUTPUT) {
-            rc = OL_ECONFIG;
-            break;
-        }
-        char *nb = malloc(cap * 2);
-        if (nb == NULL) {
-            rc = OL_ENOMEM;
-            break;
-        }
-        memcpy(nb, b, n);
-        OPENSSL_cleanse(b, cap);
-        free(b);
-        b = nb;
-        cap *= 2;
-    }
-    b[n] = '\0';
-    int status = pclose(p);
-    if (rc == 0 && status == -1) {
-        rc = ol__fail(err, OL_ECREDS, "cannot wait for the %s: %s", what, strerror(errno));
-    } else if (rc == 0 && WIFSIGNALED(status)) {
-        rc = ol__fail(err, OL_ECREDS, "the %s was killed by signal %d", what, WTERMSIG(status));
-    } else if (rc == 0 && WIFEXITED(status) && WEXITSTATUS(status) != 0) {
-        rc = ol__fail(
-            err, OL_ECREDS, "the %s exited with status %d%s; its error output, if any, is above",
-            what, WEXITSTATUS(status), WEXITSTATUS(status) == 127 ? " (command not found)" : "");
-    } else if (rc == OL_ECONFIG) {
-        ol__fail(err, rc, "the %s printed more than %d bytes", what, MAX_PROCESS_OUTPUT);
-    }
-    if (rc != 0) {
-        OPENSSL_cleanse(b, cap);
-        free(b);
-        return rc;
-    }
-    *buf = b;
-    *len = n;
-    return 0;
-}
-
 /* jansson frees without wiping; the secret strings are overwritten in place first. */
 static void json_wipe_decref(json_t *j) {
-    const char *keys[] = {"SecretAccessKey", "SessionToken"};
+    const char *keys[] = {"SecretAccessKey", "SessionToken", "Token", "accessToken"};
     for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
         json_t *v = json_object_get(j, keys[i]);
         if (json_is_string(v))
@@ -563,27 +514,30 @@ static void json_wipe_decref(json_t *j) {
     json_decref(j);
 }
 
-/* Output format: "Sourcing credentials with an external process" (AWS CLI User Guide):
- * {"Version": 1, "AccessKeyId": ..., "SecretAccessKey": ..., "SessionToken": ...,
- *  "Expiration": "ISO8601"}. */
-static int process_parse(const char *buf, size_t len, const char *what, credentials *out,
-                         char *source, char **err) {
+/* credential_process: "Sourcing credentials with an external process" (AWS CLI User Guide):
+ * {"Version": 1, "AccessKeyId", "SecretAccessKey", "SessionToken", "Expiration"}. Container
+ * endpoint and instance metadata: the same keys without Version, "Token" for the session
+ * token (ECS task role and IMDS "security-credentials" documents). */
+int credentials_json_parse(const char *buf, size_t len, const char *what, int need_version,
+                           credentials *out, long long *expires, char **err) {
     json_error_t jerr;
     json_t *j = json_loadb(buf, len, 0, &jerr);
     int rc = OL_ECONFIG;
+    memset(out, 0, sizeof(*out));
+    *expires = 0;
     if (j == NULL || !json_is_object(j)) {
         /* jerr.text may quote the output, which may hold a secret: position only. */
         if (j != NULL)
-            ol__fail(err, rc, "the %s printed JSON that is not an object", what);
+            ol__fail(err, rc, "the %s gave JSON that is not an object", what);
         else
             ol__fail(err, rc,
-                     "the %s printed invalid JSON (line %d, column %d); it must print "
-                     "{\"Version\": 1, \"AccessKeyId\": ..., \"SecretAccessKey\": ...}",
-                     what, jerr.line, jerr.column);
+                     "the %s gave invalid JSON (line %d, column %d); it must give "
+                     "{%s\"AccessKeyId\": ..., \"SecretAccessKey\": ...}",
+                     what, jerr.line, jerr.column, need_version ? "\"Version\": 1, " : "");
         goto done;
     }
     json_t *ver = json_object_get(j, "Version");
-    if (!json_is_integer(ver) || json_integer_value(ver) != 1) {
+    if (need_version && (!json_is_integer(ver) || json_integer_value(ver) != 1)) {
         if (json_is_integer(ver))
             ol__fail(err, rc, "the %s printed Version %lld; only Version 1 is supported", what,
                      (long long)json_integer_value(ver));
@@ -594,17 +548,19 @@ static int process_parse(const char *buf, size_t len, const char *what, credenti
     const char *ak = json_string_value(json_object_get(j, "AccessKeyId"));
     const char *sk = json_string_value(json_object_get(j, "SecretAccessKey"));
     const char *token = json_string_value(json_object_get(j, "SessionToken"));
+    if (token == NULL)
+        token = json_string_value(json_object_get(j, "Token"));
     json_t *exp = json_object_get(j, "Expiration");
     if (ak == NULL || ak[0] == '\0' || sk == NULL || sk[0] == '\0') {
-        ol__fail(err, rc, "the %s printed no %s", what,
+        ol__fail(err, rc, "the %s gave no %s", what,
                  ak == NULL || ak[0] == '\0' ? "AccessKeyId" : "SecretAccessKey");
         goto done;
     }
     if (exp != NULL && !json_is_null(exp)) {
         const char *e = json_string_value(exp);
-        long long t = e ? parse_iso8601(e) : -1;
+        long long t = e ? credentials_parse_time(e) : -1;
         if (t < 0) {
-            ol__fail(err, rc, "the %s printed an Expiration that is not an ISO 8601 time", what);
+            ol__fail(err, rc, "the %s gave an Expiration that is not an ISO 8601 time", what);
             goto done;
         }
         if (t <= (long long)time(NULL)) {
@@ -614,53 +570,19 @@ static int process_parse(const char *buf, size_t len, const char *what, credenti
                           what, e);
             goto done;
         }
+        *expires = t;
     }
-    rc = creds_set(out, ak, sk, token && token[0] ? token : NULL, source);
-    source = NULL;
+    rc = creds_set(out, ak, sk, token && token[0] ? token : NULL, strdup(what));
 done:
-    free(source);
     if (j != NULL)
         json_wipe_decref(j);
     return rc;
 }
 
-static int from_process(const char *cmd, const char *profile, const char *path, credentials *out,
-                        char **err) {
-    char *what = ol__format("credential_process of profile '%s' in %s", profile, path);
-    char *buf = NULL;
-    size_t len = 0;
-    int rc;
-    if (what == NULL)
-        return OL_ENOMEM;
-    rc = process_run(cmd, what, &buf, &len, err);
-    if (rc == 0) {
-        char *source = strdup(what);
-        rc = source ? process_parse(buf, len, what, out, source, err) : OL_ENOMEM;
-        OPENSSL_cleanse(buf, len);
-    }
-    free(buf);
-    free(what);
-    return rc;
-}
-
-/* role_arn, web identity and SSO profiles need STS/SSO calls opsline does not make. */
-static int unsupported(const ini_section *sec, const char *profile, const char *path, char **err) {
-    const char *what = NULL;
-    for (size_t i = 0; i < sec->n && what == NULL; i++) {
-        const char *k = sec->kv[i].key;
-        if (strcmp(k, "role_arn") == 0 || strcmp(k, "web_identity_token_file") == 0 ||
-            strncmp(k, "sso_", 4) == 0)
-            what = k;
-    }
-    if (what == NULL)
-        return 0;
-    return ol__fail(
-        err, OL_ECREDS,
-        "profile '%s' in %s uses %s, which opsline does not support yet; give the "
-        "profile a credential_process instead, e.g. `credential_process = aws configure "
-        "export-credentials --profile OTHER --format process` (AWS CLI v2), or set "
-        "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
-        profile, path, what);
+int credentials_copy(credentials *dst, const credentials *c) {
+    memset(dst, 0, sizeof(*dst));
+    return creds_set(dst, c->access_key_id, c->secret_access_key, c->session_token,
+                     c->source ? strdup(c->source) : strdup("?"));
 }
 
 /* Why a file-based source gave nothing, for the "tried" list. */
@@ -699,74 +621,614 @@ static int from_env(const aws_settings *s, credentials *out, int *used, char **t
     return creds_set(out, ak, sk, token, strdup("environment variables (AWS_ACCESS_KEY_ID)"));
 }
 
-/* The chain of botocore's default resolver, minus what needs a network call: environment,
- * [assume role, web identity, SSO: refused], credentials file, credential_process, config
- * file. */
-/* OL_ECREDS with the message for a chain that found nothing: every source tried (tried
- * holds the environment's; the files' are added) and what to do. */
-static int fail_none_found(const aws_settings *s, const ini_section *cred, const ini_section *cfg,
-                           char **tried, char **err) {
-    char *t1 = tried_file("aws_access_key_id", s->profile, s->credentials_file, cred);
-    char *t2 =
-        tried_file("credential_process or aws_access_key_id", s->profile, s->config_file, cfg);
-    if (t1 != NULL)
-        list_add(tried, t1);
-    if (t2 != NULL)
-        list_add(tried, t2);
-    free(t1);
-    free(t2);
-    int named = strcmp(s->profile, "default") != 0;
-    return ol__fail(err, OL_ECREDS,
-                    "no AWS credentials found. Tried: %s. Run `aws configure%s%s`, set "
-                    "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or add a credential_process "
-                    "to the profile",
-                    *tried ? *tried : "nothing", named ? " --profile " : "",
-                    named ? s->profile : "");
+/* ---- the plan: which source, with what ------------------------------------------------- */
+
+/* Where the planning of one run is: the settings, the profiles visited (a source_profile
+ * loop is refused) and what was tried, for the message when nothing is found. */
+typedef struct planner {
+    const aws_settings *s;
+    const char *visited[16];
+    size_t n_visited;
+    char *tried;
+    char **err;
+} planner;
+
+static cred_spec *spec_new(cred_kind kind, const char *profile) {
+    cred_spec *sp = calloc(1, sizeof(*sp));
+    if (sp == NULL)
+        return NULL;
+    sp->kind = kind;
+    if (profile != NULL && (sp->profile = strdup(profile)) == NULL) {
+        free(sp);
+        return NULL;
+    }
+    return sp;
 }
 
-int credentials_resolve(const aws_settings *s, credentials *out, char **err) {
-    ini_section cfg = {0}, cred = {0};
-    char *tried = NULL;
-    int used = 0, rc;
+void credentials_spec_free(cred_spec *sp) {
+    if (sp == NULL)
+        return;
+    credentials_free(&sp->creds);
+    credentials_spec_free(sp->base);
+    char *strs[] = {sp->source,        sp->profile,     sp->command,        sp->role_arn,
+                    sp->session_name,  sp->external_id, sp->mfa_serial,     sp->token_file,
+                    sp->url,           sp->region,      sp->sso_start_url,  sp->sso_account_id,
+                    sp->sso_role_name, sp->sso_session, sp->sso_cache_file, sp->sso_login_cmd,
+                    sp->tried};
+    for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
+        free(strs[i]);
+    wipe_free(sp->auth_token);
+    free(sp);
+}
 
-    memset(out, 0, sizeof(*out));
-    *err = NULL;
-    rc = from_env(s, out, &used, &tried, err);
-    if (rc != 0 || used)
+/* strdup of v into *dst when v is set; nonzero on allocation failure. */
+static int dup_opt(char **dst, const char *v) {
+    if (v == NULL)
+        return 0;
+    *dst = strdup(v);
+    return *dst == NULL;
+}
+
+/* A profile's sections in both files. */
+typedef struct profile_secs {
+    const char *name;
+    ini_section cfg, cred;
+} profile_secs;
+
+static void profile_secs_free(profile_secs *p) {
+    ini_section_free(&p->cfg);
+    ini_section_free(&p->cred);
+}
+
+static int profile_load(planner *pl, const char *name, profile_secs *p) {
+    memset(p, 0, sizeof(*p));
+    p->name = name;
+    int rc = ini_load(pl->s->credentials_file, name, 0, &p->cred, pl->err);
+    if (rc == 0)
+        rc = ini_load(pl->s->config_file, name, 1, &p->cfg, pl->err);
+    return rc;
+}
+
+/* A key of the profile: the config file's, else the credentials file's. */
+static const char *profile_get(const profile_secs *p, const char *key) {
+    const char *v = ini_value(&p->cfg, key);
+    return v != NULL ? v : ini_value(&p->cred, key);
+}
+
+static int plan_profile(planner *pl, const char *name, int as_source, cred_spec **out);
+static int plan_env_web_identity(planner *pl, cred_spec **out);
+
+static unsigned process_timeout_ms(void) {
+    const char *v = env("OPSLINE_CREDENTIAL_TIMEOUT");
+    long t = v ? atol(v) : 0;
+    return t > 0 && t <= 3600 ? (unsigned)t * 1000u : 60000u;
+}
+
+/* Container endpoint (AWS_CONTAINER_CREDENTIALS_RELATIVE_URI on ECS, _FULL_URI on EKS Pod
+ * Identity / Greengrass), or NULL *out when neither is set. A full URI must be https or point
+ * at a loopback / the ECS and EKS link-local hosts ("Container credential provider", AWS
+ * SDKs and Tools Reference Guide). */
+static int plan_container(planner *pl, const char *profile, cred_spec **out) {
+    const char *rel = env("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI");
+    const char *full = env("AWS_CONTAINER_CREDENTIALS_FULL_URI");
+    *out = NULL;
+    if (rel == NULL && full == NULL)
+        return 0;
+    char *url =
+        rel ? ol__format("http://169.254.170.2%s%s", rel[0] == '/' ? "" : "/", rel) : strdup(full);
+    if (url == NULL)
+        return OL_ENOMEM;
+    if (rel == NULL) {
+        CURLU *u = curl_url();
+        char *scheme = NULL, *host = NULL;
+        int ok = u != NULL && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+                 curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
+                 curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK;
+        int allowed =
+            ok && (strcmp(scheme, "https") == 0 || strcmp(host, "localhost") == 0 ||
+                   strncmp(host, "127.", 4) == 0 || strcmp(host, "[::1]") == 0 ||
+                   strcmp(host, "169.254.170.2") == 0 || strcmp(host, "169.254.170.23") == 0 ||
+                   strcmp(host, "[fd00:ec2::23]") == 0);
+        curl_free(scheme);
+        curl_free(host);
+        curl_url_cleanup(u);
+        if (!allowed) {
+            free(url);
+            return ol__fail(pl->err, OL_ECONFIG,
+                            "AWS_CONTAINER_CREDENTIALS_FULL_URI must be an https URL or point at "
+                            "a loopback address (or the ECS/EKS credential hosts)");
+        }
+    }
+    cred_spec *sp = spec_new(CRED_CONTAINER, profile);
+    if (sp == NULL) {
+        free(url);
+        return OL_ENOMEM;
+    }
+    sp->url = url;
+    sp->timeout_ms = 5000;
+    int oom = dup_opt(&sp->token_file, env("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE")) ||
+              dup_opt(&sp->auth_token, env("AWS_CONTAINER_AUTHORIZATION_TOKEN")) ||
+              (sp->source = ol__format("the container credentials endpoint (%s)",
+                                       rel ? "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"
+                                           : "AWS_CONTAINER_CREDENTIALS_FULL_URI")) == NULL;
+    if (oom) {
+        credentials_spec_free(sp);
+        return OL_ENOMEM;
+    }
+    *out = sp;
+    return 0;
+}
+
+/* EC2 instance metadata, IMDSv2 ("Use the Instance Metadata Service", EC2 User Guide); off
+ * with AWS_EC2_METADATA_DISABLED=true; endpoint AWS_EC2_METADATA_SERVICE_ENDPOINT. */
+static int plan_imds(planner *pl, const char *profile, cred_spec **out) {
+    const char *off = env("AWS_EC2_METADATA_DISABLED");
+    const char *ep = env("AWS_EC2_METADATA_SERVICE_ENDPOINT");
+    *out = NULL;
+    if (off != NULL && strcasecmp(off, "true") == 0) {
+        list_add(&pl->tried, "EC2 instance metadata (AWS_EC2_METADATA_DISABLED=true)");
+        return 0;
+    }
+    cred_spec *sp = spec_new(CRED_IMDS, profile);
+    if (sp == NULL)
+        return OL_ENOMEM;
+    size_t n = ep ? strlen(ep) : 0;
+    sp->url = ep ? ol__format("%.*s", (int)(n > 0 && ep[n - 1] == '/' ? n - 1 : n), ep)
+                 : strdup("http://169.254.169.254");
+    sp->timeout_ms = 1000; /* botocore's metadata_service_timeout */
+    sp->source = ol__format("EC2 instance metadata (%s)", sp->url ? sp->url : "");
+    /* Reached with the default endpoint by falling through the chain, a failure means
+     * "nothing configured" (provider.c says so, listing what was tried). */
+    if (sp->url == NULL || sp->source == NULL ||
+        (ep == NULL && profile == NULL && dup_opt(&sp->tried, pl->tried ? pl->tried : "nothing"))) {
+        credentials_spec_free(sp);
+        return OL_ENOMEM;
+    }
+    *out = sp;
+    return 0;
+}
+
+/* credential_source = Environment | Ec2InstanceMetadata | EcsContainer. */
+static int plan_credential_source(planner *pl, const profile_secs *p, const char *src,
+                                  cred_spec **out) {
+    int used = 0, rc;
+    *out = NULL;
+    if (strcmp(src, "Environment") == 0) {
+        cred_spec *sp = spec_new(CRED_STATIC, p->name);
+        if (sp == NULL)
+            return OL_ENOMEM;
+        aws_settings s2 = *pl->s;
+        s2.profile_override = 0;
+        char *tried = NULL;
+        rc = from_env(&s2, &sp->creds, &used, &tried, pl->err);
+        free(tried);
+        if (rc == 0 && !used)
+            rc = ol__fail(pl->err, OL_ECREDS,
+                          "profile '%s' has credential_source = Environment but "
+                          "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are not set",
+                          p->name);
+        if (rc != 0) {
+            credentials_spec_free(sp);
+            return rc;
+        }
+        *out = sp;
+        return 0;
+    }
+    if (strcmp(src, "EcsContainer") == 0) {
+        rc = plan_container(pl, p->name, out);
+        if (rc == 0 && *out == NULL)
+            rc = ol__fail(pl->err, OL_ECREDS,
+                          "profile '%s' has credential_source = EcsContainer but neither "
+                          "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI nor _FULL_URI is set",
+                          p->name);
+        return rc;
+    }
+    if (strcmp(src, "Ec2InstanceMetadata") == 0) {
+        rc = plan_imds(pl, p->name, out);
+        if (rc == 0 && *out == NULL)
+            rc = ol__fail(pl->err, OL_ECREDS,
+                          "profile '%s' has credential_source = Ec2InstanceMetadata but "
+                          "AWS_EC2_METADATA_DISABLED is true",
+                          p->name);
+        return rc;
+    }
+    return ol__fail(pl->err, OL_ECONFIG,
+                    "profile '%s' has credential_source = %s; use Environment, "
+                    "Ec2InstanceMetadata or EcsContainer",
+                    p->name, src);
+}
+
+/* duration_seconds: 900 .. 43200 (STS AssumeRole DurationSeconds). */
+static int parse_duration(planner *pl, const profile_secs *p, long *out) {
+    const char *v = profile_get(p, "duration_seconds");
+    char *end;
+    *out = 0;
+    if (v == NULL)
+        return 0;
+    long d = strtol(v, &end, 10);
+    if (*end != '\0' || d < 900 || d > 43200)
+        return ol__fail(pl->err, OL_ECONFIG,
+                        "profile '%s': duration_seconds = %s is not a number of seconds from "
+                        "900 to 43200",
+                        p->name, v);
+    *out = d;
+    return 0;
+}
+
+/* Nonzero when a terminal is there to ask for an MFA code. */
+static int have_tty(void) {
+    FILE *f = fopen("/dev/tty", "r+");
+    if (f == NULL)
+        return 0;
+    fclose(f);
+    return 1;
+}
+
+static int plan_role(planner *pl, const profile_secs *p, const char *role_arn, cred_spec **out) {
+    const char *src_profile = profile_get(p, "source_profile");
+    const char *cred_source = profile_get(p, "credential_source");
+    cred_spec *sp = NULL, *base = NULL;
+    long duration = 0;
+    int rc;
+    *out = NULL;
+    if ((src_profile == NULL) == (cred_source == NULL))
+        return ol__fail(pl->err, OL_ECONFIG,
+                        "profile '%s' has role_arn and %s; give exactly one of source_profile "
+                        "(the profile whose credentials assume the role) or credential_source",
+                        p->name,
+                        src_profile ? "both source_profile and credential_source"
+                                    : "neither source_profile nor credential_source");
+    if ((rc = parse_duration(pl, p, &duration)) != 0)
+        return rc;
+    if (src_profile != NULL && strcmp(src_profile, p->name) == 0) {
+        /* A role profile may name itself as its source: its own static keys assume it. */
+        int used = 0;
+        base = spec_new(CRED_STATIC, p->name);
+        if (base == NULL)
+            return OL_ENOMEM;
+        rc = from_section(&p->cred, p->name, pl->s->credentials_file, &base->creds, &used, pl->err);
+        if (rc == 0 && !used)
+            rc = from_section(&p->cfg, p->name, pl->s->config_file, &base->creds, &used, pl->err);
+        if (rc == 0 && !used)
+            rc = ol__fail(pl->err, OL_ECONFIG,
+                          "profile '%s' names itself as source_profile but has no "
+                          "aws_access_key_id / aws_secret_access_key",
+                          p->name);
+    } else if (src_profile != NULL) {
+        rc = plan_profile(pl, src_profile, 1, &base);
+    } else {
+        rc = plan_credential_source(pl, p, cred_source, &base);
+    }
+    if (rc != 0)
+        goto fail;
+    rc = OL_ENOMEM;
+    if ((sp = spec_new(CRED_ASSUME_ROLE, p->name)) == NULL)
+        goto fail;
+    sp->base = base;
+    base = NULL;
+    const char *session = profile_get(p, "role_session_name");
+    const char *mfa = profile_get(p, "mfa_serial");
+    if (dup_opt(&sp->role_arn, role_arn) ||
+        dup_opt(&sp->external_id, profile_get(p, "external_id")) || dup_opt(&sp->mfa_serial, mfa) ||
+        dup_opt(&sp->region, pl->s->region))
+        goto fail;
+    sp->session_name =
+        session ? strdup(session) : ol__format("opsline-%lld", (long long)time(NULL));
+    sp->source = ol__format("role %s of profile '%s' (assumed with %s)", role_arn, p->name,
+                            sp->base->source ? sp->base->source : "?");
+    if (sp->session_name == NULL || sp->source == NULL)
+        goto fail;
+    sp->duration_s = duration;
+    if (mfa != NULL && !have_tty()) {
+        rc = ol__fail(pl->err, OL_ECREDS,
+                      "profile '%s' needs an MFA code (mfa_serial = %s) and there is no terminal "
+                      "to ask for it on; run opsline in a terminal, or use a profile without "
+                      "mfa_serial (e.g. a CI role)",
+                      p->name, mfa);
+        goto fail;
+    }
+    *out = sp;
+    return 0;
+fail:
+    credentials_spec_free(base);
+    credentials_spec_free(sp);
+    return rc;
+}
+
+static int plan_web_identity(planner *pl, const char *profile, const char *role_arn,
+                             const char *token_file, const char *session, cred_spec **out) {
+    cred_spec *sp = spec_new(CRED_WEB_IDENTITY, profile);
+    *out = NULL;
+    if (sp == NULL)
+        return OL_ENOMEM;
+    if (dup_opt(&sp->role_arn, role_arn) || dup_opt(&sp->token_file, token_file) ||
+        dup_opt(&sp->region, pl->s->region))
+        goto oom;
+    sp->session_name =
+        session ? strdup(session) : ol__format("opsline-%lld", (long long)time(NULL));
+    sp->source =
+        profile ? ol__format("role %s of profile '%s' (web identity token %s)", role_arn, profile,
+                             token_file)
+                : ol__format("role %s (web identity token %s, AWS_ROLE_ARN)", role_arn, token_file);
+    if (sp->session_name == NULL || sp->source == NULL)
+        goto oom;
+    *out = sp;
+    return 0;
+oom:
+    credentials_spec_free(sp);
+    return OL_ENOMEM;
+}
+
+/* The token cache file of an SSO login: ~/.aws/sso/cache/<sha1 hex of key>.json, the key
+ * being the sso_session name, or the start URL for legacy profiles (botocore
+ * SSOTokenLoader._generate_cache_key). */
+static char *sso_cache_path(const char *key) {
+    unsigned char md[SHA_DIGEST_LENGTH];
+    char hex[2 * SHA_DIGEST_LENGTH + 1];
+    const char *home = home_dir();
+    if (home == NULL || SHA1((const unsigned char *)key, strlen(key), md) == NULL)
+        return NULL;
+    for (size_t i = 0; i < SHA_DIGEST_LENGTH; i++)
+        snprintf(hex + 2 * i, 3, "%02x", md[i]);
+    return ol__format("%s/.aws/sso/cache/%s.json", home, hex);
+}
+
+static int plan_sso(planner *pl, const profile_secs *p, cred_spec **out) {
+    const char *session = profile_get(p, "sso_session");
+    const char *start = profile_get(p, "sso_start_url");
+    const char *region = profile_get(p, "sso_region");
+    const char *account = profile_get(p, "sso_account_id");
+    const char *role = profile_get(p, "sso_role_name");
+    ini_section ss = {0};
+    cred_spec *sp = NULL;
+    int rc;
+    *out = NULL;
+    if (session != NULL) {
+        if ((rc = ini_load(pl->s->config_file, session, INI_SSO_SESSION, &ss, pl->err)) != 0)
+            return rc;
+        if (!ss.found) {
+            rc = ol__fail(pl->err, OL_ECONFIG,
+                          "profile '%s' names sso_session = %s but %s has no [sso-session %s] "
+                          "section; run `aws configure sso --profile %s`",
+                          p->name, session, pl->s->config_file, session, p->name);
+            goto done;
+        }
+        const char *s_start = ini_value(&ss, "sso_start_url");
+        const char *s_region = ini_value(&ss, "sso_region");
+        if ((start && s_start && strcmp(start, s_start) != 0) ||
+            (region && s_region && strcmp(region, s_region) != 0)) {
+            rc = ol__fail(pl->err, OL_ECONFIG,
+                          "profile '%s' and [sso-session %s] give different sso_start_url or "
+                          "sso_region; keep them in the sso-session section only",
+                          p->name, session);
+            goto done;
+        }
+        start = s_start;
+        region = s_region;
+    }
+    const char *missing = start == NULL     ? "sso_start_url"
+                          : region == NULL  ? "sso_region"
+                          : account == NULL ? "sso_account_id"
+                          : role == NULL    ? "sso_role_name"
+                                            : NULL;
+    if (missing != NULL) {
+        rc = ol__fail(pl->err, OL_ECONFIG,
+                      "profile '%s' is an IAM Identity Center (SSO) profile without %s; run "
+                      "`aws configure sso --profile %s`",
+                      p->name, missing, p->name);
         goto done;
-    rc = ini_load(s->credentials_file, s->profile, 0, &cred, err);
-    if (rc == 0)
-        rc = ini_load(s->config_file, s->profile, 1, &cfg, err);
-    if (rc == 0)
-        rc = unsupported(&cfg, s->profile, s->config_file, err);
-    if (rc == 0)
-        rc = unsupported(&cred, s->profile, s->credentials_file, err);
+    }
+    rc = OL_ENOMEM;
+    if ((sp = spec_new(CRED_SSO, p->name)) == NULL)
+        goto done;
+    const char *ep = env("AWS_ENDPOINT_URL_SSO");
+    if (ep == NULL)
+        ep = env("AWS_ENDPOINT_URL");
+    sp->url = ep ? strdup(ep) : ol__format("https://portal.sso.%s.amazonaws.com", region);
+    sp->sso_cache_file = sso_cache_path(session ? session : start);
+    sp->sso_login_cmd = ol__format("aws sso login --profile %s", p->name);
+    sp->source = ol__format("IAM Identity Center role %s in account %s (profile '%s')", role,
+                            account, p->name);
+    sp->timeout_ms = 10000;
+    if (sp->url == NULL || sp->sso_cache_file == NULL || sp->sso_login_cmd == NULL ||
+        sp->source == NULL || dup_opt(&sp->sso_start_url, start) ||
+        dup_opt(&sp->sso_account_id, account) || dup_opt(&sp->sso_role_name, role) ||
+        dup_opt(&sp->sso_session, session) || dup_opt(&sp->region, region))
+        goto done;
+    /* Checked now, so that a run with no login stops before its first request. */
+    char *token = NULL;
+    rc = credentials_sso_token(sp, &token, pl->err);
+    wipe_free(token);
     if (rc != 0)
         goto done;
-    rc = from_section(&cred, s->profile, s->credentials_file, out, &used, err);
+    *out = sp;
+    sp = NULL;
+done:
+    ini_section_free(&ss);
+    credentials_spec_free(sp);
+    return rc;
+}
+
+int credentials_sso_token(const cred_spec *sp, char **token, char **err) {
+    json_error_t jerr;
+    *token = NULL;
+    json_t *j = json_load_file(sp->sso_cache_file, 0, &jerr);
+    const char *tok = j ? json_string_value(json_object_get(j, "accessToken")) : NULL;
+    const char *exp = j ? json_string_value(json_object_get(j, "expiresAt")) : NULL;
+    long long t = exp ? credentials_parse_time(exp) : -1;
+    int rc = 0;
+    if (tok == NULL || tok[0] == '\0')
+        rc = ol__fail(err, OL_ECREDS,
+                      "no IAM Identity Center (SSO) login found for profile '%s' (%s); run `%s`",
+                      sp->profile, sp->sso_cache_file, sp->sso_login_cmd);
+    else if (t <= (long long)time(NULL))
+        rc = ol__fail(err, OL_ECREDS,
+                      "the IAM Identity Center (SSO) login of profile '%s' has expired%s%s; run "
+                      "`%s`",
+                      sp->profile, exp ? " at " : "", exp ? exp : "", sp->sso_login_cmd);
+    else if ((*token = strdup(tok)) == NULL)
+        rc = OL_ENOMEM;
+    if (j != NULL)
+        json_wipe_decref(j);
+    return rc;
+}
+
+/* Static keys, credential_process, or nothing (*out NULL), from one file's section. */
+static int plan_section(planner *pl, const profile_secs *p, const ini_section *sec,
+                        const char *path, int keys, cred_spec **out) {
+    *out = NULL;
+    const char *cmd = ini_value(sec, "credential_process");
+    if (!keys && cmd != NULL) {
+        cred_spec *sp = spec_new(CRED_PROCESS, p->name);
+        if (sp == NULL || (sp->command = strdup(cmd)) == NULL ||
+            (sp->source = ol__format("credential_process of profile '%s' in %s", p->name, path)) ==
+                NULL) {
+            credentials_spec_free(sp);
+            return OL_ENOMEM;
+        }
+        sp->timeout_ms = process_timeout_ms();
+        *out = sp;
+        return 0;
+    }
+    if (!keys)
+        return 0;
+    int used = 0;
+    cred_spec *sp = spec_new(CRED_STATIC, p->name);
+    if (sp == NULL)
+        return OL_ENOMEM;
+    int rc = from_section(sec, p->name, path, &sp->creds, &used, pl->err);
+    if (rc == 0 && used && (sp->source = strdup(sp->creds.source)) == NULL)
+        rc = OL_ENOMEM;
+    if (rc != 0 || !used) {
+        credentials_spec_free(sp);
+        return rc;
+    }
+    *out = sp;
+    return 0;
+}
+
+/* The profile's own sources, in the SDKs' order; *out NULL when it has none. as_source: the
+ * profile is a source_profile (a loop through it is refused). */
+static int plan_profile(planner *pl, const char *name, int as_source, cred_spec **out) {
+    profile_secs p;
+    int rc;
+    *out = NULL;
+    for (size_t i = 0; i < pl->n_visited; i++)
+        if (strcmp(pl->visited[i], name) == 0)
+            return ol__fail(pl->err, OL_ECONFIG,
+                            "the source_profile settings of profile '%s' form a loop back to "
+                            "'%s'; make the chain end at a profile with keys, SSO or "
+                            "credential_source",
+                            pl->visited[0], name);
+    if (pl->n_visited == sizeof(pl->visited) / sizeof(pl->visited[0]))
+        return ol__fail(pl->err, OL_ECONFIG, "the source_profile chain of '%s' is too long",
+                        pl->visited[0]);
+    pl->visited[pl->n_visited++] = name;
+    if ((rc = profile_load(pl, name, &p)) != 0)
+        goto done;
+    if (as_source && !p.cfg.found && !p.cred.found) {
+        rc = ol__fail(pl->err, OL_ECONFIG,
+                      "source_profile '%s' (of profile '%s') is in neither %s nor %s", name,
+                      pl->visited[pl->n_visited - 2], pl->s->config_file, pl->s->credentials_file);
+        goto done;
+    }
+    const char *role_arn = profile_get(&p, "role_arn");
+    const char *wit = profile_get(&p, "web_identity_token_file");
+    int sso = profile_get(&p, "sso_session") != NULL || profile_get(&p, "sso_start_url") != NULL ||
+              profile_get(&p, "sso_account_id") != NULL;
+    if (role_arn != NULL && wit != NULL)
+        rc = plan_web_identity(pl, name, role_arn, wit, profile_get(&p, "role_session_name"), out);
+    else if (role_arn != NULL)
+        rc = plan_role(pl, &p, role_arn, out);
+    /* botocore: AWS_ROLE_ARN comes right after the profile's own role settings. */
+    if (rc == 0 && *out == NULL && !as_source)
+        rc = plan_env_web_identity(pl, out);
+    if (rc == 0 && *out == NULL && sso)
+        rc = plan_sso(pl, &p, out);
+    if (rc != 0 || *out != NULL)
+        goto done;
+    rc = plan_section(pl, &p, &p.cred, pl->s->credentials_file, 1, out);
+    if (rc == 0 && *out == NULL)
+        rc = plan_section(pl, &p, &p.cfg, pl->s->config_file, 0, out);
+    if (rc == 0 && *out == NULL)
+        rc = plan_section(pl, &p, &p.cred, pl->s->credentials_file, 0, out);
+    if (rc == 0 && *out == NULL)
+        rc = plan_section(pl, &p, &p.cfg, pl->s->config_file, 1, out);
+    if (rc == 0 && *out == NULL && as_source)
+        rc = ol__fail(pl->err, OL_ECREDS,
+                      "source_profile '%s' has no credentials: give it aws_access_key_id and "
+                      "aws_secret_access_key, credential_process, SSO settings or a role_arn",
+                      name);
+    if (rc == 0 && *out == NULL) {
+        char *t1 = tried_file("aws_access_key_id", name, pl->s->credentials_file, &p.cred);
+        char *t2 = tried_file("role_arn, sso_*, credential_process or aws_access_key_id", name,
+                              pl->s->config_file, &p.cfg);
+        if (t1 != NULL)
+            list_add(&pl->tried, t1);
+        if (t2 != NULL)
+            list_add(&pl->tried, t2);
+        free(t1);
+        free(t2);
+    }
+done:
+    pl->n_visited--;
+    profile_secs_free(&p);
+    return rc;
+}
+
+/* Web identity from AWS_ROLE_ARN + AWS_WEB_IDENTITY_TOKEN_FILE (EKS IRSA, GitHub Actions). */
+static int plan_env_web_identity(planner *pl, cred_spec **out) {
+    const char *role = env("AWS_ROLE_ARN");
+    const char *file = env("AWS_WEB_IDENTITY_TOKEN_FILE");
+    *out = NULL;
+    if (role == NULL && file == NULL)
+        return 0;
+    if (role == NULL || file == NULL)
+        return ol__fail(pl->err, OL_ECONFIG, "%s is set but %s is not; set both for web identity",
+                        role ? "AWS_ROLE_ARN" : "AWS_WEB_IDENTITY_TOKEN_FILE",
+                        role ? "AWS_WEB_IDENTITY_TOKEN_FILE" : "AWS_ROLE_ARN");
+    return plan_web_identity(pl, NULL, role, file, env("AWS_ROLE_SESSION_NAME"), out);
+}
+
+int credentials_plan(const aws_settings *s, cred_spec **out, char **err) {
+    planner pl = {.s = s, .err = err};
+    cred_spec *sp = NULL;
+    int used = 0, rc;
+    *out = NULL;
+    *err = NULL;
+    if ((sp = spec_new(CRED_STATIC, NULL)) == NULL)
+        return OL_ENOMEM;
+    rc = from_env(s, &sp->creds, &used, &pl.tried, err);
+    if (rc == 0 && used && (sp->source = strdup(sp->creds.source)) == NULL)
+        rc = OL_ENOMEM;
     if (rc != 0 || used)
         goto done;
-    const char *cmd = ini_value(&cfg, "credential_process");
-    if (cmd != NULL) {
-        rc = from_process(cmd, s->profile, s->config_file, out, err);
-        goto done;
+    credentials_spec_free(sp);
+    sp = NULL;
+    rc = plan_profile(&pl, s->profile, 0, &sp);
+    if (rc == 0 && sp == NULL)
+        rc = plan_container(&pl, NULL, &sp);
+    if (rc == 0 && sp == NULL)
+        rc = plan_imds(&pl, NULL, &sp);
+    if (rc == 0 && sp == NULL) {
+        int named = strcmp(s->profile, "default") != 0;
+        rc = ol__fail(err, OL_ECREDS,
+                      "no AWS credentials found. Tried: %s. Run `aws configure%s%s` (or `aws "
+                      "configure sso`), set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or add "
+                      "a credential_process or role_arn to the profile",
+                      pl.tried ? pl.tried : "nothing", named ? " --profile " : "",
+                      named ? s->profile : "");
     }
-    if ((cmd = ini_value(&cred, "credential_process")) != NULL) {
-        rc = from_process(cmd, s->profile, s->credentials_file, out, err);
-        goto done;
-    }
-    rc = from_section(&cfg, s->profile, s->config_file, out, &used, err);
-    if (rc == 0 && !used)
-        rc = fail_none_found(s, &cred, &cfg, &tried, err);
 done:
     if (rc == OL_ENOMEM && *err == NULL)
         *err = ol__format("out of memory");
-    if (rc != 0)
-        credentials_free(out);
-    free(tried);
-    ini_section_free(&cfg);
-    ini_section_free(&cred);
-    return rc;
+    free(pl.tried);
+    if (rc != 0) {
+        credentials_spec_free(sp);
+        return rc;
+    }
+    *out = sp;
+    return 0;
 }
 
 const char *credentials_source(const credentials *c) {

@@ -37,6 +37,7 @@ static inline void harness_aws_env(void) {
     unsetenv("AWS_RETRY_MODE");
     setenv("AWS_CONFIG_FILE", "/nonexistent/opsline-test-config", 1);
     setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/opsline-test-credentials", 1);
+    setenv("AWS_EC2_METADATA_DISABLED", "true", 1); /* never wait for 169.254.169.254 */
 }
 
 /* Makes /tmp/opsline-test-<name>-XXXXXX into dir (size bytes). */

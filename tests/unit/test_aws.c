@@ -8,6 +8,7 @@
  * every callback runs exactly once and uv_loop_close finds no handle left open. */
 #include <ctype.h>
 #include <strings.h>
+#include <time.h>
 
 #include "aws.h"
 #include "harness.h"
@@ -625,8 +626,120 @@ static void reports_missing_credentials_from_the_loop_without_the_secret(void **
     fixture_finish(&fx);
 }
 
+/* ---- temporary credentials (the container endpoint as their source) ------------------- */
+
+#define TMP_SECRET "tmpSecretKeyNeverPrintedEXAMPLEKEY00000"
+#define TMP_TOKEN "tmpSessionTokenNeverPrintedEXAMPLE"
+
+static long long fake_now;
+static long long fake_clock(void *arg) {
+    (void)arg;
+    return fake_now;
+}
+
+/* A container endpoint answer: key id akid, expiring at epoch second exp. */
+static const char *container_answer(char *buf, size_t size, const char *akid, long long exp) {
+    char when[32], body[384];
+    time_t t = (time_t)exp;
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    int n = snprintf(body, sizeof(body),
+                     "{\"AccessKeyId\": \"%s\", \"SecretAccessKey\": \"" TMP_SECRET
+                     "\", \"Token\": \"" TMP_TOKEN "\", \"Expiration\": \"%s\"}",
+                     akid, when);
+    snprintf(buf, size, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", n, body);
+    return buf;
+}
+
+/* Credentials from a container endpoint instead of the environment. */
+static void container_env(void) {
+    unsetenv("AWS_ACCESS_KEY_ID");
+    unsetenv("AWS_SECRET_ACCESS_KEY");
+    setenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", "http://127.0.0.1:1/creds", 1);
+    setenv("AWS_CONTAINER_AUTHORIZATION_TOKEN", "container-auth-EXAMPLE", 1);
+}
+
+static void container_env_end(void) {
+    unsetenv("AWS_CONTAINER_CREDENTIALS_FULL_URI");
+    unsetenv("AWS_CONTAINER_AUTHORIZATION_TOKEN");
+    harness_aws_env();
+}
+
+static void refreshes_temporary_credentials_ahead_without_holding_requests(void **state) {
+    char c1[512], c2[512], c3[512];
+    long long now = (long long)time(NULL);
+    const char *script[] = {container_answer(c1, sizeof(c1), "ASIAFIRST", now + 3600),
+                            OK_EMPTY,
+                            container_answer(c2, sizeof(c2), "ASIASECOND", now + 3600),
+                            OK_EMPTY,
+                            OK_EMPTY,
+                            container_answer(c3, sizeof(c3), "ASIATHIRD", now + 7200),
+                            OK_EMPTY};
+    fixture fx;
+    result r[4] = {{0}};
+    ol_aws_request req = {.service = "s3", .method = "GET", .bucket = "bkt"};
+    (void)state;
+    container_env();
+    fixture_init(&fx, script, 7);
+    container_env_end();
+    fake_now = now;
+    aws_client_set_clock(fx.c, fake_clock, NULL);
+    /* First request: waits for the first fetch, then goes out signed with it. */
+    send_and_wait(&fx, &req, &r[0]);
+    assert_int_equal(r[0].result, 0);
+    assert_true(strncmp(req_text(&fx, 0), "GET /creds ", 11) == 0);
+    assert_non_null(strstr(req_text(&fx, 0), "Authorization: container-auth-EXAMPLE"));
+    assert_non_null(strstr(req_text(&fx, 1), "Credential=ASIAFIRST/"));
+    assert_non_null(strstr(req_text(&fx, 1), "X-Amz-Security-Token: " TMP_TOKEN));
+    /* 800 s left: the advisory window (15 min). A fetch starts in the background and the
+     * request is not held: it goes out with the current credentials. */
+    fake_now = now + 2800;
+    send_and_wait(&fx, &req, &r[1]);
+    assert_int_equal(r[1].result, 0);
+    assert_true(strncmp(req_text(&fx, 2), "GET /creds ", 11) == 0);
+    assert_non_null(strstr(req_text(&fx, 3), "Credential=ASIAFIRST/"));
+    send_and_wait(&fx, &req, &r[2]);
+    assert_non_null(strstr(req_text(&fx, 4), "Credential=ASIASECOND/"));
+    /* 60 s left of an 800 s lifetime: the mandatory window; the request waits for the new
+     * set. */
+    fake_now = now + 3540;
+    send_and_wait(&fx, &req, &r[3]);
+    assert_int_equal(r[3].result, 0);
+    assert_true(strncmp(req_text(&fx, 5), "GET /creds ", 11) == 0);
+    assert_non_null(strstr(req_text(&fx, 6), "Credential=ASIATHIRD/"));
+    assert_int_equal(aws_client_creds_fetches(fx.c), 3);
+    assert_null(strstr(fx.log, TMP_SECRET));
+    assert_null(strstr(fx.log, TMP_TOKEN));
+    fixture_finish(&fx);
+}
+
+static void tells_a_failed_fetch_to_the_requests_that_waited_for_it(void **state) {
+    static const char *const script[] = {INTERNAL_ERROR};
+    fixture fx;
+    result r[2] = {{0}};
+    ol_aws_request req = {.service = "s3", .method = "GET", .bucket = "bkt"};
+    (void)state;
+    container_env();
+    fixture_init(&fx, script, 1);
+    container_env_end();
+    r[0].fx = r[1].fx = &fx;
+    assert_int_equal(aws_send(fx.c, &req, on_result, &r[0]), 0);
+    assert_int_equal(aws_send(fx.c, &req, on_result, &r[1]), 0);
+    run_until(&fx, &fx.done, 2);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(r[i].result, OL_ECREDS);
+        assert_non_null(strstr(r[i].message, "container credentials endpoint"));
+        assert_non_null(strstr(r[i].message, "HTTP 500"));
+    }
+    assert_int_equal(n_reqs(&fx), 1); /* one fetch for both, no AWS request */
+    fixture_finish(&fx);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(refreshes_temporary_credentials_ahead_without_holding_requests),
+        cmocka_unit_test(tells_a_failed_fetch_to_the_requests_that_waited_for_it),
         cmocka_unit_test(encodes_s3_key_with_space_plus_and_utf8_once_in_a_path_style_url),
         cmocka_unit_test(sends_query_api_params_as_an_encoded_form_body),
         cmocka_unit_test(retries_slow_down_up_to_max_attempts_then_reports_the_aws_error),

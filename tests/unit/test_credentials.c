@@ -17,10 +17,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include <uv.h>
 
 #include "credentials.h"
 #include "opsline/opsline.h"
+#include "provider.h"
 
 #define AKID "AKIAIOSFODNN7EXAMPLE"
 #define SECRET "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
@@ -39,6 +43,16 @@ static const char *const env_names[] = {
     "AWS_SECURITY_TOKEN",
     "AWS_REGION",
     "AWS_DEFAULT_REGION",
+    "AWS_ROLE_ARN",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+    "AWS_EC2_METADATA_DISABLED",
+    "AWS_EC2_METADATA_SERVICE_ENDPOINT",
+    "AWS_ENDPOINT_URL_SSO",
+    "AWS_ENDPOINT_URL",
+    "OPSLINE_CREDENTIAL_TIMEOUT",
 };
 #define N_ENV (sizeof(env_names) / sizeof(env_names[0]))
 
@@ -64,6 +78,9 @@ static int setup(void **state) {
     if (mkdtemp(f->dir) == NULL)
         return -1;
     setenv("HOME", f->dir, 1);
+    /* No test may wait for 169.254.169.254: instance metadata is asked only where a test
+     * turns it back on. */
+    setenv("AWS_EC2_METADATA_DISABLED", "true", 1);
     snprintf(f->path, sizeof(f->path), "%s/.aws", f->dir);
     if (mkdir(f->path, 0700) != 0)
         return -1;
@@ -138,13 +155,69 @@ static void assert_no_secret(const char *s) {
         fail_msg("a secret leaked into: %s", s);
 }
 
-/* Settings then credentials; returns the credentials' code, keeping *err. */
+static void no_http(void *arg, const http_vtable **vt, void **engine) {
+    (void)arg;
+    *vt = NULL;
+    *engine = NULL;
+    fail_msg("these tests send no HTTP request");
+}
+
+static void on_fetched(void *arg) {
+    (*(int *)arg)++;
+}
+
+static void on_closed(void *arg) {
+    (*(int *)arg) = 1;
+}
+
+/* The credentials of spec through a provider on a loop of its own (credential_process runs
+ * there, off the loop, as in a run). Returns 0 or the fetch's code with *err. */
+static int fetch(cred_spec *spec, const aws_settings *s, credentials *c, char **err) {
+    uv_loop_t loop;
+    provider *p = NULL;
+    int notified = 0, closed = 0;
+    const credentials *cur = NULL;
+    const char *msg = NULL;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    assert_int_equal(provider_new(&loop, spec, s, no_http, on_fetched, &notified, &p), 0);
+    int rc = provider_get(p, &cur, &msg);
+    if (rc == 1) {
+        while (notified == 0)
+            uv_run(&loop, UV_RUN_ONCE);
+        rc = provider_get(p, &cur, &msg);
+    }
+    if (rc == 0)
+        assert_int_equal(credentials_copy(c, cur), 0);
+    else
+        *err = strdup(msg ? msg : "?");
+    provider_close(p, on_closed, &closed);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(closed, 1);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    return rc;
+}
+
+/* Settings, the plan, then the credentials; returns the first failing code, keeping *err. */
 static int resolve(const char *profile, aws_settings *s, credentials *c, char **err) {
+    cred_spec *spec = NULL;
     *err = NULL;
+    memset(c, 0, sizeof(*c));
     int rc = credentials_settings(profile, NULL, s, err);
     if (rc != 0)
         fail_msg("settings failed: %d %s", rc, *err ? *err : "");
-    return credentials_resolve(s, c, err);
+    rc = credentials_plan(s, &spec, err);
+    return rc != 0 ? rc : fetch(spec, s, c, err);
+}
+
+/* The plan of profile, which must succeed. */
+static cred_spec *plan_of(const char *profile, aws_settings *s) {
+    cred_spec *spec = NULL;
+    char *err = NULL;
+    assert_int_equal(credentials_settings(profile, NULL, s, &err), 0);
+    int rc = credentials_plan(s, &spec, &err);
+    if (rc != 0)
+        fail_msg("plan failed: %d %s", rc, err ? err : "");
+    return spec;
 }
 
 static void expect_creds(const char *profile, const char *akid, const char *secret,
@@ -396,14 +469,178 @@ static void no_credentials_lists_what_was_tried_and_how_to_fix_it(void **state) 
     expect_creds_error("dev", OL_ECREDS, "no such profile", "not used", NULL);
 }
 
-static void role_and_sso_profiles_are_refused_with_a_hint(void **state) {
+#define ROLE "arn:aws:iam::123456789012:role/deploy"
+
+static void role_profile_is_assumed_with_its_source_profile(void **state) {
     (void)state;
-    write_config("[profile admin]\nrole_arn = arn:aws:iam::123456789012:role/admin\n"
-                 "source_profile = default\n"
-                 "[profile sso]\nsso_session = corp\nsso_account_id = 123456789012\n");
-    write_credentials("[admin]\naws_access_key_id=X\naws_secret_access_key=" SECRET "\n");
-    expect_creds_error("admin", OL_ECREDS, "role_arn", "not support", "credential_process", NULL);
-    expect_creds_error("sso", OL_ECREDS, "sso_", "profile 'sso'", NULL);
+    write_config("[profile deploy]\nrole_arn = " ROLE "\nsource_profile = dev\n"
+                 "external_id = ext-1\nrole_session_name = ci-run\nduration_seconds = 900\n");
+    write_credentials("[dev]\naws_access_key_id = " AKID "\naws_secret_access_key = " SECRET "\n");
+    aws_settings s;
+    cred_spec *sp = plan_of("deploy", &s);
+    assert_int_equal(sp->kind, CRED_ASSUME_ROLE);
+    assert_string_equal(sp->role_arn, ROLE);
+    assert_string_equal(sp->external_id, "ext-1");
+    assert_string_equal(sp->session_name, "ci-run");
+    assert_int_equal(sp->duration_s, 900);
+    assert_int_equal(sp->base->kind, CRED_STATIC);
+    assert_string_equal(sp->base->creds.secret_access_key, SECRET);
+    assert_contains(sp->source, ROLE);
+    assert_contains(sp->source, "profile 'dev'");
+    assert_no_secret(sp->source);
+    credentials_spec_free(sp);
+    credentials_settings_free(&s);
+}
+
+static void role_chains_end_at_keys_and_loops_are_refused(void **state) {
+    (void)state;
+    write_config("[profile top]\nrole_arn = " ROLE "-top\nsource_profile = mid\n"
+                 "[profile mid]\nrole_arn = " ROLE "\nsource_profile = dev\n"
+                 "[profile a]\nrole_arn = " ROLE "\nsource_profile = b\n"
+                 "[profile b]\nrole_arn = " ROLE "\nsource_profile = a\n"
+                 "[profile self]\nrole_arn = " ROLE "\nsource_profile = self\n"
+                 "aws_access_key_id = " AKID "\naws_secret_access_key = " SECRET "\n");
+    write_credentials("[dev]\naws_access_key_id = " AKID "\naws_secret_access_key = " SECRET "\n");
+    aws_settings s;
+    cred_spec *sp = plan_of("top", &s);
+    assert_int_equal(sp->kind, CRED_ASSUME_ROLE);
+    assert_int_equal(sp->base->kind, CRED_ASSUME_ROLE);
+    assert_int_equal(sp->base->base->kind, CRED_STATIC);
+    credentials_spec_free(sp);
+    credentials_settings_free(&s);
+    sp = plan_of("self", &s);
+    assert_int_equal(sp->base->kind, CRED_STATIC);
+    credentials_spec_free(sp);
+    credentials_settings_free(&s);
+    expect_creds_error("a", OL_ECONFIG, "loop", "'a'", NULL);
+}
+
+static void role_settings_are_checked_before_any_request(void **state) {
+    (void)state;
+    write_config("[profile none]\nrole_arn = " ROLE "\n"
+                 "[profile bad]\nrole_arn = " ROLE "\ncredential_source = Laptop\n"
+                 "[profile short]\nrole_arn = " ROLE "\ncredential_source = Environment\n"
+                 "duration_seconds = forever\n"
+                 "[profile brief]\nrole_arn = " ROLE "\ncredential_source = Environment\n"
+                 "duration_seconds = 60\n"
+                 "[profile envsrc]\nrole_arn = " ROLE "\ncredential_source = Environment\n"
+                 "[profile gone]\nrole_arn = " ROLE "\nsource_profile = nowhere\n");
+    expect_creds_error("none", OL_ECONFIG, "source_profile", "credential_source", NULL);
+    expect_creds_error("bad", OL_ECONFIG, "Laptop", "Environment", NULL);
+    expect_creds_error("short", OL_ECONFIG, "duration_seconds", NULL);
+    expect_creds_error("brief", OL_ECONFIG, "duration_seconds = 60", "900 to 43200", NULL);
+    expect_creds_error("envsrc", OL_ECREDS, "credential_source = Environment", NULL);
+    expect_creds_error("gone", OL_ECONFIG, "nowhere", NULL);
+    setenv("AWS_ACCESS_KEY_ID", AKID, 1);
+    setenv("AWS_SECRET_ACCESS_KEY", SECRET, 1);
+    aws_settings s;
+    cred_spec *sp = plan_of("envsrc", &s);
+    assert_int_equal(sp->kind, CRED_ASSUME_ROLE);
+    assert_string_equal(sp->base->creds.access_key_id, AKID);
+    credentials_spec_free(sp);
+    credentials_settings_free(&s);
+}
+
+static void mfa_profile_without_a_terminal_is_refused(void **state) {
+    (void)state;
+    write_config("[profile mfa]\nrole_arn = " ROLE "\nsource_profile = dev\n"
+                 "mfa_serial = arn:aws:iam::123456789012:mfa/me\n");
+    write_credentials("[dev]\naws_access_key_id = " AKID "\naws_secret_access_key = " SECRET "\n");
+    /* In a session of its own the child has no controlling terminal, as under cron or CI,
+     * whatever terminal this test runs on. */
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        aws_settings s;
+        cred_spec *sp = NULL;
+        char *err = NULL;
+        if (setsid() < 0 || credentials_settings("mfa", NULL, &s, &err) != 0)
+            _exit(10);
+        int rc = credentials_plan(&s, &sp, &err);
+        _exit(rc == OL_ECREDS && err && strstr(err, "no terminal") && strstr(err, "MFA") &&
+                      strstr(err, "profile 'mfa'")
+                  ? 0
+                  : 11);
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+}
+
+static void web_identity_comes_from_the_profile_or_the_environment(void **state) {
+    (void)state;
+    write_config("[profile ci]\nrole_arn = " ROLE "\nweb_identity_token_file = /run/token\n");
+    aws_settings s;
+    cred_spec *sp = plan_of("ci", &s);
+    assert_int_equal(sp->kind, CRED_WEB_IDENTITY);
+    assert_string_equal(sp->token_file, "/run/token");
+    credentials_spec_free(sp);
+    credentials_settings_free(&s);
+    setenv("AWS_ROLE_ARN", ROLE, 1);
+    setenv("AWS_WEB_IDENTITY_TOKEN_FILE", "/var/run/oidc", 1);
+    sp = plan_of(NULL, &s);
+    assert_int_equal(sp->kind, CRED_WEB_IDENTITY);
+    assert_string_equal(sp->token_file, "/var/run/oidc");
+    assert_contains(sp->source, "AWS_ROLE_ARN");
+    credentials_spec_free(sp);
+    credentials_settings_free(&s);
+    unsetenv("AWS_WEB_IDENTITY_TOKEN_FILE");
+    expect_creds_error(NULL, OL_ECONFIG, "AWS_WEB_IDENTITY_TOKEN_FILE", NULL);
+}
+
+/* The SHA-1 of the session name (sso_session) or of the start URL (legacy): botocore's
+ * cache key. */
+#define CORP_CACHE ".aws/sso/cache/ee0bfd2552fbd840c02cc48b6e823320543c450f.json"
+#define LEGACY_CACHE ".aws/sso/cache/a7a07f494db7b3ef8d9cffbc80d19104dbe8f51e.json"
+#define SSO_TOKEN "aoaAAAAAGNvcnAtc3NvLWJlYXJlci10b2tlbg"
+
+static void sso_profiles_need_a_cached_login(void **state) {
+    (void)state;
+    write_config("[profile sso]\nsso_session = corp\nsso_account_id = 123456789012\n"
+                 "sso_role_name = Admin\n"
+                 "[sso-session corp]\nsso_start_url = https://start.example.com/start\n"
+                 "sso_region = eu-west-1\n"
+                 "[profile legacy]\nsso_start_url = https://start.example.com/start\n"
+                 "sso_region = eu-west-1\nsso_account_id = 123456789012\n"
+                 "sso_role_name = Admin\n"
+                 "[profile half]\nsso_session = corp\nsso_account_id = 123456789012\n");
+    expect_creds_error("sso", OL_ECREDS, "aws sso login --profile sso", "no IAM Identity Center",
+                       NULL);
+    expect_creds_error("legacy", OL_ECREDS, "aws sso login --profile legacy", NULL);
+    expect_creds_error("half", OL_ECONFIG, "sso_role_name", "aws configure sso", NULL);
+    assert_int_equal(mkdir(home_path(".aws/sso"), 0700), 0);
+    assert_int_equal(mkdir(home_path(".aws/sso/cache"), 0700), 0);
+    write_file(CORP_CACHE,
+               "{\"accessToken\": \"" SSO_TOKEN "\", \"expiresAt\": \"2999-01-01T00:00:00Z\"}",
+               0600);
+    write_file(LEGACY_CACHE,
+               "{\"accessToken\": \"" SSO_TOKEN "\", \"expiresAt\": \"2001-01-01T00:00:00Z\"}",
+               0600);
+    aws_settings s;
+    cred_spec *sp = plan_of("sso", &s);
+    assert_int_equal(sp->kind, CRED_SSO);
+    assert_string_equal(sp->url, "https://portal.sso.eu-west-1.amazonaws.com");
+    assert_string_equal(sp->sso_role_name, "Admin");
+    assert_string_equal(sp->sso_account_id, "123456789012");
+    credentials_spec_free(sp);
+    credentials_settings_free(&s);
+    setenv("AWS_ENDPOINT_URL_SSO", "http://127.0.0.1:9", 1);
+    sp = plan_of("sso", &s);
+    assert_string_equal(sp->url, "http://127.0.0.1:9");
+    credentials_spec_free(sp);
+    credentials_settings_free(&s);
+    aws_settings s2;
+    credentials c;
+    char *err = NULL;
+    assert_int_equal(resolve("legacy", &s2, &c, &err), OL_ECREDS);
+    assert_contains(err, "expired");
+    assert_contains(err, "aws sso login --profile legacy");
+    if (strstr(err, SSO_TOKEN) != NULL)
+        fail_msg("the SSO token leaked into: %s", err);
+    free(err);
+    credentials_settings_free(&s2);
 }
 
 /* ---- credential_process ------------------------------------------------------------------ */
@@ -465,6 +702,17 @@ static void credential_process_printing_garbage_does_not_echo_it(void **state) {
     expect_creds_error("proc", OL_ECONFIG, "invalid JSON", "profile 'proc'", NULL);
     write_process("proc", "{\"Version\": 1, \"AccessKeyId\": \"" AKID "\"}", 0);
     expect_creds_error("proc", OL_ECONFIG, "no SecretAccessKey", NULL);
+}
+
+static void credential_process_that_hangs_is_stopped_after_its_timeout(void **state) {
+    (void)state;
+    const char *path = write_file("hang.sh", "#!/bin/sh\nsleep 60\n", 0700);
+    char config[600];
+    snprintf(config, sizeof(config), "[profile proc]\ncredential_process = %s\n", path);
+    write_config(config);
+    setenv("OPSLINE_CREDENTIAL_TIMEOUT", "1", 1);
+    expect_creds_error("proc", OL_ECREDS, "credential_process of profile 'proc'",
+                       "did not finish within 1 s", "OPSLINE_CREDENTIAL_TIMEOUT", NULL);
 }
 
 /* ---- region -------------------------------------------------------------------------- */
@@ -545,7 +793,13 @@ int main(void) {
         T(credentials_file_wins_over_config_file),
         T(half_a_key_pair_in_a_profile_names_the_missing_key),
         T(no_credentials_lists_what_was_tried_and_how_to_fix_it),
-        T(role_and_sso_profiles_are_refused_with_a_hint),
+        T(role_profile_is_assumed_with_its_source_profile),
+        T(role_chains_end_at_keys_and_loops_are_refused),
+        T(role_settings_are_checked_before_any_request),
+        T(mfa_profile_without_a_terminal_is_refused),
+        T(web_identity_comes_from_the_profile_or_the_environment),
+        T(sso_profiles_need_a_cached_login),
+        T(credential_process_that_hangs_is_stopped_after_its_timeout),
         T(credential_process_output_is_used),
         T(credential_process_with_another_version_is_refused),
         T(credential_process_with_expired_credentials_is_refused),
