@@ -55,7 +55,7 @@ struct aws_client {
     retry_config rcfg;
     retry_quota quota;
     list_node peers; /* peer */
-    list_node paced; /* endpoint.pace_node: those with calls waiting for a token */
+    list_node paced; /* peer.pace_node: those with calls waiting for a token */
     uv_timer_t pace_timer;
     int pacing, pace_again;
     aws_stats stats;
@@ -143,7 +143,7 @@ static int jitter_from_env(aws_client *c, char **err) {
     return 0;
 }
 
-/* The endpoint keyed "service url[ bucket]", made on first use; NULL without memory. */
+/* The peer keyed "service url[ bucket]", made on first use; NULL without memory. */
 static peer *peer_get(aws_client *c, const char *service, const char *url, const char *bucket) {
     char *key = ol__format("%s %s%s%s", service, url, bucket ? " " : "", bucket ? bucket : "");
     list_node *n;
@@ -152,6 +152,10 @@ static peer *peer_get(aws_client *c, const char *service, const char *url, const
     list_foreach(n, &c->peers) {
         peer *e = list_entry(n, peer, node);
         if (strcmp(e->key, key) == 0) {
+            /* Most recently used first: a batch makes a peer per S3 bucket, and the calls
+             * in flight use a few of them and the service endpoints. */
+            list_remove(n);
+            list_insert_head(&c->peers, n);
             free(key);
             return e;
         }
