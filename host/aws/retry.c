@@ -1,11 +1,11 @@
 /* retry: owns the AWS SDKs' retry rules as pure functions and small state machines:
  * which failures are retried (and as what), how long to wait (full-jitter capped exponential
- * backoff), when to stop retrying an endpoint that keeps failing (the retry quota), and the
- * adaptive mode's client-side rate limiter. The rate limiter is the SDKs' CUBIC token bucket
- * (AWS SDKs and Tools Reference Guide, "Retry behavior"; botocore retries/adaptive.py,
- * bucket.py, throttling.py), made non-blocking: acquire returns the delay instead of
- * sleeping, and the caller acquires again once it has waited. Time and randomness come from the
- * caller. */
+ * backoff), when to stop retrying an endpoint that keeps failing (the retry quota, the
+ * throttle budget, endpoint health), and the adaptive mode's client-side rate limiter. The rate
+ * limiter is the SDKs' CUBIC token bucket (AWS SDKs and Tools Reference Guide, "Retry behavior";
+ * botocore retries/adaptive.py, bucket.py, throttling.py), made non-blocking: acquire returns the
+ * delay instead of sleeping, and the caller acquires again once it has waited. Time and randomness
+ * come from the caller. */
 #include "retry.h"
 
 #include <errno.h>
