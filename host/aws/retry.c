@@ -230,7 +230,7 @@ double retry_delay_s(const retry_config *cfg, retry_kind kind, unsigned retries,
     if (cfg->mode == RETRY_MODE_STANDARD || cfg->max_attempts_set)
         return retry_backoff_s(cfg, retries, rand01);
     if (kind == RETRY_THROTTLE)
-        return retry_backoff_s(cfg, throttled < 2 ? 1 : 2, rand01);
+        return retry_backoff_s(cfg, 1, rand01);
     return retry_backoff_s(cfg, retries > throttled ? retries - throttled : 1, rand01);
 }
 
@@ -288,9 +288,19 @@ static void bucket_refill(retry_rate_limiter *rl, double now) {
         rl->last_timestamp = now;
 }
 
+static void note_first_time(retry_rate_limiter *rl, double now) {
+    if (!rl->seen_request) {
+        rl->seen_request = 1;
+        rl->first_time = now;
+    }
+}
+
 double retry_rate_limiter_acquire(retry_rate_limiter *rl, double now) {
-    if (!rl->enabled)
+    note_first_time(rl, now);
+    if (!rl->enabled) {
+        rl->sent++;
         return 0.0;
+    }
     bucket_refill(rl, now);
     /* Like botocore's TokenBucket.acquire, a caller that must wait takes nothing and asks
      * again after the wait: the bucket has refilled by then, unless another caller came
@@ -300,6 +310,7 @@ double retry_rate_limiter_acquire(retry_rate_limiter *rl, double now) {
     if (rl->current_capacity < 1.0 - 1e-9)
         return (1.0 - rl->current_capacity) / rl->fill_rate;
     rl->current_capacity -= 1.0;
+    rl->sent++;
     return 0.0;
 }
 
@@ -307,15 +318,24 @@ double retry_rate_limiter_acquire(retry_rate_limiter *rl, double now) {
 static void update_measured_rate(retry_rate_limiter *rl, double now) {
     double bucket = floor(now / RATE_BUCKET_S) * RATE_BUCKET_S;
 
-    if (!rl->seen_request) {
-        rl->seen_request = 1;
-        rl->first_request_time = now;
-    }
+    note_first_time(rl, now);
     rl->request_count++;
     if (bucket > rl->last_tx_rate_bucket) {
         double current = (double)rl->request_count / (bucket - rl->last_tx_rate_bucket);
-        rl->measured_tx_rate =
-            current * RATE_SMOOTHING + rl->measured_tx_rate * (1.0 - RATE_SMOOTHING);
+
+        if (rl->measured_tx_rate <= 0.0) {
+            /* The first measurement: botocore divides by the time since the whole second
+             * before the limiter existed and smooths with 0, so a busy endpoint may first
+             * measure a few requests per second, and the 2 x measured cap holds it there.
+             * Measure over the time the counted requests took, once it is a bucket long,
+             * unsmoothed; until then sent_rate estimates. */
+            double since = bucket - rl->first_time;
+            if (since < RATE_BUCKET_S)
+                return;
+            rl->measured_tx_rate = (double)rl->request_count / since;
+        } else
+            rl->measured_tx_rate =
+                current * RATE_SMOOTHING + rl->measured_tx_rate * (1.0 - RATE_SMOOTHING);
         rl->request_count = 0;
         rl->last_tx_rate_bucket = bucket;
     }
@@ -335,14 +355,17 @@ static void bucket_update_rate(retry_rate_limiter *rl, double new_rate, double n
 }
 
 /* The measured send rate. Before the first half-second bucket has closed it is 0, and
- * botocore would cut to the 0.5/s floor: the requests answered so far over the time they
- * took (at least one bucket long) are what was sent. */
+ * botocore would cut to the 0.5/s floor: the requests sent so far (or answered, when more)
+ * over the time since the first, at least one bucket long, are what was sent. Counting
+ * sends, not answers, matters: the first throttle of a burst is answered while most of the
+ * burst is still in flight. */
 static double sent_rate(const retry_rate_limiter *rl, double now) {
-    double dt = now - rl->first_request_time;
+    double dt = now - rl->first_time;
+    double n = (double)(rl->sent > rl->request_count ? rl->sent : rl->request_count);
 
     if (rl->measured_tx_rate > 0.0)
         return rl->measured_tx_rate;
-    return (double)rl->request_count / (dt > RATE_BUCKET_S ? dt : RATE_BUCKET_S);
+    return n / (dt > RATE_BUCKET_S ? dt : RATE_BUCKET_S);
 }
 
 void retry_rate_limiter_update(retry_rate_limiter *rl, int throttled, double now) {

@@ -59,9 +59,9 @@ int retry_attempts_allow(const retry_config *cfg, retry_kind kind, unsigned atte
 
 /* Delay before a call's retry number `retries` (1 for the first), `throttled` of its answers
  * so far throttled, this one of kind. Standard mode or an explicit AWS_MAX_ATTEMPTS: the
- * backoff of retry_backoff_s. Otherwise a throttled retry waits at most 2 x base (the token
- * bucket, not the backoff, paces a throttled endpoint) and other retries back off by their
- * own count. */
+ * backoff of retry_backoff_s. Otherwise a throttled retry waits at most base (the token
+ * bucket, not the backoff, paces a throttled endpoint: the jitter only spreads a burst) and
+ * other retries back off by their own count. */
 double retry_delay_s(const retry_config *cfg, retry_kind kind, unsigned retries, unsigned throttled,
                      double rand01);
 
@@ -99,7 +99,10 @@ typedef struct retry_rate_limiter {
     double last_throttle_time;
     double time_window;
     double calculated_rate;
-    double first_request_time; /* of the first update, for a rate before any measurement */
+    /* Before the first half-second measurement: requests sent (acquired, even while the
+     * limiter is off) since first_time, the first acquire or update. */
+    unsigned long sent;
+    double first_time;
     int seen_request;
 } retry_rate_limiter;
 
@@ -107,11 +110,12 @@ void retry_rate_limiter_init(retry_rate_limiter *rl, double now);
 /* 0 when a token is available: it is taken, send now. Otherwise the seconds until one is due;
  * nothing is taken, wait that long and call again (another caller may have come first). */
 double retry_rate_limiter_acquire(retry_rate_limiter *rl, double now);
-/* After every answer: throttled nonzero when it was a throttling error. Two departures from
- * the SDKs, both against a collapse to the 0.5/s floor: throttles answered within
+/* After every answer: throttled nonzero when it was a throttling error. Three departures
+ * from the SDKs, all against a collapse towards the 0.5/s floor: throttles answered within
  * RETRY_RECOVERY_S of the last cut are one congestion event (cut once, as TCP does per
- * window), and a throttle before the first half-second measurement uses the rate seen so
- * far instead of 0. */
+ * window); a throttle before the first measurement uses the rate sent so far instead of 0;
+ * and the first measurement covers the time the counted requests took, at least a
+ * half-second, unsmoothed. */
 void retry_rate_limiter_update(retry_rate_limiter *rl, int throttled, double now);
 
 /* Endpoint health: is an endpoint making progress, or dead? One per endpoint (service and
