@@ -435,6 +435,23 @@ static void a_throttle_before_any_measurement_keeps_the_rate_seen_so_far(void **
     assert_true(fabs(rl.fill_rate - 0.7 * 40.0 / 0.5) < 1e-9);
 }
 
+static void first_measurement_covers_the_time_its_requests_took(void **state) {
+    retry_rate_limiter rl;
+    int i;
+
+    (void)state;
+    /* Made at 100.49, answers from 100.51: botocore would measure 1 request over the half
+     * second since 100.0 (2/s, smoothed to 1.6/s) at the 100.5 edge. */
+    retry_rate_limiter_init(&rl, 100.49);
+    retry_rate_limiter_update(&rl, 0, 100.49);
+    for (i = 1; i <= 20; i++)
+        retry_rate_limiter_update(&rl, 0, 100.49 + 0.025 * i);
+    assert_true(rl.measured_tx_rate == 0.0); /* less than half a second: not yet */
+    retry_rate_limiter_update(&rl, 0, 101.01);
+    /* 22 requests over 101.0 - 100.49 s */
+    assert_true(fabs(rl.measured_tx_rate - 22.0 / 0.51) < 1e-9);
+}
+
 static void health_declares_an_endpoint_dead_after_failed_calls_and_probes_it(void **state) {
     retry_health h;
 
@@ -602,6 +619,7 @@ int main(void) {
         cmocka_unit_test(throttled_retries_wait_at_most_the_base_in_adaptive_mode),
         cmocka_unit_test(a_burst_of_throttles_cuts_the_rate_once),
         cmocka_unit_test(a_throttle_before_any_measurement_keeps_the_rate_seen_so_far),
+        cmocka_unit_test(first_measurement_covers_the_time_its_requests_took),
         cmocka_unit_test(health_declares_an_endpoint_dead_after_failed_calls_and_probes_it),
         cmocka_unit_test_setup_teardown(config_reads_the_progress_timeout, clear_env, clear_env),
         cmocka_unit_test_setup_teardown(
