@@ -137,7 +137,7 @@ class Moto:
 class Stack:
     """The emulator(s) and proxies one side runs against."""
 
-    def __init__(self, config, work, latency_ms):
+    def __init__(self, config, work, latency_ms, proxy_args=()):
         self.motos, self.proxies = {}, {}
         try:
             if config.startswith("single"):
@@ -153,7 +153,7 @@ class Stack:
                     break
                 self.proxies[name] = faultproxy.ProxyProcess(
                     moto.endpoint,
-                    ["--latency-ms", str(latency_ms)],
+                    ["--latency-ms", str(latency_ms), *proxy_args],
                     log_path=os.path.join(work, f"proxy-{name}.log"),
                 )
         except Exception:
@@ -198,6 +198,17 @@ class Stack:
         for p in self.proxies.values():
             for svc, n in p.stats()["by_service"].items():
                 total[svc] = total.get(svc, 0) + n
+        return total
+
+    def faulted(self):
+        """Requests the proxies answered with a fault instead of forwarding them."""
+        return sum(p.stats()["faulted_total"] for p in self.proxies.values())
+
+    def faulted_by_kind(self):
+        total = {}
+        for p in self.proxies.values():
+            for kind, n in p.stats()["faulted"].items():
+                total[kind] = total.get(kind, 0) + n
         return total
 
     def client(self, service):
@@ -253,7 +264,7 @@ def run_side(side, config, args, products, items, scratch):
     work = tempfile.mkdtemp(prefix=f"{config}-{side}-", dir=scratch)
     out_dir = os.path.join(work, "out")
     os.makedirs(out_dir)
-    stack = Stack(config, work, args.latency_ms)
+    stack = Stack(config, work, args.latency_ms, getattr(args, "proxy_args", ()))
     try:
         env = stack.client_env(work)
         if side == "opsline":
@@ -261,7 +272,9 @@ def run_side(side, config, args, products, items, scratch):
             cmd += ["--state-dir", os.path.join(work, "journal"), "--json"]
         else:
             cmd = [sys.executable, PEER, "--threads", str(args.threads), "--out-dir", out_dir]
-            cmd += ["--writes-only", *products]
+            # the main bench: only the 6 writes of a fresh item (issue 7); bench/throttle.py
+            # sets its own peer arguments
+            cmd += [*getattr(args, "peer_args", ("--writes-only",)), *products]
         time_file = os.path.join(work, "time.txt")
         before = stack.sample()
         with open(os.path.join(work, "stdout"), "wb") as so, open(
@@ -280,6 +293,8 @@ def run_side(side, config, args, products, items, scratch):
         res.update(side=side, config=config, rc=rc, work=work)
         res["emulator_cpu"] = {k: after[k] - before[k] for k in before}
         res["requests"] = stack.requests() if stack.proxies else None
+        res["faulted"] = stack.faulted() if stack.proxies else None
+        res["faulted_by_kind"] = stack.faulted_by_kind() if stack.proxies else {}
         res["problems"] = check(stack, out_dir, items) if rc == 0 else [f"exit code {rc}"]
         if res["problems"]:
             with open(os.path.join(work, "stderr"), errors="replace") as f:

@@ -218,6 +218,8 @@ def main(argv=None):
     ap.add_argument(
         "--writes-only", action="store_true", help="send only the 6 writes of a fresh item"
     )
+    ap.add_argument("--retry-mode", default="standard", choices=("standard", "adaptive"),
+                    help="botocore retry mode (adaptive: client-side rate limiting)")
     args = ap.parse_args(argv)
     work = apply_item_writes_only if args.writes_only else apply_item
     products = list(args.products)
@@ -230,11 +232,12 @@ def main(argv=None):
 
     session = boto3.session.Session()
     region = session.region_name or "eu-north-1"
-    # One HTTP connection per worker thread, standard retry mode as the AWS SDK docs advise.
+    # One HTTP connection per worker thread, standard retry mode as the AWS SDK docs advise
+    # (adaptive for bench/throttle.py).
     cfg = Config(
         region_name=region,
         max_pool_connections=args.threads,
-        retries={"mode": "standard", "max_attempts": 3},
+        retries={"mode": args.retry_mode, "max_attempts": 3},
     )
     s3 = session.client("s3", config=cfg)
     iam = session.client("iam", config=cfg)

@@ -9,6 +9,10 @@
 #        opsline --concurrency), BENCH_LATENCY_MS (50), BENCH_REPEAT (1; the median run is
 #        shown), BENCH_CONFIGS (single,split,single-direct,split-direct), BENCH_JSON (a file
 #        for every run's raw numbers). Extra arguments after BUILDDIR go to bench/bench.py.
+# Then the throttle bench (bench/throttle.py): BENCH_THROTTLE_N products (200) under an IAM
+# quota of BENCH_THROTTLE_TPS (10) requests/s, opsline against boto3 in adaptive mode;
+# BENCH_THROTTLE_S3_SLOWDOWN (0) also answers that share of S3 requests 503 SlowDown;
+# BENCH_THROTTLE_N=0 skips it.
 set -euo pipefail
 build=${1:-build}
 shift || true
@@ -37,4 +41,11 @@ args=(--opsline "$opsline"
   --repeat "${BENCH_REPEAT:-1}"
   --configs "${BENCH_CONFIGS:-single,split,single-direct,split-direct}")
 [ -z "${BENCH_JSON:-}" ] || args+=(--json-out "$BENCH_JSON")
-exec python3 "$root/bench/bench.py" "${args[@]}" "$@"
+rc=0
+python3 "$root/bench/bench.py" "${args[@]}" "$@" || rc=$?
+if [ "${BENCH_THROTTLE_N:-200}" != 0 ]; then
+  python3 "$root/bench/throttle.py" --opsline "$opsline" -n "${BENCH_THROTTLE_N:-200}" \
+    --tps "${BENCH_THROTTLE_TPS:-10}" --s3-slowdown "${BENCH_THROTTLE_S3_SLOWDOWN:-0}" --threads "${BENCH_THREADS:-16}" \
+    --concurrency "${BENCH_CONCURRENCY:-32}" --latency-ms "${BENCH_LATENCY_MS:-50}" || rc=$?
+fi
+exit $rc

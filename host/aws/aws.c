@@ -23,15 +23,26 @@
 #include "sigv4.h"
 #include "xml.h"
 
-#define MAX_LIMITERS 16
 #define DEFAULT_TIMEOUT_MS 30000
 /* Delay between eventual-consistency retries: IAM usually converges within seconds. */
 #define CONSISTENCY_DELAY_MS 500
 
-typedef struct limiter {
-    char service[32];
+/* A peer: what the client knows of one endpoint: its adaptive rate limiter with the FIFO of calls
+ * waiting for a token, and its health. Keyed by service and base URL; S3 calls on a bucket
+ * get their own rate key (S3 scales and throttles per bucket prefix: "Best practices design
+ * patterns: optimizing Amazon S3 performance"), while their health is the endpoint's. */
+typedef struct peer {
+    list_node node;      /* in c->peers */
+    list_node pace_node; /* in c->paced while calls wait for a token */
+    char *key;
+    char *url; /* base URL, for messages */
     retry_rate_limiter rl;
-} limiter;
+    retry_health health;
+    list_node waiting; /* aws_call.wait_node, first come first served */
+    long last_status;
+    char last_code[64];
+    char last_error[160]; /* "HTTP 500 InternalError", "no answer (Connection refused)" */
+} peer;
 
 struct aws_client {
     uv_loop_t *loop;
@@ -45,8 +56,10 @@ struct aws_client {
     int creds_code;
     retry_config rcfg;
     retry_quota quota;
-    limiter limiters[MAX_LIMITERS];
-    size_t n_limiters;
+    list_node peers; /* peer */
+    list_node paced; /* peer.pace_node: those with calls waiting for a token */
+    uv_timer_t pace_timer;
+    int pacing, pace_again;
     aws_stats stats;
     long timeout_ms;
     list_node calls; /* aws_call: live calls, newest first */
@@ -80,6 +93,10 @@ typedef struct aws_call {
     unsigned attempts;             /* HTTP attempts sent */
     unsigned retries;              /* retries counted against max_attempts */
     unsigned quota_taken;
+    unsigned throttled; /* throttled answers */
+    int stalled;        /* a throttled retry refused: the endpoint made no progress */
+    peer *rate_ep, *health_ep;
+    list_node wait_node; /* in rate_ep->waiting while waiting for a token */
     int redirected;
     int in_http;   /* an HTTP attempt is in flight */
     int waiting;   /* waits for the provider's credentials */
@@ -130,16 +147,65 @@ static int jitter_from_env(aws_client *c, char **err) {
     return 0;
 }
 
-static retry_rate_limiter *limiter_for(aws_client *c, const char *service) {
-    for (size_t i = 0; i < c->n_limiters; i++)
-        if (strcmp(c->limiters[i].service, service) == 0)
-            return &c->limiters[i].rl;
-    if (c->n_limiters == MAX_LIMITERS)
-        return &c->limiters[MAX_LIMITERS - 1].rl;
-    limiter *l = &c->limiters[c->n_limiters++];
-    snprintf(l->service, sizeof(l->service), "%s", service);
-    retry_rate_limiter_init(&l->rl, now_s(c));
-    return &l->rl;
+/* The peer keyed "service url[ bucket]", made on first use; NULL without memory. */
+static peer *peer_get(aws_client *c, const char *service, const char *url, const char *bucket) {
+    char *key = ol__format("%s %s%s%s", service, url, bucket ? " " : "", bucket ? bucket : "");
+    list_node *n;
+    if (key == NULL)
+        return NULL;
+    list_foreach(n, &c->peers) {
+        peer *e = list_entry(n, peer, node);
+        if (strcmp(e->key, key) == 0) {
+            /* Most recently used first: a batch makes a peer per S3 bucket, and the calls
+             * in flight use a few of them and the service endpoints. */
+            list_remove(n);
+            list_insert_head(&c->peers, n);
+            free(key);
+            return e;
+        }
+    }
+    peer *e = calloc(1, sizeof(*e));
+    if (e == NULL || (e->url = strdup(url)) == NULL) {
+        free(e);
+        free(key);
+        return NULL;
+    }
+    e->key = key;
+    list_init(&e->pace_node);
+    list_init(&e->waiting);
+    retry_rate_limiter_init(&e->rl, now_s(c));
+    retry_health_init(&e->health, now_s(c));
+    list_insert_head(&c->peers, &e->node);
+    return e;
+}
+
+static void peers_free_all(aws_client *c) {
+    list_node *n, *tmp;
+    list_foreach_safe(n, tmp, &c->peers) {
+        peer *e = list_entry(n, peer, node);
+        list_remove(n);
+        free(e->key);
+        free(e->url);
+        free(e);
+    }
+}
+
+/* Which endpoint a call's next attempt goes to (the region may have changed by a redirect).
+ * A call whose endpoint cannot be resolved gets no peer: building the attempt reports why. */
+static void call_find_peers(aws_call *call) {
+    aws_client *c = call->c;
+    ol__endpoint ep;
+    char *err = NULL;
+    memset(&ep, 0, sizeof(ep));
+    call->rate_ep = call->health_ep = NULL;
+    if (endpoints_resolve(call->service, call->region, c->settings.endpoint_url, &ep, &err) == 0) {
+        int per_bucket = strcmp(call->service, "s3") == 0 && call->bucket != NULL;
+        call->health_ep = peer_get(c, call->service, ep.url, NULL);
+        call->rate_ep =
+            per_bucket ? peer_get(c, call->service, ep.url, call->bucket) : call->health_ep;
+    }
+    free(err);
+    endpoints_free(&ep);
 }
 
 /* ---- client lifetime ------------------------------------------------------------------ */
@@ -203,6 +269,8 @@ static int client_finish(aws_client *c, cred_spec *spec, char **err) {
         }
         c->prov_open = 1;
     }
+    uv_timer_init(c->loop, &c->pace_timer); /* last: a failure above leaves no handle behind */
+    c->pace_timer.data = c;
     return 0;
 }
 
@@ -223,6 +291,8 @@ int aws_client_new(uv_loop_t *loop, const char *profile, const char *region, aws
         return OL_ENOMEM;
     c->loop = loop;
     list_init(&c->calls);
+    list_init(&c->peers);
+    list_init(&c->paced);
     rc = credentials_settings(profile, region, &c->settings, err);
     if (rc != 0)
         goto fail;
@@ -250,6 +320,8 @@ int aws_client_new_spec(uv_loop_t *loop, const ol__aws_settings *settings, cred_
     }
     c->loop = loop;
     list_init(&c->calls);
+    list_init(&c->peers);
+    list_init(&c->paced);
     c->anonymous = spec == NULL;
     int rc = client_finish(c, spec, err);
     if (rc != 0) {
@@ -326,6 +398,7 @@ static void client_maybe_closed(aws_client *c) {
         return;
     void (*cb)(void *) = c->on_closed;
     void *arg = c->on_closed_arg;
+    peers_free_all(c);
     credentials_settings_free(&c->settings);
     free(c->creds_err);
     free(c);
@@ -337,6 +410,10 @@ static void on_http_closed(void *arg) {
     aws_client *c = arg;
     c->http_open--;
     client_maybe_closed(c);
+}
+
+static void on_pace_closed(uv_handle_t *h) {
+    on_http_closed(h->data);
 }
 
 /* ---- call lifetime -------------------------------------------------------------------- */
@@ -381,6 +458,7 @@ static void call_finish(aws_call *call, const ol_aws_response *res) {
         return;
     call->completed = 1;
     list_remove(&call->node);
+    list_remove(&call->wait_node);
     uv_timer_stop(&call->timer);
     call->cb(call->arg, res);
     uv_close((uv_handle_t *)&call->timer, call_free_cb);
@@ -464,6 +542,7 @@ int aws_send(aws_client *c, const ol_aws_request *req, ol_aws_cb cb, void *arg) 
         return OL_ENOMEM;
     call->c = c;
     list_init(&call->node);
+    list_init(&call->wait_node);
     call->cb = cb;
     call->arg = arg;
     call->flags = req->flags;
@@ -651,34 +730,135 @@ static int attempt_build(aws_call *call, attempt *a, const credentials *cr, char
 
 static void on_http_done(void *arg, const http_response *res);
 
+/* "http://host answered HTTP 500 InternalError to every one of the last 9 requests (no
+ * success for 3 s); giving up" */
+static void peer_dead_note(const peer *e, double now, char *buf, size_t size) {
+    snprintf(buf, size,
+             "%s answered %s to every one of the last %u requests (no success for %.0f s); "
+             "giving up",
+             e->url, e->last_error[0] ? e->last_error : "errors", e->health.failed_attempts,
+             retry_health_stalled_s(&e->health, now));
+}
+
+/* A call to a dead endpoint ends without being sent, with the endpoint's last error. */
+static void call_fail_dead(aws_call *call) {
+    const peer *e = call->health_ep;
+    char note[512];
+    ol_aws_response res;
+    peer_dead_note(e, now_s(call->c), note, sizeof(note));
+    memset(&res, 0, sizeof(res));
+    res.struct_size = sizeof(res);
+    res.result = e->last_code[0] ? OL_EAWS : OL_ENET;
+    res.status = e->last_status;
+    res.error_code = e->last_code[0] ? e->last_code : NULL;
+    res.body = "";
+    res.error_message = note;
+    res.attempts = call->attempts;
+    call_finish(call, &res);
+}
+
+static void call_transmit(aws_call *call);
+static void pace_run(aws_client *c);
+
+static void on_pace_timer(uv_timer_t *t) {
+    pace_run(t->data);
+}
+
+/* Sends what the token buckets allow, first come first served per endpoint, and arms the
+ * one pacing timer for the earliest token still due. A callback run from here may send
+ * again: that only marks another pass. */
+static void pace_run(aws_client *c) {
+    list_node *n, *tmp;
+    if (c->pacing) {
+        c->pace_again = 1;
+        return;
+    }
+    c->pacing = 1;
+    do {
+        double next = -1.0;
+        c->pace_again = 0;
+        list_foreach_safe(n, tmp, &c->paced) {
+            peer *e = list_entry(n, peer, pace_node);
+            list_node *w;
+            while ((w = list_first(&e->waiting)) != NULL && !c->closing) {
+                double wait = retry_rate_limiter_acquire(&e->rl, now_s(c));
+                if (wait > 0) {
+                    if (next < 0 || wait < next)
+                        next = wait;
+                    break;
+                }
+                list_remove(w);
+                call_transmit(list_entry(w, aws_call, wait_node));
+            }
+            if (list_empty(&e->waiting))
+                list_remove(&e->pace_node);
+        }
+        if (next > 0 && !c->closing)
+            uv_timer_start(&c->pace_timer, on_pace_timer, (uint64_t)(next * 1000.0) + 1, 0);
+        else
+            uv_timer_stop(&c->pace_timer);
+    } while (c->pace_again);
+    c->pacing = 0;
+}
+
+/* Send now, or queue for a token of the endpoint's rate limiter behind the calls already
+ * waiting; a dead endpoint fails a new call at once, but for one probe now and then. */
+/* The credentials to sign call with (NULL for an anonymous client). 0, or the call was
+ * parked until the provider has them (on_creds_fetched sends it again) or failed. */
+static int call_creds(aws_call *call, const credentials **cr) {
+    aws_client *c = call->c;
+    *cr = NULL;
+    if (c->anonymous)
+        return 0;
+    const char *cmsg = c->creds_err;
+    int st = c->prov != NULL ? provider_get(c->prov, cr, &cmsg) : c->creds_code;
+    if (st > 0) {
+        call->waiting = 1;
+        return 1;
+    }
+    if (st < 0) {
+        call_fail(call, st, cmsg ? cmsg : "no AWS credentials found");
+        return -1;
+    }
+    return 0;
+}
+
 static void call_send(aws_call *call) {
     aws_client *c = call->c;
-    char *err = NULL;
-    attempt a;
     if (c->closing) {
         call_fail(call, OL_ECANCELED, "interrupted");
         return;
     }
     const credentials *cr = NULL;
-    if (!c->anonymous) {
-        const char *cmsg = c->creds_err;
-        int st = c->prov != NULL ? provider_get(c->prov, &cr, &cmsg) : c->creds_code;
-        if (st > 0) { /* on_creds_fetched sends it */
-            call->waiting = 1;
-            return;
-        }
-        if (st < 0) {
-            call_fail(call, st, cmsg ? cmsg : "no AWS credentials found");
-            return;
-        }
+    if (call_creds(call, &cr) != 0)
+        return;
+    call_find_peers(call);
+    /* A retry already paid for (quota, backoff) still goes: only new calls stop. */
+    if (call->retries == 0 && call->health_ep != NULL && call->health_ep->health.dead &&
+        !retry_health_may_probe(&call->health_ep->health, now_s(c))) {
+        call_fail_dead(call);
+        return;
     }
-    if (c->rcfg.mode == RETRY_MODE_ADAPTIVE) {
-        double wait = retry_rate_limiter_acquire(limiter_for(c, call->service), now_s(c));
-        if (wait > 0) {
-            uv_timer_start(&call->timer, on_timer_resend, (uint64_t)(wait * 1000.0) + 1, 0);
-            return;
-        }
+    peer *e = call->rate_ep;
+    if (c->rcfg.mode == RETRY_MODE_ADAPTIVE && e != NULL &&
+        (!list_empty(&e->waiting) || retry_rate_limiter_acquire(&e->rl, now_s(c)) > 0)) {
+        list_insert_tail(&e->waiting, &call->wait_node);
+        if (list_empty(&e->pace_node))
+            list_insert_tail(&c->paced, &e->pace_node);
+        pace_run(c);
+        return;
     }
+    call_transmit(call);
+}
+
+static void call_transmit(aws_call *call) {
+    aws_client *c = call->c;
+    char *err = NULL;
+    attempt a;
+    const credentials *cr = NULL;
+    /* Again at sending time: a call paced by the rate limiter may have waited past a refresh. */
+    if (call_creds(call, &cr) != 0)
+        return;
     memset(&a, 0, sizeof(a));
     int rc = attempt_build(call, &a, cr, &err);
     if (rc != 0) {
@@ -792,7 +972,7 @@ static const char *status_code_text(long status) {
 }
 
 static void complete_with(aws_call *call, const http_response *res, int result,
-                          const xml_aws_error *e) {
+                          const xml_aws_error *e, const char *note) {
     ol_aws_response out;
     memset(&out, 0, sizeof(out));
     out.struct_size = sizeof(out);
@@ -801,14 +981,15 @@ static void complete_with(aws_call *call, const http_response *res, int result,
     out.body = res->body ? res->body : "";
     out.body_len = res->body ? res->body_len : 0;
     out.attempts = call->attempts;
-    char quota_msg[512];
+    char quota_msg[1024];
     if (result != 0) {
         out.error_code = e && e->code ? e->code : NULL;
         out.error_message = e && e->message ? e->message : res->error;
-        if (result == OL_EQUOTA) {
-            snprintf(quota_msg, sizeof(quota_msg),
-                     "%s [not retried: the retry quota is used up, this endpoint keeps failing]",
-                     out.error_message ? out.error_message : "request failed");
+        if (result == OL_EQUOTA)
+            note = "not retried: the retry quota is used up, this endpoint keeps failing";
+        if (note != NULL) {
+            snprintf(quota_msg, sizeof(quota_msg), "%s [%s]",
+                     out.error_message ? out.error_message : "request failed", note);
             out.error_message = quota_msg;
         }
         if (out.error_code == NULL && res->status >= 300)
@@ -822,24 +1003,43 @@ static void complete_with(aws_call *call, const http_response *res, int result,
     call_finish(call, &out);
 }
 
+/* A throttled call is retried without paying the retry quota (adaptive mode) while its
+ * endpoint has made progress lately; it then sets call->stalled and is not retried. */
+static int throttle_may_retry(aws_call *call) {
+    aws_client *c = call->c;
+    const peer *e = call->health_ep;
+    if (e == NULL || retry_health_stalled_s(&e->health, now_s(c)) < c->rcfg.progress_timeout_s)
+        return 1;
+    call->stalled = 1;
+    return 0;
+}
+
 /* Decide whether to try again; returns nonzero when a resend was scheduled. */
 static int maybe_retry(aws_call *call, retry_kind kind, const char *code, long status,
                        int *quota_refused) {
     aws_client *c = call->c;
     *quota_refused = 0;
-    if (kind == RETRY_NONE || call->retries + 1 >= c->rcfg.max_attempts)
+    if (kind == RETRY_THROTTLE)
+        call->throttled++;
+    if (!retry_attempts_allow(&c->rcfg, kind, call->retries + 1, call->throttled))
         return 0;
-    unsigned taken = retry_quota_acquire(&c->quota, kind);
-    if (taken == 0) {
-        *quota_refused = 1;
-        c->stats.quota_exhausted++;
-        return 0;
+    unsigned taken = 0;
+    if (kind == RETRY_THROTTLE && !retry_throttle_uses_quota(&c->rcfg)) {
+        if (!throttle_may_retry(call))
+            return 0;
+    } else {
+        taken = retry_quota_acquire(&c->quota, kind);
+        if (taken == 0) {
+            *quota_refused = 1;
+            c->stats.quota_exhausted++;
+            return 0;
+        }
+        call->quota_taken = taken;
     }
-    call->quota_taken = taken;
     call->retries++;
     c->stats.retries++;
     double jitter = c->rand_fn ? c->rand_fn(c->rand_arg) : rand01();
-    double delay = retry_backoff_s(&c->rcfg, call->retries, jitter);
+    double delay = retry_delay_s(&c->rcfg, kind, call->retries, call->throttled, jitter);
     call_log(call, "retry", code, status, delay);
     schedule_resend(call, delay);
     return 1;
@@ -893,7 +1093,7 @@ static int rule_consistency(answer *a) {
 static int rule_unknown_outcome(answer *a) {
     if (a->kind == RETRY_THROTTLE || !outcome_unknown(a->call, a->res))
         return 0;
-    complete_with(a->call, a->res, OL_EUNKNOWN, &a->e);
+    complete_with(a->call, a->res, OL_EUNKNOWN, &a->e, NULL);
     return 1;
 }
 
@@ -901,13 +1101,49 @@ static int rule_retry(answer *a) {
     return maybe_retry(a->call, a->kind, a->e.code, a->res->status, &a->quota_refused);
 }
 
-/* Last rule: report the failure (OL_EQUOTA when only the retry quota stopped a retry). */
+/* Last rule: report the failure (OL_EQUOTA when only the retry quota stopped a retry). A
+ * call that ran out of retries counts against its endpoint's health, and once the endpoint
+ * is dead, the failure says so. */
 static int rule_fail(answer *a) {
+    aws_call *call = a->call;
+    peer *e = call->health_ep;
+    double now = now_s(call->c);
     int result = a->res->result != 0 ? a->res->result : OL_EAWS;
+    char note[512];
+    const char *why = NULL;
     if (a->quota_refused)
         result = OL_EQUOTA;
-    complete_with(a->call, a->res, result, &a->e);
+    if (e != NULL && a->kind != RETRY_NONE) {
+        retry_health_failed_call(&e->health, now);
+        if (call->stalled) {
+            snprintf(note, sizeof(note),
+                     "%s throttled every request for %.0f s (no success within "
+                     "OPSLINE_PROGRESS_TIMEOUT_S=%.0f s); giving up",
+                     e->url, retry_health_stalled_s(&e->health, now),
+                     call->c->rcfg.progress_timeout_s);
+            why = note;
+        } else if (e->health.dead && !a->quota_refused) {
+            peer_dead_note(e, now, note, sizeof(note));
+            why = note;
+        }
+    }
+    complete_with(call, a->res, result, &a->e, why);
     return 1;
+}
+
+/* Remember an endpoint's last retryable failure, for the message that gives up on it. */
+static void peer_note_failure(peer *e, const answer *a) {
+    const http_response *res = a->res;
+    if (a->kind != RETRY_THROTTLE)
+        retry_health_failed_attempt(&e->health);
+    e->last_status = res->result == 0 ? res->status : 0;
+    snprintf(e->last_code, sizeof(e->last_code), "%s",
+             res->result == 0 ? (a->e.code ? a->e.code : status_code_text(res->status)) : "");
+    if (res->result == 0)
+        snprintf(e->last_error, sizeof(e->last_error), "HTTP %ld %s", res->status, e->last_code);
+    else
+        snprintf(e->last_error, sizeof(e->last_error), "no answer (%s)",
+                 res->error ? res->error : ol_strerror(res->result));
 }
 
 /* The decision ladder for a failed answer, first match wins; every rule either completes
@@ -926,9 +1162,11 @@ static void on_http_done(void *arg, const http_response *res) {
     }
     if (res->result == 0 && res->status >= 200 && res->status < 300) {
         retry_quota_release(&c->quota, call->quota_taken);
-        if (c->rcfg.mode == RETRY_MODE_ADAPTIVE)
-            retry_rate_limiter_update(limiter_for(c, call->service), 0, now_s(c));
-        complete_with(call, res, 0, NULL);
+        if (c->rcfg.mode == RETRY_MODE_ADAPTIVE && call->rate_ep != NULL)
+            retry_rate_limiter_update(&call->rate_ep->rl, 0, now_s(c));
+        if (call->health_ep != NULL)
+            retry_health_success(&call->health_ep->health, now_s(c));
+        complete_with(call, res, 0, NULL, NULL);
         return;
     }
     answer a = {.call = call, .res = res};
@@ -937,9 +1175,10 @@ static void on_http_done(void *arg, const http_response *res) {
     a.kind = retry_classify(res->status, a.e.code, res->result);
     if (a.kind == RETRY_THROTTLE)
         c->stats.throttled++;
-    if (c->rcfg.mode == RETRY_MODE_ADAPTIVE)
-        retry_rate_limiter_update(limiter_for(c, call->service), a.kind == RETRY_THROTTLE,
-                                  now_s(c));
+    if (c->rcfg.mode == RETRY_MODE_ADAPTIVE && call->rate_ep != NULL)
+        retry_rate_limiter_update(&call->rate_ep->rl, a.kind == RETRY_THROTTLE, now_s(c));
+    if (a.kind != RETRY_NONE && call->health_ep != NULL)
+        peer_note_failure(call->health_ep, &a);
     for (size_t i = 0; !answer_rules[i](&a); i++)
         ;
     xml_aws_error_free(&a.e);
@@ -1039,5 +1278,7 @@ void aws_client_close(aws_client *c, void (*on_closed)(void *arg), void *arg) {
     if (c->prov != NULL)
         provider_close(c->prov, on_prov_closed, c);
     c->prov = NULL;
+    c->http_open++; /* the pacing timer: one more handle to see closed */
+    uv_close((uv_handle_t *)&c->pace_timer, on_pace_closed);
     c->http_vt->close(c->http, on_http_closed, c);
 }

@@ -1,8 +1,8 @@
 /* aws: the asynchronous AWS client every stage uses through the host API. It owns the
- * resolved settings and credentials, the HTTP engine, the retry quota and the per-service
- * rate limiters; it turns an ol_aws_request into a signed HTTP request to the right
- * endpoint, retries it the way the AWS SDKs do, follows S3 wrong-region answers once, and
- * decodes AWS errors. */
+ * resolved settings and credentials, the HTTP engine, the retry quota and what it knows of
+ * each endpoint (rate limiter with its queue of waiting calls, health); it turns an ol_aws_request
+ * into a signed HTTP request to the right endpoint, retries it the way the AWS SDKs do, follows S3
+ * wrong-region answers once, and decodes AWS errors. */
 #ifndef OL_AWS_AWS_H
 #define OL_AWS_AWS_H
 

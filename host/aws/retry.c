@@ -1,11 +1,11 @@
 /* retry: owns the AWS SDKs' retry rules as pure functions and small state machines:
  * which failures are retried (and as what), how long to wait (full-jitter capped exponential
- * backoff), when to stop retrying an endpoint that keeps failing (the retry quota), and the
- * adaptive mode's client-side rate limiter. The rate limiter is the SDKs' CUBIC token bucket
- * (AWS SDKs and Tools Reference Guide, "Retry behavior"; botocore retries/adaptive.py,
- * bucket.py, throttling.py), made non-blocking: acquire returns the delay instead of
- * sleeping, and the caller acquires again once it has waited. Time and randomness come from the
- * caller. */
+ * backoff), when to stop retrying an endpoint that keeps failing (the retry quota, the
+ * throttle budget, endpoint health), and the adaptive mode's client-side rate limiter. The rate
+ * limiter is the SDKs' CUBIC token bucket (AWS SDKs and Tools Reference Guide, "Retry behavior";
+ * botocore retries/adaptive.py, bucket.py, throttling.py), made non-blocking: acquire returns the
+ * delay instead of sleeping, and the caller acquires again once it has waited. Time and randomness
+ * come from the caller. */
 #include "retry.h"
 
 #include <errno.h>
@@ -22,6 +22,9 @@
 #define RETRY_DEFAULT_BASE_S 1.0
 #define RETRY_MAX_BACKOFF_S 20.0
 #define RETRY_MAX_BASE_MS 60000ul
+#define RETRY_THROTTLE_MAX_ATTEMPTS 25u
+#define RETRY_PROGRESS_TIMEOUT_S 30.0
+#define RETRY_MAX_PROGRESS_TIMEOUT_S 3600ul
 
 #define RETRY_COST 5u
 #define RETRY_TIMEOUT_COST 10u
@@ -34,6 +37,8 @@
 #define RATE_BUCKET_S 0.5
 #define MIN_FILL_RATE 0.5
 #define MIN_CAPACITY 1.0
+/* Throttles answered this soon after a cut were mostly sent before it: one event. */
+#define RETRY_RECOVERY_S 0.5
 
 /* ---- classification ------------------------------------------------------------------- */
 
@@ -136,8 +141,12 @@ static const char *env_value(const char *name) {
 }
 
 int retry_config_from_env(retry_config *cfg, char **err) {
-    retry_config c = {RETRY_MODE_STANDARD, RETRY_DEFAULT_MAX_ATTEMPTS, RETRY_DEFAULT_BASE_S,
-                      RETRY_MAX_BACKOFF_S};
+    retry_config c = {.mode = RETRY_MODE_ADAPTIVE,
+                      .max_attempts = RETRY_DEFAULT_MAX_ATTEMPTS,
+                      .base_s = RETRY_DEFAULT_BASE_S,
+                      .max_backoff_s = RETRY_MAX_BACKOFF_S,
+                      .throttle_max_attempts = RETRY_THROTTLE_MAX_ATTEMPTS,
+                      .progress_timeout_s = RETRY_PROGRESS_TIMEOUT_S};
     const char *v;
     unsigned long n;
 
@@ -152,7 +161,8 @@ int retry_config_from_env(retry_config *cfg, char **err) {
         else if (strcasecmp(v, "adaptive") == 0)
             c.mode = RETRY_MODE_ADAPTIVE;
         else
-            return config_error(err, "AWS_RETRY_MODE", v, "standard, adaptive or legacy");
+            return config_error(err, "AWS_RETRY_MODE", v,
+                                "adaptive (the default), standard or legacy");
     }
     v = env_value("AWS_MAX_ATTEMPTS");
     if (v != NULL) {
@@ -160,6 +170,7 @@ int retry_config_from_env(retry_config *cfg, char **err) {
             return config_error(err, "AWS_MAX_ATTEMPTS", v,
                                 "a whole number from 1 to 100 (attempts, counting the first)");
         c.max_attempts = (unsigned)n;
+        c.max_attempts_set = 1;
     }
     v = env_value("OPSLINE_RETRY_BASE_MS");
     if (v != NULL) {
@@ -167,6 +178,13 @@ int retry_config_from_env(retry_config *cfg, char **err) {
             return config_error(err, "OPSLINE_RETRY_BASE_MS", v,
                                 "a whole number of milliseconds from 0 to 60000");
         c.base_s = (double)n / 1000.0;
+    }
+    v = env_value("OPSLINE_PROGRESS_TIMEOUT_S");
+    if (v != NULL) {
+        if (parse_uint(v, 1, RETRY_MAX_PROGRESS_TIMEOUT_S, &n) != 0)
+            return config_error(err, "OPSLINE_PROGRESS_TIMEOUT_S", v,
+                                "a whole number of seconds from 1 to 3600");
+        c.progress_timeout_s = (double)n;
     }
     *cfg = c;
     return 0;
@@ -191,6 +209,33 @@ double retry_backoff_s(const retry_config *cfg, unsigned attempt, double rand01)
     if (rand01 >= 1.0)
         rand01 = nextafter(1.0, 0.0);
     return rand01 * ceiling;
+}
+
+/* ---- attempt budget ------------------------------------------------------------------ */
+
+int retry_attempts_allow(const retry_config *cfg, retry_kind kind, unsigned attempts,
+                         unsigned throttled) {
+    if (kind == RETRY_NONE)
+        return 0;
+    if (cfg->mode == RETRY_MODE_STANDARD || cfg->max_attempts_set)
+        return attempts < cfg->max_attempts;
+    if (kind == RETRY_THROTTLE)
+        return throttled < cfg->throttle_max_attempts;
+    /* Throttled attempts said nothing about the endpoint's health: only the others count. */
+    return attempts - (throttled < attempts ? throttled : attempts) < cfg->max_attempts;
+}
+
+double retry_delay_s(const retry_config *cfg, retry_kind kind, unsigned retries, unsigned throttled,
+                     double rand01) {
+    if (cfg->mode == RETRY_MODE_STANDARD || cfg->max_attempts_set)
+        return retry_backoff_s(cfg, retries, rand01);
+    if (kind == RETRY_THROTTLE)
+        return retry_backoff_s(cfg, 1, rand01);
+    return retry_backoff_s(cfg, retries > throttled ? retries - throttled : 1, rand01);
+}
+
+int retry_throttle_uses_quota(const retry_config *cfg) {
+    return cfg->mode == RETRY_MODE_STANDARD;
 }
 
 /* ---- retry quota ---------------------------------------------------------------------- */
@@ -243,9 +288,19 @@ static void bucket_refill(retry_rate_limiter *rl, double now) {
         rl->last_timestamp = now;
 }
 
+static void note_first_time(retry_rate_limiter *rl, double now) {
+    if (!rl->seen_request) {
+        rl->seen_request = 1;
+        rl->first_time = now;
+    }
+}
+
 double retry_rate_limiter_acquire(retry_rate_limiter *rl, double now) {
-    if (!rl->enabled)
+    note_first_time(rl, now);
+    if (!rl->enabled) {
+        rl->sent++;
         return 0.0;
+    }
     bucket_refill(rl, now);
     /* Like botocore's TokenBucket.acquire, a caller that must wait takes nothing and asks
      * again after the wait: the bucket has refilled by then, unless another caller came
@@ -255,6 +310,7 @@ double retry_rate_limiter_acquire(retry_rate_limiter *rl, double now) {
     if (rl->current_capacity < 1.0 - 1e-9)
         return (1.0 - rl->current_capacity) / rl->fill_rate;
     rl->current_capacity -= 1.0;
+    rl->sent++;
     return 0.0;
 }
 
@@ -262,11 +318,24 @@ double retry_rate_limiter_acquire(retry_rate_limiter *rl, double now) {
 static void update_measured_rate(retry_rate_limiter *rl, double now) {
     double bucket = floor(now / RATE_BUCKET_S) * RATE_BUCKET_S;
 
+    note_first_time(rl, now);
     rl->request_count++;
     if (bucket > rl->last_tx_rate_bucket) {
         double current = (double)rl->request_count / (bucket - rl->last_tx_rate_bucket);
-        rl->measured_tx_rate =
-            current * RATE_SMOOTHING + rl->measured_tx_rate * (1.0 - RATE_SMOOTHING);
+
+        if (rl->measured_tx_rate <= 0.0) {
+            /* The first measurement: botocore divides by the time since the whole second
+             * before the limiter existed and smooths with 0, so a busy endpoint may first
+             * measure a few requests per second, and the 2 x measured cap holds it there.
+             * Measure over the time the counted requests took, once it is a bucket long,
+             * unsmoothed; until then sent_rate estimates. */
+            double since = bucket - rl->first_time;
+            if (since < RATE_BUCKET_S)
+                return;
+            rl->measured_tx_rate = (double)rl->request_count / since;
+        } else
+            rl->measured_tx_rate =
+                current * RATE_SMOOTHING + rl->measured_tx_rate * (1.0 - RATE_SMOOTHING);
         rl->request_count = 0;
         rl->last_tx_rate_bucket = bucket;
     }
@@ -285,12 +354,29 @@ static void bucket_update_rate(retry_rate_limiter *rl, double new_rate, double n
         rl->current_capacity = rl->max_capacity;
 }
 
+/* The measured send rate. Before the first half-second bucket has closed it is 0, and
+ * botocore would cut to the 0.5/s floor: the requests sent so far (or answered, when more)
+ * over the time since the first, at least one bucket long, are what was sent. Counting
+ * sends, not answers, matters: the first throttle of a burst is answered while most of the
+ * burst is still in flight. */
+static double sent_rate(const retry_rate_limiter *rl, double now) {
+    double dt = now - rl->first_time;
+    double n = (double)(rl->sent > rl->request_count ? rl->sent : rl->request_count);
+
+    if (rl->measured_tx_rate > 0.0)
+        return rl->measured_tx_rate;
+    return n / (dt > RATE_BUCKET_S ? dt : RATE_BUCKET_S);
+}
+
 void retry_rate_limiter_update(retry_rate_limiter *rl, int throttled, double now) {
-    double new_rate;
+    double new_rate, measured;
 
     update_measured_rate(rl, now);
+    if (throttled && rl->enabled && now - rl->last_throttle_time < RETRY_RECOVERY_S)
+        return; /* the same congestion event as the last cut */
+    measured = sent_rate(rl, now);
     if (throttled) {
-        double rate = rl->measured_tx_rate;
+        double rate = measured;
 
         if (rl->enabled && rl->fill_rate < rate)
             rate = rl->fill_rate;
@@ -307,7 +393,45 @@ void retry_rate_limiter_update(retry_rate_limiter *rl, int throttled, double now
         rl->calculated_rate = CUBIC_SCALE * dt * dt * dt + rl->last_max_rate;
     }
     new_rate = rl->calculated_rate;
-    if (new_rate > 2.0 * rl->measured_tx_rate)
-        new_rate = 2.0 * rl->measured_tx_rate;
+    if (new_rate > 2.0 * measured)
+        new_rate = 2.0 * measured;
     bucket_update_rate(rl, new_rate, now);
+}
+
+/* ---- endpoint health ------------------------------------------------------------------ */
+
+void retry_health_init(retry_health *h, double now) {
+    memset(h, 0, sizeof *h);
+    h->last_success = now;
+}
+
+void retry_health_success(retry_health *h, double now) {
+    h->last_success = now;
+    h->failed_calls = 0;
+    h->failed_attempts = 0;
+    h->dead = 0;
+}
+
+void retry_health_failed_attempt(retry_health *h) {
+    h->failed_attempts++;
+}
+
+int retry_health_failed_call(retry_health *h, double now) {
+    h->failed_calls++;
+    if (h->dead || h->failed_calls < RETRY_DEAD_CALLS)
+        return 0;
+    h->dead = 1;
+    h->next_probe = now + RETRY_PROBE_S;
+    return 1;
+}
+
+int retry_health_may_probe(retry_health *h, double now) {
+    if (!h->dead || now < h->next_probe)
+        return 0;
+    h->next_probe = now + RETRY_PROBE_S;
+    return 1;
+}
+
+double retry_health_stalled_s(const retry_health *h, double now) {
+    return now > h->last_success ? now - h->last_success : 0.0;
 }

@@ -30,18 +30,44 @@ typedef enum retry_mode { RETRY_MODE_STANDARD = 0, RETRY_MODE_ADAPTIVE = 1 } ret
 typedef struct retry_config {
     retry_mode mode;
     unsigned max_attempts; /* AWS_MAX_ATTEMPTS, default 3, includes the first attempt */
+    int max_attempts_set;  /* AWS_MAX_ATTEMPTS was given: it also bounds throttled attempts */
     double base_s;         /* backoff base, default 1.0 s (OPSLINE_RETRY_BASE_MS overrides) */
     double max_backoff_s;  /* 20 s */
+    /* Adaptive mode, AWS_MAX_ATTEMPTS unset: a throttled request is retried up to
+     * throttle_max_attempts attempts (25, as Terraform), and only while its endpoint has
+     * answered a success within progress_timeout_s (30 s; OPSLINE_PROGRESS_TIMEOUT_S). */
+    unsigned throttle_max_attempts;
+    double progress_timeout_s;
 } retry_config;
 
-/* Reads AWS_RETRY_MODE ("standard"|"adaptive"; "legacy" is treated as standard),
- * AWS_MAX_ATTEMPTS (1..100) and OPSLINE_RETRY_BASE_MS. Returns 0, or OL_ECONFIG with a
- * malloc'd message in *err naming the variable and the fix. */
+/* Reads AWS_RETRY_MODE ("adaptive", the default, or "standard"; "legacy" is treated as
+ * standard), AWS_MAX_ATTEMPTS (1..100), OPSLINE_RETRY_BASE_MS and OPSLINE_PROGRESS_TIMEOUT_S
+ * (1..3600). Returns 0, or OL_ECONFIG with a malloc'd message in *err naming the variable
+ * and the fix. */
 int retry_config_from_env(retry_config *cfg, char **err);
 
 /* Delay before retry number `attempt` (1 for the first retry): rand01 * min(base * 2^(attempt-1),
  * max_backoff) — full jitter. rand01 in [0,1). */
 double retry_backoff_s(const retry_config *cfg, unsigned attempt, double rand01);
+
+/* Nonzero when a call whose attempt number `attempts` (1 = the first) was answered with an
+ * error of kind may be sent again, as far as attempt counts go: standard mode, or an
+ * explicit AWS_MAX_ATTEMPTS, counts every attempt; adaptive mode by default gives
+ * throttling its own, larger, count (throttled = the call's throttled answers so far). */
+int retry_attempts_allow(const retry_config *cfg, retry_kind kind, unsigned attempts,
+                         unsigned throttled);
+
+/* Delay before a call's retry number `retries` (1 for the first), `throttled` of its answers
+ * so far throttled, this one of kind. Standard mode or an explicit AWS_MAX_ATTEMPTS: the
+ * backoff of retry_backoff_s. Otherwise a throttled retry waits at most base (the token
+ * bucket, not the backoff, paces a throttled endpoint: the jitter only spreads a burst) and
+ * other retries back off by their own count. */
+double retry_delay_s(const retry_config *cfg, retry_kind kind, unsigned retries, unsigned throttled,
+                     double rand01);
+
+/* Nonzero when a throttled retry is paid from the retry quota: in standard mode only.
+ * Adaptive mode slows the client down instead and bounds throttling by progress. */
+int retry_throttle_uses_quota(const retry_config *cfg);
 
 /* Retry quota, shared by all requests of one client (standard mode: 500 tokens, a retry
  * costs 5, a timeout retry 10, a success after a retry refunds that cost, a first-try
@@ -73,13 +99,49 @@ typedef struct retry_rate_limiter {
     double last_throttle_time;
     double time_window;
     double calculated_rate;
+    /* Before the first half-second measurement: requests sent (acquired, even while the
+     * limiter is off) since first_time, the first acquire or update. */
+    unsigned long sent;
+    double first_time;
+    int seen_request;
 } retry_rate_limiter;
 
 void retry_rate_limiter_init(retry_rate_limiter *rl, double now);
 /* 0 when a token is available: it is taken, send now. Otherwise the seconds until one is due;
  * nothing is taken, wait that long and call again (another caller may have come first). */
 double retry_rate_limiter_acquire(retry_rate_limiter *rl, double now);
-/* After every answer: throttled nonzero when it was a throttling error. */
+/* After every answer: throttled nonzero when it was a throttling error. Three departures
+ * from the SDKs, all against a collapse towards the 0.5/s floor: throttles answered within
+ * RETRY_RECOVERY_S of the last cut are one congestion event (cut once, as TCP does per
+ * window); a throttle before the first measurement uses the rate sent so far instead of 0;
+ * and the first measurement covers the time the counted requests took, at least a
+ * half-second, unsmoothed. */
 void retry_rate_limiter_update(retry_rate_limiter *rl, int throttled, double now);
+
+/* Endpoint health: is an endpoint making progress, or dead? One per endpoint (service and
+ * base URL). A call that ends failing with a retryable error (5xx, reset, timeout, throttled
+ * past its budget) counts; a success clears everything. RETRY_DEAD_CALLS failed calls in a
+ * row with no success make the endpoint dead: further calls fail without being sent, but
+ * one probe goes through every RETRY_PROBE_S, and its success revives the endpoint. */
+#define RETRY_DEAD_CALLS 3u
+#define RETRY_PROBE_S 5.0
+
+typedef struct retry_health {
+    double last_success; /* or the creation time, before any success */
+    unsigned failed_calls;
+    unsigned failed_attempts; /* attempts answered with a retryable error since a success */
+    int dead;
+    double next_probe;
+} retry_health;
+
+void retry_health_init(retry_health *h, double now);
+void retry_health_success(retry_health *h, double now);
+void retry_health_failed_attempt(retry_health *h);
+/* A call ended failing: returns nonzero when this made the endpoint dead. */
+int retry_health_failed_call(retry_health *h, double now);
+/* Before sending on a dead endpoint: nonzero when this call may go as the probe. */
+int retry_health_may_probe(retry_health *h, double now);
+/* Seconds without a success (since creation when there never was one). */
+double retry_health_stalled_s(const retry_health *h, double now);
 
 #endif

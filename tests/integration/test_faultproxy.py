@@ -298,6 +298,40 @@ class Control(ProxyTestCase):
             {"fault": "slowdown", "probability": 0.25},
         ])
 
+    def test_throttle_flags_play_an_iam_quota_and_random_s3_slowdowns(self):
+        args = ["--throttle", "iam=2", "--s3-slowdown", "0.5", "--seed", "7"]
+        with faultproxy.ProxyProcess(os.environ["AWS_ENDPOINT_URL"], args) as p:
+            self.assertEqual(p.control("GET", "config")["rules"], [
+                {"fault": "throttling", "rate": 2.0, "burst": 2.0, "service": "iam"},
+                {"fault": "slowdown", "probability": 0.5, "service": "s3"},
+            ])
+            # IAM's own answer above its quota: 400, Sender, Throttling, "Rate exceeded".
+            iam = client("iam", attempts=1, endpoint=p.url)
+            iam.list_users()
+            iam.list_users()
+            with self.assertRaises(ClientError) as cm:
+                iam.list_users()
+            self.assertEqual(error_of(cm.exception), (400, "Throttling"))
+            self.assertEqual(cm.exception.response["Error"]["Message"], "Rate exceeded")
+            self.assertEqual(cm.exception.response["Error"]["Type"], "Sender")
+            s3, failed = client("s3", attempts=1, endpoint=p.url), 0
+            for _ in range(20):
+                try:
+                    s3.list_buckets()
+                except ClientError as exc:
+                    self.assertEqual(error_of(exc), (503, "SlowDown"))
+                    failed += 1
+            self.assertTrue(4 <= failed <= 16, failed)
+            self.assertEqual(p.stats()["faulted"]["slowdown"], failed)
+
+    def test_bad_throttle_flags_are_refused(self):
+        for args in (["--throttle", "iam"], ["--throttle", "iam=0"], ["--s3-slowdown", "2"]):
+            r = subprocess.run([sys.executable, faultproxy.__file__, "--upstream",
+                                "http://127.0.0.1:1", *args], capture_output=True, text=True,
+                               timeout=30)
+            self.assertEqual(r.returncode, 2, args)
+            self.assertIn("faultproxy:", r.stderr)
+
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)

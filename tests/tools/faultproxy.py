@@ -36,7 +36,11 @@ for another region than the rule's bucket_region), and none.
 
 CLI: faultproxy.py --upstream http://127.0.0.1:PORT [--port 0] [--port-file F]
                    [--latency-ms N] [--seed N] [--fault KIND:TRIGGER[,FILTER...]]...
+                   [--throttle SERVICE=RATE]... [--s3-slowdown P]
      e.g. --fault slowdown:probability=0.3,service=s3 --fault throttling:first_n=2
+     --throttle iam=10: a service quota of 10 requests/s (token bucket, burst 10); above it
+     IAM/STS answer 400 Throttling "Rate exceeded", S3 503 SlowDown, as AWS does.
+     --s3-slowdown 0.2: 20% of S3 requests answered 503 SlowDown, whatever the rate.
 """
 
 import argparse
@@ -601,6 +605,26 @@ def parse_fault_flag(text):
     return rule
 
 
+def throttle_rules(throttles=(), s3_slowdown=None):
+    """The rules of --throttle SERVICE=RATE and --s3-slowdown P, in that order."""
+    rules = []
+    for spec in throttles:
+        service, sep, rate = spec.partition("=")
+        try:
+            rate = float(rate)
+        except ValueError:
+            rate = 0.0
+        if not sep or not service or rate <= 0:
+            raise ConfigError(f"--throttle {spec!r}: expected SERVICE=RATE, e.g. iam=10")
+        fault = "slowdown" if service == "s3" else "throttling"
+        rules.append({"fault": fault, "rate": rate, "burst": rate, "service": service})
+    if s3_slowdown is not None:
+        if not 0.0 <= s3_slowdown <= 1.0:
+            raise ConfigError(f"--s3-slowdown {s3_slowdown}: expected a share from 0 to 1")
+        rules.append({"fault": "slowdown", "probability": s3_slowdown, "service": "s3"})
+    return rules
+
+
 # --- helpers for tests: run the proxy as a child process and drive it ------------
 
 
@@ -680,6 +704,10 @@ def main(argv=None):
     ap.add_argument("--latency-ms", type=float, default=0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--fault", action="append", default=[], metavar="KIND:TRIGGER")
+    ap.add_argument("--throttle", action="append", default=[], metavar="SERVICE=RATE",
+                    help="throttle SERVICE above RATE requests/s, as AWS does (repeatable)")
+    ap.add_argument("--s3-slowdown", type=float, metavar="P",
+                    help="answer this share of S3 requests with 503 SlowDown")
     ap.add_argument("--timeout", type=float, default=30.0, help="upstream timeout (s)")
     ap.add_argument(
         "--die-with-parent",
@@ -690,7 +718,8 @@ def main(argv=None):
     if not args.upstream:
         ap.error("--upstream is required (or AWS_ENDPOINT_URL)")
     try:
-        rules = [parse_fault_flag(f) for f in args.fault]
+        rules = throttle_rules(args.throttle, args.s3_slowdown)
+        rules += [parse_fault_flag(f) for f in args.fault]
         config = Config({"latency_ms": args.latency_ms, "seed": args.seed, "rules": rules})
         proxy = Proxy(args.upstream, config, args.host, args.port, args.timeout)
     except (ConfigError, ValueError) as exc:

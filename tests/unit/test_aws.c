@@ -449,6 +449,52 @@ static void waits_the_jittered_exponential_backoff_between_retries(void **state)
     fixture_finish(&fx);
 }
 
+static void retries_throttling_past_three_attempts_when_max_attempts_is_unset(void **state) {
+    static const char *const script[] = {SLOW_DOWN, SLOW_DOWN, SLOW_DOWN, SLOW_DOWN, OK_EMPTY};
+    fixture fx;
+    result r = {0};
+    (void)state;
+    unsetenv("AWS_MAX_ATTEMPTS");
+    fixture_init(&fx, script, 5);
+    setenv("AWS_MAX_ATTEMPTS", "3", 1);
+    ol_aws_request req = {.service = "s3", .method = "GET", .bucket = "bkt"};
+    send_and_wait(&fx, &req, &r);
+    assert_int_equal(r.result, 0);
+    assert_int_equal(r.attempts, 5);
+    assert_int_equal(n_reqs(&fx), 5);
+    fixture_finish(&fx);
+}
+
+static void fails_new_calls_to_a_dead_endpoint_at_once_naming_it(void **state) {
+    static const char *const script[] = {INTERNAL_ERROR, INTERNAL_ERROR, INTERNAL_ERROR,
+                                         INTERNAL_ERROR, INTERNAL_ERROR, INTERNAL_ERROR,
+                                         INTERNAL_ERROR, INTERNAL_ERROR, INTERNAL_ERROR};
+    fixture fx;
+    result r[4];
+    (void)state;
+    memset(r, 0, sizeof(r));
+    fixture_init(&fx, script, 9);
+    ol_aws_request req = {.service = "iam", .method = "POST"};
+    /* Three calls fail through their three attempts: the third makes the endpoint dead. */
+    for (int i = 0; i < 3; i++) {
+        send_and_wait(&fx, &req, &r[i]);
+        assert_int_equal(r[i].result, OL_EAWS);
+        assert_int_equal(r[i].attempts, 3);
+    }
+    assert_null(strstr(r[1].message, "giving up"));
+    assert_non_null(strstr(r[2].message, "http://127.0.0.1:1 answered HTTP 500 InternalError "
+                                         "to every one of the last 9 requests"));
+    /* The next one is not sent, and says why. */
+    send_and_wait(&fx, &req, &r[3]);
+    assert_int_equal(n_reqs(&fx), 9);
+    assert_int_equal(r[3].attempts, 0);
+    assert_int_equal(r[3].status, 500);
+    assert_string_equal(r[3].code, "InternalError");
+    assert_non_null(strstr(r[3].message, "every one of the last 9 requests"));
+    assert_non_null(strstr(r[3].message, "giving up"));
+    fixture_finish(&fx);
+}
+
 static void retries_a_consistency_code_within_its_window(void **state) {
     static const char *const script[] = {NO_SUCH_ENTITY, OK_EMPTY};
     static const char *const codes[] = {"NoSuchEntity", NULL};
@@ -744,6 +790,8 @@ int main(void) {
         cmocka_unit_test(sends_query_api_params_as_an_encoded_form_body),
         cmocka_unit_test(retries_slow_down_up_to_max_attempts_then_reports_the_aws_error),
         cmocka_unit_test(waits_the_jittered_exponential_backoff_between_retries),
+        cmocka_unit_test(retries_throttling_past_three_attempts_when_max_attempts_is_unset),
+        cmocka_unit_test(fails_new_calls_to_a_dead_endpoint_at_once_naming_it),
         cmocka_unit_test(retries_a_consistency_code_within_its_window),
         cmocka_unit_test(reports_a_consistency_code_without_a_window_at_once),
         cmocka_unit_test(never_resends_a_non_idempotent_request_whose_outcome_is_unknown),

@@ -96,7 +96,8 @@ static void recognises_every_documented_throttle_code(void **state) {
 
 /* ---- backoff -------------------------------------------------------------------------- */
 
-static const retry_config default_cfg = {RETRY_MODE_STANDARD, 3, 1.0, 20.0};
+static const retry_config default_cfg = {
+    .mode = RETRY_MODE_STANDARD, .max_attempts = 3, .base_s = 1.0, .max_backoff_s = 20.0};
 
 static void backoff_is_zero_with_zero_random(void **state) {
     unsigned attempt;
@@ -138,7 +139,8 @@ static void backoff_is_capped_at_twenty_seconds(void **state) {
 }
 
 static void backoff_scales_with_the_configured_base(void **state) {
-    const retry_config cfg = {RETRY_MODE_STANDARD, 3, 0.01, 20.0};
+    const retry_config cfg = {
+        .mode = RETRY_MODE_STANDARD, .max_attempts = 3, .base_s = 0.01, .max_backoff_s = 20.0};
 
     (void)state;
     assert_true(fabs(retry_backoff_s(&cfg, 1, 0.5) - 0.005) < 1e-12);
@@ -343,6 +345,140 @@ static void cubic_curve_returns_to_the_throttled_rate_after_its_time_window(void
     assert_true(fabs(rl.fill_rate - 0.7 * 10.4) < 1e-9);
 }
 
+/* ---- throttle budget ------------------------------------------------------------------ */
+
+static const retry_config adaptive_cfg = {.mode = RETRY_MODE_ADAPTIVE,
+                                          .max_attempts = 3,
+                                          .base_s = 1.0,
+                                          .max_backoff_s = 20.0,
+                                          .throttle_max_attempts = 25,
+                                          .progress_timeout_s = 30.0};
+
+static void adaptive_mode_retries_throttling_beyond_max_attempts_up_to_its_cap(void **state) {
+    (void)state;
+    /* 24 throttled answers: a 25th attempt is allowed; the 25th throttle ends it. */
+    assert_true(retry_attempts_allow(&adaptive_cfg, RETRY_THROTTLE, 24, 24));
+    assert_false(retry_attempts_allow(&adaptive_cfg, RETRY_THROTTLE, 25, 25));
+    /* A 500 after 10 throttles is the call's first real failure: two more attempts. */
+    assert_true(retry_attempts_allow(&adaptive_cfg, RETRY_TRANSIENT, 11, 10));
+    assert_true(retry_attempts_allow(&adaptive_cfg, RETRY_TRANSIENT, 12, 10));
+    assert_false(retry_attempts_allow(&adaptive_cfg, RETRY_TRANSIENT, 13, 10));
+    assert_false(retry_attempts_allow(&adaptive_cfg, RETRY_NONE, 1, 0));
+    assert_false(retry_throttle_uses_quota(&adaptive_cfg));
+}
+
+static void standard_mode_or_explicit_max_attempts_bound_every_attempt(void **state) {
+    retry_config std = adaptive_cfg, set = adaptive_cfg;
+
+    (void)state;
+    std.mode = RETRY_MODE_STANDARD;
+    set.max_attempts_set = 1;
+    assert_true(retry_attempts_allow(&std, RETRY_THROTTLE, 2, 2));
+    assert_false(retry_attempts_allow(&std, RETRY_THROTTLE, 3, 3));
+    assert_false(retry_attempts_allow(&set, RETRY_THROTTLE, 3, 3));
+    assert_false(retry_attempts_allow(&set, RETRY_TRANSIENT, 3, 2));
+    assert_true(retry_throttle_uses_quota(&std));
+    assert_false(retry_throttle_uses_quota(&set));
+    /* ...and back off as the SDKs do. */
+    assert_true(fabs(retry_delay_s(&set, RETRY_THROTTLE, 5, 5, 0.5) - 8.0) < 1e-12);
+}
+
+static void throttled_retries_wait_at_most_the_base_in_adaptive_mode(void **state) {
+    (void)state;
+    assert_true(fabs(retry_delay_s(&adaptive_cfg, RETRY_THROTTLE, 1, 1, 0.5) - 0.5) < 1e-12);
+    assert_true(fabs(retry_delay_s(&adaptive_cfg, RETRY_THROTTLE, 20, 20, 0.5) - 0.5) < 1e-12);
+    /* A 500 after 20 throttles backs off as a first retry. */
+    assert_true(fabs(retry_delay_s(&adaptive_cfg, RETRY_TRANSIENT, 21, 20, 0.5) - 0.5) < 1e-12);
+    assert_true(fabs(retry_delay_s(&adaptive_cfg, RETRY_TRANSIENT, 23, 20, 0.5) - 2.0) < 1e-12);
+}
+
+static void a_burst_of_throttles_cuts_the_rate_once(void **state) {
+    retry_rate_limiter rl;
+    double t, after_first;
+    unsigned n;
+    int i;
+
+    (void)state;
+    retry_rate_limiter_init(&rl, 0.0);
+    t = drive(&rl, 0.0, 10.0, 20.0, 0, &n);
+    retry_rate_limiter_update(&rl, 1, t);
+    after_first = rl.fill_rate;
+    /* Twenty more throttles answered within the recovery window: no further cut. */
+    for (i = 0; i < 20; i++)
+        retry_rate_limiter_update(&rl, 1, t + 0.01 * i);
+    assert_true(fabs(rl.fill_rate - after_first) < 1e-9);
+    /* A throttle after the window is a new event. */
+    retry_rate_limiter_update(&rl, 1, t + 0.6);
+    assert_true(rl.fill_rate < after_first);
+}
+
+static void a_throttle_before_any_measurement_keeps_the_rate_seen_so_far(void **state) {
+    retry_rate_limiter rl;
+    int i;
+
+    (void)state;
+    retry_rate_limiter_init(&rl, 100.0);
+    /* 30 answers within 0.2 s of the start, in the first half-second bucket, then a
+     * throttle: 30 requests over at least 0.5 s, 60/s, cut to 42/s (botocore: 0.5/s). */
+    for (i = 0; i < 30; i++)
+        retry_rate_limiter_update(&rl, 0, 100.0 + 0.2 * i / 30.0);
+    retry_rate_limiter_update(&rl, 1, 100.2);
+    assert_true(rl.enabled);
+    assert_true(fabs(rl.fill_rate - 0.7 * 31.0 / 0.5) < 1e-9);
+
+    /* A burst of 40 sent at once, whose first answer is a throttle: the 40 sent count, not
+     * the one answered (80/s over the half-second floor, cut to 56/s). */
+    retry_rate_limiter_init(&rl, 200.0);
+    for (i = 0; i < 40; i++)
+        assert_true(retry_rate_limiter_acquire(&rl, 200.0) == 0.0);
+    retry_rate_limiter_update(&rl, 1, 200.1);
+    assert_true(fabs(rl.fill_rate - 0.7 * 40.0 / 0.5) < 1e-9);
+}
+
+static void first_measurement_covers_the_time_its_requests_took(void **state) {
+    retry_rate_limiter rl;
+    int i;
+
+    (void)state;
+    /* Made at 100.49, answers from 100.51: botocore would measure 1 request over the half
+     * second since 100.0 (2/s, smoothed to 1.6/s) at the 100.5 edge. */
+    retry_rate_limiter_init(&rl, 100.49);
+    retry_rate_limiter_update(&rl, 0, 100.49);
+    for (i = 1; i <= 20; i++)
+        retry_rate_limiter_update(&rl, 0, 100.49 + 0.025 * i);
+    assert_true(rl.measured_tx_rate == 0.0); /* less than half a second: not yet */
+    retry_rate_limiter_update(&rl, 0, 101.01);
+    /* 22 requests over 101.0 - 100.49 s */
+    assert_true(fabs(rl.measured_tx_rate - 22.0 / 0.51) < 1e-9);
+}
+
+static void health_declares_an_endpoint_dead_after_failed_calls_and_probes_it(void **state) {
+    retry_health h;
+
+    (void)state;
+    retry_health_init(&h, 10.0);
+    assert_true(retry_health_stalled_s(&h, 12.0) == 2.0);
+    retry_health_failed_attempt(&h);
+    assert_false(retry_health_failed_call(&h, 11.0));
+    assert_false(retry_health_failed_call(&h, 11.0));
+    assert_false(h.dead);
+    /* A success in between starts the count again. */
+    retry_health_success(&h, 11.5);
+    assert_int_equal(h.failed_attempts, 0);
+    assert_false(retry_health_failed_call(&h, 12.0));
+    assert_false(retry_health_failed_call(&h, 12.0));
+    assert_true(retry_health_failed_call(&h, 12.0));
+    assert_true(h.dead);
+    assert_false(retry_health_failed_call(&h, 12.0)); /* dead once */
+    /* No call goes until the probe interval has passed, then one does. */
+    assert_false(retry_health_may_probe(&h, 12.0 + RETRY_PROBE_S - 0.1));
+    assert_true(retry_health_may_probe(&h, 12.0 + RETRY_PROBE_S));
+    assert_false(retry_health_may_probe(&h, 12.0 + RETRY_PROBE_S));
+    retry_health_success(&h, 18.0);
+    assert_false(h.dead);
+    assert_false(retry_health_may_probe(&h, 100.0));
+}
+
 /* ---- configuration -------------------------------------------------------------------- */
 
 static int clear_env(void **state) {
@@ -350,18 +486,22 @@ static int clear_env(void **state) {
     unsetenv("AWS_RETRY_MODE");
     unsetenv("AWS_MAX_ATTEMPTS");
     unsetenv("OPSLINE_RETRY_BASE_MS");
+    unsetenv("OPSLINE_PROGRESS_TIMEOUT_S");
     return 0;
 }
 
-static void config_defaults_to_standard_three_attempts(void **state) {
+static void config_defaults_to_adaptive_three_attempts_and_a_throttle_budget(void **state) {
     retry_config cfg;
     char *err = (char *)"untouched";
 
     (void)state;
     assert_int_equal(retry_config_from_env(&cfg, &err), 0);
     assert_null(err);
-    assert_int_equal(cfg.mode, RETRY_MODE_STANDARD);
+    assert_int_equal(cfg.mode, RETRY_MODE_ADAPTIVE);
     assert_int_equal(cfg.max_attempts, 3);
+    assert_false(cfg.max_attempts_set);
+    assert_int_equal(cfg.throttle_max_attempts, 25);
+    assert_true(cfg.progress_timeout_s == 30.0);
     assert_true(cfg.base_s == 1.0);
     assert_true(cfg.max_backoff_s == 20.0);
     /* empty values count as unset */
@@ -383,6 +523,7 @@ static void config_reads_mode_attempts_and_base(void **state) {
     assert_null(err);
     assert_int_equal(cfg.mode, RETRY_MODE_ADAPTIVE);
     assert_int_equal(cfg.max_attempts, 7);
+    assert_true(cfg.max_attempts_set);
     assert_true(fabs(cfg.base_s - 0.025) < 1e-12);
     assert_true(cfg.max_backoff_s == 20.0);
 
@@ -401,8 +542,23 @@ static void config_reads_mode_attempts_and_base(void **state) {
     assert_int_equal(cfg.max_attempts, 100);
 }
 
+static void config_reads_the_progress_timeout(void **state) {
+    retry_config cfg;
+    char *err = NULL;
+
+    (void)state;
+    setenv("OPSLINE_PROGRESS_TIMEOUT_S", "5", 1);
+    assert_int_equal(retry_config_from_env(&cfg, &err), 0);
+    assert_true(cfg.progress_timeout_s == 5.0);
+    setenv("OPSLINE_PROGRESS_TIMEOUT_S", "0", 1);
+    assert_int_equal(retry_config_from_env(&cfg, &err), OL_ECONFIG);
+    assert_non_null(strstr(err, "OPSLINE_PROGRESS_TIMEOUT_S"));
+    free(err);
+}
+
 static void expect_config_error(const char *var, const char *value, const char *hint) {
-    retry_config cfg = {RETRY_MODE_ADAPTIVE, 42, 9.0, 9.0};
+    retry_config cfg = {
+        .mode = RETRY_MODE_ADAPTIVE, .max_attempts = 42, .base_s = 9.0, .max_backoff_s = 9.0};
     char *err = NULL;
 
     clear_env(NULL);
@@ -458,8 +614,16 @@ int main(void) {
         cmocka_unit_test(rate_limiter_slows_down_after_throttles),
         cmocka_unit_test(rate_limiter_recovers_after_throttles_stop),
         cmocka_unit_test(cubic_curve_returns_to_the_throttled_rate_after_its_time_window),
-        cmocka_unit_test_setup_teardown(config_defaults_to_standard_three_attempts, clear_env,
-                                        clear_env),
+        cmocka_unit_test(adaptive_mode_retries_throttling_beyond_max_attempts_up_to_its_cap),
+        cmocka_unit_test(standard_mode_or_explicit_max_attempts_bound_every_attempt),
+        cmocka_unit_test(throttled_retries_wait_at_most_the_base_in_adaptive_mode),
+        cmocka_unit_test(a_burst_of_throttles_cuts_the_rate_once),
+        cmocka_unit_test(a_throttle_before_any_measurement_keeps_the_rate_seen_so_far),
+        cmocka_unit_test(first_measurement_covers_the_time_its_requests_took),
+        cmocka_unit_test(health_declares_an_endpoint_dead_after_failed_calls_and_probes_it),
+        cmocka_unit_test_setup_teardown(config_reads_the_progress_timeout, clear_env, clear_env),
+        cmocka_unit_test_setup_teardown(
+            config_defaults_to_adaptive_three_attempts_and_a_throttle_budget, clear_env, clear_env),
         cmocka_unit_test_setup_teardown(config_reads_mode_attempts_and_base, clear_env, clear_env),
         cmocka_unit_test_setup_teardown(config_rejects_unknown_retry_mode, clear_env, clear_env),
         cmocka_unit_test_setup_teardown(config_rejects_bad_max_attempts, clear_env, clear_env),
