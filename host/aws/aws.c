@@ -48,7 +48,7 @@ struct aws_client {
     uv_loop_t *loop;
     const http_vtable *http_vt; /* http_default_vtable but in tests */
     void *http;                 /* the engine behind http_vt */
-    ol__aws_settings settings;
+    aws_settings settings;
     provider *prov; /* NULL: anonymous (unsigned requests), or the plan failed */
     int prov_open;  /* the provider's close has not completed */
     int anonymous;
@@ -194,7 +194,7 @@ static void peers_free_all(aws_client *c) {
  * A call whose endpoint cannot be resolved gets no peer: building the attempt reports why. */
 static void call_find_peers(aws_call *call) {
     aws_client *c = call->c;
-    ol__endpoint ep;
+    endpoint ep;
     char *err = NULL;
     memset(&ep, 0, sizeof(ep));
     call->rate_ep = call->health_ep = NULL;
@@ -218,7 +218,7 @@ static void client_http(void *arg, const http_vtable **vt, void **engine) {
     *engine = c->http;
 }
 
-static int settings_copy(ol__aws_settings *dst, const ol__aws_settings *src, const char *region) {
+static int settings_copy(aws_settings *dst, const aws_settings *src, const char *region) {
     memset(dst, 0, sizeof(*dst));
     dst->profile = dupstr(src->profile);
     dst->region = dupstr(region ? region : src->region);
@@ -308,7 +308,7 @@ fail:
     return rc;
 }
 
-int aws_client_new_spec(uv_loop_t *loop, const ol__aws_settings *settings, cred_spec *spec,
+int aws_client_new_spec(uv_loop_t *loop, const aws_settings *settings, cred_spec *spec,
                         const char *region, aws_client **out, char **err) {
     aws_client *c = calloc(1, sizeof(*c));
     *out = NULL;
@@ -332,7 +332,7 @@ int aws_client_new_spec(uv_loop_t *loop, const ol__aws_settings *settings, cred_
     return 0;
 }
 
-const ol__aws_settings *aws_client_settings(const aws_client *c) {
+const aws_settings *aws_client_settings(const aws_client *c) {
     return &c->settings;
 }
 
@@ -603,7 +603,7 @@ int aws_send(aws_client *c, const ol_aws_request *req, ol_aws_cb cb, void *arg) 
 /* ---- building and sending one attempt ------------------------------------------------- */
 
 typedef struct attempt {
-    ol__endpoint ep;
+    endpoint ep;
     char *url;
     char *host;
     char *path;  /* wire path */
@@ -1188,7 +1188,7 @@ static void on_http_done(void *arg, const http_response *res) {
 
 int aws_presign_s3(aws_client *c, const char *method, const char *bucket, const char *key,
                    unsigned long expires, char **url, char **err) {
-    ol__endpoint ep;
+    endpoint ep;
     char *base = NULL, *host = NULL, *prefix = NULL, *ekey = NULL, *path = NULL, *q = NULL;
     char amz_date[17];
     int rc;

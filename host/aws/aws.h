@@ -30,10 +30,10 @@ int aws_client_creds_error(const aws_client *c, const char **msg);
 /* A client for settings (copied; region overrides theirs when non-NULL) whose credentials
  * come from spec (owned, also on failure), or an anonymous one sending unsigned requests when
  * spec is NULL (AssumeRoleWithWebIdentity). The provider of a role uses it. */
-int aws_client_new_spec(uv_loop_t *loop, const ol__aws_settings *settings, cred_spec *spec,
+int aws_client_new_spec(uv_loop_t *loop, const aws_settings *settings, cred_spec *spec,
                         const char *region, aws_client **out, char **err);
 
-const ol__aws_settings *aws_client_settings(const aws_client *c);
+const aws_settings *aws_client_settings(const aws_client *c);
 
 /* Where the client's credentials come from, for messages (never a secret), or NULL. */
 const char *aws_client_source(const aws_client *c);

@@ -36,11 +36,6 @@ typedef struct aws_settings {
     int profile_override;
 } aws_settings;
 
-/* Transitional spellings for aws.c and aws.h (issue 10: ol__ names only error.c's
- * cross-cutting helpers); they go when those files use the names above. */
-typedef credentials ol__creds;
-typedef aws_settings ol__aws_settings;
-
 /* Resolve profile, region and file paths. profile/region overrides (from the command line)
  * win when non-NULL. Returns 0, or OL_ECONFIG with a malloc'd message in *err: a profile
  * named by --profile/AWS_PROFILE/AWS_DEFAULT_PROFILE (other than "default") that is in

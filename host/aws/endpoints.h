@@ -15,10 +15,6 @@ typedef struct endpoint {
     int custom;           /* from an override: S3 uses path-style addressing */
 } endpoint;
 
-/* Transitional spelling for aws.c (issue 10: ol__ names only error.c's cross-cutting
- * helpers); it goes when aws.c uses `endpoint`. */
-typedef endpoint ol__endpoint;
-
 /* Resolve service in region. profile_endpoint may be NULL. For S3 with a bucket, virtual-
  * hosted style is used on real AWS for DNS-compatible names without dots, path-style
  * otherwise; the bucket part is left to the caller (see endpoints_s3_url). Returns 0 or
