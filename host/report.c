@@ -1,5 +1,8 @@
-/* report: collects stage outcomes per item in a jansson tree, prints human lines as they
- * come, and at the end either a summary or the whole tree as JSON. */
+/* report: collects stage outcomes per item in progress in a jansson tree, prints human lines
+ * as they come, and at the end either a summary or, with --json, one document whose items
+ * were streamed as they finished. An item leaves memory when it is reported (a failed one
+ * stays in human mode, for the summary), so a batch of thousands costs what its items in
+ * progress cost. */
 #include "report.h"
 
 #include <jansson.h>
@@ -14,8 +17,9 @@
 struct report {
     int json, verbose;
     size_t n_items;
-    json_t *items; /* name -> {"stages": [...]} in arrival order */
-    json_t *order; /* array of finished item objects */
+    json_t *items;     /* name -> {"stages": [...]}: the items in progress */
+    json_t *order;     /* array of finished item objects not yet printed (human: failed ones) */
+    size_t json_items; /* items already streamed to stdout (--json) */
     size_t outcome_count[5];
     size_t skipped;
     size_t items_ok, items_failed;
@@ -89,6 +93,28 @@ void report_stage(report *r, const char *item, const char *stage, int outcome, c
     fflush(out);
 }
 
+/* jansson has no streaming writer: every value below is jansson's, only the punctuation of
+ * the document around them is written here. A value is printed indented as
+ * json_dumpf(doc, JSON_INDENT(2)) prints it at that depth: JSON strings hold no raw newline,
+ * so each line break gets the depth's spaces. */
+static void json_put(const json_t *v, int depth) {
+    char *text = json_dumps(v, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    if (text == NULL)
+        return;
+    for (const char *p = text; *p != '\0'; p++) {
+        fputc(*p, stdout);
+        if (*p == '\n')
+            fprintf(stdout, "%*s", 2 * depth, "");
+    }
+    free(text);
+}
+
+/* The document's head with the first item, then each item as it finishes. */
+static void json_stream_item(report *r, const json_t *item) {
+    fputs(r->json_items++ == 0 ? "{\n  \"items\": [\n    " : ",\n    ", stdout);
+    json_put(item, 2);
+}
+
 void report_item(report *r, const char *item, const char *product, const char *environment,
                  const char *region) {
     json_t *o = item_obj(r, item);
@@ -106,11 +132,17 @@ void report_item(report *r, const char *item, const char *product, const char *e
     json_object_set_new(o, "environment", json_string(environment));
     json_object_set_new(o, "region", json_string(region));
     json_object_set_new(o, "ok", json_boolean(ok));
-    json_array_append(r->order, o);
     if (ok)
         r->items_ok++;
     else
         r->items_failed++;
+    json_incref(o);
+    json_object_del(r->items, item);
+    if (r->json)
+        json_stream_item(r, o);
+    else if (!ok)
+        json_array_append(r->order, o);
+    json_decref(o);
 }
 
 size_t report_finish(report *r, const aws_stats *st, int creds_rejected, int interrupted) {
@@ -118,21 +150,28 @@ size_t report_finish(report *r, const aws_stats *st, int creds_rejected, int int
     size_t not_run = r->n_items - r->items_ok - r->items_failed;
     if (r->json) {
         json_t *doc = json_pack(
-            "{s:O, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:b, s:f}, "
+            "{s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:b, s:f}, "
             "s:{s:I, s:I, s:I, s:I}}",
-            "items", r->order, "summary", "items", (json_int_t)r->n_items, "ok",
-            (json_int_t)r->items_ok, "failed", (json_int_t)r->items_failed, "not_run",
-            (json_int_t)not_run, "created", (json_int_t)r->outcome_count[OL_OUTCOME_CREATED],
-            "updated", (json_int_t)r->outcome_count[OL_OUTCOME_UPDATED], "unchanged",
+            "summary", "items", (json_int_t)r->n_items, "ok", (json_int_t)r->items_ok, "failed",
+            (json_int_t)r->items_failed, "not_run", (json_int_t)not_run, "created",
+            (json_int_t)r->outcome_count[OL_OUTCOME_CREATED], "updated",
+            (json_int_t)r->outcome_count[OL_OUTCOME_UPDATED], "unchanged",
             (json_int_t)r->outcome_count[OL_OUTCOME_UNCHANGED], "stage_failed",
             (json_int_t)r->outcome_count[OL_OUTCOME_FAILED], "skipped", (json_int_t)r->skipped,
             "credentials_rejected", creds_rejected, "interrupted", interrupted, "seconds", secs,
             "aws", "requests", (json_int_t)st->requests, "attempts", (json_int_t)st->attempts,
             "retries", (json_int_t)st->retries, "throttled", (json_int_t)st->throttled);
         if (doc) {
-            json_dumpf(doc, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-            fputc('\n', stdout);
+            fputs(r->json_items == 0 ? "{\n  \"items\": [],\n  \"summary\": "
+                                     : "\n  ],\n  \"summary\": ",
+                  stdout);
+            json_put(json_object_get(doc, "summary"), 1);
+            fputs(",\n  \"aws\": ", stdout);
+            json_put(json_object_get(doc, "aws"), 1);
+            fputs("\n}\n", stdout);
             json_decref(doc);
+        } else if (r->json_items > 0) {
+            fputs("\n  ]\n}\n", stdout); /* out of memory: at least a whole document */
         }
     } else {
         printf("\n%zu item(s): %zu ok, %zu failed%s; stages: %zu created, %zu updated, %zu "
