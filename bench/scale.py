@@ -19,7 +19,6 @@ import json
 import os
 import random
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -66,17 +65,10 @@ def run_one(args, n, scratch):
         env = stack.client_env(work)
         cmd = [args.opsline, "apply", "--products-file", products_file, "--concurrency",
                str(args.concurrency), "--state-dir", os.path.join(work, "journal"), "--json"]
-        time_file = os.path.join(work, "time.txt")
         bench.log(f"scale: {n} products ({2 * n} items) against {args.config} ...")
-        before = stack.sample()
-        with open(os.path.join(work, "stdout"), "wb") as so, open(
-                os.path.join(work, "stderr"), "wb") as se:
-            rc = subprocess.call(["/usr/bin/time", "-v", "-o", time_file, *cmd], cwd=out_dir,
-                                 env=env, stdin=subprocess.DEVNULL, stdout=so, stderr=se)
-        after = stack.sample()
-        res = bench.parse_time_v(time_file)
-        res.update(products=n, items=2 * n, rc=rc, work=work)
-        res["moto_cpu"] = sum(after[k] - before[k] for k in before if k.startswith("moto"))
+        res = bench.timed_call(stack, cmd, work, out_dir, env)
+        res.update(products=n, items=2 * n)
+        res["moto_cpu"] = sum(v for k, v in res["emulator_cpu"].items() if k.startswith("moto"))
         try:
             with open(os.path.join(work, "stdout")) as f:
                 doc = json.load(f)
@@ -86,13 +78,12 @@ def run_one(args, n, scratch):
         except (OSError, ValueError, KeyError) as exc:
             res["requests"], res["ok"] = 0, 0
             res["problems"] = [f"no JSON report: {exc}"]
-        if rc != 0 or res.get("ok") != 2 * n:
-            res["problems"] = res.get("problems", []) + [f"exit code {rc}, {res.get('ok')} ok"]
+        if res["rc"] != 0 or res.get("ok") != 2 * n:
+            res["problems"] = res.get("problems", []) + [f"exit code {res['rc']}, "
+                                                         f"{res.get('ok')} ok"]
         else:
             res["problems"] = check(stack, out_dir, items, args.sample)
-        if res["problems"]:
-            with open(os.path.join(work, "stderr"), errors="replace") as f:
-                res["stderr_tail"] = f.read()[-2000:]
+        bench.keep_stderr_tail(res)
         return res
     finally:
         stack.stop()

@@ -418,7 +418,8 @@ static void find_next_cb(void *arg, int status) {
 
 int stores_secret_find(ol_item *item, const char *const *key_ids, size_t n, ol_find_cb cb,
                        void *arg) {
-    if (item == NULL || cb == NULL || (n > 0 && key_ids == NULL) || item->find != NULL)
+    if (item == NULL || cb == NULL || (n > 0 && key_ids == NULL) || item->find != NULL ||
+        item->stages == NULL) /* the item has ended */
         return OL_EINVAL;
     find_ctx *f = calloc(1, sizeof(*f));
     if (f == NULL)
