@@ -117,6 +117,11 @@ def main(argv=None):
     ap.add_argument("--json-out")
     ap.add_argument("--keep", action="store_true", help="keep the scratch directory")
     args = ap.parse_args(argv)
+    if not os.access(args.opsline, os.X_OK):
+        ap.error(f"{args.opsline} is not an executable; build first (make build)")
+    if not os.access("/usr/bin/time", os.X_OK):
+        ap.error("GNU time (/usr/bin/time) is needed: apt-get install time (bench/run.sh "
+                 "installs it)")
     args.opsline = os.path.abspath(args.opsline)
     counts = sorted(int(c) for c in args.counts.split(","))
     scratch = tempfile.mkdtemp(prefix="opsline-scale-bench.")

@@ -12,19 +12,7 @@ set -euo pipefail
 build=${1:-build}
 shift || true
 root=$(cd "$(dirname "$0")/.." && pwd)
-opsline="$root/$build/opsline"
-[ -x "$opsline" ] || opsline="$build/opsline"
-if [ ! -x "$opsline" ]; then
-  echo "scale: no opsline binary in $build; run make build (or give the build dir)" >&2
-  exit 2
-fi
-if [ ! -x /usr/bin/time ]; then
-  echo "scale: GNU time (/usr/bin/time) is needed: apt-get install time (bench/run.sh installs it)" >&2
-  exit 2
-fi
-args=(--opsline "$opsline"
-  --counts "${SCALE_COUNTS:-1000,5000}"
-  --concurrency "${SCALE_CONCURRENCY:-64}"
-  --config "${SCALE_CONFIG:-split-direct}")
-[ -z "${SCALE_JSON:-}" ] || args+=(--json-out "$SCALE_JSON")
-exec python3 "$root/bench/scale.py" "${args[@]}" "$@"
+case $build in /*) ;; *) [ -d "$build" ] || build=$root/$build ;; esac
+args=(--counts "${SCALE_COUNTS:-1000,5000}" --concurrency "${SCALE_CONCURRENCY:-64}"
+  --config "${SCALE_CONFIG:-split-direct}" ${SCALE_JSON:+--json-out "$SCALE_JSON"})
+exec python3 "$root/bench/scale.py" --opsline "$build/opsline" "${args[@]}" "$@"
