@@ -232,7 +232,6 @@ class CrashResumeTest(MotoTestCase):
         self.outputs += [r.stdout, r.stderr]
         self.assertEqual(r.returncode, 0, f"seed {self.seed}\n" + "\n".join(outcomes) + "\n"
                          + r.stdout[-3000:] + r.stderr[-3000:])
-        self.assertIn("400 item(s): 400 ok, 0 failed", r.stdout)
         stored = self.check_files(items)
         self.check_journal(stored)
         print(self.journal_summary(), file=sys.stderr, flush=True)
