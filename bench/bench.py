@@ -260,6 +260,36 @@ def check(stack, out_dir, items):
     return problems
 
 
+def timed_call(stack, cmd, work, cwd, env):
+    """Runs cmd in cwd under /usr/bin/time -v, its output in work/stdout and work/stderr.
+    Returns parse_time_v's numbers with rc, work and the CPU each emulator and proxy burned
+    meanwhile (emulator_cpu)."""
+    time_file = os.path.join(work, "time.txt")
+    before = stack.sample()
+    with open(os.path.join(work, "stdout"), "wb") as so, open(
+        os.path.join(work, "stderr"), "wb"
+    ) as se:
+        rc = subprocess.call(
+            ["/usr/bin/time", "-v", "-o", time_file, *cmd],
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=so,
+            stderr=se,
+        )
+    after = stack.sample()
+    res = parse_time_v(time_file)
+    res.update(rc=rc, work=work, emulator_cpu={k: after[k] - before[k] for k in before})
+    return res
+
+
+def keep_stderr_tail(res):
+    """A run with problems keeps the end of its stderr for the report."""
+    if res["problems"]:
+        with open(os.path.join(res["work"], "stderr"), errors="replace") as f:
+            res["stderr_tail"] = f.read()[-2000:]
+
+
 def run_side(side, config, args, products, items, scratch):
     work = tempfile.mkdtemp(prefix=f"{config}-{side}-", dir=scratch)
     out_dir = os.path.join(work, "out")
@@ -275,30 +305,14 @@ def run_side(side, config, args, products, items, scratch):
             # the main bench: only the 6 writes of a fresh item (issue 7); bench/throttle.py
             # sets its own peer arguments
             cmd += [*getattr(args, "peer_args", ("--writes-only",)), *products]
-        time_file = os.path.join(work, "time.txt")
-        before = stack.sample()
-        with open(os.path.join(work, "stdout"), "wb") as so, open(
-            os.path.join(work, "stderr"), "wb"
-        ) as se:
-            rc = subprocess.call(
-                ["/usr/bin/time", "-v", "-o", time_file, *cmd],
-                cwd=out_dir,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=so,
-                stderr=se,
-            )
-        after = stack.sample()
-        res = parse_time_v(time_file)
-        res.update(side=side, config=config, rc=rc, work=work)
-        res["emulator_cpu"] = {k: after[k] - before[k] for k in before}
+        res = timed_call(stack, cmd, work, out_dir, env)
+        res.update(side=side, config=config)
         res["requests"] = stack.requests() if stack.proxies else None
         res["faulted"] = stack.faulted() if stack.proxies else None
         res["faulted_by_kind"] = stack.faulted_by_kind() if stack.proxies else {}
+        rc = res["rc"]
         res["problems"] = check(stack, out_dir, items) if rc == 0 else [f"exit code {rc}"]
-        if res["problems"]:
-            with open(os.path.join(work, "stderr"), errors="replace") as f:
-                res["stderr_tail"] = f.read()[-2000:]
+        keep_stderr_tail(res)
         return res
     finally:
         stack.stop()

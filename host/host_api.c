@@ -30,9 +30,10 @@ static const char *level_name(ol_log_level level) {
 }
 
 void run_mask(const run *r, char *text) {
-    for (size_t i = 0; i < r->n_items; i++)
-        if (r->items[i].started && !r->items[i].finished)
-            bag_mask(&r->items[i].bag, text);
+    const list_node *n;
+    list_foreach(n, &r->live) {
+        bag_mask(&list_entry(n, ol_item, live)->bag, text);
+    }
 }
 
 void run_log(ol_stage *stage, const ol_item *item, ol_log_level level, const char *fmt, ...) {
@@ -323,9 +324,10 @@ int run_reveals_secret(const run *r, const char *text) {
     if (copy == NULL)
         return 1;
     int found = 0;
-    for (size_t i = 0; i < r->n_items && !found; i++)
-        if (r->items[i].started && !r->items[i].finished)
-            found = bag_mask(&r->items[i].bag, copy) > 0;
+    const list_node *n;
+    list_foreach(n, &r->live) {
+        found |= bag_mask(&list_entry(n, ol_item, live)->bag, copy) > 0;
+    }
     free(copy); /* masked: it holds no secret any more */
     return found;
 }

@@ -1,7 +1,8 @@
 /* journal: owns the state directory's journal file (<state_dir>/journal.jsonl): one compact
  * JSON object per line (jansson), appended with O_APPEND; records the caller says must
  * survive a crash (journal_append_durable) are fsync'd before the call returns, the rest at
- * journal_flush. All records are also kept in memory for journal_count / journal_last_time. An
+ * journal_flush. The records are also kept in memory, per item, for journal_count /
+ * journal_last_time, until the run is done with the item (journal_forget). An
  * exclusive, non-blocking flock on the file keeps a second opsline run off the same state
  * directory; the holder's pid is written next to it (informational only) so the refusal can name
  * it. */
@@ -10,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,67 +29,154 @@
 #define JOURNAL_FILE "journal.jsonl"
 #define JOURNAL_PID_FILE "journal.pid"
 
+/* The records are kept in memory per item, in a hash table keyed by the item's name, so a
+ * count costs the item's own records, not the whole file's. Stage and event names are
+ * interned: a run knows a few dozen of them, and a record is then four words. */
 typedef struct record {
     long long time;
-    char *item;
-    char *stage;
-    char *event;
-    char *id; /* NULL: none */
+    const char *stage; /* interned; NULL: none */
+    const char *event; /* interned */
+    char *id;          /* NULL: none */
 } record;
+
+typedef struct item_recs {
+    struct item_recs *next; /* the next entry of the same bucket */
+    record *recs;
+    size_t n, cap;
+    char name[]; /* the item's name */
+} item_recs;
+
+#define JOURNAL_BUCKETS_MIN 256u
 
 struct journal {
     char *dir;
     char *path;
     int fd;
-    record *recs;
-    size_t n_recs;
-    size_t cap_recs;
+    item_recs **buckets;
+    size_t n_buckets, n_entries;
+    char **words; /* interned stage and event names */
+    size_t n_words, cap_words;
     char *warnings; /* NULL: none */
     int dirty;      /* written but not yet fsync'd */
 };
 
-static char *dup_or_null(const char *s) {
-    return s == NULL ? NULL : strdup(s);
+/* FNV-1a, 64-bit. */
+static uint64_t name_hash(const char *s) {
+    uint64_t h = 14695981039346656037ull;
+    for (; *s != '\0'; s++) {
+        h ^= (unsigned char)*s;
+        h *= 1099511628211ull;
+    }
+    return h;
 }
 
-static void record_free(record *r) {
-    free(r->item);
-    free(r->stage);
-    free(r->event);
-    free(r->id);
+static item_recs **bucket_of(const journal *j, const char *item) {
+    return &j->buckets[name_hash(item) & (j->n_buckets - 1)];
+}
+
+static item_recs *entry_find(const journal *j, const char *item) {
+    if (j->n_buckets == 0)
+        return NULL;
+    for (item_recs *e = *bucket_of(j, item); e != NULL; e = e->next)
+        if (strcmp(e->name, item) == 0)
+            return e;
+    return NULL;
+}
+
+static int buckets_grow(journal *j) {
+    size_t n = j->n_buckets == 0 ? JOURNAL_BUCKETS_MIN : j->n_buckets * 2;
+    item_recs **b = calloc(n, sizeof(*b));
+    if (b == NULL)
+        return OL_ENOMEM;
+    for (size_t i = 0; i < j->n_buckets; i++)
+        for (item_recs *e = j->buckets[i], *next; e != NULL; e = next) {
+            next = e->next;
+            item_recs **slot = &b[name_hash(e->name) & (n - 1)];
+            e->next = *slot;
+            *slot = e;
+        }
+    free(j->buckets);
+    j->buckets = b;
+    j->n_buckets = n;
+    return 0;
+}
+
+static item_recs *entry_get(journal *j, const char *item) {
+    item_recs *e = entry_find(j, item);
+    if (e != NULL)
+        return e;
+    if (j->n_entries >= j->n_buckets * 2 && buckets_grow(j) != 0)
+        return NULL;
+    size_t len = strlen(item);
+    if ((e = calloc(1, sizeof(*e) + len + 1)) == NULL)
+        return NULL;
+    memcpy(e->name, item, len + 1);
+    item_recs **slot = bucket_of(j, item);
+    e->next = *slot;
+    *slot = e;
+    j->n_entries++;
+    return e;
+}
+
+static void entry_free(item_recs *e) {
+    for (size_t i = 0; i < e->n; i++)
+        free(e->recs[i].id);
+    free(e->recs);
+    free(e);
+}
+
+/* The interned copy of word, or NULL (not known; with add, out of memory). */
+static const char *word_find(journal *j, const char *word, int add) {
+    for (size_t i = 0; i < j->n_words; i++)
+        if (strcmp(j->words[i], word) == 0)
+            return j->words[i];
+    if (!add)
+        return NULL;
+    if (j->n_words == j->cap_words) {
+        size_t cap = j->cap_words == 0 ? 16 : j->cap_words * 2;
+        char **w = realloc(j->words, cap * sizeof(*w));
+        if (w == NULL)
+            return NULL;
+        j->words = w;
+        j->cap_words = cap;
+    }
+    char *copy = strdup(word);
+    if (copy != NULL)
+        j->words[j->n_words++] = copy;
+    return copy;
 }
 
 /* Takes ownership of nothing: copies every string. */
 static int records_push(journal *j, long long time, const char *item, const char *stage,
                         const char *event, const char *id) {
-    if (j->n_recs == j->cap_recs) {
-        size_t cap = j->cap_recs == 0 ? 16 : j->cap_recs * 2;
-        record *recs = realloc(j->recs, cap * sizeof(*recs));
+    item_recs *e = entry_get(j, item);
+    if (e == NULL)
+        return OL_ENOMEM;
+    if (e->n == e->cap) {
+        size_t cap = e->cap == 0 ? 4 : e->cap * 2;
+        record *recs = realloc(e->recs, cap * sizeof(*recs));
         if (recs == NULL)
             return OL_ENOMEM;
-        j->recs = recs;
-        j->cap_recs = cap;
+        e->recs = recs;
+        e->cap = cap;
     }
     record r = {.time = time,
-                .item = strdup(item),
-                .stage = dup_or_null(stage),
-                .event = strdup(event),
-                .id = dup_or_null(id)};
-    if (r.item == NULL || r.event == NULL || (stage != NULL && r.stage == NULL) ||
-        (id != NULL && r.id == NULL)) {
-        record_free(&r);
+                .stage = stage != NULL ? word_find(j, stage, 1) : NULL,
+                .event = word_find(j, event, 1),
+                .id = id != NULL ? strdup(id) : NULL};
+    if (r.event == NULL || (stage != NULL && r.stage == NULL) || (id != NULL && r.id == NULL)) {
+        free(r.id);
         return OL_ENOMEM;
     }
-    j->recs[j->n_recs++] = r;
+    e->recs[e->n++] = r;
     return 0;
 }
 
 /* Appends a line to j->warnings (several skipped lines give several lines). */
-static void add_warning(journal *j, size_t lineno, const char *why) {
+static void add_warning(journal *j, size_t lineno, const char *what, const char *why) {
     char *w = j->warnings == NULL
-                  ? ol__format("%s:%zu: skipped malformed journal line (%s)", j->path, lineno, why)
-                  : ol__format("%s\n%s:%zu: skipped malformed journal line (%s)", j->warnings,
-                               j->path, lineno, why);
+                  ? ol__format("%s:%zu: %s (%s)", j->path, lineno, what, why)
+                  : ol__format("%s\n%s:%zu: %s (%s)", j->warnings, j->path, lineno, what, why);
     if (w == NULL)
         return; /* a lost warning is not worth failing the run for */
     free(j->warnings);
@@ -100,35 +189,39 @@ static const char *json_str_field(const json_t *obj, const char *name) {
 }
 
 /* One line: {"time":..,"item":..,"stage":..,"event":..,"id":..,"detail":..}. item and event
- * are required; anything else malformed is skipped with a warning, never fatal, because a
- * crash can tear the last line. */
-static int load_line(journal *j, const char *line, size_t len, size_t lineno) {
-    if (len == 0)
-        return 0;
+ * are required. Returns 1 (a record), 0 (not one: why says what is wrong, in a buffer of
+ * why_size) or a negative code. */
+static int load_line(journal *j, const char *line, size_t len, char *why, size_t why_size) {
     json_error_t jerr;
     json_t *obj = json_loadb(line, len, 0, &jerr);
     if (obj == NULL || !json_is_object(obj)) {
-        add_warning(j, lineno, obj == NULL ? jerr.text : "not a JSON object");
+        snprintf(why, why_size, "%s", obj == NULL ? jerr.text : "not a JSON object");
         json_decref(obj);
         return 0;
     }
     const char *item = json_str_field(obj, "item");
     const char *event = json_str_field(obj, "event");
     const json_t *t = json_object_get(obj, "time");
-    int rc = 0;
-    if (item == NULL || event == NULL || !json_is_integer(t))
-        add_warning(j, lineno, "missing item, event or time");
-    else
-        rc = records_push(j, (long long)json_integer_value(t), item, json_str_field(obj, "stage"),
-                          event, json_str_field(obj, "id"));
+    int rc = 1;
+    if (item == NULL || event == NULL || !json_is_integer(t)) {
+        snprintf(why, why_size, "missing item, event or time");
+        rc = 0;
+    } else if (records_push(j, (long long)json_integer_value(t), item, json_str_field(obj, "stage"),
+                            event, json_str_field(obj, "id")) != 0) {
+        rc = OL_ENOMEM;
+    }
     json_decref(obj);
     return rc;
 }
 
-/* Reads every record; returns 0 or a negative code. *torn is set when the file does not end
- * in a newline (the next append must start on a fresh line). */
-static int load_all(journal *j, int *torn) {
+/* Reads every record; returns 0 or a negative code. A malformed line is skipped with a
+ * warning, never fatal. The last line may lack its newline: an append cut short by a crash
+ * or power loss. When it still holds a whole record, *torn is set (the next append must
+ * start on a fresh line); when it does not, *cut is its offset, where the caller truncates
+ * the file, so the fragment does not stay in the middle of the journal for ever. */
+static int load_all(journal *j, int *torn, off_t *cut) {
     *torn = 0;
+    *cut = -1;
     FILE *f = fdopen(dup(j->fd), "r");
     if (f == NULL)
         return OL_EIO;
@@ -136,17 +229,27 @@ static int load_all(journal *j, int *torn) {
     size_t cap = 0;
     ssize_t n;
     size_t lineno = 0;
+    off_t off = 0;
     int rc = 0;
     while ((n = getline(&line, &cap, f)) > 0) {
         lineno++;
         size_t len = (size_t)n;
-        if (line[len - 1] == '\n')
-            len--;
-        else
-            *torn = 1;
-        rc = load_line(j, line, len, lineno);
+        int last = line[len - 1] != '\n';
+        len -= !last;
+        char why[160];
+        rc = len == 0 ? 1 : load_line(j, line, len, why, sizeof(why));
         if (rc < 0)
             break;
+        if (rc == 0 && last) {
+            add_warning(j, lineno,
+                        "removed a torn last line, the start of a record a crash cut short", why);
+            *cut = off;
+        } else if (rc == 0) {
+            add_warning(j, lineno, "skipped malformed journal line", why);
+        }
+        *torn = last && rc == 1;
+        rc = 0;
+        off += n;
     }
     if (rc == 0 && ferror(f))
         rc = OL_EIO;
@@ -257,15 +360,17 @@ int journal_open(const char *state_dir, journal **out, char **err) {
         goto fail;
 
     int torn = 0;
-    rc = load_all(j, &torn);
+    off_t cut = -1;
+    rc = load_all(j, &torn, &cut);
     if (rc < 0) {
         ol__fail(err, rc, "cannot read journal %s: %s", j->path,
                  rc == OL_ENOMEM ? "out of memory" : strerror(errno));
         goto fail;
     }
-    /* A torn last line stays (it is skipped on every load) but must not swallow the next
-     * record: start that one on a fresh line. */
-    if (torn && (privfile_write_all(j->fd, "\n", 1) != 0 || fsync(j->fd) != 0)) {
+    /* A torn last line must not swallow the next record: a fragment goes, a whole record
+     * gets its newline. */
+    if ((cut >= 0 && (ftruncate(j->fd, cut) != 0 || fsync(j->fd) != 0)) ||
+        (torn && (privfile_write_all(j->fd, "\n", 1) != 0 || fsync(j->fd) != 0))) {
         rc = ol__fail(err, OL_EIO, "cannot repair journal %s: %s", j->path, strerror(errno));
         goto fail;
     }
@@ -336,73 +441,93 @@ int journal_append_durable(journal *j, const char *item, const char *stage, cons
     return append(j, 1, item, stage, event, id, detail);
 }
 
-static int record_matches(const record *r, const char *item, const char *event, const char *id) {
-    if (strcmp(r->item, item) != 0 || strcmp(r->event, event) != 0)
+/* The interned event (NULL: no record has it) and whether r matches it and id. */
+static int record_matches(const record *r, const char *event, const char *id) {
+    if (r->event != event)
         return 0;
     if (id == NULL)
         return 1;
     return r->id != NULL && strcmp(r->id, id) == 0;
 }
 
+/* The item's records and the interned event, or NULL when none can match. */
+static const item_recs *lookup(const journal *j, const char *item, const char **event) {
+    if (j == NULL || item == NULL || *event == NULL)
+        return NULL;
+    *event = word_find((journal *)j, *event, 0);
+    return *event != NULL ? entry_find(j, item) : NULL;
+}
+
 size_t journal_count(const journal *j, const char *item, const char *event, const char *id) {
-    if (j == NULL || item == NULL || event == NULL)
-        return 0;
+    const item_recs *e = lookup(j, item, &event);
     size_t n = 0;
-    for (size_t i = 0; i < j->n_recs; i++)
-        n += (size_t)record_matches(&j->recs[i], item, event, id);
+    for (size_t i = 0; e != NULL && i < e->n; i++)
+        n += (size_t)record_matches(&e->recs[i], event, id);
     return n;
 }
 
 size_t journal_count_stage(const journal *j, const char *item, const char *stage, const char *event,
                            const char *id) {
-    if (j == NULL || item == NULL || event == NULL || stage == NULL)
-        return 0;
+    const item_recs *e = stage != NULL ? lookup(j, item, &event) : NULL;
     size_t n = 0;
-    for (size_t i = 0; i < j->n_recs; i++)
-        n += (size_t)(record_matches(&j->recs[i], item, event, id) && j->recs[i].stage != NULL &&
-                      strcmp(j->recs[i].stage, stage) == 0);
+    for (size_t i = 0; e != NULL && i < e->n; i++)
+        n += (size_t)(record_matches(&e->recs[i], event, id) && e->recs[i].stage != NULL &&
+                      strcmp(e->recs[i].stage, stage) == 0);
     return n;
 }
 
 long long journal_last_time(const journal *j, const char *item, const char *event, const char *id) {
-    if (j == NULL || item == NULL || event == NULL)
-        return 0;
+    const item_recs *e = lookup(j, item, &event);
     long long last = 0;
-    for (size_t i = 0; i < j->n_recs; i++)
-        if (record_matches(&j->recs[i], item, event, id) && j->recs[i].time > last)
-            last = j->recs[i].time;
+    for (size_t i = 0; e != NULL && i < e->n; i++)
+        if (record_matches(&e->recs[i], event, id) && e->recs[i].time > last)
+            last = e->recs[i].time;
     return last;
 }
 
-/* Index + 1 of the last record of item with event, 0 when none. */
-static size_t last_index(const journal *j, const char *item, const char *event) {
+/* Index + 1 of the item's last record with event, 0 when none. */
+static size_t last_index(const item_recs *e, const char *event) {
     size_t last = 0;
-    for (size_t i = 0; i < j->n_recs; i++)
-        if (record_matches(&j->recs[i], item, event, NULL))
+    for (size_t i = 0; i < e->n; i++)
+        if (strcmp(e->recs[i].event, event) == 0)
             last = i + 1;
     return last;
 }
 
+static int name_cmp(const void *a, const void *b) {
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
 size_t journal_items(const journal *j, const char ***out) {
     *out = NULL;
-    if (j == NULL || j->n_recs == 0)
+    if (j == NULL || j->n_entries == 0)
         return 0;
-    const char **names = calloc(j->n_recs, sizeof(char *));
+    const char **names = calloc(j->n_entries, sizeof(char *));
     size_t n = 0;
-    for (size_t i = 0; names != NULL && i < j->n_recs; i++) {
-        const char *item = j->recs[i].item;
-        size_t k = 0;
-        while (k < n && strcmp(names[k], item) != 0)
-            k++;
-        if (k == n && last_index(j, item, "stage_created") > last_index(j, item, "stage_deleted"))
-            names[n++] = item;
-    }
+    for (size_t b = 0; names != NULL && b < j->n_buckets; b++)
+        for (const item_recs *e = j->buckets[b]; e != NULL; e = e->next)
+            if (n < j->n_entries && last_index(e, "stage_created") > last_index(e, "stage_deleted"))
+                names[n++] = e->name;
     if (n == 0) {
         free(names);
         return 0;
     }
+    qsort(names, n, sizeof(*names), name_cmp);
     *out = names;
     return n;
+}
+
+void journal_forget(journal *j, const char *item) {
+    if (j == NULL || item == NULL || j->n_buckets == 0)
+        return;
+    for (item_recs **p = bucket_of(j, item); *p != NULL; p = &(*p)->next)
+        if (strcmp((*p)->name, item) == 0) {
+            item_recs *e = *p;
+            *p = e->next;
+            entry_free(e);
+            j->n_entries--;
+            return;
+        }
 }
 
 const char *journal_path(const journal *j) {
@@ -428,9 +553,15 @@ void journal_close(journal *j) {
     journal_flush(j);
     if (j->fd >= 0)
         close(j->fd); /* releases the flock */
-    for (size_t i = 0; i < j->n_recs; i++)
-        record_free(&j->recs[i]);
-    free(j->recs);
+    for (size_t i = 0; i < j->n_buckets; i++)
+        for (item_recs *e = j->buckets[i], *next; e != NULL; e = next) {
+            next = e->next;
+            entry_free(e);
+        }
+    free(j->buckets);
+    for (size_t i = 0; i < j->n_words; i++)
+        free(j->words[i]);
+    free(j->words);
     free(j->warnings);
     free(j->path);
     free(j->dir);

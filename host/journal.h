@@ -12,9 +12,10 @@ typedef struct journal journal;
 
 /* Open (creating dir 0700 and file 0600) and load existing records; take the lock.
  * Returns 0; OL_EIO with a malloc'd *err (path and reason) on failure; OL_EEXIST when
- * another opsline run holds the lock (message says so). A malformed line (for example a
- * torn last line after a crash) is skipped; journal_warnings() then says which. The journal
- * file is <state_dir>/journal.jsonl. */
+ * another opsline run holds the lock (message says so). A malformed line is skipped;
+ * journal_warnings() then says which. A last line without its newline that is not a whole
+ * record (an append a crash or power loss cut short) is removed from the file, so the
+ * journal stays one record per line. The journal file is <state_dir>/journal.jsonl. */
 int journal_open(const char *state_dir, journal **out, char **err);
 
 /* Append one record, durable at the next journal_flush: losing it in a crash only makes the
@@ -45,10 +46,15 @@ size_t journal_count_stage(const journal *j, const char *item, const char *stage
 long long journal_last_time(const journal *j, const char *item, const char *event, const char *id);
 
 /* The items some stage created (a "stage_created" record) after their last destroy (the
- * last "stage_deleted"), in order of first appearance: what `opsline status` shows when no
- * product is named. Returns the count and a malloc'd array of borrowed names (free the
- * array only), or 0 with *out NULL. */
+ * last "stage_deleted"), in name order: what `opsline status` shows when no product is
+ * named (read it before the run forgets items). Returns the count and a malloc'd array of borrowed
+ * names (free the array only), or 0 with *out NULL. */
 size_t journal_items(const journal *j, const char ***out);
+
+/* The run is done with item: its records leave memory (not the file), so a run's memory
+ * follows the items in progress, not the batch. Counts for item are 0 afterwards, until
+ * it gets new records. */
+void journal_forget(journal *j, const char *item);
 
 /* Skipped malformed lines, one "path:line: ..." per line, or NULL when none (borrowed). The
  * caller logs this as a warning after journal_open. */

@@ -275,16 +275,11 @@ static int item_init(run *r, ol_item *it, size_t product, const char *environmen
                  : region != NULL ? (char *)region
                                   : it->ident->region;
     it->name = malloc(len);
-    it->stages = calloc(p->n_stages ? p->n_stages : 1, sizeof(stage_run));
-    if (it->name == NULL || it->stages == NULL)
+    if (it->name == NULL)
         return OL_ENOMEM;
     snprintf(it->name, len, "%s-%s", p->products[product], environment);
-    it->remaining = p->n_stages;
     bag_init(&it->bag);
-    for (size_t s = 0; s < p->n_stages; s++) {
-        it->stages[s].item = it;
-        it->stages[s].index = s;
-    }
+    list_init(&it->live); /* its stages come when it starts (scheduler.c) */
     return 0;
 }
 
@@ -333,11 +328,7 @@ void pipeline_close_clients(run *r) {
 static void items_free(run *r) {
     for (size_t i = 0; i < r->n_items; i++) {
         ol_item *it = &r->items[i];
-        for (size_t s = 0; it->stages && s < r->plan->n_stages; s++) {
-            free(it->stages[s].reason);
-            free(it->stages[s].verified);
-        }
-        free(it->stages);
+        scheduler_item_release(it);
         free(it->name);
         bag_free(&it->bag);
     }
@@ -556,6 +547,8 @@ int pipeline_run(const plan *p) {
     int code = 2;
     memset(&r, 0, sizeof(r));
     r.plan = p;
+    list_init(&r.live);
+    list_init(&r.ended);
     if (uv_loop_init(&r.loop) != 0 || services_new(&r.loop, &r.svc) != 0) {
         fprintf(stderr, "error: could not start the event loop\n");
         return 2;

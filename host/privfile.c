@@ -2,7 +2,8 @@
  * itself: it lands in a fresh 0600 temp file next to it (O_EXCL, random name, so a planted
  * file or link is never reused), is fsync'd and renamed over the target, and the directory
  * is fsync'd so the rename survives a crash (rename(2) is atomic; fsync(2) on the directory
- * is what makes the new entry durable). Reads return the whole file without leaving
+ * is what makes the new entry durable). A temp file a crash left behind is removed by the
+ * next write of the same target. Reads return the whole file without leaving
  * partial copies of a secret in freed memory. */
 #include "privfile.h"
 
@@ -13,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -99,7 +101,7 @@ int privfile_sync_dir(const char *dir) {
 }
 
 /* Open a new temp file "<dir>/.<base>.<16 hex>" exclusively; its name goes to tmp. */
-static int open_temp(const char *dir, const char *base, char *tmp, size_t tmp_size) {
+static int open_random_temp(const char *dir, const char *base, char *tmp, size_t tmp_size) {
     for (int i = 0; i < PRIVFILE_TMP_TRIES; i++) {
         unsigned char rnd[8];
         char hex[sizeof(rnd) * 2 + 1];
@@ -121,6 +123,54 @@ static int open_temp(const char *dir, const char *base, char *tmp, size_t tmp_si
     return -1;
 }
 
+/* Nonzero when path names the file open as fd (not a link, not a file put in its place). */
+static int is_open_file(int fd, const char *path) {
+    struct stat a, b;
+    return fstat(fd, &a) == 0 && lstat(path, &b) == 0 && a.st_dev == b.st_dev &&
+           a.st_ino == b.st_ino;
+}
+
+/* The temp file at path was left by a writer that died before its rename (kill -9, power
+ * loss): it is ours (a regular file of this user) and nobody holds its lock. Removes it and
+ * returns 0; -1 when it is not stale (a live writer holds it) or not ours to remove. */
+static int remove_stale_temp(const char *path) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+    if (fd < 0)
+        return errno == ENOENT ? 0 : -1; /* gone meanwhile: try again */
+    struct stat st;
+    int rc = -1;
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == geteuid() &&
+        flock(fd, LOCK_EX | LOCK_NB) == 0 && is_open_file(fd, path))
+        rc = unlink(path) == 0 || errno == ENOENT ? 0 : -1;
+    close(fd);
+    return rc;
+}
+
+/* The temp file of a write, open and locked (flock) until the caller has renamed it: the
+ * same name for the same target, "<dir>/.<base>.opsline-tmp", so a crash between create and
+ * rename leaves a file the next write of that target finds, unlocked, and removes. While
+ * another process writes the same target, a random name "<dir>/.<base>.<16 hex>" instead. */
+static int open_temp(const char *dir, const char *base, char *tmp, size_t tmp_size) {
+    int n = snprintf(tmp, tmp_size, "%s/.%.*s.opsline-tmp", dir, PRIVFILE_TMP_BASE_MAX, base);
+    if (n < 0 || (size_t)n >= tmp_size) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    for (int i = 0; i < PRIVFILE_TMP_TRIES; i++) {
+        int fd = open(tmp, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (fd >= 0) {
+            /* Another run may have taken it for stale between the open and the lock. */
+            if (flock(fd, LOCK_EX | LOCK_NB) == 0 && is_open_file(fd, tmp))
+                return fd;
+            close(fd);
+            continue;
+        }
+        if (errno != EEXIST || remove_stale_temp(tmp) != 0)
+            break;
+    }
+    return open_random_temp(dir, base, tmp, tmp_size);
+}
+
 /* The directory part of path (malloc'd: "." or "/" when path has none) and its last
  * component (borrowed). OL_EINVAL when path ends in '/'. */
 static int split_path(const char *path, char **dir, const char **base) {
@@ -137,9 +187,11 @@ static int split_path(const char *path, char **dir, const char **base) {
     return *dir != NULL ? 0 : fail_errno(OL_ENOMEM, ENOMEM);
 }
 
-/* Write data to a new 0600 temp file in dir, fsync'd and closed; its name (malloc'd) goes
- * to *tmp. On failure nothing is left behind and *tmp is NULL. */
-static int write_temp(const char *dir, const char *base, const char *data, size_t len, char **tmp) {
+/* Write data to a new 0600 temp file in dir, fsync'd; its name (malloc'd) goes to *tmp and
+ * its descriptor, still open (its lock held until the rename), to *fd. On failure nothing
+ * is left behind and *tmp is NULL. */
+static int write_temp(const char *dir, const char *base, const char *data, size_t len, char **tmp,
+                      int *fd_out) {
     size_t tmp_size = strlen(dir) + PRIVFILE_TMP_BASE_MAX + 32;
     if ((*tmp = malloc(tmp_size)) == NULL)
         return fail_errno(OL_ENOMEM, ENOMEM);
@@ -155,15 +207,13 @@ static int write_temp(const char *dir, const char *base, const char *data, size_
                  ? code_from_errno()
                  : 0;
     int saved = errno;
-    if (close(fd) != 0 && rc == 0) {
-        rc = code_from_errno();
-        saved = errno;
-    }
     if (rc != 0) {
         unlink(*tmp);
+        close(fd);
         free(*tmp);
         *tmp = NULL;
     }
+    *fd_out = rc == 0 ? fd : -1;
     errno = saved;
     return rc;
 }
@@ -177,7 +227,9 @@ int privfile_write(const char *path, const char *data, size_t len) {
     if (rc != 0)
         return rc;
     char *tmp = NULL;
-    if ((rc = privfile_mkdirs(dir)) == 0 && (rc = write_temp(dir, base, data, len, &tmp)) == 0) {
+    int fd = -1;
+    if ((rc = privfile_mkdirs(dir)) == 0 &&
+        (rc = write_temp(dir, base, data, len, &tmp, &fd)) == 0) {
         if (rename(tmp, path) != 0) {
             rc = code_from_errno();
             int saved = errno;
@@ -186,6 +238,11 @@ int privfile_write(const char *path, const char *data, size_t len) {
         } else {
             rc = privfile_sync_dir(dir);
         }
+        /* Closed after the rename: until then the lock says the temp file is in use. A
+         * close error after fsync tells nothing new about the data. */
+        int saved = errno;
+        close(fd);
+        errno = saved;
     }
     int saved = errno;
     free(tmp);

@@ -11,8 +11,10 @@
 
 /* Replace path with exactly len bytes of data, mode 0600, atomically: missing parent
  * directories are created 0700, the data goes to a new temp file in the same directory
- * (O_EXCL, 0600, random name), is fsync'd, then renamed over path, and the directory is
- * fsync'd. Readers see either the old file or the new one, never a mix; on error the temp
+ * (O_EXCL, 0600, ".<name>.opsline-tmp", locked with flock until renamed; a random name
+ * while another process writes the same path), is fsync'd, then renamed over path, and the
+ * directory is fsync'd. A temp file of path that a crash left behind (no lock held) is
+ * removed first. Readers see either the old file or the new one, never a mix; on error the temp
  * file is removed and the old file, if any, is untouched. data is borrowed for the call and
  * may be NULL when len is 0.
  *

@@ -1,6 +1,9 @@
-/* report: collects stage outcomes per item in a jansson tree, prints human lines as they
- * come (through the progress display, so they never tear its status line), and at the end
- * either a summary table with each failed item's reason, or the whole tree as JSON. */
+/* report: collects stage outcomes per item in progress in a jansson tree, prints human lines
+ * as they come (through the progress display, so they never tear its status line), and at
+ * the end either a summary table with each failed item's reason or, with --json, one
+ * document whose items were streamed as they finished. An item leaves memory when it is
+ * reported (a failed one stays in human mode, for the summary), so a batch of thousands
+ * costs what its items in progress cost. */
 #include "report.h"
 
 #include <jansson.h>
@@ -28,9 +31,10 @@ struct report {
     progress *progress;
     size_t item_count[ITEM_OUTCOMES];
     size_t n_items;
-    json_t *items; /* name -> {"stages": [...]} in arrival order */
-    json_t *order; /* array of finished item objects */
-    int mode;      /* ol_mode */
+    json_t *items;     /* name -> {"stages": [...]}: the items in progress */
+    json_t *order;     /* array of finished item objects not yet printed (human: failed ones) */
+    size_t json_items; /* items already streamed to stdout (--json) */
+    int mode;          /* ol_mode */
     size_t outcome_count[8];
     size_t skipped;
     size_t items_ok, items_failed;
@@ -54,6 +58,14 @@ static const char *outcome_name(int mode, int outcome) {
     return names[outcome];
 }
 
+void report_set_mode(report *r, int mode) {
+    r->mode = mode;
+}
+
+size_t report_changes(const report *r) {
+    return r->outcome_count[OL_OUTCOME_CREATED] + r->outcome_count[OL_OUTCOME_UPDATED];
+}
+
 void report_set_quiet(report *r, int quiet) {
     r->quiet = quiet;
 }
@@ -73,14 +85,6 @@ report *report_new(int json, int verbose, size_t n_items) {
         return NULL;
     }
     return r;
-}
-
-void report_set_mode(report *r, int mode) {
-    r->mode = mode;
-}
-
-size_t report_changes(const report *r) {
-    return r->outcome_count[OL_OUTCOME_CREATED] + r->outcome_count[OL_OUTCOME_UPDATED];
 }
 
 static json_t *item_obj(report *r, const char *item) {
@@ -149,6 +153,28 @@ void report_fact(report *r, const char *item, const char *stage, const char *nam
     json_object_set_new(facts, name, json_string(value));
 }
 
+/* jansson has no streaming writer: every value below is jansson's, only the punctuation of
+ * the document around them is written here. A value is printed indented as
+ * json_dumpf(doc, JSON_INDENT(2)) prints it at that depth: JSON strings hold no raw newline,
+ * so each line break gets the depth's spaces. */
+static void json_put(const json_t *v, int depth) {
+    char *text = json_dumps(v, REPORT_JSON_FLAGS);
+    if (text == NULL)
+        return;
+    for (const char *p = text; *p != '\0'; p++) {
+        fputc(*p, stdout);
+        if (*p == '\n')
+            fprintf(stdout, "%*s", 2 * depth, "");
+    }
+    free(text);
+}
+
+/* The document's head with the first item, then each item as it finishes. */
+static void json_stream_item(report *r, const json_t *item) {
+    fputs(r->json_items++ == 0 ? "{\n  \"items\": [\n    " : ",\n    ", stdout);
+    json_put(item, 2);
+}
+
 void report_item(report *r, const char *item, const char *product, const char *environment,
                  const char *region) {
     json_t *o = item_obj(r, item);
@@ -173,12 +199,18 @@ void report_item(report *r, const char *item, const char *product, const char *e
     json_object_set_new(o, "region", json_string(region));
     json_object_set_new(o, "ok", json_boolean(!failed));
     json_object_set_new(o, "outcome", json_string(item_outcome_names[outcome]));
-    json_array_append(r->order, o);
     r->item_count[outcome]++;
     if (!failed)
         r->items_ok++;
     else
         r->items_failed++;
+    json_incref(o);
+    json_object_del(r->items, item);
+    if (r->json)
+        json_stream_item(r, o);
+    else if (failed)
+        json_array_append(r->order, o);
+    json_decref(o);
 }
 
 double report_round_ms(double seconds) {
@@ -255,12 +287,12 @@ size_t report_finish(report *r, const aws_stats *st, int creds_rejected, int int
     r->progress = NULL;
     if (r->json) {
         json_t *doc = json_pack(
-            "{s:O, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:b, s:f}, "
+            "{s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:b, s:f}, "
             "s:{s:I, s:I, s:I, s:I}}",
-            "items", r->order, "summary", "items", (json_int_t)r->n_items, "ok",
-            (json_int_t)r->items_ok, "failed", (json_int_t)r->items_failed, "not_run",
-            (json_int_t)not_run, "created", (json_int_t)r->outcome_count[OL_OUTCOME_CREATED],
-            "updated", (json_int_t)r->outcome_count[OL_OUTCOME_UPDATED], "unchanged",
+            "summary", "items", (json_int_t)r->n_items, "ok", (json_int_t)r->items_ok, "failed",
+            (json_int_t)r->items_failed, "not_run", (json_int_t)not_run, "created",
+            (json_int_t)r->outcome_count[OL_OUTCOME_CREATED], "updated",
+            (json_int_t)r->outcome_count[OL_OUTCOME_UPDATED], "unchanged",
             (json_int_t)r->outcome_count[OL_OUTCOME_UNCHANGED], "stage_failed",
             (json_int_t)r->outcome_count[OL_OUTCOME_FAILED], "skipped", (json_int_t)r->skipped,
             "credentials_rejected", creds_rejected, "interrupted", interrupted, "seconds", secs,
@@ -276,12 +308,19 @@ size_t report_finish(report *r, const aws_stats *st, int creds_rejected, int int
                                 json_integer((json_int_t)r->outcome_count[REPORT_ROTATED]));
         if (sum != NULL && r->mode == OL_MODE_PLAN)
             json_object_set_new(sum, "changes", json_integer((json_int_t)report_changes(r)));
-        if (doc != NULL && r->mode >= 0 && r->mode <= 4)
-            json_object_set_new(doc, "command", json_string(commands[r->mode]));
         if (doc) {
-            json_dumpf(doc, stdout, REPORT_JSON_FLAGS);
-            fputc('\n', stdout);
+            fputs(r->json_items == 0 ? "{\n  \"items\": [],\n  \"summary\": "
+                                     : "\n  ],\n  \"summary\": ",
+                  stdout);
+            json_put(json_object_get(doc, "summary"), 1);
+            fputs(",\n  \"aws\": ", stdout);
+            json_put(json_object_get(doc, "aws"), 1);
+            if (r->mode >= 0 && r->mode <= 4)
+                fprintf(stdout, ",\n  \"command\": \"%s\"", commands[r->mode]);
+            fputs("\n}\n", stdout);
             json_decref(doc);
+        } else if (r->json_items > 0) {
+            fputs("\n  ]\n}\n", stdout); /* out of memory: at least a whole document */
         }
     } else if (r->mode != OL_MODE_APPLY) {
         printf("\n%zu item(s): %zu ok, %zu failed%s; stages:", r->n_items, r->items_ok,

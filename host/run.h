@@ -13,6 +13,7 @@
 #include "aws/aws.h"
 #include "bag.h"
 #include "journal.h"
+#include "list.h"
 #include "pipeline.h"
 #include "report.h"
 #include "services.h"
@@ -68,6 +69,9 @@ typedef struct run_identity {
     aws_stats stats;
 } run_identity;
 
+/* An item's identity lives for the whole run; what it needs while it runs (stages, bag) is
+ * allocated when it starts and freed once it has finished, so memory follows the items in
+ * progress, not the batch. */
 struct ol_item {
     struct run *run;
     size_t index;
@@ -75,7 +79,10 @@ struct ol_item {
     char *product, *environment, *name, *region;
     struct ol_stage **own; /* its product's own stage instances (NULL entries: the run's) */
     bag bag;
-    stage_run *stages;
+    stage_run *stages; /* NULL before the item starts and after it has ended */
+    list_node live;    /* in run.live while started and not finished, then in run.ended */
+    int keep;          /* a stage or store timed out: its late completion may still come, so
+                          the stages stay until teardown */
     int started, finished;
     int advancing, again;
     size_t remaining;
@@ -119,6 +126,8 @@ typedef struct run {
     struct ol_stage ***product_stages; /* per product: NULL, or n_stages (NULL: r->stages) */
     struct ol_item *items;
     size_t n_items;
+    list_node live;  /* items in progress (parked ones included) */
+    list_node ended; /* finished items whose stages the next kick frees */
     size_t next_item;
     size_t active;
     size_t parked; /* items started that wait only on held-back store puts */
@@ -157,6 +166,9 @@ void scheduler_done(ol_stage *stage, ol_item *item, ol_outcome outcome, const ch
 void scheduler_interrupt(run *r);
 void scheduler_on_sigint(uv_signal_t *h, int signum);
 void scheduler_end_run(run *r);
+/* Frees what the item needed while it ran (its stages); teardown and the kick call it. */
+void scheduler_item_release(ol_item *item);
+int scheduler_item_ended(ol_stage *stage, const ol_item *item, const char *what);
 
 /* stores.c */
 void stores_apply(ol_item *item, size_t s);

@@ -35,6 +35,33 @@ ol_stage *run_item_stage(const ol_item *item, size_t s) {
     return item->own != NULL && item->own[s] != NULL ? item->own[s] : &item->run->stages[s];
 }
 
+/* What an item needs while it runs. 0, or OL_ENOMEM. */
+static int item_start(ol_item *item) {
+    run *r = item->run;
+    item->stages = calloc(r->plan->n_stages ? r->plan->n_stages : 1, sizeof(stage_run));
+    if (item->stages == NULL)
+        return OL_ENOMEM;
+    for (size_t s = 0; s < r->plan->n_stages; s++) {
+        item->stages[s].item = item;
+        item->stages[s].index = s;
+    }
+    item->remaining = r->plan->n_stages;
+    item->started = 1;
+    list_insert_tail(&r->live, &item->live);
+    return 0;
+}
+
+void scheduler_item_release(ol_item *item) {
+    for (size_t s = 0; item->stages != NULL && s < item->run->plan->n_stages; s++) {
+        free(item->stages[s].reason);
+        free(item->stages[s].verified);
+    }
+    free(item->stages);
+    item->stages = NULL;
+}
+
+/* The item's stages go at the next kick (not here: the stage whose completion ended the
+ * item is still on the stack), unless a late completion may still come (keep). */
 static void item_finish(ol_item *item) {
     run *r = item->run;
     item->finished = 1;
@@ -42,9 +69,22 @@ static void item_finish(ol_item *item) {
         run_print(r, "warning: could not fsync the journal %s\n", journal_path(r->journal));
     report_item(r->report, item->name, item->product, item->environment, item->region);
     bag_free(&item->bag);
+    journal_forget(r->journal, item->name);
+    list_remove(&item->live);
+    if (!item->keep && item->find == NULL)
+        list_insert_tail(&r->ended, &item->live);
     r->active--;
     r->finished++;
     scheduler_kick(r);
+}
+
+/* Nonzero (after logging why) when a completion names an item that has ended: a plugin
+ * that completes twice, or after its time limit. */
+int scheduler_item_ended(ol_stage *stage, const ol_item *item, const char *what) {
+    if (item->stages != NULL)
+        return 0;
+    run_log(stage, item, OL_LOG_ERROR, "plugin bug: %s for an item that has ended; ignored", what);
+    return 1;
 }
 
 void scheduler_complete(ol_item *item, size_t s, int status, ol_outcome outcome,
@@ -77,7 +117,7 @@ void scheduler_complete(ol_item *item, size_t s, int status, ol_outcome outcome,
 }
 
 void scheduler_done(ol_stage *stage, ol_item *item, ol_outcome outcome, const char *reason) {
-    if (stage == NULL || item == NULL)
+    if (stage == NULL || item == NULL || scheduler_item_ended(stage, item, "done()"))
         return;
     if (item->committing) {
         lifecycle_commit_done(stage, item, outcome, reason);
@@ -131,6 +171,7 @@ static void on_stage_timeout(void *arg, int status) {
     ol_item *item = sr->item;
     if (sr->status != ST_RUNNING)
         return;
+    item->keep = 1; /* the stage may still call done() */
     const plan_stage *ps = &item->run->plan->stages[sr->index];
     char why[256];
     snprintf(why, sizeof(why),
@@ -224,12 +265,20 @@ void scheduler_end_run(run *r) {
 
 static void on_kick(uv_timer_t *t) {
     run *r = t->data;
+    list_node *n, *tmp;
+    list_foreach_safe(n, tmp, &r->ended) {
+        list_remove(n);
+        scheduler_item_release(list_entry(n, ol_item, live));
+    }
     if (r->ending)
         return;
     while (!r->interrupted && r->next_item < r->n_items && r->active < r->plan->concurrency &&
            r->parked < PARK_MAX) {
         ol_item *item = &r->items[r->next_item++];
-        item->started = 1;
+        if (item_start(item) != 0) {
+            fprintf(stderr, "error: out of memory: item %s not run\n", item->name);
+            continue;
+        }
         r->active++;
         scheduler_advance(item);
     }
@@ -246,10 +295,9 @@ void scheduler_kick(run *r) {
 /* Names what the run still waits for, so a hung stage can be found. */
 static void print_waiting(const run *r) {
     size_t shown = 0;
-    for (size_t i = 0; i < r->next_item; i++) {
-        const ol_item *it = &r->items[i];
-        if (!it->started || it->finished)
-            continue;
+    const list_node *n;
+    list_foreach(n, &r->live) {
+        const ol_item *it = list_entry(n, ol_item, live);
         for (size_t s = 0; s < r->plan->n_stages; s++)
             if (it->stages[s].status == ST_RUNNING || it->stages[s].op != OP_NONE) {
                 if (shown++ < 20)

@@ -588,6 +588,21 @@ void services_unlock(ol_lock *l) {
         return;
     l->held = 0;
     grant_next(l);
+    /* A lock nobody holds or waits for goes: a batch takes one per file it writes, and
+     * keeping them all would cost memory and a longer search per acquire for every item.
+     * Not while cancelling: that walks the list, and services_free frees what is left. */
+    if (!l->held && list_empty(&l->waiters) && !l->svc->cancelled) {
+        list_remove(&l->node);
+        free(l->name);
+        free(l);
+    }
+}
+
+size_t services_lock_count(const services *s) {
+    size_t n = 0;
+    const list_node *pos;
+    list_foreach(pos, &s->locks) n++;
+    return n;
 }
 
 /* ---- cancel ------------------------------------------------------------------------------ */

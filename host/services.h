@@ -29,7 +29,10 @@ int services_work(services *s, ol_work_fn work, ol_after_work_cb after, void *ar
 int services_timer_start(services *s, uint64_t ms, ol_timer_cb cb, void *arg, ol_timer **out);
 void services_timer_stop(ol_timer *t);
 int services_lock(services *s, const char *resource, ol_lock_cb cb, void *arg);
+/* The lock is invalid afterwards: one nobody holds or waits for is freed. */
 void services_unlock(ol_lock *lock);
+/* Locks that exist: held, or waited for. */
+size_t services_lock_count(const services *s);
 
 /* Nonzero when a variable of the host's environment must not reach a child: AWS
  * credentials and names holding PASSWORD, PASSPHRASE, SECRET or TOKEN as a word. */

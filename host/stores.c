@@ -18,6 +18,7 @@ static void on_op_timeout(void *arg, int status) {
     if (status != 0)
         return;
     sr->op_timer = NULL;
+    sr->item->keep = 1; /* the store may still call store_done() */
     const plan_stage *ps = &sr->item->run->plan->stages[sr->index];
     char why[256];
     snprintf(why, sizeof(why), "did not complete within %u s for item %s", ps->timeout_ms / 1000,
@@ -243,7 +244,7 @@ static void store_op_end(ol_item *item, size_t s, int result, const ol_secret *f
 
 void stores_done(ol_stage *stage, ol_item *item, int result, const ol_secret *found,
                  const char *reason) {
-    if (stage == NULL || item == NULL)
+    if (stage == NULL || item == NULL || scheduler_item_ended(stage, item, "store_done()"))
         return;
     if (item->stages[stage->index].op == OP_NONE) {
         run_log(stage, item, OL_LOG_ERROR,
@@ -530,7 +531,8 @@ int stores_secret_read(ol_item *item, const char *key_id, ol_find_cb cb, void *a
 
 static int secret_find_start(ol_item *item, const char *const *key_ids, size_t n, ol_find_cb cb,
                              void *arg, int force) {
-    if (item == NULL || cb == NULL || (n > 0 && key_ids == NULL) || item->find != NULL)
+    if (item == NULL || cb == NULL || (n > 0 && key_ids == NULL) || item->find != NULL ||
+        item->stages == NULL) /* the item has ended */
         return OL_EINVAL;
     find_ctx *f = calloc(1, sizeof(*f));
     if (f == NULL)
@@ -625,9 +627,11 @@ void stores_flush_done(ol_stage *st, int result, const char *reason) {
  * its own), and flushing again for it would spin the loop. */
 void stores_maybe_flush(run *r) {
     size_t waiting = 0;
-    for (size_t i = 0; i < r->next_item; i++)
-        waiting += (size_t)(r->items[i].started && !r->items[i].finished && !r->items[i].parked &&
-                            r->items[i].store_ops > 0);
+    const list_node *n;
+    list_foreach(n, &r->live) {
+        const ol_item *it = list_entry(n, ol_item, live);
+        waiting += (size_t)(!it->parked && it->store_ops > 0);
+    }
     int stuck = (waiting > 0 || r->parked > 0) && waiting == r->active &&
                 (r->next_item == r->n_items || r->active >= r->plan->concurrency ||
                  r->parked >= PARK_MAX || r->interrupted);

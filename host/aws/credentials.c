@@ -864,6 +864,23 @@ static int have_tty(void) {
     return 1;
 }
 
+/* A role profile may name itself as its source_profile: its own static keys assume it. */
+static int plan_self_source(planner *pl, const profile_secs *p, cred_spec **base) {
+    int used = 0;
+    if ((*base = spec_new(CRED_STATIC, p->name)) == NULL)
+        return OL_ENOMEM;
+    int rc =
+        from_section(&p->cred, p->name, pl->s->credentials_file, &(*base)->creds, &used, pl->err);
+    if (rc == 0 && !used)
+        rc = from_section(&p->cfg, p->name, pl->s->config_file, &(*base)->creds, &used, pl->err);
+    if (rc == 0 && !used)
+        rc = ol__fail(pl->err, OL_ECONFIG,
+                      "profile '%s' names itself as source_profile but has no "
+                      "aws_access_key_id / aws_secret_access_key",
+                      p->name);
+    return rc;
+}
+
 static int plan_role(planner *pl, const profile_secs *p, const char *role_arn, cred_spec **out) {
     const char *src_profile = profile_get(p, "source_profile");
     const char *cred_source = profile_get(p, "credential_source");
@@ -881,19 +898,7 @@ static int plan_role(planner *pl, const profile_secs *p, const char *role_arn, c
     if ((rc = parse_duration(pl, p, &duration)) != 0)
         return rc;
     if (src_profile != NULL && strcmp(src_profile, p->name) == 0) {
-        /* A role profile may name itself as its source: its own static keys assume it. */
-        int used = 0;
-        base = spec_new(CRED_STATIC, p->name);
-        if (base == NULL)
-            return OL_ENOMEM;
-        rc = from_section(&p->cred, p->name, pl->s->credentials_file, &base->creds, &used, pl->err);
-        if (rc == 0 && !used)
-            rc = from_section(&p->cfg, p->name, pl->s->config_file, &base->creds, &used, pl->err);
-        if (rc == 0 && !used)
-            rc = ol__fail(pl->err, OL_ECONFIG,
-                          "profile '%s' names itself as source_profile but has no "
-                          "aws_access_key_id / aws_secret_access_key",
-                          p->name);
+        rc = plan_self_source(pl, p, &base);
     } else if (src_profile != NULL) {
         rc = plan_profile(pl, src_profile, 1, &base);
     } else {
@@ -973,6 +978,31 @@ static char *sso_cache_path(const char *key) {
     return ol__format("%s/.aws/sso/cache/%s.json", home, hex);
 }
 
+/* The [sso-session NAME] section a profile names: its start URL and region replace the
+ * profile's (which may only repeat them). */
+static int sso_session_read(planner *pl, const profile_secs *p, const char *session,
+                            ini_section *ss, const char **start, const char **region) {
+    int rc = ini_load(pl->s->config_file, session, INI_SSO_SESSION, ss, pl->err);
+    if (rc != 0)
+        return rc;
+    if (!ss->found)
+        return ol__fail(pl->err, OL_ECONFIG,
+                        "profile '%s' names sso_session = %s but %s has no [sso-session %s] "
+                        "section; run `aws configure sso --profile %s`",
+                        p->name, session, pl->s->config_file, session, p->name);
+    const char *s_start = ini_value(ss, "sso_start_url");
+    const char *s_region = ini_value(ss, "sso_region");
+    if ((*start && s_start && strcmp(*start, s_start) != 0) ||
+        (*region && s_region && strcmp(*region, s_region) != 0))
+        return ol__fail(pl->err, OL_ECONFIG,
+                        "profile '%s' and [sso-session %s] give different sso_start_url or "
+                        "sso_region; keep them in the sso-session section only",
+                        p->name, session);
+    *start = s_start;
+    *region = s_region;
+    return 0;
+}
+
 static int plan_sso(planner *pl, const profile_secs *p, cred_spec **out) {
     const char *session = profile_get(p, "sso_session");
     const char *start = profile_get(p, "sso_start_url");
@@ -983,29 +1013,8 @@ static int plan_sso(planner *pl, const profile_secs *p, cred_spec **out) {
     cred_spec *sp = NULL;
     int rc;
     *out = NULL;
-    if (session != NULL) {
-        if ((rc = ini_load(pl->s->config_file, session, INI_SSO_SESSION, &ss, pl->err)) != 0)
-            return rc;
-        if (!ss.found) {
-            rc = ol__fail(pl->err, OL_ECONFIG,
-                          "profile '%s' names sso_session = %s but %s has no [sso-session %s] "
-                          "section; run `aws configure sso --profile %s`",
-                          p->name, session, pl->s->config_file, session, p->name);
-            goto done;
-        }
-        const char *s_start = ini_value(&ss, "sso_start_url");
-        const char *s_region = ini_value(&ss, "sso_region");
-        if ((start && s_start && strcmp(start, s_start) != 0) ||
-            (region && s_region && strcmp(region, s_region) != 0)) {
-            rc = ol__fail(pl->err, OL_ECONFIG,
-                          "profile '%s' and [sso-session %s] give different sso_start_url or "
-                          "sso_region; keep them in the sso-session section only",
-                          p->name, session);
-            goto done;
-        }
-        start = s_start;
-        region = s_region;
-    }
+    if (session != NULL && (rc = sso_session_read(pl, p, session, &ss, &start, &region)) != 0)
+        goto done;
     const char *missing = start == NULL     ? "sso_start_url"
                           : region == NULL  ? "sso_region"
                           : account == NULL ? "sso_account_id"
@@ -1107,12 +1116,8 @@ static int plan_section(planner *pl, const profile_secs *p, const ini_section *s
     return 0;
 }
 
-/* The profile's own sources, in the SDKs' order; *out NULL when it has none. as_source: the
- * profile is a source_profile (a loop through it is refused). */
-static int plan_profile(planner *pl, const char *name, int as_source, cred_spec **out) {
-    profile_secs p;
-    int rc;
-    *out = NULL;
+/* Enter profile name on the source_profile chain; a loop or a chain too long is refused. */
+static int visit(planner *pl, const char *name) {
     for (size_t i = 0; i < pl->n_visited; i++)
         if (strcmp(pl->visited[i], name) == 0)
             return ol__fail(pl->err, OL_ECONFIG,
@@ -1124,6 +1129,17 @@ static int plan_profile(planner *pl, const char *name, int as_source, cred_spec 
         return ol__fail(pl->err, OL_ECONFIG, "the source_profile chain of '%s' is too long",
                         pl->visited[0]);
     pl->visited[pl->n_visited++] = name;
+    return 0;
+}
+
+/* The profile's own sources, in the SDKs' order; *out NULL when it has none. as_source: the
+ * profile is a source_profile (a loop through it is refused). */
+static int plan_profile(planner *pl, const char *name, int as_source, cred_spec **out) {
+    profile_secs p;
+    int rc;
+    *out = NULL;
+    if ((rc = visit(pl, name)) != 0)
+        return rc;
     if ((rc = profile_load(pl, name, &p)) != 0)
         goto done;
     if (as_source && !p.cfg.found && !p.cred.found) {

@@ -173,7 +173,21 @@ static void reloads_records_written_by_an_earlier_run(void **state) {
     journal_close(j);
 }
 
-static void skips_a_torn_last_line_and_appends_on_a_fresh_line(void **state) {
+/* Every line of the file is a whole JSON object (a torn one never stays in the middle). */
+static size_t assert_every_line_a_record(const char *path) {
+    char *text = read_all(path);
+    size_t n = 0;
+    assert_true(*text == '\0' || text[strlen(text) - 1] == '\n');
+    for (char *line = strtok(text, "\n"); line != NULL; line = strtok(NULL, "\n"), n++) {
+        json_t *obj = json_loads(line, 0, NULL);
+        if (!json_is_object(obj))
+            fail_msg("journal line %zu is not a record: %s", n + 1, line);
+        json_decref(obj);
+    }
+    return n;
+}
+
+static void removes_a_torn_last_line_and_appends_on_a_fresh_line(void **state) {
     fixture *f = *state;
     journal *j = open_ok(f);
     assert_int_equal(journal_append(j, "a-prod", "iam", "access_key_created", "K1", NULL), 0);
@@ -182,14 +196,94 @@ static void skips_a_torn_last_line_and_appends_on_a_fresh_line(void **state) {
 
     j = open_ok(f);
     assert_non_null(journal_warnings(j));
-    assert_non_null(strstr(journal_warnings(j), ":2:"));
+    assert_non_null(strstr(journal_warnings(j), ":2: removed a torn last line"));
     assert_int_equal(journal_count(j, "a-prod", "access_key_created", "K1"), 1);
     assert_int_equal(journal_append(j, "a-prod", "iam", "access_key_deleted", "K1", NULL), 0);
     journal_close(j);
+    assert_int_equal(assert_every_line_a_record(f->file), 2);
 
     j = open_ok(f);
+    assert_null(journal_warnings(j));
     assert_int_equal(journal_count(j, "a-prod", "access_key_deleted", "K1"), 1);
     assert_int_equal(journal_count(j, "a-prod", "access_key_created", "K1"), 1);
+    journal_close(j);
+}
+
+static void keeps_a_whole_last_record_that_lost_only_its_newline(void **state) {
+    fixture *f = *state;
+    journal *j = open_ok(f);
+    journal_close(j);
+    append_raw(f->file, "{\"time\":1700000000,\"item\":\"a-prod\",\"event\":\"x\",\"id\":\"K1\"}");
+
+    j = open_ok(f);
+    assert_null(journal_warnings(j));
+    assert_int_equal(journal_count(j, "a-prod", "x", "K1"), 1);
+    assert_int_equal(journal_append(j, "a-prod", "iam", "y", NULL, NULL), 0);
+    journal_close(j);
+    assert_int_equal(assert_every_line_a_record(f->file), 2);
+}
+
+static void a_malformed_line_in_the_middle_is_skipped_and_kept(void **state) {
+    fixture *f = *state;
+    journal *j = open_ok(f);
+    journal_close(j);
+    append_raw(f->file, "{\"time\":1,\"item\":\"a\",\"event\":\"x\"}\n"
+                        "{\"time\":2,\"item\":\"a\",\"ev\n"
+                        "{\"time\":3,\"item\":\"a\",\"event\":\"x\"}\n");
+    j = open_ok(f);
+    assert_non_null(strstr(journal_warnings(j), ":2: skipped malformed journal line"));
+    assert_int_equal(journal_count(j, "a", "x", NULL), 2);
+    journal_close(j);
+    /* Not the journal's to rewrite: only a torn end is removed. */
+    assert_non_null(strstr(read_all(f->file), "\"ev\n"));
+}
+
+static void forgets_an_item_and_only_that_item(void **state) {
+    fixture *f = *state;
+    journal *j = open_ok(f);
+    assert_int_equal(journal_append(j, "a-prod", "iam", "access_key_created", "K1", NULL), 0);
+    assert_int_equal(journal_append(j, "b-prod", "iam", "access_key_created", "K2", NULL), 0);
+    journal_forget(j, "a-prod");
+    journal_forget(j, "never-seen");
+    assert_int_equal(journal_count(j, "a-prod", "access_key_created", NULL), 0);
+    assert_int_equal(journal_count(j, "b-prod", "access_key_created", "K2"), 1);
+    assert_int_equal(journal_append(j, "a-prod", "dotenv", "secret_stored", "K1", NULL), 0);
+    assert_int_equal(journal_count_stage(j, "a-prod", "dotenv", "secret_stored", "K1"), 1);
+    journal_close(j);
+
+    j = open_ok(f); /* the file still has everything */
+    assert_int_equal(journal_count(j, "a-prod", "access_key_created", "K1"), 1);
+    assert_int_equal(journal_count(j, "a-prod", "secret_stored", "K1"), 1);
+    journal_close(j);
+}
+
+/* Enough items that the table grows several times: every count still finds its item's
+ * records and no other's. */
+static void counts_each_of_thousands_of_items_apart(void **state) {
+    fixture *f = *state;
+    enum { N = 5000 };
+    char item[32], id[32];
+    journal *j = open_ok(f);
+    for (int i = 0; i < N; i++) {
+        snprintf(item, sizeof(item), "p%05d-production", i);
+        snprintf(id, sizeof(id), "AKIA%016d", i);
+        assert_int_equal(journal_append(j, item, "iam", "access_key_created", id, NULL), 0);
+        if (i % 2 == 0)
+            assert_int_equal(journal_append(j, item, "dotenv", "secret_stored", id, NULL), 0);
+    }
+    journal_close(j);
+    j = open_ok(f);
+    for (int i = 0; i < N; i++) {
+        snprintf(item, sizeof(item), "p%05d-production", i);
+        snprintf(id, sizeof(id), "AKIA%016d", i);
+        assert_int_equal(journal_count(j, item, "access_key_created", NULL), 1);
+        assert_int_equal(journal_count(j, item, "access_key_created", id), 1);
+        assert_int_equal(journal_count_stage(j, item, "dotenv", "secret_stored", id), i % 2 == 0);
+        if (i % 3 == 0)
+            journal_forget(j, item);
+    }
+    assert_int_equal(journal_count(j, "p00003-production", "access_key_created", NULL), 0);
+    assert_int_equal(journal_count(j, "p00004-production", "access_key_created", NULL), 1);
     journal_close(j);
 }
 
@@ -339,8 +433,14 @@ int main(void) {
         cmocka_unit_test_setup_teardown(lists_the_items_created_and_not_destroyed_since, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(reloads_records_written_by_an_earlier_run, setup, teardown),
-        cmocka_unit_test_setup_teardown(skips_a_torn_last_line_and_appends_on_a_fresh_line, setup,
+        cmocka_unit_test_setup_teardown(removes_a_torn_last_line_and_appends_on_a_fresh_line, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(keeps_a_whole_last_record_that_lost_only_its_newline, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(a_malformed_line_in_the_middle_is_skipped_and_kept, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(forgets_an_item_and_only_that_item, setup, teardown),
+        cmocka_unit_test_setup_teardown(counts_each_of_thousands_of_items_apart, setup, teardown),
         cmocka_unit_test_setup_teardown(skips_lines_that_are_not_records, setup, teardown),
         cmocka_unit_test_setup_teardown(refuses_a_second_run_on_the_same_state_dir, setup,
                                         teardown),

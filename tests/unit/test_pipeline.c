@@ -147,6 +147,38 @@ static int hang_apply(ol_stage *stage, ol_item *item, void *state) {
 }
 static const ol_plugin p_hang = STAGE("hang", hang_apply, NULL);
 
+/* late: completes from a timer g_late_ms after apply; with g_late_twice the first item also
+ * completes at once, so its timer's done() comes after it has ended (while the next item,
+ * whose timer started later, still runs). */
+static unsigned g_late_ms;
+static int g_late_twice;
+static void late_done(void *arg, int status) {
+    op *o = arg;
+    if (status == 0) {
+        g_completed++;
+        g_host->done(o->stage, o->item, OL_OUTCOME_CREATED, NULL);
+    }
+    free(o);
+}
+static int late_apply(ol_stage *stage, ol_item *item, void *state) {
+    (void)state;
+    g_applied[6]++;
+    op *o = malloc(sizeof(*o));
+    if (o == NULL)
+        return OL_ENOMEM;
+    o->stage = stage;
+    o->item = item;
+    int rc = g_host->timer_start(stage, g_late_ms, late_done, o, NULL);
+    if (rc != 0) {
+        free(o);
+        return rc;
+    }
+    if (g_late_twice && g_applied[6] == 1)
+        g_host->done(stage, item, OL_OUTCOME_UNCHANGED, NULL);
+    return 0;
+}
+static const ol_plugin p_late = STAGE("late", late_apply, NULL);
+
 /* forger: fails with a reason holding what a hostile server might send. */
 static int forger_apply(ol_stage *stage, ol_item *item, void *state) {
     (void)state;
@@ -399,6 +431,41 @@ static void fails_a_stage_that_never_completes_naming_it_and_the_item(void **sta
     fixture_finish(&fx);
 }
 
+/* The item ends when its stage times out; the stage's own late done() still finds it (its
+ * state is kept) and is only logged. */
+static void ignores_a_done_that_comes_after_the_time_limit_and_the_items_end(void **state) {
+    static const ol_plugin *const stages[] = {&p_late};
+    fixture fx;
+    (void)state;
+    fixture_init(&fx, stages, 1, 3);
+    fx.p.stages[0].timeout_ms = 100;
+    g_late_ms = 250;
+    g_late_twice = 0;
+    assert_int_equal(fixture_run(&fx), 1);
+    assert_int_equal(g_applied[6], 3);
+    assert_true(g_completed >= 1); /* at least the first item's late done() ran */
+    assert_non_null(strstr(fx.stderr_text, "did not complete within 0.1 s"));
+    assert_non_null(strstr(fx.stderr_text, "done() called after the stage had failed"));
+    fixture_finish(&fx);
+}
+
+/* A stage that completes again once its item has ended (its state freed): logged, ignored,
+ * no use of freed memory (ASan). */
+static void ignores_a_second_done_once_the_item_has_ended(void **state) {
+    static const ol_plugin *const stages[] = {&p_late};
+    fixture fx;
+    (void)state;
+    fixture_init(&fx, stages, 1, 3);
+    g_late_ms = 20;
+    g_late_twice = 1;
+    assert_int_equal(fixture_run(&fx), 0);
+    assert_int_equal(g_applied[6], 3);
+    assert_true(g_completed >= 1);
+    assert_non_null(strstr(fx.stderr_text, "done() for an item that has ended; ignored"));
+    g_late_twice = 0;
+    fixture_finish(&fx);
+}
+
 static void escapes_control_characters_in_a_reason(void **state) {
     static const ol_plugin *const stages[] = {&p_forger};
     fixture fx;
@@ -558,6 +625,8 @@ int main(void) {
         cmocka_unit_test(refuses_to_journal_a_secret),
         cmocka_unit_test(finishes_the_item_in_progress_on_interrupt_and_starts_no_other),
         cmocka_unit_test(fails_a_stage_that_never_completes_naming_it_and_the_item),
+        cmocka_unit_test(ignores_a_done_that_comes_after_the_time_limit_and_the_items_end),
+        cmocka_unit_test(ignores_a_second_done_once_the_item_has_ended),
         cmocka_unit_test(escapes_control_characters_in_a_reason),
         cmocka_unit_test(says_sts_was_unreachable_rather_than_credentials_rejected),
     };

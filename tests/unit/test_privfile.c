@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -226,6 +227,61 @@ static void removes_the_temp_file_when_rename_fails(void **state) {
     assert_true(errno == EISDIR || errno == ENOTEMPTY || errno == EEXIST);
     assert_int_equal(count_entries(f->dir), 1);
     assert_content(at(f, "target/inside"), "old");
+}
+
+/* What a writer killed between create and rename leaves: the target's temp file, holding
+ * the half-written secret, with no process holding its lock. */
+static void removes_a_temp_file_a_crashed_writer_left(void **state) {
+    fixture *f = *state;
+    char tmp[600];
+
+    put(at(f, "app.env"), "OLD=1\n");
+    snprintf(tmp, sizeof(tmp), "%s/.app.env.opsline-tmp", f->dir);
+    int fd = open(tmp, O_CREAT | O_EXCL | O_WRONLY, 0600);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, "NEW=", 4), 4);
+    close(fd);
+    assert_int_equal(count_entries(f->dir), 2);
+
+    put(at(f, "app.env"), "NEW=2\n");
+    assert_content(f->path, "NEW=2\n");
+    assert_int_equal(count_entries(f->dir), 1);
+    assert_int_equal(access(tmp, F_OK), -1);
+}
+
+/* A temp file another process is writing (its lock held) is not touched: this write goes to
+ * a temp file of its own and still replaces the target. */
+static void leaves_the_temp_file_of_a_live_writer_alone(void **state) {
+    fixture *f = *state;
+    char tmp[600];
+    int ready[2], go[2];
+
+    snprintf(tmp, sizeof(tmp), "%s/.app.env.opsline-tmp", f->dir);
+    assert_int_equal(pipe(ready), 0);
+    assert_int_equal(pipe(go), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) { /* the other writer: holds the lock until told to stop */
+        char c = 0;
+        int fd = open(tmp, O_CREAT | O_EXCL | O_WRONLY, 0600);
+        if (fd < 0 || flock(fd, LOCK_EX) != 0 || write(ready[1], "r", 1) != 1)
+            _exit(1);
+        _exit(read(go[0], &c, 1) == 1 ? 0 : 1);
+    }
+    char c;
+    assert_int_equal(read(ready[0], &c, 1), 1);
+    put(at(f, "app.env"), "MINE=1\n");
+    assert_content(f->path, "MINE=1\n");
+    assert_int_equal(access(tmp, F_OK), 0); /* still there: not ours to remove */
+    assert_int_equal(count_entries(f->dir), 2);
+    assert_int_equal(write(go[1], "g", 1), 1);
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_int_equal(WEXITSTATUS(status), 0);
+    close(ready[0]);
+    close(ready[1]);
+    close(go[0]);
+    close(go[1]);
 }
 
 static void fails_when_a_parent_is_a_file(void **state) {
@@ -456,6 +512,9 @@ int main(void) {
         cmocka_unit_test_setup_teardown(creates_missing_parents_0700, setup, teardown),
         cmocka_unit_test_setup_teardown(fails_with_eio_in_an_unwritable_directory, setup, teardown),
         cmocka_unit_test_setup_teardown(removes_the_temp_file_when_rename_fails, setup, teardown),
+        cmocka_unit_test_setup_teardown(removes_a_temp_file_a_crashed_writer_left, setup, teardown),
+        cmocka_unit_test_setup_teardown(leaves_the_temp_file_of_a_live_writer_alone, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(fails_when_a_parent_is_a_file, setup, teardown),
         cmocka_unit_test_setup_teardown(replaces_a_symlink_not_the_file_it_points_to, setup,
                                         teardown),

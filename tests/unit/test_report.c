@@ -267,6 +267,70 @@ static void json_durations_are_rounded_to_milliseconds(void **state) {
     capture_free(&c);
 }
 
+/* The streamed document is exactly what jansson prints for the whole tree. */
+static void assert_prints_as_jansson(const char *text) {
+    json_error_t jerr;
+    json_t *doc = json_loads(text, 0, &jerr);
+    if (doc == NULL)
+        fail_msg("not JSON (%s): %s", jerr.text, text);
+    char *again = json_dumps(doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15));
+    assert_non_null(again);
+    size_t n = strlen(again);
+    assert_int_equal(strlen(text), n + 1);
+    assert_memory_equal(text, again, n);
+    assert_int_equal(text[n], '\n');
+    free(again);
+    json_decref(doc);
+}
+
+static void
+json_mode_prints_each_item_as_it_finishes_in_the_document_jansson_would_print(void **state) {
+    (void)state;
+    capture c;
+    report *r = report_new(1, 0, 3);
+    assert_non_null(r);
+    capture_start(&c);
+    record_two_items(r);
+    fflush(stdout);
+    long streamed = ftell(c.out);
+    report_stage(r, "acme-test", "bucket", OL_OUTCOME_UNCHANGED, "a \"quoted\"\nline", 0.25);
+    report_item(r, "acme-test", "acme", "test", "eu-north-1");
+    size_t failed = report_finish(r, &STATS, 0, 0);
+    capture_end(&c);
+    report_free(r);
+
+    assert_int_equal(failed, 1);
+    assert_true(streamed > 0); /* the finished items went out before the run ended */
+    assert_non_null(strstr(c.stdout_text, "acme-staging"));
+    assert_prints_as_jansson(c.stdout_text);
+    json_t *doc = json_loads(c.stdout_text, 0, NULL);
+    json_t *items = json_object_get(doc, "items");
+    assert_int_equal(json_array_size(items), 3);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(items, 2), "name")),
+                        "acme-test");
+    json_decref(doc);
+    capture_free(&c);
+}
+
+static void json_mode_with_no_finished_item_prints_an_empty_list(void **state) {
+    (void)state;
+    capture c;
+    report *r = report_new(1, 0, 2);
+    assert_non_null(r);
+    capture_start(&c);
+    size_t failed = report_finish(r, &STATS, 1, 1);
+    capture_end(&c);
+    report_free(r);
+    assert_int_equal(failed, 2);
+    assert_prints_as_jansson(c.stdout_text);
+    json_t *doc = json_loads(c.stdout_text, 0, NULL);
+    assert_int_equal(json_array_size(json_object_get(doc, "items")), 0);
+    assert_int_equal(
+        json_integer_value(json_object_get(json_object_get(doc, "summary"), "not_run")), 2);
+    json_decref(doc);
+    capture_free(&c);
+}
+
 static void plan_names_outcomes_as_would_and_counts_the_changes(void **state) {
     (void)state;
     capture c;
@@ -353,6 +417,9 @@ int main(void) {
         cmocka_unit_test(an_item_with_only_unchanged_stages_is_ok),
         cmocka_unit_test(quiet_prints_failures_and_the_summary_only),
         cmocka_unit_test(json_durations_are_rounded_to_milliseconds),
+        cmocka_unit_test(
+            json_mode_prints_each_item_as_it_finishes_in_the_document_jansson_would_print),
+        cmocka_unit_test(json_mode_with_no_finished_item_prints_an_empty_list),
         cmocka_unit_test(plan_names_outcomes_as_would_and_counts_the_changes),
         cmocka_unit_test(facts_show_under_their_stage_and_in_json),
     };

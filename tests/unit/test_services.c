@@ -212,6 +212,27 @@ static void grants_a_lock_first_come_first_served(void **state) {
         assert_int_equal(g_order[i], i + 1);
 }
 
+/* A batch takes a lock per file it writes: released locks do not pile up. */
+static void frees_a_lock_nobody_holds_or_waits_for(void **state) {
+    env *e = *state;
+    locker ls[3] = {{1, NULL}, {2, NULL}, {3, NULL}};
+    char name[32];
+    g_n_order = 0;
+    for (int i = 0; i < 3; i++) {
+        snprintf(name, sizeof(name), "/tmp/file-%d", i % 2);
+        assert_int_equal(services_lock(e->svc, name, on_locked, &ls[i]), 0);
+    }
+    assert_int_equal(services_lock_count(e->svc), 2);
+    uv_run(&e->loop, UV_RUN_DEFAULT);
+    assert_int_equal(g_n_order, 3);
+    assert_int_equal(services_lock_count(e->svc), 0);
+    /* The same name again: a fresh lock, granted as before. */
+    assert_int_equal(services_lock(e->svc, "/tmp/file-0", on_locked, &ls[0]), 0);
+    uv_run(&e->loop, UV_RUN_DEFAULT);
+    assert_int_equal(g_n_order, 4);
+    assert_int_equal(services_lock_count(e->svc), 0);
+}
+
 static ol_lock *g_kept;
 static int g_waiter_status = 99;
 
@@ -266,6 +287,7 @@ int main(void) {
                                         teardown),
         cmocka_unit_test_setup_teardown(fires_timers_and_never_a_stopped_one, setup, teardown),
         cmocka_unit_test_setup_teardown(grants_a_lock_first_come_first_served, setup, teardown),
+        cmocka_unit_test_setup_teardown(frees_a_lock_nobody_holds_or_waits_for, setup, teardown),
         cmocka_unit_test_setup_teardown(cancels_children_waiters_and_timers_when_the_run_stops,
                                         setup, teardown),
     };

@@ -287,7 +287,8 @@ typedef void (*ol_timer_cb)(void *arg, int status);
 /* A held shared resource (host->lock_acquire). */
 typedef struct ol_lock ol_lock;
 /* Called on the loop once the caller holds the resource; release it with
- * host->lock_release. status OL_ECANCELED (lock NULL): the run ended while waiting. */
+ * host->lock_release, once (the handle is invalid afterwards). status OL_ECANCELED (lock
+ * NULL): the run ended while waiting. */
 typedef void (*ol_lock_cb)(void *arg, int status, ol_lock *lock);
 
 /* ---------------------------------------------------------------------------------------
