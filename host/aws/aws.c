@@ -532,19 +532,9 @@ static char *encode_pairs(const ol_kv *kv, size_t n) {
     return out;
 }
 
-int aws_send(aws_client *c, const ol_aws_request *req, ol_aws_cb cb, void *arg) {
-    if (c == NULL || req == NULL || cb == NULL || req->service == NULL || req->method == NULL)
-        return OL_EINVAL;
-    if (c->closing)
-        return OL_ECANCELED;
-    aws_call *call = calloc(1, sizeof(*call));
-    if (call == NULL)
-        return OL_ENOMEM;
-    call->c = c;
-    list_init(&call->node);
-    list_init(&call->wait_node);
-    call->cb = cb;
-    call->arg = arg;
+/* Copies what call needs of req (it outlives the caller's request). Nonzero: out of memory. */
+static int call_copy_request(aws_call *call, const ol_aws_request *req) {
+    aws_client *c = call->c;
     call->flags = req->flags;
     call->body = req->body;
     call->body_len = req->body_len;
@@ -584,6 +574,23 @@ int aws_send(aws_client *c, const ol_aws_request *req, ol_aws_cb cb, void *arg) 
         call->form_body = encode_pairs(call->params, call->n_params);
         oom = call->form_body == NULL;
     }
+    return oom;
+}
+
+int aws_send(aws_client *c, const ol_aws_request *req, ol_aws_cb cb, void *arg) {
+    if (c == NULL || req == NULL || cb == NULL || req->service == NULL || req->method == NULL)
+        return OL_EINVAL;
+    if (c->closing)
+        return OL_ECANCELED;
+    aws_call *call = calloc(1, sizeof(*call));
+    if (call == NULL)
+        return OL_ENOMEM;
+    call->c = c;
+    list_init(&call->node);
+    list_init(&call->wait_node);
+    call->cb = cb;
+    call->arg = arg;
+    int oom = call_copy_request(call, req);
     uv_timer_init(c->loop, &call->timer);
     call->timer.data = call;
     c->live++;

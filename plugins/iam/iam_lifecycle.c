@@ -252,8 +252,27 @@ static int take_policies(lc_run *r, const ol_aws_response *res) {
     return 0;
 }
 
-static void on_destroy(lc_run *r, const ol_aws_response *res) {
+/* The user is ours (ownership tag, the journal, or --adopt): 0, else the item failed. */
+static int destroy_check_owner(lc_run *r, const ol_aws_response *res) {
     static const char *const owners[] = {"iam", NULL};
+    ol_xml *doc = lc_parse(r, res);
+    if (doc == NULL)
+        return -1;
+    r->tagged =
+        lifecycle_tagged(r->h, doc, "ListUserTagsResponse/ListUserTagsResult/Tags/member/Key",
+                         "ListUserTagsResponse/ListUserTagsResult/Tags/member/Value");
+    r->h->xml_free(doc);
+    if (r->tagged || lifecycle_journaled(r->h, r->item, owners) ||
+        r->h->run_flag(r->stage, "adopt"))
+        return 0;
+    char *why = lifecycle_not_ours(r->h, "IAM user", r->user);
+    const ol_host *h = r->h;
+    lc_finish(r, OL_OUTCOME_FAILED, why ? why : "not created by opsline");
+    h->free(why);
+    return -1;
+}
+
+static void on_destroy(lc_run *r, const ol_aws_response *res) {
     int gone = lifecycle_is_error(res, "NoSuchEntity");
     if (res->result != 0 && !(gone && r->state != LC_LIST_TAGS && r->state != LC_LIST_KEYS &&
                               r->state != LC_LIST_POLICIES)) {
@@ -268,25 +287,10 @@ static void on_destroy(lc_run *r, const ol_aws_response *res) {
         }
         lc_send(r, LC_LIST_TAGS, NULL, 0, 0);
         return;
-    case LC_LIST_TAGS: {
-        ol_xml *doc = lc_parse(r, res);
-        if (doc == NULL)
-            return;
-        r->tagged =
-            lifecycle_tagged(r->h, doc, "ListUserTagsResponse/ListUserTagsResult/Tags/member/Key",
-                             "ListUserTagsResponse/ListUserTagsResult/Tags/member/Value");
-        r->h->xml_free(doc);
-        if (!r->tagged && !lifecycle_journaled(r->h, r->item, owners) &&
-            !r->h->run_flag(r->stage, "adopt")) {
-            char *why = lifecycle_not_ours(r->h, "IAM user", r->user);
-            const ol_host *h = r->h;
-            lc_finish(r, OL_OUTCOME_FAILED, why ? why : "not created by opsline");
-            h->free(why);
-            return;
-        }
-        lc_send(r, LC_LIST_KEYS, NULL, 0, 0);
+    case LC_LIST_TAGS:
+        if (destroy_check_owner(r, res) == 0)
+            lc_send(r, LC_LIST_KEYS, NULL, 0, 0);
         return;
-    }
     case LC_LIST_KEYS:
         if (lc_take_keys(r, res) != 0)
             return;
