@@ -76,6 +76,7 @@ struct ol_item {
     size_t index;
     run_identity *ident;
     char *product, *environment, *name, *region;
+    size_t product_index;  /* into the plan's products */
     struct ol_stage **own; /* its product's own stage instances (NULL entries: the run's) */
     bag bag;
     stage_run *stages; /* NULL before the item starts and after it has ended */
@@ -150,6 +151,9 @@ int run_reveals_secret(const run *r, const char *text);
 const char *run_stage_name(const run *r, size_t s);
 /* The instance of stage s that runs item: its product's own, else the run's. */
 struct ol_stage *run_item_stage(const ol_item *item, size_t s);
+/* Nonzero when stage s runs for item: a store not among its product's stores does not
+ * (plan_stage_applies). */
+int run_item_uses(const ol_item *item, size_t s);
 
 /* scheduler.c */
 void scheduler_advance(ol_item *item);
