@@ -579,15 +579,18 @@ static int product_store_add(const loader *l, const products_file *pf, const pro
         if (strcmp(specs[i].name, name) == 0)
             return 0;
     const loader_plugin *lp = loader_find(l, name);
-    if (lp == NULL || lp->desc->store == NULL) {
-        char stores[1024];
-        loaded_names(l, 1, stores, sizeof(stores));
-        return ol__fail(
-            err, lp == NULL ? OL_ECONFIG : OL_EINVAL,
-            "%s:%zu: \"secrets\": %s '%s'; loaded stores: %s%s", pf->path, pl->lineno,
-            lp == NULL ? "no plugin provides secret store" : "not a secret store but a stage:",
-            name, stores, lp == NULL ? " (add a plugin's directory with --plugin-dir)" : "");
-    }
+    char stores[1024];
+    loaded_names(l, 1, stores, sizeof(stores));
+    if (lp == NULL)
+        return ol__fail(err, OL_ECONFIG,
+                        "%s:%zu: \"secrets\": no plugin provides secret store '%s'; loaded "
+                        "stores: %s (add a plugin's directory with --plugin-dir)",
+                        pf->path, pl->lineno, name, stores);
+    if (lp->desc->store == NULL)
+        return ol__fail(err, OL_EINVAL,
+                        "%s:%zu: \"secrets\": '%s' is a stage but not a secret store; list "
+                        "stores only (loaded stores: %s)",
+                        pf->path, pl->lineno, name, stores);
     stage_spec sp = {.name = lp->desc->name};
     for (size_t i = 0; i < n_asked; i++)
         if (strcmp(asked[i].name, name) == 0)
