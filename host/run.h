@@ -151,9 +151,6 @@ int run_reveals_secret(const run *r, const char *text);
 const char *run_stage_name(const run *r, size_t s);
 /* The instance of stage s that runs item: its product's own, else the run's. */
 struct ol_stage *run_item_stage(const ol_item *item, size_t s);
-/* Nonzero when stage s runs for item: a store not among its product's stores does not
- * (plan_stage_applies). */
-int run_item_uses(const ol_item *item, size_t s);
 
 /* scheduler.c */
 void scheduler_advance(ol_item *item);
@@ -167,6 +164,9 @@ void scheduler_end_run(run *r);
 /* Frees what the item needed while it ran (its stages); teardown and the kick call it. */
 void scheduler_item_release(ol_item *item);
 int scheduler_item_ended(ol_stage *stage, const ol_item *item, const char *what);
+/* Nonzero when stage s runs for item: a store not among its product's stores does not
+ * (plan_stage_applies). */
+int run_item_uses(const ol_item *item, size_t s);
 
 /* stores.c */
 void stores_apply(ol_item *item, size_t s);
