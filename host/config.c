@@ -550,8 +550,8 @@ static int stage_specs_read(const config_args *a, const loader *l, json_t **doc,
 }
 
 /* --secrets, else the pipeline file's "secrets", replace the stores among specs. */
-static int run_secrets(const config_args *a, const loader *l, const json_t *doc, stage_spec **specs,
-                       size_t *n, char **err) {
+static int plan_secrets(const config_args *a, const loader *l, const json_t *doc,
+                        stage_spec **specs, size_t *n, char **err) {
     const json_t *sec = doc ? json_object_get(doc, "secrets") : NULL;
     if (a->secrets != NULL)
         return select_stores(l, a->secrets, "--secrets", specs, n, err);
@@ -599,27 +599,27 @@ static int product_store_add(const loader *l, const products_file *pf, const pro
     return 0;
 }
 
-/* The run's stores (run_secrets), then the stores only products-file lines name, appended
- * after the first *n_run specs. */
-static int plan_secrets(const config_args *a, const loader *l, const json_t *doc,
-                        const products_file *pf, stage_spec **specs, size_t *n, size_t *n_run,
-                        char **err) {
-    size_t n_asked = *n, n_listed = 0;
-    stage_spec *asked = calloc(n_asked ? n_asked : 1, sizeof(*asked));
-    if (asked == NULL)
-        return OL_ENOMEM;
-    memcpy(asked, *specs, n_asked * sizeof(*asked));
-    int rc = run_secrets(a, l, doc, specs, n, err);
+/* The stores only products-file lines name, appended to specs (the run's stages, its
+ * stores selected by plan_secrets) after the first *n_run: with the options and time limit
+ * of their entry in the pipeline file's "stages" when it has one. */
+static int plan_product_secrets(const config_args *a, const loader *l, const json_t *doc,
+                                const products_file *pf, stage_spec **specs, size_t *n,
+                                size_t *n_run, char **err) {
+    stage_spec *asked = NULL;
+    size_t n_asked = 0, n_listed = 0;
+    int rc = 0;
     *n_run = *n;
     for (size_t k = 0; k < pf->n; k++)
         n_listed += pf->lines[k].n_secrets;
-    if (rc == 0 && n_listed > 0) {
-        stage_spec *grown = realloc(*specs, (*n + n_listed) * sizeof(*grown));
-        if (grown == NULL)
-            rc = OL_ENOMEM;
-        else
-            *specs = grown;
-    }
+    if (n_listed == 0)
+        return 0;
+    if (doc != NULL && a->pipeline_file != NULL)
+        rc = stages_from_doc(a->pipeline_file, doc, &asked, &n_asked, err);
+    stage_spec *grown = rc == 0 ? realloc(*specs, (*n + n_listed) * sizeof(*grown)) : NULL;
+    if (rc == 0 && grown == NULL)
+        rc = OL_ENOMEM;
+    if (rc == 0)
+        *specs = grown;
     for (size_t k = 0; rc == 0 && k < pf->n; k++)
         for (size_t j = 0; rc == 0 && j < pf->lines[k].n_secrets; j++)
             rc = product_store_add(l, pf, &pf->lines[k], pf->lines[k].secrets[j], asked, n_asked,
@@ -631,7 +631,7 @@ static int plan_secrets(const config_args *a, const loader *l, const json_t *doc
 /* The stores that specs[n_run...] added run only for the products whose lines name them. */
 static void mark_listed_only(plan *p, const stage_spec *listed, size_t n_listed) {
     for (size_t s = 0; s < p->n_stages; s++)
-        for (size_t i = 0; i < n_listed; i++)
+        for (size_t i = 0; p->stages[s].is_store && i < n_listed; i++)
             if (strcmp(p->stages[s].plugin->desc->name, listed[i].name) == 0)
                 p->stages[s].listed_only = 1;
 }
@@ -752,10 +752,11 @@ int config_build(const config_args *a, const loader *l, plan *p, char **err) {
     *err = NULL;
     if ((rc = plan_products(a, p, &pf, &first, err)) == 0 &&
         (rc = stage_specs_read(a, l, &doc, &specs, &n_specs, &source, err)) == 0 &&
-        (rc = plan_secrets(a, l, doc, &pf, &specs, &n_specs, &n_run, err)) == 0 &&
+        (rc = plan_secrets(a, l, doc, &specs, &n_specs, err)) == 0 &&
         (rc = plan_environments(a, doc, p, err)) == 0 && (rc = check_items(p, err)) == 0 &&
         (rc = plan_region(a, doc, p, err)) == 0 && (rc = plan_settings(a, doc, p, err)) == 0 &&
-        (rc = identities_plan(a->profile, a->region, doc, a->pipeline_file, p, err)) == 0)
+        (rc = identities_plan(a->profile, a->region, doc, a->pipeline_file, p, err)) == 0 &&
+        (rc = plan_product_secrets(a, l, doc, &pf, &specs, &n_specs, &n_run, err)) == 0)
         rc = build_stages(a, l, specs, n_specs, source, p, err);
     if (rc == 0)
         mark_listed_only(p, specs + n_run, n_specs - n_run);
