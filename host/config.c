@@ -570,6 +570,99 @@ static int plan_secrets(const config_args *a, const loader *l, const json_t *doc
     return rc;
 }
 
+/* A products-file line's store `name`, not among specs, appended to them: the spec the
+ * pipeline file gave it (its options and time limit) when it lists it, else its defaults. */
+static int product_store_add(const loader *l, const products_file *pf, const products_line *pl,
+                             const char *name, const stage_spec *asked, size_t n_asked,
+                             stage_spec *specs, size_t *n, char **err) {
+    for (size_t i = 0; i < *n; i++)
+        if (strcmp(specs[i].name, name) == 0)
+            return 0;
+    const loader_plugin *lp = loader_find(l, name);
+    char stores[1024];
+    loaded_names(l, 1, stores, sizeof(stores));
+    if (lp == NULL)
+        return ol__fail(err, OL_ECONFIG,
+                        "%s:%zu: \"secrets\": no plugin provides secret store '%s'; loaded "
+                        "stores: %s (add a plugin's directory with --plugin-dir)",
+                        pf->path, pl->lineno, name, stores);
+    if (lp->desc->store == NULL)
+        return ol__fail(err, OL_EINVAL,
+                        "%s:%zu: \"secrets\": '%s' is a stage but not a secret store; list "
+                        "stores only (loaded stores: %s)",
+                        pf->path, pl->lineno, name, stores);
+    stage_spec sp = {.name = lp->desc->name};
+    for (size_t i = 0; i < n_asked; i++)
+        if (strcmp(asked[i].name, name) == 0)
+            sp = asked[i];
+    specs[(*n)++] = sp;
+    return 0;
+}
+
+/* The stores only products-file lines name, appended to specs (the run's stages, its
+ * stores selected by plan_secrets) after the first *n_run: with the options and time limit
+ * of their entry in the pipeline file's "stages" when it has one. */
+static int plan_product_secrets(const config_args *a, const loader *l, const json_t *doc,
+                                const products_file *pf, stage_spec **specs, size_t *n,
+                                size_t *n_run, char **err) {
+    stage_spec *asked = NULL;
+    size_t n_asked = 0, n_listed = 0;
+    int rc = 0;
+    *n_run = *n;
+    for (size_t k = 0; k < pf->n; k++)
+        n_listed += pf->lines[k].n_secrets;
+    if (n_listed == 0)
+        return 0;
+    if (doc != NULL && a->pipeline_file != NULL)
+        rc = stages_from_doc(a->pipeline_file, doc, &asked, &n_asked, err);
+    stage_spec *grown = rc == 0 ? realloc(*specs, (*n + n_listed) * sizeof(*grown)) : NULL;
+    if (rc == 0 && grown == NULL)
+        rc = OL_ENOMEM;
+    if (rc == 0)
+        *specs = grown;
+    for (size_t k = 0; rc == 0 && k < pf->n; k++)
+        for (size_t j = 0; rc == 0 && j < pf->lines[k].n_secrets; j++)
+            rc = product_store_add(l, pf, &pf->lines[k], pf->lines[k].secrets[j], asked, n_asked,
+                                   *specs, n, err);
+    free(asked);
+    return rc;
+}
+
+/* The stores that specs[n_run...] added run only for the products whose lines name them. */
+static void mark_listed_only(plan *p, const stage_spec *listed, size_t n_listed) {
+    for (size_t s = 0; s < p->n_stages; s++)
+        for (size_t i = 0; p->stages[s].is_store && i < n_listed; i++)
+            if (strcmp(p->stages[s].plugin->desc->name, listed[i].name) == 0)
+                p->stages[s].listed_only = 1;
+}
+
+/* A product that uses the run's stores when the run has none, only products' own: its
+ * keys would be stored nowhere. */
+static int check_product_stores(const plan *p, const char *source, char **err) {
+    const char *creator = NULL;
+    size_t run_stores = 0;
+    for (size_t s = 0; s < p->n_stages; s++) {
+        run_stores += (size_t)(p->stages[s].is_store && !p->stages[s].listed_only);
+        if (p->stages[s].creates_secrets && creator == NULL)
+            creator = p->stages[s].plugin->desc->name;
+    }
+    for (size_t i = 0; creator != NULL && run_stores == 0 && i < p->n_products; i++) {
+        const plan_product *pp = p->product_settings ? &p->product_settings[i] : NULL;
+        if (pp != NULL && pp->stores != NULL)
+            continue;
+        size_t line = p->product_lines ? p->product_lines[i] : 0;
+        const char *fix = "has no secret store: the run's stores are none (only products-file "
+                          "lines name some); give it \"secrets\" in the products file, or name "
+                          "the run's stores with --secrets";
+        if (line > 0)
+            return ol__fail(err, OL_ECONFIG, "%s:%zu: stage '%s' creates access keys but '%s' %s",
+                            p->products_file, line, creator, p->products[i], fix);
+        return ol__fail(err, OL_ECONFIG, "%s: stage '%s' creates access keys but product '%s' %s",
+                        source, creator, p->products[i], fix);
+    }
+    return 0;
+}
+
 /* The pipeline file's "environments" list into p. */
 static int environments_from_doc(const char *path, const json_t *envs, plan *p, char **err) {
     size_t i;
@@ -668,7 +761,7 @@ int config_build(const config_args *a, const loader *l, plan *p, char **err) {
     size_t n_specs = 0;
     const char *source = NULL;
     products_file pf = {0};
-    size_t first = 0;
+    size_t first = 0, n_run = 0;
     int rc;
     memset(p, 0, sizeof(*p));
     *err = NULL;
@@ -678,10 +771,15 @@ int config_build(const config_args *a, const loader *l, plan *p, char **err) {
         (rc = plan_verify(a, &specs, &n_specs)) == 0 &&
         (rc = plan_environments(a, doc, p, err)) == 0 && (rc = check_items(p, err)) == 0 &&
         (rc = plan_region(a, doc, p, err)) == 0 && (rc = plan_settings(a, doc, p, err)) == 0 &&
-        (rc = identities_plan(a->profile, a->region, doc, a->pipeline_file, p, err)) == 0)
+        (rc = identities_plan(a->profile, a->region, doc, a->pipeline_file, p, err)) == 0 &&
+        (rc = plan_product_secrets(a, l, doc, &pf, &specs, &n_specs, &n_run, err)) == 0)
         rc = build_stages(a, l, specs, n_specs, source, p, err);
     if (rc == 0)
+        mark_listed_only(p, specs + n_run, n_specs - n_run);
+    if (rc == 0)
         rc = products_plan(&pf, first, p, err);
+    if (rc == 0)
+        rc = check_product_stores(p, source, err);
     products_file_free(&pf);
     free(specs);
     json_decref(doc);

@@ -270,6 +270,7 @@ static int item_init(run *r, ol_item *it, size_t product, const char *environmen
         return rc;
     it->run = r;
     it->product = p->products[product];
+    it->product_index = product;
     it->environment = (char *)environment;
     it->region = pp && pp->region ? pp->region
                  : region != NULL ? (char *)region
@@ -416,7 +417,7 @@ static int stages_prepare(run *r) {
         for (size_t s = 0; s < p->n_stages; s++) {
             ol_stage *st = run_item_stage(&r->items[i], s);
             const ol_plugin *d = st->ps->plugin->desc;
-            if (d->validate == NULL)
+            if (d->validate == NULL || !plan_stage_applies(p, r->items[i].product_index, s))
                 continue;
             rc = d->validate(st, &r->items[i], st->state);
             if (rc < 0) {
@@ -576,6 +577,13 @@ size_t plan_product_environments(const plan *p, size_t i, char *const **out) {
     return p->n_environments;
 }
 
+int plan_stage_applies(const plan *p, size_t i, size_t s) {
+    const plan_product *pp = p->product_settings ? &p->product_settings[i] : NULL;
+    if (!p->stages[s].is_store)
+        return 1;
+    return pp != NULL && pp->stores != NULL ? pp->stores[s] : !p->stages[s].listed_only;
+}
+
 static void plan_product_free(plan_product *pp, size_t n_stages) {
     for (size_t e = 0; e < pp->n_environments; e++)
         free(pp->environments[e]);
@@ -584,6 +592,7 @@ static void plan_product_free(plan_product *pp, size_t n_stages) {
     for (size_t s = 0; pp->stages != NULL && s < n_stages; s++)
         options_free(pp->stages[s].opts);
     free(pp->stages);
+    free(pp->stores);
 }
 
 void plan_free(plan *p) {

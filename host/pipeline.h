@@ -19,6 +19,7 @@ typedef struct plan_stage {
     unsigned timeout_ms; /* longest one apply or store operation may take */
     int is_store;        /* a secret store (plugin->desc->store) */
     int creates_secrets; /* OL_STAGE_CREATES_SECRETS */
+    int listed_only;     /* a store only products-file lines name: only their products use it */
 } plan_stage;
 
 /* One product's own settings (its line of the products file) over the plan's. */
@@ -29,6 +30,9 @@ typedef struct plan_product {
     /* NULL, or n_stages entries: where opts is not NULL, the stage runs for this product
      * as its own instance with these options (the other fields are the plan stage's). */
     plan_stage *stages;
+    /* NULL: the run's stores (those not listed_only); else n_stages flags, set for the store
+     * stages its line's "secrets" names: the only stores of its items. */
+    unsigned char *stores;
 } plan_product;
 
 typedef struct plan {
@@ -72,6 +76,10 @@ void plan_free(plan *p);
 
 /* The environments of product i: its own, else the plan's. */
 size_t plan_product_environments(const plan *p, size_t i, char *const **out);
+
+/* Nonzero when stage s runs for the items of product i: every stage that is not a store;
+ * a store when the product's own stores name it, else when it is one of the run's. */
+int plan_stage_applies(const plan *p, size_t i, size_t s);
 
 /* Close every handle still open on loop, run it until they are closed, then uv_loop_close:
  * the one teardown of a loop (pipeline_run and the CLI's one-shot commands). */

@@ -3,7 +3,7 @@
  *   acme                       a product name (a trailing "# comment" is allowed)
  *   {"product": "shop", "environments": ["production"], "region": "eu-west-1",
  *    "tags": {"team": "web"}, "versioning": true, "policy": "read-only",
- *    "set": {"bucket.kms_key_id": "alias/shop"}}
+ *    "set": {"bucket.kms_key_id": "alias/shop"}, "secrets": ["dotenv", "pass"]}
  *
  * blank lines and lines starting with '#' are skipped; a "# comment" may follow a name or
  * an object. A JSON line is parsed by jansson. Its other keys ("tags", "versioning",
@@ -31,6 +31,9 @@ static void line_free(products_line *l) {
         free(l->environments[i]);
     free(l->environments);
     free(l->region);
+    for (size_t i = 0; i < l->n_secrets; i++)
+        free(l->secrets[i]);
+    free(l->secrets);
     json_decref(l->options);
     json_decref(l->shortcuts);
 }
@@ -112,30 +115,51 @@ static int line_set(const where *w, const json_t *set, json_t *opts, char **err)
     return 0;
 }
 
-static int line_environments(const where *w, const json_t *envs, products_line *l, char **err) {
+/* A non-empty list of distinct names ("environments", "secrets") into *out. */
+static int line_names(const where *w, const char *key, const json_t *list, const char *example,
+                      int (*check)(const char *, char **), char ***out, size_t *n, char **err) {
     size_t i;
     json_t *v;
-    if (!json_is_array(envs) || json_array_size(envs) == 0)
-        return fail_at(w, err, OL_EINVAL,
-                       "\"environments\" must be a non-empty list such as [\"production\"]");
-    l->environments = calloc(json_array_size(envs), sizeof(char *));
-    if (l->environments == NULL)
+    char *msg = NULL;
+    int rc = 0;
+    if (!json_is_array(list) || json_array_size(list) == 0)
+        msg = ol__format("\"%s\" must be a non-empty list such as %s", key, example);
+    else if ((*out = calloc(json_array_size(list), sizeof(char *))) == NULL)
         return OL_ENOMEM;
-    json_array_foreach(envs, i, v) {
-        if (!json_is_string(v))
-            return fail_at(w, err, OL_EINVAL, "\"environments\" must list names (strings)");
-        int rc = check_name(w, names_check_environment, json_string_value(v), err);
-        if (rc != 0)
+    json_array_foreach(list, i, v) {
+        if (msg != NULL || rc != 0)
+            break;
+        const char *name = json_string_value(v);
+        if (name == NULL || *name == '\0') {
+            msg = ol__format("\"%s\" must list names (non-empty strings)", key);
+            break;
+        }
+        if (check != NULL && (rc = check_name(w, check, name, err)) != 0)
             return rc;
-        for (size_t k = 0; k < l->n_environments; k++)
-            if (strcmp(l->environments[k], json_string_value(v)) == 0)
-                return fail_at(w, err, OL_EINVAL,
-                               "\"environments\" lists an environment twice; list each once");
-        if ((l->environments[l->n_environments] = strdup(json_string_value(v))) == NULL)
+        for (size_t k = 0; k < *n && msg == NULL; k++)
+            if (strcmp((*out)[k], name) == 0)
+                msg = ol__format("\"%s\" lists '%s' twice; list each once", key, name);
+        if (msg == NULL && ((*out)[*n] = strdup(name)) == NULL)
             return OL_ENOMEM;
-        l->n_environments++;
+        *n += msg == NULL;
     }
-    return 0;
+    if (msg == NULL)
+        return rc;
+    rc = fail_at(w, err, OL_EINVAL, msg);
+    free(msg);
+    return rc;
+}
+
+static int line_environments(const where *w, const json_t *envs, products_line *l, char **err) {
+    return line_names(w, "environments", envs, "[\"production\"]", names_check_environment,
+                      &l->environments, &l->n_environments, err);
+}
+
+/* The product's secret stores, checked against the loaded stores by config_build. An empty
+ * list is refused: a key must be stored somewhere. */
+static int line_secrets(const where *w, const json_t *list, products_line *l, char **err) {
+    return line_names(w, "secrets", list, "[\"dotenv\", \"pass\"]", NULL, &l->secrets,
+                      &l->n_secrets, err);
 }
 
 static int line_region(const where *w, const json_t *region, products_line *l, char **err) {
@@ -159,10 +183,7 @@ static int line_key(const where *w, const char *key, json_t *v, products_line *l
     if (strcmp(key, "set") == 0)
         return line_set(w, v, l->options, err);
     if (strcmp(key, "secrets") == 0)
-        return fail_at(w, err, OL_EINVAL,
-                       "\"secrets\": per-product secret stores are not supported; every "
-                       "product's key goes to the run's stores (--secrets). Remove the key, or "
-                       "run these products separately with their own --secrets");
+        return line_secrets(w, v, l, err);
     /* Hook for per-product credentials (a profile or identity per item): read the value
      * into products_line here, carry it in plan_product, and let items_build give the item
      * its own client settings. Until then it is refused, never ignored. */
@@ -417,11 +438,31 @@ static int resolve_shortcuts(const where *w, const plan *p, products_line *l, ch
             continue;
         char names[512];
         shortcut_names(p, names, sizeof(names));
-        char *msg = ol__format("unknown key '%s'; allowed: product, environments, region, set%s",
-                               key, names);
+        char *msg = ol__format(
+            "unknown key '%s'; allowed: product, environments, region, secrets, set%s", key, names);
         int rc = fail_at(w, err, OL_EINVAL, msg ? msg : "unknown key");
         free(msg);
         return rc;
+    }
+    return 0;
+}
+
+/* The line's "secrets" as the product's stores: each a store stage of p (config_build
+ * added those only products name). */
+static int product_stores(const where *w, const plan *p, const products_line *l, plan_product *pp,
+                          char **err) {
+    if ((pp->stores = calloc(p->n_stages ? p->n_stages : 1, 1)) == NULL)
+        return OL_ENOMEM;
+    for (size_t i = 0; i < l->n_secrets; i++) {
+        size_t s = stage_index(p, l->secrets[i]);
+        if (s == p->n_stages || !p->stages[s].is_store) {
+            char *msg = ol__format("\"secrets\": '%s' is not a secret store of the pipeline",
+                                   l->secrets[i]);
+            int rc = fail_at(w, err, OL_EINVAL, msg ? msg : "not a secret store");
+            free(msg);
+            return rc;
+        }
+        pp->stores[s] = 1;
     }
     return 0;
 }
@@ -437,12 +478,16 @@ int products_plan(products_file *pf, size_t first, plan *p, char **err) {
             json_decref(l->options);
             l->options = NULL;
         }
-        if (l->environments == NULL && l->region == NULL && l->options == NULL)
+        if (l->environments == NULL && l->region == NULL && l->options == NULL &&
+            l->secrets == NULL)
             continue;
         if (p->product_settings == NULL &&
             (p->product_settings = calloc(p->n_products, sizeof(plan_product))) == NULL)
             return OL_ENOMEM;
         plan_product *pp = &p->product_settings[first + k];
+        int rc1 = l->secrets != NULL ? product_stores(&w, p, l, pp, err) : 0;
+        if (rc1 != 0)
+            return rc1;
         pp->environments = l->environments;
         pp->n_environments = l->n_environments;
         pp->region = l->region;

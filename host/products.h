@@ -1,5 +1,6 @@
 /* products: the --products-file. Each line is a product name, or a JSON object (JSON Lines)
- * that names a product and its own settings: environments, region, stage options. Every
+ * that names a product and its own settings: environments, region, secret stores, stage
+ * options. Every
  * mistake is found with its line number before any request (docs/products-file.md). */
 #ifndef OL_PRODUCTS_H
 #define OL_PRODUCTS_H
@@ -18,7 +19,9 @@ typedef struct products_line {
     size_t lineno;
     char **environments; /* the line's "environments", or NULL: the run's */
     size_t n_environments;
-    char *region; /* the line's "region", or NULL: the run's */
+    char *region;   /* the line's "region", or NULL: the run's */
+    char **secrets; /* the line's "secrets" (store names), or NULL: the run's stores */
+    size_t n_secrets;
     /* The stage options the line sets, {"stage": {"option": value}}: "set", then (by
      * products_plan) the shortcuts; NULL when none. */
     json_t *options;
@@ -46,8 +49,9 @@ size_t products_file_line_of(const products_file *pf, const char *product);
 
 /* The lines' own settings into p, whose stages are built and whose products first...
  * are pf's lines in order: p->product_settings, each overridden stage's options cloned
- * from the plan's (pipeline file, then --set) with the line's on top. Moves the lines'
- * environments and region into p. 0, or OL_EINVAL with "PATH:LINE: ..." in *err. */
+ * from the plan's (pipeline file, then --set) with the line's on top, each line's
+ * "secrets" as the product's stores (every one must be a store stage of p). Moves the
+ * lines' environments and region into p. 0, or OL_EINVAL with "PATH:LINE: ..." in *err. */
 int products_plan(products_file *pf, size_t first, plan *p, char **err);
 
 #endif

@@ -77,6 +77,7 @@ struct ol_item {
     size_t index;
     run_identity *ident;
     char *product, *environment, *name, *region;
+    size_t product_index;  /* into the plan's products */
     struct ol_stage **own; /* its product's own stage instances (NULL entries: the run's) */
     bag bag;
     stage_run *stages; /* NULL before the item starts and after it has ended */
@@ -169,6 +170,9 @@ void scheduler_end_run(run *r);
 /* Frees what the item needed while it ran (its stages); teardown and the kick call it. */
 void scheduler_item_release(ol_item *item);
 int scheduler_item_ended(ol_stage *stage, const ol_item *item, const char *what);
+/* Nonzero when stage s runs for item: a store not among its product's stores does not
+ * (plan_stage_applies). */
+int run_item_uses(const ol_item *item, size_t s);
 
 /* stores.c */
 void stores_apply(ol_item *item, size_t s);

@@ -35,17 +35,27 @@ ol_stage *run_item_stage(const ol_item *item, size_t s) {
     return item->own != NULL && item->own[s] != NULL ? item->own[s] : &item->run->stages[s];
 }
 
-/* What an item needs while it runs. 0, or OL_ENOMEM. */
+int run_item_uses(const ol_item *item, size_t s) {
+    return plan_stage_applies(item->run->plan, item->product_index, s);
+}
+
+/* What an item needs while it runs. 0, or OL_ENOMEM. A store its product does not use is
+ * done from the start, with no report line: its needers run as if it were absent. */
 static int item_start(ol_item *item) {
     run *r = item->run;
     item->stages = calloc(r->plan->n_stages ? r->plan->n_stages : 1, sizeof(stage_run));
     if (item->stages == NULL)
         return OL_ENOMEM;
+    item->remaining = r->plan->n_stages;
     for (size_t s = 0; s < r->plan->n_stages; s++) {
         item->stages[s].item = item;
         item->stages[s].index = s;
+        if (!run_item_uses(item, s)) {
+            item->stages[s].status = ST_DONE;
+            item->stages[s].outcome = OL_OUTCOME_UNCHANGED;
+            item->remaining--;
+        }
     }
-    item->remaining = r->plan->n_stages;
     item->started = 1;
     list_insert_tail(&r->live, &item->live);
     return 0;

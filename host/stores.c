@@ -454,31 +454,34 @@ static void find_next(find_ctx *f) {
 }
 
 /* Verify stores first (read on every run), then stores known to hold one of the keys (the
- * likeliest to answer), then the rest. */
+ * likeliest to answer), then the rest. A store the item's product does not use is read
+ * only when the journal says it holds one of the keys (the product moved to other stores):
+ * it can give the secret to the item's stores. */
 static int find_plan(find_ctx *f) {
     run *r = f->item->run;
     f->order = calloc(r->plan->n_stages ? r->plan->n_stages : 1, sizeof(size_t));
     if (f->order == NULL)
         return OL_ENOMEM;
     for (size_t s = 0; s < r->plan->n_stages; s++)
-        if (r->plan->stages[s].is_store && store_verifies(r, s))
+        if (r->plan->stages[s].is_store && store_verifies(r, s) && run_item_uses(f->item, s))
             f->order[f->n_order++] = s;
     f->n_verify = f->n_order;
     for (int pass = 0; pass < 2; pass++)
         for (size_t s = 0; s < r->plan->n_stages; s++) {
-            if (!r->plan->stages[s].is_store || store_verifies(r, s))
+            int used = run_item_uses(f->item, s);
+            if (!r->plan->stages[s].is_store || (used && store_verifies(r, s)))
                 continue;
             int holds = 0;
             for (size_t k = 0; k < f->n_keys && !holds; k++)
                 holds = journal_count_stage(r->journal, f->item->name, run_stage_name(r, s),
                                             "secret_stored", f->keys[k]) > 0;
-            if (holds == (pass == 0))
+            if (holds == (pass == 0) && (used || holds))
                 f->order[f->n_order++] = s;
         }
     return 0;
 }
 
-/* The newest key every configured non-verify store is known (journal) to hold, or NULL. */
+/* The newest key every non-verify store of the item is known (journal) to hold, or NULL. */
 static const char *held_everywhere(const find_ctx *f) {
     run *r = f->item->run;
     const char *best = NULL;
@@ -486,7 +489,7 @@ static const char *held_everywhere(const find_ctx *f) {
     for (size_t k = 0; k < f->n_keys; k++) {
         int all = 1;
         for (size_t s = 0; s < r->plan->n_stages && all; s++)
-            if (r->plan->stages[s].is_store && !store_verifies(r, s))
+            if (r->plan->stages[s].is_store && !store_verifies(r, s) && run_item_uses(f->item, s))
                 all = journal_count_stage(r->journal, f->item->name, run_stage_name(r, s),
                                           "secret_stored", f->keys[k]) > 0;
         long long t = journal_last_time(r->journal, f->item->name, "secret_stored", f->keys[k]);

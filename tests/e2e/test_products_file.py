@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """End-to-end tests of --products-file against moto with signatures and IAM policies
 enforced: JSON Lines give a product its own environments, region, tags, versioning, policy
-preset and stage options (checked with boto3); every bad line, duplicate, odd file (long
+preset, stage options (checked with boto3) and secret stores (each key in exactly its
+product's stores, read back with Python's json and csv modules); every bad line, duplicate, odd file (long
 lines, NUL bytes, a directory, a device, a FIFO) is refused with its line number before any
 request; --json prints durations in milliseconds.
 
 usage: test_products_file.py  (env: OPSLINE=path/to/opsline)
 """
+import csv
 import json
 import os
 import re
@@ -15,7 +17,7 @@ import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tools"))
-from opsline_e2e import MotoTestCase  # noqa: E402
+from opsline_e2e import MotoTestCase, read_env  # noqa: E402
 
 from botocore.exceptions import ClientError  # noqa: E402
 
@@ -100,6 +102,85 @@ class ProductsFileTest(MotoTestCase):
         summary = json.loads(r.stdout)["summary"]
         self.assertEqual((summary["created"], summary["stage_failed"]), (0, 0), r.stdout)
 
+    # ---- per-product secret stores -------------------------------------------------------
+
+    def store_contents(self):
+        """{item: key id} of each store: the .env files, the bitwarden logins, the CSV rows."""
+        dotenv = {n[:-4]: read_env(os.path.join(self.work, n))["AWS_ACCESS_KEY_ID"]
+                  for n in os.listdir(self.work) if n.endswith(".env")}
+        bw, op = {}, {}
+        if os.path.exists(os.path.join(self.work, "bw.json")):
+            with open(os.path.join(self.work, "bw.json"), encoding="utf-8") as f:
+                bw = {i["name"]: i["login"]["username"] for i in json.load(f)["items"]
+                      if i.get("type") == 1}
+        if os.path.exists(os.path.join(self.work, "op.csv")):
+            with open(os.path.join(self.work, "op.csv"), newline="", encoding="utf-8") as f:
+                op = {row[0]: row[2] for row in list(csv.reader(f))[1:]}
+        return {"dotenv": dotenv, "bitwarden": bw, "1password": op}
+
+    def apply_stores(self, path):
+        r = self.opsline("apply", "--products-file", path, "--json", "--secrets", "bitwarden",
+                         "--set", "bitwarden.file=bw.json", "--set", "1password.file=op.csv")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        return json.loads(r.stdout)
+
+    def test_secrets_give_each_product_exactly_its_stores(self):
+        lines = [
+            "pl",  # new names (one moto for all tests); the run's stores: --secrets bitwarden
+            json.dumps({"product": "sh", "secrets": ["dotenv"]}),
+            json.dumps({"product": "dc", "environments": ["production"],
+                        "secrets": ["1password", "dotenv"]}),
+        ]
+        path = self.write("stores.jsonl", "\n".join(lines) + "\n")
+        report = self.apply_stores(path)
+        want = {"pl-production": {"bitwarden"}, "pl-staging": {"bitwarden"},
+                "sh-production": {"dotenv"}, "sh-staging": {"dotenv"},
+                "dc-production": {"1password", "dotenv"}}
+        stores = {"dotenv", "bitwarden", "1password"}
+        for item in report["items"]:
+            got = {s["stage"]: s["outcome"] for s in item["stages"] if s["stage"] in stores}
+            self.assertEqual(got, {s: "created" for s in want[item["name"]]}, item["name"])
+        self.assertEqual(sorted(i["name"] for i in report["items"]), sorted(want))
+
+        keys = {}
+        for name in want:
+            ids = self.keys_of(name)
+            self.assertEqual(len(ids), 1, name)
+            keys[name] = ids[0]
+        held = self.store_contents()
+        for store in stores:
+            self.assertEqual(held[store], {n: keys[n] for n in want if store in want[n]}, store)
+        # the secret in a product's store is the key's: it works on its bucket only
+        env = self.env_file("sh-production")
+        self.assert_key_works_only_on((env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]),
+                                      "sh-production", "pl-production")
+
+        # A rerun converges: no key created, every store unchanged, no line for other stores.
+        report = self.apply_stores(path)
+        self.assertEqual((report["summary"]["created"], report["summary"]["stage_failed"]),
+                         (0, 0), report["summary"])
+        for item in report["items"]:
+            got = {s["stage"] for s in item["stages"] if s["stage"] in stores}
+            self.assertEqual(got, want[item["name"]], item["name"])
+        self.assertEqual({n: self.keys_of(n) for n in want}, {n: [k] for n, k in keys.items()})
+        self.assertEqual(self.store_contents(), held)
+
+        # A product moved to another store gets its existing key there (read back from the
+        # store that holds it), not a new one; the old copy is left as it is.
+        lines[1] = json.dumps({"product": "sh", "secrets": ["1password"]})
+        self.write("stores.jsonl", "\n".join(lines) + "\n")
+        report = self.apply_stores(path)
+        for item in report["items"]:
+            if item["name"].startswith("sh-"):
+                got = {s["stage"]: s["outcome"] for s in item["stages"] if s["stage"] in stores}
+                self.assertEqual(got, {"1password": "created"}, item["name"])
+        self.assertEqual({n: self.keys_of(n) for n in want}, {n: [k] for n, k in keys.items()})
+        moved = self.store_contents()
+        self.assertEqual(moved["1password"], {n: keys[n] for n in
+                                              ("dc-production", "sh-production",
+                                               "sh-staging")})
+        self.assertEqual(moved["dotenv"], held["dotenv"])
+
     def test_bad_lines_are_refused_with_their_line_number_before_any_request(self):
         cases = [
             ('{"product": "shop", "region": "mars-1"}', "not 'mars-1'"),
@@ -108,7 +189,10 @@ class ProductsFileTest(MotoTestCase):
             ('{"product": "shop", "colour": "red"}', "unknown key 'colour'"),
             ('{"product": "shop", "set": {"bucket.versoning": true}}', "did you mean 'versioning'"),
             ('{"product": "shop", "versioning": "yes"}', "must be a boolean"),
-            ('{"product": "shop", "secrets": ["pass"]}', "per-product secret stores"),
+            ('{"product": "shop", "secrets": ["vaultx"]}',
+             "\"secrets\": no plugin provides secret store 'vaultx'"),
+            ('{"product": "shop", "secrets": []}', "\"secrets\" must be a non-empty list"),
+            ('{"product": "shop", "secrets": ["bucket"]}', "not a secret store"),
             ('{"product": "shop", "set": {"cdn.ttl": 1}}', "stage 'cdn', which is not"),
             ("acme", "product 'acme' is already on line 1"),
             ("two names", "is not one product name"),

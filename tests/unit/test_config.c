@@ -286,7 +286,11 @@ static void json_lines_errors_name_the_file_and_line(void **state) {
         {"{\"product\": \"shop\", \"environments\": [\"a\", \"a\"]}", "twice"},
         {"{\"product\": \"shop\", \"region\": \"mars-1\"}", "not 'mars-1'"},
         {"{\"product\": \"shop\", \"region\": 3}", "AWS region name"},
-        {"{\"product\": \"shop\", \"secrets\": [\"pass\"]}", "per-product secret stores"},
+        {"{\"product\": \"shop\", \"secrets\": []}", "\"secrets\" must be a non-empty list"},
+        {"{\"product\": \"shop\", \"secrets\": \"dotenv\"}", "non-empty list"},
+        {"{\"product\": \"shop\", \"secrets\": [\"dotenv\", 3]}", "must list names"},
+        {"{\"product\": \"shop\", \"secrets\": [\"pass\", \"pass\"]}", "'pass' twice"},
+        {"{\"product\": \"shop\", \"secrets\": [\"bucket\"]}", "not a secret store"},
         {"{\"product\": \"shop\", \"profile\": \"x\"}", "per-product credentials"},
         {"{\"product\": \"shop\", \"set\": [1]}", "\"set\" must be an object"},
         {"{\"product\": \"shop\", \"set\": {\"versioning\": true}}", "not STAGE.OPTION"},
@@ -311,6 +315,107 @@ static void json_lines_errors_name_the_file_and_line(void **state) {
         expect_refused(f, &a, OL_EINVAL, want);
         expect_refused(f, &a, OL_EINVAL, cases[i].fragment);
     }
+}
+
+/* The stores of a plan stage applies to product i (by name), as a comma-separated list. */
+static void stores_of(const plan *p, size_t i, char *buf, size_t len) {
+    size_t off = 0;
+    buf[0] = '\0';
+    for (size_t s = 0; s < p->n_stages && off < len; s++)
+        if (p->stages[s].is_store && plan_stage_applies(p, i, s))
+            off += (size_t)snprintf(buf + off, len - off, "%s%s", off ? "," : "",
+                                    p->stages[s].plugin->desc->name);
+}
+
+/* "secrets" on a line gives that product exactly those stores; the run's stores stay the
+ * others'; a store only a line names joins the plan with the pipeline file's options. */
+static void json_lines_give_products_their_own_stores(void **state) {
+    fixture *f = *state;
+    char pipeline[128];
+    snprintf(pipeline, sizeof(pipeline), "%s",
+             file_with(f, "p.json",
+                       "{\"stages\": [\"bucket\", \"iam\", \"policy\", \"dotenv\", "
+                       "{\"stage\": \"1password\", \"options\": {\"file\": \"ops.csv\"}, "
+                       "\"timeout\": \"42s\"}], \"secrets\": [\"dotenv\"]}"));
+    config_args a = {.pipeline_file = pipeline,
+                     .products_file =
+                         file_with(f, "stores.jsonl",
+                                   "plain\n"
+                                   "{\"product\": \"shop\", \"secrets\": [\"pass\", \"dotenv\"]}\n"
+                                   "{\"product\": \"docs\", \"secrets\": [\"1password\"]}\n")};
+    plan p;
+    char *err = NULL, got[256];
+    if (config_build(&a, f->l, &p, &err) != 0)
+        fail_msg("%s", err);
+    stores_of(&p, 0, got, sizeof(got));
+    assert_string_equal(got, "dotenv");
+    stores_of(&p, 1, got, sizeof(got));
+    assert_true(strcmp(got, "dotenv,pass") == 0 || strcmp(got, "pass,dotenv") == 0);
+    stores_of(&p, 2, got, sizeof(got));
+    assert_string_equal(got, "1password");
+    assert_false(stage(&p, "dotenv")->listed_only);
+    assert_true(stage(&p, "pass")->listed_only);
+    assert_true(stage(&p, "1password")->listed_only);
+    assert_int_equal(stage(&p, "1password")->timeout_ms, 42000);
+    assert_true(plan_stage_applies(&p, 2, (size_t)(stage(&p, "iam") - p.stages)));
+    /* every store runs after the key creator, the products' own too */
+    size_t iam = (size_t)(stage(&p, "iam") - p.stages);
+    assert_true((size_t)(stage(&p, "pass") - p.stages) > iam);
+    assert_true((size_t)(stage(&p, "1password") - p.stages) > iam);
+    plan_free(&p);
+
+    /* with --secrets the run's stores are those; a line naming one adds nothing */
+    a.pipeline_file = NULL;
+    a.secrets = "pass";
+    a.products_file = file_with(f, "one.jsonl",
+                                "plain\n{\"product\": \"shop\", \"secrets\": "
+                                "[\"pass\"]}\n");
+    if (config_build(&a, f->l, &p, &err) != 0)
+        fail_msg("%s", err);
+    stores_of(&p, 0, got, sizeof(got));
+    assert_string_equal(got, "pass");
+    stores_of(&p, 1, got, sizeof(got));
+    assert_string_equal(got, "pass");
+    assert_false(stage(&p, "pass")->listed_only);
+    plan_free(&p);
+}
+
+/* A store no plugin provides, named by a line, is refused with the line before any
+ * request; so is a product left with no store at all. */
+static void json_lines_stores_are_checked_with_their_line(void **state) {
+    fixture *f = *state;
+    config_args a = {.products_file =
+                         file_with(f, "nostore.jsonl",
+                                   "acme\n\n{\"product\": \"shop\", \"secrets\": [\"vaultx\"]}\n")};
+    expect_refused(f, &a, OL_ECONFIG,
+                   "nostore.jsonl:3: \"secrets\": no plugin provides secret "
+                   "store 'vaultx'; loaded stores: ");
+    expect_refused(f, &a, OL_ECONFIG, "dotenv");
+    /* the run's stores are none: a product without its own would lose its keys */
+    char pipeline[128];
+    snprintf(pipeline, sizeof(pipeline), "%s",
+             file_with(f, "nostores.json", "{\"stages\": [\"bucket\", \"iam\"]}"));
+    a.pipeline_file = pipeline;
+    a.products_file = file_with(f, "some.jsonl",
+                                "{\"product\": \"shop\", \"secrets\": "
+                                "[\"dotenv\"]}\nacme\n");
+    expect_refused(f, &a, OL_ECONFIG,
+                   "some.jsonl:2: stage 'iam' creates access keys but 'acme' "
+                   "has no secret store");
+    a.products_file = file_with(f, "all.jsonl",
+                                "{\"product\": \"shop\", \"secrets\": "
+                                "[\"dotenv\"]}\n");
+    plan p;
+    char *err = NULL;
+    if (config_build(&a, f->l, &p, &err) != 0)
+        fail_msg("%s", err);
+    assert_true(stage(&p, "dotenv")->listed_only);
+    assert_true(plan_stage_applies(&p, 0, (size_t)(stage(&p, "dotenv") - p.stages)));
+    plan_free(&p);
+    /* argv's product with no run store */
+    a.products = ACME;
+    a.n_products = 1;
+    expect_refused(f, &a, OL_ECONFIG, "but product 'acme' has no secret store");
 }
 
 static void environments_and_region_come_from_the_flags_before_the_pipeline_file(void **state) {
@@ -506,6 +611,8 @@ int main(void) {
         cmocka_unit_test(products_file_may_start_with_a_byte_order_mark),
         cmocka_unit_test(json_lines_give_products_their_environments_region_and_options),
         cmocka_unit_test(json_lines_errors_name_the_file_and_line),
+        cmocka_unit_test(json_lines_give_products_their_own_stores),
+        cmocka_unit_test(json_lines_stores_are_checked_with_their_line),
         cmocka_unit_test(environments_and_region_come_from_the_flags_before_the_pipeline_file),
         cmocka_unit_test(bad_regions_environments_and_pipeline_files_are_refused),
         cmocka_unit_test(set_and_env_file_reach_the_stage_options),
