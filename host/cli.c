@@ -566,7 +566,10 @@ static int cmd_plugins(int argc, char **argv) {
             options_describe(p->desc, p->path, stdout);
             const ol_cli_flag *f = loader_cli_flags(p->desc);
             for (size_t i = 0; f != NULL && f[i].flag != NULL; i++)
-                printf("command-line flag: --%s sets option %s\n", f[i].flag, f[i].option);
+                if (f[i].option != NULL)
+                    printf("command-line flag: --%s sets option %s\n", f[i].flag, f[i].option);
+                else
+                    printf("command-line flag: --%s adds this stage to the pipeline\n", f[i].flag);
         }
     } else {
         code = usage_error("plugins", "%s", "say `list` or `show NAME`");

@@ -389,7 +389,7 @@ static int stage_fill(const loader *l, const char *const *names, size_t n, size_
 static const char *option_with_flag(const ol_plugin *d, const char *flag) {
     const ol_cli_flag *f = loader_cli_flags(d);
     for (size_t i = 0; f != NULL && f[i].flag != NULL; i++)
-        if (strcmp(f[i].flag, flag) == 0)
+        if (f[i].option != NULL && strcmp(f[i].flag, flag) == 0)
             return f[i].option;
     return NULL;
 }
@@ -740,18 +740,32 @@ static int plan_settings(const config_args *a, const json_t *doc, plan *p, char 
     return 0;
 }
 
-/* --verify: the verify stage joins the pipeline (once). */
-static int plan_verify(const config_args *a, stage_spec **specs, size_t *n) {
-    for (size_t i = 0; a->verify && i < *n; i++)
-        if (strcmp((*specs)[i].name, "verify") == 0)
-            return 0;
-    if (!a->verify)
-        return 0;
-    stage_spec *more = realloc(*specs, (*n + 1) * sizeof(**specs));
-    if (more == NULL)
-        return OL_ENOMEM;
-    *specs = more;
-    more[(*n)++] = (stage_spec){.name = "verify"};
+/* --verify: every loaded stage that maps the flag "verify" to no option (ol_plugin.cli_flags:
+ * {"verify", NULL}) joins the pipeline, once; none loaded is an error. */
+static int plan_verify(const config_args *a, const loader *l, stage_spec **specs, size_t *n,
+                       char **err) {
+    size_t added = 0;
+    for (size_t k = 0; a->verify && k < loader_count(l); k++) {
+        const ol_plugin *d = loader_at(l, k)->desc;
+        const ol_cli_flag *f = loader_cli_flags(d);
+        int takes = 0;
+        for (size_t j = 0; f != NULL && f[j].flag != NULL; j++)
+            takes |= strcmp(f[j].flag, "verify") == 0 && f[j].option == NULL;
+        int listed = 0;
+        for (size_t i = 0; takes && i < *n; i++)
+            listed |= strcmp((*specs)[i].name, d->name) == 0;
+        added += (size_t)takes;
+        if (!takes || listed)
+            continue;
+        stage_spec *more = realloc(*specs, (*n + 1) * sizeof(**specs));
+        if (more == NULL)
+            return OL_ENOMEM;
+        *specs = more;
+        more[(*n)++] = (stage_spec){.name = d->name};
+    }
+    if (a->verify && added == 0)
+        return ol__fail(err, OL_EINVAL,
+                        "--verify: no loaded stage provides it (see `opsline plugins list`)");
     return 0;
 }
 
@@ -768,7 +782,7 @@ int config_build(const config_args *a, const loader *l, plan *p, char **err) {
     if ((rc = plan_products(a, p, &pf, &first, err)) == 0 &&
         (rc = stage_specs_read(a, l, &doc, &specs, &n_specs, &source, err)) == 0 &&
         (rc = plan_secrets(a, l, doc, &specs, &n_specs, err)) == 0 &&
-        (rc = plan_verify(a, &specs, &n_specs)) == 0 &&
+        (rc = plan_verify(a, l, &specs, &n_specs, err)) == 0 &&
         (rc = plan_environments(a, doc, p, err)) == 0 && (rc = check_items(p, err)) == 0 &&
         (rc = plan_region(a, doc, p, err)) == 0 && (rc = plan_settings(a, doc, p, err)) == 0 &&
         (rc = identities_plan(a->profile, a->region, doc, a->pipeline_file, p, err)) == 0 &&

@@ -170,7 +170,7 @@ static int check_cli_flags(const ol_plugin *d, const char *path, char **err) {
     const ol_cli_flag *f = loader_cli_flags(d);
     for (size_t i = 0; f != NULL && f[i].flag != NULL; i++) {
         size_t ok = strspn(f[i].flag, "abcdefghijklmnopqrstuvwxyz-");
-        int declared = 0;
+        int declared = f[i].option == NULL; /* a flag that adds the stage to the pipeline */
         for (size_t k = 0; f[i].option != NULL && k < d->n_options; k++)
             declared |= strcmp(options_def(d, k)->name, f[i].option) == 0;
         if (ok == 0 || f[i].flag[ok] != '\0' || !declared)

@@ -408,7 +408,7 @@ static void shortcut_names(const plan *p, char *buf, size_t len) {
     for (size_t s = 0; s < p->n_stages && off < len; s++) {
         const ol_cli_flag *f = loader_cli_flags(p->stages[s].plugin->desc);
         for (size_t i = 0; f != NULL && f[i].flag != NULL && off < len; i++)
-            if (!p->stages[s].is_store && strstr(buf, f[i].flag) == NULL)
+            if (!p->stages[s].is_store && f[i].option != NULL && strstr(buf, f[i].flag) == NULL)
                 off += (size_t)snprintf(buf + off, len - off, ", %s", f[i].flag);
     }
 }
@@ -424,7 +424,7 @@ static int resolve_shortcuts(const where *w, const plan *p, products_line *l, ch
             const ol_plugin *d = p->stages[s].plugin->desc;
             const ol_cli_flag *f = loader_cli_flags(d);
             for (size_t i = 0; !p->stages[s].is_store && f != NULL && f[i].flag != NULL; i++) {
-                if (strcmp(f[i].flag, key) != 0)
+                if (f[i].option == NULL || strcmp(f[i].flag, key) != 0)
                     continue;
                 char given[96];
                 snprintf(given, sizeof(given), "\"%s\"", key);

@@ -264,6 +264,9 @@ static const ol_option_def verify_options[] = {
 
 static const char *const verify_needs[] = {"iam", "policy", NULL};
 
+/* `opsline apply --verify` adds this stage to the pipeline. */
+static const ol_cli_flag verify_cli_flags[] = {{"verify", NULL}, {NULL, NULL}};
+
 static const ol_plugin verify_plugin = {
     .abi_major = OL_ABI_MAJOR,
     .abi_minor = OL_ABI_MINOR,
@@ -278,6 +281,7 @@ static const ol_plugin verify_plugin = {
     .apply = verify_apply,
     .fini = verify_fini,
     .rotate = verify_apply,
+    .cli_flags = verify_cli_flags,
 };
 
 OL_EXPORT const ol_plugin *opsline_plugin(void) {

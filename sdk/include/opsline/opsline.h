@@ -603,7 +603,8 @@ typedef struct ol_plugin {
      * to V on this stage when it is in the pipeline, as `--set STAGE.path=V` would. On the
      * command line the host accepts the flags its `apply --help` lists (today: env-file);
      * every shortcut is also a key of a products-file line ({"product": "x", "tags": ...}),
-     * for the stages that are not secret stores. */
+     * for the stages that are not secret stores. A NULL option makes a boolean flag that
+     * adds the stage to the pipeline ({"verify", NULL}: `opsline apply --verify`). */
     const ol_cli_flag *cli_flags;
 
     /* ---- 2.1: the lifecycle. Each may be NULL; same contract as apply (0 and one
