@@ -9,6 +9,7 @@
 #include "aws/sts.h"
 #include "error.h"
 #include "identities.h"
+#include "itemlock.h"
 #include "run.h"
 
 static void on_aws_log(void *arg, const char *line) {
@@ -329,6 +330,8 @@ void pipeline_close_clients(run *r) {
 static void items_free(run *r) {
     for (size_t i = 0; i < r->n_items; i++) {
         ol_item *it = &r->items[i];
+        if (it->locked) /* an item interrupted before it ended */
+            itemlock_release(it->lock_fd);
         scheduler_item_release(it);
         free(it->name);
         bag_free(&it->bag);
@@ -339,6 +342,7 @@ static void items_free(run *r) {
         free(r->idents[i].envs);
     }
     free(r->idents);
+    free(r->lock_dir);
 }
 
 static int stage_init(run *r, ol_stage *st, const plan_stage *ps, size_t s) {
@@ -486,6 +490,13 @@ static int run_setup(run *r) {
     }
     if (journal_warnings(r->journal) != NULL)
         fprintf(stderr, "warning: %s\n", journal_warnings(r->journal));
+    /* Commands that change things run each item alone across opsline processes. */
+    if (p->mode != OL_MODE_PLAN && p->mode != OL_MODE_STATUS &&
+        (rc = itemlock_dir(&r->lock_dir, &err)) != 0) {
+        fprintf(stderr, "error: %s\n", err ? err : ol_strerror(rc));
+        free(err);
+        return rc;
+    }
     r->report = report_new(p->json, p->verbose, r->n_items);
     if (r->report == NULL)
         return OL_ENOMEM;
@@ -550,6 +561,7 @@ int pipeline_run(const plan *p) {
     r.plan = p;
     list_init(&r.live);
     list_init(&r.ended);
+    list_init(&r.lock_wait);
     if (uv_loop_init(&r.loop) != 0 || services_new(&r.loop, &r.svc) != 0) {
         fprintf(stderr, "error: could not start the event loop\n");
         return 2;

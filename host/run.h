@@ -85,6 +85,9 @@ struct ol_item {
     int keep;          /* a stage or store timed out: its late completion may still come, so
                           the stages stay until teardown */
     int started, finished;
+    int lock_fd; /* its item lock (itemlock.h) while it runs, when held (locked) */
+    int locked;
+    int lock_told; /* "waiting for another run" printed once */
     int advancing, again;
     size_t remaining;
     size_t store_ops; /* store operations of this item in progress */
@@ -127,8 +130,10 @@ typedef struct run {
     struct ol_stage ***product_stages; /* per product: NULL, or n_stages (NULL: r->stages) */
     struct ol_item *items;
     size_t n_items;
-    list_node live;  /* items in progress (parked ones included) */
-    list_node ended; /* finished items whose stages the next kick frees */
+    list_node live;      /* items in progress (parked ones included) */
+    list_node ended;     /* finished items whose stages the next kick frees */
+    list_node lock_wait; /* items another opsline process holds (itemlock.h), in order */
+    char *lock_dir;      /* NULL: a read-only command takes no item lock */
     size_t next_item;
     size_t active;
     size_t parked; /* items started that wait only on held-back store puts */

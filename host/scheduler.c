@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "error.h"
+#include "itemlock.h"
 #include "run.h"
 
 /* A reason is one line a person reads, and may quote what a server or a program sent:
@@ -75,6 +76,10 @@ void scheduler_item_release(ol_item *item) {
 static void item_finish(ol_item *item) {
     run *r = item->run;
     item->finished = 1;
+    if (item->locked) { /* its keys are stored (held-back puts are flushed by now) */
+        itemlock_release(item->lock_fd);
+        item->locked = 0;
+    }
     if (journal_flush(r->journal) != 0)
         run_print(r, "warning: could not fsync the journal %s\n", journal_path(r->journal));
     report_item(r->report, item->name, item->product, item->environment, item->region);
@@ -273,6 +278,62 @@ void scheduler_end_run(run *r) {
     pipeline_close_clients(r);
 }
 
+#define LOCK_RETRY_MS 200
+
+static void item_run(run *r, ol_item *item) {
+    if (item_start(item) != 0) {
+        fprintf(stderr, "error: out of memory: item %s not run\n", item->name);
+        return;
+    }
+    r->active++;
+    scheduler_advance(item);
+}
+
+/* Item's lock (itemlock.h): 1 when it may start (held, or no lock is needed), 0 when another
+ * opsline process holds it. A lock that cannot be taken at all is reported and not
+ * needed: the item runs as it did before item locks. */
+static int item_lock(run *r, ol_item *item) {
+    if (r->lock_dir == NULL || item->locked)
+        return 1;
+    char *err = NULL;
+    int rc = itemlock_try(r->lock_dir, item->name, &item->lock_fd, &err);
+    if (rc == 0)
+        item->locked = 1;
+    else if (rc < 0)
+        run_print(r, "warning: %s; %s runs without it\n", err ? err : ol_strerror(rc), item->name);
+    else if (!item->lock_told) {
+        item->lock_told = 1;
+        run_print(r, "info: %s: another opsline run is working on it; waiting\n", item->name);
+    }
+    free(err);
+    return rc != 1;
+}
+
+/* Starts items while the concurrency allows: first those that waited for another process's
+ * lock, in order, then new ones. */
+static void start_items(run *r) {
+    list_node *n, *tmp;
+    list_foreach_safe(n, tmp, &r->lock_wait) {
+        ol_item *item = list_entry(n, ol_item, live);
+        if (r->interrupted || r->active >= r->plan->concurrency || r->parked >= PARK_MAX)
+            return;
+        if (!item_lock(r, item))
+            continue;
+        list_remove(n);
+        list_init(n);
+        item_run(r, item);
+    }
+    while (!r->interrupted && r->next_item < r->n_items && r->active < r->plan->concurrency &&
+           r->parked < PARK_MAX) {
+        ol_item *item = &r->items[r->next_item++];
+        if (!item_lock(r, item)) {
+            list_insert_tail(&r->lock_wait, &item->live);
+            continue;
+        }
+        item_run(r, item);
+    }
+}
+
 static void on_kick(uv_timer_t *t) {
     run *r = t->data;
     list_node *n, *tmp;
@@ -282,20 +343,15 @@ static void on_kick(uv_timer_t *t) {
     }
     if (r->ending)
         return;
-    while (!r->interrupted && r->next_item < r->n_items && r->active < r->plan->concurrency &&
-           r->parked < PARK_MAX) {
-        ol_item *item = &r->items[r->next_item++];
-        if (item_start(item) != 0) {
-            fprintf(stderr, "error: out of memory: item %s not run\n", item->name);
-            continue;
-        }
-        r->active++;
-        scheduler_advance(item);
-    }
-    if (r->active == 0 && r->parked == 0 && (r->next_item == r->n_items || r->interrupted))
+    start_items(r);
+    int waiting = !r->interrupted && !list_empty(&r->lock_wait);
+    if (r->active == 0 && r->parked == 0 && !waiting &&
+        (r->next_item == r->n_items || r->interrupted))
         stores_finish_run(r);
     else
         stores_maybe_flush(r);
+    if (waiting) /* another process holds some items: look again soon */
+        uv_timer_start(&r->kick, on_kick, LOCK_RETRY_MS, 0);
 }
 
 void scheduler_kick(run *r) {

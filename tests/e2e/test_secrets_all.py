@@ -34,7 +34,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(HERE, "..", "tools"))
 import opsline_e2e  # noqa: E402
-from opsline_e2e import OPSLINE, MotoTestCase, read_env  # noqa: E402
+from opsline_e2e import OPSLINE, MotoTestCase, programs, read_env  # noqa: E402
 
 ALL_STORES = ["dotenv", "keepassxc", "pass", "aws-secretsmanager"]
 STORES = [s for s in os.environ.get("OPSLINE_E2E_STORES", ",".join(ALL_STORES)).split(",") if s]
@@ -244,7 +244,7 @@ class SecretsAllTest(MotoTestCase):
             store = STORES[0]
             secrets_[f"secret of acme-{env}"] = self.read_back(run, store, f"acme-{env}")[1]
         children = run["children"]
-        names = b" ".join(c["cmdline"].split(b"\0")[0] for c in children)
+        names = b" ".join(name for c in children for name in programs(c))
         if "keepassxc" in STORES:
             self.assertIn(b"keepassxc-cli", names, "no keepassxc-cli child was ever sampled")
         if "pass" in STORES:

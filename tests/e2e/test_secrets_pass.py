@@ -30,7 +30,7 @@ import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tools"))
-from opsline_e2e import OPSLINE, REGION, MotoTestCase, run_watched  # noqa: E402
+from opsline_e2e import OPSLINE, REGION, MotoTestCase, programs, run_watched  # noqa: E402
 
 PASS = shutil.which("pass")
 GPG = shutil.which("gpg")
@@ -176,8 +176,8 @@ class PassStoreTest(MotoTestCase):
             self.assertEqual(mate.stdout.splitlines()[0], secret)
 
         # No child process held a secret in its argv or environment.
-        names = {os.path.basename(c["cmdline"].split(b"\0")[0]).decode(errors="replace")
-                 for c in children}
+        names = {os.path.basename(name).decode(errors="replace")
+                 for c in children for name in programs(c)}
         # The encryptions of the two entries: the secret went to these on stdin.
         inserts = [c for c in children
                    if b"--encrypt\0" in c["cmdline"] and b"--output\0-\0" in c["cmdline"]]

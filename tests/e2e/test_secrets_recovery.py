@@ -7,7 +7,9 @@ and IAM policies enforced, checked with boto3:
 - a lost state directory (no journal) does not cause a second key while a store holds it;
 - a pipeline that would create keys and store them nowhere is refused before any request;
 - a store that cannot work (its prepare check fails) stops the run before any key exists;
-- when the bucket stage fails, the created key is still stored.
+- when the bucket stage fails, the created key is still stored;
+- two runs at once with different state directories, writing the same .env files, create
+  one key per user between them, and the files hold it (item locks across processes).
 
 usage: test_secrets_recovery.py  (env: OPSLINE=path/to/opsline)
 """
@@ -88,6 +90,42 @@ class RecoveryTest(Base):
         self.apply_ok("nojournal", "-e", "production")
         self.assertEqual(self.keys_of("nojournal-production"), keys)
         self.assertIn("nojournal-production", r.stdout)
+
+    def two_runs_at_once(self, products, lock_dirs):
+        """Both runs start together; with 30 products some users are looked at by both
+        before either's CreateAccessKey has answered (without item locks 2 of 30 users got a
+        second key, whose secret the shared .env did not keep)."""
+        procs = []
+        for i, lock_dir in enumerate(lock_dirs):
+            os.makedirs(lock_dir, mode=0o700, exist_ok=True)
+            env = self.env(XDG_RUNTIME_DIR=lock_dir)
+            procs.append(subprocess.Popen(
+                [os.environ["OPSLINE"], "apply", *products, "-e", "production", "--state-dir",
+                 os.path.join(self.work, f"state{i}")],
+                cwd=self.work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                text=True))
+        outs = [p.communicate(timeout=self.opsline_timeout) for p in procs]
+        for p, (out, err) in zip(procs, outs):
+            self.outputs += [out, err]
+        return [p.returncode for p in procs], outs
+
+    def test_two_runs_at_once_on_the_same_env_files_create_one_key_per_user(self):
+        products = [f"twin{i}" for i in range(30)]
+        shared = os.path.join(self.work, "locks")
+        codes, outs = self.two_runs_at_once(products, [shared, shared])
+        self.assertEqual(codes, [0, 0], outs)
+        for p in products:
+            item = f"{p}-production"
+            keys = self.keys_of(item)
+            self.assertEqual(len(keys), 1, (item, keys))
+            self.assertEqual(self.env_file(item)["AWS_ACCESS_KEY_ID"], keys[0])
+        self.assert_key_works("twin0-production")
+        # A later run with either state directory changes nothing.
+        r = self.opsline("apply", *products, "-e", "production", "--state-dir",
+                         os.path.join(self.work, "state1"), "--json")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        for p in products:
+            self.assertEqual(len(self.keys_of(f"{p}-production")), 1)
 
     def test_a_pipeline_that_stores_keys_nowhere_is_refused_before_any_request(self):
         pipeline = os.path.join(self.work, "p.json")

@@ -77,6 +77,9 @@ class ConnectionCounter:
         self.sock.close()
 
 
+SAMPLE_SEP = b"\n--exec--\n"
+
+
 class ChildWatcher(threading.Thread):
     """Samples /proc/PID/cmdline and /proc/PID/environ of every descendant of one process
     while it runs, in a tight loop (gpg lives for milliseconds). stop() returns one
@@ -124,8 +127,10 @@ class ChildWatcher(threading.Thread):
                         data = f.read()
                 except OSError:
                     continue
-                if len(data) > len(entry[what]):
-                    entry[what] = data
+                # Every distinct value, joined by SAMPLE_SEP: a child seen between fork and
+                # exec shows opsline's own command line and environment, then the program's.
+                if data and data not in entry[what]:
+                    entry[what] += (SAMPLE_SEP if entry[what] else b"") + data
 
     def run(self):
         while not self.done.is_set():
@@ -138,6 +143,11 @@ class ChildWatcher(threading.Thread):
         self.done.set()
         self.join()
         return self.samples()
+
+
+def programs(sample):
+    """The argv[0] of every command line a child was seen with (before and after exec)."""
+    return [v.split(b"\0")[0] for v in sample["cmdline"].split(SAMPLE_SEP) if v]
 
 
 def run_watched(args, cwd, env, timeout=300, watcher=ChildWatcher):
