@@ -13,9 +13,9 @@
 
 int itemlock_dir(char **dir, char **err) {
     const char *runtime = getenv("XDG_RUNTIME_DIR");
-    *dir = runtime != NULL && runtime[0] == '/' ? ol__format("%s/opsline-locks", runtime)
-                                                : ol__format("/tmp/opsline-locks-%lu",
-                                                             (unsigned long)getuid());
+    *dir = runtime != NULL && runtime[0] == '/'
+               ? ol__format("%s/opsline-locks", runtime)
+               : ol__format("/tmp/opsline-locks-%lu", (unsigned long)getuid());
     if (*dir == NULL)
         return OL_ENOMEM;
     if (mkdir(*dir, 0700) != 0 && errno != EEXIST)
@@ -39,8 +39,8 @@ int itemlock_try(const char *dir, const char *name, int *fd, char **err) {
         return OL_ENOMEM;
     int f = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK, 0600);
     if (f < 0) {
-        int rc = ol__fail(err, OL_ECONFIG, "cannot open the item lock %s: %s", path,
-                          strerror(errno));
+        int rc =
+            ol__fail(err, OL_ECONFIG, "cannot open the item lock %s: %s", path, strerror(errno));
         free(path);
         return rc;
     }
