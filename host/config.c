@@ -387,11 +387,8 @@ static int stage_fill(const loader *l, const char *const *names, size_t n, size_
 
 /* The option of plugin d that command-line flag `flag` sets (ol_plugin.cli_flags), or NULL. */
 static const char *option_with_flag(const ol_plugin *d, const char *flag) {
-    const ol_cli_flag *f = loader_cli_flags(d);
-    for (size_t i = 0; f != NULL && f[i].flag != NULL; i++)
-        if (f[i].option != NULL && strcmp(f[i].flag, flag) == 0)
-            return f[i].option;
-    return NULL;
+    const ol_cli_flag *f = loader_cli_flag(d, flag);
+    return f != NULL ? f->option : NULL;
 }
 
 /* --FLAG VALUE (e.g. --env-file): sets the option that declares that flag (ol_option_def.cli)
@@ -747,10 +744,8 @@ static int plan_verify(const config_args *a, const loader *l, stage_spec **specs
     size_t added = 0;
     for (size_t k = 0; a->verify && k < loader_count(l); k++) {
         const ol_plugin *d = loader_at(l, k)->desc;
-        const ol_cli_flag *f = loader_cli_flags(d);
-        int takes = 0;
-        for (size_t j = 0; f != NULL && f[j].flag != NULL; j++)
-            takes |= strcmp(f[j].flag, "verify") == 0 && f[j].option == NULL;
+        const ol_cli_flag *f = loader_cli_flag(d, "verify");
+        int takes = f != NULL && f->option == NULL;
         int listed = 0;
         for (size_t i = 0; takes && i < *n; i++)
             listed |= strcmp((*specs)[i].name, d->name) == 0;

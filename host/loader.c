@@ -165,7 +165,15 @@ const ol_cli_flag *loader_cli_flags(const ol_plugin *d) {
     return d->cli_flags;
 }
 
-/* Every cli_flags entry names a flag of [a-z-] and an option the stage declares. */
+const ol_cli_flag *loader_cli_flag(const ol_plugin *d, const char *flag) {
+    const ol_cli_flag *f = loader_cli_flags(d);
+    for (size_t i = 0; f != NULL && f[i].flag != NULL; i++)
+        if (strcmp(f[i].flag, flag) == 0)
+            return &f[i];
+    return NULL;
+}
+
+/* Every cli_flags entry names a flag of [a-z-], once, and an option the stage declares. */
 static int check_cli_flags(const ol_plugin *d, const char *path, char **err) {
     const ol_cli_flag *f = loader_cli_flags(d);
     for (size_t i = 0; f != NULL && f[i].flag != NULL; i++) {
@@ -179,6 +187,9 @@ static int check_cli_flags(const ol_plugin *d, const char *path, char **err) {
                             "a-z and '-' and an option the stage declares",
                             path, d->name, i + 1, f[i].flag,
                             f[i].option != NULL ? f[i].option : "(null)");
+        if (loader_cli_flag(d, f[i].flag) != &f[i])
+            return ol__fail(err, OL_EINVAL, "%s: stage '%s' lists cli flag '%s' twice", path,
+                            d->name, f[i].flag);
     }
     return 0;
 }

@@ -36,6 +36,8 @@ int loader_load_default(loader *l, const char *const *dirs, size_t n_dirs, char 
 
 /* d's command-line flags (ol_plugin.cli_flags), or NULL: none, or built against ABI 2.0. */
 const ol_cli_flag *loader_cli_flags(const ol_plugin *d);
+/* d's entry for command-line flag `flag` (each flag is listed at most once), or NULL. */
+const ol_cli_flag *loader_cli_flag(const ol_plugin *d, const char *flag);
 
 size_t loader_count(const loader *l);
 const loader_plugin *loader_at(const loader *l, size_t i);

@@ -310,18 +310,23 @@ static int items_build(run *r) {
     return 0;
 }
 
+/* Adds client c's counters to *to. */
+static void stats_add(aws_stats *to, const aws_client *c) {
+    aws_stats st;
+    aws_client_stats(c, &st);
+    to->requests += st.requests;
+    to->attempts += st.attempts;
+    to->retries += st.retries;
+    to->throttled += st.throttled;
+    to->quota_exhausted += st.quota_exhausted;
+}
+
 void pipeline_close_clients(run *r) {
     for (size_t i = 0; i < r->n_idents; i++) {
         run_identity *id = &r->idents[i];
         if (id->aws == NULL)
             continue;
-        aws_stats st;
-        aws_client_stats(id->aws, &st);
-        r->stats.requests += st.requests;
-        r->stats.attempts += st.attempts;
-        r->stats.retries += st.retries;
-        r->stats.throttled += st.throttled;
-        r->stats.quota_exhausted += st.quota_exhausted;
+        stats_add(&r->stats, id->aws);
         aws_client_close(id->aws, NULL, NULL);
         id->aws = NULL;
     }
@@ -509,14 +514,9 @@ static int run_setup(run *r) {
 static void run_count(void *arg, progress_counts *c) {
     run *r = arg;
     aws_stats st = r->stats;
-    for (size_t i = 0; r->idents != NULL && i < r->n_idents; i++) {
-        aws_stats one;
-        if (r->idents[i].aws == NULL) /* closed: its figures are in r->stats */
-            continue;
-        aws_client_stats(r->idents[i].aws, &one);
-        st.requests += one.requests;
-        st.throttled += one.throttled;
-    }
+    for (size_t i = 0; r->idents != NULL && i < r->n_idents; i++)
+        if (r->idents[i].aws != NULL) /* closed: its figures are in r->stats */
+            stats_add(&st, r->idents[i].aws);
     c->total = r->n_items;
     c->done = r->finished;
     c->failed = report_failed(r->report);

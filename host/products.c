@@ -422,17 +422,15 @@ static int resolve_shortcuts(const where *w, const plan *p, products_line *l, ch
         size_t hits = 0;
         for (size_t s = 0; s < p->n_stages; s++) {
             const ol_plugin *d = p->stages[s].plugin->desc;
-            const ol_cli_flag *f = loader_cli_flags(d);
-            for (size_t i = 0; !p->stages[s].is_store && f != NULL && f[i].flag != NULL; i++) {
-                if (f[i].option == NULL || strcmp(f[i].flag, key) != 0)
-                    continue;
-                char given[96];
-                snprintf(given, sizeof(given), "\"%s\"", key);
-                int rc = set_option(w, l->options, d->name, f[i].option, v, given, err);
-                if (rc != 0)
-                    return rc;
-                hits++;
-            }
+            const ol_cli_flag *f = loader_cli_flag(d, key);
+            if (p->stages[s].is_store || f == NULL || f->option == NULL)
+                continue;
+            char given[96];
+            snprintf(given, sizeof(given), "\"%s\"", key);
+            int rc = set_option(w, l->options, d->name, f->option, v, given, err);
+            if (rc != 0)
+                return rc;
+            hits++;
         }
         if (hits > 0)
             continue;

@@ -113,6 +113,11 @@ static void refuses_a_cli_flag_for_an_undeclared_option(void **state) {
                    "('env-file' -> 'path')", "an option the stage declares", NULL);
 }
 
+static void refuses_a_cli_flag_listed_twice(void **state) {
+    expect_refusal(*state, CASES "dup_cli_flag/dup_cli_flag.so", OL_EINVAL, "'dup_cli_flag'",
+                   "cli flag 'env-file' twice", NULL);
+}
+
 static void refuses_a_malformed_option_default(void **state) {
     expect_refusal(*state, CASES "bad_default/bad_default.so", OL_EINVAL, "'retries'",
                    "malformed default", NULL);
@@ -337,6 +342,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(refuses_duplicate_option_names, setup, teardown),
         cmocka_unit_test_setup_teardown(refuses_a_cli_flag_for_an_undeclared_option, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(refuses_a_cli_flag_listed_twice, setup, teardown),
         cmocka_unit_test_setup_teardown(refuses_a_malformed_option_default, setup, teardown),
         cmocka_unit_test_setup_teardown(refuses_an_unresolved_symbol_with_the_dlerror_text, setup,
                                         teardown),
