@@ -56,8 +56,9 @@ struct journal {
     size_t n_buckets, n_entries;
     char **words; /* interned stage and event names */
     size_t n_words, cap_words;
-    char *warnings; /* NULL: none */
-    int dirty;      /* written but not yet fsync'd */
+    char *warnings;     /* NULL: none */
+    int dirty;          /* written but not yet fsync'd */
+    uint64_t synced_ms; /* monotonic time of the last fsync (0: none yet) */
 };
 
 /* FNV-1a, 64-bit. */
@@ -538,13 +539,26 @@ const char *journal_warnings(const journal *j) {
     return j->warnings;
 }
 
+static uint64_t now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
 int journal_flush(journal *j) {
     if (j == NULL || !j->dirty)
         return 0;
     if (fsync(j->fd) != 0)
         return OL_EIO;
     j->dirty = 0;
+    j->synced_ms = now_ms();
     return 0;
+}
+
+int journal_flush_due(journal *j, unsigned interval_ms) {
+    if (j == NULL || !j->dirty || now_ms() - j->synced_ms < interval_ms)
+        return 0;
+    return journal_flush(j);
 }
 
 void journal_close(journal *j) {

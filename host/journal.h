@@ -35,6 +35,12 @@ int journal_append_durable(journal *j, const char *item, const char *stage, cons
 /* fsync what was appended since the last flush. Returns 0 or OL_EIO. */
 int journal_flush(journal *j);
 
+/* journal_flush, unless the last fsync (a flush or a durable append, which covers every
+ * record before it) is less than interval_ms old: records that only spare a later run some
+ * reads reach the disk at most that late after a power loss (a killed process loses
+ * nothing: they are written). Returns 0 or OL_EIO. */
+int journal_flush_due(journal *j, unsigned interval_ms);
+
 /* Number of records of item with this event and id (id NULL: any id). */
 size_t journal_count(const journal *j, const char *item, const char *event, const char *id);
 

@@ -7,7 +7,6 @@
 #include "report.h"
 
 #include <jansson.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -156,23 +155,38 @@ void report_fact(report *r, const char *item, const char *stage, const char *nam
 /* jansson has no streaming writer: every value below is jansson's, only the punctuation of
  * the document around them is written here. A value is printed indented as
  * json_dumpf(doc, JSON_INDENT(2)) prints it at that depth: JSON strings hold no raw newline,
- * so each line break gets the depth's spaces. */
-static void json_put(const json_t *v, int depth) {
+ * so each line break gets the depth's spaces. The prefix and the value go out in one fputs
+ * (stdout is line-buffered: a character at a time would be a write per line). */
+static void json_put(const char *prefix, const json_t *v, int depth) {
     char *text = json_dumps(v, REPORT_JSON_FLAGS);
     if (text == NULL)
         return;
-    for (const char *p = text; *p != '\0'; p++) {
-        fputc(*p, stdout);
-        if (*p == '\n')
-            fprintf(stdout, "%*s", 2 * depth, "");
+    size_t lines = 0, len = strlen(prefix);
+    for (const char *p = text; *p != '\0'; p++, len++)
+        lines += *p == '\n';
+    char *out = malloc(len + lines * 2 * (size_t)depth + 1);
+    if (out != NULL) {
+        char *o = stpcpy(out, prefix);
+        for (const char *p = text; *p != '\0'; p++) {
+            *o++ = *p;
+            if (*p == '\n') {
+                memset(o, ' ', 2 * (size_t)depth);
+                o += 2 * (size_t)depth;
+            }
+        }
+        *o = '\0';
+        fputs(out, stdout);
+        free(out);
+    } else { /* out of memory: the same document, less indented */
+        fputs(prefix, stdout);
+        fputs(text, stdout);
     }
     free(text);
 }
 
 /* The document's head with the first item, then each item as it finishes. */
 static void json_stream_item(report *r, const json_t *item) {
-    fputs(r->json_items++ == 0 ? "{\n  \"items\": [\n    " : ",\n    ", stdout);
-    json_put(item, 2);
+    json_put(r->json_items++ == 0 ? "{\n  \"items\": [\n    " : ",\n    ", item, 2);
 }
 
 void report_item(report *r, const char *item, const char *product, const char *environment,
@@ -214,7 +228,9 @@ void report_item(report *r, const char *item, const char *product, const char *e
 }
 
 double report_round_ms(double seconds) {
-    return round(seconds * 1000.0) / 1000.0;
+    if (!(seconds > 0.0) || seconds > 1e12) /* negative, NaN, absurd: as they are */
+        return seconds > 0.0 ? seconds : 0.0;
+    return (double)(long long)(seconds * 1000.0 + 0.5) / 1000.0;
 }
 
 size_t report_failed(const report *r) {
@@ -309,12 +325,10 @@ size_t report_finish(report *r, const aws_stats *st, int creds_rejected, int int
         if (sum != NULL && r->mode == OL_MODE_PLAN)
             json_object_set_new(sum, "changes", json_integer((json_int_t)report_changes(r)));
         if (doc) {
-            fputs(r->json_items == 0 ? "{\n  \"items\": [],\n  \"summary\": "
-                                     : "\n  ],\n  \"summary\": ",
-                  stdout);
-            json_put(json_object_get(doc, "summary"), 1);
-            fputs(",\n  \"aws\": ", stdout);
-            json_put(json_object_get(doc, "aws"), 1);
+            json_put(r->json_items == 0 ? "{\n  \"items\": [],\n  \"summary\": "
+                                        : "\n  ],\n  \"summary\": ",
+                     json_object_get(doc, "summary"), 1);
+            json_put(",\n  \"aws\": ", json_object_get(doc, "aws"), 1);
             if (r->mode >= 0 && r->mode <= 4)
                 fprintf(stdout, ",\n  \"command\": \"%s\"", commands[r->mode]);
             fputs("\n}\n", stdout);

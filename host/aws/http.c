@@ -32,6 +32,7 @@
 /* Enough parallelism for a thousand items against one endpoint; the rest queue inside
  * curl until a connection is free, instead of opening a socket each. */
 #define HTTP_MAX_HOST_CONNECTIONS 64L
+#define HTTP_RECV_BUFFER 4096L
 
 typedef struct http_socket http_socket;
 typedef struct http_xfer http_xfer;
@@ -453,6 +454,7 @@ static int configure(http_engine *eng, http_xfer *x, const http_request *req) {
     SETOPT(e, CURLOPT_SSL_VERIFYPEER, 1L);
     SETOPT(e, CURLOPT_SSL_VERIFYHOST, 2L);
     SETOPT(e, CURLOPT_TCP_KEEPALIVE, 1L);
+    SETOPT(e, CURLOPT_BUFFERSIZE, HTTP_RECV_BUFFER);
     SETOPT(e, CURLOPT_TIMEOUT_MS, req->timeout_ms > 0 ? req->timeout_ms : HTTP_DEFAULT_TIMEOUT_MS);
     if (req->fresh_connection) {
         SETOPT(e, CURLOPT_FRESH_CONNECT, 1L);

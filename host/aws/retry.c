@@ -207,7 +207,7 @@ double retry_backoff_s(const retry_config *cfg, unsigned attempt, double rand01)
     if (!(rand01 >= 0.0)) /* also NaN */
         rand01 = 0.0;
     if (rand01 >= 1.0)
-        rand01 = nextafter(1.0, 0.0);
+        rand01 = 1.0 - 0x1p-53; /* the largest double below 1 */
     return rand01 * ceiling;
 }
 
@@ -262,6 +262,12 @@ void retry_quota_release(retry_quota *q, unsigned taken) {
 
 /* ---- adaptive rate limiter ------------------------------------------------------------ */
 
+/* floor(x) for |x| < 2^63, inline: libm is not linked (see retry_cube_root). */
+static double floor_of(double x) {
+    double t = (double)(long long)x;
+    return t > x ? t - 1.0 : t;
+}
+
 void retry_rate_limiter_init(retry_rate_limiter *rl, double now) {
     memset(rl, 0, sizeof *rl);
     /* botocore: TokenBucket(max_rate=1), CubicCalculator(starting_max_rate=0), RateClocker
@@ -270,7 +276,7 @@ void retry_rate_limiter_init(retry_rate_limiter *rl, double now) {
     rl->max_capacity = 1.0;
     rl->current_capacity = 0.0;
     rl->last_timestamp = now;
-    rl->last_tx_rate_bucket = floor(now);
+    rl->last_tx_rate_bucket = floor_of(now);
     rl->last_max_rate = 0.0;
     rl->last_throttle_time = now;
     rl->time_window = 0.0;
@@ -316,7 +322,7 @@ double retry_rate_limiter_acquire(retry_rate_limiter *rl, double now) {
 
 /* Exponentially smoothed send rate over half-second buckets. */
 static void update_measured_rate(retry_rate_limiter *rl, double now) {
-    double bucket = floor(now / RATE_BUCKET_S) * RATE_BUCKET_S;
+    double bucket = floor_of(now / RATE_BUCKET_S) * RATE_BUCKET_S;
 
     note_first_time(rl, now);
     rl->request_count++;
@@ -341,9 +347,28 @@ static void update_measured_rate(retry_rate_limiter *rl, double now) {
     }
 }
 
+/* The cube root of x >= 0 by Newton's method from 2^(e/3), where x = m * 2^e: the only
+ * function opsline needed from libm, and not linking libm keeps its pages (about 0.4 MB of
+ * resident memory, mapped and relocated at start) out of every run. Exact to the last bit
+ * or one below; the iteration stops when a step no longer shrinks the value. */
+double retry_cube_root(double x) {
+    if (!(x > 0.0) || x > 0x1p1000) /* 0, negative, NaN; and no overflow of y * y * y */
+        return x > 0.0 ? x : 0.0;
+    int e;
+    frexp(x, &e);
+    double y = ldexp(1.0, e >= 0 ? (e + 2) / 3 : -(-e / 3)); /* at or above the root */
+    for (int i = 0; i < 200; i++) {
+        double next = y - (y * y * y - x) / (3.0 * y * y);
+        if (!(next < y))
+            break;
+        y = next;
+    }
+    return y;
+}
+
 /* CUBIC's K: the time the curve takes to climb back to the rate of the last throttle. */
 static void update_time_window(retry_rate_limiter *rl) {
-    rl->time_window = cbrt(rl->last_max_rate * (1.0 - CUBIC_BETA) / CUBIC_SCALE);
+    rl->time_window = retry_cube_root(rl->last_max_rate * (1.0 - CUBIC_BETA) / CUBIC_SCALE);
 }
 
 static void bucket_update_rate(retry_rate_limiter *rl, double new_rate, double now) {

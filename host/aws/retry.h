@@ -50,6 +50,9 @@ int retry_config_from_env(retry_config *cfg, char **err);
  * max_backoff) — full jitter. rand01 in [0,1). */
 double retry_backoff_s(const retry_config *cfg, unsigned attempt, double rand01);
 
+/* The cube root of x (0 for x <= 0 or NaN): libm's cbrt without linking libm. */
+double retry_cube_root(double x);
+
 /* Nonzero when a call whose attempt number `attempts` (1 = the first) was answered with an
  * error of kind may be sent again, as far as attempt counts go: standard mode, or an
  * explicit AWS_MAX_ATTEMPTS, counts every attempt; adaptive mode by default gives

@@ -1,5 +1,6 @@
 /* Tests for retry: classification, backoff bounds, the retry quota, the adaptive rate
  * limiter (driven with simulated time) and configuration from the environment. */
+#include <float.h>
 #include <math.h>
 
 #include "harness.h"
@@ -319,6 +320,22 @@ static void rate_limiter_recovers_after_throttles_stop(void **state) {
     assert_true(rl.measured_tx_rate > 90.0);
 }
 
+/* retry_cube_root against libm's cbrt (the test links libm; opsline does not). */
+static void cube_root_matches_libm(void **state) {
+    (void)state;
+    static const double xs[] = {1e-300, 1e-9, 0.001, 0.3,    0.5,       0.75, 1.0,  2.0,
+                                7.5,    8.0,  27.0,  1000.0, 12345.678, 1e9,  1e300};
+    for (size_t i = 0; i < sizeof(xs) / sizeof(xs[0]); i++) {
+        double got = retry_cube_root(xs[i]), want = cbrt(xs[i]);
+        assert_true(fabs(got - want) <= 2.0 * DBL_EPSILON * want);
+    }
+    for (double x = 0.01; x < 500.0; x *= 1.37)
+        assert_true(fabs(retry_cube_root(x) - cbrt(x)) <= 2.0 * DBL_EPSILON * cbrt(x));
+    assert_true(retry_cube_root(0.0) == 0.0);
+    assert_true(retry_cube_root(-8.0) == 0.0);
+    assert_true(retry_cube_root(NAN) == 0.0);
+}
+
 static void cubic_curve_returns_to_the_throttled_rate_after_its_time_window(void **state) {
     retry_rate_limiter rl;
     double k;
@@ -614,6 +631,7 @@ int main(void) {
         cmocka_unit_test(rate_limiter_slows_down_after_throttles),
         cmocka_unit_test(rate_limiter_recovers_after_throttles_stop),
         cmocka_unit_test(cubic_curve_returns_to_the_throttled_rate_after_its_time_window),
+        cmocka_unit_test(cube_root_matches_libm),
         cmocka_unit_test(adaptive_mode_retries_throttling_beyond_max_attempts_up_to_its_cap),
         cmocka_unit_test(standard_mode_or_explicit_max_attempts_bound_every_attempt),
         cmocka_unit_test(throttled_retries_wait_at_most_the_base_in_adaptive_mode),
