@@ -43,6 +43,8 @@ args=(--opsline "$opsline"
 [ -z "${BENCH_JSON:-}" ] || args+=(--json-out "$BENCH_JSON")
 rc=0
 python3 "$root/bench/bench.py" "${args[@]}" "$@" || rc=$?
+# What this machine's filesystem charges per durable file operation: part of both sides' CPU.
+python3 "$root/bench/fs_cost.py" || true
 if [ "${BENCH_THROTTLE_N:-200}" != 0 ]; then
   python3 "$root/bench/throttle.py" --opsline "$opsline" -n "${BENCH_THROTTLE_N:-200}" \
     --tps "${BENCH_THROTTLE_TPS:-10}" --s3-slowdown "${BENCH_THROTTLE_S3_SLOWDOWN:-0}" --threads "${BENCH_THREADS:-16}" \
