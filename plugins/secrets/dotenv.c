@@ -492,6 +492,38 @@ static void op_get(dotenv_op *op) {
         op->rc = OL_ENOENT;
 }
 
+/* The directory part of path ("." for a bare name), malloc'd; NULL: out of memory. */
+static char *dir_of(const char *path) {
+    char *dir = strdup(path);
+    if (dir == NULL)
+        return NULL;
+    char *slash = strrchr(dir, '/');
+    if (slash == NULL)
+        strcpy(dir, ".");
+    else if (slash == dir)
+        dir[1] = '\0';
+    else
+        *slash = '\0';
+    return dir;
+}
+
+/* Remove the file, durably: its directory is fsync'd after the unlink. Pool thread. */
+static int remove_file(dotenv_op *op) {
+    if (unlink(op->path) != 0 && errno != ENOENT) {
+        int e = errno;
+        snprintf(op->why, sizeof(op->why), "cannot remove %s: %s", op->path, strerror(e));
+        return OL_EIO;
+    }
+    char *dir = dir_of(op->path);
+    int fd = dir != NULL ? open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+    free(dir);
+    if (fd >= 0) {
+        fsync(fd);
+        close(fd);
+    }
+    return 0;
+}
+
 static void op_del(dotenv_op *op) {
     const ol_host *h = op->st->host;
     char *text = NULL, *out = NULL;
@@ -501,6 +533,8 @@ static void op_del(dotenv_op *op) {
     out = dotenv_remove(h, text, len, op->st->var, DOTENV_N_VARS, &out_len);
     if (out == NULL)
         op->rc = OL_ENOMEM;
+    else if (out_len == 0 && len > 0) /* it held only the item's variables: it goes */
+        op->rc = remove_file(op);
     else if (out_len != len && (op->rc = h->write_private_file(op->path, out, out_len)) != 0)
         snprintf(op->why, sizeof(op->why), "cannot write %s: %s", op->path, h->strerror(op->rc));
     free_wiped(h, out, out_len);
@@ -513,16 +547,9 @@ static void op_del(dotenv_op *op) {
  * read-merge-write. A directory that does not exist yet has no one to race with. Runs on a
  * pool thread, where blocking is allowed. */
 static int lock_directory(const char *path) {
-    char *dir = strdup(path);
+    char *dir = dir_of(path);
     if (dir == NULL)
         return -1;
-    char *slash = strrchr(dir, '/');
-    if (slash == NULL)
-        strcpy(dir, ".");
-    else if (slash == dir)
-        dir[1] = '\0';
-    else
-        *slash = '\0';
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     free(dir);
     if (fd >= 0 && flock(fd, LOCK_EX) != 0) {

@@ -56,14 +56,26 @@ class DestroyTest(MotoTestCase):
             name = f"acme-{env}"
             self.assert_bucket_gone(name)
             self.assert_user_gone(name)
-            self.assertNotIn("AWS_ACCESS_KEY_ID", self.env_file(name))
-            self.assertNotIn("AWS_SECRET_ACCESS_KEY", self.env_file(name))
+            # it held only opsline's four variables: the file goes with them
+            self.assertFalse(os.path.exists(os.path.join(self.work, f"{name}.env")), name)
         with self.assertRaises(ClientError):  # the key went with the user
             self.client("sts", (key, "x" * 40)).get_caller_identity()
         again = self.destroy("acme")
         self.assertEqual(again.returncode, 0, again.stdout + again.stderr)
         self.assertNotIn("deleted", again.stdout)
         self.assertEqual(again.stdout.count(" absent\n"), 8, again.stdout)
+
+    def test_a_env_file_with_other_lines_keeps_them(self):
+        path = os.path.join(self.work, "mine-production.env")
+        with open(path, "w") as f:
+            f.write("# the app's own settings\nLOG_LEVEL=debug\n")
+        os.chmod(path, 0o600)
+        self.apply_ok("mine", "-e", "production")
+        self.assertIn("AWS_ACCESS_KEY_ID", self.env_file("mine-production"))
+        r = self.destroy("mine", "-e", "production")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        with open(path) as f:
+            self.assertEqual(f.read(), "# the app's own settings\nLOG_LEVEL=debug\n")
 
     def test_destroy_removes_the_entry_in_every_store(self):
         stores = "dotenv,aws-secretsmanager"
@@ -77,7 +89,7 @@ class DestroyTest(MotoTestCase):
             sm.get_secret_value(SecretId="opsline/two-production")
         self.assertIn(cm.exception.response["Error"]["Code"],
                       ("ResourceNotFoundException", "InvalidRequestException"))
-        self.assertNotIn("AWS_ACCESS_KEY_ID", self.env_file("two-production"))
+        self.assertFalse(os.path.exists(os.path.join(self.work, "two-production.env")))
         again = self.destroy("two", "-e", "production", "--secrets", stores)
         self.assertEqual(again.returncode, 0, again.stdout + again.stderr)
         self.assertIn("aws-secretsmanager absent", " ".join(again.stdout.split()))
