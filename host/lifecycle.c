@@ -46,16 +46,20 @@ static int stage_bad(const stage_run *sr) {
 }
 
 /* Reverse order: s runs after every non-store stage that needs it, and only when they
- * succeeded (a user keeps its policy until the policy is gone). A store deletes the item's
- * entry last, once the key-creating stage removed the keys: a failed destroy never leaves
- * a live key whose secret was thrown away. */
+ * succeeded (a user keeps its policy until the policy is gone). The key-creating stage runs
+ * after every other non-store stage succeeded: a bucket refused for its objects (or its
+ * owner) keeps the user, its keys and their secret, so nothing the data needs is lost
+ * while the data stays. A store deletes the item's entry last, once the key-creating stage
+ * removed the keys: a failed destroy never leaves a live key whose secret was thrown
+ * away. */
 int lifecycle_destroy_ready(const ol_item *item, size_t s, const char **failed) {
     const plan *p = item->run->plan;
     int ready = 1;
     for (size_t t = 0; t < p->n_stages; t++) {
         if (t == s || p->stages[t].is_store)
             continue;
-        int depends = p->stages[s].is_store;
+        int depends = p->stages[s].is_store ||
+                      (p->stages[s].creates_secrets && !p->stages[t].creates_secrets);
         for (size_t k = 0; !depends && k < p->stages[t].n_needs; k++)
             depends = p->stages[t].needs[k] == s;
         if (!depends)

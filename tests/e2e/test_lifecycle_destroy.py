@@ -100,11 +100,19 @@ class DestroyTest(MotoTestCase):
         s3.put_object(Bucket="full-production", Key="a.txt", Body=b"1")
         s3.put_object(Bucket="full-production", Key="a.txt", Body=b"2")
         s3.delete_object(Bucket="full-production", Key="a.txt")  # a delete marker
+        key = self.env_file("full-production")
         r = self.destroy("full", "-e", "production")
         self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
         self.assertIn("bucket full-production still holds objects", r.stderr)
         self.assertIn("--empty-bucket", r.stderr)
         s3.head_bucket(Bucket="full-production")  # still there
+        # and so is what reaches the data: the user, its key, the key's secret in the .env
+        self.assertIn("kept: 'bucket' must be removed first", r.stdout)
+        iam = self.client("iam")
+        iam.get_user(UserName="full-production")
+        keys = iam.list_access_keys(UserName="full-production")["AccessKeyMetadata"]
+        self.assertEqual([k["AccessKeyId"] for k in keys], [key["AWS_ACCESS_KEY_ID"]])
+        self.assertEqual(self.env_file("full-production"), key)
         r = self.destroy("full", "-e", "production", "--empty-bucket")
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         self.assert_bucket_gone("full-production")
