@@ -492,21 +492,6 @@ static void op_get(dotenv_op *op) {
         op->rc = OL_ENOENT;
 }
 
-/* The directory part of path ("." for a bare name), malloc'd; NULL: out of memory. */
-static char *dir_of(const char *path) {
-    char *dir = strdup(path);
-    if (dir == NULL)
-        return NULL;
-    char *slash = strrchr(dir, '/');
-    if (slash == NULL)
-        strcpy(dir, ".");
-    else if (slash == dir)
-        dir[1] = '\0';
-    else
-        *slash = '\0';
-    return dir;
-}
-
 /* Remove the file, durably: its directory is fsync'd after the unlink. Pool thread. */
 static int remove_file(dotenv_op *op) {
     if (unlink(op->path) != 0 && errno != ENOENT) {
@@ -514,7 +499,7 @@ static int remove_file(dotenv_op *op) {
         snprintf(op->why, sizeof(op->why), "cannot remove %s: %s", op->path, strerror(e));
         return OL_EIO;
     }
-    char *dir = dir_of(op->path);
+    char *dir = secretdir_parent(op->path);
     int fd = dir != NULL ? open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
     free(dir);
     if (fd >= 0) {
@@ -547,7 +532,7 @@ static void op_del(dotenv_op *op) {
  * read-merge-write. A directory that does not exist yet has no one to race with. Runs on a
  * pool thread, where blocking is allowed. */
 static int lock_directory(const char *path) {
-    char *dir = dir_of(path);
+    char *dir = secretdir_parent(path);
     if (dir == NULL)
         return -1;
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);

@@ -24,6 +24,13 @@ static int to_parent(char *dir) {
     return 1;
 }
 
+char *secretdir_parent(const char *file) {
+    char *dir = strdup(file);
+    if (dir != NULL)
+        to_parent(dir);
+    return dir;
+}
+
 int secretdir_check(const char *file, char *why, size_t size) {
     why[0] = '\0';
     char *dir = strdup(file);

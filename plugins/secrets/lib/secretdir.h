@@ -15,4 +15,8 @@
  * directory and the fix). why is always NUL-terminated. Thread-safe. */
 int secretdir_check(const char *file, char *why, size_t size);
 
+/* The directory a file path is in ("." for a bare name, "/" at the root), malloc'd; NULL
+ * when out of memory. Thread-safe. */
+char *secretdir_parent(const char *file);
+
 #endif
