@@ -1,15 +1,17 @@
 /* itemlock: see itemlock.h. */
+#define _GNU_SOURCE /* F_OFD_SETLK */
 #include "itemlock.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "error.h"
+
+#define ITEMLOCK_FILE "items.lock"
 
 int itemlock_dir(char **dir, char **err) {
     const char *runtime = getenv("XDG_RUNTIME_DIR");
@@ -32,31 +34,51 @@ int itemlock_dir(char **dir, char **err) {
     return 0;
 }
 
-int itemlock_try(const char *dir, const char *name, int *fd, char **err) {
-    char *path = ol__format("%s/%s.lock", dir, name);
+int itemlock_open(const char *dir, int *fd, char **err) {
+    char *path = ol__format("%s/%s", dir, ITEMLOCK_FILE);
     *fd = -1;
     if (path == NULL)
         return OL_ENOMEM;
     int f = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK, 0600);
-    if (f < 0) {
-        int rc =
-            ol__fail(err, OL_ECONFIG, "cannot open the item lock %s: %s", path, strerror(errno));
-        free(path);
-        return rc;
-    }
-    free(path);
-    if (flock(f, LOCK_EX | LOCK_NB) == 0) {
+    int rc = 0;
+    if (f < 0)
+        rc = ol__fail(err, OL_ECONFIG, "cannot open the item lock file %s: %s", path,
+                      strerror(errno));
+    else
         *fd = f;
-        return 0;
-    }
-    int e = errno;
-    close(f);
-    if (e == EWOULDBLOCK)
-        return 1;
-    return ol__fail(err, OL_ECONFIG, "cannot lock item %s: %s", name, strerror(e));
+    free(path);
+    return rc;
 }
 
-void itemlock_release(int fd) {
+/* FNV-1a over the name, folded to 62 bits: the lock byte's offset stays a positive off_t. */
+uint64_t itemlock_offset(const char *name) {
+    uint64_t h = 14695981039346656037ull;
+    for (const unsigned char *p = (const unsigned char *)name; *p != '\0'; p++) {
+        h ^= *p;
+        h *= 1099511628211ull;
+    }
+    return (h ^ (h >> 62)) & ((UINT64_C(1) << 62) - 1);
+}
+
+static int set_lock(int fd, const char *name, short type) {
+    struct flock fl;
+    memset(&fl, 0, sizeof(fl)); /* l_pid must be 0 for OFD locks */
+    fl.l_type = type;
+    fl.l_whence = SEEK_SET;
+    fl.l_start = (off_t)itemlock_offset(name);
+    fl.l_len = 1;
+    return fcntl(fd, F_OFD_SETLK, &fl);
+}
+
+int itemlock_try(int fd, const char *name, char **err) {
+    if (set_lock(fd, name, F_WRLCK) == 0)
+        return 0;
+    if (errno == EAGAIN || errno == EACCES)
+        return 1;
+    return ol__fail(err, OL_ECONFIG, "cannot lock item %s: %s", name, strerror(errno));
+}
+
+void itemlock_release(int fd, const char *name) {
     if (fd >= 0)
-        close(fd); /* drops the flock */
+        (void)set_lock(fd, name, F_UNLCK);
 }

@@ -5,6 +5,7 @@
 
 #include <openssl/crypto.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "aws/sts.h"
 #include "error.h"
@@ -336,7 +337,7 @@ static void items_free(run *r) {
     for (size_t i = 0; i < r->n_items; i++) {
         ol_item *it = &r->items[i];
         if (it->locked) /* an item interrupted before it ended */
-            itemlock_release(it->lock_fd);
+            itemlock_release(r->lock_fd, it->name);
         scheduler_item_release(it);
         free(it->name);
         bag_free(&it->bag);
@@ -347,7 +348,8 @@ static void items_free(run *r) {
         free(r->idents[i].envs);
     }
     free(r->idents);
-    free(r->lock_dir);
+    if (r->lock_fd >= 0)
+        close(r->lock_fd); /* drops every item lock still held */
 }
 
 static int stage_init(run *r, ol_stage *st, const plan_stage *ps, size_t s) {
@@ -496,12 +498,16 @@ static int run_setup(run *r) {
     if (journal_warnings(r->journal) != NULL)
         fprintf(stderr, "warning: %s\n", journal_warnings(r->journal));
     /* Commands that change things run each item alone across opsline processes. */
+    char *lock_dir = NULL;
     if (p->mode != OL_MODE_PLAN && p->mode != OL_MODE_STATUS &&
-        (rc = itemlock_dir(&r->lock_dir, &err)) != 0) {
+        ((rc = itemlock_dir(&lock_dir, &err)) != 0 ||
+         (rc = itemlock_open(lock_dir, &r->lock_fd, &err)) != 0)) {
+        free(lock_dir);
         fprintf(stderr, "error: %s\n", err ? err : ol_strerror(rc));
         free(err);
         return rc;
     }
+    free(lock_dir);
     r->report = report_new(p->json, p->verbose, r->n_items);
     if (r->report == NULL)
         return OL_ENOMEM;
@@ -559,6 +565,7 @@ int pipeline_run(const plan *p) {
     int code = 2;
     memset(&r, 0, sizeof(r));
     r.plan = p;
+    r.lock_fd = -1;
     list_init(&r.live);
     list_init(&r.ended);
     list_init(&r.lock_wait);

@@ -85,8 +85,7 @@ struct ol_item {
     int keep;          /* a stage or store timed out: its late completion may still come, so
                           the stages stay until teardown */
     int started, finished;
-    int lock_fd; /* its item lock (itemlock.h) while it runs, when held (locked) */
-    int locked;
+    int locked;    /* holds its item lock (itemlock.h) */
     int lock_told; /* "waiting for another run" printed once */
     int advancing, again;
     size_t remaining;
@@ -133,7 +132,8 @@ typedef struct run {
     list_node live;      /* items in progress (parked ones included) */
     list_node ended;     /* finished items whose stages the next kick frees */
     list_node lock_wait; /* items another opsline process holds (itemlock.h), in order */
-    char *lock_dir;      /* NULL: a read-only command takes no item lock */
+    int lock_fd;         /* the item lock file (itemlock.h); -1: a read-only command takes
+                            no item lock */
     size_t next_item;
     size_t active;
     size_t parked; /* items started that wait only on held-back store puts */

@@ -81,7 +81,7 @@ static void item_finish(ol_item *item) {
     run *r = item->run;
     item->finished = 1;
     if (item->locked) { /* its keys are stored (held-back puts are flushed by now) */
-        itemlock_release(item->lock_fd);
+        itemlock_release(r->lock_fd, item->name);
         item->locked = 0;
     }
     if (journal_flush_due(r->journal, SCHEDULER_JOURNAL_SYNC_MS) != 0)
@@ -297,10 +297,10 @@ static void item_run(run *r, ol_item *item) {
  * opsline process holds it. A lock that cannot be taken at all is reported and not
  * needed: the item runs as it did before item locks. */
 static int item_lock(run *r, ol_item *item) {
-    if (r->lock_dir == NULL || item->locked)
+    if (r->lock_fd < 0 || item->locked)
         return 1;
     char *err = NULL;
-    int rc = itemlock_try(r->lock_dir, item->name, &item->lock_fd, &err);
+    int rc = itemlock_try(r->lock_fd, item->name, &err);
     if (rc == 0)
         item->locked = 1;
     else if (rc < 0)
