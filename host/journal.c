@@ -486,6 +486,15 @@ long long journal_last_time(const journal *j, const char *item, const char *even
     return last;
 }
 
+size_t journal_last_seq(const journal *j, const char *item, const char *event, const char *id) {
+    const item_recs *e = lookup(j, item, &event);
+    size_t last = 0;
+    for (size_t i = 0; e != NULL && i < e->n; i++)
+        if (record_matches(&e->recs[i], event, id))
+            last = i + 1;
+    return last;
+}
+
 /* Index + 1 of the item's last record with event, 0 when none. */
 static size_t last_index(const item_recs *e, const char *event) {
     size_t last = 0;

@@ -51,6 +51,11 @@ size_t journal_count_stage(const journal *j, const char *item, const char *stage
 /* Time (unix seconds) of the latest matching record, or 0. */
 long long journal_last_time(const journal *j, const char *item, const char *event, const char *id);
 
+/* Where the item's last record with event (and id, unless NULL) stands among the item's
+ * records, 1 for the first, 0 when none: records keep the order they were appended in,
+ * across runs, where times can tie. */
+size_t journal_last_seq(const journal *j, const char *item, const char *event, const char *id);
+
 /* The items some stage created (a "stage_created" record) after their last destroy (the
  * last "stage_deleted"), in name order: what `opsline status` shows when no product is
  * named (read it before the run forgets items). Returns the count and a malloc'd array of borrowed

@@ -107,6 +107,7 @@ struct find_ctx {
     int checked;  /* the journal's answer was considered after the verify reads */
     int force;    /* secret_read: read every store until one gives the secret back */
     char *found;  /* key id found */
+    char *newer;  /* a key created after found that a store took: read on for it */
     char *reason; /* stores that could not be read */
 };
 

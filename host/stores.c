@@ -330,6 +330,7 @@ static void find_free(find_ctx *f) {
     free(f->keys);
     free(f->order);
     free(f->found);
+    free(f->newer);
     free(f->reason);
     free(f);
 }
@@ -375,6 +376,24 @@ static int key_listed(const find_ctx *f, const char *id) {
     return 0;
 }
 
+/* A key of the user that opsline created after found and that a store took (malloc'd), or
+ * NULL. The store that gave found missed the newest key (a run died between two stores'
+ * puts, or ran with fewer stores): another store may give the newer one, which a rerun must
+ * prefer, since the rotation that made it retires found. */
+static char *newer_stored_key(const find_ctx *f, const char *found) {
+    const run *r = f->item->run;
+    const char *item = f->item->name;
+    size_t mine = journal_last_seq(r->journal, item, "access_key_created", found);
+    for (size_t k = 0; k < f->n_keys; k++) {
+        const char *id = f->keys[k];
+        if (strcmp(id, found) != 0 &&
+            journal_last_seq(r->journal, item, "access_key_created", id) > mine &&
+            journal_count(r->journal, item, "secret_stored", id) > 0)
+            return strdup(id);
+    }
+    return NULL;
+}
+
 static void find_got(find_ctx *f, size_t s, int result, const ol_secret *found,
                      const char *reason) {
     ol_item *item = f->item;
@@ -387,13 +406,17 @@ static void find_got(find_ctx *f, size_t s, int result, const ol_secret *found,
     }
     if (result == 0 && found != NULL && key_listed(f, found->access_key_id) &&
         found->secret_access_key != NULL && found->secret_access_key[0] != '\0' &&
-        f->found == NULL) {
+        (f->found == NULL || (f->newer != NULL && strcmp(found->access_key_id, f->newer) == 0))) {
         if (bag_set(&item->bag, OL_KEY_ACCESS_KEY_ID, found->access_key_id, 0) == 0 &&
             bag_set(&item->bag, OL_KEY_SECRET_ACCESS_KEY, found->secret_access_key,
                     OL_BAG_SECRET) == 0) {
+            free(f->found);
             f->found = strdup(found->access_key_id);
-            run_log(&r->stages[s], item, OL_LOG_DEBUG, "read back access key %s",
-                    found->access_key_id);
+            free(f->newer);
+            f->newer = newer_stored_key(f, found->access_key_id);
+            run_log(&r->stages[s], item, OL_LOG_DEBUG, "read back access key %s%s%s",
+                    found->access_key_id, f->newer ? "; looking for the newer key " : "",
+                    f->newer ? f->newer : "");
         }
     } else if (result != 0 && result != OL_ENOENT) {
         char one[1024];
@@ -411,7 +434,7 @@ static void find_got(find_ctx *f, size_t s, int result, const ol_secret *found,
                             found->access_key_id) == 0)
         journal_append_durable(r->journal, item->name, run_stage_name(r, s), "secret_stored",
                                found->access_key_id, "read back");
-    if (f->found != NULL && !verifying) {
+    if (f->found != NULL && f->newer == NULL && !verifying) {
         services_timer_start(r->svc, 0, find_finish, f, NULL);
         return;
     }
@@ -433,16 +456,20 @@ static void find_next(find_ctx *f) {
         f->checked = 1;
         if (f->force)
             ; /* secret_read: the secret itself is wanted, not the journal's word */
-        else if (f->found != NULL || f->n_keys == 0)
+        else if ((f->found != NULL && f->newer == NULL) || f->n_keys == 0)
             f->next = f->n_order;
-        else if (f->n_order > f->n_verify) {
-            /* Every non-verify store holds a key: enough when no verify store lacks it. */
+        else if (f->found == NULL && f->n_order > f->n_verify) {
+            /* Every non-verify store holds a key: enough when no verify store lacks it and
+             * no store took a newer one. */
             const char *held = held_everywhere(f);
             int verify_lacks = 0;
             for (size_t k = 0; held != NULL && k < f->n_verify; k++) {
                 const char *v = item->stages[f->order[k]].verified;
                 verify_lacks |= v == NULL || strcmp(v, held) != 0;
             }
+            char *newer = held != NULL ? newer_stored_key(f, held) : NULL;
+            verify_lacks |= newer != NULL;
+            free(newer);
             if (held != NULL && !verify_lacks) {
                 f->found = strdup(held);
                 bag_set(&item->bag, OL_KEY_ACCESS_KEY_ID, held, 0);
@@ -450,7 +477,7 @@ static void find_next(find_ctx *f) {
             }
         }
     }
-    if (f->next >= f->n_order || f->found != NULL) {
+    if (f->next >= f->n_order || (f->found != NULL && f->newer == NULL)) {
         services_timer_start(r->svc, 0, find_finish, f, NULL);
         return;
     }

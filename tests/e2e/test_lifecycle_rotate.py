@@ -129,6 +129,24 @@ class RotateTest(MotoTestCase):
                 self.assertNotEqual(new[0], old[0], point)
                 self.assert_key_refused(old)
 
+    def test_killed_when_only_the_second_store_held_the_new_key_a_rerun_resumes(self):
+        """The two stores' puts run side by side, so the one killed after may be either. Made
+        certain here: the rotation that dies stores into Secrets Manager only, the .env keeps
+        the old key. The rerun reads the .env first (the first store of the plan); it must
+        not settle for the old key when the journal says a newer one was stored elsewhere."""
+        self.apply_ok("split", "--secrets", STORES)
+        name, other = "split-production", "split-staging"
+        old = self.stored(name)
+        r = self.opsline("rotate", "split", "-e", "production", "--secrets",
+                         "aws-secretsmanager", env=self.env(OPSLINE_TEST_KILL_AT="store.after_put"))
+        self.assertEqual(r.returncode, -9, r.stdout + r.stderr)
+        self.assertEqual(self.env_file(name)["AWS_ACCESS_KEY_ID"], old[0])
+        r = self.rotate("split", "-e", "production")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        new = self.assert_one_active_stored_key(name, other)
+        self.assertNotEqual(new[0], old[0])
+        self.assert_key_refused(old)
+
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)
