@@ -33,6 +33,12 @@
  * curl until a connection is free, instead of opening a socket each. */
 #define HTTP_MAX_HOST_CONNECTIONS 64L
 #define HTTP_RECV_BUFFER 4096L
+/* Requests with a curl handle at once; later ones wait in the engine's queue, holding only
+ * their copied request (a few hundred bytes), and get a handle as earlier ones finish. A
+ * curl handle with its connection state and buffers is about 12 KiB, so the cap bounds the
+ * memory of a run whatever its --concurrency, and is above what 32 items in flight ask
+ * (about 3.5 requests each at their widest). */
+#define HTTP_MAX_ACTIVE 128u
 
 typedef struct http_socket http_socket;
 typedef struct http_xfer http_xfer;
@@ -48,9 +54,13 @@ struct http_socket {
 /* One request in flight. Freed after its callback ran. */
 struct http_xfer {
     http_engine *eng;
-    CURL *easy;
+    CURL *easy; /* NULL while queued */
     struct curl_slist *req_headers;
+    char *url, *method;
+    long timeout_ms, connect_timeout_ms;
+    int fresh_connection, has_body;
     char *req_body;
+    size_t req_body_len;
     char *body;
     size_t body_len, body_cap;
     int oom;
@@ -61,7 +71,7 @@ struct http_xfer {
     char errbuf[CURL_ERROR_SIZE];
     http_cb cb;
     void *arg;
-    list_node node; /* in eng->xfers, then eng->canceled */
+    list_node node; /* in eng->queued, then eng->xfers, then eng->canceled */
 };
 
 struct http_engine {
@@ -69,7 +79,9 @@ struct http_engine {
     CURLM *multi;
     uv_timer_t timer;
     list_node sockets;  /* http_socket: watched sockets, not yet closing */
+    list_node queued;   /* http_xfer: requests waiting for a slot (HTTP_MAX_ACTIVE) */
     list_node xfers;    /* http_xfer: requests added to the multi handle, oldest first */
+    unsigned active;    /* in xfers */
     list_node canceled; /* http_xfer: aborted by http_close, callbacks still due */
     char *ca_bundle;
     char *no_proxy;
@@ -83,6 +95,8 @@ static void xfer_free(http_xfer *x) {
     if (x->easy != NULL)
         curl_easy_cleanup(x->easy);
     curl_slist_free_all(x->req_headers);
+    free(x->url);
+    free(x->method);
     free(x->req_body);
     free(x->body);
     for (size_t i = 0; i < x->n_headers; i++) {
@@ -228,6 +242,8 @@ static void xfer_complete(http_xfer *x, CURLcode code, int result) {
     xfer_free(x);
 }
 
+static void start_queued(http_engine *eng);
+
 /* Deliver every finished transfer. A callback may call http_close; then the multi handle is
  * gone and the remaining transfers were handed to the cancel path, so stop at once. */
 static void check_multi_info(http_engine *eng) {
@@ -244,9 +260,11 @@ static void check_multi_info(http_engine *eng) {
         /* Headers are read before removal: they belong to the finished transfer. */
         int result = collect_headers(x);
         list_remove(&x->node);
+        eng->active--;
         curl_multi_remove_handle(eng->multi, x->easy);
         xfer_complete(x, code, result);
     }
+    start_queued(eng);
 }
 
 /* ---- curl <-> libuv glue -------------------------------------------------------------- */
@@ -437,12 +455,10 @@ static int build_headers(http_xfer *x, const http_request *req) {
             goto fail;                                                                             \
     } while (0)
 
-static int configure(http_engine *eng, http_xfer *x, const http_request *req) {
+static int configure(http_engine *eng, http_xfer *x) {
     CURL *e = x->easy;
-    int has_body =
-        req->body != NULL || strcmp(req->method, "PUT") == 0 || strcmp(req->method, "POST") == 0;
 
-    SETOPT(e, CURLOPT_URL, req->url);
+    SETOPT(e, CURLOPT_URL, x->url);
     /* S3 keys may hold "." and ".." segments: curl must not squash them (the signature and
      * the object would no longer match). */
     SETOPT(e, CURLOPT_PATH_AS_IS, 1L);
@@ -455,13 +471,12 @@ static int configure(http_engine *eng, http_xfer *x, const http_request *req) {
     SETOPT(e, CURLOPT_SSL_VERIFYHOST, 2L);
     SETOPT(e, CURLOPT_TCP_KEEPALIVE, 1L);
     SETOPT(e, CURLOPT_BUFFERSIZE, HTTP_RECV_BUFFER);
-    SETOPT(e, CURLOPT_TIMEOUT_MS, req->timeout_ms > 0 ? req->timeout_ms : HTTP_DEFAULT_TIMEOUT_MS);
-    if (req->fresh_connection) {
+    SETOPT(e, CURLOPT_TIMEOUT_MS, x->timeout_ms);
+    if (x->fresh_connection) {
         SETOPT(e, CURLOPT_FRESH_CONNECT, 1L);
         SETOPT(e, CURLOPT_FORBID_REUSE, 1L);
     }
-    SETOPT(e, CURLOPT_CONNECTTIMEOUT_MS,
-           req->connect_timeout_ms > 0 ? req->connect_timeout_ms : HTTP_DEFAULT_CONNECT_TIMEOUT_MS);
+    SETOPT(e, CURLOPT_CONNECTTIMEOUT_MS, x->connect_timeout_ms);
     /* Proxies come from the environment as with the AWS CLI (HTTPS_PROXY, ...); the loopback
      * exception keeps local emulators reachable behind a corporate proxy. */
     SETOPT(e, CURLOPT_NOPROXY, eng->no_proxy);
@@ -472,21 +487,50 @@ static int configure(http_engine *eng, http_xfer *x, const http_request *req) {
     SETOPT(e, CURLOPT_WRITEDATA, (void *)x);
     SETOPT(e, CURLOPT_HTTPHEADER, x->req_headers);
 
-    if (strcmp(req->method, "HEAD") == 0) {
+    if (strcmp(x->method, "HEAD") == 0) {
         SETOPT(e, CURLOPT_NOBODY, 1L);
-    } else if (strcmp(req->method, "GET") != 0 || has_body) {
-        if (has_body) {
+    } else if (strcmp(x->method, "GET") != 0 || x->has_body) {
+        if (x->has_body) {
             /* PUT and POST always carry Content-Length (0 when empty): S3 answers 411
              * MissingContentLength otherwise. */
-            SETOPT(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+            SETOPT(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)x->req_body_len);
             SETOPT(e, CURLOPT_POSTFIELDS, x->req_body);
         }
-        SETOPT(e, CURLOPT_CUSTOMREQUEST, req->method);
+        SETOPT(e, CURLOPT_CUSTOMREQUEST, x->method);
     }
     return 0;
 
 fail:
     return OL_ENOMEM;
+}
+
+/* Give x a curl handle and add it to the multi handle. 0, or OL_ENOMEM (x untouched but
+ * for its handle, which is gone again). */
+static int xfer_start(http_engine *eng, http_xfer *x) {
+    x->easy = curl_easy_init();
+    if (x->easy != NULL && configure(eng, x) == 0 &&
+        curl_multi_add_handle(eng->multi, x->easy) == CURLM_OK) {
+        list_insert_tail(&eng->xfers, &x->node);
+        eng->active++;
+        return 0;
+    }
+    if (x->easy != NULL)
+        curl_easy_cleanup(x->easy);
+    x->easy = NULL;
+    return OL_ENOMEM;
+}
+
+/* Start queued requests while slots are free. One that cannot start is told so at once
+ * (from the loop: never from inside http_send). */
+static void start_queued(http_engine *eng) {
+    list_node *n;
+    while (!eng->closing && eng->active < HTTP_MAX_ACTIVE &&
+           (n = list_first(&eng->queued)) != NULL) {
+        http_xfer *x = list_entry(n, http_xfer, node);
+        list_remove(n);
+        if (xfer_start(eng, x) != 0)
+            xfer_complete(x, CURLE_OUT_OF_MEMORY, OL_ENOMEM);
+    }
 }
 
 int http_send(http_engine *eng, const http_request *req, http_cb cb, void *arg) {
@@ -503,9 +547,18 @@ int http_send(http_engine *eng, const http_request *req, http_cb cb, void *arg) 
     x->cb = cb;
     x->arg = arg;
     list_init(&x->node);
+    x->timeout_ms = req->timeout_ms > 0 ? req->timeout_ms : HTTP_DEFAULT_TIMEOUT_MS;
+    x->connect_timeout_ms =
+        req->connect_timeout_ms > 0 ? req->connect_timeout_ms : HTTP_DEFAULT_CONNECT_TIMEOUT_MS;
+    x->fresh_connection = req->fresh_connection;
+    x->has_body =
+        req->body != NULL || strcmp(req->method, "PUT") == 0 || strcmp(req->method, "POST") == 0;
+    x->req_body_len = req->body_len;
     int rc = OL_ENOMEM;
+    x->url = strdup(req->url);
+    x->method = strdup(req->method);
     x->req_body = malloc(req->body_len + 1);
-    if (x->req_body == NULL)
+    if (x->url == NULL || x->method == NULL || x->req_body == NULL)
         goto fail;
     if (req->body_len > 0)
         memcpy(x->req_body, req->body, req->body_len);
@@ -513,25 +566,31 @@ int http_send(http_engine *eng, const http_request *req, http_cb cb, void *arg) 
     rc = build_headers(x, req);
     if (rc != 0)
         goto fail;
-    x->easy = curl_easy_init();
-    if (x->easy == NULL) {
-        rc = OL_ENOMEM;
-        goto fail;
+    if (eng->active >= HTTP_MAX_ACTIVE || !list_empty(&eng->queued)) {
+        list_insert_tail(&eng->queued, &x->node);
+        return 0;
     }
-    rc = configure(eng, x, req);
+    /* Only arms the timer: the transfer starts, and completes, from the loop. */
+    rc = xfer_start(eng, x);
     if (rc != 0)
         goto fail;
-    /* Only arms the timer: the transfer starts, and completes, from the loop. */
-    if (curl_multi_add_handle(eng->multi, x->easy) != CURLM_OK) {
-        rc = OL_ENOMEM;
-        goto fail;
-    }
-    list_insert_tail(&eng->xfers, &x->node);
     return 0;
 
 fail:
     xfer_free(x);
     return rc;
+}
+
+unsigned http_active(const http_engine *eng) {
+    return eng != NULL ? eng->active : 0;
+}
+
+unsigned http_queued(const http_engine *eng) {
+    unsigned n = 0;
+    const list_node *p;
+    for (p = eng != NULL ? eng->queued.next : NULL; p != NULL && p != &eng->queued; p = p->next)
+        n++;
+    return n;
 }
 
 const char *http_header(const http_response *res, const char *name) {
@@ -576,6 +635,7 @@ http_engine *http_new(uv_loop_t *loop) {
         goto fail_global;
     eng->loop = loop;
     list_init(&eng->sockets);
+    list_init(&eng->queued);
     list_init(&eng->xfers);
     list_init(&eng->canceled);
     eng->no_proxy = make_no_proxy();
@@ -639,6 +699,11 @@ void http_close(http_engine *eng, void (*on_closed)(void *arg), void *arg) {
     list_node *n;
     while ((n = list_first(&eng->xfers)) != NULL) {
         curl_multi_remove_handle(eng->multi, list_entry(n, http_xfer, node)->easy);
+        list_remove(n);
+        list_insert_tail(&eng->canceled, n);
+    }
+    eng->active = 0;
+    while ((n = list_first(&eng->queued)) != NULL) { /* never sent */
         list_remove(n);
         list_insert_tail(&eng->canceled, n);
     }

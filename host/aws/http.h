@@ -53,6 +53,10 @@ int http_send(http_engine *eng, const http_request *req, http_cb cb, void *arg);
 /* Look up a response header by lowercase name. */
 const char *http_header(const http_response *res, const char *name);
 
+/* Requests holding a curl handle now (at most 128), and requests queued for one. */
+unsigned http_active(const http_engine *eng);
+unsigned http_queued(const http_engine *eng);
+
 /* Abort every request in flight, clean curl up, and close the engine's handles. The aborted
  * requests' callbacks run with OL_ECANCELED from the loop after http_close has returned, all
  * of them before on_closed, which runs once everything is released (may be NULL); the

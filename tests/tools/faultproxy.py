@@ -45,9 +45,7 @@ CLI: faultproxy.py --upstream http://127.0.0.1:PORT [--port 0] [--port-file F]
 
 import argparse
 import asyncio
-import concurrent.futures
 import http.client
-import io
 import json
 import os
 import random
@@ -199,16 +197,53 @@ def new_stats():
     }
 
 
+class Headers:
+    """Header fields in arrival order, looked up case-insensitively (the first field of a
+    name wins), as http.client's HTTPMessage offers them, without its email parser's cost
+    on every request."""
+
+    def __init__(self, fields):
+        self.fields = fields  # [(name, value)]
+        self.by_name = {}
+        for name, value in fields:
+            self.by_name.setdefault(name.lower(), value)
+
+    @classmethod
+    def parse(cls, block):
+        """Fields from the lines after a request or status line (bytes, CRLF separated,
+        ending with an empty line); obsolete line folding joins a line to the one before."""
+        fields = []
+        for raw in block.decode("latin-1").split("\r\n"):
+            if not raw:
+                continue
+            if raw[0] in " \t" and fields:
+                name, value = fields[-1]
+                fields[-1] = (name, value + " " + raw.strip())
+                continue
+            name, sep, value = raw.partition(":")
+            if not sep or not name or name != name.strip():
+                raise ValueError(f"bad header line {raw[:80]!r}")
+            fields.append((name, value.strip()))
+        return cls(fields)
+
+    def get(self, name, default=None):
+        return self.by_name.get(name.lower(), default)
+
+    def items(self):
+        return list(self.fields)
+
+
 class Request:
     def __init__(self, method, target, version, headers, body):
         self.method = method
         self.target = target
         self.path = urllib.parse.urlsplit(target).path or "/"
         self.version = version
-        self.headers = headers  # http.client.HTTPMessage: case-insensitive, ordered
+        self.headers = headers  # Headers: case-insensitive, ordered
         self.body = body
         self.service = self.scope_service()
         self.region = self.scope_part(2)
+        self._params = None
 
     def scope_service(self):
         return self.scope_part(3)
@@ -229,10 +264,13 @@ class Request:
     def params(self):
         """The Query API parameters (IAM, STS: the form body), each value cut to 200
         characters; {} for other requests."""
-        if b"Action=" not in self.body:
-            return {}
-        query = urllib.parse.parse_qs(self.body.decode("latin-1"))
-        return {k: v[0][:200] for k, v in query.items()}
+        if self._params is None:
+            if b"Action=" not in self.body:
+                self._params = {}
+            else:
+                query = urllib.parse.parse_qs(self.body.decode("latin-1"))
+                self._params = {k: v[0][:200] for k, v in query.items()}
+        return self._params
 
     def action(self):
         """The Query API action (Action=CreateUser in the form body), or None."""
@@ -314,53 +352,92 @@ def json_response(status, obj):
     return Response(status, reason, [("Content-Type", "application/json")], body)
 
 
+class UpstreamClosed(ConnectionError):
+    """The upstream ended the connection before answering."""
+
+
 class Upstream:
-    """One keep-alive connection to the upstream per client connection; blocking
-    http.client runs in a worker thread."""
+    """One keep-alive connection to the upstream per client connection, on the proxy's own
+    event loop (no thread per exchange: the proxy's CPU is part of every benchmark's
+    machine budget)."""
 
     def __init__(self, host, port, timeout):
         self.host, self.port, self.timeout = host, port, timeout
-        self.conn = None
+        self.reader = self.writer = None
 
     def close(self):
-        if self.conn is not None:
-            self.conn.close()
-            self.conn = None
+        if self.writer is not None:
+            self.writer.close()
+            self.reader = self.writer = None
 
-    def exchange(self, req):
+    async def exchange(self, req):
         for attempt in (1, 2):  # a kept-alive upstream connection may have gone stale
-            if self.conn is None:
-                self.conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+            reused = self.writer is not None
+            if not reused:
+                self.reader, self.writer = await asyncio.wait_for(
+                    asyncio.open_connection(self.host, self.port, limit=MAX_HEADER_BYTES),
+                    self.timeout,
+                )
             try:
-                return self.exchange_once(req)
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                return await asyncio.wait_for(self.exchange_once(req), self.timeout)
+            except (UpstreamClosed, BrokenPipeError, ConnectionResetError):
                 self.close()
-                if attempt == 2:
+                if attempt == 2 or not reused:
                     raise
-            except Exception:
+            except BaseException:
                 self.close()
                 raise
         raise AssertionError("unreachable")
 
-    def exchange_once(self, req):
-        conn = self.conn
-        conn.putrequest(req.method, req.target, skip_host=True, skip_accept_encoding=True)
+    async def exchange_once(self, req):
+        lines = [f"{req.method} {req.target} HTTP/1.1"]
         for name, value in req.headers.items():
             if name.lower() not in HOP_BY_HOP and name.lower() != "content-length":
-                conn.putheader(name, value)
+                lines.append(f"{name}: {value}")
         if req.body or req.method in ("POST", "PUT", "PATCH"):
-            conn.putheader("Content-Length", str(len(req.body)))
-        conn.endheaders(req.body if req.body else None)
-        resp = conn.getresponse()
-        body = resp.read()  # http.client undoes chunked framing
-        headers = [(k, v) for k, v in resp.getheaders() if k.lower() not in HOP_BY_HOP]
-        declared = None
-        if req.method == "HEAD" or resp.status in (204, 304):
-            declared = int(resp.getheader("Content-Length", "0") or 0)
-        headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
-        if resp.will_close:
+            lines.append(f"Content-Length: {len(req.body)}")
+        self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + req.body)
+        await self.writer.drain()
+        while True:
+            try:
+                head = await self.reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError as exc:
+                raise UpstreamClosed("upstream closed the connection without an answer") from exc
+            status_line, _, rest = head.partition(b"\r\n")
+            version, _, tail = status_line.decode("latin-1").partition(" ")
+            code, _, reason = tail.partition(" ")
+            if not version.startswith("HTTP/") or not code.isdigit():
+                raise http.client.BadStatusLine(status_line[:80].decode("latin-1"))
+            status = int(code)
+            headers = Headers.parse(rest)
+            if not 100 <= status < 200:  # interim answers (100 Continue) are skipped
+                break
+        length = headers.get("Content-Length")
+        no_body = req.method == "HEAD" or status in (204, 304)
+        if no_body:
+            body = b""
+        elif "chunked" in headers.get("Transfer-Encoding", "").lower():
+            body = await read_chunked(self.reader)
+        elif length is not None:
+            body = await self.reader.readexactly(int(length))
+        else:
+            body = await self.reader.read()  # delimited by the end of the connection
+        declared = int(length or 0) if no_body else None
+        tokens = {t.strip().lower() for t in headers.get("Connection", "").split(",")}
+        will_close = (
+            "close" in tokens
+            or (version == "HTTP/1.0" and "keep-alive" not in tokens)
+            or (not no_body and length is None and "chunked" not in
+                headers.get("Transfer-Encoding", "").lower())
+        )
+        fields = [
+            (k, v)
+            for k, v in headers.items()
+            if k.lower() not in HOP_BY_HOP and k.lower() != "content-length"
+        ]
+        if will_close:
             self.close()
-        return Response(resp.status, resp.reason, headers, body, declared)
+        return Response(status, reason, fields, body, declared)
 
 
 class Proxy:
@@ -449,8 +526,9 @@ class Proxy:
             answered()
             return req.keep_alive()
         try:
-            resp = await asyncio.to_thread(upstream.exchange, req)
-        except (OSError, http.client.HTTPException) as exc:
+            resp = await upstream.exchange(req)
+        except (OSError, http.client.HTTPException, ValueError, asyncio.TimeoutError,
+                asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
             self.stats["upstream_errors"] += 1
             resp = json_response(502, {"error": f"upstream: {type(exc).__name__}: {exc}"})
         else:
@@ -529,7 +607,10 @@ async def read_request(reader, writer):
         method, target, version = line.decode("latin-1").split(" ")
     except ValueError as exc:
         raise BadRequest(f"bad request line {line[:80]!r}") from exc
-    headers = http.client.parse_headers(io.BytesIO(rest))
+    try:
+        headers = Headers.parse(rest)
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from exc
     if headers.get("Expect", "").lower() == "100-continue":
         # We buffer the body, so say "go on" now instead of making the client wait
         # for its 100-continue timeout; the header itself is forwarded unchanged.
@@ -748,8 +829,6 @@ async def serve_forever(proxy, port_file, die_with_parent=False):
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    # Blocking upstream exchanges run in threads; allow many concurrent clients.
-    loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(max_workers=64))
     watcher = asyncio.create_task(watch_parent(stop)) if die_with_parent else None
     await stop.wait()
     if watcher is not None:

@@ -196,6 +196,88 @@ static void completes_one_hundred_concurrent_requests_over_fewer_connections(voi
     free(r);
 }
 
+/* Past 128 requests in flight the engine queues the rest without a curl handle (so the
+ * memory of a run has a bound whatever its --concurrency) and starts them, in order, as
+ * earlier ones finish. */
+static void queues_requests_past_the_in_flight_cap_and_completes_them_all(void **state) {
+    enum { N = 300 };
+    fixture fx;
+    result *r = calloc(N, sizeof *r);
+    char url[128];
+    size_t i;
+
+    (void)state;
+    assert_non_null(r);
+    fixture_init(&fx);
+    url_for(&fx, "/ok", url, sizeof url);
+    for (i = 0; i < N; i++)
+        assert_int_equal(send_req(&fx, "GET", url, NULL, 0, NULL, 0, 0, &r[i]), 0);
+    assert_int_equal(http_active(fx.eng), 128);
+    assert_int_equal(http_queued(fx.eng), N - 128);
+    run_until(&fx, &fx.done, N);
+    for (i = 0; i < N; i++) {
+        assert_int_equal(r[i].called, 1);
+        assert_false(r[i].in_send);
+        assert_int_equal(r[i].result, 0);
+        assert_int_equal(r[i].status, 200);
+        result_free(&r[i]);
+    }
+    assert_int_equal(fx.srv.n_reqs, N);
+    assert_int_equal(http_active(fx.eng), 0);
+    assert_int_equal(http_queued(fx.eng), 0);
+    fixture_finish(&fx);
+    free(r);
+}
+
+typedef struct queued_ctx {
+    unsigned *done;
+    int called, result, sent;
+} queued_ctx;
+
+static void on_queued_done(void *arg, const http_response *res) {
+    queued_ctx *c = arg;
+    c->called++;
+    c->result = res->result;
+    c->sent = res->sent;
+    (*c->done)++;
+}
+
+/* Closing the engine cancels queued requests too, and says they were never sent. */
+static void close_cancels_queued_requests_as_unsent(void **state) {
+    enum { N = 200 };
+    fixture fx;
+    queued_ctx c[N];
+    char url[128];
+    http_request req;
+    size_t i, unsent = 0;
+
+    (void)state;
+    memset(c, 0, sizeof c);
+    fixture_init(&fx);
+    url_for(&fx, "/hang", url, sizeof url);
+    memset(&req, 0, sizeof req);
+    req.method = "GET";
+    req.url = url;
+    for (i = 0; i < N; i++) {
+        c[i].done = &fx.done;
+        assert_int_equal(http_send(fx.eng, &req, on_queued_done, &c[i]), 0);
+    }
+    assert_int_equal(http_queued(fx.eng), N - 128);
+    run_until(&fx, &fx.srv.n_reqs, 64); /* one host: 64 connections, all hanging */
+    http_close(fx.eng, on_engine_closed, &fx);
+    run_until(&fx, &fx.closed, 1);
+    for (i = 0; i < N; i++) {
+        assert_int_equal(c[i].called, 1);
+        assert_int_equal(c[i].result, OL_ECANCELED);
+        unsent += !c[i].sent;
+    }
+    assert_true(unsent >= N - 128);
+    assert_int_equal(fx.done_at_close, N);
+    scripted_server_stop(&fx.srv);
+    uv_close((uv_handle_t *)&fx.guard, NULL);
+    harness_loop_close(&fx.loop);
+}
+
 static void reuses_one_connection_for_sequential_requests(void **state) {
     fixture fx;
     result r[6];
@@ -673,6 +755,8 @@ static void caps_an_error_answer_at_64_kib(void **s) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(completes_one_hundred_concurrent_requests_over_fewer_connections),
+        cmocka_unit_test(queues_requests_past_the_in_flight_cap_and_completes_them_all),
+        cmocka_unit_test(close_cancels_queued_requests_as_unsent),
         cmocka_unit_test(reuses_one_connection_for_sequential_requests),
         cmocka_unit_test(lowercases_response_header_names),
         cmocka_unit_test(sends_put_body_with_length_and_without_expect_or_default_content_type),
