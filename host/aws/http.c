@@ -588,8 +588,11 @@ unsigned http_active(const http_engine *eng) {
 unsigned http_queued(const http_engine *eng) {
     unsigned n = 0;
     const list_node *p;
-    for (p = eng != NULL ? eng->queued.next : NULL; p != NULL && p != &eng->queued; p = p->next)
+    if (eng == NULL)
+        return 0;
+    list_foreach(p, &eng->queued) {
         n++;
+    }
     return n;
 }
 
