@@ -394,6 +394,12 @@ static char *newer_stored_key(const find_ctx *f, const char *found) {
     return NULL;
 }
 
+/* A key is in hand and no store is known to hold a newer one: reading more stores is
+ * not needed. */
+static int find_settled(const find_ctx *f) {
+    return f->found != NULL && f->newer == NULL;
+}
+
 static void find_got(find_ctx *f, size_t s, int result, const ol_secret *found,
                      const char *reason) {
     ol_item *item = f->item;
@@ -434,7 +440,7 @@ static void find_got(find_ctx *f, size_t s, int result, const ol_secret *found,
                             found->access_key_id) == 0)
         journal_append_durable(r->journal, item->name, run_stage_name(r, s), "secret_stored",
                                found->access_key_id, "read back");
-    if (f->found != NULL && f->newer == NULL && !verifying) {
+    if (find_settled(f) && !verifying) {
         services_timer_start(r->svc, 0, find_finish, f, NULL);
         return;
     }
@@ -456,7 +462,7 @@ static void find_next(find_ctx *f) {
         f->checked = 1;
         if (f->force)
             ; /* secret_read: the secret itself is wanted, not the journal's word */
-        else if ((f->found != NULL && f->newer == NULL) || f->n_keys == 0)
+        else if (find_settled(f) || f->n_keys == 0)
             f->next = f->n_order;
         else if (f->found == NULL && f->n_order > f->n_verify) {
             /* Every non-verify store holds a key: enough when no verify store lacks it and
@@ -477,7 +483,7 @@ static void find_next(find_ctx *f) {
             }
         }
     }
-    if (f->next >= f->n_order || (f->found != NULL && f->newer == NULL)) {
+    if (f->next >= f->n_order || find_settled(f)) {
         services_timer_start(r->svc, 0, find_finish, f, NULL);
         return;
     }
