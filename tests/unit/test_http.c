@@ -166,22 +166,20 @@ static void fetch(fixture *fx, const char *method, const char *path, const ol_kv
     assert_false(r->in_send);
 }
 
-/* ---- tests ---------------------------------------------------------------------------- */
-
-static void completes_one_hundred_concurrent_requests_over_fewer_connections(void **state) {
-    fixture fx;
-    result *r = calloc(100, sizeof *r);
+/* n GET /ok requests sent at once, each answered into r[i]. */
+static void send_gets(fixture *fx, result *r, size_t n) {
     char url[128];
-    size_t i;
 
-    (void)state;
-    assert_non_null(r);
-    fixture_init(&fx);
-    url_for(&fx, "/ok", url, sizeof url);
-    for (i = 0; i < 100; i++)
-        assert_int_equal(send_req(&fx, "GET", url, NULL, 0, NULL, 0, 0, &r[i]), 0);
-    run_until(&fx, &fx.done, 100);
-    for (i = 0; i < 100; i++) {
+    url_for(fx, "/ok", url, sizeof url);
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(send_req(fx, "GET", url, NULL, 0, NULL, 0, 0, &r[i]), 0);
+}
+
+/* Runs until the n requests of send_gets are answered, checks each got 200 "hello" from
+ * the loop (not inside http_send), that the server saw n, and frees the results. */
+static void expect_all_hello(fixture *fx, result *r, size_t n) {
+    run_until(fx, &fx->done, (unsigned)n);
+    for (size_t i = 0; i < n; i++) {
         assert_int_equal(r[i].called, 1);
         assert_false(r[i].in_send);
         assert_int_equal(r[i].result, 0);
@@ -189,7 +187,20 @@ static void completes_one_hundred_concurrent_requests_over_fewer_connections(voi
         assert_string_equal(r[i].body, "hello");
         result_free(&r[i]);
     }
-    assert_int_equal(fx.srv.n_reqs, 100);
+    assert_int_equal(fx->srv.n_reqs, n);
+}
+
+/* ---- tests ---------------------------------------------------------------------------- */
+
+static void completes_one_hundred_concurrent_requests_over_fewer_connections(void **state) {
+    fixture fx;
+    result *r = calloc(100, sizeof *r);
+
+    (void)state;
+    assert_non_null(r);
+    fixture_init(&fx);
+    send_gets(&fx, r, 100);
+    expect_all_hello(&fx, r, 100);
     /* At most 64 connections per host: the rest waited for a free one and reused it. */
     assert_true(fx.srv.n_conns <= 64);
     fixture_finish(&fx);
@@ -203,26 +214,14 @@ static void queues_requests_past_the_in_flight_cap_and_completes_them_all(void *
     enum { N = 300 };
     fixture fx;
     result *r = calloc(N, sizeof *r);
-    char url[128];
-    size_t i;
 
     (void)state;
     assert_non_null(r);
     fixture_init(&fx);
-    url_for(&fx, "/ok", url, sizeof url);
-    for (i = 0; i < N; i++)
-        assert_int_equal(send_req(&fx, "GET", url, NULL, 0, NULL, 0, 0, &r[i]), 0);
+    send_gets(&fx, r, N);
     assert_int_equal(http_active(fx.eng), 128);
     assert_int_equal(http_queued(fx.eng), N - 128);
-    run_until(&fx, &fx.done, N);
-    for (i = 0; i < N; i++) {
-        assert_int_equal(r[i].called, 1);
-        assert_false(r[i].in_send);
-        assert_int_equal(r[i].result, 0);
-        assert_int_equal(r[i].status, 200);
-        result_free(&r[i]);
-    }
-    assert_int_equal(fx.srv.n_reqs, N);
+    expect_all_hello(&fx, r, N);
     assert_int_equal(http_active(fx.eng), 0);
     assert_int_equal(http_queued(fx.eng), 0);
     fixture_finish(&fx);
