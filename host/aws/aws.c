@@ -56,8 +56,9 @@ struct aws_client {
     int creds_code;
     retry_config rcfg;
     retry_quota quota;
-    list_node peers; /* peer */
-    list_node paced; /* peer.pace_node: those with calls waiting for a token */
+    list_node peers;    /* peer */
+    list_node resolved; /* resolved: each service and region's endpoint, resolved once */
+    list_node paced;    /* peer.pace_node: those with calls waiting for a token */
     uv_timer_t pace_timer;
     int pacing, pace_again;
     aws_stats stats;
@@ -147,6 +148,58 @@ static int jitter_from_env(aws_client *c, char **err) {
     return 0;
 }
 
+typedef struct resolved {
+    list_node node;
+    char *service, *region;
+    endpoint ep;
+} resolved;
+
+/* The endpoint of service in region, resolved on first use and kept for the client's life:
+ * the settings and the variables it reads do not change during a run. Returns 0 with *out,
+ * or endpoints_resolve's error with *err. */
+static int client_endpoint(aws_client *c, const char *service, const char *region,
+                           const endpoint **out, char **err) {
+    list_node *n;
+    resolved *r;
+    int rc;
+
+    *out = NULL;
+    *err = NULL;
+    list_foreach(n, &c->resolved) {
+        r = list_entry(n, resolved, node);
+        if (strcmp(r->service, service) == 0 && strcmp(r->region, region) == 0) {
+            *out = &r->ep;
+            return 0;
+        }
+    }
+    if ((r = calloc(1, sizeof(*r))) == NULL)
+        return OL_ENOMEM;
+    rc = endpoints_resolve(service, region, c->settings.endpoint_url, &r->ep, err);
+    if (rc == 0 && ((r->service = strdup(service)) == NULL || (r->region = strdup(region)) == NULL))
+        rc = OL_ENOMEM;
+    if (rc != 0) {
+        endpoints_free(&r->ep);
+        free(r->service);
+        free(r);
+        return rc;
+    }
+    list_insert_head(&c->resolved, &r->node);
+    *out = &r->ep;
+    return 0;
+}
+
+static void resolved_free_all(aws_client *c) {
+    list_node *n, *tmp;
+    list_foreach_safe(n, tmp, &c->resolved) {
+        resolved *r = list_entry(n, resolved, node);
+        list_remove(n);
+        endpoints_free(&r->ep);
+        free(r->service);
+        free(r->region);
+        free(r);
+    }
+}
+
 /* The peer keyed "service url[ bucket]", made on first use; NULL without memory. */
 static peer *peer_get(aws_client *c, const char *service, const char *url, const char *bucket) {
     char *key = ol__format("%s %s%s%s", service, url, bucket ? " " : "", bucket ? bucket : "");
@@ -194,18 +247,16 @@ static void peers_free_all(aws_client *c) {
  * A call whose endpoint cannot be resolved gets no peer: building the attempt reports why. */
 static void call_find_peers(aws_call *call) {
     aws_client *c = call->c;
-    endpoint ep;
+    const endpoint *ep;
     char *err = NULL;
-    memset(&ep, 0, sizeof(ep));
     call->rate_ep = call->health_ep = NULL;
-    if (endpoints_resolve(call->service, call->region, c->settings.endpoint_url, &ep, &err) == 0) {
+    if (client_endpoint(c, call->service, call->region, &ep, &err) == 0) {
         int per_bucket = strcmp(call->service, "s3") == 0 && call->bucket != NULL;
-        call->health_ep = peer_get(c, call->service, ep.url, NULL);
+        call->health_ep = peer_get(c, call->service, ep->url, NULL);
         call->rate_ep =
-            per_bucket ? peer_get(c, call->service, ep.url, call->bucket) : call->health_ep;
+            per_bucket ? peer_get(c, call->service, ep->url, call->bucket) : call->health_ep;
     }
     free(err);
-    endpoints_free(&ep);
 }
 
 /* ---- client lifetime ------------------------------------------------------------------ */
@@ -292,6 +343,7 @@ int aws_client_new(uv_loop_t *loop, const char *profile, const char *region, aws
     c->loop = loop;
     list_init(&c->calls);
     list_init(&c->peers);
+    list_init(&c->resolved);
     list_init(&c->paced);
     rc = credentials_settings(profile, region, &c->settings, err);
     if (rc != 0)
@@ -399,9 +451,11 @@ static void client_maybe_closed(aws_client *c) {
     void (*cb)(void *) = c->on_closed;
     void *arg = c->on_closed_arg;
     peers_free_all(c);
+    resolved_free_all(c);
     credentials_settings_free(&c->settings);
     free(c->creds_err);
     free(c);
+    sigv4_forget_keys();
     if (cb)
         cb(arg);
 }
@@ -610,7 +664,7 @@ int aws_send(aws_client *c, const ol_aws_request *req, ol_aws_cb cb, void *arg) 
 /* ---- building and sending one attempt ------------------------------------------------- */
 
 typedef struct attempt {
-    endpoint ep;
+    const endpoint *ep; /* the client's, not the attempt's */
     char *url;
     char *host;
     char *path;  /* wire path */
@@ -624,7 +678,6 @@ typedef struct attempt {
 } attempt;
 
 static void attempt_free(attempt *a) {
-    endpoints_free(&a->ep);
     free(a->url);
     free(a->host);
     free(a->path);
@@ -646,16 +699,16 @@ static const char *call_body(const aws_call *call, size_t *len) {
 static int attempt_url(aws_call *call, attempt *a, char **err) {
     aws_client *c = call->c;
     char *base = NULL, *prefix = NULL;
-    int rc = endpoints_resolve(call->service, call->region, c->settings.endpoint_url, &a->ep, err);
+    int rc = client_endpoint(c, call->service, call->region, &a->ep, err);
     if (rc != 0)
         return rc;
     if (is_s3(call) && call->bucket) {
-        rc = endpoints_s3_url(&a->ep, call->bucket, &base, &a->host, &prefix);
+        rc = endpoints_s3_url(a->ep, call->bucket, &base, &a->host, &prefix);
         if (rc != 0)
             return rc;
     } else {
-        base = strdup(a->ep.url);
-        a->host = strdup(a->ep.host);
+        base = strdup(a->ep->url);
+        a->host = strdup(a->ep->host);
         prefix = strdup("");
         if (!base || !a->host || !prefix) {
             free(base);
@@ -717,7 +770,7 @@ static int attempt_sign(aws_call *call, attempt *a, const credentials *cr) {
     if (cr == NULL && call->as_key_id == NULL) /* anonymous: AssumeRoleWithWebIdentity */
         return 0;
     sigv4_request sreq = {call->method, a->path, a->query, a->hdrs, a->n, a->payload_hash};
-    sigv4_scope scope = {a->ep.signing_region, a->ep.signing_name, a->amz_date, is_s3(call)};
+    sigv4_scope scope = {a->ep->signing_region, a->ep->signing_name, a->amz_date, is_s3(call)};
     sigv4_creds screds = {call->as_key_id, call->as_secret, NULL};
     if (call->as_key_id == NULL)
         screds = (sigv4_creds){cr->access_key_id, cr->secret_access_key, cr->session_token};

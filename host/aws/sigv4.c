@@ -9,18 +9,74 @@
 
 #include <ctype.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <curl/curl.h>
 #include <openssl/crypto.h>
+#include <openssl/core_names.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
+#include <openssl/params.h>
 
 #define ALGORITHM "AWS4-HMAC-SHA256"
 #define UNSIGNED_PAYLOAD "UNSIGNED-PAYLOAD"
 #define MAX_EXPIRES 604800UL /* seven days: the longest a presigned URL may live */
+
+/* Derived signing keys kept: one per (secret, day, region, service) in use. A batch signs
+ * every request of a day with the same few keys, so each request costs one HMAC instead of
+ * five. An entry holds an HMAC context already keyed with kSigning (dup'd per request, so
+ * not even the key schedule is redone) and the SHA-256 of the secret it came from, not the
+ * secret itself. */
+#define KEY_CACHE_SLOTS 8
+
+typedef struct key_slot {
+    int used;
+    unsigned char secret_fp[32];
+    char date[9];
+    char region[64];
+    char service[64];
+    EVP_MAC_CTX *mac; /* keyed with kSigning */
+} key_slot;
+
+static struct {
+    pthread_once_t once;
+    pthread_mutex_t lock;
+    EVP_MD *sha256;    /* fetched once: OpenSSL 3's implicit fetch per call costs more than */
+    EVP_MD *md5;       /* the hashing of a short request */
+    EVP_MAC_CTX *hmac; /* HMAC-SHA256 with no key yet, dup'd for each key */
+    key_slot slot[KEY_CACHE_SLOTS];
+    unsigned next;
+} crypto = {PTHREAD_ONCE_INIT, PTHREAD_MUTEX_INITIALIZER, NULL, NULL, NULL, {{0}}, 0};
+
+static void crypto_init(void) {
+    EVP_MAC *mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    char digest[] = "SHA256";
+    OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
+                           OSSL_PARAM_construct_end()};
+
+    crypto.sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+    crypto.md5 = EVP_MD_fetch(NULL, "MD5", NULL);
+    crypto.hmac = mac ? EVP_MAC_CTX_new(mac) : NULL;
+    if (crypto.hmac != NULL && !EVP_MAC_CTX_set_params(crypto.hmac, params)) {
+        EVP_MAC_CTX_free(crypto.hmac);
+        crypto.hmac = NULL;
+    }
+    EVP_MAC_free(mac); /* the context holds its own reference */
+}
+
+static int crypto_ready(void) {
+    pthread_once(&crypto.once, crypto_init);
+    return crypto.sha256 != NULL && crypto.md5 != NULL && crypto.hmac != NULL;
+}
+
+/* SHA-256 (or MD5 with md5 set) of data into out, which holds want bytes. */
+static int digest(int md5, const void *data, size_t len, unsigned char *out, unsigned int want) {
+    unsigned int got = 0;
+    return crypto_ready() &&
+           EVP_Digest(data, len, out, &got, md5 ? crypto.md5 : crypto.sha256, NULL) && got == want;
+}
 
 /* A growing NUL-terminated string. `failed` sticks so callers check once at the end. */
 typedef struct strbuf {
@@ -86,23 +142,21 @@ static void hex_encode(const unsigned char *in, size_t n, char *out) {
 }
 
 void sigv4_sha256_hex(const void *data, size_t len, char out[65]) {
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int md_len = 0;
-    if (!EVP_Digest(data, len, md, &md_len, EVP_sha256(), NULL) || md_len != 32) {
+    unsigned char md[32];
+    if (!digest(0, data, len, md, sizeof(md))) {
         out[0] = '\0';
         return;
     }
-    hex_encode(md, md_len, out);
+    hex_encode(md, sizeof(md), out);
 }
 
 void sigv4_content_md5(const void *data, size_t len, char out[25]) {
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int md_len = 0;
-    if (!EVP_Digest(data, len, md, &md_len, EVP_md5(), NULL) || md_len != 16) {
+    unsigned char md[16];
+    if (!digest(1, data, len, md, sizeof(md))) {
         out[0] = '\0';
         return;
     }
-    EVP_EncodeBlock((unsigned char *)out, md, (int)md_len);
+    EVP_EncodeBlock((unsigned char *)out, md, (int)sizeof(md));
 }
 
 void sigv4_amz_date(time_t t, char out[17]) {
@@ -469,50 +523,124 @@ int sigv4_string_to_sign(const sigv4_scope *scope, const char *canonical_request
     return *out ? 0 : OL_ENOMEM;
 }
 
+/* HMAC-SHA256 of data under a context keyed already (the context is consumed: finalized). */
+static int mac_finish(EVP_MAC_CTX *ctx, const void *data, size_t len, unsigned char out[32]) {
+    size_t out_len = 0;
+    return EVP_MAC_update(ctx, data, len) && EVP_MAC_final(ctx, out, &out_len, 32) && out_len == 32
+               ? 0
+               : OL_ENOMEM;
+}
+
+/* A fresh HMAC-SHA256 context keyed with key, or NULL. */
+static EVP_MAC_CTX *mac_keyed(const void *key, size_t key_len) {
+    EVP_MAC_CTX *ctx = crypto_ready() ? EVP_MAC_CTX_dup(crypto.hmac) : NULL;
+    if (ctx != NULL && !EVP_MAC_init(ctx, key, key_len, NULL)) {
+        EVP_MAC_CTX_free(ctx);
+        ctx = NULL;
+    }
+    return ctx;
+}
+
 static int hmac_sha256(const void *key, size_t key_len, const void *data, size_t len,
                        unsigned char out[32]) {
-    unsigned int out_len = 0;
-    if (key_len > INT_MAX)
-        return OL_EINVAL;
-    if (HMAC(EVP_sha256(), key, (int)key_len, data, len, out, &out_len) == NULL || out_len != 32)
-        return OL_ENOMEM;
-    return 0;
+    EVP_MAC_CTX *ctx = mac_keyed(key, key_len);
+    int rc = ctx ? mac_finish(ctx, data, len, out) : OL_ENOMEM;
+    EVP_MAC_CTX_free(ctx);
+    return rc;
 }
 
 /* kSigning = HMAC(HMAC(HMAC(HMAC("AWS4" + secret, date), region), service), "aws4_request"),
- * then the signature is HMAC(kSigning, string to sign). Every intermediate key is wiped. */
+ * as an HMAC context keyed with it. Every intermediate key is wiped. */
+static EVP_MAC_CTX *derive_signing_mac(const sigv4_scope *scope, const char *secret_access_key) {
+    unsigned char k1[32], k2[32];
+    size_t secret_len = strlen(secret_access_key) + 4;
+    char *secret = malloc(secret_len + 1);
+    EVP_MAC_CTX *mac = NULL;
+
+    if (secret == NULL)
+        return NULL;
+    memcpy(secret, "AWS4", 4);
+    memcpy(secret + 4, secret_access_key, secret_len - 4 + 1);
+    if (hmac_sha256(secret, secret_len, scope->amz_date, 8, k1) == 0 &&
+        hmac_sha256(k1, 32, scope->region, strlen(scope->region), k2) == 0 &&
+        hmac_sha256(k2, 32, scope->service, strlen(scope->service), k1) == 0 &&
+        hmac_sha256(k1, 32, "aws4_request", 12, k2) == 0)
+        mac = mac_keyed(k2, 32);
+    OPENSSL_cleanse(secret, secret_len);
+    OPENSSL_cleanse(k1, sizeof(k1));
+    OPENSSL_cleanse(k2, sizeof(k2));
+    free(secret);
+    return mac;
+}
+
+static int slot_matches(const key_slot *k, const unsigned char fp[32], const sigv4_scope *scope) {
+    return k->used && CRYPTO_memcmp(k->secret_fp, fp, 32) == 0 &&
+           strncmp(k->date, scope->amz_date, 8) == 0 && strcmp(k->region, scope->region) == 0 &&
+           strcmp(k->service, scope->service) == 0;
+}
+
+/* A context keyed with the scope's signing key, ready for the string to sign: a copy of the
+ * cached one, derived (and cached when the names fit a slot) on a miss. NULL when out of
+ * memory. */
+static EVP_MAC_CTX *signing_mac(const sigv4_scope *scope, const char *secret_access_key) {
+    unsigned char fp[32];
+    EVP_MAC_CTX *mac = NULL;
+
+    if (!digest(0, secret_access_key, strlen(secret_access_key), fp, sizeof(fp)))
+        return NULL;
+    pthread_mutex_lock(&crypto.lock);
+    for (unsigned i = 0; i < KEY_CACHE_SLOTS && mac == NULL; i++)
+        if (slot_matches(&crypto.slot[i], fp, scope))
+            mac = EVP_MAC_CTX_dup(crypto.slot[i].mac);
+    pthread_mutex_unlock(&crypto.lock);
+    if (mac != NULL)
+        return mac;
+    EVP_MAC_CTX *fresh = derive_signing_mac(scope, secret_access_key);
+    if (fresh == NULL || strlen(scope->region) >= sizeof(crypto.slot[0].region) ||
+        strlen(scope->service) >= sizeof(crypto.slot[0].service))
+        return fresh;
+    pthread_mutex_lock(&crypto.lock);
+    key_slot *k = &crypto.slot[crypto.next++ % KEY_CACHE_SLOTS];
+    EVP_MAC_CTX_free(k->mac); /* EVP_MAC_CTX_free wipes the key it held */
+    k->mac = EVP_MAC_CTX_dup(fresh);
+    k->used = k->mac != NULL;
+    memcpy(k->secret_fp, fp, sizeof(fp));
+    memcpy(k->date, scope->amz_date, 8);
+    k->date[8] = '\0';
+    strcpy(k->region, scope->region);
+    strcpy(k->service, scope->service);
+    pthread_mutex_unlock(&crypto.lock);
+    return fresh;
+}
+
+void sigv4_forget_keys(void) {
+    pthread_mutex_lock(&crypto.lock);
+    for (unsigned i = 0; i < KEY_CACHE_SLOTS; i++) {
+        EVP_MAC_CTX_free(crypto.slot[i].mac);
+        OPENSSL_cleanse(&crypto.slot[i], sizeof(crypto.slot[i]));
+    }
+    pthread_mutex_unlock(&crypto.lock);
+}
+
+/* The signature is HMAC(kSigning, string to sign). */
 int sigv4_signature(const sigv4_scope *scope, const char *secret_access_key,
                     const char *string_to_sign, char out[65]) {
-    unsigned char k1[32], k2[32], sig[32];
-    char *secret = NULL;
-    size_t secret_len;
-    int rc = OL_EINVAL;
+    unsigned char sig[32];
+    EVP_MAC_CTX *mac;
+    int rc;
 
     if (out == NULL)
         return OL_EINVAL;
     out[0] = '\0';
     if (!scope_valid(scope) || secret_access_key == NULL || string_to_sign == NULL)
         return OL_EINVAL;
-    secret_len = strlen(secret_access_key) + 4;
-    secret = malloc(secret_len + 1);
-    if (secret == NULL)
+    if ((mac = signing_mac(scope, secret_access_key)) == NULL)
         return OL_ENOMEM;
-    memcpy(secret, "AWS4", 4);
-    memcpy(secret + 4, secret_access_key, secret_len - 4 + 1);
-
-    if ((rc = hmac_sha256(secret, secret_len, scope->amz_date, 8, k1)) != 0 ||
-        (rc = hmac_sha256(k1, 32, scope->region, strlen(scope->region), k2)) != 0 ||
-        (rc = hmac_sha256(k2, 32, scope->service, strlen(scope->service), k1)) != 0 ||
-        (rc = hmac_sha256(k1, 32, "aws4_request", 12, k2)) != 0 ||
-        (rc = hmac_sha256(k2, 32, string_to_sign, strlen(string_to_sign), sig)) != 0)
-        goto done;
-    hex_encode(sig, sizeof(sig), out);
-done:
-    OPENSSL_cleanse(secret, secret_len);
-    OPENSSL_cleanse(k1, sizeof(k1));
-    OPENSSL_cleanse(k2, sizeof(k2));
+    rc = mac_finish(mac, string_to_sign, strlen(string_to_sign), sig);
+    EVP_MAC_CTX_free(mac);
+    if (rc == 0)
+        hex_encode(sig, sizeof(sig), out);
     OPENSSL_cleanse(sig, sizeof(sig));
-    free(secret);
     return rc;
 }
 

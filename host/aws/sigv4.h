@@ -48,9 +48,12 @@ int sigv4_canonical_request(const sigv4_request *req, const sigv4_scope *scope, 
 /* String to sign for a canonical request text. */
 int sigv4_string_to_sign(const sigv4_scope *scope, const char *canonical_request, char **out);
 
-/* Hex signature (65 bytes with NUL) for a string to sign. */
+/* Hex signature (65 bytes with NUL) for a string to sign. The derived signing key is kept
+ * (a few slots, keyed by the secret's SHA-256, the day, region and service) for the next
+ * request of the same scope; sigv4_forget_keys drops and wipes them. Thread-safe. */
 int sigv4_signature(const sigv4_scope *scope, const char *secret_access_key,
                     const char *string_to_sign, char out[65]);
+void sigv4_forget_keys(void);
 
 /* Full Authorization header value:
  * "AWS4-HMAC-SHA256 Credential=AKID/20150830/us-east-1/service/aws4_request,

@@ -9,6 +9,8 @@
 #include <time.h>
 
 #include <jansson.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 
 #include "harness.h"
 #include "sigv4.h"
@@ -523,6 +525,54 @@ static void signs_iam_list_users_as_documented(void **state) {
     free(auth);
 }
 
+/* The signature computed the long way, with nothing kept between calls: OpenSSL's one-shot
+ * HMAC, five times. */
+static void reference_signature(const char *secret, const sigv4_scope *scope, const char *sts,
+                                char out[65]) {
+    unsigned char k[32];
+    unsigned int n = 0;
+    char first[128];
+
+    snprintf(first, sizeof(first), "AWS4%s", secret);
+    HMAC(EVP_sha256(), first, (int)strlen(first), (const unsigned char *)scope->amz_date, 8, k, &n);
+    HMAC(EVP_sha256(), k, 32, (const unsigned char *)scope->region, strlen(scope->region), k, &n);
+    HMAC(EVP_sha256(), k, 32, (const unsigned char *)scope->service, strlen(scope->service), k, &n);
+    HMAC(EVP_sha256(), k, 32, (const unsigned char *)"aws4_request", 12, k, &n);
+    HMAC(EVP_sha256(), k, 32, (const unsigned char *)sts, strlen(sts), k, &n);
+    for (int i = 0; i < 32; i++)
+        snprintf(out + 2 * i, 3, "%02x", k[i]);
+}
+
+/* The derived keys are kept between requests: a kept key must never serve another secret,
+ * day, region or service. 16 scopes (more than the slots kept, so some are evicted), each
+ * signed three times in different orders and after the keys are forgotten, must each give
+ * the signature computed from scratch. */
+static void kept_signing_keys_never_serve_another_scope(void **state) {
+    (void)state;
+    const char *secrets[] = {"wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", "another/secret+key"};
+    const char *dates[] = {"20150830T123600Z", "20150831T000000Z"};
+    const char *regions[] = {"us-east-1", "eu-north-1"};
+    const char *services[] = {"iam", "s3"};
+    const char sts[] = "AWS4-HMAC-SHA256\n20150830T123600Z\n20150830/us-east-1/iam/aws4_request\n"
+                       "f536975d06c0309214f805bb90ccff089219ecd68b2577efef23edd43b7e1a59";
+
+    for (int round = 0; round < 3; round++) {
+        if (round == 2)
+            sigv4_forget_keys();
+        for (int j = 0; j < 16; j++) {
+            int i = round == 1 ? 15 - j : j; /* the second round walks backwards */
+            const char *secret = secrets[i & 1];
+            sigv4_scope scope = {regions[(i >> 2) & 1], services[(i >> 3) & 1], dates[(i >> 1) & 1],
+                                 0};
+            char want[65], got[65];
+            reference_signature(secret, &scope, sts, want);
+            assert_int_equal(sigv4_signature(&scope, secret, sts, got), 0);
+            assert_string_equal(got, want);
+        }
+    }
+    sigv4_forget_keys();
+}
+
 /* ---------------------------------------------------------------------------------------
  * Helpers and edge cases. */
 
@@ -660,6 +710,7 @@ int main(void) {
         cmocka_unit_test(presign_rejects_expiry_outside_one_second_to_seven_days),
         cmocka_unit_test(presign_signs_session_token_and_keeps_own_parameters),
         cmocka_unit_test(formats_amz_date_in_utc),
+        cmocka_unit_test(kept_signing_keys_never_serve_another_scope),
         cmocka_unit_test(rejects_requests_it_cannot_sign),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
