@@ -165,6 +165,12 @@ static int client_endpoint(aws_client *c, const char *service, const char *regio
 
     *out = NULL;
     *err = NULL;
+    if (service == NULL || region == NULL) { /* endpoints_resolve says what is missing */
+        endpoint none;
+        rc = endpoints_resolve(service, region, c->settings.endpoint_url, &none, err);
+        endpoints_free(&none);
+        return rc != 0 ? rc : OL_EINVAL;
+    }
     list_foreach(n, &c->resolved) {
         r = list_entry(n, resolved, node);
         if (strcmp(r->service, service) == 0 && strcmp(r->region, region) == 0) {
@@ -325,6 +331,15 @@ static int client_finish(aws_client *c, cred_spec *spec, char **err) {
     return 0;
 }
 
+/* What both constructors set first: the loop and the empty lists. */
+static void client_init_lists(aws_client *c, uv_loop_t *loop) {
+    c->loop = loop;
+    list_init(&c->calls);
+    list_init(&c->peers);
+    list_init(&c->resolved);
+    list_init(&c->paced);
+}
+
 static void client_free_early(aws_client *c) {
     credentials_settings_free(&c->settings);
     free(c->creds_err);
@@ -340,11 +355,7 @@ int aws_client_new(uv_loop_t *loop, const char *profile, const char *region, aws
     *err = NULL;
     if (c == NULL)
         return OL_ENOMEM;
-    c->loop = loop;
-    list_init(&c->calls);
-    list_init(&c->peers);
-    list_init(&c->resolved);
-    list_init(&c->paced);
+    client_init_lists(c, loop);
     rc = credentials_settings(profile, region, &c->settings, err);
     if (rc != 0)
         goto fail;
@@ -370,10 +381,7 @@ int aws_client_new_spec(uv_loop_t *loop, const aws_settings *settings, cred_spec
         credentials_spec_free(spec);
         return OL_ENOMEM;
     }
-    c->loop = loop;
-    list_init(&c->calls);
-    list_init(&c->peers);
-    list_init(&c->paced);
+    client_init_lists(c, loop);
     c->anonymous = spec == NULL;
     int rc = client_finish(c, spec, err);
     if (rc != 0) {
@@ -934,7 +942,7 @@ static void call_transmit(aws_call *call) {
         .n_headers = a.n,
         .timeout_ms = c->timeout_ms,
         .connect_timeout_ms = 0,
-        .fresh_connection = (call->flags & OL_AWS_NOT_IDEMPOTENT) != 0,
+        .send_once = (call->flags & OL_AWS_NOT_IDEMPOTENT) != 0,
     };
     hreq.body = call_body(call, &hreq.body_len);
     rc = c->http_vt->send(c->http, &hreq, on_http_done, call);

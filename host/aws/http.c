@@ -1,11 +1,13 @@
 /* http: owns the engine that runs many HTTP requests on the libuv loop. libcurl's
  * multi-socket API tells us which sockets to watch (one uv_poll per socket, a context struct
- * each) and when to call it back (one uv_timer); we report socket readiness and timer expiry
- * back with curl_multi_socket_action and drain finished transfers after every call. The
- * multi handle keeps the connection cache, so connections are reused across requests.
- * Modelled on curl's docs/examples/multi-uv.c, without its pitfalls: no re-entrant curl
- * calls from CURLMOPT_TIMERFUNCTION, polling stopped synchronously before curl closes a
- * socket, poll errors reported as CURL_CSELECT_ERR, curl cleaned up before the loop ends. */
+ * each, kept from curl's opening of the socket to its closing, so a kept-alive connection is
+ * not re-registered with libuv for every request) and when to call it back (one uv_timer); we
+ * report socket readiness and timer expiry back with curl_multi_socket_action and drain finished
+ * transfers after every call. The multi handle keeps the connection cache, so connections are
+ * reused across requests. Modelled on curl's docs/examples/multi-uv.c, without its pitfalls: no
+ * re-entrant curl calls from CURLMOPT_TIMERFUNCTION, polling stopped synchronously before curl
+ * closes a socket, poll errors reported as CURL_CSELECT_ERR, curl cleaned up before the loop ends.
+ */
 #include "http.h"
 
 #include <ctype.h>
@@ -14,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 
@@ -58,9 +61,10 @@ struct http_xfer {
     struct curl_slist *req_headers;
     char *url, *method;
     long timeout_ms, connect_timeout_ms;
-    int fresh_connection, has_body;
+    int send_once, has_body;
     char *req_body;
     size_t req_body_len;
+    size_t req_body_sent; /* send_once bodies: read by libcurl so far (never rewound) */
     char *body;
     size_t body_len, body_cap;
     int oom;
@@ -329,6 +333,27 @@ static http_socket *socket_new(http_engine *eng, curl_socket_t fd) {
     return s;
 }
 
+/* The context of a descriptor curl opened, or NULL. A context outlives CURL_POLL_REMOVE: a
+ * kept-alive connection keeps its poll handle, merely stopped, from one request to the next,
+ * and loses it only when curl closes the descriptor (on_close_socket). */
+static http_socket *socket_find(http_engine *eng, curl_socket_t fd) {
+    list_node *n;
+    list_foreach(n, &eng->sockets) {
+        http_socket *s = list_entry(n, http_socket, node);
+        if (s->fd == fd)
+            return s;
+    }
+    return NULL;
+}
+
+/* CURLOPT_CLOSESOCKETFUNCTION: the poll handle goes before the descriptor closes. */
+static int on_close_socket(void *clientp, curl_socket_t fd) {
+    http_socket *s = socket_find(clientp, fd);
+    if (s != NULL)
+        socket_close(s);
+    return close(fd);
+}
+
 /* CURLMOPT_SOCKETFUNCTION. */
 static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp) {
     http_engine *eng = userp;
@@ -338,14 +363,14 @@ static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp, v
     (void)easy;
     if (what == CURL_POLL_REMOVE) {
         if (s != NULL)
-            socket_close(s);
+            uv_poll_stop(&s->poll); /* kept until curl closes the descriptor */
         return 0;
     }
     if (eng->closing)
         return 0;
     if (s == NULL) {
-        s = socket_new(eng, fd);
-        if (s == NULL)
+        s = socket_find(eng, fd);
+        if (s == NULL && (s = socket_new(eng, fd)) == NULL)
             return -1;
         curl_multi_assign(eng->multi, fd, s);
     }
@@ -455,6 +480,23 @@ static int build_headers(http_xfer *x, const http_request *req) {
             goto fail;                                                                             \
     } while (0)
 
+/* A send_once request with a body that libcurl cannot resend: it may use a kept-alive
+ * connection (see http_request.send_once). */
+static int body_by_callback(const http_xfer *x) {
+    return x->send_once && x->has_body && x->req_body_len > 0;
+}
+
+/* CURLOPT_READFUNCTION of body_by_callback requests: the body once, front to back. */
+static size_t read_body_once(char *buf, size_t size, size_t nitems, void *arg) {
+    http_xfer *x = arg;
+    size_t n = x->req_body_len - x->req_body_sent;
+    if (n > size * nitems)
+        n = size * nitems;
+    memcpy(buf, x->req_body + x->req_body_sent, n);
+    x->req_body_sent += n;
+    return n;
+}
+
 static int configure(http_engine *eng, http_xfer *x) {
     CURL *e = x->easy;
 
@@ -465,6 +507,8 @@ static int configure(http_engine *eng, http_xfer *x) {
     SETOPT(e, CURLOPT_PRIVATE, (void *)x);
     SETOPT(e, CURLOPT_ERRORBUFFER, x->errbuf);
     SETOPT(e, CURLOPT_NOSIGNAL, 1L);
+    SETOPT(e, CURLOPT_CLOSESOCKETFUNCTION, on_close_socket);
+    SETOPT(e, CURLOPT_CLOSESOCKETDATA, (void *)eng);
     SETOPT(e, CURLOPT_PROTOCOLS_STR, "http,https");
     SETOPT(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
     SETOPT(e, CURLOPT_SSL_VERIFYPEER, 1L);
@@ -472,7 +516,7 @@ static int configure(http_engine *eng, http_xfer *x) {
     SETOPT(e, CURLOPT_TCP_KEEPALIVE, 1L);
     SETOPT(e, CURLOPT_BUFFERSIZE, HTTP_RECV_BUFFER);
     SETOPT(e, CURLOPT_TIMEOUT_MS, x->timeout_ms);
-    if (x->fresh_connection) {
+    if (x->send_once && !body_by_callback(x)) {
         SETOPT(e, CURLOPT_FRESH_CONNECT, 1L);
         SETOPT(e, CURLOPT_FORBID_REUSE, 1L);
     }
@@ -494,7 +538,15 @@ static int configure(http_engine *eng, http_xfer *x) {
             /* PUT and POST always carry Content-Length (0 when empty): S3 answers 411
              * MissingContentLength otherwise. */
             SETOPT(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)x->req_body_len);
-            SETOPT(e, CURLOPT_POSTFIELDS, x->req_body);
+            if (body_by_callback(x)) {
+                /* POST reads the body from the callback; CUSTOMREQUEST sets the method. No
+                 * SEEKFUNCTION, on purpose (see http_request.send_once). */
+                SETOPT(e, CURLOPT_POST, 1L);
+                SETOPT(e, CURLOPT_READFUNCTION, read_body_once);
+                SETOPT(e, CURLOPT_READDATA, (void *)x);
+            } else {
+                SETOPT(e, CURLOPT_POSTFIELDS, x->req_body);
+            }
         }
         SETOPT(e, CURLOPT_CUSTOMREQUEST, x->method);
     }
@@ -550,7 +602,7 @@ int http_send(http_engine *eng, const http_request *req, http_cb cb, void *arg) 
     x->timeout_ms = req->timeout_ms > 0 ? req->timeout_ms : HTTP_DEFAULT_TIMEOUT_MS;
     x->connect_timeout_ms =
         req->connect_timeout_ms > 0 ? req->connect_timeout_ms : HTTP_DEFAULT_CONNECT_TIMEOUT_MS;
-    x->fresh_connection = req->fresh_connection;
+    x->send_once = req->send_once;
     x->has_body =
         req->body != NULL || strcmp(req->method, "PUT") == 0 || strcmp(req->method, "POST") == 0;
     x->req_body_len = req->body_len;

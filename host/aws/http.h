@@ -20,10 +20,14 @@ typedef struct http_request {
     size_t body_len;
     long timeout_ms;         /* whole-request timeout; 0: 60000 */
     long connect_timeout_ms; /* 0: 10000 */
-    /* Send on a new connection and close it afterwards. For non-idempotent requests: on a
-     * reused connection that turns out dead, curl silently resends the request once, which
-     * for CreateAccessKey could create a key nobody hears about. */
-    int fresh_connection;
+    /* The request must never reach the server twice (non-idempotent: CreateAccessKey). On a
+     * reused connection that turns out dead without a byte of answer, libcurl silently
+     * resends a request once, which for CreateAccessKey could create a key nobody hears
+     * about. A request with a body therefore sends it through a read callback that cannot
+     * rewind: that resend then fails (CURLE_SEND_FAIL_REWIND, reported as sent) unless no
+     * byte of the body had left, when the server cannot have acted on it. Without a body the
+     * request goes on a new connection, closed afterwards. */
+    int send_once;
 } http_request;
 
 typedef struct http_response {

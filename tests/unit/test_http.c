@@ -1,5 +1,5 @@
 /* Tests for http: real libcurl transfers against the scripted server on 127.0.0.1, in the
- * same loop, whose answers are chosen by path (/ok, /echo, /reset, /truncated, /hang).
+ * same loop, whose answers are chosen by path (/ok, /echo, /reset, /truncated, /hang, /drop).
  * Every test closes the engine and the server and checks that uv_loop_close finds no handle
  * left open. */
 #include "harness.h"
@@ -14,6 +14,7 @@ static const scripted_route routes[] = {
     {"/reset", SCRIPTED_RESET, NULL},
     {"/truncated", SCRIPTED_ANSWER_CLOSE, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort"},
     {"/hang", SCRIPTED_HANG, NULL},
+    {"/drop", SCRIPTED_ANSWER_CLOSE, ""}, /* reads the request, closes (FIN) unanswered */
 };
 
 /* ---- fixture -------------------------------------------------------------------------- */
@@ -447,6 +448,57 @@ static void reports_connection_reset_as_network_error_after_send(void **state) {
     fixture_finish(&fx);
 }
 
+/* A send_once request (CreateAccessKey) rides a kept-alive connection. When that connection
+ * dies after taking the request, without a byte of answer, libcurl's silent resend is
+ * refused: the server reads the request once and the caller hears "sent" (the outcome is
+ * unknown, the stage reconciles). An ordinary POST in the same spot is resent by libcurl:
+ * the server reads it twice, which is what send_once exists to prevent. */
+static void send_once_reuses_a_connection_but_is_never_resent(void **state) {
+    fixture fx;
+    result warm1, once, warm2, plain;
+    http_request req;
+    char url[128];
+    const char body[] = "Action=CreateAccessKey&UserName=u&Version=2010-05-08";
+
+    (void)state;
+    memset(&warm1, 0, sizeof warm1);
+    memset(&once, 0, sizeof once);
+    memset(&warm2, 0, sizeof warm2);
+    memset(&plain, 0, sizeof plain);
+    fixture_init(&fx);
+    fetch(&fx, "GET", "/ok", NULL, 0, NULL, 0, 0, &warm1);
+    assert_int_equal(warm1.status, 200);
+
+    memset(&req, 0, sizeof req);
+    url_for(&fx, "/drop", url, sizeof url);
+    req.method = "POST";
+    req.url = url;
+    req.body = body;
+    req.body_len = strlen(body);
+    req.send_once = 1;
+    once.fx = &fx;
+    assert_int_equal(http_send(fx.eng, &req, on_response, &once), 0);
+    run_until(&fx, &fx.done, 2);
+    assert_int_equal(once.result, OL_ENET);
+    assert_true(once.sent);
+    /* It went whole on the kept-alive connection and was not sent again: libcurl opened a
+     * connection for its resend, found the body could not be rewound, and sent nothing. */
+    assert_int_equal(fx.srv.n_reqs, 2);
+    assert_non_null(strstr(fx.srv.reqs[1], body));
+    assert_int_equal(fx.srv.n_conns, 2);
+
+    fetch(&fx, "GET", "/ok", NULL, 0, NULL, 0, 0, &warm2);
+    fetch(&fx, "POST", "/drop", NULL, 0, body, strlen(body), 0, &plain);
+    assert_int_equal(plain.result, OL_ENET);
+    assert_int_equal(fx.srv.n_reqs, 5); /* GET, POST and libcurl's resend of the POST */
+    assert_int_equal(fx.srv.n_conns, 4);
+    result_free(&warm1);
+    result_free(&once);
+    result_free(&warm2);
+    result_free(&plain);
+    fixture_finish(&fx);
+}
+
 static void reports_truncated_body_as_network_error(void **state) {
     fixture fx;
     result r;
@@ -764,6 +816,7 @@ int main(void) {
         cmocka_unit_test(sends_post_with_the_callers_content_type_only),
         cmocka_unit_test(sends_head_and_delete_without_a_body),
         cmocka_unit_test(reports_connection_reset_as_network_error_after_send),
+        cmocka_unit_test(send_once_reuses_a_connection_but_is_never_resent),
         cmocka_unit_test(reports_truncated_body_as_network_error),
         cmocka_unit_test(reports_unanswered_request_as_timed_out),
         cmocka_unit_test(reports_refused_connection_as_unsent_network_error),
