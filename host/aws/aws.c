@@ -39,6 +39,8 @@ typedef struct peer {
     retry_rate_limiter rl;
     retry_health health;
     list_node waiting; /* aws_call.wait_node, first come first served */
+    unsigned users;    /* calls pointing at it (rate_ep, health_ep) */
+    int per_bucket;
     long last_status;
     char last_code[64];
     char last_error[160]; /* "HTTP 500 InternalError", "no answer (Connection refused)" */
@@ -56,9 +58,10 @@ struct aws_client {
     int creds_code;
     retry_config rcfg;
     retry_quota quota;
-    list_node peers;    /* peer */
-    list_node resolved; /* resolved: each service and region's endpoint, resolved once */
-    list_node paced;    /* peer.pace_node: those with calls waiting for a token */
+    list_node peers;     /* peer, most recently used first */
+    size_t bucket_peers; /* how many of them are an S3 bucket's */
+    list_node resolved;  /* resolved: each service and region's endpoint, resolved once */
+    list_node paced;     /* peer.pace_node: those with calls waiting for a token */
     uv_timer_t pace_timer;
     int pacing, pace_again;
     aws_stats stats;
@@ -206,7 +209,34 @@ static void resolved_free_all(aws_client *c) {
     }
 }
 
-/* The peer keyed "service url[ bucket]", made on first use; NULL without memory. */
+/* S3 bucket peers kept beyond those in use: a batch touches each bucket for one item, so a
+ * peer per bucket ever used would grow with the batch (10,000 of them, about 6 MB and a
+ * linear search each, in a 5,000-product run). The least recently used idle ones go; a
+ * bucket seen again starts afresh, as a new endpoint does. */
+#define BUCKET_PEERS_KEPT 256
+
+static void peer_free(aws_client *c, peer *e) {
+    list_remove(&e->node);
+    if (e->per_bucket)
+        c->bucket_peers--;
+    free(e->key);
+    free(e->url);
+    free(e);
+}
+
+/* Frees least recently used bucket peers nobody points at while over the limit. */
+static void peers_trim(aws_client *c) {
+    list_node *n = c->peers.prev;
+    while (c->bucket_peers > BUCKET_PEERS_KEPT && n != &c->peers) {
+        peer *e = list_entry(n, peer, node);
+        n = n->prev;
+        if (e->per_bucket && e->users == 0 && list_empty(&e->waiting) && list_empty(&e->pace_node))
+            peer_free(c, e);
+    }
+}
+
+/* The peer keyed "service url[ bucket]", made on first use and held for the caller (see
+ * peer_drop); NULL without memory. */
 static peer *peer_get(aws_client *c, const char *service, const char *url, const char *bucket) {
     char *key = ol__format("%s %s%s%s", service, url, bucket ? " " : "", bucket ? bucket : "");
     list_node *n;
@@ -215,11 +245,12 @@ static peer *peer_get(aws_client *c, const char *service, const char *url, const
     list_foreach(n, &c->peers) {
         peer *e = list_entry(n, peer, node);
         if (strcmp(e->key, key) == 0) {
-            /* Most recently used first: a batch makes a peer per S3 bucket, and the calls
-             * in flight use a few of them and the service endpoints. */
+            /* Most recently used first: the calls in flight use a few bucket peers and the
+             * service endpoints. */
             list_remove(n);
             list_insert_head(&c->peers, n);
             free(key);
+            e->users++;
             return e;
         }
     }
@@ -230,22 +261,31 @@ static peer *peer_get(aws_client *c, const char *service, const char *url, const
         return NULL;
     }
     e->key = key;
+    e->users = 1;
+    e->per_bucket = bucket != NULL;
     list_init(&e->pace_node);
     list_init(&e->waiting);
     retry_rate_limiter_init(&e->rl, now_s(c));
     retry_health_init(&e->health, now_s(c));
     list_insert_head(&c->peers, &e->node);
+    if (e->per_bucket && ++c->bucket_peers > BUCKET_PEERS_KEPT)
+        peers_trim(c);
     return e;
+}
+
+/* The call no longer points at its peers. */
+static void call_drop_peers(aws_call *call) {
+    if (call->rate_ep != NULL)
+        call->rate_ep->users--;
+    if (call->health_ep != NULL)
+        call->health_ep->users--;
+    call->rate_ep = call->health_ep = NULL;
 }
 
 static void peers_free_all(aws_client *c) {
     list_node *n, *tmp;
     list_foreach_safe(n, tmp, &c->peers) {
-        peer *e = list_entry(n, peer, node);
-        list_remove(n);
-        free(e->key);
-        free(e->url);
-        free(e);
+        peer_free(c, list_entry(n, peer, node));
     }
 }
 
@@ -255,12 +295,12 @@ static void call_find_peers(aws_call *call) {
     aws_client *c = call->c;
     const endpoint *ep;
     char *err = NULL;
-    call->rate_ep = call->health_ep = NULL;
+    call_drop_peers(call);
     if (client_endpoint(c, call->service, call->region, &ep, &err) == 0) {
         int per_bucket = strcmp(call->service, "s3") == 0 && call->bucket != NULL;
         call->health_ep = peer_get(c, call->service, ep->url, NULL);
-        call->rate_ep =
-            per_bucket ? peer_get(c, call->service, ep->url, call->bucket) : call->health_ep;
+        call->rate_ep = per_bucket ? peer_get(c, call->service, ep->url, call->bucket)
+                                   : peer_get(c, call->service, ep->url, NULL);
     }
     free(err);
 }
@@ -451,6 +491,7 @@ void aws_client_set_http(aws_client *c, const http_vtable *vt, void *engine) {
 
 void aws_client_stats(const aws_client *c, aws_stats *out) {
     *out = c->stats;
+    out->bucket_peers = c->bucket_peers;
 }
 
 static void client_maybe_closed(aws_client *c) {
@@ -483,6 +524,7 @@ static void on_pace_closed(uv_handle_t *h) {
 static void call_free_cb(uv_handle_t *h) {
     aws_call *call = h->data;
     aws_client *c = call->c;
+    call_drop_peers(call);
     free(call->service);
     free(call->method);
     free(call->bucket);

@@ -77,6 +77,7 @@ typedef struct aws_stats {
     unsigned long retries;
     unsigned long throttled;
     unsigned long quota_exhausted;
+    unsigned long bucket_peers; /* S3 buckets whose rate the client tracks now (a gauge) */
 } aws_stats;
 void aws_client_stats(const aws_client *c, aws_stats *out);
 

@@ -392,6 +392,46 @@ static void sends_query_api_params_as_an_encoded_form_body(void **state) {
     fixture_finish(&fx);
 }
 
+/* A batch touches each S3 bucket for one item: the client keeps the rate of at most 256 idle
+ * buckets, not of every bucket it ever used, and never drops one a call still uses. 300
+ * buckets one after another leave 256; 300 more at once (each made while others are in
+ * flight, under ASan in make asan) all succeed, and the next call trims back to 256. */
+static void keeps_at_most_256_idle_bucket_peers(void **state) {
+    enum { N = 300 };
+    static const char *script[2 * N + 1];
+    static char bucket[2 * N + 1][16];
+    static result r[2 * N + 1];
+    fixture fx;
+    aws_stats st;
+    (void)state;
+    for (size_t i = 0; i < 2 * N + 1; i++) {
+        script[i] = OK_EMPTY;
+        snprintf(bucket[i], sizeof(bucket[i]), "bucket-%04zu", i);
+    }
+    memset(r, 0, sizeof(r));
+    fixture_init_wire(&fx, script, 2 * N + 1);
+    for (size_t i = 0; i < N; i++) {
+        ol_aws_request req = {.service = "s3", .method = "PUT", .bucket = bucket[i]};
+        send_and_wait(&fx, &req, &r[i]);
+        assert_int_equal(r[i].result, 0);
+    }
+    aws_client_stats(fx.c, &st);
+    assert_int_equal(st.bucket_peers, 256);
+    for (size_t i = N; i < 2 * N; i++) {
+        ol_aws_request req = {.service = "s3", .method = "PUT", .bucket = bucket[i]};
+        r[i].fx = &fx;
+        assert_int_equal(aws_send(fx.c, &req, on_result, &r[i]), 0);
+    }
+    run_until(&fx, &fx.done, 2 * N);
+    for (size_t i = N; i < 2 * N; i++)
+        assert_int_equal(r[i].result, 0);
+    ol_aws_request last = {.service = "s3", .method = "PUT", .bucket = bucket[2 * N]};
+    send_and_wait(&fx, &last, &r[2 * N]);
+    aws_client_stats(fx.c, &st);
+    assert_int_equal(st.bucket_peers, 256);
+    fixture_finish(&fx);
+}
+
 static void retries_slow_down_up_to_max_attempts_then_reports_the_aws_error(void **state) {
     static const char *const script[] = {SLOW_DOWN, SLOW_DOWN, SLOW_DOWN, OK_EMPTY};
     fixture fx;
@@ -788,6 +828,7 @@ int main(void) {
         cmocka_unit_test(tells_a_failed_fetch_to_the_requests_that_waited_for_it),
         cmocka_unit_test(encodes_s3_key_with_space_plus_and_utf8_once_in_a_path_style_url),
         cmocka_unit_test(sends_query_api_params_as_an_encoded_form_body),
+        cmocka_unit_test(keeps_at_most_256_idle_bucket_peers),
         cmocka_unit_test(retries_slow_down_up_to_max_attempts_then_reports_the_aws_error),
         cmocka_unit_test(waits_the_jittered_exponential_backoff_between_retries),
         cmocka_unit_test(retries_throttling_past_three_attempts_when_max_attempts_is_unset),
