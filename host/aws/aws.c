@@ -236,7 +236,7 @@ static void peers_trim(aws_client *c) {
 }
 
 /* The peer keyed "service url[ bucket]", made on first use and held for the caller (see
- * peer_drop); NULL without memory. */
+ * call_drop_peers); NULL without memory. */
 static peer *peer_get(aws_client *c, const char *service, const char *url, const char *bucket) {
     char *key = ol__format("%s %s%s%s", service, url, bucket ? " " : "", bucket ? bucket : "");
     list_node *n;
