@@ -299,8 +299,10 @@ static void call_find_peers(aws_call *call) {
     if (client_endpoint(c, call->service, call->region, &ep, &err) == 0) {
         int per_bucket = strcmp(call->service, "s3") == 0 && call->bucket != NULL;
         call->health_ep = peer_get(c, call->service, ep->url, NULL);
-        call->rate_ep = per_bucket ? peer_get(c, call->service, ep->url, call->bucket)
-                                   : peer_get(c, call->service, ep->url, NULL);
+        call->rate_ep =
+            per_bucket ? peer_get(c, call->service, ep->url, call->bucket) : call->health_ep;
+        if (!per_bucket && call->rate_ep != NULL)
+            call->rate_ep->users++; /* one use per pointer: call_drop_peers drops both */
     }
     free(err);
 }
