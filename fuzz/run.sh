@@ -12,7 +12,7 @@ seconds=${2:-30}
 shift $(($# < 2 ? $# : 2))
 src=$(cd "$(dirname "$0")" && pwd)
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(xml ini dotenv products pipeline journal)
+[ ${#targets[@]} -gt 0 ] || targets=(xml ini dotenv products pipeline journal credjson)
 
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:symbolize=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
