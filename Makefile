@@ -25,10 +25,11 @@ test: build
 	  scripts/test-summary.py $(abspath $(BUILD))/Testing/junit.xml || [ $$rc -ne 0 ] || rc=1; \
 	  exit $$rc
 
-# Unit, integration and end-to-end tests under AddressSanitizer (with LeakSanitizer) +
+# Unit, integration, end-to-end and SDK tests under AddressSanitizer (with LeakSanitizer) +
 # UndefinedBehaviorSanitizer: the tests, the opsline binary they run and its plugins are
-# all instrumented; any sanitizer report from any of them fails the run.
-ASAN_LABELS ?= unit|integration|e2e
+# all instrumented (the SDK examples, built out of tree as a third party would, are not);
+# any sanitizer report from any of them fails the run.
+ASAN_LABELS ?= unit|integration|e2e|sdk
 asan: deps
 	@cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DOPSLINE_SANITIZE=ON >/dev/null
 	@cmake --build $(ASAN_BUILD) -j $(JOBS)
