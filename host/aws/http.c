@@ -87,6 +87,12 @@ struct http_engine {
     list_node xfers;    /* http_xfer: requests added to the multi handle, oldest first */
     unsigned active;    /* in xfers */
     list_node canceled; /* http_xfer: aborted by http_close, callbacks still due */
+    /* Curl handles of finished requests, options cleared (curl_easy_reset), for the next
+     * ones: a handle keeps its allocations (its state, its receive buffer) across requests
+     * instead of making and freeing them each time. At most HTTP_MAX_ACTIVE, the most that
+     * are ever in use at once, so keeping them never raises the peak. */
+    CURL *spare[HTTP_MAX_ACTIVE];
+    unsigned n_spare;
     char *ca_bundle;
     char *no_proxy;
     unsigned open_handles;
@@ -95,9 +101,20 @@ struct http_engine {
     void *closed_arg;
 };
 
+/* A handle done with (out of the multi handle) back to the spares, or freed when the
+ * engine closes or has enough. */
+static void easy_release(http_engine *eng, CURL *easy) {
+    if (eng->closing || eng->n_spare >= HTTP_MAX_ACTIVE) {
+        curl_easy_cleanup(easy);
+        return;
+    }
+    curl_easy_reset(easy);
+    eng->spare[eng->n_spare++] = easy;
+}
+
 static void xfer_free(http_xfer *x) {
     if (x->easy != NULL)
-        curl_easy_cleanup(x->easy);
+        easy_release(x->eng, x->easy);
     curl_slist_free_all(x->req_headers);
     free(x->url);
     free(x->method);
@@ -559,7 +576,7 @@ fail:
 /* Give x a curl handle and add it to the multi handle. 0, or OL_ENOMEM (x untouched but
  * for its handle, which is gone again). */
 static int xfer_start(http_engine *eng, http_xfer *x) {
-    x->easy = curl_easy_init();
+    x->easy = eng->n_spare > 0 ? eng->spare[--eng->n_spare] : curl_easy_init();
     if (x->easy != NULL && configure(eng, x) == 0 &&
         curl_multi_add_handle(eng->multi, x->easy) == CURLM_OK) {
         list_insert_tail(&eng->xfers, &x->node);
@@ -765,6 +782,8 @@ void http_close(http_engine *eng, void (*on_closed)(void *arg), void *arg) {
     /* Closes the cached connections; curl may still report CURL_POLL_REMOVE meanwhile. */
     curl_multi_cleanup(eng->multi);
     eng->multi = NULL;
+    while (eng->n_spare > 0)
+        curl_easy_cleanup(eng->spare[--eng->n_spare]);
     while ((n = list_first(&eng->sockets)) != NULL)
         socket_close(list_entry(n, http_socket, node));
     uv_timer_stop(&eng->timer);
