@@ -34,8 +34,11 @@
 typedef struct peer {
     list_node node;      /* in c->peers */
     list_node pace_node; /* in c->paced while calls wait for a token */
-    char *key;
-    char *url; /* base URL, for messages */
+    /* What it is found by: the service, the base URL (also for messages) and, for an S3
+     * bucket's own state, the bucket (NULL otherwise). */
+    char *service;
+    char *url;
+    char *bucket;
     retry_rate_limiter rl;
     retry_health health;
     list_node waiting; /* aws_call.wait_node, first come first served */
@@ -219,9 +222,16 @@ static void peer_free(aws_client *c, peer *e) {
     list_remove(&e->node);
     if (e->per_bucket)
         c->bucket_peers--;
-    free(e->key);
+    free(e->service);
     free(e->url);
+    free(e->bucket);
     free(e);
+}
+
+static int peer_is(const peer *e, const char *service, const char *url, const char *bucket) {
+    return (bucket == NULL ? e->bucket == NULL
+                           : e->bucket != NULL && strcmp(e->bucket, bucket) == 0) &&
+           strcmp(e->url, url) == 0 && strcmp(e->service, service) == 0;
 }
 
 /* Frees least recently used bucket peers nobody points at while over the limit. */
@@ -238,29 +248,28 @@ static void peers_trim(aws_client *c) {
 /* The peer keyed "service url[ bucket]", made on first use and held for the caller (see
  * call_drop_peers); NULL without memory. */
 static peer *peer_get(aws_client *c, const char *service, const char *url, const char *bucket) {
-    char *key = ol__format("%s %s%s%s", service, url, bucket ? " " : "", bucket ? bucket : "");
     list_node *n;
-    if (key == NULL)
-        return NULL;
     list_foreach(n, &c->peers) {
         peer *e = list_entry(n, peer, node);
-        if (strcmp(e->key, key) == 0) {
+        if (peer_is(e, service, url, bucket)) {
             /* Most recently used first: the calls in flight use a few bucket peers and the
              * service endpoints. */
             list_remove(n);
             list_insert_head(&c->peers, n);
-            free(key);
             e->users++;
             return e;
         }
     }
     peer *e = calloc(1, sizeof(*e));
-    if (e == NULL || (e->url = strdup(url)) == NULL) {
+    if (e == NULL || (e->service = strdup(service)) == NULL || (e->url = strdup(url)) == NULL ||
+        (bucket != NULL && (e->bucket = strdup(bucket)) == NULL)) {
+        if (e != NULL) {
+            free(e->service);
+            free(e->url);
+        }
         free(e);
-        free(key);
         return NULL;
     }
-    e->key = key;
     e->users = 1;
     e->per_bucket = bucket != NULL;
     list_init(&e->pace_node);
