@@ -35,7 +35,10 @@
 /* Enough parallelism for a thousand items against one endpoint; the rest queue inside
  * curl until a connection is free, instead of opening a socket each. */
 #define HTTP_MAX_HOST_CONNECTIONS 64L
-#define HTTP_RECV_BUFFER 4096L
+/* curl's receive buffer, one per handle (128 at most). An AWS answer opsline reads is a
+ * status line, a few hundred bytes of headers and a body of well under 2 KiB, so one read
+ * takes it whole; a larger one (a page of object versions) just takes more reads. */
+#define HTTP_RECV_BUFFER 2048L
 /* Requests with a curl handle at once; later ones wait in the engine's queue, holding only
  * their copied request (a few hundred bytes), and get a handle as earlier ones finish. A
  * curl handle with its connection state and buffers is about 12 KiB, so the cap bounds the
