@@ -39,6 +39,8 @@
  * status line, a few hundred bytes of headers and a body of well under 2 KiB, so one read
  * takes it whole; a larger one (a page of object versions) just takes more reads. */
 #define HTTP_RECV_BUFFER 2048L
+/* curl's buffer for a body read through a callback (send_once), its minimum. */
+#define HTTP_UPLOAD_BUFFER 16384L
 /* Requests with a curl handle at once; later ones wait in the engine's queue, holding only
  * their copied request (a few hundred bytes), and get a handle as earlier ones finish. A
  * curl handle with its connection state and buffers is about 12 KiB, so the cap bounds the
@@ -562,6 +564,9 @@ static int configure(http_engine *eng, http_xfer *x) {
                 /* POST reads the body from the callback; CUSTOMREQUEST sets the method. No
                  * SEEKFUNCTION, on purpose (see http_request.send_once). */
                 SETOPT(e, CURLOPT_POST, 1L);
+                /* The smallest libcurl takes (16 KiB) instead of its 64 KiB default: the body
+                 * is one small form, and a handle keeps the buffer while it lives. */
+                SETOPT(e, CURLOPT_UPLOAD_BUFFERSIZE, HTTP_UPLOAD_BUFFER);
                 SETOPT(e, CURLOPT_READFUNCTION, read_body_once);
                 SETOPT(e, CURLOPT_READDATA, (void *)x);
             } else {
