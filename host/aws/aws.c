@@ -996,6 +996,7 @@ static void call_transmit(aws_call *call) {
         .timeout_ms = c->timeout_ms,
         .connect_timeout_ms = 0,
         .send_once = (call->flags & OL_AWS_NOT_IDEMPOTENT) != 0,
+        .host = a.host,
     };
     hreq.body = call_body(call, &hreq.body_len);
     rc = c->http_vt->send(c->http, &hreq, on_http_done, call);

@@ -28,6 +28,9 @@ typedef struct http_request {
      * byte of the body had left, when the server cannot have acted on it. Without a body the
      * request goes on a new connection, closed afterwards. */
     int send_once;
+    /* The host (authority: host[:port]) the URL names, or NULL. At most 64 requests to one
+     * host are in flight at once; the rest wait in the engine's queue, in order. */
+    const char *host;
 } http_request;
 
 typedef struct http_response {

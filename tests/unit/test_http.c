@@ -229,6 +229,37 @@ static void queues_requests_past_the_in_flight_cap_and_completes_them_all(void *
     free(r);
 }
 
+/* At most 64 requests to one host are in flight; the rest wait in the engine's queue, where
+ * they do not hold up requests to another host. Host names are labels the caller gives (the
+ * aws layer passes the authority it signs): here two labels for the one test server. */
+static void caps_requests_to_one_host_at_64_and_lets_other_hosts_pass(void **state) {
+    enum { N1 = 100, N2 = 30 };
+    fixture fx;
+    result *r = calloc(N1 + N2, sizeof *r);
+    char url[128];
+    http_request req;
+
+    (void)state;
+    assert_non_null(r);
+    fixture_init(&fx);
+    url_for(&fx, "/ok", url, sizeof url);
+    memset(&req, 0, sizeof req);
+    req.method = "GET";
+    req.url = url;
+    for (size_t i = 0; i < N1 + N2; i++) {
+        req.host = i < N1 ? "one.example" : "two.example";
+        r[i].fx = &fx;
+        assert_int_equal(http_send(fx.eng, &req, on_response, &r[i]), 0);
+    }
+    assert_int_equal(http_active(fx.eng), 64 + N2);
+    assert_int_equal(http_queued(fx.eng), N1 - 64);
+    expect_all_hello(&fx, r, N1 + N2);
+    assert_int_equal(http_active(fx.eng), 0);
+    assert_int_equal(http_queued(fx.eng), 0);
+    fixture_finish(&fx);
+    free(r);
+}
+
 typedef struct queued_ctx {
     unsigned *done;
     int called, result, sent;
@@ -807,6 +838,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(completes_one_hundred_concurrent_requests_over_fewer_connections),
         cmocka_unit_test(queues_requests_past_the_in_flight_cap_and_completes_them_all),
+        cmocka_unit_test(caps_requests_to_one_host_at_64_and_lets_other_hosts_pass),
         cmocka_unit_test(close_cancels_queued_requests_as_unsent),
         cmocka_unit_test(reuses_one_connection_for_sequential_requests),
         cmocka_unit_test(lowercases_response_header_names),
