@@ -18,6 +18,7 @@
 #include <jansson.h>
 
 #include "../error.h"
+#include "../privfile.h"
 #include "../services.h"
 #include "aws.h"
 #include "sts.h"
@@ -260,9 +261,11 @@ static void fetch_process(provider *p) {
 
 /* A whole small file (a web identity or container token), malloc'd; NULL with *err. */
 static char *read_token_file(const char *path, const char *what, char **err) {
-    FILE *f = fopen(path, "r");
+    /* A regular file only (links followed: EKS projects the token through them): a FIFO
+     * named by mistake is refused instead of blocking a thread of the pool for good. */
+    FILE *f = privfile_fopen(path);
     if (f == NULL) {
-        ol__fail(err, OL_ECREDS, "cannot read the %s %s: %s", what, path, strerror(errno));
+        ol__fail(err, OL_ECREDS, "cannot read the %s %s: %s", what, path, privfile_strerror(errno));
         return NULL;
     }
     char *buf = calloc(1, TOKEN_FILE_MAX + 1);

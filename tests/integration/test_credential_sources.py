@@ -273,6 +273,29 @@ class CredentialSourcesTest(unittest.TestCase):
                        AWS_WEB_IDENTITY_TOKEN_FILE=token_file)
         self.assert_applied_as(self.product(), env, f"arn:aws:sts::{ACCOUNT}:assumed-role/{CI}/")
 
+    def test_web_identity_token_file_through_links_applies_and_a_fifo_is_refused(self):
+        # EKS projects the token through links (token -> ..data/token -> ..2024_01/token).
+        front, token_file = self.sts_front()
+        layout = os.path.join(self.home, "serviceaccount")
+        os.makedirs(os.path.join(layout, "..2024_01"))
+        os.rename(token_file, os.path.join(layout, "..2024_01", "token"))
+        os.symlink("..2024_01", os.path.join(layout, "..data"))
+        os.symlink(os.path.join("..data", "token"), os.path.join(layout, "token"))
+        env = self.env(AWS_ENDPOINT_URL_STS=front.url, AWS_ROLE_ARN=role_arn(CI),
+                       AWS_WEB_IDENTITY_TOKEN_FILE=os.path.join(layout, "token"))
+        self.write_config("")
+        self.assert_applied_as(self.product(), env, f"arn:aws:sts::{ACCOUNT}:assumed-role/{CI}/")
+        # A FIFO in its place (nobody writes to it) is refused at once, not waited on.
+        fifo = os.path.join(self.home, "token.fifo")
+        os.mkfifo(fifo)
+        env["AWS_WEB_IDENTITY_TOKEN_FILE"] = fifo
+        calls = front.web_identity_calls
+        w = opsline("whoami", env=env, timeout=60)
+        self.assertNotEqual(w.returncode, 0, w.stdout)
+        self.assertIn(fifo, w.stderr)
+        self.assertIn("FIFO", w.stderr)
+        self.assertEqual(front.web_identity_calls, calls)
+
     # ---- IAM Identity Center ------------------------------------------------------------
 
     def sso_setup(self, expires_in):
