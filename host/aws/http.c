@@ -46,7 +46,7 @@
 #define HTTP_UPLOAD_BUFFER 16384L
 /* Requests with a curl handle at once; later ones wait in the engine's queue, holding only
  * their copied request (a few hundred bytes), and get a handle as earlier ones finish. A
- * curl handle with its connection state and buffers is about 12 KiB, so the cap bounds the
+ * curl handle with its connection state and buffers is about 10 KiB, so the cap bounds the
  * memory of a run whatever its --concurrency, and is above what 32 items in flight ask
  * (about 3.5 requests each at their widest). */
 #define HTTP_MAX_ACTIVE 128u
