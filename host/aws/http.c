@@ -102,12 +102,13 @@ struct http_engine {
     uv_loop_t *loop;
     CURLM *multi;
     uv_timer_t timer;
-    list_node sockets;  /* http_socket: watched sockets, not yet closing */
-    list_node queued;   /* http_xfer: requests waiting for a slot (HTTP_MAX_ACTIVE) */
-    list_node xfers;    /* http_xfer: requests added to the multi handle, oldest first */
-    unsigned active;    /* in xfers */
-    list_node hosts;    /* http_host: hosts of the requests alive */
-    list_node canceled; /* http_xfer: aborted by http_close, callbacks still due */
+    list_node sockets;       /* http_socket: watched sockets, not yet closing */
+    list_node queued;        /* http_xfer: requests waiting for a slot (HTTP_MAX_ACTIVE) */
+    list_node xfers;         /* http_xfer: requests added to the multi handle, oldest first */
+    unsigned active;         /* in xfers */
+    list_node hosts;         /* http_host: hosts of the requests alive */
+    unsigned queued_unnamed; /* in queued, naming no host */
+    list_node canceled;      /* http_xfer: aborted by http_close, callbacks still due */
     /* Curl handles of finished requests, options cleared (curl_easy_reset), for the next
      * ones: a handle keeps its allocations (its state, its receive buffer) across requests
      * instead of making and freeing them each time. At most HTTP_MAX_ACTIVE, the most that
@@ -665,6 +666,8 @@ static void start_queued(http_engine *eng) {
         list_remove(&x->node);
         if (x->host != NULL)
             x->host->queued--;
+        else
+            eng->queued_unnamed--;
         if (xfer_start(eng, x) != 0)
             xfer_complete(x, CURLE_OUT_OF_MEMORY, OL_ENOMEM);
     }
@@ -707,13 +710,16 @@ int http_send(http_engine *eng, const http_request *req, http_cb cb, void *arg) 
         rc = OL_ENOMEM;
         goto fail;
     }
-    /* Behind the queue when the engine or the host is at its cap, or when requests to the
-     * same host (or of no named host) wait: each host's requests keep their order. */
+    /* Queued when the engine or the host is at its cap, or behind requests to the same host
+     * (or, naming none, behind others naming none) that wait: each host's requests keep
+     * their order, and no request waits for another host's. */
     if (eng->active >= HTTP_MAX_ACTIVE || !host_has_room(x) ||
-        (x->host != NULL ? x->host->queued > 0 : !list_empty(&eng->queued))) {
+        (x->host != NULL ? x->host->queued > 0 : eng->queued_unnamed > 0)) {
         list_insert_tail(&eng->queued, &x->node);
         if (x->host != NULL)
             x->host->queued++;
+        else
+            eng->queued_unnamed++;
         return 0;
     }
     /* Only arms the timer: the transfer starts, and completes, from the loop. */

@@ -230,12 +230,13 @@ static void queues_requests_past_the_in_flight_cap_and_completes_them_all(void *
 }
 
 /* At most 64 requests to one host are in flight; the rest wait in the engine's queue, where
- * they do not hold up requests to another host. Host names are labels the caller gives (the
- * aws layer passes the authority it signs): here two labels for the one test server. */
+ * they do not hold up requests to another host, nor requests naming none. Host names are
+ * labels the caller gives (the aws layer passes the authority it signs): here two labels
+ * for the one test server. */
 static void caps_requests_to_one_host_at_64_and_lets_other_hosts_pass(void **state) {
     enum { N1 = 100, N2 = 30 };
     fixture fx;
-    result *r = calloc(N1 + N2, sizeof *r);
+    result *r = calloc(N1 + N2 + 1, sizeof *r);
     char url[128];
     http_request req;
 
@@ -253,7 +254,12 @@ static void caps_requests_to_one_host_at_64_and_lets_other_hosts_pass(void **sta
     }
     assert_int_equal(http_active(fx.eng), 64 + N2);
     assert_int_equal(http_queued(fx.eng), N1 - 64);
-    expect_all_hello(&fx, r, N1 + N2);
+    req.host = NULL;
+    r[N1 + N2].fx = &fx;
+    assert_int_equal(http_send(fx.eng, &req, on_response, &r[N1 + N2]), 0);
+    assert_int_equal(http_active(fx.eng), 64 + N2 + 1);
+    assert_int_equal(http_queued(fx.eng), N1 - 64);
+    expect_all_hello(&fx, r, N1 + N2 + 1);
     assert_int_equal(http_active(fx.eng), 0);
     assert_int_equal(http_queued(fx.eng), 0);
     fixture_finish(&fx);
