@@ -43,7 +43,6 @@ typedef struct peer {
     retry_health health;
     list_node waiting; /* aws_call.wait_node, first come first served */
     unsigned users;    /* calls pointing at it (rate_ep, health_ep) */
-    int per_bucket;
     long last_status;
     char last_code[64];
     char last_error[160]; /* "HTTP 500 InternalError", "no answer (Connection refused)" */
@@ -220,7 +219,7 @@ static void resolved_free_all(aws_client *c) {
 
 static void peer_free(aws_client *c, peer *e) {
     list_remove(&e->node);
-    if (e->per_bucket)
+    if (e->bucket != NULL)
         c->bucket_peers--;
     free(e->service);
     free(e->url);
@@ -240,13 +239,14 @@ static void peers_trim(aws_client *c) {
     while (c->bucket_peers > BUCKET_PEERS_KEPT && n != &c->peers) {
         peer *e = list_entry(n, peer, node);
         n = n->prev;
-        if (e->per_bucket && e->users == 0 && list_empty(&e->waiting) && list_empty(&e->pace_node))
+        if (e->bucket != NULL && e->users == 0 && list_empty(&e->waiting) &&
+            list_empty(&e->pace_node))
             peer_free(c, e);
     }
 }
 
-/* The peer keyed "service url[ bucket]", made on first use and held for the caller (see
- * call_drop_peers); NULL without memory. */
+/* The peer of service and url, or of an S3 bucket there (bucket NULL: the endpoint's own),
+ * made on first use and held for the caller (see call_drop_peers); NULL without memory. */
 static peer *peer_get(aws_client *c, const char *service, const char *url, const char *bucket) {
     list_node *n;
     list_foreach(n, &c->peers) {
@@ -271,13 +271,12 @@ static peer *peer_get(aws_client *c, const char *service, const char *url, const
         return NULL;
     }
     e->users = 1;
-    e->per_bucket = bucket != NULL;
     list_init(&e->pace_node);
     list_init(&e->waiting);
     retry_rate_limiter_init(&e->rl, now_s(c));
     retry_health_init(&e->health, now_s(c));
     list_insert_head(&c->peers, &e->node);
-    if (e->per_bucket && ++c->bucket_peers > BUCKET_PEERS_KEPT)
+    if (bucket != NULL && ++c->bucket_peers > BUCKET_PEERS_KEPT)
         peers_trim(c);
     return e;
 }
