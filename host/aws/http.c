@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <curl/curl.h>
@@ -70,6 +71,8 @@ struct http_socket {
     uv_poll_t poll;
     http_engine *eng;
     curl_socket_t fd;
+    int events;     /* UV_READABLE | UV_WRITABLE being polled, 0 when stopped */
+    int idle;       /* curl no longer watches it (CURL_POLL_REMOVE), the connection is kept */
     list_node node; /* in eng->sockets until socket_close */
 };
 
@@ -102,7 +105,9 @@ struct http_engine {
     uv_loop_t *loop;
     CURLM *multi;
     uv_timer_t timer;
-    list_node sockets;       /* http_socket: watched sockets, not yet closing */
+    list_node sockets;   /* http_socket: watched sockets, not yet closing */
+    http_socket **by_fd; /* the same, indexed by descriptor (n_by_fd slots) */
+    size_t n_by_fd;
     list_node queued;        /* http_xfer: requests waiting for a slot (HTTP_MAX_ACTIVE) */
     list_node xfers;         /* http_xfer: requests added to the multi handle, oldest first */
     unsigned active;         /* in xfers */
@@ -131,6 +136,9 @@ static void easy_release(http_engine *eng, CURL *easy) {
         return;
     }
     curl_easy_reset(easy);
+    /* Reset turned signals back on: freeing the handle later would ignore and restore
+     * SIGPIPE around its cleanup, three sigactions per handle. */
+    curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
     eng->spare[eng->n_spare++] = easy;
 }
 
@@ -193,6 +201,7 @@ static void engine_handle_closed(http_engine *eng) {
     void *arg = eng->closed_arg;
     free(eng->ca_bundle);
     free(eng->no_proxy);
+    free(eng->by_fd);
     free(eng);
     curl_global_cleanup();
     if (on_closed != NULL)
@@ -212,6 +221,7 @@ static void on_socket_closed(uv_handle_t *h) {
 static void socket_close(http_socket *s) {
     uv_poll_stop(&s->poll);
     list_remove(&s->node);
+    s->eng->by_fd[s->fd] = NULL;
     uv_close((uv_handle_t *)&s->poll, on_socket_closed);
 }
 
@@ -378,6 +388,14 @@ static void on_poll(uv_poll_t *p, int status, int events) {
 
     if (eng->closing)
         return;
+    if (s->idle) {
+        /* A kept-alive connection curl does not watch: the server closed it, or sent what
+         * nobody asked for. curl finds out when it next looks at the connection; until then
+         * the event would only come back at every turn of the loop. */
+        uv_poll_stop(&s->poll);
+        s->events = 0;
+        return;
+    }
     if (status < 0) {
         flags = CURL_CSELECT_ERR;
     } else {
@@ -392,8 +410,18 @@ static void on_poll(uv_poll_t *p, int status, int events) {
 }
 
 static http_socket *socket_new(http_engine *eng, curl_socket_t fd) {
+    if (fd < 0)
+        return NULL;
+    if ((size_t)fd >= eng->n_by_fd) {
+        size_t n = (size_t)fd + 64;
+        http_socket **tmp = realloc(eng->by_fd, n * sizeof *tmp);
+        if (tmp == NULL)
+            return NULL;
+        memset(tmp + eng->n_by_fd, 0, (n - eng->n_by_fd) * sizeof *tmp);
+        eng->by_fd = tmp;
+        eng->n_by_fd = n;
+    }
     http_socket *s = calloc(1, sizeof *s);
-
     if (s == NULL)
         return NULL;
     if (uv_poll_init_socket(eng->loop, &s->poll, fd) != 0) {
@@ -404,21 +432,30 @@ static http_socket *socket_new(http_engine *eng, curl_socket_t fd) {
     s->eng = eng;
     s->fd = fd;
     list_insert_head(&eng->sockets, &s->node);
+    eng->by_fd[fd] = s;
     eng->open_handles++;
     return s;
 }
 
 /* The context of a descriptor curl opened, or NULL. A context outlives CURL_POLL_REMOVE: a
- * kept-alive connection keeps its poll handle, merely stopped, from one request to the next,
- * and loses it only when curl closes the descriptor (on_close_socket). */
-static http_socket *socket_find(http_engine *eng, curl_socket_t fd) {
-    list_node *n;
-    list_foreach(n, &eng->sockets) {
-        http_socket *s = list_entry(n, http_socket, node);
-        if (s->fd == fd)
-            return s;
-    }
-    return NULL;
+ * kept-alive connection keeps its poll handle from one request to the next, and loses it
+ * only when curl closes the descriptor (on_close_socket). */
+static http_socket *socket_find(const http_engine *eng, curl_socket_t fd) {
+    return fd >= 0 && (size_t)fd < eng->n_by_fd ? eng->by_fd[fd] : NULL;
+}
+
+/* CURLOPT_OPENSOCKETFUNCTION: a new descriptor, close-on-exec. Should a context still sit on its
+ * number (a close that bypassed on_close_socket), its cached events no longer describe what epoll
+ * watches: cleared, the next uv_poll_start registers the new socket. */
+static curl_socket_t on_open_socket(void *clientp, curlsocktype purpose,
+                                    struct curl_sockaddr *addr) {
+    (void)purpose;
+    /* Close-on-exec: the password managers' programs a store runs get no connection. */
+    curl_socket_t fd = socket(addr->family, addr->socktype | SOCK_CLOEXEC, addr->protocol);
+    http_socket *s = socket_find(clientp, fd);
+    if (s != NULL)
+        s->events = 0;
+    return fd;
 }
 
 /* CURLOPT_CLOSESOCKETFUNCTION: the poll handle goes before the descriptor closes. */
@@ -437,8 +474,16 @@ static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp, v
 
     (void)easy;
     if (what == CURL_POLL_REMOVE) {
-        if (s != NULL)
-            uv_poll_stop(&s->poll); /* kept until curl closes the descriptor */
+        /* Left polled as it is: curl's next request on this kept-alive connection almost
+         * always asks for the same events, and every uv_poll_start costs two epoll_ctl
+         * calls. An event while idle stops the poll (on_poll); curl closing the descriptor
+         * removes it (on_close_socket). */
+        if (s == NULL)
+            s = socket_find(eng, fd);
+        if (s != NULL && !s->idle) {
+            s->idle = 1;
+            uv_unref((uv_handle_t *)&s->poll); /* a kept connection holds no loop open */
+        }
         return 0;
     }
     if (eng->closing)
@@ -449,11 +494,20 @@ static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp, v
             return -1;
         curl_multi_assign(eng->multi, fd, s);
     }
+    if (s->idle) {
+        s->idle = 0;
+        uv_ref((uv_handle_t *)&s->poll);
+    }
     if (what == CURL_POLL_IN || what == CURL_POLL_INOUT)
         events |= UV_READABLE;
     if (what == CURL_POLL_OUT || what == CURL_POLL_INOUT)
         events |= UV_WRITABLE;
-    return uv_poll_start(&s->poll, events, on_poll) == 0 ? 0 : -1;
+    if (events == s->events)
+        return 0;
+    if (uv_poll_start(&s->poll, events, on_poll) != 0)
+        return -1;
+    s->events = events;
+    return 0;
 }
 
 /* ---- requests ------------------------------------------------------------------------- */
@@ -484,7 +538,8 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *userp) {
         return 0;
     }
     if (x->body_len + n + 1 > x->body_cap) {
-        size_t cap = x->body_cap ? x->body_cap : 1024;
+        /* Under 1 KiB: glibc consolidates its free lists before every larger request. */
+        size_t cap = x->body_cap ? x->body_cap : 1000;
         while (cap < x->body_len + n + 1)
             cap = cap > SIZE_MAX / 2 ? x->body_len + n + 1 : cap * 2;
         char *tmp = realloc(x->body, cap);
@@ -582,6 +637,8 @@ static int configure(http_engine *eng, http_xfer *x) {
     SETOPT(e, CURLOPT_PRIVATE, (void *)x);
     SETOPT(e, CURLOPT_ERRORBUFFER, x->errbuf);
     SETOPT(e, CURLOPT_NOSIGNAL, 1L);
+    SETOPT(e, CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
+    SETOPT(e, CURLOPT_OPENSOCKETDATA, (void *)eng);
     SETOPT(e, CURLOPT_CLOSESOCKETFUNCTION, on_close_socket);
     SETOPT(e, CURLOPT_CLOSESOCKETDATA, (void *)eng);
     SETOPT(e, CURLOPT_PROTOCOLS_STR, "http,https");
@@ -826,6 +883,7 @@ fail:
         curl_multi_cleanup(eng->multi);
     free(eng->ca_bundle);
     free(eng->no_proxy);
+    free(eng->by_fd);
     free(eng);
 fail_global:
     curl_global_cleanup();

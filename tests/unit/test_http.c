@@ -15,6 +15,8 @@ static const scripted_route routes[] = {
     {"/truncated", SCRIPTED_ANSWER_CLOSE, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort"},
     {"/hang", SCRIPTED_HANG, NULL},
     {"/drop", SCRIPTED_ANSWER_CLOSE, ""}, /* reads the request, closes (FIN) unanswered */
+    /* a whole answer, then the server closes the connection curl means to keep */
+    {"/bye", SCRIPTED_ANSWER_CLOSE, "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nbye"},
 };
 
 /* ---- fixture -------------------------------------------------------------------------- */
@@ -335,6 +337,90 @@ static void reuses_one_connection_for_sequential_requests(void **state) {
     }
     assert_int_equal(fx.srv.n_reqs, 6);
     assert_int_equal(fx.srv.n_conns, 1);
+    fixture_finish(&fx);
+}
+
+/* uv_walk: poll handles (the engine's sockets) by state. */
+typedef struct poll_census {
+    unsigned polls, holding; /* holding: active and referenced, so keeping uv_run going */
+} poll_census;
+
+static void count_poll(uv_handle_t *h, void *arg) {
+    poll_census *c = arg;
+    if (h->type != UV_POLL || uv_is_closing(h))
+        return;
+    c->polls++;
+    if (uv_is_active(h) && uv_has_ref(h))
+        c->holding++;
+}
+
+static void kept_connection_holds_the_loop_open_only_while_in_use(void **state) {
+    fixture fx;
+    result r[2];
+    poll_census c = {0, 0};
+
+    (void)state;
+    memset(r, 0, sizeof r);
+    fixture_init(&fx);
+    fetch(&fx, "GET", "/ok", NULL, 0, NULL, 0, 0, &r[0]);
+    assert_int_equal(r[0].status, 200);
+    /* The connection is kept, and stays watched for the next request, but a run with
+     * nothing left to do must still end. */
+    uv_walk(&fx.loop, count_poll, &c);
+    assert_int_equal(c.polls, 1);
+    assert_int_equal(c.holding, 0);
+    fetch(&fx, "GET", "/ok", NULL, 0, NULL, 0, 0, &r[1]);
+    assert_int_equal(r[1].status, 200);
+    assert_int_equal(fx.srv.n_conns, 1);
+    result_free(&r[0]);
+    result_free(&r[1]);
+    fixture_finish(&fx);
+}
+
+static void on_window_end(uv_timer_t *t) {
+    *(int *)t->data = 1;
+}
+
+static void on_turn(uv_check_t *h) {
+    (*(unsigned *)h->data)++;
+}
+
+static void
+drops_a_kept_connection_the_server_closed_and_reconnects_without_spinning(void **state) {
+    fixture fx;
+    result r[2];
+    uv_timer_t window;
+    uv_check_t check;
+    int window_over = 0;
+    unsigned turns = 0;
+
+    (void)state;
+    memset(r, 0, sizeof r);
+    fixture_init(&fx);
+    fetch(&fx, "GET", "/bye", NULL, 0, NULL, 0, 0, &r[0]);
+    assert_int_equal(r[0].status, 200);
+    assert_string_equal(r[0].body, "bye");
+    /* The server's FIN makes the idle socket readable for good: 300 ms of the loop must
+     * not turn once per event (the guard alone turns it every 50 ms). */
+    assert_int_equal(uv_timer_init(&fx.loop, &window), 0);
+    window.data = &window_over;
+    assert_int_equal(uv_timer_start(&window, on_window_end, 300, 0), 0);
+    assert_int_equal(uv_check_init(&fx.loop, &check), 0);
+    check.data = &turns;
+    assert_int_equal(uv_check_start(&check, on_turn), 0);
+    while (!window_over)
+        uv_run(&fx.loop, UV_RUN_ONCE);
+    uv_check_stop(&check);
+    uv_close((uv_handle_t *)&check, NULL);
+    uv_close((uv_handle_t *)&window, NULL);
+    assert_in_range(turns, 1, 40);
+    /* curl finds the connection dead and opens another. */
+    fetch(&fx, "GET", "/ok", NULL, 0, NULL, 0, 0, &r[1]);
+    assert_int_equal(r[1].result, 0);
+    assert_int_equal(r[1].status, 200);
+    assert_int_equal(fx.srv.n_conns, 2);
+    result_free(&r[0]);
+    result_free(&r[1]);
     fixture_finish(&fx);
 }
 
@@ -846,6 +932,8 @@ int main(void) {
         cmocka_unit_test(queues_requests_past_the_in_flight_cap_and_completes_them_all),
         cmocka_unit_test(caps_requests_to_one_host_at_64_and_lets_other_hosts_pass),
         cmocka_unit_test(close_cancels_queued_requests_as_unsent),
+        cmocka_unit_test(kept_connection_holds_the_loop_open_only_while_in_use),
+        cmocka_unit_test(drops_a_kept_connection_the_server_closed_and_reconnects_without_spinning),
         cmocka_unit_test(reuses_one_connection_for_sequential_requests),
         cmocka_unit_test(lowercases_response_header_names),
         cmocka_unit_test(sends_put_body_with_length_and_without_expect_or_default_content_type),
