@@ -391,6 +391,32 @@ static void counts_the_size_with_the_items_own_names(void **state) {
     policy_fini(c);
 }
 
+static void counts_every_arns_length_as_the_dumped_document_has_it(void **state) {
+    (void)state;
+    policy_conf *c = init_ok();
+    assert_true(c->base_len > 0);
+    /* Plain ARNs take the arithmetic; the rest (quote, backslash, control character,
+     * UTF-8) are built and dumped. Both must give what apply sends. */
+    const char *arns[] = {"",
+                          "arn:aws:s3:::acme-production",
+                          "arn:aws-cn:s3:::a.b-c",
+                          "arn:aws-us-gov:s3:::x",
+                          "arn:aws:s3:::has\"quote",
+                          "arn:aws:s3:::back\\slash",
+                          "arn:aws:s3:::tab\there",
+                          "arn:aws:s3:::caf\xc3\xa9",
+                          "arn:aws:s3:::slash/in/it"};
+    for (size_t i = 0; i < sizeof(arns) / sizeof(arns[0]); i++) {
+        json_t *doc = policy_build(c->actions, c->n_actions, arns[i]);
+        char *text = policy_compact(doc);
+        assert_non_null(text);
+        assert_int_equal(policy_length(c, arns[i]), strlen(text));
+        free(text);
+        json_decref(doc);
+    }
+    policy_fini(c);
+}
+
 /* ---------------------------------------------------------------------------------------
  * Apply
  * ------------------------------------------------------------------------------------- */
@@ -583,6 +609,7 @@ int main(void) {
         T(decodes_the_url_encoded_document_iam_returns),
         T(accepts_the_runbook_policy_within_the_size_limit),
         T(rejects_a_policy_over_2048_characters_with_its_size),
+        T(counts_every_arns_length_as_the_dumped_document_has_it),
         T(counts_the_size_with_the_items_own_names),
         T(creates_a_missing_policy_retrying_until_the_user_is_visible),
         T(writes_the_policy_of_a_user_created_in_this_run_without_reading),
