@@ -466,7 +466,7 @@ static int from_section(const ini_section *sec, const char *profile, const char 
 }
 
 /* Seconds since the epoch of an ISO 8601 / RFC 3339 time such as 2024-05-01T12:00:00Z,
- * with optional fraction and a Z or +hh:mm offset; -1 when it is not one. */
+ * with optional fraction and a Z (or UTC) or +hh:mm offset; -1 when it is not one. */
 long long credentials_parse_time(const char *s) {
     struct tm tm;
     int n = 0, off_h = 0, off_m = 0;
@@ -482,6 +482,8 @@ long long credentials_parse_time(const char *s) {
     long long sign = 0;
     if (*s == 'Z' || *s == 'z') {
         s++;
+    } else if (strcmp(s, "UTC") == 0) { /* botocore's role cache: strftime %Z of a UTC time */
+        s += 3;
     } else if (*s == '+' || *s == '-') {
         sign = *s == '+' ? 1 : -1;
         int m = 0;
@@ -650,11 +652,11 @@ void credentials_spec_free(cred_spec *sp) {
         return;
     credentials_free(&sp->creds);
     credentials_spec_free(sp->base);
-    char *strs[] = {sp->source,        sp->profile,     sp->command,        sp->role_arn,
-                    sp->session_name,  sp->external_id, sp->mfa_serial,     sp->token_file,
-                    sp->url,           sp->region,      sp->sso_start_url,  sp->sso_account_id,
-                    sp->sso_role_name, sp->sso_session, sp->sso_cache_file, sp->sso_login_cmd,
-                    sp->tried};
+    char *strs[] = {sp->source,        sp->profile,        sp->command,        sp->role_arn,
+                    sp->session_name,  sp->external_id,    sp->mfa_serial,     sp->token_file,
+                    sp->url,           sp->region,         sp->sso_start_url,  sp->sso_account_id,
+                    sp->sso_role_name, sp->sso_session,    sp->sso_cache_file, sp->sso_login_cmd,
+                    sp->tried,         sp->role_cache_file};
     for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
         free(strs[i]);
     wipe_free(sp->auth_token);
@@ -856,6 +858,123 @@ static int parse_duration(planner *pl, const profile_secs *p, long *out) {
 }
 
 /* Nonzero when a terminal is there to ask for an MFA code. */
+/* ~/.aws/cli/cache/<key>.json for an assume-role spec, the key as botocore's
+ * BaseAssumeRoleCredentialFetcher._create_cache_key makes it: the SHA-1 of
+ * json.dumps(args, sort_keys=True), args being the AssumeRole arguments the profile sets (a
+ * generated session name is left out). jansson writes what Python does for ASCII text (the
+ * ", " and ": " separators, sorted keys); non-ASCII text is escaped differently
+ * (\u00E9, not \u00e9), so such a role gets a cache of its own. NULL: no home directory,
+ * or out of memory (no cache then). */
+static char *role_cache_path(const cred_spec *sp, const char *configured_session) {
+    const char *home = home_dir();
+    json_t *args = json_object();
+    if (home == NULL || args == NULL) {
+        json_decref(args);
+        return NULL;
+    }
+    int bad = json_object_set_new(args, "RoleArn", json_string(sp->role_arn)) != 0;
+    if (configured_session != NULL)
+        bad |= json_object_set_new(args, "RoleSessionName", json_string(configured_session));
+    if (sp->external_id != NULL)
+        bad |= json_object_set_new(args, "ExternalId", json_string(sp->external_id));
+    if (sp->mfa_serial != NULL)
+        bad |= json_object_set_new(args, "SerialNumber", json_string(sp->mfa_serial));
+    if (sp->duration_s > 0)
+        bad |= json_object_set_new(args, "DurationSeconds", json_integer(sp->duration_s));
+    char *text = bad ? NULL : json_dumps(args, JSON_SORT_KEYS | JSON_ENSURE_ASCII);
+    json_decref(args);
+    unsigned char md[SHA_DIGEST_LENGTH];
+    char hex[2 * SHA_DIGEST_LENGTH + 1];
+    if (text == NULL || SHA1((const unsigned char *)text, strlen(text), md) == NULL) {
+        free(text);
+        return NULL;
+    }
+    free(text);
+    for (size_t i = 0; i < SHA_DIGEST_LENGTH; i++)
+        snprintf(hex + 2 * i, 3, "%02x", md[i]);
+    return ol__format("%s/.aws/cli/cache/%s.json", home, hex);
+}
+
+/* botocore's expiry window for cached role sessions (CachedCredentialFetcher). */
+#define ROLE_CACHE_WINDOW_S 900
+
+int credentials_role_cache_read(const char *path, long long now, const char *source,
+                                credentials *out, long long *expires) {
+    memset(out, 0, sizeof(*out));
+    *expires = 0;
+    char *text = NULL;
+    size_t len = 0;
+    if (path == NULL || privfile_read(path, &text, &len) != 0)
+        return OL_ENOENT;
+    json_error_t jerr;
+    json_t *j = json_loadb(text, len, 0, &jerr);
+    OPENSSL_cleanse(text, len);
+    free(text);
+    json_t *c = json_object_get(j, "Credentials");
+    const char *ak = json_string_value(json_object_get(c, "AccessKeyId"));
+    const char *sk = json_string_value(json_object_get(c, "SecretAccessKey"));
+    const char *token = json_string_value(json_object_get(c, "SessionToken"));
+    const char *exp = json_string_value(json_object_get(c, "Expiration"));
+    long long t = exp != NULL ? credentials_parse_time(exp) : -1;
+    int rc = OL_ENOENT;
+    if (ak != NULL && ak[0] != '\0' && sk != NULL && sk[0] != '\0' && token != NULL &&
+        token[0] != '\0' && t - now >= ROLE_CACHE_WINDOW_S) {
+        char *src = ol__format("%s, a session cached in %s", source ? source : "a role", path);
+        rc = src != NULL ? creds_set(out, ak, sk, token, src) : OL_ENOMEM;
+        if (rc == 0)
+            *expires = t;
+    }
+    if (c != NULL)
+        json_wipe_decref(json_incref(c)); /* wiped; j keeps its reference */
+    json_decref(j);
+    return rc == 0 ? 0 : rc == OL_ENOMEM ? OL_ENOMEM : OL_ENOENT;
+}
+
+int credentials_role_cache_write(const char *path, const credentials *cr, long long expires) {
+    if (path == NULL || cr == NULL || cr->access_key_id == NULL || cr->secret_access_key == NULL ||
+        cr->session_token == NULL || expires <= 0)
+        return OL_EINVAL;
+    /* botocore's format for the time: strftime("%Y-%m-%dT%H:%M:%S%Z") of a UTC datetime. */
+    char when[32];
+    time_t t = (time_t)expires;
+    struct tm tm;
+    if (gmtime_r(&t, &tm) == NULL || strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SUTC", &tm) == 0)
+        return OL_EINVAL;
+    json_t *doc = json_pack("{s:{s:s, s:s, s:s, s:s}}", "Credentials", "AccessKeyId",
+                            cr->access_key_id, "SecretAccessKey", cr->secret_access_key,
+                            "SessionToken", cr->session_token, "Expiration", when);
+    char *text = doc != NULL ? json_dumps(doc, JSON_COMPACT) : NULL;
+    if (doc != NULL)
+        json_wipe_decref(json_incref(json_object_get(doc, "Credentials")));
+    json_decref(doc);
+    if (text == NULL)
+        return OL_ENOMEM;
+    char *dir = strdup(path);
+    char *slash = dir != NULL ? strrchr(dir, '/') : NULL;
+    int rc = OL_ENOMEM;
+    if (slash != NULL) {
+        *slash = '\0';
+        rc = privfile_mkdirs(dir);
+        if (rc == 0)
+            rc = privfile_write(path, text, strlen(text));
+    }
+    free(dir);
+    OPENSSL_cleanse(text, strlen(text));
+    free(text);
+    return rc;
+}
+
+/* Whether the role's cache holds a session usable now (planning: no MFA prompt needed). */
+static int role_cache_holds_session(const cred_spec *sp) {
+    credentials c;
+    long long exp;
+    if (credentials_role_cache_read(sp->role_cache_file, (long long)time(NULL), NULL, &c, &exp) !=
+        0)
+        return 0;
+    credentials_free(&c);
+    return 1;
+}
+
 static int have_tty(void) {
     FILE *f = fopen("/dev/tty", "r+");
     if (f == NULL)
@@ -924,12 +1043,14 @@ static int plan_role(planner *pl, const profile_secs *p, const char *role_arn, c
     if (sp->session_name == NULL || sp->source == NULL)
         goto fail;
     sp->duration_s = duration;
-    if (mfa != NULL && !have_tty()) {
+    sp->role_cache_file = role_cache_path(sp, session);
+    if (mfa != NULL && !have_tty() && !role_cache_holds_session(sp)) {
         rc = ol__fail(pl->err, OL_ECREDS,
                       "profile '%s' needs an MFA code (mfa_serial = %s) and there is no terminal "
-                      "to ask for it on; run opsline in a terminal, or use a profile without "
-                      "mfa_serial (e.g. a CI role)",
-                      p->name, mfa);
+                      "to ask for it on, nor a session cached in ~/.aws/cli/cache; run opsline "
+                      "(or `aws sts get-caller-identity --profile %s`) in a terminal first, or "
+                      "use a profile without mfa_serial (e.g. a CI role)",
+                      p->name, mfa, p->name);
         goto fail;
     }
     *out = sp;

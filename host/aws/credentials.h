@@ -77,9 +77,10 @@ typedef struct cred_spec {
     char *url;              /* CRED_CONTAINER, CRED_IMDS (the endpoint), CRED_SSO (portal) */
     char *region;           /* CRED_ASSUME_ROLE/WEB_IDENTITY: STS region; CRED_SSO: sso_region */
     char *sso_start_url, *sso_account_id, *sso_role_name, *sso_session; /* CRED_SSO */
-    char *sso_cache_file; /* CRED_SSO: ~/.aws/sso/cache/<sha1>.json */
-    char *sso_login_cmd;  /* CRED_SSO: "aws sso login --profile NAME" */
-    char *tried;          /* CRED_IMDS reached by falling through: what was tried before */
+    char *sso_cache_file;  /* CRED_SSO: ~/.aws/sso/cache/<sha1>.json */
+    char *role_cache_file; /* CRED_ASSUME_ROLE: ~/.aws/cli/cache/<sha1>.json, or NULL */
+    char *sso_login_cmd;   /* CRED_SSO: "aws sso login --profile NAME" */
+    char *tried;           /* CRED_IMDS reached by falling through: what was tried before */
 } cred_spec;
 
 /* Decide where the credentials of settings s come from, the AWS SDKs' default chain:
@@ -96,6 +97,25 @@ void credentials_spec_free(cred_spec *spec);
 /* Read and check an SSO token cache file: 0 with the malloc'd bearer token in *token (wipe
  * it), or OL_ECREDS with *err saying it is missing/expired and to run login_cmd. */
 int credentials_sso_token(const cred_spec *spec, char **token, char **err);
+
+/* The AWS CLI's cache of assumed-role sessions, shared with it: one file per role
+ * configuration in ~/.aws/cli/cache, named by the SHA-1 of the AssumeRole arguments as
+ * botocore names it (RoleArn, and RoleSessionName, ExternalId, SerialNumber and
+ * DurationSeconds when the profile sets them; json.dumps with sorted keys), holding
+ * {"Credentials": {AccessKeyId, SecretAccessKey, SessionToken, Expiration}}. A session the
+ * CLI cached (after its MFA prompt) serves opsline, and the other way round, until 15 minutes
+ * before it expires, botocore's window. */
+
+/* 0 and the session in *out (free with credentials_free; its source names source and the
+ * file) and *expires when the file holds one with at least 15 minutes left at now;
+ * OL_ENOENT otherwise (missing, unreadable, not a regular file, malformed or about to
+ * expire: the role is assumed again), or OL_ENOMEM. */
+int credentials_role_cache_read(const char *path, long long now, const char *source,
+                                credentials *out, long long *expires);
+
+/* Store a session (0600, atomically, the directory made 0700 if missing). 0 or a negative
+ * code; a failure only costs the next run an AssumeRole. */
+int credentials_role_cache_write(const char *path, const credentials *c, long long expires);
 
 /* Parse the JSON credentials of a process / container endpoint / instance metadata answer:
  * fields AccessKeyId, SecretAccessKey, SessionToken (or Token), Expiration (ISO 8601,

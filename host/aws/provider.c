@@ -55,7 +55,11 @@ struct provider {
     char *token; /* read by token_work: web identity, container or SSO token */
     char *token_err;
     int token_rc;
-    char *imds_token; /* between the token step and the credential steps */
+    credentials cached; /* assume role: a session read from the AWS CLI's cache */
+    long long cached_expires;
+    int have_cached;
+    long long cache_now; /* the clock when the cache read was queued */
+    char *imds_token;    /* between the token step and the credential steps */
     char *imds_role;
     int closing;
     void (*on_closed)(void *arg);
@@ -290,6 +294,49 @@ static void wipe_free(char *s) {
     }
 }
 
+/* ---- the AWS CLI's role session cache (credentials_role_cache_read/write) ---------------- */
+
+typedef struct cache_write {
+    provider *p;
+    const char *path; /* the spec's */
+    credentials c;
+    long long expires;
+} cache_write;
+
+static void cache_write_work(void *arg) {
+    cache_write *w = arg;
+    (void)credentials_role_cache_write(w->path, &w->c, w->expires); /* a miss next run at worst */
+}
+
+static void cache_write_after(void *arg, int status) {
+    cache_write *w = arg;
+    (void)status;
+    w->p->ops--;
+    credentials_free(&w->c);
+    free(w);
+}
+
+/* A session STS just gave is written to the cache on a thread of the pool; the fetch does
+ * not wait for it. */
+static void cache_store(provider *p, const credentials *c, long long expires) {
+    if (p->spec->kind != CRED_ASSUME_ROLE || p->spec->role_cache_file == NULL || expires <= 0 ||
+        ensure_services(p) != 0)
+        return;
+    cache_write *w = calloc(1, sizeof(*w));
+    if (w == NULL)
+        return;
+    w->p = p;
+    w->path = p->spec->role_cache_file;
+    w->expires = expires;
+    if (credentials_copy(&w->c, c) != 0 ||
+        services_work(p->svc, cache_write_work, cache_write_after, w) != 0) {
+        credentials_free(&w->c);
+        free(w);
+        return;
+    }
+    p->ops++;
+}
+
 static void on_sts(void *arg, const ol_aws_response *res) {
     provider *p = arg;
     const cred_spec *sp = p->spec;
@@ -312,6 +359,8 @@ static void on_sts(void *arg, const ol_aws_response *res) {
                     sp->role_arn);
         return;
     }
+    if (!web)
+        cache_store(p, &c, exp);
     fetch_done(p, 0, &c, exp, NULL);
 }
 
@@ -392,6 +441,11 @@ static void mfa_after(void *arg, int status) {
 }
 
 static void fetch_sts(provider *p) {
+    if (p->have_cached) { /* read by token_work: no MFA prompt, no AssumeRole */
+        p->have_cached = 0;
+        fetch_done(p, 0, &p->cached, p->cached_expires, NULL);
+        return;
+    }
     if (p->spec->kind != CRED_ASSUME_ROLE || p->spec->mfa_serial == NULL) {
         sts_send(p);
         return;
@@ -629,13 +683,19 @@ static void fetch_sso(provider *p) {
 
 /* ---- dispatch and close ----------------------------------------------------------------- */
 
-/* The token files (web identity, container authorization, the SSO cache) are read on a
- * thread of the pool at each fetch: they are rotated by the platform or by `aws sso login`
- * while a run goes on, and a file read has no place on the loop. */
+/* The token files (web identity, container authorization, the SSO cache) and the AWS
+ * CLI's role session cache are read on a thread of the pool at each fetch: they are rotated
+ * by the platform, by `aws sso login` or by the CLI while a run goes on, and a file read has
+ * no place on the loop. */
 static void token_work(void *arg) {
     provider *p = arg;
     const cred_spec *sp = p->spec;
     p->token_rc = 0;
+    if (sp->kind == CRED_ASSUME_ROLE) { /* a miss is no error: the role is assumed */
+        p->have_cached = credentials_role_cache_read(sp->role_cache_file, p->cache_now, sp->source,
+                                                     &p->cached, &p->cached_expires) == 0;
+        return;
+    }
     if (sp->kind == CRED_SSO) {
         p->token_rc = credentials_sso_token(sp, &p->token, &p->token_err);
         return;
@@ -656,6 +716,10 @@ static void token_after(void *arg, int status) {
     if (status != 0 || p->closing || p->token_rc != 0) {
         wipe_free(p->token);
         p->token = NULL;
+        if (p->have_cached) {
+            credentials_free(&p->cached);
+            p->have_cached = 0;
+        }
         fetch_done(p, status != 0 || p->closing ? OL_ECANCELED : p->token_rc, NULL, 0,
                    p->token_err ? p->token_err : "out of memory");
         free(p->token_err);
@@ -667,13 +731,15 @@ static void token_after(void *arg, int status) {
 
 static int needs_token_file(const cred_spec *sp) {
     return sp->kind == CRED_WEB_IDENTITY || sp->kind == CRED_SSO ||
-           (sp->kind == CRED_CONTAINER && sp->token_file != NULL);
+           (sp->kind == CRED_CONTAINER && sp->token_file != NULL) ||
+           (sp->kind == CRED_ASSUME_ROLE && sp->role_cache_file != NULL);
 }
 
 static void fetch_start(provider *p) {
     p->fetching = 1;
     p->fetches++;
     if (needs_token_file(p->spec)) {
+        p->cache_now = now_of(p);
         int rc = ensure_services(p);
         if (rc == 0)
             rc = services_work(p->svc, token_work, token_after, p);
@@ -718,6 +784,8 @@ static void on_closer_closed(uv_handle_t *h) {
     void (*cb)(void *) = p->on_closed;
     void *arg = p->on_closed_arg;
     credentials_free(&p->cur);
+    if (p->have_cached)
+        credentials_free(&p->cached);
     credentials_spec_free(p->spec);
     wipe_free(p->token);
     free(p->token_err);

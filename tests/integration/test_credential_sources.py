@@ -13,6 +13,7 @@ import json
 import os
 import pty
 import select
+import shutil
 import subprocess
 import tempfile
 import time
@@ -216,14 +217,85 @@ class CredentialSourcesTest(unittest.TestCase):
         self.assertEqual(assume[0]["params"].get("SerialNumber"),
                          f"arn:aws:iam::{ACCOUNT}:mfa/alice")
         self.assertEqual(assume[0]["params"].get("TokenCode"), "123456")
-        # Without a terminal the same profile is refused before any request.
+        # The session went to the AWS CLI's cache: without a terminal the profile now works,
+        # with no code asked and no AssumeRole sent, as long as the session lasts.
+        cached = os.listdir(self.cache_dir())
+        self.assertEqual(len(cached), 1)
         PROXY.configure()
-        r = subprocess.run([OPSLINE, "whoami", "--profile", "mfa"], env=env, capture_output=True,
-                           text=True, timeout=60, start_new_session=True,
-                           stdin=subprocess.DEVNULL)
+        r = self.no_tty(["whoami", "--profile", "mfa"], env)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn(f"assumed-role/{DEPLOY}/", r.stdout)
+        self.assertNotIn("MFA", r.stdout + r.stderr)
+        self.assertEqual([e for e in PROXY.requests() if e.get("action") == "AssumeRole"], [])
+        # Without it and without a terminal the same profile is refused before any request.
+        os.remove(os.path.join(self.cache_dir(), cached[0]))
+        PROXY.configure()
+        r = self.no_tty(["whoami", "--profile", "mfa"], env)
         self.assertEqual(r.returncode, 2, r.stderr)
         self.assertIn("no terminal", r.stderr)
+        self.assertIn("aws sts get-caller-identity --profile mfa", r.stderr)
         self.assertEqual(PROXY.requests(), [])
+
+    def cache_dir(self):
+        return os.path.join(self.home, ".aws", "cli", "cache")
+
+    def no_tty(self, args, env):
+        return subprocess.run([OPSLINE, *args], env=env, capture_output=True, text=True,
+                              timeout=60, start_new_session=True, stdin=subprocess.DEVNULL)
+
+    def aws_cli(self, *args, env):
+        r = subprocess.run(["aws", *args, "--output", "json"], env=env, capture_output=True,
+                           text=True, timeout=120)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        return json.loads(r.stdout)
+
+    def test_role_sessions_are_shared_with_the_aws_cli_cache(self):
+        self.write_config(f"[profile deploy]\nrole_arn = {role_arn(DEPLOY)}\n"
+                          f"source_profile = dev\nduration_seconds = 3600\nexternal_id = ext-7\n")
+        env = self.env()
+        # The AWS CLI assumes the role and caches the session...
+        cli_arn = self.aws_cli("sts", "get-caller-identity", "--profile", "deploy", env=env)["Arn"]
+        self.assertIn(f"assumed-role/{DEPLOY}/botocore-session-", cli_arn)
+        cached = os.listdir(self.cache_dir())
+        self.assertEqual(len(cached), 1)
+        # ...and opsline finds it under the same name: the same session, no AssumeRole.
+        PROXY.configure()
+        w = opsline("whoami", "--json", "--profile", "deploy",
+                    env=self.env(AWS_ENDPOINT_URL=PROXY.url))
+        self.assertEqual(w.returncode, 0, w.stderr)
+        self.assertEqual(json.loads(w.stdout)["Arn"], cli_arn)
+        self.assertEqual([e for e in PROXY.requests() if e.get("action") == "AssumeRole"], [])
+        # The other way round: opsline assumes the role, writes the file the CLI looks for
+        # (0600, in a 0700 directory when it makes one), and the CLI uses that session.
+        shutil.rmtree(os.path.join(self.home, ".aws"))
+        w = opsline("whoami", "--json", "--profile", "deploy", env=env)
+        self.assertEqual(w.returncode, 0, w.stderr)
+        ours = json.loads(w.stdout)["Arn"]
+        self.assertIn(f"assumed-role/{DEPLOY}/opsline-", ours)
+        self.assertEqual(os.listdir(self.cache_dir()), cached)
+        path = os.path.join(self.cache_dir(), cached[0])
+        self.assertEqual(os.stat(path).st_mode & 0o777, 0o600)
+        self.assertEqual(os.stat(self.cache_dir()).st_mode & 0o777, 0o700)
+        self.assertEqual(
+            self.aws_cli("sts", "get-caller-identity", "--profile", "deploy", env=env)["Arn"],
+            ours)
+        # A session about to expire (botocore's 15-minute window) is not used: a new one is
+        # assumed and cached. The secret is in the cache file only, never in opsline's output.
+        with open(path) as f:
+            doc = json.load(f)
+        doc["Credentials"]["Expiration"] = time.strftime(
+            "%Y-%m-%dT%H:%M:%SUTC", time.gmtime(time.time() + 600))
+        with open(path, "w") as f:
+            json.dump(doc, f)
+        PROXY.configure()
+        w = opsline("whoami", "--json", "--profile", "deploy",
+                    env=self.env(AWS_ENDPOINT_URL=PROXY.url))
+        self.assertEqual(w.returncode, 0, w.stderr)
+        self.assertEqual(len([e for e in PROXY.requests() if e.get("action") == "AssumeRole"]), 1)
+        with open(path) as f:
+            fresh = json.load(f)["Credentials"]
+        self.assertNotEqual(fresh["AccessKeyId"], doc["Credentials"]["AccessKeyId"])
+        self.assert_nothing_leaked(w, extra=(fresh["SecretAccessKey"], fresh["SessionToken"]))
 
     def test_a_role_chain_loop_is_refused_before_any_request(self):
         self.write_config(f"[profile a]\nrole_arn = {role_arn(DEPLOY)}\nsource_profile = b\n"

@@ -18,8 +18,10 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
+#include <jansson.h>
 #include <uv.h>
 
 #include "credentials.h"
@@ -488,8 +490,73 @@ static void role_profile_is_assumed_with_its_source_profile(void **state) {
     assert_contains(sp->source, ROLE);
     assert_contains(sp->source, "profile 'dev'");
     assert_no_secret(sp->source);
+    /* The AWS CLI's file for these arguments: the SHA-1 of Python's
+     * json.dumps({"DurationSeconds": 900, "ExternalId": "ext-1", "RoleArn": ROLE,
+     * "RoleSessionName": "ci-run"}, sort_keys=True). */
+    snprintf(fx->path, sizeof(fx->path),
+             "%s/.aws/cli/cache/87422dd8a15f1866c69ad515139fc1da66cd1885.json", fx->dir);
+    assert_string_equal(sp->role_cache_file, fx->path);
     credentials_spec_free(sp);
     credentials_settings_free(&s);
+}
+
+/* A role session in the AWS CLI's cache file: written 0600 in a 0700 directory, in
+ * botocore's shape; read back while more than 15 minutes are left, and nothing else. */
+static void role_session_cache_round_trips_within_botocores_window(void **state) {
+    (void)state;
+    char path[600], dir[100], other[700];
+    snprintf(dir, sizeof(dir), "%s/.aws/cli/cache", fx->dir);
+    snprintf(path, sizeof(path), "%s/k.json", dir);
+    const long long exp = 1796234400; /* 2026-12-02T18:00:00Z */
+    assert_int_equal(credentials_parse_time("2026-12-02T18:00:00UTC"), exp);
+    credentials c = {.access_key_id = "ASIAROLESESSION00001",
+                     .secret_access_key = "role/session+secret",
+                     .session_token = "token-of-the-session"};
+    assert_int_equal(credentials_role_cache_write(path, &c, exp), 0);
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+    assert_int_equal(stat(dir, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0700);
+    json_error_t jerr;
+    json_t *doc = json_load_file(path, 0, &jerr);
+    assert_non_null(doc);
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(doc, "Credentials"), "Expiration")),
+        "2026-12-02T18:00:00UTC");
+    json_decref(doc);
+
+    credentials got;
+    long long got_exp = 0;
+    assert_int_equal(credentials_role_cache_read(path, exp - 901, "role R", &got, &got_exp), 0);
+    assert_string_equal(got.access_key_id, c.access_key_id);
+    assert_string_equal(got.secret_access_key, c.secret_access_key);
+    assert_string_equal(got.session_token, c.session_token);
+    assert_int_equal(got_exp, exp);
+    assert_contains(got.source, "role R");
+    assert_contains(got.source, path);
+    credentials_free(&got);
+    /* Inside the window, or past the end: assumed again. */
+    assert_int_equal(credentials_role_cache_read(path, exp - 899, NULL, &got, &got_exp), OL_ENOENT);
+    assert_int_equal(credentials_role_cache_read(path, exp + 5, NULL, &got, &got_exp), OL_ENOENT);
+    /* Missing, malformed, without a session token, or a FIFO (which must not hang). */
+    assert_int_equal(credentials_role_cache_read(NULL, 0, NULL, &got, &got_exp), OL_ENOENT);
+    snprintf(other, sizeof(other), "%s/none.json", dir);
+    assert_int_equal(credentials_role_cache_read(other, 0, NULL, &got, &got_exp), OL_ENOENT);
+    const char *bad[] = {"{not json", "[]", "{\"Credentials\": {\"AccessKeyId\": \"A\"}}",
+                         "{\"Credentials\": {\"AccessKeyId\": \"A\", \"SecretAccessKey\": \"S\", "
+                         "\"Expiration\": \"2026-12-02T18:00:00UTC\"}}"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        FILE *f = fopen(path, "w");
+        assert_non_null(f);
+        fputs(bad[i], f);
+        fclose(f);
+        assert_int_equal(credentials_role_cache_read(path, 0, NULL, &got, &got_exp), OL_ENOENT);
+        assert_null(got.access_key_id);
+    }
+    snprintf(other, sizeof(other), "%s/fifo.json", dir);
+    assert_int_equal(mkfifo(other, 0600), 0);
+    assert_int_equal(credentials_role_cache_read(other, 0, NULL, &got, &got_exp), OL_ENOENT);
 }
 
 static void role_chains_end_at_keys_and_loops_are_refused(void **state) {
@@ -558,10 +625,23 @@ static void mfa_profile_without_a_terminal_is_refused(void **state) {
         if (setsid() < 0 || credentials_settings("mfa", NULL, &s, &err) != 0)
             _exit(10);
         int rc = credentials_plan(&s, &sp, &err);
-        _exit(rc == OL_ECREDS && err && strstr(err, "no terminal") && strstr(err, "MFA") &&
-                      strstr(err, "profile 'mfa'")
-                  ? 0
-                  : 11);
+        if (rc != OL_ECREDS || !err || !strstr(err, "no terminal") || !strstr(err, "MFA") ||
+            !strstr(err, "profile 'mfa'"))
+            _exit(11);
+        /* A session the AWS CLI cached for this role (after its own prompt) is used
+         * instead: no code to ask for. */
+        char path[600];
+        snprintf(path, sizeof(path),
+                 "%s/.aws/cli/cache/391a75524b09afcc91e2f38d977d7e9d386fc338.json", fx->dir);
+        credentials c = {.access_key_id = "ASIACACHED0000000001",
+                         .secret_access_key = "cached-secret",
+                         .session_token = "cached-token"};
+        if (credentials_role_cache_write(path, &c, (long long)time(NULL) + 3600) != 0)
+            _exit(12);
+        free(err);
+        err = NULL;
+        rc = credentials_plan(&s, &sp, &err);
+        _exit(rc == 0 && sp != NULL && strcmp(sp->role_cache_file, path) == 0 ? 0 : 13);
     }
     int status = 0;
     assert_int_equal(waitpid(pid, &status, 0), pid);
@@ -797,6 +877,7 @@ int main(void) {
         T(role_chains_end_at_keys_and_loops_are_refused),
         T(role_settings_are_checked_before_any_request),
         T(mfa_profile_without_a_terminal_is_refused),
+        T(role_session_cache_round_trips_within_botocores_window),
         T(web_identity_comes_from_the_profile_or_the_environment),
         T(sso_profiles_need_a_cached_login),
         T(credential_process_that_hangs_is_stopped_after_its_timeout),
