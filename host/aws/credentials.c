@@ -857,7 +857,19 @@ static int parse_duration(planner *pl, const profile_secs *p, long *out) {
     return 0;
 }
 
-/* Nonzero when a terminal is there to ask for an MFA code. */
+/* ~/.aws/<dir>/<SHA-1 hex of key>.json: how botocore names its cache files. NULL: no home
+ * directory, or out of memory. */
+static char *aws_cache_path(const char *dir, const char *key) {
+    unsigned char md[SHA_DIGEST_LENGTH];
+    char hex[2 * SHA_DIGEST_LENGTH + 1];
+    const char *home = home_dir();
+    if (home == NULL || SHA1((const unsigned char *)key, strlen(key), md) == NULL)
+        return NULL;
+    for (size_t i = 0; i < SHA_DIGEST_LENGTH; i++)
+        snprintf(hex + 2 * i, 3, "%02x", md[i]);
+    return ol__format("%s/.aws/%s/%s.json", home, dir, hex);
+}
+
 /* ~/.aws/cli/cache/<key>.json for an assume-role spec, the key as botocore's
  * BaseAssumeRoleCredentialFetcher._create_cache_key makes it: the SHA-1 of
  * json.dumps(args, sort_keys=True), args being the AssumeRole arguments the profile sets (a
@@ -866,12 +878,9 @@ static int parse_duration(planner *pl, const profile_secs *p, long *out) {
  * (\u00E9, not \u00e9), so such a role gets a cache of its own. NULL: no home directory,
  * or out of memory (no cache then). */
 static char *role_cache_path(const cred_spec *sp, const char *configured_session) {
-    const char *home = home_dir();
     json_t *args = json_object();
-    if (home == NULL || args == NULL) {
-        json_decref(args);
+    if (args == NULL)
         return NULL;
-    }
     int bad = json_object_set_new(args, "RoleArn", json_string(sp->role_arn)) != 0;
     if (configured_session != NULL)
         bad |= json_object_set_new(args, "RoleSessionName", json_string(configured_session));
@@ -883,16 +892,9 @@ static char *role_cache_path(const cred_spec *sp, const char *configured_session
         bad |= json_object_set_new(args, "DurationSeconds", json_integer(sp->duration_s));
     char *text = bad ? NULL : json_dumps(args, JSON_SORT_KEYS | JSON_ENSURE_ASCII);
     json_decref(args);
-    unsigned char md[SHA_DIGEST_LENGTH];
-    char hex[2 * SHA_DIGEST_LENGTH + 1];
-    if (text == NULL || SHA1((const unsigned char *)text, strlen(text), md) == NULL) {
-        free(text);
-        return NULL;
-    }
+    char *path = text != NULL ? aws_cache_path("cli/cache", text) : NULL;
     free(text);
-    for (size_t i = 0; i < SHA_DIGEST_LENGTH; i++)
-        snprintf(hex + 2 * i, 3, "%02x", md[i]);
-    return ol__format("%s/.aws/cli/cache/%s.json", home, hex);
+    return path;
 }
 
 /* botocore's expiry window for cached role sessions (CachedCredentialFetcher). */
@@ -975,6 +977,7 @@ static int role_cache_holds_session(const cred_spec *sp) {
     return 1;
 }
 
+/* Nonzero when a terminal is there to ask for an MFA code. */
 static int have_tty(void) {
     FILE *f = fopen("/dev/tty", "r+");
     if (f == NULL)
@@ -1089,14 +1092,7 @@ oom:
  * being the sso_session name, or the start URL for legacy profiles (botocore
  * SSOTokenLoader._generate_cache_key). */
 static char *sso_cache_path(const char *key) {
-    unsigned char md[SHA_DIGEST_LENGTH];
-    char hex[2 * SHA_DIGEST_LENGTH + 1];
-    const char *home = home_dir();
-    if (home == NULL || SHA1((const unsigned char *)key, strlen(key), md) == NULL)
-        return NULL;
-    for (size_t i = 0; i < SHA_DIGEST_LENGTH; i++)
-        snprintf(hex + 2 * i, 3, "%02x", md[i]);
-    return ol__format("%s/.aws/sso/cache/%s.json", home, hex);
+    return aws_cache_path("sso/cache", key);
 }
 
 /* The [sso-session NAME] section a profile names: its start URL and region replace the
