@@ -20,6 +20,7 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -285,9 +286,23 @@ static char *concat(const char *a, const char *b) {
  * dropped. Returns a NULL-terminated malloc'd list (maybe empty), or NULL when the file
  * cannot be read or memory runs out. Blocking: off the loop only. */
 static char **gpg_id_read(const char *path) {
-    FILE *f = fopen(path, "r");
-    if (f == NULL)
+    /* Opened without blocking and checked before reading: a FIFO put in the file's place
+     * (after file_exists looked) is refused instead of blocking a thread of the pool. */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    struct stat sb;
+    if (fd < 0)
         return NULL;
+    int fl = fcntl(fd, F_GETFL);
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || fl < 0 ||
+        fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) != 0) {
+        close(fd);
+        return NULL;
+    }
+    FILE *f = fdopen(fd, "r");
+    if (f == NULL) {
+        close(fd);
+        return NULL;
+    }
     size_t n = 0, cap = 8, total = 0;
     char **ids = calloc(cap + 1, sizeof(*ids));
     char line[1024];
