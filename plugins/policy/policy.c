@@ -388,14 +388,11 @@ static char *policy_compact(const json_t *doc) {
  * characters JSON writes as they are, from the length for an empty ARN (the ARN appears
  * twice, the second time followed by a wildcard base_len counts). 0 when out of memory. */
 static size_t policy_length(const policy_conf *c, const char *arn) {
-    size_t n = strlen(arn);
-    if (c->base_len > 0 && strcspn(arn, "\"\\") == n) {
-        int plain = 1;
-        for (size_t i = 0; i < n && plain; i++)
-            plain = (unsigned char)arn[i] >= 0x20 && (unsigned char)arn[i] < 0x7f;
-        if (plain)
-            return c->base_len + 2 * n;
-    }
+    size_t n = 0;
+    while (arn[n] >= 0x20 && arn[n] < 0x7f && arn[n] != '"' && arn[n] != '\\')
+        n++;
+    if (c->base_len > 0 && arn[n] == '\0')
+        return c->base_len + 2 * n;
     json_t *doc = policy_build(c->actions, c->n_actions, arn);
     char *text = doc != NULL ? policy_compact(doc) : NULL;
     json_decref(doc);

@@ -286,8 +286,8 @@ static char *concat(const char *a, const char *b) {
  * dropped. Returns a NULL-terminated malloc'd list (maybe empty), or NULL when the file
  * cannot be read or memory runs out. Blocking: off the loop only. */
 static char **gpg_id_read(const char *path) {
-    /* Opened without blocking and checked before reading: a FIFO put in the file's place
-     * (after file_exists looked) is refused instead of blocking a thread of the pool. */
+    /* Missing, or not a regular file: NULL. Opened without blocking and checked before
+     * reading, so a FIFO in the file's place cannot block a thread of the pool. */
     int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     struct stat sb;
     if (fd < 0)
@@ -732,7 +732,7 @@ static void put_scan_work(void *arg) {
     for (;;) {
         if (op->recips == NULL &&
             (size_t)snprintf(path, sizeof(path), "%s/.gpg-id", cur) < sizeof(path) &&
-            file_exists(path, 0) && (op->recips = gpg_id_read(path)) != NULL)
+            (op->recips = gpg_id_read(path)) != NULL)
             op->id_file = strdup(path);
         if (op->repo == NULL &&
             (size_t)snprintf(path, sizeof(path), "%s/.git", cur) < sizeof(path) &&
@@ -1217,8 +1217,8 @@ static void prep_walk(pass_prep *p, const char *dir, int depth, size_t *budget) 
         if (!file_exists(sub, 1))
             continue;
         char id[PATH_MAX];
-        if ((size_t)snprintf(id, sizeof(id), "%s/.gpg-id", sub) < sizeof(id) && file_exists(id, 0))
-            prep_read_gpg_id(p, id);
+        if ((size_t)snprintf(id, sizeof(id), "%s/.gpg-id", sub) < sizeof(id))
+            prep_read_gpg_id(p, id); /* none there: nothing added */
         prep_walk(p, sub, depth + 1, budget);
     }
     closedir(d);
@@ -1242,7 +1242,7 @@ static int prep_climb(pass_prep *p, const char *start, char id_path[PATH_MAX]) {
     int found = 0;
     for (;;) {
         if (!found && (size_t)snprintf(path, sizeof(path), "%s/.gpg-id", cur) < sizeof(path) &&
-            file_exists(path, 0) && prep_read_gpg_id(p, path) == 0) {
+            prep_read_gpg_id(p, path) == 0) {
             found = 1;
             memcpy(id_path, path, PATH_MAX);
         }
