@@ -71,9 +71,8 @@ struct http_socket {
     uv_poll_t poll;
     http_engine *eng;
     curl_socket_t fd;
-    int events;     /* UV_READABLE | UV_WRITABLE being polled, 0 when stopped */
-    int idle;       /* curl no longer watches it (CURL_POLL_REMOVE), the connection is kept */
-    list_node node; /* in eng->sockets until socket_close */
+    int events; /* UV_READABLE | UV_WRITABLE being polled, 0 when stopped */
+    int idle;   /* curl no longer watches it (CURL_POLL_REMOVE), the connection is kept */
 };
 
 /* One request in flight. Freed after its callback ran. */
@@ -105,8 +104,7 @@ struct http_engine {
     uv_loop_t *loop;
     CURLM *multi;
     uv_timer_t timer;
-    list_node sockets;   /* http_socket: watched sockets, not yet closing */
-    http_socket **by_fd; /* the same, indexed by descriptor (n_by_fd slots) */
+    http_socket **by_fd; /* watched sockets not yet closing, by descriptor (n_by_fd slots) */
     size_t n_by_fd;
     list_node queued;        /* http_xfer: requests waiting for a slot (HTTP_MAX_ACTIVE) */
     list_node xfers;         /* http_xfer: requests added to the multi handle, oldest first */
@@ -220,7 +218,6 @@ static void on_socket_closed(uv_handle_t *h) {
  * not watch a closed descriptor. The context lives until its close callback. */
 static void socket_close(http_socket *s) {
     uv_poll_stop(&s->poll);
-    list_remove(&s->node);
     s->eng->by_fd[s->fd] = NULL;
     uv_close((uv_handle_t *)&s->poll, on_socket_closed);
 }
@@ -431,7 +428,6 @@ static http_socket *socket_new(http_engine *eng, curl_socket_t fd) {
     s->poll.data = s;
     s->eng = eng;
     s->fd = fd;
-    list_insert_head(&eng->sockets, &s->node);
     eng->by_fd[fd] = s;
     eng->open_handles++;
     return s;
@@ -846,7 +842,6 @@ http_engine *http_new(uv_loop_t *loop) {
     if (eng == NULL)
         goto fail_global;
     eng->loop = loop;
-    list_init(&eng->sockets);
     list_init(&eng->queued);
     list_init(&eng->xfers);
     list_init(&eng->canceled);
@@ -926,8 +921,9 @@ void http_close(http_engine *eng, void (*on_closed)(void *arg), void *arg) {
     eng->multi = NULL;
     while (eng->n_spare > 0)
         curl_easy_cleanup(eng->spare[--eng->n_spare]);
-    while ((n = list_first(&eng->sockets)) != NULL)
-        socket_close(list_entry(n, http_socket, node));
+    for (size_t fd = 0; fd < eng->n_by_fd; fd++)
+        if (eng->by_fd[fd] != NULL)
+            socket_close(eng->by_fd[fd]);
     uv_timer_stop(&eng->timer);
     uv_close((uv_handle_t *)&eng->timer, on_timer_closed);
 }
