@@ -92,8 +92,6 @@ struct http_xfer {
     int oom;
     size_t too_large; /* the cap an answer went over (abandoned), else 0 */
     char why[128];    /* the text for too_large */
-    ol_kv *headers;
-    size_t n_headers;
     char errbuf[CURL_ERROR_SIZE];
     http_cb cb;
     void *arg;
@@ -182,11 +180,6 @@ static void xfer_free(http_xfer *x) {
     free(x->method);
     free(x->req_body);
     free(x->body);
-    for (size_t i = 0; i < x->n_headers; i++) {
-        free((char *)x->headers[i].name);
-        free((char *)x->headers[i].value);
-    }
-    free(x->headers);
     free(x);
 }
 
@@ -223,44 +216,6 @@ static void socket_close(http_socket *s) {
 }
 
 /* ---- completion ----------------------------------------------------------------------- */
-
-static int collect_headers(http_xfer *x) {
-    struct curl_header *h = NULL;
-    size_t n = 0, cap = 0;
-    ol_kv *kv = NULL;
-
-    /* request -1: only the final response's headers (not 1xx or earlier hops). */
-    while ((h = curl_easy_nextheader(x->easy, CURLH_HEADER, -1, h)) != NULL) {
-        if (n == cap) {
-            size_t ncap = cap ? cap * 2 : 16;
-            ol_kv *tmp = realloc(kv, ncap * sizeof *kv);
-            if (tmp == NULL)
-                goto fail;
-            kv = tmp;
-            cap = ncap;
-        }
-        char *name = strdup(h->name);
-        char *value = strdup(h->value != NULL ? h->value : "");
-        if (name == NULL || value == NULL) {
-            free(name);
-            free(value);
-            goto fail;
-        }
-        for (size_t i = 0; name[i] != '\0'; i++)
-            name[i] = (char)tolower((unsigned char)name[i]);
-        kv[n].name = name;
-        kv[n].value = value;
-        n++;
-    }
-    x->headers = kv;
-    x->n_headers = n;
-    return 0;
-
-fail:
-    x->headers = kv;
-    x->n_headers = n;
-    return OL_ENOMEM;
-}
 
 /* Errors that happen before a request byte can have left this machine. */
 static int is_before_send(CURLcode code) {
@@ -320,8 +275,7 @@ static void xfer_complete(http_xfer *x, CURLcode code, int result) {
     res.result = result;
     res.body = x->body != NULL ? x->body : empty;
     res.body_len = x->body_len;
-    res.headers = x->headers;
-    res.n_headers = x->n_headers;
+    res.easy = x->easy;
     x->cb(x->arg, &res);
     xfer_free(x);
 }
@@ -341,14 +295,13 @@ static void check_multi_info(http_engine *eng) {
         char *priv = NULL;
         curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &priv);
         http_xfer *x = (http_xfer *)priv;
-        /* Headers are read before removal: they belong to the finished transfer. */
-        int result = collect_headers(x);
         list_remove(&x->node);
         eng->active--;
         if (x->host != NULL)
             x->host->active--;
         curl_multi_remove_handle(eng->multi, x->easy);
-        xfer_complete(x, code, result);
+        /* Its headers stay with the handle until its next transfer (http_header). */
+        xfer_complete(x, code, 0);
     }
     start_queued(eng);
 }
@@ -802,12 +755,19 @@ unsigned http_queued(const http_engine *eng) {
 }
 
 const char *http_header(const http_response *res, const char *name) {
+    struct curl_header *h = NULL;
     if (res == NULL || name == NULL)
         return NULL;
-    for (size_t i = 0; i < res->n_headers; i++)
-        if (strcasecmp(res->headers[i].name, name) == 0)
-            return res->headers[i].value;
-    return NULL;
+    if (res->easy == NULL) {
+        for (size_t i = 0; i < res->n_headers; i++)
+            if (strcasecmp(res->headers[i].name, name) == 0)
+                return res->headers[i].value;
+        return NULL;
+    }
+    /* request -1: the final answer's headers, not those of a 1xx or an earlier hop. */
+    if (curl_easy_header(res->easy, name, 0, CURLH_HEADER, -1, &h) != CURLHE_OK || h == NULL)
+        return NULL;
+    return h->value != NULL ? h->value : "";
 }
 
 /* ---- engine lifecycle ----------------------------------------------------------------- */

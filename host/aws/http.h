@@ -42,7 +42,10 @@ typedef struct http_response {
     long status;
     char *body; /* NUL-terminated, owned by the engine, valid during the callback */
     size_t body_len;
-    const ol_kv *headers; /* response headers, names lowercased; valid during the callback */
+    void *easy; /* the transfer's curl handle, for http_header; NULL when none ran */
+    /* Without a curl handle (an engine of its own, such as a test double): the headers,
+     * names lowercased, for http_header. */
+    const ol_kv *headers;
     size_t n_headers;
     const char *error; /* curl's text for a transport failure, else NULL */
     int sent; /* nonzero when the request may have reached the server (for unknown outcome) */
@@ -57,7 +60,9 @@ http_engine *http_new(uv_loop_t *loop);
  * http_send returns a negative code and cb never runs. */
 int http_send(http_engine *eng, const http_request *req, http_cb cb, void *arg);
 
-/* Look up a response header by lowercase name. */
+/* The value of the final answer's header name (any case), or NULL; valid during the
+ * callback. libcurl keeps the headers of a transfer, so they are looked up there, not
+ * copied for every answer. */
 const char *http_header(const http_response *res, const char *name);
 
 /* Requests holding a curl handle now (at most 128), and requests queued for one. */

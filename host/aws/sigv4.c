@@ -26,8 +26,8 @@
 
 /* Derived signing keys kept: one per (secret, day, region, service) in use. A batch signs
  * every request of a day with the same few keys, so each request costs one HMAC instead of
- * five. An entry holds an HMAC context already keyed with kSigning (dup'd per request, so
- * not even the key schedule is redone) and the SHA-256 of the secret it came from, not the
+ * five. An entry holds an HMAC context already keyed with kSigning (re-initialised per
+ * request with the key it holds, so not even the key schedule is redone) and the SHA-256 of the secret it came from, not the
  * secret itself. */
 #define KEY_CACHE_SLOTS 8
 
@@ -160,9 +160,20 @@ void sigv4_content_md5(const void *data, size_t len, char out[25]) {
 }
 
 void sigv4_amz_date(time_t t, char out[17]) {
+    /* Every request of a second has the same date: formatted once per second and thread. */
+    static __thread time_t last_t;
+    static __thread char last[17];
     struct tm tm;
-    if (gmtime_r(&t, &tm) == NULL || strftime(out, 17, "%Y%m%dT%H%M%SZ", &tm) != 16)
+    if (last[0] != '\0' && t == last_t) {
+        memcpy(out, last, 17);
+        return;
+    }
+    if (gmtime_r(&t, &tm) == NULL || strftime(out, 17, "%Y%m%dT%H%M%SZ", &tm) != 16) {
         out[0] = '\0';
+        return;
+    }
+    memcpy(last, out, 17);
+    last_t = t;
 }
 
 /* Percent-encodes one piece with libcurl, whose rule is exactly SigV4's: unreserved
@@ -579,22 +590,29 @@ static int slot_matches(const key_slot *k, const unsigned char fp[32], const sig
            strcmp(k->service, scope->service) == 0;
 }
 
-/* A context keyed with the scope's signing key, ready for the string to sign: a copy of the
- * cached one, derived (and cached when the names fit a slot) on a miss. NULL when out of
- * memory. */
-static EVP_MAC_CTX *signing_mac(const sigv4_scope *scope, const char *secret_access_key) {
-    unsigned char fp[32];
-    EVP_MAC_CTX *mac = NULL;
-
-    if (!digest(0, secret_access_key, strlen(secret_access_key), fp, sizeof(fp)))
-        return NULL;
+/* HMAC(kSigning, data) into sig with the cached key of the scope, if one is cached: the
+ * slot's context is re-initialised with the key it holds (EVP_MAC_init with no key keeps the
+ * key schedule), under the lock. OL_ENOENT when no slot has the key. */
+static int cached_mac(const unsigned char fp[32], const sigv4_scope *scope, const char *data,
+                      unsigned char sig[32]) {
+    int rc = OL_ENOENT;
     pthread_mutex_lock(&crypto.lock);
-    for (unsigned i = 0; i < KEY_CACHE_SLOTS && mac == NULL; i++)
-        if (slot_matches(&crypto.slot[i], fp, scope))
-            mac = EVP_MAC_CTX_dup(crypto.slot[i].mac);
+    for (unsigned i = 0; i < KEY_CACHE_SLOTS; i++) {
+        if (slot_matches(&crypto.slot[i], fp, scope)) {
+            EVP_MAC_CTX *mac = crypto.slot[i].mac;
+            rc = EVP_MAC_init(mac, NULL, 0, NULL) ? mac_finish(mac, data, strlen(data), sig)
+                                                  : OL_ENOMEM;
+            break;
+        }
+    }
     pthread_mutex_unlock(&crypto.lock);
-    if (mac != NULL)
-        return mac;
+    return rc;
+}
+
+/* A context keyed with the scope's signing key, derived, and cached (a copy) when the names
+ * fit a slot. NULL when out of memory. */
+static EVP_MAC_CTX *signing_mac(const unsigned char fp[32], const sigv4_scope *scope,
+                                const char *secret_access_key) {
     EVP_MAC_CTX *fresh = derive_signing_mac(scope, secret_access_key);
     if (fresh == NULL || strlen(scope->region) >= sizeof(crypto.slot[0].region) ||
         strlen(scope->service) >= sizeof(crypto.slot[0].service))
@@ -604,7 +622,7 @@ static EVP_MAC_CTX *signing_mac(const sigv4_scope *scope, const char *secret_acc
     EVP_MAC_CTX_free(k->mac); /* EVP_MAC_CTX_free wipes the key it held */
     k->mac = EVP_MAC_CTX_dup(fresh);
     k->used = k->mac != NULL;
-    memcpy(k->secret_fp, fp, sizeof(fp));
+    memcpy(k->secret_fp, fp, 32);
     memcpy(k->date, scope->amz_date, 8);
     k->date[8] = '\0';
     strcpy(k->region, scope->region);
@@ -625,7 +643,7 @@ void sigv4_forget_keys(void) {
 /* The signature is HMAC(kSigning, string to sign). */
 int sigv4_signature(const sigv4_scope *scope, const char *secret_access_key,
                     const char *string_to_sign, char out[65]) {
-    unsigned char sig[32];
+    unsigned char sig[32], fp[32];
     EVP_MAC_CTX *mac;
     int rc;
 
@@ -634,10 +652,15 @@ int sigv4_signature(const sigv4_scope *scope, const char *secret_access_key,
     out[0] = '\0';
     if (!scope_valid(scope) || secret_access_key == NULL || string_to_sign == NULL)
         return OL_EINVAL;
-    if ((mac = signing_mac(scope, secret_access_key)) == NULL)
+    if (!digest(0, secret_access_key, strlen(secret_access_key), fp, sizeof(fp)))
         return OL_ENOMEM;
-    rc = mac_finish(mac, string_to_sign, strlen(string_to_sign), sig);
-    EVP_MAC_CTX_free(mac);
+    rc = cached_mac(fp, scope, string_to_sign, sig);
+    if (rc == OL_ENOENT) {
+        if ((mac = signing_mac(fp, scope, secret_access_key)) == NULL)
+            return OL_ENOMEM;
+        rc = mac_finish(mac, string_to_sign, strlen(string_to_sign), sig);
+        EVP_MAC_CTX_free(mac);
+    }
     if (rc == 0)
         hex_encode(sig, sizeof(sig), out);
     OPENSSL_cleanse(sig, sizeof(sig));

@@ -7,8 +7,10 @@
 #include "xml.h"
 
 #include <expat.h>
-#include <openssl/crypto.h>
 #include <jansson.h>
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -150,6 +152,19 @@ static void on_doctype(void *ud, const XML_Char *name, const XML_Char *sysid, co
     parse_fail(ud);
 }
 
+/* The salt of expat's hash tables (against inputs made to collide), drawn once per process.
+ * Left to itself expat draws one per parser, a getrandom(2) call for every answer read. */
+static struct {
+    pthread_once_t once;
+    unsigned long salt;
+} hash = {PTHREAD_ONCE_INIT, 0};
+
+static void hash_salt_init(void) {
+    unsigned long salt = 0;
+    if (RAND_bytes((unsigned char *)&salt, (int)sizeof(salt)) == 1)
+        hash.salt = salt; /* 0 (or no entropy): expat draws its own */
+}
+
 ol_xml *xml_parse(const char *buf, size_t len) {
     ol_xml *doc;
     enum XML_Status st;
@@ -162,6 +177,9 @@ ol_xml *xml_parse(const char *buf, size_t len) {
     doc->parser = XML_ParserCreateNS(NULL, XML_NS_SEP);
     if (doc->parser == NULL)
         goto fail;
+    pthread_once(&hash.once, hash_salt_init);
+    if (hash.salt != 0)
+        XML_SetHashSalt(doc->parser, hash.salt);
     XML_SetUserData(doc->parser, doc);
     XML_SetElementHandler(doc->parser, on_start, on_end);
     XML_SetCharacterDataHandler(doc->parser, on_text);

@@ -546,20 +546,22 @@ static void reference_signature(const char *secret, const sigv4_scope *scope, co
 /* The derived keys are kept between requests: a kept key must never serve another secret,
  * day, region or service. 16 scopes (more than the slots kept, so some are evicted), each
  * signed three times in different orders and after the keys are forgotten, must each give
- * the signature computed from scratch. */
+ * the signature computed from scratch. The string signed changes from round to round: a
+ * kept key's context must start afresh for each signature. */
 static void kept_signing_keys_never_serve_another_scope(void **state) {
     (void)state;
     const char *secrets[] = {"wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", "another/secret+key"};
     const char *dates[] = {"20150830T123600Z", "20150831T000000Z"};
     const char *regions[] = {"us-east-1", "eu-north-1"};
     const char *services[] = {"iam", "s3"};
-    const char sts[] = "AWS4-HMAC-SHA256\n20150830T123600Z\n20150830/us-east-1/iam/aws4_request\n"
-                       "f536975d06c0309214f805bb90ccff089219ecd68b2577efef23edd43b7e1a59";
+    char sts[] = "AWS4-HMAC-SHA256\n20150830T123600Z\n20150830/us-east-1/iam/aws4_request\n"
+                 "f536975d06c0309214f805bb90ccff089219ecd68b2577efef23edd43b7e1a5?";
 
     for (int round = 0; round < 3; round++) {
         if (round == 2)
             sigv4_forget_keys();
         for (int j = 0; j < 16; j++) {
+            sts[sizeof(sts) - 2] = (char)('a' + (round * 16 + j) % 26);
             int i = round == 1 ? 15 - j : j; /* the second round walks backwards */
             const char *secret = secrets[i & 1];
             sigv4_scope scope = {regions[(i >> 2) & 1], services[(i >> 3) & 1], dates[(i >> 1) & 1],
@@ -575,6 +577,20 @@ static void kept_signing_keys_never_serve_another_scope(void **state) {
 
 /* ---------------------------------------------------------------------------------------
  * Helpers and edge cases. */
+
+/* The date is kept from one call to the next within a second: a new second, or a return
+ * to an earlier one, must still format its own. */
+static void formats_each_seconds_amz_date(void **state) {
+    (void)state;
+    const time_t times[] = {1440938160, 1440938160, 1440938161, 0, 1440938160, 4102444799};
+    const char *want[] = {"20150830T123600Z", "20150830T123600Z", "20150830T123601Z",
+                          "19700101T000000Z", "20150830T123600Z", "20991231T235959Z"};
+    for (size_t i = 0; i < sizeof(times) / sizeof(times[0]); i++) {
+        char out[17];
+        sigv4_amz_date(times[i], out);
+        assert_string_equal(out, want[i]);
+    }
+}
 
 static void computes_content_md5_of_known_strings(void **state) {
     (void)state;
@@ -703,6 +719,7 @@ int main(void) {
         cmocka_unit_test(signs_s3_list_objects_with_sorted_query),
         cmocka_unit_test(presigns_s3_get_object_url_as_documented),
         cmocka_unit_test(signs_iam_list_users_as_documented),
+        cmocka_unit_test(formats_each_seconds_amz_date),
         cmocka_unit_test(computes_content_md5_of_known_strings),
         cmocka_unit_test(uri_encodes_reserved_unreserved_and_utf8_bytes),
         cmocka_unit_test(canonical_query_treats_plus_as_literal_and_sorts_by_encoded_name),
