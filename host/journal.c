@@ -59,6 +59,12 @@ struct journal {
     char *warnings;     /* NULL: none */
     int dirty;          /* written but not yet fsync'd */
     uint64_t synced_ms; /* monotonic time of the last fsync (0: none yet) */
+    /* A record object per shape (which of stage, id and detail it has), made on first use
+     * and refilled for each record: the keys, in their order, are made once, not for every
+     * line. */
+    json_t *shapes[8];
+    char *line; /* the last record's text, reused */
+    size_t line_cap;
 };
 
 /* FNV-1a, 64-bit. */
@@ -385,31 +391,56 @@ fail:
 
 /* One record as a line of compact JSON ending in '\n' (malloc'd), fields in the documented
  * order (JSON_PRESERVE_ORDER) so the file reads well by eye. NULL on allocation failure. */
-static char *record_line(long long now, const char *item, const char *stage, const char *event,
-                         const char *id, const char *detail) {
+/* The record object with the keys a record of this shape has, in order; NULL when out of
+ * memory. Values are placeholders until record_line fills them. */
+static json_t *record_shape(journal *j, int has_stage, int has_id, int has_detail) {
+    json_t **slot = &j->shapes[has_stage | has_id << 1 | has_detail << 2];
+    if (*slot != NULL)
+        return *slot;
     json_t *obj = json_object();
-    if (obj == NULL)
-        return NULL;
-    char *text = NULL;
-    if (json_object_set_new(obj, "time", json_integer((json_int_t)now)) == 0 &&
-        json_object_set_new(obj, "item", json_string(item)) == 0 &&
-        (stage == NULL || json_object_set_new(obj, "stage", json_string(stage)) == 0) &&
-        json_object_set_new(obj, "event", json_string(event)) == 0 &&
-        (id == NULL || json_object_set_new(obj, "id", json_string(id)) == 0) &&
-        (detail == NULL || json_object_set_new(obj, "detail", json_string(detail)) == 0))
-        text = json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    json_decref(obj);
-    if (text == NULL)
-        return NULL;
-    size_t len = strlen(text);
-    char *line = realloc(text, len + 2);
-    if (line == NULL) {
-        free(text);
+    if (obj == NULL || json_object_set_new(obj, "time", json_integer(0)) != 0 ||
+        json_object_set_new(obj, "item", json_string("")) != 0 ||
+        (has_stage && json_object_set_new(obj, "stage", json_string("")) != 0) ||
+        json_object_set_new(obj, "event", json_string("")) != 0 ||
+        (has_id && json_object_set_new(obj, "id", json_string("")) != 0) ||
+        (has_detail && json_object_set_new(obj, "detail", json_string("")) != 0)) {
+        json_decref(obj);
         return NULL;
     }
-    line[len] = '\n';
-    line[len + 1] = '\0';
-    return line;
+    return *slot = obj;
+}
+
+static int set_text(json_t *obj, const char *key, const char *value) {
+    return value == NULL || json_string_set(json_object_get(obj, key), value) == 0 ? 0 : -1;
+}
+
+/* The record as one line of JSON ending in '\n', in j->line (valid until the next record);
+ * its length, or 0 when out of memory or a value is not UTF-8. */
+static size_t record_line(journal *j, long long now, const char *item, const char *stage,
+                          const char *event, const char *id, const char *detail) {
+    json_t *obj = record_shape(j, stage != NULL, id != NULL, detail != NULL);
+    if (obj == NULL || json_integer_set(json_object_get(obj, "time"), (json_int_t)now) != 0 ||
+        set_text(obj, "item", item) != 0 || set_text(obj, "stage", stage) != 0 ||
+        set_text(obj, "event", event) != 0 || set_text(obj, "id", id) != 0 ||
+        set_text(obj, "detail", detail) != 0)
+        return 0;
+    for (;;) {
+        size_t len = json_dumpb(obj, j->line, j->line_cap, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        if (len == 0)
+            return 0;
+        if (len < j->line_cap) { /* room for the newline too */
+            j->line[len] = '\n';
+            return len + 1;
+        }
+        size_t cap = j->line_cap ? j->line_cap : 256;
+        while (cap <= len)
+            cap *= 2;
+        char *p = realloc(j->line, cap);
+        if (p == NULL)
+            return 0;
+        j->line = p;
+        j->line_cap = cap;
+    }
 }
 
 static int append(journal *j, int durable, const char *item, const char *stage, const char *event,
@@ -417,14 +448,12 @@ static int append(journal *j, int durable, const char *item, const char *stage, 
     if (j == NULL || item == NULL || event == NULL)
         return OL_EINVAL;
     long long now = (long long)time(NULL);
-    char *line = record_line(now, item, stage, event, id, detail);
-    if (line == NULL)
+    size_t len = record_line(j, now, item, stage, event, id, detail);
+    if (len == 0)
         return OL_ENOMEM;
     /* One write of the whole line: with O_APPEND a concurrent reader never sees two records
      * interleaved, and a crash can only tear the last line (skipped on load). */
-    int rc = privfile_write_all(j->fd, line, strlen(line));
-    free(line);
-    if (rc != 0)
+    if (privfile_write_all(j->fd, j->line, len) != 0)
         return OL_EIO;
     j->dirty = 1;
     if (durable && journal_flush(j) != 0)
@@ -585,6 +614,9 @@ void journal_close(journal *j) {
     for (size_t i = 0; i < j->n_words; i++)
         free(j->words[i]);
     free(j->words);
+    for (size_t i = 0; i < sizeof(j->shapes) / sizeof(j->shapes[0]); i++)
+        json_decref(j->shapes[i]);
+    free(j->line);
     free(j->warnings);
     free(j->path);
     free(j->dir);

@@ -507,7 +507,8 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *userp) {
 
 static int append_header(struct curl_slist **list, const char *name, const char *value) {
     size_t nlen = strlen(name), vlen = strlen(value);
-    char *line = malloc(nlen + vlen + 3);
+    char small[512]; /* curl copies the line: most fit here, longer ones are malloc'd */
+    char *line = nlen + vlen + 3 <= sizeof(small) ? small : malloc(nlen + vlen + 3);
     if (line == NULL)
         return OL_ENOMEM;
     memcpy(line, name, nlen);
@@ -519,7 +520,8 @@ static int append_header(struct curl_slist **list, const char *name, const char 
         memcpy(line + nlen + 2, value, vlen + 1);
     }
     struct curl_slist *tmp = curl_slist_append(*list, line);
-    free(line);
+    if (line != small)
+        free(line);
     if (tmp == NULL)
         return OL_ENOMEM;
     *list = tmp;

@@ -27,8 +27,8 @@
 /* Derived signing keys kept: one per (secret, day, region, service) in use. A batch signs
  * every request of a day with the same few keys, so each request costs one HMAC instead of
  * five. An entry holds an HMAC context already keyed with kSigning (re-initialised per
- * request with the key it holds, so not even the key schedule is redone) and the SHA-256 of the secret it came from, not the
- * secret itself. */
+ * request with the key it holds, so not even the key schedule is redone) and the SHA-256 of the
+ * secret it came from, not the secret itself. */
 #define KEY_CACHE_SLOTS 8
 
 typedef struct key_slot {
@@ -92,8 +92,8 @@ typedef struct query_pair {
 } query_pair;
 
 typedef struct header_entry {
-    char *name;  /* lowercased, malloc'd */
-    char *value; /* trimmed, inner whitespace folded, malloc'd */
+    char *name;  /* lowercased */
+    char *value; /* trimmed, inner whitespace folded */
     size_t order;
 } header_entry;
 
@@ -101,7 +101,7 @@ static void sb_add(strbuf *b, const char *s, size_t n) {
     if (b->failed)
         return;
     if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
+        size_t cap = b->cap ? b->cap : 1024; /* one allocation for most requests */
         while (cap < b->len + n + 1)
             cap *= 2;
         char *p = realloc(b->p, cap);
@@ -338,40 +338,35 @@ static int is_space(char c) {
 
 /* Trims the value and folds every run of whitespace (including the line breaks of an
  * obsolete folded multi-line value) into one space, as "Create a canonical request" asks. */
-static char *canonical_header_value(const char *v) {
-    size_t n = strlen(v);
-    char *out = malloc(n + 1);
-    size_t o = 0;
+/* v trimmed, inner whitespace folded, into out (strlen(v) + 1 bytes); returns out's end. */
+static char *canonical_header_value(const char *v, char *out) {
     int pending_space = 0;
-    if (out == NULL)
-        return NULL;
-    for (size_t i = 0; i < n; i++) {
-        if (is_space(v[i])) {
-            pending_space = o > 0;
+    char *o = out;
+    for (; *v != '\0'; v++) {
+        if (is_space(*v)) {
+            pending_space = o > out;
             continue;
         }
         if (pending_space)
-            out[o++] = ' ';
+            *o++ = ' ';
         pending_space = 0;
-        out[o++] = v[i];
+        *o++ = *v;
     }
-    out[o] = '\0';
-    return out;
+    *o = '\0';
+    return o + 1;
 }
 
-static char *lowercase_name(const char *name) {
+/* name trimmed and lowercased into out (strlen(name) + 1 bytes); returns out's end. */
+static char *lowercase_name(const char *name, char *out) {
     while (is_space(*name))
         name++;
     size_t n = strlen(name);
     while (n > 0 && is_space(name[n - 1]))
         n--;
-    char *out = malloc(n + 1);
-    if (out == NULL)
-        return NULL;
     for (size_t i = 0; i < n; i++)
         out[i] = (char)tolower((unsigned char)name[i]);
     out[n] = '\0';
-    return out;
+    return out + n + 1;
 }
 
 static int header_cmp(const void *a, const void *b) {
@@ -386,28 +381,29 @@ static int header_cmp(const void *a, const void *b) {
  * they appear) into *hdrs and the signed-headers list into *signed_list. */
 static int canonical_headers(const ol_kv *headers, size_t n, strbuf *hdrs, strbuf *signed_list) {
     header_entry *e = NULL;
-    size_t made = 0;
+    char *text = NULL, *at;
+    size_t size = 0;
     int rc = OL_ENOMEM;
 
     if (n == 0)
         return OL_EINVAL; /* Host is always signed */
+    for (size_t i = 0; i < n; i++) {
+        if (headers[i].name == NULL || headers[i].value == NULL)
+            return OL_EINVAL;
+        size += strlen(headers[i].name) + strlen(headers[i].value) + 2;
+    }
+    /* The entries and every name and value in two blocks, not two allocations a header. */
     e = calloc(n, sizeof(*e));
-    if (e == NULL)
-        return OL_ENOMEM;
-    for (; made < n; made++) {
-        if (headers[made].name == NULL || headers[made].value == NULL) {
-            rc = OL_EINVAL;
-            goto done;
-        }
-        e[made].order = made;
-        e[made].name = lowercase_name(headers[made].name);
-        e[made].value = canonical_header_value(headers[made].value);
-        if (e[made].name == NULL || e[made].value == NULL) {
-            made++;
-            goto done;
-        }
-        if (e[made].name[0] == '\0') {
-            made++;
+    at = text = malloc(size);
+    if (e == NULL || text == NULL)
+        goto done;
+    for (size_t i = 0; i < n; i++) {
+        e[i].order = i;
+        e[i].name = at;
+        at = lowercase_name(headers[i].name, at);
+        e[i].value = at;
+        at = canonical_header_value(headers[i].value, at);
+        if (e[i].name[0] == '\0') {
             rc = OL_EINVAL;
             goto done;
         }
@@ -431,10 +427,7 @@ static int canonical_headers(const ol_kv *headers, size_t n, strbuf *hdrs, strbu
     sb_add(hdrs, "\n", 1);
     rc = hdrs->failed || signed_list->failed ? OL_ENOMEM : 0;
 done:
-    for (size_t i = 0; i < made; i++) {
-        free(e[i].name);
-        free(e[i].value);
-    }
+    free(text);
     free(e);
     return rc;
 }

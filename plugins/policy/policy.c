@@ -252,7 +252,8 @@ typedef struct policy_conf {
     const char *policy_name; /* NULL: the user name */
     const char **actions;
     size_t n_actions;
-    size_t base_len; /* compact length of the policy for an empty ARN (0: unknown) */
+    json_t *action_list; /* the actions as a JSON array, shared by every item's document */
+    size_t base_len;     /* compact length of the policy for an empty ARN (0: unknown) */
 } policy_conf;
 
 /* The states of one apply: read the user's policy, write it when it differs. */
@@ -364,19 +365,11 @@ static int grants_acl_actions(const char *const *actions, size_t n) {
  * policy is this one statement; splitting bucket-level and object-level actions would be
  * tighter but no stronger in practice (object actions do not apply to a bucket ARN and
  * vice versa: IAM ignores the mismatched pairs). */
-static json_t *policy_build(const char *const *actions, size_t n, const char *bucket_arn) {
-    json_t *acts = json_array();
-    if (acts == NULL)
-        return NULL;
-    for (size_t i = 0; i < n; i++) {
-        if (json_array_append_new(acts, json_string(actions[i])) < 0) {
-            json_decref(acts);
-            return NULL;
-        }
-    }
-    /* "o" hands acts over to the document, also when packing fails. */
-    return json_pack("{s:s, s:[{s:s, s:o, s:[s, s+]}]}", "Version", "2012-10-17", "Statement",
-                     "Effect", "Allow", "Action", acts, "Resource", bucket_arn, bucket_arn, "/*");
+static json_t *policy_build(const policy_conf *c, const char *bucket_arn) {
+    /* "O": every document holds a reference to the one action list, never changed. */
+    return json_pack("{s:s, s:[{s:s, s:O, s:[s, s+]}]}", "Version", "2012-10-17", "Statement",
+                     "Effect", "Allow", "Action", c->action_list, "Resource", bucket_arn,
+                     bucket_arn, "/*");
 }
 
 /* Compact JSON (no whitespace between tokens): what is sent and what IAM counts. */
@@ -393,7 +386,7 @@ static size_t policy_length(const policy_conf *c, const char *arn) {
         n++;
     if (c->base_len > 0 && arn[n] == '\0')
         return c->base_len + 2 * n;
-    json_t *doc = policy_build(c->actions, c->n_actions, arn);
+    json_t *doc = policy_build(c, arn);
     char *text = doc != NULL ? policy_compact(doc) : NULL;
     json_decref(doc);
     size_t len = text != NULL ? strlen(text) : 0;
@@ -677,7 +670,7 @@ static int policy_apply(ol_stage *stage, ol_item *item, void *state) {
     op->item = item;
     op->user = user;
     op->policy_name = c->policy_name != NULL ? c->policy_name : user;
-    op->wanted = policy_build(c->actions, c->n_actions, arn);
+    op->wanted = policy_build(c, arn);
     h->free(arn);
     op->document = op->wanted != NULL ? policy_compact(op->wanted) : NULL;
     if (op->document == NULL) {
@@ -775,6 +768,11 @@ static int resolve_actions(ol_stage *stage, const ol_host *h, policy_conf *c) {
         if (!dup)
             c->actions[c->n_actions++] = list[i];
     }
+    if ((c->action_list = json_array()) == NULL)
+        return OL_ENOMEM;
+    for (size_t i = 0; i < c->n_actions; i++)
+        if (json_array_append_new(c->action_list, json_string(c->actions[i])) < 0)
+            return OL_ENOMEM;
     return 0;
 }
 
@@ -782,6 +780,7 @@ static void policy_fini(void *state) {
     policy_conf *c = state;
     if (c == NULL)
         return;
+    json_decref(c->action_list);
     free(c->actions);
     free(c);
 }
@@ -846,8 +845,7 @@ static int policy_destroy(ol_stage *stage, ol_item *item, void *state) {
 static int policy_plan(ol_stage *stage, ol_item *item, void *state) {
     const policy_conf *c = state;
     char *arn = arn_s3_bucket(c->host, c->host->item_region(item), c->host->item_name(item));
-    policy_wanted w = {arn ? policy_build(c->actions, c->n_actions, arn) : NULL, policy_decode,
-                       policy_equal};
+    policy_wanted w = {arn ? policy_build(c, arn) : NULL, policy_decode, policy_equal};
     c->host->free(arn);
     return policy_lifecycle_plan(c->host, stage, item, c->policy_name, w);
 }

@@ -118,6 +118,47 @@ static void appends_one_compact_json_line_per_record(void **state) {
     json_decref(second);
 }
 
+/* Records of different shapes, interleaved, each carry only their own values, in the same
+ * key order, whatever the length of a line. */
+static void writes_each_record_with_only_its_own_values(void **state) {
+    fixture *f = *state;
+    journal *j = open_ok(f);
+    char long_item[700];
+    memset(long_item, 'l', sizeof long_item - 1);
+    long_item[sizeof long_item - 1] = '\0';
+    assert_int_equal(journal_append(j, "a-prod", "iam", "access_key_created", "AKIA1", NULL), 0);
+    assert_int_equal(journal_append(j, "b-prod", NULL, "x", NULL, NULL), 0);
+    assert_int_equal(journal_append(j, long_item, "s", "y", "I", "d\"q"), 0);
+    assert_int_equal(journal_append(j, "c-prod", "iam", "access_key_created", "AKIA2", NULL), 0);
+    assert_int_equal(journal_append(j, "d-prod", NULL, "x", NULL, NULL), 0);
+    assert_int_equal(journal_append(j, "bad\xff", NULL, "x", NULL, NULL), OL_ENOMEM);
+    journal_close(j);
+
+    char want_long[900];
+    snprintf(want_long, sizeof want_long,
+             "\"item\":\"%s\",\"stage\":\"s\",\"event\":\"y\",\"id\":\"I\",\"detail\":\"d\\\"q\"}",
+             long_item);
+    const char *want[] = {
+        "\"item\":\"a-prod\",\"stage\":\"iam\",\"event\":\"access_key_created\",\"id\":\"AKIA1\"}",
+        "\"item\":\"b-prod\",\"event\":\"x\"}",
+        want_long,
+        "\"item\":\"c-prod\",\"stage\":\"iam\",\"event\":\"access_key_created\",\"id\":\"AKIA2\"}",
+        "\"item\":\"d-prod\",\"event\":\"x\"}",
+    };
+    char *text = read_all(f->file);
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+        char *nl = strchr(text, '\n');
+        assert_non_null(nl);
+        *nl = '\0';
+        assert_true(strncmp(text, "{\"time\":", 8) == 0);
+        char *rest = strchr(text, ',');
+        assert_non_null(rest);
+        assert_string_equal(rest + 1, want[i]);
+        text = nl + 1;
+    }
+    assert_string_equal(text, ""); /* the refused record left nothing */
+}
+
 static void counts_records_by_item_event_and_id(void **state) {
     fixture *f = *state;
     journal *j = open_ok(f);
@@ -429,6 +470,8 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(creates_private_dir_and_file, setup, teardown),
         cmocka_unit_test_setup_teardown(appends_one_compact_json_line_per_record, setup, teardown),
+        cmocka_unit_test_setup_teardown(writes_each_record_with_only_its_own_values, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(counts_records_by_item_event_and_id, setup, teardown),
         cmocka_unit_test_setup_teardown(lists_the_items_created_and_not_destroyed_since, setup,
                                         teardown),

@@ -257,11 +257,23 @@ static void rejects_invalid_policy_names(void **state) {
 
 static void builds_the_runbook_policy_as_one_statement(void **state) {
     (void)state;
-    json_t *doc = policy_build(preset_runbook, 15, "arn:aws:s3:::acme-production");
+    policy_conf *c = init_ok(); /* the runbook preset */
+    assert_int_equal(c->n_actions, sizeof(preset_runbook) / sizeof(preset_runbook[0]));
+    json_t *doc = policy_build(c, "arn:aws:s3:::acme-production");
     char *text = policy_compact(doc);
     assert_string_equal(text, RUNBOOK_JSON);
     free(text);
+    /* Documents share the action list: a second one, built before the first is freed, is
+     * the same but for its ARN. */
+    json_t *other = policy_build(c, "arn:aws:s3:::acme-staging");
     json_decref(doc);
+    text = policy_compact(other);
+    assert_non_null(strstr(text, "\"arn:aws:s3:::acme-staging\",\"arn:aws:s3:::acme-staging/*\""));
+    assert_int_equal(strlen(text),
+                     strlen(RUNBOOK_JSON) - 2 * strlen("production") + 2 * strlen("staging"));
+    free(text);
+    json_decref(other);
+    policy_fini(c);
 }
 
 static json_t *parse(const char *text) {
@@ -407,7 +419,7 @@ static void counts_every_arns_length_as_the_dumped_document_has_it(void **state)
                           "arn:aws:s3:::caf\xc3\xa9",
                           "arn:aws:s3:::slash/in/it"};
     for (size_t i = 0; i < sizeof(arns) / sizeof(arns[0]); i++) {
-        json_t *doc = policy_build(c->actions, c->n_actions, arns[i]);
+        json_t *doc = policy_build(c, arns[i]);
         char *text = policy_compact(doc);
         assert_non_null(text);
         assert_int_equal(policy_length(c, arns[i]), strlen(text));

@@ -187,6 +187,34 @@ static void returns_empty_text_for_an_empty_element_and_decodes_entities(void **
     xml_free(doc);
 }
 
+/* Texts arrive in pieces (around entities, around child elements) and grow past the first
+ * block of a document: each element keeps exactly its own characters, in order. */
+static void keeps_texts_that_arrive_in_pieces_and_outgrow_a_block(void **state) {
+    enum { PARTS = 3000 };
+    size_t cap = 64 + PARTS * 16;
+    char *body = malloc(cap), *want = malloc(PARTS * 2 + 1);
+    size_t n = (size_t)snprintf(body, cap, "<R>x<C>c1</C>y<L>");
+    (void)state;
+    assert_non_null(body);
+    assert_non_null(want);
+    for (int i = 0; i < PARTS; i++) {
+        n += (size_t)snprintf(body + n, cap - n, "%c&amp;", 'a' + i % 26);
+        want[2 * i] = (char)('a' + i % 26);
+        want[2 * i + 1] = '&';
+    }
+    want[2 * PARTS] = '\0';
+    n += (size_t)snprintf(body + n, cap - n, "</L>z<C>c2</C></R>");
+    ol_xml *doc = xml_parse(body, n);
+    assert_non_null(doc);
+    assert_string_equal(xml_text(doc, "R", 0), "xyz");
+    assert_string_equal(xml_text(doc, "R/C", 0), "c1");
+    assert_string_equal(xml_text(doc, "R/C", 1), "c2");
+    assert_string_equal(xml_text(doc, "R/L", 0), want);
+    xml_free(doc);
+    free(body);
+    free(want);
+}
+
 static void parses_only_the_given_length(void **state) {
     static const char body[] = "<A>1</A><garbage";
     ol_xml *doc = xml_parse(body, 8);
@@ -491,6 +519,7 @@ int main(void) {
         cmocka_unit_test(ignores_namespace_prefixes),
         cmocka_unit_test(counts_nothing_for_missing_or_odd_paths),
         cmocka_unit_test(returns_empty_text_for_an_empty_element_and_decodes_entities),
+        cmocka_unit_test(keeps_texts_that_arrive_in_pieces_and_outgrow_a_block),
         cmocka_unit_test(parses_only_the_given_length),
         cmocka_unit_test(returns_null_for_malformed_xml),
         cmocka_unit_test(limits_nesting_depth_to_64),
