@@ -540,16 +540,8 @@ static void call_free_cb(uv_handle_t *h) {
     free(call->bucket);
     free(call->key);
     free(call->region);
-    for (size_t i = 0; i < call->n_params; i++) {
-        free((char *)call->params[i].name);
-        free((char *)call->params[i].value);
-    }
-    free(call->params);
-    for (size_t i = 0; i < call->n_headers; i++) {
-        free((char *)call->headers[i].name);
-        free((char *)call->headers[i].value);
-    }
-    free(call->headers);
+    free(call->params);  /* one block with its strings (copy_kv) */
+    free(call->headers); /* the same */
     free(call->form_body);
     free(call->as_key_id);
     if (call->as_secret != NULL) {
@@ -589,59 +581,81 @@ static void call_fail(aws_call *call, int result, const char *message) {
     call_finish(call, &res);
 }
 
+/* A copy of the n pairs and their strings in one block (one free releases it all). */
 static ol_kv *copy_kv(const ol_kv *src, size_t n) {
     if (n == 0)
         return NULL;
-    ol_kv *dst = calloc(n, sizeof(*dst));
+    size_t size = n * sizeof(ol_kv);
+    for (size_t i = 0; i < n; i++)
+        size +=
+            strlen(src[i].name ? src[i].name : "") + strlen(src[i].value ? src[i].value : "") + 2;
+    ol_kv *dst = malloc(size);
     if (dst == NULL)
         return NULL;
+    char *at = (char *)(dst + n);
     for (size_t i = 0; i < n; i++) {
-        dst[i].name = dupstr(src[i].name ? src[i].name : "");
-        dst[i].value = dupstr(src[i].value ? src[i].value : "");
-        if (dst[i].name == NULL || dst[i].value == NULL) {
-            for (size_t j = 0; j <= i; j++) {
-                free((char *)dst[j].name);
-                free((char *)dst[j].value);
-            }
-            free(dst);
-            return NULL;
-        }
+        const char *name = src[i].name ? src[i].name : "";
+        const char *value = src[i].value ? src[i].value : "";
+        dst[i].name = at;
+        at = stpcpy(at, name) + 1;
+        dst[i].value = at;
+        at = stpcpy(at, value) + 1;
     }
     return dst;
 }
 
 /* name=value pairs joined with '&', names and values percent-encoded by libcurl (which
  * keeps exactly the unreserved set SigV4 keeps). */
+/* s percent-encoded by libcurl, or s itself when it holds only unreserved characters (RFC
+ * 3986: A-Z a-z 0-9 - . _ ~), which encoding leaves as they are: names such as
+ * "Tags.member.1.Key" and most values need no call. *len is its length. */
+static const char *escaped(const char *s, size_t *len, char **owned) {
+    static const char unreserved[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                     "0123456789-._~";
+    size_t n = strspn(s, unreserved);
+    *owned = NULL;
+    if (s[n] == '\0') {
+        *len = n;
+        return s;
+    }
+    *owned = curl_easy_escape(NULL, s, 0);
+    *len = *owned != NULL ? strlen(*owned) : 0;
+    return *owned;
+}
+
 static char *encode_pairs(const ol_kv *kv, size_t n) {
-    size_t cap = 1, len = 0;
+    size_t cap = 256, len = 0;
     char *out = malloc(cap);
     if (out == NULL)
         return NULL;
     out[0] = '\0';
     for (size_t i = 0; i < n; i++) {
-        char *k = curl_easy_escape(NULL, kv[i].name, 0);
-        char *v = curl_easy_escape(NULL, kv[i].value, 0);
-        if (k == NULL || v == NULL) {
-            curl_free(k);
-            curl_free(v);
-            free(out);
-            return NULL;
-        }
-        size_t need = len + strlen(k) + strlen(v) + 3;
-        if (need > cap) {
-            char *n2 = realloc(out, need * 2);
+        char *ko, *vo;
+        size_t kl, vl;
+        const char *k = escaped(kv[i].name, &kl, &ko);
+        const char *v = escaped(kv[i].value, &vl, &vo);
+        size_t need = len + kl + vl + 3;
+        if (k == NULL || v == NULL || need > cap) {
+            char *n2 = k != NULL && v != NULL ? realloc(out, need * 2) : NULL;
             if (n2 == NULL) {
-                curl_free(k);
-                curl_free(v);
+                curl_free(ko);
+                curl_free(vo);
                 free(out);
                 return NULL;
             }
             out = n2;
             cap = need * 2;
         }
-        len += (size_t)sprintf(out + len, "%s%s=%s", i ? "&" : "", k, v);
-        curl_free(k);
-        curl_free(v);
+        if (i > 0)
+            out[len++] = '&';
+        memcpy(out + len, k, kl);
+        len += kl;
+        out[len++] = '=';
+        memcpy(out + len, v, vl);
+        len += vl;
+        out[len] = '\0';
+        curl_free(ko);
+        curl_free(vo);
     }
     return out;
 }

@@ -382,13 +382,28 @@ static void sends_query_api_params_as_an_encoded_form_body(void **state) {
     result r = {0};
     (void)state;
     fixture_init_wire(&fx, script, 1);
-    ol_kv params[] = {{"Action", "CreateUser"}, {"UserName", "a+b c"}, {"Path", ""}};
-    ol_aws_request req = {.service = "iam", .method = "POST", .params = params, .n_params = 3};
+    /* A document longer than the first buffer, and names and values that need no escaping
+     * (unreserved characters only) next to ones that do. */
+    char doc[40 * 10 + 1] = "", want_doc[40 * 28 + 1] = "", want[2048];
+    for (int i = 0; i < 40; i++) {
+        strcat(doc, "{\"a\":\"/*\"}");
+        strcat(want_doc, "%7B%22a%22%3A%22%2F%2A%22%7D");
+    }
+    ol_kv params[] = {{"Action", "CreateUser"},
+                      {"UserName", "a+b c"},
+                      {"Path", ""},
+                      {"Tags.member.1-_~", "v.a-l_u~e09AZ"},
+                      {"Doc", doc}};
+    ol_aws_request req = {.service = "iam", .method = "POST", .params = params, .n_params = 5};
     send_and_wait(&fx, &req, &r);
     assert_int_equal(r.result, 0);
     assert_true(strncmp(req_text(&fx, 0), "POST / HTTP/1.1\r\n", 17) == 0);
     assert_non_null(strstr(req_text(&fx, 0), "application/x-www-form-urlencoded"));
-    assert_non_null(strstr(req_text(&fx, 0), "\r\n\r\nAction=CreateUser&UserName=a%2Bb%20c&Path="));
+    snprintf(want, sizeof want,
+             "\r\n\r\nAction=CreateUser&UserName=a%%2Bb%%20c&Path=&Tags.member.1-_~=v.a-l_u~e09AZ"
+             "&Doc=%s",
+             want_doc);
+    assert_string_equal(strstr(req_text(&fx, 0), "\r\n\r\n"), want);
     fixture_finish(&fx);
 }
 
