@@ -10,7 +10,6 @@
  */
 #include "http.h"
 
-#include <ctype.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
