@@ -53,15 +53,20 @@ const char *ol_strerror(int code) {
 }
 
 char *ol__vformat(const char *fmt, va_list ap) {
+    /* Formatted once into the stack when it fits (most messages and names do), twice
+     * (measure, then write) only when it does not. */
+    char small[256];
     va_list copy;
     va_copy(copy, ap);
-    int n = vsnprintf(NULL, 0, fmt, copy);
+    int n = vsnprintf(small, sizeof(small), fmt, copy);
     va_end(copy);
-    if (n < 0)
-        return NULL;
-    char *s = malloc((size_t)n + 1);
-    if (s != NULL)
+    char *s = n >= 0 ? malloc((size_t)n + 1) : NULL;
+    if (s != NULL && (size_t)n < sizeof(small))
+        memcpy(s, small, (size_t)n + 1);
+    else if (s != NULL)
         vsnprintf(s, (size_t)n + 1, fmt, ap);
+    /* A line may hold a secret until the caller masks it: leave no copy on the stack. */
+    explicit_bzero(small, sizeof(small));
     return s;
 }
 

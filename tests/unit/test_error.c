@@ -42,6 +42,20 @@ static void formats_a_message_longer_than_any_fixed_buffer(void **state) {
     char *s = ol__format("<%s>", big);
     assert_non_null(s);
     assert_int_equal(strlen(s), sizeof(big) + 1);
+    assert_true(s[0] == '<' && s[1] == 'x' && s[sizeof(big) - 1] == 'x' && s[sizeof(big)] == '>');
+    free(s);
+    /* Either side of the stack buffer a short message is formatted in (256 bytes). */
+    for (size_t len = 250; len <= 260; len++) {
+        big[len] = '\0';
+        s = ol__format("%s%d", big, 7);
+        assert_non_null(s);
+        assert_int_equal(strlen(s), len + 1);
+        assert_true(s[len - 1] == 'x' && s[len] == '7');
+        free(s);
+        big[len] = 'x';
+    }
+    s = ol__format("%s", "");
+    assert_string_equal(s, "");
     free(s);
 }
 
