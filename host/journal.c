@@ -389,8 +389,6 @@ fail:
     return rc;
 }
 
-/* One record as a line of compact JSON ending in '\n' (malloc'd), fields in the documented
- * order (JSON_PRESERVE_ORDER) so the file reads well by eye. NULL on allocation failure. */
 /* The record object with the keys a record of this shape has, in order; NULL when out of
  * memory. Values are placeholders until record_line fills them. */
 static json_t *record_shape(journal *j, int has_stage, int has_id, int has_detail) {
@@ -414,8 +412,9 @@ static int set_text(json_t *obj, const char *key, const char *value) {
     return value == NULL || json_string_set(json_object_get(obj, key), value) == 0 ? 0 : -1;
 }
 
-/* The record as one line of JSON ending in '\n', in j->line (valid until the next record);
- * its length, or 0 when out of memory or a value is not UTF-8. */
+/* The record as one line of compact JSON ending in '\n', fields in the documented order
+ * (JSON_PRESERVE_ORDER) so the file reads well by eye, in j->line (valid until the next
+ * record); its length, or 0 when out of memory or a value is not UTF-8. */
 static size_t record_line(journal *j, long long now, const char *item, const char *stage,
                           const char *event, const char *id, const char *detail) {
     json_t *obj = record_shape(j, stage != NULL, id != NULL, detail != NULL);

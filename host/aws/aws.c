@@ -604,8 +604,6 @@ static ol_kv *copy_kv(const ol_kv *src, size_t n) {
     return dst;
 }
 
-/* name=value pairs joined with '&', names and values percent-encoded by libcurl (which
- * keeps exactly the unreserved set SigV4 keeps). */
 /* s percent-encoded by libcurl, or s itself when it holds only unreserved characters (RFC
  * 3986: A-Z a-z 0-9 - . _ ~), which encoding leaves as they are: names such as
  * "Tags.member.1.Key" and most values need no call. *len is its length. */
@@ -623,6 +621,8 @@ static const char *escaped(const char *s, size_t *len, char **owned) {
     return *owned;
 }
 
+/* name=value pairs joined with '&', names and values percent-encoded by libcurl (which
+ * keeps exactly the unreserved set SigV4 keeps). */
 static char *encode_pairs(const ol_kv *kv, size_t n) {
     size_t cap = 256, len = 0;
     char *out = malloc(cap);
