@@ -604,15 +604,13 @@ static ol_kv *copy_kv(const ol_kv *src, size_t n) {
     return dst;
 }
 
-/* s percent-encoded by libcurl, or s itself when it holds only unreserved characters (RFC
- * 3986: A-Z a-z 0-9 - . _ ~), which encoding leaves as they are: names such as
- * "Tags.member.1.Key" and most values need no call. *len is its length. */
+/* s percent-encoded by libcurl, or s itself when it holds only unreserved characters, which
+ * encoding leaves as they are: names such as "Tags.member.1.Key" and most values need no
+ * call. *len is its length. */
 static const char *escaped(const char *s, size_t *len, char **owned) {
-    static const char unreserved[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-                                     "0123456789-._~";
-    size_t n = strspn(s, unreserved);
+    size_t n = strlen(s);
     *owned = NULL;
-    if (s[n] == '\0') {
+    if (sigv4_unreserved_span(s, n) == n) {
         *len = n;
         return s;
     }

@@ -178,9 +178,24 @@ void sigv4_amz_date(time_t t, char out[17]) {
 
 /* Percent-encodes one piece with libcurl, whose rule is exactly SigV4's: unreserved
  * A-Z a-z 0-9 - _ . ~ kept, every other byte %XX with uppercase hex. */
+size_t sigv4_unreserved_span(const char *s, size_t len) {
+    size_t n = 0;
+    for (; n < len; n++) {
+        unsigned char c = (unsigned char)s[n];
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '_' || c == '.' || c == '~'))
+            break;
+    }
+    return n;
+}
+
 static int escape_into(strbuf *b, const char *s, size_t len) {
     if (len == 0) /* curl_easy_escape would take strlen() of a zero length */
         return 0;
+    if (sigv4_unreserved_span(s, len) == len) { /* nothing to encode: no call, no copy */
+        sb_add(b, s, len);
+        return b->failed ? OL_ENOMEM : 0;
+    }
     if (len > INT_MAX)
         return OL_EINVAL;
     char *e = curl_easy_escape(NULL, s, (int)len);

@@ -606,6 +606,11 @@ static void uri_encodes_reserved_unreserved_and_utf8_bytes(void **state) {
     (void)state;
     const char unreserved[] = "AZaz09-_.~";
     const char mixed[] = "a b/c~d+e=f&g\xe1\x88\xb4";
+    assert_int_equal(sigv4_unreserved_span(unreserved, strlen(unreserved)), 10);
+    assert_int_equal(sigv4_unreserved_span("AZaz09-_.~/x", 12), 10);
+    assert_int_equal(sigv4_unreserved_span("ab\xe1", 3), 2);
+    assert_int_equal(sigv4_unreserved_span("@`[{", 4), 0); /* the neighbours of A-Z, a-z */
+    assert_int_equal(sigv4_unreserved_span("abc", 2), 2);
     char *e = sigv4_uri_encode(unreserved, strlen(unreserved), 0);
     assert_string_equal(e, unreserved);
     free(e);
