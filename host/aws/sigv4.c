@@ -176,8 +176,6 @@ void sigv4_amz_date(time_t t, char out[17]) {
     last_t = t;
 }
 
-/* Percent-encodes one piece with libcurl, whose rule is exactly SigV4's: unreserved
- * A-Z a-z 0-9 - _ . ~ kept, every other byte %XX with uppercase hex. */
 size_t sigv4_unreserved_span(const char *s, size_t len) {
     size_t n = 0;
     for (; n < len; n++) {
@@ -189,6 +187,8 @@ size_t sigv4_unreserved_span(const char *s, size_t len) {
     return n;
 }
 
+/* Percent-encodes one piece with libcurl, whose rule is exactly SigV4's: unreserved
+ * A-Z a-z 0-9 - _ . ~ kept, every other byte %XX with uppercase hex. */
 static int escape_into(strbuf *b, const char *s, size_t len) {
     if (len == 0) /* curl_easy_escape would take strlen() of a zero length */
         return 0;
@@ -352,8 +352,8 @@ static int is_space(char c) {
 }
 
 /* Trims the value and folds every run of whitespace (including the line breaks of an
- * obsolete folded multi-line value) into one space, as "Create a canonical request" asks. */
-/* v trimmed, inner whitespace folded, into out (strlen(v) + 1 bytes); returns out's end. */
+ * obsolete folded multi-line value) into one space, as "Create a canonical request" asks:
+ * written to out (strlen(v) + 1 bytes); returns the end of what it wrote. */
 static char *canonical_header_value(const char *v, char *out) {
     int pending_space = 0;
     char *o = out;

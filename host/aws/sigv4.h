@@ -89,9 +89,9 @@ void sigv4_content_md5(const void *data, size_t len, char out[25]);
 void sigv4_amz_date(time_t t, char out[17]);
 /* URI-encode per SigV4 (unreserved A-Z a-z 0-9 - _ . ~ kept, everything else %XX uppercase);
  * keep_slash keeps '/'. Returns a malloc'd string or NULL. */
+char *sigv4_uri_encode(const char *s, size_t len, int keep_slash);
 /* How many of s's first len bytes are unreserved (A-Z a-z 0-9 - _ . ~) before the first
  * that is not: encoding leaves such a run as it is. */
 size_t sigv4_unreserved_span(const char *s, size_t len);
-char *sigv4_uri_encode(const char *s, size_t len, int keep_slash);
 
 #endif

@@ -62,11 +62,11 @@ struct ol_xml {
 #define XML_ALIGN(n) (((n) + sizeof(max_align_t) - 1) & ~(sizeof(max_align_t) - 1))
 
 /* n bytes from the document's blocks (a new block when the newest is full), or NULL. */
-static void *doc_alloc(ol_xml *doc, size_t n, size_t hint) {
+static void *doc_alloc(ol_xml *doc, size_t n) {
     xml_block *b = doc->blocks;
     n = XML_ALIGN(n);
     if (b == NULL || b->cap - b->used < n) {
-        size_t cap = n > hint ? n : hint;
+        size_t cap = n > XML_BLOCK ? n : XML_BLOCK;
         if (b != NULL && cap < 2 * b->cap)
             cap = 2 * b->cap;
         xml_block *nb = malloc(sizeof(*nb) + cap);
@@ -116,7 +116,7 @@ static void on_start(void *ud, const XML_Char *name, const XML_Char **attrs) {
     }
     const char *local = local_name(name);
     size_t name_len = strlen(local);
-    n = doc_alloc(doc, sizeof(*n) + name_len + 1, XML_BLOCK);
+    n = doc_alloc(doc, sizeof(*n) + name_len + 1);
     if (n == NULL) {
         parse_fail(doc);
         return;
@@ -167,7 +167,7 @@ static void on_text(void *ud, const XML_Char *s, int len) {
             /* The text is the newest thing in the newest block: it grows where it is. */
             b->used += XML_ALIGN(cap) - XML_ALIGN(n->text_cap);
         } else {
-            char *p = doc_alloc(doc, cap, XML_BLOCK);
+            char *p = doc_alloc(doc, cap);
             if (p == NULL) {
                 parse_fail(doc);
                 return;
