@@ -64,7 +64,7 @@ typedef struct stage_spec {
     unsigned timeout_ms;   /* 0: the stage's own */
 } stage_spec;
 
-static int pipeline_file_read(const char *path, json_t **doc, char **err) {
+int config_pipeline_file_read(const char *path, json_t **doc, char **err) {
     json_error_t je;
     /* Opened here, not by json_load_file: its message for a missing file is "line -1
      * column -1", and a FIFO or device must be refused, not read until it ends. */
@@ -536,7 +536,7 @@ static int stage_specs_read(const config_args *a, const loader *l, json_t **doc,
     int rc;
     *source = "the default pipeline";
     if (a->pipeline_file) {
-        if ((rc = pipeline_file_read(a->pipeline_file, doc, err)) != 0)
+        if ((rc = config_pipeline_file_read(a->pipeline_file, doc, err)) != 0)
             return rc;
         if ((rc = stages_from_doc(a->pipeline_file, *doc, specs, n, err)) != 0)
             return rc;

@@ -6,6 +6,8 @@
 
 #include <stddef.h>
 
+#include <jansson.h>
+
 #include "loader.h"
 #include "pipeline.h"
 
@@ -34,5 +36,11 @@ typedef struct config_args {
 /* Build *out from args with the plugins in l. Returns 0, or OL_EINVAL / OL_ECONFIG /
  * OL_ENOMEM with a malloc'd *err naming the input and the fix. */
 int config_build(const config_args *a, const loader *l, plan *out, char **err);
+
+/* Read and check the top level of a pipeline file (--pipeline): a regular file (a FIFO or
+ * device is refused, not read until it ends), JSON with no duplicate keys, an object with
+ * only the known keys. Returns 0 or OL_ECONFIG with a malloc'd *err naming the file, line
+ * and fix. *doc may be set even on failure: json_decref it either way. */
+int config_pipeline_file_read(const char *path, json_t **doc, char **err);
 
 #endif

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "aws/endpoints.h"
+#include "config.h"
 #include "error.h"
 
 int identities_is_mapping(const char *arg) {
@@ -179,17 +180,13 @@ static int envs_from_csv(const char *csv, plan *p) {
 int identities_plan_whoami(const char *profile_arg, const char *region_arg, const char *envs_csv,
                            const char *pipeline_path, plan *p, char **err) {
     json_t *doc = NULL;
-    json_error_t je;
     int rc = 0;
     memset(p, 0, sizeof(*p));
     *err = NULL;
     if (pipeline_path != NULL) {
-        doc = json_load_file(pipeline_path, JSON_REJECT_DUPLICATES, &je);
-        if (!json_is_object(doc)) {
+        if ((rc = config_pipeline_file_read(pipeline_path, &doc, err)) != 0) {
             json_decref(doc);
-            return ol__fail(err, OL_ECONFIG, "pipeline file %s, line %d column %d: %s",
-                            pipeline_path, je.line, je.column,
-                            doc ? "the top level must be an object" : je.text);
+            return rc;
         }
     }
     const json_t *envs = doc ? json_object_get(doc, "environments") : NULL;

@@ -1178,12 +1178,35 @@ done:
 int credentials_sso_token(const cred_spec *sp, char **token, char **err) {
     json_error_t jerr;
     *token = NULL;
-    json_t *j = json_load_file(sp->sso_cache_file, 0, &jerr);
+    /* Read as the secret it is (a regular file only: a FIFO planted in the cache would
+     * otherwise block the run; size-capped; the copy wiped), then parsed. A parse error is
+     * reported by position only: jansson's text quotes the input, here a token. */
+    char *text = NULL;
+    size_t len = 0;
+    int read_rc = privfile_read(sp->sso_cache_file, &text, &len);
+    if (read_rc != 0 && read_rc != OL_ENOENT)
+        return ol__fail(err, OL_ECREDS,
+                        "cannot read the IAM Identity Center (SSO) token cache %s of profile "
+                        "'%s': %s; remove it and run `%s`",
+                        sp->sso_cache_file, sp->profile,
+                        read_rc == OL_ERANGE ? "larger than the 64 MiB a token cache can be"
+                                             : privfile_strerror(errno),
+                        sp->sso_login_cmd);
+    json_t *j = text != NULL ? json_loadb(text, len, 0, &jerr) : NULL;
+    if (text != NULL) {
+        OPENSSL_cleanse(text, len);
+        free(text);
+    }
     const char *tok = j ? json_string_value(json_object_get(j, "accessToken")) : NULL;
     const char *exp = j ? json_string_value(json_object_get(j, "expiresAt")) : NULL;
     long long t = exp ? credentials_parse_time(exp) : -1;
     int rc = 0;
-    if (tok == NULL || tok[0] == '\0')
+    if (read_rc == 0 && j == NULL)
+        rc = ol__fail(err, OL_ECREDS,
+                      "the IAM Identity Center (SSO) token cache %s of profile '%s' is not JSON "
+                      "(line %d column %d); run `%s` to write it again",
+                      sp->sso_cache_file, sp->profile, jerr.line, jerr.column, sp->sso_login_cmd);
+    else if (tok == NULL || tok[0] == '\0')
         rc = ol__fail(err, OL_ECREDS,
                       "no IAM Identity Center (SSO) login found for profile '%s' (%s); run `%s`",
                       sp->profile, sp->sso_cache_file, sp->sso_login_cmd);

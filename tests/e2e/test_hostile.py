@@ -158,6 +158,17 @@ class HostileFilesTest(MotoTestCase):
         self.assertIn(f"cannot open pipeline file {missing}: No such file or directory", err)
         self.assertNotIn("line -1", err)
 
+    def test_fifo_as_the_pipeline_file_is_refused_by_apply_and_whoami(self):
+        fifo = os.path.join(self.work, "pipeline.json")
+        os.mkfifo(fifo)
+        err = self.refused("acme", "--pipeline", fifo)
+        self.assertIn(f"cannot open pipeline file {fifo}", err)
+        self.assertIn("FIFO", err)
+        r = self.opsline("whoami", "--pipeline", fifo, timeout=60)
+        self.assertEqual(r.returncode, 2, r.stdout + r.stderr)
+        self.assertIn(f"cannot open pipeline file {fifo}", r.stderr)
+        self.assertIn("FIFO", r.stderr)
+
     def test_presign_refuses_bucket_names_s3_cannot_have(self):
         for bucket in ("UPPER", "a..b", "192.168.1.1", "ab", "a" * 300):
             with self.subTest(bucket=bucket[:20]):

@@ -721,6 +721,27 @@ static void sso_profiles_need_a_cached_login(void **state) {
         fail_msg("the SSO token leaked into: %s", err);
     free(err);
     credentials_settings_free(&s2);
+
+    /* A garbled cache is named as such, by position: jansson's own message would quote
+     * the token it choked on. */
+    write_file(CORP_CACHE, "{\"accessToken\": \"" SSO_TOKEN "\" \"expiresAt\": 1}", 0600);
+    aws_settings s3;
+    err = NULL;
+    assert_int_equal(resolve("sso", &s3, &c, &err), OL_ECREDS);
+    assert_contains(err, "is not JSON (line 1 column");
+    assert_contains(err, "aws sso login --profile sso");
+    if (strstr(err, SSO_TOKEN) != NULL || strstr(err, "aoaAAAA") != NULL)
+        fail_msg("the SSO token leaked into: %s", err);
+    free(err);
+    credentials_settings_free(&s3);
+
+    /* A FIFO planted where the cache goes is refused at once: reading it would wait for a
+     * writer forever. */
+    assert_int_equal(unlink(home_path(CORP_CACHE)), 0);
+    assert_int_equal(mkfifo(home_path(CORP_CACHE), 0600), 0);
+    expect_creds_error("sso", OL_ECREDS, "cannot read the IAM Identity Center (SSO) token cache",
+                       "FIFO", "aws sso login --profile sso", NULL);
+    assert_int_equal(unlink(home_path(CORP_CACHE)), 0);
 }
 
 /* ---- credential_process ------------------------------------------------------------------ */
