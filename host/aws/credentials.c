@@ -870,13 +870,42 @@ static char *aws_cache_path(const char *dir, const char *key) {
     return ol__format("%s/.aws/%s/%s.json", home, dir, hex);
 }
 
+/* jansson's JSON_ENSURE_ASCII text spelled as Python's json.dumps spells it, in a new
+ * string: the hex digits of \u escapes in lower case (\u00e9, jansson writes \u00E9) and
+ * DEL escaped (Python escapes everything outside space..tilde; jansson leaves 0x7f
+ * as is). The rest is the same in both: short escapes for \b \f \n \r \t, surrogate
+ * pairs above U+FFFF, "/" unescaped. NULL: out of memory. */
+static char *python_json_spelling(const char *text) {
+    size_t dels = 0, len = strlen(text);
+    for (const char *p = text; *p != '\0'; p++)
+        dels += *p == 0x7f;
+    char *out = malloc(len + 5 * dels + 1), *o = out;
+    if (out == NULL)
+        return NULL;
+    for (const char *p = text; *p != '\0'; p++) {
+        if (*p == 0x7f) {
+            o = stpcpy(o, "\\u007f");
+        } else if (*p == '\\' && p[1] != '\0') {
+            *o++ = *p++;
+            *o++ = *p; /* the escaped character: a backslash here is not an escape's start */
+            if (*p == 'u')
+                for (int i = 0; i < 4 && p[1] != '\0'; i++)
+                    *o++ = (char)tolower((unsigned char)*++p);
+        } else {
+            *o++ = *p;
+        }
+    }
+    *o = '\0';
+    return out;
+}
+
 /* ~/.aws/cli/cache/<key>.json for an assume-role spec, the key as botocore's
  * BaseAssumeRoleCredentialFetcher._create_cache_key makes it: the SHA-1 of
  * json.dumps(args, sort_keys=True), args being the AssumeRole arguments the profile sets (a
- * generated session name is left out). jansson writes what Python does for ASCII text (the
- * ", " and ": " separators, sorted keys); non-ASCII text is escaped differently
- * (\u00E9, not \u00e9), so such a role gets a cache of its own. NULL: no home directory,
- * or out of memory (no cache then). */
+ * generated session name is left out). jansson writes the ", " and ": " separators and
+ * sorted keys as Python does; python_json_spelling makes its escapes Python's too, so a
+ * role whose settings hold non-ASCII text shares the AWS CLI's cache as well. NULL: no
+ * home directory, or out of memory (no cache then). */
 static char *role_cache_path(const cred_spec *sp, const char *configured_session) {
     json_t *args = json_object();
     if (args == NULL)
@@ -892,7 +921,9 @@ static char *role_cache_path(const cred_spec *sp, const char *configured_session
         bad |= json_object_set_new(args, "DurationSeconds", json_integer(sp->duration_s));
     char *text = bad ? NULL : json_dumps(args, JSON_SORT_KEYS | JSON_ENSURE_ASCII);
     json_decref(args);
-    char *path = text != NULL ? aws_cache_path("cli/cache", text) : NULL;
+    char *key = text != NULL ? python_json_spelling(text) : NULL;
+    char *path = key != NULL ? aws_cache_path("cli/cache", key) : NULL;
+    free(key);
     free(text);
     return path;
 }

@@ -498,6 +498,18 @@ static void role_profile_is_assumed_with_its_source_profile(void **state) {
     assert_string_equal(sp->role_cache_file, fx->path);
     credentials_spec_free(sp);
     credentials_settings_free(&s);
+
+    /* Non-ASCII text, DEL and a literal backslash-u spelled as Python spells them:
+     * json.dumps({"ExternalId": "ext-\u00e9\u00c9\U0001F600\x7f\\u00AB", "RoleArn": ROLE},
+     * sort_keys=True) is {"ExternalId": "ext-\u00e9\u00c9\ud83d\ude00\u007f\\u00AB", ...}. */
+    write_config("[profile deploy]\nrole_arn = " ROLE "\nsource_profile = dev\n"
+                 "external_id = ext-\xc3\xa9\xc3\x89\xf0\x9f\x98\x80\x7f\\u00AB\n");
+    sp = plan_of("deploy", &s);
+    snprintf(fx->path, sizeof(fx->path),
+             "%s/.aws/cli/cache/d419c441747a8e35c1a931aa84269186c1a8a038.json", fx->dir);
+    assert_string_equal(sp->role_cache_file, fx->path);
+    credentials_spec_free(sp);
+    credentials_settings_free(&s);
 }
 
 /* A role session in the AWS CLI's cache file: written 0600 in a 0700 directory, in
