@@ -931,18 +931,30 @@ static char *role_cache_path(const cred_spec *sp, const char *configured_session
 /* botocore's expiry window for cached role sessions (CachedCredentialFetcher). */
 #define ROLE_CACHE_WINDOW_S 900
 
+/* A JSON file that holds a secret (a cached session, an SSO token): read whole (a regular
+ * file only, size-capped), parsed, and the text wiped. Returns privfile_read's code, errno
+ * set; on 0, *doc is NULL when the text is not JSON, and *jerr says where. */
+static int secret_json_load(const char *path, json_t **doc, json_error_t *jerr) {
+    char *text = NULL;
+    size_t len = 0;
+    *doc = NULL;
+    int rc = privfile_read(path, &text, &len);
+    if (rc != 0)
+        return rc;
+    *doc = json_loadb(text, len, 0, jerr);
+    OPENSSL_cleanse(text, len);
+    free(text);
+    return 0;
+}
+
 int credentials_role_cache_read(const char *path, long long now, const char *source,
                                 credentials *out, long long *expires) {
     memset(out, 0, sizeof(*out));
     *expires = 0;
-    char *text = NULL;
-    size_t len = 0;
-    if (path == NULL || privfile_read(path, &text, &len) != 0)
-        return OL_ENOENT;
     json_error_t jerr;
-    json_t *j = json_loadb(text, len, 0, &jerr);
-    OPENSSL_cleanse(text, len);
-    free(text);
+    json_t *j = NULL;
+    if (path == NULL || secret_json_load(path, &j, &jerr) != 0)
+        return OL_ENOENT;
     json_t *c = json_object_get(j, "Credentials");
     const char *ak = json_string_value(json_object_get(c, "AccessKeyId"));
     const char *sk = json_string_value(json_object_get(c, "SecretAccessKey"));
@@ -1212,9 +1224,8 @@ int credentials_sso_token(const cred_spec *sp, char **token, char **err) {
     /* Read as the secret it is (a regular file only: a FIFO planted in the cache would
      * otherwise block the run; size-capped; the copy wiped), then parsed. A parse error is
      * reported by position only: jansson's text quotes the input, here a token. */
-    char *text = NULL;
-    size_t len = 0;
-    int read_rc = privfile_read(sp->sso_cache_file, &text, &len);
+    json_t *j = NULL;
+    int read_rc = secret_json_load(sp->sso_cache_file, &j, &jerr);
     if (read_rc != 0 && read_rc != OL_ENOENT)
         return ol__fail(err, OL_ECREDS,
                         "cannot read the IAM Identity Center (SSO) token cache %s of profile "
@@ -1223,11 +1234,6 @@ int credentials_sso_token(const cred_spec *sp, char **token, char **err) {
                         read_rc == OL_ERANGE ? "larger than the 64 MiB a token cache can be"
                                              : privfile_strerror(errno),
                         sp->sso_login_cmd);
-    json_t *j = text != NULL ? json_loadb(text, len, 0, &jerr) : NULL;
-    if (text != NULL) {
-        OPENSSL_cleanse(text, len);
-        free(text);
-    }
     const char *tok = j ? json_string_value(json_object_get(j, "accessToken")) : NULL;
     const char *exp = j ? json_string_value(json_object_get(j, "expiresAt")) : NULL;
     long long t = exp ? credentials_parse_time(exp) : -1;
