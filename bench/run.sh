@@ -13,7 +13,8 @@
 # Then the throttle bench (bench/throttle.py): BENCH_THROTTLE_N products (200) under an IAM
 # quota of BENCH_THROTTLE_TPS (10) requests/s, opsline against boto3 in adaptive mode;
 # BENCH_THROTTLE_S3_SLOWDOWN (0) also answers that share of S3 requests 503 SlowDown;
-# BENCH_THROTTLE_N=0 skips it.
+# BENCH_THROTTLE_N=0 skips it. Before it, bench/curl_floor.py: the same requests through a bare
+# libcurl client against opsline's whole run, BENCH_FLOOR_REPEAT (6) times each (0 skips it).
 set -euo pipefail
 build=${1:-build}
 shift || true
@@ -46,6 +47,12 @@ rc=0
 python3 "$root/bench/bench.py" "${args[@]}" "$@" || rc=$?
 # What this machine's filesystem charges per durable file operation: part of both sides' CPU.
 python3 "$root/bench/fs_cost.py" || true
+# What libcurl and the kernel alone need for opsline's requests, against opsline's whole run.
+if [ "${BENCH_FLOOR_REPEAT:-6}" != 0 ]; then
+  python3 "$root/bench/curl_floor.py" --opsline "$opsline" -n "${BENCH_N:-50}" \
+    --repeat "${BENCH_FLOOR_REPEAT:-6}" --latency-ms "${BENCH_LATENCY_MS:-50}" \
+    --concurrency "${BENCH_CONCURRENCY:-32}" || rc=$?
+fi
 if [ "${BENCH_THROTTLE_N:-200}" != 0 ]; then
   python3 "$root/bench/throttle.py" --opsline "$opsline" -n "${BENCH_THROTTLE_N:-200}" \
     --tps "${BENCH_THROTTLE_TPS:-10}" --s3-slowdown "${BENCH_THROTTLE_S3_SLOWDOWN:-0}" --threads "${BENCH_THREADS:-16}" \

@@ -1,0 +1,166 @@
+#!/usr/bin/env python3
+"""How far opsline's CPU is above what libcurl and the kernel alone need for its requests.
+
+Builds bench/curl_floor.c (a bare libcurl multi_socket client on epoll), starts the `split`
+stack of bench.py (an S3 and an IAM moto, each behind faultproxy.py with the added
+latency), and runs, alternately, `--repeat` times each:
+
+- curl_floor: the same requests opsline sends for N new products (per item CreateBucket,
+  PutPublicAccessBlock, PutBucketEncryption, PutBucketTagging, CreateUser, PutUserPolicy,
+  CreateAccessKey, plus one GetCallerIdentity), with the same header set and body sizes but
+  dummy signatures (moto answers 403): the HTTP part of the work and nothing else;
+- `opsline apply` of N new products, with the bench's options.
+
+Prints each side's CPU (user+sys from wait4(2)) and their medians. What opsline spends above
+the floor is everything but the HTTP: signing, parsing, the journal and its fsyncs, the
+store, the report, start-up.
+
+    python3 bench/curl_floor.py --opsline build/opsline [-n 50] [--repeat 6]
+"""
+import argparse
+import os
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, "..", "tests", "tools"))
+from bench import Stack  # noqa: E402
+
+S3NS = "http://s3.amazonaws.com/doc/2006-03-01/"
+
+
+def build_floor(out_dir):
+    exe = os.path.join(out_dir, "curl_floor")
+    cc = os.environ.get("CC", "cc")
+    src = os.path.join(HERE, "curl_floor.c")
+    subprocess.run([cc, "-O2", "-Wall", "-Wextra", "-Werror", "-o", exe, src, "-lcurl"],
+                   check=True)
+    return exe
+
+
+def requests_tsv(path, env, n):
+    """The requests of n new products (2 items each), one per line (see curl_floor.c)."""
+    s3, iam = env["AWS_ENDPOINT_URL_S3"], env["AWS_ENDPOINT_URL_IAM"]
+    tag = "fl" + secrets.token_hex(3)
+
+    def line(url, method, body, service):
+        headers = ["X-Amz-Date: 20261203T063440Z"]
+        if service == "s3":
+            headers.append("X-Amz-Content-Sha256: " + secrets.token_hex(32))
+            signed = "host;x-amz-content-sha256;x-amz-date"
+        else:
+            headers.append("Content-Type: application/x-www-form-urlencoded; charset=utf-8")
+            signed = "content-type;host;x-amz-date"
+        headers.append(
+            "Authorization: AWS4-HMAC-SHA256 Credential=AKIAEXAMPLEEXAMPLE12/20261203/"
+            f"eu-north-1/{service}/aws4_request, SignedHeaders={signed}, "
+            f"Signature={secrets.token_hex(32)}")
+        headers.append("Expect:")
+        return "\t".join([method, url, "\x1f".join(headers), body]) + "\n"
+
+    xml = {
+        "": f'<CreateBucketConfiguration xmlns="{S3NS}"><LocationConstraint>eu-north-1'
+            "</LocationConstraint></CreateBucketConfiguration>",
+        "?publicAccessBlock=": f'<PublicAccessBlockConfiguration xmlns="{S3NS}">'
+            + "".join(f"<{k}>true</{k}>" for k in ("BlockPublicAcls", "IgnorePublicAcls",
+                                                  "BlockPublicPolicy", "RestrictPublicBuckets"))
+            + "</PublicAccessBlockConfiguration>",
+        "?encryption=": f'<ServerSideEncryptionConfiguration xmlns="{S3NS}"><Rule>'
+            "<ApplyServerSideEncryptionByDefault><SSEAlgorithm>AES256</SSEAlgorithm>"
+            "</ApplyServerSideEncryptionByDefault><BucketKeyEnabled>false</BucketKeyEnabled>"
+            "</Rule></ServerSideEncryptionConfiguration>",
+        "?tagging=": f'<Tagging xmlns="{S3NS}"><TagSet><Tag><Key>managed-by</Key><Value>'
+            "opsline</Value></Tag><Tag><Key>product</Key><Value>p</Value></Tag><Tag><Key>"
+            "environment</Key><Value>production</Value></Tag></TagSet></Tagging>",
+    }
+    policy = "%7B%22Version%22%3A%222012-10-17%22" * 12  # about the size of the real one
+    with open(path, "w") as f:
+        f.write(line(iam + "/", "POST", "Action=GetCallerIdentity&Version=2011-06-15", "sts"))
+        for i in range(1, n + 1):
+            for env_name in ("production", "staging"):
+                b = f"{tag}{i}-{env_name}"
+                for sub, body in xml.items():
+                    f.write(line(f"{s3}/{b}/{sub}", "PUT", body, "s3"))
+                f.write(line(iam + "/", "POST",
+                             f"Action=CreateUser&Version=2010-05-08&UserName={b}&Path=%2F"
+                             "&Tags.member.1.Key=managed-by&Tags.member.1.Value=opsline"
+                             "&Tags.member.2.Key=product&Tags.member.2.Value=p"
+                             f"&Tags.member.3.Key=environment&Tags.member.3.Value={env_name}",
+                             "iam"))
+                f.write(line(iam + "/", "POST",
+                             f"Action=PutUserPolicy&Version=2010-05-08&UserName={b}"
+                             f"&PolicyName=opsline-bucket-access&PolicyDocument={policy}",
+                             "iam"))
+                f.write(line(iam + "/", "POST",
+                             f"Action=CreateAccessKey&Version=2010-05-08&UserName={b}", "iam"))
+
+
+def timed(cmd, env, cwd):
+    """(rc, user+sys CPU s, wall s) of cmd, from wait4(2)."""
+    t0 = time.monotonic()
+    with open(os.path.join(cwd, "stdout"), "wb") as so, \
+            open(os.path.join(cwd, "stderr"), "wb") as se:
+        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=so,
+                                stderr=se)
+        _, status, ru = os.wait4(proc.pid, 0)
+    return os.waitstatus_to_exitcode(status), ru.ru_utime + ru.ru_stime, time.monotonic() - t0
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--opsline", required=True)
+    ap.add_argument("-n", type=int, default=50, help="products (items = 2 x n)")
+    ap.add_argument("--repeat", type=int, default=6)
+    ap.add_argument("--latency-ms", type=int, default=50)
+    ap.add_argument("--concurrency", type=int, default=32, help="opsline --concurrency")
+    args = ap.parse_args()
+    opsline = os.path.abspath(args.opsline)
+    scratch = tempfile.mkdtemp(prefix="opsline-floor-")
+    stack = None
+    try:
+        exe = build_floor(scratch)
+        stack = Stack("split", scratch, args.latency_ms)
+        env = stack.client_env(scratch)
+        cpu = {"curl_floor": [], "opsline": []}
+        for r in range(args.repeat):
+            work = tempfile.mkdtemp(prefix=f"run{r}-", dir=scratch)
+            tsv = os.path.join(work, "requests.tsv")
+            requests_tsv(tsv, env, args.n)
+            rc, c, w = timed([exe, tsv], env, work)
+            with open(os.path.join(work, "stderr")) as f:
+                summary = f.read().strip()
+            print(f"curl_floor run {r + 1}: cpu {c:.3f} s, wall {w:.2f} s, rc {rc} ({summary})",
+                  flush=True)
+            if rc != 0:
+                return 1
+            cpu["curl_floor"].append(c)
+            products = [f"fl{secrets.token_hex(3)}{i}" for i in range(1, args.n + 1)]
+            rc, c, w = timed([opsline, "apply", *products, "--concurrency",
+                              str(args.concurrency), "--state-dir",
+                              os.path.join(work, "journal"), "--json"], env, work)
+            print(f"opsline    run {r + 1}: cpu {c:.3f} s, wall {w:.2f} s, rc {rc}", flush=True)
+            if rc != 0:
+                return 1
+            cpu["opsline"].append(c)
+        fl, op = statistics.median(cpu["curl_floor"]), statistics.median(cpu["opsline"])
+        print(f"\n{args.n} products, {args.n * 14 + 1} requests, +{args.latency_ms} ms per "
+              f"request, split stack; medians of {args.repeat}:")
+        print(f"  curl_floor (libcurl + kernel, the HTTP alone)  {fl:.3f} s")
+        print(f"  opsline apply (everything)                     {op:.3f} s")
+        print(f"  opsline / floor {op / fl:.2f}x; above the floor: {op - fl:.3f} s "
+              f"({(op - fl) / op:.0%} of opsline's CPU)")
+        return 0
+    finally:
+        if stack is not None:
+            stack.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
