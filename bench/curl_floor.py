@@ -11,7 +11,8 @@ latency), and runs, alternately, `--repeat` times each:
   dummy signatures (moto answers 403): the HTTP part of the work and nothing else;
 - `opsline apply` of N new products, with the bench's options.
 
-Prints each side's CPU (user+sys from wait4(2)) and their medians. What opsline spends above
+Each side is timed as bench.py times it (bench.timed_call: CPU from wait4(2), peak RSS
+from GNU time); prints each run and the medians. What opsline spends above
 the floor is everything but the HTTP: signing, parsing, the journal and its fsyncs, the
 store, the report, start-up.
 
@@ -25,12 +26,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "tools"))
-from bench import Stack  # noqa: E402
+from bench import Stack, timed_call  # noqa: E402
 
 S3NS = "http://s3.amazonaws.com/doc/2006-03-01/"
 
@@ -101,17 +101,6 @@ def requests_tsv(path, env, n):
                              f"Action=CreateAccessKey&Version=2010-05-08&UserName={b}", "iam"))
 
 
-def timed(cmd, env, cwd):
-    """(rc, user+sys CPU s, wall s) of cmd, from wait4(2)."""
-    t0 = time.monotonic()
-    with open(os.path.join(cwd, "stdout"), "wb") as so, \
-            open(os.path.join(cwd, "stderr"), "wb") as se:
-        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=so,
-                                stderr=se)
-        _, status, ru = os.wait4(proc.pid, 0)
-    return os.waitstatus_to_exitcode(status), ru.ru_utime + ru.ru_stime, time.monotonic() - t0
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--opsline", required=True)
@@ -127,32 +116,38 @@ def main():
         exe = build_floor(scratch)
         stack = Stack("split", scratch, args.latency_ms)
         env = stack.client_env(scratch)
-        cpu = {"curl_floor": [], "opsline": []}
+        runs = {"curl_floor": [], "opsline": []}
         for r in range(args.repeat):
             work = tempfile.mkdtemp(prefix=f"run{r}-", dir=scratch)
             tsv = os.path.join(work, "requests.tsv")
             requests_tsv(tsv, env, args.n)
-            rc, c, w = timed([exe, tsv], env, work)
-            with open(os.path.join(work, "stderr")) as f:
-                summary = f.read().strip()
-            print(f"curl_floor run {r + 1}: cpu {c:.3f} s, wall {w:.2f} s, rc {rc} ({summary})",
-                  flush=True)
-            if rc != 0:
-                return 1
-            cpu["curl_floor"].append(c)
             products = [f"fl{secrets.token_hex(3)}{i}" for i in range(1, args.n + 1)]
-            rc, c, w = timed([opsline, "apply", *products, "--concurrency",
-                              str(args.concurrency), "--state-dir",
-                              os.path.join(work, "journal"), "--json"], env, work)
-            print(f"opsline    run {r + 1}: cpu {c:.3f} s, wall {w:.2f} s, rc {rc}", flush=True)
-            if rc != 0:
-                return 1
-            cpu["opsline"].append(c)
-        fl, op = statistics.median(cpu["curl_floor"]), statistics.median(cpu["opsline"])
+            cmds = {
+                "curl_floor": [exe, tsv],
+                "opsline": [opsline, "apply", *products, "--concurrency", str(args.concurrency),
+                            "--state-dir", os.path.join(work, "journal"), "--json"],
+            }
+            for side, cmd in cmds.items():
+                side_dir = os.path.join(work, side)
+                os.makedirs(side_dir)
+                res = timed_call(stack, cmd, side_dir, side_dir, env)
+                with open(os.path.join(side_dir, "stderr"), errors="replace") as f:
+                    tail = f.read().strip().splitlines()[-1:] if side == "curl_floor" else []
+                print(f"{side:<10} run {r + 1}: cpu {res['cpu']:.3f} s, wall {res['wall']:.2f} s, "
+                      f"peak {res['rss_mb']:.1f} MB, rc {res['rc']}"
+                      + (f" ({tail[0]})" if tail else ""), flush=True)
+                if res["rc"] != 0:
+                    return 1
+                runs[side].append(res)
+        med = {side: {k: statistics.median(r[k] for r in rs) for k in ("cpu", "rss_mb")}
+               for side, rs in runs.items()}
+        fl, op = med["curl_floor"]["cpu"], med["opsline"]["cpu"]
         print(f"\n{args.n} products, {args.n * 14 + 1} requests, +{args.latency_ms} ms per "
               f"request, split stack; medians of {args.repeat}:")
-        print(f"  curl_floor (libcurl + kernel, the HTTP alone)  {fl:.3f} s")
-        print(f"  opsline apply (everything)                     {op:.3f} s")
+        print(f"  curl_floor (libcurl + kernel, the HTTP alone)  cpu {fl:.3f} s, "
+              f"peak {med['curl_floor']['rss_mb']:.1f} MB")
+        print(f"  opsline apply (everything)                     cpu {op:.3f} s, "
+              f"peak {med['opsline']['rss_mb']:.1f} MB")
         print(f"  opsline / floor {op / fl:.2f}x; above the floor: {op - fl:.3f} s "
               f"({(op - fl) / op:.0%} of opsline's CPU)")
         return 0
