@@ -38,18 +38,22 @@ static size_t discard(char *p, size_t size, size_t n, void *arg) {
     return size * n;
 }
 
+/* A socket curl has not seen before has no sockp yet: it is added to epoll once and marked
+ * with curl_multi_assign, so every later change is one EPOLL_CTL_MOD (no failing call). */
 static int on_socket(CURL *e, curl_socket_t s, int what, void *arg, void *sockp) {
     (void)e;
-    (void)arg;
-    (void)sockp;
+    CURLM *m = arg;
     if (what == CURL_POLL_REMOVE) {
         epoll_ctl(epfd, EPOLL_CTL_DEL, s, NULL);
         return 0;
     }
     struct epoll_event ev = {.data.fd = s};
     ev.events = (what & CURL_POLL_IN ? EPOLLIN : 0) | (what & CURL_POLL_OUT ? EPOLLOUT : 0);
-    if (epoll_ctl(epfd, EPOLL_CTL_MOD, s, &ev) != 0)
-        epoll_ctl(epfd, EPOLL_CTL_ADD, s, &ev);
+    if (sockp != NULL)
+        return epoll_ctl(epfd, EPOLL_CTL_MOD, s, &ev) == 0 ? 0 : -1;
+    if (epoll_ctl(epfd, EPOLL_CTL_ADD, s, &ev) != 0)
+        return -1;
+    curl_multi_assign(m, s, &epfd); /* any non-NULL pointer: "registered" */
     return 0;
 }
 
@@ -109,6 +113,7 @@ int main(int argc, char **argv) {
     CURLM *m = curl_multi_init();
     curl_multi_setopt(m, CURLMOPT_MAX_HOST_CONNECTIONS, MAX_HOST_CONNECTIONS);
     curl_multi_setopt(m, CURLMOPT_SOCKETFUNCTION, on_socket);
+    curl_multi_setopt(m, CURLMOPT_SOCKETDATA, m);
     curl_multi_setopt(m, CURLMOPT_TIMERFUNCTION, on_timer);
     CURL *spare[MAX_INFLIGHT];
     int n_spare = 0, inflight = 0, running = 0, failed = 0, by_class[6] = {0};

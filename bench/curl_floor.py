@@ -45,7 +45,8 @@ def build_floor(out_dir):
 
 
 def requests_tsv(path, env, n):
-    """The requests of n new products (2 items each), one per line (see curl_floor.c)."""
+    """The requests of n new products (2 items each), one per line (see curl_floor.c).
+    Returns how many it wrote."""
     s3, iam = env["AWS_ENDPOINT_URL_S3"], env["AWS_ENDPOINT_URL_IAM"]
     tag = "fl" + secrets.token_hex(3)
 
@@ -80,26 +81,26 @@ def requests_tsv(path, env, n):
             "environment</Key><Value>production</Value></Tag></TagSet></Tagging>",
     }
     policy = "%7B%22Version%22%3A%222012-10-17%22" * 12  # about the size of the real one
+    lines = [line(iam + "/", "POST", "Action=GetCallerIdentity&Version=2011-06-15", "sts")]
+    for i in range(1, n + 1):
+        for env_name in ("production", "staging"):
+            b = f"{tag}{i}-{env_name}"
+            lines += [line(f"{s3}/{b}/{sub}", "PUT", body, "s3") for sub, body in xml.items()]
+            lines.append(line(iam + "/", "POST",
+                              f"Action=CreateUser&Version=2010-05-08&UserName={b}&Path=%2F"
+                              "&Tags.member.1.Key=managed-by&Tags.member.1.Value=opsline"
+                              "&Tags.member.2.Key=product&Tags.member.2.Value=p"
+                              f"&Tags.member.3.Key=environment&Tags.member.3.Value={env_name}",
+                              "iam"))
+            lines.append(line(iam + "/", "POST",
+                              f"Action=PutUserPolicy&Version=2010-05-08&UserName={b}"
+                              f"&PolicyName=opsline-bucket-access&PolicyDocument={policy}",
+                              "iam"))
+            lines.append(line(iam + "/", "POST",
+                              f"Action=CreateAccessKey&Version=2010-05-08&UserName={b}", "iam"))
     with open(path, "w") as f:
-        f.write(line(iam + "/", "POST", "Action=GetCallerIdentity&Version=2011-06-15", "sts"))
-        for i in range(1, n + 1):
-            for env_name in ("production", "staging"):
-                b = f"{tag}{i}-{env_name}"
-                for sub, body in xml.items():
-                    f.write(line(f"{s3}/{b}/{sub}", "PUT", body, "s3"))
-                f.write(line(iam + "/", "POST",
-                             f"Action=CreateUser&Version=2010-05-08&UserName={b}&Path=%2F"
-                             "&Tags.member.1.Key=managed-by&Tags.member.1.Value=opsline"
-                             "&Tags.member.2.Key=product&Tags.member.2.Value=p"
-                             f"&Tags.member.3.Key=environment&Tags.member.3.Value={env_name}",
-                             "iam"))
-                f.write(line(iam + "/", "POST",
-                             f"Action=PutUserPolicy&Version=2010-05-08&UserName={b}"
-                             f"&PolicyName=opsline-bucket-access&PolicyDocument={policy}",
-                             "iam"))
-                f.write(line(iam + "/", "POST",
-                             f"Action=CreateAccessKey&Version=2010-05-08&UserName={b}", "iam"))
-
+        f.writelines(lines)
+    return len(lines)
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -120,7 +121,7 @@ def main():
         for r in range(args.repeat):
             work = tempfile.mkdtemp(prefix=f"run{r}-", dir=scratch)
             tsv = os.path.join(work, "requests.tsv")
-            requests_tsv(tsv, env, args.n)
+            n_requests = requests_tsv(tsv, env, args.n)
             products = [f"fl{secrets.token_hex(3)}{i}" for i in range(1, args.n + 1)]
             cmds = {
                 "curl_floor": [exe, tsv],
@@ -142,7 +143,7 @@ def main():
         med = {side: {k: statistics.median(r[k] for r in rs) for k in ("cpu", "rss_mb")}
                for side, rs in runs.items()}
         fl, op = med["curl_floor"]["cpu"], med["opsline"]["cpu"]
-        print(f"\n{args.n} products, {args.n * 14 + 1} requests, +{args.latency_ms} ms per "
+        print(f"\n{args.n} products, {n_requests} requests, +{args.latency_ms} ms per "
               f"request, split stack; medians of {args.repeat}:")
         print(f"  curl_floor (libcurl + kernel, the HTTP alone)  cpu {fl:.3f} s, "
               f"peak {med['curl_floor']['rss_mb']:.1f} MB")
