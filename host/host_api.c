@@ -332,16 +332,33 @@ int run_reveals_secret(const run *r, const char *text) {
     return found;
 }
 
-static int journal_record(ol_item *item, ol_stage *stage, const char *event, const char *id,
-                          int durable) {
+/* 0 when a plugin's record may go to the journal (the journal outlives the run). */
+static int journal_admits(ol_item *item, ol_stage *stage, const char *event, const char *id) {
     if (item == NULL || event == NULL)
         return OL_EINVAL;
     if (run_reveals_secret(item->run, event) || run_reveals_secret(item->run, id)) {
         run_log(stage, item, OL_LOG_ERROR, "plugin bug: refused to journal a secret");
         return OL_ESECRET;
     }
+    return 0;
+}
+
+static int journal_record(ol_item *item, ol_stage *stage, const char *event, const char *id,
+                          int durable) {
+    int rc = journal_admits(item, stage, event, id);
+    if (rc != 0)
+        return rc;
     return (durable ? journal_append_durable : journal_append)(item->run->journal, item->name,
                                                                stage_name(stage), event, id, NULL);
+}
+
+static int host_journal_append_synced(ol_item *item, ol_stage *stage, const char *event,
+                                      const char *id, ol_synced_cb cb, void *arg) {
+    int rc = journal_admits(item, stage, event, id);
+    if (rc != 0)
+        return rc;
+    return journal_append_synced(item->run->journal, item->name, stage_name(stage), event, id, NULL,
+                                 cb, arg);
 }
 
 static int host_journal_append(ol_item *item, ol_stage *stage, const char *event, const char *id) {
@@ -507,4 +524,5 @@ const ol_host run_host_api = {
     .journal_count_stage = host_journal_count_stage,
     .report_fact = host_report_fact,
     .secret_read = stores_secret_read,
+    .journal_append_synced = host_journal_append_synced,
 };

@@ -1,8 +1,10 @@
 /* journal: owns the state directory's journal file (<state_dir>/journal.jsonl): one compact
  * JSON object per line (jansson), appended with O_APPEND; records the caller says must
- * survive a crash (journal_append_durable) are fsync'd before the call returns, the rest at
- * journal_flush. The records are also kept in memory, per item, for journal_count /
- * journal_last_time, until the run is done with the item (journal_forget). An
+ * survive a crash are fsync'd before the call returns (journal_append_durable) or, off the
+ * loop, before its callback runs (journal_append_synced: one fsync on the thread pool covers
+ * every record written before it, so records that arrive together share it); the rest at
+ * journal_flush or journal_sync_due. The records are also kept in memory, per item, for
+ * journal_count / journal_last_time, until the run is done with the item (journal_forget). An
  * exclusive, non-blocking flock on the file keeps a second opsline run off the same state
  * directory; the holder's pid is written next to it (informational only) so the refusal can name
  * it. */
@@ -21,6 +23,7 @@
 #include <unistd.h>
 
 #include <jansson.h>
+#include <uv.h>
 
 #include "error.h"
 #include "opsline/opsline.h"
@@ -39,6 +42,13 @@ typedef struct record {
     char *id;          /* NULL: none */
 } record;
 
+typedef struct sync_waiter {
+    struct sync_waiter *next;
+    uint64_t seq; /* the record it waits for */
+    journal_synced_cb cb;
+    void *arg;
+} sync_waiter;
+
 typedef struct item_recs {
     struct item_recs *next; /* the next entry of the same bucket */
     record *recs;
@@ -56,9 +66,22 @@ struct journal {
     size_t n_buckets, n_entries;
     char **words; /* interned stage and event names */
     size_t n_words, cap_words;
-    char *warnings;     /* NULL: none */
-    int dirty;          /* written but not yet fsync'd */
+    char *warnings; /* NULL: none */
+    /* Records are numbered as written: those up to synced are on disk. */
+    uint64_t written, synced;
     uint64_t synced_ms; /* monotonic time of the last fsync (0: none yet) */
+    /* The fsync on the thread pool (journal_append_synced, journal_sync_due): at most one
+     * at a time; it covers the records up to sync_target. The waiters, oldest first, each
+     * wait for the record it wrote. */
+    uv_loop_t *loop;
+    uv_work_t sync_req;
+    int syncing;
+    uint64_t sync_target;
+    int sync_errno;  /* set by the pool thread, read in sync_after */
+    int sync_failed; /* a background fsync failed and nobody was told yet */
+    sync_waiter *waiters, **waiters_tail;
+    int (*fsync_fn)(int fd); /* fsync(2); a test's stand-in (journal_test_set_fsync) */
+    size_t fsyncs;
     /* A record object per shape (which of stage, id and detail it has), made on first use
      * and refilled for each record: the keys, in their order, are made once, not for every
      * line. */
@@ -341,6 +364,8 @@ int journal_open(const char *state_dir, journal **out, char **err) {
     if (j == NULL)
         return OL_ENOMEM;
     j->fd = -1;
+    j->waiters_tail = &j->waiters;
+    j->fsync_fn = fsync;
     int rc = OL_ENOMEM;
     j->dir = strdup(state_dir);
     j->path = ol__format("%s/%s", state_dir, JOURNAL_FILE);
@@ -454,7 +479,7 @@ static int append(journal *j, int durable, const char *item, const char *stage, 
      * interleaved, and a crash can only tear the last line (skipped on load). */
     if (privfile_write_all(j->fd, j->line, len) != 0)
         return OL_EIO;
-    j->dirty = 1;
+    j->written++;
     if (durable && journal_flush(j) != 0)
         return OL_EIO;
     return records_push(j, now, item, stage, event, id);
@@ -582,25 +607,144 @@ static uint64_t now_ms(void) {
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-int journal_flush(journal *j) {
-    if (j == NULL || !j->dirty)
-        return 0;
-    if (fsync(j->fd) != 0)
-        return OL_EIO;
-    j->dirty = 0;
+/* Records up to target are on disk. */
+static void synced_up_to(journal *j, uint64_t target) {
+    if (target > j->synced)
+        j->synced = target;
     j->synced_ms = now_ms();
+}
+
+int journal_flush(journal *j) {
+    if (j == NULL || j->written == j->synced)
+        return 0;
+    uint64_t target = j->written;
+    j->fsyncs++;
+    if (j->fsync_fn(j->fd) != 0)
+        return OL_EIO;
+    synced_up_to(j, target);
     return 0;
 }
 
-int journal_flush_due(journal *j, unsigned interval_ms) {
-    if (j == NULL || !j->dirty || now_ms() - j->synced_ms < interval_ms)
+/* ---- fsync off the loop ------------------------------------------------------------------ */
+
+static int sync_start(journal *j);
+
+static void sync_work(uv_work_t *req) {
+    journal *j = req->data;
+    j->sync_errno = j->fsync_fn(j->fd) == 0 ? 0 : errno;
+}
+
+/* The fsync is done: the waiters it covers are told, oldest first, 0 when their record is
+ * on disk (by this fsync or a journal_flush meanwhile); those whose record came after it
+ * started get the next one. A callback may append and wait again: it joins the list after
+ * the ones detached here. */
+static void sync_after(uv_work_t *req, int status) {
+    journal *j = req->data;
+    j->syncing = 0;
+    if (status == 0 && j->sync_errno == 0)
+        synced_up_to(j, j->sync_target);
+    else if (j->waiters == NULL)
+        j->sync_failed = 1;
+    sync_waiter *ready = NULL, **tail = &ready;
+    while (j->waiters != NULL && j->waiters->seq <= j->sync_target) {
+        sync_waiter *w = j->waiters;
+        j->waiters = w->next;
+        w->next = NULL;
+        *tail = w;
+        tail = &w->next;
+    }
+    if (j->waiters != NULL && sync_start(j) != 0)
+        *tail = j->waiters; /* nothing else would ever call them: they fail now */
+    if (j->waiters == NULL || !j->syncing) {
+        j->waiters = NULL;
+        j->waiters_tail = &j->waiters;
+    }
+    while (ready != NULL) {
+        sync_waiter *w = ready;
+        ready = w->next;
+        w->cb(w->arg, w->seq <= j->synced ? 0 : OL_EIO);
+        free(w);
+    }
+}
+
+/* One fsync on the pool for every record written so far, unless one is running (its
+ * completion starts the next). Waiters exist only while one runs. 0, or OL_EIO when the
+ * pool refuses. */
+static int sync_start(journal *j) {
+    if (j->syncing)
         return 0;
-    return journal_flush(j);
+    j->sync_target = j->written;
+    j->sync_errno = 0;
+    j->sync_req.data = j;
+    if (uv_queue_work(j->loop, &j->sync_req, sync_work, sync_after) != 0)
+        return OL_EIO;
+    j->fsyncs++;
+    j->syncing = 1;
+    return 0;
+}
+
+void journal_attach_loop(journal *j, uv_loop_t *loop) {
+    j->loop = loop;
+}
+
+size_t journal_fsyncs(const journal *j) {
+    return j->fsyncs;
+}
+
+void journal_test_set_fsync(journal *j, int (*fn)(int fd)) {
+    j->fsync_fn = fn != NULL ? fn : fsync;
+}
+
+int journal_append_synced(journal *j, const char *item, const char *stage, const char *event,
+                          const char *id, const char *detail, journal_synced_cb cb, void *arg) {
+    if (j == NULL || j->loop == NULL || cb == NULL)
+        return OL_EINVAL;
+    sync_waiter *w = calloc(1, sizeof(*w));
+    if (w == NULL)
+        return OL_ENOMEM;
+    int rc = append(j, 0, item, stage, event, id, detail);
+    if (rc != 0) {
+        free(w);
+        return rc;
+    }
+    w->seq = j->written;
+    w->cb = cb;
+    w->arg = arg;
+    *j->waiters_tail = w;
+    j->waiters_tail = &w->next;
+    if (sync_start(j) != 0) { /* none ran, so w was the only waiter */
+        j->waiters = NULL;
+        j->waiters_tail = &j->waiters;
+        free(w);
+        return OL_EIO;
+    }
+    return 0;
+}
+
+void journal_sync_soon(journal *j) {
+    if (j != NULL && j->loop != NULL && j->written > j->synced && sync_start(j) != 0)
+        j->sync_failed = 1;
+}
+
+int journal_sync_due(journal *j, unsigned interval_ms) {
+    if (j == NULL)
+        return 0;
+    if (j->loop != NULL && now_ms() - j->synced_ms >= interval_ms)
+        journal_sync_soon(j);
+    if (j->sync_failed) {
+        j->sync_failed = 0;
+        return OL_EIO;
+    }
+    return 0;
 }
 
 void journal_close(journal *j) {
     if (j == NULL)
         return;
+    if (j->syncing) { /* a caller's bug: the pool still holds j; keep it rather than crash */
+        fsync(j->fd);
+        return;
+    }
     journal_flush(j);
     if (j->fd >= 0)
         close(j->fd); /* releases the flock */

@@ -8,7 +8,12 @@
 
 #include <stddef.h>
 
+#include <uv.h>
+
 typedef struct journal journal;
+
+/* status 0: the record is on disk; OL_EIO: the fsync failed (do not rely on the record). */
+typedef void (*journal_synced_cb)(void *arg, int status);
 
 /* Open (creating dir 0700 and file 0600) and load existing records; take the lock.
  * Returns 0; OL_EIO with a malloc'd *err (path and reason) on failure; OL_EEXIST when
@@ -32,14 +37,41 @@ int journal_append(journal *j, const char *item, const char *stage, const char *
 int journal_append_durable(journal *j, const char *item, const char *stage, const char *event,
                            const char *id, const char *detail);
 
-/* fsync what was appended since the last flush. Returns 0 or OL_EIO. */
+/* The loop whose thread pool runs the fsyncs of journal_append_synced and journal_sync_due
+ * (borrowed; without it they return OL_EINVAL or do nothing). Close the journal only after
+ * the loop has run out of work: a running fsync holds the journal. */
+void journal_attach_loop(journal *j, uv_loop_t *loop);
+
+/* journal_append_durable without blocking the loop: the record is written before this
+ * returns (a killed process does not lose it) and cb runs on the loop once it is on disk,
+ * never from within this call. One fsync on the thread pool covers every record written
+ * before it started, so records appended while one runs share the next. Returns 0 and calls
+ * cb exactly once; or OL_EINVAL (no loop, no cb), OL_ENOMEM, OL_EIO (not written, or no
+ * fsync could be started), and cb is never called. */
+int journal_append_synced(journal *j, const char *item, const char *stage, const char *event,
+                          const char *id, const char *detail, journal_synced_cb cb, void *arg);
+
+/* fsync what was appended since the last flush, on the loop's thread. Returns 0 or OL_EIO. */
 int journal_flush(journal *j);
 
-/* journal_flush, unless the last fsync (a flush or a durable append, which covers every
- * record before it) is less than interval_ms old: records that only spare a later run some
- * reads reach the disk at most that late after a power loss (a killed process loses
- * nothing: they are written). Returns 0 or OL_EIO. */
-int journal_flush_due(journal *j, unsigned interval_ms);
+/* Starts an fsync on the thread pool for the records not on disk yet, unless one runs (it
+ * covers them when they were written before it started, else the next flush or durable
+ * record will). */
+void journal_sync_soon(journal *j);
+
+/* journal_sync_soon when the last fsync
+ * (a flush or a durable append, which covers every record before it) is at least
+ * interval_ms old: records that only spare a later run some reads reach the disk at most
+ * about that late after a power loss (a killed process loses nothing: they are written).
+ * Returns OL_EIO once after an fsync failed with nobody waiting on it, else 0. */
+int journal_sync_due(journal *j, unsigned interval_ms);
+
+/* fsyncs of records started since open (on the loop or the pool). */
+size_t journal_fsyncs(const journal *j);
+
+/* Tests only: fn replaces fsync(2) for the records' fsyncs (NULL: fsync again). It runs on
+ * a pool thread for journal_append_synced and journal_sync_due. */
+void journal_test_set_fsync(journal *j, int (*fn)(int fd));
 
 /* Number of records of item with this event and id (id NULL: any id). */
 size_t journal_count(const journal *j, const char *item, const char *event, const char *id);
@@ -74,6 +106,8 @@ const char *journal_warnings(const journal *j);
 /* Path of the journal file (borrowed). */
 const char *journal_path(const journal *j);
 
+/* fsyncs what is left and closes. Not while an fsync of journal_sync_due or
+ * journal_append_synced runs (see journal_attach_loop). */
 void journal_close(journal *j);
 
 #endif

@@ -495,6 +495,7 @@ static int run_setup(run *r) {
         free(err);
         return rc;
     }
+    journal_attach_loop(r->journal, &r->loop);
     if (journal_warnings(r->journal) != NULL)
         fprintf(stderr, "warning: %s\n", journal_warnings(r->journal));
     /* Commands that change things run each item alone across opsline processes. */

@@ -72,7 +72,8 @@ void scheduler_item_release(ol_item *item) {
 }
 
 /* An ended item's last records (its stages' outcomes) only spare a later run some reads:
- * they are fsync'd with the next durable record or at most this late, not one fsync each. */
+ * they are fsync'd (off the loop) with the next durable record or about this late, not one
+ * fsync each. */
 #define SCHEDULER_JOURNAL_SYNC_MS 1000u
 
 /* The item's stages go at the next kick (not here: the stage whose completion ended the
@@ -84,7 +85,7 @@ static void item_finish(ol_item *item) {
         itemlock_release(r->lock_fd, item->name);
         item->locked = 0;
     }
-    if (journal_flush_due(r->journal, SCHEDULER_JOURNAL_SYNC_MS) != 0)
+    if (journal_sync_due(r->journal, SCHEDULER_JOURNAL_SYNC_MS) != 0)
         run_print(r, "warning: could not fsync the journal %s\n", journal_path(r->journal));
     report_item(r->report, item->name, item->product, item->environment, item->region);
     bag_free(&item->bag);

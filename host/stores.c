@@ -161,8 +161,10 @@ static void destroy_deleted(ol_item *item, size_t s, int result, const char *rea
         store_fail(item, s, result, reason);
         return;
     }
-    journal_append_durable(r->journal, item->name, run_stage_name(r, s), "secret_deleted", NULL,
-                           NULL);
+    /* Written now, fsync'd off the loop: a power loss that takes the record away only has
+     * the next run find the entry gone when it reads it. */
+    journal_append(r->journal, item->name, run_stage_name(r, s), "secret_deleted", NULL, NULL);
+    journal_sync_soon(r->journal);
     run_log(&r->stages[s], item, OL_LOG_INFO, "deleted the item's entry");
     scheduler_complete(item, s, ST_DONE, OL_OUTCOME_DELETED, NULL);
     scheduler_advance(item);
@@ -438,8 +440,10 @@ static void find_got(find_ctx *f, size_t s, int result, const ol_secret *found,
     if (result == 0 && found != NULL && key_listed(f, found->access_key_id) &&
         journal_count_stage(r->journal, item->name, run_stage_name(r, s), "secret_stored",
                             found->access_key_id) == 0)
-        journal_append_durable(r->journal, item->name, run_stage_name(r, s), "secret_stored",
-                               found->access_key_id, "read back");
+        /* fsync'd off the loop; lost in a power loss, it costs the next run this read. */
+        if (journal_append(r->journal, item->name, run_stage_name(r, s), "secret_stored",
+                           found->access_key_id, "read back") == 0)
+            journal_sync_soon(r->journal);
     if (find_settled(f) && !verifying) {
         services_timer_start(r->svc, 0, find_finish, f, NULL);
         return;

@@ -702,28 +702,38 @@ static void step_delete_next(iam_run *r) {
     send_step(r, IAM_DELETE_KEY, extra, 1, 0, 0);
 }
 
-/* Records the keys present before the request, then the request itself: a key that shows
- * up later and that nobody stored can then only be this request's lost result. */
-static int journal_before_create(iam_run *r) {
+/* The request is on disk: now it may go. */
+static void on_request_journaled(void *arg, int status) {
+    iam_run *r = arg;
+    if (status != 0) {
+        run_fail(r,
+                 "cannot fsync the journal before the access key request for user %s; no "
+                 "key created",
+                 r->user);
+        return;
+    }
+    r->st->host->checkpoint(r->item, "iam.before_create_access_key");
+    /* Never resent on an unknown outcome: a second key could be created unseen. */
+    send_step(r, IAM_CREATE_KEY, NULL, 0, OL_AWS_NOT_IDEMPOTENT, 1);
+}
+
+/* Records the keys present before the request, then the request itself, on disk before the
+ * request is sent (on_request_journaled): a key that shows up later and that nobody stored
+ * can then only be this request's lost result. */
+static void step_create_key(iam_run *r) {
     const ol_host *h = r->st->host;
     for (size_t i = 0; i < r->n_keys; i++) {
         if (r->keys[i].orphan || h->journal_count(r->item, "access_key_seen", r->keys[i].id) > 0)
             continue;
-        if (h->journal_append(r->item, r->stage, "access_key_seen", r->keys[i].id) != 0)
-            return OL_EIO;
+        if (h->journal_append(r->item, r->stage, "access_key_seen", r->keys[i].id) != 0) {
+            run_fail(r, "cannot journal the access key request for user %s; no key created",
+                     r->user);
+            return;
+        }
     }
-    return h->journal_append_durable(r->item, r->stage, "access_key_requested", NULL);
-}
-
-static void step_create_key(iam_run *r) {
-    const ol_host *h = r->st->host;
-    if (journal_before_create(r) != 0) {
+    if (h->journal_append_synced(r->item, r->stage, "access_key_requested", NULL,
+                                 on_request_journaled, r) != 0)
         run_fail(r, "cannot journal the access key request for user %s; no key created", r->user);
-        return;
-    }
-    h->checkpoint(r->item, "iam.before_create_access_key");
-    /* Never resent on an unknown outcome: a second key could be created unseen. */
-    send_step(r, IAM_CREATE_KEY, NULL, 0, OL_AWS_NOT_IDEMPOTENT, 1);
 }
 
 /* Fails the run: the user already has IAM's maximum of keys, none of them opsline's. */
@@ -1005,7 +1015,7 @@ static const ol_plugin iam_plugin = {
     .abi_minor = OL_ABI_MINOR,
     .struct_size = sizeof(ol_plugin),
     .name = "iam",
-    .version = "2.1.0",
+    .version = "2.2.0",
     .description = "IAM user (programmatic only) and an access key whose secret is never lost",
     .needs = iam_needs,
     OL_OPTIONS(iam_options),

@@ -396,6 +396,8 @@ static void rotate_found(void *arg, const char *key_id, const char *const *lost,
     rotate_next_delete(r);
 }
 
+static void rotate_journaled(void *arg, int status);
+
 static void rotate_create(lc_run *r) {
     const char *kept[LC_MAX_KEYS];
     size_t n_kept = 0;
@@ -419,10 +421,19 @@ static void rotate_create(lc_run *r) {
     for (size_t i = 0; i < r->n_keys; i++)
         if (!r->keys[i].doomed && lc_journal(r, "access_key_seen", r->keys[i].id) == 0)
             r->h->journal_append(r->item, r->stage, "access_key_seen", r->keys[i].id);
-    if ((r->old[0] &&
-         r->h->journal_append_durable(r->item, r->stage, "rotate_begun", r->old) != 0) ||
-        r->h->journal_append_durable(r->item, r->stage, "access_key_requested", NULL) != 0) {
+    /* One fsync (off the loop) puts both records on disk before the request goes. */
+    if ((r->old[0] && r->h->journal_append(r->item, r->stage, "rotate_begun", r->old) != 0) ||
+        r->h->journal_append_synced(r->item, r->stage, "access_key_requested", NULL,
+                                    rotate_journaled, r) != 0)
         lc_fail(r, "cannot journal the rotation of user %s; nothing was changed", r->user);
+}
+
+/* rotate_begun and access_key_requested are on disk: the new key may be requested. */
+static void rotate_journaled(void *arg, int status) {
+    lc_run *r = arg;
+    if (status != 0) {
+        lc_fail(r, "cannot fsync the journal before rotating user %s's key; nothing was changed",
+                r->user);
         return;
     }
     r->h->checkpoint(r->item, "iam.before_create_access_key");

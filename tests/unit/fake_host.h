@@ -11,7 +11,8 @@
  *   fake_set_opt("encryption", "aws:kms"); as `--set bucket.encryption=aws:kms` would
  *   p->init(NULL, &FH.api, &st);           the stage binds and reads its options
  *   p->apply(NULL, NULL, st);              FH.req is the request, FH.pending is set
- *   fake_answer(&res);                     the stage's callback runs with res
+ *   fake_answer(&res);                     the stage's callback runs with res, then
+ *                                          the journal_append_synced callbacks it caused
  *   fake_stop();                           in teardown */
 #ifndef OL_TEST_FAKE_HOST_H
 #define OL_TEST_FAKE_HOST_H
@@ -85,6 +86,13 @@ typedef struct fake_host {
     ol_log_level last_log_level;
     int n_logs;            /* lines in logs */
     char checkpoints[256]; /* "point;" per host->checkpoint */
+    /* journal_append_synced: its callbacks wait here for the end of the current fake_answer
+     * (never run from within the call), with sync_result (0: on disk; OL_EIO: the fsync
+     * failed). */
+    int sync_result;
+    ol_synced_cb synced_cb[4];
+    void *synced_arg[4];
+    size_t n_synced;
 } fake_host;
 
 static fake_host FH;
@@ -263,6 +271,33 @@ static int fake_journal_append_durable(ol_item *i, ol_stage *s, const char *even
         return OL_EIO;
     return journal_append_durable(FH.journal, FH.name, fake_stage_name(s), event, id, NULL);
 }
+static int fake_journal_append_synced(ol_item *i, ol_stage *s, const char *event, const char *id,
+                                      ol_synced_cb cb, void *arg) {
+    (void)i;
+    if (FH.journal == NULL || cb == NULL)
+        return OL_EIO;
+    assert_true(FH.n_synced < sizeof(FH.synced_cb) / sizeof(FH.synced_cb[0]));
+    int rc = journal_append(FH.journal, FH.name, fake_stage_name(s), event, id, NULL);
+    if (rc != 0)
+        return rc;
+    FH.synced_cb[FH.n_synced] = cb;
+    FH.synced_arg[FH.n_synced++] = arg;
+    return 0;
+}
+/* Runs the journal_append_synced callbacks waiting, as the loop does after the fsync. */
+FAKE_API void fake_settle(void) {
+    while (FH.n_synced > 0) {
+        ol_synced_cb cb = FH.synced_cb[0];
+        void *arg = FH.synced_arg[0];
+        memmove(&FH.synced_cb[0], &FH.synced_cb[1], (FH.n_synced - 1) * sizeof(FH.synced_cb[0]));
+        memmove(&FH.synced_arg[0], &FH.synced_arg[1], (FH.n_synced - 1) * sizeof(FH.synced_arg[0]));
+        FH.n_synced--;
+        int status = FH.sync_result;
+        if (status == 0 && journal_flush(FH.journal) != 0)
+            status = OL_EIO;
+        cb(arg, status);
+    }
+}
 /* The host's own naming rules (names.c), as the real host answers. */
 static int fake_aws_name_check(const char *kind, const char *name, char **why) {
     char *err = NULL;
@@ -347,6 +382,7 @@ FAKE_API void fake_start(const ol_plugin *p) {
         .xml_free = xml_free,
         .journal_append = fake_journal_append,
         .journal_append_durable = fake_journal_append_durable,
+        .journal_append_synced = fake_journal_append_synced,
         .aws_name_check = fake_aws_name_check,
         .item_name_check = fake_item_name_check,
         .suggest = ol__suggest,
@@ -418,6 +454,7 @@ FAKE_API void fake_answer(const ol_aws_response *res) {
         FH.pending = 0;
     }
     cb(arg, res);
+    fake_settle();
 }
 
 /* How many requests are in flight. */

@@ -489,6 +489,20 @@ static void journals_a_refused_create_as_resolved(void **state) {
     assert_int_equal(pending_requests(&FH.api, NULL), 0);
 }
 
+static void sends_no_create_key_when_the_journal_cannot_reach_the_disk(void **state) {
+    fake_host *f = *state;
+    f->sync_result = OL_EIO;
+    start();
+    reply_ok("CreateUser", create_user_body);
+    stop();
+    assert_int_equal(f->outcome, OL_OUTCOME_FAILED);
+    assert_string_equal(f->reason, "cannot fsync the journal before the access key request for "
+                                   "user acme-prod; no key created");
+    assert_int_equal(f->requests, 1); /* CreateUser only */
+    assert_string_equal(f->checkpoints, "");
+    assert_int_equal(fake_in_flight(), 0);
+}
+
 /* The user-name rule itself is the host's (tests/unit/test_names.c); validate asks it. */
 static void validates_user_names_and_paths(void **state) {
     fake_host *f = *state;
@@ -515,7 +529,7 @@ static void validates_user_names_and_paths(void **state) {
 
 static void logs_every_state_transition_at_debug_level(void **state) {
     fake_host *f = *state;
-    assert_string_equal(opsline_plugin()->version, "2.1.0");
+    assert_string_equal(opsline_plugin()->version, "2.2.0");
     start();
     existing_user_without_login_profile();
     const char *none[] = {NULL};
@@ -548,6 +562,7 @@ int main(void) {
         T(adds_missing_tags_to_an_existing_user),
         T(reports_an_aws_error_with_code_and_user),
         T(journals_a_refused_create_as_resolved),
+        T(sends_no_create_key_when_the_journal_cannot_reach_the_disk),
         T(validates_user_names_and_paths),
         T(logs_every_state_transition_at_debug_level),
     };

@@ -1,5 +1,7 @@
 /* Tests for host/journal.c: durable JSON-lines records, counts, torn lines, the lock. */
+#include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -12,6 +14,8 @@
 
 #include <cmocka.h>
 #include <jansson.h>
+#include <pthread.h>
+#include <uv.h>
 
 #include "journal.h"
 #include "opsline/opsline.h"
@@ -409,6 +413,220 @@ static void writes_a_durable_record_before_returning(void **state) {
     journal_close(j);
 }
 
+/* ---- journal_append_synced: the fsync on the thread pool -------------------------------- */
+
+/* What the callbacks saw, in order: "name:status;" each. */
+typedef struct synced_log {
+    char text[256];
+    journal *j;
+    const char *again; /* when set, the first callback appends this item, synced, once */
+} synced_log;
+
+typedef struct synced_arg {
+    synced_log *log;
+    const char *name;
+} synced_arg;
+
+static void on_synced(void *arg, int status) {
+    synced_arg *a = arg;
+    size_t used = strlen(a->log->text);
+    snprintf(a->log->text + used, sizeof(a->log->text) - used, "%s:%d;", a->name, status);
+    if (a->log->again != NULL) {
+        static synced_arg again_arg;
+        again_arg = (synced_arg){a->log, a->log->again};
+        a->log->again = NULL;
+        assert_int_equal(journal_append_synced(a->log->j, again_arg.name, "iam", "requested", NULL,
+                                               NULL, on_synced, &again_arg),
+                         0);
+    }
+}
+
+static journal *open_on_loop(const fixture *f, uv_loop_t *loop) {
+    assert_int_equal(uv_loop_init(loop), 0);
+    journal *j = open_ok(f);
+    journal_attach_loop(j, loop);
+    return j;
+}
+
+static void close_loop(uv_loop_t *loop) {
+    assert_int_equal(uv_run(loop, UV_RUN_DEFAULT), 0);
+    assert_int_equal(uv_loop_close(loop), 0);
+}
+
+static void calls_back_once_the_synced_record_is_on_disk_never_within_the_call(void **state) {
+    fixture *f = *state;
+    uv_loop_t loop;
+    journal *j = open_on_loop(f, &loop);
+    synced_log log = {.j = j};
+    synced_arg a = {&log, "a"};
+    size_t before = journal_fsyncs(j);
+    assert_int_equal(
+        journal_append_synced(j, "a-prod", "iam", "requested", NULL, NULL, on_synced, &a), 0);
+    assert_string_equal(log.text, ""); /* not from within the call */
+    assert_non_null(strstr(read_all(f->file), "\"event\":\"requested\"")); /* written at once */
+    assert_int_equal(journal_count(j, "a-prod", "requested", NULL), 1);
+    assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+    assert_string_equal(log.text, "a:0;");
+    assert_int_equal(journal_fsyncs(j), before + 1);
+    assert_int_equal(journal_flush(j), 0); /* nothing left to sync: no fsync */
+    assert_int_equal(journal_fsyncs(j), before + 1);
+    journal_close(j);
+    close_loop(&loop);
+}
+
+static void records_written_while_an_fsync_runs_share_the_next_one(void **state) {
+    fixture *f = *state;
+    uv_loop_t loop;
+    journal *j = open_on_loop(f, &loop);
+    synced_log log = {.j = j};
+    synced_arg a[] = {{&log, "a"}, {&log, "b"}, {&log, "c"}};
+    size_t before = journal_fsyncs(j);
+    for (size_t i = 0; i < 3; i++)
+        assert_int_equal(
+            journal_append_synced(j, a[i].name, "iam", "requested", NULL, NULL, on_synced, &a[i]),
+            0);
+    /* a's fsync started at once; b and c came after it, so one more covers both. */
+    assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+    assert_string_equal(log.text, "a:0;b:0;c:0;");
+    assert_int_equal(journal_fsyncs(j), before + 2);
+    journal_close(j);
+    close_loop(&loop);
+}
+
+static void a_callback_may_append_and_wait_again(void **state) {
+    fixture *f = *state;
+    uv_loop_t loop;
+    journal *j = open_on_loop(f, &loop);
+    synced_log log = {.j = j, .again = "d"};
+    synced_arg a = {&log, "a"};
+    assert_int_equal(journal_append_synced(j, "a", "iam", "requested", NULL, NULL, on_synced, &a),
+                     0);
+    assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+    assert_string_equal(log.text, "a:0;d:0;");
+    assert_int_equal(journal_count(j, "d", "requested", NULL), 1);
+    journal_close(j);
+    close_loop(&loop);
+}
+
+/* An fsync that waits until the loop has run a timer: proof that the loop is not blocked. */
+static pthread_mutex_t gate_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t gate_cv = PTHREAD_COND_INITIALIZER;
+static int gate_open;
+
+static int gated_fsync(int fd) {
+    pthread_mutex_lock(&gate_mu);
+    while (!gate_open)
+        pthread_cond_wait(&gate_cv, &gate_mu);
+    pthread_mutex_unlock(&gate_mu);
+    return fsync(fd);
+}
+
+static void open_gate(uv_timer_t *t) {
+    synced_log *log = t->data;
+    strcat(log->text, "timer;");
+    pthread_mutex_lock(&gate_mu);
+    gate_open = 1;
+    pthread_cond_signal(&gate_cv);
+    pthread_mutex_unlock(&gate_mu);
+    uv_close((uv_handle_t *)t, NULL);
+}
+
+static void the_loop_runs_while_the_fsync_waits(void **state) {
+    fixture *f = *state;
+    uv_loop_t loop;
+    journal *j = open_on_loop(f, &loop);
+    journal_test_set_fsync(j, gated_fsync);
+    gate_open = 0;
+    synced_log log = {.j = j};
+    synced_arg a = {&log, "a"};
+    uv_timer_t t;
+    assert_int_equal(uv_timer_init(&loop, &t), 0);
+    t.data = &log;
+    assert_int_equal(uv_timer_start(&t, open_gate, 1, 0), 0);
+    assert_int_equal(journal_append_synced(j, "a", "iam", "requested", NULL, NULL, on_synced, &a),
+                     0);
+    assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+    assert_string_equal(log.text, "timer;a:0;");
+    journal_close(j);
+    close_loop(&loop);
+}
+
+static int failing_fsync(int fd) {
+    (void)fd;
+    errno = EIO;
+    return -1;
+}
+
+static void a_failed_fsync_is_reported_to_its_waiters_and_once_to_sync_due(void **state) {
+    fixture *f = *state;
+    uv_loop_t loop;
+    journal *j = open_on_loop(f, &loop);
+    journal_test_set_fsync(j, failing_fsync);
+    synced_log log = {.j = j};
+    synced_arg a[] = {{&log, "a"}, {&log, "b"}};
+    for (size_t i = 0; i < 2; i++)
+        assert_int_equal(
+            journal_append_synced(j, a[i].name, "iam", "requested", NULL, NULL, on_synced, &a[i]),
+            0);
+    assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+    char want[64];
+    snprintf(want, sizeof(want), "a:%d;b:%d;", OL_EIO, OL_EIO);
+    assert_string_equal(log.text, want);
+    /* With nobody waiting, the failure of a background fsync comes back from the next
+     * journal_sync_due, once. */
+    assert_int_equal(journal_append(j, "c", "iam", "plain", NULL, NULL), 0);
+    journal_sync_soon(j);
+    assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+    journal_test_set_fsync(j, NULL);
+    assert_int_equal(journal_sync_due(j, UINT_MAX), OL_EIO); /* UINT_MAX: starts no fsync */
+    assert_int_equal(journal_sync_due(j, UINT_MAX), 0);
+    assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+    journal_close(j);
+    close_loop(&loop);
+}
+
+static void sync_due_fsyncs_off_the_loop_only_when_records_wait_and_it_is_time(void **state) {
+    fixture *f = *state;
+    uv_loop_t loop;
+    journal *j = open_on_loop(f, &loop);
+    size_t before = journal_fsyncs(j);
+    assert_int_equal(journal_sync_due(j, 0), 0); /* nothing written: no fsync */
+    assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+    assert_int_equal(journal_fsyncs(j), before);
+    assert_int_equal(journal_append(j, "a", "iam", "plain", NULL, NULL), 0);
+    assert_int_equal(journal_sync_due(j, 0), 0);
+    assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+    assert_int_equal(journal_fsyncs(j), before + 1);
+    assert_int_equal(journal_append(j, "b", "iam", "plain", NULL, NULL), 0);
+    assert_int_equal(journal_sync_due(j, 60000), 0); /* synced just now: not yet */
+    assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+    assert_int_equal(journal_fsyncs(j), before + 1);
+    assert_int_equal(journal_flush(j), 0); /* b is still to sync: on the loop, now */
+    assert_int_equal(journal_fsyncs(j), before + 2);
+    journal_close(j);
+    close_loop(&loop);
+}
+
+static void refuses_a_synced_append_without_a_loop_or_callback(void **state) {
+    fixture *f = *state;
+    journal *j = open_ok(f);
+    synced_log log = {.j = j};
+    synced_arg a = {&log, "a"};
+    assert_int_equal(journal_append_synced(j, "a", "iam", "requested", NULL, NULL, on_synced, &a),
+                     OL_EINVAL);
+    uv_loop_t loop;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    journal_attach_loop(j, &loop);
+    assert_int_equal(journal_append_synced(j, "a", "iam", "requested", NULL, NULL, NULL, NULL),
+                     OL_EINVAL);
+    assert_int_equal(journal_append_synced(j, NULL, "iam", "requested", NULL, NULL, on_synced, &a),
+                     OL_EINVAL);
+    assert_int_equal(journal_count(j, "a", "requested", NULL), 0);
+    assert_string_equal(log.text, "");
+    journal_close(j);
+    close_loop(&loop);
+}
+
 /* journal_open must refuse, naming the file, and leave what a planted entry points at
  * untouched. alarm(10): a FIFO that hangs the open fails the test instead of stalling it. */
 static void refuse_state_file(const fixture *f, const char *name, const char *want) {
@@ -490,6 +708,18 @@ int main(void) {
         cmocka_unit_test_setup_teardown(reports_an_unusable_state_dir, setup, teardown),
         cmocka_unit_test_setup_teardown(rejects_appends_without_item_or_event, setup, teardown),
         cmocka_unit_test_setup_teardown(writes_a_durable_record_before_returning, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            calls_back_once_the_synced_record_is_on_disk_never_within_the_call, setup, teardown),
+        cmocka_unit_test_setup_teardown(records_written_while_an_fsync_runs_share_the_next_one,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(a_callback_may_append_and_wait_again, setup, teardown),
+        cmocka_unit_test_setup_teardown(the_loop_runs_while_the_fsync_waits, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            a_failed_fsync_is_reported_to_its_waiters_and_once_to_sync_due, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            sync_due_fsyncs_off_the_loop_only_when_records_wait_and_it_is_time, setup, teardown),
+        cmocka_unit_test_setup_teardown(refuses_a_synced_append_without_a_loop_or_callback, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(
             refuses_a_pid_file_linked_to_another_file_and_leaves_it_whole, setup, teardown),
         cmocka_unit_test_setup_teardown(refuses_a_journal_that_is_a_link, setup, teardown),

@@ -72,12 +72,12 @@ static void loading_the_same_file_twice_is_a_noop(void **state) {
 }
 
 static void refuses_a_different_abi_major_naming_both_versions(void **state) {
-    expect_refusal(*state, CASES "abi_major/abi_major.so", OL_EABI, "ABI 3.0", "supports 2.1",
+    expect_refusal(*state, CASES "abi_major/abi_major.so", OL_EABI, "ABI 3.0", "supports 2.2",
                    "SDK 2.x");
 }
 
 static void refuses_a_newer_abi_minor_naming_both_versions(void **state) {
-    expect_refusal(*state, CASES "abi_minor/abi_minor.so", OL_EABI, "ABI 2.2", "supports 2.1",
+    expect_refusal(*state, CASES "abi_minor/abi_minor.so", OL_EABI, "ABI 2.3", "supports 2.2",
                    NULL);
 }
 

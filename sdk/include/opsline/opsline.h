@@ -39,7 +39,7 @@ extern "C" {
 #endif
 
 #define OL_ABI_MAJOR 2
-#define OL_ABI_MINOR 1
+#define OL_ABI_MINOR 2
 
 #if defined(__GNUC__)
 #define OL_EXPORT __attribute__((visibility("default")))
@@ -279,6 +279,10 @@ typedef void (*ol_proc_cb)(void *arg, const ol_proc_result *res);
  * OL_ECANCELED when the run was stopped before work started (work then never runs). */
 typedef void (*ol_work_fn)(void *arg);
 typedef void (*ol_after_work_cb)(void *arg, int status);
+
+/* ABI 2.2: host->journal_append_synced's callback, on the loop. status 0: the record is on
+ * disk; OL_EIO: it could not be made durable (do not send what it guards). */
+typedef void (*ol_synced_cb)(void *arg, int status);
 
 typedef struct ol_timer ol_timer;
 /* Timer callback, on the loop. status 0: it fired; OL_ECANCELED: the run ended first. */
@@ -523,6 +527,17 @@ typedef struct ol_host {
      * secret back (the bag then holds it): for a stage that must use the stored key (a
      * rotation's proof, verify). Same completion. */
     int (*secret_read)(ol_item *item, const char *key_id, ol_find_cb cb, void *arg);
+
+    /* ---- 2.2 (check host->abi_minor >= 2) ------------------------------------------------ */
+
+    /* journal_append_durable without blocking the loop: the record is written before this
+     * returns (a killed process keeps it) and cb(arg, 0) runs once it is on disk, so do the
+     * non-idempotent request from cb. The fsync runs on the host's thread pool and one fsync
+     * serves every record written before it, so items that reach this point together share
+     * it. Returns 0 and calls cb exactly once, never from within this call (OL_EIO when the
+     * fsync failed); or a negative code (nothing written), and cb is never called. */
+    int (*journal_append_synced)(ol_item *item, ol_stage *stage, const char *event, const char *id,
+                                 ol_synced_cb cb, void *arg);
 } ol_host;
 
 /* ---------------------------------------------------------------------------------------
