@@ -27,6 +27,7 @@ sets the pace.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -242,6 +243,21 @@ class Stack:
                 m.stop()
             except Exception as exc:  # noqa: BLE001 - keep stopping the rest
                 log(f"bench: stopping moto: {exc}")
+
+
+@contextlib.contextmanager
+def scratch_stack(prefix, config, latency_ms):
+    """A scratch directory and a Stack of config working in it; on leaving, the stack is
+    stopped and the directory removed. Yields (scratch, stack)."""
+    scratch = tempfile.mkdtemp(prefix=prefix)
+    stack = None
+    try:
+        stack = Stack(config, scratch, latency_ms)
+        yield scratch, stack
+    finally:
+        if stack is not None:
+            stack.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def read_env(path):

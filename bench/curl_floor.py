@@ -21,7 +21,6 @@ store, the report, start-up.
 import argparse
 import os
 import secrets
-import shutil
 import statistics
 import subprocess
 import sys
@@ -30,7 +29,7 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "tools"))
-from bench import Stack, timed_call  # noqa: E402
+from bench import scratch_stack, timed_call  # noqa: E402
 
 S3NS = "http://s3.amazonaws.com/doc/2006-03-01/"
 
@@ -111,11 +110,8 @@ def main():
     ap.add_argument("--concurrency", type=int, default=32, help="opsline --concurrency")
     args = ap.parse_args()
     opsline = os.path.abspath(args.opsline)
-    scratch = tempfile.mkdtemp(prefix="opsline-floor-")
-    stack = None
-    try:
+    with scratch_stack("opsline-floor-", "split", args.latency_ms) as (scratch, stack):
         exe = build_floor(scratch)
-        stack = Stack("split", scratch, args.latency_ms)
         env = stack.client_env(scratch)
         runs = {"curl_floor": [], "opsline": []}
         for r in range(args.repeat):
@@ -152,10 +148,6 @@ def main():
         print(f"  opsline / floor {op / fl:.2f}x; above the floor: {op - fl:.3f} s "
               f"({(op - fl) / op:.0%} of opsline's CPU)")
         return 0
-    finally:
-        if stack is not None:
-            stack.stop()
-        shutil.rmtree(scratch, ignore_errors=True)
 
 
 if __name__ == "__main__":
