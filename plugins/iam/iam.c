@@ -722,17 +722,12 @@ static void on_request_journaled(void *arg, int status) {
  * can then only be this request's lost result. */
 static void step_create_key(iam_run *r) {
     const ol_host *h = r->st->host;
-    for (size_t i = 0; i < r->n_keys; i++) {
-        if (r->keys[i].orphan || h->journal_count(r->item, "access_key_seen", r->keys[i].id) > 0)
-            continue;
-        if (h->journal_append(r->item, r->stage, "access_key_seen", r->keys[i].id) != 0) {
-            run_fail(r, "cannot journal the access key request for user %s; no key created",
-                     r->user);
-            return;
-        }
-    }
-    if (h->journal_append_synced(r->item, r->stage, "access_key_requested", NULL,
-                                 on_request_journaled, r) != 0)
+    int rc = 0;
+    for (size_t i = 0; i < r->n_keys && rc == 0; i++)
+        if (!r->keys[i].orphan && h->journal_count(r->item, "access_key_seen", r->keys[i].id) == 0)
+            rc = h->journal_append(r->item, r->stage, "access_key_seen", r->keys[i].id);
+    if (rc != 0 || h->journal_append_synced(r->item, r->stage, "access_key_requested", NULL,
+                                            on_request_journaled, r) != 0)
         run_fail(r, "cannot journal the access key request for user %s; no key created", r->user);
 }
 
