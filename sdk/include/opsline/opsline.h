@@ -535,7 +535,8 @@ typedef struct ol_host {
      * non-idempotent request from cb. The fsync runs on the host's thread pool and one fsync
      * serves every record written before it, so items that reach this point together share
      * it. Returns 0 and calls cb exactly once, never from within this call (OL_EIO when the
-     * fsync failed); or a negative code (nothing written), and cb is never called. */
+     * fsync failed); or a negative code, and cb is never called: do not send (the record may
+     * have been written, without being known on disk). */
     int (*journal_append_synced)(ol_item *item, ol_stage *stage, const char *event, const char *id,
                                  ol_synced_cb cb, void *arg);
 } ol_host;
