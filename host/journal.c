@@ -742,7 +742,7 @@ void journal_close(journal *j) {
     if (j == NULL)
         return;
     if (j->syncing) { /* a caller's bug: the pool still holds j; keep it rather than crash */
-        fsync(j->fd);
+        j->fsync_fn(j->fd);
         return;
     }
     journal_flush(j);

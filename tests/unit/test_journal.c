@@ -427,6 +427,14 @@ typedef struct synced_arg {
     const char *name;
 } synced_arg;
 
+static void on_synced(void *arg, int status);
+
+/* A "requested" record for item a->name, synced; on_synced logs its completion. */
+static void request(journal *j, synced_arg *a) {
+    assert_int_equal(
+        journal_append_synced(j, a->name, "iam", "requested", NULL, NULL, on_synced, a), 0);
+}
+
 static void on_synced(void *arg, int status) {
     synced_arg *a = arg;
     size_t used = strlen(a->log->text);
@@ -435,9 +443,7 @@ static void on_synced(void *arg, int status) {
         static synced_arg again_arg;
         again_arg = (synced_arg){a->log, a->log->again};
         a->log->again = NULL;
-        assert_int_equal(journal_append_synced(a->log->j, again_arg.name, "iam", "requested", NULL,
-                                               NULL, on_synced, &again_arg),
-                         0);
+        request(a->log->j, &again_arg);
     }
 }
 
@@ -453,6 +459,12 @@ static void close_loop(uv_loop_t *loop) {
     assert_int_equal(uv_loop_close(loop), 0);
 }
 
+/* The journal, then the loop (which runs dry first). */
+static void close_both(journal *j, uv_loop_t *loop) {
+    journal_close(j);
+    close_loop(loop);
+}
+
 static void calls_back_once_the_synced_record_is_on_disk_never_within_the_call(void **state) {
     fixture *f = *state;
     uv_loop_t loop;
@@ -460,18 +472,16 @@ static void calls_back_once_the_synced_record_is_on_disk_never_within_the_call(v
     synced_log log = {.j = j};
     synced_arg a = {&log, "a"};
     size_t before = journal_fsyncs(j);
-    assert_int_equal(
-        journal_append_synced(j, "a-prod", "iam", "requested", NULL, NULL, on_synced, &a), 0);
+    request(j, &a);
     assert_string_equal(log.text, ""); /* not from within the call */
     assert_non_null(strstr(read_all(f->file), "\"event\":\"requested\"")); /* written at once */
-    assert_int_equal(journal_count(j, "a-prod", "requested", NULL), 1);
+    assert_int_equal(journal_count(j, "a", "requested", NULL), 1);
     assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
     assert_string_equal(log.text, "a:0;");
     assert_int_equal(journal_fsyncs(j), before + 1);
     assert_int_equal(journal_flush(j), 0); /* nothing left to sync: no fsync */
     assert_int_equal(journal_fsyncs(j), before + 1);
-    journal_close(j);
-    close_loop(&loop);
+    close_both(j, &loop);
 }
 
 static void records_written_while_an_fsync_runs_share_the_next_one(void **state) {
@@ -482,15 +492,12 @@ static void records_written_while_an_fsync_runs_share_the_next_one(void **state)
     synced_arg a[] = {{&log, "a"}, {&log, "b"}, {&log, "c"}};
     size_t before = journal_fsyncs(j);
     for (size_t i = 0; i < 3; i++)
-        assert_int_equal(
-            journal_append_synced(j, a[i].name, "iam", "requested", NULL, NULL, on_synced, &a[i]),
-            0);
+        request(j, &a[i]);
     /* a's fsync started at once; b and c came after it, so one more covers both. */
     assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
     assert_string_equal(log.text, "a:0;b:0;c:0;");
     assert_int_equal(journal_fsyncs(j), before + 2);
-    journal_close(j);
-    close_loop(&loop);
+    close_both(j, &loop);
 }
 
 static void a_callback_may_append_and_wait_again(void **state) {
@@ -499,13 +506,11 @@ static void a_callback_may_append_and_wait_again(void **state) {
     journal *j = open_on_loop(f, &loop);
     synced_log log = {.j = j, .again = "d"};
     synced_arg a = {&log, "a"};
-    assert_int_equal(journal_append_synced(j, "a", "iam", "requested", NULL, NULL, on_synced, &a),
-                     0);
+    request(j, &a);
     assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
     assert_string_equal(log.text, "a:0;d:0;");
     assert_int_equal(journal_count(j, "d", "requested", NULL), 1);
-    journal_close(j);
-    close_loop(&loop);
+    close_both(j, &loop);
 }
 
 /* An fsync that waits until the loop has run a timer: proof that the loop is not blocked. */
@@ -543,12 +548,10 @@ static void the_loop_runs_while_the_fsync_waits(void **state) {
     assert_int_equal(uv_timer_init(&loop, &t), 0);
     t.data = &log;
     assert_int_equal(uv_timer_start(&t, open_gate, 1, 0), 0);
-    assert_int_equal(journal_append_synced(j, "a", "iam", "requested", NULL, NULL, on_synced, &a),
-                     0);
+    request(j, &a);
     assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
     assert_string_equal(log.text, "timer;a:0;");
-    journal_close(j);
-    close_loop(&loop);
+    close_both(j, &loop);
 }
 
 static int failing_fsync(int fd) {
@@ -565,9 +568,7 @@ static void a_failed_fsync_is_reported_to_its_waiters_and_once_to_sync_due(void 
     synced_log log = {.j = j};
     synced_arg a[] = {{&log, "a"}, {&log, "b"}};
     for (size_t i = 0; i < 2; i++)
-        assert_int_equal(
-            journal_append_synced(j, a[i].name, "iam", "requested", NULL, NULL, on_synced, &a[i]),
-            0);
+        request(j, &a[i]);
     assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
     char want[64];
     snprintf(want, sizeof(want), "a:%d;b:%d;", OL_EIO, OL_EIO);
@@ -581,8 +582,7 @@ static void a_failed_fsync_is_reported_to_its_waiters_and_once_to_sync_due(void 
     assert_int_equal(journal_sync_due(j, UINT_MAX), OL_EIO); /* UINT_MAX: starts no fsync */
     assert_int_equal(journal_sync_due(j, UINT_MAX), 0);
     assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
-    journal_close(j);
-    close_loop(&loop);
+    close_both(j, &loop);
 }
 
 static void sync_due_fsyncs_off_the_loop_only_when_records_wait_and_it_is_time(void **state) {
@@ -603,8 +603,7 @@ static void sync_due_fsyncs_off_the_loop_only_when_records_wait_and_it_is_time(v
     assert_int_equal(journal_fsyncs(j), before + 1);
     assert_int_equal(journal_flush(j), 0); /* b is still to sync: on the loop, now */
     assert_int_equal(journal_fsyncs(j), before + 2);
-    journal_close(j);
-    close_loop(&loop);
+    close_both(j, &loop);
 }
 
 static void refuses_a_synced_append_without_a_loop_or_callback(void **state) {
@@ -623,8 +622,7 @@ static void refuses_a_synced_append_without_a_loop_or_callback(void **state) {
                      OL_EINVAL);
     assert_int_equal(journal_count(j, "a", "requested", NULL), 0);
     assert_string_equal(log.text, "");
-    journal_close(j);
-    close_loop(&loop);
+    close_both(j, &loop);
 }
 
 /* journal_open must refuse, naming the file, and leave what a planted entry points at
