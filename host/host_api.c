@@ -352,13 +352,46 @@ static int journal_record(ol_item *item, ol_stage *stage, const char *event, con
                                                                stage_name(stage), event, id, NULL);
 }
 
+/* A plugin's wait for a record to reach the disk (host_journal_append_synced). */
+typedef struct synced_wait {
+    ol_item *item;
+    size_t stage; /* index into item->stages */
+    ol_synced_cb cb;
+    void *arg;
+} synced_wait;
+
+/* The record is on disk (status 0) or not (OL_EIO). What the record guards is sent from the
+ * plugin's callback, so a stage that stopped running meanwhile (its time limit abandoned it;
+ * the item has ended) gets OL_ECANCELED instead of 0: nothing is sent on behalf of a stage
+ * already reported failed. */
+static void on_journal_synced(void *arg, int status) {
+    synced_wait *w = arg;
+    const ol_item *item = w->item;
+    if (status == 0 && (item->stages == NULL || item->stages[w->stage].status != ST_RUNNING))
+        status = OL_ECANCELED;
+    ol_synced_cb cb = w->cb;
+    void *cb_arg = w->arg;
+    free(w);
+    cb(cb_arg, status);
+}
+
 static int host_journal_append_synced(ol_item *item, ol_stage *stage, const char *event,
                                       const char *id, ol_synced_cb cb, void *arg) {
     int rc = journal_admits(item, stage, event, id);
     if (rc != 0)
         return rc;
-    return journal_append_synced(item->run->journal, item->name, stage_name(stage), event, id, NULL,
-                                 cb, arg);
+    if (stage == NULL || cb == NULL) /* no stage to watch; a NULL cb is refused below */
+        return journal_append_synced(item->run->journal, item->name, stage_name(stage), event, id,
+                                     NULL, cb, arg);
+    synced_wait *w = malloc(sizeof(*w));
+    if (w == NULL)
+        return OL_ENOMEM;
+    *w = (synced_wait){.item = item, .stage = stage->index, .cb = cb, .arg = arg};
+    rc = journal_append_synced(item->run->journal, item->name, stage_name(stage), event, id, NULL,
+                               on_journal_synced, w);
+    if (rc != 0)
+        free(w);
+    return rc;
 }
 
 static int host_journal_append(ol_item *item, ol_stage *stage, const char *event, const char *id) {

@@ -145,10 +145,21 @@ void scheduler_done(ol_stage *stage, ol_item *item, ol_outcome outcome, const ch
     }
     stage_run *sr = &item->stages[stage->index];
     if (sr->status != ST_RUNNING) {
-        run_log(stage, item, OL_LOG_ERROR,
-                sr->status == ST_DONE && sr->outcome == OL_OUTCOME_FAILED
-                    ? "done() called after the stage had failed (its time limit?); ignored"
-                    : "plugin bug: done() called for a stage that is not running; ignored");
+        if (sr->status == ST_DONE && sr->outcome == OL_OUTCOME_FAILED) {
+            /* Late (its time limit failed it): what the stage did meanwhile is worth knowing,
+             * e.g. that it sent nothing more. */
+            char *late = reason ? escaped_line(reason) : NULL;
+            if (late != NULL)
+                run_mask(item->run, late);
+            run_log(stage, item, OL_LOG_ERROR,
+                    "the stage completed after it had failed (its time limit?)%s%s; the item "
+                    "stays failed",
+                    late ? ": " : "", late ? late : "");
+            free(late);
+        } else {
+            run_log(stage, item, OL_LOG_ERROR,
+                    "plugin bug: done() called for a stage that is not running; ignored");
+        }
         return;
     }
     if (outcome < OL_OUTCOME_CREATED || outcome > OL_OUTCOME_ABSENT ||

@@ -705,6 +705,13 @@ static void step_delete_next(iam_run *r) {
 /* The request is on disk: now it may go. */
 static void on_request_journaled(void *arg, int status) {
     iam_run *r = arg;
+    if (status == OL_ECANCELED) { /* the stage was abandoned (its time limit) meanwhile */
+        run_fail(r,
+                 "the access key request for user %s was not sent (the stage had ended); no "
+                 "key created",
+                 r->user);
+        return;
+    }
     if (status != 0) {
         run_fail(r,
                  "cannot fsync the journal before the access key request for user %s; no "
@@ -1010,7 +1017,7 @@ static const ol_plugin iam_plugin = {
     .abi_minor = OL_ABI_MINOR,
     .struct_size = sizeof(ol_plugin),
     .name = "iam",
-    .version = "2.2.0",
+    .version = "2.2.1",
     .description = "IAM user (programmatic only) and an access key whose secret is never lost",
     .needs = iam_needs,
     OL_OPTIONS(iam_options),

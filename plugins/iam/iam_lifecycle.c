@@ -431,6 +431,13 @@ static void rotate_create(lc_run *r) {
 /* rotate_begun and access_key_requested are on disk: the new key may be requested. */
 static void rotate_journaled(void *arg, int status) {
     lc_run *r = arg;
+    if (status == OL_ECANCELED) { /* the stage was abandoned (its time limit) meanwhile */
+        lc_fail(r,
+                "the new access key for user %s was not requested (the stage had ended); "
+                "nothing was changed",
+                r->user);
+        return;
+    }
     if (status != 0) {
         lc_fail(r, "cannot fsync the journal before rotating user %s's key; nothing was changed",
                 r->user);

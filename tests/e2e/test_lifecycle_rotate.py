@@ -113,6 +113,28 @@ class RotateTest(MotoTestCase):
                          {old[0]: "Active", foreign_id: "Active"})
         self.assertEqual(self.stored("shared-production"), old)
 
+    def test_a_rotation_whose_stage_timed_out_during_the_journal_fsync_changes_nothing(self):
+        """The journal's fsync before CreateAccessKey outlasts the iam stage's time limit (a
+        slow disk, made by a preloaded shim): no new key is requested once it returns, the
+        old key stays active and stored, and a plain rotate then completes."""
+        self.apply_ok("slowrot", "--secrets", STORES)
+        old = self.stored("slowrot-production")
+        pipeline = os.path.join(self.work, "pipeline.json")
+        with open(pipeline, "w") as f:
+            json.dump({"stages": ["bucket", {"stage": "iam", "timeout": "1s"}, "policy",
+                                  "dotenv"]}, f)
+        r = self.opsline("rotate", "slowrot", "-e", "production", "--secrets", STORES,
+                         "--pipeline", pipeline, env=self.env(**self.slow_journal_fsync(2500)))
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn("the new access key for user slowrot-production was not requested (the "
+                      "stage had ended); nothing was changed", r.stderr)
+        self.assertEqual(self.key_status("slowrot-production"), {old[0]: "Active"})
+        self.assertEqual(self.stored("slowrot-production"), old)
+        r = self.rotate("slowrot", "-e", "production")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        new = self.assert_one_active_stored_key("slowrot-production", "slowrot-staging")
+        self.assertNotEqual(new[0], old[0])
+
     def test_killed_at_every_step_a_rerun_leaves_one_active_stored_key(self):
         for i, point in enumerate(KILL_POINTS):
             with self.subTest(point=point):

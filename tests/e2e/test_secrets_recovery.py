@@ -10,6 +10,9 @@ and IAM policies enforced, checked with boto3:
 - when the bucket stage fails, the created key is still stored;
 - two runs at once with different state directories, writing the same .env files, create
   one key per user between them, and the files hold it (item locks across processes).
+- an iam stage whose time limit passes while the journal's fsync before CreateAccessKey
+  still runs (a slow disk, made by a preloaded fsync shim) sends no CreateAccessKey once the
+  fsync returns: no key exists that nobody stores, and the rerun creates and stores one.
 
 usage: test_secrets_recovery.py  (env: OPSLINE=path/to/opsline)
 """
@@ -90,6 +93,31 @@ class RecoveryTest(Base):
         self.apply_ok("nojournal", "-e", "production")
         self.assertEqual(self.keys_of("nojournal-production"), keys)
         self.assertIn("nojournal-production", r.stdout)
+
+    def test_a_key_request_whose_stage_timed_out_during_the_journal_fsync_is_not_sent(self):
+        pipeline = os.path.join(self.work, "pipeline.json")
+        with open(pipeline, "w") as f:
+            json.dump({"stages": ["bucket", {"stage": "iam", "timeout": "1s"}, "policy",
+                                  "dotenv"]}, f)
+        users = ("late-production", "late-staging")
+        # Each journal fsync takes 2.5 s: the iam stage's 1 s runs out while the record
+        # written before CreateAccessKey is still on its way to the disk.
+        r = self.opsline("apply", "late", "--pipeline", pipeline,
+                         env=self.env(**self.slow_journal_fsync(2500)))
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        for user in users:
+            self.assertIn(f"stage 'iam' did not complete within 1.0 s for item {user}", r.stderr)
+            # The user was created; the fsync then completed after the time limit, and no key
+            # request followed it.
+            self.assertEqual(self.keys_of(user), [], r.stderr)
+            self.assertFalse(os.path.exists(os.path.join(self.work, f"{user}.env")))
+        self.assertIn("was not sent (the stage had ended); no key created", r.stderr)
+        # A plain rerun (no slow disk) creates each user's one key and stores it.
+        r = self.opsline("apply", "late", "--pipeline", pipeline)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        for user in users:
+            self.assertEqual(self.keys_of(user), [self.env_file(user)["AWS_ACCESS_KEY_ID"]])
+            self.assert_key_works(user)
 
     def two_runs_at_once(self, products, lock_dirs):
         """Both runs start together; with 30 products some users are looked at by both

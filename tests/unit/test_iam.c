@@ -503,6 +503,20 @@ static void sends_no_create_key_when_the_journal_cannot_reach_the_disk(void **st
     assert_int_equal(fake_in_flight(), 0);
 }
 
+static void sends_no_create_key_when_the_stage_ended_while_the_journal_synced(void **state) {
+    fake_host *f = *state;
+    f->sync_result = OL_ECANCELED; /* the host's answer for a stage its time limit abandoned */
+    start();
+    reply_ok("CreateUser", create_user_body);
+    stop();
+    assert_int_equal(f->outcome, OL_OUTCOME_FAILED);
+    assert_string_equal(f->reason, "the access key request for user acme-prod was not sent (the "
+                                   "stage had ended); no key created");
+    assert_int_equal(f->requests, 1); /* CreateUser only */
+    assert_string_equal(f->checkpoints, "");
+    assert_int_equal(fake_in_flight(), 0);
+}
+
 /* The user-name rule itself is the host's (tests/unit/test_names.c); validate asks it. */
 static void validates_user_names_and_paths(void **state) {
     fake_host *f = *state;
@@ -529,7 +543,7 @@ static void validates_user_names_and_paths(void **state) {
 
 static void logs_every_state_transition_at_debug_level(void **state) {
     fake_host *f = *state;
-    assert_string_equal(opsline_plugin()->version, "2.2.0");
+    assert_string_equal(opsline_plugin()->version, "2.2.1");
     start();
     existing_user_without_login_profile();
     const char *none[] = {NULL};
@@ -563,6 +577,7 @@ int main(void) {
         T(reports_an_aws_error_with_code_and_user),
         T(journals_a_refused_create_as_resolved),
         T(sends_no_create_key_when_the_journal_cannot_reach_the_disk),
+        T(sends_no_create_key_when_the_stage_ended_while_the_journal_synced),
         T(validates_user_names_and_paths),
         T(logs_every_state_transition_at_debug_level),
     };

@@ -281,7 +281,8 @@ typedef void (*ol_work_fn)(void *arg);
 typedef void (*ol_after_work_cb)(void *arg, int status);
 
 /* ABI 2.2: host->journal_append_synced's callback, on the loop. status 0: the record is on
- * disk; OL_EIO: it could not be made durable (do not send what it guards). */
+ * disk; OL_EIO: it could not be made durable; OL_ECANCELED: the stage stopped running
+ * meanwhile (its time limit failed it). Do not send what the record guards unless 0. */
 typedef void (*ol_synced_cb)(void *arg, int status);
 
 typedef struct ol_timer ol_timer;
@@ -535,8 +536,9 @@ typedef struct ol_host {
      * non-idempotent request from cb. The fsync runs on the host's thread pool and one fsync
      * serves every record written before it, so items that reach this point together share
      * it. Returns 0 and calls cb exactly once, never from within this call (OL_EIO when the
-     * fsync failed); or a negative code, and cb is never called: do not send (the record may
-     * have been written, without being known on disk). */
+     * fsync failed, OL_ECANCELED when the stage's time limit failed it while the fsync ran);
+     * or a negative code, and cb is never called: do not send (the record may have been
+     * written, without being known on disk). */
     int (*journal_append_synced)(ol_item *item, ol_stage *stage, const char *event, const char *id,
                                  ol_synced_cb cb, void *arg);
 } ol_host;
