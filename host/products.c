@@ -244,6 +244,16 @@ static int line_from_text(const where *w, char *s, products_line *l, char **err)
     size_t len = strlen(s);
     while (len && (s[len - 1] == ' ' || s[len - 1] == '\t'))
         s[--len] = '\0';
+    if (strchr(s, ',') || strchr(s, ';')) { /* a CSV row; names never hold either */
+        char *msg = ol__format(
+            "'%s' looks like CSV, which the products file does not read: write one product "
+            "name per line, or one JSON object per line for a product's own settings, e.g. "
+            "{\"product\": \"shop\", \"environments\": [\"production\"], \"versioning\": true}",
+            s);
+        int rc = fail_at(w, err, OL_EINVAL, msg ? msg : "a CSV row is not a product name");
+        free(msg);
+        return rc;
+    }
     if (strchr(s, ' ') || strchr(s, '\t')) {
         char *msg = ol__format("'%s' is not one product name; write one per line", s);
         int rc = fail_at(w, err, OL_EINVAL, msg ? msg : "more than one name on a line");

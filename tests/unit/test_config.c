@@ -135,6 +135,11 @@ static void products_file_errors_name_the_file_and_line(void **state) {
     expect_refused(f, &a, OL_ECONFIG, "/nonexistent/opsline-products.txt");
     a.products_file = file_with(f, "two.txt", "acme\nshop billing\n");
     expect_refused(f, &a, OL_EINVAL, "two.txt:2: 'shop billing' is not one product name");
+    a.products_file = file_with(f, "sheet.csv", "product,environments,region\nacme,production,\n");
+    expect_refused(f, &a, OL_EINVAL,
+                   "sheet.csv:1: 'product,environments,region' looks like CSV, which the products "
+                   "file does not read: write one product name per line, or one JSON object per "
+                   "line");
     a.products_file = file_with(f, "bad.txt", "acme\nShop\n");
     expect_refused(f, &a, OL_EINVAL, "Shop");
     a.products_file = file_with(f, "empty.txt", "# nothing yet\n\n");
