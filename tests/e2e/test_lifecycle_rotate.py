@@ -117,23 +117,32 @@ class RotateTest(MotoTestCase):
         """The journal's fsync before CreateAccessKey outlasts the iam stage's time limit (a
         slow disk, made by a preloaded shim): no new key is requested once it returns, the
         old key stays active and stored, and a plain rotate then completes."""
-        self.apply_ok("slowrot", "--secrets", STORES)
-        old = self.stored("slowrot-production")
+        products = ("slowrot", "slowrot2")
+        for product in products:
+            self.apply_ok(product, "--secrets", STORES)
+        pairs = [(f"{p}-production", f"{p}-staging") for p in products]
+        names = [name for pair in pairs for name in pair]
+        old = {name: self.stored(name) for name in names}
         pipeline = os.path.join(self.work, "pipeline.json")
+        # One item at a time, four items, each journal fsync 2.5 s: when the first item's
+        # fsync returns, the third item's rotation runs, so a request sent then would reach
+        # AWS.
         with open(pipeline, "w") as f:
             json.dump({"stages": ["bucket", {"stage": "iam", "timeout": "1s"}, "policy",
-                                  "dotenv"]}, f)
-        r = self.opsline("rotate", "slowrot", "-e", "production", "--secrets", STORES,
-                         "--pipeline", pipeline, env=self.env(**self.slow_journal_fsync(2500)))
+                                  "dotenv"], "concurrency": 1}, f)
+        r = self.opsline("rotate", *products, "--secrets", STORES, "--pipeline", pipeline,
+                         env=self.env(**self.slow_journal_fsync(2500)))
         self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
-        self.assertIn("the new access key for user slowrot-production was not requested (the "
-                      "stage had ended); nothing was changed", r.stderr)
-        self.assertEqual(self.key_status("slowrot-production"), {old[0]: "Active"})
-        self.assertEqual(self.stored("slowrot-production"), old)
-        r = self.rotate("slowrot", "-e", "production")
+        for name in names:
+            self.assertEqual(self.key_status(name), {old[name][0]: "Active"})
+            self.assertEqual(self.stored(name), old[name])
+            self.assertIn(f"the new access key for user {name} was not requested (the stage "
+                          "had ended); nothing was changed", r.stderr)
+        r = self.rotate(*products)
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
-        new = self.assert_one_active_stored_key("slowrot-production", "slowrot-staging")
-        self.assertNotEqual(new[0], old[0])
+        for name, other in pairs + [pair[::-1] for pair in pairs]:
+            new = self.assert_one_active_stored_key(name, other)
+            self.assertNotEqual(new[0], old[name][0])
 
     def test_killed_at_every_step_a_rerun_leaves_one_active_stored_key(self):
         for i, point in enumerate(KILL_POINTS):

@@ -96,13 +96,16 @@ class RecoveryTest(Base):
 
     def test_a_key_request_whose_stage_timed_out_during_the_journal_fsync_is_not_sent(self):
         pipeline = os.path.join(self.work, "pipeline.json")
+        # One item at a time, four items: each journal fsync takes 2.5 s, so each item's iam
+        # stage runs out of its 1 s while the record written before CreateAccessKey is on its
+        # way to the disk, and the next item starts. When the first item's fsync returns
+        # (2.5 s), the third item is running: the run's AWS client is open, and a request
+        # sent then would reach AWS.
         with open(pipeline, "w") as f:
             json.dump({"stages": ["bucket", {"stage": "iam", "timeout": "1s"}, "policy",
-                                  "dotenv"]}, f)
-        users = ("late-production", "late-staging")
-        # Each journal fsync takes 2.5 s: the iam stage's 1 s runs out while the record
-        # written before CreateAccessKey is still on its way to the disk.
-        r = self.opsline("apply", "late", "--pipeline", pipeline,
+                                  "dotenv"], "concurrency": 1}, f)
+        users = ("late-production", "late-staging", "later-production", "later-staging")
+        r = self.opsline("apply", "late", "later", "--pipeline", pipeline,
                          env=self.env(**self.slow_journal_fsync(2500)))
         self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
         for user in users:
@@ -111,9 +114,10 @@ class RecoveryTest(Base):
             # request followed it.
             self.assertEqual(self.keys_of(user), [], r.stderr)
             self.assertFalse(os.path.exists(os.path.join(self.work, f"{user}.env")))
-        self.assertIn("was not sent (the stage had ended); no key created", r.stderr)
+            self.assertIn(f"the access key request for user {user} was not sent (the stage "
+                          "had ended); no key created", r.stderr)
         # A plain rerun (no slow disk) creates each user's one key and stores it.
-        r = self.opsline("apply", "late", "--pipeline", pipeline)
+        r = self.opsline("apply", "late", "later", "--pipeline", pipeline)
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         for user in users:
             self.assertEqual(self.keys_of(user), [self.env_file(user)["AWS_ACCESS_KEY_ID"]])
