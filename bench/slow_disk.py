@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """How opsline's wall time follows the disk's fsync latency.
 
-Builds bench/slow_fsync.c (an LD_PRELOAD shim: every fsync sleeps SLOW_FSYNC_MS first),
+Builds tests/tools/slow_fsync.c (an LD_PRELOAD shim: every fsync sleeps SLOW_FSYNC_MS first),
 starts the `split` stack of bench.py (S3 and IAM on separate emulators behind the fault
 proxy with the added latency), and runs `opsline apply` of N new products for every fsync
 delay given, `--repeat` times each, the binaries given by --opsline (and --baseline, for
@@ -33,8 +33,9 @@ from bench import scratch_stack, timed_call  # noqa: E402
 def build_shim(out_dir):
     so = os.path.join(out_dir, "slow_fsync.so")
     cc = os.environ.get("CC", "cc")
-    subprocess.run([cc, "-O2", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC", "-o", so,
-                    os.path.join(HERE, "slow_fsync.c"), "-ldl"], check=True)
+    src = os.path.join(HERE, "..", "tests", "tools", "slow_fsync.c")
+    subprocess.run([cc, "-O2", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC", "-o", so, src,
+                    "-ldl"], check=True)
     return so
 
 

@@ -17,7 +17,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import textwrap
 import threading
 import unittest
 
@@ -77,37 +76,6 @@ class ConnectionCounter:
         self.thread.join()
         self.sock.close()
 
-
-# LD_PRELOAD shim: every fsync of the journal (a file named journal.jsonl) first sleeps
-# OPSLINE_TEST_JOURNAL_FSYNC_MS, as on a disk that takes that long; other fsyncs are untouched
-# (MotoTestCase.slow_journal_fsync).
-SLOW_JOURNAL_FSYNC_C = textwrap.dedent("""\
-    #define _GNU_SOURCE
-    #include <dlfcn.h>
-    #include <stdio.h>
-    #include <stdlib.h>
-    #include <string.h>
-    #include <time.h>
-    #include <unistd.h>
-    int fsync(int fd) {
-        static int (*real)(int);
-        if (real == NULL)
-            real = (int (*)(int))dlsym(RTLD_NEXT, "fsync");
-        char link[64], path[4096];
-        snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
-        ssize_t n = readlink(link, path, sizeof(path) - 1);
-        const char *ms = getenv("OPSLINE_TEST_JOURNAL_FSYNC_MS");
-        if (n > 13 && ms != NULL) {
-            path[n] = '\\0';
-            if (strcmp(path + n - 13, "journal.jsonl") == 0) {
-                long v = atol(ms);
-                struct timespec ts = {v / 1000, (v % 1000) * 1000000L};
-                nanosleep(&ts, NULL);
-            }
-        }
-        return real(fd);
-    }
-    """)
 
 SAMPLE_SEP = b"\n--exec--\n"
 
@@ -317,19 +285,18 @@ class MotoTestCase(unittest.TestCase):
             self.assertNotIn(secret, c["environ"], f"{what} in the environment of {cmd}")
 
     def slow_journal_fsync(self, ms):
-        """Variables for env() under which every fsync of the journal takes ms longer: a
-        preloaded shim (SLOW_JOURNAL_FSYNC_C), built in self.work. Skips the test when no C
-        compiler is installed."""
+        """Variables for env() under which every fsync of the journal (journal.jsonl) takes
+        ms longer: the preload shim tests/tools/slow_fsync.c, built in self.work. Skips the
+        test when no C compiler is installed."""
         cc = shutil.which("cc") or shutil.which("gcc")
         if cc is None:
             self.skipTest("no C compiler for the fsync shim")
-        src = os.path.join(self.work, "slowjfsync.c")
-        shim = os.path.join(self.work, "slowjfsync.so")
-        with open(src, "w") as f:
-            f.write(SLOW_JOURNAL_FSYNC_C)
-        subprocess.run([cc, "-O2", "-shared", "-fPIC", "-o", shim, src, "-ldl"], check=True)
+        shim = os.path.join(self.work, "slow_fsync.so")
+        subprocess.run([cc, "-O2", "-shared", "-fPIC", "-o", shim,
+                        os.path.join(HERE, "slow_fsync.c"), "-ldl"], check=True)
         asan = (os.environ.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0").lstrip(":")
-        return {"LD_PRELOAD": shim, "OPSLINE_TEST_JOURNAL_FSYNC_MS": str(ms), "ASAN_OPTIONS": asan}
+        return {"LD_PRELOAD": shim, "SLOW_FSYNC_MS": str(ms), "SLOW_FSYNC_ONLY": "journal.jsonl",
+                "ASAN_OPTIONS": asan}
 
     def assert_refused_before_any_request(self, *args, env=None):
         """opsline *args against a listener that counts connections: exit 2 and none
