@@ -489,32 +489,31 @@ static void journals_a_refused_create_as_resolved(void **state) {
     assert_int_equal(pending_requests(&FH.api, NULL), 0);
 }
 
-static void sends_no_create_key_when_the_journal_cannot_reach_the_disk(void **state) {
-    fake_host *f = *state;
-    f->sync_result = OL_EIO;
+/* The journal's fsync before CreateAccessKey answers status: the item fails with reason
+ * and nothing follows CreateUser. */
+static void expect_no_create_key_after_sync(fake_host *f, int status, const char *reason) {
+    f->sync_result = status;
     start();
     reply_ok("CreateUser", create_user_body);
     stop();
     assert_int_equal(f->outcome, OL_OUTCOME_FAILED);
-    assert_string_equal(f->reason, "cannot fsync the journal before the access key request for "
-                                   "user acme-prod; no key created");
+    assert_string_equal(f->reason, reason);
     assert_int_equal(f->requests, 1); /* CreateUser only */
     assert_string_equal(f->checkpoints, "");
     assert_int_equal(fake_in_flight(), 0);
 }
 
+static void sends_no_create_key_when_the_journal_cannot_reach_the_disk(void **state) {
+    expect_no_create_key_after_sync(*state, OL_EIO,
+                                    "cannot fsync the journal before the access key request for "
+                                    "user acme-prod; no key created");
+}
+
+/* OL_ECANCELED: the host's answer for a stage its time limit abandoned meanwhile. */
 static void sends_no_create_key_when_the_stage_ended_while_the_journal_synced(void **state) {
-    fake_host *f = *state;
-    f->sync_result = OL_ECANCELED; /* the host's answer for a stage its time limit abandoned */
-    start();
-    reply_ok("CreateUser", create_user_body);
-    stop();
-    assert_int_equal(f->outcome, OL_OUTCOME_FAILED);
-    assert_string_equal(f->reason, "the access key request for user acme-prod was not sent (the "
-                                   "stage had ended); no key created");
-    assert_int_equal(f->requests, 1); /* CreateUser only */
-    assert_string_equal(f->checkpoints, "");
-    assert_int_equal(fake_in_flight(), 0);
+    expect_no_create_key_after_sync(*state, OL_ECANCELED,
+                                    "the access key request for user acme-prod was not sent (the "
+                                    "stage had ended); no key created");
 }
 
 /* The user-name rule itself is the host's (tests/unit/test_names.c); validate asks it. */
