@@ -311,6 +311,10 @@ static int host_write_private_file(const char *path, const char *data, size_t le
     return privfile_write(path, data, len);
 }
 
+static int host_create_private_file(const char *path, const char *data, size_t len) {
+    return privfile_create(path, data, len);
+}
+
 static const char *stage_name(const ol_stage *s) {
     return s ? s->ps->plugin->desc->name : "host";
 }
@@ -558,4 +562,5 @@ const ol_host run_host_api = {
     .report_fact = host_report_fact,
     .secret_read = stores_secret_read,
     .journal_append_synced = host_journal_append_synced,
+    .create_private_file = host_create_private_file,
 };

@@ -2,9 +2,12 @@
  * itself: it lands in a fresh 0600 temp file next to it (O_EXCL, random name, so a planted
  * file or link is never reused), is fsync'd and renamed over the target, and the directory
  * is fsync'd so the rename survives a crash (rename(2) is atomic; fsync(2) on the directory
- * is what makes the new entry durable). A temp file a crash left behind is removed by the
+ * is what makes the new entry durable). privfile_create places the temp file only where
+ * nothing is (renameat2 RENAME_NOREPLACE, or link), for writers that merge into shared files
+ * without holding a lock across the fsyncs. A temp file a crash left behind is removed by the
  * next write of the same target. Reads return the whole file without leaving
  * partial copies of a secret in freed memory. */
+#define _GNU_SOURCE /* renameat2, RENAME_NOREPLACE */
 #include "privfile.h"
 
 #include <errno.h>
@@ -218,7 +221,28 @@ static int write_temp(const char *dir, const char *base, const char *data, size_
     return rc;
 }
 
-int privfile_write(const char *path, const char *data, size_t len) {
+/* Put the fsync'd temp file (open as tmp_fd) at path only if nothing is there. */
+int privfile_place_new(const char *tmp, const char *path, int tmp_fd, int by_link) {
+    if (!by_link) {
+        if (renameat2(AT_FDCWD, tmp, AT_FDCWD, path, RENAME_NOREPLACE) == 0)
+            return 0;
+        if (errno != EINVAL && errno != ENOSYS && errno != EOPNOTSUPP)
+            return -1;
+    }
+    /* No RENAME_NOREPLACE here (NFS, some FUSE filesystems): link(2) refuses an existing
+     * name just as atomically; the temp name then goes. Over NFS a link whose reply was
+     * lost is retried and answered EEXIST although it was made: the temp file then has two
+     * names, and that is a success. */
+    struct stat st;
+    if (link(tmp, path) != 0 && !(errno == EEXIST && fstat(tmp_fd, &st) == 0 && st.st_nlink == 2 &&
+                                  is_open_file(tmp_fd, path)))
+        return -1;
+    unlink(tmp);
+    return 0;
+}
+
+/* privfile_write (create_only 0) and privfile_create (1). */
+static int write_into_place(const char *path, const char *data, size_t len, int create_only) {
     if (path == NULL || (data == NULL && len != 0))
         return fail_errno(OL_EINVAL, EINVAL);
     char *dir = NULL;
@@ -230,9 +254,10 @@ int privfile_write(const char *path, const char *data, size_t len) {
     int fd = -1;
     if ((rc = privfile_mkdirs(dir)) == 0 &&
         (rc = write_temp(dir, base, data, len, &tmp, &fd)) == 0) {
-        if (rename(tmp, path) != 0) {
-            rc = code_from_errno();
+        int placed = create_only ? privfile_place_new(tmp, path, fd, 0) : rename(tmp, path);
+        if (placed != 0) {
             int saved = errno;
+            rc = saved == EEXIST && create_only ? OL_EEXIST : code_from_errno();
             unlink(tmp);
             errno = saved;
         } else {
@@ -249,6 +274,14 @@ int privfile_write(const char *path, const char *data, size_t len) {
     free(dir);
     errno = saved;
     return rc;
+}
+
+int privfile_write(const char *path, const char *data, size_t len) {
+    return write_into_place(path, data, len, 0);
+}
+
+int privfile_create(const char *path, const char *data, size_t len) {
+    return write_into_place(path, data, len, 1);
 }
 
 /* Grow buf to cap bytes without leaving the old copy in freed memory. */

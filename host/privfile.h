@@ -27,6 +27,14 @@
  * in place but not known to be durable. */
 int privfile_write(const char *path, const char *data, size_t len);
 
+/* privfile_write that never replaces: when path exists by the time the new file would take
+ * its place, nothing changes and the result is OL_EEXIST (errno EEXIST). The check and the
+ * placing are one atomic step (renameat2 with RENAME_NOREPLACE, or link(2) where the
+ * filesystem lacks it), so of two writers that both found path absent exactly one
+ * succeeds, and the other can read what the first wrote and merge into it (under a lock,
+ * with privfile_write). A symbolic link at path counts as existing. */
+int privfile_create(const char *path, const char *data, size_t len);
+
 /* Open path with open(2)'s oflags and mode, but only if what it names is a regular file:
  * a FIFO cannot hang the open (it is opened O_NONBLOCK, checked with fstat, and only then
  * made blocking), and a directory, FIFO, socket or device is refused (/dev/null excepted: it
@@ -68,6 +76,12 @@ int privfile_mkdirs(const char *dir);
 
 /* Write all len bytes to fd, retrying short writes and EINTR. OL_EIO on failure. */
 int privfile_write_all(int fd, const char *data, size_t len);
+
+/* Give the temp file tmp (fsync'd, open as tmp_fd) the name path if path does not exist:
+ * renameat2(RENAME_NOREPLACE), or with by_link (and where the filesystem lacks that flag)
+ * link(2) and the temp name's unlink. 0, or -1 with errno (EEXIST: path exists; tmp is then
+ * left for the caller to remove). privfile_create's last step, public for its tests. */
+int privfile_place_new(const char *tmp, const char *path, int tmp_fd, int by_link);
 
 /* fsync the directory dir so that an entry created or renamed in it is durable.
  * Filesystems that cannot sync a directory say EINVAL: that counts as done. OL_EIO on

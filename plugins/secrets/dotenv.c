@@ -4,7 +4,10 @@
  * are replaced in place, missing ones appended; the file is written 0600 and atomically.
  * put, get (read back) and del run off the loop (host->work_queue) under a host lock on
  * the file's absolute path, so items sharing a file never interleave their
- * read-merge-write. The secret is never logged and every buffer that held it is wiped.
+ * read-merge-write; other processes are kept out by a flock on the file's directory, except
+ * while a file that does not exist yet is created (host->create_private_file: only where
+ * none is, so the fsyncs of a batch's new files do not wait for one another). The secret is never
+ * logged and every buffer that held it is wiped.
  *
  * Values are written bare when they only hold characters that every dotenv reader (shell
  * `source`, docker --env-file, python-dotenv, node dotenv) takes literally, which covers
@@ -444,30 +447,43 @@ static int op_read(dotenv_op *op, char **text, size_t *len) {
     return rc;
 }
 
-static void op_put(dotenv_op *op) {
+/* Read, merge, write. Without the directory lock (locked 0) only a file that does not exist
+ * yet is written: created where nothing is, so no lock needs to be held across its fsyncs;
+ * op->rc OL_EEXIST (and no message) says the file is there, or appeared meanwhile, and the
+ * caller takes the lock and calls again. Under the lock a file that is absent is created
+ * the same way, since a writer without the lock may create it at any time. */
+static void op_put(dotenv_op *op, int locked) {
     const ol_host *h = op->st->host;
     const dotenv_state *st = op->st;
     char *old = NULL, *text = NULL;
     size_t old_len = 0, len = 0;
     if ((op->rc = op_read(op, &old, &old_len)) != 0)
         return;
-    ol_kv vars[DOTENV_N_VARS] = {{st->var[VAR_KEY_ID], op->key_id},
-                                 {st->var[VAR_SECRET], op->secret},
-                                 {st->var[VAR_REGION], op->region},
-                                 {st->var[VAR_BUCKET], op->bucket}};
-    size_t bad_line = 0;
-    text = dotenv_merge(h, old ? old : "", old_len, vars, DOTENV_N_VARS, &len, &bad_line);
-    if (text == NULL) {
-        op->rc = bad_line ? OL_EINVAL : OL_ENOMEM;
-        if (bad_line)
-            snprintf(op->why, sizeof(op->why),
-                     "%s line %zu: a quoted value never closes or runs on after its closing quote; "
-                     "fix the file and rerun",
-                     op->path, bad_line);
-        else
-            snprintf(op->why, sizeof(op->why), "out of memory merging %s", op->path);
-    } else if ((op->rc = h->write_private_file(op->path, text, len)) != 0) {
-        snprintf(op->why, sizeof(op->why), "cannot write %s: %s", op->path, h->strerror(op->rc));
+    if (!locked && op->existed) {
+        op->rc = OL_EEXIST;
+    } else {
+        ol_kv vars[DOTENV_N_VARS] = {{st->var[VAR_KEY_ID], op->key_id},
+                                     {st->var[VAR_SECRET], op->secret},
+                                     {st->var[VAR_REGION], op->region},
+                                     {st->var[VAR_BUCKET], op->bucket}};
+        size_t bad_line = 0;
+        text = dotenv_merge(h, old ? old : "", old_len, vars, DOTENV_N_VARS, &len, &bad_line);
+        if (text == NULL) {
+            op->rc = bad_line ? OL_EINVAL : OL_ENOMEM;
+            if (bad_line)
+                snprintf(op->why, sizeof(op->why),
+                         "%s line %zu: a quoted value never closes or runs on after its closing "
+                         "quote; fix the file and rerun",
+                         op->path, bad_line);
+            else
+                snprintf(op->why, sizeof(op->why), "out of memory merging %s", op->path);
+        } else {
+            op->rc = op->existed ? h->write_private_file(op->path, text, len)
+                                 : h->create_private_file(op->path, text, len);
+            if (op->rc != 0 && op->rc != OL_EEXIST)
+                snprintf(op->why, sizeof(op->why), "cannot write %s: %s", op->path,
+                         h->strerror(op->rc));
+        }
     }
     free_wiped(h, text, len);
     if (old != NULL) {
@@ -529,8 +545,9 @@ static void op_del(dotenv_op *op) {
 
 /* Another opsline run (another state directory, another machine's NFS client) may merge
  * into the same file: hold an exclusive flock on its directory for the whole
- * read-merge-write. A directory that does not exist yet has no one to race with. Runs on a
- * pool thread, where blocking is allowed. */
+ * read-merge-write of a file that exists (a new one is created without it: op_put). A
+ * directory that does not exist yet has no one to race with. Runs on a pool thread, where
+ * blocking is allowed. */
 static int lock_directory(const char *path) {
     char *dir = secretdir_parent(path);
     if (dir == NULL)
@@ -550,11 +567,29 @@ static void op_work(void *arg) {
         op_get(op);
         return;
     }
+    /* A new file (the usual case: one per item) is created without the directory lock, so
+     * the writes of a batch do not wait for one another's fsyncs on a slow disk. */
+    if (op->kind == OP_PUT) {
+        op_put(op, 0);
+        if (op->rc != OL_EEXIST)
+            return;
+    }
     int fd = lock_directory(op->path);
-    if (op->kind == OP_PUT)
-        op_put(op);
-    else
+    if (op->kind == OP_PUT) {
+        /* Under the lock only a writer without it can still create the file, once. */
+        for (int tries = 0; tries < 3; tries++) {
+            op_put(op, 1);
+            if (op->rc != OL_EEXIST)
+                break;
+        }
+        if (op->rc == OL_EEXIST)
+            snprintf(op->why, sizeof(op->why),
+                     "cannot write %s: it keeps being created and removed by another program; "
+                     "rerun when it is done",
+                     op->path);
+    } else {
         op_del(op);
+    }
     if (fd >= 0)
         close(fd); /* releases the flock */
 }

@@ -10,6 +10,10 @@ and IAM policies enforced, checked with boto3:
 - when the bucket stage fails, the created key is still stored;
 - two runs at once with different state directories, writing the same .env files, create
   one key per user between them, and the files hold it (item locks across processes).
+- two runs sharing one new .env file per product (each with its own variable names): the
+  one whose write is held up by a slow fsync finds the file created by the other meanwhile
+  and merges into it, and the other did not wait for the slow write (a new file is created
+  without the directory lock, and only where none is);
 - an iam stage whose time limit passes while the journal's fsync before CreateAccessKey
   still runs (a slow disk, made by a preloaded fsync shim) sends no CreateAccessKey once the
   fsync returns: no key exists that nobody stores, and the rerun creates and stores one.
@@ -22,6 +26,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -158,6 +163,48 @@ class RecoveryTest(Base):
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         for p in products:
             self.assertEqual(len(self.keys_of(f"{p}-production")), 1)
+
+    def test_a_file_created_by_another_run_during_a_slow_write_is_merged_into(self):
+        # Production and staging of "duo" share duo.env, each run with its own variable
+        # names. The production run's temp file takes 6 s to fsync; the staging run starts
+        # once that temp file exists, finds duo.env absent and creates it, and exits while the
+        # production run still waits for its disk. The production run's write then finds
+        # duo.env there: it must merge into it, not replace it.
+        def args(environment, prefix):
+            names = ("access_key_id", "secret_access_key", "region", "bucket")
+            sets = [a for n in names for a in ("--set", f"dotenv.var_{n}={prefix}_{n.upper()}")]
+            return ["apply", "duo", "-e", environment, "--env-file", "{product}.env", *sets,
+                    "--state-dir", os.path.join(self.work, f"state-{environment}")]
+        temp = os.path.join(self.work, ".duo.env.opsline-tmp")
+        slow = subprocess.Popen([os.environ["OPSLINE"], *args("production", "PROD")],
+                                cwd=self.work, env=self.env(**self.slow_fsync(6000, "opsline-tmp")),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            for _ in range(6000):
+                if os.path.exists(temp) or slow.poll() is not None:
+                    break
+                time.sleep(0.01)
+            self.assertTrue(os.path.exists(temp), "the production run wrote no temp file")
+            fast = self.opsline(*args("staging", "STAGING"))
+            self.assertEqual(fast.returncode, 0, fast.stdout + fast.stderr)
+            # It did not wait for the production run's slow write (no lock held across it).
+            self.assertIsNone(slow.poll(), "the staging run waited for the production write")
+            out, err = slow.communicate(timeout=self.opsline_timeout)
+        finally:
+            if slow.poll() is None:
+                slow.kill()
+                slow.communicate()
+        self.assertEqual(slow.returncode, 0, out + err)
+        values = read_env(os.path.join(self.work, "duo.env"))
+        for environment, prefix in (("production", "PROD"), ("staging", "STAGING")):
+            user = f"duo-{environment}"
+            self.assertEqual(self.keys_of(user), [values[f"{prefix}_ACCESS_KEY_ID"]], values.keys())
+            self.assertEqual(values[f"{prefix}_BUCKET"], user)
+            s3 = self.client("s3", (values[f"{prefix}_ACCESS_KEY_ID"],
+                                    values[f"{prefix}_SECRET_ACCESS_KEY"]))
+            s3.put_object(Bucket=user, Key="probe", Body=b"x")
+        self.assertEqual(os.stat(os.path.join(self.work, "duo.env")).st_mode & 0o777, 0o600)
+        self.assertEqual([n for n in os.listdir(self.work) if n.startswith(".duo.env")], [])
 
     def test_a_pipeline_that_stores_keys_nowhere_is_refused_before_any_request(self):
         pipeline = os.path.join(self.work, "p.json")

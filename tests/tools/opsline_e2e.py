@@ -286,8 +286,13 @@ class MotoTestCase(unittest.TestCase):
 
     def slow_journal_fsync(self, ms):
         """Variables for env() under which every fsync of the journal (journal.jsonl) takes
-        ms longer: the preload shim tests/tools/slow_fsync.c, built in self.work. Skips the
-        test when no C compiler is installed."""
+        ms longer."""
+        return self.slow_fsync(ms, "journal.jsonl")
+
+    def slow_fsync(self, ms, only):
+        """Variables for env() under which every fsync of a file whose path ends with only
+        takes ms longer: the preload shim tests/tools/slow_fsync.c, built in self.work.
+        Skips the test when no C compiler is installed."""
         cc = shutil.which("cc") or shutil.which("gcc")
         if cc is None:
             self.skipTest("no C compiler for the fsync shim")
@@ -295,7 +300,7 @@ class MotoTestCase(unittest.TestCase):
         subprocess.run([cc, "-O2", "-shared", "-fPIC", "-o", shim,
                         os.path.join(HERE, "slow_fsync.c"), "-ldl"], check=True)
         asan = (os.environ.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0").lstrip(":")
-        return {"LD_PRELOAD": shim, "SLOW_FSYNC_MS": str(ms), "SLOW_FSYNC_ONLY": "journal.jsonl",
+        return {"LD_PRELOAD": shim, "SLOW_FSYNC_MS": str(ms), "SLOW_FSYNC_ONLY": only,
                 "ASAN_OPTIONS": asan}
 
     def assert_refused_before_any_request(self, *args, env=None):

@@ -130,6 +130,69 @@ static void writes_mode_0600_even_with_umask_0(void **state) {
     assert_content(at(f, "new"), "secret");
 }
 
+static void create_writes_a_new_file_and_never_replaces_one(void **state) {
+    fixture *f = *state;
+    mode_t old = umask(0);
+
+    assert_int_equal(privfile_create(at(f, "sub/new.env"), "A=1\n", 4), 0);
+    assert_int_equal(mode_of(f->path), 0600);
+    assert_content(f->path, "A=1\n");
+    umask(old);
+    /* There now: refused, left as it was, and no temp file stays behind. */
+    errno = 0;
+    assert_int_equal(privfile_create(f->path, "B=2\n", 4), OL_EEXIST);
+    assert_int_equal(errno, EEXIST);
+    assert_content(f->path, "A=1\n");
+    assert_int_equal(count_entries(at(f, "sub")), 1);
+    /* A link, even a dangling one, is something there: never replaced or followed. */
+    assert_int_equal(symlink("nowhere", at(f, "sub/link.env")), 0);
+    assert_int_equal(privfile_create(f->path, "C=3\n", 4), OL_EEXIST);
+    assert_int_equal(access(at(f, "sub/nowhere"), F_OK), -1);
+    assert_int_equal(count_entries(at(f, "sub")), 2);
+    assert_int_equal(privfile_create(NULL, "x", 1), OL_EINVAL);
+}
+
+/* The link(2) way (filesystems without RENAME_NOREPLACE), and the NFS case of a link made
+ * although its reply said EEXIST: the temp file then has two names. */
+static void place_new_by_link_creates_refuses_and_counts_its_own_link(void **state) {
+    fixture *f = *state;
+    char tmp[512];
+
+    snprintf(tmp, sizeof(tmp), "%s/.t", f->dir);
+    int fd = open(tmp, O_CREAT | O_EXCL | O_WRONLY, 0600);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, "K=1\n", 4), 4);
+    assert_int_equal(privfile_place_new(tmp, at(f, "a.env"), fd, 1), 0);
+    assert_int_equal(access(tmp, F_OK), -1); /* the temp name went */
+    assert_content(f->path, "K=1\n");
+    close(fd);
+
+    /* Something else there: EEXIST, both files untouched. */
+    fd = open(tmp, O_CREAT | O_EXCL | O_WRONLY, 0600);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, "K=2\n", 4), 4);
+    errno = 0;
+    assert_int_equal(privfile_place_new(tmp, at(f, "a.env"), fd, 1), -1);
+    assert_int_equal(errno, EEXIST);
+    assert_content(f->path, "K=1\n");
+    assert_content(tmp, "K=2\n");
+
+    /* The link exists and is this very file (a retried NFS link): that is success. */
+    assert_int_equal(link(tmp, at(f, "b.env")), 0);
+    assert_int_equal(privfile_place_new(tmp, at(f, "b.env"), fd, 1), 0);
+    assert_int_equal(access(tmp, F_OK), -1);
+    assert_content(f->path, "K=2\n");
+    close(fd);
+
+    /* The rename way refuses the same. */
+    fd = open(tmp, O_CREAT | O_EXCL | O_WRONLY, 0600);
+    assert_true(fd >= 0);
+    assert_int_equal(privfile_place_new(tmp, at(f, "a.env"), fd, 0), -1);
+    assert_int_equal(errno, EEXIST);
+    assert_content(f->path, "K=1\n");
+    close(fd);
+}
+
 static void replaces_content_atomically_by_rename(void **state) {
     fixture *f = *state;
     struct stat before;
@@ -509,6 +572,10 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(writes_mode_0600_even_with_umask_0, setup, teardown),
         cmocka_unit_test_setup_teardown(replaces_content_atomically_by_rename, setup, teardown),
+        cmocka_unit_test_setup_teardown(create_writes_a_new_file_and_never_replaces_one, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(place_new_by_link_creates_refuses_and_counts_its_own_link,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(creates_missing_parents_0700, setup, teardown),
         cmocka_unit_test_setup_teardown(fails_with_eio_in_an_unwritable_directory, setup, teardown),
         cmocka_unit_test_setup_teardown(removes_the_temp_file_when_rename_fails, setup, teardown),

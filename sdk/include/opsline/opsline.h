@@ -274,7 +274,8 @@ typedef struct ol_proc_result {
 typedef void (*ol_proc_cb)(void *arg, const ol_proc_result *res);
 
 /* Off-loop work: work(arg) runs on a thread of the host's pool and may call only the
- * thread-safe host functions (format, free, wipe, read_private_file, write_private_file);
+ * thread-safe host functions (format, free, wipe, read_private_file, write_private_file,
+ * create_private_file);
  * after(arg, status) then runs on the loop with status 0, or
  * OL_ECANCELED when the run was stopped before work started (work then never runs). */
 typedef void (*ol_work_fn)(void *arg);
@@ -541,6 +542,14 @@ typedef struct ol_host {
      * written, without being known on disk). */
     int (*journal_append_synced)(ol_item *item, ol_stage *stage, const char *event, const char *id,
                                  ol_synced_cb cb, void *arg);
+    /* write_private_file that only creates: OL_EEXIST when path exists by the time the new
+     * file would take its place (an atomic check: rename with RENAME_NOREPLACE, or link),
+     * and then nothing is changed. Thread-safe. A store that merges into files other
+     * processes may write too can read the file without a lock and, when it was absent,
+     * create it this way with no lock held across the fsyncs; on OL_EEXIST (or when the
+     * file was there) it takes its lock, reads again and merges with write_private_file,
+     * also creating with this function when the file was absent under the lock. */
+    int (*create_private_file)(const char *path, const char *data, size_t len);
 } ol_host;
 
 /* ---------------------------------------------------------------------------------------
