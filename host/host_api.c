@@ -122,7 +122,7 @@ static int host_aws_send(ol_item *item, const ol_aws_request *req, ol_aws_cb cb,
         return OL_EINVAL;
     if (copy.region == NULL)
         copy.region = item->region;
-    return aws_send(item->ident->aws, &copy, cb, arg);
+    return aws_send_owned(item->ident->aws, &copy, cb, arg, item);
 }
 
 /* ---- 2.0 helpers ------------------------------------------------------------------------ */

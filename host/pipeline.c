@@ -235,6 +235,7 @@ static int identity_for(run *r, const char *profile, const char *env, run_identi
     }
     r->n_idents++;
     aws_client_set_logger(id->aws, on_aws_log, r);
+    aws_client_set_rate_wait_hook(id->aws, scheduler_on_rate_wait, r);
     const char *cmsg = NULL;
     if (aws_client_creds_error(id->aws, &cmsg) != 0) {
         fprintf(stderr, "error: %s\n", cmsg ? cmsg : "no AWS credentials found");

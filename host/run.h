@@ -34,8 +34,10 @@ typedef struct stage_run {
     ol_outcome outcome;
     char *reason;
     double started, finished;
-    ol_timer *timer; /* the apply's time limit */
-    int op;          /* store operation in progress (OP_*) */
+    ol_timer *timer;        /* the apply's time limit */
+    uint64_t rate_base;     /* scheduler_rate_wait_ms when its time limit was (re)armed */
+    uint64_t rate_excluded; /* ms its time limit was extended by: waits on AWS's rate */
+    int op;                 /* store operation in progress (OP_*) */
     ol_timer *op_timer;
     int replaced;   /* store: held an older key of the item */
     int held;       /* destroy: the store's get found an entry, deletion follows */
@@ -92,6 +94,10 @@ struct ol_item {
     size_t store_ops; /* store operations of this item in progress */
     int parked;       /* gave its concurrency slot back while a store holds its put */
     find_ctx *find;
+    /* Its AWS calls waiting on AWS's rate (a token of the client-side rate limiter, the
+     * backoff after a throttled answer), since when, and the waits that ended (ms). */
+    unsigned rate_waits;
+    uint64_t rate_wait_since, rate_wait_ms;
     int committing;     /* rotate: the stages' rotate_commit steps are running */
     size_t commit_next; /* rotate: the next stage whose rotate_commit runs */
 };
@@ -176,6 +182,16 @@ void scheduler_end_run(run *r);
 /* Frees what the item needed while it ran (its stages); teardown and the kick call it. */
 void scheduler_item_release(ol_item *item);
 int scheduler_item_ended(ol_stage *stage, const ol_item *item, const char *what);
+/* The aws clients' rate-wait hook (aws_client_set_rate_wait_hook; owner an item, arg the
+ * run). */
+void scheduler_on_rate_wait(void *owner, int waiting, void *arg);
+/* Milliseconds the item's AWS calls have waited on AWS's rate so far, a wait in progress
+ * included (the time of several calls waiting together counts once). */
+uint64_t scheduler_rate_wait_ms(const ol_item *item);
+/* A time limit of the item's stage (or store operation) sr has run out: the waits on AWS's
+ * rate since sr->rate_base do not count, so the limit is extended by that long (returned, in
+ * ms, and rate_base moves on). 0: the limit stands. */
+uint64_t scheduler_rate_extension(stage_run *sr);
 /* Nonzero when stage s runs for item: a store not among its product's stores does not
  * (plan_stage_applies). */
 int run_item_uses(const ol_item *item, size_t s);

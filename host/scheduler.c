@@ -194,6 +194,39 @@ static int needs_state(const ol_item *item, const plan_stage *ps, const char **f
     return ready;
 }
 
+/* ---- time limits and AWS's rate ------------------------------------------------------------ */
+
+void scheduler_on_rate_wait(void *owner, int waiting, void *arg) {
+    ol_item *item = owner;
+    run *r = arg;
+    uint64_t now = uv_now(&r->loop);
+    if (waiting) {
+        if (item->rate_waits++ == 0)
+            item->rate_wait_since = now;
+    } else if (item->rate_waits > 0 && --item->rate_waits == 0) {
+        item->rate_wait_ms += now - item->rate_wait_since;
+    }
+}
+
+uint64_t scheduler_rate_wait_ms(const ol_item *item) {
+    uint64_t ms = item->rate_wait_ms;
+    if (item->rate_waits > 0)
+        ms += uv_now(&item->run->loop) - item->rate_wait_since;
+    return ms;
+}
+
+/* A stage's time limit is there to catch a hung program or a plugin that never completes.
+ * Under throttling the host itself holds the item's requests back (the client-side rate
+ * limiter's queue, the backoff after a throttled answer): with a high --concurrency under a
+ * low quota that can take minutes per item, and it is not the stage's doing. */
+uint64_t scheduler_rate_extension(stage_run *sr) {
+    uint64_t now = scheduler_rate_wait_ms(sr->item);
+    uint64_t more = now > sr->rate_base ? now - sr->rate_base : 0;
+    sr->rate_base = now;
+    sr->rate_excluded += more;
+    return more;
+}
+
 static void on_stage_timeout(void *arg, int status) {
     stage_run *sr = arg;
     if (status != 0)
@@ -202,14 +235,27 @@ static void on_stage_timeout(void *arg, int status) {
     ol_item *item = sr->item;
     if (sr->status != ST_RUNNING)
         return;
+    uint64_t more = scheduler_rate_extension(sr);
+    if (more > 0) {
+        run_log(run_item_stage(item, sr->index), item, OL_LOG_DEBUG,
+                "time limit extended by %.1f s, the time its AWS requests waited for AWS's rate "
+                "(throttling)",
+                (double)more / 1000.0);
+        services_timer_start(item->run->svc, more, on_stage_timeout, sr, &sr->timer);
+        return;
+    }
     item->keep = 1; /* the stage may still call done() */
     const plan_stage *ps = &item->run->plan->stages[sr->index];
-    char why[256];
+    char why[320], waited[96] = "";
+    if (sr->rate_excluded > 0)
+        snprintf(waited, sizeof(waited),
+                 " (not counting %.1f s its requests waited for AWS's rate)",
+                 (double)sr->rate_excluded / 1000.0);
     snprintf(why, sizeof(why),
-             "stage '%s' did not complete within %.1f s for item %s; abandoned (a hung program, or "
-             "a plugin that never completes); raise its \"timeout\" in the pipeline file if it "
+             "stage '%s' did not complete within %.1f s%s for item %s; abandoned (a hung program, "
+             "or a plugin that never completes); raise its \"timeout\" in the pipeline file if it "
              "needs longer",
-             ps->plugin->desc->name, ps->timeout_ms / 1000.0, item->name);
+             ps->plugin->desc->name, ps->timeout_ms / 1000.0, waited, item->name);
     run_log(run_item_stage(item, sr->index), item, OL_LOG_ERROR, "%s", why);
     scheduler_complete(item, sr->index, ST_DONE, OL_OUTCOME_FAILED, why);
     scheduler_advance(item);
@@ -236,6 +282,8 @@ static void stage_start(ol_item *item, size_t s) {
         lifecycle_skip(item, s);
         return;
     }
+    sr->rate_base = scheduler_rate_wait_ms(item);
+    sr->rate_excluded = 0;
     services_timer_start(r->svc, stage->ps->timeout_ms, on_stage_timeout, sr, &sr->timer);
     int rc = entry(stage, item, stage->state);
     if (rc < 0 && sr->status == ST_RUNNING) {

@@ -18,6 +18,11 @@ static void on_op_timeout(void *arg, int status) {
     if (status != 0)
         return;
     sr->op_timer = NULL;
+    uint64_t more = scheduler_rate_extension(sr); /* a store that calls AWS: see there */
+    if (more > 0) {
+        services_timer_start(sr->item->run->svc, more, on_op_timeout, sr, &sr->op_timer);
+        return;
+    }
     sr->item->keep = 1; /* the store may still call store_done() */
     const plan_stage *ps = &sr->item->run->plan->stages[sr->index];
     char why[256];
@@ -73,6 +78,8 @@ static void store_op_start(ol_item *item, size_t s, int op, const ol_secret *sec
     item->store_ops++;
     if (op == OP_PUT)
         maybe_park(item, s);
+    sr->rate_base = scheduler_rate_wait_ms(item);
+    sr->rate_excluded = 0;
     services_timer_start(r->svc, st->ps->timeout_ms, on_op_timeout, sr, &sr->op_timer);
     int rc = OL_EINVAL;
     if (op == OP_PUT)

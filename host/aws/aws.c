@@ -74,6 +74,8 @@ struct aws_client {
     unsigned http_open; /* engines whose close has not completed */
     void (*log_fn)(void *arg, const char *line);
     void *log_arg;
+    void (*rate_wait_fn)(void *owner, int waiting, void *arg);
+    void *rate_wait_arg;
     double (*rand_fn)(void *arg); /* NULL: rand01() */
     void *rand_arg;
     double fixed_jitter; /* OPSLINE_TEST_RETRY_JITTER */
@@ -104,9 +106,11 @@ typedef struct aws_call {
     peer *rate_ep, *health_ep;
     list_node wait_node; /* in rate_ep->waiting while waiting for a token */
     int redirected;
-    int in_http;   /* an HTTP attempt is in flight */
-    int waiting;   /* waits for the provider's credentials */
-    int completed; /* the user callback has run */
+    int in_http;      /* an HTTP attempt is in flight */
+    int waiting;      /* waits for the provider's credentials */
+    int completed;    /* the user callback has run */
+    void *owner;      /* aws_send_owned's, for the rate-wait hook */
+    int rate_waiting; /* waits on AWS's rate: for a token, or after a throttled answer */
     uv_timer_t timer;
     ol_aws_cb cb;
     void *arg;
@@ -469,6 +473,12 @@ void aws_client_set_logger(aws_client *c, void (*fn)(void *arg, const char *line
     c->log_arg = arg;
 }
 
+void aws_client_set_rate_wait_hook(aws_client *c, void (*fn)(void *owner, int waiting, void *arg),
+                                   void *arg) {
+    c->rate_wait_fn = fn;
+    c->rate_wait_arg = arg;
+}
+
 void aws_client_set_random(aws_client *c, double (*fn)(void *arg), void *arg) {
     c->rand_fn = fn;
     c->rand_arg = arg;
@@ -558,10 +568,21 @@ static void call_free_cb(uv_handle_t *h) {
     client_maybe_closed(c);
 }
 
+/* The call starts (on 1) or stops (0) waiting on AWS's rate: tell the hook. */
+static void call_rate_wait(aws_call *call, int on) {
+    if (call->rate_waiting == on)
+        return;
+    call->rate_waiting = on;
+    aws_client *c = call->c;
+    if (call->owner != NULL && c->rate_wait_fn != NULL)
+        c->rate_wait_fn(call->owner, on, c->rate_wait_arg);
+}
+
 /* Run the user's callback once, unlink the call and release it. */
 static void call_finish(aws_call *call, const ol_aws_response *res) {
     if (call->completed)
         return;
+    call_rate_wait(call, 0);
     call->completed = 1;
     list_remove(&call->node);
     list_remove(&call->wait_node);
@@ -704,6 +725,10 @@ static int call_copy_request(aws_call *call, const ol_aws_request *req) {
 }
 
 int aws_send(aws_client *c, const ol_aws_request *req, ol_aws_cb cb, void *arg) {
+    return aws_send_owned(c, req, cb, arg, NULL);
+}
+
+int aws_send_owned(aws_client *c, const ol_aws_request *req, ol_aws_cb cb, void *arg, void *owner) {
     if (c == NULL || req == NULL || cb == NULL || req->service == NULL || req->method == NULL)
         return OL_EINVAL;
     if (c->closing)
@@ -716,6 +741,7 @@ int aws_send(aws_client *c, const ol_aws_request *req, ol_aws_cb cb, void *arg) 
     list_init(&call->wait_node);
     call->cb = cb;
     call->arg = arg;
+    call->owner = owner;
     int oom = call_copy_request(call, req);
     uv_timer_init(c->loop, &call->timer);
     call->timer.data = call;
@@ -975,6 +1001,7 @@ static void call_send(aws_call *call) {
     if (c->rcfg.mode == RETRY_MODE_ADAPTIVE && e != NULL &&
         (!list_empty(&e->waiting) || retry_rate_limiter_acquire(&e->rl, now_s(c)) > 0)) {
         list_insert_tail(&e->waiting, &call->wait_node);
+        call_rate_wait(call, 1);
         if (list_empty(&e->pace_node))
             list_insert_tail(&c->paced, &e->pace_node);
         pace_run(c);
@@ -985,6 +1012,7 @@ static void call_send(aws_call *call) {
 
 static void call_transmit(aws_call *call) {
     aws_client *c = call->c;
+    call_rate_wait(call, 0);
     char *err = NULL;
     attempt a;
     const credentials *cr = NULL;
@@ -1174,6 +1202,8 @@ static int maybe_retry(aws_call *call, retry_kind kind, const char *code, long s
     double jitter = c->rand_fn ? c->rand_fn(c->rand_arg) : rand01();
     double delay = retry_delay_s(&c->rcfg, kind, call->retries, call->throttled, jitter);
     call_log(call, "retry", code, status, delay);
+    if (kind == RETRY_THROTTLE)
+        call_rate_wait(call, 1);
     schedule_resend(call, delay);
     return 1;
 }
@@ -1393,6 +1423,7 @@ static void on_prov_closed(void *arg) {
 
 void aws_client_close(aws_client *c, void (*on_closed)(void *arg), void *arg) {
     c->closing = 1;
+    c->rate_wait_fn = NULL; /* the owners may go once the close starts */
     c->on_closed = on_closed;
     c->on_closed_arg = arg;
     /* Calls waiting on a timer end now; calls inside HTTP end through http_close, which

@@ -46,6 +46,17 @@ unsigned aws_client_creds_fetches(const aws_client *c);
  * the loop, or a negative code is returned and cb never runs. */
 int aws_send(aws_client *c, const ol_aws_request *req, ol_aws_cb cb, void *arg);
 
+/* aws_send on behalf of owner (the host passes the item): the client tells the rate-wait
+ * hook when a call of owner starts and stops waiting on AWS's rate, that is for a token of
+ * the client-side rate limiter or in the backoff after a throttled answer. */
+int aws_send_owned(aws_client *c, const ol_aws_request *req, ol_aws_cb cb, void *arg, void *owner);
+
+/* The rate-wait hook: fn(owner, 1, arg) when a call of owner starts waiting on AWS's rate,
+ * fn(owner, 0, arg) when it stops (it is sent, or it ends), once each per wait; never for a
+ * call without an owner, never after aws_client_close. fn NULL turns it off. */
+void aws_client_set_rate_wait_hook(aws_client *c, void (*fn)(void *owner, int waiting, void *arg),
+                                   void *arg);
+
 /* A presigned URL for an S3 object (SigV4 query auth), malloc'd into *url.
  * expires in seconds: 1..604800 (7 days), else OL_ERANGE. Returns 1 (nothing in *url or *err)
  * while temporary credentials are being fetched: run the loop and call again. */

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Throttling survived by default (issue 7): opsline with no retry flags, through the fault
 proxy in front of the fixture's auth-enforcing moto, under an IAM quota of 10 requests/s
-with 20% of S3 requests answered 503 SlowDown, and against endpoints that are dead (always
+with 20% of S3 requests answered 503 SlowDown, with every item started at once under a stage
+time limit shorter than the wait for the quota, and against endpoints that are dead (always
 500) or throttle forever. Run through run.sh.
 """
 import json
@@ -31,13 +32,13 @@ def reasons(report):
 
 
 class Throttling(unittest.TestCase):
-    def apply(self, products, env, timeout=600):
+    def apply(self, products, env, timeout=600, extra=()):
         """Runs apply for production and staging; returns (run, report, wall seconds, time
         from launch to the first request the proxy saw)."""
         d = tempfile.mkdtemp()
         t0 = time.monotonic()
         r = opsline("apply", *products, "--state-dir", os.path.join(d, "state"), "--json",
-                    cwd=d, env=env, timeout=timeout)
+                    *extra, cwd=d, env=env, timeout=timeout)
         wall = time.monotonic() - t0
         log = PROXY.requests()
         start = log[0]["t"] - t0 if log else 0.0
@@ -82,6 +83,39 @@ class Throttling(unittest.TestCase):
         # Close to the quota: at most 1.3 x the time the quota needs for the IAM requests
         # sent, counted from the first request (the process start is not the batch's).
         self.assertLessEqual(wall - start, 1.3 * bound, (wall, start, len(iam)))
+        PROXY.configure()
+
+    def test_the_wait_for_the_iam_quota_does_not_count_against_a_stage_time_limit(self):
+        # All 40 items start at once (--concurrency 1024) under the quota of 10/s: their 120
+        # IAM requests take about 12 s, so most items' requests wait several seconds for
+        # their turn, far longer than the iam stage's time limit of 3 s here (300 s by
+        # default: the same happens to a few thousand items at once). The host holds those
+        # requests back (its rate limiter, the backoff after Throttling); the stage is not
+        # hung, and its time limit does not count that wait.
+        PROXY.configure(seed=11, rules=[
+            {"fault": "throttling", "rate": IAM_TPS, "burst": IAM_TPS, "service": "iam"}])
+        d = tempfile.mkdtemp()
+        pipeline = os.path.join(d, "pipeline.json")
+        with open(pipeline, "w") as f:
+            json.dump({"stages": ["bucket", {"stage": "iam", "timeout": "3s"}, "policy",
+                                  "dotenv"]}, f)
+        products = [f"slot{os.getpid()}x{i}" for i in range(20)]
+        r, report, wall, start, log = self.apply(
+            products, default_env(), extra=("--concurrency", "1024", "--pipeline", pipeline))
+        iam = [e for e in log if e["service"] == "iam"]
+        throttled = sum(e["fault"] == "throttling" for e in iam)
+        print(f"\n  40 items at once, iam time limit 3 s: wall {wall:.1f} s, IAM {len(iam)} "
+              f"requests ({throttled} throttled)", file=sys.stderr)
+        self.assertEqual(r.returncode, 0, "\n".join(reasons(report))[:3000] + r.stderr[-2000:])
+        self.assertEqual(report["summary"]["failed"], 0)
+        self.assertGreater(throttled, 0)
+        # The batch took several times the stage's time limit: the limit was tested.
+        self.assertGreater(wall - start, 2 * 3)
+        iam_client = client("iam")
+        for p in products:
+            for env in ("production", "staging"):
+                keys = iam_client.list_access_keys(UserName=f"{p}-{env}")["AccessKeyMetadata"]
+                self.assertEqual(len(keys), 1, p)
         PROXY.configure()
 
     def test_an_endpoint_that_always_answers_500_stops_the_run_quickly_with_the_reason(self):

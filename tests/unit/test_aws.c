@@ -520,6 +520,65 @@ static void retries_throttling_past_three_attempts_when_max_attempts_is_unset(vo
     fixture_finish(&fx);
 }
 
+typedef struct rate_waits {
+    void *owner;
+    unsigned starts, stops;
+    int depth, wrong_owner;
+} rate_waits;
+
+static void on_rate_wait(void *owner, int waiting, void *arg) {
+    rate_waits *w = arg;
+    w->wrong_owner |= owner != w->owner;
+    if (waiting) {
+        w->starts++;
+        w->depth++;
+    } else {
+        w->stops++;
+        w->depth--;
+    }
+    assert_true(w->depth == 0 || w->depth == 1); /* one call: one wait at a time */
+}
+
+/* The host does not count an item's waits on AWS's rate against its stages' time limits:
+ * the client tells it when an owned call starts and stops waiting (the backoff after a
+ * throttled answer, the rate limiter's queue), in pairs, and never for other calls. */
+static void tells_the_rate_wait_hook_when_an_owned_call_waits_on_throttling(void **state) {
+    static const char *const script[] = {SLOW_DOWN, SLOW_DOWN,      OK_EMPTY, SLOW_DOWN,
+                                         OK_EMPTY,  INTERNAL_ERROR, OK_EMPTY};
+    fixture fx;
+    result r = {0};
+    int tag;
+    rate_waits w = {.owner = &tag};
+    (void)state;
+    fixture_init(&fx, script, 7);
+    aws_client_set_random(fx.c, half, NULL);
+    aws_client_set_rate_wait_hook(fx.c, on_rate_wait, &w);
+    ol_aws_request req = {.service = "s3", .method = "GET", .bucket = "bkt"};
+    r.fx = &fx;
+    assert_int_equal(aws_send_owned(fx.c, &req, on_result, &r, &tag), 0);
+    run_until(&fx, &fx.done, 1);
+    assert_int_equal(r.result, 0);
+    assert_int_equal(r.attempts, 3);
+    assert_true(w.starts >= 2); /* each throttled answer starts a wait */
+    assert_int_equal(w.starts, w.stops);
+    assert_int_equal(w.depth, 0);
+    assert_false(w.wrong_owner);
+    /* A call without an owner is not reported, throttled or not. */
+    unsigned starts = w.starts;
+    r.called = 0;
+    send_and_wait(&fx, &req, &r);
+    assert_int_equal(r.result, 0);
+    assert_int_equal(w.starts, starts);
+    /* A 500 is not AWS's rate: its backoff is no such wait. */
+    r.called = 0;
+    assert_int_equal(aws_send_owned(fx.c, &req, on_result, &r, &tag), 0);
+    run_until(&fx, &fx.done, 3);
+    assert_int_equal(r.result, 0);
+    assert_int_equal(w.starts, w.stops);
+    assert_int_equal(w.depth, 0);
+    fixture_finish(&fx);
+}
+
 static void fails_new_calls_to_a_dead_endpoint_at_once_naming_it(void **state) {
     static const char *const script[] = {INTERNAL_ERROR, INTERNAL_ERROR, INTERNAL_ERROR,
                                          INTERNAL_ERROR, INTERNAL_ERROR, INTERNAL_ERROR,
@@ -847,6 +906,7 @@ int main(void) {
         cmocka_unit_test(retries_slow_down_up_to_max_attempts_then_reports_the_aws_error),
         cmocka_unit_test(waits_the_jittered_exponential_backoff_between_retries),
         cmocka_unit_test(retries_throttling_past_three_attempts_when_max_attempts_is_unset),
+        cmocka_unit_test(tells_the_rate_wait_hook_when_an_owned_call_waits_on_throttling),
         cmocka_unit_test(fails_new_calls_to_a_dead_endpoint_at_once_naming_it),
         cmocka_unit_test(retries_a_consistency_code_within_its_window),
         cmocka_unit_test(reports_a_consistency_code_without_a_window_at_once),

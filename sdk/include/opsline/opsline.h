@@ -589,7 +589,8 @@ typedef struct ol_plugin {
     unsigned flags;     /* OL_STAGE_* */
     /* Longest one apply (or store operation) of this stage may take before the host fails
      * it, naming the stage and the item; 0: 300 s. The pipeline file's per-stage "timeout"
-     * overrides it. */
+     * overrides it. Time the item's aws_send requests wait on AWS's rate (throttling) does
+     * not count. */
     unsigned timeout_ms;
 
     /* Called once before any item. Stores host (valid until fini) and returns per-stage
