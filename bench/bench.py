@@ -348,6 +348,7 @@ def run_side(side, config, args, products, items, scratch):
         if side == "opsline":
             cmd = [args.opsline, "apply", *products, "--concurrency", str(args.concurrency)]
             cmd += ["--state-dir", os.path.join(work, "journal"), "--json"]
+            cmd += list(getattr(args, "opsline_args", ()))  # bench/throttle.py --iam-timeout
         else:
             cmd = [sys.executable, PEER, "--threads", str(args.threads), "--out-dir", out_dir]
             # the main bench: only the 6 writes of a fresh item (issue 7); bench/throttle.py

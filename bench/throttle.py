@@ -49,6 +49,8 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=16, help="peer thread pool size")
     ap.add_argument("--concurrency", type=int, default=32, help="opsline --concurrency")
     ap.add_argument("--latency-ms", type=float, default=50)
+    ap.add_argument("--iam-timeout", help="opsline: the iam stage's time limit (a pipeline "
+                    "file's \"timeout\", e.g. 10s; default 300 s)")
     ap.add_argument("--sides", default="peer,opsline")
     ap.add_argument("--json-out", help="also write every run's numbers here")
     args = ap.parse_args(argv)
@@ -60,6 +62,12 @@ def main(argv=None):
     products = [f"tps{i:03d}" for i in range(1, args.n + 1)]
     items = [f"{p}-{e}" for p in products for e in bench.ENVIRONMENTS]
     scratch = tempfile.mkdtemp(prefix="opsline-throttle-bench-")
+    if args.iam_timeout:
+        pipeline = os.path.join(scratch, "pipeline.json")
+        with open(pipeline, "w") as f:
+            json.dump({"stages": ["bucket", {"stage": "iam", "timeout": args.iam_timeout},
+                                  "policy", "dotenv"]}, f)
+        args.opsline_args = ["--pipeline", pipeline]
     rows = []
     try:
         for side in [s for s in args.sides.split(",") if s]:
@@ -86,7 +94,8 @@ def main(argv=None):
           f"requests/s, {args.s3_slowdown:.0%} of S3 requests SlowDown, "
           f"+{args.latency_ms:g} ms per request; boto3 {bench.boto3_version()} "
           f"(adaptive, max_attempts 3, {args.threads} threads); opsline --concurrency "
-          f"{args.concurrency}, no retry settings")
+          f"{args.concurrency}, no retry settings"
+          + (f", iam time limit {args.iam_timeout}" if args.iam_timeout else ""))
     print(f"{'side':8} {'wall s':>7} {'exit':>4} {'failed':>6} {'IAM sent':>8} "
           f"{'throttled':>9} {'S3 503':>6} {'bound s':>7} {'wall/bound':>10}")
     for r in rows:
