@@ -122,7 +122,9 @@ static int host_aws_send(ol_item *item, const ol_aws_request *req, ol_aws_cb cb,
         return OL_EINVAL;
     if (copy.region == NULL)
         copy.region = item->region;
-    return aws_send_owned(item->ident->aws, &copy, cb, arg, item);
+    /* Under a quota, the items started first are served first: they finish one after
+     * another instead of all together at the end (progress, ETA, an interrupted run). */
+    return aws_send_owned(item->ident->aws, &copy, cb, arg, item, item->start_seq);
 }
 
 /* ---- 2.0 helpers ------------------------------------------------------------------------ */

@@ -87,8 +87,9 @@ struct ol_item {
     int keep;          /* a stage or store timed out: its late completion may still come, so
                           the stages stay until teardown */
     int started, finished;
-    int locked;    /* holds its item lock (itemlock.h) */
-    int lock_told; /* "waiting for another run" printed once */
+    uint64_t start_seq; /* the order it started in: its AWS calls' rank (aws_send_owned) */
+    int locked;         /* holds its item lock (itemlock.h) */
+    int lock_told;      /* "waiting for another run" printed once */
     int advancing, again;
     size_t remaining;
     size_t store_ops; /* store operations of this item in progress */
@@ -124,6 +125,7 @@ typedef struct run {
     uv_signal_t sigint;
     run_identity *idents;
     size_t n_idents;
+    uint64_t starts; /* items started so far (ol_item.start_seq) */
     size_t preflights_pending;
     journal *journal;
     services *svc;

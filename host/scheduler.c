@@ -58,6 +58,7 @@ static int item_start(ol_item *item) {
         }
     }
     item->started = 1;
+    item->start_seq = ++r->starts;
     list_insert_tail(&r->live, &item->live);
     return 0;
 }

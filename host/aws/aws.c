@@ -41,8 +41,9 @@ typedef struct peer {
     char *bucket;
     retry_rate_limiter rl;
     retry_health health;
-    list_node waiting; /* aws_call.wait_node, first come first served */
-    unsigned users;    /* calls pointing at it (rate_ep, health_ep) */
+    list_node
+        waiting;    /* aws_call.wait_node: lowest rank first, then first come (queue_for_token) */
+    unsigned users; /* calls pointing at it (rate_ep, health_ep) */
     long last_status;
     char last_code[64];
     char last_error[160]; /* "HTTP 500 InternalError", "no answer (Connection refused)" */
@@ -110,6 +111,7 @@ typedef struct aws_call {
     int waiting;      /* waits for the provider's credentials */
     int completed;    /* the user callback has run */
     void *owner;      /* aws_send_owned's, for the rate-wait hook */
+    uint64_t rank;    /* its place in a token queue: lowest first (aws_send_owned) */
     int rate_waiting; /* waits on AWS's rate: for a token, or after a throttled answer */
     uv_timer_t timer;
     ol_aws_cb cb;
@@ -725,10 +727,11 @@ static int call_copy_request(aws_call *call, const ol_aws_request *req) {
 }
 
 int aws_send(aws_client *c, const ol_aws_request *req, ol_aws_cb cb, void *arg) {
-    return aws_send_owned(c, req, cb, arg, NULL);
+    return aws_send_owned(c, req, cb, arg, NULL, 0);
 }
 
-int aws_send_owned(aws_client *c, const ol_aws_request *req, ol_aws_cb cb, void *arg, void *owner) {
+int aws_send_owned(aws_client *c, const ol_aws_request *req, ol_aws_cb cb, void *arg, void *owner,
+                   uint64_t rank) {
     if (c == NULL || req == NULL || cb == NULL || req->service == NULL || req->method == NULL)
         return OL_EINVAL;
     if (c->closing)
@@ -742,6 +745,7 @@ int aws_send_owned(aws_client *c, const ol_aws_request *req, ol_aws_cb cb, void 
     call->cb = cb;
     call->arg = arg;
     call->owner = owner;
+    call->rank = rank;
     int oom = call_copy_request(call, req);
     uv_timer_init(c->loop, &call->timer);
     call->timer.data = call;
@@ -922,7 +926,7 @@ static void on_pace_timer(uv_timer_t *t) {
     pace_run(t->data);
 }
 
-/* Sends what the token buckets allow, first come first served per endpoint, and arms the
+/* Sends what the token buckets allow, in each endpoint's queue order, and arms the
  * one pacing timer for the earliest token still due. A callback run from here may send
  * again: that only marks another pass. */
 static void pace_run(aws_client *c) {
@@ -957,6 +961,15 @@ static void pace_run(aws_client *c) {
             uv_timer_stop(&c->pace_timer);
     } while (c->pace_again);
     c->pacing = 0;
+}
+
+/* Into the endpoint's token queue, behind every call of the same or a lower rank. Searched
+ * from the back: calls mostly arrive in rank order, or nearly. */
+static void queue_for_token(peer *e, aws_call *call) {
+    list_node *at = e->waiting.prev;
+    while (at != &e->waiting && list_entry(at, aws_call, wait_node)->rank > call->rank)
+        at = at->prev;
+    list_insert_head(at, &call->wait_node);
 }
 
 /* Send now, or queue for a token of the endpoint's rate limiter behind the calls already
@@ -1000,7 +1013,7 @@ static void call_send(aws_call *call) {
     peer *e = call->rate_ep;
     if (c->rcfg.mode == RETRY_MODE_ADAPTIVE && e != NULL &&
         (!list_empty(&e->waiting) || retry_rate_limiter_acquire(&e->rl, now_s(c)) > 0)) {
-        list_insert_tail(&e->waiting, &call->wait_node);
+        queue_for_token(e, call);
         call_rate_wait(call, 1);
         if (list_empty(&e->pace_node))
             list_insert_tail(&c->paced, &e->pace_node);

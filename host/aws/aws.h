@@ -48,8 +48,12 @@ int aws_send(aws_client *c, const ol_aws_request *req, ol_aws_cb cb, void *arg);
 
 /* aws_send on behalf of owner (the host passes the item): the client tells the rate-wait
  * hook when a call of owner starts and stops waiting on AWS's rate, that is for a token of
- * the client-side rate limiter or in the backoff after a throttled answer. */
-int aws_send_owned(aws_client *c, const ol_aws_request *req, ol_aws_cb cb, void *arg, void *owner);
+ * the client-side rate limiter or in the backoff after a throttled answer. Calls waiting for
+ * a token go in order of rank, lowest first (first come first served among equals; aws_send
+ * ranks 0): the host ranks an item's calls by when the item started, so that under a quota
+ * the items started first finish first instead of all of them advancing together. */
+int aws_send_owned(aws_client *c, const ol_aws_request *req, ol_aws_cb cb, void *arg, void *owner,
+                   uint64_t rank);
 
 /* The rate-wait hook: fn(owner, 1, arg) when a call of owner starts waiting on AWS's rate,
  * fn(owner, 0, arg) when it stops (it is sent, or it ends), once each per wait; never for a

@@ -555,7 +555,7 @@ static void tells_the_rate_wait_hook_when_an_owned_call_waits_on_throttling(void
     aws_client_set_rate_wait_hook(fx.c, on_rate_wait, &w);
     ol_aws_request req = {.service = "s3", .method = "GET", .bucket = "bkt"};
     r.fx = &fx;
-    assert_int_equal(aws_send_owned(fx.c, &req, on_result, &r, &tag), 0);
+    assert_int_equal(aws_send_owned(fx.c, &req, on_result, &r, &tag, 1), 0);
     run_until(&fx, &fx.done, 1);
     assert_int_equal(r.result, 0);
     assert_int_equal(r.attempts, 3);
@@ -571,7 +571,7 @@ static void tells_the_rate_wait_hook_when_an_owned_call_waits_on_throttling(void
     assert_int_equal(w.starts, starts);
     /* A 500 is not AWS's rate: its backoff is no such wait. */
     r.called = 0;
-    assert_int_equal(aws_send_owned(fx.c, &req, on_result, &r, &tag), 0);
+    assert_int_equal(aws_send_owned(fx.c, &req, on_result, &r, &tag, 1), 0);
     run_until(&fx, &fx.done, 3);
     assert_int_equal(r.result, 0);
     assert_int_equal(w.starts, w.stops);
