@@ -190,6 +190,9 @@ void scheduler_on_rate_wait(void *owner, int waiting, void *arg);
 /* Milliseconds the item's AWS calls have waited on AWS's rate so far, a wait in progress
  * included (the time of several calls waiting together counts once). */
 uint64_t scheduler_rate_wait_ms(const ol_item *item);
+/* Before arming the time limit of the item's stage (or store operation) sr: its waits on
+ * AWS's rate count from now. */
+void scheduler_rate_arm(stage_run *sr);
 /* A time limit of the item's stage (or store operation) sr has run out: the waits on AWS's
  * rate since sr->rate_base do not count, so the limit is extended by that long (returned, in
  * ms, and rate_base moves on). 0: the limit stands. */

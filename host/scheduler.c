@@ -220,6 +220,11 @@ uint64_t scheduler_rate_wait_ms(const ol_item *item) {
  * Under throttling the host itself holds the item's requests back (the client-side rate
  * limiter's queue, the backoff after a throttled answer): with a high --concurrency under a
  * low quota that can take minutes per item, and it is not the stage's doing. */
+void scheduler_rate_arm(stage_run *sr) {
+    sr->rate_base = scheduler_rate_wait_ms(sr->item);
+    sr->rate_excluded = 0;
+}
+
 uint64_t scheduler_rate_extension(stage_run *sr) {
     uint64_t now = scheduler_rate_wait_ms(sr->item);
     uint64_t more = now > sr->rate_base ? now - sr->rate_base : 0;
@@ -283,8 +288,7 @@ static void stage_start(ol_item *item, size_t s) {
         lifecycle_skip(item, s);
         return;
     }
-    sr->rate_base = scheduler_rate_wait_ms(item);
-    sr->rate_excluded = 0;
+    scheduler_rate_arm(sr);
     services_timer_start(r->svc, stage->ps->timeout_ms, on_stage_timeout, sr, &sr->timer);
     int rc = entry(stage, item, stage->state);
     if (rc < 0 && sr->status == ST_RUNNING) {

@@ -78,8 +78,7 @@ static void store_op_start(ol_item *item, size_t s, int op, const ol_secret *sec
     item->store_ops++;
     if (op == OP_PUT)
         maybe_park(item, s);
-    sr->rate_base = scheduler_rate_wait_ms(item);
-    sr->rate_excluded = 0;
+    scheduler_rate_arm(sr);
     services_timer_start(r->svc, st->ps->timeout_ms, on_op_timeout, sr, &sr->op_timer);
     int rc = OL_EINVAL;
     if (op == OP_PUT)
