@@ -39,6 +39,8 @@
 #define MIN_CAPACITY 1.0
 /* Throttles answered this soon after a cut were mostly sent before it: one event. */
 #define RETRY_RECOVERY_S 0.5
+/* Fewest answers since the last cut that can tell a saturated endpoint's rate. */
+#define RETRY_SATURATED_ANSWERS 8ul
 
 /* ---- classification ------------------------------------------------------------------- */
 
@@ -298,6 +300,7 @@ static void note_first_time(retry_rate_limiter *rl, double now) {
     if (!rl->seen_request) {
         rl->seen_request = 1;
         rl->first_time = now;
+        rl->window_start = now;
     }
 }
 
@@ -393,18 +396,39 @@ static double sent_rate(const retry_rate_limiter *rl, double now) {
     return n / (dt > RATE_BUCKET_S ? dt : RATE_BUCKET_S);
 }
 
+/* What the endpoint accepted per second since the last cut when most of the answers since
+ * then were throttles (it was saturated, so that is its rate); -1 when they were not, or were
+ * too few or over less than a bucket to tell. */
+static double saturated_rate(const retry_rate_limiter *rl, double now) {
+    double span = now - rl->window_start;
+
+    if (span < RATE_BUCKET_S || rl->window_ok + rl->window_throttled < RETRY_SATURATED_ANSWERS ||
+        rl->window_throttled <= rl->window_ok)
+        return -1.0;
+    return (double)rl->window_ok / span;
+}
+
 void retry_rate_limiter_update(retry_rate_limiter *rl, int throttled, double now) {
     double new_rate, measured;
 
     update_measured_rate(rl, now);
+    if (throttled)
+        rl->window_throttled++;
+    else
+        rl->window_ok++;
     if (throttled && rl->enabled && now - rl->last_throttle_time < RETRY_RECOVERY_S)
         return; /* the same congestion event as the last cut */
     measured = sent_rate(rl, now);
     if (throttled) {
-        double rate = measured;
+        double rate = measured, accepted = saturated_rate(rl, now);
 
         if (rl->enabled && rl->fill_rate < rate)
             rate = rl->fill_rate;
+        if (accepted >= 0.0 && accepted < rate)
+            rate = accepted;
+        rl->window_start = now;
+        rl->window_ok = 0;
+        rl->window_throttled = 0;
         rl->last_max_rate = rate;
         update_time_window(rl);
         rl->last_throttle_time = now;

@@ -107,6 +107,12 @@ typedef struct retry_rate_limiter {
     unsigned long sent;
     double first_time;
     int seen_request;
+    /* Answers since the last cut (before the first: since first_time), accepted and
+     * throttled: when most were throttles the endpoint was saturated, and what it accepted
+     * is its rate. */
+    double window_start;
+    unsigned long window_ok;
+    unsigned long window_throttled;
 } retry_rate_limiter;
 
 void retry_rate_limiter_init(retry_rate_limiter *rl, double now);
@@ -118,7 +124,11 @@ double retry_rate_limiter_acquire(retry_rate_limiter *rl, double now);
  * RETRY_RECOVERY_S of the last cut are one congestion event (cut once, as TCP does per
  * window); a throttle before the first measurement uses the rate sent so far instead of 0;
  * and the first measurement covers the time the counted requests took, at least a
- * half-second, unsmoothed. */
+ * half-second, unsmoothed. A fourth against the opposite, a slow descent from far above the
+ * quota (a burst of every item at once, 0.7 per cut, one cut per RETRY_RECOVERY_S): when
+ * most of at least RETRY_SATURATED_ANSWERS answers since the last cut, over at least a
+ * half-second, were throttles, the rate cut from is what the endpoint accepted meanwhile
+ * (its quota, since it was saturated), if that is lower. */
 void retry_rate_limiter_update(retry_rate_limiter *rl, int throttled, double now);
 
 /* Endpoint health: is an endpoint making progress, or dead? One per endpoint (service and

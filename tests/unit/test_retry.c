@@ -452,6 +452,49 @@ static void a_throttle_before_any_measurement_keeps_the_rate_seen_so_far(void **
     assert_true(fabs(rl.fill_rate - 0.7 * 40.0 / 0.5) < 1e-9);
 }
 
+/* Every item started at once: the first cut starts from the rate sent (far above the quota),
+ * and 0.7 per half-second would take seconds to come down, each of them spent mostly on
+ * throttled requests. When most answers since the last cut were throttles, the next cut
+ * starts from what the endpoint accepted meanwhile. */
+static void a_saturated_endpoint_is_cut_to_what_it_accepted(void **state) {
+    retry_rate_limiter rl;
+    double t = 300.0;
+    int i;
+
+    (void)state;
+    retry_rate_limiter_init(&rl, t);
+    for (i = 0; i < 200; i++)
+        assert_true(retry_rate_limiter_acquire(&rl, t) == 0.0);
+    retry_rate_limiter_update(&rl, 1, t + 0.1); /* 200 over the half-second floor */
+    assert_true(fabs(rl.last_max_rate - 400.0) < 1e-9);
+    /* The next half-second: 5 accepted and 60 throttled answers. */
+    for (i = 0; i < 65; i++)
+        retry_rate_limiter_update(&rl, i % 13 == 0 ? 0 : 1, t + 0.1 + 0.49 * i / 65.0);
+    assert_true(fabs(rl.last_max_rate - 400.0) < 1e-9); /* all within the recovery window */
+    retry_rate_limiter_update(&rl, 1, t + 0.7);
+    /* 5 accepted over the 0.6 s since the cut: 8.3/s, cut by beta. The plain rule would
+     * have cut from min(280, measured) to 196/s. */
+    assert_true(fabs(rl.last_max_rate - 5.0 / 0.6) < 1e-9);
+    assert_true(fabs(rl.fill_rate - 0.7 * 5.0 / 0.6) < 1e-9);
+
+    /* Mostly accepted answers (30 of 40, within the recovery window so that none cuts):
+     * the plain rule, from the rate allowed. */
+    for (i = 0; i < 40; i++)
+        retry_rate_limiter_update(&rl, i % 4 == 0, t + 0.7 + 0.012 * (i + 1));
+    double before = rl.fill_rate;
+    retry_rate_limiter_update(&rl, 1, t + 1.25);
+    assert_true(fabs(rl.last_max_rate - before) < 1e-9);
+    assert_true(fabs(rl.fill_rate - 0.7 * before) < 1e-9);
+
+    /* Too few answers to tell (7, all throttled): the plain rule too. */
+    for (i = 0; i < 6; i++)
+        retry_rate_limiter_update(&rl, 1, t + 1.26 + 0.05 * i);
+    before = rl.fill_rate;
+    retry_rate_limiter_update(&rl, 1, t + 1.8);
+    assert_true(fabs(rl.last_max_rate - before) < 1e-9);
+    assert_true(rl.last_max_rate > 0.5);
+}
+
 static void first_measurement_covers_the_time_its_requests_took(void **state) {
     retry_rate_limiter rl;
     int i;
@@ -638,6 +681,7 @@ int main(void) {
         cmocka_unit_test(a_burst_of_throttles_cuts_the_rate_once),
         cmocka_unit_test(a_throttle_before_any_measurement_keeps_the_rate_seen_so_far),
         cmocka_unit_test(first_measurement_covers_the_time_its_requests_took),
+        cmocka_unit_test(a_saturated_endpoint_is_cut_to_what_it_accepted),
         cmocka_unit_test(health_declares_an_endpoint_dead_after_failed_calls_and_probes_it),
         cmocka_unit_test_setup_teardown(config_reads_the_progress_timeout, clear_env, clear_env),
         cmocka_unit_test_setup_teardown(
