@@ -9,6 +9,7 @@
 #include <openssl/rand.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -44,6 +45,10 @@ typedef struct peer {
     list_node
         waiting;    /* aws_call.wait_node: lowest rank first, then first come (queue_for_token) */
     unsigned users; /* calls pointing at it (rate_ep, health_ep) */
+    /* Before its first throttle (the rate limiter off) at most `window` requests are in
+     * flight (see FIRST_FLIGHT_WINDOW); in_flight counts those of the calls whose rate_ep it
+     * is. */
+    unsigned in_flight, window;
     long last_status;
     char last_code[64];
     char last_error[160]; /* "HTTP 500 InternalError", "no answer (Connection refused)" */
@@ -108,6 +113,7 @@ typedef struct aws_call {
     list_node wait_node; /* in rate_ep->waiting while waiting for a token */
     int redirected;
     int in_http;      /* an HTTP attempt is in flight */
+    int in_flight;    /* ...and counted in rate_ep->in_flight */
     int waiting;      /* waits for the provider's credentials */
     int completed;    /* the user callback has run */
     void *owner;      /* aws_send_owned's, for the rate-wait hook */
@@ -223,6 +229,13 @@ static void resolved_free_all(aws_client *c) {
  * bucket seen again starts afresh, as a new endpoint does. */
 #define BUCKET_PEERS_KEPT 256
 
+/* An endpoint's first flight: before its first throttle, when the rate limiter does not
+ * pace it yet, at most this many requests in flight, one more after each success (doubling
+ * every round trip, as TCP's slow start). Every item at once (--concurrency 1024) would
+ * otherwise send its first request in one burst, and under IAM's quota nearly all of them
+ * come back throttled, to be sent again. The default --concurrency (32) never reaches it. */
+#define FIRST_FLIGHT_WINDOW 64u
+
 static void peer_free(aws_client *c, peer *e) {
     list_remove(&e->node);
     if (e->bucket != NULL)
@@ -277,6 +290,7 @@ static peer *peer_get(aws_client *c, const char *service, const char *url, const
         return NULL;
     }
     e->users = 1;
+    e->window = FIRST_FLIGHT_WINDOW;
     list_init(&e->pace_node);
     list_init(&e->waiting);
     retry_rate_limiter_init(&e->rl, now_s(c));
@@ -926,6 +940,11 @@ static void on_pace_timer(uv_timer_t *t) {
     pace_run(t->data);
 }
 
+/* Before the endpoint's first throttle: as many requests in flight as its window allows. */
+static int first_flight_full(const peer *e) {
+    return !e->rl.enabled && e->in_flight >= e->window;
+}
+
 /* Sends what the token buckets allow, in each endpoint's queue order, and arms the
  * one pacing timer for the earliest token still due. A callback run from here may send
  * again: that only marks another pass. */
@@ -943,6 +962,8 @@ static void pace_run(aws_client *c) {
             peer *e = list_entry(n, peer, pace_node);
             list_node *w;
             while ((w = list_first(&e->waiting)) != NULL && !c->closing) {
+                if (first_flight_full(e))
+                    break; /* an answer makes room (on_http_done paces again) */
                 double wait = retry_rate_limiter_acquire(&e->rl, now_s(c));
                 if (wait > 0) {
                     if (next < 0 || wait < next)
@@ -1012,7 +1033,8 @@ static void call_send(aws_call *call) {
     }
     peer *e = call->rate_ep;
     if (c->rcfg.mode == RETRY_MODE_ADAPTIVE && e != NULL &&
-        (!list_empty(&e->waiting) || retry_rate_limiter_acquire(&e->rl, now_s(c)) > 0)) {
+        (!list_empty(&e->waiting) || first_flight_full(e) ||
+         retry_rate_limiter_acquire(&e->rl, now_s(c)) > 0)) {
         queue_for_token(e, call);
         call_rate_wait(call, 1);
         if (list_empty(&e->pace_node))
@@ -1058,6 +1080,10 @@ static void call_transmit(aws_call *call) {
         return;
     }
     call->in_http = 1;
+    if (call->rate_ep != NULL) {
+        call->rate_ep->in_flight++;
+        call->in_flight = 1;
+    }
     call->attempts++;
     c->stats.attempts++;
 }
@@ -1332,6 +1358,16 @@ static void on_http_done(void *arg, const http_response *res) {
     aws_call *call = arg;
     aws_client *c = call->c;
     call->in_http = 0;
+    if (call->in_flight) {
+        peer *e = call->rate_ep;
+        call->in_flight = 0;
+        e->in_flight--;
+        if (!e->rl.enabled && res->result == 0 && res->status >= 200 && res->status < 300 &&
+            e->window < UINT_MAX)
+            e->window++;
+        if (!list_empty(&e->waiting) && !c->closing)
+            pace_run(c);
+    }
     if (res->result == OL_ECANCELED || c->closing) {
         call_fail(call, OL_ECANCELED, "interrupted");
         return;

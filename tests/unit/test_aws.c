@@ -35,7 +35,8 @@ typedef struct fake_http {
     const char *const *script;
     size_t n_script, n_answered;
     unsigned n_reqs;
-    char *reqs[16]; /* each request written out as it would go on the wire */
+    char *reqs[256]; /* each request written out as it would go on the wire */
+    int hold;        /* answers wait until it is cleared (fake_release) */
     list_node pending;
     int closing;
     void (*on_closed)(void *arg);
@@ -118,6 +119,8 @@ static void fake_answer(fake_xfer *x, int result) {
 static void fake_on_timer(uv_timer_t *t) {
     fake_http *f = t->data;
     list_node *n, *tmp;
+    if (f->hold)
+        return;
     list_foreach_safe(n, tmp, &f->pending) {
         fake_xfer *x = list_entry(n, fake_xfer, node);
         if (x->answer == NULL)
@@ -137,7 +140,7 @@ static int fake_send(void *engine, const http_request *req, http_cb cb, void *ar
     assert_non_null(x);
     x->cb = cb;
     x->arg = arg;
-    assert_true(f->n_reqs < 16);
+    assert_true(f->n_reqs < 256);
     char *wire = fake_wire_text(req);
     f->reqs[f->n_reqs++] = wire;
     if (strstr(wire, " /hang") != strchr(wire, ' ')) {
@@ -172,6 +175,12 @@ static void fake_close(void *engine, void (*on_closed)(void *arg), void *arg) {
 }
 
 static const http_vtable fake_vtable = {fake_send, fake_close};
+
+/* Answers what is pending (and what comes next) again after a hold. */
+static void fake_release(fake_http *f) {
+    f->hold = 0;
+    assert_int_equal(uv_timer_start(&f->timer, fake_on_timer, 0, 0), 0);
+}
 
 static void fake_init(fake_http *f, uv_loop_t *loop, const char *const *script, size_t n) {
     memset(f, 0, sizeof(*f));
@@ -579,6 +588,74 @@ static void tells_the_rate_wait_hook_when_an_owned_call_waits_on_throttling(void
     fixture_finish(&fx);
 }
 
+/* Sends req n times (results into r[0..n-1]) and runs the loop until nothing more moves
+ * without an answer. */
+static void send_n_and_settle(fixture *fx, const ol_aws_request *req, result *r, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        r[i].fx = fx;
+        assert_int_equal(aws_send(fx->c, req, on_result, &r[i]), 0);
+    }
+    for (int i = 0; i < 10; i++)
+        uv_run(&fx->loop, UV_RUN_NOWAIT);
+}
+
+/* Before an endpoint's first throttle the rate limiter does not pace it, and every item's
+ * first request at once would go in one burst (and, under a quota, come back throttled):
+ * at most 64 are in flight, one more after each success. The others wait in the rate
+ * limiter's queue (not in the HTTP layer's, where the rate a throttle sets would no longer
+ * reach them). */
+static void sends_a_fresh_endpoint_at_most_64_requests_at_once_then_more_per_success(void **state) {
+    enum { FIRST = 70, SECOND = 100 };
+    static const char *script[FIRST + SECOND];
+    static result r[FIRST + SECOND];
+    fixture fx;
+    (void)state;
+    for (size_t i = 0; i < FIRST + SECOND; i++)
+        script[i] = OK_EMPTY;
+    memset(r, 0, sizeof(r));
+    fixture_init(&fx, script, FIRST + SECOND);
+    ol_aws_request req = {.service = "s3", .method = "PUT", .bucket = "bkt"};
+    fx.fake.hold = 1;
+    send_n_and_settle(&fx, &req, r, FIRST);
+    assert_int_equal(n_reqs(&fx), 64);
+    /* 64 successes: the 6 waiting go, and the window is 128. */
+    fake_release(&fx.fake);
+    run_until(&fx, &fx.done, FIRST);
+    assert_int_equal(n_reqs(&fx), FIRST);
+    for (size_t i = 0; i < FIRST; i++)
+        assert_int_equal(r[i].result, 0);
+    fx.fake.hold = 1;
+    send_n_and_settle(&fx, &req, r + FIRST, SECOND);
+    assert_int_equal(n_reqs(&fx), FIRST + SECOND);
+    fake_release(&fx.fake);
+    run_until(&fx, &fx.done, FIRST + SECOND);
+    for (size_t i = FIRST; i < FIRST + SECOND; i++)
+        assert_int_equal(r[i].result, 0);
+    fixture_finish(&fx);
+}
+
+/* Calls held back by that window end exactly once when the client closes. */
+static void close_cancels_calls_held_back_by_the_first_flight_window(void **state) {
+    enum { N = 70 };
+    static result r[N];
+    fixture fx;
+    (void)state;
+    memset(r, 0, sizeof(r));
+    fixture_init(&fx, NULL, 0);
+    ol_aws_request hang = {.service = "s3", .method = "GET", .bucket = "hang"};
+    send_n_and_settle(&fx, &hang, r, N);
+    assert_int_equal(n_reqs(&fx), 64);
+    assert_int_equal(fx.done, 0);
+    aws_client_close(fx.c, on_client_closed, &fx);
+    fx.c = NULL;
+    run_until(&fx, &fx.closed, 1);
+    for (size_t i = 0; i < N; i++) {
+        assert_int_equal(r[i].called, 1);
+        assert_int_equal(r[i].result, OL_ECANCELED);
+    }
+    fixture_finish(&fx);
+}
+
 static void fails_new_calls_to_a_dead_endpoint_at_once_naming_it(void **state) {
     static const char *const script[] = {INTERNAL_ERROR, INTERNAL_ERROR, INTERNAL_ERROR,
                                          INTERNAL_ERROR, INTERNAL_ERROR, INTERNAL_ERROR,
@@ -908,6 +985,8 @@ int main(void) {
         cmocka_unit_test(retries_throttling_past_three_attempts_when_max_attempts_is_unset),
         cmocka_unit_test(tells_the_rate_wait_hook_when_an_owned_call_waits_on_throttling),
         cmocka_unit_test(fails_new_calls_to_a_dead_endpoint_at_once_naming_it),
+        cmocka_unit_test(sends_a_fresh_endpoint_at_most_64_requests_at_once_then_more_per_success),
+        cmocka_unit_test(close_cancels_calls_held_back_by_the_first_flight_window),
         cmocka_unit_test(retries_a_consistency_code_within_its_window),
         cmocka_unit_test(reports_a_consistency_code_without_a_window_at_once),
         cmocka_unit_test(never_resends_a_non_idempotent_request_whose_outcome_is_unknown),
