@@ -656,6 +656,39 @@ static void close_cancels_calls_held_back_by_the_first_flight_window(void **stat
     fixture_finish(&fx);
 }
 
+/* Under a quota the calls waiting for a token go lowest rank first (the items started
+ * first), whatever order they came in; a retry (rank 0 here: unowned) before them all. */
+static void serves_the_token_queue_lowest_rank_first(void **state) {
+    static const char *const script[] = {SLOW_DOWN, OK_EMPTY, OK_EMPTY, OK_EMPTY, OK_EMPTY};
+    static const uint64_t ranks[] = {30, 10, 20};
+    static const char *const keys[] = {"r30", "r10", "r20"};
+    fixture fx;
+    result first = {0}, r[3];
+    int tag;
+    (void)state;
+    memset(r, 0, sizeof(r));
+    fixture_init(&fx, script, 5);
+    aws_client_set_random(fx.c, half, NULL);
+    ol_aws_request req = {.service = "s3", .method = "GET", .bucket = "bkt", .key = "first"};
+    first.fx = &fx;
+    assert_int_equal(aws_send(fx.c, &req, on_result, &first), 0);
+    /* Its SlowDown turns the bucket's rate limiter on, at about 1.4 tokens a second. */
+    while (fx.fake.n_answered < 1 || !list_empty(&fx.fake.pending))
+        uv_run(&fx.loop, UV_RUN_ONCE);
+    for (int i = 0; i < 3; i++) {
+        ol_aws_request q = {.service = "s3", .method = "GET", .bucket = "bkt", .key = keys[i]};
+        r[i].fx = &fx;
+        assert_int_equal(aws_send_owned(fx.c, &q, on_result, &r[i], &tag, ranks[i]), 0);
+    }
+    run_until(&fx, &fx.done, 4);
+    assert_int_equal(first.result, 0);
+    assert_int_equal(n_reqs(&fx), 5);
+    static const char *const order[] = {"/first ", "/first ", "/r10 ", "/r20 ", "/r30 "};
+    for (unsigned i = 0; i < 5; i++)
+        assert_non_null(strstr(req_text(&fx, i), order[i]));
+    fixture_finish(&fx);
+}
+
 static void fails_new_calls_to_a_dead_endpoint_at_once_naming_it(void **state) {
     static const char *const script[] = {INTERNAL_ERROR, INTERNAL_ERROR, INTERNAL_ERROR,
                                          INTERNAL_ERROR, INTERNAL_ERROR, INTERNAL_ERROR,
@@ -987,6 +1020,7 @@ int main(void) {
         cmocka_unit_test(fails_new_calls_to_a_dead_endpoint_at_once_naming_it),
         cmocka_unit_test(sends_a_fresh_endpoint_at_most_64_requests_at_once_then_more_per_success),
         cmocka_unit_test(close_cancels_calls_held_back_by_the_first_flight_window),
+        cmocka_unit_test(serves_the_token_queue_lowest_rank_first),
         cmocka_unit_test(retries_a_consistency_code_within_its_window),
         cmocka_unit_test(reports_a_consistency_code_without_a_window_at_once),
         cmocka_unit_test(never_resends_a_non_idempotent_request_whose_outcome_is_unknown),
