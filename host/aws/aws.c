@@ -7,9 +7,9 @@
 #include <curl/curl.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
+#include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
-#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -112,8 +112,7 @@ typedef struct aws_call {
     peer *rate_ep, *health_ep;
     list_node wait_node; /* in rate_ep->waiting while waiting for a token */
     int redirected;
-    int in_http;      /* an HTTP attempt is in flight */
-    int in_flight;    /* ...and counted in rate_ep->in_flight */
+    int in_http;      /* an HTTP attempt is in flight (counted in rate_ep->in_flight) */
     int waiting;      /* waits for the provider's credentials */
     int completed;    /* the user callback has run */
     void *owner;      /* aws_send_owned's, for the rate-wait hook */
@@ -963,7 +962,7 @@ static void pace_run(aws_client *c) {
             list_node *w;
             while ((w = list_first(&e->waiting)) != NULL && !c->closing) {
                 if (first_flight_full(e))
-                    break; /* an answer makes room (on_http_done paces again) */
+                    break; /* an answer makes room (on_http_done arms the timer) */
                 double wait = retry_rate_limiter_acquire(&e->rl, now_s(c));
                 if (wait > 0) {
                     if (next < 0 || wait < next)
@@ -1080,10 +1079,8 @@ static void call_transmit(aws_call *call) {
         return;
     }
     call->in_http = 1;
-    if (call->rate_ep != NULL) {
-        call->rate_ep->in_flight++;
-        call->in_flight = 1;
-    }
+    if (call->rate_ep != NULL)
+        call->rate_ep->in_flight++; /* rate_ep stays while in_http (call_send sets it) */
     call->attempts++;
     c->stats.attempts++;
 }
@@ -1358,15 +1355,16 @@ static void on_http_done(void *arg, const http_response *res) {
     aws_call *call = arg;
     aws_client *c = call->c;
     call->in_http = 0;
-    if (call->in_flight) {
-        peer *e = call->rate_ep;
-        call->in_flight = 0;
+    peer *e = call->rate_ep;
+    if (e != NULL) {
         e->in_flight--;
         if (!e->rl.enabled && res->result == 0 && res->status >= 200 && res->status < 300 &&
             e->window < UINT_MAX)
             e->window++;
+        /* Room for a call held back: paced from the loop, not from inside this answer
+         * (whose own callbacks come next). */
         if (!list_empty(&e->waiting) && !c->closing)
-            pace_run(c);
+            uv_timer_start(&c->pace_timer, on_pace_timer, 0, 0);
     }
     if (res->result == OL_ECANCELED || c->closing) {
         call_fail(call, OL_ECANCELED, "interrupted");
