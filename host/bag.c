@@ -21,6 +21,10 @@ static void entry_wipe(bag_entry *e) {
     }
 }
 
+static int masked(const bag_entry *e) {
+    return e->value != NULL && (e->flags & OL_BAG_SECRET) && e->value_len >= BAG_MASK_MIN;
+}
+
 static bag_entry *find(const bag *b, const char *key) {
     for (size_t i = 0; i < b->n; i++)
         if (strcmp(b->entries[i].key, key) == 0)
@@ -51,10 +55,12 @@ int bag_set(bag *b, const char *key, const char *value, unsigned flags) {
             goto oom;
         b->n++;
     }
+    b->n_masked -= masked(e);
     entry_wipe(e);
     e->value = v;
     e->value_len = strlen(v);
     e->flags = flags;
+    b->n_masked += masked(e);
     return 0;
 oom:
     if (flags & OL_BAG_SECRET)
@@ -84,9 +90,9 @@ void bag_free(bag *b) {
 
 size_t bag_mask(const bag *b, char *text) {
     size_t hits = 0;
-    for (size_t i = 0; i < b->n; i++) {
+    for (size_t i = 0; b->n_masked > 0 && i < b->n; i++) {
         const bag_entry *e = &b->entries[i];
-        if (!(e->flags & OL_BAG_SECRET) || e->value_len < 4)
+        if (!masked(e))
             continue;
         for (char *p = strstr(text, e->value); p; p = strstr(p + e->value_len, e->value)) {
             memset(p, '*', e->value_len);

@@ -13,9 +13,13 @@ typedef struct bag_entry {
     unsigned flags; /* OL_BAG_SECRET */
 } bag_entry;
 
+/* Secrets shorter than this are not masked: too likely to match ordinary text. */
+#define BAG_MASK_MIN 4
+
 typedef struct bag {
     bag_entry *entries;
     size_t n, cap;
+    size_t n_masked; /* secret values of at least BAG_MASK_MIN bytes: what bag_mask looks for */
 } bag;
 
 void bag_init(bag *b);
@@ -27,7 +31,7 @@ int bag_is_secret(const bag *b, const char *key);
 /* Wipe every secret and free everything. */
 void bag_free(bag *b);
 /* Replace every occurrence of a secret value of b in text (in place) with '*'. Returns the
- * number of replacements. */
+ * number of replacements. Costs nothing for a bag without secrets (n_masked 0). */
 size_t bag_mask(const bag *b, char *text);
 
 #endif

@@ -29,11 +29,28 @@ static const char *level_name(ol_log_level level) {
     }
 }
 
+/* Only the items whose bag holds a secret are looked at: a line is masked in time that
+ * does not grow with --concurrency (a few items hold a key between CreateAccessKey and
+ * their end, however many are in progress). */
 void run_mask(const run *r, char *text) {
     const list_node *n;
-    list_foreach(n, &r->live) {
-        bag_mask(&list_entry(n, ol_item, live)->bag, text);
+    list_foreach(n, &r->secret_items) {
+        bag_mask(&list_entry(n, ol_item, secret_node)->bag, text);
     }
+}
+
+int item_bag_set(ol_item *item, const char *key, const char *value, unsigned flags) {
+    int rc = bag_set(&item->bag, key, value, flags);
+    if (item->bag.n_masked == 0)
+        list_remove(&item->secret_node);
+    else if (list_empty(&item->secret_node))
+        list_insert_tail(&item->run->secret_items, &item->secret_node);
+    return rc;
+}
+
+void item_bag_free(ol_item *item) {
+    list_remove(&item->secret_node);
+    bag_free(&item->bag);
 }
 
 void run_log(ol_stage *stage, const ol_item *item, ol_log_level level, const char *fmt, ...) {
@@ -103,7 +120,7 @@ static const char *host_item_get(const ol_item *i, const char *key) {
     return bag_get(&i->bag, key);
 }
 static int host_item_set(ol_item *i, const char *key, const char *value, unsigned flags) {
-    return bag_set(&i->bag, key, value, flags);
+    return item_bag_set(i, key, value, flags);
 }
 
 /* ---- AWS ------------------------------------------------------------------------------- */
@@ -331,8 +348,8 @@ int run_reveals_secret(const run *r, const char *text) {
         return 1;
     int found = 0;
     const list_node *n;
-    list_foreach(n, &r->live) {
-        found |= bag_mask(&list_entry(n, ol_item, live)->bag, copy) > 0;
+    list_foreach(n, &r->secret_items) {
+        found |= bag_mask(&list_entry(n, ol_item, secret_node)->bag, copy) > 0;
     }
     free(copy); /* masked: it holds no secret any more */
     return found;

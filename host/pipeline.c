@@ -283,6 +283,7 @@ static int item_init(run *r, ol_item *it, size_t product, const char *environmen
         return OL_ENOMEM;
     snprintf(it->name, len, "%s-%s", p->products[product], environment);
     bag_init(&it->bag);
+    list_init(&it->secret_node);
     list_init(&it->live); /* its stages come when it starts (scheduler.c) */
     return 0;
 }
@@ -341,7 +342,7 @@ static void items_free(run *r) {
             itemlock_release(r->lock_fd, it->name);
         scheduler_item_release(it);
         free(it->name);
-        bag_free(&it->bag);
+        item_bag_free(it);
     }
     free(r->items);
     for (size_t i = 0; r->idents && i < r->n_idents; i++) {
@@ -569,6 +570,7 @@ int pipeline_run(const plan *p) {
     r.plan = p;
     r.lock_fd = -1;
     list_init(&r.live);
+    list_init(&r.secret_items);
     list_init(&r.ended);
     list_init(&r.lock_wait);
     if (uv_loop_init(&r.loop) != 0 || services_new(&r.loop, &r.svc) != 0) {

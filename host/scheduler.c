@@ -89,7 +89,7 @@ static void item_finish(ol_item *item) {
     if (journal_sync_due(r->journal, SCHEDULER_JOURNAL_SYNC_MS) != 0)
         run_print(r, "warning: could not fsync the journal %s\n", journal_path(r->journal));
     report_item(r->report, item->name, item->product, item->environment, item->region);
-    bag_free(&item->bag);
+    item_bag_free(item);
     journal_forget(r->journal, item->name);
     list_remove(&item->live);
     if (!item->keep && item->find == NULL)

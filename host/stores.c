@@ -421,9 +421,9 @@ static void find_got(find_ctx *f, size_t s, int result, const ol_secret *found,
     if (result == 0 && found != NULL && key_listed(f, found->access_key_id) &&
         found->secret_access_key != NULL && found->secret_access_key[0] != '\0' &&
         (f->found == NULL || (f->newer != NULL && strcmp(found->access_key_id, f->newer) == 0))) {
-        if (bag_set(&item->bag, OL_KEY_ACCESS_KEY_ID, found->access_key_id, 0) == 0 &&
-            bag_set(&item->bag, OL_KEY_SECRET_ACCESS_KEY, found->secret_access_key,
-                    OL_BAG_SECRET) == 0) {
+        if (item_bag_set(item, OL_KEY_ACCESS_KEY_ID, found->access_key_id, 0) == 0 &&
+            item_bag_set(item, OL_KEY_SECRET_ACCESS_KEY, found->secret_access_key, OL_BAG_SECRET) ==
+                0) {
             free(f->found);
             f->found = strdup(found->access_key_id);
             free(f->newer);
@@ -488,7 +488,7 @@ static void find_next(find_ctx *f) {
             free(newer);
             if (held != NULL && !verify_lacks) {
                 f->found = strdup(held);
-                bag_set(&item->bag, OL_KEY_ACCESS_KEY_ID, held, 0);
+                item_bag_set(item, OL_KEY_ACCESS_KEY_ID, held, 0);
                 f->next = f->n_order;
             }
         }

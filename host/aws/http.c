@@ -55,14 +55,18 @@ typedef struct http_socket http_socket;
 typedef struct http_xfer http_xfer;
 typedef struct http_host http_host;
 
-/* A host (http_request.host) with requests alive: how many are queued and how many are in
- * flight. Freed with its last request. */
+/* A host (http_request.host) with requests alive: its queue and how many are in flight.
+ * Freed with its last request. Each host queues its own requests, so a request that may
+ * start is found without walking past those of a host at its cap (thousands, when every
+ * item of a large --concurrency waits for IAM). */
 struct http_host {
-    list_node node; /* in eng->hosts */
-    char *name;
-    unsigned refs;   /* requests alive that name it */
-    unsigned active; /* in flight (in eng->xfers) */
-    unsigned queued; /* in eng->queued */
+    list_node node;    /* in eng->hosts (not the engine's entry for unnamed requests) */
+    list_node waiting; /* http_xfer: its requests waiting for a slot, oldest first */
+    list_node ready;   /* in eng->waiting_hosts while waiting is not empty */
+    char *name;        /* NULL: eng->unnamed, the requests that name no host (no cap) */
+    unsigned refs;     /* requests alive that name it */
+    unsigned active;   /* in flight (in eng->xfers) */
+    unsigned queued;   /* in waiting */
 };
 
 /* One socket curl asked us to watch. Freed in its uv_close callback. */
@@ -94,7 +98,8 @@ struct http_xfer {
     char errbuf[CURL_ERROR_SIZE];
     http_cb cb;
     void *arg;
-    list_node node; /* in eng->queued, then eng->xfers, then eng->canceled */
+    uint64_t seq;   /* order of queueing: the oldest waiting request of any host goes first */
+    list_node node; /* in its host's waiting, then eng->xfers, then eng->canceled */
 };
 
 struct http_engine {
@@ -103,11 +108,13 @@ struct http_engine {
     uv_timer_t timer;
     http_socket **by_fd; /* watched sockets not yet closing, by descriptor (n_by_fd slots) */
     size_t n_by_fd;
-    list_node queued;        /* http_xfer: requests waiting for a slot (HTTP_MAX_ACTIVE) */
+    list_node waiting_hosts; /* http_host: those with requests waiting for a slot */
+    http_host unnamed;       /* the queue of requests that name no host */
+    uint64_t next_seq;       /* http_xfer.seq of the next request queued */
+    unsigned n_queued;       /* requests waiting, all hosts */
     list_node xfers;         /* http_xfer: requests added to the multi handle, oldest first */
     unsigned active;         /* in xfers */
     list_node hosts;         /* http_host: hosts of the requests alive */
-    unsigned queued_unnamed; /* in queued, naming no host */
     list_node canceled;      /* http_xfer: aborted by http_close, callbacks still due */
     /* Curl handles of finished requests, options cleared (curl_easy_reset), for the next
      * ones: a handle keeps its allocations (its state, its receive buffer) across requests
@@ -153,6 +160,8 @@ static http_host *host_get(http_engine *eng, const char *name) {
         return NULL;
     }
     h->refs = 1;
+    list_init(&h->waiting);
+    list_init(&h->ready);
     list_insert_tail(&eng->hosts, &h->node);
     return h;
 }
@@ -165,9 +174,48 @@ static void host_put(http_host *h) {
     }
 }
 
-/* Whether one more request to x's host may go in flight now. */
-static int host_has_room(const http_xfer *x) {
-    return x->host == NULL || x->host->active < (unsigned)HTTP_MAX_HOST_CONNECTIONS;
+/* Whether one more request to host h may go in flight now. */
+static int host_has_room(const http_engine *eng, const http_host *h) {
+    return h == &eng->unnamed || h->active < (unsigned)HTTP_MAX_HOST_CONNECTIONS;
+}
+
+/* The queue x waits in: its host's, or the engine's for requests naming none. */
+static http_host *queue_of(http_xfer *x) {
+    return x->host != NULL ? x->host : &x->eng->unnamed;
+}
+
+static void enqueue(http_engine *eng, http_xfer *x) {
+    http_host *h = queue_of(x);
+    x->seq = eng->next_seq++;
+    list_insert_tail(&h->waiting, &x->node);
+    if (h->queued++ == 0)
+        list_insert_tail(&eng->waiting_hosts, &h->ready);
+    eng->n_queued++;
+}
+
+/* The oldest waiting request among the hosts that have room (all hosts when any_host),
+ * taken out of its queue; NULL when there is none. One look at each waiting host's first
+ * request: a handful of hosts (IAM, STS, S3), or the buckets in flight with virtual-hosted
+ * S3, however many requests wait. */
+static http_xfer *dequeue_oldest(http_engine *eng, int any_host) {
+    http_xfer *best = NULL;
+    list_node *n;
+    list_foreach(n, &eng->waiting_hosts) {
+        http_host *h = list_entry(n, http_host, ready);
+        if (!any_host && !host_has_room(eng, h))
+            continue;
+        http_xfer *x = list_entry(list_first(&h->waiting), http_xfer, node);
+        if (best == NULL || x->seq < best->seq)
+            best = x;
+    }
+    if (best != NULL) {
+        http_host *h = queue_of(best);
+        list_remove(&best->node);
+        if (--h->queued == 0)
+            list_remove(&h->ready);
+        eng->n_queued--;
+    }
+    return best;
 }
 
 static void xfer_free(http_xfer *x) {
@@ -662,22 +710,12 @@ static int xfer_start(http_engine *eng, http_xfer *x) {
 /* Start queued requests while slots are free. One that cannot start is told so at once
  * (from the loop: never from inside http_send). */
 static void start_queued(http_engine *eng) {
-    list_node *n = list_first(&eng->queued);
-    /* Oldest first, passing over those whose host is at its cap. A callback run here (a
-     * request that cannot start) may queue more at the tail, or close the engine. */
-    while (n != NULL && n != &eng->queued && !eng->closing && eng->active < HTTP_MAX_ACTIVE) {
-        http_xfer *x = list_entry(n, http_xfer, node);
-        n = n->next;
-        if (!host_has_room(x))
-            continue;
-        list_remove(&x->node);
-        if (x->host != NULL)
-            x->host->queued--;
-        else
-            eng->queued_unnamed--;
+    /* Oldest first, passing over hosts at their cap. A callback run here (a request that
+     * cannot start) may queue more, or close the engine: each turn looks afresh. */
+    http_xfer *x;
+    while (!eng->closing && eng->active < HTTP_MAX_ACTIVE && (x = dequeue_oldest(eng, 0)) != NULL)
         if (xfer_start(eng, x) != 0)
             xfer_complete(x, CURLE_OUT_OF_MEMORY, OL_ENOMEM);
-    }
 }
 
 int http_send(http_engine *eng, const http_request *req, http_cb cb, void *arg) {
@@ -720,13 +758,9 @@ int http_send(http_engine *eng, const http_request *req, http_cb cb, void *arg) 
     /* Queued when the engine or the host is at its cap, or behind requests to the same host
      * (or, naming none, behind others naming none) that wait: each host's requests keep
      * their order, and no request waits for another host's. */
-    if (eng->active >= HTTP_MAX_ACTIVE || !host_has_room(x) ||
-        (x->host != NULL ? x->host->queued > 0 : eng->queued_unnamed > 0)) {
-        list_insert_tail(&eng->queued, &x->node);
-        if (x->host != NULL)
-            x->host->queued++;
-        else
-            eng->queued_unnamed++;
+    if (eng->active >= HTTP_MAX_ACTIVE || !host_has_room(eng, queue_of(x)) ||
+        queue_of(x)->queued > 0) {
+        enqueue(eng, x);
         return 0;
     }
     /* Only arms the timer: the transfer starts, and completes, from the loop. */
@@ -745,14 +779,7 @@ unsigned http_active(const http_engine *eng) {
 }
 
 unsigned http_queued(const http_engine *eng) {
-    unsigned n = 0;
-    const list_node *p;
-    if (eng == NULL)
-        return 0;
-    list_foreach(p, &eng->queued) {
-        n++;
-    }
-    return n;
+    return eng != NULL ? eng->n_queued : 0;
 }
 
 const char *http_header(const http_response *res, const char *name) {
@@ -803,7 +830,10 @@ http_engine *http_new(uv_loop_t *loop) {
     if (eng == NULL)
         goto fail_global;
     eng->loop = loop;
-    list_init(&eng->queued);
+    list_init(&eng->waiting_hosts);
+    list_init(&eng->unnamed.node);
+    list_init(&eng->unnamed.waiting);
+    list_init(&eng->unnamed.ready);
     list_init(&eng->xfers);
     list_init(&eng->canceled);
     list_init(&eng->hosts);
@@ -873,10 +903,9 @@ void http_close(http_engine *eng, void (*on_closed)(void *arg), void *arg) {
         list_insert_tail(&eng->canceled, n);
     }
     eng->active = 0;
-    while ((n = list_first(&eng->queued)) != NULL) { /* never sent */
-        list_remove(n);
-        list_insert_tail(&eng->canceled, n);
-    }
+    http_xfer *x;
+    while ((x = dequeue_oldest(eng, 1)) != NULL) /* never sent; told in the order queued */
+        list_insert_tail(&eng->canceled, &x->node);
     /* Closes the cached connections; curl may still report CURL_POLL_REMOVE meanwhile. */
     curl_multi_cleanup(eng->multi);
     eng->multi = NULL;

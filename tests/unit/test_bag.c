@@ -59,6 +59,31 @@ static void mask_hides_every_secret_occurrence_but_not_plain_values(void **state
     bag_free(&b);
 }
 
+/* n_masked counts the secrets bag_mask looks for, so that a bag without one costs nothing
+ * to mask: a secret replaced by a plain value no longer counts, nor does one too short to
+ * mask, and an emptied bag counts none. */
+static void counts_the_secrets_to_mask_as_they_come_and_go(void **state) {
+    (void)state;
+    bag b;
+    char text[] = "short abc and plain AKIA123";
+    bag_init(&b);
+    bag_set(&b, "iam.access_key_id", "AKIA123", 0);
+    bag_set(&b, "tiny", "abc", OL_BAG_SECRET);
+    assert_int_equal(b.n_masked, 0);
+    assert_int_equal(bag_mask(&b, text), 0);
+    bag_set(&b, "iam.secret_access_key", "wJalrXUtn/K7", OL_BAG_SECRET);
+    bag_set(&b, "other.secret", "0123456789", OL_BAG_SECRET);
+    assert_int_equal(b.n_masked, 2);
+    bag_set(&b, "iam.secret_access_key", "pdq", OL_BAG_SECRET); /* now too short */
+    assert_int_equal(b.n_masked, 1);
+    bag_set(&b, "other.secret", "0123456789", 0); /* now plain */
+    assert_int_equal(b.n_masked, 0);
+    bag_set(&b, "other.secret", "9876543210", OL_BAG_SECRET);
+    assert_int_equal(b.n_masked, 1);
+    bag_free(&b);
+    assert_int_equal(b.n_masked, 0);
+}
+
 /* Wiping is checked at the moment the memory is given back: test_bag is linked with
  * -Wl,--wrap=free (tests/CMakeLists.txt), so every free() in bag.c comes here first, and the
  * bytes of the watched value are copied before the real free. */
@@ -166,6 +191,7 @@ int main(void) {
         cmocka_unit_test(set_replaces_an_existing_value),
         cmocka_unit_test(set_rejects_null_and_empty_keys),
         cmocka_unit_test(mask_hides_every_secret_occurrence_but_not_plain_values),
+        cmocka_unit_test(counts_the_secrets_to_mask_as_they_come_and_go),
         cmocka_unit_test(replacing_a_secret_wipes_the_old_value_before_freeing_it),
         cmocka_unit_test(a_secret_replaced_by_a_plain_value_is_wiped_too),
         cmocka_unit_test(freeing_the_bag_wipes_every_secret),

@@ -150,6 +150,15 @@ static void url_for(const fixture *fx, const char *path, char *out, size_t size)
     snprintf(out, size, "http://127.0.0.1:%d%s", fx->srv.port, path);
 }
 
+/* A GET of path on the fixture server in req (url is its buffer). */
+static void get_request(const fixture *fx, const char *path, char *url, size_t size,
+                        http_request *req) {
+    url_for(fx, path, url, size);
+    memset(req, 0, sizeof *req);
+    req->method = "GET";
+    req->url = url;
+}
+
 /* One request against the fixture server, run to completion. */
 static void fetch(fixture *fx, const char *method, const char *path, const ol_kv *headers,
                   size_t n_headers, const char *body, size_t body_len, long timeout_ms, result *r) {
@@ -288,10 +297,7 @@ static void close_cancels_queued_requests_as_unsent(void **state) {
     (void)state;
     memset(c, 0, sizeof c);
     fixture_init(&fx);
-    url_for(&fx, "/hang", url, sizeof url);
-    memset(&req, 0, sizeof req);
-    req.method = "GET";
-    req.url = url;
+    get_request(&fx, "/hang", url, sizeof url, &req);
     for (i = 0; i < N; i++) {
         c[i].done = &fx.done;
         assert_int_equal(http_send(fx.eng, &req, on_queued_done, &c[i]), 0);
@@ -307,6 +313,55 @@ static void close_cancels_queued_requests_as_unsent(void **state) {
     }
     assert_true(unsent >= N - 128);
     assert_int_equal(fx.done_at_close, N);
+    scripted_server_stop(&fx.srv);
+    uv_close((uv_handle_t *)&fx.guard, NULL);
+    harness_loop_close(&fx.loop);
+}
+
+typedef struct order_ctx {
+    unsigned *done;
+    unsigned at; /* this callback's place among all (1-based) */
+    int result, sent;
+} order_ctx;
+
+static void on_order_done(void *arg, const http_response *res) {
+    order_ctx *c = arg;
+    c->at = ++*c->done;
+    c->result = res->result;
+    c->sent = res->sent;
+}
+
+/* Each host queues its own requests; closing the engine still tells the queued ones in the
+ * order they were queued, whatever their host, after those in flight. */
+static void close_tells_queued_requests_of_every_host_in_the_order_queued(void **state) {
+    enum { N = 128, Q = 5 };
+    static const char *const q_host[Q] = {"c.example", "a.example", NULL, "c.example", "d.example"};
+    fixture fx;
+    order_ctx c[N + Q];
+    char url[128];
+    http_request req;
+
+    (void)state;
+    memset(c, 0, sizeof c);
+    fixture_init(&fx);
+    get_request(&fx, "/hang", url, sizeof url, &req);
+    for (size_t i = 0; i < N + Q; i++) {
+        req.host = i < 64 ? "a.example" : i < N ? "b.example" : q_host[i - N];
+        c[i].done = &fx.done;
+        assert_int_equal(http_send(fx.eng, &req, on_order_done, &c[i]), 0);
+    }
+    assert_int_equal(http_active(fx.eng), N);
+    assert_int_equal(http_queued(fx.eng), Q);
+    run_until(&fx, &fx.srv.n_reqs, 64);
+    http_close(fx.eng, on_engine_closed, &fx);
+    run_until(&fx, &fx.closed, 1);
+    for (size_t i = 0; i < N; i++)
+        assert_true(c[i].at >= 1 && c[i].at <= N);
+    for (size_t i = 0; i < Q; i++) {
+        assert_int_equal(c[N + i].at, N + 1 + i);
+        assert_int_equal(c[N + i].result, OL_ECANCELED);
+        assert_false(c[N + i].sent);
+    }
     scripted_server_stop(&fx.srv);
     uv_close((uv_handle_t *)&fx.guard, NULL);
     harness_loop_close(&fx.loop);
@@ -740,10 +795,7 @@ static void close_cancels_requests_in_flight_and_releases_all_handles(void **sta
     (void)state;
     memset(c, 0, sizeof c);
     fixture_init(&fx);
-    url_for(&fx, "/hang", url, sizeof url);
-    memset(&req, 0, sizeof req);
-    req.method = "GET";
-    req.url = url;
+    get_request(&fx, "/hang", url, sizeof url, &req);
     for (i = 0; i < 10; i++) {
         c[i].r.fx = &fx;
         assert_int_equal(http_send(fx.eng, &req, on_canceled, &c[i]), 0);
@@ -934,6 +986,7 @@ int main(void) {
         cmocka_unit_test(queues_requests_past_the_in_flight_cap_and_completes_them_all),
         cmocka_unit_test(caps_requests_to_one_host_at_64_and_lets_other_hosts_pass),
         cmocka_unit_test(close_cancels_queued_requests_as_unsent),
+        cmocka_unit_test(close_tells_queued_requests_of_every_host_in_the_order_queued),
         cmocka_unit_test(kept_connection_holds_the_loop_open_only_while_in_use),
         cmocka_unit_test(drops_a_kept_connection_the_server_closed_and_reconnects_without_spinning),
         cmocka_unit_test(reuses_one_connection_for_sequential_requests),
