@@ -88,6 +88,15 @@ void bag_free(bag *b) {
     bag_init(b);
 }
 
+const char *bag_next_masked(const bag *b, size_t *pos) {
+    while (*pos < b->n) {
+        const bag_entry *e = &b->entries[(*pos)++];
+        if (masked(e))
+            return e->value;
+    }
+    return NULL;
+}
+
 size_t bag_mask(const bag *b, char *text) {
     size_t hits = 0;
     for (size_t i = 0; b->n_masked > 0 && i < b->n; i++) {

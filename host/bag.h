@@ -33,5 +33,8 @@ void bag_free(bag *b);
 /* Replace every occurrence of a secret value of b in text (in place) with '*'. Returns the
  * number of replacements. Costs nothing for a bag without secrets (n_masked 0). */
 size_t bag_mask(const bag *b, char *text);
+/* The secrets bag_mask looks for, one per call: start with *pos 0; NULL after the last.
+ * Borrowed like bag_get's values. */
+const char *bag_next_masked(const bag *b, size_t *pos);
 
 #endif

@@ -29,18 +29,47 @@ static const char *level_name(ol_log_level level) {
     }
 }
 
-/* Only the items whose bag holds a secret are looked at: a line is masked in time that
- * does not grow with --concurrency (a few items hold a key between CreateAccessKey and
- * their end, however many are in progress). */
-void run_mask(const run *r, char *text) {
-    const list_node *n;
-    list_foreach(n, &r->secret_items) {
-        bag_mask(&list_entry(n, ol_item, secret_node)->bag, text);
+static void mask_owner(const void *owner, char *text, void *hits) {
+    *(size_t *)hits += bag_mask(&((const ol_item *)owner)->bag, text);
+}
+
+/* Masks text and returns how many secrets it held. The masker finds the items that may have
+ * a secret in text from its windows, in time that grows with the text and not with the
+ * items in progress (hundreds of them hold a key at once at a large --concurrency); if it
+ * ever lacked memory, every item holding a secret is looked at. */
+static size_t mask_text(const run *r, char *text) {
+    size_t hits = 0;
+    if (r->mask_all) {
+        const list_node *n;
+        list_foreach(n, &r->secret_items) {
+            hits += bag_mask(&list_entry(n, ol_item, secret_node)->bag, text);
+        }
+    } else {
+        masker_scan(&r->masker, text, mask_owner, &hits);
     }
+    return hits;
+}
+
+void run_mask(const run *r, char *text) {
+    (void)mask_text(r, text);
+}
+
+/* The item's secrets leave (add 0) or enter (add 1) the masker. */
+static void index_secrets(ol_item *item, int add) {
+    run *r = item->run;
+    size_t pos = 0;
+    const char *secret;
+    while (!r->mask_all && (secret = bag_next_masked(&item->bag, &pos)) != NULL)
+        if (!add)
+            masker_remove(&r->masker, secret, item);
+        else if (masker_add(&r->masker, secret, item) != 0)
+            r->mask_all = 1;
 }
 
 int item_bag_set(ol_item *item, const char *key, const char *value, unsigned flags) {
+    index_secrets(item, 0);
     int rc = bag_set(&item->bag, key, value, flags);
+    index_secrets(item, 1);
     if (item->bag.n_masked == 0)
         list_remove(&item->secret_node);
     else if (list_empty(&item->secret_node))
@@ -49,6 +78,7 @@ int item_bag_set(ol_item *item, const char *key, const char *value, unsigned fla
 }
 
 void item_bag_free(ol_item *item) {
+    index_secrets(item, 0);
     list_remove(&item->secret_node);
     bag_free(&item->bag);
 }
@@ -346,11 +376,7 @@ int run_reveals_secret(const run *r, const char *text) {
     char *copy = strdup(text);
     if (copy == NULL)
         return 1;
-    int found = 0;
-    const list_node *n;
-    list_foreach(n, &r->secret_items) {
-        found |= bag_mask(&list_entry(n, ol_item, secret_node)->bag, copy) > 0;
-    }
+    int found = mask_text(r, copy) > 0;
     free(copy); /* masked: it holds no secret any more */
     return found;
 }

@@ -557,6 +557,7 @@ static void run_teardown(run *r) {
     stages_fini(r);
     services_free(r->svc);
     items_free(r);
+    masker_free(&r->masker);
     report_free(r->report);
     if (r->journal)
         journal_close(r->journal);
@@ -571,6 +572,7 @@ int pipeline_run(const plan *p) {
     r.lock_fd = -1;
     list_init(&r.live);
     list_init(&r.secret_items);
+    masker_init(&r.masker);
     list_init(&r.ended);
     list_init(&r.lock_wait);
     if (uv_loop_init(&r.loop) != 0 || services_new(&r.loop, &r.svc) != 0) {

@@ -14,6 +14,7 @@
 #include "bag.h"
 #include "journal.h"
 #include "list.h"
+#include "masker.h"
 #include "pipeline.h"
 #include "report.h"
 #include "services.h"
@@ -140,7 +141,9 @@ typedef struct run {
     struct ol_item *items;
     size_t n_items;
     list_node live;         /* items in progress (parked ones included) */
-    list_node secret_items; /* items whose bag holds a secret: what run_mask looks at */
+    list_node secret_items; /* items whose bag holds a secret */
+    masker masker;          /* their secrets, by prefix: what run_mask looks for */
+    int mask_all;           /* the masker lacked memory once: every secret item is looked at */
     list_node ended;        /* finished items whose stages the next kick frees */
     list_node lock_wait;    /* items another opsline process holds (itemlock.h), in order */
     int lock_fd;            /* the item lock file (itemlock.h); -1: a read-only command takes

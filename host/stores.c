@@ -675,7 +675,20 @@ void stores_flush_done(ol_stage *st, int result, const char *reason) {
  * on a store and no new item can start. Only puts started since the stage's last flush
  * count: a put still running after a flush was not held back (the store completes it on
  * its own), and flushing again for it would spin the loop. */
+/* Whether stage st has held-back puts that a flush would complete. */
+static int flush_would_help(const ol_stage *st) {
+    return st->ps->plugin->desc->flush != NULL && st->puts_since > 0 && st->puts_pending > 0 &&
+           !st->flushing;
+}
+
 void stores_maybe_flush(run *r) {
+    /* Most runs have no store that holds puts back (dotenv writes at once): then there is
+     * nothing to flush, and no need to look at every item in progress. */
+    int any = 0;
+    for (size_t s = 0; s < r->plan->n_stages && !any; s++)
+        any = flush_would_help(&r->stages[s]);
+    if (!any)
+        return;
     size_t waiting = 0;
     const list_node *n;
     list_foreach(n, &r->live) {
@@ -685,12 +698,9 @@ void stores_maybe_flush(run *r) {
     int stuck = (waiting > 0 || r->parked > 0) && waiting == r->active &&
                 (r->next_item == r->n_items || r->active >= r->plan->concurrency ||
                  r->parked >= PARK_MAX || r->interrupted);
-    for (size_t s = 0; stuck && s < r->plan->n_stages; s++) {
-        ol_stage *st = &r->stages[s];
-        if (st->ps->plugin->desc->flush != NULL && st->puts_since > 0 && st->puts_pending > 0 &&
-            !st->flushing)
-            stage_flush(st);
-    }
+    for (size_t s = 0; stuck && s < r->plan->n_stages; s++)
+        if (flush_would_help(&r->stages[s]))
+            stage_flush(&r->stages[s]);
 }
 
 void stores_on_flush_tick(uv_timer_t *t) {

@@ -34,6 +34,8 @@
  * patterns: optimizing Amazon S3 performance"), while their health is the endpoint's. */
 typedef struct peer {
     list_node node;      /* in c->peers */
+    struct peer *hnext;  /* in its chain of c->peer_index */
+    uint64_t hash;       /* of service, url and bucket (peer_hash) */
     list_node pace_node; /* in c->paced while calls wait for a token */
     /* What it is found by: the service, the base URL (also for messages) and, for an S3
      * bucket's own state, the bucket (NULL otherwise). */
@@ -68,8 +70,12 @@ struct aws_client {
     retry_quota quota;
     list_node peers;     /* peer, most recently used first */
     size_t bucket_peers; /* how many of them are an S3 bucket's */
-    list_node resolved;  /* resolved: each service and region's endpoint, resolved once */
-    list_node paced;     /* peer.pace_node: those with calls waiting for a token */
+    /* The peers by peer_hash, chained (n_index chains, a power of two, at least n_peers):
+     * a call finds its peer at once among the hundreds of buckets in flight. */
+    peer **peer_index;
+    size_t n_index, n_peers;
+    list_node resolved; /* resolved: each service and region's endpoint, resolved once */
+    list_node paced;    /* peer.pace_node: those with calls waiting for a token */
     uv_timer_t pace_timer;
     int pacing, pace_again;
     aws_stats stats;
@@ -235,8 +241,51 @@ static void resolved_free_all(aws_client *c) {
  * come back throttled, to be sent again. The default --concurrency (32) never reaches it. */
 #define FIRST_FLIGHT_WINDOW 64u
 
+/* FNV-1a over service, url and bucket, each with its terminating NUL (bucket NULL: none). */
+static uint64_t peer_hash(const char *service, const char *url, const char *bucket) {
+    uint64_t h = 1469598103934665603u;
+    const char *parts[3] = {service, url, bucket};
+    for (size_t i = 0; i < 3; i++)
+        for (const char *s = parts[i]; s != NULL; s++) {
+            h = (h ^ (unsigned char)*s) * 1099511628211u;
+            if (*s == '\0')
+                break;
+        }
+    return h;
+}
+
+static peer **peer_chain(const aws_client *c, uint64_t hash) {
+    return &c->peer_index[hash & (c->n_index - 1)];
+}
+
+/* Room for one more peer in the index: twice the chains once every chain holds one. */
+static int peer_index_reserve(aws_client *c) {
+    if (c->n_peers < c->n_index)
+        return 0;
+    size_t n = c->n_index ? c->n_index * 2 : 64;
+    peer **idx = calloc(n, sizeof *idx);
+    if (idx == NULL)
+        return OL_ENOMEM;
+    for (size_t i = 0; i < c->n_index; i++)
+        for (peer *e = c->peer_index[i], *next; e != NULL; e = next) {
+            next = e->hnext;
+            e->hnext = idx[e->hash & (n - 1)];
+            idx[e->hash & (n - 1)] = e;
+        }
+    free(c->peer_index);
+    c->peer_index = idx;
+    c->n_index = n;
+    return 0;
+}
+
 static void peer_free(aws_client *c, peer *e) {
     list_remove(&e->node);
+    for (peer **p = peer_chain(c, e->hash); *p != NULL; p = &(*p)->hnext)
+        if (*p == e) {
+            *p = e->hnext;
+            c->n_peers--;
+            break;
+        }
     if (e->bucket != NULL)
         c->bucket_peers--;
     free(e->service);
@@ -251,33 +300,42 @@ static int peer_is(const peer *e, const char *service, const char *url, const ch
            strcmp(e->url, url) == 0 && strcmp(e->service, service) == 0;
 }
 
-/* Frees least recently used bucket peers nobody points at while over the limit. */
+/* Peers looked at per trim: with hundreds of buckets in flight, none of them idle, a walk
+ * of the whole list for every new bucket would cost as much as the search the index saves. */
+#define PEERS_TRIM_LOOK 8
+
+/* Frees least recently used bucket peers nobody points at while over the limit. One in use
+ * is in use now: it goes to the front (recently used), so the next trim looks at others.
+ * Each trim looks at a few; a new bucket peer makes one, so idle ones go as fast as new
+ * ones come. */
 static void peers_trim(aws_client *c) {
-    list_node *n = c->peers.prev;
-    while (c->bucket_peers > BUCKET_PEERS_KEPT && n != &c->peers) {
-        peer *e = list_entry(n, peer, node);
-        n = n->prev;
+    for (size_t look = 0; c->bucket_peers > BUCKET_PEERS_KEPT && look < PEERS_TRIM_LOOK; look++) {
+        peer *e = list_entry(c->peers.prev, peer, node);
         if (e->bucket != NULL && e->users == 0 && list_empty(&e->waiting) &&
-            list_empty(&e->pace_node))
+            list_empty(&e->pace_node)) {
             peer_free(c, e);
+        } else {
+            list_remove(&e->node);
+            list_insert_head(&c->peers, &e->node);
+        }
     }
 }
 
 /* The peer of service and url, or of an S3 bucket there (bucket NULL: the endpoint's own),
  * made on first use and held for the caller (see call_drop_peers); NULL without memory. */
 static peer *peer_get(aws_client *c, const char *service, const char *url, const char *bucket) {
-    list_node *n;
-    list_foreach(n, &c->peers) {
-        peer *e = list_entry(n, peer, node);
-        if (peer_is(e, service, url, bucket)) {
-            /* Most recently used first: the calls in flight use a few bucket peers and the
-             * service endpoints. */
-            list_remove(n);
-            list_insert_head(&c->peers, n);
+    uint64_t hash = peer_hash(service, url, bucket);
+    for (peer *e = c->n_index ? *peer_chain(c, hash) : NULL; e != NULL; e = e->hnext)
+        if (e->hash == hash && peer_is(e, service, url, bucket)) {
+            /* Most recently used first: the least recently used idle buckets are the ones
+             * forgotten (peers_trim). */
+            list_remove(&e->node);
+            list_insert_head(&c->peers, &e->node);
             e->users++;
             return e;
         }
-    }
+    if (peer_index_reserve(c) != 0)
+        return NULL;
     peer *e = calloc(1, sizeof(*e));
     if (e == NULL || (e->service = strdup(service)) == NULL || (e->url = strdup(url)) == NULL ||
         (bucket != NULL && (e->bucket = strdup(bucket)) == NULL)) {
@@ -295,6 +353,10 @@ static peer *peer_get(aws_client *c, const char *service, const char *url, const
     retry_rate_limiter_init(&e->rl, now_s(c));
     retry_health_init(&e->health, now_s(c));
     list_insert_head(&c->peers, &e->node);
+    e->hash = hash;
+    e->hnext = *peer_chain(c, hash);
+    *peer_chain(c, hash) = e;
+    c->n_peers++;
     if (bucket != NULL && ++c->bucket_peers > BUCKET_PEERS_KEPT)
         peers_trim(c);
     return e;
@@ -314,6 +376,9 @@ static void peers_free_all(aws_client *c) {
     list_foreach_safe(n, tmp, &c->peers) {
         peer_free(c, list_entry(n, peer, node));
     }
+    free(c->peer_index);
+    c->peer_index = NULL;
+    c->n_index = 0;
 }
 
 /* Which endpoint a call's next attempt goes to (the region may have changed by a redirect).
