@@ -95,10 +95,10 @@ void masker_scan(const masker *m, char *text, void (*fn)(const void *owner, char
                  void *arg) {
     if (m->n == 0 || text == NULL)
         return;
-    /* Reads each window afresh: fn may have masked what follows. */
-    for (size_t i = 0; text[i] != '\0' && text[i + 1] != '\0' && text[i + 2] != '\0' &&
-                       text[i + 3] != '\0';
-         i++) {
+    /* Reads each window afresh: fn may have masked what follows (with '*': the length
+     * stays). */
+    size_t len = strlen(text);
+    for (size_t i = 0; i + BAG_MASK_MIN <= len; i++) {
         uint32_t prefix = prefix_of(text + i);
         for (const masker_node *n = m->buckets[slot_of(m, prefix)]; n != NULL; n = n->next)
             if (n->prefix == prefix)
