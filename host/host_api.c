@@ -78,8 +78,10 @@ int item_bag_set(ol_item *item, const char *key, const char *value, unsigned fla
 }
 
 void item_bag_free(ol_item *item) {
-    index_secrets(item, 0);
-    list_remove(&item->secret_node);
+    if (item->run != NULL) { /* NULL: an item the run never built (it stopped at an error) */
+        index_secrets(item, 0);
+        list_remove(&item->secret_node);
+    }
     bag_free(&item->bag);
 }
 

@@ -267,11 +267,12 @@ static int item_init(run *r, ol_item *it, size_t product, const char *environmen
     const plan_product *pp = p->product_settings ? &p->product_settings[product] : NULL;
     size_t len = strlen(p->products[product]) + strlen(environment) + 2;
     const char *profile, *region;
+    it->run = r;
+    list_init(&it->secret_node);
     identities_of_item(p, product, environment, &profile, &region);
     int rc = identity_for(r, profile, environment, &it->ident);
     if (rc != 0)
         return rc;
-    it->run = r;
     it->product = p->products[product];
     it->product_index = product;
     it->environment = (char *)environment;
@@ -283,7 +284,6 @@ static int item_init(run *r, ol_item *it, size_t product, const char *environmen
         return OL_ENOMEM;
     snprintf(it->name, len, "%s-%s", p->products[product], environment);
     bag_init(&it->bag);
-    list_init(&it->secret_node);
     list_init(&it->live); /* its stages come when it starts (scheduler.c) */
     return 0;
 }
