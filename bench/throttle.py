@@ -77,7 +77,7 @@ def main(argv=None):
             faulted = res["faulted"] or 0
             throttled = iam_throttled(res)
             bound = (iam - throttled) / args.tps
-            row = dict(side=side, wall=res["wall"], rc=res["rc"],
+            row = dict(side=side, wall=res["wall"], cpu=res["cpu"], rc=res["rc"],
                        failed=failed_items(side, res, len(items)), iam=iam,
                        throttled=throttled, slowdowns=faulted - throttled, bound=bound,
                        ratio=res["wall"] / bound if bound else None,
@@ -96,11 +96,11 @@ def main(argv=None):
           f"(adaptive, max_attempts 3, {args.threads} threads); opsline --concurrency "
           f"{args.concurrency}, no retry settings"
           + (f", iam time limit {args.iam_timeout}" if args.iam_timeout else ""))
-    print(f"{'side':8} {'wall s':>7} {'exit':>4} {'failed':>6} {'IAM sent':>8} "
+    print(f"{'side':8} {'wall s':>7} {'cpu s':>6} {'exit':>4} {'failed':>6} {'IAM sent':>8} "
           f"{'throttled':>9} {'S3 503':>6} {'bound s':>7} {'wall/bound':>10}")
     for r in rows:
         ratio = f"{r['ratio']:.2f}" if r["ratio"] else "-"
-        print(f"{r['side']:8} {r['wall']:7.1f} {r['rc']:4d} {str(r['failed']):>6} "
+        print(f"{r['side']:8} {r['wall']:7.1f} {r['cpu']:6.2f} {r['rc']:4d} {str(r['failed']):>6} "
               f"{r['iam']:8d} {r['throttled']:9d} {r['slowdowns']:6d} {r['bound']:7.1f} "
               f"{ratio:>10}")
     print("bound = IAM requests accepted / quota: no client can finish sooner.")
