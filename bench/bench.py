@@ -576,9 +576,12 @@ def main(argv=None):
     scratch = tempfile.mkdtemp(prefix="opsline-bench-")
     results = {}
     try:
-        for config in args.configs:
-            results[config] = {s: [] for s in sides}
-            for i in range(args.repeat):
+        # Round by round through every configuration, not one configuration's runs and then
+        # the next: the emulators' speed drifts on this machine over minutes (20-30%), and
+        # the wall bar compares split with split-direct, so both get the same moments.
+        results = {config: {s: [] for s in sides} for config in args.configs}
+        for i in range(args.repeat):
+            for config in args.configs:
                 for side in sides:
                     log(f"bench: {config} {side} run {i + 1}/{args.repeat} ...")
                     r = run_side(side, config, args, products, items, scratch)
