@@ -245,6 +245,26 @@ class Stack:
                 log(f"bench: stopping moto: {exc}")
 
 
+def ab_parser(doc, n_default):
+    """The arguments of a before/after bench (slow_disk.py, concurrency_cpu.py): --opsline,
+    an optional --baseline run alternately, -n, --repeat and --latency-ms."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--opsline", required=True)
+    ap.add_argument("--baseline", help="another opsline binary, run alternately")
+    ap.add_argument("-n", type=int, default=n_default, help="products (items = 2 x n)")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--latency-ms", type=int, default=50)
+    return ap
+
+
+def ab_sides(args):
+    """{"opsline": path[, "baseline": path]}, in the order the runs alternate."""
+    sides = {"opsline": os.path.abspath(args.opsline)}
+    if args.baseline:
+        sides["baseline"] = os.path.abspath(args.baseline)
+    return sides
+
+
 @contextlib.contextmanager
 def scratch_stack(prefix, config, latency_ms):
     """A scratch directory and a Stack of config working in it; on leaving, the stack is

@@ -12,7 +12,6 @@ items are in progress. The requests are counted by the fault proxies.
     python3 bench/concurrency_cpu.py --opsline build/opsline [--baseline OLD/opsline]
                                      [-n 150] [--concurrency 32,1024] [--repeat 3]
 """
-import argparse
 import os
 import secrets
 import statistics
@@ -22,21 +21,14 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "tools"))
-from bench import scratch_stack, timed_call  # noqa: E402
+from bench import ab_parser, ab_sides, scratch_stack, timed_call  # noqa: E402
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--opsline", required=True)
-    ap.add_argument("--baseline", help="another opsline binary, run alternately")
-    ap.add_argument("-n", type=int, default=150, help="products (items = 2 x n)")
+    ap = ab_parser(__doc__, 150)
     ap.add_argument("--concurrency", default="32,1024", help="comma-separated")
-    ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--latency-ms", type=int, default=50)
     args = ap.parse_args()
-    sides = {"opsline": os.path.abspath(args.opsline)}
-    if args.baseline:
-        sides["baseline"] = os.path.abspath(args.baseline)
+    sides = ab_sides(args)
     levels = [int(c) for c in args.concurrency.split(",")]
     with scratch_stack("opsline-conccpu-", "split", args.latency_ms) as (scratch, stack):
         env = stack.client_env(scratch)

@@ -16,7 +16,6 @@ same file), so items whose files share a directory write them one after the othe
     python3 bench/slow_disk.py --opsline build/opsline [--baseline OLD/opsline]
                                [-n 50] [--delays 0,10,40] [--repeat 3]
 """
-import argparse
 import os
 import secrets
 import statistics
@@ -27,7 +26,7 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "tools"))
-from bench import scratch_stack, timed_call  # noqa: E402
+from bench import ab_parser, ab_sides, scratch_stack, timed_call  # noqa: E402
 
 
 def build_shim(out_dir):
@@ -40,17 +39,10 @@ def build_shim(out_dir):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--opsline", required=True)
-    ap.add_argument("--baseline", help="another opsline binary, run alternately")
-    ap.add_argument("-n", type=int, default=50, help="products (items = 2 x n)")
+    ap = ab_parser(__doc__, 50)
     ap.add_argument("--delays", default="0,10,40", help="fsync delays in ms, comma-separated")
-    ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--latency-ms", type=int, default=50)
     args = ap.parse_args()
-    sides = {"opsline": os.path.abspath(args.opsline)}
-    if args.baseline:
-        sides["baseline"] = os.path.abspath(args.baseline)
+    sides = ab_sides(args)
     delays = [int(d) for d in args.delays.split(",")]
     with scratch_stack("opsline-slowdisk-", "split", args.latency_ms) as (scratch, stack):
         shim = build_shim(scratch)
