@@ -594,12 +594,11 @@ def main(argv=None):
     products = [f"bench{i:03d}" for i in range(1, args.n + 1)]
     items = [f"{p}-{e}" for p in products for e in ENVIRONMENTS]
     scratch = tempfile.mkdtemp(prefix="opsline-bench-")
-    results = {}
+    results = {config: {s: [] for s in sides} for config in args.configs}
     try:
         # Round by round through every configuration, not one configuration's runs and then
         # the next: the emulators' speed drifts on this machine over minutes (20-30%), and
         # the wall bar compares split with split-direct, so both get the same moments.
-        results = {config: {s: [] for s in sides} for config in args.configs}
         for i in range(args.repeat):
             for config in args.configs:
                 for side in sides:

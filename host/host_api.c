@@ -36,13 +36,14 @@ static void mask_owner(const void *owner, char *text, void *hits) {
 /* Masks text and returns how many secrets it held. The masker finds the items that may have
  * a secret in text from its windows, in time that grows with the text and not with the
  * items in progress (hundreds of them hold a key at once at a large --concurrency); if it
- * ever lacked memory, every item holding a secret is looked at. */
+ * ever lacked memory, every item in progress is looked at (only those hold secrets: an
+ * item's bag is freed when it ends). */
 static size_t mask_text(const run *r, char *text) {
     size_t hits = 0;
     if (r->mask_all) {
         const list_node *n;
-        list_foreach(n, &r->secret_items) {
-            hits += bag_mask(&list_entry(n, ol_item, secret_node)->bag, text);
+        list_foreach(n, &r->live) {
+            hits += bag_mask(&list_entry(n, ol_item, live)->bag, text);
         }
     } else {
         masker_scan(&r->masker, text, mask_owner, &hits);
@@ -70,18 +71,12 @@ int item_bag_set(ol_item *item, const char *key, const char *value, unsigned fla
     index_secrets(item, 0);
     int rc = bag_set(&item->bag, key, value, flags);
     index_secrets(item, 1);
-    if (item->bag.n_masked == 0)
-        list_remove(&item->secret_node);
-    else if (list_empty(&item->secret_node))
-        list_insert_tail(&item->run->secret_items, &item->secret_node);
     return rc;
 }
 
 void item_bag_free(ol_item *item) {
-    if (item->run != NULL) { /* NULL: an item the run never built (it stopped at an error) */
+    if (item->run != NULL) /* NULL: an item the run never built (it stopped at an error) */
         index_secrets(item, 0);
-        list_remove(&item->secret_node);
-    }
     bag_free(&item->bag);
 }
 

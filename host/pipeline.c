@@ -267,8 +267,7 @@ static int item_init(run *r, ol_item *it, size_t product, const char *environmen
     const plan_product *pp = p->product_settings ? &p->product_settings[product] : NULL;
     size_t len = strlen(p->products[product]) + strlen(environment) + 2;
     const char *profile, *region;
-    it->run = r;
-    list_init(&it->secret_node);
+    it->run = r; /* first: item_bag_free tells a built item by it */
     identities_of_item(p, product, environment, &profile, &region);
     int rc = identity_for(r, profile, environment, &it->ident);
     if (rc != 0)
@@ -571,7 +570,6 @@ int pipeline_run(const plan *p) {
     r.plan = p;
     r.lock_fd = -1;
     list_init(&r.live);
-    list_init(&r.secret_items);
     masker_init(&r.masker);
     list_init(&r.ended);
     list_init(&r.lock_wait);

@@ -83,11 +83,10 @@ struct ol_item {
     size_t product_index;  /* into the plan's products */
     struct ol_stage **own; /* its product's own stage instances (NULL entries: the run's) */
     bag bag;
-    list_node secret_node; /* in run.secret_items while its bag holds a secret to mask */
-    stage_run *stages;     /* NULL before the item starts and after it has ended */
-    list_node live;        /* in run.live while started and not finished, then in run.ended */
-    int keep;              /* a stage or store timed out: its late completion may still come, so
-                              the stages stay until teardown */
+    stage_run *stages; /* NULL before the item starts and after it has ended */
+    list_node live;    /* in run.live while started and not finished, then in run.ended */
+    int keep;          /* a stage or store timed out: its late completion may still come, so
+                          the stages stay until teardown */
     int started, finished;
     uint64_t start_seq; /* the order it started in: its AWS calls' rank (aws_send_owned) */
     int locked;         /* holds its item lock (itemlock.h) */
@@ -140,14 +139,13 @@ typedef struct run {
     struct ol_stage ***product_stages; /* per product: NULL, or n_stages (NULL: r->stages) */
     struct ol_item *items;
     size_t n_items;
-    list_node live;         /* items in progress (parked ones included) */
-    list_node secret_items; /* items whose bag holds a secret */
-    masker masker;          /* their secrets, by prefix: what run_mask looks for */
-    int mask_all;           /* the masker lacked memory once: every secret item is looked at */
-    list_node ended;        /* finished items whose stages the next kick frees */
-    list_node lock_wait;    /* items another opsline process holds (itemlock.h), in order */
-    int lock_fd;            /* the item lock file (itemlock.h); -1: a read-only command takes
-                               no item lock */
+    list_node live;      /* items in progress (parked ones included) */
+    masker masker;       /* their secrets, by prefix: what run_mask looks for */
+    int mask_all;        /* the masker lacked memory once: every item in progress is looked at */
+    list_node ended;     /* finished items whose stages the next kick frees */
+    list_node lock_wait; /* items another opsline process holds (itemlock.h), in order */
+    int lock_fd;         /* the item lock file (itemlock.h); -1: a read-only command takes
+                            no item lock */
     size_t next_item;
     size_t active;
     size_t parked; /* items started that wait only on held-back store puts */
@@ -169,7 +167,7 @@ void run_log(ol_stage *stage, const ol_item *item, ol_log_level level, const cha
 void run_print(const run *r, const char *fmt, ...) OL_PRINTF(2, 3);
 /* Masks every secret of the items in progress in text (in place). */
 void run_mask(const run *r, char *text);
-/* bag_set and bag_free on an item's bag, keeping run.secret_items up to date. */
+/* bag_set and bag_free on an item's bag, keeping run.masker up to date. */
 int item_bag_set(ol_item *item, const char *key, const char *value, unsigned flags);
 void item_bag_free(ol_item *item);
 /* Nonzero when text holds a secret of an item in progress. */
