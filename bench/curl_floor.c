@@ -7,13 +7,22 @@
  * handles reused, responses discarded. Prints the count of answers by status class to stderr;
  * exit 1 when a transfer failed at the transport level.
  *
- * Not part of opsline: no signing, no parsing, no journal, no store. */
+ * With a directory as second argument (the `floor+durable` side), each CreateAccessKey
+ * answer is followed by the file work opsline's durability asks of one new item, done
+ * synchronously on this loop (no thread pool, so a lower bound of it): a record appended to
+ * a journal and fsync'd (opsline's intent record), eight more records appended without
+ * fsync, and a 0600 .env file written to a temp file, fsync'd, renamed into place, and the
+ * directory fsync'd (its dotenv store). The journal is fsync'd once more at the end.
+ *
+ * Not part of opsline: no signing, no parsing, nothing read back, no report. */
 #include <curl/curl.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <time.h>
+#include <unistd.h>
 
 #define MAX_INFLIGHT 96
 #define MAX_HOST_CONNECTIONS 64L
@@ -101,10 +110,49 @@ static size_t load(const char *path, request **out) {
     return n;
 }
 
+/* The file work of one new item (see the top of the file); 0 or -1. */
+static int durable_item(int dirfd, int journal, unsigned long item) {
+    char rec[128], name[64], tmp[80], env[160];
+    int len = snprintf(rec, sizeof rec,
+                       "{\"time\":1796398560,\"item\":\"floor%lu-production\",\"stage\":\"iam\","
+                       "\"event\":\"access_key_requested\"}\n",
+                       item);
+    if (write(journal, rec, (size_t)len) != len || fsync(journal) != 0)
+        return -1;
+    for (int i = 0; i < 8; i++)
+        if (write(journal, rec, (size_t)len) != len)
+            return -1;
+    snprintf(name, sizeof name, "floor%lu.env", item);
+    snprintf(tmp, sizeof tmp, ".%s.tmp", name);
+    len = snprintf(env, sizeof env,
+                   "AWS_ACCESS_KEY_ID=AKIAFLOORFLOORFLOOR1\nAWS_SECRET_ACCESS_KEY="
+                   "0123456789abcdefghij0123456789abcdefghij\nAWS_REGION=eu-north-1\n"
+                   "S3_BUCKET=floor%lu-production\n",
+                   item);
+    int fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return -1;
+    int ok = write(fd, env, (size_t)len) == len && fsync(fd) == 0 &&
+             renameat(dirfd, tmp, dirfd, name) == 0 && fsync(dirfd) == 0;
+    return close(fd) == 0 && ok ? 0 : -1;
+}
+
 int main(int argc, char **argv) {
-    if (argc != 2) {
-        fprintf(stderr, "usage: curl_floor REQUESTS.tsv\n");
+    if (argc != 2 && argc != 3) {
+        fprintf(stderr, "usage: curl_floor REQUESTS.tsv [DURABLE_DIR]\n");
         return 2;
+    }
+    int dirfd = -1, journal = -1;
+    unsigned long items = 0;
+    if (argc == 3) {
+        dirfd = open(argv[2], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        journal = dirfd < 0 ? -1
+                            : openat(dirfd, "journal.jsonl",
+                                     O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+        if (journal < 0) {
+            perror(argv[2]);
+            return 2;
+        }
     }
     request *r = NULL;
     size_t n = load(argv[1], &r);
@@ -131,6 +179,9 @@ int main(int argc, char **argv) {
             if (r[next].body != NULL) {
                 curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long)strlen(r[next].body));
                 curl_easy_setopt(e, CURLOPT_POSTFIELDS, r[next].body);
+                /* marks the item's last request: its answer is followed by the file work */
+                if (strncmp(r[next].body, "Action=CreateAccessKey&", 23) == 0)
+                    curl_easy_setopt(e, CURLOPT_PRIVATE, r[next].url);
             }
             curl_multi_add_handle(m, e);
             inflight++;
@@ -160,12 +211,25 @@ int main(int argc, char **argv) {
                 failed++;
             else if (code >= 100 && code < 600)
                 by_class[code / 100]++;
+            char *url = NULL;
+            curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &url);
+            if (journal >= 0 && url != NULL && durable_item(dirfd, journal, ++items) != 0) {
+                perror("curl_floor: file work");
+                return 1;
+            }
             curl_multi_remove_handle(m, msg->easy_handle);
             spare[n_spare++] = msg->easy_handle;
             inflight--;
         }
     }
-    fprintf(stderr, "curl_floor: %zu requests: 2xx %d, 3xx %d, 4xx %d, 5xx %d, failed %d\n", n,
+    if (journal >= 0 && (fsync(journal) != 0 || close(journal) != 0 || close(dirfd) != 0)) {
+        perror("curl_floor: journal");
+        return 1;
+    }
+    fprintf(stderr, "curl_floor: %zu requests: 2xx %d, 3xx %d, 4xx %d, 5xx %d, failed %d", n,
             by_class[2], by_class[3], by_class[4], by_class[5], failed);
+    if (journal >= 0)
+        fprintf(stderr, "; file work of %lu items", items);
+    fputc('\n', stderr);
     return failed > 0;
 }

@@ -9,7 +9,13 @@ latency), and runs, alternately, `--repeat` times each:
   PutPublicAccessBlock, PutBucketEncryption, PutBucketTagging, CreateUser, PutUserPolicy,
   CreateAccessKey, plus one GetCallerIdentity), with the same header set and body sizes but
   dummy signatures (moto answers 403): the HTTP part of the work and nothing else;
-- `opsline apply` of N new products, with the bench's options.
+- floor+durable: the same, plus the file work opsline's durability asks of each new item,
+  done inline (curl_floor.c with a directory: the fsync'd intent record and eight more
+  journal records, the .env written to a temp file, fsync'd, renamed, the directory
+  fsync'd), a lower bound of HTTP plus durability for any libcurl client;
+- `opsline apply` of N new products, with the bench's options;
+- the peer of bench.py (boto3, 16 threads, the 6 writes per item), unless --no-peer: the
+  CPU bar (peer / opsline >= 10) next to what the two floors would reach against it.
 
 Each side is timed as bench.py times it (bench.timed_call: CPU from wait4(2), peak RSS
 from GNU time); prints each run and the medians. What opsline spends above
@@ -29,7 +35,7 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "tools"))
-from bench import scratch_stack, timed_call  # noqa: E402
+from bench import PEER, scratch_stack, timed_call  # noqa: E402
 
 S3NS = "http://s3.amazonaws.com/doc/2006-03-01/"
 
@@ -108,29 +114,38 @@ def main():
     ap.add_argument("--repeat", type=int, default=6)
     ap.add_argument("--latency-ms", type=int, default=50)
     ap.add_argument("--concurrency", type=int, default=32, help="opsline --concurrency")
+    ap.add_argument("--threads", type=int, default=16, help="the peer's thread pool")
+    ap.add_argument("--no-peer", action="store_true", help="leave the boto3 peer out")
     args = ap.parse_args()
     opsline = os.path.abspath(args.opsline)
     with scratch_stack("opsline-floor-", "split", args.latency_ms) as (scratch, stack):
         exe = build_floor(scratch)
         env = stack.client_env(scratch)
-        runs = {"curl_floor": [], "opsline": []}
+        runs = {"curl_floor": [], "floor+durable": [], "opsline": []}
+        if not args.no_peer:
+            runs["peer"] = []
         for r in range(args.repeat):
             work = tempfile.mkdtemp(prefix=f"run{r}-", dir=scratch)
             tsv = os.path.join(work, "requests.tsv")
             n_requests = requests_tsv(tsv, env, args.n)
             products = [f"fl{secrets.token_hex(3)}{i}" for i in range(1, args.n + 1)]
+            peer_products = [f"pe{secrets.token_hex(3)}{i}" for i in range(1, args.n + 1)]
             cmds = {
                 "curl_floor": [exe, tsv],
+                "floor+durable": [exe, tsv, "."],
                 "opsline": [opsline, "apply", *products, "--concurrency", str(args.concurrency),
                             "--state-dir", os.path.join(work, "journal"), "--json"],
+                "peer": [sys.executable, PEER, "--threads", str(args.threads), "--out-dir", ".",
+                         "--writes-only", *peer_products],
             }
-            for side, cmd in cmds.items():
+            for side in runs:
+                cmd = cmds[side]
                 side_dir = os.path.join(work, side)
                 os.makedirs(side_dir)
                 res = timed_call(stack, cmd, side_dir, side_dir, env)
                 with open(os.path.join(side_dir, "stderr"), errors="replace") as f:
-                    tail = f.read().strip().splitlines()[-1:] if side == "curl_floor" else []
-                print(f"{side:<10} run {r + 1}: cpu {res['cpu']:.3f} s, wall {res['wall']:.2f} s, "
+                    tail = f.read().strip().splitlines()[-1:] if "floor" in side else []
+                print(f"{side:<13} run {r + 1}: cpu {res['cpu']:.3f} s, wall {res['wall']:.2f} s, "
                       f"peak {res['rss_mb']:.1f} MB, rc {res['rc']}"
                       + (f" ({tail[0]})" if tail else ""), flush=True)
                 if res["rc"] != 0:
@@ -138,15 +153,26 @@ def main():
                 runs[side].append(res)
         med = {side: {k: statistics.median(r[k] for r in rs) for k in ("cpu", "rss_mb")}
                for side, rs in runs.items()}
-        fl, op = med["curl_floor"]["cpu"], med["opsline"]["cpu"]
+        fl, fd, op = (med[s]["cpu"] for s in ("curl_floor", "floor+durable", "opsline"))
         print(f"\n{args.n} products, {n_requests} requests, +{args.latency_ms} ms per "
               f"request, split stack; medians of {args.repeat}:")
-        print(f"  curl_floor (libcurl + kernel, the HTTP alone)  cpu {fl:.3f} s, "
-              f"peak {med['curl_floor']['rss_mb']:.1f} MB")
-        print(f"  opsline apply (everything)                     cpu {op:.3f} s, "
-              f"peak {med['opsline']['rss_mb']:.1f} MB")
+        label = {
+            "curl_floor": "curl_floor (libcurl + kernel, the HTTP alone)",
+            "floor+durable": "floor+durable (the HTTP + the file work)",
+            "opsline": "opsline apply (everything)",
+            "peer": f"peer (boto3, {args.threads} threads, 6 writes/item)",
+        }
+        for side in runs:
+            print(f"  {label[side]:<47}cpu {med[side]['cpu']:.3f} s, "
+                  f"peak {med[side]['rss_mb']:.1f} MB")
         print(f"  opsline / floor {op / fl:.2f}x; above the floor: {op - fl:.3f} s "
-              f"({(op - fl) / op:.0%} of opsline's CPU)")
+              f"({(op - fl) / op:.0%} of opsline's CPU); the file work alone: {fd - fl:.3f} s")
+        if "peer" in med:
+            pe = med["peer"]["cpu"]
+            print(f"  peer CPU / opsline {pe / op:.1f}x (bar: >= 10x); / floor+durable "
+                  f"{pe / fd:.1f}x; / curl_floor {pe / fl:.1f}x")
+            pairs = [p["cpu"] / o["cpu"] for p, o in zip(runs["peer"], runs["opsline"])]
+            print("  peer / opsline run by run: " + ", ".join(f"{x:.1f}x" for x in pairs))
         return 0
 
 

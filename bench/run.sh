@@ -14,7 +14,8 @@
 # quota of BENCH_THROTTLE_TPS (10) requests/s, opsline against boto3 in adaptive mode;
 # BENCH_THROTTLE_S3_SLOWDOWN (0) also answers that share of S3 requests 503 SlowDown;
 # BENCH_THROTTLE_N=0 skips it. Before it, bench/curl_floor.py: the same requests through a bare
-# libcurl client against opsline's whole run, BENCH_FLOOR_REPEAT (6) times each (0 skips it).
+# libcurl client, alone and with the file work of opsline's durability, against opsline's
+# whole run and the peer, BENCH_FLOOR_REPEAT (6) times each (0 skips it).
 set -euo pipefail
 build=${1:-build}
 shift || true
@@ -47,11 +48,12 @@ rc=0
 python3 "$root/bench/bench.py" "${args[@]}" "$@" || rc=$?
 # What this machine's filesystem charges per durable file operation: part of both sides' CPU.
 python3 "$root/bench/fs_cost.py" || true
-# What libcurl and the kernel alone need for opsline's requests, against opsline's whole run.
+# What libcurl and the kernel alone need for opsline's requests (and with opsline's file work),
+# against opsline's whole run and the peer.
 if [ "${BENCH_FLOOR_REPEAT:-6}" != 0 ]; then
   python3 "$root/bench/curl_floor.py" --opsline "$opsline" -n "${BENCH_N:-50}" \
     --repeat "${BENCH_FLOOR_REPEAT:-6}" --latency-ms "${BENCH_LATENCY_MS:-50}" \
-    --concurrency "${BENCH_CONCURRENCY:-32}" || rc=$?
+    --concurrency "${BENCH_CONCURRENCY:-32}" --threads "${BENCH_THREADS:-16}" || rc=$?
 fi
 if [ "${BENCH_THROTTLE_N:-200}" != 0 ]; then
   python3 "$root/bench/throttle.py" --opsline "$opsline" -n "${BENCH_THROTTLE_N:-200}" \
