@@ -14,6 +14,9 @@ latency), and runs, alternately, `--repeat` times each:
   journal records, the .env written to a temp file, fsync'd, renamed, the directory
   fsync'd), a lower bound of HTTP plus durability for any libcurl client;
 - `opsline apply` of N new products, with the bench's options;
+- opsline-nofsync: the same apply with fsync(2) and fdatasync(2) made no-ops (an
+  LD_PRELOAD shim built here): what opsline would cost without its power-loss durability,
+  the one thing it could give up for CPU;
 - the peer of bench.py (boto3, 16 threads, the 6 writes per item), unless --no-peer: the
   CPU bar (peer / opsline >= 10) next to what the two floors would reach against it.
 
@@ -47,6 +50,21 @@ def build_floor(out_dir):
     subprocess.run([cc, "-O2", "-Wall", "-Wextra", "-Werror", "-o", exe, src, "-lcurl"],
                    check=True)
     return exe
+
+
+NOFSYNC_C = """int fsync(int fd) { (void)fd; return 0; }
+int fdatasync(int fd) { (void)fd; return 0; }
+"""
+
+
+def build_nofsync(out_dir):
+    """An LD_PRELOAD shim whose fsync and fdatasync do nothing (measurement only)."""
+    src, lib = os.path.join(out_dir, "nofsync.c"), os.path.join(out_dir, "nofsync.so")
+    with open(src, "w") as f:
+        f.write(NOFSYNC_C)
+    subprocess.run([os.environ.get("CC", "cc"), "-O2", "-shared", "-fPIC", "-o", lib, src],
+                   check=True)
+    return lib
 
 
 def requests_tsv(path, env, n):
@@ -121,7 +139,8 @@ def main():
     with scratch_stack("opsline-floor-", "split", args.latency_ms) as (scratch, stack):
         exe = build_floor(scratch)
         env = stack.client_env(scratch)
-        runs = {"curl_floor": [], "floor+durable": [], "opsline": []}
+        env_nofsync = dict(env, LD_PRELOAD=build_nofsync(scratch))
+        runs = {"curl_floor": [], "floor+durable": [], "opsline": [], "opsline-nofsync": []}
         if not args.no_peer:
             runs["peer"] = []
         for r in range(args.repeat):
@@ -130,11 +149,14 @@ def main():
             n_requests = requests_tsv(tsv, env, args.n)
             products = [f"fl{secrets.token_hex(3)}{i}" for i in range(1, args.n + 1)]
             peer_products = [f"pe{secrets.token_hex(3)}{i}" for i in range(1, args.n + 1)]
+            nofsync_products = [f"nf{secrets.token_hex(3)}{i}" for i in range(1, args.n + 1)]
+            apply = [opsline, "apply", "--concurrency", str(args.concurrency), "--json"]
             cmds = {
                 "curl_floor": [exe, tsv],
                 "floor+durable": [exe, tsv, "."],
-                "opsline": [opsline, "apply", *products, "--concurrency", str(args.concurrency),
-                            "--state-dir", os.path.join(work, "journal"), "--json"],
+                "opsline": [*apply, *products, "--state-dir", os.path.join(work, "journal")],
+                "opsline-nofsync": [*apply, *nofsync_products, "--state-dir",
+                                    os.path.join(work, "journal-nofsync")],
                 "peer": [sys.executable, PEER, "--threads", str(args.threads), "--out-dir", ".",
                          "--writes-only", *peer_products],
             }
@@ -142,7 +164,8 @@ def main():
                 cmd = cmds[side]
                 side_dir = os.path.join(work, side)
                 os.makedirs(side_dir)
-                res = timed_call(stack, cmd, side_dir, side_dir, env)
+                res = timed_call(stack, cmd, side_dir, side_dir,
+                                 env_nofsync if side == "opsline-nofsync" else env)
                 with open(os.path.join(side_dir, "stderr"), errors="replace") as f:
                     tail = f.read().strip().splitlines()[-1:] if "floor" in side else []
                 print(f"{side:<13} run {r + 1}: cpu {res['cpu']:.3f} s, wall {res['wall']:.2f} s, "
@@ -160,6 +183,7 @@ def main():
             "curl_floor": "curl_floor (libcurl + kernel, the HTTP alone)",
             "floor+durable": "floor+durable (the HTTP + the file work)",
             "opsline": "opsline apply (everything)",
+            "opsline-nofsync": "opsline apply, fsync a no-op",
             "peer": f"peer (boto3, {args.threads} threads, 6 writes/item)",
         }
         for side in runs:
@@ -170,7 +194,8 @@ def main():
         if "peer" in med:
             pe = med["peer"]["cpu"]
             print(f"  peer CPU / opsline {pe / op:.1f}x (bar: >= 10x); / floor+durable "
-                  f"{pe / fd:.1f}x; / curl_floor {pe / fl:.1f}x")
+                  f"{pe / fd:.1f}x; / curl_floor {pe / fl:.1f}x; / opsline-nofsync "
+                  f"{pe / med['opsline-nofsync']['cpu']:.1f}x")
             pairs = [p["cpu"] / o["cpu"] for p, o in zip(runs["peer"], runs["opsline"])]
             print("  peer / opsline run by run: " + ", ".join(f"{x:.1f}x" for x in pairs))
         return 0
