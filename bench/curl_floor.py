@@ -14,9 +14,9 @@ latency), and runs, alternately, `--repeat` times each:
   journal records, the .env written to a temp file, fsync'd, renamed, the directory
   fsync'd), a lower bound of HTTP plus durability for any libcurl client;
 - `opsline apply` of N new products, with the bench's options;
-- opsline-nofsync: the same apply with fsync(2) and fdatasync(2) made no-ops (an
-  LD_PRELOAD shim built here): what opsline would cost without its power-loss durability,
-  the one thing it could give up for CPU;
+- opsline-nofsync: the same apply with fsync(2) made a no-op (tests/tools/slow_fsync.c with
+  SLOW_FSYNC_MS=0 SLOW_FSYNC_SKIP=1; opsline calls no fdatasync): what opsline would cost
+  without its durability against a power loss, the one thing it could give up for CPU;
 - the peer of bench.py (boto3, 16 threads, the 6 writes per item), unless --no-peer: the
   CPU bar (peer / opsline >= 10) next to what the two floors would reach against it.
 
@@ -39,6 +39,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "tools"))
 from bench import PEER, scratch_stack, timed_call  # noqa: E402
+from slow_disk import build_shim  # noqa: E402
 
 S3NS = "http://s3.amazonaws.com/doc/2006-03-01/"
 
@@ -50,21 +51,6 @@ def build_floor(out_dir):
     subprocess.run([cc, "-O2", "-Wall", "-Wextra", "-Werror", "-o", exe, src, "-lcurl"],
                    check=True)
     return exe
-
-
-NOFSYNC_C = """int fsync(int fd) { (void)fd; return 0; }
-int fdatasync(int fd) { (void)fd; return 0; }
-"""
-
-
-def build_nofsync(out_dir):
-    """An LD_PRELOAD shim whose fsync and fdatasync do nothing (measurement only)."""
-    src, lib = os.path.join(out_dir, "nofsync.c"), os.path.join(out_dir, "nofsync.so")
-    with open(src, "w") as f:
-        f.write(NOFSYNC_C)
-    subprocess.run([os.environ.get("CC", "cc"), "-O2", "-shared", "-fPIC", "-o", lib, src],
-                   check=True)
-    return lib
 
 
 def requests_tsv(path, env, n):
@@ -139,7 +125,8 @@ def main():
     with scratch_stack("opsline-floor-", "split", args.latency_ms) as (scratch, stack):
         exe = build_floor(scratch)
         env = stack.client_env(scratch)
-        env_nofsync = dict(env, LD_PRELOAD=build_nofsync(scratch))
+        env_nofsync = dict(env, LD_PRELOAD=build_shim(scratch), SLOW_FSYNC_MS="0",
+                           SLOW_FSYNC_SKIP="1")
         runs = {"curl_floor": [], "floor+durable": [], "opsline": [], "opsline-nofsync": []}
         if not args.no_peer:
             runs["peer"] = []

@@ -1,7 +1,9 @@
 /* LD_PRELOAD shim: fsync(2) first sleeps SLOW_FSYNC_MS milliseconds (default 10), as on a
  * slow or network disk. With SLOW_FSYNC_ONLY set, only the fsyncs of files whose path ends
- * with it sleep (e.g. "journal.jsonl"); the others are untouched. Measurement and tests only:
- * bench/slow_disk.py, MotoTestCase.slow_journal_fsync (opsline_e2e.py). */
+ * with it sleep (e.g. "journal.jsonl"); the others are untouched. With SLOW_FSYNC_SKIP=1 those
+ * fsyncs then do nothing and report success (SLOW_FSYNC_MS=0 SLOW_FSYNC_SKIP=1: no fsync at
+ * all). Measurement and tests only: bench/slow_disk.py, bench/curl_floor.py,
+ * MotoTestCase.slow_journal_fsync (opsline_e2e.py). */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <stdio.h>
@@ -33,7 +35,11 @@ int fsync(int fd) {
         const char *e = getenv("SLOW_FSYNC_MS");
         long ms = e != NULL ? atol(e) : 10;
         struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-        nanosleep(&ts, NULL);
+        if (ms > 0)
+            nanosleep(&ts, NULL);
+        const char *skip = getenv("SLOW_FSYNC_SKIP");
+        if (skip != NULL && strcmp(skip, "1") == 0)
+            return 0;
     }
     return real(fd);
 }
