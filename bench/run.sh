@@ -7,9 +7,9 @@
 # usage: bench/run.sh [BUILDDIR]   (default build; the binary is BUILDDIR/opsline)
 # knobs: BENCH_N (50 products), BENCH_THREADS (16, the peer's pool), BENCH_CONCURRENCY (32,
 #        opsline --concurrency), BENCH_LATENCY_MS (50), BENCH_REPEAT (3; each figure is the
-#        median of the runs), BENCH_CONFIGS (single,split,single-direct,split-direct),
-#        BENCH_JSON (a file for every run's raw numbers). Extra arguments after BUILDDIR go
-#        to bench/bench.py.
+#        median of the runs), BENCH_CONFIGS (single,split,single-direct,split-direct,
+#        single-nolatency,split-nolatency), BENCH_JSON (a file for every run's raw numbers).
+#        Extra arguments after BUILDDIR go to bench/bench.py.
 # Then the throttle bench (bench/throttle.py): BENCH_THROTTLE_N products (200) under an IAM
 # quota of BENCH_THROTTLE_TPS (10) requests/s, opsline against boto3 in adaptive mode;
 # BENCH_THROTTLE_S3_SLOWDOWN (0) also answers that share of S3 requests 503 SlowDown;
@@ -42,7 +42,7 @@ args=(--opsline "$opsline"
   --concurrency "${BENCH_CONCURRENCY:-32}"
   --latency-ms "${BENCH_LATENCY_MS:-50}"
   --repeat "${BENCH_REPEAT:-3}"
-  --configs "${BENCH_CONFIGS:-single,split,single-direct,split-direct}")
+  --configs "${BENCH_CONFIGS:-single,split,single-direct,split-direct,single-nolatency,split-nolatency}")
 [ -z "${BENCH_JSON:-}" ] || args+=(--json-out "$BENCH_JSON")
 rc=0
 python3 "$root/bench/bench.py" "${args[@]}" "$@" || rc=$?
