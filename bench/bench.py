@@ -474,7 +474,7 @@ def report(results, args, n_items):
             }
             marks = {k: "ok" if ratio[k] >= TARGETS[k] else "MISSED" for k in ratio}
             # The targets are for the runs with the added latency; a *-direct or
-            # *-nolatency run is a floor, shown for comparison only.
+            # *-nolatency run is a reference for the wall bar, shown for comparison only.
             verdict = (
                 "  (no added latency: no targets)"
                 if config.endswith(("-direct", "-nolatency"))
