@@ -371,6 +371,12 @@ def keep_stderr_tail(res):
             res["stderr_tail"] = f.read()[-2000:]
 
 
+def peer_command(threads, out_dir, products, peer_args=("--writes-only",)):
+    """The boto3 peer provisioning products with a pool of threads, .env files in out_dir."""
+    return [sys.executable, PEER, "--threads", str(threads), "--out-dir", out_dir, *peer_args,
+            *products]
+
+
 def run_side(side, config, args, products, items, scratch):
     work = tempfile.mkdtemp(prefix=f"{config}-{side}-", dir=scratch)
     out_dir = os.path.join(work, "out")
@@ -383,10 +389,10 @@ def run_side(side, config, args, products, items, scratch):
             cmd += ["--state-dir", os.path.join(work, "journal"), "--json"]
             cmd += list(getattr(args, "opsline_args", ()))  # bench/throttle.py --iam-timeout
         else:
-            cmd = [sys.executable, PEER, "--threads", str(args.threads), "--out-dir", out_dir]
             # the main bench: only the 6 writes of a fresh item (issue 7); bench/throttle.py
             # sets its own peer arguments
-            cmd += [*getattr(args, "peer_args", ("--writes-only",)), *products]
+            cmd = peer_command(args.threads, out_dir, products,
+                               getattr(args, "peer_args", ("--writes-only",)))
         res = timed_call(stack, cmd, work, out_dir, env)
         res.update(side=side, config=config)
         res["requests"] = stack.requests() if stack.proxies else None

@@ -38,7 +38,7 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "tools"))
-from bench import PEER, scratch_stack, timed_call  # noqa: E402
+from bench import peer_command, scratch_stack, timed_call  # noqa: E402
 from slow_disk import build_shim  # noqa: E402
 
 S3NS = "http://s3.amazonaws.com/doc/2006-03-01/"
@@ -134,18 +134,18 @@ def main():
             work = tempfile.mkdtemp(prefix=f"run{r}-", dir=scratch)
             tsv = os.path.join(work, "requests.tsv")
             n_requests = requests_tsv(tsv, env, args.n)
-            products = [f"fl{secrets.token_hex(3)}{i}" for i in range(1, args.n + 1)]
-            peer_products = [f"pe{secrets.token_hex(3)}{i}" for i in range(1, args.n + 1)]
-            nofsync_products = [f"nf{secrets.token_hex(3)}{i}" for i in range(1, args.n + 1)]
+            def fresh(prefix):  # products no side has created yet
+                tag = prefix + secrets.token_hex(3)
+                return [f"{tag}{i}" for i in range(1, args.n + 1)]
+
             apply = [opsline, "apply", "--concurrency", str(args.concurrency), "--json"]
             cmds = {
                 "curl_floor": [exe, tsv],
                 "floor+durable": [exe, tsv, "."],
-                "opsline": [*apply, *products, "--state-dir", os.path.join(work, "journal")],
-                "opsline-nofsync": [*apply, *nofsync_products, "--state-dir",
+                "opsline": [*apply, *fresh("fl"), "--state-dir", os.path.join(work, "journal")],
+                "opsline-nofsync": [*apply, *fresh("nf"), "--state-dir",
                                     os.path.join(work, "journal-nofsync")],
-                "peer": [sys.executable, PEER, "--threads", str(args.threads), "--out-dir", ".",
-                         "--writes-only", *peer_products],
+                "peer": peer_command(args.threads, ".", fresh("pe")),
             }
             for side in runs:
                 cmd = cmds[side]
